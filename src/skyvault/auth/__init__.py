@@ -1,0 +1,1 @@
+"""Identity, groups, tokens and access rules."""

@@ -1,0 +1,1 @@
+"""Catalogue storage: HATS layout on disk, ingest, column metadata, the registry of tables."""

@@ -1,0 +1,219 @@
+"""Column and table metadata: what TAP_SCHEMA and VOTable FIELDs publish about a table.
+
+Metadata is kept beside each catalogue in ``skyvault_table.json``.  It merges three sources,
+later ones winning field by field: the Arrow type of the stored column, what the input file
+carried (VOTable FIELD, FITS TUNIT/TCOMM/TUCD, ECSV meta), and a Felis YAML schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from skyvault.errors import CatalogError
+
+__all__ = [
+    "METADATA_FILE",
+    "ColumnMeta",
+    "TableMeta",
+    "votable_type",
+]
+
+METADATA_FILE = "skyvault_table.json"
+FORMAT_VERSION = 1
+
+
+def votable_type(arrow_type: pa.DataType) -> tuple[str, str | None, str | None]:
+    """VOTable ``(datatype, arraysize, xtype)`` for an Arrow type.
+
+    Unsigned integers widen to the next signed type (VOTable has no unsigned types except
+    ``unsignedByte``); timestamps become ISO-8601 strings with DALI xtype ``timestamp``.
+    """
+    t = arrow_type
+    if pa.types.is_boolean(t):
+        return "boolean", None, None
+    if pa.types.is_uint8(t):
+        return "unsignedByte", None, None
+    if pa.types.is_int8(t) or pa.types.is_int16(t):
+        return "short", None, None
+    if pa.types.is_uint16(t) or pa.types.is_int32(t):
+        return "int", None, None
+    if pa.types.is_uint32(t) or pa.types.is_int64(t) or pa.types.is_uint64(t):
+        return "long", None, None
+    if pa.types.is_float16(t) or pa.types.is_float32(t):
+        return "float", None, None
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "double", None, None
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "char", "*", None
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "char", "*", "timestamp"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "unsignedByte", "*", None
+    if pa.types.is_fixed_size_list(t):
+        inner, _, _ = votable_type(t.value_type)
+        return inner, str(t.list_size), None
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner, _, _ = votable_type(t.value_type)
+        return inner, "*", None
+    raise CatalogError(f"column type {t} has no VOTable equivalent")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnMeta:
+    """What is published about one column (TAP_SCHEMA.columns, VOTable FIELD)."""
+
+    name: str
+    datatype: str
+    arraysize: str | None = None
+    xtype: str | None = None
+    unit: str | None = None
+    ucd: str | None = None
+    utype: str | None = None
+    description: str | None = None
+    principal: bool = False
+    indexed: bool = False
+    std: bool = False
+    column_index: int | None = None
+    arrow_type: str = ""
+    nullable: bool = True
+
+    @classmethod
+    def from_arrow(cls, field: pa.Field) -> ColumnMeta:
+        """Metadata implied by an Arrow field's type alone."""
+        datatype, arraysize, xtype = votable_type(field.type)
+        return cls(
+            name=field.name,
+            datatype=datatype,
+            arraysize=arraysize,
+            xtype=xtype,
+            arrow_type=str(field.type),
+            nullable=field.nullable,
+        )
+
+    def updated(self, **changes: Any) -> ColumnMeta:
+        """A copy with the non-None ``changes`` applied."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ColumnMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class TableMeta:
+    """What is stored about one table: identity, kind, layout facts and its columns.
+
+    ``kind`` is ``"hats"`` for a HEALPix-partitioned catalogue with positions, ``"plain"``
+    for a table without sky coordinates stored as ordinary Parquet files.
+    """
+
+    schema: str
+    name: str
+    kind: str
+    columns: tuple[ColumnMeta, ...]
+    nrows: int
+    description: str | None = None
+    ra_column: str | None = None
+    dec_column: str | None = None
+    primary_key: str | None = None
+    margin_arcsec: float | None = None
+    max_rows_per_partition: int | None = None
+    n_partitions: int = 0
+    created: str = ""
+    sources: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> ColumnMeta:
+        """The column called ``name`` (exact match)."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise CatalogError(f"no column {name!r} in {self.qualified_name}")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["columns"] = [c.to_json() for c in self.columns]
+        data["sources"] = list(self.sources)
+        data["groups"] = list(self.groups)
+        data["format_version"] = FORMAT_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TableMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["columns"] = tuple(ColumnMeta.from_json(c) for c in data["columns"])
+        values["sources"] = tuple(data.get("sources", ()))
+        values["groups"] = tuple(data.get("groups", ()))
+        return cls(**values)
+
+    def write(self, table_dir: Path) -> None:
+        path = table_dir / METADATA_FILE
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+
+    @classmethod
+    def read(cls, table_dir: Path) -> TableMeta:
+        path = table_dir / METADATA_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CatalogError(f"{table_dir.name} has no {METADATA_FILE}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CatalogError(f"unreadable table metadata in {table_dir.name}: {exc}") from None
+
+
+def merge_columns(
+    schema: pa.Schema,
+    *overrides: Mapping[str, Mapping[str, Any]],
+) -> tuple[ColumnMeta, ...]:
+    """Column metadata for ``schema``, with each mapping of overrides applied in order.
+
+    Each override maps a column name to metadata fields (``unit``, ``ucd``, ``description``,
+    ``principal``, ...).  Names not in the schema are ignored: a Felis file usually describes
+    more columns than a given input carries.
+    """
+    out: list[ColumnMeta] = []
+    for index, field in enumerate(schema):
+        meta = ColumnMeta.from_arrow(field).updated(column_index=index)
+        for layer in overrides:
+            extra = layer.get(field.name)
+            if extra:
+                meta = meta.updated(**_allowed(extra))
+        out.append(meta)
+    return tuple(out)
+
+
+_OVERRIDABLE = {"unit", "ucd", "utype", "description", "principal", "indexed", "std", "xtype"}
+
+
+def _allowed(extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in extra.items() if k in _OVERRIDABLE and v not in ("", None)}
+
+
+def principal_defaults(
+    columns: Iterable[ColumnMeta], ra: str | None, dec: str | None, primary_key: str | None
+) -> tuple[ColumnMeta, ...]:
+    """Mark the positional and key columns principal when no source said otherwise."""
+    cols = list(columns)
+    if any(c.principal for c in cols):
+        return tuple(cols)
+    wanted = {n for n in (ra, dec, primary_key) if n}
+    return tuple(c.updated(principal=True) if c.name in wanted else c for c in cols)

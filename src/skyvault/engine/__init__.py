@@ -1,0 +1,1 @@
+"""Query execution: plans, partition pruning, per-partition execution, merging."""

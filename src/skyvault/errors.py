@@ -1,0 +1,230 @@
+"""Every error a user of skyvault can see: one class per kind, each with a stable code.
+
+The core raises these; the edges render them (one line for the CLI, a DALI VOTable error
+document for TAP).  Nothing else may reach a user: the query and ingest entry points wrap
+any foreign exception (DuckDB, sqlglot, pyarrow, OS) into one of these classes.
+
+Each error carries
+
+* ``code``: a short stable identifier (``adql.syntax``, ``ingest.coordinate`` ...),
+* ``message``: what was wrong, in words a person can act on,
+* ``hint``: optionally, what to do about it,
+* ``http_status``: the status a web edge should answer with.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AdqlError",
+    "AdqlSemanticError",
+    "AdqlSyntaxError",
+    "AuthenticationRequired",
+    "CatalogError",
+    "CatalogNotFound",
+    "IngestError",
+    "InputFormatError",
+    "InternalError",
+    "JobError",
+    "LimitExceeded",
+    "QueryCancelled",
+    "QueryError",
+    "QueryTimeout",
+    "SkyvaultError",
+    "UnsupportedQuery",
+    "UsageError",
+]
+
+
+class SkyvaultError(Exception):
+    """Base of every user-visible skyvault error.
+
+    Parameters
+    ----------
+    message
+        What was wrong, phrased for the person who made the request.
+    hint
+        What to do about it, when there is something useful to say.
+    """
+
+    code: str = "error"
+    http_status: int = 400
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+    def to_dict(self) -> dict[str, object]:
+        """Machine-readable form (JSON errors, audit log)."""
+        out: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+class UsageError(SkyvaultError):
+    """A command or request was called with wrong or missing arguments."""
+
+    code = "usage"
+
+
+class InternalError(SkyvaultError):
+    """A fault inside skyvault. The message never carries internals (paths, traces)."""
+
+    code = "internal"
+    http_status = 500
+
+
+# --- catalogues and ingest ------------------------------------------------------------------
+
+
+class CatalogError(SkyvaultError):
+    """A problem with the stored catalogues (layout, metadata)."""
+
+    code = "catalog"
+
+
+class CatalogNotFound(CatalogError):
+    """A schema or table that does not exist (or that the caller may not see)."""
+
+    code = "catalog.not_found"
+    http_status = 404
+
+
+class IngestError(SkyvaultError):
+    """Ingest refused its input. Names the file, row and column where they are known."""
+
+    code = "ingest"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = []
+        if file is not None:
+            where.append(f"file {file}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        full = f"{', '.join(where)}: {message}" if where else message
+        super().__init__(full, hint=hint)
+        self.file = file
+        self.row = row
+        self.column = column
+
+
+class InputFormatError(IngestError):
+    """An input file is not what its name (or the requested format) says."""
+
+    code = "ingest.format"
+
+
+# --- ADQL -----------------------------------------------------------------------------------
+
+
+class AdqlError(SkyvaultError):
+    """Base of ADQL errors; ``line`` and ``column`` are 1-based where known."""
+
+    code = "adql"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.line = line
+        self.column = column
+        located = f"line {line}, column {column}: {message}" if line is not None else message
+        super().__init__(located, hint=hint)
+        self.detail = message
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        if self.line is not None:
+            out["line"] = self.line
+            out["column"] = self.column
+        return out
+
+
+class AdqlSyntaxError(AdqlError):
+    """The text is not ADQL 2.1 (grammar, reserved word, unknown function)."""
+
+    code = "adql.syntax"
+
+
+class AdqlSemanticError(AdqlError):
+    """Valid ADQL that does not fit the catalogues: unknown or ambiguous name, type error."""
+
+    code = "adql.semantic"
+
+
+class UnsupportedQuery(AdqlError):
+    """Valid ADQL that skyvault does not run (say which part, and what to write instead)."""
+
+    code = "adql.unsupported"
+
+
+# --- query execution ------------------------------------------------------------------------
+
+
+class QueryError(SkyvaultError):
+    """The query failed while running (e.g. a value error in the data)."""
+
+    code = "query"
+
+
+class QueryTimeout(QueryError):
+    """The query ran longer than its time limit."""
+
+    code = "query.timeout"
+
+
+class QueryCancelled(QueryError):
+    """The query was cancelled (job aborted, client gone)."""
+
+    code = "query.cancelled"
+
+
+class LimitExceeded(SkyvaultError):
+    """A configured limit (upload size, jobs per user, storage) refused the request."""
+
+    code = "limit"
+    http_status = 413
+
+
+# --- service, jobs, auth --------------------------------------------------------------------
+
+
+class JobError(SkyvaultError):
+    """A UWS job request that cannot be honoured (unknown job, wrong phase...)."""
+
+    code = "job"
+
+
+class AuthenticationRequired(SkyvaultError):
+    """No, invalid, expired or revoked credentials where credentials are needed."""
+
+    code = "auth.required"
+    http_status = 401
+
+
+class AccessDenied(SkyvaultError):
+    """An authenticated caller without access to what they asked for."""
+
+    code = "auth.denied"
+    http_status = 403

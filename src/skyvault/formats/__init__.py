@@ -1,0 +1,1 @@
+"""Result serialisation: VOTable, CSV/TSV, FITS, Parquet, JSON writers that stream."""

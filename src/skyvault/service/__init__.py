@@ -1,0 +1,1 @@
+"""The web edge: TAP, UWS, VOSI handlers over the core."""

@@ -1,0 +1,1 @@
+"""Spherical geometry and HEALPix coverage: regions to partitions and index ranges."""
