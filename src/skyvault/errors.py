@@ -228,3 +228,19 @@ class AccessDenied(SkyvaultError):
 
     code = "auth.denied"
     http_status = 403
+
+
+# --- sky geometry ---------------------------------------------------------------------------
+
+
+class GeometryError(SkyvaultError):
+    """An invalid sky position or region.
+
+    Declination beyond ±90°, a negative or too large radius, a polygon with fewer than three
+    vertices or a degenerate edge, a non-finite coordinate.
+    """
+
+    code = "sky.geometry"
+
+
+__all__ += ["GeometryError"]
