@@ -1,0 +1,216 @@
+"""Where tables live on disk, and how a new version of one appears atomically.
+
+A table ``SCHEMA.TABLE`` in data root ``DIR`` is visible at ``DIR/SCHEMA/TABLE``: a symbolic
+link to an immutable version directory (a HATS catalogue, or plain Parquet for tables
+without positions)::
+
+    DIR/SCHEMA/TABLE -> .skyvault/versions/TABLE/<version>/
+    DIR/SCHEMA/.skyvault/tmp/<build>/         a build in progress (invisible)
+    DIR/SCHEMA/.skyvault/locks/TABLE.lock     held by the one ingest of TABLE at a time
+
+A build is written under ``tmp/``, moved into ``versions/`` and published by replacing the
+link with ``os.replace`` — one atomic step on POSIX file systems.  Readers therefore see the
+old version or the new one, never a mix; an interrupted or killed ingest leaves only a
+``tmp/`` directory that the next ingest removes.  The version replaced last is kept (a query
+may still be reading it); older ones are deleted at the next publish.
+
+Readers that resolve ``DIR/SCHEMA/TABLE`` see an ordinary HATS catalogue directory, so the
+``hats`` and ``lsdb`` libraries open it as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from skyvault.errors import CatalogError, CatalogNotFound, IngestError, UsageError
+
+__all__ = [
+    "TableBuild",
+    "TableName",
+    "building",
+    "list_tables",
+    "table_path",
+]
+
+INTERNAL_DIR = ".skyvault"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A qualified table name ``schema.table``, both parts regular identifiers."""
+
+    schema: str
+    table: str
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        """Parse ``SCHEMA.TABLE``; both parts must be regular identifiers."""
+        parts = text.split(".")
+        if len(parts) != 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise UsageError(
+                f"table name {text!r} is not of the form SCHEMA.TABLE",
+                hint="use letters, digits and underscores, e.g. dp02_dc2_catalogs.Object",
+            )
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+def table_path(data_dir: Path, name: TableName) -> Path:
+    """The visible path of a table (the link); raises if the table does not exist."""
+    path = data_dir / name.schema / name.table
+    if not path.exists():
+        raise CatalogNotFound(f"no table {name}")
+    return path
+
+
+def list_tables(data_dir: Path) -> list[tuple[TableName, Path]]:
+    """Every published table under ``data_dir``, sorted by name, with its resolved directory."""
+    found: list[tuple[TableName, Path]] = []
+    if not data_dir.is_dir():
+        return found
+    for schema_dir in sorted(data_dir.iterdir()):
+        if schema_dir.name.startswith(".") or not schema_dir.is_dir():
+            continue
+        for entry in sorted(schema_dir.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            if _IDENTIFIER.match(schema_dir.name) and _IDENTIFIER.match(entry.name):
+                found.append((TableName(schema_dir.name, entry.name), entry.resolve()))
+    return found
+
+
+@dataclass
+class TableBuild:
+    """A version of a table being written; ``path`` is where to put its files."""
+
+    name: TableName
+    path: Path
+    version: str
+
+
+@contextlib.contextmanager
+def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
+    """Build a new version of ``name`` and publish it atomically when the block succeeds.
+
+    Holds an exclusive lock on the table for the whole build, so two ingests of one table
+    cannot interleave.  On any exception (including ``KeyboardInterrupt``) the build
+    directory is removed and the previously published version stays as it was.
+    """
+    schema_dir = data_dir / name.schema
+    internal = schema_dir / INTERNAL_DIR
+    for sub in ("tmp", "locks", f"versions/{name.table}"):
+        (internal / sub).mkdir(parents=True, exist_ok=True)
+    visible = schema_dir / name.table
+    if visible.exists() and not visible.is_symlink():
+        raise CatalogError(
+            f"{visible} is a directory skyvault did not create",
+            hint="move it away, or ingest under another table name",
+        )
+
+    with _exclusive_lock(internal / "locks" / f"{name.table}.lock", name):
+        _remove_abandoned_builds(internal / "tmp")
+        version = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        tmp = internal / "tmp" / f"{name.table}-{version}"
+        tmp.mkdir()
+        # The builder holds this lock while alive; a later ingest that can take it knows the
+        # directory was abandoned (killed process) and removes it.
+        marker = os.open(tmp / ".building", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(marker, fcntl.LOCK_EX)
+        try:
+            yield TableBuild(name=name, path=tmp, version=version)
+            os.close(marker)
+            (tmp / ".building").unlink()
+            _sync_tree(tmp)
+            final = internal / "versions" / name.table / version
+            os.rename(tmp, final)
+            _publish(visible, final)
+            _remove_old_versions(internal / "versions" / name.table, keep=final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(marker)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _publish(visible: Path, final: Path) -> None:
+    """Point ``visible`` at ``final`` with one atomic rename of a fresh symlink."""
+    link_tmp = visible.with_name(f".{visible.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(os.path.relpath(final, visible.parent), link_tmp)
+    try:
+        os.replace(link_tmp, visible)
+    except BaseException:
+        link_tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(visible.parent)
+
+
+def _remove_old_versions(versions_dir: Path, keep: Path) -> None:
+    """Delete all versions but ``keep`` and the most recent one before it."""
+    others = sorted(p for p in versions_dir.iterdir() if p != keep)
+    for old in others[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_abandoned_builds(tmp_root: Path) -> None:
+    for build in tmp_root.iterdir():
+        marker = build / ".building"
+        try:
+            fd = os.open(marker, os.O_RDWR)
+        except FileNotFoundError:
+            shutil.rmtree(build, ignore_errors=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live build of another table
+        finally:
+            os.close(fd)
+        shutil.rmtree(build, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, name: TableName) -> Iterator[None]:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IngestError(
+                f"another ingest of {name} is running",
+                hint="wait for it to finish; the table is replaced atomically when it does",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` so a crash after publish loses nothing."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for fname in filenames:
+            fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,215 @@
+"""The ``skyvault`` command: a thin edge that parses arguments and calls the core.
+
+Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA`` or ``./data``).  Errors
+are skyvault's own classes, printed as one line on stderr with a non-zero exit status;
+an interrupt exits with status 130 and, for ingest, leaves the catalogue as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from skyvault import __version__
+from skyvault.errors import SkyvaultError, UsageError
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("SKYVAULT_DATA", "data"))
+
+
+class RichProgress:
+    """Ingest progress as a rich bar per stage: rows, rows/s and time left."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def stage(self, label: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
+        self._task = self._progress.add_task(label, total=total, rate="")
+
+    def advance(self, rows: int) -> None:
+        if self._task is None:
+            return
+        self._progress.advance(self._task, rows)
+        task = self._progress.tasks[-1]
+        speed = task.speed
+        if speed:
+            self._progress.update(self._task, rate=f"{speed / 1e6:.2f}M rows/s")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from skyvault.catalog.ingest import IngestOptions, ingest
+
+    options = IngestOptions(
+        max_rows_per_partition=args.max_rows,
+        margin_arcsec=args.margin,
+        workers=args.workers,
+        primary_key=args.primary_key,
+        description=args.description,
+    )
+    show = not args.quiet and sys.stderr.isatty()
+    if show:
+        with RichProgress() as bar:
+            meta = ingest(
+                args.inputs,
+                args.table,
+                args.data,
+                ra=args.ra,
+                dec=args.dec,
+                felis=args.felis,
+                options=options,
+                progress=bar,
+            )
+    else:
+        meta = ingest(
+            args.inputs,
+            args.table,
+            args.data,
+            ra=args.ra,
+            dec=args.dec,
+            felis=args.felis,
+            options=options,
+        )
+    layout = f"{meta.n_partitions} HEALPix partitions" if meta.kind == "hats" else "plain Parquet"
+    print(f"ingested {meta.nrows:,} rows into {meta.qualified_name} ({layout}) under {args.data}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from skyvault.catalog.demo import build_demo
+
+    metas = build_demo(args.data, scale=args.scale, seed=args.seed, force=args.force)
+    for meta in metas:
+        print(f"{meta.qualified_name}: {meta.nrows:,} rows")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from skyvault.catalog.layout import list_tables
+    from skyvault.catalog.metadata import TableMeta
+
+    for name, path in list_tables(args.data):
+        try:
+            meta = TableMeta.read(path)
+        except SkyvaultError as exc:
+            print(f"{name}\t(unreadable: {exc})")
+            continue
+        print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{len(meta.columns)} columns")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skyvault",
+        description="Data-access service for astronomy archives: HATS catalogues, ADQL, TAP.",
+    )
+    parser.add_argument("--version", action="version", version=f"skyvault {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data",
+            type=Path,
+            default=_default_data(),
+            metavar="DIR",
+            help="data root (default: $SKYVAULT_DATA or ./data)",
+        )
+
+    p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files or globs")
+    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE")
+    p.add_argument("--ra", metavar="COL", help="right ascension column (degrees, ICRS)")
+    p.add_argument("--dec", metavar="COL", help="declination column (degrees, ICRS)")
+    p.add_argument("--felis", type=Path, metavar="FILE", help="Felis YAML schema with metadata")
+    p.add_argument("--primary-key", metavar="COL")
+    p.add_argument("--description", metavar="TEXT")
+    p.add_argument(
+        "--max-rows", type=int, default=1_000_000, help="max rows per partition (1000000)"
+    )
+    p.add_argument("--margin", type=float, default=5.0, help="margin width in arcsec (5)")
+    p.add_argument("--workers", type=int, default=2, help="partitions written in parallel (2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_arg(p)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("demo", help="build the DP0.2-style demo data set")
+    p.add_argument("--scale", choices=("small", "medium"), default="medium")
+    p.add_argument("--seed", type=int, default=20260501)
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+    data_arg(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("tables", help="list the tables under the data root")
+    data_arg(p)
+    p.set_defaults(func=_cmd_tables)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except UsageError as exc:
+        print(f"skyvault: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SkyvaultError as exc:
+        print(f"skyvault: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("skyvault: interrupted; nothing was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
