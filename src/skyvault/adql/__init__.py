@@ -1,1 +1,86 @@
-"""ADQL 2.1: parse, check against catalogue metadata, translate to DuckDB SQL."""
+"""ADQL 2.1: parse, check against catalogue metadata, translate to DuckDB SQL.
+
+This package holds the first stage, parsing, and the registries later stages share:
+
+* :func:`parse` turns query text into an :class:`AdqlQuery` (the text and a sqlglot tree in
+  the :class:`Adql` dialect) or raises :class:`~skyvault.errors.AdqlSyntaxError` with the line
+  and column of the problem.  It needs no catalogue metadata.
+* :data:`FUNCTIONS` is the one registry of callable functions: ADQL built-ins and UDFs, with
+  signatures, units, docs, TAPRegExt feature types and (for UDFs) DuckDB implementations;
+  :func:`register_udf` adds one.
+* :data:`RESERVED_WORDS` and :func:`normalize_identifier` / :func:`identifier_matches` say
+  how names compare: regular identifiers case-insensitively, delimited ones exactly.
+
+How it works
+------------
+Tokenizing and parsing are sqlglot's, through the dialect :class:`Adql` whose tokenizer knows
+only ADQL's keywords and operators and whose parser knows only ADQL's functions.  sqlglot still
+accepts much that ADQL does not, so two whitelists follow: a token check (only ADQL token
+kinds; numbers and identifiers of ADQL's shape) and a tree check
+(:mod:`skyvault.adql.validate`) that accepts a node only where ADQL's grammar has it:
+queries (SELECT, set operations, WITH at the top), table references (tables, named
+subqueries, joins), search conditions and values.  ADQL has no boolean values, so a
+comparison in the select list is refused, as is a bare CONTAINS(...) in WHERE.
+
+The tree stays sqlglot-native for the translator: math functions are sqlglot's own nodes
+(``LOG`` is ``exp.Ln``, ``LOG10`` is ``exp.Log`` with base 10, ``CEILING`` ``exp.Ceil``);
+geometry functions, ``IN_UNIT``, ``TRUNCATE`` and UDF calls are node types of
+:mod:`skyvault.adql.nodes`; ``TOP n`` is ``exp.Limit`` with ``meta["top"]``, ``OFFSET`` is
+``exp.Offset`` (OFFSET applies first, then TOP: the meaning of SQL's LIMIT/OFFSET); ``CAST``
+targets are ``exp.DataType``; identifiers keep the user's spelling with ``quoted`` telling
+regular from delimited.
+
+Decisions where ADQL 2.1 leaves room or sqlglot would accept more
+------------------------------------------------------------------
+* ``LIMIT``, ``FETCH``, ``::``, ``%``, ``[ ]``, bitwise operators, hexadecimal and boolean
+  literals, ``/* */`` comments, ``;`` and non-SELECT statements are refused (ADQL 2.1
+  Recommendation removed booleans, hex and bitwise operators); ``CROSS JOIN`` is refused
+  (write a comma join).
+* ``CASE`` (simple and searched) is accepted though ADQL 2.1's grammar lacks it: the project
+  asks for it and TAP services commonly accept it.
+* ``REGION`` (deprecated) parses for a string literal argument; the translator may refuse it.
+* ``IS [NOT] NULL`` applies to a column reference only, as in the grammar.
+* Reserved words, including ADQL function names such as ``POINT`` or ``DISTANCE``, are refused
+  as regular identifiers; quote them (``"distance"``).
+"""
+
+from __future__ import annotations
+
+from skyvault.adql.dialect import Adql
+from skyvault.adql.functions import (
+    FUNCTIONS,
+    FunctionKind,
+    FunctionSpec,
+    LanguageFeature,
+    duckdb_macro_sql,
+    language_features,
+    register_udf,
+)
+from skyvault.adql.parsing import AdqlQuery, parse
+from skyvault.adql.reserved import (
+    ADQL_RESERVED_WORDS,
+    RESERVED_WORDS,
+    SQL_RESERVED_WORDS,
+    NormalizedName,
+    identifier_matches,
+    normalize_identifier,
+)
+
+__all__ = [
+    "ADQL_RESERVED_WORDS",
+    "FUNCTIONS",
+    "RESERVED_WORDS",
+    "SQL_RESERVED_WORDS",
+    "Adql",
+    "AdqlQuery",
+    "FunctionKind",
+    "FunctionSpec",
+    "LanguageFeature",
+    "NormalizedName",
+    "duckdb_macro_sql",
+    "identifier_matches",
+    "language_features",
+    "normalize_identifier",
+    "parse",
+    "register_udf",
+]

@@ -1,0 +1,332 @@
+"""The sqlglot dialect ``Adql``: ADQL 2.1's tokens, its function table, and ADQL rendering.
+
+The tokenizer knows only ADQL's keywords, operators and comments (``--``), so every other
+word (``LIMIT``, ``COPY``, ``PRAGMA``, ``QUALIFY`` ...) is an ordinary identifier, as it is in
+ADQL.  The parser maps ADQL's functions to sqlglot-native nodes where the meaning is the same
+(``LOG`` is ``exp.Ln``, ``LOG10`` is ``exp.Log`` base 10, ``CEILING`` is ``exp.Ceil`` ...) and
+to the node types of :mod:`skyvault.adql.nodes` otherwise; any other name parses as
+``exp.Anonymous`` for the validator to resolve against the UDF registry.  Parse errors are
+raised as :class:`AdqlParseFailure`, which keeps the offending token.
+
+The generator renders a tree back to canonical ADQL (``SELECT TOP n``, ``MOD(a, b)``,
+``DOUBLE PRECISION`` ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from sqlglot import exp, generator, parser, tokens
+from sqlglot.dialects.dialect import Dialect, NormalizationStrategy
+from sqlglot.errors import ParseError
+from sqlglot.expressions.datatypes import DType
+from sqlglot.tokenizer_core import Token, TokenType
+
+from skyvault.adql import nodes
+
+__all__ = ["CAST_TARGETS", "KEYWORD_TOKENS", "Adql", "AdqlParseFailure"]
+
+_T = TokenType
+
+#: The keywords ADQL's grammar uses as keywords, with their sqlglot token types.
+KEYWORD_TOKENS: dict[str, TokenType] = {
+    "ALL": _T.ALL,
+    "AND": _T.AND,
+    "AS": _T.ALIAS,
+    "ASC": _T.ASC,
+    "BETWEEN": _T.BETWEEN,
+    "CASE": _T.CASE,
+    "DESC": _T.DESC,
+    "DISTINCT": _T.DISTINCT,
+    "ELSE": _T.ELSE,
+    "END": _T.END,
+    "EXCEPT": _T.EXCEPT,
+    "EXISTS": _T.EXISTS,
+    "FROM": _T.FROM,
+    "FULL": _T.FULL,
+    "GROUP BY": _T.GROUP_BY,
+    "HAVING": _T.HAVING,
+    "ILIKE": _T.ILIKE,
+    "IN": _T.IN,
+    "INNER": _T.INNER,
+    "INTERSECT": _T.INTERSECT,
+    "IS": _T.IS,
+    "JOIN": _T.JOIN,
+    "LEFT": _T.LEFT,
+    "LIKE": _T.LIKE,
+    "NATURAL": _T.NATURAL,
+    "NOT": _T.NOT,
+    "NULL": _T.NULL,
+    "OFFSET": _T.OFFSET,
+    "ON": _T.ON,
+    "OR": _T.OR,
+    "ORDER BY": _T.ORDER_BY,
+    "OUTER": _T.OUTER,
+    "RIGHT": _T.RIGHT,
+    "SELECT": _T.SELECT,
+    "THEN": _T.THEN,
+    "TOP": _T.TOP,
+    "UNION": _T.UNION,
+    "USING": _T.USING,
+    "WHEN": _T.WHEN,
+    "WHERE": _T.WHERE,
+    "WITH": _T.WITH,
+}
+
+_OPERATORS: dict[str, TokenType] = {
+    "||": _T.DPIPE,
+    ">=": _T.GTE,
+    "<=": _T.LTE,
+    "<>": _T.NEQ,
+    "!=": _T.NEQ,
+}
+
+#: ADQL cast targets (upper case) and the sqlglot data types they become.  The geometry types
+#: have no sqlglot equivalent and become user-defined types named ``POINT`` etc.
+CAST_TARGETS: dict[str, DType] = {
+    "SMALLINT": exp.DataType.Type.SMALLINT,
+    "INTEGER": exp.DataType.Type.INT,
+    "BIGINT": exp.DataType.Type.BIGINT,
+    "REAL": exp.DataType.Type.FLOAT,
+    "DOUBLE": exp.DataType.Type.DOUBLE,
+    "CHAR": exp.DataType.Type.CHAR,
+    "VARCHAR": exp.DataType.Type.VARCHAR,
+    "TIMESTAMP": exp.DataType.Type.TIMESTAMP,
+    "POINT": exp.DataType.Type.USERDEFINED,
+    "CIRCLE": exp.DataType.Type.USERDEFINED,
+    "POLYGON": exp.DataType.Type.USERDEFINED,
+}
+
+
+class AdqlParseFailure(ParseError):
+    """A grammar error, with the token it was found at (``None`` at the end of the text).
+
+    It is a ``ParseError`` so that sqlglot's own backtracking (``_try_parse``) still works.
+    """
+
+    def __init__(self, message: str, token: Token | None) -> None:
+        super().__init__(message)
+        self.description = message
+        self.token = token
+
+
+def _first_arg(cls: type[exp.Func]) -> Callable[[Sequence[Any]], exp.Expr]:
+    """Builder of a one-argument node: ``cls(this=args[0])``, refusing other arities later."""
+
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(this=args[0] if args else None), args)
+
+    return build
+
+
+def _with_arity(node: exp.Expr, args: Sequence[Any]) -> exp.Expr:
+    """Remember how many arguments the query wrote (the validator checks arity from it)."""
+    node.meta["adql_n_args"] = len(args)
+    return node
+
+
+def _two_args(cls: type[exp.Expr], second: str = "expression") -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        kwargs = {"this": args[0] if args else None}
+        if len(args) > 1:
+            kwargs[second] = args[1]
+        return _with_arity(cls(**kwargs), args)
+
+    return build
+
+
+def _var_args(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(expressions=list(args)), args)
+
+    return build
+
+
+def _log10(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Log(this=exp.Literal.number(10), expression=args[0] if args else None)
+    return _with_arity(node, args)
+
+
+def _rand(args: Sequence[Any]) -> exp.Expr:
+    return _with_arity(exp.Rand(this=args[0] if args else None), args)
+
+
+def _pi(args: Sequence[Any]) -> exp.Expr:
+    return _with_arity(exp.Pi(), args)
+
+
+def _coalesce(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Coalesce(this=args[0] if args else None, expressions=list(args[1:]))
+    return _with_arity(node, args)
+
+
+def _aggregate(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(this=args[0] if args else None), args)
+
+    return build
+
+
+_FUNCTION_BUILDERS: dict[str, Callable[..., exp.Expr]] = {
+    "ABS": _first_arg(exp.Abs),
+    "CEILING": _first_arg(exp.Ceil),
+    "DEGREES": _first_arg(exp.Degrees),
+    "EXP": _first_arg(exp.Exp),
+    "FLOOR": _first_arg(exp.Floor),
+    "LOG": _first_arg(exp.Ln),
+    "LOG10": _log10,
+    "MOD": _two_args(exp.Mod),
+    "PI": _pi,
+    "POWER": _two_args(exp.Pow),
+    "RADIANS": _first_arg(exp.Radians),
+    "RAND": _rand,
+    "ROUND": _two_args(exp.Round, "decimals"),
+    "SQRT": _first_arg(exp.Sqrt),
+    "TRUNCATE": _two_args(nodes.Truncate, "decimals"),
+    "ACOS": _first_arg(exp.Acos),
+    "ASIN": _first_arg(exp.Asin),
+    "ATAN": _first_arg(exp.Atan),
+    "ATAN2": _two_args(exp.Atan2),
+    "COS": _first_arg(exp.Cos),
+    "COT": _first_arg(exp.Cot),
+    "SIN": _first_arg(exp.Sin),
+    "TAN": _first_arg(exp.Tan),
+    "COUNT": _aggregate(exp.Count),
+    "AVG": _aggregate(exp.Avg),
+    "MIN": _aggregate(exp.Min),
+    "MAX": _aggregate(exp.Max),
+    "SUM": _aggregate(exp.Sum),
+    "LOWER": _first_arg(exp.Lower),
+    "UPPER": _first_arg(exp.Upper),
+    "COALESCE": _coalesce,
+    "IN_UNIT": _two_args(nodes.InUnit),
+    **{name: _var_args(cls) for name, cls in nodes.GEOMETRY_NODES.items()},
+}
+
+
+class _AdqlTokenizer(tokens.Tokenizer):
+    KEYWORDS: ClassVar[dict[str, TokenType]] = {**_OPERATORS, **KEYWORD_TOKENS}
+    COMMENTS: ClassVar[list[str | tuple[str, str]]] = ["--"]
+    COMMANDS: ClassVar[set[TokenType]] = set()
+    NESTED_COMMENTS = False
+
+
+class _AdqlParser(parser.Parser):
+    FUNCTIONS: ClassVar[dict[str, Callable[..., exp.Expr]]] = dict(_FUNCTION_BUILDERS)
+    FUNCTION_PARSERS: ClassVar[dict[str, Callable[[Any], exp.Expr | None]]] = {
+        "CAST": lambda self: self._parse_adql_cast(),
+    }
+    NO_PAREN_FUNCTIONS: ClassVar[dict[TokenType, type[exp.Func]]] = {}
+    NO_PAREN_FUNCTION_PARSERS: ClassVar[dict[str, Callable[[Any], exp.Expr | None]]] = {
+        "CASE": lambda self: self._parse_case(),
+    }
+    OPERATION_MODIFIERS: ClassVar[set[str]] = set()
+
+    def raise_error(self, message: str, token: Token | None = None) -> None:
+        """Raise at once, keeping the token (``None`` means the end of the text)."""
+        if token is None:
+            token = self._curr
+        raise AdqlParseFailure(message, token)
+
+    def _parse_adql_cast(self) -> exp.Expr:
+        """``CAST(value AS target)`` with ADQL's cast targets only (closing paren left)."""
+        value = self._parse_assignment()
+        if value is None:
+            self.raise_error("Expecting a value to convert")
+        if not self._match(TokenType.ALIAS):
+            self.raise_error("Expecting AS")
+        type_token = self._curr
+        name = type_token.text.upper() if type_token else ""
+        if type_token is None or type_token.token_type != TokenType.VAR or name not in CAST_TARGETS:
+            self.raise_error("Expecting a cast target type")
+        self._advance()
+        params: list[exp.Expr] = []
+        if name == "DOUBLE":
+            if not (self._curr and self._curr.text.upper() == "PRECISION"):
+                self.raise_error("Expecting PRECISION")
+            self._advance()
+        elif name in ("CHAR", "VARCHAR") and self._match(TokenType.L_PAREN):
+            length = self._curr
+            if length is None or length.token_type != TokenType.NUMBER or not length.text.isdigit():
+                self.raise_error("Expecting a length")
+            self._advance()
+            params.append(exp.DataTypeParam(this=exp.Literal.number(length.text)))
+            if not self._match(TokenType.R_PAREN):
+                self.raise_error("Expecting )")
+        if CAST_TARGETS[name] is exp.DataType.Type.USERDEFINED:
+            target = exp.DataType(this=CAST_TARGETS[name], kind=name)
+        else:
+            target = exp.DataType(this=CAST_TARGETS[name], expressions=params or None)
+        if not (self._curr and self._curr.token_type == TokenType.R_PAREN):
+            self.raise_error("Expecting )")
+        return self.expression(exp.Cast(this=value, to=target))
+
+    def _parse_limit(
+        self,
+        this: exp.Expr | None = None,
+        top: bool = False,
+        skip_limit_token: bool = False,
+    ) -> exp.Expr | None:
+        """Only ``TOP <unsigned integer>``: ADQL has no LIMIT or FETCH."""
+        if not top or not self._match(TokenType.TOP):
+            return this
+        count = self._curr
+        if count is None or count.token_type != TokenType.NUMBER or not count.text.isdigit():
+            self.raise_error("Expecting a whole number after TOP")
+        self._advance()
+        limit = self.expression(exp.Limit(expression=exp.Literal.number(count.text)))
+        limit.meta["top"] = True
+        return limit
+
+    def _parse_ordered(self, parse_method: Callable[..., exp.Expr | None] | None = None) -> Any:
+        """An ORDER BY term: ``expression [ASC | DESC]``, nothing else."""
+        this = parse_method() if parse_method else self._parse_assignment()
+        if this is None:
+            return None
+        desc = self._match(TokenType.DESC)
+        if not desc:
+            self._match(TokenType.ASC)
+        return self.expression(exp.Ordered(this=this, desc=bool(desc), nulls_first=False))
+
+
+class _AdqlGenerator(generator.Generator):
+    LIMIT_IS_TOP = True
+    TYPE_MAPPING: ClassVar[dict[DType, str]] = {
+        **generator.Generator.TYPE_MAPPING,
+        exp.DataType.Type.INT: "INTEGER",
+        exp.DataType.Type.FLOAT: "REAL",
+        exp.DataType.Type.DOUBLE: "DOUBLE PRECISION",
+    }
+    TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
+        **generator.Generator.TRANSFORMS,
+        exp.Ln: lambda self, e: self.func("LOG", e.this),
+        exp.Log: lambda self, e: self.func("LOG10", e.expression),
+        exp.Ceil: lambda self, e: self.func("CEILING", e.this),
+        exp.Pow: lambda self, e: self.func("POWER", e.this, e.expression),
+        exp.Mod: lambda self, e: self.func("MOD", e.this, e.expression),
+        exp.Rand: lambda self, e: self.func("RAND", e.this),
+        exp.Round: lambda self, e: self.func("ROUND", e.this, e.args.get("decimals")),
+        exp.Coalesce: lambda self, e: self.func("COALESCE", e.this, *e.expressions),
+        nodes.Truncate: lambda self, e: self.func("TRUNCATE", e.this, e.args.get("decimals")),
+        nodes.InUnit: lambda self, e: self.func("IN_UNIT", e.this, e.expression),
+        nodes.UdfCall: lambda self, e: self.func(str(e.this), *e.expressions, normalize=False),
+    }
+
+    def limit_sql(self, expression: exp.Limit, top: bool = False) -> str:
+        return f" TOP {self.sql(expression, 'expression')}"
+
+    def datatype_sql(self, expression: exp.DataType) -> str:
+        if expression.this is exp.DataType.Type.USERDEFINED:
+            return str(expression.args.get("kind"))
+        return super().datatype_sql(expression)
+
+
+class Adql(Dialect):
+    """ADQL 2.1 as a sqlglot dialect (use through :func:`skyvault.adql.parse`)."""
+
+    NORMALIZATION_STRATEGY = NormalizationStrategy.UPPERCASE
+
+    Tokenizer = _AdqlTokenizer
+    Parser = _AdqlParser
+    Generator = _AdqlGenerator

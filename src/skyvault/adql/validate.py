@@ -1,0 +1,617 @@
+"""The whitelist pass: accept a sqlglot tree only if it is a tree ADQL 2.1's grammar yields.
+
+sqlglot parses far more than ADQL.  This pass walks the tree top-down, knowing at each node
+whether the grammar wants a query, a table reference, a search condition or a value, and
+accepts only the node types (and arguments of those nodes) that ADQL has there.  Anything
+else (a statement other than a query, a table function, ``::``, ``LIMIT``, a boolean value, an
+unknown function ...) is refused with the position of its first token.  Calls of registered
+UDFs are rewritten from ``exp.Anonymous`` to :class:`~skyvault.adql.nodes.UdfCall`.
+
+A final sweep re-checks every node of the tree against the per-type table of allowed
+arguments (:data:`ALLOWED_ARGS`), so that a construct the structural walk forgot to look at
+still cannot pass.  This pass is the first security layer: no node can reach the translator
+that names a file, a table function or a system function.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from sqlglot import exp
+
+from skyvault.adql import nodes
+from skyvault.adql.functions import FUNCTIONS, FunctionSpec, lookup
+from skyvault.adql.reserved import is_regular_identifier, is_reserved
+from skyvault.errors import AdqlSyntaxError
+
+__all__ = ["ALLOWED_ARGS", "SourceText", "validate"]
+
+_NUMBER = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
+_SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
+_PREDICATES = (*_COMPARISONS, exp.And, exp.Or, exp.Not, exp.Like, exp.ILike, exp.Between)
+_PREDICATES_ALL = (*_PREDICATES, exp.In, exp.Exists, exp.Is)
+_BINARY = {"this", "expression"}
+_AGGREGATES = (exp.Count, exp.Avg, exp.Min, exp.Max, exp.Sum)
+
+#: For every node type ADQL trees may hold, the argument keys it may carry.
+ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
+    exp.Select: frozenset(
+        {
+            "with_",
+            "expressions",
+            "distinct",
+            "from_",
+            "joins",
+            "where",
+            "group",
+            "having",
+            "order",
+            "limit",
+            "offset",
+        }
+    ),
+    **{
+        cls: frozenset({"with_", "this", "expression", "distinct", "order", "offset"})
+        for cls in _SET_OPERATIONS
+    },
+    exp.Subquery: frozenset({"this", "alias"}),
+    exp.From: frozenset({"this"}),
+    exp.Join: frozenset({"this", "on", "using", "side", "kind", "method"}),
+    exp.Table: frozenset({"this", "db", "catalog", "alias", "joins"}),
+    exp.TableAlias: frozenset({"this"}),
+    exp.With: frozenset({"expressions"}),
+    exp.CTE: frozenset({"this", "alias"}),
+    exp.Where: frozenset({"this"}),
+    exp.Having: frozenset({"this"}),
+    exp.Group: frozenset({"expressions"}),
+    exp.Order: frozenset({"expressions"}),
+    exp.Ordered: frozenset({"this", "desc", "nulls_first"}),
+    exp.Limit: frozenset({"expression"}),
+    exp.Offset: frozenset({"expression"}),
+    exp.Distinct: frozenset({"expressions"}),
+    exp.Alias: frozenset({"this", "alias"}),
+    exp.Column: frozenset({"this", "table", "db", "catalog"}),
+    exp.Star: frozenset(),
+    exp.Identifier: frozenset({"this", "quoted"}),
+    exp.Literal: frozenset({"this", "is_string"}),
+    exp.Null: frozenset(),
+    exp.Paren: frozenset({"this"}),
+    exp.Neg: frozenset({"this"}),
+    **{cls: frozenset(_BINARY) for cls in (*_ARITHMETIC, *_COMPARISONS)},
+    exp.And: frozenset(_BINARY),
+    exp.Or: frozenset(_BINARY),
+    exp.Not: frozenset({"this"}),
+    exp.Like: frozenset({*_BINARY, "negate"}),
+    exp.ILike: frozenset({*_BINARY, "negate"}),
+    exp.Between: frozenset({"this", "low", "high", "negate"}),
+    exp.In: frozenset({"this", "expressions", "query", "negate"}),
+    exp.Exists: frozenset({"this", "negate"}),
+    exp.Is: frozenset({*_BINARY, "negate"}),
+    exp.Case: frozenset({"this", "ifs", "default"}),
+    exp.If: frozenset({"this", "true"}),
+    exp.Cast: frozenset({"this", "to"}),
+    exp.DataType: frozenset({"this", "expressions", "kind"}),
+    exp.DataTypeParam: frozenset({"this"}),
+    **{cls: frozenset({"this"}) for cls in _AGGREGATES},
+    **{
+        cls: frozenset({"this"})
+        for cls in (
+            exp.Abs,
+            exp.Ceil,
+            exp.Degrees,
+            exp.Exp,
+            exp.Floor,
+            exp.Ln,
+            exp.Radians,
+            exp.Sqrt,
+            exp.Acos,
+            exp.Asin,
+            exp.Atan,
+            exp.Cos,
+            exp.Cot,
+            exp.Sin,
+            exp.Tan,
+            exp.Lower,
+            exp.Upper,
+            exp.Rand,
+        )
+    },
+    exp.Pi: frozenset(),
+    exp.Log: frozenset(_BINARY),
+    exp.Mod: frozenset(_BINARY),
+    exp.Pow: frozenset(_BINARY),
+    exp.Atan2: frozenset(_BINARY),
+    exp.Round: frozenset({"this", "decimals"}),
+    exp.Coalesce: frozenset({"this", "expressions"}),
+    nodes.Truncate: frozenset({"this", "decimals"}),
+    nodes.InUnit: frozenset(_BINARY),
+    nodes.UdfCall: frozenset({"this", "expressions"}),
+    **{cls: frozenset({"expressions"}) for cls in nodes.GEOMETRY_NODES.values()},
+}
+
+#: ADQL name of each built-in function node type (for arity checks and messages).
+_BUILTIN_NAMES: dict[type[exp.Expr], str] = {
+    exp.Abs: "ABS",
+    exp.Ceil: "CEILING",
+    exp.Degrees: "DEGREES",
+    exp.Exp: "EXP",
+    exp.Floor: "FLOOR",
+    exp.Ln: "LOG",
+    exp.Log: "LOG10",
+    exp.Mod: "MOD",
+    exp.Pi: "PI",
+    exp.Pow: "POWER",
+    exp.Radians: "RADIANS",
+    exp.Rand: "RAND",
+    exp.Round: "ROUND",
+    exp.Sqrt: "SQRT",
+    nodes.Truncate: "TRUNCATE",
+    exp.Acos: "ACOS",
+    exp.Asin: "ASIN",
+    exp.Atan: "ATAN",
+    exp.Atan2: "ATAN2",
+    exp.Cos: "COS",
+    exp.Cot: "COT",
+    exp.Sin: "SIN",
+    exp.Tan: "TAN",
+    exp.Count: "COUNT",
+    exp.Avg: "AVG",
+    exp.Min: "MIN",
+    exp.Max: "MAX",
+    exp.Sum: "SUM",
+    exp.Lower: "LOWER",
+    exp.Upper: "UPPER",
+    exp.Coalesce: "COALESCE",
+    nodes.InUnit: "IN_UNIT",
+    **{cls: name for name, cls in nodes.GEOMETRY_NODES.items()},
+}
+
+
+class SourceText:
+    """The query text, to turn character offsets into 1-based line and column numbers."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """1-based ``(line, column)`` of the character at ``offset``."""
+        offset = max(0, min(offset, len(self.text)))
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return line, column
+
+    def end(self) -> tuple[int, int]:
+        """Position just after the last non-blank character."""
+        return self.position(len(self.text.rstrip()))
+
+    def word_at(self, offset: int) -> str:
+        """The token-ish text starting at ``offset`` (for messages), at most 30 characters."""
+        match = re.match(r"\w+|'[^']*'?|\"[^\"]*\"?|\S", self.text[offset:])
+        word = match.group(0) if match else ""
+        return word if len(word) <= 30 else word[:27] + "..."
+
+
+def _start(node: exp.Expr) -> int | None:
+    """Character offset of a node: its own token's, else the smallest of its descendants'."""
+    meta = node._meta
+    if meta and "start" in meta:
+        return int(meta["start"])
+    starts = [int(n._meta["start"]) for n in node.walk() if n._meta and "start" in n._meta]
+    return min(starts) if starts else None
+
+
+class _Validator:
+    def __init__(self, source: SourceText) -> None:
+        self.source = source
+
+    # --- errors ---------------------------------------------------------------------------
+
+    def fail(self, node: exp.Expr | None, message: str, hint: str | None = None) -> AdqlSyntaxError:
+        offset = _start(node) if node is not None else None
+        if offset is None:
+            line, column = 1, 1
+        else:
+            line, column = self.source.position(offset)
+        return AdqlSyntaxError(message, line=line, column=column, hint=hint)
+
+    def quote(self, node: exp.Expr) -> str:
+        offset = _start(node)
+        if offset is None:
+            return type(node).__name__.upper()
+        return self.source.word_at(offset)
+
+    def unexpected(self, node: exp.Expr, where: str) -> AdqlSyntaxError:
+        return self.fail(node, f'unexpected "{self.quote(node)}" {where}: this is not ADQL 2.1')
+
+    # --- queries and tables ---------------------------------------------------------------
+
+    def query(self, node: exp.Expr, *, root: bool = False) -> None:
+        with_ = node.args.get("with_")
+        if with_ is not None:
+            if not root:
+                raise self.fail(with_, "WITH is only allowed at the start of the whole query")
+            for cte in with_.expressions:
+                alias = cte.args.get("alias")
+                if not isinstance(cte, exp.CTE) or not isinstance(alias, exp.TableAlias):
+                    raise self.unexpected(cte, "in WITH")
+                if alias.args.get("columns"):
+                    raise self.fail(alias, "a WITH query takes no column list in ADQL 2.1")
+                self.query(cte.this)
+        if isinstance(node, _SET_OPERATIONS):
+            for operand in (node.this, node.expression):
+                self.query(operand.this if isinstance(operand, exp.Subquery) else operand)
+        elif isinstance(node, exp.Select):
+            self.select(node)
+        else:
+            raise self.fail(
+                node,
+                f'unexpected "{self.quote(node)}": an ADQL query is a SELECT',
+                hint="start the query with SELECT (or WITH ... SELECT)",
+            )
+        order = node.args.get("order")
+        if order is not None:
+            for term in order.expressions:
+                self.value(term.this)
+        offset = node.args.get("offset")
+        if offset is not None:
+            self.unsigned_integer(offset.expression, "OFFSET")
+
+    def select(self, node: exp.Select) -> None:
+        distinct = node.args.get("distinct")
+        if distinct is not None and (distinct.args.get("on") or distinct.expressions):
+            raise self.fail(distinct, "DISTINCT ON is not ADQL", hint="use DISTINCT alone")
+        limit = node.args.get("limit")
+        if limit is not None:
+            if not limit.meta.get("top"):
+                raise self.fail(limit, "ADQL has no LIMIT", hint="write SELECT TOP n ...")
+            self.unsigned_integer(limit.expression, "TOP")
+        self.select_list(node.expressions)
+        from_ = node.args.get("from_")
+        if from_ is None:
+            raise self.fail(
+                node,
+                "the query has no FROM clause; ADQL requires one",
+                hint="add FROM <table>",
+            )
+        self.table_reference(from_.this)
+        for join in node.args.get("joins") or []:
+            self.join(join)
+        where = node.args.get("where")
+        if where is not None:
+            self.condition(where.this)
+        group = node.args.get("group")
+        if group is not None:
+            for term in group.expressions:
+                self.value(term)
+        having = node.args.get("having")
+        if having is not None:
+            self.condition(having.this)
+
+    def select_list(self, items: list[exp.Expr]) -> None:
+        if any(isinstance(item, exp.Star) for item in items) and len(items) > 1:
+            star = next(item for item in items if isinstance(item, exp.Star))
+            raise self.fail(star, '"*" must be the whole select list in ADQL', hint="use t.* ")
+        for item in items:
+            if isinstance(item, exp.Star):
+                continue
+            if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                self.column(item, star=True)
+                continue
+            if isinstance(item, exp.Alias):
+                if not isinstance(item.args.get("alias"), exp.Identifier):
+                    raise self.unexpected(item, "as a column alias")
+                self.value(item.this)
+            else:
+                self.value(item)
+
+    def table_reference(self, node: exp.Expr) -> None:
+        if isinstance(node, exp.Table):
+            if not isinstance(node.this, exp.Identifier):
+                raise self.fail(
+                    node,
+                    f'"{self.quote(node)}" is not a table name: ADQL has no table functions',
+                )
+            alias = node.args.get("alias")
+            if alias is not None and (alias.args.get("columns") or not alias.this):
+                raise self.unexpected(alias, "in a table alias")
+            for join in node.args.get("joins") or []:
+                self.join(join)
+        elif isinstance(node, exp.Subquery):
+            inner = node.this
+            if isinstance(inner, exp.Table) and inner.args.get("joins"):
+                if node.args.get("alias"):
+                    raise self.fail(
+                        node.args["alias"], "a joined table in parentheses takes no alias"
+                    )
+                self.table_reference(inner)
+                return
+            alias = node.args.get("alias")
+            if not isinstance(alias, exp.TableAlias) or alias.this is None:
+                raise self.fail(
+                    node,
+                    "a subquery in FROM needs a name",
+                    hint="write (SELECT ...) AS name",
+                )
+            if alias.args.get("columns"):
+                raise self.unexpected(alias, "in a table alias")
+            self.query(inner)
+        else:
+            raise self.unexpected(node, "in FROM")
+
+    def join(self, node: exp.Expr) -> None:
+        if not isinstance(node, exp.Join):
+            raise self.unexpected(node, "in FROM")
+        side = (node.args.get("side") or "").upper()
+        kind = (node.args.get("kind") or "").upper()
+        method = (node.args.get("method") or "").upper()
+        if side not in ("", "LEFT", "RIGHT", "FULL") or kind not in ("", "INNER", "OUTER"):
+            raise self.unexpected(node, "as a join")
+        if method not in ("", "NATURAL") or (kind == "OUTER" and not side):
+            raise self.unexpected(node, "as a join")
+        on, using = node.args.get("on"), node.args.get("using")
+        if method and (on is not None or using):
+            raise self.fail(node, "a NATURAL join takes neither ON nor USING")
+        self.table_reference(node.this)
+        if on is not None:
+            self.condition(on)
+        for column in using or []:
+            if not isinstance(column, exp.Identifier):
+                raise self.unexpected(column, "in USING")
+
+    # --- conditions and values ------------------------------------------------------------
+
+    def condition(self, node: exp.Expr) -> None:
+        if isinstance(node, (exp.And, exp.Or)):
+            self.condition(node.this)
+            self.condition(node.expression)
+        elif isinstance(node, (exp.Not, exp.Paren)):
+            self.condition(node.this)
+        elif isinstance(node, (*_COMPARISONS, exp.Like, exp.ILike)):
+            self.value(node.this)
+            self.value(node.expression)
+        elif isinstance(node, exp.Between):
+            for key in ("this", "low", "high"):
+                self.value(node.args[key])
+        elif isinstance(node, exp.In):
+            self.value(node.this)
+            query = node.args.get("query")
+            if query is not None:
+                self.query(query.this if isinstance(query, exp.Subquery) else query)
+            else:
+                for item in node.expressions:
+                    self.value(item)
+        elif isinstance(node, exp.Exists):
+            self.query(node.this.this if isinstance(node.this, exp.Subquery) else node.this)
+        elif isinstance(node, exp.Is):
+            if not isinstance(node.expression, exp.Null):
+                raise self.unexpected(node.expression, "after IS")
+            if not isinstance(node.this, exp.Column):
+                raise self.fail(
+                    node,
+                    "IS [NOT] NULL applies to a column in ADQL",
+                    hint="compare the column itself, or use COALESCE",
+                )
+            self.column(node.this)
+        else:
+            hint = None
+            if isinstance(node, (nodes.Contains, nodes.Intersects, exp.Column)):
+                hint = f"compare it with 1, e.g. {self.quote(node)}(...) = 1"
+                if isinstance(node, exp.Column):
+                    hint = f"compare it, e.g. {self.quote(node)} = 1"
+            raise self.fail(node, f'expected a condition at "{self.quote(node)}"', hint=hint)
+
+    def value(self, node: exp.Expr | None) -> None:
+        if node is None:
+            return
+        if isinstance(node, exp.Column):
+            self.column(node)
+        elif isinstance(node, exp.Literal):
+            if not node.is_string and not _NUMBER.match(str(node.this)):
+                raise self.unexpected(node, "as a number")
+        elif isinstance(node, exp.Null):
+            return
+        elif isinstance(node, (exp.Paren, exp.Neg)):
+            self.value(node.this)
+        elif isinstance(node, _ARITHMETIC):
+            self.value(node.this)
+            self.value(node.expression)
+        elif isinstance(node, exp.Case):
+            self.case(node)
+        elif isinstance(node, exp.Subquery):
+            if node.args.get("alias"):
+                raise self.unexpected(node.args["alias"], "after a subquery")
+            self.query(node.this)
+        elif isinstance(node, exp.Cast):
+            self.value(node.this)
+        elif isinstance(node, exp.Anonymous):
+            self.anonymous(node)
+        elif isinstance(node, nodes.UdfCall):
+            for arg in node.expressions:
+                self.value(arg)
+        elif type(node) in _BUILTIN_NAMES:
+            self.builtin(node)
+        elif isinstance(node, _PREDICATES_ALL):
+            raise self.fail(
+                node,
+                f'a condition cannot be a value here ("{self.quote(node)}" ...)',
+                hint="ADQL has no boolean values; use CASE WHEN ... THEN 1 ELSE 0 END",
+            )
+        else:
+            raise self.unexpected(node, "in an expression")
+
+    def case(self, node: exp.Case) -> None:
+        simple = node.this is not None
+        if simple:
+            self.value(node.this)
+        for branch in node.args.get("ifs") or []:
+            if not isinstance(branch, exp.If):
+                raise self.unexpected(branch, "in CASE")
+            if simple:
+                self.value(branch.this)
+            else:
+                self.condition(branch.this)
+            self.value(branch.args.get("true"))
+        self.value(node.args.get("default"))
+
+    def column(self, node: exp.Column, *, star: bool = False) -> None:
+        if isinstance(node.this, exp.Star) and not star:
+            raise self.fail(node, '"qualifier.*" only stands alone in the select list')
+        for key in ("this", "table", "db", "catalog"):
+            part = node.args.get(key)
+            if part is not None and not isinstance(part, (exp.Identifier, exp.Star)):
+                raise self.unexpected(part, "in a column reference")
+
+    def unsigned_integer(self, node: exp.Expr | None, clause: str) -> None:
+        if not (isinstance(node, exp.Literal) and not node.is_string and str(node.this).isdigit()):
+            raise self.fail(node, f"{clause} takes a whole number")
+
+    def literal(self, node: exp.Expr, spec: FunctionSpec, what: str, *, integer: bool) -> None:
+        inner = node.this if integer and isinstance(node, exp.Neg) else node
+        ok = isinstance(inner, exp.Literal) and (
+            str(inner.this).isdigit() if integer else inner.is_string
+        )
+        if not ok:
+            raise self.fail(node, f"the {what} of {spec.name} must be a literal {what}")
+
+    def arity(self, node: exp.Expr, spec: FunctionSpec, n_args: int) -> None:
+        if not spec.accepts(n_args):
+            plural = "" if spec.arity_text() == "1" else "s"
+            raise self.fail(
+                node,
+                f"{spec.name} takes {spec.arity_text()} argument{plural}, not {n_args}",
+                hint=" or ".join(spec.signature_forms()[:2]),
+            )
+
+    def builtin(self, node: exp.Expr) -> None:
+        name = _BUILTIN_NAMES[type(node)]
+        spec = FUNCTIONS[name]
+        n_args = int(node.meta.get("adql_n_args", 0))
+        self.arity(node, spec, n_args)
+        if isinstance(node, _AGGREGATES):
+            self.aggregate(node, spec)
+            return
+        if isinstance(node, nodes.GeometryFunction):
+            self.geometry(node, spec)
+            return
+        if isinstance(node, (exp.Round, nodes.Truncate)) and node.args.get("decimals"):
+            self.literal(node.args["decimals"], spec, "integer", integer=True)
+            self.value(node.this)
+            return
+        if isinstance(node, exp.Rand) and node.this is not None:
+            self.unsigned_integer(node.this, "RAND")
+            return
+        if isinstance(node, nodes.InUnit):
+            self.value(node.this)
+            self.literal(node.expression, spec, "string", integer=False)
+            return
+        if isinstance(node, exp.Log):  # LOG10: ``this`` is the base we put there
+            self.value(node.expression)
+            return
+        for child in node.iter_expressions():
+            self.value(child)
+
+    def aggregate(self, node: exp.Expr, spec: FunctionSpec) -> None:
+        arg = node.this
+        if isinstance(arg, exp.Star):
+            if not isinstance(node, exp.Count):
+                raise self.fail(arg, f"{spec.name}(*) is not ADQL; only COUNT(*) is")
+            return
+        if isinstance(arg, exp.Distinct):
+            if len(arg.expressions) != 1 or arg.args.get("on"):
+                raise self.fail(arg, f"{spec.name}(DISTINCT ...) takes one value")
+            arg = arg.expressions[0]
+        self.value(arg)
+
+    def geometry(self, node: nodes.GeometryFunction, spec: FunctionSpec) -> None:
+        args = node.arguments
+        if isinstance(node, nodes.Region):
+            self.literal(args[0], spec, "string", integer=False)
+            return
+        coordinates = node.coordinates
+        if node.takes_coord_sys:
+            needed = {"POINT": (2,), "CIRCLE": (2, 3), "BOX": (3, 4)}.get(spec.name)
+            if needed is not None and len(coordinates) not in needed:
+                raise self.fail(
+                    node,
+                    f"{spec.name} takes {' or '.join(map(str, needed))} coordinate arguments "
+                    f"after the optional coordinate system, not {len(coordinates)}",
+                )
+            if spec.name == "POLYGON" and len(coordinates) < 3:
+                raise self.fail(node, "POLYGON needs at least three vertices")
+        for arg in coordinates:
+            self.value(arg)
+
+    def anonymous(self, node: exp.Anonymous) -> None:
+        name = node.name
+        spec = lookup(name) if is_regular_identifier(name) else None
+        if spec is None or not spec.is_udf:
+            candidates = [s.name for s in FUNCTIONS.values()]
+            close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+            close += difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}?" if close else None
+            what = "a reserved word, not a function" if is_reserved(name) else "an unknown function"
+            raise self.fail(
+                node,
+                f'"{name}" is {what}',
+                hint=hint or "see the functions this service declares in its capabilities",
+            )
+        args = list(node.expressions)
+        self.arity(node, spec, len(args))
+        call = nodes.UdfCall(this=spec.name, expressions=args)
+        call.update_positions(node)
+        node.replace(call)
+        for arg in args:
+            self.value(arg)
+
+    # --- the sweep ------------------------------------------------------------------------
+
+    def sweep(self, tree: exp.Expr) -> None:
+        for node in tree.walk():
+            allowed = ALLOWED_ARGS.get(type(node))
+            if allowed is None:
+                raise self.unexpected(node, "here")
+            for key, value in node.args.items():
+                if key not in allowed and value not in (None, False, []):
+                    raise self.unexpected(node, "here")
+            if isinstance(node, exp.Identifier):
+                self.identifier(node)
+
+    def identifier(self, node: exp.Identifier) -> None:
+        text = str(node.this)
+        offset = _start(node)
+        if node.args.get("quoted"):
+            if offset is not None and self.source.text[offset : offset + 1] == "'":
+                raise self.fail(node, f"'{text}' is a string, not a name", hint=f'write "{text}"')
+            if not text:
+                raise self.fail(node, 'an empty delimited identifier ("") is not allowed')
+            return
+        if not is_regular_identifier(text):
+            raise self.fail(
+                node,
+                f'"{text}" is not a regular identifier',
+                hint=f'quote it: "{text}"',
+            )
+        if is_reserved(text):
+            raise self.fail(
+                node,
+                f"{text} is a reserved word in ADQL and cannot be used as a name",
+                hint=f'quote it as a delimited identifier: "{text}"',
+            )
+
+
+def validate(tree: exp.Expr, source: SourceText) -> exp.Expr:
+    """Check that ``tree`` is an ADQL 2.1 query; rewrite UDF calls; return the tree.
+
+    Raises
+    ------
+    AdqlSyntaxError
+        At the first construct that ADQL's grammar does not have.
+    """
+    validator = _Validator(source)
+    validator.query(tree, root=True)
+    validator.sweep(tree)
+    return tree
