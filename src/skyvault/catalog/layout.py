@@ -121,7 +121,10 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
 
     with _exclusive_lock(internal / "locks" / f"{name.table}.lock", name):
         _remove_abandoned_builds(internal / "tmp")
-        version = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        # Names sort chronologically (nanoseconds), which _remove_old_versions relies on.
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
+        version = f"{stamp}.{now % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
         tmp = internal / "tmp" / f"{name.table}-{version}"
         tmp.mkdir()
         # The builder holds this lock while alive; a later ingest that can take it knows the

@@ -263,6 +263,9 @@ class CsvInput(InputFile):
                 # Arrow counts rows from 1 within the block it failed on, header excluded.
                 row = rows_before + int(match.group(2))
             text = match.group(3)
+        conversion = _CONVERSION_ERROR.search(text)
+        if conversion and row is None:
+            column, row = self._locate_bad_value(conversion.group(1), conversion.group(2))
         return self.fail(
             f"cannot read {_FORMAT_NAMES[self.format]} ({text.strip()})",
             row=row,
@@ -270,6 +273,45 @@ class CsvInput(InputFile):
             hint="a column must hold one type in every row and every file",
         )
 
+    def _locate_bad_value(self, type_name: str, value: str) -> tuple[str | None, int | None]:
+        """Find the first cell equal to ``value`` in a column meant to hold ``type_name``.
+
+        Arrow's conversion errors say what failed but not where; this error path re-reads
+        the file as text (streaming) to name the row and column.
+        """
+        # While the file is being opened, its schema is not known yet: the types imposed by
+        # the first file of the ingest say which columns could have failed.
+        expected = {f.name: f.type for f in self.schema} or self._column_types
+        candidates = [name for name, t in expected.items() if str(t) == type_name]
+        if not candidates:
+            return None, None
+        as_text = {name: pa.string() for name in candidates}
+        try:
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(skip_rows=self._skip_rows),
+                parse_options=pacsv.ParseOptions(delimiter=self._delimiter),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=as_text, include_columns=candidates
+                ),
+            )
+        except (pa.ArrowException, OSError):
+            return None, None
+        seen = 0
+        for batch in reader:
+            best: tuple[int, str] | None = None
+            for name in candidates:
+                values = batch.column(name).to_numpy(zero_copy_only=False)
+                hits = np.flatnonzero(values == value)
+                if len(hits) and (best is None or hits[0] < best[0]):
+                    best = (int(hits[0]), name)
+            if best is not None:
+                return best[1], seen + best[0] + 1
+            seen += batch.num_rows
+        return None, None
+
+
+_CONVERSION_ERROR = re.compile(r"conversion error to (\S+): invalid value '(.*)'")
 
 _ECSV_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
