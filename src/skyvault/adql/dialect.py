@@ -316,6 +316,10 @@ class _AdqlGenerator(generator.Generator):
     def limit_sql(self, expression: exp.Limit, top: bool = False) -> str:
         return f" TOP {self.sql(expression, 'expression')}"
 
+    def ordered_sql(self, expression: exp.Ordered) -> str:
+        direction = " DESC" if expression.args.get("desc") else ""
+        return f"{self.sql(expression, 'this')}{direction}"
+
     def datatype_sql(self, expression: exp.DataType) -> str:
         if expression.this is exp.DataType.Type.USERDEFINED:
             return str(expression.args.get("kind"))

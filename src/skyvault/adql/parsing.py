@@ -229,6 +229,18 @@ def _check_tokens(source: SourceText, tokens: list[Token]) -> None:
                 hint=f"{token.text.upper()} alone removes duplicates",
             )
         if (
+            kind == _T.STAR
+            and previous is not None
+            and previous.token_type == _T.SLASH
+            and previous.end + 1 == token.start
+        ):
+            raise _error_at(
+                source,
+                previous,
+                'unexpected "/*"',
+                hint="ADQL comments start with -- and end the line",
+            )
+        if (
             previous is not None
             and previous.token_type in _WORDS
             and kind in _WORDS
@@ -250,6 +262,8 @@ def _parse_failure(
     source: SourceText, tokens: list[Token], failure: AdqlParseFailure
 ) -> AdqlSyntaxError:
     token = failure.token
+    if token is not None and token.token_type == _T.SENTINEL:
+        token = None
     description = failure.description or ""
     expected = ""
     if description.startswith("Expecting "):

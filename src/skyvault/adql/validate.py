@@ -82,6 +82,7 @@ ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
     exp.Paren: frozenset({"this"}),
     exp.Neg: frozenset({"this"}),
     **{cls: frozenset(_BINARY) for cls in (*_ARITHMETIC, *_COMPARISONS)},
+    exp.DPipe: frozenset({*_BINARY, "safe"}),
     exp.And: frozenset(_BINARY),
     exp.Or: frozenset(_BINARY),
     exp.Not: frozenset({"this"}),
@@ -187,6 +188,16 @@ class SourceText:
     def end(self) -> tuple[int, int]:
         """Position just after the last non-blank character."""
         return self.position(len(self.text.rstrip()))
+
+    def snippet(self, node: exp.Expr) -> str:
+        """The source text a node spans (as far as token positions tell), shortened."""
+        metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
+        if not metas:
+            return type(node).__name__.upper()
+        start = min(int(m["start"]) for m in metas)
+        end = max(int(m.get("end", m["start"])) for m in metas)
+        text = " ".join(self.text[start : end + 1].split())
+        return text if len(text) <= 40 else text[:37] + "..."
 
     def word_at(self, offset: int) -> str:
         """The token-ish text starting at ``offset`` (for messages), at most 30 characters."""
@@ -437,7 +448,7 @@ class _Validator:
         elif isinstance(node, _PREDICATES_ALL):
             raise self.fail(
                 node,
-                f'a condition cannot be a value here ("{self.quote(node)}" ...)',
+                f'a condition cannot be a value here: "{self.source.snippet(node)}"',
                 hint="ADQL has no boolean values; use CASE WHEN ... THEN 1 ELSE 0 END",
             )
         else:
@@ -469,13 +480,14 @@ class _Validator:
         if not (isinstance(node, exp.Literal) and not node.is_string and str(node.this).isdigit()):
             raise self.fail(node, f"{clause} takes a whole number")
 
-    def literal(self, node: exp.Expr, spec: FunctionSpec, what: str, *, integer: bool) -> None:
+    def literal(self, node: exp.Expr, spec: FunctionSpec, param: str, *, integer: bool) -> None:
         inner = node.this if integer and isinstance(node, exp.Neg) else node
         ok = isinstance(inner, exp.Literal) and (
             str(inner.this).isdigit() if integer else inner.is_string
         )
         if not ok:
-            raise self.fail(node, f"the {what} of {spec.name} must be a literal {what}")
+            kind = "an integer literal" if integer else "a string literal"
+            raise self.fail(node, f"the {param} argument of {spec.name} must be {kind}")
 
     def arity(self, node: exp.Expr, spec: FunctionSpec, n_args: int) -> None:
         if not spec.accepts(n_args):
@@ -498,7 +510,7 @@ class _Validator:
             self.geometry(node, spec)
             return
         if isinstance(node, (exp.Round, nodes.Truncate)) and node.args.get("decimals"):
-            self.literal(node.args["decimals"], spec, "integer", integer=True)
+            self.literal(node.args["decimals"], spec, "decimals", integer=True)
             self.value(node.this)
             return
         if isinstance(node, exp.Rand) and node.this is not None:
@@ -506,7 +518,7 @@ class _Validator:
             return
         if isinstance(node, nodes.InUnit):
             self.value(node.this)
-            self.literal(node.expression, spec, "string", integer=False)
+            self.literal(node.expression, spec, "unit", integer=False)
             return
         if isinstance(node, exp.Log):  # LOG10: ``this`` is the base we put there
             self.value(node.expression)
@@ -529,7 +541,7 @@ class _Validator:
     def geometry(self, node: nodes.GeometryFunction, spec: FunctionSpec) -> None:
         args = node.arguments
         if isinstance(node, nodes.Region):
-            self.literal(args[0], spec, "string", integer=False)
+            self.literal(args[0], spec, "region", integer=False)
             return
         coordinates = node.coordinates
         if node.takes_coord_sys:
@@ -595,6 +607,14 @@ class _Validator:
                 f'"{text}" is not a regular identifier',
                 hint=f'quote it: "{text}"',
             )
+        if text.upper() in ("TRUE", "FALSE"):
+            raise self.fail(
+                node,
+                f"{text} is a reserved word: ADQL 2.1 has no boolean literals",
+                hint="compare with 1 or 0",
+            )
+        if text.upper() == "CROSS":
+            raise self.fail(node, "ADQL has no CROSS JOIN", hint="use a comma join: FROM a, b")
         if is_reserved(text):
             raise self.fail(
                 node,
