@@ -40,13 +40,13 @@ def all_types() -> tuple[pa.Table, list[ColumnMeta]]:
         "u": pa.array(["é", " € \U0001d11e ", None, "日本語 <&>"]),
         "c3": pa.array(["abc", "x", None, "de"]),
         "ts": pa.array(TS, pa.timestamp("ms")),
-        "pt": pa.array([[1.0, 2.0], None, [3.0, NAN], [5.0, -6.5]], pa.list_(pa.float64(), 2)),
+        "pt": pa.array([[1.0, 2.0], None, [3.0, 4.0], [5.0, -6.5]], pa.list_(pa.float64(), 2)),
         "circle": pa.array([[1.0, 2.0, 0.5], [0.0, -90.0, 1e-9], None, [359.9, 89.9, 3.0]]),
         "poly": pa.array(
             [[10.0, 10.0, 10.2, 10.0, 10.2, 10.2], None, [], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7, 8]]
         ),
         "ia": pa.array([[1, 2, 3], [], None, [-4]], pa.list_(pa.int32())),
-        "fa": pa.array([[0.25, -1.0], [INF, 2.0], None, [3.0, 4.0]], pa.list_(pa.float32())),
+        "fa": pa.array([[0.25, NAN], [INF, 2.0], None, [3.0, 4.0]], pa.list_(pa.float32())),
         "ba": pa.array([[True, False, None], None, [], [False]], pa.list_(pa.bool_())),
     }
     fields = [

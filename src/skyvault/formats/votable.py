@@ -74,6 +74,9 @@ _DATA_CLOSE: dict[Serialization, str] = {
 }
 _JOIN_NOTHING = pa.scalar(b"", pa.large_binary())
 
+# A fixed-width part of a row: the element dtype it is written as, and its (n, ...) values.
+_Part = tuple[np.dtype[np.generic], npt.NDArray[np.generic]]
+
 
 def votable_header(
     infos: Sequence[tuple[str, str, str | None]] = (),
@@ -256,17 +259,19 @@ def _binary_rows(plans: list[ColumnPlan], batch: pa.RecordBatch, *, flags: bool)
         return memoryview(b"")
     # Each segment is a run of fixed-width parts, closed by the length prefix of the
     # variable cell that follows it; the variable cells sit between segments.
-    segments: list[list[npt.NDArray[np.generic] | np.generic]] = [[]]
+    segments: list[list[_Part]] = [[]]
     variables: list[pa.Array] = []
     if flags:
-        segments[0].append(_flag_bytes(plans, batch))
+        segments[0].append((np.dtype("u1"), _flag_bytes(plans, batch)))
     for plan, column in zip(plans, batch.columns, strict=True):
         cells = binary_cells(plan, column)
         if isinstance(cells, FixedCells):
-            segments[-1].append(cells.values.astype(plan.element, copy=False))
+            # Text cells are bytes already; numbers become big-endian as they are packed.
+            element = np.dtype("u1") if plan.is_text else plan.element
+            segments[-1].append((element, cells.values))
         else:
             assert isinstance(cells, VarCells)
-            segments[-1].append(cells.counts.astype(">i4"))
+            segments[-1].append((np.dtype(">i4"), cells.counts))
             variables.append(cells.data)
             segments.append([])
     packed = [_pack(parts, n) for parts in segments]
@@ -302,25 +307,28 @@ def _flag_bytes(plans: list[ColumnPlan], batch: pa.RecordBatch) -> npt.NDArray[n
     return np.packbits(bits, axis=1)
 
 
-def _pack(parts: list[npt.NDArray[np.generic] | np.generic], n: int) -> npt.NDArray[np.uint8]:
-    """Row-interleave ``parts`` (each of n rows) into one contiguous byte array."""
+def _pack(parts: list[_Part], n: int) -> npt.NDArray[np.uint8]:
+    """Row-interleave ``parts`` (each of n rows) into one contiguous byte array.
+
+    Each part is written with its given element dtype (big-endian for numbers), so the
+    byte swap happens in the same pass as the interleaving.
+    """
     names, formats, offsets = [], [], []
     position = 0
-    for i, part in enumerate(parts):
-        assert isinstance(part, np.ndarray)
-        shape = part.shape[1:]
+    for i, (element, values) in enumerate(parts):
+        shape = values.shape[1:]
         names.append(f"f{i}")
-        formats.append((part.dtype, shape) if shape else part.dtype)
+        formats.append((element, shape) if shape else element)
         offsets.append(position)
-        position += part.dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        position += element.itemsize * int(np.prod(shape, dtype=np.int64))
     if position == 0:
         return np.zeros(0, dtype=np.uint8)
     record = np.dtype(
         {"names": names, "formats": formats, "offsets": offsets, "itemsize": position}
     )
     rows = np.empty(n, dtype=record)
-    for name, part in zip(names, parts, strict=True):
-        rows[name] = part
+    for name, (_, values) in zip(names, parts, strict=True):
+        rows[name] = values
     return rows.view(np.uint8)
 
 
