@@ -1,0 +1,314 @@
+"""``skyvault demo``: generate the DP0.2-style demo tables and ingest them.
+
+The five tables go to Parquet chunk files in a scratch directory ``DIR/.demo-build/``, are
+ingested from there as ``dp02_dc2_catalogs.{Visit,CcdVisit,Object,ForcedSource,Source}``
+with Rubin's Felis schema for their metadata, and the scratch files are removed.  A marker
+``DIR/dp02_dc2_catalogs/.demo.json`` records the scale and seed of the finished build, so a
+second run with the same arguments does nothing.
+
+Everything random comes from NumPy generators seeded by ``(seed, stream, chunk)``, so a
+seed gives byte-identical Parquet inputs whatever the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyvault.catalog.ingest import IngestOptions, ProgressSink, ingest
+from skyvault.catalog.metadata import TableMeta
+from skyvault.demo.epochs import EpochCounters, measure_epochs
+from skyvault.demo.objects import make_objects
+from skyvault.demo.schema import SCHEMA_NAME, TABLES, felis_path
+from skyvault.demo.sky import sample_population
+from skyvault.demo.survey import plan_survey
+from skyvault.errors import CatalogError, UsageError
+
+__all__ = [
+    "DEFAULT_SEED",
+    "SCALES",
+    "DemoScale",
+    "build_demo",
+    "demo_is_built",
+    "generate_demo",
+]
+
+DEFAULT_SEED = 20260501
+SCRATCH_DIR = ".demo-build"
+MARKER_FILE = ".demo.json"
+_MARKER_VERSION = 1
+
+Scale = Literal["small", "medium"]
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Size of a demo build.
+
+    Parameters
+    ----------
+    n_objects
+        Rows of Object (sky objects and deblend parents included).
+    chunk_rows
+        Objects generated (and their epochs measured) at a time; bounds memory.
+    epochs
+        Least and most ForcedSource epochs per object (fewer only where coverage is thin).
+    """
+
+    n_objects: int
+    chunk_rows: int
+    epochs: tuple[int, int]
+
+
+SCALES: dict[str, DemoScale] = {
+    "small": DemoScale(n_objects=20_000, chunk_rows=8_000, epochs=(4, 12)),
+    "medium": DemoScale(n_objects=1_000_000, chunk_rows=200_000, epochs=(4, 8)),
+}
+
+#: Ingest arguments per table: (ra column, dec column, primary key).
+_INGEST: dict[str, tuple[str | None, str | None, str]] = {
+    "Visit": (None, None, "visit"),
+    "CcdVisit": (None, None, "ccdVisitId"),
+    "Object": ("coord_ra", "coord_dec", "objectId"),
+    "ForcedSource": ("coord_ra", "coord_dec", "forcedSourceId"),
+    "Source": ("coord_ra", "coord_dec", "sourceId"),
+}
+
+#: Rows per HEALPix partition: tens of partitions per table at medium scale, so that
+#: queries over the demo exercise partition pruning.
+_PARTITION_ROWS = 500_000
+
+# Independent random streams.
+_STREAM_SURVEY, _STREAM_SKY, _STREAM_OBJECTS, _STREAM_EPOCHS = 1, 2, 3, 4
+
+
+def _rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, chunk])
+
+
+class _Reporter:
+    """Progress for ``build_demo``: a :class:`ProgressSink`, a line per stage, or nothing."""
+
+    def __init__(self, progress: bool | ProgressSink) -> None:
+        self.sink: ProgressSink | None
+        if isinstance(progress, bool):
+            self.sink = _LineProgress() if progress else None
+        else:
+            self.sink = progress
+
+    def stage(self, label: str, total: int | None = None) -> None:
+        if self.sink is not None:
+            self.sink.stage(label, total)
+
+    def advance(self, rows: int) -> None:
+        if self.sink is not None:
+            self.sink.advance(rows)
+
+
+class _LineProgress:
+    """Prints one line per stage, with its duration, to standard error."""
+
+    def __init__(self) -> None:
+        self._label: str | None = None
+        self._start = 0.0
+
+    def stage(self, label: str, total: int | None) -> None:
+        self._finish()
+        self._label, self._start = label, time.monotonic()
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def _finish(self) -> None:
+        if self._label is not None:
+            elapsed = time.monotonic() - self._start
+            print(f"  {self._label}: {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+    def __del__(self) -> None:
+        self._finish()
+
+
+def _scale(scale: str) -> DemoScale:
+    try:
+        return SCALES[scale]
+    except KeyError:
+        raise UsageError(
+            f"unknown demo scale {scale!r}", hint=f"use one of {', '.join(SCALES)}"
+        ) from None
+
+
+def generate_demo(
+    out_dir: Path,
+    scale: Scale = "medium",
+    seed: int = DEFAULT_SEED,
+    *,
+    progress: bool | ProgressSink = False,
+) -> dict[str, list[Path]]:
+    """Write the demo tables as Parquet chunk files under ``out_dir/TABLE/``.
+
+    Parameters
+    ----------
+    out_dir
+        Directory for the files (created; existing table subdirectories are replaced).
+    scale
+        ``"small"`` (20 000 objects) or ``"medium"`` (a million).
+    seed
+        Seed of every random draw; equal seeds give byte-identical files.
+    progress
+        ``True`` for a line per stage on standard error, or a sink to report to.
+
+    Returns
+    -------
+    dict
+        The files written for each table name.
+    """
+    size = _scale(scale)
+    report = _Reporter(progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[Path]] = {}
+    for table in TABLES:
+        shutil.rmtree(out_dir / table, ignore_errors=True)
+        (out_dir / table).mkdir()
+        files[table] = []
+
+    def write(table: str, data: pa.Table) -> None:
+        path = out_dir / table / f"part-{len(files[table]):05d}.parquet"
+        # Scratch files, read once by ingest: no compression, dictionaries only for labels.
+        labels = [f.name for f in data.schema if pa.types.is_string(f.type)]
+        pq.write_table(
+            data, path, compression="none", use_dictionary=labels, row_group_size=1 << 18
+        )
+        files[table].append(path)
+
+    report.stage("demo: survey and sky", None)
+    survey = plan_survey(_rng(seed, _STREAM_SURVEY))
+    write("Visit", survey.visit_table)
+    write("CcdVisit", survey.ccd_visit_table)
+    population = sample_population(size.n_objects, _rng(seed, _STREAM_SKY))
+
+    report.stage("demo: objects and epochs", size.n_objects)
+    counters = EpochCounters(survey.ccd_visit_table.num_rows)
+    for chunk_index, start in enumerate(range(0, size.n_objects, size.chunk_rows)):
+        rows = np.arange(start, min(start + size.chunk_rows, size.n_objects), dtype=np.int64)
+        chunk = make_objects(population, rows, _rng(seed, _STREAM_OBJECTS, chunk_index))
+        write("Object", chunk.table)
+        forced, source = measure_epochs(
+            chunk, survey, counters, size.epochs, _rng(seed, _STREAM_EPOCHS, chunk_index)
+        )
+        write("ForcedSource", forced)
+        write("Source", source)
+        report.advance(rows.size)
+    return files
+
+
+def _marker(data_dir: Path) -> Path:
+    return data_dir / SCHEMA_NAME / MARKER_FILE
+
+
+def demo_is_built(data_dir: Path, scale: str | None = None, seed: int | None = None) -> bool:
+    """Whether ``data_dir`` holds a finished demo build (of ``scale`` and ``seed``, if given).
+
+    A build counts when its marker is present and all five tables are published.
+    """
+    try:
+        marker = json.loads(_marker(data_dir).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(marker, dict) or marker.get("version") != _MARKER_VERSION:
+        return False
+    if scale is not None and marker.get("scale") != scale:
+        return False
+    if seed is not None and marker.get("seed") != seed:
+        return False
+    try:
+        _read_metas(data_dir)
+    except CatalogError:
+        return False
+    return True
+
+
+def _read_metas(data_dir: Path) -> list[TableMeta]:
+    return [TableMeta.read(data_dir / SCHEMA_NAME / table) for table in TABLES]
+
+
+def build_demo(
+    data_dir: Path,
+    scale: Scale = "medium",
+    seed: int = DEFAULT_SEED,
+    *,
+    progress: bool | ProgressSink = False,
+    force: bool = False,
+) -> list[TableMeta]:
+    """Build the DP0.2-style demo tables under ``data_dir`` and return their metadata.
+
+    Parameters
+    ----------
+    data_dir
+        The skyvault data root; the tables appear as ``dp02_dc2_catalogs.*``.
+    scale
+        ``"small"`` (about 20 000 objects, seconds) or ``"medium"`` (a million objects).
+    seed
+        Seed of the generator; a seed always gives the same tables.
+    progress
+        ``True`` for a line per stage on standard error, or a sink (the CLI's bar).
+    force
+        Rebuild even when a build of this scale and seed is already there.
+
+    Returns
+    -------
+    list of TableMeta
+        Visit, CcdVisit, Object, ForcedSource and Source, in that order.
+    """
+    _scale(scale)
+    if not force and demo_is_built(data_dir, scale, seed):
+        return _read_metas(data_dir)
+    report = _Reporter(progress)
+    scratch = data_dir / SCRATCH_DIR
+    shutil.rmtree(scratch, ignore_errors=True)
+    _marker(data_dir).unlink(missing_ok=True)
+    metas: list[TableMeta] = []
+    try:
+        files = generate_demo(scratch, scale, seed, progress=report.sink or False)
+        for table in TABLES:
+            ra, dec, key = _INGEST[table]
+            report.stage(f"ingest {SCHEMA_NAME}.{table}", None)
+            meta = ingest(
+                files[table],
+                f"{SCHEMA_NAME}.{table}",
+                data_dir,
+                ra=ra,
+                dec=dec,
+                felis=felis_path(),
+                options=IngestOptions(
+                    primary_key=key,
+                    max_rows_per_partition=_PARTITION_ROWS,
+                ),
+                progress=report.sink,
+            )
+            metas.append(meta)
+            shutil.rmtree(scratch / table, ignore_errors=True)
+        report.stage("demo: done", None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _marker(data_dir).write_text(
+        json.dumps(
+            {
+                "version": _MARKER_VERSION,
+                "scale": scale,
+                "seed": seed,
+                "tables": {m.name: m.nrows for m in metas},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return metas
