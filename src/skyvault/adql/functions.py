@@ -619,7 +619,8 @@ _UDFS: list[FunctionSpec] = [
             (
                 (
                     ("flux",),
-                    f"CASE WHEN flux > 0 THEN -2.5 * log10(flux) + {_AB_ZERO_POINT_NJY!r} END",
+                    "CASE WHEN flux > 0 THEN -2.5 * log10(CAST(flux AS DOUBLE)) + "
+                    f"CAST({_AB_ZERO_POINT_NJY!r} AS DOUBLE) END",
                 ),
             )
         ),
@@ -635,8 +636,8 @@ _UDFS: list[FunctionSpec] = [
             (
                 (
                     ("flux", "fluxSigma"),
-                    f"CASE WHEN flux <> 0 THEN {_MAG_PER_RELATIVE_FLUX!r} * fluxSigma / abs(flux) "
-                    "END",
+                    f"CASE WHEN flux <> 0 THEN CAST({_MAG_PER_RELATIVE_FLUX!r} AS DOUBLE) * "
+                    "CAST(fluxSigma AS DOUBLE) / abs(CAST(flux AS DOUBLE)) END",
                 ),
             )
         ),

@@ -327,7 +327,9 @@ def parse(text: str) -> AdqlQuery:
         trees = _DIALECT.parser().parse(tokens, text)
     except AdqlParseFailure as failure:
         raise _parse_failure(source, tokens, failure) from None
-    except (ParseError, TokenError, RecursionError):
+    except RecursionError:
+        raise AdqlSyntaxError("the query is nested too deeply", line=1, column=1) from None
+    except (ParseError, TokenError):
         raise _error_at(source, None, "the query cannot be parsed as ADQL") from None
     except Exception:  # sqlglot raising something unforeseen on odd input
         raise _error_at(source, None, "the query cannot be parsed as ADQL") from None
