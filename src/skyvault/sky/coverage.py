@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import astropy.units as u
 import numpy as np
 import numpy.typing as npt
-from astropy.coordinates import Latitude, Longitude
+from astropy.coordinates import Angle, Latitude, Longitude, SkyCoord
 from cdshealpix import nested
+from mocpy import MOC
 
 from skyvault.errors import GeometryError
+from skyvault.sky._vector import arc_angle, xyz_to_radec
+from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 
-__all__ = ["HEALPIX29_ORDER", "healpix29"]
+__all__ = [
+    "HEALPIX29_ORDER",
+    "MOC",
+    "healpix29",
+    "healpix29_ranges",
+    "intersect",
+    "partitions_overlapping",
+    "region_coverage",
+    "union",
+]
 
 #: The HEALPix order of the ``_healpix_29`` spatial index column of HATS catalogues.
 HEALPIX29_ORDER = 29
+#: Largest order a coverage may use (mocpy's limit).
+MAX_ORDER = 29
+#: Mean side of an order-0 HEALPix cell, degrees (sqrt(4π/12) rad).
+_ORDER0_SIDE = math.degrees(math.sqrt(4.0 * math.pi / 12.0))
+#: Angular padding (degrees) added to cones and zones so that rounding inside cdshealpix can
+#: never drop a cell touched by the exact region.
+_PAD = 1e-9
 
 
 def healpix29(
@@ -64,3 +86,203 @@ def healpix29(
         num_threads=num_threads,
     )
     return np.asarray(cells, dtype=np.uint64).astype(np.int64).reshape(shape)
+
+
+def _adaptive_order(size_deg: float, max_order: int) -> int:
+    """An order whose cells are about an eighth of the region size, capped by ``max_order``.
+
+    Finer cells would only multiply the work: the coverage is a coarse pruning step.
+    """
+    if not 0 <= max_order <= MAX_ORDER:
+        raise GeometryError(f"max_order must lie in [0, {MAX_ORDER}], got {max_order}")
+    if size_deg <= 0.0:
+        return max_order
+    order = math.floor(math.log2(8.0 * _ORDER0_SIDE / size_deg))
+    return max(0, min(max_order, order))
+
+
+def _full_sky(order: int) -> MOC:
+    return MOC.from_healpix_cells(
+        np.arange(12, dtype=np.uint64), np.zeros(12, dtype=np.uint8), max_depth=order
+    )
+
+
+def _cone(ra: float, dec: float, radius: float, max_order: int) -> MOC:
+    order = _adaptive_order(2.0 * radius, max_order)
+    padded = radius + _PAD + 1e-12 * radius
+    if padded >= 180.0:
+        return _full_sky(order)
+    return MOC.from_cone(
+        lon=Longitude([ra], unit=u.deg),
+        lat=Latitude([dec], unit=u.deg),
+        radius=Angle(padded, unit=u.deg),
+        max_depth=order,
+        delta_depth=2,
+    )
+
+
+def _polygon(region: Polygon | Box, max_order: int) -> MOC:
+    prepared = region.prepared
+    size = 2.0 * max(math.degrees(arc_angle(prepared.centre, v)) for v in prepared.xyz)
+    order = _adaptive_order(size, max_order)
+    radec = np.array([xyz_to_radec(v) for v in prepared.xyz])
+    moc = MOC.from_polygon(
+        lon=Longitude(radec[:, 0], unit=u.deg),
+        lat=Latitude(radec[:, 1], unit=u.deg),
+        max_depth=order,
+    )
+    # Cells touching the boundary only through rounding: one ring of neighbours covers them.
+    return moc.add_neighbours()
+
+
+def _zone(ra_min: float, dec_min: float, ra_max: float, dec_max: float, order: int) -> MOC:
+    lo_dec = max(-90.0, dec_min - _PAD)
+    hi_dec = min(90.0, dec_max + _PAD)
+    return MOC.from_zone(
+        SkyCoord(
+            [[max(0.0, ra_min - _PAD), lo_dec], [min(360.0, ra_max + _PAD), hi_dec]], unit="deg"
+        ),
+        max_depth=order,
+    )
+
+
+def _range(region: RaDecRange, max_order: int) -> MOC:
+    span = (region.ra_max - region.ra_min) % 360.0
+    full_ra = region.ra_max - region.ra_min >= 360.0
+    if full_ra:
+        span = 360.0
+    size = max(region.dec_max - region.dec_min, span)
+    order = _adaptive_order(size, max_order)
+    if full_ra:
+        if region.dec_min <= -90.0 and region.dec_max >= 90.0:
+            return _full_sky(order)
+        return _zone(0.0, region.dec_min, 360.0, region.dec_max, order)
+    if region.wraps:
+        return _zone(region.ra_min, region.dec_min, 360.0, region.dec_max, order).union(
+            _zone(0.0, region.dec_min, region.ra_max, region.dec_max, order)
+        )
+    return _zone(region.ra_min, region.dec_min, region.ra_max, region.dec_max, order)
+
+
+def region_coverage(region: Region | RaDecRange, max_order: int) -> MOC:
+    """A conservative HEALPix coverage (MOC) of a region: every point of it is covered.
+
+    Parameters
+    ----------
+    region
+        A point, circle, polygon, box or RA/Dec range.
+    max_order
+        The finest HEALPix order to use.  Small regions are covered at this order; larger
+        ones at a coarser order (cells about an eighth of the region's size), which keeps
+        the computation fast and the coverage short; coarser cells are still a superset.
+
+    Returns
+    -------
+    mocpy.MOC
+        The coverage.  It may include cells the region does not touch (false positives);
+        it never misses a cell the region touches.
+
+    Raises
+    ------
+    GeometryError
+        When ``max_order`` lies outside [0, 29].
+    """
+    if isinstance(region, Point):
+        return _cone(region.ra, region.dec, 0.0, max_order)
+    if isinstance(region, Circle):
+        return _cone(region.ra, region.dec, region.radius, max_order)
+    if isinstance(region, RaDecRange):
+        return _range(region, max_order)
+    return _polygon(region, max_order)
+
+
+def intersect(first: MOC, *others: MOC) -> MOC:
+    """Coverage of an AND of constraints: the cells in every coverage."""
+    return first.intersection(*others) if others else first
+
+
+def union(first: MOC, *others: MOC) -> MOC:
+    """Coverage of an OR of constraints: the cells in any coverage."""
+    return first.union(*others) if others else first
+
+
+def healpix29_ranges(coverage: MOC, max_ranges: int = 32) -> npt.NDArray[np.int64]:
+    """Half-open ``[start, stop)`` intervals of ``_healpix_29`` values covering ``coverage``.
+
+    A cell ``pix`` of order ``k`` covers ``[pix << 2(29 − k), (pix + 1) << 2(29 − k))``.
+    Adjacent intervals are merged; while more than ``max_ranges`` remain, the smallest gaps
+    are closed, so the result is always a superset of the coverage.
+
+    Parameters
+    ----------
+    coverage
+        The coverage to express.
+    max_ranges
+        The most intervals to return (at least 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, 2), ``int64``, sorted, disjoint and non-adjacent; n ≤ ``max_ranges``.
+    """
+    if max_ranges < 1:
+        raise GeometryError(f"max_ranges must be at least 1, got {max_ranges}")
+    raw = np.asarray(coverage.to_depth29_ranges, dtype=np.uint64).astype(np.int64)
+    if raw.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    raw = raw[np.argsort(raw[:, 0], kind="stable")]
+    starts, stops = raw[:, 0], raw[:, 1]
+    # Sorted disjoint intervals: a gap separates i and i+1 unless they touch.
+    open_gap = starts[1:] > stops[:-1]
+    if int(np.count_nonzero(open_gap)) + 1 > max_ranges:
+        candidates = np.flatnonzero(open_gap)
+        widths = starts[1:][candidates] - stops[:-1][candidates]
+        widest = candidates[np.argsort(widths, kind="stable")[::-1][: max_ranges - 1]]
+        open_gap = np.zeros_like(open_gap)
+        open_gap[widest] = True
+    cut = np.flatnonzero(open_gap)
+    begin = np.concatenate([[0], cut + 1])
+    end = np.concatenate([cut, [len(starts) - 1]])
+    return np.stack([starts[begin], stops[end]], axis=1)
+
+
+def partitions_overlapping(
+    coverage: MOC | npt.NDArray[np.int64], partitions: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Indexes of the HATS partitions ``(order, pixel)`` that the coverage touches.
+
+    Works on order-29 intervals with ``searchsorted``, so thousands of partitions cost
+    microseconds.
+
+    Parameters
+    ----------
+    coverage
+        A MOC, or intervals as returned by :func:`healpix29_ranges`.
+    partitions
+        ``(order, pixel)`` of each partition, NESTED scheme.
+
+    Returns
+    -------
+    list of int
+        Positions in ``partitions`` of the partitions that overlap the coverage, ascending.
+    """
+    ranges = healpix29_ranges(coverage, max_ranges=2**62) if isinstance(coverage, MOC) else coverage
+    if len(partitions) == 0 or len(ranges) == 0:
+        return []
+    parts = np.asarray(partitions, dtype=np.int64).reshape(-1, 2)
+    orders, pixels = parts[:, 0], parts[:, 1]
+    if np.any((orders < 0) | (orders > MAX_ORDER)) or np.any(
+        (pixels < 0) | (pixels >= 12 * (np.int64(4) ** orders))
+    ):
+        raise GeometryError(
+            "partitions must be (order, pixel) with 0 <= order <= 29 and a valid pixel"
+        )
+    shift = 2 * (HEALPIX29_ORDER - orders)
+    lo = pixels << shift
+    hi = (pixels + 1) << shift
+    starts = np.ascontiguousarray(ranges[:, 0])
+    stops = np.ascontiguousarray(ranges[:, 1])
+    # The last interval starting before the partition ends is the only candidate overlap.
+    idx = np.searchsorted(starts, hi, side="left") - 1
+    hit = (idx >= 0) & (stops[np.maximum(idx, 0)] > lo)
+    return np.flatnonzero(hit).tolist()

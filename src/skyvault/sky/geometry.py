@@ -23,6 +23,7 @@ from skyvault.sky._vector import (
     det3,
     distance_to_arc,
     edge_normal,
+    on_arc,
     radec_to_xyz,
     slerp_mid,
     unit,
@@ -36,6 +37,7 @@ __all__ = [
     "centroid",
     "contains",
     "contains_points",
+    "dec_range",
     "intersects",
     "point_in_box",
     "point_in_circle",
@@ -45,6 +47,10 @@ __all__ = [
 
 BoolArray = npt.NDArray[np.bool_]
 SQDEG_PER_SR = (180.0 / math.pi) ** 2
+#: Half-space tests accept ``p · n >= -BOUNDARY_EPS`` (~6e-14°), so that points computed to lie
+#: on an edge, a vertex or a shared diagonal are inside despite rounding (ADQL: the boundary
+#: belongs to the region).
+BOUNDARY_EPS = 1e-15
 
 
 def angular_distance(
@@ -101,7 +107,7 @@ def point_in_circle(ra: npt.ArrayLike, dec: npt.ArrayLike, circle: Circle) -> Bo
 def _in_prepared(p: FloatArray, prepared: PreparedPolygon) -> BoolArray:
     inside = np.zeros(p.shape[:-1], dtype=bool)
     for normals in prepared.pieces:
-        inside |= np.all(p @ normals.T >= 0.0, axis=-1)
+        inside |= np.all(p @ normals.T >= -BOUNDARY_EPS, axis=-1)
     return inside
 
 
@@ -117,7 +123,7 @@ def point_in_polygon(ra: npt.ArrayLike, dec: npt.ArrayLike, polygon: Polygon) ->
 def point_in_box(ra: npt.ArrayLike, dec: npt.ArrayLike, box: Box) -> BoolArray:
     """Whether each position lies in (or on) the ADQL box (four great-circle sides)."""
     p = radec_to_xyz(ra, dec)
-    out: BoolArray = np.all(p @ box.inward_normals().T >= 0.0, axis=-1)
+    out: BoolArray = np.all(p @ box.inward_normals().T >= -BOUNDARY_EPS, axis=-1)
     return out
 
 
@@ -143,8 +149,7 @@ def contains_points(
 ) -> BoolArray:
     """Vectorised ``CONTAINS(POINT(ra, dec), region)``.
 
-    A :class:`Point` region contains only positions within about 1e-10° of itself (the
-    rounding of coordinates).
+    A :class:`Point` region contains only the identical position (a circle of radius 0).
     """
     if isinstance(region, Circle):
         return point_in_circle(ra, dec, region)
@@ -350,3 +355,34 @@ def centroid(region: Region) -> Point:
         raise GeometryError("the region has no centroid")
     ra, dec = xyz_to_radec(moment)
     return Point(ra, dec)
+
+
+def dec_range(region: Region) -> tuple[float, float]:
+    """Smallest and largest declination (degrees) reached by any point of the region.
+
+    For polygons and boxes this accounts for edges bulging beyond their vertices (a great
+    circle arc reaches its extreme latitude between its ends) and for contained poles.
+    """
+    if isinstance(region, Point):
+        return region.dec, region.dec
+    if isinstance(region, Circle):
+        return max(-90.0, region.dec - region.radius), min(90.0, region.dec + region.radius)
+    prepared = region.prepared
+    zs = [float(v[2]) for v in prepared.xyz]
+    z_axis = np.array([0.0, 0.0, 1.0])
+    for a, b in _edges(prepared):
+        n = edge_normal(a, b)
+        top = z_axis - n[2] * n
+        if float(np.linalg.norm(top)) < 1e-15:
+            continue  # the edge lies on the equator-like circle around the pole
+        top = unit(top)
+        for extreme in (top, -top):
+            if on_arc(extreme, a, b, eps=0.0):
+                zs.append(float(extreme[2]))
+    lo = math.degrees(math.asin(max(-1.0, min(zs))))
+    hi = math.degrees(math.asin(min(1.0, max(zs))))
+    if bool(_in_prepared(z_axis[None, :], prepared)[0]):
+        hi = 90.0
+    if bool(_in_prepared(-z_axis[None, :], prepared)[0]):
+        lo = -90.0
+    return lo, hi
