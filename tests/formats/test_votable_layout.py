@@ -122,6 +122,14 @@ def test_fixed_size_text_is_padded_and_cut() -> None:
     )
 
 
+def test_char_cells_carry_utf8_bytes() -> None:
+    # VOTable 1.4 char is ASCII; other text is written as UTF-8 (what VOTable 1.5 allows)
+    # rather than lost.  Columns that may hold it should be declared unicodeChar.
+    table = pa.table({"c": ["é"]})
+    raw = stream_bytes(render(table, [ColumnMeta("c", "char", arraysize="*")], "binary"))
+    assert raw == struct.pack(">i", 2) + "é".encode()
+
+
 def test_bounded_variable_text_is_cut_to_its_bound() -> None:
     table = pa.table({"c": ["abcdef", "x"]})
     raw = stream_bytes(render(table, [ColumnMeta("c", "char", arraysize="4*")], "binary"))

@@ -225,10 +225,11 @@ def _stream(
         for start in range(0, batch.num_rows, rows_per_slice):
             part = batch.slice(start, rows_per_slice)
             if encoder is None:
-                yield _tabledata_rows(plans, part)
+                rows = _tabledata_rows(plans, part)
+                if rows:
+                    yield rows
             else:
-                rows = _binary_rows(plans, part, flags=serialization == "binary2")
-                yield from encoder.feed(rows)
+                yield from encoder.feed(_binary_rows(plans, part, flags=serialization == "binary2"))
     tail = []
     if encoder is not None:
         tail.append(encoder.finish())
