@@ -27,11 +27,12 @@ import contextlib
 import datetime
 import glob
 import shutil
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,8 @@ from skyvault.sky.coverage import healpix29
 __all__ = ["HEALPIX_COLUMN", "IngestOptions", "ingest"]
 
 HEALPIX_COLUMN = "_healpix_29"
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 MARGIN_DIR = "margin"
 
 
@@ -309,17 +312,54 @@ def _scan(
     histogram = np.zeros(12 * 4**hist_order, dtype=np.int64)
     shift = 2 * (SPATIAL_ORDER - hist_order)
     sink.stage("scan positions", _total_rows(files))
-    with spill_path.open("wb") as spill:
+
+    def positions() -> Iterator[tuple[pa.RecordBatch, InputFile, int]]:
         for f in files:
             row0 = 0
             for batch in f.batches([ra, dec], opts.batch_rows):
-                ra_v, dec_v = _checked_coordinates(batch, f, row0, ra, dec)
-                hp = healpix29(ra_v, dec_v)
-                hp.tofile(spill)
-                histogram += np.bincount(hp >> shift, minlength=len(histogram))
+                yield batch, f, row0
                 row0 += batch.num_rows
-                sink.advance(batch.num_rows)
+
+    def index(
+        item: tuple[pa.RecordBatch, InputFile, int],
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.intp]]:
+        batch, f, row0 = item
+        ra_v, dec_v = _checked_coordinates(batch, f, row0, ra, dec)
+        hp = healpix29(ra_v, dec_v)
+        cells, counts = np.unique(hp >> shift, return_counts=True)
+        return hp, cells, counts
+
+    with spill_path.open("wb") as spill:
+        for hp, cells, counts in _ordered_map(index, positions(), opts.workers):
+            hp.tofile(spill)
+            histogram[cells] += counts
+            sink.advance(len(hp))
     return histogram
+
+
+def _ordered_map(
+    fn: Callable[[_T], _R], items: Iterable[_T], workers: int, window: int = 3
+) -> Iterator[_R]:
+    """``map(fn, items)`` on a thread pool, results in input order, few items in flight.
+
+    The heavy steps (Parquet decoding, HEALPix indexing, sorting, takes) release the GIL,
+    so two threads use both cores while memory stays at ``window`` batches.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pending: deque[Future[_R]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _total_rows(files: Sequence[InputFile]) -> int | None:
@@ -342,16 +382,14 @@ class _PartitionSpill:
         self.rows: dict[int, int] = {}
 
     def add(self, batch: pa.RecordBatch, owners: NDArray[np.intp]) -> None:
+        """Append rows; ``owners`` (partition of each row) must be sorted."""
         if batch.num_rows == 0:
             return
-        order = np.argsort(owners, kind="stable")
-        owners_sorted = owners[order]
-        batch = batch.take(pa.array(order))
-        cuts = np.flatnonzero(np.diff(owners_sorted)) + 1
+        cuts = np.flatnonzero(np.diff(owners)) + 1
         starts = np.concatenate([[0], cuts])
-        stops = np.concatenate([cuts, [len(owners_sorted)]])
+        stops = np.concatenate([cuts, [len(owners)]])
         for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
-            part = int(owners_sorted[start])
+            part = int(owners[start])
             piece = batch.slice(start, stop - start)
             self.buffers.setdefault(part, []).append(piece)
             self.rows[part] = self.rows.get(part, 0) + piece.num_rows
@@ -392,28 +430,48 @@ def _split(
     ring_cells, ring_owners = partitioning.margin_ring(m_order)
     m_shift = 2 * (SPATIAL_ORDER - m_order)
     names = schema.names
+    stored = _with_healpix(schema)
     sink.stage("split into partitions", _total_rows(files))
-    with hp_path.open("rb") as hp_file:
+
+    def rows_with_index(hp_file: BinaryIO) -> Iterator[tuple[pa.RecordBatch, NDArray[np.int64]]]:
         for f in files:
             for raw in f.batches(None, opts.batch_rows):
-                n = raw.num_rows
-                hp = np.fromfile(hp_file, dtype=np.int64, count=n)
-                columns = [pa.array(hp, type=pa.int64())]
-                columns += [_cast_column(raw.column(c), schema.field(c).type) for c in names]
-                batch = pa.RecordBatch.from_arrays(columns, schema=_with_healpix(schema))
-                main.add(batch, partitioning.assign(hp))
-                cells = hp >> m_shift
-                lo = np.searchsorted(ring_cells, cells, side="left")
-                hi = np.searchsorted(ring_cells, cells, side="right")
-                hits = hi - lo
-                if hits.any():
-                    rows = np.repeat(np.arange(n), hits)
-                    firsts = np.cumsum(hits) - hits
-                    ring_index = np.repeat(lo, hits) + (
-                        np.arange(len(rows)) - np.repeat(firsts, hits)
-                    )
-                    margin.add(batch.take(pa.array(rows)), ring_owners[ring_index])
-                sink.advance(n)
+                yield raw, np.fromfile(hp_file, dtype=np.int64, count=raw.num_rows)
+
+    def route(
+        item: tuple[pa.RecordBatch, NDArray[np.int64]],
+    ) -> tuple[pa.RecordBatch, NDArray[np.intp], pa.RecordBatch, NDArray[np.intp]]:
+        raw, hp = item
+        # Sorting by _healpix_29 makes partitions contiguous runs, turns both look-ups below
+        # into cache-friendly merges, and hands the final per-partition sort sorted runs.
+        order = np.argsort(hp)
+        hp = hp[order]
+        data = pa.RecordBatch.from_arrays(
+            [_cast_column(raw.column(c), schema.field(c).type) for c in names], names=names
+        ).take(pa.array(order))
+        batch = pa.RecordBatch.from_arrays([pa.array(hp), *data.columns], schema=stored)
+        owners = partitioning.assign(hp)
+        cells = hp >> m_shift
+        lo = np.searchsorted(ring_cells, cells, side="left")
+        hi = np.searchsorted(ring_cells, cells, side="right")
+        hits = hi - lo
+        if not hits.any():
+            return batch, owners, batch.slice(0, 0), np.empty(0, np.intp)
+        rows = np.repeat(np.arange(len(hp)), hits)
+        firsts = np.cumsum(hits) - hits
+        within = np.arange(len(rows)) - np.repeat(firsts, hits)
+        margin_owners = ring_owners[np.repeat(lo, hits) + within]
+        by_owner = np.argsort(margin_owners, kind="stable")
+        margin_rows = batch.take(pa.array(rows[by_owner]))
+        return batch, owners, margin_rows, margin_owners[by_owner]
+
+    with hp_path.open("rb") as hp_file:
+        for batch, owners, margin_rows, margin_owners in _ordered_map(
+            route, rows_with_index(hp_file), opts.workers
+        ):
+            main.add(batch, owners)
+            margin.add(margin_rows, margin_owners)
+            sink.advance(batch.num_rows)
     main.flush()
     margin.flush()
 
@@ -463,6 +521,7 @@ def _write_partitions(
             row_group_size=opts.row_group_rows,
             compression=opts.compression,
             metadata_collector=collector,
+            use_dictionary=_dictionary_columns(schema),
             write_page_index=True,
         )
         md = collector[0]
@@ -494,6 +553,15 @@ def _write_partitions(
         for order, pixel, _ in sorted(done):
             fh.write(f"{order},{pixel}\n")
     return done, size
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: strings (bands, flags as text).
+
+    Numeric columns of catalogues are nearly all distinct; trying a dictionary on them
+    first costs pyarrow about four times the write time for nothing.
+    """
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]
 
 
 def _write_properties(root: Path, props: dict[str, Any]) -> None:
@@ -620,6 +688,7 @@ def _write_plain(
                         dataset / f"part-{part:05d}.parquet",
                         schema,
                         compression=opts.compression,
+                        use_dictionary=_dictionary_columns(schema),
                         write_page_index=True,
                     )
                     stack.callback(writer.close)
