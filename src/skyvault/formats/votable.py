@@ -186,8 +186,8 @@ def write_votable(
         raise InternalError(f"unknown VOTable serialization {serialization!r}")
     if not fields:
         raise InternalError("a VOTable needs at least one column")
+    # Refuse unsupported FIELDs here, before the generator starts and any byte goes out.
     plans = [plan_column(f, null_sentinels=serialization == "binary") for f in fields]
-    # Validate everything we can before the first byte goes out.
     return _stream(
         batches, plans, serialization, overflow, infos, table_name, description, rows_per_slice
     )
