@@ -1,0 +1,134 @@
+"""The registry of published tables under a data root: metadata and where the files are.
+
+The registry is what the ADQL checker resolves names against and what the engine asks for
+files.  It re-reads a table's metadata only when the table's link points at a new version
+(after a re-ingest), so looking tables up costs a ``readlink`` per table, not a file read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from skyvault.catalog.layout import TableName, list_tables
+from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.partitioning import SPATIAL_ORDER
+from skyvault.errors import CatalogError, CatalogNotFound
+
+__all__ = ["PartitionIndex", "Registry", "StoredTable"]
+
+
+@dataclass(frozen=True)
+class PartitionIndex:
+    """The partitions of a HATS catalogue, sorted by their start in ``_healpix_29`` space."""
+
+    orders: NDArray[np.int64]
+    pixels: NDArray[np.int64]
+    starts: NDArray[np.int64]
+    stops: NDArray[np.int64]
+    files: tuple[str, ...]
+
+    @classmethod
+    def read(cls, root: Path) -> PartitionIndex:
+        """Read ``partition_info.csv`` of the catalogue at ``root``."""
+        path = root / "partition_info.csv"
+        try:
+            rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"unreadable partition list of {root.name}: {exc}") from None
+        if rows.size == 0:
+            rows = np.empty((0, 2), dtype=np.int64)
+        orders, pixels = rows[:, 0], rows[:, 1]
+        shift = 2 * (SPATIAL_ORDER - orders)
+        starts = pixels << shift
+        order = np.argsort(starts)
+        orders, pixels, starts = orders[order], pixels[order], starts[order]
+        stops = (pixels + 1) << (2 * (SPATIAL_ORDER - orders))
+        files = tuple(
+            str(
+                root / "dataset" / f"Norder={o}" / f"Dir={p // 10000 * 10000}" / f"Npix={p}.parquet"
+            )
+            for o, p in zip(orders.tolist(), pixels.tolist(), strict=True)
+        )
+        return cls(orders, pixels, starts, stops, files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """A published table: its metadata, its version directory, and its files."""
+
+    meta: TableMeta
+    root: Path
+    partitions: PartitionIndex | None
+    margin: PartitionIndex | None
+
+    @property
+    def all_files(self) -> tuple[str, ...]:
+        if self.partitions is not None:
+            return self.partitions.files
+        return tuple(sorted(str(p) for p in (self.root / "dataset").glob("part-*.parquet")))
+
+
+class Registry:
+    """Published tables under ``data_dir``; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._lock = threading.Lock()
+        self._cache: dict[TableName, tuple[str, StoredTable]] = {}
+
+    def refresh(self) -> list[StoredTable]:
+        """Every table, re-reading only those whose version changed since last time."""
+        found: dict[TableName, tuple[str, StoredTable]] = {}
+        for name, resolved in list_tables(self.data_dir):
+            link = self.data_dir / name.schema / name.table
+            try:
+                version = os.readlink(link) if link.is_symlink() else str(resolved)
+            except OSError:
+                continue
+            with self._lock:
+                cached = self._cache.get(name)
+            if cached is not None and cached[0] == version:
+                found[name] = cached
+                continue
+            try:
+                found[name] = (version, self._load(resolved))
+            except CatalogError:
+                continue  # a table that cannot be read is not published
+        with self._lock:
+            self._cache = found
+        return [entry for _, entry in found.values()]
+
+    def tables(self) -> list[TableMeta]:
+        """Metadata of every published table."""
+        return [t.meta for t in self.refresh()]
+
+    def get(self, schema: str, table: str) -> StoredTable:
+        """The table ``schema.table`` (exact names, as stored)."""
+        key = TableName(schema, table)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            self.refresh()
+            with self._lock:
+                cached = self._cache.get(key)
+        if cached is None:
+            raise CatalogNotFound(f"no table {schema}.{table}")
+        return cached[1]
+
+    @staticmethod
+    def _load(root: Path) -> StoredTable:
+        meta = TableMeta.read(root)
+        if meta.kind == "hats":
+            margin_root = root / "margin"
+            margin = PartitionIndex.read(margin_root) if margin_root.is_dir() else None
+            return StoredTable(meta, root, PartitionIndex.read(root), margin)
+        return StoredTable(meta, root, None, None)
