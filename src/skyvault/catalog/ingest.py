@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 
 from skyvault import __version__
 from skyvault.catalog.felis import FelisTable, read_felis_table
-from skyvault.catalog.layout import TableName, building
+from skyvault.catalog.layout import TableName, building, hats_pixel_file
 from skyvault.catalog.metadata import TableMeta, merge_columns, principal_defaults
 from skyvault.catalog.partitioning import (
     HISTOGRAM_ORDER,
@@ -483,16 +483,6 @@ def _cast_column(arr: pa.Array, target: pa.DataType) -> pa.Array:
 # --- pass 3: write ----------------------------------------------------------------------
 
 
-def _pixel_file(root: Path, order: int, pixel: int) -> Path:
-    return (
-        root
-        / "dataset"
-        / f"Norder={order}"
-        / f"Dir={pixel // 10000 * 10000}"
-        / f"Npix={pixel}.parquet"
-    )
-
-
 def _write_partitions(
     root: Path,
     partitioning: Partitioning,
@@ -512,7 +502,7 @@ def _write_partitions(
         hp = table.column(HEALPIX_COLUMN).to_numpy()
         table = table.take(pa.array(np.argsort(hp, kind="stable")))
         order, pixel = int(partitioning.orders[part]), int(partitioning.pixels[part])
-        path = _pixel_file(root, order, pixel)
+        path = hats_pixel_file(root, order, pixel)
         path.parent.mkdir(parents=True, exist_ok=True)
         collector: list[pq.FileMetaData] = []
         pq.write_table(

@@ -37,6 +37,7 @@ __all__ = [
     "TableBuild",
     "TableName",
     "building",
+    "hats_pixel_file",
     "list_tables",
     "table_path",
 ]
@@ -65,6 +66,17 @@ class TableName:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.table}"
+
+
+def hats_pixel_file(root: Path, order: int, pixel: int) -> Path:
+    """The file of HEALPix partition ``(order, pixel)`` in the HATS catalogue at ``root``."""
+    return (
+        root
+        / "dataset"
+        / f"Norder={order}"
+        / f"Dir={pixel // 10000 * 10000}"
+        / f"Npix={pixel}.parquet"
+    )
 
 
 def table_path(data_dir: Path, name: TableName) -> Path:
