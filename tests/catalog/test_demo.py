@@ -79,6 +79,14 @@ def test_empty_directory_has_no_demo(tmp_path: Path) -> None:
     assert not demo_is_built(tmp_path)
 
 
+def test_concurrent_builds_are_refused(tmp_path: Path) -> None:
+    from skyvault.demo.build import _build_lock
+
+    with _build_lock(tmp_path), pytest.raises(UsageError, match="another demo build"):
+        build_demo(tmp_path, "small")
+    assert not demo_is_built(tmp_path)
+
+
 def test_unknown_scale_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown demo scale"):
         build_demo(tmp_path, "huge")  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ The five tables go to Parquet chunk files in a scratch directory ``DIR/.demo-bui
 ingested from there as ``dp02_dc2_catalogs.{Visit,CcdVisit,Object,ForcedSource,Source}``
 with Rubin's Felis schema for their metadata, and the scratch files are removed.  A marker
 ``DIR/dp02_dc2_catalogs/.demo.json`` records the scale and seed of the finished build, so a
-second run with the same arguments does nothing.
+second run with the same arguments does nothing; a lock ``DIR/.demo-build.lock`` keeps two
+builds of one directory apart.
 
 Everything random comes from NumPy generators seeded by ``(seed, stream, chunk)``, so a
 seed gives byte-identical Parquet inputs whatever the machine.
@@ -12,10 +13,14 @@ seed gives byte-identical Parquet inputs whatever the machine.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -115,26 +120,17 @@ class _Reporter:
 
 
 class _LineProgress:
-    """Prints one line per stage, with its duration, to standard error."""
+    """Prints a line as each stage starts, with the time since the build began."""
 
     def __init__(self) -> None:
-        self._label: str | None = None
-        self._start = 0.0
+        self._start = time.monotonic()
 
     def stage(self, label: str, total: int | None) -> None:
-        self._finish()
-        self._label, self._start = label, time.monotonic()
+        elapsed = time.monotonic() - self._start
+        print(f"[{elapsed:6.1f} s] {label}", file=sys.stderr, flush=True)
 
     def advance(self, rows: int) -> None:
         pass
-
-    def _finish(self) -> None:
-        if self._label is not None:
-            elapsed = time.monotonic() - self._start
-            print(f"  {self._label}: {elapsed:.1f} s", file=sys.stderr, flush=True)
-
-    def __del__(self) -> None:
-        self._finish()
 
 
 def _scale(scale: str) -> DemoScale:
@@ -273,43 +269,59 @@ def build_demo(
     if not force and demo_is_built(data_dir, scale, seed):
         return _read_metas(data_dir)
     report = _Reporter(progress)
-    scratch = data_dir / SCRATCH_DIR
-    shutil.rmtree(scratch, ignore_errors=True)
-    _marker(data_dir).unlink(missing_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     metas: list[TableMeta] = []
-    try:
-        files = generate_demo(scratch, scale, seed, progress=report.sink or False)
-        for table in TABLES:
-            ra, dec, key = _INGEST[table]
-            report.stage(f"ingest {SCHEMA_NAME}.{table}", None)
-            meta = ingest(
-                files[table],
-                f"{SCHEMA_NAME}.{table}",
-                data_dir,
-                ra=ra,
-                dec=dec,
-                felis=felis_path(),
-                options=IngestOptions(
-                    primary_key=key,
-                    max_rows_per_partition=_PARTITION_ROWS,
-                ),
-                progress=report.sink,
+    with _build_lock(data_dir):
+        scratch = data_dir / SCRATCH_DIR
+        shutil.rmtree(scratch, ignore_errors=True)  # left by an interrupted build
+        _marker(data_dir).unlink(missing_ok=True)
+        try:
+            files = generate_demo(scratch, scale, seed, progress=report.sink or False)
+            for table in TABLES:
+                ra, dec, key = _INGEST[table]
+                report.stage(f"ingest {SCHEMA_NAME}.{table}", None)
+                meta = ingest(
+                    files[table],
+                    f"{SCHEMA_NAME}.{table}",
+                    data_dir,
+                    ra=ra,
+                    dec=dec,
+                    felis=felis_path(),
+                    options=IngestOptions(primary_key=key, max_rows_per_partition=_PARTITION_ROWS),
+                    progress=report.sink,
+                )
+                metas.append(meta)
+                shutil.rmtree(scratch / table, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        _marker(data_dir).write_text(
+            json.dumps(
+                {
+                    "version": _MARKER_VERSION,
+                    "scale": scale,
+                    "seed": seed,
+                    "tables": {m.name: m.nrows for m in metas},
+                },
+                indent=1,
             )
-            metas.append(meta)
-            shutil.rmtree(scratch / table, ignore_errors=True)
-        report.stage("demo: done", None)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    _marker(data_dir).write_text(
-        json.dumps(
-            {
-                "version": _MARKER_VERSION,
-                "scale": scale,
-                "seed": seed,
-                "tables": {m.name: m.nrows for m in metas},
-            },
-            indent=1,
+            + "\n"
         )
-        + "\n"
-    )
+        report.stage("demo: done", None)
     return metas
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``DIR/.demo-build.lock`` so two demo builds of one directory cannot interleave."""
+    fd = os.open(data_dir / f"{SCRATCH_DIR}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another demo build is running in {data_dir}",
+                hint="wait for it to finish",
+            ) from None
+        yield
+    finally:
+        os.close(fd)

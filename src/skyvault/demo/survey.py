@@ -4,10 +4,12 @@ The camera is LSSTCam-like: 21 rafts (a 5 x 5 grid without its corners) of 3 x 3
 4072 x 4000 pixels at 0.2 arcsec, detectors numbered 0-188 raft by raft (rafts row by row,
 CCDs row by row within a raft).  CCDs abut without gaps, a simplification.
 
-The pointing plan covers the footprint with a grid of tiles about 2.2° apart; it is observed
-in several passes, one band per pass, on nights in the observing seasons of the field (it
-transits at local midnight in late November) between MJD 59580 and 61400.  Each visit is
-dithered by up to 0.3° and rotated at random, as in DC2.
+The pointing plan covers the footprint with a grid of tiles about 2.2° apart, observed in
+eight passes, one band per pass; a pass takes three nights of one observing season (a block
+of tile columns per night).  The field transits at local midnight in late November; nights
+fall within 80 days of that, between MJD 59580 and 61400, and each night's visits run from
+one to three hours before transit.  Each visit is dithered by up to 0.3° and rotated at
+random, as in DC2.
 
 Identifiers: visits are numbered in time order from 400001; a CCD visit is
 ``ccdVisitId = visit * 1000 + detector``.
@@ -64,6 +66,8 @@ _MJD_START, _MJD_END = 59580.0, 61400.0
 _SEASON_CENTRE_MJD = 59541.0  # RA ≈ 62° transits at local midnight around 23 November 2021
 _SEASON_HALF_WIDTH_D = 80.0
 _PASS_BANDS = ("u", "g", "r", "i", "z", "y", "r", "i")
+_NIGHTS_PER_PASS = 3
+_FIELD_RA_DEG = 62.0
 _TILE_SPACING_DEG = 2.2
 _DITHER_DEG = 0.3
 
@@ -186,23 +190,36 @@ def plan_survey(rng: np.random.Generator) -> Survey:
     n_tiles = tile_ra.size
     n_pass = len(_PASS_BANDS)
 
-    # One night per pass, inside the observing seasons and the survey's date range.
-    nights: list[float] = []
-    while len(nights) < n_pass:
-        year = rng.integers(0, 6)
-        night = np.floor(
-            _SEASON_CENTRE_MJD
-            + 365.25 * year
-            + rng.uniform(-_SEASON_HALF_WIDTH_D, _SEASON_HALF_WIDTH_D)
-        )
-        if _MJD_START <= night <= _MJD_END - 1 and night not in nights:
-            nights.append(float(night))
-    nights.sort()
+    # Each pass is observed on a few nights of one season (a block of tile columns per
+    # night), inside the survey's date range: objects get epochs on many distinct nights.
+    # Passes are spread over the six seasons the date range touches, first to last.
+    nights = np.empty((n_pass, _NIGHTS_PER_PASS))
+    used: set[float] = set()
+    for p in range(n_pass):
+        season = round(p * 5 / max(n_pass - 1, 1))
+        centre = _SEASON_CENTRE_MJD + 365.25 * season
+        lo = max(centre - _SEASON_HALF_WIDTH_D, _MJD_START)
+        hi = min(centre + _SEASON_HALF_WIDTH_D, _MJD_END - 1)
+        chosen: list[float] = []
+        while len(chosen) < _NIGHTS_PER_PASS:
+            day = float(np.floor(rng.uniform(lo, hi)))
+            if day not in used:
+                used.add(day)
+                chosen.append(day)
+        nights[p] = np.sort(chosen)
     pass_band = np.array([BANDS.index(b) for b in rng.permutation(list(_PASS_BANDS))])
+    # Tiles split into RA blocks, one block per night of a pass; slot = order within block.
+    block = np.argsort(np.argsort(tile_ra, kind="stable"), kind="stable")
+    block = block * _NIGHTS_PER_PASS // n_tiles
+    slot_in_block = np.zeros(n_tiles, dtype=np.int64)
+    for b in range(_NIGHTS_PER_PASS):
+        members = np.flatnonzero(block == b)
+        slot_in_block[members] = np.arange(members.size)
 
     band = np.repeat(pass_band, n_tiles)
-    night = np.repeat(np.array(nights), n_tiles)
     tile = np.tile(np.arange(n_tiles), n_pass)
+    pass_of = np.repeat(np.arange(n_pass), n_tiles)
+    night = nights[pass_of, block[tile]]
     n_visit = band.size
 
     # Dither each pointing, keeping the boresight inside the footprint.
@@ -216,13 +233,10 @@ def plan_survey(rng: np.random.Generator) -> Survey:
     )
     rotation = rng.uniform(0.0, 360.0, n_visit)
 
-    # Each night's visits start about two hours before the field transits, 36 s apart.
-    transit = (
-        nights + (((62.0 - _SITE_LON_DEG - _gmst_deg(np.array(nights))) % 360.0) / 360.98564736629)
-    ).astype(np.float64)
-    start = transit - 2.0 / 24 + rng.uniform(-0.5, 0.5, n_pass) / 24
-    slot = np.tile(np.arange(n_tiles), n_pass)
-    mjd_start = np.repeat(start, n_tiles) + slot * _VISIT_CADENCE_S / 86400.0
+    # A night's visits start one to three hours before the field transits, 36 s apart.
+    transit = night + ((_FIELD_RA_DEG - _SITE_LON_DEG - _gmst_deg(night)) % 360.0) / 360.98564736629
+    offset = rng.uniform(1.0, 3.0, (n_pass, _NIGHTS_PER_PASS))[pass_of, block[tile]] / 24
+    mjd_start = transit - offset + slot_in_block[tile] * _VISIT_CADENCE_S / 86400.0
     mjd_mid = mjd_start + _EXPOSURE_S / 2 / 86400.0
 
     # Alt-azimuth of the boresight at mid-exposure.
