@@ -1,0 +1,154 @@
+"""The Python API: ``archive = skyvault.open(DIR)``; ``archive.query(adql)``.
+
+An :class:`Archive` ties the pipeline together: the registry of tables, the ADQL compiler
+(parse → check → translate), the planner (pruning) and an executor.  Every error it raises is
+a :class:`~skyvault.errors.SkyvaultError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.registry import Registry
+from skyvault.engine.connection import Sandbox
+from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
+from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.errors import InternalError, SkyvaultError
+
+__all__ = ["Archive", "open_archive"]
+
+DEFAULT_TIMEOUT = 600.0
+
+
+class Archive:
+    """The catalogues under a data root, queryable with ADQL.
+
+    Parameters
+    ----------
+    data_dir
+        The data root ingest wrote to.
+    memory_limit
+        DuckDB memory limit for queries.
+    threads
+        Threads per query.
+    timeout
+        Default time limit of a query, in seconds.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        memory_limit: str = "2GB",
+        threads: int = 2,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.is_dir():
+            raise SkyvaultError(f"no data directory at {self.data_dir}")
+        self.registry = Registry(self.data_dir)
+        macros, udfs = _udf_definitions()
+        self.sandbox = Sandbox(
+            [self.data_dir], memory_limit=memory_limit, threads=threads, macros=macros,
+            python_udfs=udfs,
+        )  # fmt: skip
+        self.executor = LocalExecutor(self.sandbox)
+        self.timeout = timeout
+
+    def tables(self) -> list[TableMeta]:
+        """Metadata of every table."""
+        return self.registry.tables()
+
+    def plan(self, adql: str, tables: Sequence[TableMeta] | None = None) -> QueryPlan:
+        """Compile and plan ``adql`` without running it (``tables``: those visible)."""
+        from skyvault.adql.translate import compile_adql
+
+        visible = list(tables) if tables is not None else self.registry.tables()
+        translation = _guard(lambda: compile_adql(adql, visible))
+        refs = [
+            (ref.placeholder, self.registry.get(ref.meta.schema, ref.meta.name), ref.coverage)
+            for ref in translation.tables
+        ]
+        return plan_query(translation.sql, refs, translation.columns)
+
+    def stream(
+        self,
+        adql: str,
+        *,
+        maxrec: int | None = None,
+        timeout: float | None = None,
+        cancel: CancelToken | None = None,
+        tables: Sequence[TableMeta] | None = None,
+    ) -> QueryResult:
+        """Run ``adql``; the result's ``batches`` yield record batches as they come."""
+        plan = self.plan(adql, tables)
+        return self.executor.execute(
+            plan, maxrec=maxrec, timeout=timeout or self.timeout, cancel=cancel
+        )
+
+    def query(
+        self, adql: str, maxrec: int | None = None, *, timeout: float | None = None
+    ) -> pa.Table:
+        """Run ``adql`` and return the whole result as a table.
+
+        The table's schema metadata says ``overflow`` (``b"true"`` when MAXREC cut rows);
+        each field's metadata carries the column's unit, UCD and description.
+        """
+        result = self.stream(adql, maxrec=maxrec, timeout=timeout)
+        table = result.to_table()
+        fields = []
+        for field, meta in zip(table.schema, result.columns, strict=True):
+            pairs = (
+                ("unit", meta.unit),
+                ("ucd", meta.ucd),
+                ("description", meta.description),
+                ("xtype", meta.xtype),
+            )
+            info = {k: v for k, v in pairs if v}
+            fields.append(field.with_metadata(info) if info else field)
+        schema = pa.schema(fields, metadata={"overflow": "true" if result.overflow else "false"})
+        return table.cast(schema)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+def open_archive(data_dir: Path | str, **options: Any) -> Archive:
+    """Open the catalogues under ``data_dir`` (``skyvault.open``)."""
+    return Archive(data_dir, **options)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; anything but a skyvault error is an internal fault, reported as such."""
+    try:
+        return fn()
+    except SkyvaultError:
+        raise
+    except Exception as exc:
+        raise InternalError("the query could not be compiled; it has been logged") from exc
+
+
+def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]]:
+    """The SQL macros and Python scalar functions of every registered UDF."""
+    from skyvault.adql.functions import FUNCTIONS, DuckDbMacro, DuckDbPythonUdf, duckdb_macro_sql
+
+    macros: list[str] = []
+    udfs: list[tuple[str, Any, list[Any], Any]] = []
+    for spec in FUNCTIONS.values():
+        impl = spec.duckdb
+        if isinstance(impl, DuckDbMacro):
+            macros.append(duckdb_macro_sql(spec))
+        elif isinstance(impl, DuckDbPythonUdf):
+            module_name, _, attr = impl.python.partition(":")
+            try:
+                function = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError):
+                continue  # not implemented yet: the function is unknown to DuckDB
+            udfs.append((spec.name, function, list(impl.arg_types), impl.return_type))
+    return macros, udfs

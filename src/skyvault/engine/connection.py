@@ -1,0 +1,88 @@
+"""The DuckDB database a query runs in, locked down so SQL can reach only the catalogues.
+
+ADQL is whitelisted by the parser before any SQL exists; this is the second wall.  One
+in-memory DuckDB database is shared by all queries of an archive (so Parquet footers are
+cached across queries), configured once and then locked:
+
+* no extension is ever installed or loaded from the network,
+* file access is limited to the data root (``allowed_directories``) with every other
+  external access disabled, which also removes COPY, ATTACH, EXPORT and ``read_*`` on other
+  paths,
+* a memory limit and a thread count,
+* ``lock_configuration`` so no statement can change any of this.
+
+Each query runs on its own cursor (a DuckDB connection to the shared database), whose
+temporary views name the pruned files of each table the query reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import duckdb.func
+
+__all__ = ["Sandbox"]
+
+
+class Sandbox:
+    """A locked-down DuckDB database over the files under ``roots``.
+
+    Parameters
+    ----------
+    roots
+        Directories queries may read (the data root; upload areas).
+    memory_limit
+        DuckDB memory limit, e.g. ``"2GB"``.
+    threads
+        Worker threads DuckDB uses per query.
+    macros
+        ``CREATE MACRO`` statements (ADQL UDFs implemented in SQL), run before locking.
+    """
+
+    def __init__(
+        self,
+        roots: Iterable[Path],
+        *,
+        memory_limit: str = "2GB",
+        threads: int = 2,
+        macros: Iterable[str] = (),
+        python_udfs: Iterable[tuple[str, Any, list[Any], Any]] = (),
+    ) -> None:
+        self._db = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "threads": threads,
+                "memory_limit": memory_limit,
+            },
+        )
+        allowed = [str(Path(r).resolve()) + "/" for r in roots]
+        self._db.execute("SET parquet_metadata_cache = true")
+        self._db.execute("SET allowed_directories = $dirs", {"dirs": allowed})
+        for statement in macros:
+            self._db.execute(statement)
+        for name, function, params, returns in python_udfs:
+            self._db.create_function(
+                name,
+                function,
+                params,
+                returns,
+                type="arrow",
+                side_effects=False,
+            )
+        self._db.execute("SET enable_external_access = false")
+        self._db.execute("SET lock_configuration = true")
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the shared database, for one query."""
+        with self._lock:
+            return self._db.cursor()
+
+    def close(self) -> None:
+        self._db.close()

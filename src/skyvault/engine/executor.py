@@ -1,0 +1,221 @@
+"""Run a query plan in DuckDB and stream its result, with limits, time-outs and cancellation.
+
+The local executor runs the whole plan in one DuckDB query: DuckDB splits the scan of the
+pruned files and row groups over its worker threads and merges ORDER BY, DISTINCT, GROUP BY
+and aggregates itself, so every answer is exactly that of the query over the whole table.
+A plan holds only SQL and file lists, so a distributed executor can run the same plan with
+per-partition SQL and a merge step (not implemented yet: the local executor is the only one).
+
+Every DuckDB error is turned into a skyvault error: what a user can fix (a conversion
+error in the data, a query needing more memory) becomes :class:`QueryError` with DuckDB's
+message stripped of server paths; anything else is an :class:`InternalError` that says
+nothing about the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from skyvault.catalog.metadata import ColumnMeta
+from skyvault.engine.connection import Sandbox
+from skyvault.engine.plan import QueryPlan
+from skyvault.errors import InternalError, QueryCancelled, QueryError, QueryTimeout
+
+__all__ = ["CancelToken", "LocalExecutor", "QueryResult"]
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 65_536
+
+
+class CancelToken:
+    """Cancels a running query from another thread (a UWS ABORT, a client gone)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop the query; it raises :class:`QueryCancelled` within a moment."""
+        with self._lock:
+            self.cancelled = True
+            if self._cursor is not None:
+                self._cursor.interrupt()
+
+    def _attach(self, cursor: duckdb.DuckDBPyConnection | None) -> None:
+        with self._lock:
+            self._cursor = cursor
+            if cursor is not None and self.cancelled:
+                cursor.interrupt()
+
+
+@dataclass
+class QueryResult:
+    """A result being streamed: metadata now, rows as ``batches`` is iterated.
+
+    ``overflow`` becomes meaningful once ``batches`` is exhausted: True when MAXREC cut rows.
+    """
+
+    columns: tuple[ColumnMeta, ...]
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    plan: QueryPlan
+    overflow: bool = False
+    rows: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def to_table(self) -> pa.Table:
+        """Read the whole result (for results that fit in memory)."""
+        return pa.Table.from_batches(list(self.batches), schema=self.schema)
+
+
+class LocalExecutor:
+    """Runs plans in a :class:`Sandbox` on this machine."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def execute(
+        self,
+        plan: QueryPlan,
+        *,
+        maxrec: int | None = None,
+        timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> QueryResult:
+        """Start ``plan``; rows arrive as the result's ``batches`` are read.
+
+        ``maxrec`` cuts the result after that many rows (``overflow`` tells if rows were
+        cut; 0 gives the metadata only); ``timeout`` (seconds) covers the whole query,
+        streaming included.
+        """
+        token = cancel or CancelToken()
+        started = time.monotonic()
+        cursor = self.sandbox.cursor()
+        token._attach(cursor)
+        timer = _Timer(timeout, token)
+        try:
+            for scan in plan.scans:
+                cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
+            sql = plan.sql
+            if maxrec is not None:
+                sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
+            reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(BATCH_ROWS)
+        except BaseException as exc:
+            timer.cancel()
+            token._attach(None)
+            cursor.close()
+            raise _translate_error(exc, timer, token) from None
+        schema = reader.schema
+        result = QueryResult(
+            columns=_with_names(plan.columns, schema),
+            schema=schema,
+            batches=iter(()),
+            plan=plan,
+        )
+        result.stats["plan_s"] = time.monotonic() - started
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            remaining = maxrec
+            try:
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        return
+                    if remaining is not None:
+                        if batch.num_rows > remaining:
+                            result.overflow = True
+                            batch = batch.slice(0, remaining)
+                        remaining -= batch.num_rows
+                    if batch.num_rows:
+                        result.rows += batch.num_rows
+                        yield batch
+                    if remaining == 0:
+                        # One more row would be an overflow: find out without reading it all.
+                        try:
+                            extra = reader.read_next_batch()
+                            result.overflow = result.overflow or extra.num_rows > 0
+                        except StopIteration:
+                            pass
+                        return
+            except (duckdb.Error, pa.ArrowException) as exc:
+                raise _translate_error(exc, timer, token) from None
+            finally:
+                timer.cancel()
+                token._attach(None)
+                cursor.close()
+                result.stats["total_s"] = time.monotonic() - started
+
+        result.batches = stream()
+        return result
+
+
+class _Timer:
+    """Interrupts the query when its time is up."""
+
+    def __init__(self, timeout: float | None, token: CancelToken) -> None:
+        self.fired = False
+        self._timer: threading.Timer | None = None
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._fire, args=(token,))
+            self._timer.daemon = True
+            self._timer.start()
+        self.timeout = timeout
+
+    def _fire(self, token: CancelToken) -> None:
+        self.fired = True
+        token.cancel()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _with_names(columns: tuple[ColumnMeta, ...], schema: pa.Schema) -> tuple[ColumnMeta, ...]:
+    """Result metadata, checked against what DuckDB returned (same count, same order)."""
+    if len(columns) != len(schema):
+        return tuple(ColumnMeta.from_arrow(f) for f in schema)
+    return columns
+
+
+_PATHS = re.compile(r"(/[^\s\"']+)+")
+_USER_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfMemoryException,
+)
+
+
+def _translate_error(exc: BaseException, timer: _Timer, token: CancelToken) -> BaseException:
+    if isinstance(exc, duckdb.InterruptException) or (
+        token.cancelled and isinstance(exc, duckdb.Error)
+    ):
+        if timer.fired:
+            return QueryTimeout(
+                f"the query ran longer than its time limit of {timer.timeout:g} s",
+                hint="narrow it (a smaller region, fewer columns, TOP) or run it as an async job",
+            )
+        return QueryCancelled("the query was cancelled")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return QueryError(
+            "the query needs more memory than this service allows",
+            hint="select fewer columns or rows, or aggregate on the server",
+        )
+    if isinstance(exc, _USER_ERRORS):
+        message = _PATHS.sub("<file>", str(exc).splitlines()[0])
+        return QueryError(message.split(": ", 1)[-1] if ": " in message else message)
+    if isinstance(exc, (duckdb.Error, pa.ArrowException)):
+        log.error("query failed inside the engine: %s", exc)
+        return InternalError("the query failed inside the service; it has been logged")
+    return exc

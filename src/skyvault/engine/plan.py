@@ -1,0 +1,113 @@
+"""From a translated query to what to read: the pruned files and index ranges of each table.
+
+This is the coarse half of the two-phase search (the fine half is the SQL's own exact
+predicates).  For each table occurrence with a sky coverage, only the partitions the coverage
+touches are listed, and inside them a few merged ``_healpix_29`` ranges restrict the rows; the
+rows are sorted by ``_healpix_29`` and the row groups carry its min/max, so DuckDB skips the
+row groups outside the ranges without reading them.
+
+A plan holds only paths, numbers and SQL text: it pickles, so the same plan can be shipped to
+a distributed executor's workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from mocpy import MOC
+from numpy.typing import NDArray
+
+from skyvault.catalog.ingest import HEALPIX_COLUMN
+from skyvault.catalog.metadata import ColumnMeta
+from skyvault.catalog.registry import Registry, StoredTable
+from skyvault.sky.coverage import healpix29_ranges
+
+__all__ = ["QueryPlan", "Scan", "plan_query"]
+
+MAX_RANGES = 16
+"""Index ranges per table: enough to follow a cone's outline, few enough to stay cheap."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """How to read one table occurrence: its files and, optionally, ``_healpix_29`` ranges.
+
+    ``ranges`` is an ``(n, 2)`` array of half-open intervals, or None to read every row.
+    """
+
+    placeholder: str
+    qualified_name: str
+    files: tuple[str, ...]
+    ranges: NDArray[np.int64] | None
+    positional: bool
+    total_files: int
+
+    def view_sql(self) -> str:
+        """The SELECT that defines this scan's view."""
+        if not self.files:
+            return "SELECT * FROM (SELECT NULL) WHERE false"
+        files = ", ".join(_string_literal(f) for f in self.files)
+        sql = f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
+        if self.ranges is not None and len(self.ranges):
+            column = f'"{HEALPIX_COLUMN}"'
+            terms = " OR ".join(
+                f"({column} >= {int(lo)} AND {column} < {int(hi)})" for lo, hi in self.ranges
+            )
+            sql += f" WHERE {terms}"
+        return sql
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """Everything an executor needs to run one query."""
+
+    sql: str
+    scans: tuple[Scan, ...]
+    columns: tuple[ColumnMeta, ...]
+
+    @property
+    def files_read(self) -> int:
+        return sum(len(s.files) for s in self.scans)
+
+
+def plan_query(
+    sql: str,
+    tables: Sequence[tuple[str, StoredTable, MOC | None]],
+    columns: Sequence[ColumnMeta],
+) -> QueryPlan:
+    """Plan ``sql`` over ``tables``: ``(placeholder, stored table, coverage MOC or None)``."""
+    scans = []
+    for placeholder, stored, coverage in tables:
+        scans.append(_scan(placeholder, stored, coverage))
+    return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
+
+
+def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
+    index = stored.partitions
+    name = stored.meta.qualified_name
+    if index is None:
+        files = stored.all_files
+        return Scan(placeholder, name, files, None, False, len(files))
+    if coverage is None:
+        return Scan(placeholder, name, index.files, None, True, len(index.files))
+    ranges = healpix29_ranges(coverage, max_ranges=MAX_RANGES)
+    if len(ranges) == 0:
+        return Scan(placeholder, name, (), ranges, True, len(index.files))
+    # A partition [start, stop) overlaps some range [lo, hi) iff lo < stop and start < hi.
+    first = np.searchsorted(ranges[:, 1], index.starts, side="right")
+    overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
+    files = tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
+    return Scan(placeholder, name, files, ranges, True, len(index.files))
+
+
+def _string_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def registry_tables(
+    registry: Registry, refs: Sequence[tuple[str, str, str, MOC | None]]
+) -> list[tuple[str, StoredTable, MOC | None]]:
+    """Resolve ``(placeholder, schema, table, coverage)`` against ``registry``."""
+    return [(p, registry.get(s, t), c) for p, s, t, c in refs]
