@@ -72,7 +72,7 @@ class Sandbox:
                 function,
                 params,
                 returns,
-                type="arrow",
+                type=duckdb.func.ARROW,
                 side_effects=False,
             )
         self._db.execute("SET enable_external_access = false")
