@@ -124,9 +124,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from skyvault.catalog.demo import build_demo
+    from skyvault.demo import build_demo
 
-    metas = build_demo(args.data, scale=args.scale, seed=args.seed, force=args.force)
+    show = sys.stderr.isatty()
+    if show:
+        with RichProgress() as bar:
+            metas = build_demo(
+                args.data, scale=args.scale, seed=args.seed, force=args.force, progress=bar
+            )
+    else:
+        metas = build_demo(args.data, scale=args.scale, seed=args.seed, force=args.force)
     for meta in metas:
         print(f"{meta.qualified_name}: {meta.nrows:,} rows")
     return 0
