@@ -282,7 +282,7 @@ def test_galaxies_are_clustered_and_stars_are_not_uniform_noise(
     assert inner.var() / inner.mean() > 3.0
 
 
-def test_density_is_uniform_in_sin_dec(tmp_path: Path) -> None:
+def test_density_is_uniform_in_sin_dec() -> None:
     from skyvault.demo.sky import uniform_in_footprint
 
     _, dec = uniform_in_footprint(200_000, np.random.default_rng(5))
