@@ -73,6 +73,7 @@ class Sandbox:
                 params,
                 returns,
                 type=duckdb.func.ARROW,
+                null_handling=duckdb.func.SPECIAL,
                 side_effects=False,
             )
         self._db.execute("SET enable_external_access = false")

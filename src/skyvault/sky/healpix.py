@@ -1,0 +1,66 @@
+"""The HEALPix UDFs of ADQL (``ivo_healpix_index``, ``ivo_healpix_center``) for DuckDB.
+
+DuckDB calls these with whole Arrow arrays (vectorised UDFs); cdshealpix does the work.
+NULL in any argument, an order outside 0..29 or an index outside the order's range gives
+NULL, as for SQL functions generally, rather than failing the whole query.
+"""
+
+from __future__ import annotations
+
+import cdshealpix.nested as chp
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from astropy.coordinates import Latitude, Longitude
+
+__all__ = ["ivo_healpix_center", "ivo_healpix_index"]
+
+MAX_ORDER = 29
+
+
+def _as_numpy(arr: pa.Array | pa.ChunkedArray, dtype: type) -> np.ndarray:
+    filled = pc.fill_null(arr, 0)
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _valid(*arrays: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    mask = np.ones(len(arrays[0]), dtype=bool)
+    for arr in arrays:
+        mask &= np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+def ivo_healpix_index(order: pa.Array, ra: pa.Array, dec: pa.Array) -> pa.Array:
+    """NESTED index of the cell of ``order`` holding each position (degrees)."""
+    orders = _as_numpy(order, np.int64)
+    lon = _as_numpy(ra, np.float64)
+    lat = _as_numpy(dec, np.float64)
+    ok = _valid(order, ra, dec) & (orders >= 0) & (orders <= MAX_ORDER)
+    ok &= np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0)
+    out = np.zeros(len(orders), dtype=np.int64)
+    for value in np.unique(orders[ok]):
+        rows = ok & (orders == value)
+        out[rows] = chp.lonlat_to_healpix(
+            Longitude(lon[rows], "deg"), Latitude(lat[rows], "deg"), int(value)
+        ).astype(np.int64)
+    return pa.array(out, mask=~ok)
+
+
+_POINT = pa.struct([("ra", pa.float64()), ("dec", pa.float64())])
+
+
+def ivo_healpix_center(order: pa.Array, index: pa.Array) -> pa.Array:
+    """Centre (ICRS degrees) of each NESTED cell ``index`` at ``order``."""
+    orders = _as_numpy(order, np.int64)
+    pixels = _as_numpy(index, np.int64)
+    ok = _valid(order, index) & (orders >= 0) & (orders <= MAX_ORDER) & (pixels >= 0)
+    ok &= pixels < 12 * (4 ** np.clip(orders, 0, MAX_ORDER))
+    ra = np.zeros(len(orders))
+    dec = np.zeros(len(orders))
+    for value in np.unique(orders[ok]):
+        rows = ok & (orders == value)
+        lon, lat = chp.healpix_to_lonlat(pixels[rows].astype(np.uint64), int(value))
+        ra[rows] = lon.to_value("deg")
+        dec[rows] = lat.to_value("deg")
+    mask = pa.array(~ok)
+    return pa.StructArray.from_arrays([pa.array(ra), pa.array(dec)], fields=list(_POINT), mask=mask)
