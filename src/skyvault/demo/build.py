@@ -120,6 +120,11 @@ class _Reporter:
         if self.sink is not None:
             self.sink.advance(rows)
 
+    def done(self) -> None:
+        """Close the last stage (only the line printer has anything to say)."""
+        if isinstance(self.sink, _LineProgress):
+            self.sink.stage("demo: done", None)
+
 
 class _LineProgress:
     """Prints a line as each stage starts, with the time since the build began."""
@@ -308,7 +313,7 @@ def build_demo(
             )
             + "\n"
         )
-        report.stage("demo: done", None)
+        report.done()
     return metas
 
 
