@@ -43,11 +43,15 @@ class Scan:
     ranges: NDArray[np.int64] | None
     positional: bool
     total_files: int
+    schema_file: str | None = None
 
     def view_sql(self) -> str:
         """The SELECT that defines this scan's view."""
         if not self.files:
-            return "SELECT * FROM (SELECT NULL) WHERE false"
+            if self.schema_file is None:
+                return "SELECT NULL AS nothing WHERE false"
+            # No partition can match: keep the table's columns, read no rows.
+            return f"SELECT * FROM read_parquet({_string_literal(self.schema_file)}) WHERE false"
         files = ", ".join(_string_literal(f) for f in self.files)
         sql = f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
         if self.ranges is not None and len(self.ranges):
@@ -94,7 +98,8 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
         return Scan(placeholder, name, index.files, None, True, len(index.files))
     ranges = healpix29_ranges(coverage, max_ranges=MAX_RANGES)
     if len(ranges) == 0:
-        return Scan(placeholder, name, (), ranges, True, len(index.files))
+        schema_file = index.files[0] if index.files else None
+        return Scan(placeholder, name, (), ranges, True, len(index.files), schema_file)
     # A partition [start, stop) overlaps some range [lo, hi) iff lo < stop and start < hi.
     first = np.searchsorted(ranges[:, 1], index.starts, side="right")
     overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
