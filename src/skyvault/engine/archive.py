@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
-from skyvault.catalog.registry import Registry
+from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, plan_query
@@ -65,16 +65,29 @@ class Archive:
         """Metadata of every table."""
         return self.registry.tables()
 
-    def plan(self, adql: str, tables: Sequence[TableMeta] | None = None) -> QueryPlan:
-        """Compile and plan ``adql`` without running it (``tables``: those visible)."""
+    def plan(
+        self,
+        adql: str,
+        tables: Sequence[TableMeta] | None = None,
+        extra: Sequence[tuple[TableMeta, pa.Table]] = (),
+    ) -> QueryPlan:
+        """Compile and plan ``adql`` without running it.
+
+        ``tables`` are the stored tables the caller may see (all when None); ``extra`` adds
+        in-memory tables such as TAP_SCHEMA or uploads, each with its metadata.
+        """
         from skyvault.adql.translate import compile_adql
 
         visible = list(tables) if tables is not None else self.registry.tables()
-        translation = _guard(lambda: compile_adql(adql, visible))
-        refs = [
-            (ref.placeholder, self.registry.get(ref.meta.schema, ref.meta.name), ref.coverage)
-            for ref in translation.tables
-        ]
+        in_memory = {(m.schema, m.name): data for m, data in extra}
+        translation = _guard(lambda: compile_adql(adql, [*visible, *(m for m, _ in extra)]))
+        refs: list[tuple[str, StoredTable | pa.Table, Any]] = []
+        for ref in translation.tables:
+            key = (ref.meta.schema, ref.meta.name)
+            if key in in_memory:
+                refs.append((ref.placeholder, in_memory[key], None))
+            else:
+                refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
         return plan_query(translation.sql, refs, translation.columns)
 
     def stream(
@@ -85,9 +98,13 @@ class Archive:
         timeout: float | None = None,
         cancel: CancelToken | None = None,
         tables: Sequence[TableMeta] | None = None,
+        extra: Sequence[tuple[TableMeta, pa.Table]] = (),
     ) -> QueryResult:
-        """Run ``adql``; the result's ``batches`` yield record batches as they come."""
-        plan = self.plan(adql, tables)
+        """Run ``adql``; the result's ``batches`` yield record batches as they come.
+
+        ``tables`` and ``extra`` as for :meth:`plan`.
+        """
+        plan = self.plan(adql, tables, extra)
         return self.executor.execute(
             plan, maxrec=maxrec, timeout=timeout or self.timeout, cancel=cancel
         )

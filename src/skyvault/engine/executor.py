@@ -105,7 +105,10 @@ class LocalExecutor:
         timer = _Timer(timeout, token)
         try:
             for scan in plan.scans:
-                cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
+                if scan.arrow is not None:
+                    cursor.register(scan.placeholder, scan.arrow)
+                else:
+                    cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
             sql = plan.sql
             if maxrec is not None:
                 sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from mocpy import MOC
 from numpy.typing import NDArray
 
@@ -44,6 +45,8 @@ class Scan:
     positional: bool
     total_files: int
     schema_file: str | None = None
+    arrow: pa.Table | None = None
+    """An in-memory table (TAP_SCHEMA, an upload) instead of files."""
 
     def view_sql(self) -> str:
         """The SELECT that defines this scan's view."""
@@ -78,13 +81,20 @@ class QueryPlan:
 
 def plan_query(
     sql: str,
-    tables: Sequence[tuple[str, StoredTable, MOC | None]],
+    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
     columns: Sequence[ColumnMeta],
 ) -> QueryPlan:
-    """Plan ``sql`` over ``tables``: ``(placeholder, stored table, coverage MOC or None)``."""
+    """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
+
+    A table is either a stored table (files, pruned by the coverage) or an in-memory Arrow
+    table (TAP_SCHEMA, uploads), which is read whole.
+    """
     scans = []
-    for placeholder, stored, coverage in tables:
-        scans.append(_scan(placeholder, stored, coverage))
+    for placeholder, table, coverage in tables:
+        if isinstance(table, pa.Table):
+            scans.append(Scan(placeholder, placeholder, (), None, False, 0, None, table))
+        else:
+            scans.append(_scan(placeholder, table, coverage))
     return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
 
 
