@@ -12,6 +12,7 @@ a distributed executor's workers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import Registry, StoredTable
+from skyvault.engine.crossmatch import exploded_select, keyed_select, plan_cell_join
 from skyvault.sky.coverage import healpix29_ranges
 
 __all__ = ["QueryPlan", "Scan", "plan_query"]
@@ -47,9 +49,20 @@ class Scan:
     schema_file: str | None = None
     arrow: pa.Table | None = None
     """An in-memory table (TAP_SCHEMA, an upload) instead of files."""
+    cell: tuple[str, str, str, float] | None = None
+    """For a cross-match: ``(role, ra column, dec column, radius)``, role keyed|exploded."""
 
     def view_sql(self) -> str:
         """The SELECT that defines this scan's view."""
+        sql = self._rows_sql()
+        if self.cell is None:
+            return sql
+        role, ra, dec, radius = self.cell
+        if role == "keyed":
+            return keyed_select(sql, ra, dec, radius)
+        return exploded_select(sql, ra, dec, radius)
+
+    def _rows_sql(self) -> str:
         if not self.files:
             if self.schema_file is None:
                 return "SELECT NULL AS nothing WHERE false"
@@ -83,6 +96,7 @@ def plan_query(
     sql: str,
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
     columns: Sequence[ColumnMeta],
+    crossmatch: tuple[str, str, float] | None = None,
 ) -> QueryPlan:
     """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
 
@@ -95,7 +109,46 @@ def plan_query(
             scans.append(Scan(placeholder, placeholder, (), None, False, 0, None, table))
         else:
             scans.append(_scan(placeholder, table, coverage))
+    if crossmatch is not None:
+        sql, scans = _with_cell_join(sql, scans, tables, *crossmatch)
     return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
+
+
+def _with_cell_join(
+    sql: str,
+    scans: list[Scan],
+    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
+    left: str,
+    right: str,
+    radius: float,
+) -> tuple[str, list[Scan]]:
+    """Turn the cross-match of ``left`` and ``right`` into a hash join on sky cells.
+
+    The side with fewer rows (after pruning) is exploded to its neighbouring cells.
+    """
+    by_name = {p: t for p, t, _ in tables}
+    sides = {}
+    for placeholder in (left, right):
+        table = by_name.get(placeholder)
+        scan = next((s for s in scans if s.placeholder == placeholder), None)
+        if not isinstance(table, StoredTable) or scan is None or table.meta.ra_column is None:
+            return sql, scans
+        share = len(scan.files) / max(scan.total_files, 1)
+        sides[placeholder] = (table.meta.nrows * share, table.meta.ra_column, table.meta.dec_column)
+    exploded = min((left, right), key=lambda p: sides[p][0])
+    keyed = right if exploded == left else left
+    rewritten = plan_cell_join(sql, keyed, exploded)
+    if rewritten is None:
+        return sql, scans
+    out = []
+    for scan in scans:
+        if scan.placeholder in (keyed, exploded):
+            _, ra, dec = sides[scan.placeholder]
+            role = "keyed" if scan.placeholder == keyed else "exploded"
+            out.append(dataclasses.replace(scan, cell=(role, str(ra), str(dec), radius)))
+        else:
+            out.append(scan)
+    return rewritten, out
 
 
 def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
