@@ -88,7 +88,9 @@ class Archive:
                 refs.append((ref.placeholder, in_memory[key], None))
             else:
                 refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
-        return plan_query(translation.sql, refs, translation.columns)
+        match = translation.crossmatch
+        crossmatch = (match.left, match.right, match.radius_deg) if match is not None else None
+        return plan_query(translation.sql, refs, translation.columns, crossmatch)
 
     def stream(
         self,
