@@ -1,0 +1,191 @@
+"""The checker: names against the catalogue, positions, suggestions, types, grouping."""
+
+from __future__ import annotations
+
+import pytest
+
+from skyvault.adql import parse
+from skyvault.adql.check import check
+from skyvault.errors import AdqlSemanticError, UnsupportedQuery
+from tests.adql._catalog import CATALOG, OBJECT, SECRET
+
+
+def _error(text: str, tables: tuple = CATALOG) -> AdqlSemanticError:
+    with pytest.raises(AdqlSemanticError) as info:
+        check(parse(text), tables)
+    return info.value
+
+
+def test_unknown_column_has_suggestion_and_position() -> None:
+    err = _error("SELECT objectId,\n  rmag FROM dp02_dc2_catalogs.Object")
+    assert err.detail == 'no column "rmag" in dp02_dc2_catalogs.Object; did you mean "r_mag"?'
+    assert (err.line, err.column) == (2, 3)
+
+
+def test_unknown_qualified_column() -> None:
+    err = _error("SELECT o.coord_rra FROM dp02_dc2_catalogs.Object AS o")
+    assert 'no column "coord_rra"' in err.detail and '"coord_ra"' in err.detail
+    assert (err.line, err.column) == (1, 10)
+
+
+def test_unknown_table_and_schema() -> None:
+    err = _error("SELECT * FROM dp02_dc2_catalogs.Objekt")
+    assert err.detail == 'no table "Objekt" in dp02_dc2_catalogs; did you mean "Object"?'
+    assert err.column == 33
+    err = _error("SELECT * FROM dp02_dc2_catalog.Object")
+    assert err.detail == 'no schema "dp02_dc2_catalog"; did you mean "dp02_dc2_catalogs"?'
+    assert err.column == 15
+
+
+def test_inaccessible_table_reads_like_a_missing_one() -> None:
+    hidden = _error("SELECT id FROM private.Hidden")
+    missing = _error("SELECT id FROM privat.Hidden")
+    assert hidden.detail == 'no schema "private"'
+    assert missing.detail == 'no schema "privat"'
+    # With the table visible the same query passes.
+    check(parse("SELECT id FROM private.Hidden"), (*CATALOG, SECRET))
+    # Unqualified: same message shape whether the table exists elsewhere or not.
+    assert _error("SELECT id FROM Hidden").detail == _error("SELECT id FROM Hidden").detail
+    assert 'no table "Hidden"' in _error("SELECT id FROM Hidden").detail
+
+
+def test_identifier_case_rules() -> None:
+    check(parse("SELECT OBJECTID, Coord_Ra FROM DP02_DC2_CATALOGS.object"), CATALOG)
+    check(parse('SELECT "objectId" FROM dp02_dc2_catalogs."Object"'), CATALOG)
+    err = _error('SELECT "objectid" FROM dp02_dc2_catalogs.Object')
+    assert 'no column "objectid"' in err.detail
+
+
+def test_ambiguous_column_in_join() -> None:
+    err = _error(
+        "SELECT objectId FROM dp02_dc2_catalogs.Object AS o\n"
+        "JOIN dp02_dc2_catalogs.ForcedSource AS f ON o.objectId = f.objectId"
+    )
+    assert 'the column name "objectId" is ambiguous' in err.detail
+    assert (err.line, err.column) == (1, 8)
+    assert err.hint is not None and "o.objectId" in err.hint
+
+
+def test_using_merges_the_column() -> None:
+    checked = check(
+        parse(
+            "SELECT objectId, band FROM dp02_dc2_catalogs.Object "
+            "JOIN dp02_dc2_catalogs.ForcedSource USING (objectId)"
+        ),
+        CATALOG,
+    )
+    assert [c.name for c in checked.columns] == ["objectId", "band"]
+
+
+def test_alias_hides_table_name() -> None:
+    err = _error("SELECT Object.r_mag FROM dp02_dc2_catalogs.Object AS o")
+    assert 'no table "Object" in FROM' in err.detail
+    assert err.hint == "a table with an alias is referred to by its alias only"
+
+
+def test_duplicate_alias() -> None:
+    err = _error("SELECT * FROM tycho2.main AS a, dp02_dc2_catalogs.Object AS a")
+    assert "used twice" in err.detail
+
+
+def test_hidden_healpix_column_is_unreachable() -> None:
+    err = _error('SELECT "_healpix_29" FROM dp02_dc2_catalogs.Object')
+    assert 'no column "_healpix_29"' in err.detail
+    checked = check(parse("SELECT * FROM dp02_dc2_catalogs.Object"), CATALOG)
+    names = [c.name for c in checked.columns]
+    assert "_healpix_29" not in names
+    assert names == [c.name for c in OBJECT.columns if c.name != "_healpix_29"]
+    checked = check(parse("SELECT o.* FROM dp02_dc2_catalogs.Object AS o"), CATALOG)
+    assert "_healpix_29" not in [c.name for c in checked.columns]
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment", "column"),
+    [
+        ("SELECT CONTAINS(POINT(ra, dec), 5) FROM tycho2.main", "CONTAINS needs a geometry", 33),
+        ("SELECT SUM(name) FROM tycho2.main", "SUM needs numbers", 12),
+        ("SELECT LOWER(ra) FROM tycho2.main", "LOWER needs a string", 14),
+        ("SELECT name + 1 FROM tycho2.main", "'+' needs a number", 8),
+        ("SELECT id FROM tycho2.main WHERE name > 3", "cannot compare string", 41),
+        ("SELECT id FROM tycho2.main WHERE name LIKE 3", "LIKE compares strings", 44),
+        ("SELECT POINT(name, dec) FROM tycho2.main", "POINT needs numbers", 14),
+        ("SELECT DISTANCE(POINT(ra, dec), 3) FROM tycho2.main", "geometry", 33),
+        ("SELECT id FROM tycho2.main WHERE POINT(ra, dec) = POINT(1, 2)", "geometries", 34),
+        ("SELECT ra || 'x' FROM tycho2.main", "needs a string", 8),
+        ("SELECT IN_UNIT(mag_vt, 'deg') FROM tycho2.main", "cannot be converted", 8),
+        ("SELECT IN_UNIT(id, 'deg') FROM tycho2.main", "has no unit", 8),
+        ("SELECT CAST('abc' AS INTEGER) FROM tycho2.main", "is not a number", 13),
+        ("SELECT ivo_hasword(id, 'x') FROM tycho2.main", "must be a string", 20),
+    ],
+)
+def test_type_errors(query: str, fragment: str, column: int) -> None:
+    err = _error(query)
+    assert fragment in err.detail
+    assert err.column == column
+
+
+def test_grouping_rules() -> None:
+    err = _error("SELECT band, seeing FROM dp02_dc2_catalogs.Visit GROUP BY band")
+    assert '"seeing" must be in GROUP BY' in err.detail
+    assert err.column == 14
+    err = _error("SELECT COUNT(*) FROM tycho2.main WHERE COUNT(*) > 1")
+    assert "COUNT cannot be used here" in err.detail
+    err = _error("SELECT MAX(MIN(ra)) FROM tycho2.main")
+    assert "MIN cannot be used here" in err.detail
+    err = _error("SELECT * FROM tycho2.main GROUP BY id")
+    assert "neither grouped nor aggregated" in err.detail
+    check(parse("SELECT band AS b, COUNT(*) FROM dp02_dc2_catalogs.Visit GROUP BY b"), CATALOG)
+
+
+def test_set_operation_and_subquery_shapes() -> None:
+    err = _error("SELECT id, ra FROM tycho2.main UNION SELECT id FROM tycho2.main")
+    assert "same number of columns" in err.detail
+    err = _error("SELECT id FROM tycho2.main WHERE id IN (SELECT id, ra FROM tycho2.main)")
+    assert "one column" in err.detail
+    err = _error("SELECT name FROM tycho2.main UNION SELECT id FROM tycho2.main")
+    assert "incompatible types" in err.detail
+
+
+def test_order_by_names_and_positions() -> None:
+    check(parse("SELECT ra AS x FROM tycho2.main ORDER BY x"), CATALOG)
+    err = _error("SELECT ra FROM tycho2.main ORDER BY 3")
+    assert "has 1 column" in err.detail
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT POINT('GALACTIC', ra, dec) FROM tycho2.main",
+        "SELECT RAND(3) FROM tycho2.main",
+        "SELECT CAST(ra AS POINT) FROM tycho2.main",
+        "SELECT id FROM tycho2.main AS a, tycho2.main AS b "
+        "WHERE CONTAINS(POINT(a.ra, a.dec), POLYGON(b.ra, b.dec, 1, 2, 3, 4)) = 1",
+    ],
+)
+def test_unsupported(query: str) -> None:
+    with pytest.raises(UnsupportedQuery) as info:
+        check(parse(query), CATALOG)
+    assert info.value.line == 1
+
+
+def test_coordinate_systems_accepted() -> None:
+    for system in ("", "ICRS", "icrs", "ICRS GEOCENTER"):
+        check(parse(f"SELECT POINT('{system}', ra, dec) FROM tycho2.main"), CATALOG)
+
+
+def test_invalid_constant_region_is_located() -> None:
+    err = _error("SELECT id FROM tycho2.main WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 95, 1)) = 1")
+    assert "invalid CIRCLE" in err.detail and "declination" in err.detail
+    assert err.column == 59
+
+
+def test_output_names() -> None:
+    checked = check(
+        parse(
+            "SELECT id, id, COUNT(*), DISTANCE(POINT(ra, dec), POINT(1, 2)), ra + 1, "
+            "scisql_nanojanskyToAbMag(mag_vt) AS m FROM tycho2.main GROUP BY id, ra, dec, mag_vt"
+        ),
+        CATALOG,
+    )
+    names = [c.name for c in checked.columns]
+    assert names == ["id", "id_2", "count", "distance", "expr", "m"]
