@@ -43,3 +43,13 @@ def random_sky(n: int, seed: int = 1, *, clustered: bool = True) -> pa.Table:
             "name": pa.array([f"star {i}" for i in range(n)]),
         }
     )
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small DP0.2-style demo data set, built once per test session."""
+    from skyvault.demo import build_demo
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    build_demo(root, scale="small")
+    return root

@@ -38,11 +38,10 @@ class PartitionIndex:
         """Read ``partition_info.csv`` of the catalogue at ``root``."""
         path = root / "partition_info.csv"
         try:
-            rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+            lines = path.read_text().split()[1:]
+            rows = np.array([line.split(",") for line in lines], dtype=np.int64).reshape(-1, 2)
         except (OSError, ValueError) as exc:
             raise CatalogError(f"unreadable partition list of {root.name}: {exc}") from None
-        if rows.size == 0:
-            rows = np.empty((0, 2), dtype=np.int64)
         orders, pixels = rows[:, 0], rows[:, 1]
         shift = 2 * (SPATIAL_ORDER - orders)
         starts = pixels << shift
