@@ -46,6 +46,7 @@ Decisions where ADQL 2.1 leaves room or sqlglot would accept more
 
 from __future__ import annotations
 
+from skyvault.adql.check import CheckedQuery, check
 from skyvault.adql.dialect import Adql
 from skyvault.adql.functions import (
     FUNCTIONS,
@@ -65,6 +66,7 @@ from skyvault.adql.reserved import (
     identifier_matches,
     normalize_identifier,
 )
+from skyvault.adql.translate import CrossMatch, TableRef, Translation, compile_adql, translate
 
 __all__ = [
     "ADQL_RESERVED_WORDS",
@@ -73,14 +75,21 @@ __all__ = [
     "SQL_RESERVED_WORDS",
     "Adql",
     "AdqlQuery",
+    "CheckedQuery",
+    "CrossMatch",
     "FunctionKind",
     "FunctionSpec",
     "LanguageFeature",
     "NormalizedName",
+    "TableRef",
+    "Translation",
+    "check",
+    "compile_adql",
     "duckdb_macro_sql",
     "identifier_matches",
     "language_features",
     "normalize_identifier",
     "parse",
     "register_udf",
+    "translate",
 ]

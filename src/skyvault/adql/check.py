@@ -616,6 +616,8 @@ class _Checker:
     # --- select list, GROUP BY, ORDER BY --------------------------------------------------
 
     def select_list(self, node: exp.Select, scope: _Scope) -> list[Output]:
+        if not node.expressions:
+            raise self.fail(node, "the select list is empty", hint="name the columns to return")
         outputs: list[Output] = []
         for item in node.expressions:
             if isinstance(item, exp.Star):

@@ -1,0 +1,1 @@
+SELECT "s0"."objectId" AS "objectId" FROM "__sv_t0" AS "s0" WHERE ((EXISTS (SELECT 1 AS "expr" FROM "__sv_t1" AS "s1" WHERE (("s1"."objectId" = "s0"."objectId") AND ("s1"."psfFlux" > 100)))) AND ((CAST("s0"."r_mag" AS DOUBLE) - CAST("s0"."i_mag" AS DOUBLE)) > 0.5e0))

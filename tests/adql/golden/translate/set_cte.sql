@@ -1,0 +1,1 @@
+WITH "__sv_cte0" AS (SELECT "s0"."id" AS "id", "s0"."mag_vt" AS "mag_vt" FROM "__sv_t0" AS "s0" WHERE ("s0"."mag_vt" < 8)) (SELECT "s1"."id" AS "id" FROM "__sv_cte0" AS "s1") UNION ALL (SELECT "s2"."objectId" AS "objectId" FROM "__sv_t1" AS "s2" WHERE ("s2"."r_mag" < 15))
