@@ -419,7 +419,6 @@ def test_crossmatch_against_brute_force() -> None:
         got = set(zip(result["objectId"].to_pylist(), result["id"].to_pylist(), strict=True))
         a = SkyCoord(ra * u.deg, dec * u.deg)
         b = SkyCoord(left["ra"].to_numpy() * u.deg, left["dec"].to_numpy() * u.deg)
-        i, j, sep, _ = a.search_around_sky(b, radius * u.deg) if False else (None,) * 4
         idx_a, idx_b, sep2d, _ = b.search_around_sky(a, radius * 1.01 * u.deg)
         expected = {
             (int(x), int(y))
@@ -433,7 +432,6 @@ def test_crossmatch_against_brute_force() -> None:
         }
         assert expected <= got <= expected | borderline
         assert len(expected) > 500
-        del i, j, sep
 
 
 # --- plain SQL semantics -----------------------------------------------------------------------

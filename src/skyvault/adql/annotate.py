@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 
 import astropy.units as u
 
@@ -308,9 +307,6 @@ def convert_factor(source: str | None, target: str) -> float | str:
     except (ValueError, TypeError):
         return f"'{source}' cannot be converted to '{target}'"
     return factor
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
 def _add_ucd_word(ucd: str | None, word: str) -> str | None:
