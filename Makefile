@@ -25,8 +25,17 @@ sysdeps:
 	  echo "installing stilts (IVOA validators votlint/taplint)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq stilts >/dev/null; }
 
+# Build the demo data set when missing (a no-op when built), then serve it over TAP.
 demo: $(STAMP)
 	$(BIN)/skyvault demo --data $(DATA) --scale $(SCALE)
+	@echo ""
+	@echo "TAP service: http://$(HOST):$(PORT)/tap   (Ctrl-C stops it)"
+	@echo "  pyvo:   import pyvo; tap = pyvo.dal.TAPService('http://$(HOST):$(PORT)/tap')"
+	@echo "          tap.run_sync('SELECT TOP 10 * FROM dp02_dc2_catalogs.Object').to_table()"
+	@echo "  TOPCAT: VO > Table Access Protocol (TAP) Query > TAP URL http://$(HOST):$(PORT)/tap"
+	@echo "  examples: http://$(HOST):$(PORT)/tap/examples"
+	@echo ""
+	$(BIN)/skyvault serve --data $(DATA) --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -153,6 +153,21 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from skyvault.config import Settings
+    from skyvault.service.app import create_app
+
+    if not args.data.is_dir():
+        raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
+    settings = Settings(data_dir=args.data, host=args.host, port=args.port)
+    app = create_app(settings)
+    print(f"skyvault TAP service at http://{args.host}:{args.port}{settings.path_prefix}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyvault",
@@ -193,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     data_arg(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("serve", help="serve the tables over TAP (http://HOST:PORT/tap)")
+    p.add_argument("--host", default=os.environ.get("SKYVAULT_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("SKYVAULT_PORT", "8000")))
+    p.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    data_arg(p)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)

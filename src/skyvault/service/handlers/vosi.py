@@ -1,0 +1,76 @@
+"""VOSI handlers: ``/availability``, ``/capabilities``, ``/tables`` and ``/tables/{name}``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from skyvault.adql import language_features
+from skyvault.catalog.metadata import TableMeta
+from skyvault.errors import CatalogNotFound, UsageError
+from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.output import OUTPUT_FORMATS
+from skyvault.service.services.vosi import (
+    availability_document,
+    capabilities_document,
+    table_document,
+    tableset_document,
+)
+from skyvault.service.tap_schema import published_tables, tap_schema_metadata
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+_XML = "text/xml"
+
+
+@router.get("/availability", summary="VOSI availability")
+async def availability(context: Context) -> Response:
+    """Whether the service can answer queries now (the data root is readable)."""
+    ok = context.settings.data_dir.is_dir()
+    note = "service is accepting queries" if ok else "the data root is not readable"
+    return Response(availability_document(ok, note), media_type=_XML)
+
+
+@router.get("/capabilities", summary="VOSI capabilities")
+async def capabilities(request: Request, context: Context) -> Response:
+    """The service's capabilities with the TAPRegExt description of its TAP endpoint."""
+    document = capabilities_document(
+        context.base_url(request), context.settings, OUTPUT_FORMATS, language_features()
+    )
+    return Response(document, media_type=_XML)
+
+
+def _published(context: ServiceContext) -> list[TableMeta]:
+    tables = context.queries.visible_tables()
+    counts = {m.name: m.nrows for m, _ in context.queries.tap_schema_tables(tables)}
+    return [*published_tables(tables), *tap_schema_metadata(counts)]
+
+
+@router.get("/tables", summary="VOSI tables")
+async def tables(
+    context: Context, detail: Annotated[str | None, Query(alias="detail")] = None
+) -> Response:
+    """The tableset; ``detail=min`` leaves the columns out."""
+    if detail not in (None, "min", "max"):
+        raise UsageError(f"detail={detail!r} is not understood", hint="use detail=min or max")
+    published = await run_in_threadpool(_published, context)
+    document = tableset_document(published, columns=detail != "min")
+    return Response(document, media_type=_XML)
+
+
+@router.get("/tables/{name}", summary="VOSI table")
+async def table(name: str, context: Context) -> Response:
+    """One table's description, ``name`` being ``schema.table`` as in TAP_SCHEMA."""
+    published = await run_in_threadpool(_published, context)
+    for meta in published:
+        if meta.qualified_name == name:
+            return Response(table_document(meta), media_type=_XML)
+    lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
+    hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
+    raise CatalogNotFound(f"no table {name}", hint=hint)

@@ -1,0 +1,120 @@
+"""DALI request parameters: names case-insensitive, values exact, single-valued ones once.
+
+:func:`collect_params` folds the query-string and form pairs of a request into a mapping
+from upper-cased names to every value given; :func:`tap_query_params` validates the TAP
+query parameters into a :class:`TapQueryParams` that sync and async share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from skyvault.errors import UsageError
+from skyvault.service.output import OutputFormat, find_output_format
+
+__all__ = ["LANGUAGES", "Params", "TapQueryParams", "collect_params", "tap_query_params"]
+
+#: LANG values accepted for ADQL (TAP 1.1: ``ADQL``; versioned forms as clients send them).
+LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
+
+#: Parameters DALI and TAP define as single-valued.
+SINGLE_VALUED = ("REQUEST", "LANG", "QUERY", "MAXREC", "RESPONSEFORMAT", "FORMAT", "RUNID")
+
+Params = Mapping[str, list[str]]
+
+
+def collect_params(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every value of every parameter, keyed by the upper-cased name, in request order."""
+    out: dict[str, list[str]] = {}
+    for name, value in pairs:
+        out.setdefault(name.upper(), []).append(value)
+    return out
+
+
+def single(params: Params, name: str) -> str | None:
+    """The value of single-valued parameter ``name``; an error when given more than once."""
+    values = params.get(name, [])
+    if len(values) > 1:
+        raise UsageError(
+            f"parameter {name} was given {len(values)} times; it takes one value",
+            hint=f"send {name} once",
+        )
+    return values[0] if values else None
+
+
+@dataclass(frozen=True)
+class TapQueryParams:
+    """A validated TAP query: what sync and async jobs run.
+
+    Attributes
+    ----------
+    query
+        The ADQL text.
+    lang
+        The LANG value as given.
+    maxrec
+        Rows to return at most (the service limit applied).
+    output
+        The result format.
+    maxrec_requested
+        MAXREC as the client gave it (None when absent).
+    """
+
+    query: str
+    lang: str
+    maxrec: int
+    output: OutputFormat
+    maxrec_requested: int | None = None
+
+
+def _maxrec(value: str | None, default: int, limit: int) -> tuple[int, int | None]:
+    if value is None or not value.strip():
+        return min(default, limit), None
+    try:
+        requested = int(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"MAXREC={value!r} is not a whole number",
+            hint="give MAXREC as a non-negative integer (0 returns the metadata only)",
+        ) from None
+    if requested < 0:
+        raise UsageError(
+            f"MAXREC={requested} is negative",
+            hint="give MAXREC as a non-negative integer (0 returns the metadata only)",
+        )
+    return min(requested, limit), requested
+
+
+def tap_query_params(params: Params, *, maxrec_default: int, maxrec_limit: int) -> TapQueryParams:
+    """Validate the TAP query parameters of a request.
+
+    Raises
+    ------
+    UsageError
+        A missing or repeated parameter, an unsupported REQUEST or LANG, a bad MAXREC or an
+        unknown RESPONSEFORMAT; the message names the parameter and what to send instead.
+    """
+    for name in SINGLE_VALUED:
+        single(params, name)
+    request = single(params, "REQUEST")
+    if request is not None and request != "doQuery":
+        raise UsageError(
+            f"REQUEST={request!r} is not supported", hint="use REQUEST=doQuery or leave it out"
+        )
+    lang = single(params, "LANG")
+    if lang is None:
+        raise UsageError("the LANG parameter is missing", hint="send LANG=ADQL")
+    if lang not in LANGUAGES:
+        raise UsageError(
+            f"LANG={lang!r} is not a query language of this service",
+            hint="send LANG=ADQL; ADQL-2.0 and ADQL-2.1 are accepted too",
+        )
+    query = single(params, "QUERY")
+    if query is None or not query.strip():
+        raise UsageError("the QUERY parameter is missing or empty", hint="send an ADQL query")
+    maxrec, requested = _maxrec(single(params, "MAXREC"), maxrec_default, maxrec_limit)
+    fmt = single(params, "RESPONSEFORMAT")
+    if fmt is None:
+        fmt = single(params, "FORMAT")
+    return TapQueryParams(query, lang, maxrec, find_output_format(fmt), requested)

@@ -1,0 +1,1 @@
+"""Service logic behind the handlers: queries, VOSI documents, examples (no web imports)."""

@@ -1,0 +1,161 @@
+"""DALI examples of the TAP service: real queries over the demo catalogues, as XHTML+RDFa.
+
+:data:`EXAMPLES` holds each example's id, name, ADQL and the tables it reads;
+:func:`examples_document` renders them as DALI specifies (a ``vocab`` element holding
+``typeof="example"`` elements with ``name``, ``capability``, ``query`` and ``table``
+properties).  A test runs every query against a small demo build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+__all__ = ["EXAMPLES", "Example", "examples_document"]
+
+_DEMO = "dp02_dc2_catalogs"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example: fragment id, short name, explanation, ADQL text, tables read."""
+
+    id: str
+    name: str
+    description: str
+    query: str
+    tables: tuple[str, ...]
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        "cone-search",
+        "Cone search around a position",
+        "Objects within 0.1° of (RA, Dec) = (62.0°, -37.0°), nearest first. CONTAINS with a "
+        "CIRCLE is pruned to the HEALPix partitions the circle touches.",
+        "SELECT objectId, coord_ra, coord_dec,\n"
+        "       DISTANCE(POINT('ICRS', coord_ra, coord_dec), POINT('ICRS', 62.0, -37.0)) AS dist\n"
+        f"FROM {_DEMO}.Object\n"
+        "WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.1)) = 1\n"
+        "ORDER BY dist",
+        (f"{_DEMO}.Object",),
+    ),
+    Example(
+        "polygon-count",
+        "Count objects in a polygon",
+        "How many objects fall inside a quadrilateral on the sky (vertices in degrees).",
+        f"SELECT COUNT(*) AS n\nFROM {_DEMO}.Object\n"
+        "WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec),\n"
+        "               POLYGON('ICRS', 60.0, -38.0, 62.0, -38.0, 62.0, -36.0, 60.0, -36.0)) = 1",
+        (f"{_DEMO}.Object",),
+    ),
+    Example(
+        "object-by-id",
+        "One object by its identifier",
+        "Look an object up by objectId (the first object of a cone search, say).",
+        f"SELECT *\nFROM {_DEMO}.Object\n"
+        f"WHERE objectId = (SELECT MIN(objectId) FROM {_DEMO}.Object)",
+        (f"{_DEMO}.Object",),
+    ),
+    Example(
+        "magnitudes",
+        "AB magnitudes of bright objects",
+        "Convert cModel fluxes (nJy) to AB magnitudes with scisql_nanojanskyToAbMag and "
+        "compute a colour.",
+        "SELECT TOP 100 objectId,\n"
+        "       scisql_nanojanskyToAbMag(g_cModelFlux) AS g_mag,\n"
+        "       scisql_nanojanskyToAbMag(r_cModelFlux) AS r_mag,\n"
+        "       scisql_nanojanskyToAbMag(g_cModelFlux) - scisql_nanojanskyToAbMag(r_cModelFlux)"
+        " AS g_r\n"
+        f"FROM {_DEMO}.Object\n"
+        "WHERE detect_isPrimary = 1 AND g_cModelFlux > 0 AND r_cModelFlux > 10000\n"
+        "ORDER BY r_mag",
+        (f"{_DEMO}.Object",),
+    ),
+    Example(
+        "light-curve",
+        "Light curve of objects in a small cone",
+        "Forced photometry of every object within 36″ of a position, joined with the CCD "
+        "visits to get the epoch of each measurement (Object ⋈ ForcedSource ⋈ CcdVisit).",
+        "SELECT o.objectId, fs.band, cv.expMidptMJD, fs.psfFlux, fs.psfFluxErr\n"
+        f"FROM {_DEMO}.Object AS o\n"
+        f"JOIN {_DEMO}.ForcedSource AS fs ON fs.objectId = o.objectId\n"
+        f"JOIN {_DEMO}.CcdVisit AS cv ON cv.ccdVisitId = fs.ccdVisitId\n"
+        "WHERE CONTAINS(POINT('ICRS', o.coord_ra, o.coord_dec),"
+        " CIRCLE('ICRS', 62.0, -37.0, 0.01)) = 1\n"
+        "ORDER BY o.objectId, cv.expMidptMJD",
+        (f"{_DEMO}.Object", f"{_DEMO}.ForcedSource", f"{_DEMO}.CcdVisit"),
+    ),
+    Example(
+        "source-detections",
+        "Single-epoch detections in a cone",
+        "Detections on single visit images near a position, with their visit and band.",
+        "SELECT sourceId, coord_ra, coord_dec, visit, band, psfFlux\n"
+        f"FROM {_DEMO}.Source\n"
+        "WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.2)) = 1",
+        (f"{_DEMO}.Source",),
+    ),
+    Example(
+        "visits-per-band",
+        "Visits per band",
+        "Aggregate over the Visit table (a table without positions).",
+        f"SELECT band, COUNT(*) AS n_visits, AVG(airmass) AS mean_airmass\n"
+        f"FROM {_DEMO}.Visit\nGROUP BY band\nORDER BY band",
+        (f"{_DEMO}.Visit",),
+    ),
+    Example(
+        "ccd-seeing",
+        "Best-seeing CCD images",
+        "The CCD visits with the best seeing, with their visit's pointing.",
+        "SELECT TOP 20 cv.ccdVisitId, cv.band, cv.seeing, v.ra, v.decl\n"
+        f"FROM {_DEMO}.CcdVisit AS cv JOIN {_DEMO}.Visit AS v ON v.visit = cv.visitId\n"
+        "ORDER BY cv.seeing",
+        (f"{_DEMO}.CcdVisit", f"{_DEMO}.Visit"),
+    ),
+    Example(
+        "tap-schema-columns",
+        "Columns of a table (TAP_SCHEMA)",
+        "What TAP_SCHEMA says about the columns of the Object table.",
+        "SELECT column_name, datatype, unit, ucd, description\n"
+        "FROM TAP_SCHEMA.columns\n"
+        f"WHERE table_name = '{_DEMO}.Object'\n"
+        "ORDER BY column_index",
+        ("TAP_SCHEMA.columns",),
+    ),
+    Example(
+        "tap-schema-tables",
+        "Tables of the service (TAP_SCHEMA)",
+        "Every table this service publishes, with its description.",
+        "SELECT schema_name, table_name, description\nFROM TAP_SCHEMA.tables\nORDER BY table_index",
+        ("TAP_SCHEMA.tables",),
+    ),
+)
+
+
+def _example(example: Example) -> str:
+    tables = ", ".join(f'<span property="table">{escape(t)}</span>' for t in example.tables)
+    return (
+        f'<div typeof="example" id="{example.id}" resource="#{example.id}">\n'
+        f'  <h2 property="name">{escape(example.name)}</h2>\n'
+        f"  <p>{escape(example.description)}</p>\n"
+        f'  <pre property="query">{escape(example.query)}</pre>\n'
+        f"  <p>Tables: {tables}</p>\n"
+        '  <p>Capability: <span property="capability">ivo://ivoa.net/std/TAP</span></p>\n'
+        "</div>\n"
+    )
+
+
+def examples_document(title: str = "skyvault TAP examples") -> str:
+    """The DALI-examples XHTML document."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN"'
+        ' "http://www.w3.org/MarkUp/DTD/xhtml-rdfa-2.dtd">\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml" version="XHTML+RDFa 1.1">\n'
+        f"<head><title>{escape(title)}</title></head>\n"
+        "<body>\n"
+        f"<h1>{escape(title)}</h1>\n"
+        '<div vocab="http://www.ivoa.net/rdf/examples#">\n'
+        + "".join(_example(e) for e in EXAMPLES)
+        + "</div>\n</body>\n</html>\n"
+    )

@@ -1,0 +1,114 @@
+"""Running a TAP query: what both the sync endpoint and (later) async workers call.
+
+:class:`QueryService` ties the archive, the TAP_SCHEMA cache and the result writers
+together.  :meth:`QueryService.run` compiles and starts the query, reads the first batch of
+rows before returning (so errors found at the start, the common case, become a proper error
+response instead of a broken 200), and returns a :class:`QueryOutput` whose ``chunks`` are
+the encoded result.  Formats that cannot stream (FITS) are written completely here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from skyvault.catalog.metadata import TableMeta
+from skyvault.config import Settings
+from skyvault.engine.archive import Archive
+from skyvault.engine.executor import CancelToken, QueryResult
+from skyvault.service.output import OutputFormat
+from skyvault.service.params import TapQueryParams
+from skyvault.service.tap_schema import TapSchemaCache
+
+__all__ = ["QueryOutput", "QueryService"]
+
+log = logging.getLogger(__name__)
+
+TAP_STANDARD_ID = "ivo://ivoa.net/std/TAP"
+
+
+@dataclass
+class QueryOutput:
+    """A started query: the format, the encoded chunks, and the result being read."""
+
+    output: OutputFormat
+    chunks: Iterator[bytes]
+    result: QueryResult
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _peeked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` with the first one read now: failures at the start raise here."""
+    try:
+        first = next(batches)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], batches)
+
+
+class QueryService:
+    """TAP queries over an archive.
+
+    Parameters
+    ----------
+    archive
+        The catalogues.
+    settings
+        Limits (time-out, FITS rows).
+    tap_schema
+        The TAP_SCHEMA cache shared with the VOSI tables endpoint.
+    """
+
+    def __init__(self, archive: Archive, settings: Settings, tap_schema: TapSchemaCache) -> None:
+        self.archive = archive
+        self.settings = settings
+        self.tap_schema = tap_schema
+
+    def visible_tables(self) -> list[TableMeta]:
+        """The stored tables a caller may see (all of them until auth exists)."""
+        return self.archive.tables()
+
+    def tap_schema_tables(
+        self, tables: Sequence[TableMeta] | None = None
+    ) -> list[tuple[TableMeta, pa.Table]]:
+        """TAP_SCHEMA for ``tables`` (default: the visible tables), from the cache."""
+        return self.tap_schema.get(self.visible_tables() if tables is None else tables)
+
+    def run(self, params: TapQueryParams, *, cancel: CancelToken | None = None) -> QueryOutput:
+        """Start the query ``params`` describe; see the module docstring.
+
+        Raises
+        ------
+        SkyvaultError
+            Whatever the query's compilation or first rows raise (ADQL errors, time-out...).
+        """
+        tables = self.visible_tables()
+        result = self.archive.stream(
+            params.query,
+            maxrec=params.maxrec,
+            timeout=self.settings.query_timeout,
+            cancel=cancel,
+            tables=tables,
+            extra=self.tap_schema_tables(tables),
+        )
+        batches = _peeked(result.batches)
+        infos: list[tuple[str, str, str | None]] = [
+            ("standardID", TAP_STANDARD_ID, None),
+            ("QUERY", params.query, None),
+            ("MAXREC", str(params.maxrec), None),
+        ]
+        chunks = params.output.write(
+            batches,
+            result.columns,
+            result.schema,
+            lambda: result.overflow,
+            infos,
+            self.settings.fits_row_limit,
+        )
+        if not params.output.streams:
+            chunks = iter(list(chunks))
+        return QueryOutput(params.output, chunks, result, result.stats)

@@ -1,0 +1,198 @@
+"""VOSI documents: availability, capabilities (with TAPRegExt) and tables (VOSI-tables 1.1).
+
+Plain functions from metadata to XML text; the handlers only choose the base URL.
+IVOIDs are written in lower case (IVOIDs compare case-insensitively; lower case is the
+canonical form registries use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from itertools import groupby
+
+from skyvault.adql import LanguageFeature
+from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.config import Settings
+from skyvault.service.output import OutputFormat
+
+__all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
+
+_XML = '<?xml version="1.0" encoding="UTF-8"?>\n'
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_VS = "http://www.ivoa.net/xml/VODataService/v1.1"
+_TR = "http://www.ivoa.net/xml/TAPRegExt/v1.0"
+
+
+def _text(value: str) -> str:
+    return escape(value, quote=False)
+
+
+def _attr(value: str) -> str:
+    return escape(value, quote=True)
+
+
+def _element(name: str, value: str | None) -> str:
+    return f"<{name}>{_text(value)}</{name}>" if value else ""
+
+
+def availability_document(available: bool, note: str) -> str:
+    """The VOSI-availability document."""
+    return (
+        f'{_XML}<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">\n'
+        f"  <vosi:available>{'true' if available else 'false'}</vosi:available>\n"
+        f"  <vosi:note>{_text(note)}</vosi:note>\n"
+        "</vosi:availability>\n"
+    )
+
+
+def _simple_capability(standard_id: str, url: str, version: str | None = None) -> str:
+    version_attr = f' version="{version}"' if version else ""
+    return (
+        f'  <capability standardID="{_attr(standard_id)}">\n'
+        f'    <interface xsi:type="vs:ParamHTTP"{version_attr}>\n'
+        f'      <accessURL use="full">{_text(url)}</accessURL>\n'
+        "    </interface>\n"
+        "  </capability>\n"
+    )
+
+
+def _language(features: Sequence[LanguageFeature]) -> str:
+    parts = [
+        "    <language>\n      <name>ADQL</name>\n",
+        '      <version ivo-id="ivo://ivoa.net/std/adql#v2.1">2.1</version>\n',
+        '      <version ivo-id="ivo://ivoa.net/std/adql#v2.0">2.0</version>\n',
+        "      <description>ADQL 2.1 (ADQL 2.0 queries are accepted too)</description>\n",
+    ]
+    ordered = sorted(features, key=lambda f: f.type.lower())
+    for feature_type, group in groupby(ordered, key=lambda f: f.type.lower()):
+        parts.append(f'      <languageFeatures type="{_attr(feature_type)}">\n')
+        for feature in group:
+            parts.append("        <feature>")
+            parts.append(_element("form", feature.form))
+            parts.append(_element("description", feature.description))
+            parts.append("</feature>\n")
+        parts.append("      </languageFeatures>\n")
+    parts.append("    </language>\n")
+    return "".join(parts)
+
+
+def _output_format(fmt: OutputFormat) -> str:
+    ivo_id = f' ivo-id="{_attr(fmt.ivo_id.lower())}"' if fmt.ivo_id else ""
+    return (
+        f"    <outputFormat{ivo_id}>\n"
+        f"      <mime>{_text(fmt.mime)}</mime>\n"
+        f"      <alias>{_text(fmt.name)}</alias>\n"
+        "    </outputFormat>\n"
+    )
+
+
+def capabilities_document(
+    base_url: str,
+    settings: Settings,
+    formats: Iterable[OutputFormat],
+    features: Sequence[LanguageFeature],
+) -> str:
+    """The VOSI-capabilities document of the TAP service at ``base_url``."""
+    base = base_url.rstrip("/")
+    timeout = int(settings.query_timeout)
+    return "".join(
+        [
+            _XML,
+            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"'
+            f' xmlns:xsi="{_XSI}" xmlns:vs="{_VS}" xmlns:tr="{_TR}">\n',
+            _simple_capability("ivo://ivoa.net/std/vosi#capabilities", f"{base}/capabilities"),
+            _simple_capability("ivo://ivoa.net/std/vosi#availability", f"{base}/availability"),
+            _simple_capability("ivo://ivoa.net/std/vosi#tables-1.1", f"{base}/tables", "1.1"),
+            _simple_capability("ivo://ivoa.net/std/dali#examples", f"{base}/examples"),
+            '  <capability standardID="ivo://ivoa.net/std/tap" xsi:type="tr:TableAccess">\n',
+            '    <interface xsi:type="vs:ParamHTTP" role="std" version="1.1">\n',
+            f'      <accessURL use="base">{_text(base)}</accessURL>\n',
+            "    </interface>\n",
+            _language(features),
+            *(_output_format(f) for f in formats),
+            "    <executionDuration>\n",
+            f"      <default>{timeout}</default>\n",
+            f"      <hard>{timeout}</hard>\n",
+            "    </executionDuration>\n",
+            "    <outputLimit>\n",
+            f'      <default unit="row">{settings.maxrec_default}</default>\n',
+            f'      <hard unit="row">{settings.maxrec_limit}</hard>\n',
+            "    </outputLimit>\n",
+            "  </capability>\n",
+            "</vosi:capabilities>\n",
+        ]
+    )
+
+
+def _column(col: ColumnMeta, primary_key: str | None) -> str:
+    arraysize = f' arraysize="{_attr(col.arraysize)}"' if col.arraysize else ""
+    xtype = f' extendedType="{_attr(col.xtype)}"' if col.xtype else ""
+    flags = []
+    if col.indexed:
+        flags.append("indexed")
+    if primary_key and col.name == primary_key:
+        flags.append("primary")
+    if col.nullable and not (primary_key and col.name == primary_key):
+        flags.append("nullable")
+    std = ' std="true"' if col.std else ""
+    return "".join(
+        [
+            f"      <column{std}>",
+            _element("name", col.name),
+            _element("description", col.description),
+            _element("unit", col.unit),
+            _element("ucd", col.ucd),
+            _element("utype", col.utype),
+            f'<dataType xsi:type="vs:VOTableType"{arraysize}{xtype}>',
+            f"{_text(col.datatype)}</dataType>",
+            *(f"<flag>{f}</flag>" for f in flags),
+            "</column>\n",
+        ]
+    )
+
+
+def _table(meta: TableMeta, *, columns: bool) -> str:
+    body = [
+        '    <table type="table">\n',
+        f"      {_element('name', meta.qualified_name)}\n",
+    ]
+    if meta.description:
+        body.append(f"      {_element('description', meta.description)}\n")
+    if columns:
+        body.extend(_column(c, meta.primary_key) for c in meta.columns)
+    body.append("    </table>\n")
+    return "".join(body)
+
+
+def tableset_document(
+    tables: Sequence[TableMeta],
+    *,
+    columns: bool = True,
+    schema_descriptions: dict[str, str] | None = None,
+) -> str:
+    """The VOSI-tables ``tableset`` of the published ``tables`` (``columns=False``: no columns)."""
+    parts = [
+        _XML,
+        f'<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" xmlns:xsi="{_XSI}"'
+        f' xmlns:vs="{_VS}">\n',
+    ]
+    descriptions = schema_descriptions or {}
+    for schema, group in groupby(tables, key=lambda m: m.schema):
+        parts.append(f"  <schema>\n    {_element('name', schema)}\n")
+        if descriptions.get(schema):
+            parts.append(f"    {_element('description', descriptions[schema])}\n")
+        parts.extend(_table(m, columns=columns) for m in group)
+        parts.append("  </schema>\n")
+    parts.append("</vosi:tableset>\n")
+    return "".join(parts)
+
+
+def table_document(meta: TableMeta) -> str:
+    """The VOSI-tables document of one table (``/tables/{schema.table}``)."""
+    inner = _table(meta, columns=True)
+    inner = inner.replace('    <table type="table">', "", 1).rsplit("    </table>", 1)[0]
+    return (
+        f'{_XML}<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"'
+        f' xmlns:xsi="{_XSI}" xmlns:vs="{_VS}" type="table">{inner}</vosi:table>\n'
+    )

@@ -1,0 +1,161 @@
+"""The sync endpoint and VOSI through the in-process client: parameters, formats, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import query_status, read_votable
+
+OBJECT = "dp02_dc2_catalogs.Object"
+CONE = (
+    f"SELECT objectId, coord_ra, coord_dec FROM {OBJECT} WHERE "
+    "CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.3)) = 1"
+)
+
+
+def _error(response: object, status: int) -> str:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith("application/x-votable+xml")  # type: ignore[attr-defined]
+    document = read_votable(response.content)  # type: ignore[attr-defined]
+    statuses = query_status(document)
+    assert statuses and statuses[0][0] == "ERROR"
+    message = statuses[0][1]
+    assert "/tmp" not in message and "Traceback" not in message and "site-packages" not in message
+    return message
+
+
+def test_get_and_post_agree(client: TestClient) -> None:
+    params = {"LANG": "ADQL", "QUERY": CONE, "RESPONSEFORMAT": "csv"}
+    got = client.get("/tap/sync", params=params)
+    posted = client.post("/tap/sync", data={**params, "REQUEST": "doQuery"})
+    assert got.status_code == posted.status_code == 200
+    assert got.text == posted.text
+    rows = list(csv.reader(io.StringIO(got.text)))
+    assert rows[0] == ["objectId", "coord_ra", "coord_dec"] and len(rows) > 5
+
+
+def test_parameter_names_are_case_insensitive(client: TestClient) -> None:
+    r = client.post("/tap/sync", data={"lang": "ADQL", "Query": CONE, "responseFormat": "tsv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/tab-separated")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        ({"LANG": "ADQL"}, 400, "QUERY"),
+        ({"LANG": "SQL", "QUERY": "SELECT 1"}, 400, "LANG"),
+        ({"QUERY": CONE}, 400, "LANG"),
+        ({"LANG": "ADQL", "QUERY": CONE, "MAXREC": "-1"}, 400, "MAXREC"),
+        ({"LANG": "ADQL", "QUERY": CONE, "MAXREC": "abc"}, 400, "MAXREC"),
+        ({"LANG": "ADQL", "QUERY": CONE, "RESPONSEFORMAT": "xls"}, 400, "RESPONSEFORMAT"),
+        ({"LANG": "ADQL", "QUERY": CONE, "REQUEST": "getCapabilities"}, 400, "REQUEST"),
+        ({"LANG": "ADQL", "QUERY": "SELEC objectId FROM x"}, 400, "line 1, column 1"),
+        ({"LANG": "ADQL", "QUERY": "SELECT x FROM dp02_dc2_catalogs.Objet"}, 400, "Object"),
+        ({"LANG": "ADQL", "QUERY": f"SELECT coord_raa FROM {OBJECT}"}, 400, "coord_ra"),
+    ],
+)
+def test_bad_requests(client: TestClient, data: dict[str, str], status: int, words: str) -> None:
+    message = _error(client.post("/tap/sync", data=data), status)
+    assert words in message
+
+
+def test_repeated_query_parameter(client: TestClient) -> None:
+    r = client.get("/tap/sync?LANG=ADQL&QUERY=SELECT+1&query=SELECT+2")
+    assert "QUERY" in _error(r, 400)
+
+
+def test_maxrec_overflow_and_metadata_only(client: TestClient) -> None:
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": CONE, "MAXREC": "3"})
+    document = read_votable(r.content)
+    assert len(document.get_first_table().array) == 3
+    assert [s for s, _ in query_status(document)] == ["OK", "OVERFLOW"]
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": CONE, "MAXREC": "0"})
+    document = read_votable(r.content)
+    table = document.get_first_table()
+    assert len(table.array) == 0 and table.fields[0].name == "objectId"
+    # No overflow mark where nothing was cut.
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": CONE, "MAXREC": "5000"})
+    assert [s for s, _ in query_status(read_votable(r.content))] == ["OK"]
+
+
+def test_default_maxrec_applies(client: TestClient) -> None:
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": f"SELECT objectId FROM {OBJECT}"})
+    document = read_votable(r.content)
+    assert len(document.get_first_table().array) == 1000  # settings.maxrec_default
+    assert query_status(document)[-1][0] == "OVERFLOW"
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td", "votable/b",
+                                 "application/x-votable+xml;serialization=TABLEDATA"])  # fmt: skip
+def test_votable_serializations(client: TestClient, fmt: str) -> None:
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": CONE, "RESPONSEFORMAT": fmt})
+    assert r.status_code == 200
+    table = read_votable(r.content).get_first_table()
+    assert table.get_field_by_id_or_name("coord_ra").unit == "deg"
+    assert len(table.array) > 5
+
+
+def test_parquet_json_fits(client: TestClient) -> None:
+    base = {"LANG": "ADQL", "QUERY": CONE, "MAXREC": "4"}
+    votable = read_votable(client.post("/tap/sync", data=base).content).get_first_table()
+    ids = [int(v) for v in votable.array["objectId"]]
+
+    r = client.post("/tap/sync", data={**base, "RESPONSEFORMAT": "parquet"})
+    assert r.headers["content-type"] == "application/vnd.apache.parquet"
+    pf = pq.ParquetFile(io.BytesIO(r.content))
+    assert pf.read().column("objectId").to_pylist() == ids
+    meta = pf.metadata.metadata
+    assert meta[b"IVOA.VOTable-Parquet.version"] == b"1.0"
+    embedded = read_votable(meta[b"IVOA.VOTable-Parquet.content"])
+    ra = embedded.get_first_table().get_field_by_id_or_name("coord_ra")
+    assert ra.ucd.startswith("pos.eq.ra")
+    assert query_status(embedded)[-1][0] == "OVERFLOW"
+
+    r = client.post("/tap/sync", data={**base, "RESPONSEFORMAT": "json"})
+    doc = json.loads(r.text)
+    assert [m["name"] for m in doc["metadata"]] == ["objectId", "coord_ra", "coord_dec"]
+    assert [row[0] for row in doc["data"]] == ids and doc["status"] == "OVERFLOW"
+
+    r = client.post("/tap/sync", data={**base, "RESPONSEFORMAT": "application/fits"})
+    with fits.open(io.BytesIO(r.content)) as hdus:
+        assert list(hdus[1].data["objectId"]) == ids
+        assert hdus[1].header["TUNIT2"] == "deg"
+
+
+def test_tap_schema_agrees_with_tables(client: TestClient) -> None:
+    q = f"SELECT column_name FROM TAP_SCHEMA.columns WHERE table_name = '{OBJECT}'"
+    r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "csv"})
+    from_tap_schema = [row[0] for row in csv.reader(io.StringIO(r.text))][1:]
+    r = client.get(f"/tap/tables/{OBJECT}")
+    root = ET.fromstring(r.content)
+    from_vosi = [c.findtext("name") for c in root.iter("column")]
+    assert from_tap_schema == from_vosi
+    assert "_healpix_29" not in from_vosi and "objectId" in from_vosi
+
+
+def test_vosi_documents(client: TestClient) -> None:
+    root = ET.fromstring(client.get("/tap/availability").content)
+    assert root.findtext("{http://www.ivoa.net/xml/VOSIAvailability/v1.0}available") == "true"
+    caps = client.get("/tap/capabilities").text
+    assert 'standardID="ivo://ivoa.net/std/tap"' in caps
+    assert "<mime>application/vnd.apache.parquet</mime>" in caps
+    assert "ivo_healpix_index" in caps and '<hard unit="row">5000</hard>' in caps
+    minimal = ET.fromstring(client.get("/tap/tables", params={"detail": "min"}).content)
+    assert not list(minimal.iter("column"))
+    full = ET.fromstring(client.get("/tap/tables").content)
+    names = [t.findtext("name") for t in full.iter("table")]
+    assert OBJECT in names and "TAP_SCHEMA.columns" in names
+    assert client.get("/tap/tables/nope.nothing").status_code == 404
+    assert client.get("/tap").status_code == 200
+
+
+def test_unknown_path_is_a_dali_error(client: TestClient) -> None:
+    _error(client.get("/tap/nothing-here"), 404)
