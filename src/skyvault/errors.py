@@ -244,3 +244,16 @@ class GeometryError(SkyvaultError):
 
 
 __all__ += ["GeometryError"]
+
+
+class AuthServiceUnavailable(SkyvaultError):
+    """The identity service behind an authenticating proxy (user-info URL) did not answer.
+
+    Never turned into anonymous access: the request fails until the service is back.
+    """
+
+    code = "auth.unavailable"
+    http_status = 503
+
+
+__all__ += ["AuthServiceUnavailable"]

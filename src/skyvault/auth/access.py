@@ -1,0 +1,197 @@
+"""Access rules: which tables an identity may see, and the grants that decide it.
+
+A table is readable by an identity when a grant covers it — on the whole schema
+(``skyvault grant SCHEMA ...``) or on the table (``skyvault grant SCHEMA.TABLE ...``) — and
+names PUBLIC or one of the identity's groups.  **A table without any grant is private:**
+nobody sees it until an operator grants it (``skyvault grant dp02_dc2_catalogs --public``
+for the demo).  Names match exactly as stored on disk (case-sensitive).
+
+Anonymous callers see public tables only, or nothing at all when anonymous access is off.
+The schemas the service builds itself (``TAP_SCHEMA``) are visible to every caller allowed
+in; their *contents* must be built from :meth:`AccessPolicy.visible_tables`.
+
+:meth:`AccessPolicy.visible_tables` is meant to be the only way the service obtains its
+table list: /tables, TAP_SCHEMA and the ADQL checker all get the filtered list, so a table
+the caller may not read does not exist for that caller — an ADQL query naming it fails
+exactly like one naming a table that was never ingested, whatever path (join, subquery,
+CTE, UNION, delimited or oddly cased identifier) it takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from skyvault.auth.identity import Identity
+from skyvault.auth.storage import AuthStorage, GrantRecord, utc_now
+from skyvault.auth.tokens import invalid_credentials
+from skyvault.catalog.metadata import TableMeta
+from skyvault.errors import AuthenticationRequired, UsageError
+
+__all__ = [
+    "SERVICE_SCHEMAS",
+    "AccessPolicy",
+    "GrantSnapshot",
+    "grant_access",
+    "parse_target",
+    "revoke_access",
+]
+
+#: Schemas built by the service itself, visible to every caller allowed in at all.
+SERVICE_SCHEMAS = frozenset({"TAP_SCHEMA"})
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_target(text: str) -> tuple[str, str | None]:
+    """``(schema, table)`` of ``SCHEMA`` or ``SCHEMA.TABLE`` (table None for a schema)."""
+    parts = text.split(".")
+    if len(parts) not in (1, 2) or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise UsageError(
+            f"{text!r} is not SCHEMA or SCHEMA.TABLE",
+            hint="use the names as stored, e.g. dp02_dc2_catalogs or dp02_dc2_catalogs.Object",
+        )
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+@dataclass(frozen=True)
+class GrantSnapshot:
+    """The grants at one moment, indexed for lookups during one request."""
+
+    schema_groups: dict[str, frozenset[str | None]]
+    table_groups: dict[tuple[str, str], frozenset[str | None]]
+
+    @classmethod
+    def of(cls, grants: Sequence[GrantRecord]) -> GrantSnapshot:
+        schemas: dict[str, set[str | None]] = {}
+        tables: dict[tuple[str, str], set[str | None]] = {}
+        for g in grants:
+            if g.table is None:
+                schemas.setdefault(g.schema, set()).add(g.group)
+            else:
+                tables.setdefault((g.schema, g.table), set()).add(g.group)
+        return cls(
+            {k: frozenset(v) for k, v in schemas.items()},
+            {k: frozenset(v) for k, v in tables.items()},
+        )
+
+    def grantees(self, schema: str, table: str) -> frozenset[str | None]:
+        """The groups (None = PUBLIC) that may read ``schema.table``."""
+        empty: frozenset[str | None] = frozenset()
+        return self.schema_groups.get(schema, empty) | self.table_groups.get((schema, table), empty)
+
+
+class AccessPolicy:
+    """Decides what an identity may read.
+
+    Parameters
+    ----------
+    storage
+        The auth database holding the grants (read afresh on every call: a grant or revoke
+        applies to the next request).
+    anonymous_allowed
+        Whether callers without credentials get in at all (to public data only).
+    service_schemas
+        Schemas the service synthesises, visible to everyone allowed in.
+    """
+
+    def __init__(
+        self,
+        storage: AuthStorage,
+        anonymous_allowed: bool = True,
+        *,
+        service_schemas: frozenset[str] = SERVICE_SCHEMAS,
+    ) -> None:
+        self._storage = storage
+        self.anonymous_allowed = anonymous_allowed
+        self._service_schemas = service_schemas
+
+    def require_anonymous_allowed(self, identity: Identity) -> None:
+        """Raise :class:`AuthenticationRequired` for an anonymous caller when that is off."""
+        if identity.is_anonymous and not self.anonymous_allowed:
+            raise self.login_required()
+
+    @staticmethod
+    def login_required() -> AuthenticationRequired:
+        """The error for an anonymous caller where credentials are needed."""
+        error = invalid_credentials()
+        return AuthenticationRequired("authentication required", hint=error.hint)
+
+    def snapshot(self) -> GrantSnapshot:
+        """The current grants, for many checks within one request."""
+        return GrantSnapshot.of(self._storage.list_grants())
+
+    def visible_tables(
+        self,
+        identity: Identity,
+        tables: Sequence[TableMeta],
+        grants: GrantSnapshot | None = None,
+    ) -> list[TableMeta]:
+        """The ``tables`` ``identity`` may read, in their original order."""
+        if identity.is_anonymous and not self.anonymous_allowed:
+            return []
+        snap = grants or self.snapshot()
+        return [t for t in tables if self._allowed(identity, t.schema, t.name, snap)]
+
+    def can_read(
+        self,
+        identity: Identity,
+        schema: str,
+        table: str,
+        grants: GrantSnapshot | None = None,
+    ) -> bool:
+        """Whether ``identity`` may read ``schema.table`` (names as stored)."""
+        if identity.is_anonymous and not self.anonymous_allowed:
+            return False
+        return self._allowed(identity, schema, table, grants or self.snapshot())
+
+    def _allowed(self, identity: Identity, schema: str, table: str, snap: GrantSnapshot) -> bool:
+        if schema in self._service_schemas:
+            return True
+        grantees = snap.grantees(schema, table)
+        if None in grantees:
+            return True
+        return not identity.is_anonymous and not grantees.isdisjoint(identity.groups)
+
+
+def grant_access(
+    storage: AuthStorage,
+    target: str,
+    group: str | None,
+    *,
+    require_known_group: bool = True,
+    now: datetime | None = None,
+) -> tuple[GrantRecord, bool]:
+    """Grant read access on ``target`` (``SCHEMA[.TABLE]``) to ``group`` (None = PUBLIC).
+
+    Returns the grant and whether it is new.  ``require_known_group`` refuses groups not in
+    the auth database (built-in mode); behind a proxy groups exist only in its headers, so
+    any valid name is accepted.
+    """
+    schema, table = parse_target(target)
+    if group is not None:
+        if group.upper() == "PUBLIC":
+            raise UsageError("PUBLIC is not a group", hint="use --public")
+        if require_known_group and not storage.group_exists(group):
+            raise UsageError(
+                f"no group {group!r}",
+                hint=f"create it first with `skyvault groups add {group} --members USER,...`",
+            )
+    grant = GrantRecord(schema, table, group)
+    return grant, storage.add_grant(grant, now or utc_now())
+
+
+def revoke_access(storage: AuthStorage, target: str, group: str | None) -> GrantRecord:
+    """Remove the grant on ``target`` to ``group`` (None = PUBLIC); UsageError if absent."""
+    schema, table = parse_target(target)
+    grant = GrantRecord(schema, table, group)
+    if not storage.remove_grant(grant):
+        others = [g for g in storage.list_grants() if (g.schema, g.table) == (schema, table)]
+        held = ", ".join(g.grantee for g in others) or "nobody"
+        raise UsageError(
+            f"no grant on {grant.target} to {grant.grantee}",
+            hint=f"{grant.target} is granted to: {held}",
+        )
+    return grant

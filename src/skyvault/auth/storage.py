@@ -1,0 +1,608 @@
+"""The auth database: users, groups, memberships, hashed tokens, grants and per-user limits.
+
+SQLAlchemy 2 Core over SQLite at ``DIR/.skyvault/auth.sqlite3`` by default; any SQLAlchemy URL
+works (``postgresql+psycopg://user@host/skyvault`` for a shared deployment).  The schema is
+created on first use.
+
+SQLite is opened in WAL mode with a busy time-out, so several processes (the CLI, server
+workers) share one file: readers never block, and every write transaction starts with
+``BEGIN IMMEDIATE`` so two writers queue for the lock instead of failing halfway.
+
+Names are stored exactly as given and compared exactly (case-sensitive): a grant on
+``dp02.Object`` does not cover a table stored as ``dp02.object``.  Times are timezone-aware
+UTC datetimes on both sides of this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
+
+from skyvault.errors import UsageError
+
+__all__ = [
+    "AUTH_DB_FILE",
+    "AuthStorage",
+    "GrantRecord",
+    "GroupRecord",
+    "LimitOverrides",
+    "TokenRecord",
+    "UserRecord",
+    "default_database_url",
+    "utc_now",
+    "validate_name",
+]
+
+#: Where the built-in database lives under the data root.
+AUTH_DB_FILE = Path(".skyvault") / "auth.sqlite3"
+
+# User and group names: what Gafaelfawr-style proxies send, and safe in a log line.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+_SQLITE_BUSY_MS = 15_000
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid user or group name, else raise :class:`UsageError`."""
+    if not _NAME.match(name):
+        raise UsageError(
+            f"{kind} name {name!r} is not valid",
+            hint="use 1-64 letters, digits and . _ @ -, starting with a letter or digit",
+        )
+    return name
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The SQLite URL of the built-in auth database under ``data_dir``."""
+    return f"sqlite:///{(data_dir / AUTH_DB_FILE).absolute()}"
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime, stored naive-UTC (SQLite has no time zones)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the auth database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+_metadata = sa.MetaData()
+
+_users = sa.Table(
+    "users",
+    _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("created", _UTCDateTime, nullable=False),
+)
+
+_groups = sa.Table(
+    "groups",
+    _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("created", _UTCDateTime, nullable=False),
+)
+
+_memberships = sa.Table(
+    "memberships",
+    _metadata,
+    sa.Column(
+        "group_name",
+        sa.String(64),
+        sa.ForeignKey("groups.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "user_name",
+        sa.String(64),
+        sa.ForeignKey("users.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Index("ix_memberships_user", "user_name"),
+)
+
+_tokens = sa.Table(
+    "tokens",
+    _metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column(
+        "user_name",
+        sa.String(64),
+        sa.ForeignKey("users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created", _UTCDateTime, nullable=False),
+    sa.Column("expires", _UTCDateTime, nullable=False),
+    sa.Column("revoked", _UTCDateTime, nullable=True),
+    sa.Column("last_used", _UTCDateTime, nullable=True),
+    sa.Index("ix_tokens_user", "user_name"),
+)
+
+# group_name NULL means PUBLIC; table_name NULL means the whole schema.  Group names are
+# plain strings (no foreign key): behind a proxy, groups exist only in the proxy's headers.
+_grants = sa.Table(
+    "grants",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schema_name", sa.String(128), nullable=False),
+    sa.Column("table_name", sa.String(128), nullable=True),
+    sa.Column("group_name", sa.String(64), nullable=True),
+    sa.Column("created", _UTCDateTime, nullable=False),
+)
+sa.Index(
+    "ux_grants",
+    _grants.c.schema_name,
+    sa.func.coalesce(_grants.c.table_name, ""),
+    sa.func.coalesce(_grants.c.group_name, ""),
+    unique=True,
+)
+
+# Per-user overrides of the default limits; NULL = use the default.  Keyed by name without a
+# foreign key, so proxy users (not in ``users``) can have overrides too.
+_limits = sa.Table(
+    "user_limits",
+    _metadata,
+    sa.Column("user_name", sa.String(64), primary_key=True),
+    sa.Column("max_running", sa.Integer, nullable=True),
+    sa.Column("max_queued", sa.Integer, nullable=True),
+    sa.Column("max_result_bytes", sa.BigInteger, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A built-in user and the groups it belongs to."""
+
+    name: str
+    created: datetime
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A built-in group and its members."""
+
+    name: str
+    created: datetime
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What is stored about a token: never the token or its secret, only the secret's hash."""
+
+    key_id: str
+    user: str
+    secret_hash: str
+    created: datetime
+    expires: datetime
+    revoked: datetime | None = None
+    last_used: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    """Read access to ``schema`` (``table`` None) or ``schema.table`` for ``group``.
+
+    ``group`` None means PUBLIC: everyone, including anonymous callers when anonymous
+    access is on.
+    """
+
+    schema: str
+    table: str | None
+    group: str | None
+
+    @property
+    def target(self) -> str:
+        return self.schema if self.table is None else f"{self.schema}.{self.table}"
+
+    @property
+    def grantee(self) -> str:
+        return "PUBLIC" if self.group is None else self.group
+
+
+@dataclass(frozen=True)
+class LimitOverrides:
+    """Per-user values that replace the defaults; None keeps the default."""
+
+    max_running: int | None = None
+    max_queued: int | None = None
+    max_result_bytes: int | None = None
+
+
+class AuthStorage:
+    """The auth database.  One instance per process; safe to share between threads.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL.  Use :meth:`for_data_dir` for the built-in SQLite file.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._is_sqlite = url.startswith("sqlite")
+        if self._is_sqlite:
+            self._prepare_sqlite_file(url)
+            self._engine: Engine = sa.create_engine(
+                url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
+            )
+            _configure_sqlite(self._engine)
+        else:
+            self._engine = sa.create_engine(url, pool_pre_ping=True)
+        self._create_schema()
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, url: str | None = None) -> AuthStorage:
+        """The auth database of the data root ``data_dir`` (or at ``url`` when given)."""
+        return cls(url or default_database_url(data_dir))
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._engine.dispose()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @staticmethod
+    def _prepare_sqlite_file(url: str) -> None:
+        database = sa.engine.make_url(url).database
+        if not database or database == ":memory:":
+            return
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Token hashes live here: readable by the service account only.  SQLite gives its
+        # -wal and -shm files the same permissions as the database file.
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+
+    def _create_schema(self) -> None:
+        with self._write() as conn:
+            _metadata.create_all(conn, checkfirst=True)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._engine.connect() as plain:
+            conn = plain.execution_options(skyvault_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    # --- users ----------------------------------------------------------------------------
+
+    def add_user(self, name: str, now: datetime) -> None:
+        """Create user ``name``; :class:`UsageError` if it exists."""
+        validate_name("user", name)
+        try:
+            with self._write() as conn:
+                conn.execute(_users.insert().values(name=name, created=now))
+        except IntegrityError:
+            raise UsageError(f"user {name!r} already exists") from None
+
+    def remove_user(self, name: str) -> None:
+        """Delete user ``name`` with its tokens and memberships."""
+        with self._write() as conn:
+            self._require_user(conn, name)
+            conn.execute(_tokens.delete().where(_tokens.c.user_name == name))
+            conn.execute(_memberships.delete().where(_memberships.c.user_name == name))
+            conn.execute(_users.delete().where(_users.c.name == name))
+
+    def user_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return self._user_exists(conn, name)
+
+    def list_users(self) -> list[UserRecord]:
+        with self._read() as conn:
+            users = conn.execute(sa.select(_users).order_by(_users.c.name)).all()
+            pairs = conn.execute(
+                sa.select(_memberships.c.user_name, _memberships.c.group_name).order_by(
+                    _memberships.c.group_name
+                )
+            ).all()
+        groups: dict[str, list[str]] = {}
+        for user, group in pairs:
+            groups.setdefault(user, []).append(group)
+        return [UserRecord(u.name, u.created, tuple(groups.get(u.name, ()))) for u in users]
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        """The built-in groups ``user`` belongs to."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_memberships.c.group_name).where(_memberships.c.user_name == user)
+            ).scalars()
+            return frozenset(rows)
+
+    @staticmethod
+    def _user_exists(conn: Connection, name: str) -> bool:
+        found = conn.execute(sa.select(_users.c.name).where(_users.c.name == name)).first()
+        return found is not None
+
+    def _require_user(self, conn: Connection, name: str) -> None:
+        if not self._user_exists(conn, name):
+            raise UsageError(
+                f"no user {name!r}", hint=f"create it with `skyvault users add {name}`"
+            )
+
+    # --- groups ---------------------------------------------------------------------------
+
+    def add_group(self, name: str, members: Iterable[str], now: datetime) -> None:
+        """Create group ``name`` with ``members`` (all existing users)."""
+        validate_name("group", name)
+        if name.upper() == "PUBLIC":
+            raise UsageError(
+                "PUBLIC is not a group name: it means everyone",
+                hint="use `skyvault grant SCHEMA --public` for public data",
+            )
+        try:
+            with self._write() as conn:
+                conn.execute(_groups.insert().values(name=name, created=now))
+                self._insert_members(conn, name, members)
+        except IntegrityError:
+            raise UsageError(
+                f"group {name!r} already exists",
+                hint=f"add members with `skyvault groups add-members {name} --members ...`",
+            ) from None
+
+    def add_members(self, group: str, members: Iterable[str]) -> None:
+        """Add ``members`` to ``group``; members already in it are left as they are."""
+        with self._write() as conn:
+            self._require_group(conn, group)
+            self._insert_members(conn, group, members)
+
+    def remove_members(self, group: str, members: Iterable[str]) -> None:
+        """Remove ``members`` from ``group``."""
+        with self._write() as conn:
+            self._require_group(conn, group)
+            for user in members:
+                conn.execute(
+                    _memberships.delete().where(
+                        (_memberships.c.group_name == group) & (_memberships.c.user_name == user)
+                    )
+                )
+
+    def remove_group(self, name: str) -> None:
+        """Delete group ``name``, its memberships and the grants made to it."""
+        with self._write() as conn:
+            self._require_group(conn, name)
+            conn.execute(_memberships.delete().where(_memberships.c.group_name == name))
+            conn.execute(_grants.delete().where(_grants.c.group_name == name))
+            conn.execute(_groups.delete().where(_groups.c.name == name))
+
+    def group_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            found = conn.execute(sa.select(_groups.c.name).where(_groups.c.name == name)).first()
+            return found is not None
+
+    def list_groups(self) -> list[GroupRecord]:
+        with self._read() as conn:
+            groups = conn.execute(sa.select(_groups).order_by(_groups.c.name)).all()
+            pairs = conn.execute(
+                sa.select(_memberships.c.group_name, _memberships.c.user_name).order_by(
+                    _memberships.c.user_name
+                )
+            ).all()
+        members: dict[str, list[str]] = {}
+        for group, user in pairs:
+            members.setdefault(group, []).append(user)
+        return [GroupRecord(g.name, g.created, tuple(members.get(g.name, ()))) for g in groups]
+
+    def _insert_members(self, conn: Connection, group: str, members: Iterable[str]) -> None:
+        existing = set(
+            conn.execute(
+                sa.select(_memberships.c.user_name).where(_memberships.c.group_name == group)
+            ).scalars()
+        )
+        for user in dict.fromkeys(members):
+            self._require_user(conn, user)
+            if user not in existing:
+                conn.execute(_memberships.insert().values(group_name=group, user_name=user))
+
+    def _require_group(self, conn: Connection, name: str) -> None:
+        found = conn.execute(sa.select(_groups.c.name).where(_groups.c.name == name)).first()
+        if found is None:
+            raise UsageError(
+                f"no group {name!r}",
+                hint=f"create it with `skyvault groups add {name} --members USER,...`",
+            )
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    def add_token(self, record: TokenRecord) -> None:
+        """Store a new token record; its user must exist."""
+        with self._write() as conn:
+            self._require_user(conn, record.user)
+            conn.execute(
+                _tokens.insert().values(
+                    key_id=record.key_id,
+                    user_name=record.user,
+                    secret_hash=record.secret_hash,
+                    created=record.created,
+                    expires=record.expires,
+                    revoked=record.revoked,
+                    last_used=record.last_used,
+                )
+            )
+
+    def get_token(self, key_id: str) -> TokenRecord | None:
+        """The record of key id ``key_id``, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(_tokens).where(_tokens.c.key_id == key_id)).first()
+        return None if row is None else _token_record(row)
+
+    def list_tokens(self, user: str) -> list[TokenRecord]:
+        """Every token of ``user`` (revoked and expired ones too), oldest first."""
+        with self._read() as conn:
+            self._require_user(conn, user)
+            rows = conn.execute(
+                sa.select(_tokens)
+                .where(_tokens.c.user_name == user)
+                .order_by(_tokens.c.created, _tokens.c.key_id)
+            ).all()
+        return [_token_record(r) for r in rows]
+
+    def revoke_token(self, key_id: str, now: datetime) -> bool:
+        """Mark ``key_id`` revoked; False if there is no such token or it was revoked before."""
+        with self._write() as conn:
+            result = conn.execute(
+                _tokens.update()
+                .where((_tokens.c.key_id == key_id) & _tokens.c.revoked.is_(None))
+                .values(revoked=now)
+            )
+            return result.rowcount > 0
+
+    def touch_token(self, key_id: str, now: datetime) -> None:
+        """Record that ``key_id`` was used at ``now``."""
+        with self._write() as conn:
+            conn.execute(_tokens.update().where(_tokens.c.key_id == key_id).values(last_used=now))
+
+    # --- grants ---------------------------------------------------------------------------
+
+    def add_grant(self, grant: GrantRecord, now: datetime) -> bool:
+        """Store ``grant``; False if it existed already."""
+        try:
+            with self._write() as conn:
+                if self._find_grant(conn, grant) is not None:
+                    return False
+                conn.execute(
+                    _grants.insert().values(
+                        schema_name=grant.schema,
+                        table_name=grant.table,
+                        group_name=grant.group,
+                        created=now,
+                    )
+                )
+        except IntegrityError:
+            return False  # another process granted the same thing at the same moment
+        return True
+
+    def remove_grant(self, grant: GrantRecord) -> bool:
+        """Delete ``grant``; False if there was no such grant."""
+        with self._write() as conn:
+            found = self._find_grant(conn, grant)
+            if found is None:
+                return False
+            conn.execute(_grants.delete().where(_grants.c.id == found))
+            return True
+
+    def list_grants(self) -> list[GrantRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_grants.c.schema_name, _grants.c.table_name, _grants.c.group_name)
+            ).all()
+        grants = [GrantRecord(r.schema_name, r.table_name, r.group_name) for r in rows]
+        return sorted(grants, key=lambda g: (g.schema, g.table or "", g.group or ""))
+
+    @staticmethod
+    def _find_grant(conn: Connection, grant: GrantRecord) -> int | None:
+        table_match = (
+            _grants.c.table_name.is_(None)
+            if grant.table is None
+            else _grants.c.table_name == grant.table
+        )
+        group_match = (
+            _grants.c.group_name.is_(None)
+            if grant.group is None
+            else _grants.c.group_name == grant.group
+        )
+        found: int | None = conn.execute(
+            sa.select(_grants.c.id).where(
+                (_grants.c.schema_name == grant.schema) & table_match & group_match
+            )
+        ).scalar()
+        return found
+
+    # --- limits ---------------------------------------------------------------------------
+
+    def set_limits(self, user: str, overrides: LimitOverrides) -> None:
+        """Replace the limit overrides of ``user`` (all None removes them)."""
+        validate_name("user", user)
+        with self._write() as conn:
+            conn.execute(_limits.delete().where(_limits.c.user_name == user))
+            if overrides != LimitOverrides():
+                conn.execute(
+                    _limits.insert().values(
+                        user_name=user,
+                        max_running=overrides.max_running,
+                        max_queued=overrides.max_queued,
+                        max_result_bytes=overrides.max_result_bytes,
+                    )
+                )
+
+    def get_limits(self, user: str) -> LimitOverrides:
+        with self._read() as conn:
+            row = conn.execute(sa.select(_limits).where(_limits.c.user_name == user)).first()
+        if row is None:
+            return LimitOverrides()
+        return LimitOverrides(row.max_running, row.max_queued, row.max_result_bytes)
+
+
+def _token_record(row: sa.Row[Any]) -> TokenRecord:
+    return TokenRecord(
+        key_id=row.key_id,
+        user=row.user_name,
+        secret_hash=row.secret_hash,
+        created=row.created,
+        expires=row.expires,
+        revoked=row.revoked,
+        last_used=row.last_used,
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy time-out, and explicit BEGIN (IMMEDIATE for writes).
+
+    pysqlite's own transaction handling starts transactions lazily and never with
+    IMMEDIATE; a deferred transaction that reads and then writes can fail with "database is
+    locked" when another process wrote in between.  Taking the write lock at BEGIN makes
+    concurrent writers wait their turn (up to the busy time-out) instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("skyvault_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the default clock)."""
+    return datetime.now(UTC)
