@@ -43,6 +43,22 @@ def test_cone_search_matches_astropy(archive: Archive, demo_data: Path) -> None:
     assert set(got["objectId"].to_pylist()) == want
 
 
+def test_region_outside_the_footprint_is_an_empty_result(archive: Archive) -> None:
+    """No partition overlaps: the query still sees the table's columns (found by the fuzz)."""
+    got = archive.query(
+        f"SELECT COUNT(*) AS n, AVG(coord_dec) AS d FROM {OBJECT} "
+        "WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62, 7, 0.2)) = 1"
+    )
+    assert got.to_pylist() == [{"n": 0, "d": None}]
+    assert (
+        archive.plan(
+            f"SELECT * FROM {OBJECT} WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), "
+            "CIRCLE('ICRS', 62, 7, 0.2)) = 1"
+        ).files_read
+        == 0
+    )
+
+
 def test_polygon_count(archive: Archive, demo_data: Path) -> None:
     got = archive.query(
         f"SELECT COUNT(*) AS n FROM {OBJECT} WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), "

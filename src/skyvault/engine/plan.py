@@ -167,7 +167,8 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
     first = np.searchsorted(ranges[:, 1], index.starts, side="right")
     overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
     files = tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
-    return Scan(placeholder, name, files, ranges, True, len(index.files))
+    schema_file = index.files[0] if index.files else None
+    return Scan(placeholder, name, files, ranges, True, len(index.files), schema_file)
 
 
 def _string_literal(text: str) -> str:
