@@ -57,3 +57,35 @@ def test_poles() -> None:
 def test_bad_coordinates_raise(ra: float, dec: float) -> None:
     with pytest.raises(GeometryError):
         healpix29([1.0, ra], [1.0, dec])
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0.0, 5.0, -90.0, 90.0),  # touches RA 0: missed rows with MOC.from_zone
+        (350.0, 10.0, -10.0, 10.0),  # wraps through RA 0
+        (355.0, 360.0, 20.0, 30.0),
+        (10.0, 20.0, 80.0, 90.0),  # reaches the pole
+        (100.0, 101.0, -1.0, 1.0),
+        (0.0, 360.0, -5.0, 5.0),  # every RA
+    ],
+)
+def test_radec_range_coverage_misses_no_point(box: tuple[float, float, float, float]) -> None:
+    from skyvault.sky.coverage import healpix29_ranges, region_coverage
+    from skyvault.sky.regions import RaDecRange
+
+    region = RaDecRange(*box)
+    rng = np.random.default_rng(7)
+    n = 20_000
+    span = (region.ra_max - region.ra_min) % 360.0 or 360.0
+    ra = (region.ra_min + rng.uniform(0.0, span, n)) % 360.0
+    low, high = np.sin(np.radians(region.dec_min)), np.sin(np.radians(region.dec_max))
+    dec = np.degrees(np.arcsin(rng.uniform(low, high, n)))
+    # Points on the edges too.
+    ra = np.concatenate([ra, np.full(50, region.ra_min), np.full(50, region.ra_max % 360.0)])
+    dec = np.concatenate([dec, rng.uniform(region.dec_min, region.dec_max, 100)])
+    ranges = healpix29_ranges(region_coverage(region, 18), 10**6)
+    hp = healpix29(ra, dec)
+    at = np.searchsorted(ranges[:, 0], hp, side="right") - 1
+    covered = (at >= 0) & (hp < ranges[np.maximum(at, 0), 1])
+    assert covered.all(), f"{int((~covered).sum())} points of the range are not covered"

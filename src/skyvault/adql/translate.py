@@ -31,9 +31,6 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 
-import numpy as np
-import numpy.typing as npt
-from cdshealpix import nested
 from sqlglot import exp
 
 from skyvault.adql import nodes
@@ -897,66 +894,14 @@ class _Pruner:
                 and dec_min <= dec_max
                 and (ra_min > 0.0 or ra_max < 360.0 or dec_min > -90.0 or dec_max < 90.0)
             ):
-                mocs.append(range_coverage(ra_min, ra_max, dec_min, dec_max))
+                mocs.append(
+                    region_coverage(
+                        RaDecRange(ra_min, ra_max, dec_min, dec_max), COVERAGE_MAX_ORDER
+                    )
+                )
         if not mocs:
             return None
         return intersect(mocs[0], *mocs[1:])
-
-
-def _cells_near_range(
-    cells: npt.NDArray[np.uint64], order: int, bounds: tuple[float, float, float, float]
-) -> npt.NDArray[np.bool_]:
-    """Which cells may touch the RA/Dec range (a superset: each cell is replaced by a disk)."""
-    ra_min, ra_max, dec_min, dec_max = bounds
-    lon, lat = nested.healpix_to_lonlat(cells, order)
-    ra_c, dec_c = np.asarray(lon.deg), np.asarray(lat.deg)
-    corners = nested.vertices(cells, order)
-    c_ra, c_dec = np.radians(np.asarray(corners[0].deg)), np.radians(np.asarray(corners[1].deg))
-    r0, d0 = np.radians(ra_c)[:, None], np.radians(dec_c)[:, None]
-    cos_sep = np.sin(d0) * np.sin(c_dec) + np.cos(d0) * np.cos(c_dec) * np.cos(c_ra - r0)
-    # The disk through the farthest corner, enlarged by half: HEALPix edges bulge little.
-    radius = 1.5 * np.degrees(np.arccos(np.clip(cos_sep, -1.0, 1.0)).max(axis=1)) + 1e-9
-    near = (dec_c - radius <= dec_max) & (dec_c + radius >= dec_min)
-    polar = np.abs(dec_c) + radius >= 90.0
-    width = np.degrees(
-        np.arcsin(np.clip(np.sin(np.radians(radius)) / np.cos(np.radians(dec_c)), -1.0, 1.0))
-    )
-    span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
-    offset = (ra_c - ra_min) % 360.0
-    outside = np.minimum(offset - span, 360.0 - offset)
-    in_ra = (offset <= span) | (outside <= width)
-    out: npt.NDArray[np.bool_] = near & (polar | in_ra)
-    return out
-
-
-def range_coverage(ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> MOC:
-    """A conservative coverage of ``ra`` in [ra_min, ra_max] and ``dec`` in [dec_min, dec_max].
-
-    Written here rather than taken from :func:`skyvault.sky.coverage.region_coverage`, whose
-    RA/Dec-range coverage (``MOC.from_zone``) misses cells that only partly overlap the range.
-    Cells are refined from order 0 down to an order whose cells are about an eighth of the
-    range, keeping every cell whose enclosing disk meets the range.
-    """
-    span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
-    widest_dec = 0.0 if dec_min <= 0.0 <= dec_max else min(abs(dec_min), abs(dec_max))
-    size = min(dec_max - dec_min, span * math.cos(math.radians(widest_dec)))
-    target = COVERAGE_MAX_ORDER
-    if size > 0:
-        target = max(0, min(COVERAGE_MAX_ORDER, math.floor(math.log2(8 * 58.6 / size))))
-    target = min(target, 10)
-    bounds = (ra_min, ra_max, dec_min, dec_max)
-    cells = np.arange(12, dtype=np.uint64)
-    order = 0
-    while True:
-        cells = cells[_cells_near_range(cells, order, bounds)]
-        if order == target or cells.size == 0:
-            break
-        children = cells[:, None] * np.uint64(4) + np.arange(4, dtype=np.uint64)
-        cells = np.asarray(children, dtype=np.uint64).ravel()
-        order += 1
-    return MOC.from_healpix_cells(
-        cells, np.full(cells.size, order, dtype=np.uint8), max_depth=max(order, 1)
-    )
 
 
 def translate(checked: CheckedQuery) -> Translation:

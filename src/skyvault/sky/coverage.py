@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import astropy.units as u
 import numpy as np
 import numpy.typing as npt
-from astropy.coordinates import Angle, Latitude, Longitude, SkyCoord
+from astropy.coordinates import Angle, Latitude, Longitude
 from cdshealpix import nested
 from mocpy import MOC
 
@@ -135,33 +135,61 @@ def _polygon(region: Polygon | Box, max_order: int) -> MOC:
     return moc.add_neighbours()
 
 
-def _zone(ra_min: float, dec_min: float, ra_max: float, dec_max: float, order: int) -> MOC:
-    lo_dec = max(-90.0, dec_min - _PAD)
-    hi_dec = min(90.0, dec_max + _PAD)
-    return MOC.from_zone(
-        SkyCoord(
-            [[max(0.0, ra_min - _PAD), lo_dec], [min(360.0, ra_max + _PAD), hi_dec]], unit="deg"
-        ),
-        max_depth=order,
+def _cells_near_range(
+    cells: npt.NDArray[np.uint64], order: int, bounds: tuple[float, float, float, float]
+) -> npt.NDArray[np.bool_]:
+    """Which cells may touch the RA/Dec range (a superset: each cell is replaced by a disk)."""
+    ra_min, ra_max, dec_min, dec_max = bounds
+    lon, lat = nested.healpix_to_lonlat(cells, order)
+    ra_c, dec_c = np.asarray(lon.deg), np.asarray(lat.deg)
+    corners = nested.vertices(cells, order)
+    c_ra, c_dec = np.radians(np.asarray(corners[0].deg)), np.radians(np.asarray(corners[1].deg))
+    r0, d0 = np.radians(ra_c)[:, None], np.radians(dec_c)[:, None]
+    cos_sep = np.sin(d0) * np.sin(c_dec) + np.cos(d0) * np.cos(c_dec) * np.cos(c_ra - r0)
+    # The disk through the farthest corner, enlarged by half: HEALPix edges bulge little.
+    radius = 1.5 * np.degrees(np.arccos(np.clip(cos_sep, -1.0, 1.0)).max(axis=1)) + 1e-9
+    near = (dec_c - radius <= dec_max) & (dec_c + radius >= dec_min)
+    polar = np.abs(dec_c) + radius >= 90.0
+    width = np.degrees(
+        np.arcsin(np.clip(np.sin(np.radians(radius)) / np.cos(np.radians(dec_c)), -1.0, 1.0))
     )
+    span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
+    offset = (ra_c - ra_min) % 360.0
+    outside = np.minimum(offset - span, 360.0 - offset)
+    in_ra = (offset <= span) | (outside <= width)
+    out: npt.NDArray[np.bool_] = near & (polar | in_ra)
+    return out
 
 
 def _range(region: RaDecRange, max_order: int) -> MOC:
-    span = (region.ra_max - region.ra_min) % 360.0
-    full_ra = region.ra_max - region.ra_min >= 360.0
-    if full_ra:
-        span = 360.0
-    size = max(region.dec_max - region.dec_min, span)
-    order = _adaptive_order(size, max_order)
-    if full_ra:
-        if region.dec_min <= -90.0 and region.dec_max >= 90.0:
-            return _full_sky(order)
-        return _zone(0.0, region.dec_min, 360.0, region.dec_max, order)
-    if region.wraps:
-        return _zone(region.ra_min, region.dec_min, 360.0, region.dec_max, order).union(
-            _zone(0.0, region.dec_min, region.ra_max, region.dec_max, order)
-        )
-    return _zone(region.ra_min, region.dec_min, region.ra_max, region.dec_max, order)
+    """A conservative coverage of an RA/Dec range (``ra_min > ra_max`` wraps through 0).
+
+    Cells are refined from order 0 down to an order whose cells are about an eighth of the
+    range, keeping every cell whose enclosing disk meets the range.  (``MOC.from_zone`` was
+    used before and missed cells that only partly overlap ranges touching RA 0.)
+    """
+    ra_min, ra_max = region.ra_min, region.ra_max
+    dec_min, dec_max = region.dec_min, region.dec_max
+    span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
+    widest_dec = 0.0 if dec_min <= 0.0 <= dec_max else min(abs(dec_min), abs(dec_max))
+    size = min(dec_max - dec_min, span * math.cos(math.radians(widest_dec)))
+    target = max_order
+    if size > 0:
+        target = max(0, min(max_order, math.floor(math.log2(8 * 58.6 / size))))
+    target = min(target, 10)
+    bounds = (ra_min, ra_max, dec_min, dec_max)
+    cells = np.arange(12, dtype=np.uint64)
+    order = 0
+    while True:
+        cells = cells[_cells_near_range(cells, order, bounds)]
+        if order == target or cells.size == 0:
+            break
+        children = cells[:, None] * np.uint64(4) + np.arange(4, dtype=np.uint64)
+        cells = np.asarray(children, dtype=np.uint64).ravel()
+        order += 1
+    return MOC.from_healpix_cells(
+        cells, np.full(cells.size, order, dtype=np.uint8), max_depth=max(order, 1)
+    )
 
 
 def region_coverage(region: Region | RaDecRange, max_order: int) -> MOC:
