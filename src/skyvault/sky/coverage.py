@@ -173,10 +173,8 @@ def _range(region: RaDecRange, max_order: int) -> MOC:
     span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
     widest_dec = 0.0 if dec_min <= 0.0 <= dec_max else min(abs(dec_min), abs(dec_max))
     size = min(dec_max - dec_min, span * math.cos(math.radians(widest_dec)))
-    target = max_order
-    if size > 0:
-        target = max(0, min(max_order, math.floor(math.log2(8 * 58.6 / size))))
-    target = min(target, 10)
+    # Refining cell by cell costs more than a coarser superset saves beyond order 10.
+    target = min(_adaptive_order(size, max_order), 10)
     bounds = (ra_min, ra_max, dec_min, dec_max)
     cells = np.arange(12, dtype=np.uint64)
     order = 0
