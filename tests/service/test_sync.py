@@ -145,7 +145,7 @@ def test_vosi_documents(client: TestClient) -> None:
     root = ET.fromstring(client.get("/tap/availability").content)
     assert root.findtext("{http://www.ivoa.net/xml/VOSIAvailability/v1.0}available") == "true"
     caps = client.get("/tap/capabilities").text
-    assert 'standardID="ivo://ivoa.net/std/tap"' in caps
+    assert 'standardID="ivo://ivoa.net/std/TAP"' in caps
     assert "<mime>application/vnd.apache.parquet</mime>" in caps
     assert "ivo_healpix_index" in caps and '<hard unit="row">5000</hard>' in caps
     minimal = ET.fromstring(client.get("/tap/tables", params={"detail": "min"}).content)

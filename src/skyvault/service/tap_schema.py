@@ -15,12 +15,14 @@ This module imports only the core: it is usable (and tested) without the web lay
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
+from skyvault.adql import RESERVED_WORDS
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "ForeignKey",
     "TapSchemaCache",
     "build_tap_schema",
+    "foreign_keys",
+    "published_name",
     "published_table",
     "published_tables",
     "tap_schema_metadata",
@@ -51,10 +55,25 @@ class ForeignKey:
     description: str | None = None
 
 
+_REGULAR = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+def published_name(name: str) -> str:
+    """A column name as TAP_SCHEMA and VOSI publish it: delimited (``"size"``) when it is
+    an ADQL reserved word or not a regular identifier, so it can be pasted into a query."""
+    if _REGULAR.match(name) and name.upper() not in RESERVED_WORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
 def published_table(meta: TableMeta) -> TableMeta:
-    """``meta`` as published: hidden columns removed, ``column_index`` renumbered from 1."""
+    """``meta`` as published: hidden columns removed, names delimited where ADQL needs it,
+    ``column_index`` renumbered from 1."""
     columns = [c for c in meta.columns if c.name not in HIDDEN_COLUMNS]
-    renumbered = tuple(replace(c, column_index=i) for i, c in enumerate(columns, start=1))
+    renumbered = tuple(
+        replace(c, name=published_name(c.name), column_index=i)
+        for i, c in enumerate(columns, start=1)
+    )
     return replace(meta, columns=renumbered)
 
 
@@ -161,6 +180,11 @@ _OWN_KEYS = (
 )  # fmt: skip
 
 
+def foreign_keys(keys: Sequence[ForeignKey] = ()) -> list[ForeignKey]:
+    """``keys`` and TAP_SCHEMA's own foreign keys."""
+    return [*keys, *_OWN_KEYS]
+
+
 def tap_schema_metadata(nrows: dict[str, int] | None = None) -> list[TableMeta]:
     """The metadata of the five TAP_SCHEMA tables (row counts from ``nrows`` when given)."""
     out = []
@@ -219,7 +243,7 @@ def build_tap_schema(
         ``schemas``, ``tables``, ``columns``, ``keys``, ``key_columns``, for ``extra=``.
     """
     own = tap_schema_metadata()
-    published = [*published_tables(tables), *own]
+    published = [*published_tables(tables), *(published_table(m) for m in own)]
     descriptions = {TAP_SCHEMA: "the metadata of this TAP service (TAP 1.1 TAP_SCHEMA)"}
     descriptions.update(schema_descriptions or {})
 
@@ -267,7 +291,7 @@ def build_tap_schema(
                     "column_index": col.column_index,
                 }
             )
-    for key in (*keys, *_OWN_KEYS):
+    for key in foreign_keys(keys):
         rows["keys"].append(
             {
                 "key_id": key.key_id,
@@ -294,7 +318,7 @@ class TapSchemaCache:
     """TAP_SCHEMA rebuilt only when the tables it describes change; thread-safe."""
 
     def __init__(self, keys: Sequence[ForeignKey] = ()) -> None:
-        self._keys = tuple(keys)
+        self.keys = tuple(keys)
         self._lock = threading.Lock()
         self._version: Hashable = None
         self._tables: list[tuple[TableMeta, pa.Table]] = []
@@ -305,7 +329,7 @@ class TapSchemaCache:
         version = tuple(sorted((m.schema, m.name, m.created, m.nrows) for m in tables))
         with self._lock:
             if version != self._version or not self._tables:
-                self._tables = build_tap_schema(tables, self._keys)
+                self._tables = build_tap_schema(tables, self.keys)
                 self._version = version
                 self.builds += 1
             return self._tables

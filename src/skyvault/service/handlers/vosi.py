@@ -19,7 +19,12 @@ from skyvault.service.services.vosi import (
     table_document,
     tableset_document,
 )
-from skyvault.service.tap_schema import published_tables, tap_schema_metadata
+from skyvault.service.tap_schema import (
+    foreign_keys,
+    published_table,
+    published_tables,
+    tap_schema_metadata,
+)
 
 __all__ = ["router"]
 
@@ -49,7 +54,8 @@ async def capabilities(request: Request, context: Context) -> Response:
 def _published(context: ServiceContext) -> list[TableMeta]:
     tables = context.queries.visible_tables()
     counts = {m.name: m.nrows for m, _ in context.queries.tap_schema_tables(tables)}
-    return [*published_tables(tables), *tap_schema_metadata(counts)]
+    own = [published_table(m) for m in tap_schema_metadata(counts)]
+    return [*published_tables(tables), *own]
 
 
 @router.get("/tables", summary="VOSI tables")
@@ -60,7 +66,8 @@ async def tables(
     if detail not in (None, "min", "max"):
         raise UsageError(f"detail={detail!r} is not understood", hint="use detail=min or max")
     published = await run_in_threadpool(_published, context)
-    document = tableset_document(published, columns=detail != "min")
+    keys = foreign_keys(context.tap_schema.keys)
+    document = tableset_document(published, columns=detail != "min", keys=keys)
     return Response(document, media_type=_XML)
 
 
@@ -70,7 +77,8 @@ async def table(name: str, context: Context) -> Response:
     published = await run_in_threadpool(_published, context)
     for meta in published:
         if meta.qualified_name == name:
-            return Response(table_document(meta), media_type=_XML)
+            keys = foreign_keys(context.tap_schema.keys)
+            return Response(table_document(meta, keys), media_type=_XML)
     lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
     hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
     raise CatalogNotFound(f"no table {name}", hint=hint)

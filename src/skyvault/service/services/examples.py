@@ -52,9 +52,10 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         "object-by-id",
         "One object by its identifier",
-        "Look an object up by objectId (the first object of a cone search, say).",
+        "Look an object up by objectId (here: the smallest identifier in the table; put the "
+        "id of an object from a cone search instead).",
         f"SELECT *\nFROM {_DEMO}.Object\n"
-        f"WHERE objectId = (SELECT MIN(objectId) FROM {_DEMO}.Object)",
+        f"WHERE objectId IN (SELECT TOP 1 objectId FROM {_DEMO}.Object ORDER BY objectId)",
         (f"{_DEMO}.Object",),
     ),
     Example(
@@ -75,15 +76,16 @@ EXAMPLES: tuple[Example, ...] = (
     Example(
         "light-curve",
         "Light curve of objects in a small cone",
-        "Forced photometry of every object within 36″ of a position, joined with the CCD "
+        "Forced photometry of every object within 3′ of a position, joined with the CCD "
         "visits to get the epoch of each measurement (Object ⋈ ForcedSource ⋈ CcdVisit).",
-        "SELECT o.objectId, fs.band, cv.expMidptMJD, fs.psfFlux, fs.psfFluxErr\n"
+        "SELECT o.objectId AS object_id, fs.band, cv.expMidptMJD AS mjd, fs.psfFlux,"
+        " fs.psfFluxErr\n"
         f"FROM {_DEMO}.Object AS o\n"
         f"JOIN {_DEMO}.ForcedSource AS fs ON fs.objectId = o.objectId\n"
         f"JOIN {_DEMO}.CcdVisit AS cv ON cv.ccdVisitId = fs.ccdVisitId\n"
         "WHERE CONTAINS(POINT('ICRS', o.coord_ra, o.coord_dec),"
-        " CIRCLE('ICRS', 62.0, -37.0, 0.01)) = 1\n"
-        "ORDER BY o.objectId, cv.expMidptMJD",
+        " CIRCLE('ICRS', 62.0, -37.0, 0.05)) = 1\n"
+        "ORDER BY object_id, mjd",
         (f"{_DEMO}.Object", f"{_DEMO}.ForcedSource", f"{_DEMO}.CcdVisit"),
     ),
     Example(
@@ -109,7 +111,7 @@ EXAMPLES: tuple[Example, ...] = (
         "The CCD visits with the best seeing, with their visit's pointing.",
         "SELECT TOP 20 cv.ccdVisitId, cv.band, cv.seeing, v.ra, v.decl\n"
         f"FROM {_DEMO}.CcdVisit AS cv JOIN {_DEMO}.Visit AS v ON v.visit = cv.visitId\n"
-        "ORDER BY cv.seeing",
+        "ORDER BY seeing",
         (f"{_DEMO}.CcdVisit", f"{_DEMO}.Visit"),
     ),
     Example(

@@ -1,8 +1,10 @@
 """VOSI documents: availability, capabilities (with TAPRegExt) and tables (VOSI-tables 1.1).
 
 Plain functions from metadata to XML text; the handlers only choose the base URL.
-IVOIDs are written in lower case (IVOIDs compare case-insensitively; lower case is the
-canonical form registries use).
+Standard identifiers are written exactly as the standards spell them
+(``ivo://ivoa.net/std/TAP``, ``...VOSI#tables-1.1``, ``...TAPRegExt#features-udf``): IVOIDs
+compare case-insensitively, but the TAPRegExt schema fixes ``standardID`` of a TableAccess
+capability to ``ivo://ivoa.net/std/TAP`` and validators (taplint) match case-sensitively.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from skyvault.adql import LanguageFeature
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.config import Settings
 from skyvault.service.output import OutputFormat
+from skyvault.service.tap_schema import ForeignKey
 
 __all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
 
@@ -60,12 +63,12 @@ def _simple_capability(standard_id: str, url: str, version: str | None = None) -
 def _language(features: Sequence[LanguageFeature]) -> str:
     parts = [
         "    <language>\n      <name>ADQL</name>\n",
-        '      <version ivo-id="ivo://ivoa.net/std/adql#v2.1">2.1</version>\n',
-        '      <version ivo-id="ivo://ivoa.net/std/adql#v2.0">2.0</version>\n',
+        '      <version ivo-id="ivo://ivoa.net/std/ADQL#v2.1">2.1</version>\n',
+        '      <version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>\n',
         "      <description>ADQL 2.1 (ADQL 2.0 queries are accepted too)</description>\n",
     ]
-    ordered = sorted(features, key=lambda f: f.type.lower())
-    for feature_type, group in groupby(ordered, key=lambda f: f.type.lower()):
+    ordered = sorted(features, key=lambda f: f.type)
+    for feature_type, group in groupby(ordered, key=lambda f: f.type):
         parts.append(f'      <languageFeatures type="{_attr(feature_type)}">\n')
         for feature in group:
             parts.append("        <feature>")
@@ -78,7 +81,7 @@ def _language(features: Sequence[LanguageFeature]) -> str:
 
 
 def _output_format(fmt: OutputFormat) -> str:
-    ivo_id = f' ivo-id="{_attr(fmt.ivo_id.lower())}"' if fmt.ivo_id else ""
+    ivo_id = f' ivo-id="{_attr(fmt.ivo_id)}"' if fmt.ivo_id else ""
     return (
         f"    <outputFormat{ivo_id}>\n"
         f"      <mime>{_text(fmt.mime)}</mime>\n"
@@ -101,11 +104,11 @@ def capabilities_document(
             _XML,
             '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"'
             f' xmlns:xsi="{_XSI}" xmlns:vs="{_VS}" xmlns:tr="{_TR}">\n',
-            _simple_capability("ivo://ivoa.net/std/vosi#capabilities", f"{base}/capabilities"),
-            _simple_capability("ivo://ivoa.net/std/vosi#availability", f"{base}/availability"),
-            _simple_capability("ivo://ivoa.net/std/vosi#tables-1.1", f"{base}/tables", "1.1"),
-            _simple_capability("ivo://ivoa.net/std/dali#examples", f"{base}/examples"),
-            '  <capability standardID="ivo://ivoa.net/std/tap" xsi:type="tr:TableAccess">\n',
+            _simple_capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities"),
+            _simple_capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability"),
+            _simple_capability("ivo://ivoa.net/std/VOSI#tables-1.1", f"{base}/tables", "1.1"),
+            _simple_capability("ivo://ivoa.net/std/DALI#examples", f"{base}/examples"),
+            '  <capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">\n',
             '    <interface xsi:type="vs:ParamHTTP" role="std" version="1.1">\n',
             f'      <accessURL use="base">{_text(base)}</accessURL>\n',
             "    </interface>\n",
@@ -152,7 +155,18 @@ def _column(col: ColumnMeta, primary_key: str | None) -> str:
     )
 
 
-def _table(meta: TableMeta, *, columns: bool) -> str:
+def _foreign_key(key: ForeignKey) -> str:
+    pairs = "".join(
+        f"<fkColumn>{_element('fromColumn', a)}{_element('targetColumn', b)}</fkColumn>"
+        for a, b in key.columns
+    )
+    return (
+        f"      <foreignKey>{_element('targetTable', key.target_table)}{pairs}"
+        f"{_element('description', key.description)}</foreignKey>\n"
+    )
+
+
+def _table(meta: TableMeta, *, columns: bool, keys: Sequence[ForeignKey] = ()) -> str:
     body = [
         '    <table type="table">\n',
         f"      {_element('name', meta.qualified_name)}\n",
@@ -161,6 +175,7 @@ def _table(meta: TableMeta, *, columns: bool) -> str:
         body.append(f"      {_element('description', meta.description)}\n")
     if columns:
         body.extend(_column(c, meta.primary_key) for c in meta.columns)
+        body.extend(_foreign_key(k) for k in keys if k.from_table == meta.qualified_name)
     body.append("    </table>\n")
     return "".join(body)
 
@@ -169,9 +184,13 @@ def tableset_document(
     tables: Sequence[TableMeta],
     *,
     columns: bool = True,
+    keys: Sequence[ForeignKey] = (),
     schema_descriptions: dict[str, str] | None = None,
 ) -> str:
-    """The VOSI-tables ``tableset`` of the published ``tables`` (``columns=False``: no columns)."""
+    """The VOSI-tables ``tableset`` of the published ``tables`` and their foreign ``keys``.
+
+    ``columns=False`` leaves columns and keys out (``detail=min``).
+    """
     parts = [
         _XML,
         f'<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" xmlns:xsi="{_XSI}"'
@@ -182,15 +201,15 @@ def tableset_document(
         parts.append(f"  <schema>\n    {_element('name', schema)}\n")
         if descriptions.get(schema):
             parts.append(f"    {_element('description', descriptions[schema])}\n")
-        parts.extend(_table(m, columns=columns) for m in group)
+        parts.extend(_table(m, columns=columns, keys=keys) for m in group)
         parts.append("  </schema>\n")
     parts.append("</vosi:tableset>\n")
     return "".join(parts)
 
 
-def table_document(meta: TableMeta) -> str:
+def table_document(meta: TableMeta, keys: Sequence[ForeignKey] = ()) -> str:
     """The VOSI-tables document of one table (``/tables/{schema.table}``)."""
-    inner = _table(meta, columns=True)
+    inner = _table(meta, columns=True, keys=keys)
     inner = inner.replace('    <table type="table">', "", 1).rsplit("    </table>", 1)[0]
     return (
         f'{_XML}<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"'
