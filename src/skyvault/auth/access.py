@@ -23,12 +23,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from skyvault.auth.identity import Identity
 from skyvault.auth.storage import AuthStorage, GrantRecord, utc_now
 from skyvault.auth.tokens import invalid_credentials
-from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import AuthenticationRequired, UsageError
+
+if TYPE_CHECKING:
+    from skyvault.catalog.metadata import TableMeta
 
 __all__ = [
     "SERVICE_SCHEMAS",

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skyvault.auth.access import AccessPolicy, grant_access, parse_target, revoke_access
 from skyvault.auth.config import AuthSettings
@@ -25,7 +26,8 @@ from skyvault.errors import UsageError
 __all__ = ["add_subcommands"]
 
 DataArg = Callable[[argparse.ArgumentParser], None]
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _names(text: str) -> list[str]:

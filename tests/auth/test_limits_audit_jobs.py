@@ -1,0 +1,179 @@
+"""Per-user limits and their messages; the JSON-lines audit log; job ids and ownership."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from skyvault.auth.audit import MAX_QUERY_CHARS, AuditLog
+from skyvault.auth.identity import Identity
+from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
+from skyvault.auth.limits import LimitsPolicy, UserLimits, format_bytes
+from skyvault.auth.storage import AuthStorage, LimitOverrides
+from skyvault.errors import AdqlSemanticError, LimitExceeded
+
+from .conftest import FakeClock
+
+ALICE = Identity("alice", frozenset({"dp02"}))
+BOB = Identity("bob", frozenset())
+ANON = Identity.anonymous()
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+def test_running_limit_message() -> None:
+    limits = LimitsPolicy(defaults=UserLimits(max_running=2, max_queued=5))
+    limits.check_job_limits(ALICE, running=1, queued=4)
+    with pytest.raises(LimitExceeded) as info:
+        limits.check_job_limits(ALICE, running=2, queued=0)
+    assert str(info.value) == (
+        "you have 2 running jobs, the limit is 2 "
+        "(wait for one to finish or abort it (DELETE /tap/async/<id>))"
+    )
+    assert info.value.code == "limit"
+
+
+def test_queued_limit_message() -> None:
+    limits = LimitsPolicy(defaults=UserLimits(max_queued=1), async_url="/svc/tap/async/")
+    with pytest.raises(LimitExceeded) as info:
+        limits.check_job_limits(ALICE, running=0, queued=1)
+    assert info.value.message == "you have 1 queued job, the limit is 1"
+    assert "DELETE /svc/tap/async/<id>" in str(info.value.hint)
+
+
+def test_storage_limit_message() -> None:
+    limits = LimitsPolicy(defaults=UserLimits(max_result_bytes=10 * 1024**2))
+    limits.check_result_storage(ALICE, 10 * 1024**2 - 1)
+    with pytest.raises(LimitExceeded) as info:
+        limits.check_result_storage(ALICE, 12 * 1024**2)
+    assert info.value.message == "your stored results take 12 MB, the limit is 10 MB"
+    assert "DELETE /tap/async/<id>" in str(info.value.hint)
+    assert limits.result_bytes_left(ALICE, 4 * 1024**2) == 6 * 1024**2
+    assert limits.result_bytes_left(ALICE, 20 * 1024**2) == 0
+
+
+def test_per_user_overrides_and_anonymous(storage: AuthStorage) -> None:
+    limits = LimitsPolicy(storage, UserLimits(2, 10, 100), UserLimits(1, 1, 5))
+    storage.set_limits("alice", LimitOverrides(max_running=8))
+    assert limits.limits_for(ALICE) == UserLimits(8, 10, 100)
+    assert limits.limits_for(BOB) == UserLimits(2, 10, 100)
+    assert limits.limits_for(ANON) == UserLimits(1, 1, 5)
+    limits.check_job_limits(ALICE, running=7, queued=0)
+    with pytest.raises(LimitExceeded, match="1 running job, the limit is 1"):
+        limits.check_job_limits(ANON, running=1, queued=0)
+    storage.set_limits("alice", LimitOverrides())
+    assert limits.limits_for(ALICE) == UserLimits(2, 10, 100)
+
+
+def test_format_bytes() -> None:
+    assert [format_bytes(n) for n in (0, 1023, 1024, 1536, 10 * 1024**3, 5 * 1024**5)] == [
+        "0 B",
+        "1023 B",
+        "1 KB",
+        "1.5 KB",
+        "10 GB",
+        "5.12e+03 TB",
+    ]
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_audit_lines(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "logs" / "audit.jsonl"
+    audit = AuditLog(path, clock)
+    audit.record(ALICE, "/tap/sync", query="SELECT 1", rows=1, duration_s=0.5)
+    with audit.request(ANON, "/tap/async", "SELECT\n'é'") as event:
+        event.rows = 3
+    with pytest.raises(AdqlSemanticError), audit.request(BOB, "/tap/sync", "SELECT x"):
+        raise AdqlSemanticError("no column x")
+    with pytest.raises(RuntimeError), audit.request(BOB, "/tables"):
+        raise RuntimeError("boom")
+    lines = _lines(path)
+    assert len(path.read_text().splitlines()) == 4
+    assert lines[0] == {
+        "time": "2026-05-01T12:00:00Z",
+        "user": "alice",
+        "endpoint": "/tap/sync",
+        "query": "SELECT 1",
+        "rows": 1,
+        "duration_s": 0.5,
+        "outcome": "ok",
+        "error": None,
+    }
+    assert lines[1]["user"] is None and lines[1]["rows"] == 3 and lines[1]["outcome"] == "ok"
+    assert lines[1]["query"] == "SELECT\n'é'"
+    assert isinstance(lines[1]["duration_s"], float)
+    assert (lines[2]["outcome"], lines[2]["error"]) == ("error", "adql.semantic")
+    assert (lines[3]["outcome"], lines[3]["error"], lines[3]["query"]) == (
+        "error",
+        "internal",
+        None,
+    )
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_audit_threads_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path)
+    query = "SELECT " + "x" * 5000
+
+    def work(n: int) -> None:
+        for i in range(50):
+            audit.record(Identity(f"u{n}", frozenset()), "/tap/sync", query=query, rows=i)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = _lines(path)
+    assert len(lines) == 400
+    assert all(line["query"] == query for line in lines)
+
+
+def test_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    audit = AuditLog(blocker / "audit.jsonl")  # parent is a file: cannot be created
+    audit.record(ALICE, "/tap/sync")
+    audit.record(ALICE, "/tap/sync")
+    assert len([r for r in caplog.records if "audit log" in r.getMessage()]) == 1
+
+
+def test_audit_truncates_huge_queries(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "a.jsonl")
+    audit.record(ALICE, "/tap/sync", query="x" * (MAX_QUERY_CHARS * 3))
+    (line,) = _lines(tmp_path / "a.jsonl")
+    assert isinstance(line["query"], str)
+    assert line["query"].endswith("[truncated]") and len(line["query"]) < MAX_QUERY_CHARS + 20
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def test_job_ids_are_unguessable() -> None:
+    ids = {new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(is_valid_job_id(i) and len(i) == 22 for i in ids)
+    assert not is_valid_job_id("1")
+    assert not is_valid_job_id("../../etc/passwd00000000")
+    assert not is_valid_job_id(next(iter(ids)) + "\n")
+
+
+def test_job_ownership() -> None:
+    assert can_access_job(ALICE, "alice")
+    assert not can_access_job(BOB, "alice")
+    assert not can_access_job(ANON, "alice")
+    # Anonymous jobs: reachable by whoever holds the id, listed to nobody.
+    assert can_access_job(ANON, None) and can_access_job(BOB, None)
+    assert not can_list_job(ANON, None) and not can_list_job(BOB, None)
+    assert can_list_job(ALICE, "alice") and not can_list_job(BOB, "alice")
