@@ -121,7 +121,7 @@ def test_builtin_mode_ignores_proxy_headers(builtin: BuiltinAuthenticator, token
 def test_challenges() -> None:
     assert www_authenticate_challenges() == [
         'Bearer realm="skyvault"',
-        'Basic realm="skyvault", charset="UTF-8"',
+        'Basic realm="skyvault"',
     ]
     assert www_authenticate_challenges(invalid_token=True)[0] == (
         'Bearer realm="skyvault", error="invalid_token"'

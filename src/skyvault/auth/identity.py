@@ -98,7 +98,7 @@ def www_authenticate_challenges(realm: str = REALM, *, invalid_token: bool = Fal
     bearer = f'Bearer realm="{realm}"'
     if invalid_token:
         bearer += ', error="invalid_token"'
-    return [bearer, f'Basic realm="{realm}", charset="UTF-8"']
+    return [bearer, f'Basic realm="{realm}"']
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
