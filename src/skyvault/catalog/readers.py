@@ -173,10 +173,14 @@ class ParquetInput(InputFile):
                 self.column_info[field.name] = info
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        wanted = list(columns) if columns is not None else None
         try:
-            yield from self._file.iter_batches(
-                batch_size=batch_rows, columns=list(columns) if columns is not None else None
-            )
+            # One row group at a time: given the whole file, pyarrow pre-buffers the selected
+            # columns of every row group up front, and memory grows with the file's size.
+            for group in range(self._file.num_row_groups):
+                yield from self._file.iter_batches(
+                    batch_size=batch_rows, columns=wanted, row_groups=[group]
+                )
         except (pa.ArrowException, OSError) as exc:
             raise self.fail(f"unreadable Parquet data ({_short(exc)})") from None
 
