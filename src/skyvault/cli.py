@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)
     p.set_defaults(func=_cmd_tables)
+    from skyvault.auth.cli import add_subcommands as add_auth_subcommands
+
+    add_auth_subcommands(sub, data_arg)
     return parser
 
 
