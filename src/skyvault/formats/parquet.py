@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import InternalError, SkyvaultError
+from skyvault.errors import InternalError
+from skyvault.formats._stream import ResultStream
 from skyvault.formats._xml import info
 from skyvault.formats.votable import write_votable
 
@@ -129,29 +130,17 @@ def _stream(
 ) -> Iterator[bytes]:
     sink = _Chunks()
     writer = pq.ParquetWriter(sink, schema, compression=compression)
-    error: SkyvaultError | None = None
-    iterator = iter(batches)
+    stream = ResultStream(batches, overflow)
     try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            except SkyvaultError as exc:
-                error = exc
-                break
+        for batch in stream:
             if batch.num_rows:
                 arrays = batch.columns
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             data = sink.take()
             if data:
                 yield data
-        if error is not None:
-            status: tuple[str, str | None] | None = ("ERROR", str(error))
-        elif overflow() if callable(overflow) else overflow:
-            status = ("OVERFLOW", None)
-        else:
-            status = None
+        ended = stream.status()
+        status = None if ended[0] == "OK" else ended
         writer.add_key_value_metadata(
             {
                 VOPARQUET_VERSION_KEY: VOPARQUET_VERSION,

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import InternalError, SkyvaultError
+from skyvault.errors import InternalError
+from skyvault.formats._stream import ResultStream
 
 __all__ = ["field_json", "text_column", "write_csv", "write_json", "write_tsv"]
 
@@ -194,16 +195,8 @@ def write_json(
     opening = json.dumps(head, ensure_ascii=False)[:-1] + ', "data": [\n'
     yield opening.encode()
     first = True
-    error: SkyvaultError | None = None
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        except SkyvaultError as exc:
-            error = exc
-            break
+    stream = ResultStream(batches, overflow)
+    for batch in stream:
         columns = [_json_column(c) for c in batch.columns]
         lines = [json.dumps(list(row), ensure_ascii=False) for row in zip(*columns, strict=True)]
         if not lines:
@@ -211,10 +204,6 @@ def write_json(
         text = ",\n".join(lines)
         yield (text if first else ",\n" + text).encode()
         first = False
-    if error is not None:
-        tail: dict[str, str] = {"status": "ERROR", "message": str(error)}
-    elif overflow() if callable(overflow) else overflow:
-        tail = {"status": "OVERFLOW"}
-    else:
-        tail = {"status": "OK"}
+    status, message = stream.status()
+    tail = {"status": status} if message is None else {"status": status, "message": message}
     yield ("\n], " + json.dumps(tail, ensure_ascii=False)[1:] + "\n").encode()

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import InternalError, SkyvaultError
+from skyvault.errors import InternalError
 from skyvault.formats._columns import (
     ColumnPlan,
     FixedCells,
@@ -39,6 +39,7 @@ from skyvault.formats._columns import (
     plan_column,
     text_cells,
 )
+from skyvault.formats._stream import ResultStream
 from skyvault.formats._xml import attr, escape_text, info
 
 __all__ = [
@@ -211,16 +212,8 @@ def _stream(
     yield "".join(head).encode()
 
     encoder = _Base64() if serialization != "tabledata" else None
-    error: SkyvaultError | None = None
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        except SkyvaultError as exc:
-            error = exc
-            break
+    stream = ResultStream(batches, overflow)
+    for batch in stream:
         _check_batch(batch, plans)
         for start in range(0, batch.num_rows, rows_per_slice):
             part = batch.slice(start, rows_per_slice)
@@ -235,10 +228,9 @@ def _stream(
         tail.append(encoder.finish())
     tail.append(_DATA_CLOSE[serialization].encode())
     tail.append(b"</TABLE>\n")
-    if error is not None:
-        tail.append(info("QUERY_STATUS", "ERROR", str(error)).encode())
-    elif overflow() if callable(overflow) else overflow:
-        tail.append(info("QUERY_STATUS", "OVERFLOW").encode())
+    status, message = stream.status()
+    if status != "OK":
+        tail.append(info("QUERY_STATUS", status, message).encode())
     tail.append(b"</RESOURCE>\n</VOTABLE>\n")
     yield b"".join(tail)
 
