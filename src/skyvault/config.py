@@ -40,3 +40,53 @@ class Settings(BaseSettings):
         ge=0,
         description="FITS results are assembled in memory: at most this many rows",
     )
+
+    # --- async (UWS) jobs -----------------------------------------------------------------
+    jobs_database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the job database; default sqlite:///DATA/.skyvault/jobs.sqlite3 "
+            "(postgresql+psycopg://... lets several service replicas share jobs)"
+        ),
+    )
+    results_url: str | None = Field(
+        default=None,
+        description=(
+            "where async results are stored: a directory or any fsspec URL (s3://bucket/path); "
+            "default DATA/.skyvault/results"
+        ),
+    )
+    job_workers: int = Field(default=2, ge=1, description="async jobs run at once per service")
+    job_max_queued: int = Field(
+        default=100, ge=1, description="most jobs waiting in QUEUED before RUN is refused"
+    )
+    job_execution_duration: int = Field(
+        default=3600, ge=1, description="EXECUTIONDURATION of a new async job, s"
+    )
+    job_execution_duration_max: int = Field(
+        default=4 * 3600, ge=1, description="most EXECUTIONDURATION a job may ask for, s"
+    )
+    job_destruction_days: float = Field(
+        default=7.0, gt=0, description="a new job (and its result) is destroyed after this, days"
+    )
+    job_destruction_max_days: float = Field(
+        default=30.0, gt=0, description="latest DESTRUCTION a job may ask for, days from now"
+    )
+    job_wait_max: int = Field(
+        default=60, ge=1, description="longest a blocking WAIT request holds, s"
+    )
+    job_reaper_interval: float = Field(
+        default=60.0, gt=0, description="how often expired jobs are looked for and destroyed, s"
+    )
+
+    def jobs_database(self) -> str:
+        """The job database URL (the configured one or the SQLite file under the data root)."""
+        if self.jobs_database_url:
+            return self.jobs_database_url
+        return f"sqlite:///{(self.data_dir / '.skyvault' / 'jobs.sqlite3').absolute()}"
+
+    def results_location(self) -> str:
+        """The result store URL (the configured one or the directory under the data root)."""
+        if self.results_url:
+            return self.results_url
+        return str((self.data_dir / ".skyvault" / "results").absolute())

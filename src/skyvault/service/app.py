@@ -11,7 +11,8 @@ from skyvault import __version__
 from skyvault.config import Settings
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import tap, vosi
+from skyvault.service.handlers import tap, uws, vosi
+from skyvault.service.uws import Reaper
 
 __all__ = ["create_app"]
 
@@ -28,8 +29,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        context.archive.close()
+        # Async jobs: rescue jobs a dead service left in EXECUTING, destroy expired ones,
+        # then start the workers and the periodic reaper.
+        reaper = Reaper(context.jobs, settings.job_reaper_interval)
+        reaper.sweep()
+        context.jobs.runner.start()
+        reaper.start()
+        try:
+            yield
+        finally:
+            await reaper.stop()
+            context.jobs.runner.stop()
+            context.jobs.store.close()
+            context.archive.close()
 
     app = FastAPI(
         title="skyvault",
@@ -41,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
+    app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     return app

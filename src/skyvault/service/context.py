@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -10,6 +10,7 @@ from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.service.services.query import QueryService
 from skyvault.service.tap_schema import TapSchemaCache
+from skyvault.service.uws import JobService, build_job_service
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -22,6 +23,21 @@ class ServiceContext:
     archive: Archive
     tap_schema: TapSchemaCache
     queries: QueryService
+    jobs: JobService = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Async jobs run through the same query service, under their own time limit: each
+        # job's EXECUTIONDURATION (enforced by the worker) instead of the sync time-out.
+        settings = self.settings
+        async_limit = float(settings.job_execution_duration_max) + 60.0
+        async_queries = QueryService(
+            self.archive,
+            settings.model_copy(update={"query_timeout": async_limit}),
+            self.tap_schema,
+        )
+        self.jobs = build_job_service(
+            settings, lambda params, cancel: async_queries.run(params, cancel=cancel)
+        )
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceContext:

@@ -1,0 +1,275 @@
+"""TAP ``/async``: the UWS 1.1 job list and job resources (thin: read, call, serialise).
+
+Every POST that changes something answers ``303 See Other`` to the job (or, for a delete,
+to the job list), as UWS requires; reads answer the UWS XML documents, plain-text values,
+the result (served from the result store with its own Content-Type) or the DALI error
+document.  Errors go through the one renderer in :mod:`skyvault.service.exceptions`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from skyvault.errors import UsageError
+from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.exceptions import VOTABLE_TYPE
+from skyvault.service.params import collect_params
+from skyvault.service.uws.documents import (
+    iso_time,
+    job_document,
+    job_list_document,
+    parameters_document,
+    results_document,
+)
+from skyvault.service.uws.models import Job
+from skyvault.service.uws.service import parse_job_filter, parse_phase
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+XML_TYPE = "text/xml; charset=utf-8"
+
+
+def _owner(request: Request) -> str | None:
+    """The owner of jobs made by, and visible to, this request's caller (None: anonymous).
+
+    The one place the job handlers learn who calls; authentication plugs in here.
+    """
+    return None
+
+
+Owner = Annotated[str | None, Depends(_owner)]
+
+
+async def _pairs(request: Request) -> list[tuple[str, str]]:
+    """The (name, value) pairs of the query string and, for POST, of the form body."""
+    pairs = list(request.query_params.multi_items())
+    if request.method == "POST":
+        form = await request.form()
+        try:
+            pairs.extend((k, v) for k, v in form.multi_items() if isinstance(v, str))
+        finally:
+            await form.close()
+    return pairs
+
+
+def _list_url(context: ServiceContext, request: Request) -> str:
+    return f"{context.base_url(request)}/async"
+
+
+def _job_url(context: ServiceContext, request: Request, job_id: str) -> str:
+    return f"{_list_url(context, request)}/{job_id}"
+
+
+def _see_job(context: ServiceContext, request: Request, job: Job) -> RedirectResponse:
+    return RedirectResponse(_job_url(context, request, job.job_id), status_code=303)
+
+
+def _xml(text: str) -> Response:
+    return Response(text, media_type=XML_TYPE)
+
+
+def _one(params: dict[str, list[str]], name: str) -> str:
+    values = params.get(name, [])
+    if len(values) != 1:
+        raise UsageError(
+            f"parameter {name} is {'missing' if not values else 'repeated'}",
+            hint=f"send {name} once",
+        )
+    return values[0]
+
+
+# --- the job list ---------------------------------------------------------------------------
+
+
+@router.get("/async", summary="UWS job list")
+async def list_jobs(request: Request, context: Context, owner: Owner) -> Response:
+    """The caller's jobs, filtered by PHASE (repeatable), AFTER and LAST (UWS 1.1)."""
+    filters = parse_job_filter(collect_params(request.query_params.multi_items()))
+    jobs = await run_in_threadpool(context.jobs.list_jobs, owner, filters)
+    return _xml(job_list_document(jobs, _list_url(context, request)))
+
+
+@router.post("/async", summary="Create an async TAP job")
+async def create_job(request: Request, context: Context, owner: Owner) -> Response:
+    """Create a job from the TAP parameters; PHASE=RUN starts it.  303 to the job."""
+    pairs = await _pairs(request)
+    job = await run_in_threadpool(context.jobs.create, owner, pairs)
+    return _see_job(context, request, job)
+
+
+# --- one job --------------------------------------------------------------------------------
+
+
+@router.get("/async/{job_id}", summary="UWS job")
+async def get_job(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    """The job document; ``WAIT=n`` (and the ``PHASE`` guard) block until the phase changes."""
+    params = collect_params(request.query_params.multi_items())
+    wait = params.get("WAIT")
+    if wait:
+        try:
+            seconds = float(int(wait[-1].strip()))
+        except ValueError:
+            raise UsageError(
+                f"WAIT={wait[-1]!r} is not a whole number of seconds",
+                hint="give WAIT in seconds; -1 waits as long as the service allows",
+            ) from None
+        if seconds < 0:
+            seconds = float(context.settings.job_wait_max)
+        guard = params.get("PHASE")
+        phase = parse_phase(guard[-1]) if guard else None
+        job = await context.jobs.wait(job_id, owner, seconds, phase)
+    else:
+        job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return _xml(job_document(job, _job_url(context, request, job_id)))
+
+
+@router.post("/async/{job_id}", summary="Change or delete a UWS job")
+async def post_job(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    """``ACTION=DELETE`` deletes (303 to the list); PHASE, DESTRUCTION, EXECUTIONDURATION
+    and other parameters change the job (303 to it)."""
+    pairs = await _pairs(request)
+    params = collect_params(pairs)
+    jobs = context.jobs
+    action = params.get("ACTION")
+    if action is not None:
+        if [a.upper() for a in action] != ["DELETE"]:
+            raise UsageError(f"ACTION={action[0]!r} is not supported", hint="send ACTION=DELETE")
+        await run_in_threadpool(jobs.delete, job_id, owner)
+        return RedirectResponse(_list_url(context, request), status_code=303)
+    job = await run_in_threadpool(jobs.get, job_id, owner)
+    if "EXECUTIONDURATION" in params:
+        value = _one(params, "EXECUTIONDURATION")
+        job = await run_in_threadpool(jobs.set_execution_duration, job_id, owner, value)
+    if "DESTRUCTION" in params:
+        value = _one(params, "DESTRUCTION")
+        job = await run_in_threadpool(jobs.set_destruction, job_id, owner, value)
+    job = await run_in_threadpool(jobs.update_parameters, job_id, owner, pairs)
+    if "PHASE" in params:
+        job = await _change_phase(context, job_id, owner, _one(params, "PHASE"))
+    return _see_job(context, request, job)
+
+
+@router.delete("/async/{job_id}", summary="Delete a UWS job")
+async def delete_job(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    """Delete the job and its result (stopping it first); 303 to the job list."""
+    await run_in_threadpool(context.jobs.delete, job_id, owner)
+    return RedirectResponse(_list_url(context, request), status_code=303)
+
+
+async def _change_phase(context: ServiceContext, job_id: str, owner: str | None, value: str) -> Job:
+    action = value.strip().upper()
+    if action == "RUN":
+        return await run_in_threadpool(context.jobs.run, job_id, owner)
+    if action == "ABORT":
+        return await run_in_threadpool(context.jobs.abort, job_id, owner)
+    raise UsageError(f"PHASE={value!r} is not an action on a job", hint="send PHASE=RUN or ABORT")
+
+
+@router.get("/async/{job_id}/phase", summary="UWS job phase")
+async def get_phase(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return PlainTextResponse(job.phase.value)
+
+
+@router.post("/async/{job_id}/phase", summary="Run or abort a UWS job")
+async def post_phase(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    """``PHASE=RUN`` queues the job, ``PHASE=ABORT`` stops it; 303 to the job."""
+    params = collect_params(await _pairs(request))
+    job = await _change_phase(context, job_id, owner, _one(params, "PHASE"))
+    return _see_job(context, request, job)
+
+
+@router.get("/async/{job_id}/executionduration", summary="UWS job execution duration")
+async def get_execution_duration(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return PlainTextResponse(str(job.execution_duration))
+
+
+@router.post("/async/{job_id}/executionduration", summary="Set the execution duration")
+async def post_execution_duration(
+    job_id: str, request: Request, context: Context, owner: Owner
+) -> Response:
+    params = collect_params(await _pairs(request))
+    value = _one(params, "EXECUTIONDURATION")
+    job = await run_in_threadpool(context.jobs.set_execution_duration, job_id, owner, value)
+    return _see_job(context, request, job)
+
+
+@router.get("/async/{job_id}/destruction", summary="UWS job destruction time")
+async def get_destruction(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return PlainTextResponse(iso_time(job.destruction))
+
+
+@router.post("/async/{job_id}/destruction", summary="Set the destruction time")
+async def post_destruction(
+    job_id: str, request: Request, context: Context, owner: Owner
+) -> Response:
+    params = collect_params(await _pairs(request))
+    value = _one(params, "DESTRUCTION")
+    job = await run_in_threadpool(context.jobs.set_destruction, job_id, owner, value)
+    return _see_job(context, request, job)
+
+
+@router.get("/async/{job_id}/quote", summary="UWS job quote")
+async def get_quote(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return PlainTextResponse("" if job.quote is None else iso_time(job.quote))
+
+
+@router.get("/async/{job_id}/owner", summary="UWS job owner")
+async def get_owner(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return PlainTextResponse(job.owner or "")
+
+
+@router.get("/async/{job_id}/parameters", summary="UWS job parameters")
+async def get_parameters(job_id: str, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return _xml(parameters_document(job))
+
+
+@router.post("/async/{job_id}/parameters", summary="Change parameters of a pending job")
+async def post_parameters(
+    job_id: str, request: Request, context: Context, owner: Owner
+) -> Response:
+    pairs = await _pairs(request)
+    job = await run_in_threadpool(context.jobs.update_parameters, job_id, owner, pairs)
+    return _see_job(context, request, job)
+
+
+@router.get("/async/{job_id}/results", summary="UWS job results")
+async def get_results(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    job = await run_in_threadpool(context.jobs.get, job_id, owner)
+    return _xml(results_document(job, _job_url(context, request, job_id)))
+
+
+@router.get("/async/{job_id}/results/result", summary="The result of a completed job")
+async def get_result(job_id: str, context: Context, owner: Owner) -> Response:
+    """The result, streamed from the result store with its format's Content-Type."""
+    job, blocks = await run_in_threadpool(context.jobs.result, job_id, owner)
+    assert job.result is not None
+    extension = job.result.key.rsplit(".", 1)[-1]
+    return StreamingResponse(
+        blocks,
+        media_type=job.result.mime,
+        headers={
+            "Content-Length": str(job.result.size),
+            "Content-Disposition": f'inline; filename="{job_id}.{extension}"',
+        },
+    )
+
+
+@router.get("/async/{job_id}/error", summary="The error of a failed job")
+async def get_error(job_id: str, context: Context, owner: Owner) -> Response:
+    """The DALI VOTable error document of a job in ERROR."""
+    document = await run_in_threadpool(context.jobs.error_document, job_id, owner)
+    return Response(document, media_type=VOTABLE_TYPE)

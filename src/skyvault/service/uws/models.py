@@ -1,0 +1,168 @@
+"""UWS domain models: phases, jobs, their results and failures (no web, no database).
+
+The worker, the storage layer and the handlers all speak these types, so a worker process
+never needs FastAPI to run a job.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from skyvault.errors import JobError
+
+__all__ = [
+    "ACTIVE_PHASES",
+    "FINAL_PHASES",
+    "ExecutionPhase",
+    "Job",
+    "JobFailure",
+    "JobFilter",
+    "JobNotFound",
+    "JobPhaseError",
+    "JobResult",
+    "QueueFull",
+    "utc_now",
+]
+
+
+class ExecutionPhase(enum.StrEnum):
+    """The phases of UWS 1.1 a skyvault job goes through (HELD, SUSPENDED never happen)."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    ABORTED = "ABORTED"
+    UNKNOWN = "UNKNOWN"
+    HELD = "HELD"
+    SUSPENDED = "SUSPENDED"
+    ARCHIVED = "ARCHIVED"
+
+
+#: Phases in which a job may still change by itself (blocking WAIT waits only in these).
+ACTIVE_PHASES = frozenset({ExecutionPhase.PENDING, ExecutionPhase.QUEUED, ExecutionPhase.EXECUTING})
+
+#: Phases a job never leaves.
+FINAL_PHASES = frozenset({ExecutionPhase.COMPLETED, ExecutionPhase.ERROR, ExecutionPhase.ABORTED})
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware UTC, to the millisecond (what the job database keeps)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The stored result of a completed job.
+
+    Attributes
+    ----------
+    key
+        Name of the result object in the result store.
+    mime
+        Content-Type to serve it with.
+    size
+        Bytes stored.
+    rows
+        Rows written.
+    overflow
+        Whether MAXREC cut the result.
+    """
+
+    key: str
+    mime: str
+    size: int
+    rows: int
+    overflow: bool
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why a job ended in ERROR.
+
+    Attributes
+    ----------
+    code
+        The skyvault error code (``adql.syntax``, ``query.timeout``, ``job.interrupted`` ...).
+    message
+        The message shown in ``errorSummary`` and in the DALI error document at ``/error``.
+    fatal
+        UWS error type: True for ``fatal`` (the same job would fail again), False for
+        ``transient`` (running it again may succeed).
+    """
+
+    code: str
+    message: str
+    fatal: bool = True
+
+
+@dataclass
+class Job:
+    """One UWS job as stored.
+
+    ``parameters`` keep every (name, value) pair as the client gave it, in order; names are
+    compared case-insensitively (DALI), never rewritten.
+    """
+
+    job_id: str
+    owner: str | None
+    phase: ExecutionPhase
+    parameters: list[tuple[str, str]]
+    creation_time: datetime
+    execution_duration: int
+    destruction: datetime
+    run_id: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    quote: datetime | None = None
+    result: JobResult | None = None
+    failure: JobFailure | None = None
+    runner: str | None = None
+    heartbeat: datetime | None = None
+
+    def parameter_map(self) -> dict[str, list[str]]:
+        """Every value of every parameter, by upper-cased name (what the DALI rules read)."""
+        out: dict[str, list[str]] = {}
+        for name, value in self.parameters:
+            out.setdefault(name.upper(), []).append(value)
+        return out
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The job-list filters of UWS 1.1: any of ``phases``, created ``after``, the ``last`` N."""
+
+    phases: frozenset[ExecutionPhase] = field(default_factory=frozenset)
+    after: datetime | None = None
+    last: int | None = None
+
+
+class JobNotFound(JobError):
+    """No such job — or one the caller may not see (reported identically)."""
+
+    code = "job.not_found"
+    http_status = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"there is no job {job_id!r}",
+            hint="it may have been deleted or destroyed; the job list is at /async",
+        )
+
+
+class JobPhaseError(JobError):
+    """An action the job's phase does not allow (RUN a finished job, change a running one)."""
+
+    code = "job.phase"
+    http_status = 409
+
+
+class QueueFull(JobError):
+    """Too many jobs are waiting to run."""
+
+    code = "job.queue_full"
+    http_status = 503

@@ -1,0 +1,420 @@
+"""The job database: one table of UWS jobs, SQLAlchemy 2 Core, SQLite (WAL) or PostgreSQL.
+
+Every change of phase is one conditional ``UPDATE ... WHERE phase IN (...)``: whoever's
+update matches the row wins, the others see ``rowcount == 0``.  That is what lets several
+service replicas share one PostgreSQL database without ever running a job twice, and what
+keeps a late worker from overwriting an ABORT.
+
+SQLite is opened in WAL mode with a busy time-out, and write transactions start with
+``BEGIN IMMEDIATE`` so that concurrent writers (threads, processes) wait for each other
+instead of failing.  Times are timezone-aware UTC datetimes on both sides of this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.types import TypeDecorator
+
+from skyvault.service.uws.models import (
+    ExecutionPhase,
+    Job,
+    JobFailure,
+    JobFilter,
+    JobResult,
+)
+
+__all__ = ["JobStore"]
+
+_SQLITE_BUSY_MS = 15_000
+
+
+class _UTC(TypeDecorator[datetime]):
+    """An aware UTC datetime stored naive (SQLite has no time zones; PG gets the same)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime was given to the job database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+_metadata = sa.MetaData()
+
+_jobs = sa.Table(
+    "uws_jobs",
+    _metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(256), nullable=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("creation_time", _UTC, nullable=False),
+    sa.Column("queued_time", _UTC, nullable=True),
+    sa.Column("start_time", _UTC, nullable=True),
+    sa.Column("end_time", _UTC, nullable=True),
+    sa.Column("quote", _UTC, nullable=True),
+    sa.Column("execution_duration", sa.Integer, nullable=False),
+    sa.Column("destruction", _UTC, nullable=False),
+    sa.Column("result_key", sa.Text, nullable=True),
+    sa.Column("result_mime", sa.Text, nullable=True),
+    sa.Column("result_size", sa.BigInteger, nullable=True),
+    sa.Column("result_rows", sa.BigInteger, nullable=True),
+    sa.Column("result_overflow", sa.Boolean, nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("error_fatal", sa.Boolean, nullable=True),
+    sa.Column("runner", sa.String(128), nullable=True),
+    sa.Column("heartbeat", _UTC, nullable=True),
+    sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
+    sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
+    sa.Index("ix_uws_jobs_destruction", "destruction"),
+)
+
+_ANY_ACTIVE = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED,
+               ExecutionPhase.EXECUTING)  # fmt: skip
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy time-out, and explicit BEGIN (IMMEDIATE for writes) on every connection."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # BEGIN is ours to emit
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("skyvault_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _row_to_job(row: sa.Row[Any]) -> Job:
+    m = row._mapping
+    result = None
+    if m["result_key"] is not None:
+        result = JobResult(
+            key=m["result_key"],
+            mime=m["result_mime"] or "application/octet-stream",
+            size=int(m["result_size"] or 0),
+            rows=int(m["result_rows"] or 0),
+            overflow=bool(m["result_overflow"]),
+        )
+    failure = None
+    if m["error_message"] is not None:
+        failure = JobFailure(
+            code=m["error_code"] or "job",
+            message=m["error_message"],
+            fatal=bool(m["error_fatal"]) if m["error_fatal"] is not None else True,
+        )
+    return Job(
+        job_id=m["job_id"],
+        owner=m["owner"],
+        phase=ExecutionPhase(m["phase"]),
+        parameters=[(str(n), str(v)) for n, v in json.loads(m["parameters"])],
+        creation_time=m["creation_time"],
+        execution_duration=int(m["execution_duration"]),
+        destruction=m["destruction"],
+        run_id=m["run_id"],
+        start_time=m["start_time"],
+        end_time=m["end_time"],
+        quote=m["quote"],
+        result=result,
+        failure=failure,
+        runner=m["runner"],
+        heartbeat=m["heartbeat"],
+    )
+
+
+class JobStore:
+    """UWS jobs in a SQL database.
+
+    Parameters
+    ----------
+    url
+        A SQLAlchemy URL: ``sqlite:////path/jobs.sqlite3`` (the file and its directory are
+        created) or ``postgresql+psycopg://user@host/db``.  The schema is created on first use.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self._engine: Engine = sa.create_engine(
+                url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
+            )
+            _configure_sqlite(self._engine)
+        else:
+            self._engine = sa.create_engine(url, pool_pre_ping=True)
+        with self._write() as conn:
+            _metadata.create_all(conn, checkfirst=True)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as plain:
+            conn = plain.execution_options(skyvault_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _update(
+        self, job_id: str, phases: Collection[ExecutionPhase] | None, **values: Any
+    ) -> bool:
+        """``UPDATE`` job ``job_id`` if its phase is one of ``phases``; whether it matched."""
+        statement = sa.update(_jobs).where(_jobs.c.job_id == job_id)
+        if phases is not None:
+            statement = statement.where(_jobs.c.phase.in_([p.value for p in phases]))
+        with self._write() as conn:
+            return conn.execute(statement.values(**values)).rowcount == 1
+
+    # --- reading --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """Job ``job_id``, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(_jobs).where(_jobs.c.job_id == job_id)).first()
+        return None if row is None else _row_to_job(row)
+
+    def phase(self, job_id: str) -> ExecutionPhase | None:
+        """Only the phase of job ``job_id`` (cheap: what WAIT polls)."""
+        with self._read() as conn:
+            value = conn.execute(
+                sa.select(_jobs.c.phase).where(_jobs.c.job_id == job_id)
+            ).scalar_one_or_none()
+        return None if value is None else ExecutionPhase(value)
+
+    def phases(self, job_ids: Collection[str]) -> dict[str, ExecutionPhase]:
+        """The phases of the jobs in ``job_ids`` that still exist."""
+        if not job_ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_jobs.c.job_id, _jobs.c.phase).where(_jobs.c.job_id.in_(list(job_ids)))
+            ).all()
+        return {job_id: ExecutionPhase(phase) for job_id, phase in rows}
+
+    def list_jobs(self, owner: str, filters: JobFilter) -> list[Job]:
+        """The jobs of ``owner`` that pass ``filters``.
+
+        Ordered oldest first, or newest first when ``filters.last`` is given (UWS 1.1).
+        """
+        statement = sa.select(_jobs).where(_jobs.c.owner == owner)
+        if filters.phases:
+            statement = statement.where(_jobs.c.phase.in_(sorted(p.value for p in filters.phases)))
+        else:
+            statement = statement.where(_jobs.c.phase != ExecutionPhase.ARCHIVED.value)
+        if filters.after is not None:
+            statement = statement.where(_jobs.c.creation_time > filters.after)
+        if filters.last is not None:
+            statement = statement.order_by(
+                _jobs.c.creation_time.desc(), _jobs.c.job_id.desc()
+            ).limit(filters.last)
+        else:
+            statement = statement.order_by(_jobs.c.creation_time, _jobs.c.job_id)
+        with self._read() as conn:
+            return [_row_to_job(row) for row in conn.execute(statement)]
+
+    def count(self, phase: ExecutionPhase) -> int:
+        """How many jobs are in ``phase``."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(_jobs)
+                    .where(_jobs.c.phase == phase.value)
+                ).scalar_one()
+            )
+
+    def executing(self) -> list[Job]:
+        """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_jobs).where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
+            ).all()
+        return [_row_to_job(row) for row in rows]
+
+    def expired(self, now: datetime, limit: int = 500) -> list[Job]:
+        """Jobs whose DESTRUCTION time has come, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_jobs)
+                .where(_jobs.c.destruction <= now)
+                .order_by(_jobs.c.destruction)
+                .limit(limit)
+            ).all()
+        return [_row_to_job(row) for row in rows]
+
+    # --- writing --------------------------------------------------------------------------
+
+    def add(self, job: Job) -> None:
+        """Store the new job ``job``."""
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(_jobs).values(
+                    job_id=job.job_id,
+                    owner=job.owner,
+                    phase=job.phase.value,
+                    run_id=job.run_id,
+                    parameters=json.dumps(job.parameters),
+                    creation_time=job.creation_time,
+                    execution_duration=job.execution_duration,
+                    destruction=job.destruction,
+                    quote=job.quote,
+                )
+            )
+
+    def set_parameters(
+        self, job_id: str, parameters: list[tuple[str, str]], run_id: str | None
+    ) -> bool:
+        """Replace the parameters of a PENDING job; False when it is not PENDING."""
+        return self._update(
+            job_id,
+            (ExecutionPhase.PENDING,),
+            parameters=json.dumps(parameters),
+            run_id=run_id,
+        )
+
+    def set_execution_duration(self, job_id: str, seconds: int) -> bool:
+        """Change EXECUTIONDURATION of a PENDING job; False when it is not PENDING."""
+        return self._update(job_id, (ExecutionPhase.PENDING,), execution_duration=seconds)
+
+    def set_destruction(self, job_id: str, when: datetime) -> bool:
+        """Change DESTRUCTION (any phase); False when the job is gone."""
+        return self._update(job_id, None, destruction=when)
+
+    def queue(self, job_id: str, now: datetime) -> bool:
+        """PENDING (or HELD) → QUEUED; False when the job was in another phase."""
+        return self._update(
+            job_id,
+            (ExecutionPhase.PENDING, ExecutionPhase.HELD),
+            phase=ExecutionPhase.QUEUED.value,
+            queued_time=now,
+        )
+
+    def claim_next(self, runner: str, now: datetime) -> Job | None:
+        """Take the oldest QUEUED job for ``runner`` (→ EXECUTING); None when none waits.
+
+        A job another runner takes between the look and the update is skipped: the
+        update only matches a row still in QUEUED.
+        """
+        while True:
+            with self._read() as conn:
+                job_id = conn.execute(
+                    sa.select(_jobs.c.job_id)
+                    .where(_jobs.c.phase == ExecutionPhase.QUEUED.value)
+                    .order_by(_jobs.c.queued_time, _jobs.c.creation_time)
+                    .limit(1)
+                ).scalar_one_or_none()
+            if job_id is None:
+                return None
+            claimed = self._update(
+                job_id,
+                (ExecutionPhase.QUEUED,),
+                phase=ExecutionPhase.EXECUTING.value,
+                start_time=now,
+                runner=runner,
+                heartbeat=now,
+            )
+            if claimed:
+                return self.get(job_id)
+
+    def complete(self, job_id: str, runner: str, result: JobResult, now: datetime) -> bool:
+        """EXECUTING (by ``runner``) → COMPLETED with ``result``; False if no longer so."""
+        statement = (
+            sa.update(_jobs)
+            .where(_jobs.c.job_id == job_id)
+            .where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
+            .where(_jobs.c.runner == runner)
+            .values(
+                phase=ExecutionPhase.COMPLETED.value,
+                end_time=now,
+                result_key=result.key,
+                result_mime=result.mime,
+                result_size=result.size,
+                result_rows=result.rows,
+                result_overflow=result.overflow,
+            )
+        )
+        with self._write() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def fail(
+        self,
+        job_id: str,
+        failure: JobFailure,
+        now: datetime,
+        *,
+        runner: str | None = None,
+        phases: Collection[ExecutionPhase] = (ExecutionPhase.EXECUTING,),
+    ) -> bool:
+        """→ ERROR with ``failure`` if the job is in one of ``phases`` (and run by ``runner``)."""
+        statement = (
+            sa.update(_jobs)
+            .where(_jobs.c.job_id == job_id)
+            .where(_jobs.c.phase.in_([p.value for p in phases]))
+            .values(
+                phase=ExecutionPhase.ERROR.value,
+                end_time=now,
+                error_code=failure.code,
+                error_message=failure.message,
+                error_fatal=failure.fatal,
+            )
+        )
+        if runner is not None:
+            statement = statement.where(_jobs.c.runner == runner)
+        with self._write() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def abort(self, job_id: str, now: datetime) -> bool:
+        """PENDING/HELD/QUEUED/EXECUTING → ABORTED; False when the job had already ended."""
+        return self._update(job_id, _ANY_ACTIVE, phase=ExecutionPhase.ABORTED.value, end_time=now)
+
+    def heartbeat(self, runner: str, now: datetime) -> None:
+        """Mark every job ``runner`` is executing as alive at ``now``."""
+        with self._write() as conn:
+            conn.execute(
+                sa.update(_jobs)
+                .where(_jobs.c.runner == runner)
+                .where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
+                .values(heartbeat=now)
+            )
+
+    def delete(self, job_id: str) -> Job | None:
+        """Remove job ``job_id``; the job as it was, or None when it did not exist."""
+        with self._write() as conn:
+            row = conn.execute(sa.select(_jobs).where(_jobs.c.job_id == job_id)).first()
+            if row is None:
+                return None
+            conn.execute(sa.delete(_jobs).where(_jobs.c.job_id == job_id))
+        return _row_to_job(row)
