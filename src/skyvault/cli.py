@@ -8,9 +8,10 @@ an interrupt exits with status 130 and, for ingest, leaves the catalogue as it w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -85,6 +86,16 @@ class RichProgress:
             self._progress.update(self._task, rate=f"{speed / 1e6:.2f}M rows/s")
 
 
+@contextlib.contextmanager
+def _progress(wanted: bool) -> Iterator[RichProgress | None]:
+    """A progress bar on a terminal (None when not wanted or not a terminal)."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None
+        return
+    with RichProgress() as bar:
+        yield bar
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from skyvault.catalog.ingest import IngestOptions, ingest
 
@@ -95,20 +106,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         primary_key=args.primary_key,
         description=args.description,
     )
-    show = not args.quiet and sys.stderr.isatty()
-    if show:
-        with RichProgress() as bar:
-            meta = ingest(
-                args.inputs,
-                args.table,
-                args.data,
-                ra=args.ra,
-                dec=args.dec,
-                felis=args.felis,
-                options=options,
-                progress=bar,
-            )
-    else:
+    with _progress(not args.quiet) as bar:
         meta = ingest(
             args.inputs,
             args.table,
@@ -117,6 +115,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             dec=args.dec,
             felis=args.felis,
             options=options,
+            progress=bar,
         )
     layout = f"{meta.n_partitions} HEALPix partitions" if meta.kind == "hats" else "plain Parquet"
     print(f"ingested {meta.nrows:,} rows into {meta.qualified_name} ({layout}) under {args.data}")
@@ -126,14 +125,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skyvault.demo import build_demo
 
-    show = sys.stderr.isatty()
-    if show:
-        with RichProgress() as bar:
-            metas = build_demo(
-                args.data, scale=args.scale, seed=args.seed, force=args.force, progress=bar
-            )
-    else:
-        metas = build_demo(args.data, scale=args.scale, seed=args.seed, force=args.force)
+    with _progress(True) as bar:
+        metas = build_demo(
+            args.data, scale=args.scale, seed=args.seed, force=args.force, progress=bar or False
+        )
     for meta in metas:
         print(f"{meta.qualified_name}: {meta.nrows:,} rows")
     return 0
