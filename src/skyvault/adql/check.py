@@ -60,22 +60,7 @@ __all__ = [
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _AGGREGATES = (exp.Count, exp.Avg, exp.Min, exp.Max, exp.Sum)
 _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
-_DOUBLE_FUNCTIONS = (
-    exp.Ceil,
-    exp.Floor,
-    exp.Degrees,
-    exp.Radians,
-    exp.Exp,
-    exp.Ln,
-    exp.Sqrt,
-    exp.Acos,
-    exp.Asin,
-    exp.Atan,
-    exp.Cos,
-    exp.Cot,
-    exp.Sin,
-    exp.Tan,
-)
+_DOUBLE_FUNCTIONS = nodes.UNARY_MATH_NODES
 #: UCDs of function results that have one.
 _FUNCTION_UCDS = {
     "scisql_nanojanskyToAbMag": "phot.mag",

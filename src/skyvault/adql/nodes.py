@@ -13,6 +13,7 @@ from sqlglot import exp
 
 __all__ = [
     "GEOMETRY_NODES",
+    "UNARY_MATH_NODES",
     "Area",
     "Box",
     "Centroid",
@@ -206,3 +207,22 @@ class UdfCall(exp.Expression, exp.Func):
     def arguments(self) -> list[exp.Expr]:
         """The arguments as written."""
         return list(self.args.get("expressions") or [])
+
+
+#: sqlglot nodes of ADQL's one-argument math functions (all return DOUBLE).
+UNARY_MATH_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Ceil,
+    exp.Floor,
+    exp.Degrees,
+    exp.Radians,
+    exp.Exp,
+    exp.Ln,
+    exp.Sqrt,
+    exp.Acos,
+    exp.Asin,
+    exp.Atan,
+    exp.Cos,
+    exp.Cot,
+    exp.Sin,
+    exp.Tan,
+)

@@ -100,26 +100,7 @@ ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
     **{cls: frozenset({"this"}) for cls in _AGGREGATES},
     **{
         cls: frozenset({"this"})
-        for cls in (
-            exp.Abs,
-            exp.Ceil,
-            exp.Degrees,
-            exp.Exp,
-            exp.Floor,
-            exp.Ln,
-            exp.Radians,
-            exp.Sqrt,
-            exp.Acos,
-            exp.Asin,
-            exp.Atan,
-            exp.Cos,
-            exp.Cot,
-            exp.Sin,
-            exp.Tan,
-            exp.Lower,
-            exp.Upper,
-            exp.Rand,
-        )
+        for cls in (exp.Abs, *nodes.UNARY_MATH_NODES, exp.Lower, exp.Upper, exp.Rand)
     },
     exp.Pi: frozenset(),
     exp.Log: frozenset(_BINARY),
