@@ -90,3 +90,24 @@ class Settings(BaseSettings):
         if self.results_url:
             return self.results_url
         return str((self.data_dir / ".skyvault" / "results").absolute())
+
+    # --- TAP_UPLOAD (service/uploads.py) ----------------------------------------------------
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="most bytes the uploaded tables of one request may hold together",
+    )
+    max_upload_rows: int = Field(
+        default=1_000_000, ge=0, description="most rows of one uploaded table"
+    )
+    max_uploads: int = Field(default=16, ge=0, description="most tables one request may upload")
+    upload_fetch_timeout: float = Field(
+        default=30.0, gt=0, description="time limit to fetch one UPLOAD URL, s"
+    )
+    allow_private_upload_urls: bool = Field(
+        default=False,
+        description=(
+            "let UPLOAD URLs reach loopback, link-local and private addresses and the "
+            "service's own host (off: only public http(s) hosts)"
+        ),
+    )

@@ -20,9 +20,11 @@ from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, QueryResult
+from skyvault.errors import AdqlSemanticError
 from skyvault.service.output import OutputFormat
 from skyvault.service.params import TapQueryParams
 from skyvault.service.tap_schema import TapSchemaCache
+from skyvault.service.uploads import with_upload_hint
 
 __all__ = ["QueryOutput", "QueryService"]
 
@@ -78,8 +80,17 @@ class QueryService:
         """TAP_SCHEMA for ``tables`` (default: the visible tables), from the cache."""
         return self.tap_schema.get(self.visible_tables() if tables is None else tables)
 
-    def run(self, params: TapQueryParams, *, cancel: CancelToken | None = None) -> QueryOutput:
+    def run(
+        self,
+        params: TapQueryParams,
+        *,
+        cancel: CancelToken | None = None,
+        uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
+    ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
+
+        ``uploads`` are the request's ``TAP_UPLOAD`` tables, from
+        :func:`skyvault.service.uploads.parse_uploads`.
 
         Raises
         ------
@@ -87,14 +98,17 @@ class QueryService:
             Whatever the query's compilation or first rows raise (ADQL errors, time-out...).
         """
         tables = self.visible_tables()
-        result = self.archive.stream(
-            params.query,
-            maxrec=params.maxrec,
-            timeout=self.settings.query_timeout,
-            cancel=cancel,
-            tables=tables,
-            extra=self.tap_schema_tables(tables),
-        )
+        try:
+            result = self.archive.stream(
+                params.query,
+                maxrec=params.maxrec,
+                timeout=self.settings.query_timeout,
+                cancel=cancel,
+                tables=tables,
+                extra=[*self.tap_schema_tables(tables), *uploads],
+            )
+        except AdqlSemanticError as exc:
+            raise with_upload_hint(exc, uploads) from None
         batches = _peeked(result.batches)
         infos: list[tuple[str, str, str | None]] = [
             ("standardID", TAP_STANDARD_ID, None),

@@ -1,0 +1,667 @@
+"""TAP_UPLOAD: the ``UPLOAD`` parameter, fetching uploaded tables and reading them into Arrow.
+
+A request names its tables with ``UPLOAD=name,URI`` (DALI 1.1 §3.2.5; TAP 1.1 §2.3.8 also
+accepts several pairs in one value, ``name1,URI1;name2,URI2``).  The URI is either
+
+* ``param:PART`` — inline: the table is the multipart/form-data part called ``PART``;
+* ``http://...`` or ``https://...`` — fetched by the service, with a time limit, a streamed
+  size cap, and (unless ``allow_private_upload_urls``) only from public addresses: loopback,
+  link-local, private (RFC 1918, fc00::/7), shared and reserved addresses and the service's
+  own host are refused, for the first request and every redirect; the connection goes to
+  the address that was checked, so a second DNS answer cannot swap it.
+
+The content decides the format: VOTable (any serialisation), Parquet, or CSV with a header
+line.  Each table becomes ``TAP_UPLOAD.name`` for the one query: a ``(TableMeta, pa.Table)``
+pair that :meth:`skyvault.engine.archive.Archive.stream` takes as ``extra``.  Positions are
+recognised by their UCDs (``pos.eq.ra;meta.main``/``pos.eq.dec;meta.main``) or the names
+``ra``/``dec``, so a ``DISTANCE(...) < r`` join with a catalogue is a cross-match.
+
+:func:`parse_uploads` is the one entry point; sync requests and async jobs both call it.
+Every error names the upload, the parameter and, for limits, the limit and the size seen.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from skyvault.adql.reserved import is_regular_identifier, is_reserved
+from skyvault.catalog.metadata import ColumnMeta, TableMeta, merge_columns
+from skyvault.catalog.readers import CsvInput, InputFile, ParquetInput, VOTableInput
+from skyvault.config import Settings
+from skyvault.errors import (
+    AdqlSemanticError,
+    CatalogError,
+    IngestError,
+    LimitExceeded,
+    UsageError,
+)
+
+__all__ = [
+    "UPLOAD_SCHEMA",
+    "InlineContent",
+    "UploadPart",
+    "UploadRef",
+    "parse_upload_param",
+    "parse_uploads",
+    "read_upload",
+    "with_upload_hint",
+]
+
+#: The schema every uploaded table lives in (TAP 1.1 §2.3.8).
+UPLOAD_SCHEMA = "TAP_UPLOAD"
+
+MAX_REDIRECTS = 5
+_CHUNK = 1 << 16
+_USER_AGENT = "skyvault-tap-upload"
+
+_SPLIT_PAIRS = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9_]*\s*,)")
+_RA_UCD = "pos.eq.ra;meta.main"
+_DEC_UCD = "pos.eq.dec;meta.main"
+
+
+class UploadPart(Protocol):
+    """An inline upload: anything with a binary ``read`` (Starlette's ``UploadFile.file``)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+#: What an inline ``param:PART`` may resolve to: bytes, a file on disk, or a binary stream.
+InlineContent = bytes | str | Path | UploadPart
+
+
+@dataclass(frozen=True)
+class UploadRef:
+    """One ``name,URI`` pair of the UPLOAD parameter."""
+
+    name: str
+    uri: str
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split(":", 1)[0].lower() if ":" in self.uri else ""
+
+    def label(self) -> str:
+        """How errors name this upload: ``UPLOAD mine (param:mine)``."""
+        return f"UPLOAD {self.name} ({_shorten(self.uri)})"
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in words: ``64 MiB (67108864 bytes)``."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            value = n / factor
+            shown = f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+            return f"{shown} {unit} ({n} bytes)"
+    return f"{n} bytes"
+
+
+# --- the UPLOAD parameter -------------------------------------------------------------------
+
+
+def parse_upload_param(values: Sequence[str]) -> list[UploadRef]:
+    """The ``name,URI`` pairs of every UPLOAD value, in order.
+
+    Raises
+    ------
+    UsageError
+        A value that is not ``name,URI[;name,URI...]``, a name that is not an ADQL regular
+        identifier (or is a reserved word), or two names equal after case folding.
+    """
+    refs: list[UploadRef] = []
+    for value in values:
+        if not value.strip():
+            raise UsageError(
+                "an UPLOAD parameter is empty",
+                hint="send UPLOAD=name,URI (for example UPLOAD=mine,param:mine)",
+            )
+        for item in _SPLIT_PAIRS.split(value):
+            name, comma, uri = item.partition(",")
+            name, uri = name.strip(), uri.strip()
+            if not comma or not name or not uri:
+                raise UsageError(
+                    f"UPLOAD={_shorten(item)!r} is not a name,URI pair",
+                    hint="send UPLOAD=name,URI, e.g. UPLOAD=mine,param:mine with a multipart "
+                    "part called mine, or UPLOAD=mine,https://example.org/mine.xml",
+                )
+            _check_name(name)
+            refs.append(UploadRef(name, uri))
+    seen: dict[str, str] = {}
+    for ref in refs:
+        folded = ref.name.upper()
+        if folded in seen:
+            same = "twice" if seen[folded] == ref.name else f"twice ({seen[folded]} and {ref.name})"
+            raise UsageError(
+                f"UPLOAD names the table {ref.name} {same}; upload names are case-insensitive",
+                hint="give each uploaded table its own name",
+            )
+        seen[folded] = ref.name
+    return refs
+
+
+def _check_name(name: str) -> None:
+    if not is_regular_identifier(name):
+        raise UsageError(
+            f"UPLOAD table name {_shorten(name)!r} is not allowed: it must start with a letter "
+            "and hold only letters, digits and underscores",
+            hint="rename the upload, e.g. UPLOAD=my_table,param:my_table",
+        )
+    if is_reserved(name):
+        raise UsageError(
+            f"UPLOAD table name {name!r} is an ADQL reserved word",
+            hint="choose another name, e.g. " + f"{name.lower()}_1",
+        )
+
+
+# --- the entry point ------------------------------------------------------------------------
+
+
+def parse_uploads(
+    params: Mapping[str, Sequence[str]],
+    files: Mapping[str, InlineContent],
+    settings: Settings,
+) -> list[tuple[TableMeta, pa.Table]]:
+    """Every table the UPLOAD parameters of a request name, read into Arrow.
+
+    Parameters
+    ----------
+    params
+        Request parameters, names upper-cased (:func:`skyvault.service.params.collect_params`).
+    files
+        The multipart parts by their exact name (what ``param:NAME`` refers to).
+    settings
+        Limits (bytes of all uploads together, rows per table, number of tables, URL fetch
+        time) and whether URLs may reach private addresses.
+
+    Returns
+    -------
+    list
+        ``(TableMeta, pa.Table)`` per upload, schema ``TAP_UPLOAD``, for ``Archive.stream``.
+
+    Raises
+    ------
+    UsageError
+        A malformed UPLOAD, a missing part, an unsupported or refused URL, an unreadable
+        table.
+    LimitExceeded
+        Too many uploads, too many bytes or rows (413).
+    """
+    refs = parse_upload_param(params.get("UPLOAD", []))
+    if not refs:
+        return []
+    if len(refs) > settings.max_uploads:
+        raise LimitExceeded(
+            f"the request uploads {len(refs)} tables; the limit is {settings.max_uploads}",
+            hint="upload fewer tables, or join them into one before uploading",
+        )
+    budget = _Budget(settings.max_upload_bytes)
+    out: list[tuple[TableMeta, pa.Table]] = []
+    with tempfile.TemporaryDirectory(prefix="skyvault-upload-") as tmp:
+        for index, ref in enumerate(refs):
+            path = Path(tmp) / f"upload-{index}"
+            if ref.scheme == "param":
+                _store_inline(ref, files, path, budget)
+            elif ref.scheme in ("http", "https"):
+                _fetch_url(ref, path, budget, settings)
+            else:
+                raise UsageError(
+                    f"{ref.label()}: the URI scheme {ref.scheme or '(none)'!r} is not supported",
+                    hint="give an http(s) URL, or POST the table inline as multipart/form-data "
+                    f"with UPLOAD={ref.name},param:PART and a file part called PART",
+                )
+            out.append(read_upload(ref, path, settings.max_upload_rows))
+    return out
+
+
+@dataclass
+class _Budget:
+    """Bytes left for this request's uploads."""
+
+    limit: int
+    used: int = 0
+
+    def too_large(self, ref: UploadRef, seen: int, *, complete: bool) -> LimitExceeded:
+        size = _size(seen) if complete else f"at least {_size(seen)} (reading stopped there)"
+        others = f" ({_size(self.used)} already taken by other uploads)" if self.used else ""
+        return LimitExceeded(
+            f"{ref.label()} is {size}; the upload limit is {_size(self.limit)} per request{others}",
+            hint="upload fewer rows or columns (Parquet is the most compact format), "
+            "or run the query against a stored catalogue",
+        )
+
+
+def _copy_capped(ref: UploadRef, source: UploadPart, dest: Path, budget: _Budget) -> None:
+    room = budget.limit - budget.used
+    written = 0
+    with dest.open("wb") as out:
+        while True:
+            chunk = source.read(_CHUNK)
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > room:
+                raise budget.too_large(ref, written, complete=False)
+            out.write(chunk)
+    budget.used += written
+
+
+def _store_inline(
+    ref: UploadRef, files: Mapping[str, InlineContent], dest: Path, budget: _Budget
+) -> None:
+    part = ref.uri.split(":", 1)[1].strip()
+    if not part:
+        raise UsageError(
+            f"{ref.label()}: param: names no multipart part",
+            hint=f"send UPLOAD={ref.name},param:PART and a file part called PART",
+        )
+    content = files.get(part)
+    if content is None:
+        near = [k for k in files if k.lower() == part.lower()]
+        if near:
+            hint = f"the request has a part called {near[0]!r}: part names are case-sensitive"
+        elif files:
+            hint = "the request's file parts are " + ", ".join(repr(k) for k in sorted(files))
+        else:
+            hint = (
+                "POST the request as multipart/form-data with a file part called "
+                f"{part!r} holding the table"
+            )
+        raise UsageError(
+            f"{ref.label()} refers to the multipart part {part!r}, which the request does not have",
+            hint=hint,
+        )
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    if isinstance(content, bytes):
+        if len(content) > budget.limit - budget.used:
+            raise budget.too_large(ref, len(content), complete=True)
+        dest.write_bytes(content)
+        budget.used += len(content)
+    elif isinstance(content, Path):
+        size = content.stat().st_size
+        if size > budget.limit - budget.used:
+            raise budget.too_large(ref, size, complete=True)
+        shutil.copyfile(content, dest)
+        budget.used += size
+    else:
+        _copy_capped(ref, content, dest, budget)
+
+
+# --- URL uploads ----------------------------------------------------------------------------
+
+
+def _fetch_url(ref: UploadRef, dest: Path, budget: _Budget, settings: Settings) -> None:
+    """Download ``ref.uri`` to ``dest``: checked hosts, each redirect checked, size capped."""
+    deadline = time.monotonic() + settings.upload_fetch_timeout
+    url = ref.uri
+    timeout = httpx.Timeout(settings.upload_fetch_timeout)
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            request = _checked_request(ref, url, client, settings)
+            try:
+                response = client.send(request, stream=True)
+            except httpx.TimeoutException:
+                raise _timed_out(ref, settings) from None
+            except httpx.HTTPError as exc:
+                raise UsageError(
+                    f"{ref.label()}: the URL could not be fetched ({_shorten(str(exc), 200)})",
+                    hint="check that the URL is right and reachable from the service",
+                ) from None
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location", "")
+                    url = urljoin(url, location)
+                    continue
+                if response.status_code != 200:
+                    raise UsageError(
+                        f"{ref.label()}: the server answered HTTP {response.status_code} "
+                        f"{response.reason_phrase}".rstrip(),
+                        hint="check that the URL is right and publicly readable",
+                    )
+                _stream_to(ref, response, dest, budget, deadline, settings)
+                return
+            finally:
+                response.close()
+    raise UsageError(
+        f"{ref.label()}: more than {MAX_REDIRECTS} redirects",
+        hint="give the table's final URL",
+    )
+
+
+def _timed_out(ref: UploadRef, settings: Settings) -> UsageError:
+    return UsageError(
+        f"{ref.label()}: fetching the URL took longer than the time limit of "
+        f"{settings.upload_fetch_timeout:g} s",
+        hint="upload the table inline (multipart param:) or from a faster server",
+    )
+
+
+def _stream_to(
+    ref: UploadRef,
+    response: httpx.Response,
+    dest: Path,
+    budget: _Budget,
+    deadline: float,
+    settings: Settings,
+) -> None:
+    room = budget.limit - budget.used
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > room:
+        raise budget.too_large(ref, int(declared), complete=True)
+    written = 0
+    try:
+        with dest.open("wb") as out:
+            for chunk in response.iter_bytes(_CHUNK):
+                written += len(chunk)
+                if written > room:
+                    raise budget.too_large(ref, written, complete=False)
+                if time.monotonic() > deadline:
+                    raise _timed_out(ref, settings)
+                out.write(chunk)
+    except httpx.TimeoutException:
+        raise _timed_out(ref, settings) from None
+    except httpx.HTTPError as exc:
+        raise UsageError(
+            f"{ref.label()}: the download failed ({_shorten(str(exc), 200)})",
+            hint="try again, or upload the table inline",
+        ) from None
+    budget.used += written
+
+
+def _checked_request(
+    ref: UploadRef, url: str, client: httpx.Client, settings: Settings
+) -> httpx.Request:
+    """A GET of ``url`` pinned to an address that passed the checks."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        where = "redirects to" if url != ref.uri else "has"
+        raise UsageError(
+            f"{ref.label()} {where} the URL {_shorten(url)!r}, whose scheme is not http(s)",
+            hint="give an http(s) URL",
+        )
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"{ref.label()}: not a valid URL ({exc})") from None
+    host = target.host
+    if not host:
+        raise UsageError(f"{ref.label()}: the URL has no host", hint="give an http(s) URL")
+    headers = {"User-Agent": _USER_AGENT}
+    if settings.allow_private_upload_urls:
+        return client.build_request("GET", target, headers=headers)
+    port = target.port or (443 if scheme == "https" else 80)
+    address = _public_address(ref, url, host, port, settings)
+    headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+    extensions = {"sni_hostname": host} if scheme == "https" else {}
+    return client.build_request(
+        "GET", target.copy_with(host=address), headers=headers, extensions=extensions
+    )
+
+
+def _public_address(ref: UploadRef, url: str, host: str, port: int, settings: Settings) -> str:
+    """The first address of ``host``, when every address of it is public and not ours."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(
+            f"{ref.label()}: the host {host!r} of {_shorten(url)!r} does not resolve",
+            hint="check the URL's host name",
+        ) from None
+    addresses = [str(info[4][0]) for info in infos]
+    own = _own_addresses(settings)
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        kind = _refused_kind(address)
+        if kind is None and address in own:
+            kind = "the service's own host"
+        if kind is not None:
+            shown = host if host == text else f"{host} ({text})"
+            which = "the URL" if url == ref.uri else f"it redirects to {_shorten(url)!r}, which"
+            raise UsageError(
+                f"{ref.label()}: {which} points at {shown}, {kind}; UPLOAD URLs may only "
+                "reach public hosts",
+                hint="upload the table inline instead (multipart param:); a service operator "
+                "can allow such URLs with allow_private_upload_urls",
+            )
+    return addresses[0]
+
+
+def _refused_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private-network address"
+    if not address.is_global:
+        return "a non-public address"
+    return None
+
+
+def _own_addresses(settings: Settings) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses the service answers on: its listen address, base URL host, host name."""
+    names = {settings.host}
+    if settings.base_url:
+        base_host = urlsplit(settings.base_url).hostname
+        if base_host:
+            names.add(base_host)
+    names.add(socket.gethostname())
+    out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for name in names:
+        try:
+            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            continue
+        for info in infos:
+            out.add(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+    return out
+
+
+# --- reading a table ------------------------------------------------------------------------
+
+
+def _sniff(path: Path) -> str | None:
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith((b"<?xml", b"<VOTABLE", b"<!--")):
+        return "votable"
+    if not head:
+        return None
+    text = head.decode("utf-8", "ignore")
+    if "\x00" in text or not text.strip():
+        return None
+    return "csv"
+
+
+@contextmanager
+def _reader_errors(ref: UploadRef, path: Path) -> Iterator[None]:
+    """Reader errors renamed: the upload, not the temporary file, is what the user knows."""
+    try:
+        yield
+    except IngestError as exc:
+        message = exc.message.replace(f"file {path}", ref.label(), 1)
+        if not message.startswith(ref.label()):
+            message = f"{ref.label()}: {message}"
+        raise UsageError(message, hint=exc.hint) from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UsageError(
+            f"{ref.label()}: the table could not be read ({_shorten(str(exc), 200)})",
+            hint="send a VOTable, a CSV file with a header line, or a Parquet file",
+        ) from None
+
+
+def read_upload(ref: UploadRef, path: Path, max_rows: int) -> tuple[TableMeta, pa.Table]:
+    """The table in ``path`` (VOTable, Parquet or CSV, told by content) as ``TAP_UPLOAD``."""
+    fmt = _sniff(path)
+    if fmt is None:
+        raise UsageError(
+            f"{ref.label()} is empty or not a table",
+            hint="send a VOTable, a CSV file with a header line, or a Parquet file",
+        )
+    with _reader_errors(ref, path):
+        reader: InputFile
+        if fmt == "parquet":
+            reader = ParquetInput(path)
+        elif fmt == "votable":
+            reader = VOTableInput(path)
+        else:
+            reader = CsvInput(path)
+        if reader.num_rows is not None and reader.num_rows > max_rows:
+            raise _too_many_rows(ref, reader.num_rows, max_rows, complete=True)
+        batches = []
+        rows = 0
+        for batch in reader.batches(None, 65536):
+            rows += batch.num_rows
+            if rows > max_rows:
+                raise _too_many_rows(ref, rows, max_rows, complete=False)
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    table = _queryable(ref, table)
+    if fmt == "votable":
+        table = _empty_strings_as_null(table)
+    try:
+        columns = merge_columns(table.schema, reader.column_info)
+    except CatalogError as exc:
+        raise UsageError(f"{ref.label()}: {exc.message}") from None
+    columns = _unicode_columns(columns, table)
+    ra, dec = _positions(columns)
+    meta = TableMeta(
+        schema=UPLOAD_SCHEMA,
+        name=ref.name,
+        kind="plain",
+        columns=columns,
+        nrows=table.num_rows,
+        description=reader.description or f"uploaded by the request ({fmt})",
+        ra_column=ra,
+        dec_column=dec,
+    )
+    return meta, table
+
+
+def _too_many_rows(ref: UploadRef, rows: int, limit: int, *, complete: bool) -> LimitExceeded:
+    size = f"{rows} rows" if complete else f"more than {limit} rows"
+    return LimitExceeded(
+        f"{ref.label()} has {size}; the limit is {limit} rows per uploaded table",
+        hint="upload fewer rows, or split the upload into several queries",
+    )
+
+
+def _queryable(ref: UploadRef, table: pa.Table) -> pa.Table:
+    """Column names checked; types the engine cannot hold made plain (null → string...)."""
+    folded: dict[str, str] = {}
+    for name in table.column_names:
+        if not name.strip():
+            raise UsageError(
+                f"{ref.label()}: a column has no name",
+                hint="give every column a name (the CSV header line, the VOTable FIELD name)",
+            )
+        if name.lower() in folded:
+            raise UsageError(
+                f"{ref.label()}: the column names {folded[name.lower()]!r} and {name!r} are "
+                "the same to the query engine (column names are compared without case)",
+                hint="rename one of the columns",
+            )
+        folded[name.lower()] = name
+    fields = []
+    changed = False
+    for field in table.schema:
+        t = field.type
+        if pa.types.is_null(t):
+            t = pa.string()
+        elif pa.types.is_dictionary(t):
+            t = t.value_type
+        elif pa.types.is_large_string(t):
+            t = pa.string()
+        changed = changed or t != field.type
+        fields.append(field.with_type(t))
+    if changed:
+        table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
+    return table
+
+
+def _empty_strings_as_null(table: pa.Table) -> pa.Table:
+    """VOTable writes a null string as an empty cell: read it back as null."""
+    for index, data in enumerate(table.columns):
+        if pa.types.is_string(data.type):
+            empty = pc.equal(pc.utf8_length(data), 0)
+            if pc.any(empty).as_py():
+                cleared = pc.if_else(empty, pa.scalar(None, pa.string()), data)
+                table = table.set_column(index, table.field(index), cleared)
+    return table
+
+
+def _unicode_columns(columns: Sequence[ColumnMeta], table: pa.Table) -> tuple[ColumnMeta, ...]:
+    """String columns holding non-ASCII text become ``unicodeChar`` (VOTable ``char`` is ASCII)."""
+    out = []
+    for col, data in zip(columns, table.columns, strict=True):
+        text = col.datatype == "char" and pa.types.is_string(data.type) and col.xtype is None
+        if text and pc.all(pc.string_is_ascii(data)).as_py() is False:
+            out.append(col.updated(datatype="unicodeChar"))
+        else:
+            out.append(col)
+    return tuple(out)
+
+
+def _positions(columns: Sequence[ColumnMeta]) -> tuple[str | None, str | None]:
+    """The RA/Dec columns: by main-position UCD, else by the names ra/dec; numeric only."""
+    numeric = [c for c in columns if c.datatype in ("float", "double") and not c.arraysize]
+
+    def find(ucd: str, names: tuple[str, ...]) -> str | None:
+        for col in numeric:
+            if (col.ucd or "").lower().replace(" ", "") == ucd:
+                return col.name
+        for col in numeric:
+            if col.name.lower() in names:
+                return col.name
+        return None
+
+    ra = find(_RA_UCD, ("ra",))
+    dec = find(_DEC_UCD, ("dec",))
+    if ra is None or dec is None:
+        return None, None
+    return ra, dec
+
+
+def with_upload_hint(
+    error: AdqlSemanticError, uploads: Sequence[tuple[TableMeta, pa.Table]]
+) -> AdqlSemanticError:
+    """``error`` with a hint on UPLOAD when it is about a ``TAP_UPLOAD`` table not uploaded."""
+    if error.hint is not None or UPLOAD_SCHEMA.lower() not in error.detail.lower():
+        return error
+    names = ", ".join(f"{UPLOAD_SCHEMA}.{meta.name}" for meta, _ in uploads)
+    if names:
+        error.hint = f"this request uploaded {names}"
+    else:
+        error.hint = (
+            "this request uploaded no tables: send UPLOAD=name,param:PART with a multipart "
+            "file part PART (or UPLOAD=name,https://...) to query TAP_UPLOAD.name"
+        )
+    return error
