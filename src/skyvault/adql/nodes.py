@@ -210,7 +210,7 @@ class UdfCall(exp.Expression, exp.Func):
 
 
 #: sqlglot nodes of ADQL's one-argument math functions (all return DOUBLE).
-UNARY_MATH_NODES: tuple[type[exp.Expression], ...] = (
+UNARY_MATH_NODES: tuple[type[exp.Expr], ...] = (
     exp.Ceil,
     exp.Floor,
     exp.Degrees,

@@ -36,6 +36,13 @@ _PREDICATES = (*_COMPARISONS, exp.And, exp.Or, exp.Not, exp.Like, exp.ILike, exp
 _PREDICATES_ALL = (*_PREDICATES, exp.In, exp.Exists, exp.Is)
 _BINARY = {"this", "expression"}
 _AGGREGATES = (exp.Count, exp.Avg, exp.Min, exp.Max, exp.Sum)
+_ONE_ARGUMENT_FUNCTIONS: tuple[type[exp.Expr], ...] = (
+    exp.Abs,
+    *nodes.UNARY_MATH_NODES,
+    exp.Lower,
+    exp.Upper,
+    exp.Rand,
+)
 
 #: For every node type ADQL trees may hold, the argument keys it may carry.
 ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
@@ -98,10 +105,7 @@ ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
     exp.DataType: frozenset({"this", "expressions", "kind"}),
     exp.DataTypeParam: frozenset({"this"}),
     **{cls: frozenset({"this"}) for cls in _AGGREGATES},
-    **{
-        cls: frozenset({"this"})
-        for cls in (exp.Abs, *nodes.UNARY_MATH_NODES, exp.Lower, exp.Upper, exp.Rand)
-    },
+    **{cls: frozenset({"this"}) for cls in _ONE_ARGUMENT_FUNCTIONS},
     exp.Pi: frozenset(),
     exp.Log: frozenset(_BINARY),
     exp.Mod: frozenset(_BINARY),
