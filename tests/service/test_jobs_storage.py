@@ -1,0 +1,263 @@
+"""The job database on SQLite and on a real PostgreSQL server started for the session.
+
+PostgreSQL comes from ``/usr/lib/postgresql/*/bin`` (``make test`` installs it when absent):
+``initdb`` and ``pg_ctl`` make a throw-away cluster in a temp directory, listening on a
+Unix socket there (and a free local port), as the ``postgres`` user when tests run as root.
+The tests are skipped, saying why, only when no PostgreSQL binaries exist.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from skyvault.service.uws.models import (
+    ExecutionPhase,
+    Job,
+    JobFailure,
+    JobFilter,
+    JobResult,
+    utc_now,
+)
+from skyvault.service.uws.storage import JobStore
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server of its own for this session; its SQLAlchemy URL."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (initdb/pg_ctl); `make sysdeps` installs them")
+    as_root = os.geteuid() == 0
+    prefix: list[str] = []
+    if as_root:
+        # pytest's temp root is private to root: the postgres user gets a directory of its own.
+        root = Path(tempfile.mkdtemp(prefix="skyvault-pg-"))
+        shutil.chown(root, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    else:
+        root = tmp_path_factory.mktemp("pg")
+    data, sockets = root / "data", root / "sock"
+    subprocess.run([*prefix, "mkdir", str(sockets)], check=True)
+    user = "postgres" if as_root else os.environ.get("USER", "skyvault")
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8")
+    port = _free_port()
+    run(
+        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
+        "-o", f"-k {sockets} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "start",
+    )  # fmt: skip
+    try:
+        run(str(bindir / "createdb"), "-h", str(sockets), "-p", str(port), "-U", user, "skyvault")
+        yield f"postgresql+psycopg://{user}@/skyvault?host={sockets}&port={port}"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        if as_root:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sub' / 'jobs.sqlite3'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        # A schema per test would need search_path tricks; clear the table instead.
+        url = base
+    job_store = JobStore(url)
+    if request.param == "postgresql":
+        import sqlalchemy as sa
+
+        with job_store._engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM uws_jobs"))
+    yield job_store
+    job_store.close()
+
+
+def _job(job_id: str, owner: str | None = "alice", **changes: object) -> Job:
+    now = utc_now()
+    job = Job(
+        job_id=job_id,
+        owner=owner,
+        phase=ExecutionPhase.PENDING,
+        parameters=[("LANG", "ADQL"), ("query", "SELECT 1 AS x"), ("UPLOAD", "a,b"),
+                    ("UPLOAD", "c,d")],
+        creation_time=now,
+        execution_duration=60,
+        destruction=now + timedelta(days=1),
+        run_id="r1",
+    )  # fmt: skip
+    for name, value in changes.items():
+        setattr(job, name, value)
+    return job
+
+
+def test_round_trip(store: JobStore) -> None:
+    job = _job("j1")
+    store.add(job)
+    back = store.get("j1")
+    assert back == job
+    assert back is not None and back.creation_time.tzinfo is not None
+    assert back.parameter_map()["UPLOAD"] == ["a,b", "c,d"]
+    assert store.get("nothing") is None
+    assert store.phase("j1") == ExecutionPhase.PENDING
+
+
+def test_phase_transitions_are_conditional(store: JobStore) -> None:
+    now = utc_now()
+    store.add(_job("j1"))
+    assert store.claim_next("r", now) is None  # PENDING is not taken
+    assert store.queue("j1", now)
+    assert not store.queue("j1", now)  # already queued
+    assert not store.set_execution_duration("j1", 5)  # only while PENDING
+    claimed = store.claim_next("runner-a", now)
+    assert claimed is not None and claimed.phase == ExecutionPhase.EXECUTING
+    assert claimed.runner == "runner-a" and claimed.start_time is not None
+    assert store.claim_next("runner-b", now) is None
+    result = JobResult("j1/result.vot", "application/x-votable+xml", 10, 1, False)
+    assert not store.complete("j1", "runner-b", result, now)  # not its job
+    assert store.complete("j1", "runner-a", result, now)
+    assert not store.abort("j1", now)  # finished
+    assert not store.fail("j1", JobFailure("x", "y"), now)
+    done = store.get("j1")
+    assert done is not None and done.phase == ExecutionPhase.COMPLETED and done.result == result
+
+
+def test_abort_beats_a_late_worker(store: JobStore) -> None:
+    now = utc_now()
+    store.add(_job("j1"))
+    store.queue("j1", now)
+    assert store.claim_next("r", now) is not None
+    assert store.abort("j1", now)
+    result = JobResult("k", "text/csv", 1, 1, False)
+    assert not store.complete("j1", "r", result, now)
+    assert not store.fail("j1", JobFailure("query", "boom"), now, runner="r")
+    job = store.get("j1")
+    assert job is not None and job.phase == ExecutionPhase.ABORTED and job.result is None
+
+
+def test_fail_records_the_failure(store: JobStore) -> None:
+    now = utc_now()
+    store.add(_job("j1"))
+    store.queue("j1", now)
+    store.claim_next("r", now)
+    assert store.fail("j1", JobFailure("adql.syntax", "bad <query> & co", fatal=True), now)
+    job = store.get("j1")
+    assert job is not None and job.phase == ExecutionPhase.ERROR
+    assert job.failure == JobFailure("adql.syntax", "bad <query> & co", True)
+
+
+def test_two_runners_never_take_one_job(store: JobStore) -> None:
+    now = utc_now()
+    for i in range(40):
+        store.add(_job(f"j{i:02d}"))
+        store.queue(f"j{i:02d}", now)
+    taken: dict[str, list[str]] = {"a": [], "b": [], "c": [], "d": []}
+
+    def work(name: str) -> None:
+        while (job := store.claim_next(name, utc_now())) is not None:
+            taken[name].append(job.job_id)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in taken]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [j for jobs in taken.values() for j in jobs]
+    assert sorted(everything) == [f"j{i:02d}" for i in range(40)]
+
+
+def test_queue_order_is_fifo(store: JobStore) -> None:
+    base = utc_now()
+    for name in ["late", "early", "middle"]:
+        store.add(_job(name))
+    store.queue("early", base)
+    store.queue("middle", base + timedelta(seconds=1))
+    store.queue("late", base + timedelta(seconds=2))
+    order = [store.claim_next("r", base) for _ in range(3)]
+    assert [j.job_id for j in order if j] == ["early", "middle", "late"]
+
+
+def test_list_filters(store: JobStore) -> None:
+    base = utc_now()
+    for i in range(5):
+        store.add(_job(f"j{i}", creation_time=base + timedelta(seconds=i)))
+    store.add(_job("bob1", owner="bob", creation_time=base))
+    store.add(_job("anon", owner=None, creation_time=base))
+    store.abort("j1", base)
+    store.abort("j3", base)
+    ids = lambda f: [j.job_id for j in store.list_jobs("alice", f)]  # noqa: E731
+    assert ids(JobFilter()) == ["j0", "j1", "j2", "j3", "j4"]
+    assert ids(JobFilter(phases=frozenset({ExecutionPhase.ABORTED}))) == ["j1", "j3"]
+    assert ids(JobFilter(after=base + timedelta(seconds=2))) == ["j3", "j4"]
+    assert ids(JobFilter(last=2)) == ["j4", "j3"]
+    assert ids(JobFilter(phases=frozenset({ExecutionPhase.PENDING}), after=base, last=1)) == ["j4"]
+    assert [j.job_id for j in store.list_jobs("bob", JobFilter())] == ["bob1"]
+
+
+def test_parameters_destruction_delete_expired(store: JobStore) -> None:
+    now = utc_now()
+    store.add(_job("j1"))
+    assert store.set_parameters("j1", [("LANG", "ADQL"), ("QUERY", "SELECT 2 AS y")], "r2")
+    assert store.set_execution_duration("j1", 5)
+    assert store.set_destruction("j1", now - timedelta(seconds=1))
+    job = store.get("j1")
+    assert job is not None and job.run_id == "r2" and job.execution_duration == 5
+    assert job.parameters == [("LANG", "ADQL"), ("QUERY", "SELECT 2 AS y")]
+    store.add(_job("j2"))
+    assert [j.job_id for j in store.expired(now)] == ["j1"]
+    deleted = store.delete("j1")
+    assert deleted is not None and deleted.job_id == "j1"
+    assert store.delete("j1") is None
+    assert not store.set_destruction("j1", now)
+
+
+def test_heartbeat_and_executing(store: JobStore) -> None:
+    then = utc_now() - timedelta(minutes=5)
+    store.add(_job("j1"))
+    store.queue("j1", then)
+    store.claim_next("r", then)
+    (job,) = store.executing()
+    assert job.heartbeat == then
+    later = utc_now()
+    store.heartbeat("r", later)
+    (job,) = store.executing()
+    assert job.heartbeat == later
+    assert store.count(ExecutionPhase.EXECUTING) == 1
+    assert store.phases(["j1", "gone"]) == {"j1": ExecutionPhase.EXECUTING}
+
+
+def test_schema_creation_is_idempotent(store: JobStore) -> None:
+    store.add(_job("j1"))
+    again = JobStore(store.url)
+    assert again.get("j1") is not None
+    again.close()
