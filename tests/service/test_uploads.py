@@ -667,3 +667,23 @@ def test_parse_uploads_api_limits(demo_dir: Path, some_objects: Table) -> None:
     assert "UPLOAD a" in str(caught.value) or "UPLOAD b" in str(caught.value)
     assert "already taken by other uploads" in str(caught.value)
     assert parse_uploads({}, {}, settings) == []
+
+
+def test_capabilities_announce_uploads(client: TestClient, settings: Settings) -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(client.get("/tap/capabilities").content)
+    methods = {e.get("ivo-id") for e in root.iter("uploadMethod")}
+    assert methods == {
+        f"ivo://ivoa.net/std/TAPRegExt#upload-{m}" for m in ("inline", "http", "https")
+    }
+    [hard] = [e for limit in root.iter("uploadLimit") for e in limit.iter("hard")]
+    assert hard.get("unit") == "byte" and int(hard.text or 0) == settings.max_upload_bytes
+
+
+def test_upload_syntax_is_checked_with_the_other_parameters() -> None:
+    from skyvault.service.params import tap_query_params
+
+    params = {"LANG": ["ADQL"], "QUERY": ["SELECT 1"], "UPLOAD": ["no pair"]}
+    with pytest.raises(UsageError, match="not a name,URI pair"):
+        tap_query_params(params, maxrec_default=10, maxrec_limit=10)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from skyvault.errors import UsageError
 from skyvault.service.output import OutputFormat, find_output_format
+from skyvault.service.uploads import parse_upload_param
 
 __all__ = ["LANGUAGES", "Params", "TapQueryParams", "collect_params", "tap_query_params"]
 
@@ -117,4 +118,5 @@ def tap_query_params(params: Params, *, maxrec_default: int, maxrec_limit: int) 
     fmt = single(params, "RESPONSEFORMAT")
     if fmt is None:
         fmt = single(params, "FORMAT")
+    parse_upload_param(params.get("UPLOAD", []))  # UPLOAD's syntax, checked before any fetch
     return TapQueryParams(query, lang, maxrec, find_output_format(fmt), requested)

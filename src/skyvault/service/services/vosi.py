@@ -25,6 +25,9 @@ _XML = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _VS = "http://www.ivoa.net/xml/VODataService/v1.1"
 _TR = "http://www.ivoa.net/xml/TAPRegExt/v1.0"
+_TR_ID = "ivo://ivoa.net/std/TAPRegExt"
+#: TAP_UPLOAD methods (service/uploads.py): multipart ``param:`` and http(s) URLs.
+_UPLOAD_METHODS = ("inline", "http", "https")
 
 
 def _text(value: str) -> str:
@@ -114,6 +117,7 @@ def capabilities_document(
             "    </interface>\n",
             _language(features),
             *(_output_format(f) for f in formats),
+            *(f'    <uploadMethod ivo-id="{_TR_ID}#upload-{m}"/>\n' for m in _UPLOAD_METHODS),
             "    <executionDuration>\n",
             f"      <default>{timeout}</default>\n",
             f"      <hard>{timeout}</hard>\n",
@@ -122,6 +126,9 @@ def capabilities_document(
             f'      <default unit="row">{settings.maxrec_default}</default>\n',
             f'      <hard unit="row">{settings.maxrec_limit}</hard>\n',
             "    </outputLimit>\n",
+            "    <uploadLimit>\n",
+            f'      <hard unit="byte">{settings.max_upload_bytes}</hard>\n',
+            "    </uploadLimit>\n",
             "  </capability>\n",
             "</vosi:capabilities>\n",
         ]
