@@ -687,3 +687,21 @@ def test_upload_syntax_is_checked_with_the_other_parameters() -> None:
     params = {"LANG": ["ADQL"], "QUERY": ["SELECT 1"], "UPLOAD": ["no pair"]}
     with pytest.raises(UsageError, match="not a name,URI pair"):
         tap_query_params(params, maxrec_default=10, maxrec_limit=10)
+
+
+def test_crossmatch_with_an_upload_is_a_cell_join(archive: Archive, objects: pa.Table) -> None:
+    targets = _targets(objects, n=10)
+    [(meta, table)] = parse_uploads(
+        {"UPLOAD": ["targets,param:t"]}, {"t": _votable_bytes(targets)}, Settings()
+    )
+    query = (
+        f"SELECT t.id, o.objectId FROM TAP_UPLOAD.targets AS t JOIN {OBJECT} AS o "
+        "ON DISTANCE(POINT(t.ra, t.dec), POINT(o.coord_ra, o.coord_dec)) < 0.002"
+    )
+    plan = archive.plan(query, extra=[(meta, table)])
+    roles = {scan.qualified_name: scan.cell[0] for scan in plan.scans if scan.cell}
+    assert sorted(roles.values()) == ["exploded", "keyed"]
+    assert "__sv_cell" in plan.sql
+    got = archive.stream(query, extra=[(meta, table)]).to_table()
+    pairs = set(zip(got["id"].to_pylist(), got["objectId"].to_pylist(), strict=True))
+    assert pairs == _brute_force(targets, objects, 0.002)

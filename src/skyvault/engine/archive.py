@@ -82,15 +82,18 @@ class Archive:
         in_memory = {(m.schema, m.name): data for m, data in extra}
         translation = _guard(lambda: compile_adql(adql, [*visible, *(m for m, _ in extra)]))
         refs: list[tuple[str, StoredTable | pa.Table, Any]] = []
+        positions: dict[str, tuple[str, str]] = {}
         for ref in translation.tables:
             key = (ref.meta.schema, ref.meta.name)
             if key in in_memory:
                 refs.append((ref.placeholder, in_memory[key], None))
+                if ref.meta.ra_column and ref.meta.dec_column:
+                    positions[ref.placeholder] = (ref.meta.ra_column, ref.meta.dec_column)
             else:
                 refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
         match = translation.crossmatch
         crossmatch = (match.left, match.right, match.radius_deg) if match is not None else None
-        return plan_query(translation.sql, refs, translation.columns, crossmatch)
+        return plan_query(translation.sql, refs, translation.columns, crossmatch, positions)
 
     def stream(
         self,

@@ -105,9 +105,11 @@ class LocalExecutor:
         timer = _Timer(timeout, token)
         try:
             for scan in plan.scans:
-                if scan.arrow is not None:
+                if scan.arrow is not None and scan.cell is None:
                     cursor.register(scan.placeholder, scan.arrow)
                 else:
+                    if scan.arrow is not None:  # an upload in a cell join: a view adds keys
+                        cursor.register(scan.arrow_name, scan.arrow)
                     cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
             sql = plan.sql
             if maxrec is not None:

@@ -13,7 +13,7 @@ a distributed executor's workers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,11 @@ class Scan:
     cell: tuple[str, str, str, float] | None = None
     """For a cross-match: ``(role, ra column, dec column, radius)``, role keyed|exploded."""
 
+    @property
+    def arrow_name(self) -> str:
+        """The name an in-memory table is registered under when a view wraps it."""
+        return f"{self.placeholder}_arrow"
+
     def view_sql(self) -> str:
         """The SELECT that defines this scan's view."""
         sql = self._rows_sql()
@@ -63,6 +68,8 @@ class Scan:
         return exploded_select(sql, ra, dec, radius)
 
     def _rows_sql(self) -> str:
+        if self.arrow is not None:
+            return f'SELECT * FROM "{self.arrow_name}"'
         if not self.files:
             if self.schema_file is None:
                 return "SELECT NULL AS nothing WHERE false"
@@ -97,11 +104,13 @@ def plan_query(
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
     columns: Sequence[ColumnMeta],
     crossmatch: tuple[str, str, float] | None = None,
+    positions: Mapping[str, tuple[str, str]] | None = None,
 ) -> QueryPlan:
     """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
 
     A table is either a stored table (files, pruned by the coverage) or an in-memory Arrow
-    table (TAP_SCHEMA, uploads), which is read whole.
+    table (TAP_SCHEMA, uploads), which is read whole.  ``positions`` gives the RA/Dec
+    columns of in-memory tables by placeholder, so that they can take part in a cell join.
     """
     scans = []
     for placeholder, table, coverage in tables:
@@ -110,7 +119,7 @@ def plan_query(
         else:
             scans.append(_scan(placeholder, table, coverage))
     if crossmatch is not None:
-        sql, scans = _with_cell_join(sql, scans, tables, *crossmatch)
+        sql, scans = _with_cell_join(sql, scans, tables, positions or {}, *crossmatch)
     return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
 
 
@@ -118,19 +127,24 @@ def _with_cell_join(
     sql: str,
     scans: list[Scan],
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
+    positions: Mapping[str, tuple[str, str]],
     left: str,
     right: str,
     radius: float,
 ) -> tuple[str, list[Scan]]:
     """Turn the cross-match of ``left`` and ``right`` into a hash join on sky cells.
 
-    The side with fewer rows (after pruning) is exploded to its neighbouring cells.
+    The side with fewer rows (after pruning) is exploded to its neighbouring cells.  An
+    in-memory table (an upload) takes part when ``positions`` names its RA/Dec columns.
     """
     by_name = {p: t for p, t, _ in tables}
-    sides = {}
+    sides: dict[str, tuple[float, str | None, str | None]] = {}
     for placeholder in (left, right):
         table = by_name.get(placeholder)
         scan = next((s for s in scans if s.placeholder == placeholder), None)
+        if isinstance(table, pa.Table) and scan is not None and placeholder in positions:
+            sides[placeholder] = (float(table.num_rows), *positions[placeholder])
+            continue
         if not isinstance(table, StoredTable) or scan is None or table.meta.ra_column is None:
             return sql, scans
         share = len(scan.files) / max(scan.total_files, 1)
