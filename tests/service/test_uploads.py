@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import io
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -533,6 +534,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", self.redirects[self.path])
             self.end_headers()
+        elif self.path == "/slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                self.wfile.write(b"a\n")
+                self.wfile.flush()
+                time.sleep(2)
+                self.wfile.write(b"1\n" * 49)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
         elif self.path == "/endless":
             self.send_response(200)
             self.send_header("Content-Type", "text/csv")
@@ -705,3 +717,52 @@ def test_crossmatch_with_an_upload_is_a_cell_join(archive: Archive, objects: pa.
     got = archive.stream(query, extra=[(meta, table)]).to_table()
     pairs = set(zip(got["id"].to_pylist(), got["objectId"].to_pylist(), strict=True))
     assert pairs == _brute_force(targets, objects, 0.002)
+
+
+def test_chunked_body_is_capped_while_read(demo_dir: Path) -> None:
+    part = b"a\n" + b"1\n" * 700_000
+    body = (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="t"; filename="t.csv"\r\n\r\n'
+        + part
+        + b"\r\n--BOUNDARY--\r\n"
+    )
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    with _small_client(demo_dir, max_upload_bytes=1000) as small:
+        response = small.post(
+            "/tap/sync?LANG=ADQL&QUERY=SELECT+*+FROM+TAP_UPLOAD.t&UPLOAD=t,param:t",
+            content=chunks,
+            headers={"Content-Type": "multipart/form-data; boundary=BOUNDARY"},
+        )
+    message = _error(response, 413)
+    assert "the request body is more than" in message and "1000 bytes" in message
+
+
+def test_malformed_multipart_is_a_dali_error(client: TestClient) -> None:
+    response = client.post(
+        "/tap/sync?LANG=ADQL&QUERY=SELECT+*+FROM+TAP_UPLOAD.t&UPLOAD=t,param:t",
+        content=b"--X\r\nContent-Disposition: form-data\r\n\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=X"},
+    )
+    assert response.status_code == 400
+    assert query_status(read_votable(response.content))[0][0] == "ERROR"
+
+
+def test_url_fetch_time_limit(demo_dir: Path, table_server: str) -> None:
+    settings = {"allow_private_upload_urls": True, "upload_fetch_timeout": 0.5}
+    with _small_client(demo_dir, **settings) as c:
+        message = _error(_post(c, JOIN, f"mine,{table_server}/slow"), 400)
+    assert "longer than the time limit of 0.5 s" in message
+
+
+def test_null_positions_in_a_crossmatch(client: TestClient, objects: pa.Table) -> None:
+    targets = _targets(objects, n=5)
+    targets["ra"] = MaskedColumn(targets["ra"], mask=[False, True, False, False, False, False])
+    query = (
+        "SELECT t.id, o.objectId FROM TAP_UPLOAD.t AS t JOIN "
+        f"{OBJECT} AS o ON DISTANCE(POINT(t.ra, t.dec), POINT(o.coord_ra, o.coord_dec)) < 0.002"
+    )
+    files = {"t": ("t.xml", _votable_bytes(targets), "")}
+    result = _result(_post(client, query, "t,param:t", files))
+    got = {(int(a), int(b)) for a, b in zip(result["id"], result["objectId"], strict=True)}
+    expected = _brute_force(targets[[0, 2, 3, 4, 5]], objects, 0.002)
+    assert got == expected
