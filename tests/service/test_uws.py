@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -156,31 +157,54 @@ def test_parameter_names_are_case_insensitive_and_kept_as_given(uws: TestClient)
 @pytest.mark.parametrize(
     ("params", "words"),
     [
-        ({"QUERY": ""}, "QUERY"),
-        ({"LANG": "SQL"}, "LANG"),
-        ({"MAXREC": "-3"}, "MAXREC"),
-        ({"RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
-        ({"EXECUTIONDURATION": "-5"}, "EXECUTIONDURATION"),
-        ({"EXECUTIONDURATION": "soon"}, "EXECUTIONDURATION"),
-        ({"DESTRUCTION": "next tuesday"}, "DESTRUCTION"),
-        ({"PHASE": "ABORT"}, "PHASE"),
+        ([("EXECUTIONDURATION", "-5")], "EXECUTIONDURATION"),
+        ([("EXECUTIONDURATION", "soon")], "EXECUTIONDURATION"),
+        ([("DESTRUCTION", "next tuesday")], "DESTRUCTION"),
+        ([("PHASE", "ABORT")], "PHASE"),
+        ([("RUNID", "a"), ("RUNID", "b")], "RUNID"),
     ],
 )
-def test_bad_creation_is_a_dali_400_and_no_job(
-    uws: TestClient, params: dict[str, str], words: str
+def test_bad_uws_parameter_at_creation_is_a_400_and_no_job(
+    uws: TestClient, params: list[tuple[str, str]], words: str
 ) -> None:
     user = "creator-bad"
-    data = {"LANG": "ADQL", "QUERY": SMALL, **params}
-    r = uws.post("/tap/async", data=data, headers={"X-Test-User": user})
+    data = [("LANG", "ADQL"), ("QUERY", SMALL), *params]
+    r = uws.post(
+        "/tap/async",
+        content=urlencode(data),
+        headers={"X-Test-User": user, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 400
     assert words in dali_message(r)
     listing = xml(uws.get("/tap/async", headers={"X-Test-User": user}))
     assert list(listing) == []
 
 
-def test_missing_lang_is_a_400(uws: TestClient) -> None:
-    r = uws.post("/tap/async", data={"QUERY": SMALL})
-    assert r.status_code == 400 and "LANG" in dali_message(r)
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"QUERY": ""}, "QUERY"),
+        ({"LANG": "SQL"}, "LANG"),
+        ({"LANG": None}, "LANG"),
+        ({"MAXREC": "-3"}, "MAXREC"),
+        ({"RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
+        ({"QUERY": f"SELECT x FROM {OBJECT} WHER"}, "line 1"),
+    ],
+)
+def test_bad_tap_parameter_fails_at_run_with_dali_error(
+    uws: TestClient, params: dict[str, str | None], words: str
+) -> None:
+    """TAP parameters are checked when the job runs (what UWS clients and taplint expect):
+    the job goes to ERROR and /error holds the DALI error document."""
+    data = {"LANG": "ADQL", "QUERY": SMALL, **params, "PHASE": "RUN"}
+    r = uws.post("/tap/async", data={k: v for k, v in data.items() if v is not None})
+    assert r.status_code == 303
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert wait_final(uws, job_id) == "ERROR"
+    message = text(xml(uws.get(f"/tap/async/{job_id}")), "uws:errorSummary/uws:message")
+    assert message is not None and words in message
+    error = uws.get(f"/tap/async/{job_id}/error")
+    assert error.status_code == 200 and words in dali_message(error)
 
 
 # --- running, results, errors ---------------------------------------------------------------
@@ -224,18 +248,20 @@ def test_error_at_run_time_goes_to_error_with_dali_document(uws: TestClient) -> 
     assert uws.get(f"/tap/async/{job_id}/results/result").status_code == 404
 
 
-def test_bad_parameter_set_after_creation_fails_at_run(uws: TestClient) -> None:
-    """Parameters posted later are checked too; a job can still end in ERROR at run time
-    when its query only fails in the engine."""
+def test_parameters_of_a_pending_job_change(uws: TestClient) -> None:
+    """POSTed parameters replace those of the same name (any case); checked at run."""
     job_id = create(uws)
-    r = uws.post(f"/tap/async/{job_id}/parameters", data={"MAXREC": "x"})
-    assert r.status_code == 400 and "MAXREC" in dali_message(r)
     r = uws.post(f"/tap/async/{job_id}/parameters", data={"query": f"SELECT nope FROM {OBJECT}"})
     assert r.status_code == 303
     params = {p.get("id"): p.text for p in xml(uws.get(f"/tap/async/{job_id}/parameters"))}
     assert params["query"] == f"SELECT nope FROM {OBJECT}" and "QUERY" not in params
+    r = uws.post(f"/tap/async/{job_id}", data={"MAXREC": "2", "RUNID": "again"})
+    assert r.status_code == 303
+    root = xml(uws.get(f"/tap/async/{job_id}"))
+    assert text(root, "uws:runId") == "again"
     uws.post(f"/tap/async/{job_id}/phase", data={"PHASE": "RUN"})
     assert wait_final(uws, job_id) == "ERROR"
+    assert "nope" in dali_message(uws.get(f"/tap/async/{job_id}/error"))
 
 
 def test_run_on_a_finished_job_is_refused(uws: TestClient) -> None:

@@ -5,11 +5,12 @@ job the caller may not access (:func:`skyvault.auth.jobs.can_access_job`) is rep
 exactly like a job that does not exist; lists hold only the jobs
 :func:`~skyvault.auth.jobs.can_list_job` allows (never anonymous ones).
 
-Parameters: the TAP query parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are checked
-with the DALI rules of sync when a job is created or its parameters change — a bad value is
-a 400 and no job — and again when it runs (a job that fails then goes to ERROR with the
-DALI error document at ``/error``).  The UWS control parameters (PHASE, RUNID,
-EXECUTIONDURATION, DESTRUCTION) are applied, not stored as job parameters.
+Parameters: the TAP query parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are stored
+as given and checked with the DALI rules of sync when the job runs: a bad value puts the job
+in ERROR with the DALI error document at ``/error`` (UWS: a job is created from whatever is
+posted; taplint's async stage requires it).  The UWS control parameters (PHASE, RUNID,
+EXECUTIONDURATION, DESTRUCTION) act on the job and are not stored as job parameters; a bad
+value of one of them is a 400 and changes nothing (no job is created).
 
 Recovery: a job left in EXECUTING by a service that died (``kill -9``, a lost node) goes to
 ERROR with "the service restarted while this job ran; run it again" (error type
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +35,7 @@ from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, ne
 from skyvault.config import Settings
 from skyvault.errors import UsageError
 from skyvault.formats.errors import dali_error_document
-from skyvault.service.params import collect_params, tap_query_params
+from skyvault.service.params import collect_params
 from skyvault.service.uws.events import PhaseEvents
 from skyvault.service.uws.models import (
     ACTIVE_PHASES,
@@ -204,24 +205,16 @@ class JobService:
 
     # --- creation and parameters ----------------------------------------------------------
 
-    def _check_query(self, pairs: Iterable[tuple[str, str]]) -> None:
-        tap_query_params(
-            collect_params(pairs),
-            maxrec_default=self.settings.maxrec_default,
-            maxrec_limit=self.settings.maxrec_limit,
-        )
-
     def create(self, owner: str | None, pairs: list[tuple[str, str]]) -> Job:
         """A new job from the request's (name, value) pairs; PHASE=RUN also queues it.
 
         Raises
         ------
         UsageError
-            A bad TAP or UWS parameter: no job is created.
+            A bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no job is created.
         """
         params = collect_params(pairs)
         job_params = [(n, v) for n, v in pairs if n.upper() not in CONTROL_PARAMETERS]
-        self._check_query(job_params)
         now = utc_now()
         settings = self.settings
         duration = settings.job_execution_duration
@@ -268,7 +261,6 @@ class JobService:
             return job
         names = {n.upper() for n, _ in given}
         merged = [(n, v) for n, v in job.parameters if n.upper() not in names] + given
-        self._check_query(merged)
         if job.phase != ExecutionPhase.PENDING or not self.store.set_parameters(
             job_id, merged, run_id
         ):
