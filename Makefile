@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the test suite drives (IVOA validators). Installed only when absent.
+# System packages the test suite drives (IVOA validators, PostgreSQL). Installed only when absent.
 sysdeps:
 	@command -v stilts >/dev/null 2>&1 || { \
 	  echo "installing stilts (IVOA validators votlint/taplint)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq stilts >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (the job-storage tests start a throw-away server)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 # Build the demo data set when missing (a no-op when built), then serve it over TAP.
 demo: $(STAMP)
