@@ -15,12 +15,14 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from skyvault.config import Settings
 from skyvault.service.uws.models import (
     ExecutionPhase,
     Job,
@@ -261,3 +263,102 @@ def test_schema_creation_is_idempotent(store: JobStore) -> None:
     again = JobStore(store.url)
     assert again.get("j1") is not None
     again.close()
+
+
+# --- several replicas on one database -------------------------------------------------------
+
+
+def _replica_settings(settings: Settings, url: str, results: Path) -> Settings:
+    return settings.model_copy(
+        update={"jobs_database_url": url, "results_url": str(results), "job_reaper_interval": 60}
+    )
+
+
+def test_two_replicas_share_jobs_on_postgresql(
+    settings: Settings, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two services on one PostgreSQL database and one result store: a job created on one
+    is seen, run and fetched through the other; an ABORT sent to the replica that does
+    not run the job still stops it (the runner's watchdog re-reads phases)."""
+    from fastapi.testclient import TestClient
+
+    from skyvault.service.app import create_app
+    from tests.service.test_uws import SLOW, SMALL
+
+    JobStore(postgres_url).close()
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM uws_jobs"))
+    engine.dispose()
+    shared = _replica_settings(settings, postgres_url, tmp_path / "results")
+    with (
+        TestClient(create_app(shared), follow_redirects=False) as a,
+        TestClient(create_app(shared), follow_redirects=False) as b,
+    ):
+        ids = []
+        for _ in range(6):
+            r = a.post("/tap/async", data={"LANG": "ADQL", "QUERY": SMALL, "PHASE": "RUN"})
+            ids.append(r.headers["location"].rsplit("/", 1)[-1])
+        for job_id in ids:
+            deadline = time.monotonic() + 30
+            while b.get(f"/tap/async/{job_id}/phase").text != "COMPLETED":
+                assert time.monotonic() < deadline
+                b.get(f"/tap/async/{job_id}", params={"WAIT": "1"})
+            assert b.get(f"/tap/async/{job_id}/results/result").status_code == 200
+
+        r = a.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW, "PHASE": "RUN"})
+        slow = r.headers["location"].rsplit("/", 1)[-1]
+        deadline = time.monotonic() + 10
+        while a.get(f"/tap/async/{slow}/phase").text != "EXECUTING":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        runners = {"a": a.app.state.context.jobs.runner, "b": b.app.state.context.jobs.runner}  # type: ignore[attr-defined]
+        (owner,) = [name for name, r in runners.items() if slow in r.running_ids()]
+        other = b if owner == "a" else a
+        started = time.monotonic()
+        assert other.post(f"/tap/async/{slow}/phase", data={"PHASE": "ABORT"}).status_code == 303
+        while slow in runners[owner].running_ids():
+            assert time.monotonic() - started < 5, "the other replica did not stop the query"
+            time.sleep(0.01)
+        assert a.get(f"/tap/async/{slow}/phase").text == "ABORTED"
+
+
+def test_recovery_of_a_dead_replica(tmp_path: Path) -> None:
+    """A job whose runner was on another host is rescued once its heartbeat is stale; a
+    runner on this host whose process is gone is known dead at once."""
+    from skyvault.service.uws.events import PhaseEvents
+    from skyvault.service.uws.results import ResultStore
+    from skyvault.service.uws.runner import JobRunner
+    from skyvault.service.uws.service import INTERRUPTED, JobService
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    results = ResultStore(str(tmp_path / "results"))
+    events = PhaseEvents()
+    runner = JobRunner(store, results, lambda p, c: None, events, workers=1,  # type: ignore[arg-type,return-value]
+                       maxrec_default=10, maxrec_limit=10)  # fmt: skip
+    service = JobService(store, results, runner, events, Settings(data_dir=tmp_path))
+    now = utc_now()
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    for job_id, runner_id, beat in [
+        ("far-fresh", "elsewhere:12:aa", now),
+        ("far-stale", "elsewhere:12:bb", now - timedelta(minutes=5)),
+        ("here-dead", f"{socket.gethostname()}:{dead_pid.pid}:cc", now),
+        ("here-alive", f"{socket.gethostname()}:1:dd", now),
+    ]:
+        store.add(_job(job_id))
+        store.queue(job_id, now)
+        store.claim_next(runner_id, beat)
+    assert service.recover(now) == 2
+    phases = {j: store.phase(j) for j in ("far-fresh", "far-stale", "here-dead", "here-alive")}
+    assert phases == {
+        "far-fresh": ExecutionPhase.EXECUTING,
+        "far-stale": ExecutionPhase.ERROR,
+        "here-dead": ExecutionPhase.ERROR,
+        "here-alive": ExecutionPhase.EXECUTING,
+    }
+    job = store.get("far-stale")
+    assert job is not None and job.failure == INTERRUPTED
+    store.close()
