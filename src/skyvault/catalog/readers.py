@@ -162,11 +162,11 @@ class ParquetInput(InputFile):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         try:
-            self._file = pq.ParquetFile(path)
+            with pq.ParquetFile(path) as handle:
+                self.schema = handle.schema_arrow
+                self.num_rows = handle.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise self.fail(f"not a readable Parquet file ({_short(exc)})") from None
-        self.schema = self._file.schema_arrow
-        self.num_rows = self._file.metadata.num_rows
         for field in self.schema:
             info = _field_metadata(field)
             if info:
@@ -175,12 +175,14 @@ class ParquetInput(InputFile):
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         wanted = list(columns) if columns is not None else None
         try:
-            # One row group at a time: given the whole file, pyarrow pre-buffers the selected
-            # columns of every row group up front, and memory grows with the file's size.
-            for group in range(self._file.num_row_groups):
-                yield from self._file.iter_batches(
-                    batch_size=batch_rows, columns=wanted, row_groups=[group]
-                )
+            # Memory must not grow with the input: pre-buffering keeps whole column chunks
+            # (of every row group, or the last one read) alive as long as the file is open,
+            # so read one row group at a time, unbuffered, and hold the file only while reading.
+            with pq.ParquetFile(self.path, pre_buffer=False) as handle:
+                for group in range(handle.num_row_groups):
+                    yield from handle.iter_batches(
+                        batch_size=batch_rows, columns=wanted, row_groups=[group]
+                    )
         except (pa.ArrowException, OSError) as exc:
             raise self.fail(f"unreadable Parquet data ({_short(exc)})") from None
 
