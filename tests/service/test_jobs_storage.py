@@ -336,9 +336,9 @@ def test_recovery_of_a_dead_replica(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
     results = ResultStore(str(tmp_path / "results"))
     events = PhaseEvents()
-    runner = JobRunner(store, results, lambda p, c: None, events, workers=1,  # type: ignore[arg-type,return-value]
-                       maxrec_default=10, maxrec_limit=10)  # fmt: skip
-    service = JobService(store, results, runner, events, Settings(data_dir=tmp_path))
+    settings = Settings(data_dir=tmp_path, job_workers=1)
+    runner = JobRunner(store, results, lambda p, c, u: None, events, settings)  # type: ignore[arg-type,return-value]
+    service = JobService(store, results, runner, events, settings)
     now = utc_now()
     dead_pid = subprocess.Popen(["true"])
     dead_pid.wait()

@@ -533,3 +533,36 @@ def test_reaper_destroys_expired_jobs_and_results(uws: TestClient) -> None:
         assert time.monotonic() < deadline, "the reaper did not destroy the job"
         time.sleep(0.1)
     assert not result_dir.exists()
+
+
+# --- TAP_UPLOAD in async jobs ---------------------------------------------------------------
+
+
+def test_async_inline_upload(uws: TestClient) -> None:
+    """An inline (multipart) upload is kept with the job and read when it runs."""
+    import io
+
+    from astropy.table import Table
+
+    buffer = io.BytesIO()
+    Table({"id": [1, 2, 3], "ra": [10.0, 20.0, 30.0]}).write(buffer, format="votable")
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": "SELECT id, ra FROM TAP_UPLOAD.mine ORDER BY id",
+              "UPLOAD": "mine,param:part1", "PHASE": "RUN"},
+        files={"part1": ("mine.vot", buffer.getvalue(), "application/x-votable+xml")},
+    )  # fmt: skip
+    assert r.status_code == 303
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert wait_final(uws, job_id) == "COMPLETED", uws.get(f"/tap/async/{job_id}").text
+    table = read_votable(uws.get(f"/tap/async/{job_id}/results/result").content)
+    assert [int(v) for v in table.get_first_table().array["id"]] == [1, 2, 3]
+    # A missing part is an error of the job, with the upload's own message.
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": "SELECT * FROM TAP_UPLOAD.mine",
+              "UPLOAD": "mine,param:absent", "PHASE": "RUN"},
+    )  # fmt: skip
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert wait_final(uws, job_id) == "ERROR"
+    assert "absent" in dali_message(uws.get(f"/tap/async/{job_id}/error"))

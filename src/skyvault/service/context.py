@@ -36,7 +36,10 @@ class ServiceContext:
             self.tap_schema,
         )
         self.jobs = build_job_service(
-            settings, lambda params, cancel: async_queries.run(params, cancel=cancel)
+            settings,
+            lambda params, cancel, uploads: async_queries.run(
+                params, cancel=cancel, uploads=uploads
+            ),
         )
 
     @classmethod

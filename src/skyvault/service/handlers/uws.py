@@ -8,6 +8,7 @@ document.  Errors go through the one renderer in :mod:`skyvault.service.exceptio
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -17,7 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from skyvault.errors import UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import VOTABLE_TYPE
+from skyvault.service.handlers.tap import read_form
 from skyvault.service.params import collect_params
+from skyvault.service.uploads import InlineContent
 from skyvault.service.uws.documents import (
     iso_time,
     job_document,
@@ -99,10 +102,24 @@ async def list_jobs(request: Request, context: Context, owner: Owner) -> Respons
 
 @router.post("/async", summary="Create an async TAP job")
 async def create_job(request: Request, context: Context, owner: Owner) -> Response:
-    """Create a job from the TAP parameters; PHASE=RUN starts it.  303 to the job."""
-    pairs = await _pairs(request)
-    job = await run_in_threadpool(context.jobs.create, owner, pairs)
+    """Create a job from the TAP parameters (and inline uploads); PHASE=RUN starts it.
+    303 to the job."""
+    pairs, files, form = await read_form(request, context.settings.max_upload_bytes)
+    try:
+        uploads = {name: await run_in_threadpool(_read_part, part) for name, part in files.items()}
+    finally:
+        if form is not None:
+            await form.close()
+    job = await run_in_threadpool(context.jobs.create, owner, pairs, uploads)
     return _see_job(context, request, job)
+
+
+def _read_part(part: InlineContent) -> bytes:
+    if isinstance(part, bytes):
+        return part
+    if isinstance(part, (str, Path)):
+        return Path(part).read_bytes()
+    return part.read()
 
 
 # --- one job --------------------------------------------------------------------------------

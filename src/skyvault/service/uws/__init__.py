@@ -57,13 +57,5 @@ def build_job_service(
     """The job service over the job database and result store ``settings`` name."""
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
-    runner = JobRunner(
-        store,
-        results,
-        run_query,
-        events,
-        workers=settings.job_workers,
-        maxrec_default=settings.maxrec_default,
-        maxrec_limit=settings.maxrec_limit,
-    )
+    runner = JobRunner(store, results, run_query, events, settings)
     return JobService(store, results, runner, events, settings)

@@ -1,6 +1,7 @@
 """The result store: async job results as files in a directory or any fsspec location.
 
-A job's result lives at ``JOB_ID/result.EXT`` under the store's root.  It is written while
+A job's result lives at ``JOB_ID/result.EXT`` under the store's root, the inline tables it
+uploaded (TAP_UPLOAD multipart parts) under ``JOB_ID/uploads/``.  It is written while
 the query streams (never held in memory), and a job only becomes COMPLETED after the write
 finished, so a result file of a job that is not COMPLETED is a leftover that
 :meth:`ResultStore.delete` removes with the job.
@@ -62,6 +63,28 @@ class ResultStore:
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""
         return bool(self._fs.exists(self._path(key)))
+
+    def write_upload(self, job_id: str, part: str, data: bytes) -> None:
+        """Keep the inline upload ``part`` (a multipart file part) of job ``job_id``."""
+        self.write(f"{job_id}/uploads/{part.encode().hex()}", [data])
+
+    def read_uploads(self, job_id: str) -> dict[str, bytes]:
+        """The inline upload parts of job ``job_id``, by part name."""
+        folder = self._path(f"{job_id}/uploads")
+        try:
+            paths = self._fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return {}
+        parts: dict[str, bytes] = {}
+        for path in paths:
+            name = str(path).rstrip("/").rsplit("/", 1)[-1]
+            try:
+                part = bytes.fromhex(name).decode()
+            except ValueError:
+                continue
+            with self._fs.open(path, "rb") as handle:
+                parts[part] = handle.read()
+        return parts
 
     def delete(self, job_id: str) -> None:
         """Remove everything stored for job ``job_id`` (nothing if there is nothing)."""

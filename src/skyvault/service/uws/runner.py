@@ -2,7 +2,8 @@
 
 Each worker claims the oldest QUEUED job with a conditional update (so replicas sharing the
 database never run a job twice), validates its parameters with the same DALI rules as sync,
-runs it through the same query service as sync and streams the encoded result into the
+reads its uploaded tables (TAP_UPLOAD, as sync does), runs it through the same query
+service as sync and streams the encoded result into the
 result store.  Only then is the job marked COMPLETED, with its row count and overflow flag.
 
 Every running job holds a :class:`~skyvault.engine.executor.CancelToken`:
@@ -25,13 +26,18 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
+
+from skyvault.catalog.metadata import TableMeta
+from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import InternalError, QueryTimeout, SkyvaultError
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.services.query import QueryOutput
+from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
 from skyvault.service.uws.models import ExecutionPhase, Job, JobFailure, JobResult, utc_now
 from skyvault.service.uws.results import ResultStore
@@ -51,7 +57,10 @@ IDLE_POLL_SECONDS = 1.0
 #: Runner ids of the pools running in this process (see ``RunnerId.is_alive``).
 LIVE_RUNNERS: set[str] = set()
 
-RunQuery = Callable[[TapQueryParams, CancelToken], QueryOutput]
+#: ``run_query(params, cancel, uploads)``: the query service's ``run``.
+RunQuery = Callable[
+    [TapQueryParams, CancelToken, Sequence[tuple[TableMeta, pa.Table]]], QueryOutput
+]
 
 
 @dataclass(frozen=True)
@@ -128,10 +137,8 @@ class JobRunner:
         Starts a query (the TAP query service's ``run``).
     events
         Told of every phase change this pool makes.
-    workers
-        Jobs run at once.
-    maxrec_default, maxrec_limit
-        The DALI MAXREC rules, as for sync.
+    settings
+        The service settings: number of workers, MAXREC and upload limits.
     """
 
     def __init__(
@@ -140,18 +147,14 @@ class JobRunner:
         results: ResultStore,
         run_query: RunQuery,
         events: PhaseEvents,
-        *,
-        workers: int,
-        maxrec_default: int,
-        maxrec_limit: int,
+        settings: Settings,
     ) -> None:
         self.store = store
         self.results = results
         self.run_query = run_query
         self.events = events
-        self.workers = workers
-        self.maxrec_default = maxrec_default
-        self.maxrec_limit = maxrec_limit
+        self.settings = settings
+        self.workers = settings.job_workers
         self.runner_id = RunnerId.new()
         self._wake = threading.Condition()
         self._pending_wakes = 0
@@ -179,15 +182,20 @@ class JobRunner:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; cancel the running ones (they end in ERROR: run them again)."""
         self._stopping.set()
-        with self._lock:
-            running = list(self._running.values())
-        for run in running:
-            run.token.cancel()
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
+            # Cancel again and again: an interrupt that reaches a query just before it
+            # starts executing can be lost.
+            with self._lock:
+                running = list(self._running.values())
+            for run in running:
+                run.token.cancel()
+            for thread in self._threads:
+                thread.join(0.1)
+        if any(t.is_alive() for t in self._threads):
+            log.warning("job workers still busy after %.0f s; stopping without them", timeout)
         self._threads.clear()
         LIVE_RUNNERS.discard(str(self.runner_id))
 
@@ -271,12 +279,17 @@ class JobRunner:
         try:
             if self._stopping.is_set():
                 raise InternalError("the service stopped before this job ran; run it again")
+            parameters = job.parameter_map()
             params = tap_query_params(
-                job.parameter_map(),
-                maxrec_default=self.maxrec_default,
-                maxrec_limit=self.maxrec_limit,
+                parameters,
+                maxrec_default=self.settings.maxrec_default,
+                maxrec_limit=self.settings.maxrec_limit,
             )
-            output = self.run_query(params, run.token)
+            uploads: list[tuple[TableMeta, pa.Table]] = []
+            if parameters.get("UPLOAD"):
+                parts = self.results.read_uploads(job.job_id)
+                uploads = parse_uploads(parameters, parts, self.settings)
+            output = self.run_query(params, run.token, uploads)
             key = self.results.key(job.job_id, output.output.extension)
             size = self.results.write(key, output.chunks)
             result = JobResult(

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
@@ -205,8 +205,16 @@ class JobService:
 
     # --- creation and parameters ----------------------------------------------------------
 
-    def create(self, owner: str | None, pairs: list[tuple[str, str]]) -> Job:
+    def create(
+        self,
+        owner: str | None,
+        pairs: list[tuple[str, str]],
+        uploads: Mapping[str, bytes] | None = None,
+    ) -> Job:
         """A new job from the request's (name, value) pairs; PHASE=RUN also queues it.
+
+        ``uploads`` are the request's multipart file parts (TAP_UPLOAD ``param:PART``),
+        kept with the job in the result store until it is destroyed.
 
         Raises
         ------
@@ -242,6 +250,8 @@ class JobService:
             destruction=destruction,
             run_id=_single(params, "RUNID"),
         )
+        for part, data in (uploads or {}).items():
+            self.results.write_upload(job.job_id, part, data)
         self.store.add(job)
         if phase is not None:
             return self.run(job.job_id, owner)
