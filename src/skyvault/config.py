@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from skyvault.auth.config import AuthSettings
+
 __all__ = ["Settings"]
 
 
@@ -15,6 +17,11 @@ class Settings(BaseSettings):
 
     Every field can be set from the environment with the ``SKYVAULT_`` prefix
     (``SKYVAULT_DATA_DIR``, ``SKYVAULT_MAXREC_LIMIT`` ...) or passed to the constructor.
+
+    Identity and access settings are nested in ``auth`` (an
+    :class:`~skyvault.auth.config.AuthSettings`, read from its own ``SKYVAULT_AUTH_*``
+    variables when not passed): ``Settings(auth=AuthSettings(anonymous=False))`` in code,
+    ``SKYVAULT_AUTH_ANONYMOUS=false`` in the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="SKYVAULT_", frozen=True)
@@ -30,6 +37,17 @@ class Settings(BaseSettings):
         ),
     )
     path_prefix: str = Field(default="/tap", description="path the TAP service is mounted at")
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="identity, access and per-user limits (SKYVAULT_AUTH_* variables)",
+    )
+    required_groups: str = Field(
+        default="",
+        description=(
+            "comma-separated groups; when set, only members of one of them may use the "
+            "service at all (others get 403, anonymous callers 401); empty: everyone allowed in"
+        ),
+    )
     maxrec_default: int = Field(default=100_000, ge=0, description="rows returned without MAXREC")
     maxrec_limit: int = Field(default=10_000_000, ge=0, description="most rows MAXREC may ask for")
     query_timeout: float = Field(default=600.0, gt=0, description="time limit of a sync query, s")
@@ -78,6 +96,10 @@ class Settings(BaseSettings):
     job_reaper_interval: float = Field(
         default=60.0, gt=0, description="how often expired jobs are looked for and destroyed, s"
     )
+
+    def required_group_set(self) -> frozenset[str]:
+        """The groups of :attr:`required_groups` (empty: no requirement)."""
+        return frozenset(g.strip() for g in self.required_groups.split(",") if g.strip())
 
     def jobs_database(self) -> str:
         """The job database URL (the configured one or the SQLite file under the data root)."""

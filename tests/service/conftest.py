@@ -16,25 +16,49 @@ from astropy.io.votable import parse
 from astropy.io.votable.tree import VOTableFile
 from fastapi.testclient import TestClient
 
+from skyvault.auth import AuthSettings
 from skyvault.config import Settings
 from skyvault.service.app import create_app
 
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small DP0.2-style demo, built once per session (a few seconds)."""
+    """The small DP0.2-style demo, built once per session (a few seconds), its schema
+    granted to PUBLIC (tables are private until granted) as ``make demo`` does."""
+    from skyvault.auth import AuthStorage, grant_access
     from skyvault.demo import build_demo
 
     root = tmp_path_factory.mktemp("demo")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         build_demo(root, scale="small")
+    storage = AuthStorage.for_data_dir(root)
+    try:
+        grant_access(storage, "dp02_dc2_catalogs", None)
+    finally:
+        storage.close()
     return root
+
+
+#: Per-user limits out of the way of tests that are about something else (many anonymous
+#: jobs at once); the limits themselves are tested in test_security.py.
+ROOMY_AUTH = AuthSettings(
+    max_running=1000,
+    max_queued=10_000,
+    anonymous_max_running=1000,
+    anonymous_max_queued=10_000,
+)
 
 
 @pytest.fixture(scope="session")
 def settings(demo_dir: Path) -> Settings:
-    return Settings(data_dir=demo_dir, maxrec_default=1000, maxrec_limit=5000, query_timeout=60)
+    return Settings(
+        data_dir=demo_dir,
+        maxrec_default=1000,
+        maxrec_limit=5000,
+        query_timeout=60,
+        auth=ROOMY_AUTH,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from fastapi import Request
 
+from skyvault.auth import AuthServices, Identity, build_auth
+from skyvault.auth.access import GrantSnapshot
+from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.service.services.query import QueryService
+from skyvault.engine.executor import CancelToken
+from skyvault.service.params import TapQueryParams
+from skyvault.service.services.query import QueryOutput, QueryService, SyncQueries
 from skyvault.service.tap_schema import TapSchemaCache
-from skyvault.service.uws import JobService, build_job_service
+from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 
 __all__ = ["ServiceContext", "get_context"]
 
 
 @dataclass
 class ServiceContext:
-    """What handlers need: settings, the archive and the services over it."""
+    """What handlers need: settings, auth, the archive and the services over it."""
 
     settings: Settings
     archive: Archive
     tap_schema: TapSchemaCache
     queries: QueryService
+    auth: AuthServices
     jobs: JobService = field(init=False)
+    sync: SyncQueries = field(init=False, default_factory=SyncQueries)
 
     def __post_init__(self) -> None:
         # Async jobs run through the same query service, under their own time limit: each
@@ -35,11 +44,24 @@ class ServiceContext:
             settings.model_copy(update={"query_timeout": async_limit}),
             self.tap_schema,
         )
+
+        def run_job(
+            params: TapQueryParams,
+            cancel: CancelToken,
+            uploads: Sequence[tuple[TableMeta, pa.Table]],
+            owner: Identity,
+        ) -> QueryOutput:
+            # The owner's visibility, decided now: a grant revoked since the job was
+            # created applies to it.
+            tables = self.visible_tables(owner)
+            return async_queries.run(params, tables=tables, cancel=cancel, uploads=uploads)
+
         self.jobs = build_job_service(
             settings,
-            lambda params, cancel, uploads: async_queries.run(
-                params, cancel=cancel, uploads=uploads
-            ),
+            run_job,
+            identify=self.job_identity,
+            limits=self.auth.limits,
+            audit=self.auth.audit,
         )
 
     @classmethod
@@ -51,7 +73,28 @@ class ServiceContext:
             timeout=settings.query_timeout,
         )
         tap_schema = TapSchemaCache()
-        return cls(settings, archive, tap_schema, QueryService(archive, settings, tap_schema))
+        auth = build_auth(
+            settings.data_dir, settings.auth, async_url=f"{settings.path_prefix}/async"
+        )
+        return cls(settings, archive, tap_schema, QueryService(archive, settings, tap_schema), auth)
+
+    def visible_tables(
+        self, identity: Identity, grants: GrantSnapshot | None = None
+    ) -> list[TableMeta]:
+        """The stored tables ``identity`` may read: the one table list of a request."""
+        snapshot = grants if grants is not None else self.auth.access.snapshot()
+        return self.auth.access.visible_tables(identity, self.archive.tables(), snapshot)
+
+    def job_identity(self, job: Job) -> Identity:
+        """Who ``job`` runs as: its owner, with the owner's groups when it starts.
+
+        Built-in mode reads the groups from the auth database (a membership removed since
+        the job was created applies); behind a proxy groups come only with a request, so
+        the ones stored when the owner created or last ran the job are used.
+        """
+        if job.owner is None or self.auth.settings.mode == "proxy":
+            return stored_identity(job)
+        return Identity(job.owner, self.auth.storage.groups_of(job.owner))
 
     def base_url(self, request: Request) -> str:
         """The TAP service's public URL: configured, or from the request."""

@@ -3,6 +3,12 @@
 Skyvault errors keep their message (with line:column and hint) and their ``http_status``;
 HTTP errors (404, 405) and request-validation errors get the same document; anything else
 is logged with its trace and answered as a 500 that says nothing about the server.
+
+A 401 (:class:`~skyvault.errors.AuthenticationRequired`) also carries the challenges
+``WWW-Authenticate: Bearer realm="skyvault"`` and ``Basic realm="skyvault"``, so that pyvo,
+TOPCAT and STILTS learn how to log in; when the request sent credentials that were refused,
+the Bearer challenge says ``error="invalid_token"`` (RFC 6750).  A 403
+(:class:`~skyvault.errors.AccessDenied`) is the plain DALI error: the caller is known.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from skyvault.errors import InternalError, SkyvaultError
+from skyvault.auth.identity import www_authenticate_challenges
+from skyvault.errors import AuthenticationRequired, InternalError, SkyvaultError
 from skyvault.formats.errors import dali_error_document
 
 __all__ = ["VOTABLE_TYPE", "error_response", "install_error_handlers"]
@@ -33,7 +40,12 @@ async def _skyvault_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SkyvaultError)
     if exc.http_status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return error_response(str(exc), exc.http_status)
+    response = error_response(str(exc), exc.http_status)
+    if isinstance(exc, AuthenticationRequired):
+        sent = "authorization" in request.headers
+        for challenge in www_authenticate_challenges(invalid_token=sent):
+            response.headers.append("WWW-Authenticate", challenge)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

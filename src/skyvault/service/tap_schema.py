@@ -4,7 +4,9 @@
 tables a caller may see into the five TAP_SCHEMA tables (``schemas``, ``tables``,
 ``columns``, ``keys``, ``key_columns``), each with its own metadata, ready for
 ``Archive.stream(..., extra=...)``.  TAP_SCHEMA describes itself too.  :class:`TapSchemaCache`
-rebuilds them only when the set of tables (or a table's version) changes.
+keeps one build per set of visible tables (callers with different access see different
+rows: a table a caller may not read has no row in any TAP_SCHEMA table, nor has a key to
+it) and rebuilds only when that set, or a table's version, changes.
 
 The same :func:`published_tables` view of the metadata feeds the VOSI tables document, so
 ``/tables`` and TAP_SCHEMA agree.  Implementation columns (``_healpix_29``) are hidden from
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
@@ -36,6 +39,7 @@ __all__ = [
     "published_table",
     "published_tables",
     "tap_schema_metadata",
+    "visible_keys",
 ]
 
 TAP_SCHEMA = "TAP_SCHEMA"
@@ -243,6 +247,7 @@ def build_tap_schema(
         ``schemas``, ``tables``, ``columns``, ``keys``, ``key_columns``, for ``extra=``.
     """
     own = tap_schema_metadata()
+    keys = visible_keys(keys, tables)
     published = [*published_tables(tables), *(published_table(m) for m in own)]
     descriptions = {TAP_SCHEMA: "the metadata of this TAP service (TAP 1.1 TAP_SCHEMA)"}
     descriptions.update(schema_descriptions or {})
@@ -314,22 +319,53 @@ def build_tap_schema(
     return out
 
 
-class TapSchemaCache:
-    """TAP_SCHEMA rebuilt only when the tables it describes change; thread-safe."""
+def visible_keys(keys: Sequence[ForeignKey], tables: Sequence[TableMeta]) -> list[ForeignKey]:
+    """The ``keys`` whose both ends are among ``tables`` (a key to a table the caller may not
+    see would name it)."""
+    names = {m.qualified_name for m in tables}
+    return [k for k in keys if k.from_table in names and k.target_table in names]
 
-    def __init__(self, keys: Sequence[ForeignKey] = ()) -> None:
+
+def _visibility_version(tables: Sequence[TableMeta]) -> tuple[tuple[object, ...], ...]:
+    return tuple(sorted((m.schema, m.name, m.created, m.nrows) for m in tables))
+
+
+class TapSchemaCache:
+    """TAP_SCHEMA per set of visible tables, rebuilt only when that set changes; thread-safe.
+
+    Callers with different access see different TAP_SCHEMA rows, so one build is kept per
+    *visibility set*: the sorted (schema, table, version, rows) of the tables a caller may
+    see.  Callers sharing access (every anonymous caller, the members of one group) share
+    a build; a new table version changes the key and rebuilds.  At most ``max_entries``
+    builds are kept, least recently used dropped first.
+    """
+
+    def __init__(self, keys: Sequence[ForeignKey] = (), *, max_entries: int = 64) -> None:
         self.keys = tuple(keys)
+        self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._version: Hashable = None
-        self._tables: list[tuple[TableMeta, pa.Table]] = []
+        self._builds: OrderedDict[Hashable, list[tuple[TableMeta, pa.Table]]] = OrderedDict()
         self.builds = 0
 
+    def keys_for(self, tables: Sequence[TableMeta]) -> list[ForeignKey]:
+        """The foreign keys between ``tables`` (those a caller sees), for VOSI tables."""
+        return visible_keys(self.keys, tables)
+
     def get(self, tables: Sequence[TableMeta]) -> list[tuple[TableMeta, pa.Table]]:
-        """TAP_SCHEMA for ``tables``, from the cache when they are unchanged."""
-        version = tuple(sorted((m.schema, m.name, m.created, m.nrows) for m in tables))
+        """TAP_SCHEMA describing exactly ``tables``, from the cache when already built."""
+        version = _visibility_version(tables)
         with self._lock:
-            if version != self._version or not self._tables:
-                self._tables = build_tap_schema(tables, self.keys)
-                self._version = version
-                self.builds += 1
-            return self._tables
+            cached = self._builds.get(version)
+            if cached is not None:
+                self._builds.move_to_end(version)
+                return cached
+        built = build_tap_schema(tables, self.keys_for(tables))
+        with self._lock:
+            cached = self._builds.get(version)
+            if cached is not None:
+                return cached
+            self._builds[version] = built
+            self.builds += 1
+            while len(self._builds) > self.max_entries:
+                self._builds.popitem(last=False)
+            return built

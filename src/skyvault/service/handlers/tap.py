@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from html import escape
 from typing import Annotated
 
@@ -11,11 +13,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message, Receive
 
-from skyvault.errors import LimitExceeded
+from skyvault.auth import Identity
+from skyvault.errors import LimitExceeded, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.params import collect_params, tap_query_params
+from skyvault.service.security import CallerDep
 from skyvault.service.services.examples import examples_document
+from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import InlineContent, parse_uploads
+from skyvault.service.uws import ExecutionPhase
 
 __all__ = ["router"]
 
@@ -89,32 +95,110 @@ async def read_form(
 
 
 @router.api_route("/sync", methods=["GET", "POST"], summary="TAP synchronous query")
-async def sync_query(request: Request, context: Context) -> Response:
-    """Run a TAP query and stream its result (DALI-sync)."""
+async def sync_query(request: Request, context: Context, caller: CallerDep) -> Response:
+    """Run a TAP query over the caller's visible tables and stream its result (DALI-sync).
+
+    The query holds one of the caller's running-job slots until its result is sent; the
+    audit log gets one line when it ends (or fails).
+    """
     settings = context.settings
-    pairs, files, form = await read_form(request, settings.max_upload_bytes)
+    identity = caller.identity
+    endpoint = request.url.path
+    started = time.perf_counter()
+    query: str | None = None
     try:
-        params = collect_params(pairs)
-        tap = tap_query_params(
-            params, maxrec_default=settings.maxrec_default, maxrec_limit=settings.maxrec_limit
+        pairs, files, form = await read_form(request, settings.max_upload_bytes)
+        try:
+            params = collect_params(pairs)
+            queries = params.get("QUERY")
+            query = queries[-1] if queries else None
+            tap = tap_query_params(
+                params, maxrec_default=settings.maxrec_default, maxrec_limit=settings.maxrec_limit
+            )
+            uploads = await run_in_threadpool(parse_uploads, params, files, settings)
+        finally:
+            if form is not None:
+                await form.close()
+        await run_in_threadpool(_take_slot, context, identity)
+    except SkyvaultError as exc:
+        _audit_sync(context, identity, endpoint, query, None, started, exc.code)
+        raise
+    try:
+        run = await run_in_threadpool(
+            lambda: context.queries.run(tap, tables=caller.tables, uploads=uploads)
         )
-        uploads = await run_in_threadpool(parse_uploads, params, files, settings)
-    finally:
-        if form is not None:
-            await form.close()
-    started = await run_in_threadpool(context.queries.run, tap, uploads=uploads)
-    output = started.output
+    except BaseException as exc:
+        context.sync.finish(identity)
+        code = exc.code if isinstance(exc, SkyvaultError) else "internal"
+        _audit_sync(context, identity, endpoint, tap.query, None, started, code)
+        raise
+    output = run.output
     return StreamingResponse(
-        started.chunks,
+        _tracked(context, identity, endpoint, tap.query, run, started),
         media_type=output.content_type,
         headers={"Content-Disposition": f'inline; filename="result.{output.extension}"'},
     )
 
 
+def _take_slot(context: ServiceContext, identity: Identity) -> None:
+    counts = context.jobs.store.owner_phase_counts(identity.user)
+    executing = counts.get(ExecutionPhase.EXECUTING, 0)
+    context.sync.start(identity, context.auth.limits, executing)
+
+
+def _audit_sync(
+    context: ServiceContext,
+    identity: Identity,
+    endpoint: str,
+    query: str | None,
+    rows: int | None,
+    started: float,
+    error: str | None,
+) -> None:
+    context.auth.audit.record(
+        identity,
+        endpoint,
+        query=query,
+        rows=rows,
+        duration_s=time.perf_counter() - started,
+        outcome="ok" if error is None else "error",
+        error=error,
+    )
+
+
+def _tracked(
+    context: ServiceContext,
+    identity: Identity,
+    endpoint: str,
+    query: str,
+    run: QueryOutput,
+    started: float,
+) -> Iterator[bytes]:
+    """The result's chunks; when they end the running slot is given back and the query
+    audited with its row count."""
+    error: str | None = None
+    try:
+        yield from run.chunks
+    except SkyvaultError as exc:
+        error = exc.code
+        raise
+    except GeneratorExit:
+        error = "query.cancelled"
+        raise
+    except BaseException:
+        error = "internal"
+        raise
+    finally:
+        context.sync.finish(identity)
+        _audit_sync(context, identity, endpoint, query, run.result.rows, started, error)
+
+
 @router.get("/examples", summary="DALI examples")
-async def examples() -> Response:
-    """Example queries in the XHTML+RDFa form DALI specifies."""
-    return Response(examples_document(), media_type="application/xhtml+xml")
+async def examples(caller: CallerDep) -> Response:
+    """Example queries in the XHTML+RDFa form DALI specifies: only those whose tables the
+    caller may read."""
+    document = examples_document(visible=caller.table_names)
+    return Response(document, media_type="application/xhtml+xml")
 
 
 @router.get("", summary="TAP service landing page", include_in_schema=False)

@@ -15,11 +15,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from skyvault.auth import Identity
 from skyvault.errors import UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import VOTABLE_TYPE
 from skyvault.service.handlers.tap import read_form
 from skyvault.service.params import collect_params
+from skyvault.service.security import IdentityDep
 from skyvault.service.uploads import InlineContent
 from skyvault.service.uws.documents import (
     iso_time,
@@ -40,15 +42,27 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 XML_TYPE = "text/xml; charset=utf-8"
 
 
-def _owner(request: Request) -> str | None:
+def _owner(identity: IdentityDep) -> str | None:
     """The owner of jobs made by, and visible to, this request's caller (None: anonymous).
 
-    The one place the job handlers learn who calls; authentication plugs in here.
+    The one place the job handlers learn who calls: the authenticated user's name.  A job
+    of another owner is "no such job" (404), exactly as one that does not exist.
     """
-    return None
+    return identity.user
 
 
 Owner = Annotated[str | None, Depends(_owner)]
+
+
+def _job_caller(request: Request, owner: Owner) -> Identity:
+    """The caller as a job owner: name and groups (kept with the jobs they create or run)."""
+    identity: Identity | None = getattr(request.state, "identity", None)
+    if identity is not None and identity.user == owner:
+        return identity
+    return Identity.anonymous() if owner is None else Identity(owner)
+
+
+JobCaller = Annotated[Identity, Depends(_job_caller)]
 
 
 async def _pairs(request: Request) -> list[tuple[str, str]]:
@@ -101,7 +115,7 @@ async def list_jobs(request: Request, context: Context, owner: Owner) -> Respons
 
 
 @router.post("/async", summary="Create an async TAP job")
-async def create_job(request: Request, context: Context, owner: Owner) -> Response:
+async def create_job(request: Request, context: Context, caller: JobCaller) -> Response:
     """Create a job from the TAP parameters (and inline uploads); PHASE=RUN starts it.
     303 to the job."""
     pairs, files, form = await read_form(request, context.settings.max_upload_bytes)
@@ -110,7 +124,7 @@ async def create_job(request: Request, context: Context, owner: Owner) -> Respon
     finally:
         if form is not None:
             await form.close()
-    job = await run_in_threadpool(context.jobs.create, owner, pairs, uploads)
+    job = await run_in_threadpool(context.jobs.create, caller, pairs, uploads)
     return _see_job(context, request, job)
 
 
@@ -149,7 +163,9 @@ async def get_job(job_id: str, request: Request, context: Context, owner: Owner)
 
 
 @router.post("/async/{job_id}", summary="Change or delete a UWS job")
-async def post_job(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+async def post_job(
+    job_id: str, request: Request, context: Context, owner: Owner, caller: JobCaller
+) -> Response:
     """``ACTION=DELETE`` deletes (303 to the list); PHASE, DESTRUCTION, EXECUTIONDURATION
     and other parameters change the job (303 to it)."""
     pairs = await _pairs(request)
@@ -170,7 +186,7 @@ async def post_job(job_id: str, request: Request, context: Context, owner: Owner
         job = await run_in_threadpool(jobs.set_destruction, job_id, owner, value)
     job = await run_in_threadpool(jobs.update_parameters, job_id, owner, pairs)
     if "PHASE" in params:
-        job = await _change_phase(context, job_id, owner, _one(params, "PHASE"))
+        job = await _change_phase(context, job_id, caller, _one(params, "PHASE"))
     return _see_job(context, request, job)
 
 
@@ -181,12 +197,12 @@ async def delete_job(job_id: str, request: Request, context: Context, owner: Own
     return RedirectResponse(_list_url(context, request), status_code=303)
 
 
-async def _change_phase(context: ServiceContext, job_id: str, owner: str | None, value: str) -> Job:
+async def _change_phase(context: ServiceContext, job_id: str, caller: Identity, value: str) -> Job:
     action = value.strip().upper()
     if action == "RUN":
-        return await run_in_threadpool(context.jobs.run, job_id, owner)
+        return await run_in_threadpool(context.jobs.run, job_id, caller)
     if action == "ABORT":
-        return await run_in_threadpool(context.jobs.abort, job_id, owner)
+        return await run_in_threadpool(context.jobs.abort, job_id, caller.user)
     raise UsageError(f"PHASE={value!r} is not an action on a job", hint="send PHASE=RUN or ABORT")
 
 
@@ -197,10 +213,12 @@ async def get_phase(job_id: str, context: Context, owner: Owner) -> Response:
 
 
 @router.post("/async/{job_id}/phase", summary="Run or abort a UWS job")
-async def post_phase(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+async def post_phase(
+    job_id: str, request: Request, context: Context, caller: JobCaller
+) -> Response:
     """``PHASE=RUN`` queues the job, ``PHASE=ABORT`` stops it; 303 to the job."""
     params = collect_params(await _pairs(request))
-    job = await _change_phase(context, job_id, owner, _one(params, "PHASE"))
+    job = await _change_phase(context, job_id, caller, _one(params, "PHASE"))
     return _see_job(context, request, job)
 
 

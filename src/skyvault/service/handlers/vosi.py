@@ -13,6 +13,7 @@ from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.output import OUTPUT_FORMATS
+from skyvault.service.security import Caller, CallerDep, current_identity
 from skyvault.service.services.vosi import (
     availability_document,
     capabilities_document,
@@ -36,23 +37,31 @@ _XML = "text/xml"
 
 @router.get("/availability", summary="VOSI availability")
 async def availability(context: Context) -> Response:
-    """Whether the service can answer queries now (the data root is readable)."""
+    """Whether the service can answer queries now (the data root is readable).
+
+    Open to every caller, with or without credentials (and credentials are not looked at):
+    it tells only whether the service is up, and monitors probe it without tokens.
+    """
     ok = context.settings.data_dir.is_dir()
     note = "service is accepting queries" if ok else "the data root is not readable"
     return Response(availability_document(ok, note), media_type=_XML)
 
 
-@router.get("/capabilities", summary="VOSI capabilities")
+@router.get("/capabilities", summary="VOSI capabilities", dependencies=[Depends(current_identity)])
 async def capabilities(request: Request, context: Context) -> Response:
-    """The service's capabilities with the TAPRegExt description of its TAP endpoint."""
+    """The service's capabilities with the TAPRegExt description of its TAP endpoint.
+
+    Needs credentials when anonymous access is off: the 401 and its challenges are how
+    pyvo and TOPCAT discover that (and how) they must log in.
+    """
     document = capabilities_document(
         context.base_url(request), context.settings, OUTPUT_FORMATS, language_features()
     )
     return Response(document, media_type=_XML)
 
 
-def _published(context: ServiceContext) -> list[TableMeta]:
-    tables = context.queries.visible_tables()
+def _published(context: ServiceContext, caller: Caller) -> list[TableMeta]:
+    tables = caller.tables
     counts = {m.name: m.nrows for m, _ in context.queries.tap_schema_tables(tables)}
     own = [published_table(m) for m in tap_schema_metadata(counts)]
     return [*published_tables(tables), *own]
@@ -60,25 +69,34 @@ def _published(context: ServiceContext) -> list[TableMeta]:
 
 @router.get("/tables", summary="VOSI tables")
 async def tables(
-    context: Context, detail: Annotated[str | None, Query(alias="detail")] = None
+    request: Request,
+    context: Context,
+    caller: CallerDep,
+    detail: Annotated[str | None, Query(alias="detail")] = None,
 ) -> Response:
-    """The tableset; ``detail=min`` leaves the columns out."""
-    if detail not in (None, "min", "max"):
-        raise UsageError(f"detail={detail!r} is not understood", hint="use detail=min or max")
-    published = await run_in_threadpool(_published, context)
-    keys = foreign_keys(context.tap_schema.keys)
-    document = tableset_document(published, columns=detail != "min", keys=keys)
+    """The tableset of the tables the caller may read; ``detail=min`` leaves columns out."""
+    with context.auth.audit.request(caller.identity, request.url.path) as event:
+        if detail not in (None, "min", "max"):
+            raise UsageError(f"detail={detail!r} is not understood", hint="use detail=min or max")
+        published = await run_in_threadpool(_published, context, caller)
+        keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
+        document = tableset_document(published, columns=detail != "min", keys=keys)
+        event.rows = len(published)
     return Response(document, media_type=_XML)
 
 
 @router.get("/tables/{name}", summary="VOSI table")
-async def table(name: str, context: Context) -> Response:
-    """One table's description, ``name`` being ``schema.table`` as in TAP_SCHEMA."""
-    published = await run_in_threadpool(_published, context)
-    for meta in published:
-        if meta.qualified_name == name:
-            keys = foreign_keys(context.tap_schema.keys)
-            return Response(table_document(meta, keys), media_type=_XML)
-    lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
-    hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
-    raise CatalogNotFound(f"no table {name}", hint=hint)
+async def table(name: str, request: Request, context: Context, caller: CallerDep) -> Response:
+    """One table's description, ``name`` being ``schema.table`` as in TAP_SCHEMA.
+
+    A table the caller may not read is "no table", exactly as one that does not exist.
+    """
+    with context.auth.audit.request(caller.identity, request.url.path):
+        published = await run_in_threadpool(_published, context, caller)
+        for meta in published:
+            if meta.qualified_name == name:
+                keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
+                return Response(table_document(meta, keys), media_type=_XML)
+        lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
+        hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
+        raise CatalogNotFound(f"no table {name}", hint=hint)

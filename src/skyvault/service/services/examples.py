@@ -8,23 +8,28 @@ properties).  A test runs every query against a small demo build.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["EXAMPLES", "Example", "examples_document"]
+from skyvault.service.tap_schema import TAP_SCHEMA
+
+__all__ = ["EXAMPLES", "Example", "examples_document", "visible_examples"]
 
 _DEMO = "dp02_dc2_catalogs"
 
 
 @dataclass(frozen=True)
 class Example:
-    """One example: fragment id, short name, explanation, ADQL text, tables read."""
+    """One example: fragment id, short name, explanation, ADQL text, tables read, and
+    tables its text names without reading them (shown only to callers who see those too)."""
 
     id: str
     name: str
     description: str
     query: str
     tables: tuple[str, ...]
+    mentions: tuple[str, ...] = ()
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -123,6 +128,7 @@ EXAMPLES: tuple[Example, ...] = (
         f"WHERE table_name = '{_DEMO}.Object'\n"
         "ORDER BY column_index",
         ("TAP_SCHEMA.columns",),
+        (f"{_DEMO}.Object",),
     ),
     Example(
         "tap-schema-tables",
@@ -147,8 +153,23 @@ def _example(example: Example) -> str:
     )
 
 
-def examples_document(title: str = "skyvault TAP examples") -> str:
-    """The DALI-examples XHTML document."""
+def visible_examples(visible: Collection[str]) -> list[Example]:
+    """The examples whose every table is in ``visible`` (``schema.table`` names the caller
+    may read) or is a TAP_SCHEMA table: an example must not name a table the caller cannot
+    see."""
+    names = set(visible)
+
+    def readable(table: str) -> bool:
+        return table in names or table.startswith(f"{TAP_SCHEMA}.")
+
+    return [e for e in EXAMPLES if all(readable(t) for t in (*e.tables, *e.mentions))]
+
+
+def examples_document(
+    title: str = "skyvault TAP examples", *, visible: Collection[str] | None = None
+) -> str:
+    """The DALI-examples XHTML document; with ``visible``, only :func:`visible_examples`."""
+    shown = EXAMPLES if visible is None else visible_examples(visible)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN"'
@@ -158,6 +179,6 @@ def examples_document(title: str = "skyvault TAP examples") -> str:
         "<body>\n"
         f"<h1>{escape(title)}</h1>\n"
         '<div vocab="http://www.ivoa.net/rdf/examples#">\n'
-        + "".join(_example(e) for e in EXAMPLES)
+        + "".join(_example(e) for e in shown)
         + "</div>\n</body>\n</html>\n"
     )

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from skyvault.auth.identity import Identity
+from skyvault.auth.limits import LimitsPolicy
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, QueryResult
-from skyvault.errors import AdqlSemanticError
+from skyvault.errors import AdqlSemanticError, LimitExceeded
 from skyvault.service.output import OutputFormat
 from skyvault.service.params import TapQueryParams
+from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uploads import with_upload_hint
 
-__all__ = ["QueryOutput", "QueryService"]
+__all__ = ["QueryOutput", "QueryService", "SyncQueries"]
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +74,23 @@ class QueryService:
         self.settings = settings
         self.tap_schema = tap_schema
 
-    def visible_tables(self) -> list[TableMeta]:
-        """The stored tables a caller may see (all of them until auth exists)."""
-        return self.archive.tables()
-
-    def tap_schema_tables(
-        self, tables: Sequence[TableMeta] | None = None
-    ) -> list[tuple[TableMeta, pa.Table]]:
-        """TAP_SCHEMA for ``tables`` (default: the visible tables), from the cache."""
-        return self.tap_schema.get(self.visible_tables() if tables is None else tables)
+    def tap_schema_tables(self, tables: Sequence[TableMeta]) -> list[tuple[TableMeta, pa.Table]]:
+        """TAP_SCHEMA describing ``tables`` (the caller's visible tables), from the cache."""
+        return self.tap_schema.get(tables)
 
     def run(
         self,
         params: TapQueryParams,
         *,
+        tables: Sequence[TableMeta],
         cancel: CancelToken | None = None,
         uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
 
+        ``tables`` are the stored tables the caller may read (``AccessPolicy.visible_tables``,
+        computed once per request): the only catalogue names resolve against, and what
+        TAP_SCHEMA describes.  A table not among them does not exist for this query.
         ``uploads`` are the request's ``TAP_UPLOAD`` tables, from
         :func:`skyvault.service.uploads.parse_uploads`.
 
@@ -97,14 +99,13 @@ class QueryService:
         SkyvaultError
             Whatever the query's compilation or first rows raise (ADQL errors, time-out...).
         """
-        tables = self.visible_tables()
         try:
             result = self.archive.stream(
                 params.query,
                 maxrec=params.maxrec,
                 timeout=self.settings.query_timeout,
                 cancel=cancel,
-                tables=tables,
+                tables=list(tables),
                 extra=[*self.tap_schema_tables(tables), *uploads],
             )
         except AdqlSemanticError as exc:
@@ -126,3 +127,42 @@ class QueryService:
         if not params.output.streams:
             chunks = iter(list(chunks))
         return QueryOutput(params.output, chunks, result, result.stats)
+
+
+class SyncQueries:
+    """Synchronous queries in flight in this process, per owner (None: anonymous).
+
+    A sync query counts against the caller's ``max_running`` together with their executing
+    async jobs: :meth:`start` refuses with a 429 :class:`UserLimitExceeded` when the caller
+    is at the limit, :meth:`finish` gives the slot back once the result is sent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str | None, int] = {}
+
+    def running(self, owner: str | None) -> int:
+        """Sync queries of ``owner`` in flight."""
+        with self._lock:
+            return self._running.get(owner, 0)
+
+    def start(self, identity: Identity, limits: LimitsPolicy, executing_jobs: int) -> None:
+        """Take a running slot for ``identity`` (who has ``executing_jobs`` async jobs
+        running) or raise :class:`UserLimitExceeded`."""
+        owner = identity.user
+        with self._lock:
+            running = self._running.get(owner, 0) + executing_jobs
+            try:
+                limits.check_job_limits(identity, running=running, queued=0)
+            except LimitExceeded as exc:
+                raise UserLimitExceeded.of(exc) from None
+            self._running[owner] = self._running.get(owner, 0) + 1
+
+    def finish(self, identity: Identity) -> None:
+        """Give back the slot :meth:`start` took."""
+        with self._lock:
+            left = self._running.get(identity.user, 0) - 1
+            if left > 0:
+                self._running[identity.user] = left
+            else:
+                self._running.pop(identity.user, None)

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from skyvault.auth.audit import AuditLog
+from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
 from skyvault.service.uws.events import PHASE_EVENTS, PhaseEvents
 from skyvault.service.uws.models import (
@@ -25,15 +27,17 @@ from skyvault.service.uws.models import (
     JobPhaseError,
     JobResult,
     QueueFull,
+    UserLimitExceeded,
 )
 from skyvault.service.uws.reaper import Reaper
 from skyvault.service.uws.results import ResultStore
-from skyvault.service.uws.runner import JobRunner, RunQuery
+from skyvault.service.uws.runner import Identify, JobRunner, RunQuery, stored_identity
 from skyvault.service.uws.service import JobService
 from skyvault.service.uws.storage import JobStore
 
 __all__ = [
     "ExecutionPhase",
+    "Identify",
     "Job",
     "JobFailure",
     "JobFilter",
@@ -47,15 +51,37 @@ __all__ = [
     "QueueFull",
     "Reaper",
     "ResultStore",
+    "UserLimitExceeded",
     "build_job_service",
+    "stored_identity",
 ]
 
 
 def build_job_service(
-    settings: Settings, run_query: RunQuery, events: PhaseEvents = PHASE_EVENTS
+    settings: Settings,
+    run_query: RunQuery,
+    events: PhaseEvents = PHASE_EVENTS,
+    *,
+    identify: Identify = stored_identity,
+    limits: LimitsPolicy | None = None,
+    audit: AuditLog | None = None,
 ) -> JobService:
-    """The job service over the job database and result store ``settings`` name."""
+    """The job service over the job database and result store ``settings`` name.
+
+    ``identify``, ``limits`` and ``audit`` as for :class:`JobRunner`: who a job runs as,
+    the per-user limits, the audit log.
+    """
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
-    runner = JobRunner(store, results, run_query, events, settings)
-    return JobService(store, results, runner, events, settings)
+    runner = JobRunner(
+        store,
+        results,
+        run_query,
+        events,
+        settings,
+        identify=identify,
+        limits=limits,
+        audit=audit,
+        audit_endpoint=f"{settings.path_prefix}/async",
+    )
+    return JobService(store, results, runner, events, settings, limits=limits)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from skyvault.errors import JobError
+from skyvault.service.quota import UserLimitExceeded
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -23,6 +24,7 @@ __all__ = [
     "JobPhaseError",
     "JobResult",
     "QueueFull",
+    "UserLimitExceeded",
     "utc_now",
 ]
 
@@ -123,6 +125,10 @@ class Job:
     failure: JobFailure | None = None
     runner: str | None = None
     heartbeat: datetime | None = None
+    #: The owner's groups when the job was created or last sent PHASE=RUN by its owner (what
+    #: the job reads with behind an authenticating proxy, where groups come only with a
+    #: request); never shown in UWS documents.
+    owner_groups: tuple[str, ...] = ()
 
     def parameter_map(self) -> dict[str, list[str]]:
         """Every value of every parameter, by upper-cased name (what the DALI rules read)."""

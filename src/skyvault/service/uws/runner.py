@@ -26,20 +26,30 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from skyvault.auth.audit import AuditLog
+from skyvault.auth.identity import Identity
+from skyvault.auth.limits import LimitsPolicy
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import InternalError, QueryTimeout, SkyvaultError
+from skyvault.errors import InternalError, LimitExceeded, QueryTimeout, SkyvaultError
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
-from skyvault.service.uws.models import ExecutionPhase, Job, JobFailure, JobResult, utc_now
+from skyvault.service.uws.models import (
+    ExecutionPhase,
+    Job,
+    JobFailure,
+    JobResult,
+    UserLimitExceeded,
+    utc_now,
+)
 from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.storage import JobStore
 
@@ -57,10 +67,20 @@ IDLE_POLL_SECONDS = 1.0
 #: Runner ids of the pools running in this process (see ``RunnerId.is_alive``).
 LIVE_RUNNERS: set[str] = set()
 
-#: ``run_query(params, cancel, uploads)``: the query service's ``run``.
+#: ``run_query(params, cancel, uploads, owner)``: the query service's ``run`` with the
+#: tables ``owner`` (the job owner's identity, resolved when the job starts) may read.
 RunQuery = Callable[
-    [TapQueryParams, CancelToken, Sequence[tuple[TableMeta, pa.Table]]], QueryOutput
+    [TapQueryParams, CancelToken, Sequence[tuple[TableMeta, pa.Table]], Identity], QueryOutput
 ]
+#: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
+Identify = Callable[[Job], Identity]
+
+
+def stored_identity(job: Job) -> Identity:
+    """``job``'s owner with the groups stored with the job (anonymous for anonymous jobs)."""
+    if job.owner is None:
+        return Identity.anonymous()
+    return Identity(job.owner, frozenset(job.owner_groups))
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,16 @@ class JobRunner:
         Told of every phase change this pool makes.
     settings
         The service settings: number of workers, MAXREC and upload limits.
+    identify
+        The identity a job runs as, resolved when it starts: a job reads exactly what its
+        owner may read *then* (default: the owner with the groups stored with the job).
+    limits
+        Per-user limits: a job waits in QUEUED while its owner has ``max_running`` jobs
+        executing, and its result may not take the owner past ``max_result_bytes``.
+        None: no per-user limits.
+    audit
+        Where each run is recorded (one line per job: owner, query, rows, duration,
+        outcome), under ``audit_endpoint``/JOB_ID.
     """
 
     def __init__(
@@ -148,7 +178,16 @@ class JobRunner:
         run_query: RunQuery,
         events: PhaseEvents,
         settings: Settings,
+        *,
+        identify: Identify = stored_identity,
+        limits: LimitsPolicy | None = None,
+        audit: AuditLog | None = None,
+        audit_endpoint: str = "/tap/async",
     ) -> None:
+        self.identify = identify
+        self.limits = limits
+        self.audit = audit
+        self.audit_endpoint = audit_endpoint.rstrip("/")
         self.store = store
         self.results = results
         self.run_query = run_query
@@ -224,7 +263,9 @@ class JobRunner:
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                job = self.store.claim_next(str(self.runner_id), utc_now())
+                job = self.store.claim_next(
+                    str(self.runner_id), utc_now(), self._max_running if self.limits else None
+                )
             except Exception:
                 log.exception("could not read the job queue")
                 job = None
@@ -241,6 +282,32 @@ class JobRunner:
                 log.exception("job %s: the worker failed", job.job_id)
             finally:
                 self.events.notify(job.job_id)
+
+    def _max_running(self, owner: str | None) -> int:
+        assert self.limits is not None
+        identity = Identity.anonymous() if owner is None else Identity(owner)
+        return self.limits.limits_for(identity).max_running
+
+    def _capped(
+        self, chunks: Iterator[bytes], identity: Identity, owner: str | None
+    ) -> Iterator[bytes]:
+        """``chunks``, failing once they would take ``owner`` past the result storage limit."""
+        if self.limits is None:
+            yield from chunks
+            return
+        used = self.store.result_bytes(owner)
+        left = self.limits.result_bytes_left(identity, used)
+        written = 0
+        for chunk in chunks:
+            written += len(chunk)
+            if written > left:
+                try:
+                    self.limits.check_result_storage(identity, used + written)
+                except LimitExceeded as exc:
+                    raise UserLimitExceeded(
+                        f"the result of this job would not fit: {exc.message}", hint=exc.hint
+                    ) from None
+            yield chunk
 
     def _watch(self) -> None:
         last_beat = time.monotonic()
@@ -276,10 +343,24 @@ class JobRunner:
             timer.daemon = True
             timer.start()
         runner = str(self.runner_id)
+        identity = Identity.anonymous()
+        started = time.perf_counter()
+        rows: int | None = None
+        error_code: str | None = None
+        query: str | None = None
         try:
             if self._stopping.is_set():
                 raise InternalError("the service stopped before this job ran; run it again")
+            identity = self.identify(job)
             parameters = job.parameter_map()
+            queries = parameters.get("QUERY")
+            query = queries[-1] if queries else None
+            if self.limits is not None:
+                try:
+                    used = self.store.result_bytes(job.owner)
+                    self.limits.check_result_storage(identity, used)
+                except LimitExceeded as exc:
+                    raise UserLimitExceeded.of(exc) from None
             params = tap_query_params(
                 parameters,
                 maxrec_default=self.settings.maxrec_default,
@@ -289,32 +370,47 @@ class JobRunner:
             if parameters.get("UPLOAD"):
                 parts = self.results.read_uploads(job.job_id)
                 uploads = parse_uploads(parameters, parts, self.settings)
-            output = self.run_query(params, run.token, uploads)
+            output = self.run_query(params, run.token, uploads, identity)
             key = self.results.key(job.job_id, output.output.extension)
-            size = self.results.write(key, output.chunks)
+            size = self.results.write(key, self._capped(output.chunks, identity, job.owner))
+            rows = output.result.rows
             result = JobResult(
                 key=key,
                 mime=output.output.content_type,
                 size=size,
-                rows=output.result.rows,
+                rows=rows,
                 overflow=output.result.overflow,
             )
             if not self.store.complete(job.job_id, runner, result, utc_now()):
                 # Aborted or deleted while the result was being written.
                 self.results.delete(job.job_id)
+                error_code = "job.aborted"
         except SkyvaultError as exc:
             self.results.delete(job.job_id)
-            self.store.fail(job.job_id, self._failure(run, exc), utc_now(), runner=runner)
+            failure = self._failure(run, exc)
+            error_code = failure.code
+            self.store.fail(job.job_id, failure, utc_now(), runner=runner)
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
             error = InternalError("the job failed inside the service; the fault has been logged")
+            error_code = error.code
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)
         finally:
             if timer is not None:
                 timer.cancel()
             with self._lock:
                 self._running.pop(job.job_id, None)
+            if self.audit is not None:
+                self.audit.record(
+                    identity,
+                    f"{self.audit_endpoint}/{job.job_id}",
+                    query=query,
+                    rows=rows,
+                    duration_s=time.perf_counter() - started,
+                    outcome="ok" if error_code is None else "error",
+                    error=error_code,
+                )
 
     def _failure(self, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:

@@ -32,8 +32,9 @@ from starlette.concurrency import run_in_threadpool
 
 from skyvault.auth.identity import Identity
 from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
+from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
-from skyvault.errors import UsageError
+from skyvault.errors import LimitExceeded, UsageError
 from skyvault.formats.errors import dali_error_document
 from skyvault.service.params import collect_params
 from skyvault.service.uws.events import PhaseEvents
@@ -47,6 +48,7 @@ from skyvault.service.uws.models import (
     JobNotFound,
     JobPhaseError,
     QueueFull,
+    UserLimitExceeded,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
@@ -64,6 +66,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Phases of a job waiting to run, counted against the owner's ``max_queued``.
+WAITING_PHASES = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED)
 
 #: UWS parameters that act on the job rather than being passed to it.
 CONTROL_PARAMETERS = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION"})
@@ -171,6 +176,11 @@ class JobService:
         Phase-change notifications (blocking WAIT).
     settings
         Limits: MAXREC, EXECUTIONDURATION, DESTRUCTION, queue length, WAIT.
+    limits
+        Per-user limits, checked when a job is created or sent PHASE=RUN: jobs waiting
+        (PENDING or QUEUED) against ``max_queued``, stored results against
+        ``max_result_bytes`` (a refusal is a 429 :class:`UserLimitExceeded`).  The running
+        limit is kept by the runner, which leaves a job QUEUED while its owner is at it.
     """
 
     def __init__(
@@ -180,7 +190,10 @@ class JobService:
         runner: JobRunner,
         events: PhaseEvents,
         settings: Settings,
+        *,
+        limits: LimitsPolicy | None = None,
     ) -> None:
+        self.limits = limits
         self.store = store
         self.results = results
         self.runner = runner
@@ -205,22 +218,41 @@ class JobService:
 
     # --- creation and parameters ----------------------------------------------------------
 
+    def check_limits(self, caller: Identity, *, new_job: bool) -> None:
+        """Refuse (429) when ``caller`` may not add a waiting job (``new_job``) or is out
+        of result storage."""
+        if self.limits is None:
+            return
+        try:
+            if new_job:
+                counts = self.store.owner_phase_counts(caller.user)
+                waiting = sum(counts.get(p, 0) for p in WAITING_PHASES)
+                self.limits.check_job_limits(caller, running=0, queued=waiting)
+            self.limits.check_result_storage(caller, self.store.result_bytes(caller.user))
+        except LimitExceeded as exc:
+            raise UserLimitExceeded.of(exc) from None
+
     def create(
         self,
-        owner: str | None,
+        caller: Identity,
         pairs: list[tuple[str, str]],
         uploads: Mapping[str, bytes] | None = None,
     ) -> Job:
-        """A new job from the request's (name, value) pairs; PHASE=RUN also queues it.
+        """A new job of ``caller`` from the request's (name, value) pairs; PHASE=RUN also
+        queues it.
 
         ``uploads`` are the request's multipart file parts (TAP_UPLOAD ``param:PART``),
-        kept with the job in the result store until it is destroyed.
+        kept with the job in the result store until it is destroyed.  The caller's groups
+        are kept with the job (see :attr:`Job.owner_groups`).
 
         Raises
         ------
         UsageError
             A bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no job is created.
+        UserLimitExceeded
+            ``caller`` has ``max_queued`` jobs waiting, or no room for results.
         """
+        owner = caller.user
         params = collect_params(pairs)
         job_params = [(n, v) for n, v in pairs if n.upper() not in CONTROL_PARAMETERS]
         now = utc_now()
@@ -240,6 +272,7 @@ class JobService:
                 f"PHASE={phase!r} cannot be given when creating a job",
                 hint="send PHASE=RUN to start the job at once, or leave PHASE out",
             )
+        self.check_limits(caller, new_job=True)
         job = Job(
             job_id=new_job_id(),
             owner=owner,
@@ -249,12 +282,13 @@ class JobService:
             execution_duration=duration,
             destruction=destruction,
             run_id=_single(params, "RUNID"),
+            owner_groups=tuple(sorted(caller.groups)),
         )
         for part, data in (uploads or {}).items():
             self.results.write_upload(job.job_id, part, data)
         self.store.add(job)
         if phase is not None:
-            return self.run(job.job_id, owner)
+            return self.run(job.job_id, caller)
         return job
 
     def update_parameters(
@@ -308,8 +342,12 @@ class JobService:
 
     # --- phases ---------------------------------------------------------------------------
 
-    def run(self, job_id: str, owner: str | None) -> Job:
-        """PHASE=RUN: queue a PENDING job (RUN on a queued or running job changes nothing)."""
+    def run(self, job_id: str, caller: Identity) -> Job:
+        """PHASE=RUN: queue a PENDING job (RUN on a queued or running job changes nothing).
+
+        The owner's current groups are stored with the job, and its result storage checked.
+        """
+        owner = caller.user
         job = self.get(job_id, owner)
         if job.phase in (ExecutionPhase.QUEUED, ExecutionPhase.EXECUTING):
             return job
@@ -323,6 +361,9 @@ class JobService:
                 f"{self.settings.job_max_queued} jobs are already waiting to run",
                 hint="try again in a few minutes; the job stays PENDING",
             )
+        self.check_limits(caller, new_job=False)
+        if job.owner is not None and caller.groups != frozenset(job.owner_groups):
+            self.store.set_owner_groups(job_id, caller.groups)
         if self.store.queue(job_id, utc_now()):
             self.events.notify(job_id)
             self.runner.wake()

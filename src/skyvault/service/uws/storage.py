@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from skyvault.service.uws.models import (
 __all__ = ["JobStore"]
 
 _SQLITE_BUSY_MS = 15_000
+#: QUEUED jobs looked at per claim when some owners may be at their running-job limit.
+_CLAIM_CANDIDATES = 200
 
 
 class _UTC(TypeDecorator[datetime]):
@@ -81,6 +83,7 @@ _jobs = sa.Table(
     sa.Column("error_fatal", sa.Boolean, nullable=True),
     sa.Column("runner", sa.String(128), nullable=True),
     sa.Column("heartbeat", _UTC, nullable=True),
+    sa.Column("owner_groups", sa.Text, nullable=True),
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
     sa.Index("ix_uws_jobs_destruction", "destruction"),
@@ -144,7 +147,20 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         failure=failure,
         runner=m["runner"],
         heartbeat=m["heartbeat"],
+        owner_groups=tuple(json.loads(m["owner_groups"])) if m["owner_groups"] else (),
     )
+
+
+#: Columns added after the first release, with their SQL type: added to older databases.
+_LATER_COLUMNS = {"owner_groups": "TEXT"}
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` the :data:`_LATER_COLUMNS` an older database lacks."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(_jobs.name)}
+    for name, sql_type in _LATER_COLUMNS.items():
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE {_jobs.name} ADD COLUMN {name} {sql_type}")
 
 
 class JobStore:
@@ -171,6 +187,7 @@ class JobStore:
             self._engine = sa.create_engine(url, pool_pre_ping=True)
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
+            _add_missing_columns(conn)
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -256,6 +273,24 @@ class JobStore:
                 ).scalar_one()
             )
 
+    def owner_phase_counts(self, owner: str | None) -> dict[ExecutionPhase, int]:
+        """How many jobs of ``owner`` (None: the anonymous ones) are in each phase."""
+        who = _jobs.c.owner.is_(None) if owner is None else _jobs.c.owner == owner
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_jobs.c.phase, sa.func.count()).where(who).group_by(_jobs.c.phase)
+            ).all()
+        return {ExecutionPhase(phase): int(n) for phase, n in rows}
+
+    def result_bytes(self, owner: str | None) -> int:
+        """Bytes of stored results of ``owner``'s jobs (None: the anonymous ones)."""
+        who = _jobs.c.owner.is_(None) if owner is None else _jobs.c.owner == owner
+        with self._read() as conn:
+            total = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(_jobs.c.result_size), 0)).where(who)
+            ).scalar_one()
+        return int(total)
+
     def executing(self) -> list[Job]:
         """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
         with self._read() as conn:
@@ -291,6 +326,7 @@ class JobStore:
                     execution_duration=job.execution_duration,
                     destruction=job.destruction,
                     quote=job.quote,
+                    owner_groups=json.dumps(sorted(job.owner_groups)),
                 )
             )
 
@@ -304,6 +340,10 @@ class JobStore:
             parameters=json.dumps(parameters),
             run_id=run_id,
         )
+
+    def set_owner_groups(self, job_id: str, groups: Collection[str]) -> bool:
+        """Record the owner's current groups (what the job will read with in proxy mode)."""
+        return self._update(job_id, None, owner_groups=json.dumps(sorted(groups)))
 
     def set_execution_duration(self, job_id: str, seconds: int) -> bool:
         """Change EXECUTIONDURATION of a PENDING job; False when it is not PENDING."""
@@ -322,20 +362,50 @@ class JobStore:
             queued_time=now,
         )
 
-    def claim_next(self, runner: str, now: datetime) -> Job | None:
+    def claim_next(
+        self,
+        runner: str,
+        now: datetime,
+        max_running: Callable[[str | None], int] | None = None,
+    ) -> Job | None:
         """Take the oldest QUEUED job for ``runner`` (→ EXECUTING); None when none waits.
+
+        With ``max_running`` (the running-job limit of an owner, None for the anonymous
+        ones), a job whose owner already has that many jobs EXECUTING stays QUEUED and the
+        next owner's job is taken: one user's long queue does not hold up the others.
+        (Replicas deciding at the same instant can let an owner exceed the limit by one.)
 
         A job another runner takes between the look and the update is skipped: the
         update only matches a row still in QUEUED.
         """
         while True:
             with self._read() as conn:
-                job_id = conn.execute(
-                    sa.select(_jobs.c.job_id)
+                candidates = conn.execute(
+                    sa.select(_jobs.c.job_id, _jobs.c.owner)
                     .where(_jobs.c.phase == ExecutionPhase.QUEUED.value)
                     .order_by(_jobs.c.queued_time, _jobs.c.creation_time)
-                    .limit(1)
-                ).scalar_one_or_none()
+                    .limit(1 if max_running is None else _CLAIM_CANDIDATES)
+                ).all()
+                running: dict[str | None, int] = {}
+                if max_running is not None and candidates:
+                    running = {
+                        owner: int(n)
+                        for owner, n in conn.execute(
+                            sa.select(_jobs.c.owner, sa.func.count())
+                            .where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
+                            .group_by(_jobs.c.owner)
+                        ).all()
+                    }
+            job_id = None
+            limits: dict[str | None, int] = {}
+            for candidate, owner in candidates:
+                if max_running is not None:
+                    if owner not in limits:
+                        limits[owner] = max_running(owner)
+                    if running.get(owner, 0) >= limits[owner]:
+                        continue
+                job_id = candidate
+                break
             if job_id is None:
                 return None
             claimed = self._update(
