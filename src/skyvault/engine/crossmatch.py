@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
+from skyvault.sky.sql import double_literal
+
 __all__ = ["KEY_COLUMN", "CellJoin", "plan_cell_join"]
 
 KEY_COLUMN = "__sv_cell"
@@ -47,16 +49,19 @@ class CellJoin:
 
 
 def _zone_sql(dec: str, h: float) -> str:
-    return f"CAST(floor(({dec} + 90.0) / {h!r}) AS BIGINT)"
+    return f"CAST(floor(({dec} + 90.0e0) / {double_literal(h)}) AS BIGINT)"
 
 
 def _bins_sql(zone: str, h: float, radius: float) -> str:
     """Number of RA bins in ``zone``: bins at least r / cos(dec) wide over zones z-1..z+1."""
-    low = f"(-90.0 + ({zone} - 1) * {h!r})"
-    high = f"(-90.0 + ({zone} + 2) * {h!r})"
-    dmax = f"least(90.0, greatest(abs({low}), abs({high})))"
+    low = f"(-90.0e0 + ({zone} - 1) * {double_literal(h)})"
+    high = f"(-90.0e0 + ({zone} + 2) * {double_literal(h)})"
+    dmax = f"least(90.0e0, greatest(abs({low}), abs({high})))"
     width = radius * _SAFETY
-    return f"CAST(greatest(1, floor(360.0 * cos(radians({dmax})) / {width!r})) AS BIGINT)"
+    return (
+        f"CAST(greatest(1, floor(360.0e0 * cos(radians({dmax})) / {double_literal(width)})) "
+        "AS BIGINT)"
+    )
 
 
 def _key_sql(zone: str, bin_: str) -> str:
@@ -68,7 +73,7 @@ def keyed_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql(f'"{dec}"', h)
     bins = _bins_sql("__sv_z", h, radius)
-    bin_ = f'CAST(floor("{ra}" / 360.0 * {bins}) AS BIGINT) % {bins}'
+    bin_ = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT) % {bins}'
     return (
         f"SELECT * EXCLUDE (__sv_z), {_key_sql('__sv_z', bin_)} AS {KEY_COLUMN} "
         f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql}))"
@@ -83,7 +88,7 @@ def exploded_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
     for dz in (-1, 0, 1):
         z = f"(__sv_z + ({dz}))"
         bins = _bins_sql(z, h, radius)
-        own_bin = f'CAST(floor("{ra}" / 360.0 * {bins}) AS BIGINT)'
+        own_bin = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT)'
         for db in (-1, 0, 1):
             bin_ = f"(({own_bin} + ({db})) % {bins} + {bins}) % {bins}"
             keys.append(_key_sql(z, bin_))

@@ -22,6 +22,7 @@ from skyvault.sky.regions import Box, Circle, Polygon, RaDecRange, Region
 
 __all__ = [
     "distance_sql",
+    "double_literal",
     "point_in_box_sql",
     "point_in_circle_sql",
     "point_in_polygon_sql",
@@ -34,7 +35,7 @@ __all__ = [
 PREFILTER_MARGIN = 1e-9
 
 
-def _num(value: float) -> str:
+def double_literal(value: float) -> str:
     """A DOUBLE literal that round-trips exactly (DuckDB reads ``0.5`` as DECIMAL)."""
     text = repr(float(value))
     if "e" not in text and "inf" not in text and "nan" not in text:
@@ -53,14 +54,15 @@ def _unit_vector(ra: str, dec: str) -> tuple[str, str, str]:
 
 def _dot(xyz: tuple[str, str, str], vec: FloatArray) -> str:
     x, y, z = xyz
-    return f"({x} * {_num(vec[0])} + {y} * {_num(vec[1])} + {z} * {_num(vec[2])})"
+    a, b, c = (double_literal(v) for v in vec[:3])
+    return f"({x} * {a} + {y} * {b} + {z} * {c})"
 
 
 def _dec_prefilter(dec: str, lo: float, hi: float) -> str | None:
     lo_m, hi_m = lo - PREFILTER_MARGIN, hi + PREFILTER_MARGIN
     if lo_m <= -90.0 and hi_m >= 90.0:
         return None
-    return f"({dec}) BETWEEN {_num(lo_m)} AND {_num(hi_m)}"
+    return f"({dec}) BETWEEN {double_literal(lo_m)} AND {double_literal(hi_m)}"
 
 
 def _with_prefilter(dec: str, region: Region, exact: str) -> str:
@@ -97,15 +99,15 @@ def within_distance_sql(ra1: str, dec1: str, ra2: str, dec2: str, radius: float 
         return f"({distance_sql(ra1, dec1, ra2, dec2)} <= ({radius}))"
     r = float(radius)
     if r > 90.0:
-        return f"({distance_sql(ra1, dec1, ra2, dec2)} <= {_num(r)})"
+        return f"({distance_sql(ra1, dec1, ra2, dec2)} <= {double_literal(r)})"
     limit = math.sin(math.radians(r) / 2.0) ** 2
     hav = (
         f"(power(sin((radians({dec2}) - radians({dec1})) / 2), 2) + "
         f"cos(radians({dec1})) * cos(radians({dec2})) * "
         f"power(sin((radians({ra2}) - radians({ra1})) / 2), 2))"
     )
-    band = f"abs(({dec1}) - ({dec2})) <= {_num(r + PREFILTER_MARGIN)}"
-    return f"({band} AND {hav} <= {_num(limit)})"
+    band = f"abs(({dec1}) - ({dec2})) <= {double_literal(r + PREFILTER_MARGIN)}"
+    return f"({band} AND {hav} <= {double_literal(limit)})"
 
 
 def point_in_circle_sql(ra: str, dec: str, circle: Circle) -> str:
@@ -122,14 +124,14 @@ def point_in_circle_sql(ra: str, dec: str, circle: Circle) -> str:
         centre, limit = -c, (2.0 * math.sin(math.radians(180.0 - circle.radius) / 2.0)) ** 2
         op = ">="
     chord2 = " + ".join(
-        f"({axis} - {_num(value)}) * ({axis} - {_num(value)})"
+        f"({axis} - {double_literal(value)}) * ({axis} - {double_literal(value)})"
         for axis, value in zip(xyz, centre, strict=True)
     )
-    return _with_prefilter(dec, circle, f"({chord2}) {op} {_num(limit)}")
+    return _with_prefilter(dec, circle, f"({chord2}) {op} {double_literal(limit)}")
 
 
 def _halfspaces(xyz: tuple[str, str, str], normals: FloatArray) -> str:
-    return " AND ".join(f"{_dot(xyz, n)} >= {_num(-BOUNDARY_EPS)}" for n in normals)
+    return " AND ".join(f"{_dot(xyz, n)} >= {double_literal(-BOUNDARY_EPS)}" for n in normals)
 
 
 def point_in_polygon_sql(ra: str, dec: str, polygon: Polygon) -> str:
@@ -155,13 +157,15 @@ def point_in_range_sql(ra: str, dec: str, rng: RaDecRange) -> str:
 
     ``ra`` is expected in [0, 360), as stored by ingest.
     """
-    dec_part = f"({dec}) BETWEEN {_num(rng.dec_min)} AND {_num(rng.dec_max)}"
+    dec_part = f"({dec}) BETWEEN {double_literal(rng.dec_min)} AND {double_literal(rng.dec_max)}"
     if rng.ra_max - rng.ra_min >= 360.0:
         return f"({dec_part})"
     if rng.wraps:
-        ra_part = f"(({ra}) >= {_num(rng.ra_min)} OR ({ra}) <= {_num(rng.ra_max)})"
+        ra_part = (
+            f"(({ra}) >= {double_literal(rng.ra_min)} OR ({ra}) <= {double_literal(rng.ra_max)})"
+        )
     else:
-        ra_part = f"({ra}) BETWEEN {_num(rng.ra_min)} AND {_num(rng.ra_max)}"
+        ra_part = f"({ra}) BETWEEN {double_literal(rng.ra_min)} AND {double_literal(rng.ra_max)}"
     return f"({dec_part} AND {ra_part})"
 
 
