@@ -631,3 +631,28 @@ def test_result_storage_limit(limited: tuple[TestClient, AuthStorage, str]) -> N
     assert r.status_code == 429 and "your stored results take" in r.text
     client.delete(f"/tap/async/{small}", headers=dave)
     assert _create(client, "SELECT 1 AS x", dave, run=False)
+
+
+def test_proxy_mode(world: World) -> None:
+    """Behind a proxy the headers are the identity: a member of spies reads the table
+    (sync and in a job, which keeps the groups of the request that ran it), Authorization
+    is ignored, and without the user header the caller is anonymous."""
+    settings = _settings(world, "proxy", auth=AuthSettings(mode="proxy"))
+    spy = {"X-Auth-Request-User": "mallory", "X-Auth-Request-Groups": "crew, spies"}
+    query = {"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {HIDDEN}", "FORMAT": "csv"}
+    with _client(settings) as client:
+        assert "4099" in client.post("/tap/sync", data=query, headers=spy).text
+        r = client.post("/tap/sync", data=query, headers=bearer(world.alice))
+        assert r.status_code == 400 and "4099" not in r.text
+        job = _create(client, query["QUERY"], spy)
+        assert _wait(client, job, spy) == "COMPLETED"
+        assert "4099" in client.get(f"/tap/async/{job}/results/result", headers=spy).text
+        other = {"X-Auth-Request-User": "mallory", "X-Auth-Request-Groups": "crew"}
+        assert client.get(f"/tap/async/{job}", headers=other).status_code == 200
+        assert (
+            client.get(f"/tap/async/{job}", headers={"X-Auth-Request-User": "eve"}).status_code
+            == 404
+        )
+        pending = _create(client, query["QUERY"], spy, run=False)
+        client.post(f"/tap/async/{pending}/phase", data={"PHASE": "RUN"}, headers=other)
+        assert _wait(client, pending, other) == "ERROR"
