@@ -16,21 +16,20 @@ UTC datetimes on both sides of this module.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.types import TypeDecorator
 
+from skyvault import sql
 from skyvault.errors import UsageError
+from skyvault.sql import UTCDateTime
 
 __all__ = [
     "AUTH_DB_FILE",
@@ -51,8 +50,6 @@ AUTH_DB_FILE = Path(".skyvault") / "auth.sqlite3"
 # User and group names: what Gafaelfawr-style proxies send, and safe in a log line.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
-_SQLITE_BUSY_MS = 15_000
-
 
 def validate_name(kind: str, name: str) -> str:
     """Return ``name`` if it is a valid user or group name, else raise :class:`UsageError`."""
@@ -69,39 +66,20 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / AUTH_DB_FILE).absolute()}"
 
 
-class _UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime, stored naive-UTC (SQLite has no time zones)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the auth database")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC)
-
-
 _metadata = sa.MetaData()
 
 _users = sa.Table(
     "users",
     _metadata,
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("created", _UTCDateTime, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
 )
 
 _groups = sa.Table(
     "groups",
     _metadata,
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("created", _UTCDateTime, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
 )
 
 _memberships = sa.Table(
@@ -133,10 +111,10 @@ _tokens = sa.Table(
         nullable=False,
     ),
     sa.Column("secret_hash", sa.String(64), nullable=False),
-    sa.Column("created", _UTCDateTime, nullable=False),
-    sa.Column("expires", _UTCDateTime, nullable=False),
-    sa.Column("revoked", _UTCDateTime, nullable=True),
-    sa.Column("last_used", _UTCDateTime, nullable=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("expires", UTCDateTime, nullable=False),
+    sa.Column("revoked", UTCDateTime, nullable=True),
+    sa.Column("last_used", UTCDateTime, nullable=True),
     sa.Index("ix_tokens_user", "user_name"),
 )
 
@@ -149,7 +127,7 @@ _grants = sa.Table(
     sa.Column("schema_name", sa.String(128), nullable=False),
     sa.Column("table_name", sa.String(128), nullable=True),
     sa.Column("group_name", sa.String(64), nullable=True),
-    sa.Column("created", _UTCDateTime, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
 )
 sa.Index(
     "ux_grants",
@@ -244,14 +222,8 @@ class AuthStorage:
     def __init__(self, url: str) -> None:
         self.url = url
         self._is_sqlite = url.startswith("sqlite")
-        if self._is_sqlite:
-            self._prepare_sqlite_file(url)
-            self._engine: Engine = sa.create_engine(
-                url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
-            )
-            _configure_sqlite(self._engine)
-        else:
-            self._engine = sa.create_engine(url, pool_pre_ping=True)
+        # Token hashes live here: the SQLite file is readable by the service account only.
+        self._engine: Engine = sql.create_engine(url, private=True)
         self._create_schema()
 
     @classmethod
@@ -265,34 +237,16 @@ class AuthStorage:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    @staticmethod
-    def _prepare_sqlite_file(url: str) -> None:
-        database = sa.engine.make_url(url).database
-        if not database or database == ":memory:":
-            return
-        path = Path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Token hashes live here: readable by the service account only.  SQLite gives its
-        # -wal and -shm files the same permissions as the database file.
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-
     def _create_schema(self) -> None:
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self._engine.connect() as plain:
-            conn = plain.execution_options(skyvault_write=True)
-            with conn.begin():
-                yield conn
+        return sql.write(self._engine)
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn, conn.begin():
-            yield conn
+    def _read(self) -> contextlib.AbstractContextManager[Connection]:
+        return sql.read(self._engine)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -572,35 +526,6 @@ def _token_record(row: sa.Row[Any]) -> TokenRecord:
         revoked=row.revoked,
         last_used=row.last_used,
     )
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL, foreign keys, a busy time-out, and explicit BEGIN (IMMEDIATE for writes).
-
-    pysqlite's own transaction handling starts transactions lazily and never with
-    IMMEDIATE; a deferred transaction that reads and then writes can fail with "database is
-    locked" when another process wrote in between.  Taking the write lock at BEGIN makes
-    concurrent writers wait their turn (up to the busy time-out) instead.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("skyvault_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
 
 
 def utc_now() -> datetime:

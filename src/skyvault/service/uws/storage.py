@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Collection, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Collection
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.types import TypeDecorator
 
+from skyvault import sql
 from skyvault.service.uws.models import (
     ExecutionPhase,
     Job,
@@ -31,29 +29,12 @@ from skyvault.service.uws.models import (
     JobFilter,
     JobResult,
 )
+from skyvault.sql import UTCDateTime
 
 __all__ = ["JobStore"]
 
-_SQLITE_BUSY_MS = 15_000
 #: QUEUED jobs looked at per claim when some owners may be at their running-job limit.
 _CLAIM_CANDIDATES = 200
-
-
-class _UTC(TypeDecorator[datetime]):
-    """An aware UTC datetime stored naive (SQLite has no time zones; PG gets the same)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("a naive datetime was given to the job database")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
 
 
 _metadata = sa.MetaData()
@@ -66,13 +47,13 @@ _jobs = sa.Table(
     sa.Column("phase", sa.String(16), nullable=False),
     sa.Column("run_id", sa.Text, nullable=True),
     sa.Column("parameters", sa.Text, nullable=False),
-    sa.Column("creation_time", _UTC, nullable=False),
-    sa.Column("queued_time", _UTC, nullable=True),
-    sa.Column("start_time", _UTC, nullable=True),
-    sa.Column("end_time", _UTC, nullable=True),
-    sa.Column("quote", _UTC, nullable=True),
+    sa.Column("creation_time", UTCDateTime, nullable=False),
+    sa.Column("queued_time", UTCDateTime, nullable=True),
+    sa.Column("start_time", UTCDateTime, nullable=True),
+    sa.Column("end_time", UTCDateTime, nullable=True),
+    sa.Column("quote", UTCDateTime, nullable=True),
     sa.Column("execution_duration", sa.Integer, nullable=False),
-    sa.Column("destruction", _UTC, nullable=False),
+    sa.Column("destruction", UTCDateTime, nullable=False),
     sa.Column("result_key", sa.Text, nullable=True),
     sa.Column("result_mime", sa.Text, nullable=True),
     sa.Column("result_size", sa.BigInteger, nullable=True),
@@ -82,7 +63,7 @@ _jobs = sa.Table(
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("error_fatal", sa.Boolean, nullable=True),
     sa.Column("runner", sa.String(128), nullable=True),
-    sa.Column("heartbeat", _UTC, nullable=True),
+    sa.Column("heartbeat", UTCDateTime, nullable=True),
     sa.Column("owner_groups", sa.Text, nullable=True),
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
@@ -91,26 +72,6 @@ _jobs = sa.Table(
 
 _ANY_ACTIVE = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED,
                ExecutionPhase.EXECUTING)  # fmt: skip
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL, a busy time-out, and explicit BEGIN (IMMEDIATE for writes) on every connection."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # BEGIN is ours to emit
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("skyvault_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -175,16 +136,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = sa.engine.make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self._engine: Engine = sa.create_engine(
-                url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
-            )
-            _configure_sqlite(self._engine)
-        else:
-            self._engine = sa.create_engine(url, pool_pre_ping=True)
+        self._engine: Engine = sql.create_engine(url)
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
@@ -193,17 +145,11 @@ class JobStore:
         """Release pooled connections."""
         self._engine.dispose()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as plain:
-            conn = plain.execution_options(skyvault_write=True)
-            with conn.begin():
-                yield conn
+    def _write(self) -> contextlib.AbstractContextManager[Connection]:
+        return sql.write(self._engine)
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn, conn.begin():
-            yield conn
+    def _read(self) -> contextlib.AbstractContextManager[Connection]:
+        return sql.read(self._engine)
 
     def _update(
         self, job_id: str, phases: Collection[ExecutionPhase] | None, **values: Any
