@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -14,6 +15,7 @@ import pytest
 import uvicorn
 from astropy.io.votable import parse
 from astropy.io.votable.tree import VOTableFile
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from skyvault.auth import AuthSettings
@@ -80,7 +82,14 @@ def live_url(settings: Settings) -> Iterator[str]:
     """A real uvicorn server in a thread; yields the TAP base URL."""
     port = _free_port()
     live = settings.model_copy(update={"port": port})
-    config = uvicorn.Config(create_app(live), host="127.0.0.1", port=port, log_level="warning")
+    with serve_in_thread(create_app(live), port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, port: int) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a daemon thread on ``port``; yields the TAP base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -89,9 +98,11 @@ def live_url(settings: Settings) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/tap"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/tap"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def read_votable(data: bytes) -> VOTableFile:

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 
 import pytest
 import pyvo
 import requests
-import uvicorn
 
 from skyvault.auth import AuthSettings
 from skyvault.config import Settings
 from skyvault.service.app import create_app
-from tests.service.conftest import _free_port
+from tests.service.conftest import _free_port, serve_in_thread
 from tests.service.security_world import HIDDEN, PLANS_ROWS, World, build_world
 from tests.service.test_live import KNOWN_VALIDATOR_ERRORS, STILTS, needs_stilts
 
@@ -51,18 +48,8 @@ def closed_url(world: World) -> Iterator[str]:
         results_url=str(jobs / "results"),
         auth=AuthSettings(anonymous=False, audit_log=jobs / "audit.jsonl"),
     )
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/tap"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(settings), port) as url:
+        yield url
 
 
 def _bearer_service(url: str, token: str) -> pyvo.dal.TAPService:

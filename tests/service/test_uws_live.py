@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import statistics
 import subprocess
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -20,10 +19,9 @@ from pathlib import Path
 import pytest
 import pyvo
 import requests
-import uvicorn
 
 from skyvault.config import Settings
-from tests.service.conftest import _free_port
+from tests.service.conftest import _free_port, serve_in_thread
 from tests.service.test_live import KNOWN_VALIDATOR_ERRORS, STILTS, needs_stilts
 from tests.service.test_uws import OBJECT, SLOW, uws_app, uws_settings
 
@@ -42,18 +40,8 @@ def async_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     port = _free_port()
     root = tmp_path_factory.mktemp("uws-live")
     live = uws_settings(settings, root, port=port)
-    config = uvicorn.Config(uws_app(live), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/tap"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(uws_app(live), port) as url:
+        yield url
 
 
 def _service(url: str, user: str = "pyvo-user") -> pyvo.dal.TAPService:
