@@ -13,6 +13,7 @@ a distributed executor's workers.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ class Scan:
     """An in-memory table (TAP_SCHEMA, an upload) instead of files."""
     cell: tuple[str, str, str, float] | None = None
     """For a cross-match: ``(role, ra column, dec column, radius)``, role keyed|exploded."""
+    columns: tuple[str, ...] | None = None
+    """The table's columns the query may use (a superset; None: all): what a reader that
+    materialises the scan needs to read."""
 
     @property
     def arrow_name(self) -> str:
@@ -120,7 +124,36 @@ def plan_query(
             scans.append(_scan(placeholder, table, coverage))
     if crossmatch is not None:
         sql, scans = _with_cell_join(sql, scans, tables, positions or {}, *crossmatch)
+    named = _identifiers(sql)
+    by_name = {p: t for p, t, _ in tables}
+    for i, scan in enumerate(scans):
+        stored = by_name.get(scan.placeholder)
+        if isinstance(stored, StoredTable) and scan.files:
+            used = [
+                c.name for c in stored.meta.columns if c.name in named or c.name.lower() in named
+            ]
+            if scan.cell is not None:
+                used += [c for c in scan.cell[1:3] if c not in used]
+            scans[i] = dataclasses.replace(scan, columns=tuple(used))
     return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
+
+
+_TOKENS = re.compile("'(?:[^']|'')*'|\"((?:[^\"]|\"\")*)\"|([A-Za-z_][A-Za-z0-9_$]*)")
+
+
+def _identifiers(sql: str) -> set[str]:
+    """Every identifier ``sql`` may name a column with: quoted ones exactly, bare words
+    lower-cased (DuckDB folds them).  A table's columns matching none of these are never
+    read by the query.  String literals are skipped, so a double quote inside one cannot
+    hide an identifier."""
+    found = set()
+    for match in _TOKENS.finditer(sql):
+        quoted, bare = match.group(1), match.group(2)
+        if quoted is not None:
+            found.add(quoted.replace('""', '"'))
+        elif bare is not None:
+            found.add(bare.lower())
+    return found
 
 
 def _with_cell_join(

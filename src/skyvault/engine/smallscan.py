@@ -1,0 +1,167 @@
+"""The index path for small sky scans: read the few row groups a cone needs without DuckDB.
+
+A cone of an arcminute touches one or two row groups of a table sorted by ``_healpix_29``.
+Handing DuckDB ``read_parquet([...]) WHERE _healpix_29 in ranges`` for that costs several
+milliseconds of fixed work per query (binding the file list, planning the OR'ed ranges,
+scheduling the scan) for a few kilobytes of data; PostgreSQL + q3c answers the same cone from
+its index in about three.  So when a scan's ranges select few rows, the executor reads them
+here instead and gives DuckDB a small in-memory Arrow table:
+
+1. each file's footer is parsed once and kept (files are immutable: a re-ingest publishes a
+   new version directory), with the ``_healpix_29`` min/max of every row group as arrays;
+2. the row groups whose min/max overlap the ranges are found with ``searchsorted``;
+3. only those row groups, and only the columns the query names, are decoded by pyarrow
+   (which releases the GIL), and the rows outside the ranges are cut with a binary search on
+   the sorted ``_healpix_29`` column.
+
+DuckDB then runs the query's exact predicates over the rows that remain, exactly as it would
+over the view, so both paths give the same answer (``tests/engine/test_smallscan.py`` runs
+queries both ways).  pyarrow and DuckDB have no "read these row groups of these files, then
+cut to these key ranges" call of their own, hence this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from skyvault.catalog.ingest import HEALPIX_COLUMN
+
+__all__ = ["SMALL_SCAN_ROWS", "FooterCache", "read_small_scan"]
+
+SMALL_SCAN_ROWS = 4 * 32_768
+"""Largest number of rows (in whole row groups) read by this path; bigger scans go to
+DuckDB, whose parallel scan is the better tool once there is real data to read."""
+
+
+@dataclass(frozen=True)
+class FileFooter:
+    """What is needed of one Parquet file's footer to pick row groups."""
+
+    metadata: pq.FileMetaData
+    lows: NDArray[np.int64]
+    """Smallest ``_healpix_29`` of each row group."""
+    highs: NDArray[np.int64]
+    """Largest ``_healpix_29`` of each row group (inclusive)."""
+    rows: NDArray[np.int64]
+
+
+class FooterCache:
+    """Parsed footers of the most recently used files (thread-safe, LRU)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._footers: OrderedDict[str, FileFooter | None] = OrderedDict()
+
+    def get(self, path: str) -> FileFooter | None:
+        """The footer of ``path``, or None when row-group statistics are missing."""
+        with self._lock:
+            if path in self._footers:
+                self._footers.move_to_end(path)
+                return self._footers[path]
+        footer = _read_footer(path)
+        with self._lock:
+            self._footers[path] = footer
+            while len(self._footers) > self.capacity:
+                self._footers.popitem(last=False)
+        return footer
+
+
+def _read_footer(path: str) -> FileFooter | None:
+    metadata = pq.read_metadata(path)
+    names = metadata.schema.names
+    if HEALPIX_COLUMN not in names:
+        return None
+    index = names.index(HEALPIX_COLUMN)
+    count = metadata.num_row_groups
+    lows = np.empty(count, dtype=np.int64)
+    highs = np.empty(count, dtype=np.int64)
+    rows = np.empty(count, dtype=np.int64)
+    for i in range(count):
+        group = metadata.row_group(i)
+        stats = group.column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        lows[i], highs[i], rows[i] = stats.min, stats.max, group.num_rows
+    return FileFooter(metadata, lows, highs, rows)
+
+
+def read_small_scan(
+    files: Sequence[str],
+    ranges: NDArray[np.int64],
+    columns: Sequence[str] | None,
+    footers: FooterCache,
+    max_rows: int = SMALL_SCAN_ROWS,
+) -> pa.Table | None:
+    """The rows of ``files`` whose ``_healpix_29`` lies in ``ranges``, or None when too many.
+
+    ``ranges`` are sorted, disjoint, half-open ``[lo, hi)`` rows of an ``(n, 2)`` array;
+    ``columns`` limits the columns read (None: all).  None is returned, and nothing read,
+    when the overlapping row groups hold more than ``max_rows`` rows or a file lacks the
+    statistics to choose: the caller then scans with DuckDB.
+    """
+    chosen: list[tuple[str, FileFooter, list[int]]] = []
+    total = 0
+    for path in files:
+        footer = footers.get(path)
+        if footer is None:
+            return None
+        # Row group [low, high] overlaps range [lo, hi) iff lo <= high and low < hi.
+        first = np.searchsorted(ranges[:, 1], footer.lows, side="right")
+        inside = first < len(ranges)
+        lo = ranges[np.minimum(first, len(ranges) - 1), 0]
+        keep = np.flatnonzero(inside & (lo <= footer.highs))
+        if len(keep) == 0:
+            continue
+        total += int(footer.rows[keep].sum())
+        if total > max_rows:
+            return None
+        chosen.append((path, footer, keep.tolist()))
+    wanted = None
+    if columns is not None:
+        wanted = list(dict.fromkeys([*columns, HEALPIX_COLUMN]))
+    if not chosen:
+        footer = footers.get(files[0]) if files else None
+        if footer is None:
+            return None
+        schema = footer.metadata.schema.to_arrow_schema()
+        if wanted is not None:
+            schema = pa.schema([schema.field(name) for name in wanted])
+        return _without_key(schema.empty_table(), columns)
+    pieces = []
+    for path, footer, groups in chosen:
+        data = pq.ParquetFile(path, metadata=footer.metadata, memory_map=True).read_row_groups(
+            groups, columns=wanted, use_threads=False
+        )
+        pieces.append(_cut(data, ranges))
+    return _without_key(pa.concat_tables(pieces), columns)
+
+
+def _without_key(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
+    # COUNT(*) names no column: the key stays, as a table needs at least one.
+    if columns and HEALPIX_COLUMN not in columns:
+        return table.drop_columns([HEALPIX_COLUMN])
+    return table
+
+
+def _cut(table: pa.Table, ranges: NDArray[np.int64]) -> pa.Table:
+    """The rows of ``table`` (sorted by ``_healpix_29``) inside ``ranges``."""
+    keys = table.column(HEALPIX_COLUMN).to_numpy()
+    starts = np.searchsorted(keys, ranges[:, 0], side="left")
+    stops = np.searchsorted(keys, ranges[:, 1], side="left")
+    spans = [(int(a), int(b)) for a, b in zip(starts, stops, strict=True) if b > a]
+    if len(spans) == 1:
+        a, b = spans[0]
+        return table.slice(a, b - a)
+    if not spans:
+        return table.slice(0, 0)
+    indices = np.concatenate([np.arange(a, b) for a, b in spans])
+    return table.take(pa.array(indices))
