@@ -53,13 +53,16 @@ def _zone_sql(dec: str, h: float) -> str:
 
 
 def _bins_sql(zone: str, h: float, radius: float) -> str:
-    """Number of RA bins in ``zone``: bins at least r / cos(dec) wide over zones z-1..z+1."""
+    """Number of RA bins in ``zone``: bins at least r / cos(dec) wide over zones z-1..z+1,
+    and never fewer than 3.  With 3 bins every bin neighbours every other, so near a pole
+    (where no width suffices) each row meets the whole zone; and with at least 3 bins the
+    3 × 3 block of a row holds 9 distinct cells, so exploding never duplicates a row."""
     low = f"(-90.0e0 + ({zone} - 1) * {double_literal(h)})"
     high = f"(-90.0e0 + ({zone} + 2) * {double_literal(h)})"
     dmax = f"least(90.0e0, greatest(abs({low}), abs({high})))"
     width = radius * _SAFETY
     return (
-        f"CAST(greatest(1, floor(360.0e0 * cos(radians({dmax})) / {double_literal(width)})) "
+        f"CAST(greatest(3, floor(360.0e0 * cos(radians({dmax})) / {double_literal(width)})) "
         "AS BIGINT)"
     )
 
@@ -81,22 +84,19 @@ def keyed_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
 
 
 def exploded_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
-    """``base_sql`` repeated once per distinct cell of the 3 × 3 block around each row."""
+    """``base_sql`` repeated once per cell of the 3 × 3 block around each row (9 distinct
+    cells: see :func:`_bins_sql`)."""
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql(f'"{dec}"', h)
-    keys = []
-    for dz in (-1, 0, 1):
-        z = f"(__sv_z + ({dz}))"
-        bins = _bins_sql(z, h, radius)
-        own_bin = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT)'
-        for db in (-1, 0, 1):
-            bin_ = f"(({own_bin} + ({db})) % {bins} + {bins}) % {bins}"
-            keys.append(_key_sql(z, bin_))
-    key_list = "list_distinct([" + ", ".join(keys) + "])"
+    z = "(__sv_z + __sv_o.__sv_dz)"
+    bins = _bins_sql(z, h, radius)
+    own_bin = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT)'
+    bin_ = f"(({own_bin} + __sv_o.__sv_db) % {bins} + {bins}) % {bins}"
+    offsets = ", ".join(f"({dz}, {db})" for dz in (-1, 0, 1) for db in (-1, 0, 1))
     return (
-        f"SELECT * EXCLUDE (__sv_z, __sv_keys), unnest(__sv_keys) AS {KEY_COLUMN} "
-        f"FROM (SELECT *, {key_list} AS __sv_keys FROM "
-        f"(SELECT *, {zone} AS __sv_z FROM ({base_sql})))"
+        f"SELECT * EXCLUDE (__sv_z, __sv_dz, __sv_db), {_key_sql(z, bin_)} AS {KEY_COLUMN} "
+        f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql})) "
+        f"CROSS JOIN (VALUES {offsets}) AS __sv_o(__sv_dz, __sv_db)"
     )
 
 
