@@ -175,6 +175,20 @@ def test_timeout(catalogue: tuple[Path, StoredTable], executor: LocalExecutor) -
         executor.execute(plan, timeout=0.3).to_table()
 
 
+def test_a_short_time_limit_fires_behind_a_long_one(
+    catalogue: tuple[Path, StoredTable], executor: LocalExecutor
+) -> None:
+    """The shared deadline watcher wakes for a nearer deadline added after a farther one."""
+    _, stored = catalogue
+    plan = plan_query(_SLOW, [("__sv_t0", stored, None)], [])
+    waiting = executor.execute(plan, timeout=60.0)  # started, not read: its deadline waits
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match=r"time limit of 0\.4 s"):
+        executor.execute(plan, timeout=0.4).to_table()
+    assert time.monotonic() - started < 5.0
+    waiting.batches.close()
+
+
 def test_data_errors_are_query_errors_without_paths(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:

@@ -15,6 +15,7 @@ nothing about the server.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import re
 import threading
@@ -200,25 +201,67 @@ class LocalExecutor:
         return dataclasses.replace(scan, arrow=table)
 
 
+class _Deadlines:
+    """One watcher thread for every query's time limit.
+
+    A ``threading.Timer`` per query starts and joins a thread for each query, which costs
+    more than a small cone takes to run; this keeps a heap of deadlines instead and fires
+    the ones that are due.  Cancelled entries are dropped lazily when they come up.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, due: float, timer: _Timer) -> None:
+        with self._cv:
+            self._count += 1
+            if self._count % 4096 == 0:  # drop finished queries' entries now and then
+                self._heap = [entry for entry in self._heap if entry[2]._active]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (due, self._count, timer))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="skyvault-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cv.wait(wait)
+                _, _, timer = heapq.heappop(self._heap)
+            timer._fire()
+
+
+_DEADLINES = _Deadlines()
+
+
 class _Timer:
     """Interrupts the query when its time is up."""
 
     def __init__(self, timeout: float | None, token: CancelToken) -> None:
         self.fired = False
-        self._timer: threading.Timer | None = None
-        if timeout is not None:
-            self._timer = threading.Timer(timeout, self._fire, args=(token,))
-            self._timer.daemon = True
-            self._timer.start()
         self.timeout = timeout
+        self._token = token
+        self._active = timeout is not None
+        if timeout is not None:
+            _DEADLINES.add(time.monotonic() + timeout, self)
 
-    def _fire(self, token: CancelToken) -> None:
-        self.fired = True
-        token.cancel()
+    def _fire(self) -> None:
+        if self._active:
+            self._active = False
+            self.fired = True
+            self._token.cancel()
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._active = False
 
 
 def _with_names(columns: tuple[ColumnMeta, ...], schema: pa.Schema) -> tuple[ColumnMeta, ...]:
