@@ -17,6 +17,7 @@ import pyarrow as pa
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
+from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSettings
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.errors import InternalError, SkyvaultError
@@ -39,6 +40,10 @@ class Archive:
         Threads per query.
     timeout
         Default time limit of a query, in seconds.
+    executor
+        What runs the plans: a :class:`~skyvault.engine.distributed.DaskExecutor` (given
+        this archive's sandbox and settings), any other executor as it is, or by default a
+        :class:`LocalExecutor` on this machine.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class Archive:
         memory_limit: str = "2GB",
         threads: int = 2,
         timeout: float = DEFAULT_TIMEOUT,
+        executor: Executor | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
@@ -58,7 +64,12 @@ class Archive:
             [self.data_dir], memory_limit=memory_limit, threads=threads, macros=macros,
             python_udfs=udfs,
         )  # fmt: skip
-        self.executor = LocalExecutor(self.sandbox)
+        self.executor: Executor = LocalExecutor(self.sandbox)
+        if isinstance(executor, BindableExecutor):
+            settings = SandboxSettings((str(self.data_dir.resolve()),), memory_limit, threads)
+            self.executor = executor.bind(self.sandbox, settings)
+        elif executor is not None:
+            self.executor = executor
         self.timeout = timeout
 
     def tables(self) -> list[TableMeta]:
