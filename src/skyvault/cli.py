@@ -157,10 +157,53 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
     settings = Settings(data_dir=args.data, host=args.host, port=args.port)
+    url = f"http://{args.host}:{args.port}{settings.path_prefix}"
+    if args.workers > 1:
+        # Each worker process builds its own app from the environment (a replica sharing
+        # the job database, as several machines would): set what the command line said.
+        os.environ["SKYVAULT_DATA_DIR"] = str(args.data.resolve())
+        os.environ["SKYVAULT_HOST"] = args.host
+        os.environ["SKYVAULT_PORT"] = str(args.port)
+        create_app(settings).state.context.archive.close()  # fail now if it cannot start
+        print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
+        _serve_workers(args.host, args.port, args.workers, args.log_level)
+        return 0
     app = create_app(settings)
-    print(f"skyvault TAP service at http://{args.host}:{args.port}{settings.path_prefix}")
+    print(f"skyvault TAP service at {url}")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
+    """Run ``workers`` uvicorn processes on one listening socket.
+
+    uvicorn's own ``workers=`` path binds its socket without naming the protocol (proto 0),
+    and asyncio sets TCP_NODELAY only on sockets that say TCP: every response after the
+    first on a keep-alive connection then waits ~40 ms for a delayed ACK.  So the socket is
+    bound here, as TCP, and handed to uvicorn's process supervisor.
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    config = uvicorn.Config(
+        "skyvault.service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("SKYVAULT_PORT", "8000")))
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SKYVAULT_WORKERS", "1")),
+        help="server processes (1). More serve more sync queries per second on several "
+        "cores; they share the job database like replicas, so a blocking WAIT on a job "
+        "another process runs sees its end by polling (within 0.5 s)",
     )
     data_arg(p)
     p.set_defaults(func=_cmd_serve)
