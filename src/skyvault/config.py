@@ -53,10 +53,20 @@ class Settings(BaseSettings):
     query_timeout: float = Field(default=600.0, gt=0, description="time limit of a sync query, s")
     memory_limit: str = Field(default="2GB", description="DuckDB memory limit for queries")
     query_threads: int = Field(default=2, ge=1, description="DuckDB threads per query")
-    fits_row_limit: int = Field(
-        default=2_000_000,
-        ge=0,
-        description="FITS results are assembled in memory: at most this many rows",
+    spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "directory for results written to disk before they are sent (FITS, whose header "
+            "needs the row count); default: the system temporary directory"
+        ),
+    )
+    fits_max_spool_bytes: int = Field(
+        default=16 * 1024**3,
+        ge=1,
+        description=(
+            "most bytes one FITS result may occupy in spool_dir while it is prepared and "
+            "sent (memory does not depend on the result's size; this disk space does)"
+        ),
     )
 
     # --- async (UWS) jobs -----------------------------------------------------------------

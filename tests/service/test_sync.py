@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import query_status, read_votable
@@ -159,3 +162,51 @@ def test_vosi_documents(client: TestClient) -> None:
 
 def test_unknown_path_is_a_dali_error(client: TestClient) -> None:
     _error(client.get("/tap/nothing-here"), 404)
+
+
+FITS_QUERIES = [
+    # Booleans, strings, integers, doubles, a POINT, and NULLs of each from the outer join.
+    "SELECT TOP 40 o.objectId, o.detect_isPrimary, o.refBand, o.deblend_nChild, "
+    "o.u_cModelFlux, POINT('ICRS', o.coord_ra, o.coord_dec) AS p, s.sourceId, s.band, "
+    "s.sky_source, s.psfFlux FROM dp02_dc2_catalogs.Object AS o "
+    "LEFT OUTER JOIN dp02_dc2_catalogs.Source AS s ON s.sourceId = o.objectId",
+    # Timestamps.
+    "SELECT TOP 10 ccdVisitId, expMidpt, band, zeroPoint FROM dp02_dc2_catalogs.CcdVisit",
+]
+
+
+@pytest.mark.parametrize("query", FITS_QUERIES)
+def test_fits_matches_parquet_and_votable(client: TestClient, query: str) -> None:
+    """Every value of a FITS result against the same query's Parquet result, every unit,
+    UCD and description against its VOTable fields."""
+    from tests.formats.test_fits import check_cell
+
+    base = {"LANG": "ADQL", "QUERY": query}
+    r = client.post("/tap/sync", data={**base, "RESPONSEFORMAT": "parquet"})
+    expected = pq.read_table(io.BytesIO(r.content))
+    fields = read_votable(client.post("/tap/sync", data=base).content).get_first_table().fields
+    r = client.post("/tap/sync", data={**base, "RESPONSEFORMAT": "fits"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = Table.read(io.BytesIO(r.content), format="fits")
+    with fits.open(io.BytesIO(r.content), logical_as_bytes=True) as hdus:
+        hdus.verify("exception")
+        header, rows = hdus[1].header, hdus[1].data
+        assert header["NAXIS2"] == expected.num_rows > 0
+        assert rows.names == expected.column_names == [f.name for f in fields]
+        nulls = 0
+        for i, field in enumerate(fields, start=1):
+            assert header.get(f"TUNIT{i}") == (field.unit and str(field.unit))
+            assert header.get(f"TUCD{i}") == field.ucd
+            description = field.description[:68] if field.description else None
+            assert header.get(f"TCOMM{i}") == description
+            assert (table[field.name].unit or None) == field.unit
+            values = expected.column(field.name).to_pylist()
+            nulls += values.count(None)
+            mask = np.ma.getmaskarray(table[field.name])
+            for row, value in enumerate(values):
+                masked = bool(np.all(mask[row]))
+                cell = rows[field.name][row]
+                check_cell(value, cell, masked, header[f"TFORM{i}"], header.get(f"TNULL{i}"))
+    assert nulls > 0 or "LEFT" not in query

@@ -36,14 +36,10 @@ class ServiceContext:
 
     def __post_init__(self) -> None:
         # Async jobs run through the same query service, under their own time limit: each
-        # job's EXECUTIONDURATION (enforced by the worker) instead of the sync time-out.
+        # job's EXECUTIONDURATION, enforced by the worker, instead of the sync time-out (the
+        # engine's limit is only a backstop past the longest EXECUTIONDURATION).
         settings = self.settings
         async_limit = float(settings.job_execution_duration_max) + 60.0
-        async_queries = QueryService(
-            self.archive,
-            settings.model_copy(update={"query_timeout": async_limit}),
-            self.tap_schema,
-        )
 
         def run_job(
             params: TapQueryParams,
@@ -54,7 +50,9 @@ class ServiceContext:
             # The owner's visibility, decided now: a grant revoked since the job was
             # created applies to it.
             tables = self.visible_tables(owner)
-            return async_queries.run(params, tables=tables, cancel=cancel, uploads=uploads)
+            return self.queries.run(
+                params, tables=tables, cancel=cancel, uploads=uploads, timeout=async_limit
+            )
 
         self.jobs = build_job_service(
             settings,

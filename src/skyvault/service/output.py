@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -24,15 +25,34 @@ from skyvault.formats.parquet import write_parquet
 from skyvault.formats.tabular import write_csv, write_json, write_tsv
 from skyvault.formats.votable import Serialization, write_votable
 
-__all__ = ["OUTPUT_FORMATS", "OutputFormat", "WriteFunction", "find_output_format"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "OutputFormat",
+    "WriteFunction",
+    "WriteOptions",
+    "find_output_format",
+]
 
 Infos = Sequence[tuple[str, str, str | None]]
 
 
-#: ``write(batches, fields, schema, overflow, infos, row_limit) -> byte chunks``.
+@dataclass(frozen=True)
+class WriteOptions:
+    """What writers take from the service's configuration.
+
+    ``spool_dir`` is where a writer that must see the whole result before its first byte
+    (FITS) keeps it (None: the system temporary directory), ``max_spool_bytes`` the most it
+    may keep there (None: no limit).
+    """
+
+    spool_dir: Path | None = None
+    max_spool_bytes: int | None = None
+
+
+#: ``write(batches, fields, schema, overflow, infos, options) -> byte chunks``.
 WriteFunction = Callable[
     [Iterable[pa.RecordBatch], Sequence[ColumnMeta], pa.Schema, Callable[[], bool], Infos,
-     int | None],
+     WriteOptions],
     Iterator[bytes],
 ]  # fmt: skip
 
@@ -54,8 +74,9 @@ class OutputFormat:
     aliases
         Other accepted RESPONSEFORMAT values (compared case-insensitively).
     streams
-        Whether rows go out as they come; False means the whole result is written first
-        (FITS), so a failure still gets a proper error status.
+        Whether rows go out as they come; False means the writer reads the whole result
+        before its first byte (FITS spools it to disk: memory stays bounded), so the query
+        service starts it before answering and a failure still gets a proper error status.
     write
         The writer.
     extension
@@ -79,7 +100,7 @@ def _votable(
     schema: pa.Schema,
     overflow: Callable[[], bool],
     infos: Infos,
-    row_limit: int | None,
+    options: WriteOptions,
 ) -> Iterator[bytes]:
     return write_votable(
         batches, fields, serialization=serialization, overflow=overflow, infos=infos
@@ -93,7 +114,7 @@ def _simple(
     schema: pa.Schema,
     overflow: Callable[[], bool],
     infos: Infos,
-    row_limit: int | None,
+    options: WriteOptions,
 ) -> Iterator[bytes]:
     return function(batches, fields, overflow=overflow, infos=infos)
 
@@ -104,7 +125,7 @@ def _parquet(
     schema: pa.Schema,
     overflow: Callable[[], bool],
     infos: Infos,
-    row_limit: int | None,
+    options: WriteOptions,
 ) -> Iterator[bytes]:
     return write_parquet(batches, fields, schema=schema, overflow=overflow, infos=infos)
 
@@ -115,10 +136,16 @@ def _fits(
     schema: pa.Schema,
     overflow: Callable[[], bool],
     infos: Infos,
-    row_limit: int | None,
+    options: WriteOptions,
 ) -> Iterator[bytes]:
     return write_fits(
-        batches, fields, schema=schema, overflow=overflow, infos=infos, max_rows=row_limit
+        batches,
+        fields,
+        schema=schema,
+        overflow=overflow,
+        infos=infos,
+        spool_dir=options.spool_dir,
+        max_spool_bytes=options.max_spool_bytes,
     )
 
 

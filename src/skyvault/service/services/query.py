@@ -4,16 +4,19 @@
 together.  :meth:`QueryService.run` compiles and starts the query, reads the first batch of
 rows before returning (so errors found at the start, the common case, become a proper error
 response instead of a broken 200), and returns a :class:`QueryOutput` whose ``chunks`` are
-the encoded result.  Formats that cannot stream (FITS) are written completely here.
+the encoded result.  For formats that need the whole result before their first byte (FITS,
+which spools it to disk) the first chunk is produced here, so every query error is raised
+by ``run``.  Closing ``chunks`` (a client gone away) closes the writer and the result.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -24,7 +27,7 @@ from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, QueryResult
 from skyvault.errors import AdqlSemanticError, LimitExceeded
-from skyvault.service.output import OutputFormat
+from skyvault.service.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
 from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.tap_schema import TapSchemaCache
@@ -47,13 +50,43 @@ class QueryOutput:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def _peeked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``batches`` with the first one read now: failures at the start raise here."""
-    try:
-        first = next(batches)
-    except StopIteration:
-        return iter(())
-    return itertools.chain([first], batches)
+T = TypeVar("T")
+
+
+class _Started(Iterator[T]):
+    """``items``, with the first one read now when ``start`` (so failures at the start raise
+    here).  Closing it, or ``items`` ending or failing, closes ``items`` and ``also`` (whether
+    iteration began or not): a writer that never started, or stopped early, does not close
+    the rows it was given."""
+
+    def __init__(
+        self, items: Iterator[T], *, start: bool = False, also: Sequence[Iterator[object]] = ()
+    ) -> None:
+        self._items = items
+        self._also = also
+        self._first: list[T] = []
+        if start:
+            with contextlib.suppress(StopIteration):
+                self._first.append(self._next())
+
+    def _next(self) -> T:
+        try:
+            return next(self._items)
+        except BaseException:
+            self.close()
+            raise
+
+    def __next__(self) -> T:
+        if self._first:
+            return self._first.pop()
+        return self._next()
+
+    def close(self) -> None:
+        self._first.clear()
+        for iterator in (self._items, *self._also):
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
 
 class QueryService:
@@ -64,7 +97,7 @@ class QueryService:
     archive
         The catalogues.
     settings
-        Limits (time-out, FITS rows).
+        Limits (time-out) and the spool directory of FITS results.
     tap_schema
         The TAP_SCHEMA cache shared with the VOSI tables endpoint.
     """
@@ -85,6 +118,7 @@ class QueryService:
         tables: Sequence[TableMeta],
         cancel: CancelToken | None = None,
         uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
+        timeout: float | None = None,
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
 
@@ -92,7 +126,9 @@ class QueryService:
         computed once per request): the only catalogue names resolve against, and what
         TAP_SCHEMA describes.  A table not among them does not exist for this query.
         ``uploads`` are the request's ``TAP_UPLOAD`` tables, from
-        :func:`skyvault.service.uploads.parse_uploads`.
+        :func:`skyvault.service.uploads.parse_uploads`.  ``timeout`` (seconds) is the
+        query's time limit, streaming included; None: the sync one (``query_timeout``).
+        ``cancel`` stops the query from another thread (an ABORT, a client gone).
 
         Raises
         ------
@@ -103,14 +139,14 @@ class QueryService:
             result = self.archive.stream(
                 params.query,
                 maxrec=params.maxrec,
-                timeout=self.settings.query_timeout,
+                timeout=self.settings.query_timeout if timeout is None else timeout,
                 cancel=cancel,
                 tables=list(tables),
                 extra=[*self.tap_schema_tables(tables), *uploads],
             )
         except AdqlSemanticError as exc:
             raise with_upload_hint(exc, uploads) from None
-        batches = _peeked(result.batches)
+        batches = _Started(result.batches, start=True)
         infos: list[tuple[str, str, str | None]] = [
             ("standardID", TAP_STANDARD_ID, None),
             ("QUERY", params.query, None),
@@ -122,10 +158,9 @@ class QueryService:
             result.schema,
             lambda: result.overflow,
             infos,
-            self.settings.fits_row_limit,
+            WriteOptions(self.settings.spool_dir, self.settings.fits_max_spool_bytes),
         )
-        if not params.output.streams:
-            chunks = iter(list(chunks))
+        chunks = _Started(chunks, start=not params.output.streams, also=[batches])
         return QueryOutput(params.output, chunks, result, result.stats)
 
 
