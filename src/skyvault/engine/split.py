@@ -22,11 +22,12 @@ query, and writes the two queries:
   functions, set operations, the split table in a subquery or CTE or on the optional side of
   an outer join, aggregates other than the above, unknown functions in the select list.
 
-Which scan is split: the stored positional table with the most files (at least two); every
-other scan — other tables, in-memory uploads, the exploded side of a cross-match — is read
-whole by every task.  A row of the split table is therefore in exactly one task, and every
-row of the query's FROM clause comes from one row of the split table (inner and LEFT joins
-with the split table on the preserved side), which is what makes the decompositions exact.
+Which scan is split: the stored positional table with the most files (at least two) that
+the query can be split on (not one read only in a subquery); every other scan — other
+tables, in-memory uploads, the exploded side of a cross-match — is read whole by every task.
+A row of the split table is therefore in exactly one task, and every row of the query's FROM
+clause comes from one row of the split table (inner and LEFT joins with the split table on
+the preserved side), which is what makes the decompositions exact.
 
 The merge query reads the concatenated partial results as ``"__sv_partials"``; its final
 form needs the DuckDB names and types of the original query's result and of the partial
@@ -45,7 +46,7 @@ from sqlglot import exp
 
 from skyvault.engine.plan import QueryPlan, Scan
 
-__all__ = ["PARTIALS", "MergeQuery", "Split", "choose_split_scan", "quote", "split_plan"]
+__all__ = ["PARTIALS", "MergeQuery", "Split", "quote", "split_candidates", "split_plan", "whole"]
 
 PARTIALS = "__sv_partials"
 """The relation the merge query reads: the task results, concatenated."""
@@ -149,31 +150,33 @@ def whole(plan: QueryPlan, reason: str, maxrec: int | None = None) -> Split:
     return Split("whole", _with_maxrec(plan.sql, maxrec), None, None, reason)
 
 
-def choose_split_scan(scans: Sequence[Scan]) -> Scan | None:
-    """The stored positional table with the most files (at least two), else None."""
+def split_candidates(scans: Sequence[Scan]) -> list[Scan]:
+    """Stored positional tables with at least two files, the most files first."""
     candidates = [s for s in scans if s.positional and s.arrow is None and len(s.files) >= 2]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda s: len(s.files))
+    return sorted(candidates, key=lambda s: -len(s.files))
 
 
 def split_plan(plan: QueryPlan, *, maxrec: int | None = None) -> Split:
     """Decompose ``plan`` (see the module docstring); ``whole`` when that is not exact.
 
-    ``maxrec`` lets partial queries stop early: the merge never needs more than MAXREC+1
-    result rows.
+    The split scan is the largest candidate the query can be split on (a table read only in
+    a subquery cannot be; the next largest may).  ``maxrec`` lets partial queries stop
+    early: the merge never needs more than MAXREC+1 result rows.
     """
-    scan = choose_split_scan(plan.scans)
-    if scan is None:
+    candidates = split_candidates(plan.scans)
+    if not candidates:
         return whole(plan, "no stored positional table with several files", maxrec)
     try:
         tree = sqlglot.parse_one(plan.sql, dialect=_DIALECT)
     except sqlglot.errors.SqlglotError:
         return whole(plan, "the SQL could not be parsed", maxrec)
-    try:
-        return _split_select(plan.sql, tree, scan.placeholder, maxrec)
-    except _Whole as reason:
-        return whole(plan, str(reason), maxrec)
+    reasons = []
+    for scan in candidates:
+        try:
+            return _split_select(plan.sql, tree, scan.placeholder, maxrec)
+        except _Whole as reason:
+            reasons.append(str(reason))
+    return whole(plan, reasons[0], maxrec)
 
 
 # --- checks ---------------------------------------------------------------------------------
