@@ -3,8 +3,10 @@
 The local executor runs the whole plan in one DuckDB query: DuckDB splits the scan of the
 pruned files and row groups over its worker threads and merges ORDER BY, DISTINCT, GROUP BY
 and aggregates itself, so every answer is exactly that of the query over the whole table.
-A plan holds only SQL and file lists, so a distributed executor can run the same plan with
-per-partition SQL and a merge step (not implemented yet: the local executor is the only one).
+A plan holds only SQL and file lists, so the distributed executor
+(:class:`~skyvault.engine.distributed.DaskExecutor`) runs the same plan as per-partition
+partial queries on Dask workers and a merge query here (:mod:`skyvault.engine.split`); this
+local executor is the default, and the one tasks and merges run on.
 
 Every DuckDB error is turned into a skyvault error: what a user can fix (a conversion
 error in the data, a query needing more memory) becomes :class:`QueryError` with DuckDB's
