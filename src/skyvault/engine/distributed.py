@@ -72,6 +72,7 @@ __all__ = [
     "SandboxSettings",
     "file_groups",
     "run_partial",
+    "worker_executor",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,17 +130,18 @@ class SandboxSettings:
         )
 
 
-_SANDBOXES: dict[SandboxSettings, Sandbox] = {}
-_SANDBOXES_LOCK = threading.Lock()
+_EXECUTORS: dict[SandboxSettings, LocalExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
 
 
-def worker_sandbox(settings: SandboxSettings) -> Sandbox:
-    """The sandbox of this process for ``settings`` (built on first use, then kept)."""
-    with _SANDBOXES_LOCK:
-        sandbox = _SANDBOXES.get(settings)
-        if sandbox is None:
-            sandbox = _SANDBOXES[settings] = settings.build()
-        return sandbox
+def worker_executor(settings: SandboxSettings) -> LocalExecutor:
+    """This process's executor for ``settings``: its sandbox (and Parquet footer caches) are
+    built on first use and kept for the tasks that follow."""
+    with _EXECUTORS_LOCK:
+        executor = _EXECUTORS.get(settings)
+        if executor is None:
+            executor = _EXECUTORS[settings] = LocalExecutor(settings.build())
+        return executor
 
 
 # --- tasks ----------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def run_partial(task: PartialTask, files: Sequence[str], first: bool) -> Partial
     else:
         _watch_remote_cancel(task.query_id, token, done)
     try:
-        executor = LocalExecutor(worker_sandbox(task.settings))
+        executor = worker_executor(task.settings)
         scans = tuple(
             dataclasses.replace(s, files=tuple(files)) if s.placeholder == task.split else s
             for s in task.scans
@@ -394,6 +396,7 @@ class DaskExecutor:
         self.poll_interval = poll_interval
         self._sandbox = sandbox
         self._sandbox_lock = threading.Lock()
+        self._merge_executor: LocalExecutor | None = None
 
     def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> DaskExecutor:
         """A copy for an archive: merges in ``sandbox``, workers' sandboxes from ``settings``."""
@@ -467,11 +470,14 @@ class DaskExecutor:
             )
         return self.settings
 
-    def _local_sandbox(self) -> Sandbox:
+    def _merger(self) -> LocalExecutor:
+        """The executor merges run on: over the local sandbox."""
         with self._sandbox_lock:
-            if self._sandbox is None:
-                self._sandbox = self._worker_settings().build()
-            return self._sandbox
+            if self._merge_executor is None:
+                if self._sandbox is None:
+                    self._sandbox = self._worker_settings().build()
+                self._merge_executor = LocalExecutor(self._sandbox)
+            return self._merge_executor
 
     def _run(
         self,
@@ -619,7 +625,8 @@ class DaskExecutor:
                     continue
                 for future in done:
                     if future.status != "finished":
-                        log.error("a Dask task failed: %s %r", future.status, future.exception())
+                        failure = future.exception() if future.status == "error" else None
+                        log.error("a Dask task ended %s: %r", future.status, failure)
                         raise InternalError(
                             "the query failed inside the service; it has been logged"
                         )
@@ -715,7 +722,7 @@ class DaskExecutor:
         merge_plan = QueryPlan(sql, (partials,), plan.columns)
         self._check(clock, token)
         try:
-            result = LocalExecutor(self._local_sandbox()).execute(
+            result = self._merger().execute(
                 merge_plan, maxrec=maxrec, timeout=clock.remaining(), cancel=token
             )
         except QueryTimeout:

@@ -478,7 +478,7 @@ def _rows_split(query: _Query, split: str, maxrec: int | None) -> Split:
             continue
         if query.distinct:
             raise _Whole("ORDER BY a term outside the SELECT DISTINCT list")
-        if any(isinstance(n, exp.Column) and not n.table for n in ordered.this.walk()):
+        if any(not c.table for c in ordered.this.find_all(exp.Column)):
             raise _Whole("an ORDER BY expression with unqualified names")
         hidden = f"{_PREFIX}o{len(items) - len(columns)}"
         items.append(_alias(ordered.this, hidden))
