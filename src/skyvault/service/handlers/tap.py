@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from html import escape
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope, Send
 
 from skyvault.auth import Identity
-from skyvault.errors import LimitExceeded, SkyvaultError
+from skyvault.engine.executor import CancelToken
+from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.params import collect_params, tap_query_params
 from skyvault.service.security import CallerDep
@@ -23,9 +27,13 @@ from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import InlineContent, parse_uploads
 from skyvault.service.uws import ExecutionPhase
 
-__all__ = ["router"]
+__all__ = ["QueryResponse", "SyncRun", "router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+T = TypeVar("T")
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 
@@ -99,7 +107,8 @@ async def sync_query(request: Request, context: Context, caller: CallerDep) -> R
     """Run a TAP query over the caller's visible tables and stream its result (DALI-sync).
 
     The query holds one of the caller's running-job slots until its result is sent; the
-    audit log gets one line when it ends (or fails).
+    audit log gets one line when it ends (or fails).  A client that goes away stops the
+    query at once, while it starts as well as while its rows are sent.
     """
     settings = context.settings
     identity = caller.identity
@@ -123,20 +132,27 @@ async def sync_query(request: Request, context: Context, caller: CallerDep) -> R
     except SkyvaultError as exc:
         _audit_sync(context, identity, endpoint, query, None, started, exc.code)
         raise
+    sync = SyncRun(context, identity, endpoint, tap.query, started)
     try:
-        run = await run_in_threadpool(
-            lambda: context.queries.run(tap, tables=caller.tables, uploads=uploads)
+        output = await _unless_gone(
+            request.receive,
+            sync,
+            lambda: context.queries.run(
+                tap, tables=caller.tables, uploads=uploads, cancel=sync.token
+            ),
         )
     except BaseException as exc:
-        context.sync.finish(identity)
         code = exc.code if isinstance(exc, SkyvaultError) else "internal"
-        _audit_sync(context, identity, endpoint, tap.query, None, started, code)
+        sync.end(code)
+        if sync.gone and isinstance(exc, Exception):
+            # Whatever the interrupted query raised: nobody is left to tell.
+            raise QueryCancelled("the client went away; the query was cancelled") from None
         raise
-    output = run.output
-    return StreamingResponse(
-        _tracked(context, identity, endpoint, tap.query, run, started),
-        media_type=output.content_type,
-        headers={"Content-Disposition": f'inline; filename="result.{output.extension}"'},
+    sync.output = output
+    return QueryResponse(
+        sync,
+        media_type=output.output.content_type,
+        headers={"Content-Disposition": f'inline; filename="result.{output.output.extension}"'},
     )
 
 
@@ -166,31 +182,162 @@ def _audit_sync(
     )
 
 
-def _tracked(
-    context: ServiceContext,
-    identity: Identity,
-    endpoint: str,
-    query: str,
-    run: QueryOutput,
-    started: float,
-) -> Iterator[bytes]:
-    """The result's chunks; when they end the running slot is given back and the query
-    audited with its row count."""
-    error: str | None = None
-    try:
-        yield from run.chunks
-    except SkyvaultError as exc:
-        error = exc.code
-        raise
-    except GeneratorExit:
-        error = "query.cancelled"
-        raise
-    except BaseException:
-        error = "internal"
-        raise
-    finally:
-        context.sync.finish(identity)
-        _audit_sync(context, identity, endpoint, query, run.result.rows, started, error)
+class SyncRun:
+    """One sync query from its running slot to its audit line.
+
+    :meth:`end` gives the slot back, closes the result and writes the audit line, once,
+    whichever way the query ends; :meth:`abandon` (the client went away) cancels the query
+    through :attr:`token`, so DuckDB stops at once instead of when the next chunk would be
+    sent, and the query is audited as ``query.cancelled``.
+    """
+
+    def __init__(
+        self,
+        context: ServiceContext,
+        identity: Identity,
+        endpoint: str,
+        query: str,
+        started: float,
+    ) -> None:
+        self.context = context
+        self.identity = identity
+        self.endpoint = endpoint
+        self.query = query
+        self.started = started
+        self.token = CancelToken()
+        self.output: QueryOutput | None = None
+        #: The client went away before the whole result was sent.
+        self.gone = False
+        self._sent = False
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def abandon(self) -> None:
+        """The client is gone: stop the query (safe from any thread, at any time)."""
+        with self._lock:
+            if self._ended or self._sent:
+                return
+            self.gone = True
+        self.token.cancel()
+
+    def next_chunk(self) -> bytes | None:
+        """The next chunk of the result, None at its end (call from a worker thread, one
+        call at a time)."""
+        assert self.output is not None
+        try:
+            return next(self.output.chunks)
+        except StopIteration:
+            with self._lock:
+                self._sent = not self.gone
+            self.end(None)
+            return None
+        except SkyvaultError as exc:
+            self.end(exc.code)
+            raise
+        except BaseException:
+            self.end("internal")
+            raise
+
+    def end(self, error: str | None) -> None:
+        """Give the slot back, close the result, audit (the first call only; not while
+        :meth:`next_chunk` runs).  A client gone makes the outcome ``query.cancelled``."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            if self.gone:
+                error = QueryCancelled.code
+        rows: int | None = None
+        try:
+            if self.output is not None:
+                rows = self.output.result.rows
+                close = getattr(self.output.chunks, "close", None)
+                if close is not None:
+                    close()
+        except Exception:
+            log.exception("closing a sync result failed")
+        finally:
+            self.context.sync.finish(self.identity)
+            _audit_sync(
+                self.context, self.identity, self.endpoint, self.query, rows, self.started, error
+            )
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], T]) -> T:
+    """``work()`` in a worker thread; if the client disconnects meanwhile, the query is
+    abandoned (``work`` then fails with :class:`QueryCancelled` within a moment)."""
+    outcome: list[T] = []
+    failure: list[Exception] = []
+
+    async def watch() -> None:
+        await _wait_for_disconnect(receive)
+        sync.abandon()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            outcome.append(await run_in_threadpool(work))
+        except Exception as exc:
+            failure.append(exc)
+        finally:
+            group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+class QueryResponse(StreamingResponse):
+    """The chunks of a started sync query, each made in a worker thread.
+
+    While they are sent, a second task listens for the client's disconnection and then
+    abandons the query (:meth:`SyncRun.abandon`): the chunk being made fails at once, and the
+    slot is given back.  Starlette's own streaming would notice only once that chunk is
+    ready, which for a slow query can be many minutes, or never for a generator nobody
+    closes.
+    """
+
+    def __init__(self, sync: SyncRun, *, media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(iter(()), media_type=media_type, headers=headers)
+        self.sync = sync
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sync = self.sync
+        failure: list[Exception] = []
+
+        async def watch() -> None:
+            await _wait_for_disconnect(receive)
+            sync.abandon()
+            group.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                try:
+                    await self._send_all(send)
+                except Exception as exc:
+                    failure.append(exc)
+                finally:
+                    group.cancel_scope.cancel()
+        finally:
+            # Not sent to the end (cancelled, or a send failed): the client is gone.
+            sync.abandon()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(sync.end, QueryCancelled.code)
+        if failure and not sync.gone:
+            raise failure[0]
+
+    async def _send_all(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        while (chunk := await anyio.to_thread.run_sync(self.sync.next_chunk)) is not None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @router.get("/examples", summary="DALI examples")
