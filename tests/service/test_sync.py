@@ -210,3 +210,48 @@ def test_fits_matches_parquet_and_votable(client: TestClient, query: str) -> Non
                 cell = rows[field.name][row]
                 check_cell(value, cell, masked, header[f"TFORM{i}"], header.get(f"TNULL{i}"))
     assert nulls > 0 or "LEFT" not in query
+
+
+def _limits(document: str, name: str) -> tuple[int, int]:
+    """(default, hard) of the TAP capability's ``name`` limit."""
+    root = ET.fromstring(document)
+    (tap,) = [c for c in root.iter("capability") if c.get("standardID") == "ivo://ivoa.net/std/TAP"]
+    element = tap.find(name)
+    assert element is not None, name
+    return int(element.findtext("default") or -1), int(element.findtext("hard") or -1)
+
+
+def test_capabilities_advertise_the_async_job_limits(client: TestClient) -> None:
+    """TAPRegExt's executionDuration and retentionPeriod are the limits of the service's
+    jobs (seconds): the async EXECUTIONDURATION and DESTRUCTION settings, not the sync
+    time-out."""
+    from skyvault.adql import LanguageFeature
+    from skyvault.service.output import OUTPUT_FORMATS
+    from skyvault.service.services.vosi import capabilities_document
+
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
+    caps = client.get("/tap/capabilities").text
+    assert _limits(caps, "executionDuration") == (3600, 4 * 3600) != (60, 60)
+    assert _limits(caps, "retentionPeriod") == (7 * 86400, 30 * 86400)
+    assert settings.query_timeout == 60
+    custom = settings.model_copy(
+        update={
+            "job_execution_duration": 123,
+            "job_execution_duration_max": 4567,
+            "job_destruction_days": 0.5,
+            "job_destruction_max_days": 2.0,
+        }
+    )
+    features: list[LanguageFeature] = []
+    document = capabilities_document("http://x/tap", custom, OUTPUT_FORMATS, features)
+    assert _limits(document, "executionDuration") == (123, 4567)
+    assert _limits(document, "retentionPeriod") == (43200, 172800)
+    # The schema's order: retentionPeriod, executionDuration, outputLimit, uploadLimit.
+    (tap,) = [
+        c
+        for c in ET.fromstring(document).iter("capability")
+        if c.get("standardID") == "ivo://ivoa.net/std/TAP"
+    ]
+    order = [child.tag for child in tap if child.tag in
+             ("retentionPeriod", "executionDuration", "outputLimit", "uploadLimit")]  # fmt: skip
+    assert order == ["retentionPeriod", "executionDuration", "outputLimit", "uploadLimit"]

@@ -99,9 +99,17 @@ def capabilities_document(
     formats: Iterable[OutputFormat],
     features: Sequence[LanguageFeature],
 ) -> str:
-    """The VOSI-capabilities document of the TAP service at ``base_url``."""
+    """The VOSI-capabilities document of the TAP service at ``base_url``.
+
+    The TAPRegExt limits describe async jobs, the service's jobs in UWS terms:
+    ``retentionPeriod`` is the time from a job's creation to its destruction
+    (``job_destruction_days``, at most ``job_destruction_max_days``) and
+    ``executionDuration`` the run time a job gets (``job_execution_duration``, at most
+    ``job_execution_duration_max``), both in seconds.  The sync time-out
+    (``query_timeout``) has no place there; it is stated in the error when a query passes it.
+    """
     base = base_url.rstrip("/")
-    timeout = int(settings.query_timeout)
+    day = 24 * 3600
     return "".join(
         [
             _XML,
@@ -118,9 +126,13 @@ def capabilities_document(
             _language(features),
             *(_output_format(f) for f in formats),
             *(f'    <uploadMethod ivo-id="{_TR_ID}#upload-{m}"/>\n' for m in _UPLOAD_METHODS),
+            "    <retentionPeriod>\n",
+            f"      <default>{int(settings.job_destruction_days * day)}</default>\n",
+            f"      <hard>{int(settings.job_destruction_max_days * day)}</hard>\n",
+            "    </retentionPeriod>\n",
             "    <executionDuration>\n",
-            f"      <default>{timeout}</default>\n",
-            f"      <hard>{timeout}</hard>\n",
+            f"      <default>{settings.job_execution_duration}</default>\n",
+            f"      <hard>{settings.job_execution_duration_max}</hard>\n",
             "    </executionDuration>\n",
             "    <outputLimit>\n",
             f'      <default unit="row">{settings.maxrec_default}</default>\n',
