@@ -77,8 +77,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_REMOTE_POLL_S = 0.5
-"""How long a task on another process waits on its query's cancel event per round trip."""
+_REMOTE_POLL_S = 0.25
+"""How often a task on another process asks whether its query was cancelled."""
 
 
 @runtime_checkable
@@ -274,10 +274,11 @@ def _watch_remote_cancel(query_id: str, token: CancelToken, done: threading.Even
         return  # not on a distributed worker: the task's own time limit still applies
 
     def watch() -> None:
+        # is_set() polls leave nothing waiting on the scheduler when the task ends.
         try:
             event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
-            while not done.is_set():
-                if event.wait(timeout=_REMOTE_POLL_S):  # type: ignore[no-untyped-call]
+            while not done.wait(_REMOTE_POLL_S):
+                if event.is_set():  # type: ignore[no-untyped-call]
                     token.cancel()
                     return
         except Exception:  # the scheduler went away: nothing to listen to
@@ -659,7 +660,7 @@ class DaskExecutor:
             event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
             event.set()  # type: ignore[no-untyped-call]
             # Tasks still starting may look a moment later; then the event is dropped.
-            timer = threading.Timer(10 * _REMOTE_POLL_S, _clear_event, args=(event,))
+            timer = threading.Timer(20 * _REMOTE_POLL_S, _clear_event, args=(event,))
             timer.daemon = True
             timer.start()
         except Exception:
