@@ -255,3 +255,34 @@ def test_capabilities_advertise_the_async_job_limits(client: TestClient) -> None
     order = [child.tag for child in tap if child.tag in
              ("retentionPeriod", "executionDuration", "outputLimit", "uploadLimit")]  # fmt: skip
     assert order == ["retentionPeriod", "executionDuration", "outputLimit", "uploadLimit"]
+
+
+def test_async_fits_result_is_the_sync_one(client: TestClient) -> None:
+    """An async job writes the same FITS file through the same spooling writer."""
+    from tests.service.test_uws import wait_final
+
+    data = {"LANG": "ADQL", "QUERY": FITS_QUERIES[0], "RESPONSEFORMAT": "fits"}
+    sync = client.post("/tap/sync", data=data)
+    r = client.post("/tap/async", data={**data, "PHASE": "RUN"}, follow_redirects=False)
+    assert r.status_code == 303
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert wait_final(client, job_id) == "COMPLETED"
+    result = client.get(f"/tap/async/{job_id}/results/result")
+    assert result.headers["content-type"] == "application/fits"
+    assert result.content == sync.content
+
+
+def test_query_service_timeout_argument(client: TestClient) -> None:
+    """``QueryService.run(timeout=...)`` replaces the sync time-out (what async jobs use)."""
+    from skyvault.auth import Identity
+    from skyvault.errors import QueryTimeout
+    from skyvault.service.params import collect_params, tap_query_params
+    from tests.service.test_uws import SLOW
+
+    context = client.app.state.context  # type: ignore[attr-defined]
+    params = tap_query_params(
+        collect_params([("LANG", "ADQL"), ("QUERY", SLOW)]), maxrec_default=10, maxrec_limit=10
+    )
+    tables = context.visible_tables(Identity.anonymous())
+    with pytest.raises(QueryTimeout, match=r"time limit of 0\.5 s"):
+        context.queries.run(params, tables=tables, timeout=0.5)
