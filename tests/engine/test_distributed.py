@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,8 +30,6 @@ from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.engine.split import split_plan
 from skyvault.errors import AdqlSyntaxError, QueryCancelled, QueryError, QueryTimeout
 from tests.conftest import random_sky
-
-distributed = pytest.importorskip("distributed")
 
 N = 20_000
 STARS = "s.stars"
