@@ -22,7 +22,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import LimitExceeded, QueryTimeout
+from skyvault.errors import InternalError, LimitExceeded, QueryTimeout
 from skyvault.formats import fits as fits_writer
 from skyvault.formats.fits import SPOOL_PREFIX, write_fits
 
@@ -331,3 +331,12 @@ def test_spool_limit(tmp_path: Path) -> None:
     ok = write_fits(Source(), STREAM_FIELDS, schema=STREAM_SCHEMA, spool_dir=tmp_path,
                     max_spool_bytes=2 * BATCH_BYTES * BATCHES)  # fmt: skip
     assert sum(len(c) for c in ok) > BATCH_ROWS * BATCHES * 17
+
+
+def test_spool_directory_that_cannot_be_used(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    chunks = write_fits(Source(), STREAM_FIELDS, schema=STREAM_SCHEMA, spool_dir=blocker / "spool")
+    with pytest.raises(InternalError) as info:
+        next(chunks)
+    assert "temporary space" in str(info.value) and str(tmp_path) not in str(info.value)

@@ -171,3 +171,19 @@ def test_a_finished_query_is_not_cancelled(live: Live) -> None:
     assert [line["rows"] for line in live.audit_lines(query)] == [70000, 70000]
     assert live.running() == 0
     assert list(live.spool.glob(f"{SPOOL_PREFIX}*")) == []
+
+
+def test_client_gone_while_fits_is_sent_removes_the_spool(live: Live) -> None:
+    """A FITS result is sent from its spool file; a client that stops reading and goes
+    away ends the response, and the file is removed at once."""
+    query = f"SELECT TOP 3000000 a.forcedSourceId, b.forcedSourceId AS f2 FROM {FS} AS a, {FS} AS b"
+    sock = _request(live.url, QUERY=query, RESPONSEFORMAT="fits")
+    sock.settimeout(60)
+    received = sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert len(list(live.spool.glob(f"{SPOOL_PREFIX}*"))) == 1  # the rows are sent from it
+    sock.close()
+    _within(2.0, lambda: live.running() == 0)
+    assert list(live.spool.glob(f"{SPOOL_PREFIX}*")) == []
+    _within(2.0, lambda: bool(live.audit_lines(query)))
+    _cancelled(live, query)

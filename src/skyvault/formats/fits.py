@@ -247,6 +247,12 @@ def _spooled(batch: pa.RecordBatch, columns: Sequence[_Column]) -> list[pa.Array
     return arrays
 
 
+def _no_space() -> InternalError:
+    return InternalError(
+        "the FITS result could not be prepared in temporary space; the fault has been logged"
+    )
+
+
 @dataclass
 class _Spool:
     rows: int = 0
@@ -280,9 +286,7 @@ def _spool(
                 spool.size = sink.tell()
             except OSError as exc:
                 log.error("could not write the FITS spool %s: %s", path, exc)
-                raise InternalError(
-                    "the FITS result could not be prepared (temporary space); it has been logged"
-                ) from None
+                raise _no_space() from None
             if max_bytes is not None and spool.size > max_bytes:
                 raise LimitExceeded(
                     f"the result is too large for FITS here: FITS results are written to "
@@ -417,8 +421,12 @@ def _write(
     max_spool_bytes: int | None,
 ) -> Iterator[bytes]:
     directory = Path(spool_dir) if spool_dir is not None else Path(tempfile.gettempdir())
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".arrows", dir=directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".arrows", dir=directory)
+    except OSError as exc:
+        log.error("could not create a FITS spool file in %s: %s", directory, exc)
+        raise _no_space() from None
     os.close(handle)
     path = Path(name)
     try:
