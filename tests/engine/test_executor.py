@@ -189,6 +189,37 @@ def test_a_short_time_limit_fires_behind_a_long_one(
     waiting.batches.close()
 
 
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_interrupted_while_streaming(
+    catalogue: tuple[Path, StoredTable], executor: LocalExecutor, how: str
+) -> None:
+    """The interruption comes after ``execute`` returned, while batches are being read
+    (DuckDB then raises from Arrow's reader, not as a DuckDB exception)."""
+    _, stored = catalogue
+    slower = (
+        'SELECT count(*) FROM "__sv_t0" a, "__sv_t0" b, "__sv_t0" c '
+        "WHERE a.mag + b.mag + c.mag > 1000"
+    )
+    sql = f'SELECT id FROM "__sv_t0" UNION ALL SELECT * FROM ({slower})'
+    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    token = CancelToken()
+    if how == "cancel":
+        threading.Timer(1.0, token.cancel).start()
+    expected = QueryTimeout if how == "timeout" else QueryCancelled
+
+    def run() -> None:
+        # DuckDB may run into the slow part before execute() returns or after, while the
+        # batches are read: either way the error is the same.
+        result = executor.execute(plan, timeout=1.0 if how == "timeout" else None, cancel=token)
+        for _ in result.batches:
+            pass
+
+    started = time.monotonic()
+    with pytest.raises(expected):
+        run()
+    assert time.monotonic() - started < 10
+
+
 def test_data_errors_are_query_errors_without_paths(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:

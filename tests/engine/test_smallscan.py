@@ -65,7 +65,13 @@ def _both(data: Path, adql: str, limit: int = 32_768) -> tuple[pa.Table, pa.Tabl
 
 
 def _sorted(table: pa.Table) -> list[tuple[object, ...]]:
-    return sorted((tuple(r.values()) for r in table.to_pylist()), key=lambda r: tuple(map(repr, r)))
+    """The rows in a fixed order, floats to 12 digits (sums depend on the order of rows)."""
+
+    def value(v: object) -> object:
+        return float(f"{v:.12g}") if isinstance(v, float) else v
+
+    rows = (tuple(value(v) for v in r.values()) for r in table.to_pylist())
+    return sorted(rows, key=lambda r: tuple(map(repr, r)))
 
 
 CONE = "CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra}, {dec}, {r})) = 1"

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -39,6 +40,8 @@ __all__ = ["CancelToken", "LocalExecutor", "QueryResult"]
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65_536
+REINTERRUPT_S = 0.25
+"""How often a cancelled query that has not stopped is interrupted again."""
 
 
 class CancelToken:
@@ -50,11 +53,25 @@ class CancelToken:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Stop the query; it raises :class:`QueryCancelled` within a moment."""
+        """Stop the query; it raises :class:`QueryCancelled` within a moment.
+
+        The interruption is repeated every :data:`REINTERRUPT_S` while the query is still
+        attached: DuckDB can miss one that lands between two stages of a query.
+        """
         with self._lock:
             self.cancelled = True
-            if self._cursor is not None:
-                self._cursor.interrupt()
+            if self._cursor is None:
+                return
+            self._cursor.interrupt()
+        _DEADLINES.add(time.monotonic() + REINTERRUPT_S, _Reinterrupt(self))
+
+    def _fire(self) -> None:
+        """Interrupt again (from the deadline watcher) while the query is attached."""
+        with self._lock:
+            if self._cursor is None:
+                return
+            self._cursor.interrupt()
+        _DEADLINES.add(time.monotonic() + REINTERRUPT_S, _Reinterrupt(self))
 
     def _attach(self, cursor: duckdb.DuckDBPyConnection | None) -> None:
         with self._lock:
@@ -173,7 +190,8 @@ class LocalExecutor:
                         except StopIteration:
                             pass
                         return
-            except (duckdb.Error, pa.ArrowException) as exc:
+            except (duckdb.Error, pa.ArrowException, OSError) as exc:
+                # An interruption while Arrow's reader pulls rows surfaces as OSError.
                 raise _translate_error(exc, timer, token) from None
             finally:
                 timer.cancel()
@@ -203,6 +221,29 @@ class LocalExecutor:
         return dataclasses.replace(scan, arrow=table)
 
 
+class _Due(Protocol):
+    """What the deadline watcher fires: still ``_active``, it calls ``_fire``."""
+
+    @property
+    def _active(self) -> bool: ...
+
+    def _fire(self) -> None: ...
+
+
+class _Reinterrupt:
+    """A cancelled token's next interruption (a heap entry of its own)."""
+
+    def __init__(self, token: CancelToken) -> None:
+        self._token = token
+
+    @property
+    def _active(self) -> bool:
+        return self._token._cursor is not None
+
+    def _fire(self) -> None:
+        self._token._fire()
+
+
 class _Deadlines:
     """One watcher thread for every query's time limit.
 
@@ -213,11 +254,11 @@ class _Deadlines:
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._heap: list[tuple[float, int, _Timer]] = []
+        self._heap: list[tuple[float, int, _Due]] = []
         self._count = 0
         self._thread: threading.Thread | None = None
 
-    def add(self, due: float, timer: _Timer) -> None:
+    def add(self, due: float, timer: _Due) -> None:
         with self._cv:
             self._count += 1
             if self._count % 4096 == 0:  # drop finished queries' entries now and then
@@ -239,7 +280,11 @@ class _Deadlines:
                     wait = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cv.wait(wait)
                 _, _, timer = heapq.heappop(self._heap)
-            timer._fire()
+            if timer._active:
+                try:
+                    timer._fire()
+                except Exception:  # the watcher must outlive any one query
+                    log.exception("a query deadline could not be acted on")
 
 
 _DEADLINES = _Deadlines()
@@ -284,7 +329,7 @@ _USER_ERRORS = (
 
 def _translate_error(exc: BaseException, timer: _Timer, token: CancelToken) -> BaseException:
     if isinstance(exc, duckdb.InterruptException) or (
-        token.cancelled and isinstance(exc, duckdb.Error)
+        token.cancelled and isinstance(exc, (duckdb.Error, pa.ArrowException, OSError))
     ):
         if timer.fired:
             return QueryTimeout(
