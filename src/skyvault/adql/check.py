@@ -41,7 +41,7 @@ from skyvault.adql.annotate import (
 )
 from skyvault.adql.functions import FUNCTIONS, FunctionSpec
 from skyvault.adql.parsing import AdqlQuery
-from skyvault.adql.reserved import identifier_matches
+from skyvault.adql.reserved import identifier_matches, normalize_identifier
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
@@ -123,6 +123,22 @@ class Source:
     relation: str = ""
     user_alias: exp.Identifier | None = None
     label: str = ""
+    _by_name: dict[tuple[str, bool], list[SourceColumn]] | None = dataclasses.field(
+        default=None, repr=False
+    )
+
+    def columns_named(self, ident: exp.Identifier) -> list[SourceColumn]:
+        """The columns ``ident`` refers to (ADQL identifier rules), from an index built on
+        first use: resolving every name of a query by scanning every column of a wide
+        table was a measurable share of compiling it."""
+        if self._by_name is None:
+            index: dict[tuple[str, bool], list[SourceColumn]] = {}
+            for column in self.columns:
+                index.setdefault((column.name, True), []).append(column)
+                index.setdefault((column.name.upper(), False), []).append(column)
+            self._by_name = index
+        name = normalize_identifier(ident)
+        return self._by_name.get((name.name, name.quoted), [])
 
     def matches(self, qualifier: list[exp.Identifier]) -> bool:
         """Whether ``qualifier`` (``[table]`` or ``[schema, table]`` ...) names this item."""
@@ -799,7 +815,7 @@ class _Checker:
         ]
         if qualifier:
             source = self.find_source(qualifier, scope, node)
-            hits = [c for c in source.columns if identifier_matches(ident, c.name)]
+            hits = source.columns_named(ident)
             if len(hits) > 1:
                 raise self.fail(ident, f'the column name "{ident.this}" is ambiguous')
             if not hits:
@@ -817,12 +833,7 @@ class _Checker:
                     not ident.args.get("quoted") and str(ident.this).upper() == name
                 ):
                     return binding
-            found = [
-                ColumnBinding(s, c)
-                for s in current.sources
-                for c in s.columns
-                if identifier_matches(ident, c.name)
-            ]
+            found = [ColumnBinding(s, c) for s in current.sources for c in s.columns_named(ident)]
             if len(found) > 1:
                 where = ", ".join(self.source_label(b.source) for b in found)
                 raise self.fail(
