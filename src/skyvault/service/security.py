@@ -85,7 +85,11 @@ async def current_identity(request: Request) -> Identity:
         return cached
     context = get_context(request)
     try:
-        identity = await run_in_threadpool(_authenticate, context, request)
+        if context.auth.settings.mode == "builtin" and "authorization" not in request.headers:
+            # No credentials, built-in mode: anonymous, decided without any I/O.
+            identity = _authenticate(context, request)
+        else:  # a token to look up, or a proxy's user-info service to ask
+            identity = await run_in_threadpool(_authenticate, context, request)
     except SkyvaultError as exc:
         context.auth.audit.record(
             None, request.url.path, outcome="error", error=exc.code, duration_s=0.0

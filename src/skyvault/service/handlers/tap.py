@@ -21,7 +21,7 @@ from skyvault.engine.executor import CancelToken
 from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.params import collect_params, tap_query_params
-from skyvault.service.security import CallerDep
+from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import InlineContent, parse_uploads
@@ -102,16 +102,24 @@ async def read_form(
     return pairs, files, form
 
 
+#: A result up to this size is made completely in the request's one worker-thread call and
+#: sent as a plain response: for the common small answer (a cone) that saves the thread
+#: hand-offs and the disconnect watcher of streaming, which cost more than the query.
+EAGER_BYTES = 256 * 1024
+
+
 @router.api_route("/sync", methods=["GET", "POST"], summary="TAP synchronous query")
-async def sync_query(request: Request, context: Context, caller: CallerDep) -> Response:
+async def sync_query(request: Request, context: Context, identity: IdentityDep) -> Response:
     """Run a TAP query over the caller's visible tables and stream its result (DALI-sync).
 
     The query holds one of the caller's running-job slots until its result is sent; the
     audit log gets one line when it ends (or fails).  A client that goes away stops the
     query at once, while it starts as well as while its rows are sent.
+
+    Taking the slot, listing the caller's visible tables, compiling, the first rows and, for
+    a small result, all of it happen in one worker-thread call.
     """
     settings = context.settings
-    identity = caller.identity
     endpoint = request.url.path
     started = time.perf_counter()
     query: str | None = None
@@ -124,23 +132,27 @@ async def sync_query(request: Request, context: Context, caller: CallerDep) -> R
             tap = tap_query_params(
                 params, maxrec_default=settings.maxrec_default, maxrec_limit=settings.maxrec_limit
             )
-            uploads = await run_in_threadpool(parse_uploads, params, files, settings)
+            if "UPLOAD" in params or files:
+                uploads = await run_in_threadpool(parse_uploads, params, files, settings)
+            else:
+                uploads = []
         finally:
             if form is not None:
                 await form.close()
-        await run_in_threadpool(_take_slot, context, identity)
     except SkyvaultError as exc:
         _audit_sync(context, identity, endpoint, query, None, started, exc.code)
         raise
     sync = SyncRun(context, identity, endpoint, tap.query, started)
+
+    def start() -> list[bytes]:
+        _take_slot(context, identity)
+        sync.holding = True
+        tables = context.visible_tables(identity)
+        sync.output = context.queries.run(tap, tables=tables, uploads=uploads, cancel=sync.token)
+        return sync.first_chunks(EAGER_BYTES)
+
     try:
-        output = await _unless_gone(
-            request.receive,
-            sync,
-            lambda: context.queries.run(
-                tap, tables=caller.tables, uploads=uploads, cancel=sync.token
-            ),
-        )
+        chunks = await _unless_gone(request.receive, sync, start)
     except BaseException as exc:
         code = exc.code if isinstance(exc, SkyvaultError) else "internal"
         sync.end(code)
@@ -148,12 +160,12 @@ async def sync_query(request: Request, context: Context, caller: CallerDep) -> R
             # Whatever the interrupted query raised: nobody is left to tell.
             raise QueryCancelled("the client went away; the query was cancelled") from None
         raise
-    sync.output = output
-    return QueryResponse(
-        sync,
-        media_type=output.output.content_type,
-        headers={"Content-Disposition": f'inline; filename="result.{output.output.extension}"'},
-    )
+    assert sync.output is not None
+    output = sync.output.output
+    headers = {"Content-Disposition": f'inline; filename="result.{output.extension}"'}
+    if sync.finished:
+        return Response(b"".join(chunks), media_type=output.content_type, headers=headers)
+    return QueryResponse(sync, chunks, media_type=output.content_type, headers=headers)
 
 
 def _take_slot(context: ServiceContext, identity: Identity) -> None:
@@ -206,6 +218,10 @@ class SyncRun:
         self.started = started
         self.token = CancelToken()
         self.output: QueryOutput | None = None
+        #: The running slot is taken (and :meth:`end` gives it back).
+        self.holding = False
+        #: Every chunk has been made (and :meth:`end` has run).
+        self.finished = False
         #: The client went away before the whole result was sent.
         self.gone = False
         self._sent = False
@@ -230,6 +246,7 @@ class SyncRun:
             with self._lock:
                 self._sent = not self.gone
             self.end(None)
+            self.finished = True
             return None
         except SkyvaultError as exc:
             self.end(exc.code)
@@ -237,6 +254,16 @@ class SyncRun:
         except BaseException:
             self.end("internal")
             raise
+
+    def first_chunks(self, size: int) -> list[bytes]:
+        """Chunks from the start until they pass ``size`` bytes or the result ends
+        (:attr:`finished` then says so); from a worker thread, as :meth:`next_chunk`."""
+        chunks: list[bytes] = []
+        made = 0
+        while made < size and (chunk := self.next_chunk()) is not None:
+            chunks.append(chunk)
+            made += len(chunk)
+        return chunks
 
     def end(self, error: str | None) -> None:
         """Give the slot back, close the result, audit (the first call only; not while
@@ -257,7 +284,8 @@ class SyncRun:
         except Exception:
             log.exception("closing a sync result failed")
         finally:
-            self.context.sync.finish(self.identity)
+            if self.holding:
+                self.context.sync.finish(self.identity)
             _audit_sync(
                 self.context, self.identity, self.endpoint, self.query, rows, self.started, error
             )
@@ -301,9 +329,12 @@ class QueryResponse(StreamingResponse):
     closes.
     """
 
-    def __init__(self, sync: SyncRun, *, media_type: str, headers: dict[str, str]) -> None:
+    def __init__(
+        self, sync: SyncRun, first: list[bytes], *, media_type: str, headers: dict[str, str]
+    ) -> None:
         super().__init__(iter(()), media_type=media_type, headers=headers)
         self.sync = sync
+        self.first = first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sync = self.sync
@@ -335,6 +366,8 @@ class QueryResponse(StreamingResponse):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        for made in self.first:
+            await send({"type": "http.response.body", "body": made, "more_body": True})
         while (chunk := await anyio.to_thread.run_sync(self.sync.next_chunk)) is not None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
