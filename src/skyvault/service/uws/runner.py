@@ -16,6 +16,13 @@ Every running job holds a :class:`~skyvault.engine.executor.CancelToken`:
 
 The watchdog also refreshes the jobs' heartbeat, which is how other replicas tell a job
 whose service died from one still running (see :mod:`skyvault.service.uws.service`).
+
+A job is this pool's, with its token, from just *before* its claim is written: an ABORT
+arriving while the claim is written or the job read back still finds the token to cancel.
+:meth:`JobRunner.running_ids` waits for the claims in progress when it is called to be
+settled, so whoever read EXECUTING in the database finds the job among the running ids of
+the pool that took it (and only that one), and the watchdog never sees a job whose claim is
+not yet written (it would read QUEUED and cancel it).
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ from skyvault.auth.limits import LimitsPolicy
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import InternalError, LimitExceeded, QueryTimeout, SkyvaultError
+from skyvault.errors import (
+    InternalError,
+    LimitExceeded,
+    QueryCancelled,
+    QueryTimeout,
+    SkyvaultError,
+)
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
@@ -53,7 +66,14 @@ from skyvault.service.uws.models import (
 from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.storage import JobStore
 
-__all__ = ["HEARTBEAT_SECONDS", "LIVE_RUNNERS", "JobRunner", "RunnerId", "failure_of"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "LIVE_RUNNERS",
+    "JobRunner",
+    "RunnerId",
+    "failure_of",
+    "process_alive",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +94,17 @@ RunQuery = Callable[
 ]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may be alive (False only when it is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def stored_identity(job: Job) -> Identity:
@@ -120,13 +151,7 @@ class RunnerId:
             return False
         if self.pid == os.getpid():
             return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return not process_alive(self.pid)
 
 
 def failure_of(error: SkyvaultError) -> JobFailure:
@@ -136,12 +161,17 @@ def failure_of(error: SkyvaultError) -> JobFailure:
 
 
 class _Running:
-    """A job this pool runs: its token and why it was stopped, if it was."""
+    """A job this pool claims or runs: its token and why it was stopped, if it was.
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
+    It exists from just before the claim is written; ``claimed`` turns True once the
+    claim is in the database.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
         self.token = CancelToken()
         self.timed_out = False
+        self.claimed = False
 
 
 class JobRunner:
@@ -199,8 +229,12 @@ class JobRunner:
         self._pending_wakes = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+        # Guards the two below; notified whenever a claim is settled.
+        self._lock = threading.Condition()
+        #: Jobs whose claim is written, by id.
         self._running: dict[str, _Running] = {}
+        #: Claims being written (two workers may try the same job: one of them gets it).
+        self._claims: list[_Running] = []
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -228,7 +262,7 @@ class JobRunner:
             # Cancel again and again: an interrupt that reaches a query just before it
             # starts executing can be lost.
             with self._lock:
-                running = list(self._running.values())
+                running = [*self._running.values(), *self._claims]
             for run in running:
                 run.token.cancel()
             for thread in self._threads:
@@ -245,43 +279,107 @@ class JobRunner:
             self._wake.notify()
 
     def cancel(self, job_id: str) -> bool:
-        """Stop job ``job_id`` if this pool runs it; whether it did."""
+        """Stop job ``job_id`` if this pool runs it or is claiming it; whether it did."""
         with self._lock:
-            run = self._running.get(job_id)
-        if run is None:
-            return False
-        run.token.cancel()
-        return True
+            runs = [run for run in self._claims if run.job_id == job_id]
+            if job_id in self._running:
+                runs.append(self._running[job_id])
+        for run in runs:
+            run.token.cancel()
+        return bool(runs)
 
     def running_ids(self) -> list[str]:
-        """Ids of the jobs this pool is running."""
+        """Ids of the jobs this pool is running.
+
+        Claims being written when this is called are waited for (a moment: one UPDATE), so
+        a job read as EXECUTING before the call is listed by the pool that took it, and
+        every job listed has its claim written.
+        """
         with self._lock:
+            pending = list(self._claims)
+            self._lock.wait_for(lambda: not any(run in self._claims for run in pending))
             return list(self._running)
 
     # --- threads --------------------------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stopping.is_set():
-            try:
-                job = self.store.claim_next(
-                    str(self.runner_id), utc_now(), self._max_running if self.limits else None
-                )
-            except Exception:
-                log.exception("could not read the job queue")
-                job = None
-            if job is None:
+            claimed = self._claim()
+            if claimed is None:
                 with self._wake:
                     if self._pending_wakes == 0 and not self._stopping.is_set():
                         self._wake.wait(IDLE_POLL_SECONDS)
                     self._pending_wakes = max(0, self._pending_wakes - 1)
                 continue
+            job, run = claimed
             self.events.notify(job.job_id)
             try:
-                self._run(job)
+                self._run(job, run)
             except Exception:
                 log.exception("job %s: the worker failed", job.job_id)
             finally:
                 self.events.notify(job.job_id)
+
+    def _claim(self) -> tuple[Job, _Running] | None:
+        """Claim the next QUEUED job; the job and its entry in ``_running``, or None.
+
+        The entry, with its token, is listed among the claims before the claim is written,
+        and moved to ``_running`` as soon as the claim is written (or dropped when another
+        runner got the job, or an ABORT came first).
+        """
+        attempts: list[_Running] = []
+
+        def claiming(job_id: str) -> None:
+            run = _Running(job_id)
+            attempts.append(run)
+            with self._lock:
+                self._claims.append(run)
+
+        def settled(job_id: str, taken: bool) -> None:
+            run = attempts[-1]
+            with self._lock:
+                if run in self._claims:
+                    self._claims.remove(run)
+                if taken:
+                    run.claimed = True
+                    self._running[job_id] = run
+                self._lock.notify_all()
+
+        runner = str(self.runner_id)
+        try:
+            job = self.store.claim_next(
+                runner,
+                utc_now(),
+                self._max_running if self.limits else None,
+                claiming=claiming,
+                settled=settled,
+            )
+        except Exception:
+            log.exception("could not read the job queue")
+            job = None
+        taken = next((run for run in attempts if run.claimed), None)
+        if job is not None and taken is not None:
+            return job, taken
+        self._drop(attempts)
+        if taken is not None:
+            # Claimed but not read back (deleted meanwhile, or the database failed): do
+            # not leave it EXECUTING under a runner whose heartbeat keeps it alive.
+            error = InternalError("the job could not be started; run it again")
+            try:
+                self.store.fail(taken.job_id, failure_of(error), utc_now(), runner=runner)
+            except Exception:
+                log.exception("job %s: could not record that it did not start", taken.job_id)
+        return None
+
+    def _drop(self, runs: Sequence[_Running]) -> None:
+        """Forget ``runs`` (claims and running jobs of this pool)."""
+        with self._lock:
+            for run in runs:
+                if run in self._claims:
+                    self._claims.remove(run)
+                if self._running.get(run.job_id) is run:
+                    del self._running[run.job_id]
+            self._lock.notify_all()
 
     def _max_running(self, owner: str | None) -> int:
         assert self.limits is not None
@@ -312,26 +410,33 @@ class JobRunner:
     def _watch(self) -> None:
         last_beat = time.monotonic()
         while not self._stopping.wait(WATCH_SECONDS):
-            ids = self.running_ids()
-            if not ids:
-                continue
             try:
-                phases = self.store.phases(ids)
-                for job_id in ids:
-                    if phases.get(job_id) != ExecutionPhase.EXECUTING:
-                        self.cancel(job_id)
+                if not self._cancel_stopped():
+                    continue
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                     self.store.heartbeat(str(self.runner_id), utc_now())
                     last_beat = time.monotonic()
             except Exception:
                 log.exception("the job watchdog could not read the job database")
 
+    def _cancel_stopped(self) -> bool:
+        """Cancel the running jobs no longer EXECUTING in the database; whether any runs.
+
+        Only jobs whose claim is written are looked at (see :meth:`running_ids`): a claim
+        in progress reads QUEUED, and must not be cancelled for it.
+        """
+        ids = self.running_ids()
+        if not ids:
+            return False
+        phases = self.store.phases(ids)
+        for job_id in ids:
+            if phases.get(job_id) != ExecutionPhase.EXECUTING:
+                self.cancel(job_id)
+        return True
+
     # --- one job --------------------------------------------------------------------------
 
-    def _run(self, job: Job) -> None:
-        run = _Running(job)
-        with self._lock:
-            self._running[job.job_id] = run
+    def _run(self, job: Job, run: _Running) -> None:
         timer: threading.Timer | None = None
         if job.execution_duration > 0:
 
@@ -351,6 +456,8 @@ class JobRunner:
         try:
             if self._stopping.is_set():
                 raise InternalError("the service stopped before this job ran; run it again")
+            if run.token.cancelled:  # aborted while it was being claimed
+                raise QueryCancelled("the job was aborted before it started")
             identity = self.identify(job)
             parameters = job.parameter_map()
             queries = parameters.get("QUERY")
@@ -387,7 +494,7 @@ class JobRunner:
                 error_code = "job.aborted"
         except SkyvaultError as exc:
             self.results.delete(job.job_id)
-            failure = self._failure(run, exc)
+            failure = self._failure(job, run, exc)
             error_code = failure.code
             self.store.fail(job.job_id, failure, utc_now(), runner=runner)
         except Exception as exc:
@@ -400,7 +507,8 @@ class JobRunner:
             if timer is not None:
                 timer.cancel()
             with self._lock:
-                self._running.pop(job.job_id, None)
+                if self._running.get(job.job_id) is run:
+                    del self._running[job.job_id]
             if self.audit is not None:
                 self.audit.record(
                     identity,
@@ -412,9 +520,9 @@ class JobRunner:
                     error=error_code,
                 )
 
-    def _failure(self, run: _Running, error: SkyvaultError) -> JobFailure:
+    def _failure(self, job: Job, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:
-            limit = run.job.execution_duration
+            limit = job.execution_duration
             return failure_of(
                 QueryTimeout(
                     f"the job ran longer than its EXECUTIONDURATION of {limit} s and was stopped",

@@ -313,6 +313,9 @@ class JobStore:
         runner: str,
         now: datetime,
         max_running: Callable[[str | None], int] | None = None,
+        *,
+        claiming: Callable[[str], None] | None = None,
+        settled: Callable[[str, bool], None] | None = None,
     ) -> Job | None:
         """Take the oldest QUEUED job for ``runner`` (→ EXECUTING); None when none waits.
 
@@ -323,6 +326,11 @@ class JobStore:
 
         A job another runner takes between the look and the update is skipped: the
         update only matches a row still in QUEUED.
+
+        ``claiming(job_id)`` is called just before the update that may take a job, and
+        ``settled(job_id, taken)`` as soon as it is over (``taken`` False when the update
+        did not match or failed): a runner lists the job as its own from before anyone can
+        see it EXECUTING (see :class:`~skyvault.service.uws.runner.JobRunner`).
         """
         while True:
             with self._read() as conn:
@@ -354,14 +362,21 @@ class JobStore:
                 break
             if job_id is None:
                 return None
-            claimed = self._update(
-                job_id,
-                (ExecutionPhase.QUEUED,),
-                phase=ExecutionPhase.EXECUTING.value,
-                start_time=now,
-                runner=runner,
-                heartbeat=now,
-            )
+            if claiming is not None:
+                claiming(job_id)
+            claimed = False
+            try:
+                claimed = self._update(
+                    job_id,
+                    (ExecutionPhase.QUEUED,),
+                    phase=ExecutionPhase.EXECUTING.value,
+                    start_time=now,
+                    runner=runner,
+                    heartbeat=now,
+                )
+            finally:
+                if settled is not None:
+                    settled(job_id, claimed)
             if claimed:
                 return self.get(job_id)
 
