@@ -25,6 +25,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+#: The settings models (``SKYVAULT_*`` variables) whose validation errors are usage errors.
+_SETTINGS_MODELS = ("Settings", "AuthSettings")
+
 
 def _default_data() -> Path:
     return Path(os.environ.get("SKYVAULT_DATA", "data"))
@@ -273,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_error(exc: Exception) -> str | None:
+    """One line saying what is wrong with the settings, when ``exc`` is about them."""
+    from pydantic import ValidationError  # imported already when it was raised
+
+    if not isinstance(exc, ValidationError) or exc.title not in _SETTINGS_MODELS:
+        return None
+    prefix = "SKYVAULT_AUTH_" if exc.title == "AuthSettings" else "SKYVAULT_"
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:  # a field: named by its variable (auth.x is SKYVAULT_AUTH_X)
+            variable = prefix + "_".join(str(part) for part in error["loc"]).upper()
+            message = f"{variable}: {message}"
+        problems.append(message)
+    return " ".join(f"invalid settings: {'; '.join(problems)}".split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -288,6 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("skyvault: interrupted; nothing was changed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        message = _settings_error(exc)
+        if message is None:
+            raise
+        print(f"skyvault: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     return status
 
 

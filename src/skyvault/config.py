@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
 
 __all__ = ["Settings"]
+
+#: (default, most a client may ask for) pairs of settings: the default may not pass the most.
+_DEFAULT_AND_MOST = (
+    ("maxrec_default", "maxrec_limit"),
+    ("job_execution_duration", "job_execution_duration_max"),
+    ("job_destruction_days", "job_destruction_max_days"),
+)
 
 
 class Settings(BaseSettings):
@@ -22,6 +30,11 @@ class Settings(BaseSettings):
     :class:`~skyvault.auth.config.AuthSettings`, read from its own ``SKYVAULT_AUTH_*``
     variables when not passed): ``Settings(auth=AuthSettings(anonymous=False))`` in code,
     ``SKYVAULT_AUTH_ANONYMOUS=false`` in the environment.
+
+    A default may not be greater than the most a client may ask for (``maxrec_default`` and
+    ``maxrec_limit``, ``job_execution_duration`` and ``job_execution_duration_max``,
+    ``job_destruction_days`` and ``job_destruction_max_days``): when both are set, that is
+    refused; when only the most is set, below the built-in default, the default becomes it.
     """
 
     model_config = SettingsConfigDict(env_prefix="SKYVAULT_", frozen=True)
@@ -106,6 +119,27 @@ class Settings(BaseSettings):
     job_reaper_interval: float = Field(
         default=60.0, gt=0, description="how often expired jobs are looked for and destroyed, s"
     )
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Self:
+        """Refuse a default above its limit (or lower the built-in one to a lower limit)."""
+        problems = []
+        for default, most in _DEFAULT_AND_MOST:
+            value, limit = getattr(self, default), getattr(self, most)
+            if value <= limit:
+                continue
+            if default in self.model_fields_set:
+                problems.append(f"{default} ({value}) is greater than {most} ({limit})")
+            else:
+                # The built-in default, above a limit the operator lowered: the limit it is
+                # (what a request without the parameter gets anyway).  Set in place: the
+                # settings are frozen, and a validator may not return another instance.
+                self.__dict__[default] = limit
+        if problems:
+            raise ValueError(
+                "; ".join(problems) + ": a default may not pass the most a client may ask for"
+            )
+        return self
 
     def required_group_set(self) -> frozenset[str]:
         """The groups of :attr:`required_groups` (empty: no requirement)."""
