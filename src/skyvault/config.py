@@ -132,8 +132,9 @@ class Settings(BaseSettings):
                 problems.append(f"{default} ({value}) is greater than {most} ({limit})")
             else:
                 # The built-in default, above a limit the operator lowered: the limit it is
-                # (what a request without the parameter gets anyway).  Set in place: the
-                # settings are frozen, and a validator may not return another instance.
+                # (a request without MAXREC got no more anyway; a job without
+                # EXECUTIONDURATION got more than its maximum).  Set in place: the settings
+                # are frozen, and a validator may not return another instance.
                 self.__dict__[default] = limit
         if problems:
             raise ValueError(
