@@ -15,7 +15,10 @@ Memory holds one batch (and one chunk) whatever the row count; the disk holds th
 for as long as the response lasts.  The spool file is removed when the iterator ends,
 fails or is closed (a client gone away), and ``max_spool_bytes`` refuses a result whose
 spool would pass it (:class:`~skyvault.errors.LimitExceeded`), before anything was sent.
-Everything that can fail with the query fails in pass 1, before the first byte.
+Everything that can fail with the query fails in pass 1, before the first byte.  A process
+killed meanwhile leaves its spool behind; the file's name says which host and process wrote
+it (``skyvault-fits-HOST-PID-RANDOM.arrows``, see :func:`spool_owner`), so a service
+starting up removes only the files of processes of its host that are gone.
 
 Column conventions: ``TTYPEn`` (name), ``TFORMn``, ``TUNITn`` (unit), ``TNULLn`` for
 integer columns holding NULLs (the type's most negative value, 255 for bytes), and the VO
@@ -34,6 +37,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,12 +54,15 @@ from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError, LimitExceeded
 from skyvault.formats.tabular import text_column
 
-__all__ = ["SPOOL_PREFIX", "write_fits"]
+__all__ = ["SPOOL_PREFIX", "SPOOL_SUFFIX", "spool_host", "spool_owner", "write_fits"]
 
 log = logging.getLogger(__name__)
 
-#: Name prefix of the spool files (``skyvault-fits-*.arrows``) in the spool directory.
+#: Name prefix of the spool files in the spool directory: they are named
+#: ``skyvault-fits-HOST-PID-RANDOM.arrows`` (before: ``skyvault-fits-RANDOM.arrows``).
 SPOOL_PREFIX = "skyvault-fits-"
+#: Name suffix of the spool files.
+SPOOL_SUFFIX = ".arrows"
 
 _CHUNK = 1 << 20
 _BLOCK = 2880
@@ -412,6 +420,27 @@ def _rechunked(parts: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
+def spool_host() -> str:
+    """This host's name as spool file names carry it (characters unsafe in a name: ``_``)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "_"
+
+
+def spool_owner(name: str) -> tuple[str, int] | None:
+    """The host name (as :func:`spool_host` writes it) and process id in spool file name
+    ``name``; None when ``name`` is not a spool file's or has the old form without them.
+
+    The host may contain ``-``: the process id and the random part (``mkstemp``'s, never a
+    ``-``) are the last two fields.
+    """
+    if not (name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX)):
+        return None
+    host, _, rest = name[len(SPOOL_PREFIX) : -len(SPOOL_SUFFIX)].rpartition("-")
+    host, _, pid = host.rpartition("-")
+    if not (host and rest and pid.isascii() and pid.isdigit()):
+        return None
+    return host, int(pid)
+
+
 def _write(
     batches: Iterable[pa.RecordBatch],
     columns: list[_Column],
@@ -423,7 +452,8 @@ def _write(
     directory = Path(spool_dir) if spool_dir is not None else Path(tempfile.gettempdir())
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".arrows", dir=directory)
+        prefix = f"{SPOOL_PREFIX}{spool_host()}-{os.getpid()}-"
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=SPOOL_SUFFIX, dir=directory)
     except OSError as exc:
         log.error("could not create a FITS spool file in %s: %s", directory, exc)
         raise _no_space() from None
