@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,35 +179,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
-    """Run ``workers`` uvicorn processes on one listening socket.
+    """Run ``workers`` server processes, each listening on ``host:port`` (SO_REUSEPORT).
 
-    uvicorn's own ``workers=`` path binds its socket without naming the protocol (proto 0),
-    and asyncio sets TCP_NODELAY only on sockets that say TCP: every response after the
-    first on a keep-alive connection then waits ~40 ms for a delayed ACK.  So the socket is
-    bound here, as TCP, and handed to uvicorn's process supervisor.
+    Why not uvicorn's ``workers=``: it shares one listening socket, and an asyncio server
+    accepts every pending connection in a burst, so a client opening 16 connections at once
+    gets them all served by one process while the others idle.  With a socket per process
+    the kernel spreads connections over them.  (Its socket also lacks the TCP protocol
+    number, so asyncio leaves Nagle on and keep-alive answers wait ~40 ms for delayed ACKs.)
     """
-    import socket
+    import multiprocessing
+    import multiprocessing.connection
+    import signal
 
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
+    _reuseport_socket(host, port).close()  # the port is free (or ours to share): fail now
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_serve_one, args=(host, port, log_level), name=f"skyvault-{i}")
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
 
+    def stop(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # One worker ending (a crash, or a signal) ends the service: a supervisor restarts it.
+    multiprocessing.connection.wait([p.sentinel for p in processes])
+    stop(signal.SIGTERM, None)
+    for process in processes:
+        process.join()
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise SkyvaultError(f"a server process ended with status {failed[0]}")
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_one(host: str, port: int, log_level: str) -> None:
+    """One worker process: its own listening socket, its own app (from the environment)."""
+    import uvicorn
+
+    sock = _reuseport_socket(host, port)
     config = uvicorn.Config(
         "skyvault.service.app:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         log_level=log_level,
     )
-    Multiprocess(config, sockets=[sock]).run()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def build_parser() -> argparse.ArgumentParser:

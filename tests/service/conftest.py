@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import subprocess
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from astropy.io.votable import parse
@@ -103,6 +105,20 @@ def serve_in_thread(app: FastAPI, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Return once the server ``process`` started answers ``url``/availability."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/availability", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
 
 
 def read_votable(data: bytes) -> VOTableFile:

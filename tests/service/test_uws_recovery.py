@@ -22,7 +22,7 @@ import pytest
 
 from skyvault.service.uws.models import ExecutionPhase
 from skyvault.service.uws.storage import JobStore
-from tests.service.conftest import _free_port
+from tests.service.conftest import _free_port, wait_until_serving
 from tests.service.test_uws import NS, SLOW, SMALL
 
 pytestmark = pytest.mark.slow
@@ -46,16 +46,7 @@ class Server:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.args, env=self.env)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/availability", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+        wait_until_serving(self.url, self.process)
 
     def kill(self) -> None:
         assert self.process is not None

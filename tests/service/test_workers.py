@@ -8,10 +8,8 @@ any of them.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,18 +17,14 @@ import httpx
 import pytest
 import pyvo
 
+from tests.service.conftest import _free_port, wait_until_serving
+
 pytestmark = pytest.mark.slow
 
 CONE = (
     "SELECT objectId, coord_ra, coord_dec FROM dp02_dc2_catalogs.Object WHERE "
     "CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.3)) = 1"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +40,7 @@ def two_workers(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/tap"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/availability", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server did not start: " + log.read_text()
-            time.sleep(0.2)
+        wait_until_serving(url, server)
         yield url
     finally:
         server.terminate()
