@@ -7,6 +7,7 @@ DATA ?= demo-data
 SCALE ?= medium
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck pytest sysdeps venv bench clean
@@ -40,7 +41,7 @@ demo: $(STAMP)
 	@echo "  TOPCAT: VO > Table Access Protocol (TAP) Query > TAP URL http://$(HOST):$(PORT)/tap"
 	@echo "  examples: http://$(HOST):$(PORT)/tap/examples"
 	@echo ""
-	$(BIN)/skyvault serve --data $(DATA) --host $(HOST) --port $(PORT)
+	$(BIN)/skyvault serve --data $(DATA) --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
