@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     query_timeout: float = Field(default=600.0, gt=0, description="time limit of a sync query, s")
     memory_limit: str = Field(default="2GB", description="DuckDB memory limit for queries")
     query_threads: int = Field(default=2, ge=1, description="DuckDB threads per query")
+    dask_scheduler: str | None = Field(
+        default=None,
+        description=(
+            "address of a Dask distributed scheduler (tcp://host:8786) to run queries on, "
+            "split by partition and merged here; unset: queries run in the server process. "
+            "The workers must see the data root at the same path"
+        ),
+    )
     spool_dir: Path | None = Field(
         default=None,
         description=(

@@ -13,7 +13,9 @@ from skyvault.auth.access import GrantSnapshot
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
+from skyvault.engine.distributed import Executor
 from skyvault.engine.executor import CancelToken
+from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService, SyncQueries
 from skyvault.service.tap_schema import TapSchemaCache
@@ -69,6 +71,7 @@ class ServiceContext:
             memory_limit=settings.memory_limit,
             threads=settings.query_threads,
             timeout=settings.query_timeout,
+            executor=_dask_executor(settings.dask_scheduler),
         )
         tap_schema = TapSchemaCache()
         auth = build_auth(
@@ -99,6 +102,24 @@ class ServiceContext:
         if self.settings.base_url:
             return self.settings.base_url.rstrip("/")
         return str(request.base_url).rstrip("/") + self.settings.path_prefix
+
+
+def _dask_executor(address: str | None) -> Executor | None:
+    """The Dask executor for ``SKYVAULT_DASK_SCHEDULER``, or None (run queries here)."""
+    if not address:
+        return None
+    from distributed import Client
+
+    from skyvault.engine.distributed import DaskExecutor
+
+    try:
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise SkyvaultError(
+            f"cannot reach the Dask scheduler at {address}: {exc}",
+            hint="start it (dask scheduler), or unset SKYVAULT_DASK_SCHEDULER",
+        ) from None
+    return DaskExecutor(client)
 
 
 def get_context(request: Request) -> ServiceContext:
