@@ -60,24 +60,27 @@ class CancelToken:
         """
         with self._lock:
             self.cancelled = True
-            if self._cursor is None:
-                return
-            self._cursor.interrupt()
-        _DEADLINES.add(time.monotonic() + REINTERRUPT_S, _Reinterrupt(self))
+        self._fire()
+
+    @property
+    def _active(self) -> bool:
+        """A query is attached (what the deadline watcher asks before :meth:`_fire`)."""
+        return self._cursor is not None
 
     def _fire(self) -> None:
-        """Interrupt again (from the deadline watcher) while the query is attached."""
+        """Interrupt the attached query, and again later while it stays attached."""
         with self._lock:
             if self._cursor is None:
                 return
             self._cursor.interrupt()
-        _DEADLINES.add(time.monotonic() + REINTERRUPT_S, _Reinterrupt(self))
+        _DEADLINES.add(time.monotonic() + REINTERRUPT_S, self)
 
     def _attach(self, cursor: duckdb.DuckDBPyConnection | None) -> None:
         with self._lock:
             self._cursor = cursor
-            if cursor is not None and self.cancelled:
-                cursor.interrupt()
+            cancelled = self.cancelled
+        if cursor is not None and cancelled:
+            self._fire()
 
 
 @dataclass
@@ -228,20 +231,6 @@ class _Due(Protocol):
     def _active(self) -> bool: ...
 
     def _fire(self) -> None: ...
-
-
-class _Reinterrupt:
-    """A cancelled token's next interruption (a heap entry of its own)."""
-
-    def __init__(self, token: CancelToken) -> None:
-        self._token = token
-
-    @property
-    def _active(self) -> bool:
-        return self._token._cursor is not None
-
-    def _fire(self) -> None:
-        self._token._fire()
 
 
 class _Deadlines:
