@@ -160,6 +160,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.data.is_dir():
         raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {args.workers}")
     settings = Settings(data_dir=args.data, host=args.host, port=args.port)
     url = f"http://{args.host}:{args.port}{settings.path_prefix}"
     if args.workers > 1:
@@ -168,6 +170,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SKYVAULT_DATA_DIR"] = str(args.data.resolve())
         os.environ["SKYVAULT_HOST"] = args.host
         os.environ["SKYVAULT_PORT"] = str(args.port)
+        _reuseport_socket(args.host, args.port).close()  # the port is ours to share: fail now
         create_app(settings).state.context.archive.close()  # fail now if it cannot start
         print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
         _serve_workers(args.host, args.port, args.workers, args.log_level)
@@ -191,7 +194,6 @@ def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     import multiprocessing.connection
     import signal
 
-    _reuseport_socket(host, port).close()  # the port is free (or ours to share): fail now
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_serve_one, args=(host, port, log_level), name=f"skyvault-{i}")

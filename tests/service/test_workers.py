@@ -70,3 +70,23 @@ def test_async_jobs_are_shared_by_the_workers(two_workers: str) -> None:
         assert job.phase == "COMPLETED"
         assert len(job.fetch_result().to_table()) > 10
         job.delete()
+
+
+def test_bad_worker_counts_and_busy_ports_are_usage_errors(
+    demo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from skyvault.cli import main
+
+    base = ["serve", "--data", str(demo_dir), "--log-level", "warning"]
+    assert main([*base, "--workers", "0"]) == 2
+    assert "--workers must be 1 or more" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main([*base, "--workers", "2", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err
+    assert "TAP service at" not in captured.out  # refused before anything was started
