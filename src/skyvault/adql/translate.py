@@ -58,6 +58,8 @@ from skyvault.sky.sql import distance_sql
 __all__ = [
     "COVERAGE_MAX_ORDER",
     "CrossMatch",
+    "DirectSelect",
+    "SkyCut",
     "TableRef",
     "Translation",
     "compile_adql",
@@ -126,6 +128,43 @@ class CrossMatch:
 
 
 @dataclasses.dataclass(frozen=True)
+class SkyCut:
+    """One sky condition on a table's RA/Dec columns, with constant geometry.
+
+    ``region`` set: ``CONTAINS(POINT(ra, dec), region) = 1`` (or INTERSECTS, the same for a
+    point).  Otherwise a distance cut ``DISTANCE(POINT(ra, dec), POINT(centre)) <op> radius``
+    (``column_first`` False when the query named the constant point first, which the SQL
+    keeps, so the numbers agree to the last bit); ``op`` is ``<``, ``<=``, ``>`` or ``>=``.
+    """
+
+    ra: str
+    dec: str
+    region: Circle | Polygon | Box | None = None
+    centre: tuple[float, float] = (0.0, 0.0)
+    op: str = "<"
+    radius: float = 0.0
+    column_first: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectSelect:
+    """A query simple enough to answer without SQL: columns of one stored table, cut by sky
+    conditions (and TOP).
+
+    ``SELECT [TOP n] col [AS name], ... FROM table WHERE <sky cut> [AND <sky cut> ...]``: the
+    shape of a cone or polygon search.  The engine may evaluate it directly over the few
+    rows the index path reads (:mod:`skyvault.engine.direct`); the SQL stays the reference.
+    ``columns`` are the table's column names in result order, ``names`` the result's names.
+    """
+
+    placeholder: str
+    columns: tuple[str, ...]
+    names: tuple[str, ...]
+    cuts: tuple[SkyCut, ...]
+    limit: int | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Translation:
     """The DuckDB form of an ADQL query.
 
@@ -139,12 +178,15 @@ class Translation:
         Result column metadata, in order, names as the user sees them.
     crossmatch
         The distance join of two positional tables, when the top-level query is one.
+    direct
+        The query as a :class:`DirectSelect`, when it has that simple shape.
     """
 
     sql: str
     tables: tuple[TableRef, ...]
     columns: tuple[ColumnMeta, ...]
     crossmatch: CrossMatch | None
+    direct: DirectSelect | None = None
 
 
 def quote_identifier(name: str) -> str:
@@ -937,7 +979,110 @@ def translate(checked: CheckedQuery) -> Translation:
         for source in checked.occurrences
         if source.table is not None and source.occurrence is not None
     )
-    return Translation(sql, tables, checked.columns, pruner.crossmatch)
+    direct = _direct_select(checked, pruner)
+    return Translation(sql, tables, checked.columns, pruner.crossmatch, direct)
+
+
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _direct_select(checked: CheckedQuery, pruner: _Pruner) -> DirectSelect | None:
+    """The query as a :class:`DirectSelect`, or None when it is not of that shape."""
+    tree = checked.query.tree
+    if not isinstance(tree, exp.Select) or tree.args.get("joins"):
+        return None
+    for key in ("with_", "distinct", "group", "having", "order", "offset"):
+        if tree.args.get(key) is not None:
+            return None
+    sources = checked.scopes.get(id(tree))
+    if not sources or len(sources) != 1:
+        return None
+    source = sources[0]
+    table = source.table
+    if table is None or table.kind != "hats" or source.occurrence is None:
+        return None
+    from_ = tree.args.get("from_")
+    if from_ is None or not isinstance(from_.this, exp.Table):
+        return None
+    columns: list[str] = []
+    names: list[str] = []
+    for output in checked.outputs[id(tree)]:
+        binding = output.binding
+        if output.node is not None:
+            node = _unparen(output.node)
+            binding = checked.bindings.get(id(node)) if isinstance(node, exp.Column) else None
+        if binding is None or binding.source is not source or binding.merged:
+            return None
+        columns.append(binding.column.sql)
+        names.append(output.sql)
+    where = tree.args.get("where")
+    if where is None:
+        return None
+    cuts = []
+    for conjunct in _conjuncts(where.this):
+        cut = _sky_cut(conjunct, sources, pruner)
+        if cut is None:
+            return None
+        cuts.append(cut)
+    limit = tree.args.get("limit")
+    top = int(str(limit.expression.this)) if limit is not None else None
+    return DirectSelect(source.relation, tuple(columns), tuple(names), tuple(cuts), top)
+
+
+def _sky_cut(node: exp.Expr, sources: list[Source], pruner: _Pruner) -> SkyCut | None:
+    """``node`` as a :class:`SkyCut` on the one source, or None.
+
+    Mirrors :meth:`_Emitter.comparison`: a CONTAINS/INTERSECTS compared with 1 is the bare
+    point-in-region predicate; a DISTANCE compared with a constant is that comparison.
+    """
+    if isinstance(node, exp.EQ):
+        for side, other in ((node.this, node.expression), (node.expression, node.this)):
+            pred = _unparen(side)
+            if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
+                continue
+            if pruner.constant(other) != 1.0:
+                return None
+            args = pred.coordinates
+            pairs = [(args[0], args[1])]
+            if isinstance(pred, nodes.Intersects):
+                pairs.append((args[1], args[0]))
+            for point, region_node in pairs:
+                source = pruner.column_point(point, sources)
+                region = pruner.checked.regions.get(id(_unparen(region_node)))
+                if source is not None and isinstance(region, (Circle, Polygon, Box)):
+                    ra, dec = _position_columns(source)
+                    return SkyCut(ra, dec, region=region)
+            return None
+        return None
+    ops: dict[type[exp.Expr], str] = {exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+    op = ops.get(type(node))
+    if op is None:
+        return None
+    left, right = _unparen(node.this), _unparen(node.expression)
+    dist, limit = left, right
+    if isinstance(right, nodes.Distance):
+        dist, limit, op = right, left, _FLIPPED[op]
+    radius = pruner.constant(limit)
+    if not isinstance(dist, nodes.Distance) or radius is None or not math.isfinite(radius):
+        return None
+    args = dist.coordinates
+    if len(args) != 2:
+        return None  # the 4-argument form: its SQL has other casts; DuckDB handles it
+    for first, (a, b) in ((True, (args[0], args[1])), (False, (args[1], args[0]))):
+        source = pruner.column_point(a, sources)
+        fixed = pruner.checked.regions.get(id(_unparen(b)))
+        if source is not None and isinstance(fixed, Point):
+            ra, dec = _position_columns(source)
+            centre = (fixed.ra, fixed.dec)
+            return SkyCut(ra, dec, centre=centre, op=op, radius=radius, column_first=first)
+    return None
+
+
+def _position_columns(source: Source) -> tuple[str, str]:
+    """The stored names of a positional source's RA and Dec columns."""
+    table = source.table
+    assert table is not None and table.ra_column and table.dec_column  # column_point said so
+    return table.ra_column, table.dec_column
 
 
 def compile_adql(text: str, tables: Sequence[TableMeta]) -> Translation:

@@ -104,7 +104,11 @@ class Archive:
                 refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
         match = translation.crossmatch
         crossmatch = (match.left, match.right, match.radius_deg) if match is not None else None
-        return plan_query(translation.sql, refs, translation.columns, crossmatch, positions)
+        stored = {placeholder for placeholder, t, _ in refs if isinstance(t, StoredTable)}
+        direct = translation.direct  # only over a stored table (not an upload)
+        if direct is not None and direct.placeholder not in stored:
+            direct = None
+        return plan_query(translation.sql, refs, translation.columns, crossmatch, positions, direct)
 
     def stream(
         self,

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.connection import Sandbox
+from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
 from skyvault.errors import InternalError, QueryCancelled, QueryError, QueryTimeout
@@ -109,13 +110,21 @@ class LocalExecutor:
     Scans whose index ranges select few rows are read by the index path
     (:mod:`skyvault.engine.smallscan`) and handed to DuckDB as Arrow tables;
     ``small_scans=False`` turns that off (tests compare both paths); ``small_scan_rows`` is
-    the most rows (in whole row groups) that path reads.
+    the most rows (in whole row groups) that path reads.  Simple sky searches over such a
+    scan are answered without DuckDB (:mod:`skyvault.engine.direct`) unless ``direct`` is
+    False.
     """
 
     def __init__(
-        self, sandbox: Sandbox, *, small_scans: bool = True, small_scan_rows: int = SMALL_SCAN_ROWS
+        self,
+        sandbox: Sandbox,
+        *,
+        small_scans: bool = True,
+        small_scan_rows: int = SMALL_SCAN_ROWS,
+        direct: bool = True,
     ) -> None:
         self.sandbox = sandbox
+        self.direct = direct
         self.small_scans = small_scans
         self.small_scan_rows = small_scan_rows
         self.footers = FooterCache()
@@ -136,13 +145,17 @@ class LocalExecutor:
         """
         token = cancel or CancelToken()
         started = time.monotonic()
+        scans = [self._materialised(planned) for planned in plan.scans]
+        direct = self._direct(plan, scans, maxrec)
+        if direct is not None:
+            direct.stats["plan_s"] = time.monotonic() - started
+            return direct
         cursor = self.sandbox.cursor()
         token._attach(cursor)
         timer = _Timer(timeout, token)
         small_scans = 0
         try:
-            for planned in plan.scans:
-                scan = self._materialised(planned)
+            for planned, scan in zip(plan.scans, scans, strict=True):
                 small_scans += scan is not planned
                 if scan.arrow is not None and scan.cell is None:
                     cursor.register(scan.placeholder, scan.arrow)
@@ -203,6 +216,32 @@ class LocalExecutor:
                 result.stats["total_s"] = time.monotonic() - started
 
         result.batches = stream()
+        return result
+
+    def _direct(self, plan: QueryPlan, scans: list[Scan], maxrec: int | None) -> QueryResult | None:
+        """The result computed without DuckDB (:mod:`skyvault.engine.direct`), when the
+        plan is a simple sky search whose one scan the index path read."""
+        if plan.direct is None or not self.direct or len(scans) != 1:
+            return None
+        scan = scans[0]
+        if scan.arrow is None or scan is plan.scans[0]:
+            return None
+        table = evaluate(plan.direct, scan.arrow)
+        if table is None:
+            return None
+        overflow = maxrec is not None and table.num_rows > maxrec
+        if maxrec is not None:
+            table = table.slice(0, maxrec)
+        result = QueryResult(
+            columns=_with_names(plan.columns, table.schema),
+            schema=table.schema,
+            batches=iter(table.to_batches(BATCH_ROWS)),
+            plan=plan,
+            overflow=overflow,
+            rows=table.num_rows,
+        )
+        result.stats["small_scans"] = 1
+        result.stats["direct"] = 1
         return result
 
     def _materialised(self, scan: Scan) -> Scan:

@@ -16,6 +16,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,9 @@ from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.crossmatch import exploded_select, keyed_select, plan_cell_join
 from skyvault.sky.coverage import healpix29_ranges
+
+if TYPE_CHECKING:
+    from skyvault.adql.translate import DirectSelect
 
 __all__ = ["QueryPlan", "Scan", "plan_query"]
 
@@ -97,6 +101,9 @@ class QueryPlan:
     sql: str
     scans: tuple[Scan, ...]
     columns: tuple[ColumnMeta, ...]
+    direct: DirectSelect | None = None
+    """The query's simple form, which the executor may evaluate without DuckDB when its
+    one scan is read by the index path (:mod:`skyvault.engine.direct`)."""
 
     @property
     def files_read(self) -> int:
@@ -109,6 +116,7 @@ def plan_query(
     columns: Sequence[ColumnMeta],
     crossmatch: tuple[str, str, float] | None = None,
     positions: Mapping[str, tuple[str, str]] | None = None,
+    direct: DirectSelect | None = None,
 ) -> QueryPlan:
     """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
 
@@ -135,7 +143,7 @@ def plan_query(
             if scan.cell is not None:
                 used += [c for c in scan.cell[1:3] if c not in used]
             scans[i] = dataclasses.replace(scan, columns=tuple(used))
-    return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns))
+    return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns), direct=direct)
 
 
 _TOKENS = re.compile("'(?:[^']|'')*'|\"((?:[^\"]|\"\")*)\"|([A-Za-z_][A-Za-z0-9_$]*)")
