@@ -2,13 +2,19 @@
 
 The registry is what the ADQL checker resolves names against and what the engine asks for
 files.  It re-reads a table's metadata only when the table's link points at a new version
-(after a re-ingest), so looking tables up costs a ``readlink`` per table, not a file read.
+(after a re-ingest), and lists the directories only when one of them changed: publishing,
+replacing or deleting a table replaces an entry of its schema directory, and a new schema
+is a new entry of the data root, each of which changes that directory's modification time.
+So a lookup costs a ``stat`` per schema, which matters for a cone search answered in a few
+milliseconds.  A directory modified in the last :data:`SETTLE_S` seconds is listed anyway:
+file-system timestamps are coarse (a kernel tick), so two changes in one tick look alike.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,9 @@ from skyvault.catalog.partitioning import SPATIAL_ORDER
 from skyvault.errors import CatalogError, CatalogNotFound
 
 __all__ = ["PartitionIndex", "Registry", "StoredTable"]
+
+SETTLE_S = 2.0
+"""How long after a directory changed its listing is not trusted to be current."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,34 @@ class Registry:
         self.data_dir = data_dir
         self._lock = threading.Lock()
         self._cache: dict[TableName, tuple[str, StoredTable]] = {}
+        self._schemas: tuple[str, ...] = ()
+        self._listed: tuple[int, ...] | None = None
+
+    def _stamp(self, schemas: tuple[str, ...]) -> tuple[int, ...] | None:
+        """Modification times of the data root and ``schemas``; None when any is recent
+        (or missing), so that the directories are listed."""
+        stamps = []
+        limit = time.time_ns() - int(SETTLE_S * 1e9)
+        for path in (self.data_dir, *(self.data_dir / s for s in schemas)):
+            try:
+                mtime = os.stat(path).st_mtime_ns
+            except OSError:
+                return None
+            if mtime > limit:
+                return None
+            stamps.append(mtime)
+        return tuple(stamps)
 
     def refresh(self) -> list[StoredTable]:
         """Every table, re-reading only those whose version changed since last time."""
+        with self._lock:
+            schemas, listed = self._schemas, self._listed
+        stamp = self._stamp(schemas)
+        if stamp is not None and stamp == listed:
+            with self._lock:
+                return [entry for _, entry in self._cache.values()]
+        schemas = _schema_dirs(self.data_dir)
+        stamp = self._stamp(schemas)  # taken before listing: a change during it shows next time
         found: dict[TableName, tuple[str, StoredTable]] = {}
         for name, resolved in list_tables(self.data_dir):
             link = self.data_dir / name.schema / name.table
@@ -104,6 +138,7 @@ class Registry:
                 continue  # a table that cannot be read is not published
         with self._lock:
             self._cache = found
+            self._schemas, self._listed = schemas, stamp
         return [entry for _, entry in found.values()]
 
     def tables(self) -> list[TableMeta]:
@@ -131,3 +166,15 @@ class Registry:
             margin = PartitionIndex.read(margin_root) if margin_root.is_dir() else None
             return StoredTable(meta, root, PartitionIndex.read(root), margin)
         return StoredTable(meta, root, None, None)
+
+
+def _schema_dirs(data_dir: Path) -> tuple[str, ...]:
+    """Names of the directories of the data root (schemas; hidden ones excluded)."""
+    try:
+        return tuple(
+            sorted(
+                e.name for e in os.scandir(data_dir) if e.is_dir() and not e.name.startswith(".")
+            )
+        )
+    except OSError:
+        return ()
