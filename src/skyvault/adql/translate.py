@@ -57,6 +57,7 @@ from skyvault.sky.sql import distance_sql
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
+    "ColumnTest",
     "CrossMatch",
     "DirectSelect",
     "SkyCut",
@@ -147,13 +148,25 @@ class SkyCut:
 
 
 @dataclasses.dataclass(frozen=True)
+class ColumnTest:
+    """``column <op> value`` with a constant: ``op`` is ``=``, ``<>``, ``<``, ``<=``, ``>``,
+    ``>=`` (``value`` a number, for a numeric column, or a string, for a string column),
+    ``null`` or ``not null`` (``IS [NOT] NULL``)."""
+
+    column: str
+    op: str
+    value: int | float | str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class DirectSelect:
     """A query simple enough to answer without SQL: columns of one stored table, cut by sky
     conditions (and TOP).
 
-    ``SELECT [TOP n] col [AS name], ... FROM table WHERE <sky cut> [AND <sky cut> ...]``: the
-    shape of a cone or polygon search.  The engine may evaluate it directly over the few
-    rows the index path reads (:mod:`skyvault.engine.direct`); the SQL stays the reference.
+    ``SELECT [TOP n] col [AS name], ... FROM table WHERE <sky cut> [AND <cut or test> ...]``:
+    the shape of a cone or polygon search, with comparisons of columns to constants.  The
+    engine may evaluate it directly over the few rows the index path reads
+    (:mod:`skyvault.engine.direct`); the SQL stays the reference.
     ``columns`` are the table's column names in result order, ``names`` the result's names.
     """
 
@@ -162,6 +175,7 @@ class DirectSelect:
     names: tuple[str, ...]
     cuts: tuple[SkyCut, ...]
     limit: int | None
+    tests: tuple[ColumnTest, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1018,15 +1032,101 @@ def _direct_select(checked: CheckedQuery, pruner: _Pruner) -> DirectSelect | Non
     where = tree.args.get("where")
     if where is None:
         return None
-    cuts = []
+    cuts: list[SkyCut] = []
+    tests: list[ColumnTest] = []
     for conjunct in _conjuncts(where.this):
         cut = _sky_cut(conjunct, sources, pruner)
-        if cut is None:
+        if cut is not None:
+            cuts.append(cut)
+            continue
+        found = _column_tests(conjunct, source, checked)
+        if found is None:
             return None
-        cuts.append(cut)
+        tests += found
+    if not cuts:
+        return None
     limit = tree.args.get("limit")
     top = int(str(limit.expression.this)) if limit is not None else None
-    return DirectSelect(source.relation, tuple(columns), tuple(names), tuple(cuts), top)
+    return DirectSelect(
+        source.relation, tuple(columns), tuple(names), tuple(cuts), top, tuple(tests)
+    )
+
+
+_NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE"})
+
+
+def _column_tests(node: exp.Expr, source: Source, checked: CheckedQuery) -> list[ColumnTest] | None:
+    """``node`` as comparisons of one column of ``source`` with constants, or None.
+
+    Only what means the same in DuckDB and in Arrow's comparison kernels: a numeric column
+    against a number literal (integers kept exact: ``objectId = 1234567890123456789``), a
+    string column against a string literal, ``IS [NOT] NULL``, ``BETWEEN`` two numbers.
+    """
+
+    def column(n: exp.Expr) -> tuple[str, str] | None:
+        n = _unparen(n)
+        if not isinstance(n, exp.Column):
+            return None
+        binding = checked.bindings.get(id(n))
+        if binding is None or binding.source is not source or binding.merged:
+            return None
+        return binding.column.sql, checked.info[id(n)].duck
+
+    negate = False
+    if isinstance(node, exp.Not):
+        negate, node = True, _unparen(node.this)
+    if isinstance(node, exp.Is) and isinstance(_unparen(node.expression), exp.Null):
+        target = column(node.this)
+        if target is None:
+            return None
+        negate ^= bool(node.args.get("negate"))
+        return [ColumnTest(target[0], "not null" if negate else "null")]
+    if negate:
+        return None
+    if isinstance(node, exp.Between) and not node.args.get("negate"):
+        target = column(node.this)
+        low, high = _number(node.args["low"]), _number(node.args["high"])
+        if target is None or target[1] not in _NUMERIC_TYPES or low is None or high is None:
+            return None
+        return [ColumnTest(target[0], ">=", low), ColumnTest(target[0], "<=", high)]
+    op = _COMPARISON_SQL.get(type(node))
+    if op is None:
+        return None
+    for a, b, flip in ((node.this, node.expression, False), (node.expression, node.this, True)):
+        target = column(a)
+        if target is None:
+            continue
+        name, duck = target
+        value: int | float | str | None = None
+        other = _unparen(b)
+        if duck in _NUMERIC_TYPES:
+            value = _number(other)
+        elif duck == "VARCHAR" and isinstance(other, exp.Literal) and other.is_string:
+            value = str(other.this)
+        if value is None:
+            return None
+        return [ColumnTest(name, _FLIPPED.get(op, op) if flip else op, value)]
+    return None
+
+
+def _number(node: exp.Expr) -> int | float | None:
+    """A number literal's value (integers exact), or None."""
+    node = _unparen(node)
+    sign = 1
+    if isinstance(node, exp.Neg):
+        sign, node = -1, _unparen(node.this)
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return None
+    text = str(node.this)
+    try:
+        return sign * int(text)
+    except ValueError:
+        pass
+    try:
+        value = sign * float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _sky_cut(node: exp.Expr, sources: list[Source], pruner: _Pruner) -> SkyCut | None:

@@ -14,6 +14,9 @@ executor evaluates it here instead, with numpy:
   and boxes, the ``atan2`` distance for DISTANCE comparisons;
 * NULL or NaN positions never match (SQL: NULL is not true; NaN compares false here and in
   DuckDB's predicate);
+* comparisons of a column with a constant use Arrow's kernels, with DuckDB's rules where
+  they differ from IEEE: NULL is never true, and NaN equals NaN and sorts above every number
+  (so ``flux > 3`` holds for NaN, ``flux < 3`` does not);
 * TOP n keeps the first n matching rows (without ORDER BY any n rows are a right answer);
 * the result has the schema DuckDB would give (nullable fields, ``string`` not
   ``large_string``, no Parquet metadata); columns of any other type make this path decline,
@@ -26,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from skyvault.adql.translate import DirectSelect, SkyCut
+from skyvault.adql.translate import ColumnTest, DirectSelect, SkyCut
 from skyvault.sky.geometry import contains_points
 
 __all__ = ["evaluate"]
@@ -53,8 +57,12 @@ def evaluate(query: DirectSelect, rows: pa.Table) -> pa.Table | None:
     """
     names = rows.schema.names
     needed = {*query.columns, *(c.ra for c in query.cuts), *(c.dec for c in query.cuts)}
+    needed |= {t.column for t in query.tests}
     if not needed <= set(names):
         return None
+    for test in query.tests:
+        if not _testable(rows.schema.field(test.column).type, test):
+            return None
     for cut in query.cuts:
         for column in (cut.ra, cut.dec):
             t = rows.schema.field(column).type
@@ -69,6 +77,8 @@ def evaluate(query: DirectSelect, rows: pa.Table) -> pa.Table | None:
     keep = np.ones(rows.num_rows, dtype=bool)
     for cut in query.cuts:
         keep &= _cut(cut, _floats(rows, cut.ra), _floats(rows, cut.dec))
+    for test in query.tests:
+        keep &= _test(test, rows.column(test.column))
     index = np.flatnonzero(keep)
     if query.limit is not None:
         index = index[: query.limit]
@@ -80,6 +90,50 @@ def evaluate(query: DirectSelect, rows: pa.Table) -> pa.Table | None:
         for column, field in zip(query.columns, schema, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _testable(t: pa.DataType, test: ColumnTest) -> bool:
+    """Whether Arrow compares a column of type ``t`` with ``test.value`` as DuckDB does."""
+    if test.op in ("null", "not null"):
+        return True
+    if isinstance(test.value, str):
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+    if isinstance(test.value, int) and not -(2**63) <= test.value < 2**63:
+        return False  # beyond BIGINT: DuckDB widens, Arrow would refuse
+    if isinstance(test.value, int) and pa.types.is_unsigned_integer(t) and test.value < 0:
+        return False  # Arrow would refuse to cast the scalar
+    return bool(pa.types.is_integer(t) or pa.types.is_float32(t) or pa.types.is_float64(t))
+
+
+_COMPARE = {
+    "=": pc.equal,
+    "<>": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+}
+
+
+def _test(test: ColumnTest, values: pa.ChunkedArray) -> NDArray[np.bool_]:
+    if test.op == "null":
+        return np.asarray(values.is_null(), dtype=bool)
+    if test.op == "not null":
+        return np.asarray(values.is_valid(), dtype=bool)
+    t = values.type
+    scalar = pa.scalar(test.value)
+    if isinstance(test.value, float) and pa.types.is_integer(t):
+        values = values.cast(pa.float64())  # DuckDB compares an integer with a DOUBLE as DOUBLE
+    elif isinstance(test.value, int) and pa.types.is_floating(t):
+        scalar = pa.scalar(float(test.value), type=t)
+    elif isinstance(test.value, int):
+        scalar = pa.scalar(test.value, type=pa.int64())
+    out = np.asarray(_COMPARE[test.op](values, scalar).fill_null(False), dtype=bool)
+    if pa.types.is_floating(t):
+        # DuckDB: NaN = NaN, and NaN is greater than every number.
+        nan = np.asarray(pc.is_nan(values).fill_null(False), dtype=bool)
+        out[nan] = test.op in ("<>", ">", ">=")
+    return out
 
 
 def _floats(rows: pa.Table, column: str) -> NDArray[np.float64]:
