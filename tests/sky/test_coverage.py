@@ -155,3 +155,32 @@ def test_partitions_overlapping_matches_brute_force() -> None:
 def test_bad_order() -> None:
     with pytest.raises(GeometryError):
         region_coverage(Circle(0, 0, 1), 30)
+
+
+@pytest.mark.parametrize(
+    ("ra", "dec", "radius", "order"),
+    [
+        (10.5, -20.25, 0.01, 14),
+        (359.999, 0.0, 0.5, 10),
+        (-5.0, 89.99, 0.2, 12),
+        (720.25, -89.9, 1.0, 8),
+    ],
+)
+def test_fast_cone_moc_equals_mocpy_public_api(
+    ra: float, dec: float, radius: float, order: int
+) -> None:
+    """The direct call into mocpy's compiled cone gives the public ``MOC.from_cone`` MOC."""
+    import astropy.units as u
+    from astropy.coordinates import Angle, Latitude, Longitude
+    from mocpy import MOC
+
+    from skyvault.sky.coverage import _cone_moc
+
+    expected = MOC.from_cone(
+        lon=Longitude([ra], unit=u.deg),
+        lat=Latitude([dec], unit=u.deg),
+        radius=Angle(radius, unit=u.deg),
+        max_depth=order,
+        delta_depth=2,
+    )
+    assert _cone_moc(ra, dec, radius, order) == expected
