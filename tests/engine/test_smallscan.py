@@ -162,6 +162,30 @@ def test_read_small_scan_against_brute_force(data: Path) -> None:
     assert read_small_scan(stored.partitions.files, ranges, ["id"], footers, max_rows=10) is None
 
 
+def test_shared_readers_under_concurrent_use(data: Path) -> None:
+    """Readers are lent to one thread at a time: 8 threads reading the same files at once
+    all get the right rows, and the cache keeps few readers open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stored = Registry(data).get("s", "stars")
+    assert stored.partitions is not None
+    files = stored.partitions.files
+    footers = FooterCache(open_files=3)
+    circles = [Circle(123.0 + i, -30.0, 3.0) for i in range(8)]
+    jobs = [healpix29_ranges(region_coverage(c, 14), max_ranges=16) for c in circles] * 6
+
+    def read(ranges: np.ndarray) -> list[int]:
+        got = read_small_scan(files, ranges, ["id"], footers, max_rows=N)
+        assert got is not None
+        return sorted(got["id"].to_pylist())
+
+    expected = [read(r) for r in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(read, jobs)) == expected
+    assert len(footers._open) <= 3
+    assert all(len(f.idle) <= 2 for f in footers._open.values())
+
+
 def test_identifiers_skip_string_literals() -> None:
     sql = """SELECT "s0"."a", b FROM x WHERE "C" = 'q"r' AND "d""e" = 1 AND 'it''s' = "f\""""
     assert _identifiers(sql) >= {"a", "b", "C", 'd"e', "f", "s0"}
