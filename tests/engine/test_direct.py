@@ -320,3 +320,15 @@ def test_large_regions_go_to_duckdb(archive: Archive) -> None:
     result = _run(archive, adql, direct=True, small_scan_rows=4096)
     assert result.to_table().num_rows > 4096
     assert result.stats.get("direct", 0) == 0
+
+
+def test_a_cancelled_token_stops_even_the_direct_path(archive: Archive) -> None:
+    from skyvault.engine.executor import CancelToken
+    from skyvault.errors import QueryCancelled
+
+    token = CancelToken()
+    token.cancel()
+    archive.executor = LocalExecutor(archive.sandbox)
+    adql = "SELECT id FROM s.stars WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 1)) = 1"
+    with pytest.raises(QueryCancelled):
+        archive.stream(adql, cancel=token)

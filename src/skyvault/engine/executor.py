@@ -144,6 +144,8 @@ class LocalExecutor:
         streaming included.
         """
         token = cancel or CancelToken()
+        if token.cancelled:
+            raise QueryCancelled("the query was cancelled")
         started = time.monotonic()
         scans = [self._materialised(planned) for planned in plan.scans]
         direct = self._direct(plan, scans, maxrec)
