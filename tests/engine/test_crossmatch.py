@@ -6,17 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
+from skyvault.adql.translate import compile_adql
 from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry
+from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.crossmatch import KEY_COLUMN
 from skyvault.engine.executor import LocalExecutor
-from skyvault.engine.plan import plan_query
+from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.sky.sql import within_distance_sql
 
 
@@ -125,3 +128,187 @@ def test_left_join_in_on_clause_keeps_unmatched_rows(
     }
     assert matched == _astropy_pairs(left, right, 1.0)
     assert set(got["aid"].to_pylist()) == set(left["id"].to_pylist())
+
+
+def test_left_join_explodes_the_optional_side(archive: tuple[Path, pa.Table, pa.Table]) -> None:
+    """Exploding the preserved side would repeat its unmatched rows once per cell (9x)."""
+    data, left, right = archive
+    registry = Registry(data)
+    radius = 1.0 / 3600
+    condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
+    tables = [
+        ("__sv_t0", registry.get("s", "left_t"), None),
+        ("__sv_t1", registry.get("s", "right_t"), None),
+    ]
+    want = _astropy_pairs(left, right, 1.0)
+    unmatched = left.num_rows - len({a for a, _ in want})
+    for sql, optional in (
+        (f'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t0" AS "a" '
+         f'LEFT JOIN "__sv_t1" AS "b" ON {condition}', "__sv_t1"),
+        (f'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t1" AS "b" '
+         f'RIGHT JOIN "__sv_t0" AS "a" ON {condition}', "__sv_t1"),
+    ):  # fmt: skip
+        plan = plan_query(sql, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
+        roles = {s.placeholder: s.cell[0] for s in plan.scans if s.cell}
+        assert roles[optional] == "exploded", sql
+        got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
+        rows = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
+        assert {r for r in rows if r[1] is not None} == want
+        assert len(rows) == len(want) + unmatched, "a row came out more than once"
+    full = f'SELECT "a"."id" AS aid FROM "__sv_t0" AS "a" FULL JOIN "__sv_t1" AS "b" ON {condition}'
+    plan = plan_query(full, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
+    assert KEY_COLUMN not in plan.sql and not any(s.cell for s in plan.scans)
+
+
+def test_cell_key_goes_where_both_tables_are_joined(
+    archive: tuple[Path, pa.Table, pa.Table],
+) -> None:
+    """The key equality cannot go into the ON of a join before the partner is in scope."""
+    data, left, right = archive
+    registry = Registry(data)
+    radius = 2.5 / 3600
+    condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
+    sql = (
+        'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t2" AS "c" '
+        'JOIN "__sv_t0" AS "a" ON "c"."id" = "a"."id" '
+        f'JOIN "__sv_t1" AS "b" ON {condition}'
+    )
+    tables = [
+        ("__sv_t0", registry.get("s", "left_t"), None),
+        ("__sv_t1", registry.get("s", "right_t"), None),
+        ("__sv_t2", registry.get("s", "left_t"), None),
+    ]
+    plan = plan_query(sql, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
+    assert _cell_equalities(plan.sql) == 1
+    got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
+    pairs = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
+    assert sorted(pairs) == sorted(_astropy_pairs(left, right, 2.5))
+
+
+# --- cross-matches anywhere in an ADQL query -------------------------------------------------
+
+
+def _cell_equalities(sql: str) -> int:
+    """How many ``x.__sv_cell = y.__sv_cell`` equalities the SQL has (one per cell join)."""
+    import sqlglot
+    from sqlglot import exp
+
+    return sum(
+        1
+        for eq in sqlglot.parse_one(sql, dialect="duckdb").find_all(exp.EQ)
+        if all(isinstance(s, exp.Column) and s.name == KEY_COLUMN for s in (eq.this, eq.expression))
+    )
+
+
+def _plan_all(archive: Archive, adql: str) -> QueryPlan:
+    """``archive.plan``, handing the planner every cross-match of the translation."""
+    translation = compile_adql(adql, archive.registry.tables())
+    refs = [
+        (r.placeholder, archive.registry.get(r.meta.schema, r.meta.name), r.coverage)
+        for r in translation.tables
+    ]
+    return plan_query(
+        translation.sql,
+        refs,
+        translation.columns,
+        [(m.left, m.right, m.radius_deg) for m in translation.crossmatches],
+    )
+
+
+_DIST = "DISTANCE(POINT('ICRS', a.ra, a.dec), POINT('ICRS', b.ra, b.dec)) < {r}"
+_IN_CIRCLE = "CONTAINS(POINT('ICRS', a.ra, a.dec), CIRCLE('ICRS', b.ra, b.dec, {r})) = 1"
+_PAIRS = "SELECT a.id AS aid, b.id AS bid FROM s.left_t AS a JOIN s.right_t AS b ON {on}"
+
+
+def _nested_forms() -> list[tuple[str, str, str]]:
+    """(name, ADQL, what it returns): one cross-match of radius 2.5″ somewhere inside."""
+    r = 2.5 / 3600
+    pairs = _PAIRS.format(on=_DIST.format(r=r))
+    return [
+        ("from_subquery", f"SELECT COUNT(*) AS n FROM ({pairs}) AS q", "count"),
+        (
+            "cte",
+            "WITH m AS (" + _PAIRS.format(on=_IN_CIRCLE.format(r=r)) + ") SELECT aid, bid FROM m",
+            "pairs",
+        ),
+        (
+            "in_subquery",
+            "SELECT COUNT(*) AS n FROM s.left_t WHERE id IN "
+            f"(SELECT a.id FROM s.left_t AS a JOIN s.right_t AS b ON {_DIST.format(r=r)})",
+            "left_ids",
+        ),
+        (
+            "exists_correlated",
+            "SELECT COUNT(*) AS n FROM s.left_t AS o WHERE EXISTS (SELECT 1 FROM s.left_t AS a "
+            f"JOIN s.right_t AS b ON {_DIST.format(r=r)} WHERE a.id = o.id)",
+            "left_ids",
+        ),
+        (
+            "left_join_in_subquery",
+            "SELECT COUNT(*) AS n FROM (SELECT a.id AS aid, b.id AS bid FROM s.left_t AS a "
+            f"LEFT JOIN s.right_t AS b ON {_DIST.format(r=r)}) AS q",
+            "left_join_rows",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("adql", "returns"), [f[1:] for f in _nested_forms()],
+                         ids=[f[0] for f in _nested_forms()])  # fmt: skip
+def test_nested_crossmatch_is_a_cell_join_equal_to_brute_force(
+    archive: tuple[Path, pa.Table, pa.Table], adql: str, returns: str
+) -> None:
+    data, left, right = archive
+    want = _astropy_pairs(left, right, 2.5)
+    opened = open_archive(data)
+    try:
+        plan = opened.plan(adql)
+        # The one cross-match is planned through the archive as it is: a cell join.
+        assert _cell_equalities(plan.sql) == 1, plan.sql
+        assert {s.cell[0] for s in plan.scans if s.cell} == {"keyed", "exploded"}
+        got = opened.query(adql)
+    finally:
+        opened.close()
+    if returns == "pairs":
+        rows = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
+        assert len(rows) == len(want) and set(rows) == want
+        return
+    expected = {
+        "count": len(want),
+        "left_ids": len({a for a, _ in want}),
+        "left_join_rows": len(want) + left.num_rows - len({a for a, _ in want}),
+    }[returns]
+    assert got["n"].to_pylist() == [expected]
+
+
+def test_every_crossmatch_of_a_union_is_a_cell_join(
+    archive: tuple[Path, pa.Table, pa.Table],
+) -> None:
+    """Two cross-matches (1″ and 60″, two pairs of tables) in the branches of a UNION ALL."""
+    data, left, right = archive
+    adql = (
+        f"SELECT 1 AS k, a.id AS aid, b.id AS bid FROM s.left_t AS a JOIN s.right_t AS b "
+        f"ON {_DIST.format(r=1.0 / 3600)} "
+        "UNION ALL "
+        f"SELECT 2 AS k, b.id AS aid, a.id AS bid FROM s.right_t AS a JOIN s.left_t AS b "
+        f"ON {_IN_CIRCLE.format(r=60.0 / 3600)} WHERE a.dec > 45"
+    )
+    opened = open_archive(data)
+    try:
+        translation = compile_adql(adql, opened.registry.tables())
+        assert len(translation.crossmatches) == 2
+        assert translation.crossmatch == translation.crossmatches[0]
+        plan = _plan_all(opened, adql)
+        assert _cell_equalities(plan.sql) == 2
+        got = LocalExecutor(opened.sandbox).execute(plan).to_table()
+    finally:
+        opened.close()
+    rows = list(
+        zip(got["k"].to_pylist(), got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True)
+    )
+    first = {(a, b) for k, a, b in rows if k == 1}
+    second = [(a, b) for k, a, b in rows if k == 2]
+    assert first == _astropy_pairs(left, right, 1.0) and len(first) == len(rows) - len(second)
+    north = right.filter(pc.greater(right["dec"], 45.0))
+    want = _astropy_pairs(left, north, 60.0)
+    assert len(want) > 1000
+    assert len(second) == len(want) and set(second) == want

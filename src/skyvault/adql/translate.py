@@ -22,7 +22,9 @@ Semantics that differ between ADQL and DuckDB are made explicit:
 
 Besides the SQL, the translation reports per table occurrence a conservative sky coverage
 (MOC) from the positional constraints ANDed at the top of its WHERE clause and inner-join ON
-conditions, and a :class:`CrossMatch` when two positional tables are joined by a distance.
+conditions, and of the ON condition of an outer join that makes it optional; and a
+:class:`CrossMatch` for every SELECT (anywhere: subqueries, CTEs, set operations) that joins
+two positional tables by a distance.
 """
 
 from __future__ import annotations
@@ -190,8 +192,10 @@ class Translation:
         One entry per table occurrence (also in subqueries and CTEs).
     columns
         Result column metadata, in order, names as the user sees them.
-    crossmatch
-        The distance join of two positional tables, when the top-level query is one.
+    crossmatches
+        Every distance join of two positional table occurrences, wherever its SELECT is
+        (the top level first, then subqueries, CTEs and set-operation branches); a pair is
+        listed once.
     direct
         The query as a :class:`DirectSelect`, when it has that simple shape.
     """
@@ -199,8 +203,13 @@ class Translation:
     sql: str
     tables: tuple[TableRef, ...]
     columns: tuple[ColumnMeta, ...]
-    crossmatch: CrossMatch | None
+    crossmatches: tuple[CrossMatch, ...] = ()
     direct: DirectSelect | None = None
+
+    @property
+    def crossmatch(self) -> CrossMatch | None:
+        """The first of :attr:`crossmatches` (the top-level one when there is one)."""
+        return self.crossmatches[0] if self.crossmatches else None
 
 
 def quote_identifier(name: str) -> str:
@@ -728,14 +737,19 @@ class _Bounds:
 
 
 class _Pruner:
-    """Finds the positional constraints of each table occurrence and distance joins."""
+    """Finds the positional constraints of each table occurrence and distance joins.
+
+    Every SELECT of the query is visited (subqueries in FROM and in conditions, CTEs,
+    set-operation branches): a table occurrence belongs to exactly one SELECT, so a
+    constraint there restricts exactly the rows that SELECT can use.
+    """
 
     def __init__(self, checked: CheckedQuery, emitter: _Emitter) -> None:
         self.checked = checked
         self.emitter = emitter
         self.mocs: dict[int, list[MOC]] = {}
         self.bounds: dict[int, _Bounds] = {}
-        self.crossmatch: CrossMatch | None = None
+        self.crossmatches: list[CrossMatch] = []
 
     def run(self) -> None:
         top = self.checked.query.tree
@@ -743,19 +757,36 @@ class _Pruner:
             sources = self.checked.scopes.get(id(select))
             if sources is None:
                 continue
-            conjuncts = list(self.constraints(select))
-            for conjunct in conjuncts:
+            for conjunct in self.constraints(select):
                 self.constraint(conjunct, sources)
-                match = self.distance_join(conjunct, sources)
-                if match is not None:
-                    node, left, right, radius = match
-                    if node is not None:
-                        self.emitter.bands[id(node)] = radius
-                    if select is top and self.crossmatch is None:
-                        self.crossmatch = CrossMatch(left.relation, right.relation, radius)
+                self.cross_match(self.distance_join(conjunct, sources))
+            for join, target, optional in self.outer_joins(select):
+                for conjunct in _conjuncts(join.args["on"]):
+                    # Only the optional side: a row of it that fails the ON condition
+                    # never joins, which is what dropping it does; a preserved row that
+                    # fails it is still in the result (with NULLs), so it must stay.
+                    self.constraint(conjunct, optional)
+                    match = self.distance_join(conjunct, sources)
+                    # A distance in the ON of the join that brings in one of the two
+                    # tables (the other one joined before) is a cross-match of that join.
+                    if match is not None and target in match[1:3]:
+                        other = match[2] if match[1] is target else match[1]
+                        if other in self.earlier(select, join):
+                            self.cross_match(match)
+
+    def cross_match(self, match: tuple[exp.Expr | None, Source, Source, float] | None) -> None:
+        if match is None:
+            return
+        node, left, right, radius = match
+        if node is not None:
+            self.emitter.bands[id(node)] = radius
+        pairs = {frozenset((m.left, m.right)) for m in self.crossmatches}
+        if frozenset((left.relation, right.relation)) not in pairs:
+            self.crossmatches.append(CrossMatch(left.relation, right.relation, radius))
 
     @staticmethod
     def constraints(select: exp.Select) -> Iterator[exp.Expr]:
+        """Conjuncts every row of the SELECT's FROM clause satisfies: WHERE, inner ONs."""
         where = select.args.get("where")
         if where is not None:
             yield from _conjuncts(where.this)
@@ -763,6 +794,48 @@ class _Pruner:
             on = join.args.get("on")
             if on is not None and not join.args.get("side"):
                 yield from _conjuncts(on)
+
+    def outer_joins(
+        self, select: exp.Select
+    ) -> Iterator[tuple[exp.Join, Source | None, list[Source]]]:
+        """Each LEFT/RIGHT join with an ON condition, the table occurrence it brings in
+        (None for a subquery or a nested join) and the sources on its optional side: the
+        joined item for LEFT, everything joined before it for RIGHT.  FULL joins preserve
+        both sides: nothing may be pruned from their ON."""
+        joins: list[exp.Join] = list(select.args.get("joins") or [])
+        for join in joins:
+            side = (join.side or "").upper()
+            if side not in ("LEFT", "RIGHT") or join.args.get("on") is None:
+                continue
+            item_sources = self.item_sources(join.this)
+            target = self.checked.sources.get(id(join.this))
+            if target is not None and target.occurrence is None:
+                target = None
+            optional = item_sources if side == "LEFT" else self.earlier(select, join)
+            yield join, target, optional
+
+    def earlier(self, select: exp.Select, join: exp.Join) -> list[Source]:
+        """Sources of the FROM clause before ``join``."""
+        from_ = select.args["from_"].this
+        out = self.item_sources(from_)
+        for other in select.args.get("joins") or []:
+            if other is join:
+                break
+            out += self.item_sources(other.this)
+        return out
+
+    def item_sources(self, node: exp.Expr) -> list[Source]:
+        """The sources one FROM item makes (a nested join makes several)."""
+        if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Table):
+            node = node.this
+        out = []
+        source = self.checked.sources.get(id(node))
+        if source is not None:
+            out.append(source)
+        if isinstance(node, exp.Table):
+            for join in node.args.get("joins") or []:
+                out += self.item_sources(join.this)
+        return out
 
     def info(self, node: exp.Expr) -> ValueInfo | None:
         return self.checked.info.get(id(node))
@@ -994,7 +1067,7 @@ def translate(checked: CheckedQuery) -> Translation:
         if source.table is not None and source.occurrence is not None
     )
     direct = _direct_select(checked, pruner)
-    return Translation(sql, tables, checked.columns, pruner.crossmatch, direct)
+    return Translation(sql, tables, checked.columns, tuple(pruner.crossmatches), direct)
 
 
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}

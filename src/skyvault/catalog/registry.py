@@ -77,6 +77,9 @@ class StoredTable:
     root: Path
     partitions: PartitionIndex | None
     margin: PartitionIndex | None
+    margin_arcsec: float | None = None
+    """The margin catalogue's threshold (``hats_margin_threshold`` of ``margin/properties``):
+    it holds every row closer than this to a partition, from outside it."""
 
     @property
     def all_files(self) -> tuple[str, ...]:
@@ -163,8 +166,11 @@ class Registry:
         meta = TableMeta.read(root)
         if meta.kind == "hats":
             margin_root = root / "margin"
-            margin = PartitionIndex.read(margin_root) if margin_root.is_dir() else None
-            return StoredTable(meta, root, PartitionIndex.read(root), margin)
+            margin = threshold = None
+            if margin_root.is_dir():
+                margin = PartitionIndex.read(margin_root)
+                threshold = _margin_threshold(margin_root)
+            return StoredTable(meta, root, PartitionIndex.read(root), margin, threshold)
         return StoredTable(meta, root, None, None)
 
 
@@ -178,3 +184,25 @@ def _schema_dirs(data_dir: Path) -> tuple[str, ...]:
         )
     except OSError:
         return ()
+
+
+def _margin_threshold(margin_root: Path) -> float | None:
+    """``hats_margin_threshold`` (arcseconds) from the margin catalogue's properties.
+
+    The margin's own properties are what describe the files that are there; without a
+    readable value the margin is not used (a cross-match then reads the partner whole).
+    """
+    for name in ("hats.properties", "properties"):
+        try:
+            text = (margin_root / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "hats_margin_threshold":
+                try:
+                    threshold = float(value.strip())
+                except ValueError:
+                    return None
+                return threshold if threshold > 0 else None
+    return None

@@ -15,7 +15,8 @@ If two points are within ``r``, their declinations differ by at most ``r`` (so t
 neighbours) and their RA difference is at most ``r / cos(dec_max)`` (so the bins are
 neighbours, RA wrapping at 360°), hence the exploded side carries the keyed side's cell:
 no pair is lost.  Pairs that share a cell but are further apart are removed by the query's
-own exact distance predicate, which stays in the SQL.
+own exact distance predicate, which stays in the SQL.  In an outer join the exploded side
+must be the optional one (:func:`plan_cell_join`).
 
 The keys are plain SQL arithmetic on the RA/Dec columns (no UDF), so DuckDB runs the whole
 cross-match in parallel on its threads; this is the same work as a hand-written DuckDB cell
@@ -41,7 +42,7 @@ _MIN_HEIGHT_DEG = 1e-4  # below 0.36″ cells stop paying for themselves
 
 @dataclass(frozen=True)
 class CellJoin:
-    """SQL rewritten for a cell join, and the key column each side's view must add."""
+    """SQL rewritten for a cell join, and which placeholder's view is keyed or exploded."""
 
     sql: str
     keyed_view: str
@@ -71,21 +72,34 @@ def _key_sql(zone: str, bin_: str) -> str:
     return f"({zone} * 4294967296 + {bin_})"
 
 
-def keyed_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
-    """``base_sql`` with each row's cell key added as :data:`KEY_COLUMN`."""
+def _tagged_key(key: str, tag: str | None) -> str:
+    """The cell key, or with a tag column the pair (cell, tag) as one HUGEINT: rows then
+    join only rows of the same cell *and* the same tag (see
+    :mod:`skyvault.engine.aligned`).  Tags are below 2**32."""
+    if tag is None:
+        return key
+    return f"(CAST({key} AS HUGEINT) * 4294967296 + {tag})"
+
+
+def keyed_select(base_sql: str, ra: str, dec: str, radius: float, tag: str | None = None) -> str:
+    """``base_sql`` with each row's cell key added as :data:`KEY_COLUMN`.
+
+    ``tag`` names a column of ``base_sql`` folded into the key (and dropped)."""
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql(f'"{dec}"', h)
     bins = _bins_sql("__sv_z", h, radius)
     bin_ = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT) % {bins}'
+    key = _tagged_key(_key_sql("__sv_z", bin_), f'"{tag}"' if tag else None)
+    excluded = "__sv_z" + (f', "{tag}"' if tag else "")
     return (
-        f"SELECT * EXCLUDE (__sv_z), {_key_sql('__sv_z', bin_)} AS {KEY_COLUMN} "
+        f"SELECT * EXCLUDE ({excluded}), {key} AS {KEY_COLUMN} "
         f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql}))"
     )
 
 
-def exploded_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
+def exploded_select(base_sql: str, ra: str, dec: str, radius: float, tag: str | None = None) -> str:
     """``base_sql`` repeated once per cell of the 3 × 3 block around each row (9 distinct
-    cells: see :func:`_bins_sql`)."""
+    cells: see :func:`_bins_sql`); ``tag`` as for :func:`keyed_select`."""
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql(f'"{dec}"', h)
     z = "(__sv_z + __sv_o.__sv_dz)"
@@ -93,57 +107,80 @@ def exploded_select(base_sql: str, ra: str, dec: str, radius: float) -> str:
     own_bin = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT)'
     bin_ = f"(({own_bin} + __sv_o.__sv_db) % {bins} + {bins}) % {bins}"
     offsets = ", ".join(f"({dz}, {db})" for dz in (-1, 0, 1) for db in (-1, 0, 1))
+    key = _tagged_key(_key_sql(z, bin_), f'"{tag}"' if tag else None)
+    excluded = "__sv_z, __sv_dz, __sv_db" + (f', "{tag}"' if tag else "")
     return (
-        f"SELECT * EXCLUDE (__sv_z, __sv_dz, __sv_db), {_key_sql(z, bin_)} AS {KEY_COLUMN} "
+        f"SELECT * EXCLUDE ({excluded}), {key} AS {KEY_COLUMN} "
         f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql})) "
         f"CROSS JOIN (VALUES {offsets}) AS __sv_o(__sv_dz, __sv_db)"
     )
 
 
-def plan_cell_join(sql: str, keyed: str, exploded: str) -> str | None:
-    """Add ``keyed.__sv_cell = exploded.__sv_cell`` to the join of the two placeholders.
+def plan_cell_join(sql: str, first: str, second: str, prefer_exploded: str) -> CellJoin | None:
+    """Add ``keyed.__sv_cell = exploded.__sv_cell`` where the two placeholders meet.
 
-    The condition goes into the ON clause of the join that brings in either placeholder,
-    or into the WHERE of the SELECT whose FROM holds both (comma joins).  Returns None when
-    the two relations are not joined in one SELECT (then no rewrite is safe).
+    The two must be items of one SELECT's FROM clause (a subquery, CTE or set-operation
+    branch is as good as the top level).  The condition goes where both are first in
+    scope: into the ON clause of the join that brings in the later of the two, or, when
+    that join has none (a CROSS JOIN), into the SELECT's WHERE.  Adding it earlier would
+    name a relation not yet joined; adding it there only drops pairs in different cells,
+    which the distance predicate drops anyway.
+
+    Which side is exploded: ``prefer_exploded`` (the smaller), unless that join is an outer
+    join, where exploding the preserved side would repeat its unmatched rows nine times
+    (each copy finds no partner in its own cell and is kept with NULLs): then the optional
+    side is exploded whatever its size.  A FULL join preserves both: no rewrite.
+
+    Returns None when no rewrite is safe (the relations are not joined in one SELECT, or a
+    FULL join joins them).
     """
     try:
         tree = sqlglot.parse_one(sql, dialect="duckdb")
     except sqlglot.errors.SqlglotError:
         return None
     for select in tree.find_all(exp.Select):
-        tables = {
-            t.name: t.alias_or_name for t in _own_tables(select) if t.name in (keyed, exploded)
+        items = _own_items(select)
+        position = {
+            item.name: i
+            for i, item in enumerate(items)
+            if isinstance(item, exp.Table) and item.name in (first, second)
         }
-        if set(tables) != {keyed, exploded}:
+        if set(position) != {first, second}:
             continue
+        late = max(first, second, key=lambda p: position[p])
+        early = second if late == first else first
+        joins: list[exp.Join] = list(select.args.get("joins") or [])
+        join = joins[position[late] - 1]
+        side = (join.side or "").upper()
+        if side == "FULL":
+            return None
+        if side == "LEFT":
+            exploded = late
+        elif side == "RIGHT":
+            exploded = early
+        else:
+            exploded = prefer_exploded
+        keyed = early if exploded == late else late
+        aliases = {item.name: item.alias_or_name for item in items if isinstance(item, exp.Table)}
         condition = exp.EQ(
-            this=exp.column(KEY_COLUMN, table=exp.to_identifier(tables[keyed], quoted=True)),
+            this=exp.column(KEY_COLUMN, table=exp.to_identifier(aliases[keyed], quoted=True)),
             expression=exp.column(
-                KEY_COLUMN, table=exp.to_identifier(tables[exploded], quoted=True)
+                KEY_COLUMN, table=exp.to_identifier(aliases[exploded], quoted=True)
             ),
         )
-        for join in select.args.get("joins") or []:
-            target = join.this
-            if (
-                isinstance(target, exp.Table)
-                and target.name in (keyed, exploded)
-                and join.args.get("on")
-            ):
-                join.set("on", exp.and_(join.args["on"], condition))
-                return tree.sql(dialect="duckdb")
-        select.where(condition, copy=False)
-        return tree.sql(dialect="duckdb")
+        if join.args.get("on") is not None:
+            join.set("on", exp.and_(join.args["on"], condition))
+        elif side:
+            return None  # an outer join without ON: nothing sensible to extend
+        else:
+            select.where(condition, copy=False)
+        return CellJoin(tree.sql(dialect="duckdb"), keyed, exploded)
     return None
 
 
-def _own_tables(select: exp.Select) -> list[exp.Table]:
-    """Tables in this SELECT's FROM and JOINs (not those of nested subqueries)."""
-    out: list[exp.Table] = []
+def _own_items(select: exp.Select) -> list[exp.Expr]:
+    """The items of this SELECT's FROM clause, in order: FROM, then each join's target."""
     from_ = select.args.get("from_") or select.args.get("from")
-    sources = [from_.this] if from_ is not None else []
-    sources += [j.this for j in select.args.get("joins") or []]
-    for source in sources:
-        if isinstance(source, exp.Table):
-            out.append(source)
-    return out
+    items: list[exp.Expr] = [from_.this] if from_ is not None else []
+    items += [j.this for j in select.args.get("joins") or []]
+    return items

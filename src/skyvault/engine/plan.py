@@ -25,17 +25,70 @@ from numpy.typing import NDArray
 
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.catalog.registry import Registry, StoredTable
+from skyvault.catalog.registry import PartitionIndex, Registry, StoredTable
 from skyvault.engine.crossmatch import exploded_select, keyed_select, plan_cell_join
 from skyvault.sky.coverage import healpix29_ranges
 
 if TYPE_CHECKING:
     from skyvault.adql.translate import DirectSelect
 
-__all__ = ["QueryPlan", "Scan", "plan_query"]
+__all__ = [
+    "TAG_COLUMN",
+    "CrossMatchSpec",
+    "QueryPlan",
+    "Scan",
+    "SkyLayout",
+    "TagLookup",
+    "TaggedFiles",
+    "plan_query",
+]
 
 MAX_RANGES = 16
 """Index ranges per table: enough to follow a cone's outline, few enough to stay cheap."""
+
+TAG_COLUMN = "__sv_align"
+"""The column a task of an aligned cross-match tags rows with (see engine/aligned.py)."""
+
+CrossMatchSpec = tuple[str, str, float]
+"""A cross-match to plan: the two placeholders and the radius in degrees."""
+
+
+@dataclass(frozen=True)
+class SkyLayout:
+    """Where a stored positional table's partitions lie, with its margin catalogue.
+
+    Carried by the scans of a cross-match so that a distributed executor can read, per task,
+    only the partner partitions aligned with the task's own (engine/aligned.py).
+    """
+
+    partitions: PartitionIndex
+    """Every partition of the table (not only the pruned ones)."""
+    margin: PartitionIndex | None
+    margin_arcsec: float | None
+    """The margin catalogue's threshold: it holds every row within this of a partition."""
+
+
+@dataclass(frozen=True)
+class TagLookup:
+    """Tag each row with the tag of the interval holding its ``_healpix_29`` (0: none).
+
+    ``intervals`` is an ``(n, 3)`` array of disjoint ``[start, stop)`` order-29 intervals,
+    sorted, and their tags (1 to 2**31).
+    """
+
+    intervals: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TaggedFiles:
+    """Read each file's rows under that file's tag; a file listed twice is read twice.
+
+    Rows read under tag 0 are kept only inside ``residual_ranges`` (half-open order-29
+    intervals; None: everywhere).  The scan's own ``ranges`` still apply to every row.
+    """
+
+    files: tuple[tuple[str, int], ...]
+    residual_ranges: NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +112,13 @@ class Scan:
     columns: tuple[str, ...] | None = None
     """The table's columns the query may use (a superset; None: all): what a reader that
     materialises the scan needs to read."""
+    partner: str | None = None
+    """For a cross-match: the placeholder on the other side of the cell join."""
+    layout: SkyLayout | None = None
+    """For a cross-match of a stored positional table: its partitions and margin."""
+    tag: TagLookup | TaggedFiles | None = None
+    """Set only in one task of an aligned cross-match (engine/aligned.py): the rows carry a
+    tag that is folded into the cell key, so rows meet only rows of the same tag."""
 
     @property
     def arrow_name(self) -> str:
@@ -67,13 +127,47 @@ class Scan:
 
     def view_sql(self) -> str:
         """The SELECT that defines this scan's view."""
-        sql = self._rows_sql()
+        if isinstance(self.tag, TaggedFiles):
+            sql = self._tagged_files_sql(self.tag)
+        elif isinstance(self.tag, TagLookup):
+            sql = _tag_lookup_sql(self._rows_sql(), self.tag)
+        else:
+            sql = self._rows_sql()
         if self.cell is None:
             return sql
         role, ra, dec, radius = self.cell
+        tag = TAG_COLUMN if self.tag is not None else None
         if role == "keyed":
-            return keyed_select(sql, ra, dec, radius)
-        return exploded_select(sql, ra, dec, radius)
+            return keyed_select(sql, ra, dec, radius, tag)
+        return exploded_select(sql, ra, dec, radius, tag)
+
+    def _tagged_files_sql(self, tagged: TaggedFiles) -> str:
+        """The rows of each (file, tag), with the tag as :data:`TAG_COLUMN`.
+
+        One scan of the distinct files, with DuckDB's ``filename`` column, joined to the
+        (file, tag) list: a file listed under two tags comes out twice, which is the point.
+        """
+        if not tagged.files:
+            return f"SELECT *, 0 AS {TAG_COLUMN} FROM ({self._rows_sql()}) WHERE false"
+        distinct = list(dict.fromkeys(f for f, _ in tagged.files))
+        files = ", ".join(_string_literal(f) for f in distinct)
+        rows = (
+            f"SELECT * FROM read_parquet([{files}], hive_partitioning = false, "
+            f"filename = '__sv_file')"
+        )
+        where = _ranges_sql(self.ranges)
+        if where:
+            rows += f" WHERE {where}"
+        pairs = ", ".join(f"({_string_literal(f)}, {int(t)})" for f, t in tagged.files)
+        sql = (
+            f'SELECT __sv_r.* EXCLUDE ("__sv_file"), __sv_m.__sv_tag AS {TAG_COLUMN} '
+            f"FROM ({rows}) AS __sv_r JOIN (VALUES {pairs}) AS __sv_m(__sv_f, __sv_tag) "
+            'ON __sv_r."__sv_file" = __sv_m.__sv_f'
+        )
+        residual = _ranges_sql(tagged.residual_ranges, "__sv_r.")
+        if tagged.residual_ranges is not None:
+            sql += f" WHERE __sv_m.__sv_tag <> 0 OR ({residual or 'false'})"
+        return sql
 
     def _rows_sql(self) -> str:
         if self.arrow is not None:
@@ -85,13 +179,39 @@ class Scan:
             return f"SELECT * FROM read_parquet({_string_literal(self.schema_file)}) WHERE false"
         files = ", ".join(_string_literal(f) for f in self.files)
         sql = f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
-        if self.ranges is not None and len(self.ranges):
-            column = f'"{HEALPIX_COLUMN}"'
-            terms = " OR ".join(
-                f"({column} >= {int(lo)} AND {column} < {int(hi)})" for lo, hi in self.ranges
-            )
-            sql += f" WHERE {terms}"
+        where = _ranges_sql(self.ranges)
+        if where:
+            sql += f" WHERE {where}"
         return sql
+
+
+def _ranges_sql(ranges: NDArray[np.int64] | None, prefix: str = "") -> str:
+    """``_healpix_29`` inside any of ``ranges`` (empty text: no restriction)."""
+    if ranges is None or not len(ranges):
+        return ""
+    column = f'{prefix}"{HEALPIX_COLUMN}"'
+    return " OR ".join(f"({column} >= {int(lo)} AND {column} < {int(hi)})" for lo, hi in ranges)
+
+
+def _tag_lookup_sql(rows_sql: str, lookup: TagLookup) -> str:
+    """``rows_sql`` with :data:`TAG_COLUMN`: the tag of the interval holding each row.
+
+    An ASOF join finds the last interval starting at or before the row's index (a sorted
+    merge, not a comparison with every interval); the row is inside it if below its stop.
+    """
+    if not len(lookup.intervals):
+        return f"SELECT *, 0 AS {TAG_COLUMN} FROM ({rows_sql})"
+    values = ", ".join(
+        f"(CAST({int(a)} AS BIGINT), CAST({int(b)} AS BIGINT), {int(t)})"
+        for a, b, t in lookup.intervals
+    )
+    column = f'__sv_s."{HEALPIX_COLUMN}"'
+    return (
+        f"SELECT __sv_s.*, CASE WHEN {column} < __sv_i.__sv_stop THEN __sv_i.__sv_tag "
+        f"ELSE 0 END AS {TAG_COLUMN} FROM ({rows_sql}) AS __sv_s "
+        f"ASOF LEFT JOIN (VALUES {values}) AS __sv_i(__sv_start, __sv_stop, __sv_tag) "
+        f"ON {column} >= __sv_i.__sv_start"
+    )
 
 
 @dataclass(frozen=True)
@@ -114,15 +234,17 @@ def plan_query(
     sql: str,
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
     columns: Sequence[ColumnMeta],
-    crossmatch: tuple[str, str, float] | None = None,
+    crossmatch: CrossMatchSpec | Sequence[CrossMatchSpec] | None = None,
     positions: Mapping[str, tuple[str, str]] | None = None,
     direct: DirectSelect | None = None,
 ) -> QueryPlan:
     """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
 
     A table is either a stored table (files, pruned by the coverage) or an in-memory Arrow
-    table (TAP_SCHEMA, uploads), which is read whole.  ``positions`` gives the RA/Dec
-    columns of in-memory tables by placeholder, so that they can take part in a cell join.
+    table (TAP_SCHEMA, uploads), which is read whole.  ``crossmatch`` is one cross-match
+    ``(left, right, radius)`` or a sequence of them (wherever they are in the query: each
+    becomes a cell join in its own SELECT).  ``positions`` gives the RA/Dec columns of
+    in-memory tables by placeholder, so that they can take part in a cell join.
     """
     scans = []
     for placeholder, table, coverage in tables:
@@ -130,8 +252,8 @@ def plan_query(
             scans.append(Scan(placeholder, placeholder, (), None, False, 0, None, table))
         else:
             scans.append(_scan(placeholder, table, coverage))
-    if crossmatch is not None:
-        sql, scans = _with_cell_join(sql, scans, tables, positions or {}, *crossmatch)
+    for spec in _crossmatches(crossmatch):
+        sql, scans = _with_cell_join(sql, scans, tables, positions or {}, *spec)
     named = _identifiers(sql)
     by_name = {p: t for p, t, _ in tables}
     for i, scan in enumerate(scans):
@@ -164,6 +286,18 @@ def _identifiers(sql: str) -> set[str]:
     return found
 
 
+def _crossmatches(
+    crossmatch: CrossMatchSpec | Sequence[CrossMatchSpec] | None,
+) -> list[CrossMatchSpec]:
+    if crossmatch is None:
+        return []
+    if isinstance(crossmatch, tuple) and len(crossmatch) == 3 and isinstance(crossmatch[0], str):
+        left, right, radius = crossmatch
+        return [(str(left), str(right), float(radius))]
+    specs: Sequence[CrossMatchSpec] = crossmatch
+    return [(str(a), str(b), float(r)) for a, b, r in specs]
+
+
 def _with_cell_join(
     sql: str,
     scans: list[Scan],
@@ -175,10 +309,15 @@ def _with_cell_join(
 ) -> tuple[str, list[Scan]]:
     """Turn the cross-match of ``left`` and ``right`` into a hash join on sky cells.
 
-    The side with fewer rows (after pruning) is exploded to its neighbouring cells.  An
+    The side with fewer rows (after pruning) is exploded to its neighbouring cells, unless
+    an outer join decides (:func:`~skyvault.engine.crossmatch.plan_cell_join`).  An
     in-memory table (an upload) takes part when ``positions`` names its RA/Dec columns.
+    A table occurrence already in a cell join keeps it: a view carries one cell key, so a
+    second distance join of the same occurrence stays an ordinary (correct, slower) join.
     """
     by_name = {p: t for p, t, _ in tables}
+    if any(s.cell is not None for s in scans if s.placeholder in (left, right)):
+        return sql, scans
     sides: dict[str, tuple[float, str | None, str | None]] = {}
     for placeholder in (left, right):
         table = by_name.get(placeholder)
@@ -190,20 +329,31 @@ def _with_cell_join(
             return sql, scans
         share = len(scan.files) / max(scan.total_files, 1)
         sides[placeholder] = (table.meta.nrows * share, table.meta.ra_column, table.meta.dec_column)
-    exploded = min((left, right), key=lambda p: sides[p][0])
-    keyed = right if exploded == left else left
-    rewritten = plan_cell_join(sql, keyed, exploded)
-    if rewritten is None:
+    smaller = min((left, right), key=lambda p: sides[p][0])
+    join = plan_cell_join(sql, left, right, smaller)
+    if join is None:
         return sql, scans
     out = []
     for scan in scans:
-        if scan.placeholder in (keyed, exploded):
+        if scan.placeholder in (left, right):
             _, ra, dec = sides[scan.placeholder]
-            role = "keyed" if scan.placeholder == keyed else "exploded"
-            out.append(dataclasses.replace(scan, cell=(role, str(ra), str(dec), radius)))
+            role = "keyed" if scan.placeholder == join.keyed_view else "exploded"
+            partner = right if scan.placeholder == left else left
+            stored = by_name.get(scan.placeholder)
+            layout = None
+            if isinstance(stored, StoredTable) and stored.partitions is not None:
+                layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
+            out.append(
+                dataclasses.replace(
+                    scan,
+                    cell=(role, str(ra), str(dec), radius),
+                    partner=partner,
+                    layout=layout,
+                )
+            )
         else:
             out.append(scan)
-    return rewritten, out
+    return join.sql, out
 
 
 def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
