@@ -8,7 +8,10 @@ runs the same plans:
    and a merge query, and picks the scan whose files are divided among tasks (the split
    scan); plans it cannot decompose exactly run as one task.
 2. The split scan's files are grouped into tasks of about equal size; every task runs the
-   partial query over its files and every other scan, whole, with
+   partial query over its files and every other scan, whole — except the partner of a
+   cross-match with a wide enough margin catalogue, of which each task reads only the
+   partitions aligned with its own and their margins (:mod:`skyvault.engine.aligned`;
+   its groups are then runs of neighbouring partitions) — with
    :func:`run_partial` — a plain function of picklable data — in a locked-down
    :class:`~skyvault.engine.connection.Sandbox` built once per worker process from
    :class:`SandboxSettings`, and returns an Arrow table.  The first task also reports the
@@ -47,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
+from skyvault.engine.aligned import aligned_partner, aligned_task_scans, contiguous_runs
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import BATCH_ROWS, CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, Scan
@@ -204,11 +208,15 @@ class _LocalQuery:
 _QUERIES: dict[str, _LocalQuery] = {}
 
 
-def run_partial(task: PartialTask, files: Sequence[str], first: bool) -> PartialResult:
+def run_partial(
+    task: PartialTask, files: Sequence[str], first: bool, replaced: Sequence[Scan] = ()
+) -> PartialResult:
     """Run ``task``'s partial query with the split scan reading ``files``.
 
-    Runs on a Dask worker (or a thread here).  Errors come back in the result, as skyvault
-    errors' class names and messages.
+    ``replaced`` are this task's own versions of some scans (an aligned cross-match: the
+    split scan with tagged rows and the partner partitions it needs), put in place of the
+    scans of the same placeholder.  Runs on a Dask worker (or a thread here).  Errors come
+    back in the result, as skyvault errors' class names and messages.
     """
     started = time.monotonic()
     token = CancelToken()
@@ -220,8 +228,10 @@ def run_partial(task: PartialTask, files: Sequence[str], first: bool) -> Partial
         _watch_remote_cancel(task.query_id, token, done)
     try:
         executor = worker_executor(task.settings)
+        own = {s.placeholder: s for s in replaced}
         scans = tuple(
-            dataclasses.replace(s, files=tuple(files)) if s.placeholder == task.split else s
+            own.get(s.placeholder)
+            or (dataclasses.replace(s, files=tuple(files)) if s.placeholder == task.split else s)
             for s in task.scans
         )
         result_columns: tuple[tuple[str, str], ...] = ()
@@ -294,9 +304,20 @@ class _Call:
     task: PartialTask
     files: tuple[str, ...]
     first: bool
+    replaced: tuple[Scan, ...] = ()
 
     def __call__(self) -> PartialResult:
-        return run_partial(self.task, self.files, self.first)
+        return run_partial(self.task, self.files, self.first, self.replaced)
+
+
+def _sizes(files: Sequence[str]) -> list[int]:
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(os.path.getsize(f))
+        except OSError:  # not visible here (only on the workers): count files instead
+            sizes.append(1)
+    return sizes
 
 
 def file_groups(files: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -305,12 +326,7 @@ def file_groups(files: Sequence[str], n: int) -> list[tuple[str, ...]]:
     Largest file first into the lightest group; each group keeps the files' order.
     """
     n = max(1, min(n, len(files)))
-    sizes = []
-    for f in files:
-        try:
-            sizes.append(os.path.getsize(f))
-        except OSError:  # not visible here (only on the workers): count files instead
-            sizes.append(1)
+    sizes = _sizes(files)
     heap = [(0, g) for g in range(n)]
     members: list[list[int]] = [[] for _ in range(n)]
     for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
@@ -422,13 +438,41 @@ class DaskExecutor:
     def split(
         self, plan: QueryPlan, *, maxrec: int | None = None
     ) -> tuple[Split, list[tuple[str, ...]]]:
-        """How ``plan`` would run: its decomposition and the split files of each task."""
+        """How ``plan`` would run: its decomposition and the split files of each task.
+
+        For an aligned cross-match (:mod:`skyvault.engine.aligned`) a task's files are a
+        run of neighbouring partitions, so that the tasks share few partner partitions.
+        """
         split = split_plan(plan, maxrec=maxrec)
         if split.split is None:
             return split, [()]
         scan = next(s for s in plan.scans if s.placeholder == split.split)
-        groups = file_groups(scan.files, self.max_tasks or 2 * self.worker_threads())
-        return split, groups
+        n = self.max_tasks or 2 * self.worker_threads()
+        if isinstance(aligned_partner(plan.scans, split.split), tuple):
+            return split, contiguous_runs(scan.files, _sizes(scan.files), n)
+        return split, file_groups(scan.files, n)
+
+    def task_scans(
+        self, plan: QueryPlan, split: Split, groups: Sequence[Sequence[str]]
+    ) -> list[tuple[Scan, ...]]:
+        """The scans each task has of its own (empty: only the split files differ).
+
+        For a split cross-match whose partner has a wide enough margin catalogue: the split
+        scan with tagged rows and the partner partitions and margins aligned with the
+        task's files (:func:`~skyvault.engine.aligned.aligned_task_scans`); otherwise the
+        partner is read whole by every task.
+        """
+        if split.split is None:
+            return [() for _ in groups]
+        pair = aligned_partner(plan.scans, split.split)
+        if not isinstance(pair, tuple):
+            log.debug("cross-match partner read whole: %s", pair)
+            return [() for _ in groups]
+        out: list[tuple[Scan, ...]] = []
+        for files in groups:
+            scans = aligned_task_scans(*pair, files)
+            out.append(scans if scans is not None else ())
+        return out
 
     # -- running --
 
@@ -500,12 +544,13 @@ class DaskExecutor:
             timeout=clock.remaining(),
             query_id=query_id,
         )
+        own = self.task_scans(plan, split, groups)
         local = _QUERIES[query_id] = _LocalQuery()
         try:
             if self.client is None:
-                results = self._run_threaded(task, groups, clock, token, local)
+                results = self._run_threaded(task, groups, own, clock, token, local)
             else:
-                results = self._run_distributed(task, groups, clock, token, local)
+                results = self._run_distributed(task, groups, own, clock, token, local)
         finally:
             _QUERIES.pop(query_id, None)
         partial_s = clock.elapsed()
@@ -513,9 +558,12 @@ class DaskExecutor:
             if outcome.error is not None:
                 raise self._task_error(outcome.error, split, clock, token)
         tables = [r.table for r in results if r.table is not None]
+        partner = [s for scans in own for s in scans if s.placeholder != split.split]
         stats = {
             "tasks": float(len(groups)),
             "split_files": float(sum(len(g) for g in groups)),
+            "aligned_tasks": float(sum(1 for scans in own if scans)),
+            "partner_files": float(sum(len(s.files) for s in partner)),
             "partials_s": partial_s,
             "partial_rows": float(sum(t.num_rows for t in tables)),
         }
@@ -552,6 +600,7 @@ class DaskExecutor:
         self,
         task: PartialTask,
         groups: list[tuple[str, ...]],
+        own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
         local: _LocalQuery,
@@ -560,7 +609,8 @@ class DaskExecutor:
         from dask.delayed import delayed
 
         calls = [
-            delayed(_Call(task, files, i == 0), pure=False)() for i, files in enumerate(groups)
+            delayed(_Call(task, files, i == 0, scans), pure=False)()
+            for i, (files, scans) in enumerate(zip(groups, own, strict=True))
         ]
         box: dict[str, Any] = {}
 
@@ -590,6 +640,7 @@ class DaskExecutor:
         self,
         task: PartialTask,
         groups: list[tuple[str, ...]],
+        own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
         local: _LocalQuery,
@@ -607,11 +658,12 @@ class DaskExecutor:
                     shared,
                     list(files),
                     i == 0,
+                    scans,
                     key=f"{task.query_id}-{i}",
                     pure=False,
                     retries=0,
                 )
-                for i, files in enumerate(groups)
+                for i, (files, scans) in enumerate(zip(groups, own, strict=True))
             ]
             results: dict[int, PartialResult] = {}
             index = {f.key: i for i, f in enumerate(futures)}

@@ -83,11 +83,14 @@ class TagLookup:
 class TaggedFiles:
     """Read each file's rows under that file's tag; a file listed twice is read twice.
 
-    Rows read under tag 0 are kept only inside ``residual_ranges`` (half-open order-29
-    intervals; None: everywhere).  The scan's own ``ranges`` still apply to every row.
+    ``ranges`` (the plan's pruning ranges, None: all rows) apply to every row; rows read
+    under tag 0 are kept only inside ``residual_ranges`` as well (None: everywhere).  The
+    ranges live here, not in the scan's own ``ranges``, so that no reader materialises the
+    scan from its ``files`` without the tags.
     """
 
     files: tuple[tuple[str, int], ...]
+    ranges: NDArray[np.int64] | None = None
     residual_ranges: NDArray[np.int64] | None = None
 
 
@@ -155,7 +158,7 @@ class Scan:
             f"SELECT * FROM read_parquet([{files}], hive_partitioning = false, "
             f"filename = '__sv_file')"
         )
-        where = _ranges_sql(self.ranges)
+        where = _ranges_sql(tagged.ranges)
         if where:
             rows += f" WHERE {where}"
         pairs = ", ".join(f"({_string_literal(f)}, {int(t)})" for f, t in tagged.files)
