@@ -588,6 +588,90 @@ def test_no_crossmatch_for_plain_joins() -> None:
     assert translation.crossmatch is None
 
 
+_CONE_A = "CONTAINS(POINT(a.ra, a.dec), CIRCLE(10, 10, 1)) = 1"
+_CONE_B = "CONTAINS(POINT(b.ra, b.dec), CIRCLE(10, 10, 1)) = 1"
+_RANGE_B = "b.dec BETWEEN 5 AND 6 AND b.ra > 9"
+
+
+@pytest.mark.parametrize(
+    ("join", "on", "pruned"),
+    [
+        ("LEFT JOIN", _CONE_B, {"b"}),
+        ("LEFT OUTER JOIN", _RANGE_B, {"b"}),
+        ("LEFT JOIN", _CONE_A, set()),  # the preserved side keeps rows failing ON
+        ("RIGHT JOIN", _CONE_A, {"a"}),
+        ("RIGHT JOIN", _CONE_B, set()),
+        ("FULL JOIN", _CONE_B, set()),
+        ("FULL JOIN", _CONE_A, set()),
+        ("JOIN", f"{_CONE_A} AND {_CONE_B}", {"a", "b"}),
+    ],
+)
+def test_outer_join_on_prunes_only_the_optional_side(join: str, on: str, pruned: set[str]) -> None:
+    translation = compile_adql(
+        f"SELECT a.id, b.id AS bid FROM tycho2.main AS a {join} tycho2.main AS b "
+        f"ON a.id = b.id AND {on}",
+        CATALOG,
+    )
+    coverage = dict(zip("ab", (t.coverage for t in translation.tables), strict=True))
+    assert {name for name, c in coverage.items() if c is not None} == pruned
+    for name in pruned:
+        moc = coverage[name]
+        assert moc is not None and moc.sky_fraction < 0.02
+
+
+def test_outer_join_on_prunes_with_several_joins() -> None:
+    """RIGHT JOIN: everything joined before it is optional; LEFT JOIN: only what it joins."""
+    translation = compile_adql(
+        "SELECT c.id FROM tycho2.main AS a JOIN tycho2.main AS b ON a.id = b.id "
+        "RIGHT JOIN tycho2.main AS c ON c.id = a.id AND "
+        "CONTAINS(POINT(b.ra, b.dec), CIRCLE(10, 10, 1)) = 1 "
+        "LEFT JOIN tycho2.main AS d ON d.id = c.id AND "
+        "CONTAINS(POINT(c.ra, c.dec), CIRCLE(10, 10, 1)) = 1 AND d.dec > 80",
+        CATALOG,
+    )
+    a, b, c, d = (t.coverage for t in translation.tables)
+    assert a is None and b is not None and c is None and d is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "pairs"),
+    [
+        (
+            "SELECT COUNT(*) AS n FROM (SELECT o.objectId FROM dp02_dc2_catalogs.Object AS o "
+            "JOIN tycho2.main AS t ON DISTANCE(POINT(o.coord_ra, o.coord_dec), "
+            "POINT(t.ra, t.dec)) < 0.001) AS q",
+            [("__sv_t0", "__sv_t1")],
+        ),
+        (
+            "WITH m AS (SELECT t.id FROM tycho2.main AS t, dp02_dc2_catalogs.Object AS o "
+            "WHERE CONTAINS(POINT(o.coord_ra, o.coord_dec), CIRCLE(t.ra, t.dec, 0.001)) = 1) "
+            "SELECT id FROM m",
+            [("__sv_t0", "__sv_t1")],
+        ),
+        (
+            "SELECT t.id FROM tycho2.main AS t JOIN tycho2.main AS u ON "
+            "DISTANCE(POINT(t.ra, t.dec), POINT(u.ra, u.dec)) < 0.001 UNION "
+            "SELECT t.id FROM tycho2.main AS t WHERE t.id IN (SELECT v.id FROM tycho2.main AS v "
+            "LEFT JOIN tycho2.main AS w ON DISTANCE(POINT(v.ra, v.dec), POINT(w.ra, w.dec)) "
+            "< 0.002)",
+            [("__sv_t0", "__sv_t1"), ("__sv_t3", "__sv_t4")],
+        ),
+        (
+            # A distance in the ON of a later outer join does not join the two tables.
+            "SELECT t.id FROM tycho2.main AS t JOIN tycho2.main AS u ON t.mag_vt < u.mag_vt "
+            "LEFT JOIN tycho2.main AS v ON v.id = t.id AND "
+            "DISTANCE(POINT(t.ra, t.dec), POINT(u.ra, u.dec)) < 0.001",
+            [],
+        ),
+    ],
+)
+def test_crossmatches_anywhere_in_the_query(query: str, pairs: list[tuple[str, str]]) -> None:
+    translation = compile_adql(query, CATALOG)
+    found = [(m.left, m.right) for m in translation.crossmatches]
+    assert sorted(tuple(sorted(p)) for p in found) == sorted(tuple(sorted(p)) for p in pairs)
+    assert translation.crossmatch == (translation.crossmatches[0] if pairs else None)
+
+
 # --- fuzz ----------------------------------------------------------------------------------------
 
 _COLUMNS = ["id", "ra", "dec", "mag_vt", "name", "t.id", "t.ra", "o.r_mag", "o.tract", "nosuch"]

@@ -200,11 +200,16 @@ def _cell_equalities(sql: str) -> int:
     )
 
 
-def _plan_all(archive: Archive, adql: str) -> QueryPlan:
-    """``archive.plan``, handing the planner every cross-match of the translation."""
+def _plan_all(archive: Archive, adql: str, *, prune: bool = True) -> QueryPlan:
+    """``archive.plan``, handing the planner every cross-match of the translation
+    (``prune=False``: and no coverage, so every file is read)."""
     translation = compile_adql(adql, archive.registry.tables())
     refs = [
-        (r.placeholder, archive.registry.get(r.meta.schema, r.meta.name), r.coverage)
+        (
+            r.placeholder,
+            archive.registry.get(r.meta.schema, r.meta.name),
+            r.coverage if prune else None,
+        )
         for r in translation.tables
     ]
     return plan_query(
@@ -312,3 +317,77 @@ def test_every_crossmatch_of_a_union_is_a_cell_join(
     want = _astropy_pairs(left, north, 60.0)
     assert len(want) > 1000
     assert len(second) == len(want) and set(second) == want
+
+
+# --- pruning from outer-join ON clauses ------------------------------------------------------
+
+_CONE_B = "CONTAINS(POINT('ICRS', b.ra, b.dec), CIRCLE('ICRS', 0.3, 10.2, 0.4)) = 1"
+_CONE_A = "CONTAINS(POINT('ICRS', a.ra, a.dec), CIRCLE('ICRS', 0.3, 10.2, 0.4)) = 1"
+
+
+@pytest.mark.parametrize(
+    ("adql", "pruned"),
+    [
+        (
+            "SELECT a.id AS aid, b.id AS bid FROM s.left_t AS a LEFT JOIN s.right_t AS b "
+            f"ON {_DIST.format(r=2.5 / 3600)} AND {_CONE_B}",
+            "b",
+        ),
+        (
+            "SELECT a.id AS aid, b.id AS bid FROM s.right_t AS b RIGHT JOIN s.left_t AS a "
+            f"ON {_DIST.format(r=2.5 / 3600)} AND {_CONE_B}",
+            "b",
+        ),
+        (
+            "SELECT a.id AS aid, b.id AS bid FROM s.left_t AS a LEFT JOIN s.right_t AS b "
+            f"ON {_DIST.format(r=2.5 / 3600)} AND {_CONE_A}",
+            None,
+        ),
+        (
+            "SELECT a.id AS aid, b.id AS bid FROM s.left_t AS a LEFT JOIN s.right_t AS b "
+            "ON a.id = b.id AND b.dec BETWEEN 9.5 AND 10.5 AND b.ra < 1",
+            "b",
+        ),
+    ],
+    ids=["left_cone", "right_cone", "preserved_cone", "left_ranges"],
+)
+def test_outer_join_on_prunes_the_optional_side(
+    archive: tuple[Path, pa.Table, pa.Table], adql: str, pruned: str | None
+) -> None:
+    data, left, right = archive
+    opened = open_archive(data)
+    try:
+        plan = _plan_all(opened, adql)
+        unpruned = _plan_all(opened, adql, prune=False)
+        executor = LocalExecutor(opened.sandbox)
+        got = executor.execute(plan).to_table()
+        want = executor.execute(unpruned).to_table()
+    finally:
+        opened.close()
+    rows = _pairs_with_nulls(got)
+    assert rows == _pairs_with_nulls(want)
+    # Every preserved row is there, and the matches are the brute-force ones.
+    assert {a for a, _ in rows} == set(left["id"].to_pylist())
+    names = {s.qualified_name: s for s in plan.scans}
+    full = {s.qualified_name: s for s in unpruned.scans}
+    if pruned is None:
+        assert plan.files_read == unpruned.files_read
+        return
+    assert len(names["s.right_t"].files) < len(full["s.right_t"].files) / 3
+    assert names["s.left_t"].files == full["s.left_t"].files
+    if "DISTANCE" in adql:
+        inside = (
+            SkyCoord(right["ra"].to_numpy(), right["dec"].to_numpy(), unit="deg").separation(
+                SkyCoord(0.3, 10.2, unit="deg")
+            )
+            < 0.4 * u.deg
+        )
+        matched = _astropy_pairs(left, right.filter(pa.array(inside)), 2.5)
+        assert {r for r in rows if r[1] is not None} == matched and len(matched) > 50
+        assert len(rows) == len(matched) + left.num_rows - len({a for a, _ in matched})
+
+
+def _pairs_with_nulls(table: pa.Table) -> list[tuple[int, int | None]]:
+    """The (aid, bid) rows, sorted (an unmatched row, bid None, first)."""
+    rows = zip(table["aid"].to_pylist(), table["bid"].to_pylist(), strict=True)
+    return sorted(rows, key=lambda r: (r[0], -1 if r[1] is None else r[1]))
