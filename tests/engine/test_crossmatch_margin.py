@@ -357,6 +357,17 @@ def test_radius_beyond_the_margin_reads_the_partner_whole(
         for s in dask.plan(PAIRS.format(r=2.0 / 3600)).scans
     ]
     assert aligned_partner(scans, "__sv_t0") == "the partner has no margin catalogue"
+    # A margin stored under other cells than the partitions' (not a HATS margin we know).
+    scans = []
+    for scan in dask.plan(PAIRS.format(r=2.0 / 3600)).scans:
+        layout = scan.layout
+        if scan.placeholder == "__sv_t1" and layout is not None and layout.margin is not None:
+            odd = dataclasses.replace(layout.margin, orders=layout.margin.orders + 1)
+            scans.append(dataclasses.replace(scan, layout=dataclasses.replace(layout, margin=odd)))
+        else:
+            scans.append(scan)
+    reason = aligned_partner(scans, "__sv_t0")
+    assert isinstance(reason, str) and "margin partitions" in reason
 
 
 def test_worker_processes(catalogues: tuple[Path, pa.Table, pa.Table]) -> None:
@@ -377,3 +388,31 @@ def test_worker_processes(catalogues: tuple[Path, pa.Table, pa.Table]) -> None:
         cluster.close()
     want = _brute_force(left, right, THRESHOLD)
     assert len(got) == len(want) and set(got) == want
+
+
+def test_interval_helpers_against_brute_force() -> None:
+    from skyvault.engine.aligned import _merge, _overlapping, _subtract, contiguous_runs
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+
+        def intervals(k: int) -> np.ndarray:
+            edges = np.unique(rng.integers(0, 60, 2 * k))
+            pairs = edges[: len(edges) // 2 * 2].reshape(-1, 2)
+            return pairs[rng.random(len(pairs)) < 0.7].astype(np.int64).reshape(-1, 2)
+
+        def points(iv: np.ndarray) -> set[int]:
+            return {x for lo, hi in iv.tolist() for x in range(lo, hi)}
+
+        a, b = _merge(intervals(5)), intervals(6)
+        assert points(_subtract(a, b)) == points(a) - points(b)
+        hits = set(_overlapping(b[:, 0], b[:, 1], a).tolist())
+        assert hits == {
+            i for i, (lo, hi) in enumerate(b.tolist()) if points(a) & set(range(lo, hi))
+        }
+    files = [f"f{i}" for i in range(10)]
+    sizes = [5, 1, 1, 1, 9, 1, 1, 1, 1, 4]
+    for n in (1, 3, 4, 10, 20):
+        runs = contiguous_runs(files, sizes, n)
+        assert [f for run in runs for f in run] == files
+        assert len(runs) == min(n, len(files)) and all(runs)

@@ -85,7 +85,23 @@ def aligned_partner(scans: Sequence[Scan], split: str) -> tuple[Scan, Scan] | st
         )
     if not partner.files:
         return "no partner partition can match"
+    if not _margin_follows_partitions(layout):
+        return "the partner's margin partitions are not its partitions"
     return scan, partner
+
+
+def _margin_follows_partitions(layout: SkyLayout) -> bool:
+    """Whether every margin file belongs to a partition of the table (HATS margins do: the
+    margin of partition ``Q`` is stored under ``Q``'s name).  Anything else is a layout
+    this module does not understand, so the partner is then read whole."""
+    margin = layout.margin
+    if margin is None:
+        return False
+    parts = layout.partitions
+    own = set(zip(parts.orders.tolist(), parts.pixels.tolist(), strict=True))
+    return all(
+        cell in own for cell in zip(margin.orders.tolist(), margin.pixels.tolist(), strict=True)
+    )
 
 
 def aligned_task_scans(scan: Scan, partner: Scan, files: Sequence[str]) -> tuple[Scan, Scan] | None:
