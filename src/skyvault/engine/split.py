@@ -24,7 +24,9 @@ query, and writes the two queries:
 
 Which scan is split: the stored positional table with the most files (at least two) that
 the query can be split on (not one read only in a subquery); every other scan — other
-tables, in-memory uploads, the exploded side of a cross-match — is read whole by every task.
+tables, in-memory uploads, the other side of a cross-match — is read whole by every task
+(except a cross-match partner with a wide enough margin catalogue, of which each task reads
+the aligned partitions: :mod:`skyvault.engine.aligned`, which keeps every pair in one task).
 A row of the split table is therefore in exactly one task, and every row of the query's FROM
 clause comes from one row of the split table (inner and LEFT joins with the split table on
 the preserved side), which is what makes the decompositions exact.
