@@ -305,6 +305,10 @@ def test_every_crossmatch_of_a_union_is_a_cell_join(
         plan = _plan_all(opened, adql)
         assert _cell_equalities(plan.sql) == 2
         got = LocalExecutor(opened.sandbox).execute(plan).to_table()
+        # The Python API plans every cross-match too, with the same answer.
+        assert _cell_equalities(opened.plan(adql).sql) == 2
+        keys = [("k", "ascending"), ("aid", "ascending"), ("bid", "ascending")]
+        assert opened.query(adql).sort_by(keys).to_pydict() == got.sort_by(keys).to_pydict()
     finally:
         opened.close()
     rows = list(
