@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -161,38 +163,176 @@ def _polygon(region: Polygon | Box, max_order: int) -> MOC:
     return moc.add_neighbours()
 
 
-def _cells_near_range(
-    cells: npt.NDArray[np.uint64], order: int, bounds: tuple[float, float, float, float]
-) -> npt.NDArray[np.bool_]:
-    """Which cells may touch the RA/Dec range (a superset: each cell is replaced by a disk)."""
-    ra_min, ra_max, dec_min, dec_max = bounds
-    lon, lat = nested.healpix_to_lonlat(cells, order)
-    ra_c, dec_c = np.asarray(lon.deg), np.asarray(lat.deg)
-    corners = nested.vertices(cells, order)
-    c_ra, c_dec = np.radians(np.asarray(corners[0].deg)), np.radians(np.asarray(corners[1].deg))
-    r0, d0 = np.radians(ra_c)[:, None], np.radians(dec_c)[:, None]
-    cos_sep = np.sin(d0) * np.sin(c_dec) + np.cos(d0) * np.cos(c_dec) * np.cos(c_ra - r0)
-    # The disk through the farthest corner, enlarged by half: HEALPix edges bulge little.
-    radius = 1.5 * np.degrees(np.arccos(np.clip(cos_sep, -1.0, 1.0)).max(axis=1)) + 1e-9
-    near = (dec_c - radius <= dec_max) & (dec_c + radius >= dec_min)
-    polar = np.abs(dec_c) + radius >= 90.0
-    width = np.degrees(
-        np.arcsin(np.clip(np.sin(np.radians(radius)) / np.cos(np.radians(dec_c)), -1.0, 1.0))
-    )
-    span = (ra_max - ra_min) % 360.0 if ra_max - ra_min < 360.0 else 360.0
-    offset = (ra_c - ra_min) % 360.0
-    outside = np.minimum(offset - span, 360.0 - offset)
-    in_ra = (offset <= span) | (outside <= width)
-    out: npt.NDArray[np.bool_] = near & (polar | in_ra)
-    return out
+#: HEALPix base cells in the HEALPix projection plane (Calabretta & Roukema 2007: the plane in
+#: which the cells of every order are squares standing on a corner), in units of π/4: the x
+#: (longitude) and y of each base cell's centre.  y runs from -2 (south pole) to 2 (north
+#: pole).  For |y| ≤ 1 the longitude is x and sin(dec) = 2y/3; in the polar caps (|y| > 1)
+#: a point of base cell b has longitude ``x_b + (x - x_b) / σ`` with ``σ = 2 - |y|``.
+_BASE_X = np.array([1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7], dtype=np.float64)
+_BASE_Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, -1, -1, -1, -1], dtype=np.int64)
+#: Orders up to this one have a table of every cell (order 6: 49 152 cells, 1.6 MB).
+_TABLE_ORDER = 6
+#: Orders gained per refinement step below the tables (16 children per kept cell).
+_REFINE_STEP = 2
+#: A range narrower than the sky in RA starts from the finest table whose declination band
+#: holds at most this many cells, so that a narrow RA strip does not test a whole table.
+_START_CELLS = 4096
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@functools.lru_cache(maxsize=MAX_ORDER + 1)
+def _row_decs(order: int) -> FloatArray:
+    """Declination (degrees) of the rows ``y = -2 + j / 2**order`` of the HEALPix plane.
+
+    A cell of this order whose row (see :class:`_OrderTable`) is ``j`` has its southern
+    corner on row ``j`` and its northern corner on row ``j + 2``; declination grows with y, so
+    the cell spans exactly the declinations from ``decs[j]`` to ``decs[j + 2]``.
+    """
+    y = np.arange(4 * 2**order + 1, dtype=np.float64) / 2.0**order - 2.0
+    equatorial = np.degrees(np.arcsin(np.clip(2.0 * y / 3.0, -1.0, 1.0)))
+    # 1 - |sin(dec)| = σ² / 3, written through the colatitude to stay exact near the poles.
+    polar = np.sign(y) * (90.0 - 2.0 * np.degrees(np.arcsin((2.0 - np.abs(y)) / math.sqrt(6.0))))
+    decs = np.maximum.accumulate(np.where(np.abs(y) <= 1.0, equatorial, polar))
+    decs.flags.writeable = False
+    return decs
+
+
+def _cell_ra(
+    base: IntArray, row: IntArray, diff: IntArray, order: int
+) -> tuple[FloatArray, FloatArray]:
+    """The exact RA interval ``[lo, lo + width]`` (degrees, ``lo`` in [-45, 360)) of cells.
+
+    A cell is the square with corners ``(x ± h, y)`` and ``(x, y ± h)`` in the HEALPix plane
+    (``h = 2**-order``; ``x = x_b + diff·h``, ``y = (row + 1)·h - 2``).  Its extreme
+    longitudes are those of its east and west corners: in the equatorial zone the longitude
+    is x; in a polar cap it is a ratio of affine functions of (x, y), whose extremes over a
+    convex polygon lie at corners, and the northern and southern corners' longitudes lie
+    between the eastern and western ones because the cell lies inside its base cell's
+    triangle ``|x - x_b| ≤ σ``.  Cells touching a pole are given every RA (the pole has them
+    all).  ``tests/sky/test_coverage.py`` checks the intervals against cdshealpix's cell
+    boundaries.
+    """
+    h = 2.0**-order
+    y = (row + 1).astype(np.float64) * h - 2.0
+    sigma = np.minimum(1.0, 2.0 - np.abs(y))
+    lo = 45.0 * (_BASE_X[base] + (diff - 1).astype(np.float64) * h / sigma)
+    width = (90.0 * h) / sigma
+    width[np.abs(y) + h >= 2.0] = 360.0
+    return lo, width
+
+
+@dataclasses.dataclass(frozen=True)
+class _OrderTable:
+    """Every cell of one order, sorted by row (so by declination), with its RA interval.
+
+    A cell of base cell ``b`` with NESTED coordinates ``(ix, iy)`` (the even and odd bits of
+    its index within ``b``) has ``row = (y_b + 1)·2**order + ix + iy`` and
+    ``diff = ix - iy``.
+    """
+
+    nested: IntArray
+    base: IntArray
+    row: IntArray
+    diff: IntArray
+    ra_lo: FloatArray
+    ra_width: FloatArray
+
+
+@functools.lru_cache(maxsize=_TABLE_ORDER + 1)
+def _order_table(order: int) -> _OrderTable:
+    local = np.arange(4**order, dtype=np.int64)
+    ix = np.zeros_like(local)
+    iy = np.zeros_like(local)
+    for k in range(order):
+        ix |= ((local >> (2 * k)) & 1) << k
+        iy |= ((local >> (2 * k + 1)) & 1) << k
+    base = np.repeat(np.arange(12, dtype=np.int64), local.size)
+    ix, iy = np.tile(ix, 12), np.tile(iy, 12)
+    nested = (base << (2 * order)) | np.tile(local, 12)
+    row = (_BASE_Y[base] + 1) * (1 << order) + ix + iy
+    by_row = np.argsort(row, kind="stable")
+    nested, base, row, diff = nested[by_row], base[by_row], row[by_row], (ix - iy)[by_row]
+    table = _OrderTable(nested, base, row, diff, *_cell_ra(base, row, diff, order))
+    for field in dataclasses.fields(table):
+        getattr(table, field.name).flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=_REFINE_STEP + 1)
+def _child_offsets(levels: int) -> tuple[IntArray, IntArray, IntArray]:
+    """Offsets of the ``4**levels`` descendants ``levels`` orders deeper of a cell: of the
+    NESTED index, of the row and of ``diff`` (see :class:`_OrderTable`)."""
+    side = np.arange(1 << levels, dtype=np.int64)
+    dx, dy = (a.ravel() for a in np.meshgrid(side, side, indexing="ij"))
+    nested = np.zeros_like(dx)
+    for k in range(levels):
+        nested |= (((dx >> k) & 1) << (2 * k)) | (((dy >> k) & 1) << (2 * k + 1))
+    return nested, dx + dy, dx - dy
+
+
+def _range_cells(region: RaDecRange, target: int) -> IntArray:
+    """NESTED indexes of the order-``target`` cells whose RA/Dec box meets the range.
+
+    Cells' boxes are exact (see :func:`_cell_ra` and :func:`_row_decs`), so these are all
+    the cells the range touches, and the few whose box, but not the cell, meets it.
+    """
+    ra_min, ra_max = region.ra_min, region.ra_max
+    full_ra = ra_max - ra_min >= 360.0
+    span = 360.0 if full_ra else (ra_max - ra_min) % 360.0
+    dec_lo, dec_hi = region.dec_min - _PAD, region.dec_max + _PAD
+
+    def in_ra(lo: FloatArray, width: FloatArray) -> npt.NDArray[np.bool_]:
+        # On the circle, [lo, lo + width] meets [ra_min, ra_min + span] when it starts inside
+        # it or runs on through 360 into its start.
+        offset = (lo - ra_min) % 360.0
+        out: npt.NDArray[np.bool_] = (offset <= span + _PAD) | (offset + width >= 360.0 - _PAD)
+        return out
+
+    order = min(target, _TABLE_ORDER)
+    while True:
+        table = _order_table(order)
+        decs = _row_decs(order)
+        # Rows j whose cells' declinations [decs[j], decs[j + 2]] meet [dec_lo, dec_hi].
+        first = int(np.searchsorted(decs, dec_lo, side="left")) - 2
+        last = int(np.searchsorted(decs, dec_hi, side="right")) - 1
+        start = int(np.searchsorted(table.row, first, side="left"))
+        stop = int(np.searchsorted(table.row, last, side="right"))
+        if full_ra or stop - start <= _START_CELLS or order == 0:
+            break
+        order -= 1
+    nested, base = table.nested[start:stop], table.base[start:stop]
+    row, diff = table.row[start:stop], table.diff[start:stop]
+    if not full_ra:
+        keep = in_ra(table.ra_lo[start:stop], table.ra_width[start:stop])
+        nested, base, row, diff = nested[keep], base[keep], row[keep], diff[keep]
+    while order < target and nested.size:
+        levels = min(_REFINE_STEP, target - order)
+        d_nested, d_row, d_diff = _child_offsets(levels)
+        nested = ((nested[:, None] << (2 * levels)) | d_nested).ravel()
+        row = ((row[:, None] << levels) + d_row).ravel()
+        order += levels
+        decs = _row_decs(order)
+        keep = (decs[row] <= dec_hi) & (decs[row + 2] >= dec_lo)
+        if not full_ra:
+            base = np.repeat(base, d_nested.size)
+            diff = ((diff[:, None] << levels) + d_diff).ravel()
+            keep &= in_ra(*_cell_ra(base, row, diff, order))
+            base, diff = base[keep], diff[keep]
+        nested, row = nested[keep], row[keep]
+    return nested
 
 
 def _range(region: RaDecRange, max_order: int) -> MOC:
     """A conservative coverage of an RA/Dec range (``ra_min > ra_max`` wraps through 0).
 
-    Cells are refined from order 0 down to an order whose cells are about an eighth of the
-    range, keeping every cell whose enclosing disk meets the range.  (``MOC.from_zone`` was
-    used before and missed cells that only partly overlap ranges touching RA 0.)
+    The coverage is made of the cells, at an order whose cells are about an eighth of the
+    range, whose exact RA/Dec box meets the range; they are found in tables of every cell of
+    orders up to 6 and refined two orders at a time below that, with no call into cdshealpix
+    (whose every call costs 50 µs or more).
+    (``MOC.from_zone`` was used before and missed cells that only partly overlap ranges
+    touching RA 0.)
     """
     ra_min, ra_max = region.ra_min, region.ra_max
     dec_min, dec_max = region.dec_min, region.dec_max
@@ -201,18 +341,9 @@ def _range(region: RaDecRange, max_order: int) -> MOC:
     size = min(dec_max - dec_min, span * math.cos(math.radians(widest_dec)))
     # Refining cell by cell costs more than a coarser superset saves beyond order 10.
     target = min(_adaptive_order(size, max_order), 10)
-    bounds = (ra_min, ra_max, dec_min, dec_max)
-    cells = np.arange(12, dtype=np.uint64)
-    order = 0
-    while True:
-        cells = cells[_cells_near_range(cells, order, bounds)]
-        if order == target or cells.size == 0:
-            break
-        children = cells[:, None] * np.uint64(4) + np.arange(4, dtype=np.uint64)
-        cells = np.asarray(children, dtype=np.uint64).ravel()
-        order += 1
+    cells = _range_cells(region, target).astype(np.uint64)
     return MOC.from_healpix_cells(
-        cells, np.full(cells.size, order, dtype=np.uint8), max_depth=max(order, 1)
+        cells, np.full(cells.size, target, dtype=np.uint8), max_depth=max(target, 1)
     )
 
 
