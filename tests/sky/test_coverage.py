@@ -410,3 +410,45 @@ def test_range_coverage_is_no_looser_than_before() -> None:
     # A 10° band about the equator: the cells of the rows it crosses, not much more.
     band = region_coverage(RaDecRange(0.0, 360.0, -5.0, 5.0), 18)
     assert _area(band) < 1.4 * np.sin(np.radians(5.0))
+
+
+@pytest.mark.parametrize(
+    ("vertices", "order"),
+    [
+        (((83.0, -6.0), (85.0, -6.0), (85.0, -4.0), (83.0, -4.0)), 7),
+        (((350, -5), (10, -5), (12, 8), (0, 1), (348, 8)), 5),
+        (tuple((float(k * 36), -60.0 if k % 2 else -80.0) for k in range(10)), 4),
+        (((10.0, 20.0), (10.0003, 20.0), (10.00015, 20.0002)), 18),
+    ],
+)
+def test_fast_polygon_moc_equals_mocpy_public_api(vertices, order: int) -> None:
+    """The direct call into mocpy's compiled polygon gives the public ``from_polygon`` MOC."""
+    import astropy.units as u
+    from astropy.coordinates import Latitude, Longitude
+    from mocpy import MOC
+
+    from skyvault.sky.coverage import _polygon_moc
+
+    ra = np.array([v[0] for v in vertices], dtype=np.float64)
+    dec = np.array([v[1] for v in vertices], dtype=np.float64)
+    expected = MOC.from_polygon(
+        lon=Longitude(ra, unit=u.deg), lat=Latitude(dec, unit=u.deg), max_depth=order
+    )
+    assert _polygon_moc(ra, dec, order) == expected
+    assert _polygon_moc(ra, dec, order).max_order == order
+
+
+def test_polygon_moc_falls_back_to_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from skyvault.sky import coverage
+
+    ra, dec = np.array([83.0, 85.0, 85.0, 83.0]), np.array([-6.0, -6.0, -4.0, -4.0])
+    expected = coverage._polygon_moc(ra, dec, 9)
+
+    def changed_signature(*args: object) -> None:
+        raise TypeError("from_polygon() takes 5 positional arguments")
+
+    for stub in (types.SimpleNamespace(), types.SimpleNamespace(from_polygon=changed_signature)):
+        monkeypatch.setattr(coverage, "mocpy_core", stub)
+        assert coverage._polygon_moc(ra, dec, 9) == expected

@@ -13,6 +13,27 @@ FloatArray = npt.NDArray[np.float64]
 ON_CIRCLE_EPS = 4e-16 * 1024
 
 
+def cross(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``numpy.cross(a, b)``, with a fast path for two float64 3-vectors.
+
+    The fast path does numpy's arithmetic (``a1·b2 − a2·b1``, …) on Python floats, so it gives
+    the same bits, without the axis handling that costs ``numpy.cross`` about 5 µs per call.
+    """
+    if (
+        type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.shape == (3,)
+        and b.shape == (3,)
+        and a.dtype == np.float64
+        and b.dtype == np.float64
+    ):
+        a0, a1, a2 = a.tolist()
+        b0, b1, b2 = b.tolist()
+        return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+    out: FloatArray = np.cross(a, b)
+    return out
+
+
 def radec_to_xyz(ra: npt.ArrayLike, dec: npt.ArrayLike) -> FloatArray:
     """Unit vectors (last axis x, y, z) of positions given in degrees."""
     ra_r = np.radians(np.asarray(ra, dtype=np.float64))
@@ -43,7 +64,7 @@ def det3(a: FloatArray, b: FloatArray, c: FloatArray) -> float:
 
     Computed from differences so that it keeps its sign for milliarcsecond triangles.
     """
-    return float(np.dot(np.cross(a - c, b - c), c))
+    return float(np.dot(cross(a - c, b - c), c))
 
 
 def edge_normal(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -52,12 +73,12 @@ def edge_normal(a: FloatArray, b: FloatArray) -> FloatArray:
     Written as ``(a + b) × (b − a) / 2`` so that it stays accurate for tiny edges: the
     difference is nearly exact, where ``a × b`` loses the digits that cancel.
     """
-    return unit(np.cross(a + b, b - a))
+    return unit(cross(a + b, b - a))
 
 
 def arc_angle(a: FloatArray, b: FloatArray) -> float:
     """Angle in radians between two unit vectors, stable for tiny and near-antipodal pairs."""
-    return math.atan2(float(np.linalg.norm(np.cross(a, b))), float(np.dot(a, b)))
+    return math.atan2(float(np.linalg.norm(cross(a, b))), float(np.dot(a, b)))
 
 
 def east_north(ra: float, dec: float) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -73,7 +94,7 @@ def east_north(ra: float, dec: float) -> tuple[FloatArray, FloatArray, FloatArra
 def on_arc(x: FloatArray, a: FloatArray, b: FloatArray, eps: float = ON_CIRCLE_EPS) -> bool:
     """Whether ``x``, assumed on the great circle of the minor arc ``a``-``b``, lies on it."""
     n = edge_normal(a, b)
-    return float(np.dot(np.cross(a, x), n)) >= -eps and float(np.dot(np.cross(x, b), n)) >= -eps
+    return float(np.dot(cross(a, x), n)) >= -eps and float(np.dot(cross(x, b), n)) >= -eps
 
 
 def arc_crossings(a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray) -> list[FloatArray]:
@@ -91,7 +112,7 @@ def arc_crossings(a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray) ->
         return []
     if (sa > eps and sb > eps) or (sa < -eps and sb < -eps):
         return []
-    axis = np.cross(n1, n2)
+    axis = cross(n1, n2)
     norm = float(np.linalg.norm(axis))
     if norm < eps:  # same great circle: the overlap is bounded by endpoints
         found = [p for p in (c, d) if on_arc(p, a, b)]
@@ -107,7 +128,7 @@ def arc_crossings(a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray) ->
 def distance_to_arc(p: FloatArray, a: FloatArray, b: FloatArray) -> float:
     """Angular distance in radians from ``p`` to the closed minor arc ``a``-``b``."""
     n = edge_normal(a, b)
-    if float(np.dot(p, np.cross(n, a))) >= 0.0 and float(np.dot(p, np.cross(b, n))) >= 0.0:
+    if float(np.dot(p, cross(n, a))) >= 0.0 and float(np.dot(p, cross(b, n))) >= 0.0:
         # The foot of the perpendicular lies on the arc: distance to the great circle.
         along = p - np.dot(p, n) * n
         return math.atan2(abs(float(np.dot(p, n))), float(np.linalg.norm(along)))

@@ -19,6 +19,9 @@ from skyvault.errors import GeometryError
 from skyvault.sky._vector import arc_angle, xyz_to_radec
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
 __all__ = [
     "HEALPIX29_ORDER",
     "MOC",
@@ -154,13 +157,30 @@ def _polygon(region: Polygon | Box, max_order: int) -> MOC:
     size = 2.0 * max(math.degrees(arc_angle(prepared.centre, v)) for v in prepared.xyz)
     order = _adaptive_order(size, max_order)
     radec = np.array([xyz_to_radec(v) for v in prepared.xyz])
-    moc = MOC.from_polygon(
-        lon=Longitude(radec[:, 0], unit=u.deg),
-        lat=Latitude(radec[:, 1], unit=u.deg),
-        max_depth=order,
-    )
+    moc = _polygon_moc(radec[:, 0], radec[:, 1], order)
     # Cells touching the boundary only through rounding: one ring of neighbours covers them.
     return moc.add_neighbours()
+
+
+def _polygon_moc(ra: FloatArray, dec: FloatArray, order: int) -> MOC:
+    """``MOC.from_polygon`` without building astropy angles (as :func:`_cone_moc`).
+
+    ``ra`` in [0, 360) and ``dec`` in [-90, 90], degrees, as :func:`xyz_to_radec` gives them:
+    the public API would only wrap and check them, at about 0.1 ms for the astropy angles.
+    The compiled function is called directly when present, and the public API otherwise
+    (``tests/sky/test_coverage.py`` checks both give the same MOC).
+    """
+    compiled = getattr(mocpy_core, "from_polygon", None)
+    lon = np.ascontiguousarray(ra, dtype=np.float64)
+    lat = np.ascontiguousarray(dec, dtype=np.float64)
+    if compiled is not None:
+        try:
+            return MOC(compiled(lon, lat, False, np.uint8(order)))
+        except TypeError:  # a mocpy whose compiled signature changed
+            pass
+    return MOC.from_polygon(
+        lon=Longitude(lon, unit=u.deg), lat=Latitude(lat, unit=u.deg), max_depth=order
+    )
 
 
 #: HEALPix base cells in the HEALPix projection plane (Calabretta & Roukema 2007: the plane in
@@ -170,16 +190,13 @@ def _polygon(region: Polygon | Box, max_order: int) -> MOC:
 #: a point of base cell b has longitude ``x_b + (x - x_b) / σ`` with ``σ = 2 - |y|``.
 _BASE_X = np.array([1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7], dtype=np.float64)
 _BASE_Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, -1, -1, -1, -1], dtype=np.int64)
-#: Orders up to this one have a table of every cell (order 6: 49 152 cells, 1.6 MB).
+#: Orders up to this one have a table of every cell (order 6: 49 152 cells, 2.4 MB).
 _TABLE_ORDER = 6
 #: Orders gained per refinement step below the tables (16 children per kept cell).
 _REFINE_STEP = 2
 #: A range narrower than the sky in RA starts from the finest table whose declination band
 #: holds at most this many cells, so that a narrow RA strip does not test a whole table.
 _START_CELLS = 4096
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
 
 
 @functools.lru_cache(maxsize=MAX_ORDER + 1)
