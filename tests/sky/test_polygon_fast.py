@@ -70,6 +70,11 @@ def _random_polygons(seed: int, count: int) -> list[np.ndarray]:
     return out
 
 
+HEMISPHERE_FAILURE = (
+    "polygon does not fit within a hemisphere (split it into smaller polygons combined with OR)"
+)
+
+
 def _prepare_both(xyz: np.ndarray) -> tuple[object, object]:
     results = []
     for prepare in (prepare_polygon, reference.prepare_polygon):
@@ -97,12 +102,18 @@ def _assert_same(fast: object, ref: object) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_random_simple_polygons_match_the_numpy_reference(seed: int) -> None:
-    valid = 0
+    rescued = 0
     for xyz in _random_polygons(seed, 60):
         fast, ref = _prepare_both(xyz)
+        assert isinstance(fast, PreparedPolygon), fast  # these polygons are all valid
+        if ref == HEMISPHERE_FAILURE:
+            # The former centre search could swing for ever across the narrow set of centres
+            # of a polygon up to 80° wide; the fast one falls back to the classic perceptron.
+            assert np.all(fast.xyz @ fast.centre > _polygon.HEMISPHERE_MARGIN)
+            rescued += 1
+            continue
         _assert_same(fast, ref)
-        valid += not isinstance(ref, str)
-    assert valid >= 55  # a wide polygon may defeat the hemisphere search of both
+    assert rescued <= 3
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -113,8 +124,15 @@ def test_shuffled_polygons_are_rejected_or_prepared_alike(seed: int) -> None:
     for xyz in _random_polygons(seed, 48):
         shuffled = xyz[rng.permutation(len(xyz))]
         fast, ref = _prepare_both(shuffled)
-        _assert_same(fast, ref)
         outcomes.add(isinstance(ref, str))
+        if ref == HEMISPHERE_FAILURE and fast != ref:
+            # Found a centre the former search missed (see above); later checks may still
+            # reject the polygon, for crossing edges.
+            centre = _polygon._hemisphere_centre(shuffled)
+            assert centre is not None
+            assert np.all(shuffled @ centre > _polygon.HEMISPHERE_MARGIN)
+            continue
+        _assert_same(fast, ref)
     assert outcomes == {True, False}
 
 
@@ -170,3 +188,28 @@ def test_the_crossing_screens_agree_and_keep_every_crossing(
             and arc_crossings(xyz[i], xyz[(i + 1) % n], xyz[j], xyz[(j + 1) % n])
         ]
         assert set(meeting) <= set(one_by_one)
+
+
+@pytest.mark.parametrize("radius", [80.0, 85.0, 89.0])
+def test_polygons_up_to_89_degrees_wide_are_accepted_and_right(radius: float) -> None:
+    """Vertices up to 89° from a centre fit in its hemisphere: such polygons are prepared,
+    and their points are those the astropy winding-number oracle finds inside."""
+    from skyvault.sky.geometry import point_in_polygon
+    from skyvault.sky.regions import Polygon
+
+    from .oracle import inside_polygon, random_sky
+
+    rng = np.random.default_rng(int(radius))
+    ra, dec = random_sky(4000, int(radius))
+    for k in range(6):
+        n = [3, 5, 8][k % 3]
+        angles = (np.arange(n) + rng.uniform(0.0, 0.9, n)) * (2.0 * math.pi / n)
+        scale = np.ones(n) if k % 2 else np.where(np.arange(n) % 2 == 0, 1.0, 0.5)
+        xyz = _ring(rng.uniform(0, 360), rng.uniform(-90, 90), radius, angles, scale)
+        vertices = tuple(
+            (math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(z)))
+            for x, y, z in xyz.tolist()
+        )
+        polygon = Polygon(vertices)
+        expected = inside_polygon(ra, dec, vertices)
+        assert np.array_equal(point_in_polygon(ra, dec, polygon), expected)

@@ -33,6 +33,9 @@ STRAIGHT = 1e-12
 #: Vertices must lie this far (dot product) inside the open hemisphere that holds them.
 HEMISPHERE_MARGIN = 1e-9
 MAX_VERTICES = 2000
+#: Steps of the classic perceptron tried when the quick centre search fails (enough for
+#: vertices 89.5° from a centre).
+_PERCEPTRON_STEPS = 20_000
 #: Up to this many vertices, pairs of edges are screened one by one for crossings; above it,
 #: all pairs at once with numpy, in blocks of this many edges.
 _PAIRWISE_LIMIT = 32
@@ -114,6 +117,18 @@ def _hemisphere_centre(xyz: FloatArray) -> FloatArray | None:
             return centre
         # Perceptron step: tilt the centre towards the worst vertex.
         centre = unit(centre + 0.5 * xyz[worst])
+    # Steps of a fixed size can swing for ever across a narrow set of centres (vertices up to
+    # 80° from a centre, say); the classic perceptron, adding the worst vertex to an
+    # unnormalised sum, converges whenever a centre leaves every vertex a margin γ above
+    # HEMISPHERE_MARGIN, in about 1 / (γ - HEMISPHERE_MARGIN)² steps.
+    total = np.sum(xyz, axis=0)
+    for _ in range(_PERCEPTRON_STEPS):
+        dots = xyz @ total
+        worst = int(np.argmin(dots))
+        norm = float(np.linalg.norm(total))
+        if norm > 0.0 and dots[worst] > HEMISPHERE_MARGIN * norm:
+            return unit(total)
+        total = total + xyz[worst]
     return None
 
 
