@@ -452,3 +452,26 @@ def test_polygon_moc_falls_back_to_the_public_api(monkeypatch: pytest.MonkeyPatc
     for stub in (types.SimpleNamespace(), types.SimpleNamespace(from_polygon=changed_signature)):
         monkeypatch.setattr(coverage, "mocpy_core", stub)
         assert coverage._polygon_moc(ra, dec, 9) == expected
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0.0, 0.0, -10.0, 10.0),  # the meridian RA 0
+        (360.0, 360.0, 5.0, 6.0),
+        (123.0, 123.0, -90.0, 90.0),
+        (0.0, 360.0, 90.0, 90.0),  # the north pole
+        (17.0, 18.0, -90.0, -90.0),  # the south pole
+        (0.0, 360.0, 0.0, 0.0),  # the equator
+        (359.0, 1.0, 41.8103149, 41.8103149),  # the polar caps' edge, across RA 0
+        (0.0, 360.0, -90.0, 90.0),  # everything
+    ],
+)
+@pytest.mark.parametrize("max_order", [0, 5, 18])
+def test_degenerate_ranges_are_covered(
+    box: tuple[float, float, float, float], max_order: int
+) -> None:
+    region = RaDecRange(*box)
+    moc = region_coverage(region, max_order)
+    ra, dec = _points_in_range(region, 400, 1)
+    assert np.all(moc.contains_lonlat(*_lonlat_deg(ra, dec)))
