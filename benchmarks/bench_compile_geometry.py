@@ -8,7 +8,9 @@ Measures, with medians of ``--repeat`` calls each:
   coverage);
 * ``Polygon.from_flat`` (validation and convex decomposition) of that polygon;
 * ``region_coverage`` of the two regions at the translator's maximum order (18), with the
-  coverage's cell count and area, so a faster coverage can be checked to stay as tight.
+  coverage's cell count and area, so a faster coverage can be checked to stay as tight;
+  the same for a few more RA/Dec ranges (wrapping, polar, narrow, thin; medians of at most
+  50 calls).
 
 With ``--baseline REV`` the same measurements are repeated, in a child process, on the
 ``src/`` tree of the git revision ``REV`` (extracted into a temporary directory), so the
@@ -47,6 +49,15 @@ POLYGON_QUERY = (
 )
 POLYGON_FLAT = [83.0, -6.0, 85.0, -6.0, 85.0, -4.0, 83.0, -4.0]
 MAX_ORDER = 18  # skyvault.adql.translate.COVERAGE_MAX_ORDER
+#: More RA/Dec ranges (ra_min, ra_max, dec_min, dec_max): wrapping, polar, narrow, thin.
+MORE_RANGES = [
+    (350.0, 10.0, -10.0, 10.0),
+    (0.0, 360.0, 80.0, 90.0),
+    (10.0, 11.0, 5.0, 6.0),
+    (10.0, 11.0, -90.0, 90.0),
+    (100.0, 100.01, 20.0, 20.01),
+    (0.0, 360.0, 10.0, 10.5),
+]
 
 
 def median_ms(call: Callable[[], object], repeat: int) -> float:
@@ -88,7 +99,14 @@ def measure(data: Path, repeat: int) -> dict[str, Any]:
     times["region_coverage(polygon, 18)"] = median_ms(
         lambda: region_coverage(polygon, MAX_ORDER), repeat
     )
-    for label, region in (("dec -5..5 band", band), ("polygon", polygon)):
+    for box in MORE_RANGES:
+        region = RaDecRange(*box)
+        times[f"region_coverage(RaDecRange{box}, 18)"] = median_ms(
+            lambda region=region: region_coverage(region, MAX_ORDER), min(repeat, 50)
+        )
+    labelled = [("dec -5..5 band", band), ("polygon", polygon)]
+    labelled += [(f"RaDecRange{box}", RaDecRange(*box)) for box in MORE_RANGES]
+    for label, region in labelled:
         moc = region_coverage(region, MAX_ORDER)
         ranges = np.asarray(moc.to_depth29_ranges, dtype=np.uint64).astype(np.float64)
         fraction = float(np.sum(ranges[:, 1] - ranges[:, 0])) / (12.0 * 4.0**29)
@@ -163,7 +181,7 @@ def main() -> None:
         cells = []
         for label in labels:
             c = results[label]["coverage"][key]
-            cells.append(f"order {c['order']}, {c['cells']} cells, {c['area_deg2']:.1f} deg²")
+            cells.append(f"order {c['order']}, {c['cells']} cells, {c['area_deg2']:.4g} deg²")
         print(f"| {key} | " + " | ".join(cells) + " |")
     print(f"load {os.getloadavg()[0]:.2f}")
 
