@@ -879,24 +879,36 @@ class _Pruner:
         moc = region_coverage(region, COVERAGE_MAX_ORDER)
         self.mocs.setdefault(source.occurrence, []).append(moc)
 
+    def region_condition(
+        self, node: exp.Expr, sources: list[Source]
+    ) -> tuple[Source, Circle | Polygon | Box] | None:
+        """``(source, region)`` when ``node`` is ``CONTAINS(POINT(ra, dec), region) = 1``
+        (either side, or INTERSECTS either way round) with a constant region."""
+        if not isinstance(node, exp.EQ):
+            return None
+        for side, other in ((node.this, node.expression), (node.expression, node.this)):
+            pred = _unparen(side)
+            if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
+                continue
+            if self.constant(other) != 1.0:
+                return None
+            args = pred.coordinates
+            order = [(args[0], args[1])]
+            if isinstance(pred, nodes.Intersects):
+                order.append((args[1], args[0]))
+            for point, region_node in order:
+                source = self.column_point(point, sources)
+                region = self.checked.regions.get(id(_unparen(region_node)))
+                if source is not None and isinstance(region, (Circle, Polygon, Box)):
+                    return source, region
+            return None
+        return None
+
     def constraint(self, node: exp.Expr, sources: list[Source]) -> None:
-        if isinstance(node, (exp.EQ,)):
-            for side, other in ((node.this, node.expression), (node.expression, node.this)):
-                pred = _unparen(side)
-                if (
-                    isinstance(pred, (nodes.Contains, nodes.Intersects))
-                    and self.constant(other) == 1.0
-                ):
-                    args = pred.coordinates
-                    order = [(args[0], args[1])]
-                    if isinstance(pred, nodes.Intersects):
-                        order.append((args[1], args[0]))
-                    for point, region_node in order:
-                        source = self.column_point(point, sources)
-                        region = self.checked.regions.get(id(_unparen(region_node)))
-                        if source is not None and isinstance(region, (Circle, Polygon, Box)):
-                            self.add(source, region)
-                            return
+        region = self.region_condition(node, sources)
+        if region is not None:
+            self.add(*region)
+            return
         if isinstance(node, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
             left, right = _unparen(node.this), _unparen(node.expression)
             flip = isinstance(node, (exp.GT, exp.GTE))
@@ -1208,25 +1220,10 @@ def _sky_cut(node: exp.Expr, sources: list[Source], pruner: _Pruner) -> SkyCut |
     Mirrors :meth:`_Emitter.comparison`: a CONTAINS/INTERSECTS compared with 1 is the bare
     point-in-region predicate; a DISTANCE compared with a constant is that comparison.
     """
-    if isinstance(node, exp.EQ):
-        for side, other in ((node.this, node.expression), (node.expression, node.this)):
-            pred = _unparen(side)
-            if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
-                continue
-            if pruner.constant(other) != 1.0:
-                return None
-            args = pred.coordinates
-            pairs = [(args[0], args[1])]
-            if isinstance(pred, nodes.Intersects):
-                pairs.append((args[1], args[0]))
-            for point, region_node in pairs:
-                source = pruner.column_point(point, sources)
-                region = pruner.checked.regions.get(id(_unparen(region_node)))
-                if source is not None and isinstance(region, (Circle, Polygon, Box)):
-                    ra, dec = _position_columns(source)
-                    return SkyCut(ra, dec, region=region)
-            return None
-        return None
+    found = pruner.region_condition(node, sources)
+    if found is not None:
+        ra, dec = _position_columns(found[0])
+        return SkyCut(ra, dec, region=found[1])
     ops: dict[type[exp.Expr], str] = {exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
     op = ops.get(type(node))
     if op is None:
