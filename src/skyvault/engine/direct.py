@@ -11,7 +11,8 @@ executor evaluates it here instead, with numpy:
 
 * every sky cut is the same formula the SQL uses (:mod:`skyvault.sky.sql` mirrors
   :mod:`skyvault.sky.geometry`): the chord test for circles, half-space tests for polygons
-  and boxes, the ``atan2`` distance for DISTANCE comparisons;
+  and boxes, the ``atan2`` distance for DISTANCE comparisons (agreeing with DuckDB's to
+  rounding, as :mod:`skyvault.sky.sql` says);
 * NULL or NaN positions never match (SQL: NULL is not true; NaN compares false here and in
   DuckDB's predicate);
 * comparisons of a column with a constant use Arrow's kernels, with DuckDB's rules where
@@ -33,7 +34,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from skyvault.adql.translate import ColumnTest, DirectSelect, SkyCut
-from skyvault.sky.geometry import contains_points
+from skyvault.sky.geometry import angular_distance, contains_points
 
 __all__ = ["evaluate"]
 
@@ -151,27 +152,9 @@ def _cut(cut: SkyCut, ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDAr
     cra, cdec = cut.centre
     with np.errstate(invalid="ignore"):
         if cut.column_first:
-            distance = _distance(ra, dec, cra, cdec)
+            distance = angular_distance(ra, dec, cra, cdec)
         else:
-            distance = _distance(cra, cdec, ra, dec)
+            distance = angular_distance(cra, cdec, ra, dec)
         compare = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
         out: NDArray[np.bool_] = compare[cut.op](distance, cut.radius)
-    return out
-
-
-def _distance(
-    ra1: NDArray[np.float64] | float,
-    dec1: NDArray[np.float64] | float,
-    ra2: NDArray[np.float64] | float,
-    dec2: NDArray[np.float64] | float,
-) -> NDArray[np.float64]:
-    """ADQL DISTANCE in degrees, term for term :func:`skyvault.sky.sql.distance_sql`."""
-    p1, p2 = np.radians(dec1), np.radians(dec2)
-    dl = np.radians(ra2) - np.radians(ra1)
-    num = np.sqrt(
-        (np.cos(p2) * np.sin(dl)) ** 2
-        + (np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)) ** 2
-    )
-    den = np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dl)
-    out: NDArray[np.float64] = np.degrees(np.arctan2(num, den))
     return out
