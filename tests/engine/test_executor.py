@@ -233,6 +233,20 @@ def test_data_errors_are_query_errors_without_paths(
     assert str(data) not in str(info.value)
 
 
+def test_division_by_zero_is_a_query_error_in_adql_terms(
+    catalogue: tuple[Path, StoredTable], executor: LocalExecutor
+) -> None:
+    _, stored = catalogue
+    plan = plan_query(
+        'SELECT 1 // COUNT(*) FROM "__sv_t0" WHERE false', [("__sv_t0", stored, None)], []
+    )
+    with pytest.raises(QueryError) as info:
+        executor.execute(plan).to_table()
+    assert "division by zero" in str(info.value)
+    assert "SET" not in str(info.value) and "TRY" not in str(info.value)
+    assert info.value.hint is not None and "CASE" in info.value.hint
+
+
 def test_engine_faults_say_nothing_about_the_server(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:

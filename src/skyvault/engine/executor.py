@@ -348,7 +348,8 @@ def _with_names(columns: tuple[ColumnMeta, ...], schema: pa.Schema) -> tuple[Col
     return columns
 
 
-_PATHS = re.compile(r"(/[^\s\"']+)+")
+_PATHS = re.compile(r"(?:/[^\s\"'/]+){2,}/?")
+"""Server paths in DuckDB's messages (two segments at least, so SQL's ``//`` is left alone)."""
 _USER_ERRORS = (
     duckdb.ConversionException,
     duckdb.OutOfRangeException,
@@ -371,6 +372,12 @@ def _translate_error(exc: BaseException, timer: _Timer, token: CancelToken) -> B
         return QueryError(
             "the query needs more memory than this service allows",
             hint="select fewer columns or rows, or aggregate on the server",
+        )
+    if isinstance(exc, _USER_ERRORS) and "division by zero" in str(exc).lower():
+        # DuckDB's own advice (TRY, SET error_on_division_by_zero) is not ADQL.
+        return QueryError(
+            "division by zero",
+            hint="guard the divisor, e.g. CASE WHEN COUNT(*) > 0 THEN 1.0 / COUNT(*) END",
         )
     if isinstance(exc, _USER_ERRORS):
         message = _PATHS.sub("<file>", str(exc).splitlines()[0])
