@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import astropy.units as u
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -744,7 +745,14 @@ def test_fuzz_translations_run_or_fail_cleanly(text: str) -> None:
     except AdqlError:
         return
     empty: dict[str, TableMeta] = {t.qualified_name: t for t in CATALOG}
-    run(translation, {name: empty_table(meta) for name, meta in empty.items()})
+    try:
+        run(translation, {name: empty_table(meta) for name, meta in empty.items()})
+    except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfRangeException):
+        # An error in the values (``1 / COUNT(*)`` over an empty table divides by zero), not
+        # in the SQL: the executor reports these to the user as a QueryError with DuckDB's
+        # message (tests/engine/test_executor.py).  Binder, parser and internal errors still
+        # fail this test.
+        return
 
 
 # --- timing (reported, not asserted) ----------------------------------------------------------
