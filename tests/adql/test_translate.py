@@ -23,7 +23,7 @@ from astropy.coordinates import SkyCoord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skyvault.adql.translate import CrossMatch, Translation, compile_adql
+from skyvault.adql.translate import Translation, compile_adql
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import AdqlError
 from tests.adql._catalog import (
@@ -415,7 +415,13 @@ def test_crossmatch_against_brute_force() -> None:
             f"JOIN tycho2.main AS t ON {condition}",
             CATALOG,
         )
-        assert translation.crossmatch == CrossMatch("__sv_t0", "__sv_t1", radius)
+        match = translation.crossmatch
+        assert match is not None and match.sides is not None
+        assert (match.left, match.right, match.radius_deg) == ("__sv_t0", "__sv_t1", radius)
+        assert [(s.ra, s.dec, s.columns) for s in match.sides] == [
+            ('"s0"."coord_ra"', '"s0"."coord_dec"', ("coord_ra", "coord_dec")),
+            ('"s1"."ra"', '"s1"."dec"', ("ra", "dec")),
+        ]
         result = run(translation, {"tycho2.main": left, "dp02_dc2_catalogs.Object": right})
         got = set(zip(result["objectId"].to_pylist(), result["id"].to_pylist(), strict=True))
         a = SkyCoord(ra * u.deg, dec * u.deg)

@@ -62,6 +62,7 @@ __all__ = [
     "ColumnTest",
     "CrossMatch",
     "DirectSelect",
+    "MatchSide",
     "SkyCut",
     "TableRef",
     "Translation",
@@ -122,12 +123,34 @@ class TableRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class MatchSide:
+    """One side of a cross-match: a FROM item and the position its distance is taken of."""
+
+    name: str
+    """The table occurrence's placeholder (``__sv_t0``), or the alias of a subquery or CTE
+    reference (``s3``)."""
+    alias: str
+    """The item's SQL range variable (``s0``), which ``ra``/``dec`` qualify columns by."""
+    ra: str
+    """SQL of the position's RA as the query's predicate computes it (``"s0"."lon"``)."""
+    dec: str
+    columns: tuple[str, str] | None = None
+    """The (RA, Dec) column names when the position is two plain columns of the item."""
+    derived: bool = False
+    """A subquery or CTE reference (no view of its own: the SQL keys it)."""
+    tables: tuple[str, ...] = ()
+    """For a derived item: the placeholders of the table occurrences it reads."""
+
+
+@dataclasses.dataclass(frozen=True)
 class CrossMatch:
-    """Two positional tables joined on their distance (``left``/``right`` are placeholders)."""
+    """Two FROM items joined on their distance: ``left``/``right`` are the sides' names
+    (:attr:`MatchSide.name`), ``sides`` their positions."""
 
     left: str
     right: str
     radius_deg: float
+    sides: tuple[MatchSide, MatchSide] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -736,6 +759,26 @@ class _Bounds:
     used: bool = False
 
 
+_Position = tuple[Source, exp.Expr, exp.Expr]
+"""A FROM item and the RA and Dec expressions of a position of it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Join:
+    """A distance join found in a condition: the comparison node (None: CONTAINS form),
+    both positions and the radius."""
+
+    node: exp.Expr | None
+    left: _Position
+    right: _Position
+    radius: float
+
+
+def _ctes(tree: exp.Expr) -> Iterator[exp.CTE]:
+    """Every CTE of the query (WITH at any level)."""
+    yield from tree.find_all(exp.CTE)
+
+
 class _Pruner:
     """Finds the positional constraints of each table occurrence and distance joins.
 
@@ -768,21 +811,64 @@ class _Pruner:
                     self.constraint(conjunct, optional)
                     match = self.distance_join(conjunct, sources)
                     # A distance in the ON of the join that brings in one of the two
-                    # tables (the other one joined before) is a cross-match of that join.
-                    if match is not None and target in match[1:3]:
-                        other = match[2] if match[1] is target else match[1]
+                    # items (the other one joined before) is a cross-match of that join.
+                    if match is not None and target in (match.left[0], match.right[0]):
+                        other = match.right[0] if match.left[0] is target else match.left[0]
                         if other in self.earlier(select, join):
                             self.cross_match(match)
 
-    def cross_match(self, match: tuple[exp.Expr | None, Source, Source, float] | None) -> None:
+    def cross_match(self, match: _Join | None) -> None:
         if match is None:
             return
-        node, left, right, radius = match
-        if node is not None:
-            self.emitter.bands[id(node)] = radius
+        if match.node is not None:
+            self.emitter.bands[id(match.node)] = match.radius
         pairs = {frozenset((m.left, m.right)) for m in self.crossmatches}
-        if frozenset((left.relation, right.relation)) not in pairs:
-            self.crossmatches.append(CrossMatch(left.relation, right.relation, radius))
+        sides = (self.match_side(*match.left), self.match_side(*match.right))
+        if frozenset((sides[0].name, sides[1].name)) not in pairs:
+            self.crossmatches.append(CrossMatch(sides[0].name, sides[1].name, match.radius, sides))
+
+    def match_side(self, source: Source, ra: exp.Expr, dec: exp.Expr) -> MatchSide:
+        """The :class:`MatchSide` of ``source`` with position ``(ra, dec)``."""
+        emitter = self.emitter
+        ra_sql, dec_sql = (
+            _cast(emitter.value(n), emitter.info(n), "DOUBLE")
+            for n in (_unparen(ra), _unparen(dec))
+        )
+        columns = None
+        a, b = _unparen(ra), _unparen(dec)
+        if isinstance(a, exp.Column) and isinstance(b, exp.Column):
+            columns = (
+                self.checked.bindings[id(a)].column.sql,
+                self.checked.bindings[id(b)].column.sql,
+            )
+        if source.occurrence is not None:
+            return MatchSide(source.relation, source.alias, ra_sql, dec_sql, columns)
+        return MatchSide(
+            source.alias, source.alias, ra_sql, dec_sql, columns, True, self.derived_tables(source)
+        )
+
+    def derived_tables(self, source: Source) -> tuple[str, ...]:
+        """The placeholders of the table occurrences a subquery or CTE reference reads."""
+        tree = self.checked.query.tree
+        node = next((n for n in tree.walk() if self.checked.sources.get(id(n)) is source), None)
+        if node is None:
+            return ()
+        bodies: list[exp.Expr] = [node]
+        ctes = {name: cte for cte in _ctes(tree) if (name := self.checked.cte_names.get(id(cte)))}
+        out: list[str] = []
+        seen: set[str] = set()
+        while bodies:
+            body = bodies.pop()
+            for table in body.find_all(exp.Table):
+                found = self.checked.sources.get(id(table))
+                if found is None:
+                    continue
+                if found.occurrence is not None:
+                    out.append(found.relation)
+                elif found.relation in ctes and found.relation not in seen:
+                    seen.add(found.relation)
+                    bodies.append(ctes[found.relation].this)
+        return tuple(dict.fromkeys(out))
 
     @staticmethod
     def constraints(select: exp.Select) -> Iterator[exp.Expr]:
@@ -798,8 +884,9 @@ class _Pruner:
     def outer_joins(
         self, select: exp.Select
     ) -> Iterator[tuple[exp.Join, Source | None, list[Source]]]:
-        """Each LEFT/RIGHT join with an ON condition, the table occurrence it brings in
-        (None for a subquery or a nested join) and the sources on its optional side: the
+        """Each LEFT/RIGHT join with an ON condition, the FROM item it brings in (a table
+        occurrence, subquery or CTE reference; None for a nested join) and the sources on
+        its optional side: the
         joined item for LEFT, everything joined before it for RIGHT.  FULL joins preserve
         both sides: nothing may be pruned from their ON."""
         joins: list[exp.Join] = list(select.args.get("joins") or [])
@@ -809,8 +896,6 @@ class _Pruner:
                 continue
             item_sources = self.item_sources(join.this)
             target = self.checked.sources.get(id(join.this))
-            if target is not None and target.occurrence is None:
-                target = None
             optional = item_sources if side == "LEFT" else self.earlier(select, join)
             yield join, target, optional
 
@@ -985,9 +1070,56 @@ class _Pruner:
         else:
             b.dec_max = min(b.dec_max, value)
 
-    def distance_join(
-        self, node: exp.Expr, sources: list[Source]
-    ) -> tuple[exp.Expr | None, Source, Source, float] | None:
+    def position_of(self, node: exp.Expr, sources: list[Source]) -> Source | None:
+        """The one FROM item of ``sources`` that ``node``, a coordinate, is computed from:
+        its columns all belong to that item (no USING-merged column), and it is plain
+        arithmetic (no subquery, aggregate, random number or function call whose rows
+        could differ between two evaluations)."""
+        node = _unparen(node)
+        found: list[Source] = []
+
+        def walk(n: exp.Expr) -> bool:
+            n = _unparen(n)
+            if isinstance(n, exp.Column):
+                binding = self.checked.bindings.get(id(n))
+                if binding is None or binding.merged or binding.source not in sources:
+                    return False
+                found.append(binding.source)
+                return True
+            if isinstance(n, (exp.Literal, exp.Null)):
+                return True
+            if isinstance(n, exp.Neg):
+                return walk(n.this)
+            if isinstance(n, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
+                return walk(n.this) and walk(n.expression)
+            return False
+
+        if not walk(node) or not found or any(f is not found[0] for f in found):
+            return None
+        info = self.info(node)
+        if info is None or info.kind != "numeric" or info.aggregate:
+            return None
+        return found[0]
+
+    def point_of(self, node: exp.Expr, sources: list[Source]) -> _Position | None:
+        """``(item, ra, dec)`` when ``node`` is ``POINT(ra, dec)`` of one FROM item."""
+        node = _unparen(node)
+        if not isinstance(node, nodes.Point) or len(node.coordinates) != 2:
+            return None
+        return self.pair_of(node.coordinates[0], node.coordinates[1], sources)
+
+    def pair_of(self, ra: exp.Expr, dec: exp.Expr, sources: list[Source]) -> _Position | None:
+        source = self.position_of(ra, sources)
+        if source is None or self.position_of(dec, sources) is not source:
+            return None
+        return source, ra, dec
+
+    def distance_join(self, node: exp.Expr, sources: list[Source]) -> _Join | None:
+        """The cross-match ``node`` expresses, if it is one: a distance between positions
+        of two FROM items bounded by a constant (``DISTANCE(...) < r``, ``<=``, or
+        ``r > DISTANCE(...)``, ``>=``; POINT or 4-argument form, either item first), or
+        ``CONTAINS(POINT(a), CIRCLE(b, r)) = 1`` (either operand order, either item inside
+        the CIRCLE; INTERSECTS of a POINT and a CIRCLE, either way round, likewise)."""
         if isinstance(node, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
             left, right = _unparen(node.this), _unparen(node.expression)
             flip = isinstance(node, (exp.GT, exp.GTE))
@@ -996,33 +1128,52 @@ class _Pruner:
             if not isinstance(dist, nodes.Distance) or radius is None or not 0 <= radius <= 180:
                 return None
             args = dist.coordinates
-            if len(args) != 2:
+            if len(args) == 2:
+                a, b = self.point_of(args[0], sources), self.point_of(args[1], sources)
+            elif len(args) == 4:
+                a = self.pair_of(args[0], args[1], sources)
+                b = self.pair_of(args[2], args[3], sources)
+            else:
                 return None
-            a, b = self.column_point(args[0], sources), self.column_point(args[1], sources)
-            if a is not None and b is not None and a is not b:
-                return node, a, b, radius
+            if a is not None and b is not None and a[0] is not b[0]:
+                return _Join(node, a, b, radius)
             return None
         if isinstance(node, exp.EQ):
             for side, other in ((node.this, node.expression), (node.expression, node.this)):
                 pred = _unparen(side)
-                if not isinstance(pred, nodes.Contains) or self.constant(other) != 1.0:
+                if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
                     continue
-                a = self.column_point(pred.coordinates[0], sources)
-                circle = _unparen(pred.coordinates[1])
-                if a is None or not isinstance(circle, nodes.Circle):
+                if self.constant(other) != 1.0:
                     continue
-                coords = circle.coordinates
-                centre = coords[0] if len(coords) == 2 else None
-                b = self.column_point(centre, sources) if centre is not None else None
-                if len(coords) == 3:
-                    ra = self.position_column(coords[0], sources)
-                    dec = self.position_column(coords[1], sources)
-                    if ra and dec and ra[0] is dec[0] and (ra[1], dec[1]) == ("ra", "dec"):
-                        b = ra[0]
-                radius = self.constant(coords[-1])
-                if b is not None and b is not a and radius is not None and 0 <= radius <= 180:
-                    return None, a, b, radius
+                args = pred.coordinates
+                orders = [(args[0], args[1])]
+                if isinstance(pred, nodes.Intersects):
+                    orders.append((args[1], args[0]))
+                for point, circle in orders:
+                    found = self.point_in_circle(point, circle, sources)
+                    if found is not None:
+                        return found
         return None
+
+    def point_in_circle(
+        self, point: exp.Expr, circle: exp.Expr, sources: list[Source]
+    ) -> _Join | None:
+        """``POINT(a)`` inside ``CIRCLE(b, r)`` for two FROM items and a constant ``r``."""
+        a = self.point_of(point, sources)
+        circle = _unparen(circle)
+        if a is None or not isinstance(circle, nodes.Circle):
+            return None
+        coords = circle.coordinates
+        if len(coords) == 2:
+            b = self.point_of(coords[0], sources)
+        elif len(coords) == 3:
+            b = self.pair_of(coords[0], coords[1], sources)
+        else:
+            return None
+        radius = self.constant(coords[-1])
+        if b is None or b[0] is a[0] or radius is None or not 0 <= radius <= 180:
+            return None
+        return _Join(None, a, b, radius)
 
     def coverage(self, occurrence: int) -> MOC | None:
         mocs = list(self.mocs.get(occurrence, []))

@@ -102,7 +102,7 @@ class Archive:
                     positions[ref.placeholder] = (ref.meta.ra_column, ref.meta.dec_column)
             else:
                 refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
-        crossmatch = [(m.left, m.right, m.radius_deg) for m in translation.crossmatches]
+        crossmatch = list(translation.crossmatches)
         stored = {placeholder for placeholder, t, _ in refs if isinstance(t, StoredTable)}
         direct = translation.direct  # only over a stored table (not an upload)
         if direct is not None and direct.placeholder not in stored:

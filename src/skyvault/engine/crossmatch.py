@@ -26,6 +26,7 @@ SQL, and zone/bin cells are.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlglot
@@ -33,7 +34,14 @@ from sqlglot import exp
 
 from skyvault.sky.sql import double_literal
 
-__all__ = ["KEY_COLUMN", "CellJoin", "plan_cell_join"]
+__all__ = [
+    "KEY_COLUMN",
+    "CellJoin",
+    "DerivedSide",
+    "exploded_select",
+    "keyed_select",
+    "plan_cell_join",
+]
 
 KEY_COLUMN = "__sv_cell"
 _SAFETY = 1.1  # bins 10% wider than needed: covers the sin/asin non-linearity for large r
@@ -50,7 +58,9 @@ class CellJoin:
 
 
 def _zone_sql(dec: str, h: float) -> str:
-    return f"CAST(floor(({dec} + 90.0e0) / {double_literal(h)}) AS BIGINT)"
+    # TRY_CAST: a NaN or infinite declination has no zone (NULL joins nothing, and the
+    # distance predicate is not true for it either) instead of a conversion error.
+    return f"TRY_CAST(floor(({dec} + 90.0e0) / {double_literal(h)}) AS BIGINT)"
 
 
 def _bins_sql(zone: str, h: float, radius: float) -> str:
@@ -68,6 +78,13 @@ def _bins_sql(zone: str, h: float, radius: float) -> str:
     )
 
 
+def _own_bin_sql(ra: str, bins: str) -> str:
+    """The RA bin of ``ra`` among ``bins``, for any RA (-10 is 350; NaN has none): the same
+    formula on both sides of the join, so they agree on every row."""
+    wrapped = f"({ra} - 360.0e0 * floor({ra} / 360.0e0))"
+    return f"TRY_CAST(floor({wrapped} / 360.0e0 * {bins}) AS BIGINT)"
+
+
 def _key_sql(zone: str, bin_: str) -> str:
     return f"({zone} * 4294967296 + {bin_})"
 
@@ -81,50 +98,98 @@ def _tagged_key(key: str, tag: str | None) -> str:
     return f"(CAST({key} AS HUGEINT) * 4294967296 + {tag})"
 
 
-def keyed_select(base_sql: str, ra: str, dec: str, radius: float, tag: str | None = None) -> str:
+def _positions_select(base_sql: str, ra: str, dec: str, alias: str | None) -> str:
+    """``base_sql`` with its position as ``__sv_ra``/``__sv_dec`` and its zone of a height
+    to be filled in: the rows are named ``alias`` so that ``ra``/``dec`` (SQL over the
+    row's columns, as the query writes them: ``"s0"."lon"``) can be evaluated here."""
+    name = quote_identifier(alias) if alias else "__sv_b"
+    return f"SELECT *, {ra} AS __sv_ra, {dec} AS __sv_dec FROM ({base_sql}) AS {name}"
+
+
+def keyed_select(
+    base_sql: str,
+    ra: str,
+    dec: str,
+    radius: float,
+    tag: str | None = None,
+    alias: str | None = None,
+) -> str:
     """``base_sql`` with each row's cell key added as :data:`KEY_COLUMN`.
 
-    ``tag`` names a column of ``base_sql`` folded into the key (and dropped)."""
+    ``ra`` and ``dec`` are SQL expressions over the rows of ``base_sql``, named ``alias``
+    (None: unnamed, so only bare column names); ``tag`` names a column of ``base_sql``
+    folded into the key (and dropped)."""
     h = max(radius, _MIN_HEIGHT_DEG)
-    zone = _zone_sql(f'"{dec}"', h)
+    zone = _zone_sql("__sv_dec", h)
     bins = _bins_sql("__sv_z", h, radius)
-    bin_ = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT) % {bins}'
+    bin_ = f"{_own_bin_sql('__sv_ra', bins)} % {bins}"
     key = _tagged_key(_key_sql("__sv_z", bin_), f'"{tag}"' if tag else None)
-    excluded = "__sv_z" + (f', "{tag}"' if tag else "")
+    excluded = "__sv_ra, __sv_dec, __sv_z" + (f', "{tag}"' if tag else "")
     return (
         f"SELECT * EXCLUDE ({excluded}), {key} AS {KEY_COLUMN} "
-        f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql}))"
+        f"FROM (SELECT *, {zone} AS __sv_z FROM ({_positions_select(base_sql, ra, dec, alias)}))"
     )
 
 
-def exploded_select(base_sql: str, ra: str, dec: str, radius: float, tag: str | None = None) -> str:
+def exploded_select(
+    base_sql: str,
+    ra: str,
+    dec: str,
+    radius: float,
+    tag: str | None = None,
+    alias: str | None = None,
+) -> str:
     """``base_sql`` repeated once per cell of the 3 × 3 block around each row (9 distinct
-    cells: see :func:`_bins_sql`); ``tag`` as for :func:`keyed_select`."""
+    cells: see :func:`_bins_sql`); the arguments as for :func:`keyed_select`."""
     h = max(radius, _MIN_HEIGHT_DEG)
-    zone = _zone_sql(f'"{dec}"', h)
+    zone = _zone_sql("__sv_dec", h)
     z = "(__sv_z + __sv_o.__sv_dz)"
     bins = _bins_sql(z, h, radius)
-    own_bin = f'CAST(floor("{ra}" / 360.0e0 * {bins}) AS BIGINT)'
+    own_bin = _own_bin_sql("__sv_ra", bins)
     bin_ = f"(({own_bin} + __sv_o.__sv_db) % {bins} + {bins}) % {bins}"
     offsets = ", ".join(f"({dz}, {db})" for dz in (-1, 0, 1) for db in (-1, 0, 1))
     key = _tagged_key(_key_sql(z, bin_), f'"{tag}"' if tag else None)
-    excluded = "__sv_z, __sv_dz, __sv_db" + (f', "{tag}"' if tag else "")
+    excluded = "__sv_ra, __sv_dec, __sv_z, __sv_dz, __sv_db" + (f', "{tag}"' if tag else "")
     return (
         f"SELECT * EXCLUDE ({excluded}), {key} AS {KEY_COLUMN} "
-        f"FROM (SELECT *, {zone} AS __sv_z FROM ({base_sql})) "
+        f"FROM (SELECT *, {zone} AS __sv_z FROM ({_positions_select(base_sql, ra, dec, alias)})) "
         f"CROSS JOIN (VALUES {offsets}) AS __sv_o(__sv_dz, __sv_db)"
     )
 
 
-def plan_cell_join(sql: str, first: str, second: str, prefer_exploded: str) -> CellJoin | None:
-    """Add ``keyed.__sv_cell = exploded.__sv_cell`` where the two placeholders meet.
+def quote_identifier(name: str) -> str:
+    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
-    The two must be items of one SELECT's FROM clause (a subquery, CTE or set-operation
-    branch is as good as the top level).  The condition goes where both are first in
-    scope: into the ON clause of the join that brings in the later of the two, or, when
-    that join has none (a CROSS JOIN), into the SELECT's WHERE.  Adding it earlier would
-    name a relation not yet joined; adding it there only drops pairs in different cells,
-    which the distance predicate drops anyway.
+
+@dataclass(frozen=True)
+class DerivedSide:
+    """A side of a cross-match that is no table's view: a subquery or a CTE reference of
+    the FROM clause (named by its alias).  Its rows get their cell key in the SQL itself,
+    from its position ``ra``/``dec`` (SQL over the alias's columns)."""
+
+    ra: str
+    dec: str
+    radius: float
+
+
+def plan_cell_join(
+    sql: str,
+    first: str,
+    second: str,
+    prefer_exploded: str,
+    derived: Mapping[str, DerivedSide] | None = None,
+) -> CellJoin | None:
+    """Add ``keyed.__sv_cell = exploded.__sv_cell`` where the two sides meet.
+
+    A side is a placeholder (a table occurrence, whose view the caller keys) or, when
+    ``derived`` has it, the alias of a subquery or CTE reference, which this function keys
+    by wrapping it in the SQL.  The two must be items of one SELECT's FROM clause (a
+    subquery, CTE or set-operation branch is as good as the top level).  The condition
+    goes where both are first in scope: into the ON clause of the join that brings in the
+    later of the two, or, when that join has none (a CROSS JOIN), into the SELECT's WHERE.
+    Adding it earlier would name a relation not yet joined; adding it there only drops
+    pairs in different cells, which the distance predicate drops anyway.
 
     Which side is exploded: ``prefer_exploded`` (the smaller), unless that join is an outer
     join, where exploding the preserved side would repeat its unmatched rows nine times
@@ -134,17 +199,21 @@ def plan_cell_join(sql: str, first: str, second: str, prefer_exploded: str) -> C
     Returns None when no rewrite is safe (the relations are not joined in one SELECT, or a
     FULL join joins them).
     """
+    derived = derived or {}
     try:
         tree = sqlglot.parse_one(sql, dialect="duckdb")
     except sqlglot.errors.SqlglotError:
         return None
     for select in tree.find_all(exp.Select):
         items = _own_items(select)
-        position = {
-            item.name: i
-            for i, item in enumerate(items)
-            if isinstance(item, exp.Table) and item.name in (first, second)
-        }
+        position: dict[str, int] = {}
+        for i, item in enumerate(items):
+            for name in (first, second):
+                if name in derived:
+                    if item.alias == name and isinstance(item, (exp.Subquery, exp.Table)):
+                        position[name] = i
+                elif isinstance(item, exp.Table) and item.name == name:
+                    position[name] = i
         if set(position) != {first, second}:
             continue
         late = max(first, second, key=lambda p: position[p])
@@ -161,7 +230,9 @@ def plan_cell_join(sql: str, first: str, second: str, prefer_exploded: str) -> C
         else:
             exploded = prefer_exploded
         keyed = early if exploded == late else late
-        aliases = {item.name: item.alias_or_name for item in items if isinstance(item, exp.Table)}
+        if join.args.get("on") is None and side:
+            return None  # an outer join without ON: nothing sensible to extend
+        aliases = {n: items[position[n]].alias_or_name for n in (first, second)}
         condition = exp.EQ(
             this=exp.column(KEY_COLUMN, table=exp.to_identifier(aliases[keyed], quoted=True)),
             expression=exp.column(
@@ -170,12 +241,33 @@ def plan_cell_join(sql: str, first: str, second: str, prefer_exploded: str) -> C
         )
         if join.args.get("on") is not None:
             join.set("on", exp.and_(join.args["on"], condition))
-        elif side:
-            return None  # an outer join without ON: nothing sensible to extend
         else:
             select.where(condition, copy=False)
+        for name in (first, second):
+            spec = derived.get(name)
+            if spec is not None:
+                item = items[position[name]]
+                item.replace(_keyed_item(item, name, spec, name == exploded))
         return CellJoin(tree.sql(dialect="duckdb"), keyed, exploded)
     return None
+
+
+def _keyed_item(item: exp.Expr, alias: str, side: DerivedSide, exploded: bool) -> exp.Expr:
+    """The FROM item ``item`` (a subquery or a CTE reference named ``alias``) with its cell
+    key: ``(SELECT ..., key AS __sv_cell FROM (<item's rows>) AS alias ...) AS alias``."""
+    if isinstance(item, exp.Subquery):
+        base = item.this.sql(dialect="duckdb")
+    else:
+        plain = item.copy()
+        plain.set("alias", None)
+        base = f"SELECT * FROM {plain.sql(dialect='duckdb')}"
+    make = exploded_select if exploded else keyed_select
+    rows = make(base, side.ra, side.dec, side.radius, alias=alias)
+    wrapped = sqlglot.parse_one(f"SELECT * FROM ({rows}) AS {quote_identifier(alias)}", "duckdb")
+    from_ = wrapped.args.get("from_") or wrapped.args.get("from")
+    assert from_ is not None
+    new: exp.Expr = from_.this
+    return new
 
 
 def _own_items(select: exp.Select) -> list[exp.Expr]:

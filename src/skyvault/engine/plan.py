@@ -13,10 +13,11 @@ a distributed executor's workers.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,14 +27,21 @@ from numpy.typing import NDArray
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import PartitionIndex, Registry, StoredTable
-from skyvault.engine.crossmatch import exploded_select, keyed_select, plan_cell_join
+from skyvault.engine.crossmatch import (
+    DerivedSide,
+    exploded_select,
+    keyed_select,
+    plan_cell_join,
+    quote_identifier,
+)
 from skyvault.sky.coverage import healpix29_ranges
 
 if TYPE_CHECKING:
-    from skyvault.adql.translate import DirectSelect
+    from skyvault.adql.translate import CrossMatch, DirectSelect
 
 __all__ = [
     "TAG_COLUMN",
+    "CellKey",
     "CrossMatchSpec",
     "QueryPlan",
     "Scan",
@@ -50,7 +58,21 @@ TAG_COLUMN = "__sv_align"
 """The column a task of an aligned cross-match tags rows with (see engine/aligned.py)."""
 
 CrossMatchSpec = tuple[str, str, float]
-"""A cross-match to plan: the two placeholders and the radius in degrees."""
+"""A cross-match to plan: the two placeholders and the radius in degrees (the positions
+are then the tables' declared RA/Dec; a translation's ``CrossMatch`` names its own)."""
+
+
+class CellKey(NamedTuple):
+    """How a scan of a cross-match gets its cell key (:mod:`skyvault.engine.crossmatch`)."""
+
+    role: str
+    """``keyed`` or ``exploded``."""
+    ra: str
+    """SQL of the position's RA over the scan's rows, named ``alias``."""
+    dec: str
+    radius: float
+    alias: str | None = None
+    """The name ``ra``/``dec`` qualify the rows by (None: bare column names)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +132,8 @@ class Scan:
     schema_file: str | None = None
     arrow: pa.Table | None = None
     """An in-memory table (TAP_SCHEMA, an upload) instead of files."""
-    cell: tuple[str, str, str, float] | None = None
-    """For a cross-match: ``(role, ra column, dec column, radius)``, role keyed|exploded."""
+    cell: CellKey | None = None
+    """For a cross-match: how the view adds the cell key."""
     columns: tuple[str, ...] | None = None
     """The table's columns the query may use (a superset; None: all): what a reader that
     materialises the scan needs to read."""
@@ -138,11 +160,10 @@ class Scan:
             sql = self._rows_sql()
         if self.cell is None:
             return sql
-        role, ra, dec, radius = self.cell
+        cell = self.cell
         tag = TAG_COLUMN if self.tag is not None else None
-        if role == "keyed":
-            return keyed_select(sql, ra, dec, radius, tag)
-        return exploded_select(sql, ra, dec, radius, tag)
+        make = keyed_select if cell.role == "keyed" else exploded_select
+        return make(sql, cell.ra, cell.dec, cell.radius, tag, cell.alias)
 
     def _tagged_files_sql(self, tagged: TaggedFiles) -> str:
         """The rows of each (file, tag), with the tag as :data:`TAG_COLUMN`.
@@ -237,17 +258,19 @@ def plan_query(
     sql: str,
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
     columns: Sequence[ColumnMeta],
-    crossmatch: CrossMatchSpec | Sequence[CrossMatchSpec] | None = None,
+    crossmatch: CrossMatchSpec | CrossMatch | Sequence[CrossMatchSpec | CrossMatch] | None = None,
     positions: Mapping[str, tuple[str, str]] | None = None,
     direct: DirectSelect | None = None,
 ) -> QueryPlan:
     """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
 
     A table is either a stored table (files, pruned by the coverage) or an in-memory Arrow
-    table (TAP_SCHEMA, uploads), which is read whole.  ``crossmatch`` is one cross-match
-    ``(left, right, radius)`` or a sequence of them (wherever they are in the query: each
-    becomes a cell join in its own SELECT).  ``positions`` gives the RA/Dec columns of
-    in-memory tables by placeholder, so that they can take part in a cell join.
+    table (TAP_SCHEMA, uploads), which is read whole.  ``crossmatch`` is one cross-match or
+    a sequence of them (wherever they are in the query: each becomes a cell join in its own
+    SELECT): a translation's ``CrossMatch``, which names both sides' positions (any
+    columns or expressions, of tables, uploads, subqueries or CTEs), or ``(left, right,
+    radius)`` of two placeholders, whose positions are then the stored tables' declared
+    RA/Dec and, for in-memory tables, the columns ``positions`` gives by placeholder.
     """
     scans = []
     for placeholder, table, coverage in tables:
@@ -255,18 +278,17 @@ def plan_query(
             scans.append(Scan(placeholder, placeholder, (), None, False, 0, None, table))
         else:
             scans.append(_scan(placeholder, table, coverage))
-    for spec in _crossmatches(crossmatch):
-        sql, scans = _with_cell_join(sql, scans, tables, positions or {}, *spec)
+    for spec in _crossmatches(crossmatch, tables, positions or {}):
+        sql, scans = _with_cell_join(sql, scans, tables, *spec)
     named = _identifiers(sql)
     by_name = {p: t for p, t, _ in tables}
     for i, scan in enumerate(scans):
         stored = by_name.get(scan.placeholder)
         if isinstance(stored, StoredTable) and scan.files:
+            wanted = named | _identifiers(f"{scan.cell.ra} {scan.cell.dec}") if scan.cell else named
             used = [
-                c.name for c in stored.meta.columns if c.name in named or c.name.lower() in named
+                c.name for c in stored.meta.columns if c.name in wanted or c.name.lower() in wanted
             ]
-            if scan.cell is not None:
-                used += [c for c in scan.cell[1:3] if c not in used]
             scans[i] = dataclasses.replace(scan, columns=tuple(used))
     return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns), direct=direct)
 
@@ -289,73 +311,139 @@ def _identifiers(sql: str) -> set[str]:
     return found
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One side of a cross-match to plan."""
+
+    name: str
+    """Placeholder of a table occurrence, or alias of a subquery / CTE reference."""
+    ra: str
+    dec: str
+    alias: str | None
+    columns: tuple[str, str] | None
+    """(RA, Dec) column names when the position is two plain columns."""
+    derived: bool = False
+    tables: tuple[str, ...] = ()
+
+
 def _crossmatches(
-    crossmatch: CrossMatchSpec | Sequence[CrossMatchSpec] | None,
-) -> list[CrossMatchSpec]:
+    crossmatch: CrossMatchSpec | CrossMatch | Sequence[CrossMatchSpec | CrossMatch] | None,
+    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
+    positions: Mapping[str, tuple[str, str]],
+) -> list[tuple[_Side, _Side, float]]:
     if crossmatch is None:
         return []
-    if isinstance(crossmatch, tuple) and len(crossmatch) == 3 and isinstance(crossmatch[0], str):
-        left, right, radius = crossmatch
-        return [(str(left), str(right), float(radius))]
-    specs: Sequence[CrossMatchSpec] = crossmatch
-    return [(str(a), str(b), float(r)) for a, b, r in specs]
+    specs: Sequence[CrossMatchSpec | CrossMatch]
+    if hasattr(crossmatch, "radius_deg") or (
+        isinstance(crossmatch, tuple) and len(crossmatch) == 3 and isinstance(crossmatch[0], str)
+    ):
+        specs = [crossmatch]  # type: ignore[list-item]
+    else:
+        specs = crossmatch
+    by_name = {p: t for p, t, _ in tables}
+    out = []
+    for spec in specs:
+        if isinstance(spec, tuple):
+            left, right, radius = spec
+            sides = [_declared_side(str(p), by_name.get(str(p)), positions) for p in (left, right)]
+            if sides[0] is not None and sides[1] is not None:
+                out.append((sides[0], sides[1], float(radius)))
+            continue
+        if spec.sides is None:
+            sides = [_declared_side(p, by_name.get(p), positions) for p in (spec.left, spec.right)]
+            if sides[0] is not None and sides[1] is not None:
+                out.append((sides[0], sides[1], float(spec.radius_deg)))
+            continue
+        a, b = (
+            _Side(m.name, m.ra, m.dec, m.alias, m.columns, m.derived, m.tables) for m in spec.sides
+        )
+        out.append((a, b, float(spec.radius_deg)))
+    return out
+
+
+def _declared_side(
+    placeholder: str,
+    table: StoredTable | pa.Table | None,
+    positions: Mapping[str, tuple[str, str]],
+) -> _Side | None:
+    """A placeholder's side with its declared position (None: it has none)."""
+    if isinstance(table, pa.Table):
+        columns = positions.get(placeholder)
+    elif isinstance(table, StoredTable) and table.meta.ra_column and table.meta.dec_column:
+        columns = (table.meta.ra_column, table.meta.dec_column)
+    else:
+        columns = None
+    if columns is None:
+        return None
+    ra, dec = (quote_identifier(c) for c in columns)
+    return _Side(placeholder, ra, dec, None, columns)
 
 
 def _with_cell_join(
     sql: str,
     scans: list[Scan],
     tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
-    positions: Mapping[str, tuple[str, str]],
-    left: str,
-    right: str,
+    left: _Side,
+    right: _Side,
     radius: float,
 ) -> tuple[str, list[Scan]]:
     """Turn the cross-match of ``left`` and ``right`` into a hash join on sky cells.
 
     The side with fewer rows (after pruning) is exploded to its neighbouring cells, unless
-    an outer join decides (:func:`~skyvault.engine.crossmatch.plan_cell_join`).  An
-    in-memory table (an upload) takes part when ``positions`` names its RA/Dec columns.
-    A table occurrence already in a cell join keeps it: a view carries one cell key, so a
-    second distance join of the same occurrence stays an ordinary (correct, slower) join.
+    an outer join decides (:func:`~skyvault.engine.crossmatch.plan_cell_join`).  A table
+    occurrence (stored or in memory) gets its key in its view; a subquery or CTE reference
+    in the SQL (its size is guessed as that of the tables it reads).  A table occurrence
+    already in a cell join keeps it: a view carries one cell key, so a second distance join
+    of the same occurrence stays an ordinary (correct, slower) join.
     """
     by_name = {p: t for p, t, _ in tables}
-    if any(s.cell is not None for s in scans if s.placeholder in (left, right)):
+    by_scan = {s.placeholder: s for s in scans}
+    if any(by_scan[s.name].cell is not None for s in (left, right) if s.name in by_scan):
         return sql, scans
-    sides: dict[str, tuple[float, str | None, str | None]] = {}
-    for placeholder in (left, right):
-        table = by_name.get(placeholder)
-        scan = next((s for s in scans if s.placeholder == placeholder), None)
-        if isinstance(table, pa.Table) and scan is not None and placeholder in positions:
-            sides[placeholder] = (float(table.num_rows), *positions[placeholder])
-            continue
-        if not isinstance(table, StoredTable) or scan is None or table.meta.ra_column is None:
-            return sql, scans
-        share = len(scan.files) / max(scan.total_files, 1)
-        sides[placeholder] = (table.meta.nrows * share, table.meta.ra_column, table.meta.dec_column)
-    smaller = min((left, right), key=lambda p: sides[p][0])
-    join = plan_cell_join(sql, left, right, smaller)
+
+    def rows(placeholder: str) -> float | None:
+        table, scan = by_name.get(placeholder), by_scan.get(placeholder)
+        if isinstance(table, pa.Table):
+            return float(table.num_rows)
+        if isinstance(table, StoredTable) and scan is not None:
+            return table.meta.nrows * len(scan.files) / max(scan.total_files, 1)
+        return None
+
+    sizes: dict[str, float] = {}
+    for one in (left, right):
+        if one.derived:
+            known = [rows(p) for p in one.tables]
+            sizes[one.name] = sum(r for r in known if r is not None) if known else math.inf
+        else:
+            size = rows(one.name)
+            if size is None:
+                return sql, scans
+            sizes[one.name] = size
+    smaller = min((left.name, right.name), key=lambda p: sizes[p])
+    derived = {s.name: DerivedSide(s.ra, s.dec, radius) for s in (left, right) if s.derived}
+    join = plan_cell_join(sql, left.name, right.name, smaller, derived)
     if join is None:
         return sql, scans
     out = []
     for scan in scans:
-        if scan.placeholder in (left, right):
-            _, ra, dec = sides[scan.placeholder]
-            role = "keyed" if scan.placeholder == join.keyed_view else "exploded"
-            partner = right if scan.placeholder == left else left
-            stored = by_name.get(scan.placeholder)
-            layout = None
-            if isinstance(stored, StoredTable) and stored.partitions is not None:
-                layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
-            out.append(
-                dataclasses.replace(
-                    scan,
-                    cell=(role, str(ra), str(dec), radius),
-                    partner=partner,
-                    layout=layout,
-                )
-            )
-        else:
+        side = next((s for s in (left, right) if s.name == scan.placeholder), None)
+        if side is None:
             out.append(scan)
+            continue
+        role = "keyed" if scan.placeholder == join.keyed_view else "exploded"
+        partner = right.name if side is left else left.name
+        stored = by_name.get(scan.placeholder)
+        layout = None
+        if (
+            isinstance(stored, StoredTable)
+            and stored.partitions is not None
+            and side.columns == (stored.meta.ra_column, stored.meta.dec_column)
+        ):
+            # Partitions (and their margins) follow the declared position only: a match on
+            # other columns cannot be aligned by partition.
+            layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
+        cell = CellKey(role, side.ra, side.dec, radius, side.alias)
+        out.append(dataclasses.replace(scan, cell=cell, partner=partner, layout=layout))
     return join.sql, out
 
 
