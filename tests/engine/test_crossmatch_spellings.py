@@ -10,7 +10,7 @@ not be taken for one, and still give the right answer.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,9 @@ def _upload_meta(name: str, table: pa.Table) -> TableMeta:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Archive, pa.Table, pa.Table]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Archive, pa.Table, pa.Table]]:
     """``s.cat`` (stored, 9000 rows over RA 0/360, a pole and ordinary sky) and ``up``:
     near copies (up to ~3″ off) of 2000 catalogue rows and 1000 field stars, as
     ``(uid, lon, lat)``; the archive is closed at the end of the module."""
@@ -67,7 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Archive, pa.Table, 
         options=IngestOptions(max_rows_per_partition=500),
     )
     archive = open_archive(root / "data")
-    yield archive, cat, up  # type: ignore[misc]
+    yield archive, cat, up
     archive.close()
 
 
