@@ -123,10 +123,9 @@ def test_the_wheel_without_extras_ingests_serves_and_answers(tmp_path: Path) -> 
     pq.write_table(random_sky(2_000, seed=5), tmp_path / "stars.parquet")
     _run(
         [skyvault, "ingest", "stars.parquet", "--table", "cat.stars", "--ra", "ra",
-         "--dec", "dec", "--data", str(data), "--quiet"],
+         "--dec", "dec", "--data", str(data), "--quiet", "--public"],
         tmp_path, env, 300,
     )  # fmt: skip
-    _run([skyvault, "grant", "cat", "--public", "--data", str(data)], tmp_path, env, 60)
 
     port = _free_port()
     log = tmp_path / "serve.log"
