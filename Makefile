@@ -30,10 +30,9 @@ sysdeps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 # Build the demo data set when missing (a no-op when built), then serve it over TAP.
-# The demo tables are made public (tables are private until granted; a repeat is a no-op).
+# `skyvault demo` makes the demo tables public itself (other tables are private until granted).
 demo: $(STAMP)
 	$(BIN)/skyvault demo --data $(DATA) --scale $(SCALE)
-	$(BIN)/skyvault grant dp02_dc2_catalogs --public --data $(DATA)
 	@echo ""
 	@echo "TAP service: http://$(HOST):$(PORT)/tap   (Ctrl-C stops it)"
 	@echo "  pyvo:   import pyvo; tap = pyvo.dal.TAPService('http://$(HOST):$(PORT)/tap')"

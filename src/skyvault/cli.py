@@ -10,15 +10,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyvault import __version__
 from skyvault.errors import SkyvaultError, UsageError
+
+if TYPE_CHECKING:
+    from skyvault.auth.storage import AuthStorage
 
 __all__ = ["main"]
 
@@ -102,6 +106,7 @@ def _progress(wanted: bool) -> Iterator[RichProgress | None]:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from skyvault.catalog.ingest import IngestOptions, ingest
+    from skyvault.catalog.layout import TableName
 
     options = IngestOptions(
         max_rows_per_partition=args.max_rows,
@@ -110,6 +115,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         primary_key=args.primary_key,
         description=args.description,
     )
+    TableName.parse(args.table)  # a bad name is refused before anything else
+    if args.group is not None:
+        _check_group(args.data, args.group)  # before the work, not after it
     with _progress(not args.quiet) as bar:
         meta = ingest(
             args.inputs,
@@ -123,7 +131,66 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         )
     layout = f"{meta.n_partitions} HEALPix partitions" if meta.kind == "hats" else "plain Parquet"
     print(f"ingested {meta.nrows:,} rows into {meta.qualified_name} ({layout}) under {args.data}")
+    if args.public or args.group is not None:
+        _grant_read(args.data, meta.qualified_name, args.group)
+    else:
+        _say_who_reads(args.data, meta.schema, meta.name)
     return 0
+
+
+def _auth_storage(data: Path) -> AuthStorage:
+    from skyvault.auth.config import AuthSettings
+    from skyvault.auth.storage import AuthStorage
+
+    return AuthStorage.for_data_dir(data, AuthSettings().database_url)
+
+
+def _check_group(data: Path, group: str) -> None:
+    """Refuse ``--group G`` for a group the grant would refuse (built-in mode)."""
+    from skyvault.auth.config import AuthSettings
+
+    if group.upper() == "PUBLIC":
+        raise UsageError("PUBLIC is not a group", hint="use --public")
+    if AuthSettings().mode != "builtin":
+        return  # behind a proxy, groups exist only in its headers
+    if not (data.is_dir() and _auth_storage(data).group_exists(group)):
+        raise UsageError(
+            f"no group {group!r}",
+            hint=f"create it first with `skyvault groups add {group} --members USER,...`",
+        )
+
+
+def _access_command(verb: str, target: str, data: Path) -> str:
+    """The exact ``skyvault grant|revoke TARGET --public --data DIR`` to type."""
+    return shlex.join(["skyvault", verb, target, "--public", "--data", str(data)])
+
+
+def _grant_read(data: Path, target: str, group: str | None) -> None:
+    """Grant read access on ``target`` to ``group`` (None: everyone) and say so."""
+    from skyvault.auth.access import grant_access
+    from skyvault.auth.config import AuthSettings
+
+    grant, new = grant_access(
+        _auth_storage(data), target, group, require_known_group=AuthSettings().mode == "builtin"
+    )
+    readers = "everyone (anonymous callers included)" if group is None else f"group {group}"
+    print(f"{grant.target} is readable by {readers}{'' if new else ' (already granted)'}")
+
+
+def _say_who_reads(data: Path, schema: str, table: str) -> None:
+    """Tell the operator who may query ``schema.table`` now: a private table is no secret."""
+    from skyvault.auth.access import AccessPolicy
+
+    grantees = AccessPolicy(_auth_storage(data)).snapshot().grantees(schema, table)
+    target = f"{schema}.{table}"
+    if not grantees:
+        print(
+            f"{target} is private: no one can query it until it is granted; to publish it: "
+            f"{_access_command('grant', target, data)} (or --group G for one group)"
+        )
+        return
+    names = sorted("everyone" if g is None else f"group {g}" for g in grantees)
+    print(f"{target} is readable by {', '.join(names)} (grants made earlier)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -135,6 +202,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     for meta in metas:
         print(f"{meta.qualified_name}: {meta.nrows:,} rows")
+    # Demo data is for showing: public, or the first query would find nothing.
+    for schema in sorted({meta.schema for meta in metas}):
+        _grant_read(args.data, schema, None)
+        print(f"(to make it private: {_access_command('revoke', schema, args.data)})")
     return 0
 
 
@@ -278,10 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=5.0, help="margin width in arcsec (5)")
     p.add_argument("--workers", type=int, default=2, help="partitions written in parallel (2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--public",
+        action="store_true",
+        help="let everyone (anonymous callers included) read the table; without this or "
+        "--group the table is private until `skyvault grant`",
+    )
+    who.add_argument("--group", metavar="G", help="let group G read the table")
     data_arg(p)
     p.set_defaults(func=_cmd_ingest)
 
-    p = sub.add_parser("demo", help="build the DP0.2-style demo data set")
+    p = sub.add_parser(
+        "demo", help="build the DP0.2-style demo data set (public: everyone may query it)"
+    )
     p.add_argument("--scale", choices=("small", "medium"), default="medium")
     p.add_argument("--seed", type=int, default=20260501)
     p.add_argument("--force", action="store_true", help="rebuild even if present")
