@@ -566,3 +566,79 @@ def test_async_inline_upload(uws: TestClient) -> None:
     job_id = r.headers["location"].rsplit("/", 1)[-1]
     assert wait_final(uws, job_id) == "ERROR"
     assert "absent" in dali_message(uws.get(f"/tap/async/{job_id}/error"))
+
+
+def _stored_parts(uws_root: Path, job_id: str) -> list[str]:
+    folder = uws_root / "results" / job_id / "uploads"
+    return (
+        sorted(bytes.fromhex(p.name).decode() for p in folder.iterdir()) if folder.exists() else []
+    )
+
+
+def test_async_creation_keeps_only_the_parts_upload_names(uws: TestClient, uws_root: Path) -> None:
+    """Parts no UPLOAD refers to are not stored with the job (1,000 of them were)."""
+    csv = b"id,ra\n1,10.0\n2,20.0\n"
+    files = [("p1", ("p1.csv", csv, "text/csv"))]
+    files += [(f"junk{i}", (f"junk{i}", b"x" * 100, "text/plain")) for i in range(300)]
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": "SELECT id FROM TAP_UPLOAD.mine ORDER BY id",
+              "UPLOAD": "mine,param:p1"},
+        files=files,
+    )  # fmt: skip
+    assert r.status_code == 303, r.text
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert _stored_parts(uws_root, job_id) == ["p1"]
+    uws.post(f"/tap/async/{job_id}/phase", data={"PHASE": "RUN"})
+    assert wait_final(uws, job_id) == "COMPLETED"
+    table = read_votable(uws.get(f"/tap/async/{job_id}/results/result").content)
+    assert [int(v) for v in table.get_first_table().array["id"]] == [1, 2]
+    # Without UPLOAD, nothing is stored at all.
+    r = uws.post("/tap/async", data={"LANG": "ADQL", "QUERY": SMALL}, files=files[:5])
+    assert _stored_parts(uws_root, r.headers["location"].rsplit("/", 1)[-1]) == []
+
+
+def test_async_upload_count_limit_applies_at_creation(
+    uws: TestClient, uws_root: Path, settings: Settings
+) -> None:
+    """More tables than max_uploads: a 413 and no job, nothing stored."""
+    n = settings.max_uploads + 1
+    upload = ";".join(f"t{i},param:p{i}" for i in range(n))
+    files = [(f"p{i}", (f"p{i}.csv", b"a\n1\n", "text/csv")) for i in range(n)]
+    before = set((uws_root / "results").iterdir())
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": SMALL, "UPLOAD": upload},
+        files=files,
+        headers={"X-Test-User": "uploader"},
+    )
+    assert r.status_code == 413
+    assert f"uploads {n} tables; the limit is {settings.max_uploads}" in dali_message(r)
+    assert set((uws_root / "results").iterdir()) == before
+    assert (
+        xml(uws.get("/tap/async", headers={"X-Test-User": "uploader"})).findall("uws:jobref", NS)
+        == []
+    )
+
+
+def test_error_of_a_job_that_has_none(uws: TestClient) -> None:
+    """UWS: a resource the job does not have is a 404 that says why — not "no such job"."""
+    job_id = create(uws, PHASE="RUN")
+    assert wait_final(uws, job_id) == "COMPLETED"
+    r = uws.get(f"/tap/async/{job_id}/error")
+    assert r.status_code == 404
+    message = dali_message(r)
+    assert f"job {job_id} has no error: its phase is COMPLETED" in message
+    assert f"/async/{job_id}/results/result" in message
+    pending = create(uws)
+    message = dali_message(uws.get(f"/tap/async/{pending}/error"))
+    assert f"job {pending} has no error: its phase is PENDING" in message
+    failed = create(uws, QUERY=f"SELECT coord_raa FROM {OBJECT}", PHASE="RUN")
+    assert wait_final(uws, failed) == "ERROR"
+    r = uws.get(f"/tap/async/{failed}/results/result")
+    assert r.status_code == 404
+    message = dali_message(r)
+    assert f"job {failed} has no result: its phase is ERROR" in message
+    assert f"/async/{failed}/error" in message
+    message = dali_message(uws.get(f"/tap/async/{pending}/results/result"))
+    assert "its phase is PENDING" in message and "WAIT" in message
