@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=0, description="most rows of one uploaded table"
     )
     max_uploads: int = Field(default=16, ge=0, description="most tables one request may upload")
+    max_upload_columns: int = Field(
+        default=1000,
+        ge=1,
+        description="most columns of one uploaded table (VOTable FIELDs are counted before "
+        "the table is parsed)",
+    )
     upload_fetch_timeout: float = Field(
         default=30.0, gt=0, description="time limit to fetch one UPLOAD URL, s"
     )

@@ -26,6 +26,7 @@ __all__ = [
     "InputFormatError",
     "InternalError",
     "JobError",
+    "JobResourceMissing",
     "LimitExceeded",
     "QueryCancelled",
     "QueryError",
@@ -98,7 +99,12 @@ class CatalogNotFound(CatalogError):
 
 
 class IngestError(SkyvaultError):
-    """Ingest refused its input. Names the file, row and column where they are known."""
+    """Ingest refused its input. Names the file, row and column where they are known.
+
+    The place and the ``reason`` (the message without the place) stay apart as attributes,
+    so that an edge which must not show the file (a TAP upload's temporary copy) can say
+    the same thing about what the user knows.
+    """
 
     code = "ingest"
 
@@ -120,6 +126,7 @@ class IngestError(SkyvaultError):
             where.append(f"column {column!r}")
         full = f"{', '.join(where)}: {message}" if where else message
         super().__init__(full, hint=hint)
+        self.reason = message
         self.file = file
         self.row = row
         self.column = column
@@ -214,6 +221,15 @@ class JobError(SkyvaultError):
     """A UWS job request that cannot be honoured (unknown job, wrong phase...)."""
 
     code = "job"
+
+
+class JobResourceMissing(JobError):
+    """A job that exists but has not (yet) the resource asked for: the error of a job that
+    did not fail, the result of a job that has not completed (UWS: a missing resource is
+    a 404)."""
+
+    code = "job.no_resource"
+    http_status = 404
 
 
 class AuthenticationRequired(SkyvaultError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import tempfile
 import threading
 import time
 import warnings
@@ -26,7 +27,7 @@ from fastapi.testclient import TestClient
 
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.errors import LimitExceeded, UsageError
+from skyvault.errors import IngestError, LimitExceeded, UsageError
 from skyvault.service import uploads
 from skyvault.service.app import create_app
 from skyvault.service.uploads import UploadRef, parse_upload_param, parse_uploads
@@ -766,3 +767,144 @@ def test_null_positions_in_a_crossmatch(client: TestClient, objects: pa.Table) -
     got = {(int(a), int(b)) for a, b in zip(result["id"], result["objectId"], strict=True)}
     expected = _brute_force(targets[[0, 2, 3, 4, 5]], objects, 0.002)
     assert got == expected
+
+
+# --- malformed tables: clear 400s, no server paths, cheap refusals before astropy ----------
+
+
+def _votable_doc(fields: str, rows: str = "") -> bytes:
+    return (
+        '<?xml version="1.0"?>\n<VOTABLE version="1.4" '
+        'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>\n'
+        f"{fields}\n<DATA><TABLEDATA>{rows}</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>\n"
+    ).encode()
+
+
+def _no_server_path(message: str) -> None:
+    assert tempfile.gettempdir() not in message and "skyvault-upload" not in message, message
+
+
+@pytest.mark.parametrize("fmt", ["votable", "csv", "votable/b2"])
+def test_non_utf8_csv_is_a_400_naming_row_and_column(client: TestClient, fmt: str) -> None:
+    latin1 = "id,name\n1,ok\n2,caf\xe9\n".encode("latin-1")
+    response = _post(
+        client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t.csv", latin1, "")},
+        RESPONSEFORMAT=fmt,
+    )  # fmt: skip
+    message = _error(response, 400)
+    assert "UPLOAD t (param:t), row 2, column 'name'" in message and "not UTF-8" in message
+    utf8 = "id,name\n1,ok\n2,caf\xe9\n".encode()
+    files = {"t": ("t.csv", utf8, "")}
+    table = _result(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files))
+    assert list(table["name"]) == ["ok", "café"]
+
+
+@pytest.mark.parametrize("field", ['<FIELD name="" datatype="int"/>', '<FIELD datatype="int"/>'])
+def test_votable_field_without_a_name_is_a_400(client: TestClient, field: str) -> None:
+    body = _votable_doc(
+        f'<FIELD name="b" datatype="int"/>\n{field}', "<TR><TD>1</TD><TD>2</TD></TR>"
+    )
+    message = _error(
+        _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}), 400
+    )
+    assert "UPLOAD t (param:t): the VOTable FIELD on line 4 has no name" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (_votable_doc('<FIELD name="a" datatype="int"/>', "<TR><TD>x</TD></TR>"), "'x'"),
+        (_votable_doc('<FIELD name="a" datatype="foo"/>'), "Unknown datatype 'foo'"),
+        (_votable_doc('<FIELD name="a" datatype="int"/>')[:-20], "not well-formed XML at line"),
+        (b"PAR1" + b"x" * 40 + b"PAR1", "not a readable Parquet file"),
+        (b"a,b\n1,2\n3\n", "UPLOAD t (param:t)"),
+    ],
+)
+def test_reader_errors_name_the_upload_never_the_server_path(
+    client: TestClient, body: bytes, words: str
+) -> None:
+    message = _error(
+        _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}), 400
+    )
+    assert message.startswith("UPLOAD t (param:t)") and words in message, message
+    _no_server_path(message)
+
+
+def test_a_reader_message_with_the_temporary_path_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a reader says, the upload's temporary copy does not reach the user."""
+
+    def leaky(path: Path, *args: object, **kwargs: object) -> None:
+        raise IngestError(f"cannot parse {path} at byte 3", file=str(path), row=7, column="c")
+
+    monkeypatch.setattr(uploads, "CsvInput", leaky)
+    with pytest.raises(UsageError) as caught:
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": b"a\n1\n"}, Settings())
+    message = str(caught.value)
+    assert message.startswith("UPLOAD t (param:t), row 7, column 'c': the content is not a")
+    _no_server_path(message)
+
+
+def test_thousands_of_same_named_fields_are_refused_before_astropy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3,000 FIELDs named x took astropy 45 s of CPU: the pre-scan refuses them first."""
+
+    def astropy_must_not_run(path: Path) -> None:
+        raise AssertionError("astropy parsed a VOTable the pre-scan should have refused")
+
+    monkeypatch.setattr(uploads, "VOTableInput", astropy_must_not_run)
+    same = _votable_doc("\n".join('<FIELD name="x" datatype="int"/>' for _ in range(3000)))
+    with pytest.raises(UsageError, match=r"two FIELDs are named 'x' \(lines 3 and 4\)"):
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": same}, Settings())
+    cased = _votable_doc('<FIELD name="a" datatype="int"/>\n<FIELD name="A" datatype="int"/>')
+    with pytest.raises(UsageError, match="'a' and 'A' are the same"):
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": cased}, Settings())
+    # The same in a second TABLE of the document (astropy parses every table).
+    second = _votable_doc('<FIELD name="x" datatype="int"/>').replace(
+        b"</RESOURCE>",
+        b'<TABLE><FIELD name="y" datatype="int"/><FIELD name="y" datatype="int"/></TABLE>'
+        b"</RESOURCE>",
+    )
+    with pytest.raises(UsageError, match="two FIELDs are named 'y'"):
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": second}, Settings())
+    many = _votable_doc("\n".join(f'<FIELD name="c{i}" datatype="int"/>' for i in range(1001)))
+    with pytest.raises(LimitExceeded, match="more than 1000 columns"):
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": many}, Settings())
+
+
+def test_column_limit_over_http_for_every_format(demo_dir: Path) -> None:
+    names = [f"c{i}" for i in range(6)]
+    votable = _votable_doc("".join(f'<FIELD name="{n}" datatype="int"/>' for n in names))
+    csv = (",".join(names) + "\n" + ",".join("1" for _ in names) + "\n").encode()
+    parquet = _parquet_bytes(pa.table({n: [1] for n in names}))
+    with _small_client(demo_dir, max_upload_columns=5) as small:
+        for body in (votable, csv, parquet):
+            files = {"t": ("t", body, "")}
+            message = _error(_post(small, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files), 413)
+            assert "the limit is 5 columns per uploaded table" in message
+        with _small_client(demo_dir, max_upload_columns=6) as exact:
+            for body in (votable, csv, parquet):
+                files = {"t": ("t", body, "")}
+                table = _result(_post(exact, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files))
+                assert table.colnames == names
+
+
+def test_entity_declarations_are_refused(client: TestClient) -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE VOTABLE [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b'<VOTABLE><RESOURCE><TABLE><FIELD name="&b;" datatype="int"/></TABLE></RESOURCE>'
+        b"</VOTABLE>"
+    )
+    external = (
+        b'<?xml version="1.0"?><!DOCTYPE VOTABLE [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b'<VOTABLE><RESOURCE><TABLE><FIELD name="a" datatype="char" arraysize="*"/><DATA>'
+        b"<TABLEDATA><TR><TD>&e;</TD></TR></TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>"
+    )
+    for body in (bomb, external):
+        files = {"t": ("t", body, "")}
+        message = _error(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files), 400)
+        assert "declares the XML entity" in message
+        assert "root:" not in message

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -566,3 +567,151 @@ def test_async_inline_upload(uws: TestClient) -> None:
     job_id = r.headers["location"].rsplit("/", 1)[-1]
     assert wait_final(uws, job_id) == "ERROR"
     assert "absent" in dali_message(uws.get(f"/tap/async/{job_id}/error"))
+
+
+def _stored_parts(uws_root: Path, job_id: str) -> list[str]:
+    folder = uws_root / "results" / job_id / "uploads"
+    return (
+        sorted(bytes.fromhex(p.name).decode() for p in folder.iterdir()) if folder.exists() else []
+    )
+
+
+def test_async_creation_keeps_only_the_parts_upload_names(uws: TestClient, uws_root: Path) -> None:
+    """Parts no UPLOAD refers to are not stored with the job (1,000 of them were)."""
+    csv = b"id,ra\n1,10.0\n2,20.0\n"
+    files = [("p1", ("p1.csv", csv, "text/csv"))]
+    files += [(f"junk{i}", (f"junk{i}", b"x" * 100, "text/plain")) for i in range(300)]
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": "SELECT id FROM TAP_UPLOAD.mine ORDER BY id",
+              "UPLOAD": "mine,param:p1"},
+        files=files,
+    )  # fmt: skip
+    assert r.status_code == 303, r.text
+    job_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert _stored_parts(uws_root, job_id) == ["p1"]
+    uws.post(f"/tap/async/{job_id}/phase", data={"PHASE": "RUN"})
+    assert wait_final(uws, job_id) == "COMPLETED"
+    table = read_votable(uws.get(f"/tap/async/{job_id}/results/result").content)
+    assert [int(v) for v in table.get_first_table().array["id"]] == [1, 2]
+    # Without UPLOAD, nothing is stored at all.
+    r = uws.post("/tap/async", data={"LANG": "ADQL", "QUERY": SMALL}, files=files[:5])
+    assert _stored_parts(uws_root, r.headers["location"].rsplit("/", 1)[-1]) == []
+
+
+def test_async_upload_count_limit_applies_at_creation(
+    uws: TestClient, uws_root: Path, settings: Settings
+) -> None:
+    """More tables than max_uploads: a 413 and no job, nothing stored."""
+    n = settings.max_uploads + 1
+    upload = ";".join(f"t{i},param:p{i}" for i in range(n))
+    files = [(f"p{i}", (f"p{i}.csv", b"a\n1\n", "text/csv")) for i in range(n)]
+    before = set((uws_root / "results").iterdir())
+    r = uws.post(
+        "/tap/async",
+        data={"LANG": "ADQL", "QUERY": SMALL, "UPLOAD": upload},
+        files=files,
+        headers={"X-Test-User": "uploader"},
+    )
+    assert r.status_code == 413
+    assert f"uploads {n} tables; the limit is {settings.max_uploads}" in dali_message(r)
+    assert set((uws_root / "results").iterdir()) == before
+    assert (
+        xml(uws.get("/tap/async", headers={"X-Test-User": "uploader"})).findall("uws:jobref", NS)
+        == []
+    )
+
+
+def test_error_of_a_job_that_has_none(uws: TestClient) -> None:
+    """UWS: a resource the job does not have is a 404 that says why — not "no such job"."""
+    job_id = create(uws, PHASE="RUN")
+    assert wait_final(uws, job_id) == "COMPLETED"
+    r = uws.get(f"/tap/async/{job_id}/error")
+    assert r.status_code == 404
+    message = dali_message(r)
+    assert f"job {job_id} has no error: its phase is COMPLETED" in message
+    assert f"/async/{job_id}/results/result" in message
+    pending = create(uws)
+    message = dali_message(uws.get(f"/tap/async/{pending}/error"))
+    assert f"job {pending} has no error: its phase is PENDING" in message
+    failed = create(uws, QUERY=f"SELECT coord_raa FROM {OBJECT}", PHASE="RUN")
+    assert wait_final(uws, failed) == "ERROR"
+    r = uws.get(f"/tap/async/{failed}/results/result")
+    assert r.status_code == 404
+    message = dali_message(r)
+    assert f"job {failed} has no result: its phase is ERROR" in message
+    assert f"/async/{failed}/error" in message
+    message = dali_message(uws.get(f"/tap/async/{pending}/results/result"))
+    assert "its phase is PENDING" in message and "WAIT" in message
+
+
+# --- the documents are valid XML and valid UWS 1.1, whatever the parameters hold ------------
+
+UWS_XSD = Path(__file__).parent / "schemas" / "UWS.xsd"
+
+#: Control characters XML 1.0 cannot carry, markup, quotes, CR/LF/tab and a non-BMP letter.
+STRANGE = "a\x01b\x1fc &<> \"q\" 'a' &amp; ]]> \U0001d518\r\n\tend"
+#: What a parser reads back: the forbidden controls as U+FFFD, everything else as sent.
+STRANGE_READ = STRANGE.replace("\x01", "\ufffd").replace("\x1f", "\ufffd")
+
+
+@pytest.fixture(scope="module")
+def uws_schema() -> Any:
+    xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is in the dev extra")
+    return xmlschema.XMLSchema(str(UWS_XSD))
+
+
+def _valid(schema: Any, response: httpx.Response) -> ET.Element:
+    assert response.status_code == 200, response.text
+    root = ET.fromstring(response.content)  # well-formed XML 1.0, or this raises
+    errors = [str(e.reason) for e in schema.iter_errors(response.content.decode())]
+    assert not errors, errors
+    return root
+
+
+def test_documents_are_valid_whatever_the_parameters_hold(uws: TestClient, uws_schema: Any) -> None:
+    user = {"X-Test-User": "strange"}
+    job_id = create(uws, "strange", RUNID=STRANGE, MAXREC="5", **{"NOTE": STRANGE})
+    root = _valid(uws_schema, uws.get(f"/tap/async/{job_id}", headers=user))
+    params = {p.get("id"): p.text for p in root.iterfind("uws:parameters/uws:parameter", NS)}
+    assert params["NOTE"] == STRANGE_READ
+    assert text(root, "uws:runId") == STRANGE_READ
+    parameters = _valid(uws_schema, uws.get(f"/tap/async/{job_id}/parameters", headers=user))
+    assert [p.text for p in parameters if p.get("id") == "NOTE"] == [STRANGE_READ]
+    jobs = _valid(uws_schema, uws.get("/tap/async", headers=user))
+    assert [text(ref, "uws:runId") for ref in jobs.findall("uws:jobref", NS)] == [STRANGE_READ]
+    # A parameter name with markup in it, and an error message that quotes the query.
+    failed = create(uws, "strange", QUERY=f"SELECT {STRANGE} FROM x", PHASE="RUN")
+    assert wait_final(uws, failed, user) == "ERROR"
+    root = _valid(uws_schema, uws.get(f"/tap/async/{failed}", headers=user))
+    assert root.find("uws:errorSummary/uws:message", NS) is not None
+    done = create(uws, "strange", PHASE="RUN")
+    assert wait_final(uws, done, user) == "COMPLETED"
+    _valid(uws_schema, uws.get(f"/tap/async/{done}", headers=user))
+    _valid(uws_schema, uws.get(f"/tap/async/{done}/results", headers=user))
+
+
+def test_documents_survive_lone_surrogates_and_markup_in_names() -> None:
+    """Values that no HTTP client sends but the store may hold: still UTF-8, still XML."""
+    from skyvault.service.uws.documents import job_document, parameters_document
+    from skyvault.service.uws.models import ExecutionPhase, Job, JobFailure
+
+    now = datetime.now(UTC)
+    job = Job(
+        job_id="abc",
+        owner='o"<&>',
+        phase=ExecutionPhase.ERROR,
+        parameters=[('id"<&>\x02', "x\ud800y\x00z")],
+        creation_time=now,
+        execution_duration=60,
+        destruction=now,
+        failure=JobFailure("query", "bad \x07 <value> & \ud83d"),
+    )
+    for document in (job_document(job, "http://h/tap/async/abc"), parameters_document(job)):
+        root = ET.fromstring(document.encode("utf-8"))
+        [param] = root.iter(f"{{{NS['uws']}}}parameter")
+        assert param.get("id") == 'id"<&>\ufffd' and param.text == "x\ufffdy\ufffdz"
+    message = ET.fromstring(job_document(job, "u").encode()).find(
+        "uws:errorSummary/uws:message", NS
+    )
+    assert message is not None and message.text == "bad \ufffd <value> & \ufffd"

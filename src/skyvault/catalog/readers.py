@@ -492,7 +492,9 @@ class VOTableInput(InputFile):
         from astropy.io.votable import parse
 
         try:
-            votable = parse(str(path), verify="ignore")
+            # astropy puts its ``filename`` in front of every message; the error names the
+            # file already, and an upload's temporary path must not show at all.
+            votable = parse(str(path), verify="ignore", filename=path.name)
             resource_tables = list(votable.iter_tables())
         except Exception as exc:  # astropy raises many exception types on bad XML
             raise self.fail(f"not a readable VOTable ({_short(exc)})") from None

@@ -23,6 +23,7 @@ Every error names the upload, the parameter and, for limits, the limit and the s
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import shutil
 import socket
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
+from xml.parsers import expat
+from xml.parsers.expat import XMLParserType
 
 import httpx
 import pyarrow as pa
@@ -59,8 +62,11 @@ __all__ = [
     "parse_upload_param",
     "parse_uploads",
     "read_upload",
+    "referenced_parts",
     "with_upload_hint",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The schema every uploaded table lives in (TAP 1.1 §2.3.8).
 UPLOAD_SCHEMA = "TAP_UPLOAD"
@@ -94,6 +100,11 @@ class UploadRef:
     @property
     def scheme(self) -> str:
         return self.uri.split(":", 1)[0].lower() if ":" in self.uri else ""
+
+    @property
+    def part(self) -> str | None:
+        """The multipart part an inline (``param:PART``) upload names; None for URLs."""
+        return self.uri.split(":", 1)[1].strip() if self.scheme == "param" else None
 
     def label(self) -> str:
         """How errors name this upload: ``UPLOAD mine (param:mine)``."""
@@ -207,16 +218,12 @@ def parse_uploads(
     refs = parse_upload_param(params.get("UPLOAD", []))
     if not refs:
         return []
-    if len(refs) > settings.max_uploads:
-        raise LimitExceeded(
-            f"the request uploads {len(refs)} tables; the limit is {settings.max_uploads}",
-            hint="upload fewer tables, or join them into one before uploading",
-        )
+    _check_count(refs, settings)
     budget = _Budget(settings.max_upload_bytes)
     out: list[tuple[TableMeta, pa.Table]] = []
     with tempfile.TemporaryDirectory(prefix="skyvault-upload-") as tmp:
-        for index, ref in enumerate(refs):
-            path = Path(tmp) / f"upload-{index}"
+        for ref in refs:
+            path = Path(tmp) / ref.name  # names are identifiers, unique without case
             if ref.scheme == "param":
                 _store_inline(ref, files, path, budget)
             elif ref.scheme in ("http", "https"):
@@ -227,8 +234,46 @@ def parse_uploads(
                     hint="give an http(s) URL, or POST the table inline as multipart/form-data "
                     f"with UPLOAD={ref.name},param:PART and a file part called PART",
                 )
-            out.append(read_upload(ref, path, settings.max_upload_rows))
+            out.append(
+                read_upload(
+                    ref, path, settings.max_upload_rows, max_columns=settings.max_upload_columns
+                )
+            )
     return out
+
+
+def _check_count(refs: Sequence[UploadRef], settings: Settings) -> None:
+    if len(refs) > settings.max_uploads:
+        raise LimitExceeded(
+            f"the request uploads {len(refs)} tables; the limit is {settings.max_uploads}",
+            hint="upload fewer tables, or join them into one before uploading",
+        )
+
+
+def referenced_parts(
+    params: Mapping[str, Sequence[str]],
+    files: Mapping[str, InlineContent],
+    settings: Settings,
+) -> dict[str, InlineContent]:
+    """The multipart parts an async job must keep: those its UPLOAD names as ``param:PART``.
+
+    A job reads its uploads when it runs, so creating it stores its parts; any other part
+    of the request is dropped here, and more tables than ``max_uploads`` are refused (413)
+    before anything is stored.  A malformed UPLOAD keeps no part: the job fails with the
+    same error when it runs, as every TAP parameter of a job is checked then.
+
+    Raises
+    ------
+    LimitExceeded
+        UPLOAD names more tables than ``settings.max_uploads``.
+    """
+    try:
+        refs = parse_upload_param(params.get("UPLOAD", []))
+    except UsageError:
+        return {}
+    _check_count(refs, settings)
+    wanted = {ref.part for ref in refs}
+    return {name: part for name, part in files.items() if name in wanted}
 
 
 @dataclass
@@ -266,7 +311,7 @@ def _copy_capped(ref: UploadRef, source: UploadPart, dest: Path, budget: _Budget
 def _store_inline(
     ref: UploadRef, files: Mapping[str, InlineContent], dest: Path, budget: _Budget
 ) -> None:
-    part = ref.uri.split(":", 1)[1].strip()
+    part = ref.part
     if not part:
         raise UsageError(
             f"{ref.label()}: param: names no multipart part",
@@ -501,32 +546,168 @@ def _sniff(path: Path) -> str | None:
     return "csv"
 
 
+#: What an upload can be, in words, for hints.
+_FORMATS_HINT = "send a VOTable, a CSV file with a header line, or a Parquet file"
+_FORMAT_NAMES = {"votable": "VOTable", "csv": "CSV", "parquet": "Parquet"}
+#: What to do about a table of each format that its reader refused.
+_READ_HINTS = {
+    "votable": "check the document against the VOTable standard (stilts votlint does)",
+    "csv": "check that every line has as many values as the header line has names",
+    "parquet": "check that the Parquet file is complete (copy or write it again)",
+}
+
+
+def _unreadable(
+    ref: UploadRef,
+    reason: str,
+    *,
+    row: int | None = None,
+    column: str | None = None,
+    hint: str | None = None,
+) -> UsageError:
+    """The error of an upload that could not be read, from its parts: which upload, where in
+    it (row, column) when known, what was wrong, what to do."""
+    where = "".join(
+        (f", row {row}" if row is not None else "", f", column {column!r}" if column else "")
+    )
+    return UsageError(f"{ref.label()}{where}: {reason}", hint=hint or _FORMATS_HINT)
+
+
+def _safe_reason(reason: str, fmt: str, tmp: Path) -> str:
+    """``reason`` unless it would show the server's temporary directory (then a generic one).
+
+    The readers name what they read; an upload's copy lives in a temporary directory that is
+    nobody's business outside the service, so a reason that mentions it is not shown.
+    """
+    if str(tmp) in reason:
+        log.warning("an upload reader's message names the temporary directory: %s", reason)
+        return f"the content is not a readable {_FORMAT_NAMES.get(fmt, fmt)} table"
+    return _shorten(reason, 300)
+
+
 @contextmanager
-def _reader_errors(ref: UploadRef, path: Path) -> Iterator[None]:
-    """Reader errors renamed: the upload, not the temporary file, is what the user knows."""
+def _reader_errors(ref: UploadRef, fmt: str, path: Path) -> Iterator[None]:
+    """Reader errors said about the upload the user knows, never about its temporary copy."""
     try:
         yield
     except IngestError as exc:
-        message = exc.message.replace(f"file {path}", ref.label(), 1)
-        if not message.startswith(ref.label()):
-            message = f"{ref.label()}: {message}"
-        raise UsageError(message, hint=exc.hint) from None
+        raise _unreadable(
+            ref,
+            _safe_reason(exc.reason, fmt, path.parent),
+            row=exc.row,
+            column=exc.column,
+            hint=exc.hint or _READ_HINTS.get(fmt),
+        ) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise UsageError(
-            f"{ref.label()}: the table could not be read ({_shorten(str(exc), 200)})",
-            hint="send a VOTable, a CSV file with a header line, or a Parquet file",
+        reason = _safe_reason(str(exc), fmt, path.parent)
+        raise _unreadable(
+            ref, f"the table could not be read ({reason})", hint=_READ_HINTS.get(fmt)
         ) from None
 
 
-def read_upload(ref: UploadRef, path: Path, max_rows: int) -> tuple[TableMeta, pa.Table]:
-    """The table in ``path`` (VOTable, Parquet or CSV, told by content) as ``TAP_UPLOAD``."""
+# --- the VOTable pre-scan -------------------------------------------------------------------
+
+
+class _FieldScan:
+    """expat handlers that check a VOTable's FIELDs (names, number) as they stream past.
+
+    astropy spends time quadratic in the number of FIELDs sharing a name (3,000 fields
+    named ``x``: 45 s of CPU), so names and the number of columns are checked first, by
+    expat alone: no tree is built, memory stays flat, and entity declarations (the way to
+    an entity expansion bomb or an external entity) are refused outright.
+    """
+
+    def __init__(self, ref: UploadRef, parser: XMLParserType, max_columns: int) -> None:
+        self.ref = ref
+        self.parser = parser
+        self.max_columns = max_columns
+        self.fields = 0
+        self.names: dict[str, tuple[str, int]] = {}
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        local = tag.rsplit(" ", 1)[-1]
+        if local == "TABLE":
+            self.names = {}
+        elif local == "FIELD":
+            self.field(attributes.get("name", ""))
+
+    def field(self, name: str) -> None:
+        line = self.parser.CurrentLineNumber
+        self.fields += 1
+        if self.fields > self.max_columns:
+            raise LimitExceeded(
+                f"{self.ref.label()} has more than {self.max_columns} columns (VOTable FIELD "
+                f"elements); the limit is {self.max_columns} columns per uploaded table",
+                hint="upload only the columns the query needs",
+            )
+        if not name.strip():
+            raise _unreadable(
+                self.ref,
+                f"the VOTable FIELD on line {line} has no name",
+                hint="give every FIELD a name attribute that is not empty",
+            )
+        folded = name.lower()
+        if folded in self.names:
+            first, first_line = self.names[folded]
+            if first == name:
+                same = f"two FIELDs are named {name!r}"
+            else:
+                same = (
+                    f"the FIELD names {first!r} and {name!r} are the same to the query engine "
+                    "(column names are compared without case)"
+                )
+            raise _unreadable(
+                self.ref,
+                f"{same} (lines {first_line} and {line})",
+                hint="give every column of the table its own name",
+            )
+        self.names[folded] = (name, line)
+
+    def entity(self, name: str, *_: object) -> None:
+        raise _unreadable(
+            self.ref,
+            f"the VOTable declares the XML entity {name!r}; uploads may not declare entities",
+            hint="write the values out in the document instead of through entities",
+        )
+
+
+def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
+    """Refuse a VOTable that is not well-formed XML, declares entities, has FIELDs without
+    a name or with the same name, or more FIELDs than ``max_columns`` — before astropy."""
+    parser = expat.ParserCreate(namespace_separator=" ")
+    scan = _FieldScan(ref, parser, max_columns)
+    parser.StartElementHandler = scan.start
+    parser.EntityDeclHandler = scan.entity
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        raise _unreadable(
+            ref,
+            f"not a readable VOTable: not well-formed XML at line {exc.lineno}, column "
+            f"{exc.offset + 1} ({expat.ErrorString(exc.code)})",
+            hint=_READ_HINTS["votable"],
+        ) from None
+
+
+# --- reading a table ------------------------------------------------------------------------
+
+
+def read_upload(
+    ref: UploadRef, path: Path, max_rows: int, *, max_columns: int = 1000
+) -> tuple[TableMeta, pa.Table]:
+    """The table in ``path`` (VOTable, Parquet or CSV, told by content) as ``TAP_UPLOAD``.
+
+    Errors name the upload (``ref``), never ``path``: it is the service's temporary copy.
+    """
     fmt = _sniff(path)
     if fmt is None:
-        raise UsageError(
-            f"{ref.label()} is empty or not a table",
-            hint="send a VOTable, a CSV file with a header line, or a Parquet file",
-        )
-    with _reader_errors(ref, path):
+        raise UsageError(f"{ref.label()} is empty or not a table", hint=_FORMATS_HINT)
+    if fmt == "votable":
+        _prescan_votable(ref, path, max_columns)
+    with _reader_errors(ref, fmt, path):
         reader: InputFile
         if fmt == "parquet":
             reader = ParquetInput(path)
@@ -534,6 +715,12 @@ def read_upload(ref: UploadRef, path: Path, max_rows: int) -> tuple[TableMeta, p
             reader = VOTableInput(path)
         else:
             reader = CsvInput(path)
+        if len(reader.schema) > max_columns:
+            raise LimitExceeded(
+                f"{ref.label()} has {len(reader.schema)} columns; the limit is {max_columns} "
+                "columns per uploaded table",
+                hint="upload only the columns the query needs",
+            )
         if reader.num_rows is not None and reader.num_rows > max_rows:
             raise _too_many_rows(ref, reader.num_rows, max_rows, complete=True)
         batches = []
@@ -600,11 +787,41 @@ def _queryable(ref: UploadRef, table: pa.Table) -> pa.Table:
             t = t.value_type
         elif pa.types.is_large_string(t):
             t = pa.string()
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            _check_utf8(ref, field.name, table.column(field.name))
+            t = pa.string()
         changed = changed or t != field.type
         fields.append(field.with_type(t))
     if changed:
         table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
     return table
+
+
+def _check_utf8(ref: UploadRef, name: str, data: pa.ChunkedArray) -> None:
+    """Refuse a column of bytes that are not all UTF-8 text (CSV readers make such a column
+    of a file in another encoding); naming the first row that is not."""
+    try:
+        data.cast(pa.string())
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return
+    row = 0
+    for chunk in data.chunks:
+        for value in chunk.to_pylist():
+            row += 1
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _unreadable(
+                    ref,
+                    f"the text {_shorten(repr(value), 60)} is not UTF-8",
+                    row=row,
+                    column=name,
+                    hint="save the table as UTF-8 text: uploads are read as UTF-8",
+                ) from None
 
 
 def _empty_strings_as_null(table: pa.Table) -> pa.Table:

@@ -22,7 +22,7 @@ from skyvault.service.exceptions import VOTABLE_TYPE
 from skyvault.service.handlers.tap import read_form
 from skyvault.service.params import collect_params
 from skyvault.service.security import IdentityDep
-from skyvault.service.uploads import InlineContent
+from skyvault.service.uploads import InlineContent, referenced_parts
 from skyvault.service.uws.documents import (
     iso_time,
     job_document,
@@ -120,7 +120,9 @@ async def create_job(request: Request, context: Context, caller: JobCaller) -> R
     303 to the job."""
     pairs, files, form = await read_form(request, context.settings.max_upload_bytes)
     try:
-        uploads = {name: await run_in_threadpool(_read_part, part) for name, part in files.items()}
+        # Only the parts UPLOAD names are kept with the job (and no more than max_uploads).
+        kept = referenced_parts(collect_params(pairs), files, context.settings)
+        uploads = {name: await run_in_threadpool(_read_part, part) for name, part in kept.items()}
     finally:
         if form is not None:
             await form.close()

@@ -2,15 +2,18 @@
 
 Namespace ``http://www.ivoa.net/xml/UWS/v1.0`` with ``version="1.1"`` on the root, elements
 in the order of the UWS schema; unknown values are ``xsi:nil``.  Times are ISO 8601 UTC
-with milliseconds and a ``Z``.
+with milliseconds and a ``Z``.  Every value goes through the one XML escaping of
+:mod:`skyvault.formats._xml` (the VOTable writers' too): a parameter may hold anything a
+client sent, and characters XML 1.0 cannot carry (C0 controls, lone surrogates) must not
+make the document unreadable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from html import escape
 
+from skyvault.formats._xml import escape_attribute, escape_text
 from skyvault.service.uws.models import Job
 
 __all__ = [
@@ -34,12 +37,8 @@ def iso_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _text(value: str) -> str:
-    return escape(value, quote=False)
-
-
-def _attr(value: str) -> str:
-    return escape(value, quote=True)
+_text = escape_text
+_attr = escape_attribute
 
 
 def _element(name: str, value: str | None, indent: str = "  ") -> str:

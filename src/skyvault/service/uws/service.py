@@ -34,7 +34,7 @@ from skyvault.auth.identity import Identity
 from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
 from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
-from skyvault.errors import LimitExceeded, UsageError
+from skyvault.errors import JobResourceMissing, LimitExceeded, UsageError
 from skyvault.formats.errors import dali_error_document
 from skyvault.service.params import collect_params
 from skyvault.service.uws.events import PhaseEvents
@@ -422,19 +422,37 @@ class JobService:
     # --- results and errors ---------------------------------------------------------------
 
     def error_document(self, job_id: str, owner: str | None) -> bytes:
-        """The DALI error document of a job in ERROR (or ABORTED)."""
+        """The DALI error document of a job in ERROR (or ABORTED).
+
+        Raises
+        ------
+        JobResourceMissing
+            The job has no error (404): it completed, or has not finished yet.
+        """
         job = self.get(job_id, owner)
         if job.failure is not None:
             return dali_error_document(job.failure.message)
         if job.phase == ExecutionPhase.ABORTED:
             return dali_error_document("the job was aborted")
-        raise JobNotFound(f"{job_id}/error")
+        if job.phase == ExecutionPhase.COMPLETED:
+            hint = f"it succeeded: its result is at /async/{job_id}/results/result"
+        else:
+            hint = "a job has an error only once it is in phase ERROR or ABORTED"
+        raise JobResourceMissing(
+            f"job {job_id} has no error: its phase is {job.phase.value}", hint=hint
+        )
 
     def result(self, job_id: str, owner: str | None) -> tuple[Job, Iterator[bytes]]:
         """The job and the bytes of its result (``result`` is the only result id)."""
         job = self.get(job_id, owner)
         if job.result is None:
-            raise JobNotFound(f"{job_id}/results/result")
+            if job.phase in (ExecutionPhase.ERROR, ExecutionPhase.ABORTED):
+                hint = f"it did not complete: its error is at /async/{job_id}/error"
+            else:
+                hint = f"wait until it is COMPLETED, e.g. GET /async/{job_id}?WAIT=60"
+            raise JobResourceMissing(
+                f"job {job_id} has no result: its phase is {job.phase.value}", hint=hint
+            )
         try:
             return job, self.results.read(job.result.key)
         except FileNotFoundError:
