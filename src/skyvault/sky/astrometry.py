@@ -74,11 +74,13 @@ def ivo_epoch_prop_pos(
     required = (ra, dec, pmra, pmdec, ref_epoch, out_epoch)
     valid = np.ones(len(ra), dtype=bool)
     for arr in required:
-        valid &= np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+        if arr.null_count:  # a column without NULLs needs no mask (most calls)
+            valid &= np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
 
     def values(arr: pa.Array) -> np.ndarray:
-        filled = pc.fill_null(arr, 0.0)
-        return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if arr.null_count:
+            arr = pc.fill_null(arr, 0.0)
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
     years = values(out_epoch) - values(ref_epoch)
     out_ra, out_dec = propagate(
@@ -91,6 +93,7 @@ def ivo_epoch_prop_pos(
         years,
     )
     valid &= np.isfinite(out_ra) & np.isfinite(out_dec)
+    mask = None if valid.all() else pa.array(~valid)
     return pa.StructArray.from_arrays(
-        [pa.array(out_ra), pa.array(out_dec)], fields=list(_POINT), mask=pa.array(~valid)
+        [pa.array(out_ra), pa.array(out_dec)], fields=list(_POINT), mask=mask
     )
