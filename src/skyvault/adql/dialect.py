@@ -251,7 +251,9 @@ class _AdqlParser(parser.Parser):
             if length is None or length.token_type != TokenType.NUMBER or not length.text.isdigit():
                 self.raise_error("Expecting a length")
             self._advance()
-            params.append(exp.DataTypeParam(this=exp.Literal.number(length.text)))
+            number = exp.Literal.number(length.text)
+            number.update_positions(length)
+            params.append(exp.DataTypeParam(this=number))
             if not self._match(TokenType.R_PAREN):
                 self.raise_error("Expecting )")
         if CAST_TARGETS[name] is exp.DataType.Type.USERDEFINED:
@@ -275,9 +277,27 @@ class _AdqlParser(parser.Parser):
         if count is None or count.token_type != TokenType.NUMBER or not count.text.isdigit():
             self.raise_error("Expecting a whole number after TOP")
         self._advance()
-        limit = self.expression(exp.Limit(expression=exp.Literal.number(count.text)))
+        number = exp.Literal.number(count.text)
+        number.update_positions(count)
+        limit = self.expression(exp.Limit(expression=number))
         limit.meta["top"] = True
         return limit
+
+    def _parse_join(
+        self,
+        skip_join_token: bool = False,
+        parse_bracket: bool = False,
+        alias_tokens: Any = None,
+    ) -> exp.Join | None:
+        """sqlglot's join, marked with where its keyword starts (a comma leaves no mark): a
+        ``JOIN`` without ON or USING is refused by the validator, a comma join is not."""
+        first = self._curr
+        join = super()._parse_join(
+            skip_join_token=skip_join_token, parse_bracket=parse_bracket, alias_tokens=alias_tokens
+        )
+        if join is not None and first is not None and first.token_type != TokenType.COMMA:
+            join.meta[nodes.JOIN_KEYWORD] = first.start
+        return join
 
     def _parse_ordered(self, parse_method: Callable[..., exp.Expr | None] | None = None) -> Any:
         """An ORDER BY term: ``expression [ASC | DESC]``, nothing else."""

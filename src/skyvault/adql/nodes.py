@@ -12,7 +12,9 @@ from typing import ClassVar
 from sqlglot import exp
 
 __all__ = [
+    "CONSTRUCTOR_ARITY",
     "GEOMETRY_NODES",
+    "JOIN_KEYWORD",
     "UNARY_MATH_NODES",
     "Area",
     "Box",
@@ -31,6 +33,9 @@ __all__ = [
     "Region",
     "Truncate",
     "UdfCall",
+    "is_not_a_point",
+    "is_number_like",
+    "is_point_like",
 ]
 
 
@@ -66,10 +71,109 @@ class GeometryFunction(exp.Expression, exp.Func):
         return None
 
     @property
-    def coordinates(self) -> list[exp.Expr]:
-        """The arguments without the coordinate-system literal."""
+    def has_coord_sys(self) -> bool:
+        """Whether the first argument is the coordinate system: a string literal, or NULL
+        where the other arguments are a complete set of coordinates (``POINT(NULL, ra,
+        dec)``; ADQL 2.1 made the argument optional, and clients send NULL for "none")."""
+        if self.coord_sys is not None:
+            return True
         args = self.arguments
-        return args[1:] if self.coord_sys is not None else args
+        if not self.takes_coord_sys or not args or not isinstance(args[0], exp.Null):
+            return False
+        rest = args[1:]
+        if not _complete(self.sql_name(), rest):
+            return False
+        # ``CIRCLE(NULL, 2, 3)`` is the centre (NULL, 2) with radius 3, not a coordinate
+        # system followed by a centre 2.
+        return not _complete(self.sql_name(), args) or not is_number_like(rest[0])
+
+    @property
+    def coordinates(self) -> list[exp.Expr]:
+        """The arguments without the coordinate system."""
+        args = self.arguments
+        return args[1:] if self.has_coord_sys else args
+
+
+#: Key of ``exp.Join.meta`` holding the offset of the join's first keyword (absent for a
+#: comma in FROM, which is a join without ON in sqlglot's trees too).
+JOIN_KEYWORD = "adql_join_keyword"
+
+#: Number of coordinate arguments of each constructor: with numbers, with a POINT first.
+CONSTRUCTOR_ARITY: dict[str, tuple[int, int | None]] = {
+    "POINT": (2, None),
+    "CIRCLE": (3, 2),
+    "BOX": (4, 3),
+}
+
+
+def is_number_like(node: exp.Expr) -> bool:
+    """Whether ``node`` is, by its syntax alone, a number (never a geometry): a numeric
+    literal, arithmetic, a math function, a numeric geometry function ..."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Literal):
+        return not node.is_string
+    return isinstance(
+        node,
+        (
+            exp.Neg,
+            exp.Add,
+            exp.Sub,
+            exp.Mul,
+            exp.Div,
+            exp.Abs,
+            exp.Mod,
+            exp.Pow,
+            exp.Pi,
+            exp.Rand,
+            exp.Round,
+            exp.Log,
+            exp.Atan2,
+            exp.Count,
+            exp.Avg,
+            exp.Sum,
+            Truncate,
+            InUnit,
+            Distance,
+            Area,
+            Coord1,
+            Coord2,
+            Contains,
+            Intersects,
+            *UNARY_MATH_NODES,
+        ),
+    )
+
+
+def is_point_like(node: exp.Expr) -> bool:
+    """Whether ``node`` is, by its syntax alone, a POINT (``POINT(...)``, ``CENTROID(...)``)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, (Point, Centroid))
+
+
+def is_not_a_point(node: exp.Expr) -> bool:
+    """Whether ``node`` cannot be a POINT by its syntax alone (a number, a string, another
+    geometry).  Column references, UDF calls, CASE ... may be POINTs."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Literal) or is_number_like(node):
+        return True
+    return isinstance(
+        node, (Circle, Box, Polygon, Region, Coordsys, exp.DPipe, exp.Lower, exp.Upper)
+    )
+
+
+def _complete(name: str, args: list[exp.Expr]) -> bool:
+    """Whether ``args`` can be the coordinate arguments of constructor ``name``."""
+    if name == "POLYGON":
+        if len(args) >= 6 and len(args) % 2 == 0:
+            return True
+        return len(args) >= 3 and not any(is_not_a_point(a) for a in args)
+    numbers, with_point = CONSTRUCTOR_ARITY[name]
+    if len(args) == numbers:
+        return True
+    return with_point is not None and len(args) == with_point and not is_not_a_point(args[0])
 
 
 class Point(GeometryFunction):

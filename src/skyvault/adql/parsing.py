@@ -198,6 +198,15 @@ def _check_tokens(source: SourceText, tokens: list[Token]) -> None:
             and following.token_type == _T.NUMBER
         ):
             raise _error_at(source, token, "ADQL has no LIMIT", hint="write SELECT TOP n ...")
+        if (
+            kind == _T.VAR
+            and token.text.upper() == "CROSS"
+            and following is not None
+            and following.token_type == _T.JOIN
+        ):
+            raise _error_at(
+                source, token, "ADQL has no CROSS JOIN", hint="use a comma join: FROM a, b"
+            )
         if kind == _T.TOP and following is not None and index + 2 < len(tokens):
             quantifier = tokens[index + 2]
             if quantifier.token_type in (_T.DISTINCT, _T.ALL):

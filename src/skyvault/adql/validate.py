@@ -29,6 +29,15 @@ __all__ = ["ALLOWED_ARGS", "SourceText", "validate"]
 
 _NUMBER = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
+#: Largest TOP and OFFSET (the largest 64-bit integer).
+MAX_ROWS = 2**63 - 1
+#: Longest CHAR(n)/VARCHAR(n): CHAR pads every value to its length.
+MAX_STRING_LENGTH = 65_535
+#: Largest number of decimal places of ROUND and TRUNCATE (DOUBLE's range is about 1e±308).
+MAX_DECIMALS = 308
+#: Most SELECTs one query may combine with UNION, EXCEPT and INTERSECT.
+MAX_SET_BRANCHES = 400
+
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
 _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
@@ -265,8 +274,20 @@ class _Validator:
             if not limit.meta.get("top"):
                 raise self.fail(limit, "ADQL has no LIMIT", hint="write SELECT TOP n ...")
             self.unsigned_integer(limit.expression, "TOP")
-        self.select_list(node.expressions)
         from_ = node.args.get("from_")
+        if not node.expressions:
+            offset = _start(from_) if from_ is not None else None
+            if offset is not None:  # point at FROM, which came where the list should be
+                found = self.source.text.upper().rfind("FROM", 0, offset)
+                offset = found if found >= 0 else offset
+            line, column = (1, 1) if offset is None else self.source.position(offset)
+            raise AdqlSyntaxError(
+                "the select list is empty",
+                line=line,
+                column=column,
+                hint="name the columns to return, or write * for all of them",
+            )
+        self.select_list(node.expressions)
         if from_ is None:
             raise self.fail(
                 node,
@@ -351,6 +372,16 @@ class _Validator:
         on, using = node.args.get("on"), node.args.get("using")
         if method and (on is not None or using):
             raise self.fail(node, "a NATURAL join takes neither ON nor USING")
+        keyword = node.meta.get(nodes.JOIN_KEYWORD)
+        if keyword is not None and not method and on is None and not using:
+            line, column = self.source.position(int(keyword))
+            raise AdqlSyntaxError(
+                f"{' '.join(w for w in (side, kind) if w) or 'a'} JOIN needs ON or USING",
+                line=line,
+                column=column,
+                hint="write JOIN t ON <condition> or JOIN t USING (column); for every pair "
+                "of rows, list the tables with commas: FROM a, b",
+            )
         self.table_reference(node.this)
         if on is not None:
             self.condition(on)
@@ -422,6 +453,7 @@ class _Validator:
                 raise self.unexpected(node.args["alias"], "after a subquery")
             self.query(node.this)
         elif isinstance(node, exp.Cast):
+            self.cast_length(node)
             self.value(node.this)
         elif isinstance(node, exp.Anonymous):
             self.anonymous(node)
@@ -464,6 +496,22 @@ class _Validator:
     def unsigned_integer(self, node: exp.Expr | None, clause: str) -> None:
         if not (isinstance(node, exp.Literal) and not node.is_string and str(node.this).isdigit()):
             raise self.fail(node, f"{clause} takes a whole number")
+        if int(str(node.this)) > MAX_ROWS:
+            raise self.fail(node, f"{clause} takes a whole number up to {MAX_ROWS}")
+
+    def cast_length(self, node: exp.Cast) -> None:
+        """``CHAR(n)``/``VARCHAR(n)``: a length from 1 to :data:`MAX_STRING_LENGTH`."""
+        target = node.args.get("to")
+        params = target.expressions if isinstance(target, exp.DataType) else []
+        for param in params:
+            length = param.this if isinstance(param, exp.DataTypeParam) else param
+            text = str(length.this) if isinstance(length, exp.Literal) else ""
+            if not text.isdigit() or not 1 <= int(text) <= MAX_STRING_LENGTH:
+                raise self.fail(
+                    length,
+                    f"a CHAR or VARCHAR length is a whole number from 1 to {MAX_STRING_LENGTH}",
+                    hint="leave the length out (CAST(x AS VARCHAR)) for strings of any length",
+                )
 
     def literal(self, node: exp.Expr, spec: FunctionSpec, param: str, *, integer: bool) -> None:
         inner = node.this if integer and isinstance(node, exp.Neg) else node
@@ -495,7 +543,16 @@ class _Validator:
             self.geometry(node, spec)
             return
         if isinstance(node, (exp.Round, nodes.Truncate)) and node.args.get("decimals"):
-            self.literal(node.args["decimals"], spec, "decimals", integer=True)
+            decimals = node.args["decimals"]
+            self.literal(decimals, spec, "decimals", integer=True)
+            digits = decimals.this if isinstance(decimals, exp.Neg) else decimals
+            if int(str(digits.this)) > MAX_DECIMALS:
+                raise self.fail(
+                    decimals,
+                    f"the decimals argument of {spec.name} must be between -{MAX_DECIMALS} "
+                    f"and {MAX_DECIMALS}",
+                    hint="a DOUBLE PRECISION value has about 16 significant digits",
+                )
             self.value(node.this)
             return
         if isinstance(node, exp.Rand) and node.this is not None:
@@ -529,18 +586,87 @@ class _Validator:
             self.literal(args[0], spec, "region", integer=False)
             return
         coordinates = node.coordinates
-        if node.takes_coord_sys:
-            needed = {"POINT": (2,), "CIRCLE": (2, 3), "BOX": (3, 4)}.get(spec.name)
-            if needed is not None and len(coordinates) not in needed:
-                raise self.fail(
-                    node,
-                    f"{spec.name} takes {' or '.join(map(str, needed))} coordinate arguments "
-                    f"after the optional coordinate system, not {len(coordinates)}",
-                )
-            if spec.name == "POLYGON" and len(coordinates) < 3:
-                raise self.fail(node, "POLYGON needs at least three vertices")
+        if isinstance(node, nodes.Polygon):
+            self.polygon(node, coordinates)
+        elif node.takes_coord_sys:
+            self.constructor(node, spec, coordinates)
         for arg in coordinates:
             self.value(arg)
+
+    def constructor(
+        self, node: nodes.GeometryFunction, spec: FunctionSpec, args: list[exp.Expr]
+    ) -> None:
+        """POINT, CIRCLE, BOX: ``<coordinates>`` or ``<coord_value>`` and the numbers after
+        it, as ADQL 2.1's grammar has them."""
+        name = spec.name
+        numbers, with_point = nodes.CONSTRUCTOR_ARITY[name]
+        forms = {
+            "POINT": "POINT(long, lat)",
+            "CIRCLE": "CIRCLE(long, lat, radius) or CIRCLE(POINT(long, lat), radius)",
+            "BOX": "BOX(long, lat, width, height) or BOX(POINT(long, lat), width, height)",
+        }[name]
+        if len(args) == with_point:
+            if nodes.is_not_a_point(args[0]):
+                raise self.fail(
+                    args[0],
+                    f"{name} with {len(args)} arguments takes a POINT first, "
+                    f'not "{self.source.snippet(args[0])}"',
+                    hint=f"write {forms}",
+                )
+            rest = args[1:]
+        elif len(args) == numbers:
+            rest = args
+        else:
+            counts = sorted(c for c in (numbers, with_point) if c is not None)
+            raise self.fail(
+                node,
+                f"{name} takes {' or '.join(map(str, counts))} coordinate arguments after the "
+                f"optional coordinate system, not {len(args)}",
+                hint=f"write {forms}",
+            )
+        for arg in rest:
+            self.number_argument(name, arg)
+
+    def polygon(self, node: nodes.GeometryFunction, args: list[exp.Expr]) -> None:
+        """POLYGON: three or more ``<coordinates>`` pairs, or three or more POINTs."""
+        if any(nodes.is_point_like(a) for a in args):
+            bad = next((a for a in args if nodes.is_not_a_point(a)), None)
+            if bad is not None:
+                raise self.fail(
+                    bad,
+                    "POLYGON takes either POINTs or coordinate pairs, not both",
+                    hint="write POLYGON(POINT(l1, b1), POINT(l2, b2), POINT(l3, b3)) or "
+                    "POLYGON(l1, b1, l2, b2, l3, b3)",
+                )
+            if len(args) < 3:
+                raise self.fail(node, "POLYGON needs at least three vertices")
+            return
+        if any(nodes.is_number_like(a) for a in args) and (len(args) % 2 or len(args) < 6):
+            raise self.fail(
+                node,
+                f"POLYGON needs three or more (long, lat) pairs, not {len(args)} numbers",
+                hint="write POLYGON(l1, b1, l2, b2, l3, b3)",
+            )
+        if len(args) < 3:
+            raise self.fail(node, "POLYGON needs at least three vertices")
+        for arg in args:
+            self.number_argument("POLYGON", arg, points=True)
+
+    def number_argument(self, name: str, arg: exp.Expr, *, points: bool = False) -> None:
+        inner = arg
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if isinstance(inner, exp.Literal) and inner.is_string:
+            what = "a string"
+        elif isinstance(inner, nodes.GeometryFunction) and (
+            isinstance(inner, (nodes.Circle, nodes.Box, nodes.Polygon, nodes.Region))
+            or (not points and nodes.is_point_like(inner))
+        ):
+            what = f"a {inner.adql_name}" if not isinstance(inner, nodes.Centroid) else "a POINT"
+        else:
+            return
+        expected = "numbers or POINTs" if points else "numbers here"
+        raise self.fail(arg, f"{name} takes {expected}, not {what}")
 
     def anonymous(self, node: exp.Anonymous) -> None:
         name = node.name
@@ -617,6 +743,16 @@ def validate(tree: exp.Expr, source: SourceText) -> exp.Expr:
         At the first construct that ADQL's grammar does not have.
     """
     validator = _Validator(source)
+    branches = 1 + sum(isinstance(n, _SET_OPERATIONS) for n in tree.walk())
+    if branches > MAX_SET_BRANCHES:
+        raise AdqlSyntaxError(
+            f"the query combines {branches} SELECTs; at most {MAX_SET_BRANCHES} may be "
+            "joined by UNION, EXCEPT or INTERSECT",
+            line=1,
+            column=1,
+            hint="split it into several queries, or select the rows with one WHERE clause "
+            "(IN (...), OR)",
+        )
     validator.query(tree, root=True)
     validator.sweep(tree)
     return tree
