@@ -19,7 +19,7 @@ from astropy.table import Table
 from skyvault.catalog.felis import dp02_schema_path
 from skyvault.catalog.ingest import HEALPIX_COLUMN, IngestOptions, ingest
 from skyvault.catalog.layout import TableName, list_tables
-from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.metadata import TableMeta, UnitWarning, normalize_unit
 from tests.conftest import TYCHO2_ROWS, random_sky
 
 
@@ -167,6 +167,94 @@ def test_every_input_format_gives_the_same_catalogue(tmp_path: Path) -> None:
         np.testing.assert_array_equal(rows["id"].to_numpy(), results["parquet"]["id"].to_numpy())
         np.testing.assert_allclose(rows["ra"].to_numpy(), results["parquet"]["ra"].to_numpy())
         assert rows["_healpix_29"].equals(results["parquet"]["_healpix_29"]), ext
+
+
+def _described_astropy_table() -> Table:
+    """A table as an astronomer writes it with astropy: units in several spellings,
+    descriptions (one longer than a FITS card), a UCD in the column meta."""
+    rng = np.random.default_rng(11)
+    n = 400
+    table = Table()
+    table["id"] = np.arange(n, dtype=np.int64)
+    table["ra"] = rng.uniform(0.0, 20.0, n) * u.deg
+    table["ra"].description = "Right ascension (ICRS)"
+    table["ra"].meta["ucd"] = "pos.eq.ra;meta.main"
+    table["dec"] = rng.uniform(-10.0, 10.0, n) * u.deg
+    table["pmra"] = rng.normal(0.0, 5.0, n) * u.mas / u.yr
+    table["pmra"].description = (
+        "Proper motion in right ascension times cos(Dec), in the ICRS at the catalogue "
+        "epoch, from a five-parameter astrometric fit"
+    )
+    table["flux"] = rng.uniform(1.0, 1e4, n) * u.nJy
+    table["flux"].description = "PSF flux"
+    table["mag"] = rng.uniform(15.0, 25.0, n) * u.mag
+    table["area"] = rng.uniform(0.0, 1.0, n) * u.arcsec**2
+    table.meta["description"] = "a described table"
+    return table
+
+
+def test_astropy_metadata_is_the_same_from_every_format(tmp_path: Path) -> None:
+    """Parquet written by astropy keeps units and descriptions as ECSV, VOTable and FITS do,
+    and every format's unit spelling (``mas / yr``, ``mas yr-1``, ``mas.yr**-1``) ends as one
+    VOUnit form."""
+    table = _described_astropy_table()
+    formats = {"parquet": "parquet", "ecsv": "ascii.ecsv", "vot": "votable", "fits": "fits"}
+    described: dict[str, list[tuple[str, str | None, str | None, str | None]]] = {}
+    for ext, fmt in formats.items():
+        table.write(tmp_path / f"a.{ext}", format=fmt)
+        meta = ingest(
+            [tmp_path / f"a.{ext}"], f"fmt.t_{ext}", tmp_path / "data", ra="ra", dec="dec"
+        )
+        described[ext] = [
+            (c.name, c.unit, c.description, c.ucd) for c in meta.columns if c.name != "_healpix_29"
+        ]
+        assert meta.description == "a described table", ext
+    expected = [
+        ("id", None, None, None),
+        ("ra", "deg", "Right ascension (ICRS)", "pos.eq.ra;meta.main"),
+        ("dec", "deg", None, "pos.eq.dec;meta.main"),
+        ("pmra", "mas/yr", str(table["pmra"].description), None),
+        ("flux", "nJy", "PSF flux", None),
+        ("mag", "mag", None, None),
+        ("area", "arcsec**2", None, None),
+    ]
+    for ext, columns in described.items():
+        assert columns == expected, ext
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("mas/yr", "mas/yr"),
+        ("mas / yr", "mas/yr"),
+        ("mas yr-1", "mas/yr"),
+        ("mas.yr**-1", "mas/yr"),
+        ("deg", "deg"),
+        ("mag", "mag"),
+        ("nJy", "nJy"),
+        ("pixel**2", "pixel**2"),
+        ("arcsec2", "arcsec**2"),
+        ("km s-1", "km/s"),
+        ("ct", "count"),
+        ("", ""),
+    ],
+)
+def test_unit_spellings_normalise_to_one_vounit(written: str, normal: str) -> None:
+    assert normalize_unit(written) == normal
+
+
+@pytest.mark.parametrize("odd", ["electron", "dex", "bananas per fortnight"])
+def test_a_unit_without_vounit_form_is_kept_with_a_warning(odd: str, tmp_path: Path) -> None:
+    with pytest.warns(UnitWarning, match="is not a VOUnit"):
+        assert normalize_unit(odd, "x") == odd
+    # ... and does not fail an ingest.
+    table = random_sky(200, seed=4).drop_columns(["name"])
+    astropy_table = Table({name: table[name].to_numpy() for name in table.column_names})
+    astropy_table["mag"].unit = u.Unit(odd, parse_strict="silent")
+    astropy_table.write(tmp_path / "odd.ecsv", format="ascii.ecsv")
+    with pytest.warns(UnitWarning, match="'mag'"):
+        meta = ingest([tmp_path / "odd.ecsv"], "o.t", tmp_path / "d", ra="ra", dec="dec")
+    assert meta.column("mag").unit == odd
 
 
 def test_several_files_and_globs(tmp_path: Path) -> None:

@@ -2,18 +2,23 @@
 
 Metadata is kept beside each catalogue in ``skyvault_table.json``.  It merges three sources,
 later ones winning field by field: the Arrow type of the stored column, what the input file
-carried (VOTable FIELD, FITS TUNIT/TCOMM/TUCD, ECSV meta), and a Felis YAML schema.
+carried (VOTable FIELD, FITS TUNIT/TCOMM/TUCD, ECSV or astropy-Parquet meta), and a Felis
+YAML schema.  Every unit, whatever its source, is written in one VOUnit spelling
+(:func:`normalize_unit`: ``mas/yr``, never ``mas / yr`` or ``mas yr-1``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from astropy import units as u
 
 from skyvault.errors import CatalogError
 
@@ -21,6 +26,8 @@ __all__ = [
     "METADATA_FILE",
     "ColumnMeta",
     "TableMeta",
+    "UnitWarning",
+    "normalize_unit",
     "votable_type",
 ]
 
@@ -62,6 +69,50 @@ def votable_type(arrow_type: pa.DataType) -> tuple[str, str | None, str | None]:
         inner, _, _ = votable_type(t.value_type)
         return inner, "*", None
     raise CatalogError(f"column type {t} has no VOTable equivalent")
+
+
+class UnitWarning(UserWarning):
+    """A column's unit is not one VOUnit can express; it is published as written."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _vounit(unit: str) -> str | None:
+    """``unit`` in astropy's VOUnit spelling with fractions, or None if it has none."""
+    with warnings.catch_warnings():
+        # Deprecated-but-valid VOUnits (Angstrom, erg) and multiple slashes only warn.
+        warnings.simplefilter("ignore")
+        for fmt in (None, "vounit", "cds", "fits"):
+            try:
+                parsed = u.Unit(unit, format=fmt, parse_strict="raise")
+            except (ValueError, TypeError):
+                continue
+            try:
+                return str(parsed.to_string("vounit", fraction=True))
+            except (ValueError, TypeError, u.UnitsError):
+                return None
+    return None
+
+
+def normalize_unit(unit: str, column: str | None = None) -> str:
+    """``unit`` in one VOUnit spelling: ``mas/yr`` for ``mas / yr``, ``mas yr-1``, ``mas.yr**-1``.
+
+    Any spelling astropy parses (its generic, VOUnit, CDS and FITS grammars) is accepted.  A
+    unit that has no VOUnit form (``electron``, ``dex``, ``%``, a typo) is kept as written,
+    with a :class:`UnitWarning` naming ``column``: an unusual unit must not fail an ingest.
+    """
+    text = unit.strip()
+    if not text:
+        return text
+    normal = _vounit(text)
+    if normal is None:
+        where = f" of column {column!r}" if column else ""
+        warnings.warn(
+            f"unit {text!r}{where} is not a VOUnit; it is published as written",
+            UnitWarning,
+            stacklevel=2,
+        )
+        return text
+    return normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +247,7 @@ def merge_columns(
         for layer in overrides:
             extra = layer.get(field.name)
             if extra:
-                meta = meta.updated(**_allowed(extra))
+                meta = meta.updated(**_allowed(extra, field.name))
         out.append(meta)
     return tuple(out)
 
@@ -204,8 +255,11 @@ def merge_columns(
 _OVERRIDABLE = {"unit", "ucd", "utype", "description", "principal", "indexed", "std", "xtype"}
 
 
-def _allowed(extra: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if k in _OVERRIDABLE and v not in ("", None)}
+def _allowed(extra: Mapping[str, Any], column: str) -> dict[str, Any]:
+    out = {k: v for k, v in extra.items() if k in _OVERRIDABLE and v not in ("", None)}
+    if "unit" in out:
+        out["unit"] = normalize_unit(str(out["unit"]), column) or None
+    return out
 
 
 def principal_defaults(

@@ -1,7 +1,9 @@
 """Input files for ingest: Parquet, CSV, ECSV, FITS binary tables and VOTable, read in batches.
 
 Each reader exposes the Arrow schema, the column metadata the file itself carries (units,
-UCDs, descriptions), the row count where the format knows it up front, and an iterator of
+UCDs, descriptions: including the column description astropy serialises as YAML in ECSV
+headers, in Parquet schema metadata and in FITS COMMENT cards, read with astropy's own
+``get_header_from_yaml``), the row count where the format knows it up front, and an iterator of
 record batches.  Everything but VOTable streams in bounded memory; astropy's VOTable parser
 reads a whole table, so VOTable inputs are expected to be modest (uploads, small catalogues).
 
@@ -20,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import yaml
 
 from skyvault.errors import InputFormatError
 
@@ -171,6 +172,15 @@ class ParquetInput(InputFile):
             info = _field_metadata(field)
             if info:
                 self.column_info[field.name] = info
+        # astropy's Table.write keeps units and descriptions in the schema metadata.
+        yaml_text = (self.schema.metadata or {}).get(_ASTROPY_PARQUET_KEY)
+        if yaml_text is not None:
+            header = _astropy_header(
+                yaml_text.decode("utf-8", "replace").split("\n"), "Parquet", path
+            )
+            for name, info in _astropy_columns(header).items():
+                self.column_info[name] = self.column_info.get(name, {}) | info
+            self.description = _astropy_description(header)
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         wanted = list(columns) if columns is not None else None
@@ -185,6 +195,76 @@ class ParquetInput(InputFile):
                     )
         except (pa.ArrowException, OSError) as exc:
             raise self.fail(f"unreadable Parquet data ({_short(exc)})") from None
+
+
+_ASTROPY_PARQUET_KEY = b"table_meta_yaml"
+_ASTROPY_FITS_BEGIN = "--BEGIN-ASTROPY-SERIALIZED-COLUMNS--"
+_ASTROPY_FITS_END = "--END-ASTROPY-SERIALIZED-COLUMNS--"
+
+
+def _astropy_header(lines: Sequence[str], what: str, path: Path) -> dict[str, Any]:
+    """An astropy table header (ECSV, Parquet or FITS YAML block), parsed by astropy."""
+    from astropy.table.meta import YamlParseError, get_header_from_yaml
+
+    try:
+        header = get_header_from_yaml(lines)
+    except YamlParseError as exc:
+        cause = exc.__cause__ or exc
+        raise InputFormatError(
+            f"the astropy table header in this {what} file is not valid YAML ({_short(cause)})",
+            file=str(path),
+        ) from None
+    if not isinstance(header, dict):
+        raise InputFormatError(
+            f"the astropy table header in this {what} file is not a mapping", file=str(path)
+        )
+    return header
+
+
+def _astropy_columns(header: dict[str, Any]) -> dict[str, ColumnInfo]:
+    """Unit, description and UCD of each column an astropy header describes."""
+    out: dict[str, ColumnInfo] = {}
+    columns = header.get("datatype")
+    if not isinstance(columns, list):
+        return out
+    for col in columns:
+        if not isinstance(col, dict) or not isinstance(col.get("name"), str):
+            continue
+        info: ColumnInfo = {k: str(col[k]) for k in ("unit", "description") if col.get(k)}
+        extra = col.get("meta")
+        if isinstance(extra, dict) and extra.get("ucd"):
+            info["ucd"] = str(extra["ucd"])
+        out[col["name"]] = info
+    return out
+
+
+def _astropy_description(header: dict[str, Any]) -> str | None:
+    meta = header.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("description"), str):
+        return str(meta["description"])
+    return None
+
+
+def _fits_astropy_lines(comments: Sequence[str]) -> list[str] | None:
+    """The YAML lines astropy writes between its sentinel COMMENT cards, or None.
+
+    A line longer than a card continues on the next card after a trailing backslash
+    (the layout of astropy's FITS writer).
+    """
+    try:
+        first = comments.index(_ASTROPY_FITS_BEGIN)
+        last = comments.index(_ASTROPY_FITS_END, first)
+    except ValueError:
+        return None
+    lines: list[str] = []
+    continued = False
+    for card in comments[first + 1 : last]:
+        if continued:
+            lines[-1] += card[:70]
+        else:
+            lines.append(card[:70])
+        continued = len(card) == 71 and card.endswith("\\")
+    return lines
 
 
 def _field_metadata(field: pa.Field) -> ColumnInfo:
@@ -350,14 +430,15 @@ class EcsvInput(CsvInput):
                     break
                 header_lines.append(line)
         self.path = path
-        try:
-            body = "\n".join(line[2:].rstrip("\n") for line in header_lines[1:])
-            header = yaml.safe_load(body) or {}
-            datatypes = header["datatype"]
-        except (yaml.YAMLError, KeyError, TypeError) as exc:
+        header = _astropy_header([line[2:].rstrip("\n") for line in header_lines[1:]], "ECSV", path)
+        datatypes = header.get("datatype")
+        if not isinstance(datatypes, list) or not all(
+            isinstance(col, dict) and "name" in col for col in datatypes
+        ):
             raise InputFormatError(
-                f"ECSV header is not valid ({_short(exc)})", file=str(path)
-            ) from None
+                "ECSV header is not valid (no list of columns under 'datatype')", file=str(path)
+            )
+        described = _astropy_columns(header)
         types: dict[str, pa.DataType] = {}
         info: dict[str, ColumnInfo] = {}
         for col in datatypes:
@@ -371,11 +452,7 @@ class EcsvInput(CsvInput):
                     hint="use scalar numeric, bool or string columns",
                 )
             types[name] = arrow
-            meta = {k: col[k] for k in ("unit", "description") if col.get(k)}
-            extra = col.get("meta") or {}
-            if isinstance(extra, dict) and extra.get("ucd"):
-                meta["ucd"] = extra["ucd"]
-            info[name] = meta
+            info[name] = described.get(name, {})
         super().__init__(
             path,
             column_types | types if column_types else types,
@@ -383,9 +460,7 @@ class EcsvInput(CsvInput):
             delimiter=header.get("delimiter", " "),
         )
         self.column_info = info
-        meta = header.get("meta") or {}
-        if isinstance(meta, dict) and isinstance(meta.get("description"), str):
-            self.description = meta["description"]
+        self.description = _astropy_description(header)
 
 
 class FitsInput(InputFile):
@@ -425,8 +500,19 @@ class FitsInput(InputFile):
             if info:
                 self.column_info[col.name] = info
         self.schema = pa.schema(fields)
-        if header.get("EXTNAME"):
-            self.description = None
+        # astropy's FITS writer adds what TUNIT cannot hold (descriptions, UCDs in column
+        # meta) as YAML in COMMENT cards.
+        lines = _fits_astropy_lines([str(c) for c in header.get("COMMENT", [])])
+        if lines is not None:
+            described = _astropy_header(lines, "FITS", path)
+            known = set(self.schema.names)
+            for name, extra in _astropy_columns(described).items():
+                if name in known:
+                    extra.pop("unit", None)  # TUNIT is the column's own unit card
+                    self.column_info[name] = extra | self.column_info.get(name, {})
+            self.description = _astropy_description(described)
+        if self.description is None and isinstance(header.get("DESCRIPTION"), str):
+            self.description = str(header["DESCRIPTION"])  # astropy's HIERARCH card
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         names = list(columns) if columns is not None else self.schema.names
@@ -517,7 +603,8 @@ class VOTableInput(InputFile):
             if field.utype:
                 info["utype"] = field.utype
             if field.description:
-                info["description"] = field.description
+                # Writers wrap long DESCRIPTION elements; the line breaks are layout.
+                info["description"] = " ".join(field.description.split())
             if field.xtype:
                 info["xtype"] = field.xtype
             if info:
@@ -525,7 +612,7 @@ class VOTableInput(InputFile):
         self.schema = pa.schema(fields)
         self._table = pa.Table.from_arrays(arrays, schema=self.schema)
         self.num_rows = self._table.num_rows
-        self.description = vot.description or None
+        self.description = " ".join((vot.description or "").split()) or None
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         table = self._table.select(list(columns)) if columns is not None else self._table
