@@ -330,3 +330,23 @@ def test_dask_runs_the_new_spellings_alike(world: tuple[Archive, pa.Table, pa.Ta
             assert len(pairs) == len(set(pairs)) and set(pairs) == _astropy(cat, up), adql
     finally:
         split.close()
+
+
+def test_negative_ra_on_the_keyed_side(world: tuple[Archive, pa.Table, pa.Table]) -> None:
+    """An upload with RA in -180..180 keyed (a LEFT JOIN explodes the optional catalogue):
+    its bins must be those the exploded side computes for RA + 360."""
+    archive, cat, up = world
+    extra = _uploads(up)[1:]
+    adql = (
+        "SELECT c.id AS cid, u.k AS uid FROM TAP_UPLOAD.other AS u LEFT JOIN s.cat AS c "
+        f"ON DISTANCE(u.alpha_j2000, u.delta_j2000, c.ra, c.dec) < {R}"
+    )
+    plan = archive.plan(adql, extra=extra)
+    roles = {s.qualified_name: s.cell.role for s in plan.scans if s.cell}
+    assert roles == {"s.cat": "exploded", "__sv_t0": "keyed"}
+    assert (extra[0][1]["alpha_j2000"].to_numpy() < 0).sum() > 300
+    got = archive.stream(adql, extra=extra).to_table()
+    rows = list(zip(got["cid"].to_pylist(), got["uid"].to_pylist(), strict=True))
+    want = _astropy(cat, up)
+    assert {r for r in rows if r[0] is not None} == want
+    assert len(rows) == len(want) + up.num_rows - len({b for _, b in want})
