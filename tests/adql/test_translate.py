@@ -679,6 +679,39 @@ def test_crossmatches_anywhere_in_the_query(query: str, pairs: list[tuple[str, s
     assert translation.crossmatch == (translation.crossmatches[0] if pairs else None)
 
 
+@pytest.mark.parametrize(
+    ("query", "sides"),
+    [
+        (
+            # 4-argument DISTANCE, constant first: the positions are the arguments.
+            "SELECT t.id FROM tycho2.main AS t JOIN dp02_dc2_catalogs.Object AS o "
+            "ON 0.001 >= DISTANCE(o.coord_ra, o.coord_dec, t.ra, t.dec)",
+            [
+                ("__sv_t1", '"s1"."coord_ra"', '"s1"."coord_dec"', False, ()),
+                ("__sv_t0", '"s0"."ra"', '"s0"."dec"', False, ()),
+            ],
+        ),
+        (
+            # A subquery's columns (renamed) inside the CIRCLE, arithmetic on a position.
+            "SELECT t.id FROM tycho2.main AS t, (SELECT coord_ra AS a, coord_dec AS b "
+            "FROM dp02_dc2_catalogs.Object) AS q "
+            "WHERE 1 = CONTAINS(POINT(t.ra + 0.5, t.dec), CIRCLE(q.a, q.b, 0.001))",
+            [
+                ("__sv_t0", '("s0"."ra" + 0.5e0)', '"s0"."dec"', False, ()),
+                ("s2", '"s2"."a"', '"s2"."b"', True, ("__sv_t1",)),
+            ],
+        ),
+    ],
+)
+def test_crossmatch_sides_are_the_predicate_positions(
+    query: str, sides: list[tuple[str, str, str, bool, tuple[str, ...]]]
+) -> None:
+    [match] = compile_adql(query, CATALOG).crossmatches
+    assert match.sides is not None
+    assert [(s.name, s.ra, s.dec, s.derived, s.tables) for s in match.sides] == sides
+    assert (match.left, match.right) == (sides[0][0], sides[1][0])
+
+
 # --- fuzz ----------------------------------------------------------------------------------------
 
 _COLUMNS = ["id", "ra", "dec", "mag_vt", "name", "t.id", "t.ra", "o.r_mag", "o.tract", "nosuch"]

@@ -303,3 +303,50 @@ def test_other_conditions_are_not_crossmatches_and_stay_right(
     want = set(zip(ids[keep].tolist(), uids[keep].tolist(), strict=True))
     assert len(pairs) == len(want) and set(pairs) == want
     assert 300 <= len(want) < len(ids) - 300
+
+
+def test_dask_runs_the_new_spellings_alike(world: tuple[Archive, pa.Table, pa.Table]) -> None:
+    """The split executor over a cell join keyed in the SQL (subquery) or on an upload
+    named lon/lat gives the local answer."""
+    from skyvault.engine.distributed import DaskExecutor
+
+    archive, cat, up = world
+    extra = _uploads(up)[:1]
+    split = open_archive(archive.data_dir, executor=DaskExecutor(max_tasks=4))
+    try:
+        for i, adql in enumerate(
+            (
+                "SELECT c.id AS cid, u.uid FROM s.cat AS c JOIN TAP_UPLOAD.up AS u ON "
+                f"1=CONTAINS(POINT('ICRS', c.ra, c.dec), CIRCLE('ICRS', u.lon, u.lat, {R}))",
+                DERIVED[0][1].format(r=R),
+                DERIVED[1][1].format(r=R),
+            )
+        ):
+            result = split.stream(adql, extra=extra)
+            got = result.to_table()
+            if i == 0:  # the catalogue at the top level: split into tasks
+                assert result.stats["tasks"] > 1
+            pairs = list(zip(got["cid"].to_pylist(), got["uid"].to_pylist(), strict=True))
+            assert len(pairs) == len(set(pairs)) and set(pairs) == _astropy(cat, up), adql
+    finally:
+        split.close()
+
+
+def test_negative_ra_on_the_keyed_side(world: tuple[Archive, pa.Table, pa.Table]) -> None:
+    """An upload with RA in -180..180 keyed (a LEFT JOIN explodes the optional catalogue):
+    its bins must be those the exploded side computes for RA + 360."""
+    archive, cat, up = world
+    extra = _uploads(up)[1:]
+    adql = (
+        "SELECT c.id AS cid, u.k AS uid FROM TAP_UPLOAD.other AS u LEFT JOIN s.cat AS c "
+        f"ON DISTANCE(u.alpha_j2000, u.delta_j2000, c.ra, c.dec) < {R}"
+    )
+    plan = archive.plan(adql, extra=extra)
+    roles = {s.qualified_name: s.cell.role for s in plan.scans if s.cell}
+    assert roles == {"s.cat": "exploded", "__sv_t0": "keyed"}
+    assert (extra[0][1]["alpha_j2000"].to_numpy() < 0).sum() > 300
+    got = archive.stream(adql, extra=extra).to_table()
+    rows = list(zip(got["cid"].to_pylist(), got["uid"].to_pylist(), strict=True))
+    want = _astropy(cat, up)
+    assert {r for r in rows if r[0] is not None} == want
+    assert len(rows) == len(want) + up.num_rows - len({b for _, b in want})

@@ -78,10 +78,13 @@ def _bins_sql(zone: str, h: float, radius: float) -> str:
     )
 
 
-def _own_bin_sql(ra: str, bins: str) -> str:
-    """The RA bin of ``ra`` among ``bins``, for any RA (-10 is 350; NaN has none): the same
-    formula on both sides of the join, so they agree on every row."""
-    wrapped = f"({ra} - 360.0e0 * floor({ra} / 360.0e0))"
+def _own_bin_sql(ra: str, bins: str, normalised: bool) -> str:
+    """The RA bin of ``ra`` among ``bins``, for any RA (-10 is 350; NaN has none).
+
+    ``normalised``: the RA is known to be finite and in [0, 360) (a stored table's declared
+    RA, which ingest checks), so the wrap is skipped; it would not change such a value
+    (``ra - 360 * 0``), so both sides of a join agree on every row either way."""
+    wrapped = ra if normalised else f"({ra} - 360.0e0 * floor({ra} / 360.0e0))"
     return f"TRY_CAST(floor({wrapped} / 360.0e0 * {bins}) AS BIGINT)"
 
 
@@ -113,16 +116,17 @@ def keyed_select(
     radius: float,
     tag: str | None = None,
     alias: str | None = None,
+    normalised: bool = False,
 ) -> str:
     """``base_sql`` with each row's cell key added as :data:`KEY_COLUMN`.
 
     ``ra`` and ``dec`` are SQL expressions over the rows of ``base_sql``, named ``alias``
     (None: unnamed, so only bare column names); ``tag`` names a column of ``base_sql``
-    folded into the key (and dropped)."""
+    folded into the key (and dropped); ``normalised``: the RA is in [0, 360) already."""
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql("__sv_dec", h)
     bins = _bins_sql("__sv_z", h, radius)
-    bin_ = f"{_own_bin_sql('__sv_ra', bins)} % {bins}"
+    bin_ = f"{_own_bin_sql('__sv_ra', bins, normalised)} % {bins}"
     key = _tagged_key(_key_sql("__sv_z", bin_), f'"{tag}"' if tag else None)
     excluded = "__sv_ra, __sv_dec, __sv_z" + (f', "{tag}"' if tag else "")
     return (
@@ -138,6 +142,7 @@ def exploded_select(
     radius: float,
     tag: str | None = None,
     alias: str | None = None,
+    normalised: bool = False,
 ) -> str:
     """``base_sql`` repeated once per cell of the 3 × 3 block around each row (9 distinct
     cells: see :func:`_bins_sql`); the arguments as for :func:`keyed_select`."""
@@ -145,7 +150,7 @@ def exploded_select(
     zone = _zone_sql("__sv_dec", h)
     z = "(__sv_z + __sv_o.__sv_dz)"
     bins = _bins_sql(z, h, radius)
-    own_bin = _own_bin_sql("__sv_ra", bins)
+    own_bin = _own_bin_sql("__sv_ra", bins, normalised)
     bin_ = f"(({own_bin} + __sv_o.__sv_db) % {bins} + {bins}) % {bins}"
     offsets = ", ".join(f"({dz}, {db})" for dz in (-1, 0, 1) for db in (-1, 0, 1))
     key = _tagged_key(_key_sql(z, bin_), f'"{tag}"' if tag else None)

@@ -73,6 +73,8 @@ class CellKey(NamedTuple):
     radius: float
     alias: str | None = None
     """The name ``ra``/``dec`` qualify the rows by (None: bare column names)."""
+    normalised: bool = False
+    """The RA is a stored table's declared RA: finite and in [0, 360) (ingest checks)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class Scan:
         cell = self.cell
         tag = TAG_COLUMN if self.tag is not None else None
         make = keyed_select if cell.role == "keyed" else exploded_select
-        return make(sql, cell.ra, cell.dec, cell.radius, tag, cell.alias)
+        return make(sql, cell.ra, cell.dec, cell.radius, tag, cell.alias, cell.normalised)
 
     def _tagged_files_sql(self, tagged: TaggedFiles) -> str:
         """The rows of each (file, tag), with the tag as :data:`TAG_COLUMN`.
@@ -434,15 +436,15 @@ def _with_cell_join(
         partner = right.name if side is left else left.name
         stored = by_name.get(scan.placeholder)
         layout = None
-        if (
-            isinstance(stored, StoredTable)
-            and stored.partitions is not None
-            and side.columns == (stored.meta.ra_column, stored.meta.dec_column)
-        ):
+        declared = isinstance(stored, StoredTable) and side.columns == (
+            stored.meta.ra_column,
+            stored.meta.dec_column,
+        )
+        if isinstance(stored, StoredTable) and declared and stored.partitions is not None:
             # Partitions (and their margins) follow the declared position only: a match on
             # other columns cannot be aligned by partition.
             layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
-        cell = CellKey(role, side.ra, side.dec, radius, side.alias)
+        cell = CellKey(role, side.ra, side.dec, radius, side.alias, declared)
         out.append(dataclasses.replace(scan, cell=cell, partner=partner, layout=layout))
     return join.sql, out
 
