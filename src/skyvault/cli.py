@@ -179,9 +179,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"skyvault TAP service at {url}")
     # proxy_headers=False: the client address comes from SKYVAULT_TRUSTED_PROXIES alone
     # (service/security.py), never from uvicorn's own trust of 127.0.0.1.
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False
-    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
 
 
