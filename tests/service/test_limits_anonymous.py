@@ -8,6 +8,7 @@ before a 429, and every 429 carries Retry-After and a message true for its endpo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -21,9 +22,13 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from skyvault.auth import AuthSettings
+from skyvault.auth.identity import Identity
+from skyvault.auth.limits import LimitsPolicy, UserLimits
 from skyvault.config import Settings, trusted_networks
 from skyvault.service.app import create_app
+from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import client_address
+from skyvault.service.slots import SlotBusy, SyncSlots
 from tests.service.conftest import _free_port, query_status, read_votable
 from tests.service.test_uws import SLOW, uws_settings
 
@@ -266,3 +271,33 @@ def test_serve_leaves_client_addresses_to_skyvault(
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: captured.update(kwargs))
     assert cli.main(["serve", "--data", str(demo_dir), "--port", "0"]) == 0
     assert captured["proxy_headers"] is False
+
+
+def test_sync_slots_per_client_capped_waiting_and_wake_up() -> None:
+    """Slots count per client; a request at the limit may wait (at most max_queued of a
+    client at a time) and is woken as soon as a slot of its client is given back."""
+    slots = SyncSlots()
+    limits = LimitsPolicy(anonymous=UserLimits(max_running=1, max_queued=1))
+    alice = Identity(None, client="192.0.2.1")
+    bob = Identity(None, client="192.0.2.2")
+    slots.take(alice, limits, 0, retry_after=3)
+    slots.take(bob, limits, 0, retry_after=3)  # another client: its own slot
+    with pytest.raises(SlotBusy) as info:
+        slots.take(alice, limits, 0, retry_after=3)
+    busy = info.value
+    assert busy.refusal.http_status == 429 and busy.refusal.retry_after == 3
+    with pytest.raises(SlotBusy):  # a client's async job EXECUTING holds a slot too
+        slots.take(Identity(None, client="192.0.2.3"), limits, 1, retry_after=3)
+
+    async def wait_for_release() -> float:
+        with slots.waiting(alice, busy) as woken:
+            with pytest.raises(UserLimitExceeded), slots.waiting(alice, busy):
+                pass  # a second waiter of the same client: over max_queued = 1
+            threading.Timer(0.2, slots.release, args=(alice,)).start()
+            started = time.monotonic()
+            await asyncio.wait_for(woken.wait(), 5)
+            return time.monotonic() - started
+
+    assert asyncio.run(wait_for_release()) < 2
+    assert slots.running() == 1  # bob's
+    slots.take(alice, limits, 0, retry_after=3)
