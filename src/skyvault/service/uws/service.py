@@ -186,10 +186,11 @@ class JobService:
     settings
         Limits: MAXREC, EXECUTIONDURATION, DESTRUCTION, queue length, WAIT.
     limits
-        Per-user limits, checked when a job is created or sent PHASE=RUN: jobs waiting
-        (PENDING or QUEUED) against ``max_queued``, stored results against
-        ``max_result_bytes`` (a refusal is a 429 :class:`UserLimitExceeded`).  The running
-        limit is kept by the runner, which leaves a job QUEUED while its owner is at it.
+        Per-account limits (a user, or one anonymous client): at creation the PENDING
+        jobs against ``max_pending``, at PHASE=RUN (or creation with it) the QUEUED ones
+        against ``max_queued``, both times stored results against ``max_result_bytes``
+        (a refusal is a 429 :class:`UserLimitExceeded` with ``Retry-After``).  The running
+        limit is kept by the runner, which leaves a job QUEUED while its account is at it.
     """
 
     def __init__(
