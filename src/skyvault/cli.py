@@ -248,7 +248,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     app = create_app(settings)
     print(f"skyvault TAP service at {url}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # proxy_headers=False: the client address comes from SKYVAULT_TRUSTED_PROXIES alone
+    # (service/security.py), never from uvicorn's own trust of 127.0.0.1.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
 
 
@@ -314,6 +316,7 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         host=host,
         port=port,
         log_level=log_level,
+        proxy_headers=False,  # client addresses: SKYVAULT_TRUSTED_PROXIES alone
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from pathlib import Path
 from typing import Self
 
@@ -10,7 +12,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
 
-__all__ = ["Settings"]
+__all__ = ["IPNetwork", "Settings", "trusted_networks"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=16)
+def trusted_networks(text: str) -> tuple[IPNetwork, ...]:
+    """The networks of a comma-separated list of addresses and CIDR networks.
+
+    A bad entry is a :class:`ValueError` naming it (the settings refuse to load).
+    """
+    networks = []
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"trusted_proxies: {entry!r} is not an IP address or CIDR network "
+                "(write e.g. 10.0.0.0/8 or 127.0.0.1)"
+            ) from None
+    return tuple(networks)
+
 
 #: (default, most a client may ask for) pairs of settings: the default may not pass the most.
 _DEFAULT_AND_MOST = (
@@ -121,6 +147,14 @@ class Settings(BaseSettings):
     job_destruction_max_days: float = Field(
         default=30.0, gt=0, description="latest DESTRUCTION a job may ask for, days from now"
     )
+    anonymous_job_destruction_days: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "an anonymous caller's job (and its result) is destroyed after this, days; "
+            "anonymous jobs may not ask for a later DESTRUCTION"
+        ),
+    )
     job_wait_max: int = Field(
         default=60, ge=1, description="longest a blocking WAIT request holds, s"
     )
@@ -165,6 +199,40 @@ class Settings(BaseSettings):
         if self.results_url:
             return self.results_url
         return str((self.data_dir / ".skyvault" / "results").absolute())
+
+    # --- who is calling, and how long they wait (service/security.py, handlers/tap.py) -----
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "comma-separated addresses or CIDR networks of reverse proxies in front of the "
+            "service (e.g. 10.0.0.0/8,127.0.0.1); only when a request comes from one of them "
+            "are its X-Forwarded-For / Forwarded headers used to find the client address that "
+            "anonymous limits count by; empty: the connection's own address"
+        ),
+    )
+    sync_slot_wait: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "how long a sync query waits for one of its caller's running slots before it is "
+            "refused with 429, s"
+        ),
+    )
+    retry_after: int = Field(
+        default=10,
+        ge=1,
+        description="the Retry-After of a 429 (a per-caller limit), s",
+    )
+
+    @model_validator(mode="after")
+    def _proxies_parse(self) -> Self:
+        """Refuse a trusted_proxies entry that is not an address or network."""
+        trusted_networks(self.trusted_proxies)
+        return self
+
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """The networks of :attr:`trusted_proxies`."""
+        return trusted_networks(self.trusted_proxies)
 
     # --- TAP_UPLOAD (service/uploads.py) ----------------------------------------------------
     max_upload_bytes: int = Field(

@@ -208,10 +208,20 @@ class QueryCancelled(QueryError):
 
 
 class LimitExceeded(SkyvaultError):
-    """A configured limit (upload size, jobs per user, storage) refused the request."""
+    """A configured limit (upload size, jobs per user, storage) refused the request.
+
+    ``retry_after``: seconds after which the same request may succeed, when that is known
+    (the web edge sends it as ``Retry-After``).
+    """
 
     code = "limit"
     http_status = 413
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 # --- service, jobs, auth --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from skyvault.auth.audit import MAX_QUERY_CHARS, AuditLog
 from skyvault.auth.identity import Identity
 from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
-from skyvault.auth.limits import LimitsPolicy, UserLimits, format_bytes
+from skyvault.auth.limits import LimitsPolicy, UserLimits, format_bytes, format_days
 from skyvault.auth.storage import AuthStorage, LimitOverrides
 from skyvault.errors import AdqlSemanticError, LimitExceeded
 
@@ -25,24 +25,54 @@ ANON = Identity.anonymous()
 # --- limits ---------------------------------------------------------------------------------
 
 
-def test_running_limit_message() -> None:
+def test_sync_slot_message_says_retry_or_async_never_delete() -> None:
+    """The sync refusal is true for sync: retry later or go async; a sync caller has no
+    async job to DELETE."""
     limits = LimitsPolicy(defaults=UserLimits(max_running=2, max_queued=5))
-    limits.check_job_limits(ALICE, running=1, queued=4)
+    limits.check_sync_slot(ALICE, 1, retry_after=7)
     with pytest.raises(LimitExceeded) as info:
-        limits.check_job_limits(ALICE, running=2, queued=0)
+        limits.check_sync_slot(ALICE, 2, retry_after=7)
     assert str(info.value) == (
-        "you have 2 running jobs, the limit is 2 "
-        "(wait for one to finish or abort it (DELETE /tap/async/<id>))"
+        "too many of your queries are running (2, the limit is 2) "
+        "(retry in 7 s, or submit the query as an async job (POST /tap/async), which "
+        "waits for its turn instead)"
     )
-    assert info.value.code == "limit"
+    assert info.value.code == "limit" and info.value.retry_after == 7
+    assert "DELETE" not in str(info.value)
 
 
 def test_queued_limit_message() -> None:
     limits = LimitsPolicy(defaults=UserLimits(max_queued=1), async_url="/svc/tap/async/")
+    limits.check_queued(ALICE, 0, retry_after=5, created=True)
     with pytest.raises(LimitExceeded) as info:
-        limits.check_job_limits(ALICE, running=0, queued=1)
-    assert info.value.message == "you have 1 queued job, the limit is 1"
-    assert "DELETE /svc/tap/async/<id>" in str(info.value.hint)
+        limits.check_queued(ALICE, 1, retry_after=5, created=True)
+    assert info.value.message == "you have 1 job queued to run, the limit is 1"
+    assert info.value.hint == (
+        "retry in 5 s, once some have started; this job stays PENDING: send PHASE=RUN again then"
+    )
+    assert info.value.retry_after == 5
+    with pytest.raises(LimitExceeded, match="no job was created"):
+        limits.check_queued(ALICE, 1, retry_after=5, created=False)
+
+
+def test_pending_limit_message_users_and_anonymous() -> None:
+    limits = LimitsPolicy(
+        defaults=UserLimits(max_pending=2),
+        anonymous=UserLimits(max_pending=1),
+        async_url="/svc/tap/async/",
+        anonymous_lifetime="12 hours",
+    )
+    limits.check_pending(ALICE, 1, retry_after=5)
+    with pytest.raises(LimitExceeded) as info:
+        limits.check_pending(ALICE, 2, retry_after=5)
+    assert info.value.message == ("you have 2 jobs created and never run (PENDING), the limit is 2")
+    hint = str(info.value.hint)
+    assert "DELETE /svc/tap/async/<id>" in hint and "GET /svc/tap/async?PHASE=PENDING" in hint
+    with pytest.raises(LimitExceeded) as info:
+        limits.check_pending(ANON, 1, retry_after=5)
+    # anonymous jobs are never listed: the hint does not send them to the list
+    hint = str(info.value.hint)
+    assert "GET" not in hint and "destroyed 12 hours after" in hint
 
 
 def test_storage_limit_message() -> None:
@@ -62,11 +92,21 @@ def test_per_user_overrides_and_anonymous(storage: AuthStorage) -> None:
     assert limits.limits_for(ALICE) == UserLimits(8, 10, 100)
     assert limits.limits_for(BOB) == UserLimits(2, 10, 100)
     assert limits.limits_for(ANON) == UserLimits(1, 1, 5)
-    limits.check_job_limits(ALICE, running=7, queued=0)
-    with pytest.raises(LimitExceeded, match="1 running job, the limit is 1"):
-        limits.check_job_limits(ANON, running=1, queued=0)
+    limits.check_sync_slot(ALICE, 7, retry_after=1)
+    with pytest.raises(LimitExceeded, match=r"running \(1, the limit is 1\)"):
+        limits.check_sync_slot(ANON, 1, retry_after=1)
     storage.set_limits("alice", LimitOverrides())
     assert limits.limits_for(ALICE) == UserLimits(2, 10, 100)
+
+
+def test_format_days() -> None:
+    assert [format_days(d) for d in (1, 7, 0.5, 1.5, 1 / 48)] == [
+        "1 day",
+        "7 days",
+        "12 hours",
+        "1.5 days",
+        "30 minutes",
+    ]
 
 
 def test_format_bytes() -> None:

@@ -49,8 +49,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ROOMY_AUTH = AuthSettings(
     max_running=1000,
     max_queued=10_000,
+    max_pending=10_000,
     anonymous_max_running=1000,
     anonymous_max_queued=10_000,
+    anonymous_max_pending=10_000,
 )
 
 

@@ -551,6 +551,9 @@ SLOW = (
 )
 
 
+ONE_ROW = "SELECT TOP 1 objectId FROM dp02_dc2_catalogs.Object"
+
+
 @pytest.fixture
 def limited(demo_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, AuthStorage, str]]:
     """The demo with its own auth database: dave with small limits."""
@@ -562,13 +565,16 @@ def limited(demo_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, AuthSt
     storage.add_user("dave", utc_now())
     grant_access(storage, "dp02_dc2_catalogs", None)
     storage.set_limits("dave", LimitOverrides(max_running=1, max_queued=2))
+    auth = AuthSettings(database_url=url, audit_log=tmp_path / "audit.jsonl", max_pending=2)
     token = TokenService(storage).create_token("dave", 1)
     settings = Settings(
         data_dir=demo_dir,
         jobs_database_url=f"sqlite:///{tmp_path / 'jobs.sqlite3'}",
         results_url=str(tmp_path / "results"),
         job_workers=3,
-        auth=AuthSettings(database_url=url, audit_log=tmp_path / "audit.jsonl"),
+        sync_slot_wait=0.5,
+        retry_after=3,
+        auth=auth,
     )
     with _client(settings) as client:
         yield client, storage, token
@@ -586,8 +592,9 @@ def test_running_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": "SELECT 1 AS x"}, headers=dave)
-    assert r.status_code == 429
-    assert "you have 1 running job, the limit is 1" in r.text and "DELETE" in r.text
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert "too many of your queries are running (1, the limit is 1)" in r.text
+    assert "retry in 3 s" in r.text and "DELETE" not in r.text
     waiting = _create(client, "SELECT TOP 1 objectId FROM dp02_dc2_catalogs.Object", dave)
     time.sleep(1.5)
     assert client.get(f"/tap/async/{waiting}/phase", headers=dave).text == "QUEUED"
@@ -601,15 +608,53 @@ def test_running_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:
     assert ok.status_code == 200
 
 
-def test_queued_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:
+def test_pending_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:
+    """dave may keep 2 jobs PENDING: a third is refused (429, Retry-After) saying how to
+    make room; PENDING jobs hold no run slot, so he can still create and run a job."""
     client, _, token = limited
     dave = bearer(token)
     first = [_create(client, "SELECT 1 AS x", dave, run=False) for _ in range(2)]
     r = client.post("/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1 AS x"}, headers=dave)
-    assert r.status_code == 429
-    assert "you have 2 queued jobs, the limit is 2" in r.text and "DELETE" in r.text
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert "you have 2 jobs created and never run (PENDING), the limit is 2" in r.text
+    assert "DELETE" in r.text and "PHASE=PENDING" in r.text
+    running = _create(client, ONE_ROW, dave)
+    assert _wait(client, running, dave) == "COMPLETED"
+    one = {"LANG": "ADQL", "QUERY": ONE_ROW}
+    assert client.post("/tap/sync", data=one, headers=dave).status_code == 200
     assert client.delete(f"/tap/async/{first[0]}", headers=dave).status_code == 303
     assert _create(client, "SELECT 1 AS x", dave, run=False)
+
+
+def test_queued_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:
+    """dave (max_running 1, max_queued 2) running one slow job may queue 2 more; a third
+    PHASE=RUN is refused (429, Retry-After) and that job stays PENDING; creating with
+    PHASE=RUN is refused without creating anything."""
+    client, _, token = limited
+    dave = bearer(token)
+    slow = _create(client, SLOW, dave)
+    deadline = time.monotonic() + 10
+    while client.get(f"/tap/async/{slow}/phase", headers=dave).text != "EXECUTING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    queued = [_create(client, ONE_ROW, dave) for _ in range(2)]
+    assert [client.get(f"/tap/async/{j}/phase", headers=dave).text for j in queued] == [
+        "QUEUED",
+        "QUEUED",
+    ]
+    pending = _create(client, ONE_ROW, dave, run=False)
+    r = client.post(f"/tap/async/{pending}/phase", data={"PHASE": "RUN"}, headers=dave)
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert "you have 2 jobs queued to run, the limit is 2" in r.text
+    assert "this job stays PENDING" in r.text
+    assert client.get(f"/tap/async/{pending}/phase", headers=dave).text == "PENDING"
+    data = {"LANG": "ADQL", "QUERY": "SELECT 1 AS x", "PHASE": "RUN"}
+    r = client.post("/tap/async", data=data, headers=dave)
+    assert r.status_code == 429 and "no job was created" in r.text
+    client.post(f"/tap/async/{slow}/phase", data={"PHASE": "ABORT"}, headers=dave)
+    assert [_wait(client, j, dave) for j in queued] == ["COMPLETED", "COMPLETED"]
+    r = client.post(f"/tap/async/{pending}/phase", data={"PHASE": "RUN"}, headers=dave)
+    assert r.status_code == 303 and _wait(client, pending, dave) == "COMPLETED"
 
 
 def test_result_storage_limit(limited: tuple[TestClient, AuthStorage, str]) -> None:

@@ -137,6 +137,11 @@ def test_create_pending_job_document(uws: TestClient) -> None:
     created = datetime.fromisoformat(text(root, "uws:creationTime").replace("Z", "+00:00"))  # type: ignore[union-attr]
     destruction = datetime.fromisoformat(text(root, "uws:destruction").replace("Z", "+00:00"))  # type: ignore[union-attr]
     assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
+    # An anonymous job lives a day (anonymous_job_destruction_days), a user's a week.
+    assert timedelta(hours=23.9) < destruction - created <= timedelta(days=1)
+    users = xml(uws.get(f"/tap/async/{create(uws, 'una')}", headers={"X-Test-User": "una"}))
+    created = datetime.fromisoformat(text(users, "uws:creationTime").replace("Z", "+00:00"))  # type: ignore[union-attr]
+    destruction = datetime.fromisoformat(text(users, "uws:destruction").replace("Z", "+00:00"))  # type: ignore[union-attr]
     assert timedelta(days=6.9) < destruction - created <= timedelta(days=7)
 
 
@@ -182,9 +187,41 @@ def test_bad_uws_parameter_at_creation_is_a_400_and_no_job(
 
 
 @pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"LANG": "ADQL"},
+        {"LANG": "ADQL", "PHASE": "RUN"},
+        {"LANG": "ADQL", "QUERY": ""},
+        {"LANG": "ADQL", "QUERY": "  \n"},
+        {"REQUEST": "doQuery", "LANG": "ADQL", "MAXREC": "5"},
+    ],
+)
+def test_job_without_query_is_a_400_and_no_job(uws: TestClient, data: dict[str, str]) -> None:
+    """A job is only created with a QUERY (every client sends it in the creating POST): a
+    body-less POST leaves nothing behind to fill anyone's limits."""
+    user = "creator-empty"
+    r = uws.post("/tap/async", data=data, headers={"X-Test-User": user})
+    assert r.status_code == 400 and "location" not in r.headers
+    message = dali_message(r)
+    assert message.startswith("a job needs a QUERY") and "no job was created" in message
+    assert "send the ADQL query as QUERY" in message
+    assert list(xml(uws.get("/tap/async", headers={"X-Test-User": user}))) == []
+
+
+def test_query_emptied_after_creation_fails_at_run(uws: TestClient) -> None:
+    job_id = create(uws)
+    assert uws.post(f"/tap/async/{job_id}/parameters", data={"QUERY": ""}).status_code == 303
+    uws.post(f"/tap/async/{job_id}/phase", data={"PHASE": "RUN"})
+    assert wait_final(uws, job_id) == "ERROR"
+    assert "QUERY parameter is missing or empty" in dali_message(
+        uws.get(f"/tap/async/{job_id}/error")
+    )
+
+
+@pytest.mark.parametrize(
     ("params", "words"),
     [
-        ({"QUERY": ""}, "QUERY"),
         ({"LANG": "SQL"}, "LANG"),
         ({"LANG": None}, "LANG"),
         ({"MAXREC": "-3"}, "MAXREC"),
@@ -336,25 +373,40 @@ def test_execution_duration_is_enforced(uws: TestClient) -> None:
 
 
 def test_destruction(uws: TestClient) -> None:
-    job_id = create(uws)
+    dan = {"X-Test-User": "dan"}
+    job_id = create(uws, "dan")
     when = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     r = uws.post(
         f"/tap/async/{job_id}/destruction",
         data={"DESTRUCTION": when.isoformat().replace("+00:00", "Z")},
+        headers=dan,
     )
     assert r.status_code == 303
-    assert uws.get(f"/tap/async/{job_id}/destruction").text == when.strftime(
+    assert uws.get(f"/tap/async/{job_id}/destruction", headers=dan).text == when.strftime(
         "%Y-%m-%dT%H:%M:%S.000Z"
     )
     # Later than the service keeps jobs: the latest allowed.
-    uws.post(f"/tap/async/{job_id}/destruction", data={"DESTRUCTION": "2999-01-01T00:00:00Z"})
+    uws.post(
+        f"/tap/async/{job_id}/destruction",
+        data={"DESTRUCTION": "2999-01-01T00:00:00Z"},
+        headers=dan,
+    )
     kept = datetime.fromisoformat(
-        uws.get(f"/tap/async/{job_id}/destruction").text.replace("Z", "+00:00")
+        uws.get(f"/tap/async/{job_id}/destruction", headers=dan).text.replace("Z", "+00:00")
     )
     assert kept - datetime.now(UTC) < timedelta(days=30, minutes=1)
     for bad in ("tomorrow", "2030-13-01T00:00:00Z", ""):
-        r = uws.post(f"/tap/async/{job_id}/destruction", data={"DESTRUCTION": bad})
+        r = uws.post(f"/tap/async/{job_id}/destruction", data={"DESTRUCTION": bad}, headers=dan)
         assert r.status_code == 400 and "DESTRUCTION" in dali_message(r)
+    # An anonymous job may not ask to live longer than anonymous jobs do (a day), at
+    # creation or later.
+    anonymous = create(uws, DESTRUCTION=when.isoformat().replace("+00:00", "Z"))
+    for _ in range(2):
+        kept = datetime.fromisoformat(
+            uws.get(f"/tap/async/{anonymous}/destruction").text.replace("Z", "+00:00")
+        )
+        assert kept - datetime.now(UTC) <= timedelta(days=1)
+        uws.post(f"/tap/async/{anonymous}/destruction", data={"DESTRUCTION": "2999-01-01T00:00Z"})
 
 
 def test_quote_owner_and_plain_values(uws: TestClient) -> None:

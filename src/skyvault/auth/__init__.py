@@ -8,7 +8,9 @@ The web layer uses this package in four steps per request:
 2. ``access.require_anonymous_allowed(identity)``; then ``access.visible_tables(identity,
    tables)`` is the table list for /tables, TAP_SCHEMA and the ADQL checker alike.
 3. Jobs: :func:`new_job_id`, :func:`can_access_job`, :func:`can_list_job`;
-   ``limits.check_job_limits`` / ``limits.check_result_storage`` before starting work.
+   ``limits.check_sync_slot`` / ``check_queued`` / ``check_pending`` /
+   ``check_result_storage`` before starting work (anonymous callers count per
+   ``Identity.client``).
 4. ``audit.request(identity, endpoint, query)`` around the work.
 
 :func:`build_auth` builds all of it from :class:`AuthSettings` (``SKYVAULT_AUTH_*``).

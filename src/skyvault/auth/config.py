@@ -60,18 +60,26 @@ class AuthSettings(BaseSettings):
         default=60.0, ge=0, description="proxy mode: how long user-info groups are reused"
     )
     max_running: int = Field(default=2, ge=1, description="jobs a user may run at once")
-    max_queued: int = Field(default=10, ge=0, description="jobs a user may have waiting")
+    max_queued: int = Field(
+        default=10, ge=0, description="jobs a user may have QUEUED (sent PHASE=RUN, not started)"
+    )
+    max_pending: int = Field(
+        default=100, ge=0, description="jobs a user may have PENDING (created, not yet run)"
+    )
     max_result_bytes: int = Field(
         default=10 * 1024**3, ge=0, description="bytes of stored results per user"
     )
     anonymous_max_running: int = Field(
-        default=2, ge=1, description="jobs all anonymous callers together may run at once"
+        default=2, ge=1, description="jobs one anonymous client (address) may run at once"
     )
     anonymous_max_queued: int = Field(
-        default=4, ge=0, description="jobs all anonymous callers together may have waiting"
+        default=4, ge=0, description="jobs one anonymous client may have QUEUED"
+    )
+    anonymous_max_pending: int = Field(
+        default=10, ge=0, description="jobs one anonymous client may have PENDING"
     )
     anonymous_max_result_bytes: int = Field(
-        default=1024**3, ge=0, description="bytes of stored results of all anonymous jobs"
+        default=1024**3, ge=0, description="bytes of stored results of one anonymous client"
     )
     audit_log: Path | None = Field(
         default=None,

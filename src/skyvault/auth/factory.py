@@ -32,11 +32,16 @@ class AuthServices:
 
 
 def build_auth(
-    data_dir: Path, settings: AuthSettings | None = None, *, async_url: str = "/tap/async"
+    data_dir: Path,
+    settings: AuthSettings | None = None,
+    *,
+    async_url: str = "/tap/async",
+    anonymous_lifetime: str = "1 day",
 ) -> AuthServices:
     """The auth services for data root ``data_dir``.
 
-    ``async_url`` is the path of the UWS job list, quoted in the hints of limit refusals.
+    ``async_url`` is the path of the UWS job list and ``anonymous_lifetime`` how long
+    anonymous jobs live, both quoted in the hints of limit refusals.
     """
     settings = settings or AuthSettings()
     storage = AuthStorage.for_data_dir(data_dir, settings.database_url)
@@ -56,13 +61,20 @@ def build_auth(
         authenticator = BuiltinAuthenticator(storage, tokens)
     limits = LimitsPolicy(
         storage,
-        UserLimits(settings.max_running, settings.max_queued, settings.max_result_bytes),
         UserLimits(
-            settings.anonymous_max_running,
-            settings.anonymous_max_queued,
-            settings.anonymous_max_result_bytes,
+            max_running=settings.max_running,
+            max_queued=settings.max_queued,
+            max_result_bytes=settings.max_result_bytes,
+            max_pending=settings.max_pending,
+        ),
+        UserLimits(
+            max_running=settings.anonymous_max_running,
+            max_queued=settings.anonymous_max_queued,
+            max_result_bytes=settings.anonymous_max_result_bytes,
+            max_pending=settings.anonymous_max_pending,
         ),
         async_url=async_url,
+        anonymous_lifetime=anonymous_lifetime,
     )
     return AuthServices(
         settings=settings,

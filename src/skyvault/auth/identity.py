@@ -56,10 +56,15 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Identity:
-    """The caller of one request: a user name and groups, or anonymous (``user`` None)."""
+    """The caller of one request: a user name and groups, or anonymous (``user`` None).
+
+    ``client`` is the network address an anonymous caller is known by (set by the web
+    edge; see ``docs/auth.md``): anonymous limits count per client, not for the world.
+    """
 
     user: str | None
     groups: frozenset[str] = field(default_factory=frozenset)
+    client: str | None = None
 
     @classmethod
     def anonymous(cls) -> Identity:

@@ -1,14 +1,20 @@
-"""Per-user limits: running jobs, queued jobs and result storage, with refusals that say why.
+"""Per-user limits: running, queued and pending jobs, result storage; refusals that say why.
 
 Every user gets :class:`UserLimits` defaults, optionally overridden per user in the auth
-database (:meth:`AuthStorage.set_limits`).  All anonymous callers share one owner (jobs with
-owner None) and one set of limits, ``anonymous`` — smaller by default.
+database (:meth:`AuthStorage.set_limits`).  Anonymous callers get the ``anonymous`` limits
+(smaller by default) *per client*: each network address (``Identity.client``, set by the web
+edge) is counted on its own, so one anonymous client cannot use up anyone else's share.
 
-The service counts; this module decides.  It calls :meth:`LimitsPolicy.check_job_limits`
-before creating or starting a job (a synchronous query counts as a running job) and
-:meth:`LimitsPolicy.check_result_storage` before running one whose result will be kept.
-A refusal is a :class:`~skyvault.errors.LimitExceeded` naming the limit, the caller's
-current use, and how to free room.
+The service counts; this module decides.  Each check takes the caller's current use and
+raises a :class:`~skyvault.errors.LimitExceeded` naming the limit, the use, and the way out
+that is true where it was refused:
+
+* :meth:`LimitsPolicy.check_sync_slot` — a sync query while the caller has ``max_running``
+  queries (sync, or async jobs EXECUTING) running;
+* :meth:`LimitsPolicy.check_queued` — ``PHASE=RUN`` while ``max_queued`` jobs wait in QUEUED;
+* :meth:`LimitsPolicy.check_pending` — a new job while ``max_pending`` jobs sit in PENDING
+  (created, never run: they hold no run slot, only a row and their uploads);
+* :meth:`LimitsPolicy.check_result_storage` — a job when stored results fill the quota.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from skyvault.auth.identity import Identity
 from skyvault.auth.storage import AuthStorage
 from skyvault.errors import LimitExceeded
 
-__all__ = ["ANONYMOUS_LIMITS", "LimitsPolicy", "UserLimits", "format_bytes"]
+__all__ = ["ANONYMOUS_LIMITS", "LimitsPolicy", "UserLimits", "format_bytes", "format_days"]
 
 
 @dataclass(frozen=True)
@@ -29,19 +35,22 @@ class UserLimits:
     Attributes
     ----------
     max_running
-        Jobs (async or sync) executing at the same time.
+        Queries (sync, or async jobs EXECUTING) running at the same time.
     max_queued
-        Jobs waiting to run (PENDING or QUEUED).
+        Jobs sent ``PHASE=RUN`` and waiting for a worker (QUEUED).
     max_result_bytes
         Bytes of stored results of all the user's jobs together.
+    max_pending
+        Jobs created and not (yet) sent ``PHASE=RUN`` (PENDING).
     """
 
     max_running: int = 2
     max_queued: int = 10
     max_result_bytes: int = 10 * 1024**3
+    max_pending: int = 100
 
 
-ANONYMOUS_LIMITS = UserLimits(max_running=2, max_queued=4, max_result_bytes=1024**3)
+ANONYMOUS_LIMITS = UserLimits(max_running=2, max_queued=4, max_result_bytes=1024**3, max_pending=10)
 
 
 def format_bytes(n: int) -> str:
@@ -52,6 +61,15 @@ def format_bytes(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def format_days(days: float) -> str:
+    """A lifetime for a person: ``1 day``, ``7 days``, ``12 hours``, ``30 minutes``."""
+    for unit, size in (("day", 1.0), ("hour", 1 / 24), ("minute", 1 / 1440)):
+        if days >= size:
+            n = days / size
+            return _plural(round(n), unit) if abs(n - round(n)) < 0.05 else f"{n:.1f} {unit}s"
+    return _plural(max(1, round(days * 86400)), "second")
 
 
 def _plural(n: int, word: str) -> str:
@@ -68,9 +86,11 @@ class LimitsPolicy:
     defaults
         Limits of authenticated users without overrides (default :class:`UserLimits`).
     anonymous
-        Limits shared by all anonymous callers (default :data:`ANONYMOUS_LIMITS`).
+        Limits of each anonymous client (default :data:`ANONYMOUS_LIMITS`).
     async_url
         Path of the UWS job list, for the hints (``DELETE {async_url}/<id>``).
+    anonymous_lifetime
+        How long anonymous jobs live, for the hints (``"1 day"``).
     """
 
     def __init__(
@@ -80,11 +100,13 @@ class LimitsPolicy:
         anonymous: UserLimits | None = None,
         *,
         async_url: str = "/tap/async",
+        anonymous_lifetime: str = "1 day",
     ) -> None:
         self._storage = storage
         self.defaults = defaults or UserLimits()
         self.anonymous = anonymous or ANONYMOUS_LIMITS
         self._async_url = async_url.rstrip("/")
+        self._anonymous_lifetime = anonymous_lifetime
 
     def limits_for(self, identity: Identity) -> UserLimits:
         """The limits that apply to ``identity``."""
@@ -96,37 +118,82 @@ class LimitsPolicy:
         changes = {k: v for k, v in vars(over).items() if v is not None}
         return replace(self.defaults, **changes) if changes else self.defaults
 
-    def check_job_limits(self, identity: Identity, running: int, queued: int) -> None:
-        """Refuse another job when the caller is at either job limit.
+    def check_sync_slot(self, identity: Identity, running: int, *, retry_after: int) -> None:
+        """Refuse a sync query while ``identity`` has ``max_running`` queries running.
 
-        ``running`` and ``queued`` are the caller's jobs executing and waiting now, not
-        counting the one asked for.
+        ``running`` counts the caller's sync queries in flight and async jobs executing.
         """
         limits = self.limits_for(identity)
         if running >= limits.max_running:
             raise LimitExceeded(
-                f"you have {_plural(running, 'running job')}, the limit is {limits.max_running}",
-                hint=f"wait for one to finish or abort it (DELETE {self._async_url}/<id>)",
-            )
-        if queued >= limits.max_queued:
-            raise LimitExceeded(
-                f"you have {_plural(queued, 'queued job')}, the limit is {limits.max_queued}",
+                f"too many of your queries are running ({running}, the limit is "
+                f"{limits.max_running})",
                 hint=(
-                    f"wait for some to run, or delete ones you no longer need "
-                    f"(DELETE {self._async_url}/<id>; GET {self._async_url} lists them)"
+                    f"retry in {retry_after} s, or submit the query as an async job "
+                    f"(POST {self._async_url}), which waits for its turn instead"
                 ),
+                retry_after=retry_after,
             )
+
+    def check_queued(
+        self, identity: Identity, queued: int, *, retry_after: int, created: bool
+    ) -> None:
+        """Refuse ``PHASE=RUN`` while ``identity`` has ``max_queued`` jobs QUEUED.
+
+        ``created``: the job exists and stays PENDING (PHASE=RUN on a job); otherwise the
+        refused request would have created it, and nothing was created.
+        """
+        limits = self.limits_for(identity)
+        if queued < limits.max_queued:
+            return
+        stays = (
+            "this job stays PENDING: send PHASE=RUN again then"
+            if created
+            else "no job was created: submit it again then"
+        )
+        raise LimitExceeded(
+            f"you have {_plural(queued, 'job')} queued to run, the limit is {limits.max_queued}",
+            hint=f"retry in {retry_after} s, once some have started; {stays}",
+            retry_after=retry_after,
+        )
+
+    def check_pending(self, identity: Identity, pending: int, *, retry_after: int) -> None:
+        """Refuse a new job while ``identity`` has ``max_pending`` jobs PENDING."""
+        limits = self.limits_for(identity)
+        if pending < limits.max_pending:
+            return
+        if identity.user is None:
+            where = (
+                f"anonymous jobs are not listed; each is destroyed "
+                f"{self._anonymous_lifetime} after it was created"
+            )
+        else:
+            where = f"GET {self._async_url}?PHASE=PENDING lists them"
+        raise LimitExceeded(
+            f"you have {_plural(pending, 'job')} created and never run (PENDING), the limit "
+            f"is {limits.max_pending}",
+            hint=(
+                f"run them (PHASE=RUN) or delete the ones you no longer need "
+                f"(DELETE {self._async_url}/<id>; {where}); or create the job with "
+                f"PHASE=RUN so that it runs at once"
+            ),
+            retry_after=retry_after,
+        )
 
     def check_result_storage(self, identity: Identity, used_bytes: int) -> None:
         """Refuse a new job when the caller's stored results already fill their quota."""
         limits = self.limits_for(identity)
         if used_bytes >= limits.max_result_bytes:
+            if identity.user is None:
+                where = f"anonymous jobs go {self._anonymous_lifetime} after creation"
+            else:
+                where = f"GET {self._async_url} lists them"
             raise LimitExceeded(
                 f"your stored results take {format_bytes(used_bytes)}, the limit is "
                 f"{format_bytes(limits.max_result_bytes)}",
                 hint=(
                     f"delete jobs whose results you have downloaded "
-                    f"(DELETE {self._async_url}/<id>; GET {self._async_url} lists them)"
+                    f"(DELETE {self._async_url}/<id>; {where})"
                 ),
             )
 

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from skyvault.auth import AuthServices, Identity, build_auth
 from skyvault.auth.access import GrantSnapshot
+from skyvault.auth.limits import format_days
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
@@ -17,7 +18,8 @@ from skyvault.engine.distributed import Executor
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
-from skyvault.service.services.query import QueryOutput, QueryService, SyncQueries
+from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.slots import SyncSlots
 from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 
@@ -34,7 +36,7 @@ class ServiceContext:
     queries: QueryService
     auth: AuthServices
     jobs: JobService = field(init=False)
-    sync: SyncQueries = field(init=False, default_factory=SyncQueries)
+    sync: SyncSlots = field(init=False, default_factory=SyncSlots)
 
     def __post_init__(self) -> None:
         # Async jobs run through the same query service, under their own time limit: each
@@ -75,7 +77,12 @@ class ServiceContext:
         )
         tap_schema = TapSchemaCache()
         auth = build_auth(
-            settings.data_dir, settings.auth, async_url=f"{settings.path_prefix}/async"
+            settings.data_dir,
+            settings.auth,
+            async_url=f"{settings.path_prefix}/async",
+            anonymous_lifetime=format_days(
+                min(settings.anonymous_job_destruction_days, settings.job_destruction_max_days)
+            ),
         )
         return cls(settings, archive, tap_schema, QueryService(archive, settings, tap_schema), auth)
 

@@ -8,7 +8,9 @@ A 401 (:class:`~skyvault.errors.AuthenticationRequired`) also carries the challe
 ``WWW-Authenticate: Bearer realm="skyvault"`` and ``Basic realm="skyvault"``, so that pyvo,
 TOPCAT and STILTS learn how to log in; when the request sent credentials that were refused,
 the Bearer challenge says ``error="invalid_token"`` (RFC 6750).  A 403
-(:class:`~skyvault.errors.AccessDenied`) is the plain DALI error: the caller is known.
+(:class:`~skyvault.errors.AccessDenied`) is the plain DALI error: the caller is known.  A
+refusal that knows when to come back (:attr:`~skyvault.errors.LimitExceeded.retry_after`, the
+429s of the per-client limits) carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skyvault.auth.identity import www_authenticate_challenges
-from skyvault.errors import AuthenticationRequired, InternalError, SkyvaultError
+from skyvault.errors import (
+    AuthenticationRequired,
+    InternalError,
+    LimitExceeded,
+    SkyvaultError,
+)
 from skyvault.formats.errors import dali_error_document
 
 __all__ = ["VOTABLE_TYPE", "error_response", "install_error_handlers"]
@@ -41,6 +48,8 @@ async def _skyvault_error(request: Request, exc: Exception) -> Response:
     if exc.http_status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     response = error_response(str(exc), exc.http_status)
+    if isinstance(exc, LimitExceeded) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, exc.retry_after))
     if isinstance(exc, AuthenticationRequired):
         sent = "authorization" in request.headers
         for challenge in www_authenticate_challenges(invalid_token=sent):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Annotated, TypeVar
 
@@ -21,11 +23,14 @@ from skyvault.engine.executor import CancelToken
 from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.params import collect_params, tap_query_params
+from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.query import QueryOutput
+from skyvault.service.slots import POLL_SECONDS, SlotBusy
 from skyvault.service.uploads import InlineContent, parse_uploads
 from skyvault.service.uws import ExecutionPhase
+from skyvault.service.uws.models import Account
 
 __all__ = ["QueryResponse", "SyncRun", "router"]
 
@@ -112,8 +117,10 @@ EAGER_BYTES = 256 * 1024
 async def sync_query(request: Request, context: Context, identity: IdentityDep) -> Response:
     """Run a TAP query over the caller's visible tables and stream its result (DALI-sync).
 
-    The query holds one of the caller's running-job slots until its result is sent; the
-    audit log gets one line when it ends (or fails).  A client that goes away stops the
+    The query holds one of the caller's running slots until its result is sent (a caller
+    at ``max_running`` waits up to ``sync_slot_wait`` s for one of their queries to end,
+    then gets 429 with ``Retry-After``; see :mod:`skyvault.service.slots`); the audit log
+    gets one line when it ends (or fails).  A client that goes away stops the
     query at once, while it starts as well as while its rows are sent.
 
     Taking the slot, listing the caller's visible tables, compiling, the first rows and, for
@@ -144,15 +151,26 @@ async def sync_query(request: Request, context: Context, identity: IdentityDep) 
         raise
     sync = SyncRun(context, identity, endpoint, tap.query, started)
 
-    def start() -> list[bytes]:
+    def take() -> None:
         _take_slot(context, identity)
         sync.holding = True
+
+    def start() -> list[bytes]:
+        if not sync.holding:
+            take()
         tables = context.visible_tables(identity)
         sync.output = context.queries.run(tap, tables=tables, uploads=uploads, cancel=sync.token)
         return sync.first_chunks(EAGER_BYTES)
 
+    async def work() -> list[bytes]:
+        try:
+            return await run_in_threadpool(start)
+        except SlotBusy as busy:
+            await _wait_for_slot(context, sync, busy, take)
+        return await run_in_threadpool(start)
+
     try:
-        chunks = await _unless_gone(request.receive, sync, start)
+        chunks = await _unless_gone(request.receive, sync, work)
     except BaseException as exc:
         code = exc.code if isinstance(exc, SkyvaultError) else "internal"
         sync.end(code)
@@ -169,9 +187,42 @@ async def sync_query(request: Request, context: Context, identity: IdentityDep) 
 
 
 def _take_slot(context: ServiceContext, identity: Identity) -> None:
-    counts = context.jobs.store.owner_phase_counts(identity.user)
+    """Take one of the caller's running slots, or raise :class:`SlotBusy` (a worker thread:
+    the account's executing async jobs are read from the job database)."""
+    counts = context.jobs.store.account_phase_counts(Account.of(identity))
     executing = counts.get(ExecutionPhase.EXECUTING, 0)
-    context.sync.start(identity, context.auth.limits, executing)
+    context.sync.take(
+        identity, context.auth.limits, executing, retry_after=context.settings.retry_after
+    )
+
+
+async def _wait_for_slot(
+    context: ServiceContext, sync: SyncRun, busy: SlotBusy, take: Callable[[], None]
+) -> None:
+    """Wait up to ``sync_slot_wait`` s for ``take()`` to get a slot; the 429 of ``busy``
+    (saying how long it waited) when none came, QueryCancelled when the client went away."""
+    wait = context.settings.sync_slot_wait
+    deadline = time.monotonic() + wait
+    with context.sync.waiting(sync.identity, busy) as woken:
+        while (remaining := deadline - time.monotonic()) > 0:
+            woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), min(remaining, POLL_SECONDS))
+            if sync.gone:
+                raise QueryCancelled("the client went away; the query was cancelled")
+            try:
+                await run_in_threadpool(take)
+                return
+            except SlotBusy as again:
+                busy = again
+    refusal = busy.refusal
+    if wait > 0:
+        raise UserLimitExceeded(
+            f"{refusal.message}; none ended in the {wait:g} s this query waited",
+            hint=refusal.hint,
+            retry_after=refusal.retry_after,
+        )
+    raise refusal
 
 
 def _audit_sync(
@@ -285,7 +336,7 @@ class SyncRun:
             log.exception("closing a sync result failed")
         finally:
             if self.holding:
-                self.context.sync.finish(self.identity)
+                self.context.sync.release(self.identity)
             _audit_sync(
                 self.context, self.identity, self.endpoint, self.query, rows, self.started, error
             )
@@ -296,9 +347,9 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], T]) -> T:
-    """``work()`` in a worker thread; if the client disconnects meanwhile, the query is
-    abandoned (``work`` then fails with :class:`QueryCancelled` within a moment)."""
+async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], Awaitable[T]]) -> T:
+    """``await work()``; if the client disconnects meanwhile, the query is abandoned
+    (``work`` then fails with :class:`QueryCancelled` within a moment)."""
     outcome: list[T] = []
     failure: list[Exception] = []
 
@@ -309,7 +360,7 @@ async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], T]) -
     async with anyio.create_task_group() as group:
         group.start_soon(watch)
         try:
-            outcome.append(await run_in_threadpool(work))
+            outcome.append(await work())
         except Exception as exc:
             failure.append(exc)
         finally:

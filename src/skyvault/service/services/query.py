@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pyarrow as pa
 
-from skyvault.auth.identity import Identity
-from skyvault.auth.limits import LimitsPolicy
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, QueryResult
-from skyvault.errors import AdqlSemanticError, LimitExceeded
+from skyvault.errors import AdqlSemanticError
 from skyvault.service.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uploads import with_upload_hint
 
-__all__ = ["QueryOutput", "QueryService", "SyncQueries"]
+__all__ = ["QueryOutput", "QueryService"]
 
 log = logging.getLogger(__name__)
 
@@ -162,42 +158,3 @@ class QueryService:
         )
         chunks = _Started(chunks, start=not params.output.streams, also=[batches])
         return QueryOutput(params.output, chunks, result, result.stats)
-
-
-class SyncQueries:
-    """Synchronous queries in flight in this process, per owner (None: anonymous).
-
-    A sync query counts against the caller's ``max_running`` together with their executing
-    async jobs: :meth:`start` refuses with a 429 :class:`UserLimitExceeded` when the caller
-    is at the limit, :meth:`finish` gives the slot back once the result is sent.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[str | None, int] = {}
-
-    def running(self, owner: str | None) -> int:
-        """Sync queries of ``owner`` in flight."""
-        with self._lock:
-            return self._running.get(owner, 0)
-
-    def start(self, identity: Identity, limits: LimitsPolicy, executing_jobs: int) -> None:
-        """Take a running slot for ``identity`` (who has ``executing_jobs`` async jobs
-        running) or raise :class:`UserLimitExceeded`."""
-        owner = identity.user
-        with self._lock:
-            running = self._running.get(owner, 0) + executing_jobs
-            try:
-                limits.check_job_limits(identity, running=running, queued=0)
-            except LimitExceeded as exc:
-                raise UserLimitExceeded.of(exc) from None
-            self._running[owner] = self._running.get(owner, 0) + 1
-
-    def finish(self, identity: Identity) -> None:
-        """Give back the slot :meth:`start` took."""
-        with self._lock:
-            left = self._running.get(identity.user, 0) - 1
-            if left > 0:
-                self._running[identity.user] = left
-            else:
-                self._running.pop(identity.user, None)

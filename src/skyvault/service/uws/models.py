@@ -10,12 +10,14 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from skyvault.auth.identity import Identity
 from skyvault.errors import JobError
 from skyvault.service.quota import UserLimitExceeded
 
 __all__ = [
     "ACTIVE_PHASES",
     "FINAL_PHASES",
+    "Account",
     "ExecutionPhase",
     "Job",
     "JobFailure",
@@ -55,6 +57,27 @@ def utc_now() -> datetime:
     """Now, timezone-aware UTC, to the millisecond (what the job database keeps)."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Account:
+    """Whose share a job uses: a user's, or (``owner`` None) one anonymous client's.
+
+    Per-caller limits count jobs by account, and the runner takes turns between accounts.
+    ``client`` is the anonymous caller's address (see ``service/security.py``); it is None
+    for users (all of a user's jobs are one account wherever they come from) and for
+    anonymous jobs made before clients were told apart.
+    """
+
+    owner: str | None
+    client: str | None = None
+
+    @classmethod
+    def of(cls, identity: Identity) -> Account:
+        """The account of ``identity``'s jobs and queries."""
+        if identity.user is not None:
+            return cls(identity.user)
+        return cls(None, identity.client)
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,14 @@ class Job:
     #: the job reads with behind an authenticating proxy, where groups come only with a
     #: request); never shown in UWS documents.
     owner_groups: tuple[str, ...] = ()
+    #: The anonymous creator's client address (None for users' jobs); never shown in UWS
+    #: documents.
+    client: str | None = None
+
+    @property
+    def account(self) -> Account:
+        """Whose limits this job counts against."""
+        return Account(self.owner, self.client if self.owner is None else None)
 
     def parameter_map(self) -> dict[str, list[str]]:
         """Every value of every parameter, by upper-cased name (what the DALI rules read)."""

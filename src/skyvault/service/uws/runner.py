@@ -1,10 +1,15 @@
-"""The worker pool: a few threads that take QUEUED jobs in order and run them.
+"""The worker pool: a few threads that take QUEUED jobs in turn and run them.
 
-Each worker claims the oldest QUEUED job with a conditional update (so replicas sharing the
-database never run a job twice), validates its parameters with the same DALI rules as sync,
-reads its uploaded tables (TAP_UPLOAD, as sync does), runs it through the same query
-service as sync and streams the encoded result into the
-result store.  Only then is the job marked COMPLETED, with its row count and overflow flag.
+Each worker claims the next QUEUED job with a conditional update (so replicas sharing the
+database never run a job twice).  Turns are fair between accounts — users, and each
+anonymous client (:meth:`~skyvault.service.uws.storage.JobStore.claim_next`): the account
+with the fewest jobs running goes first, then the one served least recently, oldest job
+first within an account, and an account at its ``max_running`` waits; so one user's hundred
+queued jobs delay another user's one job by at most the jobs already running.  A worker
+validates the job's parameters with the same DALI rules as sync, reads its uploaded tables
+(TAP_UPLOAD, as sync does), runs it through the same query service as sync and streams the
+encoded result into the result store.  Only then is the job marked COMPLETED, with its row
+count and overflow flag.
 
 Every running job holds a :class:`~skyvault.engine.executor.CancelToken`:
 
@@ -110,7 +115,7 @@ def process_alive(pid: int) -> bool:
 def stored_identity(job: Job) -> Identity:
     """``job``'s owner with the groups stored with the job (anonymous for anonymous jobs)."""
     if job.owner is None:
-        return Identity.anonymous()
+        return Identity(None, client=job.client)
     return Identity(job.owner, frozenset(job.owner_groups))
 
 
@@ -193,8 +198,9 @@ class JobRunner:
         The identity a job runs as, resolved when it starts: a job reads exactly what its
         owner may read *then* (default: the owner with the groups stored with the job).
     limits
-        Per-user limits: a job waits in QUEUED while its owner has ``max_running`` jobs
-        executing, and its result may not take the owner past ``max_result_bytes``.
+        Per-user limits: a job waits in QUEUED while its account (owner, or anonymous
+        client) has ``max_running`` jobs executing, and its result may not take the account
+        past ``max_result_bytes``.
         None: no per-user limits.
     audit
         Where each run is recorded (one line per job: owner, query, rows, duration,
@@ -386,14 +392,13 @@ class JobRunner:
         identity = Identity.anonymous() if owner is None else Identity(owner)
         return self.limits.limits_for(identity).max_running
 
-    def _capped(
-        self, chunks: Iterator[bytes], identity: Identity, owner: str | None
-    ) -> Iterator[bytes]:
-        """``chunks``, failing once they would take ``owner`` past the result storage limit."""
+    def _capped(self, chunks: Iterator[bytes], identity: Identity, job: Job) -> Iterator[bytes]:
+        """``chunks``, failing once they would take ``job``'s account past the result
+        storage limit."""
         if self.limits is None:
             yield from chunks
             return
-        used = self.store.result_bytes(owner)
+        used = self.store.result_bytes(job.account)
         left = self.limits.result_bytes_left(identity, used)
         written = 0
         for chunk in chunks:
@@ -464,7 +469,7 @@ class JobRunner:
             query = queries[-1] if queries else None
             if self.limits is not None:
                 try:
-                    used = self.store.result_bytes(job.owner)
+                    used = self.store.result_bytes(job.account)
                     self.limits.check_result_storage(identity, used)
                 except LimitExceeded as exc:
                     raise UserLimitExceeded.of(exc) from None
@@ -479,7 +484,7 @@ class JobRunner:
                 uploads = parse_uploads(parameters, parts, self.settings)
             output = self.run_query(params, run.token, uploads, identity)
             key = self.results.key(job.job_id, output.output.extension)
-            size = self.results.write(key, self._capped(output.chunks, identity, job.owner))
+            size = self.results.write(key, self._capped(output.chunks, identity, job))
             rows = output.result.rows
             result = JobResult(
                 key=key,

@@ -5,12 +5,20 @@ job the caller may not access (:func:`skyvault.auth.jobs.can_access_job`) is rep
 exactly like a job that does not exist; lists hold only the jobs
 :func:`~skyvault.auth.jobs.can_list_job` allows (never anonymous ones).
 
-Parameters: the TAP query parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are stored
-as given and checked with the DALI rules of sync when the job runs: a bad value puts the job
-in ERROR with the DALI error document at ``/error`` (UWS: a job is created from whatever is
-posted; taplint's async stage requires it).  The UWS control parameters (PHASE, RUNID,
-EXECUTIONDURATION, DESTRUCTION) act on the job and are not stored as job parameters; a bad
-value of one of them is a 400 and changes nothing (no job is created).
+Parameters: a job is created only with a QUERY (a POST without one is a 400 and creates
+nothing: every client — pyvo, TOPCAT, astroquery, taplint — sends the query in the POST that
+creates the job, and a body-less POST would only leave an empty job behind).  The TAP query
+parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are stored as given and checked with the
+DALI rules of sync when the job runs: a bad value puts the job in ERROR with the DALI error
+document at ``/error`` (taplint's async stage expects that).  The UWS control parameters
+(PHASE, RUNID, EXECUTIONDURATION, DESTRUCTION) act on the job and are not stored as job
+parameters; a bad value of one of them is a 400 and changes nothing (no job is created).
+
+Limits (429 with ``Retry-After``), counted per account — a user, or one anonymous client
+(:class:`~skyvault.service.uws.models.Account`): PENDING jobs hold no run slot and count
+only against ``max_pending`` when a job is created; ``PHASE=RUN`` (or creating with it)
+counts the account's QUEUED jobs against ``max_queued``; the runner keeps ``max_running``.
+Anonymous jobs live ``anonymous_job_destruction_days`` (1 day) at most.
 
 Recovery: a job left in EXECUTING by a service that died (``kill -9``, a lost node) goes to
 ERROR with "the service restarted while this job ran; run it again" (error type
@@ -25,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +49,7 @@ from skyvault.service.uws.events import PhaseEvents
 from skyvault.service.uws.models import (
     ACTIVE_PHASES,
     FINAL_PHASES,
+    Account,
     ExecutionPhase,
     Job,
     JobFailure,
@@ -67,8 +76,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Phases of a job waiting to run, counted against the owner's ``max_queued``.
-WAITING_PHASES = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED)
+#: Phases of a job created and not yet sent PHASE=RUN, counted against ``max_pending``.
+PENDING_PHASES = (ExecutionPhase.PENDING, ExecutionPhase.HELD)
 
 #: UWS parameters that act on the job rather than being passed to it.
 CONTROL_PARAMETERS = frozenset({"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION"})
@@ -177,10 +186,11 @@ class JobService:
     settings
         Limits: MAXREC, EXECUTIONDURATION, DESTRUCTION, queue length, WAIT.
     limits
-        Per-user limits, checked when a job is created or sent PHASE=RUN: jobs waiting
-        (PENDING or QUEUED) against ``max_queued``, stored results against
-        ``max_result_bytes`` (a refusal is a 429 :class:`UserLimitExceeded`).  The running
-        limit is kept by the runner, which leaves a job QUEUED while its owner is at it.
+        Per-account limits (a user, or one anonymous client): at creation the PENDING
+        jobs against ``max_pending``, at PHASE=RUN (or creation with it) the QUEUED ones
+        against ``max_queued``, both times stored results against ``max_result_bytes``
+        (a refusal is a 429 :class:`UserLimitExceeded` with ``Retry-After``).  The running
+        limit is kept by the runner, which leaves a job QUEUED while its account is at it.
     """
 
     def __init__(
@@ -218,19 +228,43 @@ class JobService:
 
     # --- creation and parameters ----------------------------------------------------------
 
-    def check_limits(self, caller: Identity, *, new_job: bool) -> None:
-        """Refuse (429) when ``caller`` may not add a waiting job (``new_job``) or is out
-        of result storage."""
+    def _limited(self, check: Callable[[LimitsPolicy], None]) -> None:
+        """Run a check of the limits policy (if any); a refusal becomes a 429."""
         if self.limits is None:
             return
         try:
-            if new_job:
-                counts = self.store.owner_phase_counts(caller.user)
-                waiting = sum(counts.get(p, 0) for p in WAITING_PHASES)
-                self.limits.check_job_limits(caller, running=0, queued=waiting)
-            self.limits.check_result_storage(caller, self.store.result_bytes(caller.user))
+            check(self.limits)
         except LimitExceeded as exc:
-            raise UserLimitExceeded.of(exc) from None
+            raise UserLimitExceeded(
+                exc.message, hint=exc.hint, retry_after=exc.retry_after
+            ) from None
+
+    def _check_pending(self, caller: Identity, account: Account) -> None:
+        counts = self.store.account_phase_counts(account)
+        pending = sum(counts.get(p, 0) for p in PENDING_PHASES)
+        retry = self.settings.retry_after
+        self._limited(lambda lp: lp.check_pending(caller, pending, retry_after=retry))
+
+    def _check_queued(self, caller: Identity, account: Account, *, created: bool) -> None:
+        queued = self.store.account_phase_counts(account).get(ExecutionPhase.QUEUED, 0)
+        retry = self.settings.retry_after
+        self._limited(
+            lambda lp: lp.check_queued(caller, queued, retry_after=retry, created=created)
+        )
+
+    def _check_storage(self, caller: Identity, account: Account) -> None:
+        used = self.store.result_bytes(account)
+        self._limited(lambda lp: lp.check_result_storage(caller, used))
+
+    def _destruction_days(self, owner: str | None) -> tuple[float, float]:
+        """(default, latest) DESTRUCTION of a job of ``owner``, in days from now."""
+        settings = self.settings
+        if owner is None:
+            short = settings.anonymous_job_destruction_days
+            return min(settings.job_destruction_days, short), min(
+                settings.job_destruction_max_days, short
+            )
+        return settings.job_destruction_days, settings.job_destruction_max_days
 
     def create(
         self,
@@ -248,12 +282,26 @@ class JobService:
         Raises
         ------
         UsageError
-            A bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no job is created.
+            No QUERY, or a bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no
+            job is created.
         UserLimitExceeded
-            ``caller`` has ``max_queued`` jobs waiting, or no room for results.
+            ``caller`` has ``max_pending`` jobs PENDING (or, with PHASE=RUN, ``max_queued``
+            jobs QUEUED), or no room for results: no job is created.
         """
         owner = caller.user
+        account = Account.of(caller)
         params = collect_params(pairs)
+        queries = params.get("QUERY", [])
+        if not any(q.strip() for q in queries):
+            raise UsageError(
+                "a job needs a QUERY, and this request has "
+                + ("an empty one" if queries else "none")
+                + ": no job was created",
+                hint=(
+                    "send the ADQL query as QUERY (with LANG=ADQL) in the POST that "
+                    "creates the job; add PHASE=RUN to start it at once"
+                ),
+            )
         job_params = [(n, v) for n, v in pairs if n.upper() not in CONTROL_PARAMETERS]
         now = utc_now()
         settings = self.settings
@@ -261,8 +309,9 @@ class JobService:
         text = _single(params, "EXECUTIONDURATION")
         if text is not None:
             duration = parse_execution_duration(text, settings.job_execution_duration_max)
-        latest = now + timedelta(days=settings.job_destruction_max_days)
-        destruction = now + timedelta(days=settings.job_destruction_days)
+        default_days, latest_days = self._destruction_days(owner)
+        latest = now + timedelta(days=latest_days)
+        destruction = now + timedelta(days=default_days)
         text = _single(params, "DESTRUCTION")
         if text is not None:
             destruction = parse_destruction(text, now, latest)
@@ -272,7 +321,11 @@ class JobService:
                 f"PHASE={phase!r} cannot be given when creating a job",
                 hint="send PHASE=RUN to start the job at once, or leave PHASE out",
             )
-        self.check_limits(caller, new_job=True)
+        if phase is None:
+            self._check_pending(caller, account)
+        else:
+            self._check_queued(caller, account, created=False)
+        self._check_storage(caller, account)
         job = Job(
             job_id=new_job_id(),
             owner=owner,
@@ -283,6 +336,7 @@ class JobService:
             destruction=destruction,
             run_id=_single(params, "RUNID"),
             owner_groups=tuple(sorted(caller.groups)),
+            client=account.client,
         )
         for part, data in (uploads or {}).items():
             self.results.write_upload(job.job_id, part, data)
@@ -333,9 +387,9 @@ class JobService:
 
     def set_destruction(self, job_id: str, owner: str | None, value: str) -> Job:
         """Change DESTRUCTION (any phase; at most the configured time from now)."""
-        self.get(job_id, owner)
+        job = self.get(job_id, owner)
         now = utc_now()
-        latest = now + timedelta(days=self.settings.job_destruction_max_days)
+        latest = now + timedelta(days=self._destruction_days(job.owner)[1])
         if not self.store.set_destruction(job_id, parse_destruction(value, now, latest)):
             raise JobNotFound(job_id)
         return self.get(job_id, owner)
@@ -345,7 +399,9 @@ class JobService:
     def run(self, job_id: str, caller: Identity) -> Job:
         """PHASE=RUN: queue a PENDING job (RUN on a queued or running job changes nothing).
 
-        The owner's current groups are stored with the job, and its result storage checked.
+        The owner's current groups are stored with the job; the job's account (its owner,
+        or the anonymous client that created it) may not pass ``max_queued`` nor its result
+        storage (429; the job stays PENDING).
         """
         owner = caller.user
         job = self.get(job_id, owner)
@@ -356,12 +412,13 @@ class JobService:
                 f"job {job_id} is {job.phase.value} and cannot run again",
                 hint="create a new job with the same parameters",
             )
+        self._check_queued(caller, job.account, created=True)
+        self._check_storage(caller, job.account)
         if self.store.count(ExecutionPhase.QUEUED) >= self.settings.job_max_queued:
             raise QueueFull(
                 f"{self.settings.job_max_queued} jobs are already waiting to run",
                 hint="try again in a few minutes; the job stays PENDING",
             )
-        self.check_limits(caller, new_job=False)
         if job.owner is not None and caller.groups != frozenset(job.owner_groups):
             self.store.set_owner_groups(job_id, caller.groups)
         if self.store.queue(job_id, utc_now()):

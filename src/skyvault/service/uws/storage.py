@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from skyvault import sql
 from skyvault.service.uws.models import (
+    Account,
     ExecutionPhase,
     Job,
     JobFailure,
@@ -33,8 +34,8 @@ from skyvault.sql import UTCDateTime
 
 __all__ = ["JobStore"]
 
-#: QUEUED jobs looked at per claim when some owners may be at their running-job limit.
-_CLAIM_CANDIDATES = 200
+#: Accounts with QUEUED jobs looked at per claim (the ones whose jobs waited longest).
+_CLAIM_ACCOUNTS = 200
 
 
 _metadata = sa.MetaData()
@@ -65,6 +66,7 @@ _jobs = sa.Table(
     sa.Column("runner", sa.String(128), nullable=True),
     sa.Column("heartbeat", UTCDateTime, nullable=True),
     sa.Column("owner_groups", sa.Text, nullable=True),
+    sa.Column("client", sa.String(64), nullable=True),
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
     sa.Index("ix_uws_jobs_destruction", "destruction"),
@@ -72,6 +74,19 @@ _jobs = sa.Table(
 
 _ANY_ACTIVE = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED,
                ExecutionPhase.EXECUTING)  # fmt: skip
+
+
+def _of_account(account: Account) -> sa.ColumnElement[bool]:
+    """The jobs of ``account``: a user's, or one anonymous client's."""
+    if account.owner is not None:
+        return _jobs.c.owner == account.owner
+    if account.client is None:
+        return sa.and_(_jobs.c.owner.is_(None), _jobs.c.client.is_(None))
+    return sa.and_(_jobs.c.owner.is_(None), _jobs.c.client == account.client)
+
+
+def _account_of(owner: str | None, client: str | None) -> Account:
+    return Account(owner, client if owner is None else None)
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -109,11 +124,12 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         runner=m["runner"],
         heartbeat=m["heartbeat"],
         owner_groups=tuple(json.loads(m["owner_groups"])) if m["owner_groups"] else (),
+        client=m["client"],
     )
 
 
 #: Columns added after the first release, with their SQL type: added to older databases.
-_LATER_COLUMNS = {"owner_groups": "TEXT"}
+_LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)"}
 
 
 def _add_missing_columns(conn: Connection) -> None:
@@ -219,21 +235,23 @@ class JobStore:
                 ).scalar_one()
             )
 
-    def owner_phase_counts(self, owner: str | None) -> dict[ExecutionPhase, int]:
-        """How many jobs of ``owner`` (None: the anonymous ones) are in each phase."""
-        who = _jobs.c.owner.is_(None) if owner is None else _jobs.c.owner == owner
+    def account_phase_counts(self, account: Account) -> dict[ExecutionPhase, int]:
+        """How many jobs of ``account`` are in each phase."""
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(_jobs.c.phase, sa.func.count()).where(who).group_by(_jobs.c.phase)
+                sa.select(_jobs.c.phase, sa.func.count())
+                .where(_of_account(account))
+                .group_by(_jobs.c.phase)
             ).all()
         return {ExecutionPhase(phase): int(n) for phase, n in rows}
 
-    def result_bytes(self, owner: str | None) -> int:
-        """Bytes of stored results of ``owner``'s jobs (None: the anonymous ones)."""
-        who = _jobs.c.owner.is_(None) if owner is None else _jobs.c.owner == owner
+    def result_bytes(self, account: Account) -> int:
+        """Bytes of stored results of ``account``'s jobs."""
         with self._read() as conn:
             total = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(_jobs.c.result_size), 0)).where(who)
+                sa.select(sa.func.coalesce(sa.func.sum(_jobs.c.result_size), 0)).where(
+                    _of_account(account)
+                )
             ).scalar_one()
         return int(total)
 
@@ -273,6 +291,7 @@ class JobStore:
                     destruction=job.destruction,
                     quote=job.quote,
                     owner_groups=json.dumps(sorted(job.owner_groups)),
+                    client=job.client if job.owner is None else None,
                 )
             )
 
@@ -317,12 +336,19 @@ class JobStore:
         claiming: Callable[[str], None] | None = None,
         settled: Callable[[str, bool], None] | None = None,
     ) -> Job | None:
-        """Take the oldest QUEUED job for ``runner`` (→ EXECUTING); None when none waits.
+        """Take the next QUEUED job for ``runner`` (→ EXECUTING); None when none may start.
 
-        With ``max_running`` (the running-job limit of an owner, None for the anonymous
-        ones), a job whose owner already has that many jobs EXECUTING stays QUEUED and the
-        next owner's job is taken: one user's long queue does not hold up the others.
-        (Replicas deciding at the same instant can let an owner exceed the limit by one.)
+        Fair between accounts (users, and each anonymous client): of the accounts with
+        QUEUED jobs, the one with the fewest jobs EXECUTING goes first; among equals, the
+        one that started a job least recently (never, first); then the one whose job has
+        waited longest.  Within an account, jobs run oldest first.  So one account's long
+        queue takes at most its turn: a second account's job starts at the next free
+        worker, whatever the first account queued before it.
+
+        With ``max_running`` (the running-job limit of an owner, None for anonymous ones),
+        an account that already has that many jobs EXECUTING is passed over: its jobs stay
+        QUEUED.  (Replicas deciding at the same instant can let an account exceed the
+        limit by one.)
 
         A job another runner takes between the look and the update is skipped: the
         update only matches a row still in QUEUED.
@@ -332,34 +358,9 @@ class JobStore:
         did not match or failed): a runner lists the job as its own from before anyone can
         see it EXECUTING (see :class:`~skyvault.service.uws.runner.JobRunner`).
         """
+        limits: dict[str | None, int] = {}
         while True:
-            with self._read() as conn:
-                candidates = conn.execute(
-                    sa.select(_jobs.c.job_id, _jobs.c.owner)
-                    .where(_jobs.c.phase == ExecutionPhase.QUEUED.value)
-                    .order_by(_jobs.c.queued_time, _jobs.c.creation_time)
-                    .limit(1 if max_running is None else _CLAIM_CANDIDATES)
-                ).all()
-                running: dict[str | None, int] = {}
-                if max_running is not None and candidates:
-                    running = {
-                        owner: int(n)
-                        for owner, n in conn.execute(
-                            sa.select(_jobs.c.owner, sa.func.count())
-                            .where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
-                            .group_by(_jobs.c.owner)
-                        ).all()
-                    }
-            job_id = None
-            limits: dict[str | None, int] = {}
-            for candidate, owner in candidates:
-                if max_running is not None:
-                    if owner not in limits:
-                        limits[owner] = max_running(owner)
-                    if running.get(owner, 0) >= limits[owner]:
-                        continue
-                job_id = candidate
-                break
+            job_id = self._next_queued(max_running, limits)
             if job_id is None:
                 return None
             if claiming is not None:
@@ -379,6 +380,76 @@ class JobStore:
                     settled(job_id, claimed)
             if claimed:
                 return self.get(job_id)
+
+    def _next_queued(
+        self, max_running: Callable[[str | None], int] | None, limits: dict[str | None, int]
+    ) -> str | None:
+        """The id of the QUEUED job whose turn it is (see :meth:`claim_next`), or None."""
+        queued_phase = _jobs.c.phase == ExecutionPhase.QUEUED.value
+        waiting = (
+            sa.select(
+                _jobs.c.owner,
+                _jobs.c.client,
+                sa.func.min(_jobs.c.queued_time).label("oldest"),
+            )
+            .where(queued_phase)
+            .group_by(_jobs.c.owner, _jobs.c.client)
+            .order_by(sa.func.min(_jobs.c.queued_time))
+            .limit(_CLAIM_ACCOUNTS)
+        )
+        with self._read() as conn:
+            accounts = {
+                _account_of(owner, client): oldest
+                for owner, client, oldest in conn.execute(waiting).all()
+            }
+            if not accounts:
+                return None
+            # Jobs EXECUTING and the latest start of each of those accounts (jobs that
+            # ran and still exist: their turn was taken recently).
+            users = sorted({a.owner for a in accounts if a.owner is not None})
+            executing = sa.case((_jobs.c.phase == ExecutionPhase.EXECUTING.value, 1), else_=0)
+            running: dict[Account, int] = {}
+            last_start: dict[Account, datetime] = {}
+            for owner, client, n, started in conn.execute(
+                sa.select(
+                    _jobs.c.owner,
+                    _jobs.c.client,
+                    sa.func.sum(executing),
+                    sa.func.max(_jobs.c.start_time),
+                )
+                .where(
+                    _jobs.c.start_time.is_not(None),
+                    sa.or_(_jobs.c.owner.in_(users), _jobs.c.owner.is_(None)),
+                )
+                .group_by(_jobs.c.owner, _jobs.c.client)
+            ).all():
+                account = _account_of(owner, client)
+                if account in accounts:
+                    running[account] = running.get(account, 0) + int(n)
+                    if started is not None and (
+                        account not in last_start or started > last_start[account]
+                    ):
+                        last_start[account] = started
+            order = []
+            for account, oldest in accounts.items():
+                busy = running.get(account, 0)
+                if max_running is not None:
+                    if account.owner not in limits:
+                        limits[account.owner] = max_running(account.owner)
+                    if busy >= limits[account.owner]:
+                        continue
+                started = last_start.get(account)
+                order.append((busy, started is not None, started or oldest, oldest, account))
+            if not order:
+                return None
+            account = min(order, key=lambda o: o[:4])[4]
+            job_id: str | None = conn.execute(
+                sa.select(_jobs.c.job_id)
+                .where(queued_phase, _of_account(account))
+                .order_by(_jobs.c.queued_time, _jobs.c.creation_time, _jobs.c.job_id)
+                .limit(1)
+            ).scalar_one_or_none()
+        return job_id
 
     def complete(self, job_id: str, runner: str, result: JobResult, now: datetime) -> bool:
         """EXECUTING (by ``runner``) → COMPLETED with ``result``; False if no longer so."""
