@@ -216,6 +216,7 @@ def measure_epochs(
         + np.maximum(cal_true, 0.0) / njy_per_count[d]
     )
     cal_err = np.sqrt(cal_var) * njy_per_count[d]
+    cal_flux = cal_true + cal_err * rng.standard_normal(m)
     moment_noise = (p2 + size2) / snr[d]
     ext_ratio = frac[d] + 0.7 * rng.standard_normal(m) / snr[d]
     source_id = (ccd_visit_id[d] << _ID_SHIFT) + _number(ccd[d], counters.source)
@@ -234,8 +235,10 @@ def measure_epochs(
             "y": det_y[d],
             "psfFlux": psf_flux[d] + 0.1 * psf_err[d] * rng.standard_normal(m),
             "psfFluxErr": psf_err[d],
-            "calibFlux": cal_true + cal_err * rng.standard_normal(m),
+            "calibFlux": cal_flux,
             "calibFluxErr": cal_err,
+            "ap12Flux": cal_flux,  # DP0.2's calibration flux is the 12-pixel aperture's
+            "ap12FluxErr": cal_err,
             "ixx": size2 + p2 + moment_noise * rng.standard_normal(m),
             "iyy": size2 + p2 + moment_noise * rng.standard_normal(m),
             "ixy": 0.5 * moment_noise * rng.standard_normal(m),

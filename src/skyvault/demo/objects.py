@@ -203,8 +203,8 @@ def make_objects(population: Population, rows: IntArray, rng: np.random.Generato
     p2 = COADD_PSF_SIGMA**2
     i_snr = np.clip(snr[:, 3], 1.0, None)
     noise = rng.standard_normal((n, 3)) * ((size2 + p2) / i_snr)[:, None]
-    ixx = size2 * (1 + ellip * np.cos(2 * angle)) + p2 + noise[:, 0]
-    iyy = size2 * (1 - ellip * np.cos(2 * angle)) + p2 + noise[:, 1]
+    ixx = size2 * (1 + ellip * np.cos(2 * angle)) + p2 + np.abs(noise[:, 0])
+    iyy = size2 * (1 - ellip * np.cos(2 * angle)) + p2 + np.abs(noise[:, 1])
     ixy = size2 * ellip * np.sin(2 * angle) + noise[:, 2] / 2
     ixx, iyy, ixy = (np.where(sky, np.nan, m) for m in (ixx, iyy, ixy))
 
