@@ -12,8 +12,17 @@ import pytest
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.demo import SCALES, build_demo, demo_is_built, generate_demo
+from skyvault.demo.build import _INGEST
 from skyvault.demo.schema import COLUMNS, SCHEMA_NAME, TABLES, arrow_schema, felis_columns
-from skyvault.demo.sky import DEC_MAX, DEC_MIN, RA_MAX, RA_MIN, galactic_latitude, tract_patch
+from skyvault.demo.sky import (
+    DEC_MAX,
+    DEC_MIN,
+    RA_MAX,
+    RA_MIN,
+    Box,
+    galactic_latitude,
+    tract_patch,
+)
 from skyvault.demo.survey import N_DETECTORS, detector_at
 from skyvault.errors import UsageError
 
@@ -41,25 +50,18 @@ def tables(demo: tuple[Path, list[TableMeta]]) -> dict[str, pa.Table]:
     return {name: _read(data_dir, name) for name in TABLES}
 
 
-def test_five_tables_are_published(demo: tuple[Path, list[TableMeta]]) -> None:
+def test_every_table_is_published(demo: tuple[Path, list[TableMeta]]) -> None:
     data_dir, metas = demo
     assert [m.qualified_name for m in metas] == [f"{SCHEMA_NAME}.{t}" for t in TABLES]
     kinds = {m.name: m.kind for m in metas}
-    assert kinds == {
-        "Visit": "plain",
-        "CcdVisit": "plain",
-        "Object": "hats",
-        "ForcedSource": "hats",
-        "Source": "hats",
-    }
+    assert kinds["Visit"] == kinds["CcdVisit"] == kinds["MatchesTruth"] == "plain"
+    for table in ("Object", "ForcedSource", "Source", "DiaObject", "DiaSource", "TruthSummary"):
+        assert kinds[table] == "hats", table
     keys = {m.name: m.primary_key for m in metas}
-    assert keys == {
-        "Visit": "visit",
-        "CcdVisit": "ccdVisitId",
-        "Object": "objectId",
-        "ForcedSource": "forcedSourceId",
-        "Source": "sourceId",
-    }
+    assert keys["Object"] == "objectId"
+    assert keys["DiaSource"] == "diaSourceId"
+    assert keys == {t: k for t, (_, _, k) in _INGEST.items()}
+    assert all(m.nrows > 0 for m in metas)
     assert demo_is_built(data_dir)
     assert demo_is_built(data_dir, "small")
     assert not demo_is_built(data_dir, "medium")
@@ -106,14 +108,10 @@ def test_row_counts(demo: tuple[Path, list[TableMeta]], tables: dict[str, pa.Tab
 
 
 def test_primary_keys_are_unique(tables: dict[str, pa.Table]) -> None:
-    for table, key in [
-        ("Visit", "visit"),
-        ("CcdVisit", "ccdVisitId"),
-        ("Object", "objectId"),
-        ("ForcedSource", "forcedSourceId"),
-        ("Source", "sourceId"),
-    ]:
-        values = tables[table].column(key).to_numpy()
+    for table, (_, _, key) in _INGEST.items():
+        if key is None:
+            continue
+        values = np.array(tables[table].column(key).to_pylist())
         assert np.unique(values).size == values.size, table
 
 
@@ -196,10 +194,16 @@ def test_positions_are_in_the_footprint(tables: dict[str, pa.Table]) -> None:
         ("ForcedSource", "coord_ra", "coord_dec"),
         ("Source", "coord_ra", "coord_dec"),
         ("Visit", "ra", "decl"),
+        ("DiaObject", "ra", "decl"),
+        ("DiaSource", "ra", "decl"),
+        ("ForcedSourceOnDiaObject", "coord_ra", "coord_dec"),
+        ("TruthSummary", "ra", "dec"),
     ]:
         ra = tables[table].column(ra_col).to_numpy()
         dec = tables[table].column(dec_col).to_numpy()
-        slack = 0.001 if table == "Source" else 0.0  # astrometric noise
+        # Astrometric noise; undetected truth entries lie up to 20" from an object.
+        slack = {"Source": 0.001, "DiaSource": 0.001, "DiaObject": 0.001}.get(table, 0.0)
+        slack = 0.01 if table == "TruthSummary" else slack
         assert ra.min() >= RA_MIN - slack, table
         assert ra.max() <= RA_MAX + slack, table
         assert dec.min() >= DEC_MIN - slack, table
@@ -222,9 +226,10 @@ def test_columns_types_and_units_are_dp02s(
                 assert column.unit == unit, f"{meta.name}.{field.name}"
             assert column.description == felis[field.name]["description"]
         assert list(COLUMNS[meta.name]) == [n for n in stored.names if n != "_healpix_29"]
+        assert list(COLUMNS[meta.name]) == list(felis), "every DP0.2 column, in DP0.2's order"
 
     obj = next(m for m in metas if m.name == "Object")
-    assert 30 <= len(COLUMNS["Object"]) <= 45
+    assert len(COLUMNS["Object"]) == 991
     for band in "ugrizy":
         assert obj.column(f"{band}_cModelFlux").unit == "nJy"
         assert obj.column(f"{band}_psfFluxErr").unit == "nJy"
@@ -273,11 +278,18 @@ def test_galaxies_are_clustered(tables: dict[str, pa.Table]) -> None:
     ra = obj.column("coord_ra").to_numpy()
     dec = obj.column("coord_dec").to_numpy()
     ext = obj.column("refExtendedness").to_numpy()
-    galaxy = ext == 1
-    # Counts in 0.25° cells: a Poisson field has variance ≈ mean; clustering raises it.
-    cells = np.histogram2d(ra[galaxy], dec[galaxy], bins=(80, 64))[0]
-    inner = cells[2:-2, 2:-2]
-    assert inner.var() / inner.mean() > 3.0
+    deep = Box.deep_field(SMALL.n_objects - SMALL.n_wide)
+    galaxy = (ext == 1) & (ra >= deep.ra_min) & (ra < deep.ra_max)
+    galaxy &= (dec >= deep.dec_min) & (dec < deep.dec_max)
+    # Counts in cells of the deep field: a Poisson field has variance ≈ mean; clustering
+    # raises it.
+    cells = np.histogram2d(
+        ra[galaxy],
+        dec[galaxy],
+        bins=(16, 16),
+        range=((deep.ra_min, deep.ra_max), (deep.dec_min, deep.dec_max)),
+    )[0]
+    assert cells.var() / cells.mean() > 3.0
 
 
 def test_stars_thicken_towards_the_galactic_plane() -> None:

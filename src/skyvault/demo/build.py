@@ -1,8 +1,9 @@
 """``skyvault demo``: generate the DP0.2-style demo tables and ingest them.
 
-The five tables go to Parquet chunk files in a scratch directory ``DIR/.demo-build/``, are
-ingested from there as ``dp02_dc2_catalogs.{Visit,CcdVisit,Object,ForcedSource,Source}``
-with Rubin's Felis schema for their metadata, and the scratch files are removed.  A marker
+The tables (every table of DP0.2's ``dp02_dc2_catalogs`` but ObsCore, see
+:data:`~.schema.TABLES`) go to Parquet chunk files in a scratch directory
+``DIR/.demo-build/``, are ingested from there as ``dp02_dc2_catalogs.*`` with Rubin's Felis
+schema for their metadata, and the scratch files are removed.  A marker
 ``DIR/dp02_dc2_catalogs/.demo.json`` records the scale and seed of the finished build, so a
 second run with the same arguments does nothing; a lock ``DIR/.demo-build.lock`` keeps two
 builds of one directory apart.
@@ -34,10 +35,12 @@ import pyarrow.parquet as pq
 from skyvault.catalog.ingest import IngestOptions, ProgressSink, ingest
 from skyvault.catalog.metadata import TableMeta
 from skyvault.demo.epochs import EpochCounters, measure_epochs
+from skyvault.demo.fill import complete_table
 from skyvault.demo.objects import make_objects
 from skyvault.demo.schema import SCHEMA_NAME, TABLES, felis_path
-from skyvault.demo.sky import sample_population
+from skyvault.demo.sky import patch_boxes, sample_population
 from skyvault.demo.survey import plan_survey
+from skyvault.demo.truth import truth_tables
 from skyvault.errors import CatalogError, UsageError
 
 __all__ = [
@@ -52,7 +55,7 @@ __all__ = [
 DEFAULT_SEED = 20260501
 SCRATCH_DIR = ".demo-build"
 MARKER_FILE = ".demo.json"
-_MARKER_VERSION = 1
+_MARKER_VERSION = 2
 
 Scale = Literal["small", "medium"]
 
@@ -65,6 +68,9 @@ class DemoScale:
     ----------
     n_objects
         Rows of Object (sky objects and deblend parents included).
+    n_wide
+        How many of them are spread thinly over the whole DP0.2 footprint; the others fill
+        the deep field around (62°, -37°) at DP0.2's density (see :mod:`.sky`).
     chunk_rows
         Objects generated (and their epochs measured) at a time; bounds memory.
     epochs
@@ -72,22 +78,29 @@ class DemoScale:
     """
 
     n_objects: int
+    n_wide: int
     chunk_rows: int
     epochs: tuple[int, int]
 
 
 SCALES: dict[str, DemoScale] = {
-    "small": DemoScale(n_objects=20_000, chunk_rows=8_000, epochs=(4, 12)),
-    "medium": DemoScale(n_objects=1_000_000, chunk_rows=200_000, epochs=(4, 12)),
+    "small": DemoScale(n_objects=18_000, n_wide=6_000, chunk_rows=8_000, epochs=(4, 12)),
+    "medium": DemoScale(n_objects=300_000, n_wide=20_000, chunk_rows=50_000, epochs=(4, 12)),
 }
 
 #: Ingest arguments per table: (ra column, dec column, primary key).
-_INGEST: dict[str, tuple[str | None, str | None, str]] = {
+_INGEST: dict[str, tuple[str | None, str | None, str | None]] = {
     "Visit": (None, None, "visit"),
     "CcdVisit": (None, None, "ccdVisitId"),
     "Object": ("coord_ra", "coord_dec", "objectId"),
     "ForcedSource": ("coord_ra", "coord_dec", "forcedSourceId"),
     "Source": ("coord_ra", "coord_dec", "sourceId"),
+    "DiaObject": ("ra", "decl", "diaObjectId"),
+    "DiaSource": ("ra", "decl", "diaSourceId"),
+    "ForcedSourceOnDiaObject": ("coord_ra", "coord_dec", "forcedSourceOnDiaObjectId"),
+    "TruthSummary": ("ra", "dec", "id_truth_type"),
+    "MatchesTruth": (None, None, "id_truth_type"),
+    "CoaddPatches": (None, None, None),
 }
 
 #: Rows per HEALPix partition: tens of partitions per table at medium scale, so that
@@ -95,7 +108,7 @@ _INGEST: dict[str, tuple[str | None, str | None, str]] = {
 _PARTITION_ROWS = 500_000
 
 # Independent random streams.
-_STREAM_SURVEY, _STREAM_SKY, _STREAM_OBJECTS, _STREAM_EPOCHS = 1, 2, 3, 4
+_STREAM_SURVEY, _STREAM_SKY, _STREAM_OBJECTS, _STREAM_EPOCHS, _STREAM_TRUTH = 1, 2, 3, 4, 5
 
 
 def _rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
@@ -163,7 +176,7 @@ def generate_demo(
     out_dir
         Directory for the files (created; existing table subdirectories are replaced).
     scale
-        ``"small"`` (20 000 objects) or ``"medium"`` (a million).
+        ``"small"`` (16 000 objects) or ``"medium"`` (300 000).
     seed
         Seed of every random draw; equal seeds give byte-identical files.
     progress
@@ -197,21 +210,48 @@ def generate_demo(
     survey = plan_survey(_rng(seed, _STREAM_SURVEY))
     write("Visit", survey.visit_table)
     write("CcdVisit", survey.ccd_visit_table)
-    population = sample_population(size.n_objects, _rng(seed, _STREAM_SKY))
+    population = sample_population(size.n_objects, _rng(seed, _STREAM_SKY), size.n_wide)
 
     report.stage("demo: objects and epochs", size.n_objects)
     counters = EpochCounters(survey.ccd_visit_table.num_rows)
+    patches: set[tuple[int, int]] = set()
     for chunk_index, start in enumerate(range(0, size.n_objects, size.chunk_rows)):
         rows = np.arange(start, min(start + size.chunk_rows, size.n_objects), dtype=np.int64)
         chunk = make_objects(population, rows, _rng(seed, _STREAM_OBJECTS, chunk_index))
         write("Object", chunk.table)
-        forced, source = measure_epochs(
+        epochs = measure_epochs(
             chunk, survey, counters, size.epochs, _rng(seed, _STREAM_EPOCHS, chunk_index)
         )
-        write("ForcedSource", forced)
-        write("Source", source)
+        truth = truth_tables(chunk, _rng(seed, _STREAM_TRUTH, chunk_index))
+        for table, data in (epochs | truth).items():
+            write(table, data)
+        pairs = np.unique(np.stack([chunk.tract, chunk.patch]), axis=1)
+        patches.update(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
         report.advance(rows.size)
+    write("CoaddPatches", _coadd_patches(sorted(patches)))
     return files
+
+
+def _coadd_patches(patches: list[tuple[int, int]]) -> pa.Table:
+    """A CoaddPatches row for each patch holding objects: centre and outline (STC-S)."""
+    tract = np.array([t for t, _ in patches], dtype=np.int64)
+    patch = np.array([p for _, p in patches], dtype=np.int64)
+    ra_lo, ra_hi, dec_lo, dec_hi = patch_boxes(tract, patch)
+    corners = np.stack([ra_lo, dec_lo, ra_hi, dec_lo, ra_hi, dec_hi, ra_lo, dec_hi], axis=1)
+    regions = [
+        "POLYGON ICRS " + " ".join(f"{value:.6f}" for value in row) for row in corners.tolist()
+    ]
+    return complete_table(
+        "CoaddPatches",
+        {
+            "lsst_tract": tract,
+            "lsst_patch": patch,
+            "s_ra": (ra_lo + ra_hi) / 2,
+            "s_dec": (dec_lo + dec_hi) / 2,
+            "s_region": regions,
+        },
+        None,
+    )
 
 
 def _marker(data_dir: Path) -> Path:
@@ -221,7 +261,7 @@ def _marker(data_dir: Path) -> Path:
 def demo_is_built(data_dir: Path, scale: str | None = None, seed: int | None = None) -> bool:
     """Whether ``data_dir`` holds a finished demo build (of ``scale`` and ``seed``, if given).
 
-    A build counts when its marker is present and all five tables are published.
+    A build counts when its marker is present and all its tables are published.
     """
     try:
         marker = json.loads(_marker(data_dir).read_text())
@@ -259,7 +299,7 @@ def build_demo(
     data_dir
         The skyvault data root; the tables appear as ``dp02_dc2_catalogs.*``.
     scale
-        ``"small"`` (about 20 000 objects, seconds) or ``"medium"`` (a million objects).
+        ``"small"`` (16 000 objects, seconds) or ``"medium"`` (300 000 objects).
     seed
         Seed of the generator; a seed always gives the same tables.
     progress
@@ -270,7 +310,7 @@ def build_demo(
     Returns
     -------
     list of TableMeta
-        Visit, CcdVisit, Object, ForcedSource and Source, in that order.
+        The tables of :data:`~.schema.TABLES`, in that order.
     """
     _scale(scale)
     if not force and demo_is_built(data_dir, scale, seed):

@@ -20,13 +20,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from skyvault.demo.objects import AB_ZERO_POINT_NJY, ObjectChunk, psf_fraction, true_flux
-from skyvault.demo.schema import BANDS, arrow_schema
-from skyvault.demo.sky import IntArray, Kind
+from skyvault.demo.dia import dia_object_table
+from skyvault.demo.fill import Rows, complete_table
+from skyvault.demo.objects import (
+    AB_ZERO_POINT_NJY,
+    ObjectChunk,
+    Variability,
+    psf_fraction,
+    true_flux,
+)
+from skyvault.demo.schema import BANDS
+from skyvault.demo.sky import FloatArray, IntArray, Kind
 from skyvault.demo.survey import N_DETECTORS, PIXEL_SCALE_ARCSEC, Survey, candidate_epochs
 from skyvault.errors import InternalError
+from skyvault.sky.coverage import healpix29
 
-__all__ = ["EpochCounters", "measure_epochs"]
+__all__ = ["DIA_ID_BIT", "EpochCounters", "measure_epochs"]
+
+#: ``diaObjectId`` = ``objectId`` with this bit set: unique, and never equal to an objectId.
+DIA_ID_BIT = 1 << 61
+#: Five-sigma detections on the difference image make DiaSources.
+_DIA_THRESHOLD = 5.0
 
 _ID_SHIFT = 20
 _SATURATION_COUNTS = 100_000.0
@@ -40,10 +54,14 @@ class EpochCounters:
     n_ccd_visits: int
     forced: IntArray = field(init=False)
     source: IntArray = field(init=False)
+    dia_source: IntArray = field(init=False)
+    forced_dia: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
         self.forced = np.zeros(self.n_ccd_visits, dtype=np.int64)
         self.source = np.zeros(self.n_ccd_visits, dtype=np.int64)
+        self.dia_source = np.zeros(self.n_ccd_visits, dtype=np.int64)
+        self.forced_dia = np.zeros(self.n_ccd_visits, dtype=np.int64)
 
 
 def _number(ccd_row: IntArray, counters: IntArray) -> IntArray:
@@ -78,8 +96,14 @@ def measure_epochs(
     counters: EpochCounters,
     epochs: tuple[int, int],
     rng: np.random.Generator,
-) -> tuple[pa.Table, pa.Table]:
-    """The ForcedSource and Source rows of ``chunk``.
+) -> dict[str, pa.Table]:
+    """The ForcedSource, Source, DiaObject, DiaSource and ForcedSourceOnDiaObject rows of
+    ``chunk``, by table name.
+
+    DiaObjects are the chunk's variable objects detected at five sigma on at least one
+    difference image; each such detection is a DiaSource, and every epoch of a DiaObject's
+    forced photometry is a ForcedSourceOnDiaObject row (the same measurement as its
+    ForcedSource row): light curves in both tables.
 
     Parameters
     ----------
@@ -126,7 +150,28 @@ def measure_epochs(
     saturated = peak > _SATURATION_COUNTS
     ccd_visit_id = survey.ccd_visit_id(ccd)
     bands = np.array(BANDS)[band]
+    # What the generic columns derive from: this epoch's flux, depth, PSF and pixel.
+    depth = AB_ZERO_POINT_NJY - 2.5 * np.log10(5.0 * np.sqrt(sky_var) * njy_per_count)
 
+    def epoch_rows(sel: IntArray, ra: FloatArray, dec: FloatArray) -> Rows:
+        return Rows(
+            ra=ra,
+            dec=dec,
+            flux=flux_t[sel, None],
+            depth=depth[sel, None],
+            size2=chunk.size2[obj[sel]],
+            psf_sigma=psf_sigma[sel],
+            ellipticity=chunk.ellipticity[obj[sel]],
+            angle=chunk.angle[obj[sel]],
+            x=det_x[sel],
+            y=det_y[sel],
+            rng=rng,
+            band=band[sel],
+            njy_per_count=njy_per_count[sel],
+            rotation_deg=survey.visit_rotation[visit[sel]],
+        )
+
+    every = np.arange(n)
     forced_id = (ccd_visit_id << _ID_SHIFT) + _number(ccd, counters.forced)
     forced = _table(
         "ForcedSource",
@@ -147,7 +192,10 @@ def measure_epochs(
             "psfDiffFlux": diff_flux,
             "psfDiffFluxErr": diff_err,
             "pixelFlags_saturated": saturated,
+            "pixelFlags_saturatedCenter": saturated,
+            "localPhotoCalib": njy_per_count,
         },
+        epoch_rows(every, chunk.ra[obj], chunk.dec[obj]),
     )
 
     # Detections: five-sigma epochs of real, unblended objects.
@@ -168,6 +216,7 @@ def measure_epochs(
         + np.maximum(cal_true, 0.0) / njy_per_count[d]
     )
     cal_err = np.sqrt(cal_var) * njy_per_count[d]
+    cal_flux = cal_true + cal_err * rng.standard_normal(m)
     moment_noise = (p2 + size2) / snr[d]
     ext_ratio = frac[d] + 0.7 * rng.standard_normal(m) / snr[d]
     source_id = (ccd_visit_id[d] << _ID_SHIFT) + _number(ccd[d], counters.source)
@@ -186,8 +235,10 @@ def measure_epochs(
             "y": det_y[d],
             "psfFlux": psf_flux[d] + 0.1 * psf_err[d] * rng.standard_normal(m),
             "psfFluxErr": psf_err[d],
-            "calibFlux": cal_true + cal_err * rng.standard_normal(m),
+            "calibFlux": cal_flux,
             "calibFluxErr": cal_err,
+            "ap12Flux": cal_flux,  # DP0.2's calibration flux is the 12-pixel aperture's
+            "ap12FluxErr": cal_err,
             "ixx": size2 + p2 + moment_noise * rng.standard_normal(m),
             "iyy": size2 + p2 + moment_noise * rng.standard_normal(m),
             "ixy": 0.5 * moment_noise * rng.standard_normal(m),
@@ -195,13 +246,102 @@ def measure_epochs(
             "detect_isPrimary": np.ones(m, dtype=bool),
             "sky_source": np.zeros(m, dtype=bool),
             "pixelFlags_saturated": saturated[d],
+            "ra": s_ra,
+            "decl": s_dec,
+            "deblend_nChild": np.zeros(m, dtype=np.int32),
+            "visit_system": np.zeros(m, dtype=np.int64),
+            "localPhotoCalib": njy_per_count[d],
         },
+        epoch_rows(d, s_ra, s_dec),
     )
-    return forced, source
+
+    # Difference-image detections of variable objects: DiaSources, and their DiaObjects.
+    variable = (chunk.var_kind[obj] != Variability.NONE) & (chunk.kind[obj] != Kind.SKY)
+    variable &= ~chunk.is_parent[obj]
+    dia = np.flatnonzero(variable & (np.abs(diff_flux / diff_err) >= _DIA_THRESHOLD))
+    k = dia.size
+    dia_object_id = chunk.object_id[obj] | DIA_ID_BIT
+    dia_astrometry = (
+        np.hypot(
+            psf_sigma[dia]
+            * 2.3548
+            * PIXEL_SCALE_ARCSEC
+            * diff_err[dia]
+            / np.maximum(np.abs(diff_flux[dia]), 1e-9),
+            0.01,
+        )
+        / 3600.0
+    )
+    dia_astrometry = np.minimum(dia_astrometry, 0.3 / 3600.0)
+    ds_dec = chunk.dec[obj[dia]] + dia_astrometry * rng.standard_normal(k)
+    ds_ra = chunk.ra[obj[dia]] + dia_astrometry * rng.standard_normal(k) / np.cos(
+        np.radians(ds_dec)
+    )
+    dia_source_id = (ccd_visit_id[dia] << _ID_SHIFT) + _number(ccd[dia], counters.dia_source)
+    dia_rows = epoch_rows(dia, ds_ra, ds_dec)
+    dia_rows.flux = np.abs(diff_flux[dia, None])
+    dia_source = _table(
+        "DiaSource",
+        {
+            "diaSourceId": dia_source_id,
+            "diaObjectId": dia_object_id[dia],
+            "ccdVisitId": ccd_visit_id[dia],
+            "filterName": bands[dia],
+            "midPointTai": mjd[dia],
+            "ra": ds_ra,
+            "decl": ds_dec,
+            "coord_ra": ds_ra,
+            "coord_dec": ds_dec,
+            "psFlux": diff_flux[dia],
+            "psFluxErr": diff_err[dia],
+            "totFlux": psf_flux[dia],
+            "totFluxErr": psf_err[dia],
+            "apFlux": diff_flux[dia] * 0.95 + 0.3 * diff_err[dia] * rng.standard_normal(k),
+            "apFluxErr": diff_err[dia] * 1.4,
+            "snr": np.abs(diff_flux[dia] / diff_err[dia]),
+            "x": det_x[dia],
+            "y": det_y[dia],
+            "parentDiaSourceId": np.zeros(k, dtype=np.int64),
+            "ssObjectId": np.zeros(k, dtype=np.int64),
+            "pixelId": healpix29(ds_ra, ds_dec) >> 18,  # HEALPix order 20
+            "isDipole": np.zeros(k, dtype=bool),
+        },
+        dia_rows,
+    )
+    # Forced photometry on every epoch of an object with a DiaSource.
+    has_dia = np.zeros(len(chunk), dtype=bool)
+    has_dia[obj[dia]] = True
+    on_dia = np.flatnonzero(has_dia[obj])
+    forced_dia = _table(
+        "ForcedSourceOnDiaObject",
+        {
+            "forcedSourceOnDiaObjectId": (ccd_visit_id[on_dia] << _ID_SHIFT)
+            + _number(ccd[on_dia], counters.forced_dia),
+            "diaObjectId": dia_object_id[on_dia],
+            "ccdVisitId": ccd_visit_id[on_dia],
+            "band": bands[on_dia],
+            "coord_ra": chunk.ra[obj[on_dia]],
+            "coord_dec": chunk.dec[obj[on_dia]],
+            "parentObjectId": np.zeros(on_dia.size, dtype=np.int64),
+            "tract": chunk.tract[obj[on_dia]],
+            "patch": chunk.patch[obj[on_dia]],
+            "psfFlux": psf_flux[on_dia],
+            "psfFluxErr": psf_err[on_dia],
+            "psfDiffFlux": diff_flux[on_dia],
+            "psfDiffFluxErr": diff_err[on_dia],
+            "localPhotoCalib": njy_per_count[on_dia],
+        },
+        epoch_rows(on_dia, chunk.ra[obj[on_dia]], chunk.dec[obj[on_dia]]),
+    )
+    dia_object = dia_object_table(dia_source)
+    return {
+        "ForcedSource": forced,
+        "Source": source,
+        "DiaObject": dia_object,
+        "DiaSource": dia_source,
+        "ForcedSourceOnDiaObject": forced_dia,
+    }
 
 
-def _table(name: str, columns: dict[str, object]) -> pa.Table:
-    schema = arrow_schema(name)
-    return pa.Table.from_arrays(
-        [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
-    )
+def _table(name: str, columns: dict[str, object], rows: Rows) -> pa.Table:
+    return complete_table(name, columns, rows)

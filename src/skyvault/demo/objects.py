@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from skyvault.demo.schema import BANDS, arrow_schema
-from skyvault.demo.sky import FloatArray, IntArray, Kind, Population
+from skyvault.demo.fill import AB_ZERO_POINT_NJY, Rows, complete_table, flux_error, nanojansky
+from skyvault.demo.schema import BANDS
+from skyvault.demo.sky import FloatArray, IntArray, Kind, Population, tract_pixels
 
 __all__ = [
     "AB_ZERO_POINT_NJY",
@@ -37,8 +38,6 @@ __all__ = [
     "true_flux",
 ]
 
-#: AB magnitude of 1 nJy.
-AB_ZERO_POINT_NJY = 31.4
 _N_BANDS = len(BANDS)
 #: Five-sigma point-source depth of the coadds, per band (u g r i z y).
 COADD_DEPTH = np.array([25.6, 26.8, 26.9, 26.4, 25.7, 24.9])
@@ -55,11 +54,6 @@ class Variability:
     PERIODIC = 1
     STOCHASTIC = 2
     TRANSIENT = 3
-
-
-def nanojansky(mag: FloatArray) -> FloatArray:
-    """AB magnitude to flux density in nJy."""
-    return np.asarray(10.0 ** (-0.4 * (mag - AB_ZERO_POINT_NJY)), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -83,6 +77,8 @@ class ObjectChunk:
     is_parent: NDArray[np.bool_]
     flux: FloatArray
     size2: FloatArray
+    ellipticity: FloatArray
+    angle: FloatArray
     var_kind: NDArray[np.int8]
     var_amp: FloatArray
     var_period: FloatArray
@@ -147,15 +143,6 @@ def _band_mags(r: FloatArray, colours: FloatArray) -> FloatArray:
     return np.stack([u, g, r, i, z, y], axis=1)
 
 
-def flux_error(flux: FloatArray, depth: FloatArray) -> FloatArray:
-    """One-sigma error (nJy) of a flux measured to a five-sigma point-source ``depth``:
-    sky noise, source shot noise, and a 0.2 % calibration floor."""
-    f5 = nanojansky(depth)
-    sky = f5 / 5.0
-    shot = np.maximum(flux, 0.0) / (18.0 * f5)
-    return np.asarray(np.sqrt(sky**2 * (1.0 + shot) + (0.002 * flux) ** 2), dtype=np.float64)
-
-
 def psf_fraction(size2: FloatArray, psf_sigma: FloatArray | float) -> FloatArray:
     """Share of a Gaussian galaxy's flux that a PSF-model fit recovers (1 for a point)."""
     p2 = np.square(psf_sigma)
@@ -216,8 +203,8 @@ def make_objects(population: Population, rows: IntArray, rng: np.random.Generato
     p2 = COADD_PSF_SIGMA**2
     i_snr = np.clip(snr[:, 3], 1.0, None)
     noise = rng.standard_normal((n, 3)) * ((size2 + p2) / i_snr)[:, None]
-    ixx = size2 * (1 + ellip * np.cos(2 * angle)) + p2 + noise[:, 0]
-    iyy = size2 * (1 - ellip * np.cos(2 * angle)) + p2 + noise[:, 1]
+    ixx = size2 * (1 + ellip * np.cos(2 * angle)) + p2 + np.abs(noise[:, 0])
+    iyy = size2 * (1 - ellip * np.cos(2 * angle)) + p2 + np.abs(noise[:, 1])
     ixy = size2 * ellip * np.sin(2 * angle) + noise[:, 2] / 2
     ixx, iyy, ixy = (np.where(sky, np.nan, m) for m in (ixx, iyy, ixy))
 
@@ -267,7 +254,35 @@ def make_objects(population: Population, rows: IntArray, rng: np.random.Generato
         columns[f"{band}_cModelFluxErr"] = cm_err[:, b]
         columns[f"{band}_psfFlux"] = psf_flux[:, b]
         columns[f"{band}_psfFluxErr"] = psf_err[:, b]
-    table = object_table(columns)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            band_ext = (psf_flux[:, b] / cm_flux[:, b] < 0.985) | (cm_flux[:, b] <= 0)
+        columns[f"{band}_extendedness"] = np.where(sky, np.nan, band_ext.astype(np.float64))
+    # Deblending and detection flags consistent with the family and the primary flag.
+    parent_of = parent_row >= 0
+    columns["detect_isPatchInner"] = np.ones(n, dtype=bool)
+    columns["detect_isTractInner"] = np.ones(n, dtype=bool)
+    columns["detect_fromBlend"] = parent_of
+    columns["detect_isIsolated"] = ~parent_of & ~is_parent
+    columns["detect_isDeblendedSource"] = ~is_parent & ~sky
+    columns["detect_isDeblendedModelSource"] = np.zeros(n, dtype=bool)
+    columns["merge_peak_sky"] = sky
+    columns["skymap"] = np.full(n, "DC2")
+    columns["shape_xx"], columns["shape_yy"], columns["shape_xy"] = ixx, iyy, ixy
+    x, y = tract_pixels(population.ra[rows], population.dec[rows])
+    rows_info = Rows(
+        ra=population.ra[rows],
+        dec=population.dec[rows],
+        flux=flux,
+        depth=np.broadcast_to(depth, (n, _N_BANDS)),
+        size2=size2,
+        psf_sigma=np.full(n, COADD_PSF_SIGMA),
+        ellipticity=ellip,
+        angle=angle,
+        x=x,
+        y=y,
+        rng=rng,
+    )
+    table = object_table(columns, rows_info)
     return ObjectChunk(
         rows=rows,
         object_id=object_id,
@@ -281,6 +296,8 @@ def make_objects(population: Population, rows: IntArray, rng: np.random.Generato
         is_parent=is_parent,
         flux=flux,
         size2=size2,
+        ellipticity=ellip,
+        angle=angle,
         var_kind=var_kind,
         var_amp=var_amp,
         var_period=var_period,
@@ -290,12 +307,10 @@ def make_objects(population: Population, rows: IntArray, rng: np.random.Generato
     )
 
 
-def object_table(columns: dict[str, object]) -> pa.Table:
-    """Arrange ``columns`` (name to NumPy array) as a table with the demo Object schema."""
-    schema = arrow_schema("Object")
-    return pa.Table.from_arrays(
-        [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
-    )
+def object_table(columns: dict[str, object], rows: Rows) -> pa.Table:
+    """The Object table of ``columns`` (name to NumPy array), with every other DP0.2
+    column derived from ``rows`` (see :mod:`.fill`)."""
+    return complete_table("Object", columns, rows)
 
 
 def true_flux(chunk: ObjectChunk, obj: IntArray, band: IntArray, mjd: FloatArray) -> FloatArray:

@@ -1,15 +1,15 @@
-"""Which real DP0.2 columns the demo tables carry, typed from Rubin's own Felis schema.
+"""The demo tables and their columns: every column of DP0.2, typed from Rubin's Felis schema.
 
-The column *names* are chosen here; their Arrow *types* are read from ``dp02_dc2.yaml`` in
+Tables, column names and Arrow types are all read from ``dp02_dc2.yaml`` in
 ``lsst-sdm-schemas`` (the file the ingest step also takes descriptions, units and UCDs from),
-so a demo table can only carry columns that exist in DP0.2, with DP0.2's datatypes.
+so a demo table carries exactly the columns of its DP0.2 table, with DP0.2's datatypes.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,142 +21,55 @@ from skyvault.errors import InternalError
 __all__ = [
     "BANDS",
     "COLUMNS",
+    "NOT_GENERATED",
     "SCHEMA_NAME",
     "TABLES",
     "arrow_schema",
     "felis_columns",
     "felis_path",
+    "felis_unit",
 ]
 
 SCHEMA_NAME = "dp02_dc2_catalogs"
 BANDS = ("u", "g", "r", "i", "z", "y")
 
-#: The demo tables in build order (later tables reference earlier ones).
-TABLES = ("Visit", "CcdVisit", "Object", "ForcedSource", "Source")
+#: The demo tables in build order (later tables reference earlier ones): every table of
+#: DP0.2's ``dp02_dc2_catalogs`` schema but ``ObsCore``, which DP0.2 serves as ``ivoa.ObsCore``.
+TABLES = (
+    "Visit",
+    "CcdVisit",
+    "Object",
+    "ForcedSource",
+    "Source",
+    "DiaObject",
+    "DiaSource",
+    "ForcedSourceOnDiaObject",
+    "TruthSummary",
+    "MatchesTruth",
+    "CoaddPatches",
+)
 
-_OBJECT = [
-    "objectId",
-    "coord_ra",
-    "coord_dec",
-    "parentObjectId",
-    "tract",
-    "patch",
-    "detect_isPrimary",
-    "sky_object",
-    "deblend_nChild",
-    "refBand",
-    "refExtendedness",
-    *(f"{b}_{m}" for b in BANDS for m in ("cModelFlux", "cModelFluxErr")),
-    *(f"{b}_{m}" for b in BANDS for m in ("psfFlux", "psfFluxErr")),
-    "i_ixx",
-    "i_iyy",
-    "i_ixy",
-    "i_cModel_flag",
-    "i_pixelFlags_saturatedCenter",
-]
+#: Tables of the Felis schema the demo does not generate, with the reason.
+NOT_GENERATED = {"ObsCore": "an image-access table, published as ivoa.ObsCore"}
 
-_FORCED_SOURCE = [
-    "forcedSourceId",
-    "objectId",
-    "parentObjectId",
-    "coord_ra",
-    "coord_dec",
-    "tract",
-    "patch",
-    "band",
-    "ccdVisitId",
-    "detect_isPrimary",
-    "psfFlux",
-    "psfFluxErr",
-    "psfFlux_flag",
-    "psfDiffFlux",
-    "psfDiffFluxErr",
-    "pixelFlags_saturated",
-]
 
-_SOURCE = [
-    "sourceId",
-    "coord_ra",
-    "coord_dec",
-    "ccdVisitId",
-    "visit",
-    "detector",
-    "band",
-    "parentSourceId",
-    "x",
-    "y",
-    "psfFlux",
-    "psfFluxErr",
-    "calibFlux",
-    "calibFluxErr",
-    "ixx",
-    "iyy",
-    "ixy",
-    "extendedness",
-    "detect_isPrimary",
-    "sky_source",
-    "pixelFlags_saturated",
-]
+class _Columns(Mapping[str, tuple[str, ...]]):
+    """Every column Felis declares for each demo table, in Felis order (read lazily)."""
 
-_VISIT = [
-    "visit",
-    "physical_filter",
-    "band",
-    "ra",
-    "decl",
-    "skyRotation",
-    "azimuth",
-    "altitude",
-    "zenithDistance",
-    "airmass",
-    "expTime",
-    "expMidpt",
-    "expMidptMJD",
-    "obsStart",
-    "obsStartMJD",
-]
+    def __getitem__(self, table: str) -> tuple[str, ...]:
+        if table not in TABLES:
+            raise KeyError(table)
+        return tuple(felis_columns(table))
 
-_CCD_VISIT = [
-    "ccdVisitId",
-    "visitId",
-    "physical_filter",
-    "band",
-    "ra",
-    "decl",
-    "detector",
-    "zenithDistance",
-    "zeroPoint",
-    "psfSigma",
-    "skyBg",
-    "skyNoise",
-    "seeing",
-    "skyRotation",
-    "expMidpt",
-    "expMidptMJD",
-    "expTime",
-    "obsStart",
-    "obsStartMJD",
-    "darkTime",
-    "xSize",
-    "ySize",
-    "llcra",
-    "llcdec",
-    "ulcra",
-    "ulcdec",
-    "urcra",
-    "urcdec",
-    "lrcra",
-    "lrcdec",
-]
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLES)
 
-#: The columns of each demo table, in order.
-COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "Object": tuple(_OBJECT),
-    "ForcedSource": tuple(_FORCED_SOURCE),
-    "Source": tuple(_SOURCE),
-    "Visit": tuple(_VISIT),
-    "CcdVisit": tuple(_CCD_VISIT),
-}
+    def __len__(self) -> int:
+        return len(TABLES)
+
+
+#: The columns of each demo table, in order: all of DP0.2's.
+COLUMNS: Mapping[str, tuple[str, ...]] = _Columns()
 
 _FELIS_TYPES: Mapping[str, pa.DataType] = {
     "boolean": pa.bool_(),
@@ -197,12 +110,16 @@ def felis_columns(table: str) -> dict[str, dict[str, Any]]:
         raise InternalError(f"DP0.2 schema has no table {table}") from None
 
 
+@functools.cache
 def arrow_schema(table: str) -> pa.Schema:
-    """The Arrow schema of demo ``table``: the chosen columns with their DP0.2 datatypes."""
+    """The Arrow schema of demo ``table``: DP0.2's columns with their DP0.2 datatypes."""
     described = felis_columns(table)
-    fields = []
-    for name in COLUMNS[table]:
-        if name not in described:
-            raise InternalError(f"demo column {table}.{name} is not in the DP0.2 schema")
-        fields.append(pa.field(name, _FELIS_TYPES[described[name]["datatype"]]))
-    return pa.schema(fields)
+    return pa.schema(
+        [pa.field(name, _FELIS_TYPES[column["datatype"]]) for name, column in described.items()]
+    )
+
+
+def felis_unit(table: str, column: str) -> str:
+    """The unit DP0.2 declares for ``table.column`` ('' when none)."""
+    described = felis_columns(table)[column]
+    return str(described.get("ivoa:unit") or described.get("fits:tunit") or "")

@@ -11,6 +11,11 @@ shaped into a sky that looks like a deep extragalactic field:
   Plummer profiles (cores of about an arcminute);
 * *stars*: a smooth density rising towards the Galactic plane as ``1 / sin|b|``;
 * *sky objects*: uniform blank-sky positions, as the pipeline places them.
+
+Most objects lie in a *deep field*, a box centred on (62°, -37°) (the position DP0.2's
+tutorials query) at DP0.2's own density, about 100 Object rows in a cone of 0.01° radius;
+its size grows with the scale of the build.  The rest are spread thinly over the whole
+DP0.2 footprint, so that queries anywhere in it find objects, visits and sources.
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ from numpy.typing import NDArray
 __all__ = [
     "DEC_MAX",
     "DEC_MIN",
+    "DEEP_CENTRE",
+    "DP02_DENSITY",
+    "FOOTPRINT",
     "RA_MAX",
     "RA_MIN",
+    "Box",
     "Kind",
     "Population",
     "galactic_latitude",
@@ -38,8 +47,40 @@ __all__ = [
 RA_MIN, RA_MAX = 52.0, 72.0
 DEC_MIN, DEC_MAX = -44.0, -28.0
 
+#: Centre of the deep field (RA, Dec in degrees).
+DEEP_CENTRE = (62.0, -37.0)
+#: Object rows per square degree in DP0.2 (100 in a cone of 0.01° radius).
+DP02_DENSITY = 100.0 / (np.pi * 0.01**2)
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region bounded by RA and Dec (degrees)."""
+
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+
+    @property
+    def area(self) -> float:
+        """Solid angle in square degrees."""
+        band = np.sin(np.radians(self.dec_max)) - np.sin(np.radians(self.dec_min))
+        return float(np.degrees(1.0) * (self.ra_max - self.ra_min) * band)
+
+    @classmethod
+    def deep_field(cls, n: int) -> Box:
+        """The box around :data:`DEEP_CENTRE` that ``n`` objects fill at DP0.2's density."""
+        ra0, dec0 = DEEP_CENTRE
+        half = float(np.sqrt(n / DP02_DENSITY)) / 2.0
+        half_ra = half / float(np.cos(np.radians(dec0)))
+        return cls(ra0 - half_ra, ra0 + half_ra, dec0 - half, dec0 + half)
+
+
+FOOTPRINT = Box(RA_MIN, RA_MAX, DEC_MIN, DEC_MAX)
 
 
 class Kind:
@@ -97,17 +138,19 @@ class Population:
         return int(self.ra.size)
 
 
-def uniform_in_footprint(n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-    """``n`` positions uniform on the sphere within the footprint (uniform in sin Dec)."""
-    ra = rng.uniform(RA_MIN, RA_MAX, n)
-    s_lo, s_hi = np.sin(np.radians(DEC_MIN)), np.sin(np.radians(DEC_MAX))
+def uniform_in_footprint(
+    n: int, rng: np.random.Generator, box: Box = FOOTPRINT
+) -> tuple[FloatArray, FloatArray]:
+    """``n`` positions uniform on the sphere within ``box`` (uniform in sin Dec)."""
+    ra = rng.uniform(box.ra_min, box.ra_max, n)
+    s_lo, s_hi = np.sin(np.radians(box.dec_min)), np.sin(np.radians(box.dec_max))
     dec = np.degrees(np.arcsin(rng.uniform(s_lo, s_hi, n)))
     return ra, dec
 
 
-def in_footprint(ra: FloatArray, dec: FloatArray) -> NDArray[np.bool_]:
-    """Whether each position lies inside the footprint."""
-    return (ra >= RA_MIN) & (ra < RA_MAX) & (dec >= DEC_MIN) & (dec < DEC_MAX)
+def in_footprint(ra: FloatArray, dec: FloatArray, box: Box = FOOTPRINT) -> NDArray[np.bool_]:
+    """Whether each position lies inside ``box``."""
+    return (ra >= box.ra_min) & (ra < box.ra_max) & (dec >= box.dec_min) & (dec < box.dec_max)
 
 
 def galactic_latitude(ra: FloatArray, dec: FloatArray) -> FloatArray:
@@ -169,14 +212,16 @@ def _shift(
     return new_ra, new_dec
 
 
-def _accept(ra: FloatArray, dec: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
-    """The first ``n`` positions inside the footprint."""
-    keep = in_footprint(ra, dec)
+def _accept(ra: FloatArray, dec: FloatArray, n: int, box: Box) -> tuple[FloatArray, FloatArray]:
+    """The first ``n`` positions inside ``box``."""
+    keep = in_footprint(ra, dec, box)
     return ra[keep][:n], dec[keep][:n]
 
 
-def _soneira_peebles(n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-    """``n`` positions of a Soneira–Peebles hierarchy within the footprint."""
+def _soneira_peebles(
+    n: int, rng: np.random.Generator, box: Box = FOOTPRINT
+) -> tuple[FloatArray, FloatArray]:
+    """``n`` positions of a Soneira–Peebles hierarchy within ``box``."""
     per_tree = _SP_ETA**_SP_LEVELS
     # Trees are seeded in a footprint widened by their radius so the edges are not depleted;
     # each tree keeps a random share of its leaves so group richness varies.
@@ -185,13 +230,15 @@ def _soneira_peebles(n: int, rng: np.random.Generator) -> tuple[FloatArray, Floa
     total = 0
     while total < n:
         n_trees = max(4, int(1.6 * (n - total) / per_tree * 2.0) + 1)
-        pad = _SP_RADIUS_DEG
-        ra = rng.uniform(RA_MIN - pad / 0.7, RA_MAX + pad / 0.7, n_trees)
-        s_lo = np.sin(np.radians(DEC_MIN - pad))
-        s_hi = np.sin(np.radians(DEC_MAX + pad))
+        # Trees no larger than the box, so that most of their leaves land in it.
+        top = min(_SP_RADIUS_DEG, (box.dec_max - box.dec_min) / 2)
+        pad = top
+        ra = rng.uniform(box.ra_min - pad / 0.7, box.ra_max + pad / 0.7, n_trees)
+        s_lo = np.sin(np.radians(box.dec_min - pad))
+        s_hi = np.sin(np.radians(box.dec_max + pad))
         dec = np.degrees(np.arcsin(rng.uniform(s_lo, s_hi, n_trees)))
         keep_share = rng.uniform(0.15, 0.85, n_trees)
-        radius = _SP_RADIUS_DEG
+        radius = top
         for _ in range(_SP_LEVELS):
             ra = np.repeat(ra, _SP_ETA)
             dec = np.repeat(dec, _SP_ETA)
@@ -200,21 +247,23 @@ def _soneira_peebles(n: int, rng: np.random.Generator) -> tuple[FloatArray, Floa
             ra, dec = _offset(ra, dec, r, rng)
             radius /= _SP_LAMBDA
         kept = rng.uniform(0.0, 1.0, ra.size) < keep_share
-        ra, dec = _accept(ra[kept], dec[kept], n - total)
+        ra, dec = _accept(ra[kept], dec[kept], n - total, box)
         ra_out.append(ra)
         dec_out.append(dec)
         total += ra.size
     return np.concatenate(ra_out), np.concatenate(dec_out)
 
 
-def _neyman_scott(n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+def _neyman_scott(
+    n: int, rng: np.random.Generator, box: Box = FOOTPRINT
+) -> tuple[FloatArray, FloatArray]:
     """``n`` positions in compact rich clusters (projected Plummer profiles)."""
     ra_out: list[FloatArray] = []
     dec_out: list[FloatArray] = []
     total = 0
     while total < n:
         n_clusters = max(1, (n - total) // 60 + 1)
-        c_ra, c_dec = uniform_in_footprint(n_clusters, rng)
+        c_ra, c_dec = uniform_in_footprint(n_clusters, rng, box)
         richness = np.clip(rng.lognormal(np.log(50.0), 0.6, n_clusters), 8, 600).astype(np.int64)
         core_deg = rng.uniform(0.4, 1.5, n_clusters) / 60.0
         ra = np.repeat(c_ra, richness)
@@ -222,21 +271,21 @@ def _neyman_scott(n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatAr
         core = np.repeat(core_deg, richness)
         u = rng.uniform(0.0, 0.96, ra.size)  # truncates the profile at about 5 core radii
         ra, dec = _offset(ra, dec, core * np.sqrt(u / (1.0 - u)), rng)
-        ra, dec = _accept(ra, dec, n - total)
+        ra, dec = _accept(ra, dec, n - total, box)
         ra_out.append(ra)
         dec_out.append(dec)
         total += ra.size
     return np.concatenate(ra_out), np.concatenate(dec_out)
 
 
-def _stars(n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+def _stars(n: int, rng: np.random.Generator, box: Box = FOOTPRINT) -> tuple[FloatArray, FloatArray]:
     """``n`` star positions with density ∝ 1/sin|b| (rejection sampling)."""
     ra_out: list[FloatArray] = []
     dec_out: list[FloatArray] = []
     total = 0
     while total < n:
         m = 2 * (n - total) + 16
-        ra, dec = uniform_in_footprint(m, rng)
+        ra, dec = uniform_in_footprint(m, rng, box)
         weight = 1.0 / np.sin(np.radians(np.abs(galactic_latitude(ra, dec))))
         keep = rng.uniform(0.0, 2.0, m) < weight  # |b| > 30° in the footprint: weight ≤ 2
         ra, dec = ra[keep][: n - total], dec[keep][: n - total]
@@ -276,32 +325,79 @@ def tract_patch(ra: FloatArray, dec: FloatArray) -> tuple[IntArray, IntArray]:
     return tract, py * _PATCHES_PER_SIDE + px
 
 
+def tract_pixels(ra: FloatArray, dec: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Pixel coordinates (0.2 arcsec pixels) of positions in their tract's frame."""
+    ring = np.clip(((dec + 90.0) // _RING_HEIGHT_DEG).astype(np.int64), 0, 119)
+    width = 360.0 / _RING_TRACTS[ring]
+    x = ((ra % 360.0) % width) * np.cos(np.radians(dec)) * 3600.0 / 0.2
+    y = (dec - _RING_LOWER[ring]) * 3600.0 / 0.2
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def patch_boxes(tract: IntArray, patch: IntArray) -> tuple[FloatArray, ...]:
+    """RA/Dec bounds ``(ra_lo, ra_hi, dec_lo, dec_hi)`` of patches of the rings sky map."""
+    ring = np.searchsorted(_RING_FIRST, tract, side="right") - 1
+    width = 360.0 / _RING_TRACTS[ring]
+    column = tract - _RING_FIRST[ring]
+    px, py = patch % _PATCHES_PER_SIDE, patch // _PATCHES_PER_SIDE
+    ra_lo = (column + px / _PATCHES_PER_SIDE) * width
+    dec_lo = _RING_LOWER[ring] + py * _RING_HEIGHT_DEG / _PATCHES_PER_SIDE
+    return (
+        ra_lo,
+        ra_lo + width / _PATCHES_PER_SIDE,
+        dec_lo,
+        dec_lo + _RING_HEIGHT_DEG / _PATCHES_PER_SIDE,
+    )
+
+
 def object_ids(tract: IntArray, patch: IntArray, index: IntArray) -> IntArray:
     """``objectId`` = tract · 2^45 + patch · 2^38 + row index: unique, DP0.2-like magnitude."""
     return (tract << 45) | (patch << 38) | index
 
 
-def sample_population(n: int, rng: np.random.Generator) -> Population:
-    """The ``n`` demo objects: positions, kinds, deblend families and ids, in random order."""
+def _positions(
+    n: int, n_child: int, rng: np.random.Generator, box: Box
+) -> tuple[FloatArray, FloatArray, NDArray[np.int8]]:
+    """Positions and kinds of ``n - n_child`` objects in ``box`` (room left for children)."""
     n_sky = max(1, round(n * _SKY_FRACTION))
     n_star = round(n * _STAR_FRACTION)
     n_gal = n - n_sky - n_star
-    n_parent = round(n_gal * _BLEND_SHARE / 3)
-    n_child = 2 * n_parent
     n_cluster = round(n_gal * _CLUSTER_SHARE)
     n_group = round(n_gal * _GROUP_SHARE)
     n_field = n_gal - n_cluster - n_group - n_child
-
     parts = [
-        (_stars(n_star, rng), Kind.STAR),
-        (uniform_in_footprint(n_field, rng), Kind.GALAXY),
-        (_soneira_peebles(n_group, rng), Kind.GALAXY_GROUP),
-        (_neyman_scott(n_cluster, rng), Kind.GALAXY_CLUSTER),
-        (uniform_in_footprint(n_sky, rng), Kind.SKY),
+        (_stars(n_star, rng, box), Kind.STAR),
+        (uniform_in_footprint(n_field, rng, box), Kind.GALAXY),
+        (_soneira_peebles(n_group, rng, box), Kind.GALAXY_GROUP),
+        (_neyman_scott(n_cluster, rng, box), Kind.GALAXY_CLUSTER),
+        (uniform_in_footprint(n_sky, rng, box), Kind.SKY),
     ]
     ra = np.concatenate([p[0][0] for p in parts])
     dec = np.concatenate([p[0][1] for p in parts])
     kind = np.concatenate([np.full(p[0][0].size, p[1], dtype=np.int8) for p in parts])
+    return ra, dec, kind
+
+
+def sample_population(n: int, rng: np.random.Generator, n_wide: int | None = None) -> Population:
+    """The ``n`` demo objects: positions, kinds, deblend families and ids, in random order.
+
+    ``n_wide`` of them (all when None) are spread over the whole footprint, the others fill
+    the deep field (:meth:`Box.deep_field`) at DP0.2's density.
+    """
+    wide = n if n_wide is None else min(n_wide, n)
+    deep = n - wide
+    n_parent = round(
+        (n - max(1, round(n * _SKY_FRACTION)) - round(n * _STAR_FRACTION)) * _BLEND_SHARE / 3
+    )
+    n_child = 2 * n_parent
+    # Children are shared between the two parts in proportion to their size.
+    deep_child = 2 * round(n_parent * deep / n) if n else 0
+    parts = [_positions(wide, n_child - deep_child, rng, FOOTPRINT)]
+    if deep:
+        parts.append(_positions(deep, deep_child, rng, Box.deep_field(deep)))
+    ra = np.concatenate([p[0] for p in parts])
+    dec = np.concatenate([p[1] for p in parts])
+    kind = np.concatenate([p[2] for p in parts])
 
     # Deblending: some galaxies are parents; each has two children within 0.6-2 arcsec.
     galaxies = np.flatnonzero((kind != Kind.STAR) & (kind != Kind.SKY))

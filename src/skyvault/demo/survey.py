@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from skyvault.demo.schema import BANDS, arrow_schema
+from skyvault.demo.fill import complete_table
+from skyvault.demo.schema import BANDS
 from skyvault.demo.sky import (
     DEC_MAX,
     DEC_MIN,
@@ -269,7 +270,8 @@ def plan_survey(rng: np.random.Generator) -> Survey:
     seeing = _SEEING[band] * airmass**0.6 * rng.lognormal(0.0, 0.15, n_visit)
 
     physical = np.array([f"{b}_sim_1.4" for b in BANDS])
-    visit_table = pa.Table.from_arrays(
+    visit_table = _named(
+        "Visit",
         [
             pa.array(visit_id),
             pa.array(physical[band]),
@@ -287,7 +289,6 @@ def plan_survey(rng: np.random.Generator) -> Survey:
             _timestamps(mjd_start),
             pa.array(mjd_start),
         ],
-        schema=arrow_schema("Visit"),
     )
 
     # CCD visits: every detector of every visit.
@@ -322,7 +323,8 @@ def plan_survey(rng: np.random.Generator) -> Survey:
     sky_noise = np.sqrt(sky_bg + 9.0**2)  # sky shot noise plus 9 e- read noise, gain 1
     zd = np.array(zenith[vis], dtype=np.float32)
     ccd_visit_id = visit_id[vis] * 1000 + det
-    ccd_table = pa.Table.from_arrays(
+    ccd_table = _named(
+        "CcdVisit",
         [
             pa.array(ccd_visit_id),
             pa.array(visit_id[vis]),
@@ -348,7 +350,6 @@ def plan_survey(rng: np.random.Generator) -> Survey:
             pa.array(np.full(n_ccd, CCD_Y_PIXELS, dtype=np.int64)),
             *(pa.array(a) for name in ("ll", "ul", "ur", "lr") for a in sky[name]),
         ],
-        schema=arrow_schema("CcdVisit"),
     )
     return Survey(
         visit_ra=ra,
@@ -367,6 +368,63 @@ def plan_survey(rng: np.random.Generator) -> Survey:
 
 
 _MJD_UNIX_EPOCH = 40587.0
+
+#: The order of the columns :func:`plan_survey` builds (every column of the DP0.2 table).
+_ORDER = {
+    "Visit": [
+        "visit",
+        "physical_filter",
+        "band",
+        "ra",
+        "decl",
+        "skyRotation",
+        "azimuth",
+        "altitude",
+        "zenithDistance",
+        "airmass",
+        "expTime",
+        "expMidpt",
+        "expMidptMJD",
+        "obsStart",
+        "obsStartMJD",
+    ],
+    "CcdVisit": [
+        "ccdVisitId",
+        "visitId",
+        "physical_filter",
+        "band",
+        "ra",
+        "decl",
+        "detector",
+        "zenithDistance",
+        "zeroPoint",
+        "psfSigma",
+        "skyBg",
+        "skyNoise",
+        "seeing",
+        "skyRotation",
+        "expMidpt",
+        "expMidptMJD",
+        "expTime",
+        "obsStart",
+        "obsStartMJD",
+        "darkTime",
+        "xSize",
+        "ySize",
+        "llcra",
+        "llcdec",
+        "ulcra",
+        "ulcdec",
+        "urcra",
+        "urcdec",
+        "lrcra",
+        "lrcdec",
+    ],
+}
+
+
+def _named(table: str, arrays: list[pa.Array]) -> pa.Table:
+    return complete_table(table, dict(zip(_ORDER[table], arrays, strict=True)), None)
 
 
 def _timestamps(mjd: FloatArray) -> pa.Array:
