@@ -30,6 +30,7 @@ __all__ = [
     "LimitExceeded",
     "QueryCancelled",
     "QueryError",
+    "QueryFailed",
     "QueryTimeout",
     "SkyvaultError",
     "UnsupportedQuery",
@@ -193,6 +194,16 @@ class QueryError(SkyvaultError):
     """The query failed while running (e.g. a value error in the data)."""
 
     code = "query"
+
+
+class QueryFailed(QueryError):
+    """The engine refused or could not compute a query that passed every check.
+
+    The message says only "the query failed while running: <category>", in ADQL's words;
+    the engine's own text (its types, functions, the translated SQL) is logged, never shown.
+    """
+
+    code = "query.failed"
 
 
 class QueryTimeout(QueryError):

@@ -424,8 +424,9 @@ def test_errors_are_skyvault_errors(local: Archive, dask_archive: Archive) -> No
         dask_archive.query(bad)
     assert type(got.value) is type(want.value)
     # Which bad value is met first depends on threads and tasks; the message is the same kind.
-    assert got.value.message.startswith("Could not convert string")
-    assert want.value.message.startswith("Could not convert string")
+    assert got.value.message.startswith("the string '")
+    assert want.value.message.startswith("the string '")
+    assert got.value.message.endswith("is not a valid INTEGER value")
     assert "/" not in got.value.message  # no server paths
 
 

@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
@@ -14,9 +16,15 @@ from astropy.coordinates import SkyCoord
 from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
-from skyvault.engine.executor import CancelToken, LocalExecutor
+from skyvault.engine.executor import CancelToken, LocalExecutor, engine_error
 from skyvault.engine.plan import plan_query
-from skyvault.errors import InternalError, QueryCancelled, QueryError, QueryTimeout
+from skyvault.errors import (
+    InternalError,
+    QueryCancelled,
+    QueryError,
+    QueryFailed,
+    QueryTimeout,
+)
 from skyvault.sky.coverage import region_coverage
 from skyvault.sky.regions import Circle
 from skyvault.sky.sql import point_in_circle_sql
@@ -229,7 +237,8 @@ def test_data_errors_are_query_errors_without_paths(
     )
     with pytest.raises(QueryError) as info:
         executor.execute(plan).to_table()
-    assert "star 0" in str(info.value) or "convert" in str(info.value).lower()
+    assert "the string 'star " in str(info.value)
+    assert "is not a valid INTEGER value" in str(info.value)
     assert str(data) not in str(info.value)
 
 
@@ -252,10 +261,110 @@ def test_engine_faults_say_nothing_about_the_server(
 ) -> None:
     _, stored = catalogue
     plan = plan_query('SELECT no_such_column FROM "__sv_t0"', [("__sv_t0", stored, None)], [])
-    with pytest.raises(InternalError) as info:
+    with pytest.raises(QueryFailed) as info:
         executor.execute(plan)
+    assert str(info.value).startswith("the query failed while running: ")
     assert "no_such_column" not in str(info.value)
     assert "/" not in str(info.value)
+    _assert_no_engine_text(str(info.value))
+
+
+#: Words of DuckDB's vocabulary and of the translated SQL that no user may see.
+ENGINE_WORDS = (
+    "Error:", "INT128", "INT64", "INT32", "INT16", "HUGEINT", "duckdb", "DuckDB", "CAST(",
+    "__sv_", "read_parquet", "/tmp/", "TRY(", "SET ", "Traceback",
+)  # fmt: skip
+
+
+def _assert_no_engine_text(text: str) -> None:
+    for word in ENGINE_WORDS:
+        assert word not in text, f"{word!r} in {text!r}"
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ('SELECT CAST(name AS INTEGER) FROM "__sv_t0"', "is not a valid INTEGER value"),
+        (
+            'SELECT id * 9223372036854775807 FROM "__sv_t0" WHERE id > 1',
+            "an integer multiplication overflowed",
+        ),
+        ('SELECT id + 9223372036854775807 FROM "__sv_t0" WHERE id > 1', "addition overflowed"),
+        ('SELECT CAST(id * 1000 AS SMALLINT) FROM "__sv_t0"', "does not fit in SMALLINT"),
+        ('SELECT CAST(sum(id) * 99999999999999999 AS BIGINT) FROM "__sv_t0"', "fit in BIGINT"),
+        ('SELECT CAST(name AS DOUBLE) FROM "__sv_t0"', "is not a valid DOUBLE PRECISION value"),
+    ],
+)
+def test_value_errors_are_worded_in_adql_terms(
+    catalogue: tuple[Path, StoredTable], executor: LocalExecutor, sql: str, message: str
+) -> None:
+    _, stored = catalogue
+    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    with pytest.raises(QueryError) as info:
+        executor.execute(plan).to_table()
+    assert message in str(info.value)
+    assert not isinstance(info.value, QueryFailed)
+    _assert_no_engine_text(str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "message"),
+    [
+        (
+            duckdb.BinderException(
+                'Binder Error: Referenced column "x" not found in FROM clause! LINE 1: '
+                "SELECT x FROM read_parquet('/tmp/a/b.parquet') AS __sv_t0"
+            ),
+            QueryFailed,
+            "the query failed while running: the query could not be planned",
+        ),
+        (
+            duckdb.NotImplementedException("Not implemented Error: CAST(INT128 ...)"),
+            QueryFailed,
+            "a combination of operations the engine does not support",
+        ),
+        (
+            duckdb.IOException("IO Error: No files found that match '/srv/data/x.parquet'"),
+            InternalError,
+            "stored data could not be read",
+        ),
+        (
+            duckdb.InternalException("INTERNAL Error: Attempted to access index 3"),
+            InternalError,
+            "an internal fault",
+        ),
+        # Errors met while Arrow's reader pulls rows come as OSError with DuckDB's text.
+        (
+            OSError("Invalid Input Error: Division by zero in expression (1 // x). Use TRY()"),
+            QueryError,
+            "division by zero",
+        ),
+        (
+            OSError("Conversion Error: Could not convert string 'g' to INT32\nLINE 1: CAST("),
+            QueryError,
+            "the string 'g' is not a valid INTEGER value",
+        ),
+        (
+            OSError(
+                "Conversion Error: Type INT128 with value 3053465277871187987088 can't be cast "
+                "because the value is out of range for the destination type INT64 when casting "
+                "from source column sum(ivo_healpix_index(CAST(27 AS INTEGER), ra, dec))"
+            ),
+            QueryError,
+            "the value 3053465277871187987088 does not fit in BIGINT",
+        ),
+        (OSError("Binder Error: no such thing __sv_t1"), QueryFailed, "could not be planned"),
+        (pa.ArrowInvalid("Invalid: column 3 /tmp/x"), InternalError, "could not be assembled"),
+        (duckdb.OutOfMemoryException("Out of Memory Error: 2 GiB"), QueryError, "more memory"),
+    ],
+)
+def test_engine_error_maps_every_engine_exception(
+    exc: BaseException, kind: type[Exception], message: str
+) -> None:
+    error = engine_error(exc)
+    assert type(error) is kind
+    assert message in str(error)
+    _assert_no_engine_text(str(error))
 
 
 @pytest.mark.parametrize(

@@ -700,7 +700,7 @@ class _Checker:
             return
         for term in order.expressions:
             value = term.this
-            if isinstance(value, exp.Literal) and not value.is_string:
+            if isinstance(value, exp.Literal) and str(value.this).isdigit():
                 position = int(str(value.this)) if str(value.this).isdigit() else 0
                 if not 1 <= position <= len(outputs):
                     raise self.fail(
@@ -714,6 +714,20 @@ class _Checker:
                 if hits:
                     self.checked.ordinals[id(term)] = hits[0] + 1
                     continue
+            if _is_constant(value):
+                quoted = isinstance(value, exp.Literal) and value.is_string
+                text = self.text(value)
+                if isinstance(value, exp.Neg) and not text.startswith("-"):
+                    text = f"-{text}"
+                raise self.fail(
+                    value,
+                    f"ORDER BY {text} sorts by a constant, which does not order the rows",
+                    hint="name a column (names are in double quotes, strings in single "
+                    f'quotes: "{value.this}") or give its position, e.g. ORDER BY 1'
+                    if quoted
+                    else "name a column or an expression of columns, or give a column's "
+                    "position, e.g. ORDER BY 1",
+                )
             if not scope.sources:
                 names = [o.name for o in outputs]
                 raise self.fail(
@@ -1448,6 +1462,13 @@ class _Checker:
         )
 
 
+def _is_constant(node: exp.Expr) -> bool:
+    """Whether ``node`` has the same value on every row (no column, subquery, aggregate or
+    random number in it)."""
+    variable = (exp.Column, exp.Subquery, exp.Select, exp.Rand, nodes.UdfCall, *_AGGREGATES)
+    return not any(isinstance(n, variable) for n in node.walk())
+
+
 def _build_region(name: str, values: list[float]) -> Region:
     if name == "POINT":
         return Point(values[0], values[1])
@@ -1505,4 +1526,12 @@ def check(query: AdqlQuery, tables: Sequence[TableMeta]) -> CheckedQuery:
         Valid ADQL that skyvault does not run (a coordinate system other than ICRS, REGION,
         RAND with a seed, predicates on polygons built from column values).
     """
-    return _Checker(query, tables).run()
+    try:
+        return _Checker(query, tables).run()
+    except RecursionError:
+        raise UnsupportedQuery(
+            "the query is too complex: its expressions or subqueries nest too deeply",
+            line=1,
+            column=1,
+            hint="split it into simpler queries",
+        ) from None

@@ -190,6 +190,13 @@ class SourceText:
             return type(node).__name__.upper()
         start = min(int(m["start"]) for m in metas)
         end = max(int(m.get("end", m["start"])) for m in metas)
+        # Closing parentheses leave no token in the tree: take those the span still lacks.
+        depth = self.text.count("(", start, end + 1) - self.text.count(")", start, end + 1)
+        while depth > 0:
+            close = self.text.find(")", end + 1)
+            if close < 0 or self.text[end + 1 : close].strip():
+                break
+            end, depth = close, depth - 1
         text = " ".join(self.text[start : end + 1].split())
         return text if len(text) <= 40 else text[:37] + "..."
 
@@ -510,7 +517,7 @@ class _Validator:
                 raise self.fail(
                     length,
                     f"a CHAR or VARCHAR length is a whole number from 1 to {MAX_STRING_LENGTH}",
-                    hint="leave the length out (CAST(x AS VARCHAR)) for strings of any length",
+                    hint="leave the length out (AS VARCHAR) for strings of any length",
                 )
 
     def literal(self, node: exp.Expr, spec: FunctionSpec, param: str, *, integer: bool) -> None:

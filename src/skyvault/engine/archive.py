@@ -20,7 +20,7 @@ from skyvault.engine.connection import Sandbox
 from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSettings
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, plan_query
-from skyvault.errors import InternalError, SkyvaultError
+from skyvault.errors import InternalError, SkyvaultError, UnsupportedQuery
 
 __all__ = ["Archive", "open_archive"]
 
@@ -166,6 +166,11 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return fn()
     except SkyvaultError:
         raise
+    except RecursionError:
+        raise UnsupportedQuery(
+            "the query is too complex: its expressions or subqueries nest too deeply",
+            hint="split it into simpler queries",
+        ) from None
     except Exception as exc:
         raise InternalError("the query could not be compiled; it has been logged") from exc
 

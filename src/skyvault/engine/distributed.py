@@ -59,6 +59,7 @@ from skyvault.errors import (
     InternalError,
     QueryCancelled,
     QueryError,
+    QueryFailed,
     QueryTimeout,
     SkyvaultError,
     UsageError,
@@ -370,8 +371,11 @@ class _Retry(Exception):
 
 _TASK_ERRORS: dict[str, type[SkyvaultError]] = {
     "QueryError": QueryError,
+    "QueryFailed": QueryFailed,
     "InternalError": InternalError,
 }
+#: Task errors that may come from splitting the plan: the plan is run again as one task.
+_SPLIT_FAULTS = ("InternalError", "QueryFailed")
 
 
 class DaskExecutor:
@@ -586,7 +590,7 @@ class DaskExecutor:
             return QueryCancelled("the query was cancelled")
         if name in ("QueryTimeout", "QueryCancelled"):
             return clock.error() if clock.timeout is not None else QueryCancelled(message)
-        if name == "InternalError" and split.splits:
+        if name in _SPLIT_FAULTS and split.splits:
             return _Retry(message)
         return _TASK_ERRORS.get(name, InternalError)(message, hint=hint)
 
@@ -780,7 +784,7 @@ class DaskExecutor:
             )
         except QueryTimeout:
             raise clock.error() from None
-        except InternalError as exc:
+        except (InternalError, QueryFailed) as exc:
             raise _Retry(f"the merge query failed: {exc}") from None
         result.plan = plan
         inner = result.batches

@@ -8,10 +8,11 @@ A plan holds only SQL and file lists, so the distributed executor
 partial queries on Dask workers and a merge query here (:mod:`skyvault.engine.split`); this
 local executor is the default, and the one tasks and merges run on.
 
-Every DuckDB error is turned into a skyvault error: what a user can fix (a conversion
-error in the data, a query needing more memory) becomes :class:`QueryError` with DuckDB's
-message stripped of server paths; anything else is an :class:`InternalError` that says
-nothing about the server.
+Every DuckDB error is turned into a skyvault error by :func:`engine_error`, the one mapping
+(the Dask executor uses it too): what a user can fix (a conversion error in the data, an
+integer overflow, a query needing more memory) becomes a :class:`QueryError` worded in ADQL's
+terms; anything else is "the query failed while running: <category>".  No engine text, SQL
+or server path reaches a user.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ from skyvault.engine.connection import Sandbox
 from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
-from skyvault.errors import InternalError, QueryCancelled, QueryError, QueryTimeout
+from skyvault.errors import (
+    InternalError,
+    QueryCancelled,
+    QueryError,
+    QueryFailed,
+    QueryTimeout,
+    SkyvaultError,
+)
 
-__all__ = ["CancelToken", "LocalExecutor", "QueryResult"]
+__all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
 
 log = logging.getLogger(__name__)
 
@@ -348,13 +356,170 @@ def _with_names(columns: tuple[ColumnMeta, ...], schema: pa.Schema) -> tuple[Col
     return columns
 
 
-_PATHS = re.compile(r"(?:/[^\s\"'/]+){2,}/?")
-"""Server paths in DuckDB's messages (two segments at least, so SQL's ``//`` is left alone)."""
-_USER_ERRORS = (
+#: ADQL names of DuckDB's types, for messages (DuckDB's own names never reach a user).
+_ADQL_TYPES = {
+    "INT8": "an 8-bit integer",
+    "TINYINT": "an 8-bit integer",
+    "INT16": "SMALLINT",
+    "SMALLINT": "SMALLINT",
+    "INT32": "INTEGER",
+    "INTEGER": "INTEGER",
+    "INT64": "BIGINT",
+    "BIGINT": "BIGINT",
+    "FLOAT": "REAL",
+    "DOUBLE": "DOUBLE PRECISION",
+    "VARCHAR": "VARCHAR",
+    "TIMESTAMP": "TIMESTAMP",
+    "DATE": "TIMESTAMP",
+}
+_INTEGER_LIMIT = "BIGINT holds integers up to 9223372036854775807"
+_INTEGER_HINT = "use smaller values, or compute in DOUBLE PRECISION (multiply by 1.0 first)"
+_NOT_CONVERTED = re.compile(r"Could not convert string '(.{0,200}?)' to (\w+)")
+_OUT_OF_RANGE = re.compile(
+    r"with value (-?[\d.eE+-]{1,60}) can't be cast because the value is out of range for the "
+    r"destination type (\w+)"
+)
+_OVERFLOW = re.compile(r"Overflow in (addition|subtraction|multiplication|negation)")
+
+
+def _adql_type(duck: str) -> str:
+    return _ADQL_TYPES.get(duck.upper(), "the type it was converted to")
+
+
+def _shown(value: str) -> str:
+    """A value quoted from an error, shortened."""
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+def engine_error(exc: BaseException) -> SkyvaultError:
+    """The skyvault error for a failure inside DuckDB or Arrow (the one mapping).
+
+    Nothing of the engine's text is passed on: its messages name engine types (``INT128``),
+    functions and settings, quote the translated SQL and may carry server paths.  Known
+    value errors (division by zero, a string that is not a number, an integer overflow, a
+    value too large for its type, memory) are reworded in ADQL's terms from the values they
+    name; every other failure is "the query failed while running: <category>", a
+    :class:`QueryFailed` (400) when the engine refused or could not compute the query, an
+    :class:`InternalError` (500) when the service itself failed (files, internal faults).
+    The engine's full message is logged.
+    """
+    if isinstance(exc, SkyvaultError):
+        return exc
+    text = str(exc)
+    kind = _engine_kind(exc, text)
+    if issubclass(kind, duckdb.OutOfMemoryException):
+        return QueryError(
+            "the query needs more memory than this service allows",
+            hint="select fewer columns or rows, or aggregate on the server",
+        )
+    if issubclass(kind, _VALUE_ERRORS):
+        known = _value_error(text)
+        if known is not None:
+            return known
+    category, internal = next(
+        ((what, fault) for kinds, what, fault in _CATEGORIES if issubclass(kind, kinds)),
+        ("an unexpected failure", True),
+    )
+    message = f"the query failed while running: {category}"
+    if internal:
+        log.error("query failed inside the engine: %s", text)
+        return InternalError(f"{message}; it has been logged")
+    log.warning("query refused by the engine: %s", text)
+    return QueryFailed(
+        message,
+        hint="if the query is valid ADQL, please report it: the details have been logged",
+    )
+
+
+#: DuckDB's error kinds by the prefix of its messages ("Conversion Error: ..."): errors
+#: raised while Arrow's reader pulls rows arrive as ``OSError`` with the text only.
+_PREFIXES: dict[str, type[BaseException]] = {
+    "conversion": duckdb.ConversionException,
+    "out of range": duckdb.OutOfRangeException,
+    "invalid input": duckdb.InvalidInputException,
+    "out of memory": duckdb.OutOfMemoryException,
+    "binder": duckdb.BinderException,
+    "catalog": duckdb.CatalogException,
+    "parser": duckdb.ParserException,
+    "not implemented": duckdb.NotImplementedException,
+    "type mismatch": duckdb.TypeMismatchException,
+    "io": duckdb.IOException,
+    "permission": duckdb.PermissionException,
+    "internal": duckdb.InternalException,
+    "fatal": duckdb.FatalException,
+}
+_PREFIX = re.compile(r"\s*([A-Za-z ]{2,20}?) Error:")
+
+
+def _engine_kind(exc: BaseException, text: str) -> type[BaseException]:
+    """The DuckDB exception class ``exc`` stands for (its own, or named by its text)."""
+    if isinstance(exc, duckdb.Error):
+        return type(exc)
+    match = _PREFIX.match(text)
+    if match is not None:
+        return _PREFIXES.get(match.group(1).lower(), type(exc))
+    return type(exc)
+
+
+def _value_error(text: str) -> SkyvaultError | None:
+    """ADQL wording of the value errors DuckDB reports, from the values it names."""
+    lowered = text.lower()
+    if "division by zero" in lowered:
+        # DuckDB's own advice (TRY, SET error_on_division_by_zero) is not ADQL.
+        return QueryError(
+            "division by zero",
+            hint="guard the divisor, e.g. CASE WHEN COUNT(*) > 0 THEN 1.0 / COUNT(*) END",
+        )
+    match = _NOT_CONVERTED.search(text)
+    if match is not None:
+        value, duck = match.groups()
+        return QueryError(
+            f"the string '{_shown(value)}' is not a valid {_adql_type(duck)} value",
+            hint="compare numbers with numbers and strings with strings",
+        )
+    match = _OUT_OF_RANGE.search(text)
+    if match is not None:
+        value, duck = match.groups()
+        return QueryError(
+            f"the value {_shown(value)} does not fit in {_adql_type(duck)}",
+            hint=_INTEGER_HINT if duck.upper().startswith("INT") else None,
+        )
+    match = _OVERFLOW.search(text)
+    if match is not None:
+        return QueryError(
+            f"an integer {match.group(1)} overflowed ({_INTEGER_LIMIT})", hint=_INTEGER_HINT
+        )
+    return None
+
+
+_VALUE_ERRORS = (
     duckdb.ConversionException,
     duckdb.OutOfRangeException,
     duckdb.InvalidInputException,
-    duckdb.OutOfMemoryException,
+)
+#: Engine exception kinds, what they mean in a user's words, and whether they are the
+#: service's fault (500) rather than the query's (400).  The first that matches applies.
+_CATEGORIES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str, bool], ...] = (
+    (duckdb.ConversionException, "a value could not be converted to the type it needs", False),
+    (duckdb.OutOfRangeException, "a value is out of the range of its type", False),
+    (duckdb.InvalidInputException, "a function was given a value it does not accept", False),
+    (
+        (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException),
+        "the query could not be planned",
+        False,
+    ),
+    (
+        (duckdb.NotImplementedException, duckdb.TypeMismatchException),
+        "a combination of operations the engine does not support",
+        False,
+    ),
+    (
+        (duckdb.IOException, duckdb.PermissionException, OSError),
+        "stored data could not be read",
+        True,
+    ),
+    (pa.ArrowException, "the result could not be assembled", True),
+    (duckdb.Error, "an internal fault", True),
 )
 
 
@@ -368,21 +533,6 @@ def _translate_error(exc: BaseException, timer: _Timer, token: CancelToken) -> B
                 hint="narrow it (a smaller region, fewer columns, TOP) or run it as an async job",
             )
         return QueryCancelled("the query was cancelled")
-    if isinstance(exc, duckdb.OutOfMemoryException):
-        return QueryError(
-            "the query needs more memory than this service allows",
-            hint="select fewer columns or rows, or aggregate on the server",
-        )
-    if isinstance(exc, _USER_ERRORS) and "division by zero" in str(exc).lower():
-        # DuckDB's own advice (TRY, SET error_on_division_by_zero) is not ADQL.
-        return QueryError(
-            "division by zero",
-            hint="guard the divisor, e.g. CASE WHEN COUNT(*) > 0 THEN 1.0 / COUNT(*) END",
-        )
-    if isinstance(exc, _USER_ERRORS):
-        message = _PATHS.sub("<file>", str(exc).splitlines()[0])
-        return QueryError(message.split(": ", 1)[-1] if ": " in message else message)
-    if isinstance(exc, (duckdb.Error, pa.ArrowException)):
-        log.error("query failed inside the engine: %s", exc)
-        return InternalError("the query failed inside the service; it has been logged")
+    if isinstance(exc, (duckdb.Error, pa.ArrowException, OSError)):
+        return engine_error(exc)
     return exc
