@@ -44,9 +44,15 @@ def test_inaccessible_table_reads_like_a_missing_one() -> None:
     assert missing.detail == 'no schema "privat"'
     # With the table visible the same query passes.
     check(parse("SELECT id FROM private.Hidden"), (*CATALOG, SECRET))
-    # Unqualified: same message shape whether the table exists elsewhere or not.
-    assert _error("SELECT id FROM Hidden").detail == _error("SELECT id FROM Hidden").detail
-    assert 'no table "Hidden"' in _error("SELECT id FROM Hidden").detail
+    # Unqualified: the hidden table's error reads exactly like that of a table that exists
+    # nowhere, and a near miss of its name does not suggest it.
+    hidden = _error("SELECT id FROM Hidden")
+    nowhere = _error("SELECT id FROM Nosuch")
+    assert 'no table "Hidden"' in hidden.detail
+    assert hidden.detail == nowhere.detail.replace("Nosuch", "Hidden")
+    assert hidden.hint == nowhere.hint
+    assert "Hidden" not in _error("SELECT id FROM Hiddem").detail
+    assert "Hidden" in _error("SELECT id FROM Hiddem", (*CATALOG, SECRET)).detail
 
 
 def test_identifier_case_rules() -> None:

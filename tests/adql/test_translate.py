@@ -9,7 +9,6 @@ Arrow types DuckDB returns are compared with the datatypes the translator announ
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ from tests.adql._catalog import (
     empty_table,
     random_table,
 )
+from tests.golden import golden_text
 
 GOLDEN = Path(__file__).parent / "golden" / "translate"
-REGENERATE = os.environ.get("SKYVAULT_REGENERATE_GOLDEN") == "1"
 
 
 def run(translation: Translation, tables: dict[str, pa.Table]) -> pa.Table:
@@ -79,10 +78,7 @@ def assert_types(translation: Translation, result: pa.Table) -> None:
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.adql")), ids=lambda p: p.stem)
 def test_golden(path: Path) -> None:
     translation = compile_adql(path.read_text(), CATALOG)
-    expected = path.with_suffix(".sql")
-    if REGENERATE or not expected.exists():
-        expected.write_text(translation.sql + "\n")
-    assert translation.sql == expected.read_text().rstrip("\n")
+    assert translation.sql == golden_text(path.with_suffix(".sql"), translation.sql)
     data = {t.qualified_name: random_table(t, 200, seed=3) for t in CATALOG}
     assert_types(translation, run(translation, data))
 

@@ -17,6 +17,7 @@ from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError, QueryError
 from skyvault.formats import SERIALIZATIONS, dali_error_document, write_votable
 from skyvault.formats.votable import _Base64
+from tests.golden import golden_bytes
 
 from .conftest import STILTS, read_votable, render
 from .test_votable_roundtrip import all_types
@@ -166,12 +167,12 @@ def test_tabledata_golden_file() -> None:
         overflow=True,
         infos=[("standardID", "ivo://ivoa.net/std/TAP", None)],
     )
-    assert document == (GOLDEN / "tiny_tabledata.vot").read_bytes()
+    assert document == golden_bytes(GOLDEN / "tiny_tabledata.vot", document)
 
 
 def test_dali_error_document_golden_file() -> None:
     document = dali_error_document("unknown column 'ra_' <did you mean ra?> & é")
-    assert document == (GOLDEN / "error.vot").read_bytes()
+    assert document == golden_bytes(GOLDEN / "error.vot", document)
 
 
 # --- validity according to STILTS votlint ---------------------------------------------------

@@ -34,11 +34,13 @@ CONE = (
     "CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 62.0, -37.0, 0.3)) = 1"
 )
 
-#: taplint stages run: metadata (TMV TME TMS TMC), capabilities (CPV CAP), availability
-#: (AVV), sync queries (QGE QPO), query metadata (MDQ), ObsCore (OBS: skipped by taplint
-#: itself, no ivoa.obscore table), examples (EXA).  Not run: QAS and UWS (async/UWS not
-#: implemented yet), UPL (no upload methods), LOC (not an ObsLocTAP service).
-TAPLINT_STAGES = "TMV TME TMS TMC CPV CAP AVV QGE QPO MDQ OBS EXA"
+#: taplint stages run: every one that applies to a TAP 1.1 service with UWS and uploads —
+#: metadata (TMV TME TMS TMC), capabilities (CPV CAP), availability (AVV), sync and async
+#: queries (QGE QPO QAS), UWS behaviour (UWS), query metadata (MDQ), ObsCore (OBS: taplint
+#: skips it itself while no ivoa.obscore table is declared), uploads (UPL), examples (EXA).
+#: Not run: LOC, the ObsLocTAP data model (ivoa.obsplan), which this service does not claim:
+#: taplint reports its absence as a failure (F-LOC-NOTP).
+TAPLINT_STAGES = "TMV TME TMS TMC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA"
 
 #: Errors of STILTS 3.4.7 that are its own age, not the service's: it predates the ADQL 2.1
 #: feature type for COALESCE, which newer STILTS releases know.
@@ -197,3 +199,9 @@ def test_taplint(live_url: str) -> None:
     assert not unexplained, "\n".join(unexplained)
     failures = [line for line in report.splitlines() if line.startswith("F-")]
     assert not failures, "\n".join(failures)
+    # Every stage ran, and the async, UWS and upload stages did their work.
+    for stage in TAPLINT_STAGES.split():
+        assert f"Section {stage}:" in report, stage
+    assert re.search(r"S-QAS-QNUM-1 Successful/submitted TAP queries: (\d+)/\1\b", report)
+    assert "I-UWS-CJOB-1 Created new job" in report
+    assert report.count("I-UPL-QJOB-") >= 2

@@ -908,3 +908,31 @@ def test_entity_declarations_are_refused(client: TestClient) -> None:
         message = _error(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files), 400)
         assert "declares the XML entity" in message
         assert "root:" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("caf\xe9,b\n1,2\n".encode("latin-1"), "the column names are not UTF-8 text"),
+        (b"SIMPLE  =                    T" + b" " * 2850, "is a FITS file"),
+        (_votable_doc(""), "the table has no columns"),
+        (_parquet_bytes(pa.table({})), "the table has no columns"),
+        (_parquet_bytes(pa.table({"l": [["a", "b"]]})), "column 'l' holds arrays of string"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["votable", "csv"])
+def test_tables_the_service_cannot_hold_are_400s(
+    client: TestClient, body: bytes, words: str, fmt: str
+) -> None:
+    files = {"t": ("t", body, "")}
+    response = _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files, RESPONSEFORMAT=fmt)
+    message = _error(response, 400)
+    assert message.startswith("UPLOAD t (param:t)") and words in message, message
+
+
+def test_arrays_of_numbers_and_booleans_are_uploaded(client: TestClient) -> None:
+    table = pa.table({"f": [[1.5, 2.5]], "b": pa.array([[True, False]]), "i": [[1, 2, 3]]})
+    files = {"t": ("t", _parquet_bytes(table), "")}
+    got = _result(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files))
+    assert list(got["f"][0]) == [1.5, 2.5] and list(got["i"][0]) == [1, 2, 3]
+    assert [bool(v) for v in got["b"][0]] == [True, False]

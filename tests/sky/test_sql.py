@@ -11,6 +11,7 @@ from skyvault.sky.geometry import contains_points
 from skyvault.sky.regions import Box, Circle, Polygon, RaDecRange
 from skyvault.sky.sql import (
     distance_sql,
+    double_literal,
     point_in_region_sql,
     within_distance_sql,
 )
@@ -135,3 +136,27 @@ def test_within_distance_cross_match(radius) -> None:
     assert len(expected) > len(a_ra) // 8
     for i, j in got ^ expected:
         assert abs(sep[i, j] - r) < TOL
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 0.5, -2.5, 1.0 / 3.0, 1e300, -1e-300, 5e-324, 1.7976931348623157e308,
+     float("inf"), float("-inf"), float("nan")],
+)  # fmt: skip
+def test_double_literal_is_a_duckdb_double_that_round_trips(value: float) -> None:
+    literal = double_literal(value)
+    [(got, kind, negated)] = duckdb.sql(
+        f"SELECT {literal} AS v, typeof({literal}) AS t, -{literal} AS n"
+    ).fetchall()
+    assert kind == "DOUBLE", literal
+    if np.isnan(value):
+        assert np.isnan(got) and np.isnan(negated)
+    else:
+        assert got == value and np.copysign(1.0, got) == np.copysign(1.0, value), literal
+        assert negated == -value
+
+
+def test_there_is_one_double_literal() -> None:
+    from skyvault.adql import geometry_sql
+
+    assert geometry_sql.double_literal is double_literal

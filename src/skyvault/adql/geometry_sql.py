@@ -26,7 +26,12 @@ import math
 
 from skyvault.sky import geometry as sky_geometry
 from skyvault.sky.regions import Box, Circle, Point, Region
-from skyvault.sky.sql import distance_sql, point_in_region_sql, within_distance_sql
+from skyvault.sky.sql import (
+    distance_sql,
+    double_literal,
+    point_in_region_sql,
+    within_distance_sql,
+)
 
 __all__ = [
     "GeoSql",
@@ -39,16 +44,6 @@ __all__ = [
 
 #: Margin (degrees) of the declination band in front of cross-match predicates.
 BAND_MARGIN = 1e-9
-
-
-def double_literal(value: float) -> str:
-    """A DOUBLE literal that round-trips exactly (DuckDB reads ``0.5`` as DECIMAL)."""
-    text = repr(float(value))
-    if not math.isfinite(value):
-        return f"CAST('{text}' AS DOUBLE)"
-    if "e" not in text:
-        text += "e0"
-    return f"({text})" if text.startswith("-") else text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -538,6 +538,8 @@ def _sniff(path: Path) -> str | None:
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped.startswith((b"<?xml", b"<VOTABLE", b"<!--")):
         return "votable"
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
     if not head:
         return None
     text = head.decode("utf-8", "ignore")
@@ -705,6 +707,11 @@ def read_upload(
     fmt = _sniff(path)
     if fmt is None:
         raise UsageError(f"{ref.label()} is empty or not a table", hint=_FORMATS_HINT)
+    if fmt == "fits":
+        raise UsageError(
+            f"{ref.label()} is a FITS file; uploads are read as VOTable, CSV or Parquet",
+            hint="convert it first, e.g. stilts tcopy in=t.fits out=t.vot",
+        )
     if fmt == "votable":
         _prescan_votable(ref, path, max_columns)
     with _reader_errors(ref, fmt, path):
@@ -715,9 +722,19 @@ def read_upload(
             reader = VOTableInput(path)
         else:
             reader = CsvInput(path)
-        if len(reader.schema) > max_columns:
+        try:
+            names = reader.schema.names
+        except UnicodeDecodeError:
+            raise _unreadable(
+                ref,
+                "the column names are not UTF-8 text",
+                hint="save the table as UTF-8 text: uploads are read as UTF-8",
+            ) from None
+        if not names:
+            raise _unreadable(ref, "the table has no columns")
+        if len(names) > max_columns:
             raise LimitExceeded(
-                f"{ref.label()} has {len(reader.schema)} columns; the limit is {max_columns} "
+                f"{ref.label()} has {len(names)} columns; the limit is {max_columns} "
                 "columns per uploaded table",
                 hint="upload only the columns the query needs",
             )
@@ -790,11 +807,26 @@ def _queryable(ref: UploadRef, table: pa.Table) -> pa.Table:
         elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
             _check_utf8(ref, field.name, table.column(field.name))
             t = pa.string()
+        elif _is_array(t) and not _is_number(t.value_type):
+            raise _unreadable(
+                ref,
+                f"column {field.name!r} holds arrays of {t.value_type}; an uploaded array "
+                "column may hold only numbers or booleans",
+                hint="put the values in columns of their own, or join them into one text",
+            )
         changed = changed or t != field.type
         fields.append(field.with_type(t))
     if changed:
         table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
     return table
+
+
+def _is_array(t: pa.DataType) -> bool:
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))
 
 
 def _check_utf8(ref: UploadRef, name: str, data: pa.ChunkedArray) -> None:

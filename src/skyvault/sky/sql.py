@@ -36,9 +36,17 @@ PREFILTER_MARGIN = 1e-9
 
 
 def double_literal(value: float) -> str:
-    """A DOUBLE literal that round-trips exactly (DuckDB reads ``0.5`` as DECIMAL)."""
+    """A DOUBLE literal that round-trips exactly (DuckDB reads ``0.5`` as DECIMAL).
+
+    Finite values are printed with ``repr`` and an exponent (``0.5e0``); infinities and NaN,
+    which have no SQL literal, are the casts ``CAST('inf' AS DOUBLE)``, ``CAST('-inf' AS
+    DOUBLE)`` and ``CAST('nan' AS DOUBLE)``.  The only double literal writer: the ADQL
+    translation and the engine use this one.
+    """
     text = repr(float(value))
-    if "e" not in text and "inf" not in text and "nan" not in text:
+    if not math.isfinite(value):
+        return f"CAST('{text}' AS DOUBLE)"
+    if "e" not in text:
         text += "e0"
     return f"({text})" if text.startswith("-") else text
 

@@ -10,12 +10,12 @@ capability to ``ivo://ivoa.net/std/TAP`` and validators (taplint) match case-sen
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from html import escape
 from itertools import groupby
 
 from skyvault.adql import LanguageFeature
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.config import Settings
+from skyvault.formats._xml import escape_attribute, escape_text
 from skyvault.service.output import OutputFormat
 from skyvault.service.tap_schema import ForeignKey
 
@@ -30,12 +30,10 @@ _TR_ID = "ivo://ivoa.net/std/TAPRegExt"
 _UPLOAD_METHODS = ("inline", "http", "https")
 
 
-def _text(value: str) -> str:
-    return escape(value, quote=False)
-
-
-def _attr(value: str) -> str:
-    return escape(value, quote=True)
+# The one XML escaping (formats/_xml): metadata comes from ingested files and may hold
+# characters XML 1.0 cannot carry, which html.escape would let through.
+_text = escape_text
+_attr = escape_attribute
 
 
 def _element(name: str, value: str | None) -> str:
