@@ -87,7 +87,7 @@ def _text(value: str) -> pa.Scalar:
 def _plain(t: pa.DataType) -> bool:
     """Whether the text of every cell of type ``t`` is free of quotes, separators (``,``
     and tab) and line breaks: numbers, booleans, dates and times."""
-    return (
+    return bool(
         pa.types.is_integer(t)
         or pa.types.is_floating(t)
         or pa.types.is_boolean(t)
@@ -104,7 +104,7 @@ def _concatenated(text: pa.Array) -> bytes:
     start, stop = int(bounds[text.offset]), int(bounds[text.offset + len(text)])
     if data is None or stop == start:
         return b""
-    return data[start:stop].to_pybytes()
+    return bytes(data[start:stop].to_pybytes())
 
 
 def _lines(cells: list[pa.Array], separator: str, start: str, end: str) -> pa.Array:
