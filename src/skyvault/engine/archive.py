@@ -7,10 +7,14 @@ a :class:`~skyvault.errors.SkyvaultError`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -21,6 +25,9 @@ from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSetti
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.errors import InternalError, SkyvaultError, UnsupportedQuery
+
+if TYPE_CHECKING:
+    from skyvault.adql.translate import Translation
 
 __all__ = ["Archive", "open_archive"]
 
@@ -59,6 +66,7 @@ class Archive:
         if not self.data_dir.is_dir():
             raise SkyvaultError(f"no data directory at {self.data_dir}")
         self.registry = Registry(self.data_dir)
+        self._plans = _PlanCache()
         macros, udfs = _udf_definitions()
         self.sandbox = Sandbox(
             [self.data_dir], memory_limit=memory_limit, threads=threads, macros=macros,
@@ -91,7 +99,21 @@ class Archive:
 
         visible = list(tables) if tables is not None else self.registry.tables()
         in_memory = {(m.schema, m.name): data for m, data in extra}
-        translation = _guard(lambda: compile_adql(adql, [*visible, *(m for m, _ in extra)]))
+        metas = [*visible, *(m for m, _ in extra)]
+        entry = self._plans.get(adql, metas)
+        if entry is None:
+            translation = _guard(lambda: compile_adql(adql, metas))
+            entry = self._plans.put(adql, metas, translation)
+        translation = entry.translation
+        keys = [(r.meta.schema, r.meta.name) for r in translation.tables]
+        only_stored = not any(key in in_memory for key in keys)
+        if only_stored:
+            current = [self.registry.get(r.meta.schema, r.meta.name) for r in translation.tables]
+            planned = entry.planned
+            if planned is not None and all(
+                a is b for a, b in zip(planned[0], current, strict=True)
+            ):
+                return planned[1]
         refs: list[tuple[str, StoredTable | pa.Table, Any]] = []
         positions: dict[str, tuple[str, str]] = {}
         for ref in translation.tables:
@@ -107,7 +129,11 @@ class Archive:
         direct = translation.direct  # only over a stored table (not an upload)
         if direct is not None and direct.placeholder not in stored:
             direct = None
-        return plan_query(translation.sql, refs, translation.columns, crossmatch, positions, direct)
+        plan = plan_query(translation.sql, refs, translation.columns, crossmatch, positions, direct)
+        if only_stored:  # a plan over in-memory tables would keep them alive: not kept
+            used = tuple(t for _, t, _ in refs if isinstance(t, StoredTable))
+            entry.planned = (used, plan)
+        return plan
 
     def stream(
         self,
@@ -153,6 +179,56 @@ class Archive:
 
     def close(self) -> None:
         self.sandbox.close()
+
+
+@dataclasses.dataclass(eq=False)
+class _CachedPlan:
+    """A compiled query and, when it reads stored tables only, its plan."""
+
+    tables: tuple[weakref.ref[TableMeta], ...]
+    translation: Translation
+    planned: tuple[tuple[StoredTable, ...], QueryPlan] | None = None
+    """The plan and the stored tables it was made over (one value: set atomically)."""
+
+
+class _PlanCache:
+    """The translations (and plans) of recently run queries, per query text and tables.
+
+    Parsing, checking and translating costs a few tenths of a millisecond, as much as a
+    small query takes to run, and services see the same queries again and again (a
+    portal's, a script's).  An entry is found by the text and the identity of the table
+    metadata objects the query was checked against: the registry and the TAP_SCHEMA cache
+    hand out the same objects until a table changes, and new metadata (a re-ingest, a
+    changed visibility, an upload) is a miss.  The entry holds its tables weakly, so a
+    vanished table can neither be kept alive nor mistaken for a new one at its address.
+    A plan is kept only over stored tables, and used only while the registry still gives
+    the same tables (their partitions and files).
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], _CachedPlan] = OrderedDict()
+
+    def get(self, adql: str, tables: Sequence[TableMeta]) -> _CachedPlan | None:
+        key = (adql, tuple(map(id, tables)))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if not all(ref() is t for ref, t in zip(entry.tables, tables, strict=True)):
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def put(self, adql: str, tables: Sequence[TableMeta], translation: Translation) -> _CachedPlan:
+        entry = _CachedPlan(tuple(weakref.ref(t) for t in tables), translation)
+        with self._lock:
+            self._entries[(adql, tuple(map(id, tables)))] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
 
 
 def open_archive(data_dir: Path | str, **options: Any) -> Archive:

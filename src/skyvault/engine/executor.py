@@ -165,6 +165,7 @@ class LocalExecutor:
         timer = _Timer(timeout, token)
         small_scans = 0
         try:
+            views: list[Scan] = []
             for planned, scan in zip(plan.scans, scans, strict=True):
                 small_scans += scan is not planned
                 if scan.arrow is not None and scan.cell is None:
@@ -172,8 +173,12 @@ class LocalExecutor:
                 else:
                     if scan.arrow is not None:  # an upload in a cell join: a view adds keys
                         cursor.register(scan.arrow_name, scan.arrow)
+                    views.append(scan)
+            sql = _with_views(plan.sql, views)
+            if sql is None:  # not a query (DESCRIBE): the scans become temporary views
+                for scan in views:
                     cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
-            sql = plan.sql
+                sql = plan.sql
             if maxrec is not None:
                 sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
             reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(BATCH_ROWS)
@@ -347,6 +352,25 @@ class _Timer:
 
     def cancel(self) -> None:
         self._active = False
+
+
+def _with_views(sql: str, scans: list[Scan]) -> str | None:
+    """``sql`` with each scan's relation defined in its own WITH clause (None: ``sql`` is
+    not a query, such as the DESCRIBE of a Dask task, and cannot take one).
+
+    Inlined like views (``NOT MATERIALIZED``: filters and the columns read reach the
+    Parquet scan), but in the one statement: a ``CREATE TEMP VIEW`` per scan is a statement
+    of its own to parse and bind, which costs a fixed part of a millisecond per query.
+    The translator names its own CTEs ``__sv_cte<n>``, never a placeholder.
+    """
+    if not scans:
+        return sql
+    if not sql.lstrip().upper().startswith(("SELECT", "WITH ", "(")):
+        return None
+    ctes = ", ".join(f'"{s.placeholder}" AS NOT MATERIALIZED ({s.view_sql()})' for s in scans)
+    if sql[:5].upper() == "WITH ":
+        return f"WITH {ctes}, {sql[5:]}"
+    return f"WITH {ctes} {sql}"
 
 
 def _with_names(columns: tuple[ColumnMeta, ...], schema: pa.Schema) -> tuple[ColumnMeta, ...]:
