@@ -92,6 +92,8 @@ def test_a_query_that_does_not_fit_waits_and_runs_when_another_finishes() -> Non
     waiter.join(10)
     assert waiter.granted() and waiter.error is None
     assert (budget.used, budget.running, budget.waiting) == (50, 1, 0)
+    assert waiter.reservation is not None and waiter.reservation.waited > 0
+    assert budget.reserve(10).waited == 0  # granted at once
 
 
 def test_waiting_queries_are_served_first_come_first_served() -> None:

@@ -128,8 +128,10 @@ class Reservation:
     leak budget for the life of the process.
     """
 
-    def __init__(self, budget: MemoryBudget, amount: int) -> None:
+    def __init__(self, budget: MemoryBudget, amount: int, waited: float = 0.0) -> None:
         self.amount = amount
+        #: Seconds the query queued for it (0 when it was granted at once).
+        self.waited = waited
         self._release = weakref.finalize(self, budget._release, amount)
 
     @property
@@ -204,6 +206,7 @@ class MemoryBudget:
         ``amount`` above the whole budget is granted once nothing else is reserved.
         """
         amount = max(int(amount), 0)
+        queued: float | None = None
         with self._changed:
             ticket = next(self._tickets)
             self._queue.append(ticket)
@@ -212,6 +215,7 @@ class MemoryBudget:
                     if cancel is not None and cancel.cancelled:
                         raise QueryCancelled("the query was cancelled while it waited for memory")
                     now = self._clock()
+                    queued = now if queued is None else queued
                     if deadline is not None and now >= deadline:
                         raise self._busy(amount)
                     wait = self._poll if deadline is None else min(self._poll, deadline - now)
@@ -222,7 +226,8 @@ class MemoryBudget:
                 self._queue.remove(ticket)
                 # Whoever is next in line may fit now (or may have been behind this one).
                 self._changed.notify_all()
-        return Reservation(self, amount)
+        waited = 0.0 if queued is None else max(self._clock() - queued, 0.0)
+        return Reservation(self, amount, waited)
 
     def _fits(self, ticket: int, amount: int) -> bool:
         if self._queue[0] != ticket:
