@@ -3,6 +3,10 @@ streams, queues when the budget is taken, and gets a clear 503 when its time run
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -143,3 +147,30 @@ def test_a_duckdb_limit_that_leaves_nothing_to_stream_is_refused(tmp_path: Path)
         Settings(data_dir=tmp_path, memory_budget="1GiB", workers=2, memory_limit="1GB")
     fine = Settings(data_dir=tmp_path, memory_budget="1GiB", workers=2, memory_limit="100MB")
     assert fine.stream_memory_budget() == 512 * 1024**2 - 100 * 1000**2
+
+
+def test_the_supervisor_of_workers_does_not_load_the_service(demo_dir: Path) -> None:
+    """``serve --workers N``: the supervisor checks that the app starts in a child process, so
+    it never holds the service's few hundred MiB itself; the workers learn how many share the
+    memory budget."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        import skyvault.cli as cli
+        def serve(*args):
+            loaded = "skyvault.service.app" in sys.modules or "duckdb" in sys.modules
+            print("loaded" if loaded else "light", os.environ["SKYVAULT_WORKERS"])
+        cli._serve_workers = serve
+        sys.exit(cli.main(sys.argv[1:]))
+        """
+    )
+    args = ["serve", "--data", str(demo_dir), "--workers", "3", "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = [sys.executable, "-c", code]
+    done = subprocess.run([*run, *args], check=False, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "light 3"
+    # A service that cannot start is still refused before any worker starts.
+    missing = [*args[:2], str(demo_dir / "nothing"), *args[3:]]
+    failed = subprocess.run([*run, *missing], check=False, capture_output=True, text=True, env=env)
+    assert failed.returncode == 2 and "no data directory" in failed.stderr
