@@ -224,10 +224,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from skyvault.config import Settings
-    from skyvault.service.app import create_app
 
     if not args.data.is_dir():
         raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
@@ -241,17 +238,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SKYVAULT_DATA_DIR"] = str(args.data.resolve())
         os.environ["SKYVAULT_HOST"] = args.host
         os.environ["SKYVAULT_PORT"] = str(args.port)
+        os.environ["SKYVAULT_WORKERS"] = str(args.workers)  # they share the memory budget
         _reuseport_socket(args.host, args.port).close()  # the port is ours to share: fail now
-        create_app(settings).state.context.archive.close()  # fail now if it cannot start
+        _check_app()  # fail now if it cannot start
         print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
         _serve_workers(args.host, args.port, args.workers, args.log_level)
         return 0
+    import uvicorn
+
+    from skyvault.service.app import create_app
+
     app = create_app(settings)
     print(f"skyvault TAP service at {url}")
     # proxy_headers=False: the client address comes from SKYVAULT_TRUSTED_PROXIES alone
     # (service/security.py), never from uvicorn's own trust of 127.0.0.1.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
+
+
+def _build_and_close_app() -> None:
+    from skyvault.service.app import create_app
+
+    create_app().state.context.archive.close()
+
+
+def _check_app() -> None:
+    """Build the app from the environment once, in a child process, and raise what that
+    raises.  The supervisor itself never imports the service (hundreds of MiB it would
+    hold, doing nothing, for the life of the server)."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        pool.submit(_build_and_close_app).result()
 
 
 def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import ByteSize, Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
@@ -115,6 +116,48 @@ class Settings(BaseSettings):
             "sent (memory does not depend on the result's size; this disk space does)"
         ),
     )
+
+    # --- memory (engine/budget.py) ---------------------------------------------------------
+    memory_budget: ByteSize | None = Field(
+        default=None,
+        description=(
+            "memory the whole server may use for queries (e.g. 4GB): split evenly between "
+            "its worker processes, each gives DuckDB's memory_limit its share and the rest "
+            "to the results being streamed; a query waits for its share (up to its time "
+            "limit, then 503) instead of pushing the machine out of memory. Default: half "
+            "the machine's (or container's) memory"
+        ),
+    )
+    workers: int = Field(
+        default=1, ge=1, description="server processes sharing memory_budget (serve --workers)"
+    )
+
+    def process_memory_budget(self) -> int:
+        """Bytes of :attr:`memory_budget` for one server process."""
+        total = self.memory_budget if self.memory_budget is not None else machine_memory() // 2
+        return int(total) // self.workers
+
+    def stream_memory_budget(self) -> int:
+        """Bytes a process's queries may hold outside DuckDB for streaming their results:
+        its share of :attr:`memory_budget` less DuckDB's :attr:`memory_limit`."""
+        return self.process_memory_budget() - parse_bytes(self.memory_limit)
+
+    @model_validator(mode="after")
+    def _memory_within_budget(self) -> Self:
+        """DuckDB's limit defaults to half a process's budget (2 GB at most); an explicit
+        one must leave room for streaming."""
+        share = self.process_memory_budget()
+        if "memory_limit" not in self.model_fields_set:
+            # Set in place: the settings are frozen (as in _defaults_within_limits).
+            self.__dict__["memory_limit"] = f"{min(2 * 1000**3, share // 2) // 1024**2}MiB"
+            return self
+        if parse_bytes(self.memory_limit) >= share:
+            raise ValueError(
+                f"memory_limit ({self.memory_limit}) leaves nothing of the memory budget of a "
+                f"server process ({share / 1024**2:.0f} MiB: memory_budget / workers) for "
+                "streaming results; lower memory_limit or raise memory_budget"
+            )
+        return self
 
     # --- async (UWS) jobs -----------------------------------------------------------------
     jobs_database_url: str | None = Field(
@@ -260,3 +303,18 @@ class Settings(BaseSettings):
             "service's own host (off: only public http(s) hosts)"
         ),
     )
+
+
+def parse_bytes(size: str | int) -> int:
+    """Bytes in ``size`` (``"2GB"``, ``"512MiB"``, ``1000``), as DuckDB reads its limits."""
+    return int(TypeAdapter(ByteSize).validate_python(size))
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine, or the container's memory limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total

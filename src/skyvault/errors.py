@@ -294,3 +294,19 @@ class AuthServiceUnavailable(SkyvaultError):
 
 
 __all__ += ["AuthServiceUnavailable"]
+
+
+class ServerBusy(LimitExceeded):
+    """The service's memory budget is taken by running queries, and this one could not get
+    its share before its deadline (``engine.budget``).  Nothing was wrong with the request:
+    the same request later may succeed (``retry_after`` seconds, as a hint)."""
+
+    code = "limit.busy"
+    http_status = 503
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 30) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+__all__ += ["ServerBusy"]

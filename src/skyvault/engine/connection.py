@@ -27,6 +27,9 @@ import duckdb.func
 
 __all__ = ["Sandbox"]
 
+LATE_MATERIALISATION_ROWS = 1_000_000
+"""DuckDB's own limit for rewriting large plain LIMITs (see :class:`Sandbox`)."""
+
 
 class Sandbox:
     """A locked-down DuckDB database over the files under ``roots``.
@@ -63,6 +66,12 @@ class Sandbox:
         )
         allowed = [str(Path(r).resolve()) + "/" for r in roots]
         self._db.execute("SET parquet_metadata_cache = true")
+        # DuckDB rewrites a plain LIMIT of up to 1M rows over a scan ("late
+        # materialisation") into a semi-join on row numbers and a sort of the whole result:
+        # a 1M-row TOP then holds its result in memory instead of streaming it.  With the
+        # threshold at that 1M, no plain LIMIT qualifies; TOP-N with ORDER BY (which holds
+        # its N rows anyway) may still use it.
+        self._db.execute(f"SET GLOBAL late_materialization_max_rows = {LATE_MATERIALISATION_ROWS}")
         self._db.execute("SET allowed_directories = $dirs", {"dirs": allowed})
         for statement in macros:
             self._db.execute(statement)

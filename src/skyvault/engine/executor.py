@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
+from skyvault.engine.budget import MAX_BATCH_ROWS, batch_rows, row_bytes
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
@@ -48,7 +49,9 @@ __all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = MAX_BATCH_ROWS
+"""Most rows in a record batch; wide rows get fewer (:func:`~skyvault.engine.budget.batch_rows`),
+so a batch, and what a writer makes of it, stays a few MiB whatever the result's width."""
 REINTERRUPT_S = 0.25
 """How often a cancelled query that has not stopped is interrupted again."""
 
@@ -181,7 +184,8 @@ class LocalExecutor:
                 sql = plan.sql
             if maxrec is not None:
                 sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
-            reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(BATCH_ROWS)
+            rows = batch_rows(row_bytes(plan.columns))
+            reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(rows)
         except BaseException as exc:
             timer.cancel()
             token._attach(None)
@@ -250,7 +254,7 @@ class LocalExecutor:
         result = QueryResult(
             columns=_with_names(plan.columns, table.schema),
             schema=table.schema,
-            batches=iter(table.to_batches(BATCH_ROWS)),
+            batches=iter(table.to_batches(batch_rows(row_bytes(plan.columns)))),
             plan=plan,
             overflow=overflow,
             rows=table.num_rows,

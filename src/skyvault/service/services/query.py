@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,7 +23,9 @@ import pyarrow as pa
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget, Reservation, estimate_stream_bytes
 from skyvault.engine.executor import CancelToken, QueryResult
+from skyvault.engine.plan import QueryPlan
 from skyvault.errors import AdqlSemanticError
 from skyvault.service.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
@@ -45,6 +48,12 @@ class QueryOutput:
     result: QueryResult
     stats: dict[str, float] = field(default_factory=dict)
 
+    def close(self) -> None:
+        """Stop the query, if it has not ended, and give its memory back (idempotent)."""
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+
 
 T = TypeVar("T")
 
@@ -56,7 +65,7 @@ class _Started(Iterator[T]):
     the rows it was given."""
 
     def __init__(
-        self, items: Iterator[T], *, start: bool = False, also: Sequence[Iterator[object]] = ()
+        self, items: Iterator[T], *, start: bool = False, also: Sequence[object] = ()
     ) -> None:
         self._items = items
         self._also = also
@@ -96,12 +105,24 @@ class QueryService:
         Limits (time-out) and the spool directory of FITS results.
     tap_schema
         The TAP_SCHEMA cache shared with the VOSI tables endpoint.
+    budget
+        The memory the queries of this process may hold while their results stream (default:
+        ``settings.stream_memory_budget()``); each query reserves its estimate from it
+        before it starts, waiting while it does not fit, and gives it back once its result
+        is sent, has failed, or was abandoned.
     """
 
-    def __init__(self, archive: Archive, settings: Settings, tap_schema: TapSchemaCache) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        settings: Settings,
+        tap_schema: TapSchemaCache,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.archive = archive
         self.settings = settings
         self.tap_schema = tap_schema
+        self.budget = budget or MemoryBudget(settings.stream_memory_budget())
 
     def tap_schema_tables(self, tables: Sequence[TableMeta]) -> list[tuple[TableMeta, pa.Table]]:
         """TAP_SCHEMA describing ``tables`` (the caller's visible tables), from the cache."""
@@ -126,22 +147,45 @@ class QueryService:
         query's time limit, streaming included; None: the sync one (``query_timeout``).
         ``cancel`` stops the query from another thread (an ABORT, a client gone).
 
+        Once compiled, the query waits for its share of the memory budget (time that
+        counts against its time limit); the share is given back when ``chunks`` ends or is
+        closed.
+
         Raises
         ------
         SkyvaultError
-            Whatever the query's compilation or first rows raise (ADQL errors, time-out...).
+            Whatever the query's compilation or first rows raise (ADQL errors, time-out...);
+            :class:`~skyvault.errors.ServerBusy` when its memory is not free in time.
         """
+        limit = self.settings.query_timeout if timeout is None else timeout
         try:
-            result = self.archive.stream(
-                params.query,
-                maxrec=params.maxrec,
-                timeout=self.settings.query_timeout if timeout is None else timeout,
-                cancel=cancel,
-                tables=list(tables),
-                extra=[*self.tap_schema_tables(tables), *uploads],
+            plan = self.archive.plan(
+                params.query, list(tables), [*self.tap_schema_tables(tables), *uploads]
             )
         except AdqlSemanticError as exc:
             raise with_upload_hint(exc, uploads) from None
+        upload_bytes = sum(table.nbytes for _, table in uploads)
+        need = estimate_stream_bytes(plan.columns, params.maxrec, upload_bytes)
+        deadline = time.monotonic() + limit
+        reservation = self.budget.reserve(need, deadline=deadline, cancel=cancel)
+        try:
+            # Time spent queueing counts against the query's time limit.
+            return self._start(params, plan, reservation, limit - reservation.waited, cancel)
+        except BaseException:
+            reservation.close()
+            raise
+
+    def _start(
+        self,
+        params: TapQueryParams,
+        plan: QueryPlan,
+        reservation: Reservation,
+        timeout: float,
+        cancel: CancelToken | None,
+    ) -> QueryOutput:
+        result = self.archive.executor.execute(
+            plan, maxrec=params.maxrec, timeout=max(timeout, 0.001), cancel=cancel
+        )
         batches = _Started(result.batches, start=True)
         infos: list[tuple[str, str, str | None]] = [
             ("standardID", TAP_STANDARD_ID, None),
@@ -156,5 +200,5 @@ class QueryService:
             infos,
             WriteOptions(self.settings.spool_dir, self.settings.fits_max_spool_bytes),
         )
-        chunks = _Started(chunks, start=not params.output.streams, also=[batches])
+        chunks = _Started(chunks, start=not params.output.streams, also=[batches, reservation])
         return QueryOutput(params.output, chunks, result, result.stats)

@@ -483,8 +483,11 @@ class JobRunner:
                 parts = self.results.read_uploads(job.job_id)
                 uploads = parse_uploads(parameters, parts, self.settings)
             output = self.run_query(params, run.token, uploads, identity)
-            key = self.results.key(job.job_id, output.output.extension)
-            size = self.results.write(key, self._capped(output.chunks, identity, job))
+            try:
+                key = self.results.key(job.job_id, output.output.extension)
+                size = self.results.write(key, self._capped(output.chunks, identity, job))
+            finally:
+                output.close()  # a failed write gives the query's memory back now
             rows = output.result.rows
             result = JobResult(
                 key=key,
