@@ -226,7 +226,7 @@ def test_query_emptied_after_creation_fails_at_run(uws: TestClient) -> None:
         ({"LANG": None}, "LANG"),
         ({"MAXREC": "-3"}, "MAXREC"),
         ({"RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
-        ({"QUERY": f"SELECT x FROM {OBJECT} WHER"}, "line 1"),
+        ({"QUERY": f"SELECT objectId FROM {OBJECT} WHERE"}, "line 1"),
     ],
 )
 def test_bad_tap_parameter_fails_at_run_with_dali_error(
