@@ -260,6 +260,16 @@ class JobStore:
             ).scalar_one()
         return int(total)
 
+    def next_result_destruction(self, account: Account) -> datetime | None:
+        """When the first of ``account``'s stored results is destroyed (None: it has none)."""
+        with self._read() as conn:
+            when: datetime | None = conn.execute(
+                sa.select(sa.func.min(_jobs.c.destruction)).where(
+                    _of_account(account), _jobs.c.result_size > 0
+                )
+            ).scalar_one()
+        return when
+
     def executing(self) -> list[Job]:
         """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
         with self._read() as conn:
