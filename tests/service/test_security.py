@@ -674,6 +674,8 @@ def test_result_storage_limit(limited: tuple[TestClient, AuthStorage, str]) -> N
     storage.set_limits("dave", LimitOverrides(max_result_bytes=size))
     r = client.post("/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1 AS x"}, headers=dave)
     assert r.status_code == 429 and "your stored results take" in r.text
+    # Retry-After: when his stored result is destroyed (a week), unless he deletes it
+    assert 6.9 * 86400 < int(r.headers["retry-after"]) <= 7 * 86400
     client.delete(f"/tap/async/{small}", headers=dave)
     assert _create(client, "SELECT 1 AS x", dave, run=False)
 

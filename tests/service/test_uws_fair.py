@@ -28,7 +28,7 @@ from skyvault.service.output import find_output_format
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uws.events import PhaseEvents
-from skyvault.service.uws.models import ExecutionPhase, Job, JobResult, utc_now
+from skyvault.service.uws.models import Account, ExecutionPhase, Job, JobResult, utc_now
 from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.runner import JobRunner
 from skyvault.service.uws.storage import JobStore
@@ -196,3 +196,32 @@ def test_a_heavy_user_does_not_starve_a_short_query(
     assert "SELECT b0" in query.started[:3], query.started
     left = [f"a{i}" for i in range(10) if job_store.phase(f"a{i}") != ExecutionPhase.COMPLETED]
     assert len(left) >= 7, left
+
+
+def test_a_job_database_from_before_clients_is_upgraded(tmp_path: Path) -> None:
+    """A job table without the ``client`` column (and its index) gets both when opened;
+    its anonymous jobs form one account of their own (client NULL)."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE uws_jobs (job_id VARCHAR(64) PRIMARY KEY, owner VARCHAR(256), "
+            "phase VARCHAR(16) NOT NULL, run_id TEXT, parameters TEXT NOT NULL, "
+            "creation_time DATETIME NOT NULL, queued_time DATETIME, start_time DATETIME, "
+            "end_time DATETIME, quote DATETIME, execution_duration INTEGER NOT NULL, "
+            "destruction DATETIME NOT NULL, result_key TEXT, result_mime TEXT, "
+            "result_size BIGINT, result_rows BIGINT, result_overflow BOOLEAN, "
+            "error_code VARCHAR(64), error_message TEXT, error_fatal BOOLEAN, "
+            "runner VARCHAR(128), heartbeat DATETIME)"
+        )
+    engine.dispose()
+    old = JobStore(url)
+    try:
+        indexes = {i["name"] for i in sa.inspect(old._engine).get_indexes("uws_jobs")}
+        assert "ix_uws_jobs_client_phase" in indexes
+        _add(old, "legacy", None, queued_at=10)
+        _add(old, "new", None, queued_at=5, client="192.0.2.1")
+        assert old.account_phase_counts(Account(None)) == {ExecutionPhase.QUEUED: 1}
+        assert old.account_phase_counts(Account(None, "192.0.2.1")) == {ExecutionPhase.QUEUED: 1}
+    finally:
+        old.close()

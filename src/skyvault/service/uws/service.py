@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -253,8 +254,18 @@ class JobService:
         )
 
     def _check_storage(self, caller: Identity, account: Account) -> None:
-        used = self.store.result_bytes(account)
-        self._limited(lambda lp: lp.check_result_storage(caller, used))
+        """Refuse (429) when the account's stored results fill its quota; Retry-After is
+        when its next result is destroyed (waiting frees room then; deleting, at once)."""
+        if self.limits is None:
+            return
+        try:
+            self.limits.check_result_storage(caller, self.store.result_bytes(account))
+        except LimitExceeded as exc:
+            retry = self.settings.retry_after
+            freed = self.store.next_result_destruction(account)
+            if freed is not None:
+                retry = max(retry, math.ceil((freed - utc_now()).total_seconds()))
+            raise UserLimitExceeded(exc.message, hint=exc.hint, retry_after=retry) from None
 
     def _destruction_days(self, owner: str | None) -> tuple[float, float]:
         """(default, latest) DESTRUCTION of a job of ``owner``, in days from now."""

@@ -70,6 +70,8 @@ _jobs = sa.Table(
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
     sa.Index("ix_uws_jobs_destruction", "destruction"),
+    # Anonymous jobs are counted per client (owner NULL): the owner index does not narrow.
+    sa.Index("ix_uws_jobs_client_phase", "client", "phase"),
 )
 
 _ANY_ACTIVE = (ExecutionPhase.PENDING, ExecutionPhase.HELD, ExecutionPhase.QUEUED,
@@ -133,11 +135,14 @@ _LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)"}
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """``ALTER TABLE ... ADD COLUMN`` the :data:`_LATER_COLUMNS` an older database lacks."""
+    """``ALTER TABLE ... ADD COLUMN`` the :data:`_LATER_COLUMNS` an older database lacks,
+    and create the indexes it lacks."""
     present = {c["name"] for c in sa.inspect(conn).get_columns(_jobs.name)}
     for name, sql_type in _LATER_COLUMNS.items():
         if name not in present:
             conn.exec_driver_sql(f"ALTER TABLE {_jobs.name} ADD COLUMN {name} {sql_type}")
+    for index in _jobs.indexes:  # indexes of those columns (create_all skips existing tables)
+        index.create(conn, checkfirst=True)
 
 
 class JobStore:
@@ -254,6 +259,16 @@ class JobStore:
                 )
             ).scalar_one()
         return int(total)
+
+    def next_result_destruction(self, account: Account) -> datetime | None:
+        """When the first of ``account``'s stored results is destroyed (None: it has none)."""
+        with self._read() as conn:
+            when: datetime | None = conn.execute(
+                sa.select(sa.func.min(_jobs.c.destruction)).where(
+                    _of_account(account), _jobs.c.result_size > 0
+                )
+            ).scalar_one()
+        return when
 
     def executing(self) -> list[Job]:
         """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
