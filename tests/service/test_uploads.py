@@ -936,3 +936,40 @@ def test_arrays_of_numbers_and_booleans_are_uploaded(client: TestClient) -> None
     got = _result(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files))
     assert list(got["f"][0]) == [1.5, 2.5] and list(got["i"][0]) == [1, 2, 3]
     assert [bool(v) for v in got["b"][0]] == [True, False]
+
+
+def test_streams_pointing_elsewhere_are_refused_before_astropy_opens_them(
+    client: TestClient, table_server: str
+) -> None:
+    """astropy opens a STREAM's href on the service's host: /etc/passwd came back as rows
+    and internal URLs were fetched.  Uploads must hold their data themselves."""
+    _Handler.files["/stream"] = b"\x00\x00\x00\x05" * 4
+    served = len(_Handler.hosts)
+    for href in ("file:///etc/passwd", f"{table_server}/stream"):
+        for element in ("BINARY", "BINARY2", "FITS"):
+            body = (
+                '<?xml version="1.0"?>\n<VOTABLE version="1.4" '
+                'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>\n'
+                '<FIELD name="a" datatype="char" arraysize="32"/>\n'
+                f'<DATA><{element}><STREAM href="{href}"/></{element}></DATA>'
+                "</TABLE></RESOURCE></VOTABLE>"
+            ).encode()
+            response = _post(
+                client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}
+            )
+            message = _error(response, 400)
+            assert "the VOTable STREAM on line 4 refers to data elsewhere" in message
+            assert "root:" not in response.text
+    assert len(_Handler.hosts) == served, "the service fetched a STREAM href"
+    # An encoded STREAM inside the document is data like any other.
+    inline = (
+        b'<?xml version="1.0"?>\n<VOTABLE version="1.4" '
+        b'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>\n'
+        b'<FIELD name="a" datatype="int"/>\n'
+        b'<DATA><BINARY><STREAM encoding="base64">AAAABQAAAAc=</STREAM></BINARY></DATA>'
+        b"</TABLE></RESOURCE></VOTABLE>"
+    )
+    table = _result(
+        _post(client, "SELECT a FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", inline, "")})
+    )
+    assert list(table["a"]) == [5, 7]

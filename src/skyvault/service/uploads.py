@@ -611,7 +611,7 @@ def _reader_errors(ref: UploadRef, fmt: str, path: Path) -> Iterator[None]:
 
 
 class _FieldScan:
-    """expat handlers that check a VOTable's FIELDs (names, number) as they stream past.
+    """expat handlers that check a VOTable's FIELDs (names, number) and STREAMs as they pass.
 
     astropy spends time quadratic in the number of FIELDs sharing a name (3,000 fields
     named ``x``: 45 s of CPU), so names and the number of columns are checked first, by
@@ -632,6 +632,16 @@ class _FieldScan:
             self.names = {}
         elif local == "FIELD":
             self.field(attributes.get("name", ""))
+        elif local == "STREAM" and any(a.rsplit(" ", 1)[-1] == "href" for a in attributes):
+            # astropy would open the href (file://, http://...) on the service's host: a
+            # way to read its files and reach its network.  Uploads carry their data inline.
+            raise _unreadable(
+                self.ref,
+                f"the VOTable STREAM on line {self.parser.CurrentLineNumber} refers to data "
+                "elsewhere (href); an upload must hold its data itself",
+                hint="send the table with its rows inline (TABLEDATA, or BINARY/BINARY2 "
+                "with an encoded STREAM)",
+            )
 
     def field(self, name: str) -> None:
         line = self.parser.CurrentLineNumber
@@ -675,7 +685,8 @@ class _FieldScan:
 
 def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
     """Refuse a VOTable that is not well-formed XML, declares entities, has FIELDs without
-    a name or with the same name, or more FIELDs than ``max_columns`` — before astropy."""
+    a name or with the same name, more FIELDs than ``max_columns``, or a STREAM that points
+    elsewhere (``href``) — before astropy reads it."""
     parser = expat.ParserCreate(namespace_separator=" ")
     scan = _FieldScan(ref, parser, max_columns)
     parser.StartElementHandler = scan.start
