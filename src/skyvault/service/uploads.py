@@ -11,13 +11,18 @@ accepts several pairs in one value, ``name1,URI1;name2,URI2``).  The URI is eith
   the address that was checked, so a second DNS answer cannot swap it.
 
 The content decides the format: VOTable (any serialisation), Parquet, or CSV with a header
-line.  Each table becomes ``TAP_UPLOAD.name`` for the one query: a ``(TableMeta, pa.Table)``
+line.  A VOTable is scanned by expat before astropy reads it: FIELDs without a name, with the
+same name or more than ``max_upload_columns`` of them, entity declarations and STREAMs that
+point elsewhere (``href``: astropy would open them on the service's host) are refused.
+
+Each table becomes ``TAP_UPLOAD.name`` for the one query: a ``(TableMeta, pa.Table)``
 pair that :meth:`skyvault.engine.archive.Archive.stream` takes as ``extra``.  Positions are
 recognised by their UCDs (``pos.eq.ra;meta.main``/``pos.eq.dec;meta.main``) or the names
 ``ra``/``dec``, so a ``DISTANCE(...) < r`` join with a catalogue is a cross-match.
 
 :func:`parse_uploads` is the one entry point; sync requests and async jobs both call it.
-Every error names the upload, the parameter and, for limits, the limit and the size seen.
+Every error names the upload, the parameter and, for limits, the limit and the size seen;
+never the temporary copy the service reads it from.
 """
 
 from __future__ import annotations
@@ -610,7 +615,7 @@ def _reader_errors(ref: UploadRef, fmt: str, path: Path) -> Iterator[None]:
 # --- the VOTable pre-scan -------------------------------------------------------------------
 
 
-class _FieldScan:
+class _VOTableScan:
     """expat handlers that check a VOTable's FIELDs (names, number) and STREAMs as they pass.
 
     astropy spends time quadratic in the number of FIELDs sharing a name (3,000 fields
@@ -688,7 +693,7 @@ def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
     a name or with the same name, more FIELDs than ``max_columns``, or a STREAM that points
     elsewhere (``href``) — before astropy reads it."""
     parser = expat.ParserCreate(namespace_separator=" ")
-    scan = _FieldScan(ref, parser, max_columns)
+    scan = _VOTableScan(ref, parser, max_columns)
     parser.StartElementHandler = scan.start
     parser.EntityDeclHandler = scan.entity
     try:
