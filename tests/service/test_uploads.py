@@ -973,3 +973,13 @@ def test_streams_pointing_elsewhere_are_refused_before_astropy_opens_them(
         _post(client, "SELECT a FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", inline, "")})
     )
     assert list(table["a"]) == [5, 7]
+
+
+def test_unknown_xml_encoding_is_a_400(client: TestClient) -> None:
+    body = _votable_doc('<FIELD name="a" datatype="int"/>').replace(
+        b'version="1.0"?>', b'version="1.0" encoding="u-tf-8"?>', 1
+    )
+    message = _error(
+        _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}), 400
+    )
+    assert "not a readable VOTable: unknown encoding: u-tf-8" in message

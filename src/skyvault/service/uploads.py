@@ -708,6 +708,12 @@ def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
             f"{exc.offset + 1} ({expat.ErrorString(exc.code)})",
             hint=_READ_HINTS["votable"],
         ) from None
+    except LookupError as exc:  # an XML declaration with an encoding Python does not know
+        raise _unreadable(
+            ref,
+            f"not a readable VOTable: {_shorten(str(exc), 100)}",
+            hint='declare encoding="UTF-8" (or leave the encoding out) and save it so',
+        ) from None
 
 
 # --- reading a table ------------------------------------------------------------------------
