@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import random
 import tempfile
 import threading
 import time
@@ -24,6 +25,9 @@ import pytest
 from astropy.coordinates import SkyCoord, search_around_sky
 from astropy.table import MaskedColumn, Table
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
@@ -936,3 +940,119 @@ def test_arrays_of_numbers_and_booleans_are_uploaded(client: TestClient) -> None
     got = _result(_post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files))
     assert list(got["f"][0]) == [1.5, 2.5] and list(got["i"][0]) == [1, 2, 3]
     assert [bool(v) for v in got["b"][0]] == [True, False]
+
+
+def test_streams_pointing_elsewhere_are_refused_before_astropy_opens_them(
+    client: TestClient, table_server: str
+) -> None:
+    """astropy opens a STREAM's href on the service's host: /etc/passwd came back as rows
+    and internal URLs were fetched.  Uploads must hold their data themselves."""
+    _Handler.files["/stream"] = b"\x00\x00\x00\x05" * 4
+    served = len(_Handler.hosts)
+    for href in ("file:///etc/passwd", f"{table_server}/stream"):
+        for element in ("BINARY", "BINARY2", "FITS"):
+            body = (
+                '<?xml version="1.0"?>\n<VOTABLE version="1.4" '
+                'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>\n'
+                '<FIELD name="a" datatype="char" arraysize="32"/>\n'
+                f'<DATA><{element}><STREAM href="{href}"/></{element}></DATA>'
+                "</TABLE></RESOURCE></VOTABLE>"
+            ).encode()
+            response = _post(
+                client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}
+            )
+            message = _error(response, 400)
+            assert "the VOTable STREAM on line 4 refers to data elsewhere" in message
+            assert "root:" not in response.text
+    assert len(_Handler.hosts) == served, "the service fetched a STREAM href"
+    # An encoded STREAM inside the document is data like any other.
+    inline = (
+        b'<?xml version="1.0"?>\n<VOTABLE version="1.4" '
+        b'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>\n'
+        b'<FIELD name="a" datatype="int"/>\n'
+        b'<DATA><BINARY><STREAM encoding="base64">AAAABQAAAAc=</STREAM></BINARY></DATA>'
+        b"</TABLE></RESOURCE></VOTABLE>"
+    )
+    table = _result(
+        _post(client, "SELECT a FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", inline, "")})
+    )
+    assert list(table["a"]) == [5, 7]
+
+
+def test_unknown_xml_encoding_is_a_400(client: TestClient) -> None:
+    body = _votable_doc('<FIELD name="a" datatype="int"/>').replace(
+        b'version="1.0"?>', b'version="1.0" encoding="u-tf-8"?>', 1
+    )
+    message = _error(
+        _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", {"t": ("t", body, "")}), 400
+    )
+    assert "not a readable VOTable: unknown encoding: u-tf-8" in message
+
+
+# --- fuzzing: whatever bytes are uploaded, the answer is a result or a clear 4xx ----------
+
+
+def _fuzz_seeds() -> list[bytes]:
+    table = Table(
+        {
+            "id": [1, 2, 3],
+            "ra": [10.0, 20.5, np.nan],
+            "name": ["a", "é", "c"],
+            "flag": [True, False, True],
+            "arr": [[1, 2], [3, 4], [5, 6]],
+        }
+    )
+    seeds = []
+    for serialization in ("tabledata", "binary", "binary2"):
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table.write(buffer, format="votable", tabledata_format=serialization)
+        seeds.append(buffer.getvalue())
+    seeds.append(b"id,ra,name\n1,10.5,a\n2,,b\n")
+    seeds.append(_parquet_bytes(pa.table({"id": [1, 2], "ra": [1.0, 2.0], "s": ["x", None]})))
+    return seeds
+
+
+_FUZZ_SEEDS = _fuzz_seeds()
+_FUZZ_PIECES = [
+    b"<", b">", b"&", b'"', b"\x00", b"\xff", b"\xe9", b",", b"\n", b"-", b"nan", b"1e999",
+    b'<FIELD name="x" datatype="int"/>', b"<TD>", b"</TR>", b'datatype="char"',
+    b'arraysize="*"', b'xtype="timestamp"', b"9999999999999999999999", b"<![CDATA[", b"]]>",
+    b"<!--", b"-->", b"PAR1", b'encoding="latin-1"', b"<STREAM>", b"<FITS>",
+]  # fmt: skip
+
+
+@st.composite
+def _mutated_uploads(draw: st.DrawFn) -> bytes:
+    body = bytearray(draw(st.sampled_from(_FUZZ_SEEDS)))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = rng.randrange(len(body) + 1)
+        action = rng.random()
+        if action < 0.4:
+            body[pos:pos] = rng.choice(_FUZZ_PIECES)
+        elif action < 0.8:
+            del body[pos : pos + rng.randint(1, 8)]
+        else:
+            body[pos:pos] = bytes([rng.randrange(256)])
+    return bytes(body)
+
+
+@hypothesis_settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=_mutated_uploads(),
+    fmt=st.sampled_from(["votable", "votable/b2", "votable/td", "csv", "fits", "parquet", "json"]),
+)
+def test_fuzz_every_upload_is_a_result_or_a_clear_error(
+    client: TestClient, body: bytes, fmt: str
+) -> None:
+    files = {"t": ("t", body, "")}
+    response = _post(client, "SELECT * FROM TAP_UPLOAD.t", "t,param:t", files, RESPONSEFORMAT=fmt)
+    assert response.status_code in (200, 400, 413), (response.status_code, response.text[:500])
+    _no_server_path(response.text)
+    assert "Traceback" not in response.text

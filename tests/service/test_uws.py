@@ -710,7 +710,8 @@ STRANGE_READ = STRANGE.replace("\x01", "\ufffd").replace("\x1f", "\ufffd")
 @pytest.fixture(scope="module")
 def uws_schema() -> Any:
     xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is in the dev extra")
-    return xmlschema.XMLSchema(str(UWS_XSD))
+    # allow="local": no network; the XLink schema UWS.xsd imports is xmlschema's own copy.
+    return xmlschema.XMLSchema(str(UWS_XSD.resolve()), allow="local")
 
 
 def _valid(schema: Any, response: httpx.Response) -> ET.Element:
@@ -767,3 +768,18 @@ def test_documents_survive_lone_surrogates_and_markup_in_names() -> None:
         "uws:errorSummary/uws:message", NS
     )
     assert message is not None and message.text == "bad \ufffd <value> & \ufffd"
+
+
+def test_job_changes_refuse_large_bodies_while_they_arrive(uws: TestClient) -> None:
+    """POSTs to a job carry parameters only: a large file part is a 413, not spooled."""
+    job_id = create(uws)
+    big = {"junk": ("junk.bin", b"x" * (3 << 20), "application/octet-stream")}
+    for path in ("", "/parameters", "/phase", "/destruction", "/executionduration"):
+        r = uws.post(f"/tap/async/{job_id}{path}", data={"RUNID": "x"}, files=big)
+        assert r.status_code == 413, (path, r.text)
+        assert "request body" in dali_message(r)
+    r = uws.post(
+        f"/tap/async/{job_id}/parameters", data={"RUNID": "small"}, files={"f": ("f", b"1", "")}
+    )
+    assert r.status_code == 303
+    assert text(xml(uws.get(f"/tap/async/{job_id}")), "uws:runId") == "small"

@@ -11,13 +11,18 @@ accepts several pairs in one value, ``name1,URI1;name2,URI2``).  The URI is eith
   the address that was checked, so a second DNS answer cannot swap it.
 
 The content decides the format: VOTable (any serialisation), Parquet, or CSV with a header
-line.  Each table becomes ``TAP_UPLOAD.name`` for the one query: a ``(TableMeta, pa.Table)``
+line.  A VOTable is scanned by expat before astropy reads it: FIELDs without a name, with the
+same name or more than ``max_upload_columns`` of them, entity declarations and STREAMs that
+point elsewhere (``href``: astropy would open them on the service's host) are refused.
+
+Each table becomes ``TAP_UPLOAD.name`` for the one query: a ``(TableMeta, pa.Table)``
 pair that :meth:`skyvault.engine.archive.Archive.stream` takes as ``extra``.  Positions are
 recognised by their UCDs (``pos.eq.ra;meta.main``/``pos.eq.dec;meta.main``) or the names
 ``ra``/``dec``, so a ``DISTANCE(...) < r`` join with a catalogue is a cross-match.
 
 :func:`parse_uploads` is the one entry point; sync requests and async jobs both call it.
-Every error names the upload, the parameter and, for limits, the limit and the size seen.
+Every error names the upload, the parameter and, for limits, the limit and the size seen;
+never the temporary copy the service reads it from.
 """
 
 from __future__ import annotations
@@ -610,8 +615,8 @@ def _reader_errors(ref: UploadRef, fmt: str, path: Path) -> Iterator[None]:
 # --- the VOTable pre-scan -------------------------------------------------------------------
 
 
-class _FieldScan:
-    """expat handlers that check a VOTable's FIELDs (names, number) as they stream past.
+class _VOTableScan:
+    """expat handlers that check a VOTable's FIELDs (names, number) and STREAMs as they pass.
 
     astropy spends time quadratic in the number of FIELDs sharing a name (3,000 fields
     named ``x``: 45 s of CPU), so names and the number of columns are checked first, by
@@ -632,6 +637,16 @@ class _FieldScan:
             self.names = {}
         elif local == "FIELD":
             self.field(attributes.get("name", ""))
+        elif local == "STREAM" and any(a.rsplit(" ", 1)[-1] == "href" for a in attributes):
+            # astropy would open the href (file://, http://...) on the service's host: a
+            # way to read its files and reach its network.  Uploads carry their data inline.
+            raise _unreadable(
+                self.ref,
+                f"the VOTable STREAM on line {self.parser.CurrentLineNumber} refers to data "
+                "elsewhere (href); an upload must hold its data itself",
+                hint="send the table with its rows inline (TABLEDATA, or BINARY/BINARY2 "
+                "with an encoded STREAM)",
+            )
 
     def field(self, name: str) -> None:
         line = self.parser.CurrentLineNumber
@@ -675,9 +690,10 @@ class _FieldScan:
 
 def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
     """Refuse a VOTable that is not well-formed XML, declares entities, has FIELDs without
-    a name or with the same name, or more FIELDs than ``max_columns`` — before astropy."""
+    a name or with the same name, more FIELDs than ``max_columns``, or a STREAM that points
+    elsewhere (``href``) — before astropy reads it."""
     parser = expat.ParserCreate(namespace_separator=" ")
-    scan = _FieldScan(ref, parser, max_columns)
+    scan = _VOTableScan(ref, parser, max_columns)
     parser.StartElementHandler = scan.start
     parser.EntityDeclHandler = scan.entity
     try:
@@ -691,6 +707,12 @@ def _prescan_votable(ref: UploadRef, path: Path, max_columns: int) -> None:
             f"not a readable VOTable: not well-formed XML at line {exc.lineno}, column "
             f"{exc.offset + 1} ({expat.ErrorString(exc.code)})",
             hint=_READ_HINTS["votable"],
+        ) from None
+    except LookupError as exc:  # an XML declaration with an encoding Python does not know
+        raise _unreadable(
+            ref,
+            f"not a readable VOTable: {_shorten(str(exc), 100)}",
+            hint='declare encoding="UTF-8" (or leave the encoding out) and save it so',
         ) from None
 
 

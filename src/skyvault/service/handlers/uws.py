@@ -66,14 +66,15 @@ JobCaller = Annotated[Identity, Depends(_job_caller)]
 
 
 async def _pairs(request: Request) -> list[tuple[str, str]]:
-    """The (name, value) pairs of the query string and, for POST, of the form body."""
-    pairs = list(request.query_params.multi_items())
-    if request.method == "POST":
-        form = await request.form()
-        try:
-            pairs.extend((k, v) for k, v in form.multi_items() if isinstance(v, str))
-        finally:
-            await form.close()
+    """The (name, value) pairs of the query string and, for POST, of the form body.
+
+    These requests carry no tables (a job keeps the uploads it was created with), so the
+    body gets only the room :func:`read_form` leaves for parameters: a large file part is
+    a 413 while it arrives, not a file spooled to disk and dropped.
+    """
+    pairs, _, form = await read_form(request, 0)
+    if form is not None:
+        await form.close()
     return pairs
 
 

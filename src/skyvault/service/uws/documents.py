@@ -51,8 +51,9 @@ def _time(name: str, value: datetime | None) -> str:
     return _element(name, None if value is None else iso_time(value))
 
 
-def _parameters(job: Job, indent: str) -> str:
-    lines = [f"{indent}<uws:parameters>\n"]
+def _parameters(job: Job, indent: str, root: str = "") -> str:
+    """The ``parameters`` element; ``root`` holds the namespace declarations of a document."""
+    lines = [f"{indent}<uws:parameters{root}>\n"]
     for name, value in job.parameters:
         lines.append(
             f'{indent}  <uws:parameter id="{_attr(name)}">{_text(value)}</uws:parameter>\n'
@@ -61,12 +62,13 @@ def _parameters(job: Job, indent: str) -> str:
     return "".join(lines)
 
 
-def _results(job: Job, job_url: str, indent: str) -> str:
+def _results(job: Job, job_url: str, indent: str, root: str = "") -> str:
+    """The ``results`` element; ``root`` holds the namespace declarations of a document."""
     if job.result is None:
-        return f"{indent}<uws:results/>\n"
+        return f"{indent}<uws:results{root}/>\n"
     result = job.result
     return (
-        f"{indent}<uws:results>\n"
+        f"{indent}<uws:results{root}>\n"
         f'{indent}  <uws:result id="result" xlink:type="simple"'
         f' xlink:href="{_attr(job_url)}/results/result" mime-type="{_attr(result.mime)}"'
         f' size="{result.size}"/>\n'
@@ -126,11 +128,9 @@ def job_list_document(jobs: Iterable[Job], list_url: str) -> str:
 
 def results_document(job: Job, job_url: str) -> str:
     """``/async/{id}/results``."""
-    body = _results(job, job_url, "")
-    return _XML + body.replace("<uws:results", f"<uws:results {_NS}", 1)
+    return _XML + _results(job, job_url, "", f" {_NS}")
 
 
 def parameters_document(job: Job) -> str:
     """``/async/{id}/parameters``."""
-    body = _parameters(job, "")
-    return _XML + body.replace("<uws:parameters", f"<uws:parameters {_NS}", 1)
+    return _XML + _parameters(job, "", f" {_NS}")
