@@ -34,6 +34,7 @@ from skyvault.service.uws.storage import JobStore
 
 BEFORE_CLAIM = "before the claim is written"
 AFTER_CLAIM = "after the claim is written"
+AFTER_COMPLETE = "after the runner wrote COMPLETED"
 
 
 class PausingStore(JobStore):
@@ -59,6 +60,11 @@ class PausingStore(JobStore):
     def get(self, job_id: str) -> Job | None:
         self._pause(AFTER_CLAIM)
         return super().get(job_id)
+
+    def complete(self, job_id: str, *args: Any, **kwargs: Any) -> bool:
+        done = super().complete(job_id, *args, **kwargs)
+        self._pause(AFTER_COMPLETE)
+        return done
 
 
 class FakeQuery:
@@ -202,3 +208,20 @@ def test_a_claim_lost_to_an_abort_is_forgotten(
     assert _ended(store, runner, "j4") == ExecutionPhase.ABORTED
     assert runner.running_ids() == []
     assert query.tokens == []
+
+
+def test_the_watchdog_leaves_a_job_that_wrote_its_own_end(
+    world: tuple[PausingStore, JobRunner, FakeQuery],
+) -> None:
+    """The runner wrote COMPLETED and has not yet left its running set: the watchdog reads
+    a phase other than EXECUTING, but that is the job's own end, not an ABORT to obey."""
+    store, runner, query = world
+    store.pause_at = AFTER_COMPLETE
+    _queue(store, runner, "j5")
+    assert store.reached.wait(10)
+    assert store.phase("j5") == ExecutionPhase.COMPLETED
+    assert runner.running_ids() == ["j5"]
+    runner._cancel_stopped()
+    store.resume.set()
+    assert _ended(store, runner, "j5") == ExecutionPhase.COMPLETED
+    assert not query.tokens[0].cancelled

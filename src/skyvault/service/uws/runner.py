@@ -177,6 +177,9 @@ class _Running:
         self.token = CancelToken()
         self.timed_out = False
         self.claimed = False
+        # Set just before the runner writes the job's end itself (COMPLETED or ERROR): from
+        # then on a phase other than EXECUTING is the runner's own doing, not a stop order.
+        self.finishing = False
 
 
 class JobRunner:
@@ -436,7 +439,11 @@ class JobRunner:
         phases = self.store.phases(ids)
         for job_id in ids:
             if phases.get(job_id) != ExecutionPhase.EXECUTING:
-                self.cancel(job_id)
+                with self._lock:
+                    run = self._running.get(job_id)
+                # A run that wrote its own end is not stopped: its phase was read after it.
+                if run is not None and not run.finishing:
+                    run.token.cancel()
         return True
 
     # --- one job --------------------------------------------------------------------------
@@ -496,6 +503,7 @@ class JobRunner:
                 rows=rows,
                 overflow=output.result.overflow,
             )
+            run.finishing = True
             if not self.store.complete(job.job_id, runner, result, utc_now()):
                 # Aborted or deleted while the result was being written.
                 self.results.delete(job.job_id)
@@ -504,12 +512,14 @@ class JobRunner:
             self.results.delete(job.job_id)
             failure = self._failure(job, run, exc)
             error_code = failure.code
+            run.finishing = True
             self.store.fail(job.job_id, failure, utc_now(), runner=runner)
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
             error = InternalError("the job failed inside the service; the fault has been logged")
             error_code = error.code
+            run.finishing = True
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)
         finally:
             if timer is not None:
