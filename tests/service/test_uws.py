@@ -188,7 +188,7 @@ def test_bad_uws_parameter_at_creation_is_a_400_and_no_job(
         ({"LANG": None}, "LANG"),
         ({"MAXREC": "-3"}, "MAXREC"),
         ({"RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
-        ({"QUERY": f"SELECT x FROM {OBJECT} WHER"}, "line 1"),
+        ({"QUERY": f"SELECT no_such_column FROM {OBJECT} WHER"}, "line 1"),
     ],
 )
 def test_bad_tap_parameter_fails_at_run_with_dali_error(
