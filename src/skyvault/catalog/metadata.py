@@ -88,7 +88,12 @@ def _vounit(unit: str) -> str | None:
                 continue
             try:
                 return str(parsed.to_string("vounit", fraction=True))
-            except (ValueError, TypeError, u.UnitsError):
+            except TypeError:  # an astropy without fractions in VOUnit output
+                try:
+                    return str(parsed.to_string("vounit"))
+                except (ValueError, u.UnitsError):
+                    return None
+            except (ValueError, u.UnitsError):
                 return None
     return None
 
