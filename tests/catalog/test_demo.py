@@ -399,3 +399,63 @@ def test_tracts_and_patches_follow_the_sky_map() -> None:
     assert tract[0] == tract[1]
     assert tract[0] != tract[2]
     assert ((patch >= 0) & (patch < 49)).all()
+
+
+def test_generic_columns_are_plausible(tables: dict[str, pa.Table]) -> None:
+    """Errors are positive, flags mostly False, fluxes follow the object's brightness."""
+    for name, table in tables.items():
+        for field in table.schema:
+            if field.name == "_healpix_29":
+                continue
+            values = table.column(field.name)
+            if pa.types.is_boolean(field.type) and "flag" in field.name.lower():
+                assert np.mean(values.to_numpy(zero_copy_only=False)) < 0.1, (name, field.name)
+            if pa.types.is_floating(field.type) and field.name.endswith("Err"):
+                numbers = values.to_numpy(zero_copy_only=False)
+                finite = numbers[np.isfinite(numbers)]
+                assert finite.size and (finite > 0).all(), (name, field.name)
+    obj = tables["Object"]
+    primary = obj.column("detect_isPrimary").to_numpy()
+    cmodel = obj.column("r_cModelFlux").to_numpy()[primary]
+    bright = cmodel > 100 * obj.column("r_cModelFluxErr").to_numpy()[primary]
+    for column in ("r_calibFlux", "r_kronFlux", "r_gaap1p0Flux", "r_ap09Flux", "r_psfFlux"):
+        ratio = obj.column(column).to_numpy()[primary][bright] / cmodel[bright]
+        assert 0.2 < np.median(ratio) <= 1.05, column
+    # Per-band position columns sit on the object (centroid noise only).
+    ra = obj.column("coord_ra").to_numpy()
+    assert np.median(np.abs(obj.column("i_ra").to_numpy() - ra)) * 3600 < 0.1
+
+
+def test_dia_objects_summarise_their_sources(tables: dict[str, pa.Table]) -> None:
+    dia_object = tables["DiaObject"]
+    dia_source = tables["DiaSource"]
+    ids, counts = np.unique(dia_source.column("diaObjectId").to_numpy(), return_counts=True)
+    n_sources = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    got = dict(
+        zip(
+            dia_object.column("diaObjectId").to_pylist(),
+            dia_object.column("nDiaSources").to_pylist(),
+            strict=True,
+        )
+    )
+    assert got == n_sources
+    assert max(got.values()) >= 5, "some light curves have several epochs"
+    # DiaObjects are variable Objects: the id is the objectId with DIA_ID_BIT set.
+    from skyvault.demo.epochs import DIA_ID_BIT
+
+    objects = set(tables["Object"].column("objectId").to_pylist())
+    assert all((i & ~DIA_ID_BIT) in objects for i in got)
+    forced = tables["ForcedSourceOnDiaObject"]
+    assert set(forced.column("diaObjectId").to_pylist()) == set(got)
+
+
+def test_truth_entries_are_unique_and_matched(tables: dict[str, pa.Table]) -> None:
+    truth = tables["TruthSummary"]
+    matches = tables["MatchesTruth"]
+    keys = truth.column("id_truth_type").to_pylist()
+    assert len(set(keys)) == len(keys)
+    assert set(matches.column("id_truth_type").to_pylist()) == set(keys)
+    matched = matches.column("match_objectId").to_numpy()
+    objects = tables["Object"].column("objectId").to_numpy()
+    assert np.isin(matched[matched != -1], objects).all()
+    assert 0.5 < np.mean(matched != -1) < 0.95

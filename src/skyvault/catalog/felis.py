@@ -6,6 +6,7 @@ metadata fields skyvault publishes (unit, UCD, description, principal flag, ...)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,19 +35,22 @@ def dp02_schema_path() -> Path:
     return Path(str(files("lsst.sdm.schemas") / "dp02_dc2.yaml"))
 
 
-def read_felis_table(path: Path, table: str) -> FelisTable:
-    """Metadata for ``table`` (matched exactly, else case-insensitively) from a Felis file."""
+@functools.lru_cache(maxsize=4)
+def _validated_schema(path: str, mtime_ns: int, size: int) -> Any:
+    """The Felis schema in ``path``, parsed and validated by lsst-felis (cached per version)."""
     from felis.datamodel import Schema
     from pydantic import ValidationError
 
     try:
-        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        raw = yaml.load(
+            Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
     except FileNotFoundError:
         raise UsageError(f"Felis schema {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"Felis schema {path} is not valid YAML: {exc}") from None
     try:
-        schema: Any = Schema.model_validate(raw)
+        return Schema.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -54,6 +58,16 @@ def read_felis_table(path: Path, table: str) -> FelisTable:
             f"Felis schema {path} is not valid: {where}: {first.get('msg')}",
             hint="check it with `felis validate`",
         ) from None
+
+
+def read_felis_table(path: Path, table: str) -> FelisTable:
+    """Metadata for ``table`` (matched exactly, else case-insensitively) from a Felis file."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"Felis schema {path} does not exist") from None
+    # One parse per file version: a multi-table ingest (the demo) reads one schema often.
+    schema = _validated_schema(str(path), stat.st_mtime_ns, stat.st_size)
 
     tables = {t.name: t for t in schema.tables}
     chosen = tables.get(table)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +27,6 @@ __all__ = [
     "METADATA_FILE",
     "ColumnMeta",
     "TableMeta",
-    "UnitWarning",
     "normalize_unit",
     "votable_type",
 ]
@@ -71,8 +71,9 @@ def votable_type(arrow_type: pa.DataType) -> tuple[str, str | None, str | None]:
     raise CatalogError(f"column type {t} has no VOTable equivalent")
 
 
-class UnitWarning(UserWarning):
-    """A column's unit is not one VOUnit can express; it is published as written."""
+#: Where unit warnings go: the service's log, or standard error for a command with no
+#: logging set up (Python's last-resort handler prints the bare message).
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -88,7 +89,12 @@ def _vounit(unit: str) -> str | None:
                 continue
             try:
                 return str(parsed.to_string("vounit", fraction=True))
-            except (ValueError, TypeError, u.UnitsError):
+            except TypeError:  # an astropy without fractions in VOUnit output
+                try:
+                    return str(parsed.to_string("vounit"))
+                except (ValueError, u.UnitsError):
+                    return None
+            except (ValueError, u.UnitsError):
                 return None
     return None
 
@@ -98,7 +104,7 @@ def normalize_unit(unit: str, column: str | None = None) -> str:
 
     Any spelling astropy parses (its generic, VOUnit, CDS and FITS grammars) is accepted.  A
     unit that has no VOUnit form (``electron``, ``dex``, ``%``, a typo) is kept as written,
-    with a :class:`UnitWarning` naming ``column``: an unusual unit must not fail an ingest.
+    with a warning naming ``column`` logged: an unusual unit must not fail an ingest.
     """
     text = unit.strip()
     if not text:
@@ -106,11 +112,7 @@ def normalize_unit(unit: str, column: str | None = None) -> str:
     normal = _vounit(text)
     if normal is None:
         where = f" of column {column!r}" if column else ""
-        warnings.warn(
-            f"unit {text!r}{where} is not a VOUnit; it is published as written",
-            UnitWarning,
-            stacklevel=2,
-        )
+        log.warning("unit %r%s is not a VOUnit; it is published as written", text, where)
         return text
     return normal
 

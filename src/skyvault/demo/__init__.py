@@ -1,18 +1,23 @@
-"""The DP0.2-style demo data set: ``skyvault demo`` builds it, deterministically from a seed.
+"""The DP0.2 demo data set: ``skyvault demo`` builds it, deterministically from a seed.
 
-Five tables in the image of Rubin's Data Preview 0.2, with DP0.2's own column names, types,
-units and descriptions (from ``lsst-sdm-schemas``), in schema ``dp02_dc2_catalogs``:
+Every table of Rubin's Data Preview 0.2 catalogue schema ``dp02_dc2_catalogs`` (but ObsCore,
+an image-access table DP0.2 serves as ``ivoa.ObsCore``) with every one of its columns, their
+names, types, units and descriptions from the Felis schema in ``lsst-sdm-schemas``:
 
-* ``Object``: coadd measurements of clustered galaxies, stars and sky objects in the DP0.2
-  footprint (RA 52-72°, Dec -44 to -28°);
-* ``ForcedSource``: forced PSF photometry of every object on several epochs, linked by
+* ``Object``: coadd measurements (991 columns) of clustered galaxies, stars and sky objects,
+  most of them in a deep field around (62°, -37°) at DP0.2's density (about 100 rows in a
+  0.01° cone), the rest thinly over the DP0.2 footprint (RA 52-72°, Dec -44 to -28°);
+* ``ForcedSource`` and ``Source``: forced and detected single-epoch photometry, linked by
   ``objectId`` and ``ccdVisitId``; a few per cent of objects vary;
-* ``Source``: single-epoch detections of the objects bright enough on each epoch;
-* ``Visit`` and ``CcdVisit``: the pointings and CCD exposures (tables without positions).
+* ``DiaObject``, ``DiaSource``, ``ForcedSourceOnDiaObject``: the variable objects detected on
+  difference images, their detections and forced light curves;
+* ``TruthSummary`` and ``MatchesTruth``: the simulated truth, matched to Objects;
+* ``Visit``, ``CcdVisit``, ``CoaddPatches``: pointings, CCD exposures and patches.
 
-Modules: :mod:`.schema` (column choice), :mod:`.sky` (positions), :mod:`.survey` (camera,
-visits), :mod:`.objects` (photometry), :mod:`.epochs` (time series), :mod:`.build` (files
-and ingest).
+Modules: :mod:`.schema` (tables and columns), :mod:`.sky` (positions), :mod:`.survey`
+(camera, visits), :mod:`.objects` (photometry), :mod:`.epochs` (time series), :mod:`.dia`
+(DiaObject statistics), :mod:`.truth` (truth tables), :mod:`.fill` (every other column, by
+name and unit), :mod:`.build` (files and ingest).
 """
 
 from skyvault.demo.build import (

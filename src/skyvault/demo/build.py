@@ -84,7 +84,7 @@ class DemoScale:
 
 
 SCALES: dict[str, DemoScale] = {
-    "small": DemoScale(n_objects=18_000, n_wide=6_000, chunk_rows=8_000, epochs=(4, 12)),
+    "small": DemoScale(n_objects=20_000, n_wide=15_500, chunk_rows=8_000, epochs=(4, 12)),
     "medium": DemoScale(n_objects=300_000, n_wide=20_000, chunk_rows=50_000, epochs=(4, 12)),
 }
 
@@ -176,7 +176,7 @@ def generate_demo(
     out_dir
         Directory for the files (created; existing table subdirectories are replaced).
     scale
-        ``"small"`` (16 000 objects) or ``"medium"`` (300 000).
+        ``"small"`` (20 000 objects) or ``"medium"`` (300 000).
     seed
         Seed of every random draw; equal seeds give byte-identical files.
     progress
@@ -299,7 +299,7 @@ def build_demo(
     data_dir
         The skyvault data root; the tables appear as ``dp02_dc2_catalogs.*``.
     scale
-        ``"small"`` (16 000 objects, seconds) or ``"medium"`` (300 000 objects).
+        ``"small"`` (20 000 objects, seconds) or ``"medium"`` (300 000 objects).
     seed
         Seed of the generator; a seed always gives the same tables.
     progress
