@@ -279,3 +279,16 @@ def test_suggestions_are_the_columns_of_the_same_band_and_family() -> None:
         assert f'"{name}"' not in suggested
     err = _error("SELECT r_calibFlux_flag FROM dp02_dc2_catalogs.Bands", (BANDS,))
     assert err.detail.endswith('did you mean "r_calibFluxErr"?')  # no family: the nearest
+
+
+def test_every_unknown_table_is_named_in_one_error() -> None:
+    err = _error(
+        "WITH w AS (SELECT ra FROM tycho2.main) "
+        "SELECT * FROM w, dp02_dc2_catalogs.Objekt AS o, dp02_dc2_catalog.Source, Visiit"
+    )
+    assert err.detail.startswith("3 unknown tables: ")
+    assert 'no table "Objekt" in dp02_dc2_catalogs; did you mean "Object"?' in err.detail
+    assert 'no schema "dp02_dc2_catalog"; did you mean "dp02_dc2_catalogs"?' in err.detail
+    assert 'did you mean "Visit"?' in err.detail
+    assert '"w"' not in err.detail  # the WITH query is known
+    assert (err.line, err.column) == (1, 75)

@@ -349,6 +349,7 @@ class _Unknown:
     what: str  # "column" or "table"
     suggestion: str = ""
     hint: str | None = None
+    detail: str = ""  # what is wrong, when not 'no <what> "<name>" in <where>'
 
 
 def _fingerprint(node: exp.Expr, checked: CheckedQuery) -> object:
@@ -407,6 +408,7 @@ class _Checker:
 
     def run(self) -> CheckedQuery:
         tree = self.checked.query.tree
+        self.unknown_tables(tree)
         try:
             outputs = self.query(tree, None, root=True)
         except (AdqlSemanticError, UnsupportedQuery):
@@ -422,6 +424,39 @@ class _Checker:
             result_column(name, o.info) for name, o in zip(names, outputs, strict=True)
         )
         return self.checked
+
+    def unknown_tables(self, tree: exp.Expr) -> None:
+        """Refuse a query naming several unknown tables with one error naming them all (one
+        is reported where the walk meets it, as before)."""
+        ctes = [cte.args["alias"].this for cte in tree.find_all(exp.CTE)]
+        for table in tree.find_all(exp.Table):
+            name, schema = table.this, table.args.get("db")
+            if not isinstance(name, exp.Identifier) or table.args.get("catalog") is not None:
+                continue
+            if schema is None and any(
+                identifier_matches(name, c.this)
+                or (
+                    not name.args.get("quoted")
+                    and not c.args.get("quoted")
+                    and str(name.this).upper() == str(c.this).upper()
+                )
+                for c in ctes
+            ):
+                continue
+            try:
+                self.find_table(name, schema)
+            except AdqlSemanticError as error:
+                if not error.detail.startswith(("no table ", "no schema ")):
+                    continue
+                detail, _, suggestion = error.detail.partition("; ")
+                written = ".".join(str(p.this) for p in (schema, name) if p is not None)
+                at = schema if detail.startswith("no schema ") and schema is not None else name
+                self.unknown.append(
+                    _Unknown(at, written, "", "table", suggestion, error.hint, detail=detail)
+                )
+        if len(self.unknown) > 1:
+            raise self.unknown_error()
+        self.unknown.clear()
 
     @staticmethod
     def unique_names(names: list[str]) -> list[str]:
@@ -1003,21 +1038,23 @@ class _Checker:
         first = self.unknown[0]
         line, column = self._where(first.node)
         if len(self.unknown) == 1:
-            detail = f'no {first.what} "{first.name}" in {first.where}'
+            detail = first.detail or f'no {first.what} "{first.name}" in {first.where}'
             if first.suggestion:
                 detail += f"; {first.suggestion}"
             return AdqlSemanticError(detail, line=line, column=column, hint=first.hint)
         kinds = {u.what for u in self.unknown}
-        wheres = {u.where for u in self.unknown}
+        wheres = {u.where for u in self.unknown if not u.detail}
         noun = f"{first.what}s" if len(kinds) == 1 else "names"
         head = f"{len(self.unknown)} unknown {noun}"
-        if len(wheres) == 1 and len(kinds) == 1:
+        if len(wheres) == 1 and len(kinds) == 1 and not first.detail:
             head += f" in {first.where}"
         items = []
         for unknown in self.unknown:
             at_line, at_column = self._where(unknown.node)
             item = f'"{unknown.name}" (line {at_line}, column {at_column}'
-            if len(wheres) > 1 or len(kinds) > 1:
+            if unknown.detail:
+                item += f"; {unknown.detail}"
+            elif len(wheres) > 1 or len(kinds) > 1:
                 item += f"; no {unknown.what} in {unknown.where}"
             for extra in (unknown.suggestion, unknown.hint):
                 if extra:
