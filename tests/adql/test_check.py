@@ -7,7 +7,7 @@ import pytest
 from skyvault.adql import parse
 from skyvault.adql.check import check
 from skyvault.errors import AdqlSemanticError, UnsupportedQuery
-from tests.adql._catalog import CATALOG, OBJECT, SECRET
+from tests.adql._catalog import CATALOG, OBJECT, SECRET, _col, _table
 
 
 def _error(text: str, tables: tuple = CATALOG) -> AdqlSemanticError:
@@ -195,3 +195,105 @@ def test_output_names() -> None:
     )
     names = [c.name for c in checked.columns]
     assert names == ["id", "id_2", "count", "distance", "expr", "m"]
+
+
+# --- every unknown name at once, and hints that point the right way --------------------------
+
+BANDS = _table(
+    "dp02_dc2_catalogs",
+    "Bands",
+    [
+        _col("objectId", "int64"),
+        _col("ra", "double", "deg"),
+        _col("band", "string"),
+        _col("r_psfFlux", "double", "nJy"),
+        _col("r_psfFluxErr", "double", "nJy"),
+        _col("r_cModelFlux", "double", "nJy"),
+        _col("r_ap12Flux", "double", "nJy"),
+        _col("r_calibFluxErr", "double", "nJy"),
+        _col("r_extendedness", "double"),
+        _col("g_calibFlux", "double", "nJy"),
+        _col("g_psfFlux", "double", "nJy"),
+    ],
+    kind="plain",
+)
+
+
+def test_every_unknown_column_is_named_in_one_error() -> None:
+    names = [f"nope{i}" for i in range(20)]
+    err = _error(f"SELECT objectId, {', '.join(names)} FROM {OBJECT.qualified_name}")
+    assert err.detail.startswith(f"20 unknown columns in {OBJECT.qualified_name}: ")
+    for name in names:
+        assert f'"{name}" (line 1, column ' in err.detail
+    assert (err.line, err.column) == (1, 18)
+
+
+def test_unknown_names_of_every_clause_in_the_order_written() -> None:
+    err = _error(
+        "SELECT rmag, x.tract\nFROM dp02_dc2_catalogs.Object AS o\n"
+        "WHERE o.coord_rra > 1 ORDER BY nothing"
+    )
+    assert err.detail.startswith("4 unknown names: ")
+    positions = [err.detail.index(f'"{n}"') for n in ("rmag", "x", "coord_rra", "nothing")]
+    assert positions == sorted(positions)
+    assert 'did you mean "r_mag"?' in err.detail and 'did you mean "coord_ra"?' in err.detail
+    assert (err.line, err.column) == (1, 8)
+
+
+def test_each_unknown_name_is_reported_once() -> None:
+    err = _error(
+        "SELECT POINT(ra, dec) FROM dp02_dc2_catalogs.Object "
+        "WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 2, 3)) = 1"
+    )
+    assert err.detail.startswith("2 unknown columns")
+    assert err.detail.count('"ra"') == 1 and err.detail.count('"dec"') == 1
+
+
+def test_unknown_names_come_before_the_errors_they_cause() -> None:
+    # The unknown geometry column is no geometry: the unknown names are what to fix first.
+    err = _error(
+        "SELECT SQRT(nope) FROM dp02_dc2_catalogs.Object "
+        "WHERE CONTAINS(nopoint, CIRCLE(1, 2, 3)) = 1"
+    )
+    assert err.detail.startswith("2 unknown columns")
+    assert '"nope"' in err.detail and '"nopoint"' in err.detail
+
+
+def test_a_string_in_double_quotes_is_told_to_use_single_quotes() -> None:
+    err = _error('SELECT objectId FROM dp02_dc2_catalogs.Bands WHERE band = "r"', (BANDS,))
+    assert err.detail == 'no column "r" in dp02_dc2_catalogs.Bands'  # no "did you mean ra"
+    assert err.hint is not None and "strings take single quotes: 'r'" in err.hint
+    err = _error(
+        "SELECT objectId FROM dp02_dc2_catalogs.Bands WHERE band IN (\"g\", 'r')", (BANDS,)
+    )
+    assert err.hint is not None and "'g'" in err.hint
+
+
+def test_a_delimited_name_in_the_wrong_case_suggests_the_column() -> None:
+    err = _error('SELECT "R_PSFFLUX" FROM dp02_dc2_catalogs.Bands', (BANDS,))
+    assert err.detail.endswith('did you mean "r_psfFlux"?')
+    assert err.hint is None
+
+
+def test_suggestions_are_the_columns_of_the_same_band_and_family() -> None:
+    err = _error("SELECT r_calibFlux FROM dp02_dc2_catalogs.Bands", (BANDS,))
+    suggested = err.detail.split("did you mean one of ", 1)[1]
+    for name in ("r_psfFlux", "r_cModelFlux", "r_ap12Flux"):
+        assert f'"{name}"' in suggested
+    for name in ("g_calibFlux", "r_calibFluxErr", "r_psfFluxErr", "r_extendedness"):
+        assert f'"{name}"' not in suggested
+    err = _error("SELECT r_calibFlux_flag FROM dp02_dc2_catalogs.Bands", (BANDS,))
+    assert err.detail.endswith('did you mean "r_calibFluxErr"?')  # no family: the nearest
+
+
+def test_every_unknown_table_is_named_in_one_error() -> None:
+    err = _error(
+        "WITH w AS (SELECT ra FROM tycho2.main) "
+        "SELECT * FROM w, dp02_dc2_catalogs.Objekt AS o, dp02_dc2_catalog.Source, Visiit"
+    )
+    assert err.detail.startswith("3 unknown tables: ")
+    assert 'no table "Objekt" in dp02_dc2_catalogs; did you mean "Object"?' in err.detail
+    assert 'no schema "dp02_dc2_catalog"; did you mean "dp02_dc2_catalogs"?' in err.detail
+    assert 'did you mean "Visit"?' in err.detail
+    assert '"w"' not in err.detail  # the WITH query is known
+    assert (err.line, err.column) == (1, 75)

@@ -42,6 +42,16 @@ Decisions where ADQL 2.1 leaves room or sqlglot would accept more
 * ``IS [NOT] NULL`` applies to a column reference only, as in the grammar.
 * Reserved words, including ADQL function names such as ``POINT`` or ``DISTANCE``, are refused
   as regular identifiers; quote them (``"distance"``).
+* A ``JOIN`` (INNER or outer) needs ``ON`` or ``USING``, as SQL-92's syntax rules for the
+  grammar's optional ``<join_specification>`` say; only NATURAL joins and commas take none.
+* The deprecated coordinate-system argument of POINT, CIRCLE, BOX and POLYGON may be NULL
+  (``POINT(NULL, ra, dec)``) where the other arguments are a complete set of coordinates.
+* The constructors' arguments are checked against the grammar's two forms at parse time:
+  coordinates (numbers) or a POINT first (``<coord_value>``); what only types can tell (a
+  column that may be a number or a POINT) is left to the checker.
+* Limits that keep later stages within bounds: TOP and OFFSET up to 2**63 - 1, CHAR/VARCHAR
+  lengths 1 to 65535, ROUND/TRUNCATE decimals within ±308, at most 400 SELECTs joined by set
+  operators; an ORDER BY term that is a constant (``ORDER BY 'x'``) is refused by the checker.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import math
+import re
 from collections.abc import Sequence
 
 from sqlglot import exp
@@ -269,6 +270,88 @@ def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
     return f'; did you mean "{close}"?' if close else ""
 
 
+#: ``<band>_<name>``: Rubin's per-band columns (``r_psfFlux``, ``g_cModelFluxErr``,
+#: ``i_ap12Flux_flag``).
+_BANDED = re.compile(r"([A-Za-z])_([A-Za-z0-9_]+)\Z")
+#: Words that qualify the quantity a column name ends with (``FluxErr`` is an error of a flux).
+_MODIFIERS = frozenset({"err", "sigma", "flag", "flags", "cov", "var", "chi2"})
+
+
+def _family(name: str) -> tuple[str, ...] | None:
+    """What a per-band column measures, with its band: ``r_calibFlux`` and ``r_cModelFlux``
+    are ``("r", "flux")``, ``g_psfFluxErr`` is ``("g", "flux", "err")``."""
+    banded = _BANDED.match(name)
+    if banded is None:
+        return None
+    band, rest = banded.groups()
+    head, *tail = rest.split("_")
+    words = [w.lower() for w in re.findall(r"[A-Z]+[a-z0-9]*|[a-z0-9]+", head)]
+    modifiers: list[str] = []
+    while len(words) > 1 and words[-1] in _MODIFIERS:
+        modifiers.insert(0, words.pop())
+    if len(words) < 2:  # no measurement before the quantity: not a family name
+        return None
+    return (band.lower(), words[-1], *modifiers, *(t.lower() for t in tail))
+
+
+#: Most names one suggestion lists.
+_MAX_SUGGESTIONS = 6
+
+
+def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
+    """Column names ``name`` may have meant, best first.
+
+    The same name in another case first; then, for a per-band name (``r_calibFlux``), the
+    columns of the same band and family (``r_psfFlux``, ``r_cModelFlux`` ...: what the user
+    was after is a flux of that band, not the nearest spelling); else the nearest spelling,
+    of the same band first.
+    """
+    same = [c for c in candidates if c.lower() == name.lower() and c != name]
+    if same:
+        return same[:1]
+    family = _family(name)
+    if family is not None:
+        kin = [c for c in candidates if _family(c) == family]
+        if kin:
+            kin.sort(key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio())
+            return kin[:_MAX_SUGGESTIONS]
+    banded = _BANDED.match(name)
+    if banded is not None:  # the nearest spelling of the same band before any other band's
+        band = banded.group(1).lower()
+        same_band = [c for c in candidates if c.lower().startswith(f"{band}_")]
+        close = _closest(name, same_band)
+        if close:
+            return [close]
+    close = _closest(name, candidates)
+    return [close] if close else []
+
+
+def _suggestion_text(names: list[str]) -> str:
+    """``did you mean "x"?`` or ``did you mean one of "x", "y"?`` (empty without names)."""
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f'did you mean "{names[0]}"?'
+    return "did you mean one of " + ", ".join(f'"{n}"' for n in names) + "?"
+
+
+#: Where a delimited identifier stands for a value: a string written in double quotes.
+_VALUE_PLACES = (*_COMPARISONS, exp.Like, exp.ILike, exp.In, exp.Between, exp.If, exp.DPipe)
+
+
+@dataclasses.dataclass
+class _Unknown:
+    """An unknown name met while checking: reported together with every other one."""
+
+    node: exp.Expr
+    name: str
+    where: str
+    what: str  # "column" or "table"
+    suggestion: str = ""
+    hint: str | None = None
+    detail: str = ""  # what is wrong, when not 'no <what> "<name>" in <where>'
+
+
 def _fingerprint(node: exp.Expr, checked: CheckedQuery) -> object:
     """A structural key of an expression, with columns identified by what they resolve to."""
     if isinstance(node, exp.Column):
@@ -298,6 +381,9 @@ class _Checker:
         self.checked = CheckedQuery(query, tuple(tables))
         self.ctes: list[_Cte] = []
         self.n_sources = 0
+        self.unknown: list[_Unknown] = []
+        #: ``id`` of the value infos standing in for unknown columns.
+        self.stand_ins: set[int] = set()
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -322,12 +408,55 @@ class _Checker:
 
     def run(self) -> CheckedQuery:
         tree = self.checked.query.tree
-        outputs = self.query(tree, None, root=True)
+        self.unknown_tables(tree)
+        try:
+            outputs = self.query(tree, None, root=True)
+        except (AdqlSemanticError, UnsupportedQuery):
+            # An unknown name's stand-in (a NULL) can upset a later check: the unknown names
+            # are the error the user has to fix first.
+            if self.unknown:
+                raise self.unknown_error() from None
+            raise
+        if self.unknown:
+            raise self.unknown_error()
         names = self.unique_names([o.name for o in outputs])
         self.checked.columns = tuple(
             result_column(name, o.info) for name, o in zip(names, outputs, strict=True)
         )
         return self.checked
+
+    def unknown_tables(self, tree: exp.Expr) -> None:
+        """Refuse a query naming several unknown tables with one error naming them all (one
+        is reported where the walk meets it, as before)."""
+        ctes = [cte.args["alias"].this for cte in tree.find_all(exp.CTE)]
+        for table in tree.find_all(exp.Table):
+            name, schema = table.this, table.args.get("db")
+            if not isinstance(name, exp.Identifier) or table.args.get("catalog") is not None:
+                continue
+            if schema is None and any(
+                identifier_matches(name, c.this)
+                or (
+                    not name.args.get("quoted")
+                    and not c.args.get("quoted")
+                    and str(name.this).upper() == str(c.this).upper()
+                )
+                for c in ctes
+            ):
+                continue
+            try:
+                self.find_table(name, schema)
+            except AdqlSemanticError as error:
+                if not error.detail.startswith(("no table ", "no schema ")):
+                    continue
+                detail, _, suggestion = error.detail.partition("; ")
+                written = ".".join(str(p.this) for p in (schema, name) if p is not None)
+                at = schema if detail.startswith("no schema ") and schema is not None else name
+                self.unknown.append(
+                    _Unknown(at, written, "", "table", suggestion, error.hint, detail=detail)
+                )
+        if len(self.unknown) > 1:
+            raise self.unknown_error()
+        self.unknown.clear()
 
     @staticmethod
     def unique_names(names: list[str]) -> list[str]:
@@ -828,17 +957,23 @@ class _Checker:
             if p is not None
         ]
         if qualifier:
-            source = self.find_source(qualifier, scope, node)
+            try:
+                source = self.find_source(qualifier, scope, node)
+            except AdqlSemanticError as error:
+                if not error.detail.startswith("no table "):
+                    raise
+                text = ".".join(str(q.this) for q in qualifier)
+                suggestion = error.detail.partition("; ")[2]
+                self.unknown.append(
+                    _Unknown(qualifier[0], text, "FROM", "table", suggestion, error.hint)
+                )
+                return self.stand_in(ident)
             hits = source.columns_named(ident)
             if len(hits) > 1:
                 raise self.fail(ident, f'the column name "{ident.this}" is ambiguous')
             if not hits:
                 where = source.table.qualified_name if source.table else self.source_label(source)
-                raise self.fail(
-                    ident,
-                    f'no column "{ident.this}" in {where}'
-                    + _did_you_mean(ident.this, [c.name for c in source.columns]),
-                )
+                return self.unknown_column(ident, where, [c.name for c in source.columns])
             return ColumnBinding(source, hits[0])
         current: _Scope | None = scope
         while current is not None:
@@ -863,9 +998,69 @@ class _Checker:
             s.table.qualified_name if s.table else self.source_label(s) for s in scope.sources
         ]
         where = " or ".join(tables) if tables else "FROM"
-        raise self.fail(
-            ident, f'no column "{ident.this}" in {where}' + _did_you_mean(ident.this, names)
+        return self.unknown_column(ident, where, names)
+
+    def unknown_column(
+        self, ident: exp.Identifier, where: str, candidates: list[str]
+    ) -> ColumnBinding:
+        """Record an unknown column (with what it may have meant) and stand in for it."""
+        name = str(ident.this)
+        hint = None
+        suggestions = _suggestions(name, candidates)
+        if ident.args.get("quoted") and not any(c.lower() == name.lower() for c in candidates):
+            place = ident.parent.parent if isinstance(ident.parent, exp.Column) else None
+            while isinstance(place, exp.Paren):
+                place = place.parent
+            if isinstance(place, _VALUE_PLACES) or not re.fullmatch(r"[A-Za-z]\w*", name):
+                # ``band = "r"``: a string in double quotes, not a misspelt ``ra``.
+                suggestions = []
+                quoted = name.replace("'", "''")
+                hint = f"strings take single quotes: '{quoted}'; double quotes delimit names"
+        self.unknown.append(
+            _Unknown(ident, name, where, "column", _suggestion_text(suggestions), hint)
         )
+        return self.stand_in(ident)
+
+    def stand_in(self, ident: exp.Identifier) -> ColumnBinding:
+        """The binding of an unknown column: a NULL of no table, so checking goes on and
+        finds the other unknown names (the query is refused at the end)."""
+        info = ValueInfo("NULL")
+        self.stand_ins.add(id(info))
+        column = SourceColumn(str(ident.this), str(ident.this), info)
+        return ColumnBinding(Source("", [column]), column)
+
+    def unknown_error(self) -> AdqlSemanticError:
+        """One error naming every unknown name (each once), at the first of them."""
+        seen: dict[tuple[str, str, str], _Unknown] = {}
+        for unknown in sorted(self.unknown, key=lambda u: self._where(u.node)):
+            seen.setdefault((unknown.what, unknown.name, unknown.where), unknown)
+        self.unknown = list(seen.values())
+        first = self.unknown[0]
+        line, column = self._where(first.node)
+        if len(self.unknown) == 1:
+            detail = first.detail or f'no {first.what} "{first.name}" in {first.where}'
+            if first.suggestion:
+                detail += f"; {first.suggestion}"
+            return AdqlSemanticError(detail, line=line, column=column, hint=first.hint)
+        kinds = {u.what for u in self.unknown}
+        wheres = {u.where for u in self.unknown if not u.detail}
+        noun = f"{first.what}s" if len(kinds) == 1 else "names"
+        head = f"{len(self.unknown)} unknown {noun}"
+        if len(wheres) == 1 and len(kinds) == 1 and not first.detail:
+            head += f" in {first.where}"
+        items = []
+        for unknown in self.unknown:
+            at_line, at_column = self._where(unknown.node)
+            item = f'"{unknown.name}" (line {at_line}, column {at_column}'
+            if unknown.detail:
+                item += f"; {unknown.detail}"
+            elif len(wheres) > 1 or len(kinds) > 1:
+                item += f"; no {unknown.what} in {unknown.where}"
+            for extra in (unknown.suggestion, unknown.hint):
+                if extra:
+                    item += f"; {extra}"
+            items.append(item + ")")
+        return AdqlSemanticError(f"{head}: " + ", ".join(items), line=line, column=column)
 
     def qualifier_hint(self, source: Source) -> str:
         if source.user_alias is not None:
@@ -1319,6 +1514,8 @@ class _Checker:
 
     def geometry_arg(self, node: exp.Expr, scope: _Scope, what: str) -> ValueInfo:
         info = self.value(node, scope)
+        if id(info) in self.stand_ins:  # an unknown column: reported, whatever its type
+            return ValueInfo("POINT")
         if info.geometry is None:
             raise self.fail(
                 node,
