@@ -182,3 +182,18 @@ def test_inaccessible_table_reads_like_a_missing_one(archive: Archive) -> None:
         '"Sourcex"', '"X"'
     )
     assert '"Source"' not in str(missing.value), "a hidden table must never be suggested"
+
+
+def test_truncate_to_many_places_keeps_the_value(archive: Archive) -> None:
+    """TRUNCATE(x, n) where x·10ⁿ overflows DOUBLE is x (it was inf), and the usual cases
+    truncate towards zero."""
+    got = archive.query(
+        "SELECT TOP 1 TRUNCATE(2.5, 308) AS big, TRUNCATE(-7.25, 300) AS neg, "
+        "TRUNCATE(1.23456, 2) AS two, TRUNCATE(-1.239, 2) AS minus, "
+        "TRUNCATE(123.456, -1) AS tens, TRUNCATE(1e-300, 305) AS tiny "
+        f"FROM {OBJECT}"
+    ).to_pylist()[0]
+    assert got["big"] == 2.5 and got["neg"] == -7.25
+    assert got["two"] == pytest.approx(1.23) and got["minus"] == pytest.approx(-1.23)
+    assert got["tens"] == pytest.approx(120.0)
+    assert got["tiny"] == pytest.approx(1e-300)

@@ -651,8 +651,14 @@ class _Emitter:
             places = int(self.info(decimals).constant or 0) if decimals is not None else 0
             if places == 0:
                 return f"trunc({arg(node.this)})"
+            # Where x·10ⁿ reaches 2⁵² it is a whole number already (and may overflow to
+            # inf): truncating to n places leaves x as it is.
+            x = arg(node.this)
             scale = double_literal(10.0**places)
-            return f"(trunc({arg(node.this)} * {scale}) / {scale})"
+            return (
+                f"(CASE WHEN abs({x} * {scale}) >= 4503599627370496.0 THEN {x} "
+                f"ELSE trunc({x} * {scale}) / {scale} END)"
+            )
         if isinstance(node, exp.Abs):
             return f"abs({arg(node.this, info.duck)})"
         if isinstance(node, exp.Mod):
