@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shlex
 import socket
@@ -233,6 +234,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
     if args.workers < 1:
         raise UsageError(f"--workers must be 1 or more, not {args.workers}")
+    _refuse_busy_port(args.host, args.port)
     settings = Settings(data_dir=args.data, host=args.host, port=args.port)
     url = f"http://{args.host}:{args.port}{settings.path_prefix}"
     if args.workers > 1:
@@ -241,10 +243,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SKYVAULT_DATA_DIR"] = str(args.data.resolve())
         os.environ["SKYVAULT_HOST"] = args.host
         os.environ["SKYVAULT_PORT"] = str(args.port)
-        _reuseport_socket(args.host, args.port).close()  # the port is ours to share: fail now
-        create_app(settings).state.context.archive.close()  # fail now if it cannot start
-        print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
-        _serve_workers(args.host, args.port, args.workers, args.log_level)
+        with _hold_port(args.host, args.port):
+            create_app(settings).state.context.archive.close()  # fail now if it cannot start
+            print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
+            _serve_workers(args.host, args.port, args.workers, args.log_level)
         return 0
     app = create_app(settings)
     print(f"skyvault TAP service at {url}")
@@ -260,14 +262,18 @@ def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     gets them all served by one process while the others idle.  With a socket per process
     the kernel spreads connections over them.  (Its socket also lacks the TCP protocol
     number, so asyncio leaves Nagle on and keep-alive answers wait ~40 ms for delayed ACKs.)
+    The workers end with this process, however it ends (:func:`_end_with_supervisor`).
     """
     import multiprocessing
     import multiprocessing.connection
     import signal
 
     context = multiprocessing.get_context("spawn")
+    supervisor = os.getpid()
     processes = [
-        context.Process(target=_serve_one, args=(host, port, log_level), name=f"skyvault-{i}")
+        context.Process(
+            target=_serve_one, args=(host, port, log_level, supervisor), name=f"skyvault-{i}"
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -290,24 +296,108 @@ def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
         raise SkyvaultError(f"a server process ended with status {failed[0]}")
 
 
-def _reuseport_socket(host: str, port: int) -> socket.socket:
+def _tcp_socket(host: str, *, reuseaddr: bool, reuseport: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuseaddr:  # connections of an earlier run still in TIME_WAIT do not hold the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _bind(sock: socket.socket, host: str, port: int) -> None:
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        hint = None
+        if exc.errno == errno.EADDRINUSE:
+            hint = "another `skyvault serve` or another program holds it: stop it or use --port"
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=hint) from None
+
+
+def _refuse_busy_port(host: str, port: int) -> None:
+    """Refuse ``host:port`` when anything listens there, SO_REUSEPORT servers included.
+
+    The workers bind with SO_REUSEPORT, which would let them join the listening sockets
+    of another server (an earlier ``skyvault serve``, say) and share its connections
+    without an error.  A socket without SO_REUSEPORT cannot share a port with a
+    listening socket, with the option or without, so this bind fails in that case.
+    """
+    trial = _tcp_socket(host, reuseaddr=True, reuseport=False)
+    _bind(trial, host, port)
+    trial.close()
+
+
+@contextlib.contextmanager
+def _hold_port(host: str, port: int) -> Iterator[None]:
+    """Keep ``host:port`` for this supervisor while its workers start and serve.
+
+    A bound, never listening socket with SO_REUSEPORT but without SO_REUSEADDR: another
+    ``serve``'s :func:`_refuse_busy_port` fails on it, while our workers' sockets (both
+    options, same user) join it.  It closes with this process, however that ends.
+    """
+    sock = _tcp_socket(host, reuseaddr=False, reuseport=True)
+    _bind(sock, host, port)
+    with sock:
+        yield
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    sock = _tcp_socket(host, reuseaddr=True, reuseport=True)
+    _bind(sock, host, port)
     return sock
 
 
-def _serve_one(host: str, port: int, log_level: str) -> None:
+#: How long a worker whose supervisor died may take to finish its requests, s.
+ORPHAN_GRACE_SECONDS = 10.0
+
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_supervisor(server: Any, supervisor: int) -> None:
+    """Make this worker stop serving when its supervisor process ends, even by ``kill -9``.
+
+    Two mechanisms: on Linux the kernel sends SIGTERM when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``, which uvicorn takes as a graceful shutdown); everywhere,
+    a thread watches multiprocessing's parent sentinel (a pipe the parent holds open) and,
+    when it closes, asks the server to stop.  After :data:`ORPHAN_GRACE_SECONDS` the
+    process exits regardless, so an orphan never keeps the port.
+    """
+    import multiprocessing
+    import multiprocessing.connection
+    import signal
+    import threading
+    import time
+
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the line above
+        os._exit(EXIT_ERROR)
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch(sentinel: int) -> None:
+        multiprocessing.connection.wait([sentinel])
+        server.should_exit = True
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(EXIT_ERROR)
+
+    threading.Thread(
+        target=watch, args=(parent.sentinel,), name="skyvault-supervisor-watch", daemon=True
+    ).start()
+
+
+def _serve_one(host: str, port: int, log_level: str, supervisor: int) -> None:
     """One worker process: its own listening socket, its own app (from the environment)."""
     import uvicorn
 
-    sock = _reuseport_socket(host, port)
     config = uvicorn.Config(
         "skyvault.service.app:create_app",
         factory=True,
@@ -315,7 +405,9 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         port=port,
         log_level=log_level,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    _end_with_supervisor(server, supervisor)
+    server.run(sockets=[_reuseport_socket(host, port)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,12 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files or globs")
-    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE")
+    p.add_argument(
+        "--table", required=True, metavar="SCHEMA.TABLE", help="the table to create or replace"
+    )
     p.add_argument("--ra", metavar="COL", help="right ascension column (degrees, ICRS)")
     p.add_argument("--dec", metavar="COL", help="declination column (degrees, ICRS)")
     p.add_argument("--felis", type=Path, metavar="FILE", help="Felis YAML schema with metadata")
-    p.add_argument("--primary-key", metavar="COL")
-    p.add_argument("--description", metavar="TEXT")
+    p.add_argument("--primary-key", metavar="COL", help="the column identifying a row")
+    p.add_argument("--description", metavar="TEXT", help="what the table holds (shown by TAP)")
     p.add_argument(
         "--max-rows", type=int, default=1_000_000, help="max rows per partition (1000000)"
     )
@@ -363,25 +457,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="build the DP0.2-style demo data set (public: everyone may query it)"
     )
-    p.add_argument("--scale", choices=("small", "medium"), default="medium")
-    p.add_argument("--seed", type=int, default=20260501)
+    p.add_argument(
+        "--scale",
+        choices=("small", "medium"),
+        default="medium",
+        help="size of the data set (default: medium; small builds in seconds)",
+    )
+    p.add_argument("--seed", type=int, default=20260501, help="random seed: one seed, one data set")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     data_arg(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("serve", help="serve the tables over TAP (http://HOST:PORT/tap)")
-    p.add_argument("--host", default=os.environ.get("SKYVAULT_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("SKYVAULT_PORT", "8000")))
     p.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--host",
+        default=os.environ.get("SKYVAULT_HOST", "127.0.0.1"),
+        help="address to listen on (default: $SKYVAULT_HOST or 127.0.0.1, this machine only; "
+        "0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SKYVAULT_PORT", "8000")),
+        help="TCP port (default: $SKYVAULT_PORT or 8000); refused if anything listens there",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="server log detail (default: info)",
     )
     p.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("SKYVAULT_WORKERS", "1")),
-        help="server processes (1). More serve more sync queries per second on several "
-        "cores; they share the job database like replicas, so a blocking WAIT on a job "
-        "another process runs sees its end by polling (within 0.5 s)",
+        help="server processes (default: $SKYVAULT_WORKERS or 1). More serve more sync "
+        "queries per second on several cores; they share the job database like replicas, so "
+        "a blocking WAIT on a job another process runs sees its end by polling (within "
+        "0.5 s). They end with the command, even when it is killed",
     )
     data_arg(p)
     p.set_defaults(func=_cmd_serve)
