@@ -24,6 +24,7 @@ from skyvault.errors import SkyvaultError, UsageError
 
 if TYPE_CHECKING:
     from skyvault.auth.storage import AuthStorage
+    from skyvault.config import Settings
 
 __all__ = ["main"]
 
@@ -106,6 +107,7 @@ def _progress(wanted: bool) -> Iterator[RichProgress | None]:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
     from skyvault.catalog.ingest import IngestOptions, ingest
     from skyvault.catalog.layout import TableName
 
@@ -118,7 +120,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     )
     TableName.parse(args.table)  # a bad name is refused before anything else
     if args.group is not None:
-        _check_group(args.data, args.group)  # before the work, not after it
+        with auth_storage_errors("ingest --group", args.data):
+            _check_group(args.data, args.group)  # before the work, not after it
     with _progress(not args.quiet) as bar:
         meta = ingest(
             args.inputs,
@@ -132,10 +135,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         )
     layout = f"{meta.n_partitions} HEALPix partitions" if meta.kind == "hats" else "plain Parquet"
     print(f"ingested {meta.nrows:,} rows into {meta.qualified_name} ({layout}) under {args.data}")
-    if args.public or args.group is not None:
-        _grant_read(args.data, meta.qualified_name, args.group)
-    else:
-        _say_who_reads(args.data, meta.schema, meta.name)
+    with auth_storage_errors("the grant after ingest", args.data):
+        if args.public or args.group is not None:
+            _grant_read(args.data, meta.qualified_name, args.group)
+        else:
+            _say_who_reads(args.data, meta.schema, meta.name)
     return 0
 
 
@@ -195,6 +199,7 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
     from skyvault.demo import build_demo
 
     with _progress(True) as bar:
@@ -205,7 +210,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"{meta.qualified_name}: {meta.nrows:,} rows")
     # Demo data is for showing: public, or the first query would find nothing.
     for schema in sorted({meta.schema for meta in metas}):
-        _grant_read(args.data, schema, None)
+        with auth_storage_errors("the grant of the demo", args.data):
+            _grant_read(args.data, schema, None)
         print(f"(to make it private: {_access_command('revoke', schema, args.data)})")
     return 0
 
@@ -237,6 +243,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _refuse_busy_port(args.host, args.port)
     settings = Settings(data_dir=args.data, host=args.host, port=args.port)
     url = f"http://{args.host}:{args.port}{settings.path_prefix}"
+    _check_service_storage(settings)
     if args.workers > 1:
         # Each worker process builds its own app from the environment (a replica sharing
         # the job database, as several machines would): set what the command line said.
@@ -244,14 +251,66 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SKYVAULT_HOST"] = args.host
         os.environ["SKYVAULT_PORT"] = str(args.port)
         with _hold_port(args.host, args.port):
-            create_app(settings).state.context.archive.close()  # fail now if it cannot start
+            with _service_storage_errors(settings):  # fail now if it cannot start
+                create_app(settings).state.context.archive.close()
             print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
             _serve_workers(args.host, args.port, args.workers, args.log_level)
         return 0
-    app = create_app(settings)
+    with _service_storage_errors(settings):
+        app = create_app(settings)
     print(f"skyvault TAP service at {url}")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _service_storage_variables(settings: Settings) -> list[str]:
+    """The settings left to their default place under the data root (which must be writable)."""
+    defaults = (
+        ("SKYVAULT_JOBS_DATABASE_URL", settings.jobs_database_url),
+        ("SKYVAULT_RESULTS_URL", settings.results_url),
+        ("SKYVAULT_AUTH_DATABASE_URL", settings.auth.database_url),
+    )
+    return [variable for variable, value in defaults if value is None]
+
+
+def _service_storage_errors(
+    settings: Settings, place: str | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """A read-only or full directory at start-up said as such, naming it and the remedy."""
+    from skyvault.storage_faults import Fault, storage_errors
+
+    variables = _service_storage_variables(settings) or ["the SKYVAULT_*_URL settings"]
+    elsewhere = f"or set {', '.join(variables)} to writable places"
+    return storage_errors(
+        "cannot start the service",
+        place or f"the data directory {settings.data_dir} or a place its SKYVAULT_* settings name",
+        remedy={
+            Fault.READ_ONLY: f"the service writes its jobs, results and users there: make it "
+            f"writable, {elsewhere}",
+            Fault.NO_PERMISSION: f"run the service as a user who may write there, {elsewhere}",
+            Fault.FULL: "free space there and start the service again",
+        },
+    )
+
+
+def _check_service_storage(settings: Settings) -> None:
+    """Refuse to start on a data root the service must write but cannot, naming it.
+
+    By default the job database, the async results and the auth database live under
+    ``DATA/.skyvault``.  SQLite says only "unable to open database file" when that is
+    read-only; a trial file says why.
+    """
+    import tempfile
+
+    from skyvault.catalog.layout import INTERNAL_DIR
+
+    if not _service_storage_variables(settings):
+        return
+    internal = settings.data_dir / INTERNAL_DIR
+    with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
+        internal.mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=internal):
+            pass
 
 
 def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:

@@ -53,6 +53,7 @@ from skyvault.catalog.partitioning import (
 from skyvault.catalog.readers import InputFile, open_input
 from skyvault.errors import IngestError, SkyvaultError, UsageError
 from skyvault.sky.coverage import healpix29
+from skyvault.storage_faults import Fault, storage_errors, storage_fault
 
 __all__ = ["HEALPIX_COLUMN", "IngestOptions", "ingest"]
 
@@ -155,8 +156,18 @@ def ingest(
         if primary_key is not None:
             raise UsageError(f"primary key column {primary_key!r} is not in the input")
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with building(data_dir, name) as build, _wrap_foreign_errors(f"ingest of {name}"):
+    # A read-only or full data directory is said as such, naming it (the build is removed
+    # and the published version stays as it was); building() creates the directories.
+    with (
+        storage_errors(
+            f"cannot ingest {name}",
+            f"the data directory {data_dir}",
+            remedy=_STORAGE_REMEDIES,
+            under=data_dir,
+        ),
+        building(data_dir, name) as build,
+        _wrap_foreign_errors(f"ingest of {name}", data_dir),
+    ):
         if ra is not None and dec is not None:
             nrows, partitions = _write_hats(files, build.path, name, ra, dec, opts, sink)
             stored_schema = _with_healpix(schema)
@@ -168,6 +179,15 @@ def ingest(
         )
         meta.write(build.path)
     return meta
+
+
+_STORAGE_REMEDIES = {
+    Fault.READ_ONLY: "ingest writes the table there: remount it read-write, or pass --data a "
+    "writable directory",
+    Fault.NO_PERMISSION: "ingest as a user who may write there, or pass --data a writable "
+    "directory",
+    Fault.FULL: "free space there and ingest again; the table is as it was",
+}
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -757,11 +777,16 @@ def _default_position_meta(column: Any, ra: str, dec: str) -> Any:
 
 
 @contextlib.contextmanager
-def _wrap_foreign_errors(where: str) -> Iterator[None]:
-    """Turn a stray pyarrow/OS error into an :class:`IngestError` that says where."""
+def _wrap_foreign_errors(where: str, data_dir: Path) -> Iterator[None]:
+    """Turn a stray pyarrow/OS error into an :class:`IngestError` that says where.
+
+    A storage fault in ``data_dir`` passes through, for :func:`storage_errors` to name.
+    """
     try:
         yield
     except SkyvaultError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
+        if storage_fault(exc, under=data_dir) is not None:
+            raise
         raise IngestError(f"{where} failed: {str(exc).splitlines()[0][:300]}") from exc

@@ -50,6 +50,7 @@ from skyvault.errors import (
     QueryCancelled,
     QueryTimeout,
     SkyvaultError,
+    StorageError,
 )
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.services.query import QueryOutput
@@ -65,6 +66,7 @@ from skyvault.service.uws.models import (
 )
 from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.storage import JobStore
+from skyvault.storage_faults import service_storage_error
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -156,7 +158,7 @@ class RunnerId:
 
 def failure_of(error: SkyvaultError) -> JobFailure:
     """The ERROR record of a job that failed with ``error``."""
-    fatal = not isinstance(error, InternalError)
+    fatal = not isinstance(error, (InternalError, StorageError))
     return JobFailure(code=error.code, message=str(error), fatal=fatal)
 
 
@@ -500,7 +502,9 @@ class JobRunner:
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
-            error = InternalError("the job failed inside the service; the fault has been logged")
+            error = service_storage_error(exc, "this job") or InternalError(
+                "the job failed inside the service; the fault has been logged"
+            )
             error_code = error.code
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)
         finally:
