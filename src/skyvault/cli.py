@@ -219,6 +219,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
+    from skyvault.service.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:
@@ -226,7 +227,9 @@ def _cmd_tables(args: argparse.Namespace) -> int:
         except SkyvaultError as exc:
             print(f"{name}\t(unreadable: {exc})")
             continue
-        print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{len(meta.columns)} columns")
+        # The columns as queries see them (not the engine's own _healpix_29).
+        columns = len(published_table(meta).columns)
+        print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{columns} columns")
     return 0
 
 
