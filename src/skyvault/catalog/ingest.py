@@ -304,13 +304,13 @@ def _checked_coordinates(
             what = f"value outside {interval}"
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            hint = (
+            hint = _swapped_hint(batch, ra, dec) or (
                 "normalise RA into [0, 360) degrees"
                 if column == ra
                 else "Dec must be in degrees within [-90, 90]"
             )
             raise IngestError(
-                f"{what}: {values[first]!r}",
+                f"{what}: {float(values[first])!r}",  # 95.5, not np.float64(95.5)
                 file=str(f.path),
                 row=row0 + first + 1,
                 column=column,
@@ -318,6 +318,25 @@ def _checked_coordinates(
             )
         out.append(values)
     return out[0], out[1]
+
+
+def _swapped_hint(batch: pa.RecordBatch, ra: str, dec: str) -> str | None:
+    """A hint to swap ``--ra`` and ``--dec`` when the batch's values fit the other way round."""
+    if ra == dec:
+        return None
+    with np.errstate(invalid="ignore"):
+        ra_values = np.asarray(batch.column(ra).to_numpy(zero_copy_only=False), dtype=np.float64)
+        dec_values = np.asarray(batch.column(dec).to_numpy(zero_copy_only=False), dtype=np.float64)
+        fits = bool(
+            np.all((ra_values >= -90.0) & (ra_values <= 90.0))
+            and np.all((dec_values >= 0.0) & (dec_values < 360.0))
+        )
+    if not fits:
+        return None
+    return (
+        f"{dec} holds values in [0, 360) and {ra} in [-90, 90]: if the columns are swapped, "
+        f"pass --ra {dec} --dec {ra}"
+    )
 
 
 def _scan(
