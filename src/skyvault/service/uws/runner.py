@@ -53,6 +53,7 @@ from skyvault.errors import (
     StorageError,
 )
 from skyvault.service.params import TapQueryParams, tap_query_params
+from skyvault.service.quota import result_does_not_fit
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
@@ -404,9 +405,8 @@ class JobRunner:
                 try:
                     self.limits.check_result_storage(identity, used + written)
                 except LimitExceeded as exc:
-                    raise UserLimitExceeded(
-                        f"the result of this job would not fit: {exc.message}", hint=exc.hint
-                    ) from None
+                    limit = self.limits.limits_for(identity).max_result_bytes
+                    raise result_does_not_fit(used, limit, exc.hint) from None
             yield chunk
 
     def _watch(self) -> None:
