@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shlex
 import socket
@@ -23,6 +24,7 @@ from skyvault.errors import SkyvaultError, UsageError
 
 if TYPE_CHECKING:
     from skyvault.auth.storage import AuthStorage
+    from skyvault.config import Settings
 
 __all__ = ["main"]
 
@@ -105,6 +107,7 @@ def _progress(wanted: bool) -> Iterator[RichProgress | None]:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
     from skyvault.catalog.ingest import IngestOptions, ingest
     from skyvault.catalog.layout import TableName
 
@@ -117,7 +120,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     )
     TableName.parse(args.table)  # a bad name is refused before anything else
     if args.group is not None:
-        _check_group(args.data, args.group)  # before the work, not after it
+        with auth_storage_errors("ingest --group", args.data):
+            _check_group(args.data, args.group)  # before the work, not after it
     with _progress(not args.quiet) as bar:
         meta = ingest(
             args.inputs,
@@ -131,10 +135,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         )
     layout = f"{meta.n_partitions} HEALPix partitions" if meta.kind == "hats" else "plain Parquet"
     print(f"ingested {meta.nrows:,} rows into {meta.qualified_name} ({layout}) under {args.data}")
-    if args.public or args.group is not None:
-        _grant_read(args.data, meta.qualified_name, args.group)
-    else:
-        _say_who_reads(args.data, meta.schema, meta.name)
+    with auth_storage_errors("the grant after ingest", args.data):
+        if args.public or args.group is not None:
+            _grant_read(args.data, meta.qualified_name, args.group)
+        else:
+            _say_who_reads(args.data, meta.schema, meta.name)
     return 0
 
 
@@ -194,6 +199,7 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
     from skyvault.demo import build_demo
 
     with _progress(True) as bar:
@@ -204,7 +210,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"{meta.qualified_name}: {meta.nrows:,} rows")
     # Demo data is for showing: public, or the first query would find nothing.
     for schema in sorted({meta.schema for meta in metas}):
-        _grant_read(args.data, schema, None)
+        with auth_storage_errors("the grant of the demo", args.data):
+            _grant_read(args.data, schema, None)
         print(f"(to make it private: {_access_command('revoke', schema, args.data)})")
     return 0
 
@@ -212,6 +219,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
+    from skyvault.service.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:
@@ -219,7 +227,9 @@ def _cmd_tables(args: argparse.Namespace) -> int:
         except SkyvaultError as exc:
             print(f"{name}\t(unreadable: {exc})")
             continue
-        print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{len(meta.columns)} columns")
+        # The columns as queries see them (not the engine's own _healpix_29).
+        columns = len(published_table(meta).columns)
+        print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{columns} columns")
     return 0
 
 
@@ -230,8 +240,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"no data directory at {args.data}; build one with `skyvault demo`")
     if args.workers < 1:
         raise UsageError(f"--workers must be 1 or more, not {args.workers}")
+    _refuse_busy_port(args.host, args.port)
     settings = Settings(data_dir=args.data, host=args.host, port=args.port)
     url = f"http://{args.host}:{args.port}{settings.path_prefix}"
+    _check_service_storage(settings)
     if args.workers > 1:
         # Each worker process builds its own app from the environment (a replica sharing
         # the job database, as several machines would): set what the command line said.
@@ -239,16 +251,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["SKYVAULT_HOST"] = args.host
         os.environ["SKYVAULT_PORT"] = str(args.port)
         os.environ["SKYVAULT_WORKERS"] = str(args.workers)  # they share the memory budget
-        _reuseport_socket(args.host, args.port).close()  # the port is ours to share: fail now
-        _check_app()  # fail now if it cannot start
-        print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
-        _serve_workers(args.host, args.port, args.workers, args.log_level)
+        with _hold_port(args.host, args.port):
+            with _service_storage_errors(settings):
+                _check_app()  # fail now if it cannot start
+            print(f"skyvault TAP service at {url} ({args.workers} worker processes)")
+            _serve_workers(args.host, args.port, args.workers, args.log_level)
         return 0
     import uvicorn
 
     from skyvault.service.app import create_app
 
-    app = create_app(settings)
+    with _service_storage_errors(settings):
+        app = create_app(settings)
     print(f"skyvault TAP service at {url}")
     # proxy_headers=False: the client address comes from SKYVAULT_TRUSTED_PROXIES alone
     # (service/security.py), never from uvicorn's own trust of 127.0.0.1.
@@ -274,6 +288,56 @@ def _check_app() -> None:
         pool.submit(_build_and_close_app).result()
 
 
+def _service_storage_variables(settings: Settings) -> list[str]:
+    """The settings left to their default place under the data root (which must be writable)."""
+    defaults = (
+        ("SKYVAULT_JOBS_DATABASE_URL", settings.jobs_database_url),
+        ("SKYVAULT_RESULTS_URL", settings.results_url),
+        ("SKYVAULT_AUTH_DATABASE_URL", settings.auth.database_url),
+    )
+    return [variable for variable, value in defaults if value is None]
+
+
+def _service_storage_errors(
+    settings: Settings, place: str | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """A read-only or full directory at start-up said as such, naming it and the remedy."""
+    from skyvault.storage_faults import Fault, storage_errors
+
+    variables = _service_storage_variables(settings) or ["the SKYVAULT_*_URL settings"]
+    elsewhere = f"or set {', '.join(variables)} to writable places"
+    return storage_errors(
+        "cannot start the service",
+        place or f"the data directory {settings.data_dir} or a place its SKYVAULT_* settings name",
+        remedy={
+            Fault.READ_ONLY: f"the service writes its jobs, results and users there: make it "
+            f"writable, {elsewhere}",
+            Fault.NO_PERMISSION: f"run the service as a user who may write there, {elsewhere}",
+            Fault.FULL: "free space there and start the service again",
+        },
+    )
+
+
+def _check_service_storage(settings: Settings) -> None:
+    """Refuse to start on a data root the service must write but cannot, naming it.
+
+    By default the job database, the async results and the auth database live under
+    ``DATA/.skyvault``.  SQLite says only "unable to open database file" when that is
+    read-only; a trial file says why.
+    """
+    import tempfile
+
+    from skyvault.catalog.layout import INTERNAL_DIR
+
+    if not _service_storage_variables(settings):
+        return
+    internal = settings.data_dir / INTERNAL_DIR
+    with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
+        internal.mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=internal):
+            pass
+
+
 def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     """Run ``workers`` server processes, each listening on ``host:port`` (SO_REUSEPORT).
 
@@ -282,14 +346,18 @@ def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     gets them all served by one process while the others idle.  With a socket per process
     the kernel spreads connections over them.  (Its socket also lacks the TCP protocol
     number, so asyncio leaves Nagle on and keep-alive answers wait ~40 ms for delayed ACKs.)
+    The workers end with this process, however it ends (:func:`_end_with_supervisor`).
     """
     import multiprocessing
     import multiprocessing.connection
     import signal
 
     context = multiprocessing.get_context("spawn")
+    supervisor = os.getpid()
     processes = [
-        context.Process(target=_serve_one, args=(host, port, log_level), name=f"skyvault-{i}")
+        context.Process(
+            target=_serve_one, args=(host, port, log_level, supervisor), name=f"skyvault-{i}"
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -312,24 +380,108 @@ def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
         raise SkyvaultError(f"a server process ended with status {failed[0]}")
 
 
-def _reuseport_socket(host: str, port: int) -> socket.socket:
+def _tcp_socket(host: str, *, reuseaddr: bool, reuseport: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuseaddr:  # connections of an earlier run still in TIME_WAIT do not hold the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _bind(sock: socket.socket, host: str, port: int) -> None:
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        hint = None
+        if exc.errno == errno.EADDRINUSE:
+            hint = "another `skyvault serve` or another program holds it: stop it or use --port"
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=hint) from None
+
+
+def _refuse_busy_port(host: str, port: int) -> None:
+    """Refuse ``host:port`` when anything listens there, SO_REUSEPORT servers included.
+
+    The workers bind with SO_REUSEPORT, which would let them join the listening sockets
+    of another server (an earlier ``skyvault serve``, say) and share its connections
+    without an error.  A socket without SO_REUSEPORT cannot share a port with a
+    listening socket, with the option or without, so this bind fails in that case.
+    """
+    trial = _tcp_socket(host, reuseaddr=True, reuseport=False)
+    _bind(trial, host, port)
+    trial.close()
+
+
+@contextlib.contextmanager
+def _hold_port(host: str, port: int) -> Iterator[None]:
+    """Keep ``host:port`` for this supervisor while its workers start and serve.
+
+    A bound, never listening socket with SO_REUSEPORT but without SO_REUSEADDR: another
+    ``serve``'s :func:`_refuse_busy_port` fails on it, while our workers' sockets (both
+    options, same user) join it.  It closes with this process, however that ends.
+    """
+    sock = _tcp_socket(host, reuseaddr=False, reuseport=True)
+    _bind(sock, host, port)
+    with sock:
+        yield
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    sock = _tcp_socket(host, reuseaddr=True, reuseport=True)
+    _bind(sock, host, port)
     return sock
 
 
-def _serve_one(host: str, port: int, log_level: str) -> None:
+#: How long a worker whose supervisor died may take to finish its requests, s.
+ORPHAN_GRACE_SECONDS = 10.0
+
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_supervisor(server: Any, supervisor: int) -> None:
+    """Make this worker stop serving when its supervisor process ends, even by ``kill -9``.
+
+    Two mechanisms: on Linux the kernel sends SIGTERM when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``, which uvicorn takes as a graceful shutdown); everywhere,
+    a thread watches multiprocessing's parent sentinel (a pipe the parent holds open) and,
+    when it closes, asks the server to stop.  After :data:`ORPHAN_GRACE_SECONDS` the
+    process exits regardless, so an orphan never keeps the port.
+    """
+    import multiprocessing
+    import multiprocessing.connection
+    import signal
+    import threading
+    import time
+
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the line above
+        os._exit(EXIT_ERROR)
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch(sentinel: int) -> None:
+        multiprocessing.connection.wait([sentinel])
+        server.should_exit = True
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(EXIT_ERROR)
+
+    threading.Thread(
+        target=watch, args=(parent.sentinel,), name="skyvault-supervisor-watch", daemon=True
+    ).start()
+
+
+def _serve_one(host: str, port: int, log_level: str, supervisor: int) -> None:
     """One worker process: its own listening socket, its own app (from the environment)."""
     import uvicorn
 
-    sock = _reuseport_socket(host, port)
     config = uvicorn.Config(
         "skyvault.service.app:create_app",
         factory=True,
@@ -338,7 +490,9 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         proxy_headers=False,  # client addresses: SKYVAULT_TRUSTED_PROXIES alone
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    _end_with_supervisor(server, supervisor)
+    server.run(sockets=[_reuseport_socket(host, port)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,12 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files or globs")
-    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE")
+    p.add_argument(
+        "--table", required=True, metavar="SCHEMA.TABLE", help="the table to create or replace"
+    )
     p.add_argument("--ra", metavar="COL", help="right ascension column (degrees, ICRS)")
     p.add_argument("--dec", metavar="COL", help="declination column (degrees, ICRS)")
     p.add_argument("--felis", type=Path, metavar="FILE", help="Felis YAML schema with metadata")
-    p.add_argument("--primary-key", metavar="COL")
-    p.add_argument("--description", metavar="TEXT")
+    p.add_argument("--primary-key", metavar="COL", help="the column identifying a row")
+    p.add_argument("--description", metavar="TEXT", help="what the table holds (shown by TAP)")
     p.add_argument(
         "--max-rows", type=int, default=1_000_000, help="max rows per partition (1000000)"
     )
@@ -386,25 +542,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="build the DP0.2-style demo data set (public: everyone may query it)"
     )
-    p.add_argument("--scale", choices=("small", "medium"), default="medium")
-    p.add_argument("--seed", type=int, default=20260501)
+    p.add_argument(
+        "--scale",
+        choices=("small", "medium"),
+        default="medium",
+        help="size of the data set (default: medium; small builds in seconds)",
+    )
+    p.add_argument("--seed", type=int, default=20260501, help="random seed: one seed, one data set")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     data_arg(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("serve", help="serve the tables over TAP (http://HOST:PORT/tap)")
-    p.add_argument("--host", default=os.environ.get("SKYVAULT_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("SKYVAULT_PORT", "8000")))
     p.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--host",
+        default=os.environ.get("SKYVAULT_HOST", "127.0.0.1"),
+        help="address to listen on (default: $SKYVAULT_HOST or 127.0.0.1, this machine only; "
+        "0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SKYVAULT_PORT", "8000")),
+        help="TCP port (default: $SKYVAULT_PORT or 8000); refused if anything listens there",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="server log detail (default: info)",
     )
     p.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("SKYVAULT_WORKERS", "1")),
-        help="server processes (1). More serve more sync queries per second on several "
-        "cores; they share the job database like replicas, so a blocking WAIT on a job "
-        "another process runs sees its end by polling (within 0.5 s)",
+        help="server processes (default: $SKYVAULT_WORKERS or 1). More serve more sync "
+        "queries per second on several cores; they share the job database like replicas, so "
+        "a blocking WAIT on a job another process runs sees its end by polling (within "
+        "0.5 s). They end with the command, even when it is killed",
     )
     data_arg(p)
     p.set_defaults(func=_cmd_serve)

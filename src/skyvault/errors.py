@@ -310,3 +310,18 @@ class ServerBusy(LimitExceeded):
 
 
 __all__ += ["ServerBusy"]
+
+
+class StorageError(SkyvaultError):
+    """skyvault could not write its files: a read-only file system, no permission, a full disk.
+
+    Not the caller's mistake: on the web a 503 (the service cannot store now; try later)
+    whose message names no server path; on the command line the message names the
+    directory and the remedy.  :mod:`skyvault.storage_faults` recognises these faults.
+    """
+
+    code = "storage"
+    http_status = 503
+
+
+__all__ += ["StorageError"]

@@ -327,3 +327,24 @@ def test_values_are_unchanged_by_ingest(tmp_path: Path) -> None:
     for name in table.column_names:
         assert back[name].equals(table[name]), name
     assert np.all(back["_healpix_29"].to_numpy() >= 0)
+
+
+def test_a_bad_position_prints_the_plain_number(tmp_path: Path) -> None:
+    err = _ingest_error(tmp_path, _positions([100.0, 200.0, 300.0], [0.0, 90.5, 0.0]))
+    assert "value outside [-90, 90]: 90.5" in str(err)
+    assert "np.float64" not in str(err)
+    assert err.hint == "Dec must be in degrees within [-90, 90]"  # RA beyond 90: no swap
+
+
+def test_swapped_ra_and_dec_are_named_in_the_hint(tmp_path: Path) -> None:
+    # Dec-like values in "ra", RA-like values in "dec": the RA check trips on -30.
+    swapped = pa.table({"ra": [-30.0, 12.5, 45.0], "dec": [150.0, 210.0, 95.5]})
+    err = _ingest_error(tmp_path, swapped)
+    assert "value outside [0, 360): -30.0" in str(err)
+    assert err.hint is not None
+    assert "pass --ra dec --dec ra" in err.hint
+    # All RA-like values positive: the Dec check trips on 150.
+    swapped = pa.table({"ra": [30.0, 12.5, 45.0], "dec": [150.0, 210.0, 95.5]})
+    err = _ingest_error(tmp_path, swapped)
+    assert "value outside [-90, 90]: 150.0" in str(err)
+    assert err.hint is not None and "if the columns are swapped" in err.hint

@@ -10,8 +10,9 @@ parsed arguments, prints its result and returns the exit status, raising skyvaul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING
 from skyvault.auth.access import AccessPolicy, grant_access, parse_target, revoke_access
 from skyvault.auth.config import AuthSettings
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AuthStorage, utc_now
+from skyvault.auth.storage import AUTH_DB_FILE, AuthStorage, utc_now
 from skyvault.auth.tokens import DEFAULT_EXPIRES_DAYS, TokenService
 from skyvault.errors import UsageError
+from skyvault.storage_faults import Fault, storage_errors
 
-__all__ = ["add_subcommands"]
+__all__ = ["add_subcommands", "auth_storage_errors"]
 
 DataArg = Callable[[argparse.ArgumentParser], None]
 if TYPE_CHECKING:
@@ -45,6 +47,39 @@ def _storage(args: argparse.Namespace) -> AuthStorage:
             hint="pass --data DIR (or set SKYVAULT_DATA) to the directory holding the tables",
         )
     return AuthStorage.for_data_dir(data, AuthSettings().database_url)
+
+
+#: What to do when the auth database cannot be written.
+_AUTH_REMEDIES = {
+    Fault.READ_ONLY: "make its directory writable, or set SKYVAULT_AUTH_DATABASE_URL to a "
+    "database on a writable file system",
+    Fault.NO_PERMISSION: "run as the user who owns it, or set SKYVAULT_AUTH_DATABASE_URL to "
+    "a database you may write",
+    Fault.FULL: "free space there and run the command again; nothing was changed",
+}
+
+
+@contextlib.contextmanager
+def auth_storage_errors(command: str, data: Path) -> Iterator[None]:
+    """A read-only or full auth database said as such in ``command``'s error, naming it."""
+    if AuthSettings().database_url is None:
+        place = f"the auth database {data / AUTH_DB_FILE}"
+    else:
+        place = "the auth database (SKYVAULT_AUTH_DATABASE_URL)"
+    with storage_errors(f"{command} failed", place, remedy=_AUTH_REMEDIES):
+        yield
+
+
+def _naming_storage_faults(
+    command: str, func: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """``func`` with a read-only or full auth database said as such, naming the file."""
+
+    def run(args: argparse.Namespace) -> int:
+        with auth_storage_errors(command, args.data):
+            return func(args)
+
+    return run
 
 
 def _note(text: str) -> None:
@@ -233,7 +268,8 @@ def add_subcommands(subparsers: Subparsers, data_arg: DataArg) -> None:
     ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
         data_arg(p)
-        p.set_defaults(func=func)
+        command = p.prog.split(maxsplit=1)[-1]  # "tokens create" of "skyvault tokens create"
+        p.set_defaults(func=_naming_storage_faults(command, func))
         return p
 
     def group_of(name: str, help_text: str) -> Subparsers:
@@ -253,10 +289,10 @@ def add_subcommands(subparsers: Subparsers, data_arg: DataArg) -> None:
     p.add_argument("--members", type=_names, metavar="A,B", help="initial members (users)")
     p = leaf(groups, "add-members", "add users to a group", _groups_add_members)
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--members", type=_names, metavar="A,B", required=True)
+    p.add_argument("--members", type=_names, metavar="A,B", required=True, help="users to add")
     p = leaf(groups, "remove-members", "remove users from a group", _groups_remove_members)
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--members", type=_names, metavar="A,B", required=True)
+    p.add_argument("--members", type=_names, metavar="A,B", required=True, help="users to remove")
     p = leaf(groups, "remove", "delete a group, its memberships and grants", _groups_remove)
     p.add_argument("group", metavar="GROUP")
     leaf(groups, "list", "list groups and their members", _groups_list)

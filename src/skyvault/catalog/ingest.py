@@ -53,6 +53,7 @@ from skyvault.catalog.partitioning import (
 from skyvault.catalog.readers import InputFile, open_input
 from skyvault.errors import IngestError, SkyvaultError, UsageError
 from skyvault.sky.coverage import healpix29
+from skyvault.storage_faults import Fault, storage_errors, storage_fault
 
 __all__ = ["HEALPIX_COLUMN", "IngestOptions", "ingest"]
 
@@ -155,8 +156,18 @@ def ingest(
         if primary_key is not None:
             raise UsageError(f"primary key column {primary_key!r} is not in the input")
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with building(data_dir, name) as build, _wrap_foreign_errors(f"ingest of {name}"):
+    # A read-only or full data directory is said as such, naming it (the build is removed
+    # and the published version stays as it was); building() creates the directories.
+    with (
+        storage_errors(
+            f"cannot ingest {name}",
+            f"the data directory {data_dir}",
+            remedy=_STORAGE_REMEDIES,
+            under=data_dir,
+        ),
+        building(data_dir, name) as build,
+        _wrap_foreign_errors(f"ingest of {name}", data_dir),
+    ):
         if ra is not None and dec is not None:
             nrows, partitions = _write_hats(files, build.path, name, ra, dec, opts, sink)
             stored_schema = _with_healpix(schema)
@@ -168,6 +179,15 @@ def ingest(
         )
         meta.write(build.path)
     return meta
+
+
+_STORAGE_REMEDIES = {
+    Fault.READ_ONLY: "ingest writes the table there: remount it read-write, or pass --data a "
+    "writable directory",
+    Fault.NO_PERMISSION: "ingest as a user who may write there, or pass --data a writable "
+    "directory",
+    Fault.FULL: "free space there and ingest again; the table is as it was",
+}
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -284,13 +304,13 @@ def _checked_coordinates(
             what = f"value outside {interval}"
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            hint = (
+            hint = _swapped_hint(batch, ra, dec) or (
                 "normalise RA into [0, 360) degrees"
                 if column == ra
                 else "Dec must be in degrees within [-90, 90]"
             )
             raise IngestError(
-                f"{what}: {values[first]!r}",
+                f"{what}: {float(values[first])!r}",  # 95.5, not np.float64(95.5)
                 file=str(f.path),
                 row=row0 + first + 1,
                 column=column,
@@ -298,6 +318,25 @@ def _checked_coordinates(
             )
         out.append(values)
     return out[0], out[1]
+
+
+def _swapped_hint(batch: pa.RecordBatch, ra: str, dec: str) -> str | None:
+    """A hint to swap ``--ra`` and ``--dec`` when the batch's values fit the other way round."""
+    if ra == dec:
+        return None
+    with np.errstate(invalid="ignore"):
+        ra_values = np.asarray(batch.column(ra).to_numpy(zero_copy_only=False), dtype=np.float64)
+        dec_values = np.asarray(batch.column(dec).to_numpy(zero_copy_only=False), dtype=np.float64)
+        fits = bool(
+            np.all((ra_values >= -90.0) & (ra_values <= 90.0))
+            and np.all((dec_values >= 0.0) & (dec_values < 360.0))
+        )
+    if not fits:
+        return None
+    return (
+        f"{dec} holds values in [0, 360) and {ra} in [-90, 90]: if the columns are swapped, "
+        f"pass --ra {dec} --dec {ra}"
+    )
 
 
 def _scan(
@@ -757,11 +796,16 @@ def _default_position_meta(column: Any, ra: str, dec: str) -> Any:
 
 
 @contextlib.contextmanager
-def _wrap_foreign_errors(where: str) -> Iterator[None]:
-    """Turn a stray pyarrow/OS error into an :class:`IngestError` that says where."""
+def _wrap_foreign_errors(where: str, data_dir: Path) -> Iterator[None]:
+    """Turn a stray pyarrow/OS error into an :class:`IngestError` that says where.
+
+    A storage fault in ``data_dir`` passes through, for :func:`storage_errors` to name.
+    """
     try:
         yield
     except SkyvaultError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
+        if storage_fault(exc, under=data_dir) is not None:
+            raise
         raise IngestError(f"{where} failed: {str(exc).splitlines()[0][:300]}") from exc

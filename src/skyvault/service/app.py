@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from skyvault import __version__
 from skyvault.config import Settings
@@ -94,14 +95,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             context.jobs.store.close()
             context.archive.close()
 
+    # No /docs or /redoc: they load Swagger UI and ReDoc from a CDN, so they are blank
+    # offline, and no TAP client uses them (the schema stays at /openapi.json).
     app = FastAPI(
         title="skyvault",
         version=__version__,
         description="TAP 1.1 service over HATS catalogues (ADQL 2.1)",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     install_error_handlers(app)
+    if settings.path_prefix.strip("/"):
+        landing = settings.path_prefix.lstrip("/")
+
+        @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+        async def root() -> RedirectResponse:
+            """A browser at the server's root goes to the TAP landing page.
+
+            The location is relative, so it stays right behind a proxy that serves the
+            application under a path of its own.
+            """
+            return RedirectResponse(landing, status_code=302)
+
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])

@@ -30,6 +30,7 @@ from skyvault.errors import (
     SkyvaultError,
 )
 from skyvault.formats.errors import dali_error_document
+from skyvault.storage_faults import service_storage_error
 
 __all__ = ["VOTABLE_TYPE", "error_response", "install_error_handlers"]
 
@@ -78,7 +79,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    error = InternalError("the service failed to answer this request; the fault has been logged")
+    # A full or read-only disk is no fault of the request: a 503 that says so, no path.
+    error = service_storage_error(exc, "this request") or InternalError(
+        "the service failed to answer this request; the fault has been logged"
+    )
     return error_response(str(error), error.http_status)
 
 

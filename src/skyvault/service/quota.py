@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from skyvault.errors import LimitExceeded
 
-__all__ = ["UserLimitExceeded"]
+__all__ = ["UserLimitExceeded", "format_size", "result_does_not_fit"]
+
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes for a person, three significant digits at most: ``768 MB``, ``1.5 GB``.
+
+    Powers of 1024; never in exponent notation (``1023 MB``, not ``1.02e+03 MB``) and
+    rounded down, so a size below a limit never reads as the limit itself.
+    """
+    value = float(n)
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{n} B"
+    decimals = 0 if value >= 100 else 1 if value >= 10 else 2
+    scale = 10**decimals
+    text = f"{int(value * scale) / scale:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {_UNITS[unit]}"
 
 
 class UserLimitExceeded(LimitExceeded):
@@ -21,3 +44,19 @@ class UserLimitExceeded(LimitExceeded):
     def of(cls, error: LimitExceeded) -> UserLimitExceeded:
         """The same refusal (message and hint) as a 429."""
         return cls(error.message, hint=error.hint)
+
+
+def result_does_not_fit(stored: int, limit: int, hint: str | None) -> UserLimitExceeded:
+    """The refusal of a job's result that would take its owner past ``limit`` bytes.
+
+    Says what is stored (not counting the refused result), the limit, and the room that
+    was left, e.g. "your stored results take 768 MB, the limit is 1 GB, and this job's
+    result is larger than the 256 MB left".
+    """
+    left = max(0, limit - stored)
+    return UserLimitExceeded(
+        f"the result of this job would not fit: your stored results take "
+        f"{format_size(stored)}, the limit is {format_size(limit)}, and this job's result "
+        f"is larger than the {format_size(left)} left",
+        hint=hint,
+    )

@@ -55,8 +55,10 @@ from skyvault.errors import (
     QueryCancelled,
     QueryTimeout,
     SkyvaultError,
+    StorageError,
 )
 from skyvault.service.params import TapQueryParams, tap_query_params
+from skyvault.service.quota import result_does_not_fit
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
@@ -70,6 +72,7 @@ from skyvault.service.uws.models import (
 )
 from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.storage import JobStore
+from skyvault.storage_faults import service_storage_error
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -161,7 +164,7 @@ class RunnerId:
 
 def failure_of(error: SkyvaultError) -> JobFailure:
     """The ERROR record of a job that failed with ``error``."""
-    fatal = not isinstance(error, InternalError)
+    fatal = not isinstance(error, (InternalError, StorageError))
     return JobFailure(code=error.code, message=str(error), fatal=fatal)
 
 
@@ -410,9 +413,8 @@ class JobRunner:
                 try:
                     self.limits.check_result_storage(identity, used + written)
                 except LimitExceeded as exc:
-                    raise UserLimitExceeded(
-                        f"the result of this job would not fit: {exc.message}", hint=exc.hint
-                    ) from None
+                    limit = self.limits.limits_for(identity).max_result_bytes
+                    raise result_does_not_fit(used, limit, exc.hint) from None
             yield chunk
 
     def _watch(self) -> None:
@@ -517,7 +519,9 @@ class JobRunner:
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
-            error = InternalError("the job failed inside the service; the fault has been logged")
+            error = service_storage_error(exc, "this job") or InternalError(
+                "the job failed inside the service; the fault has been logged"
+            )
             error_code = error.code
             run.finishing = True
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)

@@ -1,4 +1,4 @@
-"""``ingest`` and ``demo`` say who can query what they made: private-by-default is never silent."""
+"""What `ingest`, `demo` and `tables` tell the operator: who can query a table, what it holds."""
 
 from __future__ import annotations
 
@@ -108,3 +108,14 @@ def test_demo_is_public(demo_data: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "dp02_dc2_catalogs is readable by everyone" in out
     assert "skyvault revoke dp02_dc2_catalogs --public" in out
     assert _readable(demo_data, ANONYMOUS, "dp02_dc2_catalogs", "Object")
+
+
+def test_tables_counts_the_columns_queries_see(
+    tmp_path: Path, stars: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert _ingest(stars, data) == 0
+    capsys.readouterr()
+    assert main(["tables", "--data", str(data)]) == 0
+    # id, ra, dec, mag, name: the stored _healpix_29 is the engine's, not a column of the table
+    assert capsys.readouterr().out == "cat.stars\thats\t300 rows\t5 columns\n"

@@ -1,0 +1,38 @@
+"""The server's root sends a browser to the TAP landing page; nothing loads from a CDN."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from skyvault.config import Settings
+from skyvault.service.app import create_app
+from tests.service.conftest import query_status, read_votable
+
+
+def test_the_root_redirects_to_the_landing_page(client: TestClient) -> None:
+    for method in ("GET", "HEAD"):
+        r = client.request(method, "/", follow_redirects=False)
+        assert r.status_code == 302
+        assert r.headers["location"] == "tap"
+    r = client.get("/")  # as a browser does
+    assert r.status_code == 200
+    assert r.url.path == "/tap"
+    assert r.headers["content-type"].startswith("text/html")
+    assert "skyvault TAP service" in r.text
+
+
+def test_the_redirect_follows_the_configured_prefix(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"path_prefix": "/archive/tap"}))
+    with TestClient(app) as client:
+        r = client.get("/")
+        assert r.status_code == 200
+        assert r.url.path == "/archive/tap"
+
+
+def test_no_page_loads_its_scripts_from_a_cdn(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert query_status(read_votable(r.content)) == [("ERROR", f"nothing at {path}")]
+    for path in ("/", "/tap", "/tap/examples", "/openapi.json"):
+        assert "cdn" not in client.get(path).text.lower(), path
