@@ -235,7 +235,42 @@ def prepare_tycho2(root: Path) -> Dataset:
     )
 
 
-def prepare_synthetic(root: Path, rows: int, seed: int = SEED) -> Dataset:
+class CacheDropper:
+    """Drops the page cache of the files written under ``root`` every few seconds (so that
+    writing tens of GB does not evict what other processes on the machine have cached)."""
+
+    def __init__(self, root: Path, interval: float = 5.0) -> None:
+        self.root = root
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def drop(self, sync: bool = False) -> None:
+        for path in self.root.rglob("*"):
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if sync:
+                        os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.drop()
+
+    def __enter__(self) -> CacheDropper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.drop(sync=True)
+
+
+def prepare_synthetic(root: Path, rows: int, seed: int = SEED, parts: bool = True) -> Dataset:
     """``bench_query.generate_big``'s catalogue (same rows as bench_query.py for the same
     ``rows`` and seed), its parts and its partner; kept while ``rows`` and seed agree."""
     inputs = root / "input"
@@ -246,17 +281,21 @@ def prepare_synthetic(root: Path, rows: int, seed: int = SEED) -> Dataset:
         inputs.mkdir(parents=True)
         log(f"generating {rows:,} rows (bench_query.generate_big, seed {seed})")
         start = time.perf_counter()
-        bench_query.generate_big(inputs / "objects.parquet", rows, seed)
-        make_partner(inputs / "objects.parquet", inputs / "partner.parquet", PARTNER_FRACTION, seed)
+        with CacheDropper(inputs):
+            bench_query.generate_big(inputs / "objects.parquet", rows, seed)
+            make_partner(
+                inputs / "objects.parquet", inputs / "partner.parquet", PARTNER_FRACTION, seed
+            )
         log(f"  generated in {time.perf_counter() - start:.1f} s")
         stamp.write_text(json.dumps(want))
-    parts = split_parts(inputs / "objects.parquet", inputs / "parts")
+    objects = inputs / "objects.parquet"
+    inputs_list = split_parts(objects, inputs / "parts") if parts else [objects]
     return Dataset(
         "synthetic",
         f"synthetic ({rows:,} rows)",
         rows,
-        inputs / "objects.parquet",
-        parts,
+        objects,
+        inputs_list,
         inputs / "partner.parquet",
         "r",
         18.0,
@@ -665,6 +704,14 @@ def hpx_counts(pix: Any, n: Any) -> np.ndarray:
     return pair_array(pix, n)
 
 
+def sample_positions(path: Path, max_groups: int = 5) -> pa.Table:
+    """ra, dec of up to ``max_groups`` evenly spaced row groups (bounded memory at 200M)."""
+    reader = pq.ParquetFile(path)
+    n = reader.metadata.num_row_groups
+    picks = sorted({round(i * (n - 1) / max(1, max_groups - 1)) for i in range(max_groups)})
+    return pa.concat_tables(reader.read_row_group(i, columns=["ra", "dec"]) for i in picks)
+
+
 def build_measures(
     ds: Dataset,
     engines: dict[str, Any],
@@ -688,7 +735,7 @@ def build_measures(
         return m
 
     # Cones.
-    positions = pq.read_table(ds.objects_file, columns=["ra", "dec"])
+    positions = sample_positions(ds.objects_file)
     for radius_arcsec in RADII_ARCSEC:
         radius = radius_arcsec * ARCSEC
         centres = cone_centres(positions, n_cones, radius, int(radius_arcsec) + 11)
