@@ -507,7 +507,8 @@ class Dachs:
                 figure = {
                     "wall_s": wall,
                     "cpu_s": cpu,
-                    "note": f"{time.strftime('%Y-%m-%d %H:%M')} UTC; CPU of `dachs imp` only "
+                    "note": f"{time.strftime('%Y-%m-%d %H:%M')} UTC, nice {os.nice(0)}; CPU of "
+                    "`dachs imp` only "
                     "(the PostgreSQL server's is not counted)",
                     "load": f"{before:.2f} → {load1():.2f}",
                 }
@@ -574,15 +575,22 @@ def pg_prepare(pg: Postgres, ds: Dataset, stamps: Stamps, reload: bool) -> Inges
     seconds = pg.load(f"{ds.name}_objects", ds.objects_file, ds.pg_columns(), stamp)
     partner_cols = [(f.name, bench_query._pg_type(f.type)) for f in pq.read_schema(ds.partner_file)]
     pg.load(f"{ds.name}_partner", ds.partner_file, partner_cols, stamp)
-    if seconds or old is None:
+    if seconds:
         figure = {
             "wall_s": seconds,
-            "note": f"{time.strftime('%Y-%m-%d %H:%M')} UTC; COPY + q3c index + CLUSTER + ANALYZE",
+            "note": f"{time.strftime('%Y-%m-%d %H:%M')} UTC, nice {os.nice(0)}; "
+            "COPY + q3c index + CLUSTER + ANALYZE",
             "load": f"{before:.2f} → {load1():.2f}",
         }
         stamps.put(key, {"figure": figure})
         return IngestFigure("PostgreSQL + q3c load", **figure)
-    return IngestFigure("PostgreSQL + q3c load (kept from an earlier run)", **old["figure"])
+    if old is not None:
+        return IngestFigure("PostgreSQL + q3c load (kept from an earlier run)", **old["figure"])
+    return IngestFigure(
+        "PostgreSQL + q3c load",
+        math.nan,
+        note="loaded by an earlier run that did not record its time (--reload measures it)",
+    )
 
 
 # --------------------------------------------------------------------------- measures

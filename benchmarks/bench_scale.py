@@ -32,6 +32,7 @@ Usage (from the repository root; results in ``benchmarks/results/scale.md``)::
 from __future__ import annotations
 
 import argparse
+import calendar
 import dataclasses
 import json
 import math
@@ -70,8 +71,7 @@ def deadline_epoch(text: str | None) -> float | None:
         return None
     hour, minute = (int(x) for x in text.split(":"))
     now = time.gmtime()
-    day = time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hour, minute, 0, 0, 0, 0))
-    day -= time.timezone  # mktime reads local time; the deadline is UTC
+    day = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, hour, minute, 0, 0, 0, 0))
     return day if day > time.time() - 12 * 3600 else day + 86400
 
 
