@@ -44,6 +44,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
 )
+from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
 __all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
 
@@ -434,6 +435,11 @@ def engine_error(exc: BaseException) -> SkyvaultError:
     if isinstance(exc, SkyvaultError):
         return exc
     text = str(exc)
+    if storage_fault(exc) is Fault.FULL:  # DuckDB spilling to a full temporary directory
+        log.error("query failed for lack of disk space: %s", text)
+        full = service_storage_error(exc, "the query")
+        assert full is not None
+        return full
     kind = _engine_kind(exc, text)
     if issubclass(kind, duckdb.OutOfMemoryException):
         return QueryError(
