@@ -116,7 +116,7 @@ def test_format_bytes() -> None:
         "1 KB",
         "1.5 KB",
         "10 GB",
-        "5.12e+03 TB",
+        "5 PB",
     ]
 
 
