@@ -96,8 +96,8 @@ def test_a_query_that_does_not_fit_waits_for_another_to_finish(
     assert service.budget.running == 0
 
 
-def test_a_sync_query_gets_503_when_memory_stays_taken(settings: Settings) -> None:
-    app = uws_app(settings.model_copy(update={"query_timeout": 0.5}))
+def test_a_sync_query_gets_503_when_memory_stays_taken(settings: Settings, tmp_path: Path) -> None:
+    app = uws_app(uws_settings(settings, tmp_path, query_timeout=0.5))
     with TestClient(app, raise_server_exceptions=False) as client:
         budget = app.state.context.queries.budget
         held = budget.reserve(budget.total)
