@@ -62,7 +62,9 @@ class Sandbox:
             },
         )
         allowed = [str(Path(r).resolve()) + "/" for r in roots]
-        self._db.execute("SET parquet_metadata_cache = true")
+        # GLOBAL: a plain SET is this connection's own, and queries run on cursors (other
+        # connections), which would then read every Parquet footer again, every query.
+        self._db.execute("SET GLOBAL parquet_metadata_cache = true")
         self._db.execute("SET allowed_directories = $dirs", {"dirs": allowed})
         for statement in macros:
             self._db.execute(statement)
