@@ -325,14 +325,17 @@ def main() -> None:
     parser.add_argument("--no-big", action="store_true", help="Tycho-2 only")
     parser.add_argument("--only", default="healpix,fixed,udf,writers")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--out", type=Path, help="JSON figures (default WORKDIR/perf-results.json)")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
     import duckdb
 
+    import skyvault
     from skyvault.engine.archive import Archive
 
-    report: dict[str, Any] = {"args": {**vars(args), "workdir": str(args.workdir)}}
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    report["skyvault_source"] = str(Path(skyvault.__file__).parent)
     report["load_start"] = load()
     print(f"python {platform.python_version()}, duckdb {duckdb.__version__}, "
           f"pyarrow {pa.__version__}; {os.cpu_count()} CPUs; load {load()}")  # fmt: skip
@@ -355,7 +358,7 @@ def main() -> None:
         report["writers"] = measure_writers(args.repeat)
     report["load_end"] = load()
     print(f"load at end: {load()}")
-    out = args.workdir / "perf-results.json"
+    out = args.out or args.workdir / "perf-results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"figures written to {out}")
