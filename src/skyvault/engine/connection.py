@@ -65,7 +65,9 @@ class Sandbox:
             },
         )
         allowed = [str(Path(r).resolve()) + "/" for r in roots]
-        self._db.execute("SET parquet_metadata_cache = true")
+        # GLOBAL: a plain SET is this connection's own, and queries run on cursors (other
+        # connections), which would then read every Parquet footer again, every query.
+        self._db.execute("SET GLOBAL parquet_metadata_cache = true")
         # DuckDB rewrites a plain LIMIT of up to 1M rows over a scan ("late
         # materialisation") into a semi-join on row numbers and a sort of the whole result:
         # a 1M-row TOP then holds its result in memory instead of streaming it.  With the
