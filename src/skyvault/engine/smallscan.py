@@ -61,18 +61,24 @@ class FooterCache:
     """Parsed footers of the most recently used files (thread-safe, LRU).
 
     It also keeps open readers of the files, which saves setting one up per query (a
-    fifth of reading a row group): a reader is lent to one thread at a time, and a thread
-    that finds none idle opens another, which it returns for the next query.  At most
-    ``open_files`` files keep readers (memory maps) open; a replaced table's old files are
-    released as newer files push them out.
+    fifth of reading a row group, and more than reading it for a file of a thousand
+    columns): a reader is lent to one thread at a time, and a thread that finds none idle
+    opens another, which it returns for the next query.  Up to ``idle_readers`` readers of
+    a file are kept, so that as many queries of one file at once (a server's worker
+    threads) stop opening readers once each has one; at most ``open_files`` files keep
+    readers (memory maps) open, and a replaced table's old files are released as newer
+    files push them out.  A footer is parsed once even when several threads ask for it
+    at the same time.
     """
 
-    def __init__(self, capacity: int = 4096, open_files: int = 64) -> None:
+    def __init__(self, capacity: int = 4096, open_files: int = 64, idle_readers: int = 16) -> None:
         self.capacity = capacity
         self.open_files = open_files
+        self.idle_readers = idle_readers
         self._lock = threading.Lock()
         self._footers: OrderedDict[str, FileFooter | None] = OrderedDict()
         self._open: OrderedDict[int, FileFooter] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
 
     @contextlib.contextmanager
     def reader(self, footer: FileFooter) -> Iterator[pq.ParquetFile]:
@@ -85,7 +91,7 @@ class FooterCache:
             yield handle
         finally:
             with self._lock:
-                if len(footer.idle) < 2:
+                if len(footer.idle) < self.idle_readers:
                     footer.idle.append(handle)
                     self._open[id(footer)] = footer
                     self._open.move_to_end(id(footer))
@@ -99,11 +105,20 @@ class FooterCache:
             if path in self._footers:
                 self._footers.move_to_end(path)
                 return self._footers[path]
-        footer = _read_footer(path)
-        with self._lock:
-            self._footers[path] = footer
-            while len(self._footers) > self.capacity:
-                self._footers.popitem(last=False)
+            loading = self._loading.setdefault(path, threading.Lock())
+        with loading:  # one thread parses it; the others wait for its result
+            with self._lock:
+                if path in self._footers:
+                    return self._footers[path]
+            try:
+                footer = _read_footer(path)
+                with self._lock:
+                    self._footers[path] = footer
+                    while len(self._footers) > self.capacity:
+                        self._footers.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(path, None)
         return footer
 
 
