@@ -277,3 +277,40 @@ def test_demo_cone_uses_the_index_path(demo_data: Path) -> None:
     archive.executor = LocalExecutor(archive.sandbox, small_scans=False)
     assert _sorted(fast) == _sorted(archive.query(adql))
     archive.close()
+
+
+def test_other_columns_are_decoded_only_where_the_key_shows_rows(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range inside a row group's min/max that holds no row costs only the key column;
+    the other columns are decoded for the row groups holding rows, and the rows are right."""
+    stored = Registry(data).get("s", "stars")
+    assert stored.partitions is not None
+    path = next(f for f in stored.partitions.files if pq.read_metadata(f).num_row_groups >= 3)
+    table = pq.read_table(path, columns=["id", HEALPIX_COLUMN])
+    keys = table[HEALPIX_COLUMN].to_numpy()
+    ids = table["id"].to_numpy()
+    size = pq.read_metadata(path).row_group(0).num_rows
+    # A gap between two keys of row group 1, and the first keys of row groups 0 and 2.
+    inside = next(i for i in range(size, 2 * size - 1) if keys[i + 1] - keys[i] > 2)
+    gap = [keys[inside] + 1, keys[inside + 1]]
+    first0, first2 = keys[0], keys[2 * size]
+    calls: list[tuple[list[int], list[str]]] = []
+    real = pq.ParquetFile.read_row_groups
+
+    def spy(self: pq.ParquetFile, groups: list[int], columns: list[str], **kw: object) -> pa.Table:
+        calls.append((list(groups), list(columns)))
+        return real(self, groups, columns=columns, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    footers = FooterCache()
+    got = read_small_scan([path], np.array([gap]), ["id"], footers, max_rows=N)
+    assert got is not None and got.num_rows == 0 and got.column_names == ["id"]
+    assert calls == [([1], [HEALPIX_COLUMN])]
+    calls.clear()
+    ranges = np.array([[first0, first0 + 1], gap, [first2, first2 + 1]])
+    got = read_small_scan([path], ranges, ["id"], footers, max_rows=N)
+    assert got is not None
+    expected = ids[(keys == first0) | (keys == first2)]
+    assert sorted(got["id"].to_pylist()) == sorted(expected.tolist())
+    assert calls == [([0, 1, 2], [HEALPIX_COLUMN]), ([0, 2], ["id"])]
