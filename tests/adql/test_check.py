@@ -297,3 +297,22 @@ def test_every_unknown_table_is_named_in_one_error() -> None:
     assert 'did you mean "Visit"?' in err.detail
     assert '"w"' not in err.detail  # the WITH query is known
     assert (err.line, err.column) == (1, 75)
+
+
+def test_a_tables_columns_are_made_once_and_self_joins_stay_apart() -> None:
+    """Checking a query of a stored table reuses that table's column list (building it for
+    a wide table was most of checking a cone); two occurrences of one table still bind
+    their columns to their own occurrence."""
+    first = check(parse("SELECT objectId FROM dp02_dc2_catalogs.Object"), CATALOG)
+    again = check(parse("SELECT coord_ra FROM dp02_dc2_catalogs.Object"), CATALOG)
+    assert first.occurrences[0].columns[0] is again.occurrences[0].columns[0]
+    joined = check(
+        parse(
+            "SELECT a.objectId AS x, b.objectId AS y FROM dp02_dc2_catalogs.Object AS a "
+            "JOIN dp02_dc2_catalogs.Object AS b ON a.objectId = b.objectId"
+        ),
+        CATALOG,
+    )
+    a, b = joined.occurrences
+    assert a is not b and a.alias != b.alias
+    assert [c.name for c in joined.columns] == ["x", "y"]

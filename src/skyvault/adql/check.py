@@ -96,6 +96,35 @@ class SourceColumn:
     info: ValueInfo
 
 
+_TableColumns = tuple[tuple[SourceColumn, ...], dict[tuple[str, bool], list[SourceColumn]]]
+_TABLE_COLUMNS: dict[int, tuple[TableMeta, _TableColumns]] = {}
+
+
+def _table_columns(meta: TableMeta) -> _TableColumns:
+    """The columns a stored table offers and their name index, made once per table.
+
+    Both are shared by every query of ``meta`` (a query never changes a stored table's
+    columns); building them for a wide table (a thousand columns) was most of checking a
+    cone search.  Keyed by the object: a re-read table is a new :class:`TableMeta`.
+    """
+    cached = _TABLE_COLUMNS.get(id(meta))
+    if cached is not None and cached[0] is meta:
+        return cached[1]
+    columns = tuple(
+        SourceColumn(c.name, c.name, column_info(c))
+        for c in meta.columns
+        if not is_hidden_column(c.name)
+    )
+    index: dict[tuple[str, bool], list[SourceColumn]] = {}
+    for column in columns:
+        index.setdefault((column.name, True), []).append(column)
+        index.setdefault((column.name.upper(), False), []).append(column)
+    if len(_TABLE_COLUMNS) >= 256:
+        _TABLE_COLUMNS.clear()
+    _TABLE_COLUMNS[id(meta)] = (meta, (columns, index))
+    return columns, index
+
+
 @dataclasses.dataclass(eq=False)
 class Source:
     """One item of a FROM clause: a table occurrence, a subquery or a CTE reference.
@@ -634,19 +663,16 @@ class _Checker:
                     return
         meta = self.find_table(name, schema)
         occurrence = len(self.checked.occurrences)
-        columns = [
-            SourceColumn(c.name, c.name, column_info(c))
-            for c in meta.columns
-            if not is_hidden_column(c.name)
-        ]
+        stored, by_name = _table_columns(meta)
         source = Source(
             self.new_alias(),
-            columns,
+            list(stored),
             table=meta,
             occurrence=occurrence,
             relation=f"__sv_t{occurrence}",
             user_alias=user_alias,
             label=meta.name,
+            _by_name=by_name,
         )
         self.checked.occurrences.append(source)
         self.add_source(node, source, scope)
