@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from skyvault import __version__
+from skyvault.bulk.manifest import write_manifest
 from skyvault.catalog.felis import FelisTable, read_felis_table
 from skyvault.catalog.layout import TableName, building, hats_pixel_file
 from skyvault.catalog.metadata import TableMeta, merge_columns, principal_defaults
@@ -167,6 +168,8 @@ def ingest(
             name, files, stored_schema, felis_table, opts, primary_key, ra, dec, nrows, partitions
         )
         meta.write(build.path)
+        # Checksums of every file, stored with the version (served by the bulk edge).
+        write_manifest(build.path, build.version, workers=opts.workers)
     return meta
 
 
