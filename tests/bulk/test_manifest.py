@@ -146,3 +146,24 @@ def test_a_version_without_a_stored_manifest_gets_the_same_one(
     assert computed.entries == stored.entries
     assert manifest_for(copy) is computed  # cached, not recomputed
     assert compute_manifest(table_root).entries == stored.entries
+
+
+def test_entries_hashed_during_ingest_are_reused_only_while_the_file_is_unchanged(
+    table_root: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    copy = tmp_path / "v"
+    shutil.copytree(table_root, copy)
+    stored = stored_manifest(table_root)
+    assert stored is not None
+    entry = stored.entry("hats.properties")
+    assert entry is not None
+    planted = replace(entry, sha256="0" * 64)
+    reused = compute_manifest(copy, known={"hats.properties": planted})
+    assert reused.entry("hats.properties") == planted
+    with (copy / "hats.properties").open("a") as fh:
+        fh.write("# changed\n")
+    fresh = compute_manifest(copy, known={"hats.properties": planted}).entry("hats.properties")
+    assert fresh is not None
+    assert fresh.sha256 == hashlib.sha256((copy / "hats.properties").read_bytes()).hexdigest()

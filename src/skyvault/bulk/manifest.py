@@ -30,11 +30,12 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -50,6 +51,7 @@ __all__ = [
     "VIRTUAL_FILES",
     "Manifest",
     "ManifestEntry",
+    "ManifestHasher",
     "clear_cache",
     "compute_manifest",
     "manifest_for",
@@ -248,20 +250,83 @@ def _entry(root: Path, path: str) -> ManifestEntry:
     )
 
 
-def compute_manifest(root: Path, version: str | None = None, *, workers: int = 2) -> Manifest:
-    """Hash every served file under ``root`` (``workers`` files at a time)."""
+def compute_manifest(
+    root: Path,
+    version: str | None = None,
+    *,
+    workers: int = 2,
+    known: Mapping[str, ManifestEntry] | None = None,
+) -> Manifest:
+    """Hash every served file under ``root`` (``workers`` files at a time).
+
+    ``known`` entries (hashed earlier, e.g. while the ingest wrote the other files) are
+    reused for files whose size and modification time are still the ones they record.
+    """
     paths: Sequence[str] = list(_files(root))
+    known = known or {}
+
+    def one(path: str) -> ManifestEntry:
+        entry = known.get(path)
+        if entry is not None:
+            st = os.stat(root / path)
+            if st.st_size == entry.bytes and _format_time(st.st_mtime) == entry.last_modified:
+                return entry
+        return _entry(root, path)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        entries = tuple(pool.map(functools.partial(_entry, root), paths))
+        entries = tuple(pool.map(one, paths))
     return Manifest(version or root.name, entries)
 
 
-def write_manifest(root: Path, version: str | None = None, *, workers: int = 2) -> Manifest:
+def write_manifest(
+    root: Path,
+    version: str | None = None,
+    *,
+    workers: int = 2,
+    known: Mapping[str, ManifestEntry] | None = None,
+) -> Manifest:
     """Compute the manifest of the version being built at ``root`` and store it there."""
-    manifest = compute_manifest(root, version, workers=workers)
+    manifest = compute_manifest(root, version, workers=workers, known=known)
     text = json.dumps(manifest.to_json(), indent=None, separators=(",", ":")) + "\n"
     (root / MANIFEST_FILE).write_text(text)
     return Manifest(manifest.version, manifest.entries, stored=True)
+
+
+class ManifestHasher:
+    """Hashes the files of a build in a background thread as they are written.
+
+    The ingest calls :meth:`add` for each partition file once it is complete (and never
+    changed again); :meth:`finish` hashes whatever was not added (properties, metadata
+    files) and stores the manifest.  Hashing thus overlaps the writing of the other
+    partitions instead of following it.  Leaving the ``with`` block early (an error)
+    drops the pending work.
+    """
+
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        self.root = root
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="manifest")
+        self._futures: dict[str, Future[ManifestEntry]] = {}
+
+    def add(self, path: Path) -> None:
+        """Hash ``path`` (a finished file under the root) in the background."""
+        rel = path.relative_to(self.root).as_posix()
+        self._futures[rel] = self._pool.submit(_entry, self.root, rel)
+
+    def finish(self, version: str, *, workers: int = 2) -> Manifest:
+        """Wait for the background hashes, hash the rest, and store the manifest."""
+        known = {rel: future.result() for rel, future in self._futures.items()}
+        return write_manifest(self.root, version, workers=workers, known=known)
+
+    def __enter__(self) -> ManifestHasher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stamp(root: Path) -> tuple[str, int, int]:
