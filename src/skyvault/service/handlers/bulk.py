@@ -87,7 +87,13 @@ def _range_ok(value: str) -> bool:
 
 
 class _File(FileResponse):
-    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed."""
+    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed.
+
+    Chunks of 1 MiB rather than Starlette's 64 KiB: fewer trips through the event loop
+    per byte, for large partition files.
+    """
+
+    chunk_size = 1 << 20
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope.get("headers", [])
