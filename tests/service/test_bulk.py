@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
@@ -384,3 +385,162 @@ def test_json_listing_of_a_live_table(live_url: str) -> None:
     r = httpx.get(f"{_root(live_url)}/bulk/{OBJECT}/dataset/", params={"format": "json"})
     assert r.status_code == 200
     assert json.loads(r.text)["path"] == f"/bulk/{OBJECT}/dataset/"
+
+
+# --- signed URLs ------------------------------------------------------------------------------
+
+
+def _sign(app: TestClient, path: str, headers: dict[str, str], **params: str) -> httpx.Response:
+    return app.post(f"/bulk/{path}", headers=headers, params=params)
+
+
+def _local_url(url: str) -> str:
+    """The signed URL without scheme and host (for the in-process client)."""
+    return "/" + url.split("/", 3)[3]
+
+
+@pytest.fixture(scope="module")
+def closed_app(world: World) -> Iterator[TestClient]:
+    with _world_client(world, "closed-signed", AuthSettings(anonymous=False)) as c:
+        yield c
+
+
+def test_a_signed_url_works_without_credentials(closed_app: TestClient, world: World) -> None:
+    alice = bearer(world.alice)
+    path = "Secret/Plans/partition_info.csv"
+    assert closed_app.get(f"/bulk/{path}").status_code == 401
+    made = _sign(closed_app, path, alice)
+    assert made.status_code == 200, made.text
+    document = made.json()
+    assert document["path"] == path and "signature=" in document["url"]
+    assert world.alice not in document["url"]  # no credential in the URL
+    r = closed_app.get(_local_url(document["url"]))
+    assert r.status_code == 200
+    assert r.content == closed_app.get(f"/bulk/{path}", headers=alice).content
+    assert "filename*=utf-8''partition_info.csv" in r.headers["content-disposition"]
+    ranged = closed_app.get(_local_url(document["url"]), headers={"Range": "bytes=0-4"})
+    assert ranged.status_code == 206 and ranged.content == r.content[:5]
+
+
+def test_a_signed_url_is_good_for_its_path_only(closed_app: TestClient, world: World) -> None:
+    url = _local_url(
+        _sign(closed_app, "Secret/Plans/hats.properties", bearer(world.alice)).json()["url"]
+    )
+    base, _, query = url.partition("?")
+    other = base.replace("hats.properties", "partition_info.csv")
+    refused = closed_app.get(f"{other}?{query}")
+    assert refused.status_code == 403 and "another path" in refused.text
+    moved = query.replace("hats.properties", "partition_info.csv")
+    assert closed_app.get(f"{other}?{moved}").status_code == 403  # signature no longer valid
+    for name, value in (("signature", "AAAA"), ("expires", "99999999999"), ("user", "bob")):
+        tampered = re.sub(rf"{name}=[^&]*", f"{name}={value}", query)
+        r = closed_app.get(f"{base}?{tampered}")
+        assert r.status_code == 403 and "not valid" in r.text, name
+    broken = closed_app.get(f"{base}?{query.replace('expires=', 'expires=x')}")
+    assert broken.status_code == 403 and "malformed" in broken.text
+
+
+def test_signed_urls_expire(closed_app: TestClient, world: World) -> None:
+    from skyvault.bulk.signing import load_key, sign
+
+    key = load_key(world.data)
+    path = "pub/stars/hats.properties"
+    past = sign(key, "alice", path, int(time.time()) - 5)
+    r = closed_app.get(f"/bulk/{path}?{past.query()}")
+    assert r.status_code == 403 and "expired" in r.text
+    future = sign(key, "alice", path, int(time.time()) + 60)
+    assert closed_app.get(f"/bulk/{path}?{future.query()}").status_code == 200
+    ghost = sign(key, "nobody", path, int(time.time()) + 60)
+    assert closed_app.get(f"/bulk/{path}?{ghost.query()}").status_code == 403
+    for lifetime in ("0", "-1", "x", str(8 * 24 * 3600)):
+        bad = _sign(closed_app, path, bearer(world.alice), lifetime=lifetime)
+        assert bad.status_code == 400 and "lifetime" in bad.text, lifetime
+    ok = _sign(closed_app, path, bearer(world.alice), lifetime="120").json()
+    assert ok["expires"] <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 121))
+
+
+def test_a_signed_url_has_the_signers_access_when_used(
+    closed_app: TestClient, world: World
+) -> None:
+    from skyvault.bulk.signing import load_key, sign
+
+    # A (forged, here) signature of bob for a table he may not read: it reads as missing.
+    key = load_key(world.data)
+    hidden = sign(key, "bob", "Secret/Plans/hats.properties", int(time.time()) + 60)
+    twin = sign(key, "bob", "Sacret/Plons/hats.properties", int(time.time()) + 60)
+    r = closed_app.get(f"/bulk/Secret/Plans/hats.properties?{hidden.query()}")
+    missing = closed_app.get(f"/bulk/Sacret/Plons/hats.properties?{twin.query()}")
+    assert r.status_code == missing.status_code == 404
+    assert r.content == missing.content
+    # bob cannot sign what he cannot see; anonymous callers cannot sign at all.
+    refused = _sign(closed_app, "Secret/Plans/hats.properties", bearer(world.bob))
+    assert refused.status_code == 404
+    assert (
+        refused.content
+        == _sign(closed_app, "Sacret/Plons/hats.properties", bearer(world.bob)).content
+    )
+
+
+def test_anonymous_callers_cannot_sign(open_app: TestClient) -> None:
+    r = _sign(open_app, "pub/stars/hats.properties", {})
+    assert r.status_code == 400 and "token" in r.text
+
+
+def test_a_signed_directory_covers_its_tree(closed_app: TestClient, world: World) -> None:
+    made = _sign(closed_app, "Secret/Plans", bearer(world.alice)).json()
+    assert made["path"] == "Secret/Plans/"
+    listing = closed_app.get(_local_url(made["url"]))
+    assert listing.status_code == 200
+    links = re.findall(r'href="([^"]+)"', listing.text)
+    signed_links = [link.replace("&amp;", "&") for link in links if "signature=" in link]
+    assert any("/dataset/?" in link for link in signed_links)
+    dataset = next(link for link in signed_links if "/dataset/?" in link)
+    inner = closed_app.get(dataset)
+    assert inner.status_code == 200
+    metadata = next(
+        link.replace("&amp;", "&")
+        for link in re.findall(r'href="([^"]+)"', inner.text)
+        if "/_metadata?" in link
+    )
+    r = closed_app.get(metadata)
+    assert r.status_code == 200 and r.content[-4:] == b"PAR1"
+    # Outside the directory the signature is no good.
+    query = _local_url(made["url"]).partition("?")[2]
+    assert closed_app.get(f"/bulk/pub/stars/hats.properties?{query}").status_code == 403
+    assert closed_app.get(f"/bulk/Secret/?{query}").status_code == 403
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget is not installed")
+def test_wget_mirrors_a_table_from_one_signed_url(
+    closed_app: TestClient, world: World, tmp_path: Path
+) -> None:
+    from tests.service.conftest import _free_port, serve_in_thread
+
+    jobs = world.data.parent / "jobs-live-signed"
+    settings = Settings(
+        data_dir=world.data,
+        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
+        results_url=str(jobs / "results"),
+        auth=AuthSettings(anonymous=False),
+    )
+    port = _free_port()
+    with serve_in_thread(create_app(settings), port) as tap:
+        made = _sign(closed_app, "Secret/Plans/", bearer(world.alice)).json()
+        url = tap.removesuffix("/tap") + _local_url(made["url"])
+        done = subprocess.run(
+            ["wget", "-q", "-r", "-np", "-nH", "--cut-dirs=3", "-e", "robots=off",
+             "--content-disposition", url],
+            cwd=tmp_path,
+            capture_output=True,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    check = subprocess.run(
+        ["md5sum", "--check", "--quiet", "_MD5SUM.txt"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+    )
+    assert (tmp_path / "_MD5SUM.txt").is_file()
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (tmp_path / "dataset" / "_metadata").is_file()

@@ -21,7 +21,9 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from html import escape
 from pathlib import Path
@@ -34,11 +36,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from skyvault.auth import Identity
 from skyvault.bulk import Entry, Target, list_directory, manifest_for, resolve, stored_manifest
+from skyvault.bulk.signing import (
+    DEFAULT_LIFETIME,
+    MAX_LIFETIME,
+    SignedPath,
+    covers,
+    load_key,
+    sign,
+    verify,
+)
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import CatalogNotFound, UsageError
+from skyvault.errors import AccessDenied, CatalogNotFound, UsageError
 from skyvault.service.context import ServiceContext, get_context
-from skyvault.service.security import Caller, CallerDep
+from skyvault.service.security import Caller, CallerDep, current_caller, current_identity
 
 __all__ = ["router"]
 
@@ -177,16 +189,25 @@ def _wants_json(request: Request) -> bool:
 
 
 def _listing(
-    request: Request, entries: Sequence[Entry], extra: dict[str, object] | None = None
+    request: Request,
+    entries: Sequence[Entry],
+    extra: dict[str, object] | None = None,
+    signed: SignedPath | None = None,
+    rest: str = "",
 ) -> Response:
+    """A directory listing; with a signed request, links it covers carry the signature."""
     path = request.url.path
     base = path if path.endswith("/") else path + "/"
+    rest_dir = rest if rest.endswith("/") or not rest else rest + "/"
     rows = []
     for e in entries:
-        href = quote(base + e.name) + ("/" if e.is_dir else "")
+        name = e.name + ("/" if e.is_dir else "")
+        href = quote(base + name)
+        if signed is not None and covers(signed.path, rest_dir + name):
+            href += "?" + signed.query()
         rows.append(
             {
-                "name": e.name + ("/" if e.is_dir else ""),
+                "name": name,
                 "type": "directory" if e.is_dir else "file",
                 "size": e.size,
                 "last_modified": formatdate(e.mtime, usegmt=True) if e.mtime else None,
@@ -204,8 +225,11 @@ def _listing(
         "<table><tr><th>Name</th><th>Size</th><th>Last modified</th></tr>",
     ]
     if base.rstrip("/") != "/bulk":
-        parent = base.rstrip("/").rsplit("/", 1)[0] + "/"
-        link = f'<a href="{escape(quote(parent))}">../</a>'
+        parent = quote(base.rstrip("/").rsplit("/", 1)[0] + "/")
+        parent_rest = rest_dir.rstrip("/").rpartition("/")[0] + "/"
+        if signed is not None and covers(signed.path, parent_rest):
+            parent += "?" + signed.query()
+        link = f'<a href="{escape(parent)}">../</a>'
         lines.append(f"<tr><td>{link}</td><td></td><td></td></tr>")
     for row in rows:
         size = "" if row["size"] is None else str(row["size"])
@@ -225,26 +249,128 @@ def _tables_by_schema(caller: Caller) -> dict[str, list[TableMeta]]:
     return found
 
 
-def _serve_table(request: Request, context: ServiceContext, meta: TableMeta, rest: str) -> Response:
-    """Runs in a worker thread: the file system is read here."""
+def _locate(
+    context: ServiceContext, caller: Caller, rest: str
+) -> tuple[TableMeta, Path, Target] | None:
+    """The table, its version directory and what ``rest`` names in it; None when ``rest``
+    is not inside a table the caller may see (or is refused, or missing)."""
+    parts = rest.split("/", 2)
+    if len(parts) < 2 or parts[1] == "":
+        return None
+    schema, table = parts[0], parts[1]
+    meta = next((m for m in caller.tables if m.schema == schema and m.name == table), None)
+    if meta is None:
+        return None
     try:
         root = context.archive.registry.get(meta.schema, meta.name).root
     except CatalogNotFound:
-        raise _missing() from None
-    target = resolve(root, rest)
-    if target is None:
+        return None
+    target = resolve(root, parts[2] if len(parts) == 3 else "")
+    return None if target is None else (meta, root, target)
+
+
+def _named(response: Response, name: str) -> Response:
+    """``response`` with the file's name (a signed URL ends in a query string)."""
+    response.headers["Content-Disposition"] = f"attachment; filename*=utf-8''{quote(name)}"
+    return response
+
+
+def _serve_table(
+    request: Request,
+    context: ServiceContext,
+    caller: Caller,
+    rest: str,
+    signed: SignedPath | None,
+) -> Response:
+    """Runs in a worker thread: the file system is read here."""
+    found = _locate(context, caller, rest)
+    if found is None:
         raise _missing()
+    meta, root, target = found
     if target.kind == "file":
-        return _file_response(request, root, target)
+        response = _file_response(request, root, target)
+        return _named(response, target.path.name) if signed is not None else response
     manifest = manifest_for(root)
     if target.kind == "manifest":
         body = manifest.render(target.name, meta.qualified_name, target.relative)
-        return _document_response(
-            request, body, target.name, manifest.last_modified(target.relative)
-        )
+        mtime = manifest.last_modified(target.relative)
+        response = _document_response(request, body, target.name, mtime)
+        return _named(response, target.name) if signed is not None else response
     entries = list_directory(target, manifest, meta.qualified_name)
     extra: dict[str, object] = {"table": meta.qualified_name, "version": manifest.version}
-    return _listing(request, entries, extra)
+    return _listing(request, entries, extra, signed, rest)
+
+
+# --- signed URLs ------------------------------------------------------------------------------
+
+_SIGNED_PARAMS = ("signed_path", "user", "expires", "signature")
+
+
+def _signed_caller(context: ServiceContext, signed: SignedPath) -> Caller:
+    """The signer as the caller of a signed request (their access now), or 403."""
+    hint = "ask for a new signed URL: POST to the /bulk/ URL with your token"
+    if not verify(load_key(context.settings.data_dir), signed):
+        raise AccessDenied("the signature of this URL is not valid", hint=hint)
+    if signed.expires < time.time():
+        when = datetime.fromtimestamp(signed.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise AccessDenied(f"this signed URL expired at {when}", hint=hint)
+    storage = context.auth.storage
+    if not storage.user_exists(signed.user):
+        raise AccessDenied("the signer of this URL is no longer a user", hint=hint)
+    identity = Identity(signed.user, storage.groups_of(signed.user))
+    required = context.settings.required_group_set()
+    if required and required.isdisjoint(identity.groups):
+        raise AccessDenied(f"{identity.user} may not use this service", hint=hint)
+    return Caller(identity, context.visible_tables(identity))
+
+
+async def bulk_caller(request: Request) -> tuple[Caller, SignedPath | None]:
+    """FastAPI dependency: the caller from the headers, or — for a signed URL — the signer."""
+    params = request.query_params
+    if "signature" not in params:
+        identity = await current_identity(request)
+        return await current_caller(request, identity), None
+    context = get_context(request)
+    values = [params.get(name) for name in _SIGNED_PARAMS]
+    try:
+        path, user, expires, signature = (v if v is not None else "" for v in values)
+        signed = SignedPath(user, path, int(expires), signature)
+    except ValueError:
+        raise AccessDenied(
+            "this signed URL is incomplete or malformed",
+            hint="use the URL exactly as it was given",
+        ) from None
+    if context.auth.settings.mode != "builtin":
+        raise UsageError("signed URLs need the built-in identity mode")
+    caller = await run_in_threadpool(_signed_caller, context, signed)
+    request.state.identity = caller.identity
+    return caller, signed
+
+
+BulkCaller = Annotated[tuple[Caller, SignedPath | None], Depends(bulk_caller)]
+
+
+def _lifetime(text: str | None) -> int:
+    if text is None or text == "":
+        return DEFAULT_LIFETIME
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIFETIME:
+        raise UsageError(
+            f"lifetime={text!r} is not a number of seconds from 1 to {MAX_LIFETIME}",
+            hint=f"leave it out for {DEFAULT_LIFETIME} s",
+        )
+    return value
+
+
+def _public_root(context: ServiceContext, request: Request) -> str:
+    """The service root (where ``/bulk`` is), from the configured TAP URL or the request."""
+    return context.base_url(request).removesuffix(context.settings.path_prefix)
+
+
+# --- routes -----------------------------------------------------------------------------------
 
 
 @router.api_route("", methods=["GET", "HEAD"], include_in_schema=False)
@@ -256,10 +382,19 @@ async def bulk_root(request: Request) -> Response:
 @router.api_route(
     "/{rest:path}", methods=["GET", "HEAD"], summary="Bulk download: tables as HATS file trees"
 )
-async def bulk(rest: str, request: Request, context: Context, caller: CallerDep) -> Response:
+async def bulk(rest: str, request: Request, context: Context, who: BulkCaller) -> Response:
     """``/bulk/`` lists the schemas, ``/bulk/{schema}/`` their tables, and
-    ``/bulk/{schema}/{table}/…`` the table's HATS files, listings and manifests."""
+    ``/bulk/{schema}/{table}/…`` the table's HATS files, listings and manifests.
+
+    With ``signed_path``, ``user``, ``expires`` and ``signature`` (a signed URL, see
+    ``POST``) the request runs as the signer, for the signed path only."""
+    caller, signed = who
     with context.auth.audit.request(caller.identity, request.url.path):
+        if signed is not None and not covers(signed.path, rest):
+            raise AccessDenied(
+                "this URL's signature is for another path",
+                hint="ask for a signed URL of this path, or of a directory above it",
+            )
         schemas = _tables_by_schema(caller)
         parts = rest.split("/", 2)
         if rest == "":
@@ -271,9 +406,41 @@ async def bulk(rest: str, request: Request, context: Context, caller: CallerDep)
                 raise _missing()
             entries = [Entry(m.name, True, None, 0.0) for m in sorted(tables, key=lambda m: m.name)]
             return _listing(request, entries, {"schema": parts[0]})
-        schema, table = parts[0], parts[1]
-        sub = parts[2] if len(parts) == 3 else ""
-        meta = next((m for m in schemas.get(schema, ()) if m.name == table), None)
-        if meta is None:
+        return await run_in_threadpool(_serve_table, request, context, caller, rest, signed)
+
+
+@router.post("/{rest:path}", summary="A short-lived signed URL for a bulk file or directory")
+async def bulk_sign(rest: str, request: Request, context: Context, caller: CallerDep) -> Response:
+    """A URL of ``/bulk/{rest}`` that works without credentials until it expires
+    (``lifetime`` seconds, default 3600, at most 7 days), for the caller's access.
+
+    For ``wget``/``curl`` without an Authorization header.  A directory's URL covers
+    everything beneath it (its listings carry the signature on their links).  Only callers
+    with credentials may sign; what they may not see reads as missing (404)."""
+    with context.auth.audit.request(caller.identity, request.url.path):
+        lifetime_text = request.query_params.get("lifetime")
+        if lifetime_text is None and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            form = await request.form()
+            value = form.get("lifetime")
+            lifetime_text = value if isinstance(value, str) else None
+        lifetime = _lifetime(lifetime_text)
+        if caller.identity.user is None:
+            raise UsageError(
+                "only callers with a token can sign URLs",
+                hint="anonymous access needs no signature: use the URL as it is",
+            )
+        if context.auth.settings.mode != "builtin":
+            raise UsageError("signed URLs need the built-in identity mode")
+        found = await run_in_threadpool(_locate, context, caller, rest)
+        if found is None:
             raise _missing()
-        return await run_in_threadpool(_serve_table, request, context, meta, sub)
+        target = found[2]
+        path = rest if target.kind != "directory" or rest.endswith("/") else rest + "/"
+        key = await run_in_threadpool(load_key, context.settings.data_dir)
+        signed = sign(key, caller.identity.user, path, int(time.time()) + lifetime)
+        url = f"{_public_root(context, request)}/bulk/{quote(path)}?{signed.query()}"
+        expires = datetime.fromtimestamp(signed.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        document = {"url": url, "path": path, "expires": expires}
+        return Response(json.dumps(document, indent=1) + "\n", media_type="application/json")
