@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import uuid
@@ -90,7 +91,8 @@ def load_key(data_dir: Path) -> bytes:
 
 
 def _mac(key: bytes, user: str, path: str, expires: int) -> str:
-    message = f"skyvault-bulk-v1\n{user}\n{path}\n{expires}".encode()
+    # JSON keeps the fields apart whatever characters they hold.
+    message = json.dumps(["skyvault-bulk-v1", user, path, expires]).encode()
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
