@@ -18,7 +18,7 @@ from skyvault.config import Settings
 from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_owner
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import tap, uws, vosi
+from skyvault.service.handlers import bulk, tap, uws, vosi
 from skyvault.service.uws import Reaper
 from skyvault.service.uws.runner import process_alive
 
@@ -122,4 +122,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
+    app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
     return app
