@@ -38,6 +38,7 @@ __all__ = [
     "TableName",
     "building",
     "hats_pixel_file",
+    "hips_root",
     "list_tables",
     "table_path",
 ]
@@ -229,3 +230,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def hips_root(data_dir: Path) -> Path:
+    """Where HiPS built from the tables live: ``DIR/.skyvault/hips``.
+
+    The HiPS of ``SCHEMA.TABLE`` is ``hips_root(DIR)/SCHEMA/TABLE``, published by
+    :func:`building` exactly like a table (a link to an immutable version), so a failed build
+    leaves the previous HiPS as it was.
+    """
+    return data_dir / INTERNAL_DIR / "hips"

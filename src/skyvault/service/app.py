@@ -19,6 +19,7 @@ from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
 from skyvault.service.handlers import bulk, tap, uws, vosi
+from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws.runner import process_alive
 
@@ -123,4 +124,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
+    app.include_router(hips_router, prefix=settings.path_prefix, tags=["hips"])
     return app
