@@ -286,6 +286,27 @@ def test_suggestions_are_the_columns_of_the_same_band_and_family() -> None:
     assert err.detail.endswith('did you mean "r_calibFluxErr"?')  # no family: the nearest
 
 
+def test_ra_and_dec_suggest_the_position_not_a_per_band_centroid() -> None:
+    # DP0.2's Object has coord_ra/coord_dec and per-band g_ra, z_decl ...: a new user's
+    # "ra" is nearest in spelling to "z_ra", but the position is coord_ra.
+    table = _table(
+        "dp02_dc2_catalogs",
+        "Obj",
+        [
+            _col("objectId", "int64"),
+            _col("coord_ra", "double", "deg"),
+            _col("coord_dec", "double", "deg"),
+            _col("g_ra", "double", "deg"),
+            _col("z_ra", "double", "deg"),
+            _col("g_decl", "double", "deg"),
+            _col("z_decl", "double", "deg"),
+        ],
+    )
+    err = _error("SELECT ra, dec FROM dp02_dc2_catalogs.Obj", (table,))
+    assert '"ra" (line 1, column 8; did you mean "coord_ra"?)' in err.detail
+    assert '"dec" (line 1, column 12; did you mean "coord_dec"?)' in err.detail
+
+
 def test_every_unknown_table_is_named_in_one_error() -> None:
     err = _error(
         "WITH w AS (SELECT ra FROM tycho2.main) "

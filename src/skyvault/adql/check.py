@@ -330,7 +330,9 @@ _MAX_SUGGESTIONS = 6
 def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     """Column names ``name`` may have meant, best first.
 
-    The same name in another case first; then, for a per-band name (``r_calibFlux``), the
+    The same name in another case first; then the columns that hold the name as a word
+    (``ra`` -> ``coord_ra``, not the nearer spelling ``z_ra``: the per-band columns are not
+    the position a user asks for); then, for a per-band name (``r_calibFlux``), the
     columns of the same band and family (``r_psfFlux``, ``r_cModelFlux`` ...: what the user
     was after is a flux of that band, not the nearest spelling); else the nearest spelling,
     of the same band first.
@@ -338,6 +340,17 @@ def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     same = [c for c in candidates if c.lower() == name.lower() and c != name]
     if same:
         return same[:1]
+    if "_" not in name:  # ``ra`` -> ``coord_ra``: the name as a word of an unbanded name
+        whole = [
+            c
+            for c in candidates
+            if _BANDED.match(c) is None and name.lower() in c.lower().split("_")
+        ]
+        if whole:
+            whole.sort(
+                key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio()
+            )
+            return whole[:_MAX_SUGGESTIONS]
     family = _family(name)
     if family is not None:
         kin = [c for c in candidates if _family(c) == family]
