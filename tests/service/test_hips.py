@@ -112,6 +112,7 @@ def test_hidden_reads_like_missing(client: TestClient) -> None:
     assert hidden.status_code == missing.status_code == no_tile.status_code == 404
     assert hidden.content == missing.content == no_tile.content
     assert hidden.headers["content-type"] == missing.headers["content-type"]
+    assert hidden.headers["access-control-allow-origin"] == "*"
     # The file exists on disk: only the grant hides it.
     assert b"secret" not in hidden.content
 

@@ -25,6 +25,11 @@ are among its first ``sum(limit(k) for k < P)`` (the choice in any cell is a pre
 ranking of the sources in it), so a first pass keeps only those candidates and decides the
 coarse orders on them, and a second pass writes each partition's tiles.
 
+Memory: one partition (the columns needed) in the second pass; in the first, the
+candidates, Σ limits(k < P) per partition of order P, about 40 bytes each (with the
+default limits a partition of order 7 keeps 2,090; 10,000 of them need about 1 GB), so
+very large tables want a coarser partitioning or a spilled first pass (not done yet).
+
 The build is written beside the published HiPS and replaces it atomically
 (:func:`skyvault.catalog.layout.building`).
 """
@@ -361,7 +366,10 @@ def build_catalog_hips(
         cand_row.append(ranked)
         cand_missing.append(missing[ranked])
         cand_key.append(key[ranked])
-    taken: dict[int, dict[int, int]] = {}  # partition -> row -> order
+    # Sources placed by pass 1, sorted by partition: partition, row, order.
+    taken_part = np.zeros(0, dtype=np.int64)
+    taken_row = np.zeros(0, dtype=np.int64)
+    taken_order = np.zeros(0, dtype=np.int8)
     if cand_hpx:
         hpx = np.concatenate(cand_hpx)
         part_of = np.concatenate(cand_part)
@@ -372,8 +380,11 @@ def build_catalog_hips(
         ).astype(np.int64)
         stop = np.asarray(firsts, dtype=np.int8)[part_of]
         placed = assign_orders(hpx, ranked_all, 1, limits, stop=stop)
-        for i in np.flatnonzero(placed >= 0):
-            taken.setdefault(int(part_of[i]), {})[int(row_of[i])] = int(placed[i])
+        chosen = np.flatnonzero(placed >= 0)
+        chosen = chosen[np.argsort(part_of[chosen], kind="stable")]
+        taken_part, taken_row, taken_order = part_of[chosen], row_of[chosen], placed[chosen]
+        del hpx, part_of, row_of, key_all, ranked_all, stop, placed
+        cand_hpx, cand_part, cand_row, cand_missing, cand_key = [], [], [], [], []
 
     header = "\t".join(out_columns).encode() + b"\n"
     read_columns = list(dict.fromkeys([_HPX_COLUMN, order_by, *out_columns]))
@@ -419,8 +430,8 @@ def build_catalog_hips(
             nrows += n
             hpx = part.column(_HPX_COLUMN).to_numpy().astype(np.int64)
             orders = np.full(n, -1, dtype=np.int8)
-            for row, order in taken.get(index, {}).items():
-                orders[row] = order
+            lo, hi = np.searchsorted(taken_part, [index, index + 1])
+            orders[taken_row[lo:hi]] = taken_order[lo:hi]
             ranked = _ranked(part, order_by, ascending)
             fine = assign_orders(hpx, ranked[orders[ranked] < 0], first, limits)
             orders = np.where(orders >= 0, orders, fine)

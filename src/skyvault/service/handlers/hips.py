@@ -24,6 +24,7 @@ from skyvault.catalog.layout import TableName
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.hips.store import content_type, hips_file, read_properties
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.exceptions import error_response
 from skyvault.service.security import CallerDep
 
 __all__ = ["router"]
@@ -36,8 +37,13 @@ MAX_AGE = 3600
 _CORS = {"Access-Control-Allow-Origin": "*"}
 
 
-def _not_found() -> CatalogNotFound:
-    return CatalogNotFound("no such HiPS file", hint="GET /hips/list names the HiPS you may read")
+def _not_found() -> Response:
+    """The one 404 of every file that is hidden, missing or out of bounds (with CORS, so
+    that a browser's script sees a 404 rather than a network error)."""
+    error = CatalogNotFound("no such HiPS file", hint="GET /hips/list names the HiPS you may read")
+    response = error_response(str(error), error.http_status)
+    response.headers.update(_CORS)
+    return response
 
 
 def _etag(stat: os.stat_result) -> str:
@@ -95,10 +101,10 @@ async def hips_get(
     """A file of the HiPS of table ``hips_id`` (``SCHEMA.TABLE``): tiles, ``properties``,
     ``Moc.fits``, ``metadata.xml``, ``NorderK/Allsky.tsv``."""
     if hips_id not in caller.table_names:
-        raise _not_found()
+        return _not_found()
     found = hips_file(context.settings.data_dir, hips_id, path)
     if found is None:
-        raise _not_found()
+        return _not_found()
     stat = found.stat()
     etag = _etag(stat)
     headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
