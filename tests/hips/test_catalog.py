@@ -247,3 +247,29 @@ def test_usage_errors(
     with pytest.raises(Exception, match=re.escape(message)) as info:
         build_catalog_hips(hips_data, table, order_by, columns=columns)
     assert isinstance(info.value, UsageError) or "no table" in message
+
+
+def test_initial_view_frames_a_small_footprint(tmp_path: Path) -> None:
+    """A table around (359.5°, -30°) (across RA 0): the initial view is centred on it,
+    with a field of view that holds it, and the MOC covers a small part of the sky."""
+    import pyarrow as pa
+
+    from skyvault.catalog.ingest import IngestOptions, ingest
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    ra = (359.5 + rng.uniform(-1.5, 1.5, n)) % 360
+    dec = -30 + rng.uniform(-1.5, 1.5, n)
+    pq.write_table(
+        pa.table({"ra": ra, "dec": dec, "mag": rng.uniform(5, 15, n)}), tmp_path / "s.parquet"
+    )
+    data = tmp_path / "data"
+    ingest([tmp_path / "s.parquet"], "f.small", data, ra="ra", dec="dec",
+           options=IngestOptions(workers=1))  # fmt: skip
+    build_catalog_hips(data, "f.small", "mag")
+    props = _properties(hips_dir(data, TableName("f", "small")))
+    centre_ra = float(props["hips_initial_ra"])
+    assert min(abs(centre_ra - 359.5), 360 - abs(centre_ra - 359.5)) < 0.5
+    assert float(props["hips_initial_dec"]) == pytest.approx(-30, abs=0.5)
+    assert 3 <= float(props["hips_initial_fov"]) <= 10
+    assert float(props["moc_sky_fraction"]) < 0.01
