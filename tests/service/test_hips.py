@@ -96,6 +96,17 @@ def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
     assert other.status_code == 200 and other.content == first.content
 
 
+def test_head(client: TestClient) -> None:
+    url = "/tap/hips/open.stars/Norder1/Allsky.tsv"
+    whole = client.get(url)
+    head = client.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(whole.content))
+    assert head.headers["etag"] == whole.headers["etag"]
+    assert client.head("/tap/hips/secret.stars/properties").status_code == 404
+
+
 def test_range(client: TestClient) -> None:
     url = "/tap/hips/open.stars/Norder1/Allsky.tsv"
     whole = client.get(url).content

@@ -63,7 +63,9 @@ def _cache_control(request: Request, max_age: int = MAX_AGE) -> str:
     return f"{scope}, max-age={max_age}"
 
 
-@router.get("/hips/list", summary="HiPS list (concatenated properties)")
+@router.api_route(
+    "/hips/list", methods=["GET", "HEAD"], summary="HiPS list (concatenated properties)"
+)
 async def hips_list(request: Request, context: Context, caller: CallerDep) -> Response:
     """The ``properties`` of every HiPS the caller may read, each with its
     ``hips_service_url``, separated by blank lines (the HiPS list format)."""
@@ -94,7 +96,7 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
     return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
 
-@router.get("/hips/{hips_id}/{path:path}", summary="a HiPS file")
+@router.api_route("/hips/{hips_id}/{path:path}", methods=["GET", "HEAD"], summary="a HiPS file")
 async def hips_get(
     hips_id: str, path: str, request: Request, context: Context, caller: CallerDep
 ) -> Response:
