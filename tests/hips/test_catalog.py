@@ -181,6 +181,14 @@ def test_moc_covers_every_source(built: Path, hips_data: Path) -> None:
     moc = MOC.from_fits(built / "Moc.fits")
     inside = moc.contains_lonlat(table["ra"].to_numpy() * u.deg, table["dec"].to_numpy() * u.deg)
     assert inside.all()
+    # Exactly the order-8 cells holding sources (cells from cdshealpix), no more.
+    cells = np.unique(
+        cdshealpix.nested.lonlat_to_healpix(
+            table["ra"].to_numpy() * u.deg, table["dec"].to_numpy() * u.deg, 8
+        )
+    )
+    expected = MOC.from_healpix_cells(cells, np.full(cells.size, 8, dtype=np.uint8), max_depth=8)
+    assert moc == expected
     assert moc.sky_fraction == pytest.approx(
         float(_properties(built)["moc_sky_fraction"]), abs=1e-6
     )
