@@ -245,6 +245,7 @@ def test_failed_build_leaves_the_old_hips(
         ("sky.clustered", "name", None, "not a numeric column"),
         ("sky.clustered", "mag", ["sid", "_healpix_29"], "no column '_healpix_29'"),
         ("sky.plain", "x", None, "has no sky positions"),
+        ("sky.clustered", "mag", ["flags"], "cannot go in a TSV tile"),
         ("sky.missing", "mag", None, "no table sky.missing"),
         ("clustered", "mag", None, "not of the form SCHEMA.TABLE"),
     ],

@@ -192,6 +192,14 @@ def _partitions(root: Path) -> list[tuple[int, int]]:
 _NUMERIC = ("int", "uint", "float", "double", "halffloat")
 
 
+_NOT_TSV = ("list", "large_list", "fixed_size", "struct", "map", "binary", "large_binary")
+
+
+def _tsv_able(column: ColumnMeta) -> bool:
+    """Whether a column's values can be written as one TSV field each."""
+    return not column.arrow_type.startswith(_NOT_TSV)
+
+
 def _check_columns(meta: TableMeta, order_by: str, columns: Sequence[str] | None) -> list[str]:
     """The tile columns (RA, Dec first) after checking every name against the table."""
     if meta.kind != "hats" or not meta.ra_column or not meta.dec_column:
@@ -217,10 +225,16 @@ def _check_columns(meta: TableMeta, order_by: str, columns: Sequence[str] | None
             hint="order the sources by a magnitude or a flux",
         )
     if columns is None:
-        chosen = [c.name for c in meta.columns if c.principal]
+        chosen = [c.name for c in meta.columns if c.principal and _tsv_able(c)]
         chosen.append(order_by)
     else:
         chosen = [known(c) for c in columns]
+        for name in chosen:
+            if not _tsv_able(meta.column(name)):
+                raise UsageError(
+                    f"column {name} ({meta.column(name).arrow_type}) cannot go in a TSV tile",
+                    hint="choose columns of numbers, strings or times",
+                )
     out = [meta.ra_column, meta.dec_column]
     for name in chosen:
         if name not in out and name != _HPX_COLUMN:
