@@ -275,8 +275,13 @@ def test_initial_view_frames_a_small_footprint(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ingest([tmp_path / "s.parquet"], "f.small", data, ra="ra", dec="dec",
            options=IngestOptions(workers=1))  # fmt: skip
-    build_catalog_hips(data, "f.small", "mag")
-    props = _properties(hips_dir(data, TableName("f", "small")))
+    build_catalog_hips(data, "f.small", "mag", title="Small <script>alert(1)</script> field")
+    root = hips_dir(data, TableName("f", "small"))
+    props = _properties(root)
+    # index.html shows it in Aladin Lite; the title is text there, never markup.
+    page = (root / "index.html").read_text()
+    assert "A.catalogHiPS(" in page and f"fov: {props['hips_initial_fov']}" in page
+    assert "<script>alert" not in page and "Small &lt;script&gt;alert(1)" in page
     centre_ra = float(props["hips_initial_ra"])
     assert min(abs(centre_ra - 359.5), 360 - abs(centre_ra - 359.5)) < 0.5
     assert float(props["hips_initial_dec"]) == pytest.approx(-30, abs=0.5)

@@ -80,6 +80,15 @@ def test_properties_and_tile_headers(client: TestClient) -> None:
     assert r.headers["content-type"].startswith("application/x-votable+xml")
 
 
+def test_index_page(client: TestClient) -> None:
+    for url in ("/tap/hips/open.stars/", "/tap/hips/open.stars/index.html"):
+        r = client.get(url)
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/html")
+        assert "A.catalogHiPS(" in r.text and "open.stars" in r.text
+    assert client.get("/tap/hips/secret.stars/").status_code == 404
+
+
 def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
     hips = hips_dir(hips_root_dir, TableName("open", "stars"))
     tile = next(hips.glob("Norder2/Dir*/Npix*.tsv")).relative_to(hips).as_posix()
@@ -137,7 +146,7 @@ def test_hidden_reads_like_missing(client: TestClient) -> None:
         "/tap/hips/open.stars/%2Fetc%2Fpasswd",
         "/tap/hips/open.stars/Norder1//Allsky.tsv",
         "/tap/hips/..%2Fopen/stars/properties",
-        "/tap/hips/open.stars/",
+        "/tap/hips/open.stars/%2E/properties",
     ],
 )
 def test_traversal_is_missing(client: TestClient, path: str) -> None:

@@ -5,6 +5,7 @@ Layout of the output directory (see :func:`skyvault.hips.store.hips_dir`)::
     properties                     HiPS properties, dataproduct_type=catalog
     metadata.xml                   a VOTable with the tiles' FIELDs and no rows
     Moc.fits                       IVOA MOC of the cells holding sources (mocpy)
+    index.html                     the HiPS in Aladin Lite (loaded from the CDS)
     Norder1/Allsky.tsv             every order-1 tile in one file (one header line)
     Norder2/Allsky.tsv             the same for order 2
     NorderK/DirD/NpixN.tsv         one tile, D = N // 10000 * 10000 (orders 1, 2 and deeper)
@@ -327,6 +328,52 @@ def _initial_view(
     return c_ra, c_dec, fov
 
 
+_INDEX_HTML = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<script src="https://aladin.cds.unistra.fr/AladinLite/api/v3/latest/aladin.js" charset="utf-8">
+</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p>Catalogue HiPS of {table}: {nrows} sources, brightest first by {order_by}.</p>
+<div id="aladin" style="width: 100%; height: 640px"></div>
+<script>
+A.init.then(() => {{
+  const aladin = A.aladin("#aladin", {{survey: "P/DSS2/color", fov: {fov}, target: "{ra} {dec}"}});
+  const here = window.location.href.replace(/[^/]*$/, "");
+  aladin.addCatalog(A.catalogHiPS(here, {{name: {name}}}));
+}});
+</script>
+</body>
+</html>
+"""
+
+
+def _index_html(path: Path, props: dict[str, str], name: TableName) -> None:
+    """``index.html``: the HiPS shown over DSS2 in Aladin Lite (from the CDS)."""
+    import html
+    import json
+
+    title = html.escape(props["obs_title"])
+    path.write_text(
+        _INDEX_HTML.format(
+            title=title,
+            table=html.escape(str(name)),
+            nrows=props["hips_cat_nrows"],
+            order_by=html.escape(props["skyvault_order_by"]),
+            fov=props["hips_initial_fov"],
+            ra=props["hips_initial_ra"],
+            dec=props["hips_initial_dec"],
+            # JSON in a script: "</" can close the element, so it is escaped.
+            name=json.dumps(str(name)).replace("</", "<\\/"),
+        ),
+        encoding="utf-8",
+    )
+
+
 def build_catalog_hips(
     data_dir: Path,
     table: str,
@@ -533,6 +580,7 @@ def build_catalog_hips(
         }
         text = "".join(f"{k:<24}= {' '.join(v.split())}\n" for k, v in props.items())
         (root / "properties").write_text(text, encoding="utf-8")
+        _index_html(root / "index.html", props, name)
         publish_start = time.perf_counter()
 
     return CatalogHipsResult(

@@ -101,10 +101,11 @@ async def hips_get(
     hips_id: str, path: str, request: Request, context: Context, caller: CallerDep
 ) -> Response:
     """A file of the HiPS of table ``hips_id`` (``SCHEMA.TABLE``): tiles, ``properties``,
-    ``Moc.fits``, ``metadata.xml``, ``NorderK/Allsky.tsv``."""
+    ``Moc.fits``, ``metadata.xml``, ``NorderK/Allsky.tsv``; the bare directory is its
+    ``index.html``."""
     if hips_id not in caller.table_names:
         return _not_found()
-    found = hips_file(context.settings.data_dir, hips_id, path)
+    found = hips_file(context.settings.data_dir, hips_id, path or "index.html")
     if found is None:
         return _not_found()
     stat = found.stat()
