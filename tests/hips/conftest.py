@@ -34,6 +34,7 @@ def _sources(rng: np.random.Generator) -> pa.Table:
             "dec": pa.array(dec),
             "mag": pa.array(mag, mask=mask),
             "name": pa.array(names),
+            "flags": pa.array([[i % 3, i % 5] for i in range(n)], type=pa.list_(pa.int16())),
         }
     )
 

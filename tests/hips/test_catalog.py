@@ -181,6 +181,14 @@ def test_moc_covers_every_source(built: Path, hips_data: Path) -> None:
     moc = MOC.from_fits(built / "Moc.fits")
     inside = moc.contains_lonlat(table["ra"].to_numpy() * u.deg, table["dec"].to_numpy() * u.deg)
     assert inside.all()
+    # Exactly the order-8 cells holding sources (cells from cdshealpix), no more.
+    cells = np.unique(
+        cdshealpix.nested.lonlat_to_healpix(
+            table["ra"].to_numpy() * u.deg, table["dec"].to_numpy() * u.deg, 8
+        )
+    )
+    expected = MOC.from_healpix_cells(cells, np.full(cells.size, 8, dtype=np.uint8), max_depth=8)
+    assert moc == expected
     assert moc.sky_fraction == pytest.approx(
         float(_properties(built)["moc_sky_fraction"]), abs=1e-6
     )
@@ -237,6 +245,7 @@ def test_failed_build_leaves_the_old_hips(
         ("sky.clustered", "name", None, "not a numeric column"),
         ("sky.clustered", "mag", ["sid", "_healpix_29"], "no column '_healpix_29'"),
         ("sky.plain", "x", None, "has no sky positions"),
+        ("sky.clustered", "mag", ["flags"], "cannot go in a TSV tile"),
         ("sky.missing", "mag", None, "no table sky.missing"),
         ("clustered", "mag", None, "not of the form SCHEMA.TABLE"),
     ],
@@ -247,3 +256,34 @@ def test_usage_errors(
     with pytest.raises(Exception, match=re.escape(message)) as info:
         build_catalog_hips(hips_data, table, order_by, columns=columns)
     assert isinstance(info.value, UsageError) or "no table" in message
+
+
+def test_initial_view_frames_a_small_footprint(tmp_path: Path) -> None:
+    """A table around (359.5°, -30°) (across RA 0): the initial view is centred on it,
+    with a field of view that holds it, and the MOC covers a small part of the sky."""
+    import pyarrow as pa
+
+    from skyvault.catalog.ingest import IngestOptions, ingest
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    ra = (359.5 + rng.uniform(-1.5, 1.5, n)) % 360
+    dec = -30 + rng.uniform(-1.5, 1.5, n)
+    pq.write_table(
+        pa.table({"ra": ra, "dec": dec, "mag": rng.uniform(5, 15, n)}), tmp_path / "s.parquet"
+    )
+    data = tmp_path / "data"
+    ingest([tmp_path / "s.parquet"], "f.small", data, ra="ra", dec="dec",
+           options=IngestOptions(workers=1))  # fmt: skip
+    build_catalog_hips(data, "f.small", "mag", title="Small <script>alert(1)</script> field")
+    root = hips_dir(data, TableName("f", "small"))
+    props = _properties(root)
+    # index.html shows it in Aladin Lite; the title is text there, never markup.
+    page = (root / "index.html").read_text()
+    assert "A.catalogHiPS(" in page and f"fov: {props['hips_initial_fov']}" in page
+    assert "<script>alert" not in page and "Small &lt;script&gt;alert(1)" in page
+    centre_ra = float(props["hips_initial_ra"])
+    assert min(abs(centre_ra - 359.5), 360 - abs(centre_ra - 359.5)) < 0.5
+    assert float(props["hips_initial_dec"]) == pytest.approx(-30, abs=0.5)
+    assert 3 <= float(props["hips_initial_fov"]) <= 10
+    assert float(props["moc_sky_fraction"]) < 0.01

@@ -80,6 +80,15 @@ def test_properties_and_tile_headers(client: TestClient) -> None:
     assert r.headers["content-type"].startswith("application/x-votable+xml")
 
 
+def test_index_page(client: TestClient) -> None:
+    for url in ("/tap/hips/open.stars/", "/tap/hips/open.stars/index.html"):
+        r = client.get(url)
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/html")
+        assert "A.catalogHiPS(" in r.text and "open.stars" in r.text
+    assert client.get("/tap/hips/secret.stars/").status_code == 404
+
+
 def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
     hips = hips_dir(hips_root_dir, TableName("open", "stars"))
     tile = next(hips.glob("Norder2/Dir*/Npix*.tsv")).relative_to(hips).as_posix()
@@ -94,6 +103,17 @@ def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
     assert again.headers["access-control-allow-origin"] == "*"
     other = client.get(url, headers={"If-None-Match": '"something-else"'})
     assert other.status_code == 200 and other.content == first.content
+
+
+def test_head(client: TestClient) -> None:
+    url = "/tap/hips/open.stars/Norder1/Allsky.tsv"
+    whole = client.get(url)
+    head = client.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(whole.content))
+    assert head.headers["etag"] == whole.headers["etag"]
+    assert client.head("/tap/hips/secret.stars/properties").status_code == 404
 
 
 def test_range(client: TestClient) -> None:
@@ -112,6 +132,7 @@ def test_hidden_reads_like_missing(client: TestClient) -> None:
     assert hidden.status_code == missing.status_code == no_tile.status_code == 404
     assert hidden.content == missing.content == no_tile.content
     assert hidden.headers["content-type"] == missing.headers["content-type"]
+    assert hidden.headers["access-control-allow-origin"] == "*"
     # The file exists on disk: only the grant hides it.
     assert b"secret" not in hidden.content
 
@@ -125,7 +146,7 @@ def test_hidden_reads_like_missing(client: TestClient) -> None:
         "/tap/hips/open.stars/%2Fetc%2Fpasswd",
         "/tap/hips/open.stars/Norder1//Allsky.tsv",
         "/tap/hips/..%2Fopen/stars/properties",
-        "/tap/hips/open.stars/",
+        "/tap/hips/open.stars/%2E/properties",
     ],
 )
 def test_traversal_is_missing(client: TestClient, path: str) -> None:

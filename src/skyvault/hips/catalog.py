@@ -5,6 +5,7 @@ Layout of the output directory (see :func:`skyvault.hips.store.hips_dir`)::
     properties                     HiPS properties, dataproduct_type=catalog
     metadata.xml                   a VOTable with the tiles' FIELDs and no rows
     Moc.fits                       IVOA MOC of the cells holding sources (mocpy)
+    index.html                     the HiPS in Aladin Lite (loaded from the CDS)
     Norder1/Allsky.tsv             every order-1 tile in one file (one header line)
     Norder2/Allsky.tsv             the same for order 2
     NorderK/DirD/NpixN.tsv         one tile, D = N // 10000 * 10000 (orders 1, 2 and deeper)
@@ -24,6 +25,11 @@ orders < P depend on its neighbours too, but the sources a partition gives to th
 are among its first ``sum(limit(k) for k < P)`` (the choice in any cell is a prefix of the
 ranking of the sources in it), so a first pass keeps only those candidates and decides the
 coarse orders on them, and a second pass writes each partition's tiles.
+
+Memory: one partition (the columns needed) in the second pass; in the first, the
+candidates, Σ limits(k < P) per partition of order P, about 40 bytes each (with the
+default limits a partition of order 7 keeps 2,090; 10,000 of them need about 1 GB), so
+very large tables want a coarser partitioning or a spilled first pass (not done yet).
 
 The build is written beside the published HiPS and replaces it atomically
 (:func:`skyvault.catalog.layout.building`).
@@ -187,6 +193,14 @@ def _partitions(root: Path) -> list[tuple[int, int]]:
 _NUMERIC = ("int", "uint", "float", "double", "halffloat")
 
 
+_NOT_TSV = ("list", "large_list", "fixed_size", "struct", "map", "binary", "large_binary")
+
+
+def _tsv_able(column: ColumnMeta) -> bool:
+    """Whether a column's values can be written as one TSV field each."""
+    return not column.arrow_type.startswith(_NOT_TSV)
+
+
 def _check_columns(meta: TableMeta, order_by: str, columns: Sequence[str] | None) -> list[str]:
     """The tile columns (RA, Dec first) after checking every name against the table."""
     if meta.kind != "hats" or not meta.ra_column or not meta.dec_column:
@@ -212,10 +226,16 @@ def _check_columns(meta: TableMeta, order_by: str, columns: Sequence[str] | None
             hint="order the sources by a magnitude or a flux",
         )
     if columns is None:
-        chosen = [c.name for c in meta.columns if c.principal]
+        chosen = [c.name for c in meta.columns if c.principal and _tsv_able(c)]
         chosen.append(order_by)
     else:
         chosen = [known(c) for c in columns]
+        for name in chosen:
+            if not _tsv_able(meta.column(name)):
+                raise UsageError(
+                    f"column {name} ({meta.column(name).arrow_type}) cannot go in a TSV tile",
+                    hint="choose columns of numbers, strings or times",
+                )
     out = [meta.ra_column, meta.dec_column]
     for name in chosen:
         if name not in out and name != _HPX_COLUMN:
@@ -308,6 +328,52 @@ def _initial_view(
     return c_ra, c_dec, fov
 
 
+_INDEX_HTML = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<script src="https://aladin.cds.unistra.fr/AladinLite/api/v3/latest/aladin.js" charset="utf-8">
+</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p>Catalogue HiPS of {table}: {nrows} sources, brightest first by {order_by}.</p>
+<div id="aladin" style="width: 100%; height: 640px"></div>
+<script>
+A.init.then(() => {{
+  const aladin = A.aladin("#aladin", {{survey: "P/DSS2/color", fov: {fov}, target: "{ra} {dec}"}});
+  const here = window.location.href.replace(/[^/]*$/, "");
+  aladin.addCatalog(A.catalogHiPS(here, {{name: {name}}}));
+}});
+</script>
+</body>
+</html>
+"""
+
+
+def _index_html(path: Path, props: dict[str, str], name: TableName) -> None:
+    """``index.html``: the HiPS shown over DSS2 in Aladin Lite (from the CDS)."""
+    import html
+    import json
+
+    title = html.escape(props["obs_title"])
+    path.write_text(
+        _INDEX_HTML.format(
+            title=title,
+            table=html.escape(str(name)),
+            nrows=props["hips_cat_nrows"],
+            order_by=html.escape(props["skyvault_order_by"]),
+            fov=props["hips_initial_fov"],
+            ra=props["hips_initial_ra"],
+            dec=props["hips_initial_dec"],
+            # JSON in a script: "</" can close the element, so it is escaped.
+            name=json.dumps(str(name)).replace("</", "<\\/"),
+        ),
+        encoding="utf-8",
+    )
+
+
 def build_catalog_hips(
     data_dir: Path,
     table: str,
@@ -361,7 +427,10 @@ def build_catalog_hips(
         cand_row.append(ranked)
         cand_missing.append(missing[ranked])
         cand_key.append(key[ranked])
-    taken: dict[int, dict[int, int]] = {}  # partition -> row -> order
+    # Sources placed by pass 1, sorted by partition: partition, row, order.
+    taken_part = np.zeros(0, dtype=np.int64)
+    taken_row = np.zeros(0, dtype=np.int64)
+    taken_order = np.zeros(0, dtype=np.int8)
     if cand_hpx:
         hpx = np.concatenate(cand_hpx)
         part_of = np.concatenate(cand_part)
@@ -372,8 +441,11 @@ def build_catalog_hips(
         ).astype(np.int64)
         stop = np.asarray(firsts, dtype=np.int8)[part_of]
         placed = assign_orders(hpx, ranked_all, 1, limits, stop=stop)
-        for i in np.flatnonzero(placed >= 0):
-            taken.setdefault(int(part_of[i]), {})[int(row_of[i])] = int(placed[i])
+        chosen = np.flatnonzero(placed >= 0)
+        chosen = chosen[np.argsort(part_of[chosen], kind="stable")]
+        taken_part, taken_row, taken_order = part_of[chosen], row_of[chosen], placed[chosen]
+        del hpx, part_of, row_of, key_all, ranked_all, stop, placed
+        cand_hpx, cand_part, cand_row, cand_missing, cand_key = [], [], [], [], []
 
     header = "\t".join(out_columns).encode() + b"\n"
     read_columns = list(dict.fromkeys([_HPX_COLUMN, order_by, *out_columns]))
@@ -419,8 +491,8 @@ def build_catalog_hips(
             nrows += n
             hpx = part.column(_HPX_COLUMN).to_numpy().astype(np.int64)
             orders = np.full(n, -1, dtype=np.int8)
-            for row, order in taken.get(index, {}).items():
-                orders[row] = order
+            lo, hi = np.searchsorted(taken_part, [index, index + 1])
+            orders[taken_row[lo:hi]] = taken_order[lo:hi]
             ranked = _ranked(part, order_by, ascending)
             fine = assign_orders(hpx, ranked[orders[ranked] < 0], first, limits)
             orders = np.where(orders >= 0, orders, fine)
@@ -508,6 +580,7 @@ def build_catalog_hips(
         }
         text = "".join(f"{k:<24}= {' '.join(v.split())}\n" for k, v in props.items())
         (root / "properties").write_text(text, encoding="utf-8")
+        _index_html(root / "index.html", props, name)
         publish_start = time.perf_counter()
 
     return CatalogHipsResult(

@@ -24,6 +24,7 @@ from skyvault.catalog.layout import TableName
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.hips.store import content_type, hips_file, read_properties
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.exceptions import error_response
 from skyvault.service.security import CallerDep
 
 __all__ = ["router"]
@@ -36,8 +37,13 @@ MAX_AGE = 3600
 _CORS = {"Access-Control-Allow-Origin": "*"}
 
 
-def _not_found() -> CatalogNotFound:
-    return CatalogNotFound("no such HiPS file", hint="GET /hips/list names the HiPS you may read")
+def _not_found() -> Response:
+    """The one 404 of every file that is hidden, missing or out of bounds (with CORS, so
+    that a browser's script sees a 404 rather than a network error)."""
+    error = CatalogNotFound("no such HiPS file", hint="GET /hips/list names the HiPS you may read")
+    response = error_response(str(error), error.http_status)
+    response.headers.update(_CORS)
+    return response
 
 
 def _etag(stat: os.stat_result) -> str:
@@ -57,7 +63,9 @@ def _cache_control(request: Request, max_age: int = MAX_AGE) -> str:
     return f"{scope}, max-age={max_age}"
 
 
-@router.get("/hips/list", summary="HiPS list (concatenated properties)")
+@router.api_route(
+    "/hips/list", methods=["GET", "HEAD"], summary="HiPS list (concatenated properties)"
+)
 async def hips_list(request: Request, context: Context, caller: CallerDep) -> Response:
     """The ``properties`` of every HiPS the caller may read, each with its
     ``hips_service_url``, separated by blank lines (the HiPS list format)."""
@@ -88,17 +96,18 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
     return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
 
-@router.get("/hips/{hips_id}/{path:path}", summary="a HiPS file")
+@router.api_route("/hips/{hips_id}/{path:path}", methods=["GET", "HEAD"], summary="a HiPS file")
 async def hips_get(
     hips_id: str, path: str, request: Request, context: Context, caller: CallerDep
 ) -> Response:
     """A file of the HiPS of table ``hips_id`` (``SCHEMA.TABLE``): tiles, ``properties``,
-    ``Moc.fits``, ``metadata.xml``, ``NorderK/Allsky.tsv``."""
+    ``Moc.fits``, ``metadata.xml``, ``NorderK/Allsky.tsv``; the bare directory is its
+    ``index.html``."""
     if hips_id not in caller.table_names:
-        raise _not_found()
-    found = hips_file(context.settings.data_dir, hips_id, path)
+        return _not_found()
+    found = hips_file(context.settings.data_dir, hips_id, path or "index.html")
     if found is None:
-        raise _not_found()
+        return _not_found()
     stat = found.stat()
     etag = _etag(stat)
     headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
