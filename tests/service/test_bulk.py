@@ -544,3 +544,52 @@ def test_wget_mirrors_a_table_from_one_signed_url(
     assert (tmp_path / "_MD5SUM.txt").is_file()
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "dataset" / "_metadata").is_file()
+
+
+def test_a_table_ingested_before_manifests_is_served_with_computed_ones(tmp_path: Path) -> None:
+    from skyvault.auth import AuthStorage, grant_access
+    from skyvault.bulk import MANIFEST_FILE
+    from skyvault.catalog.ingest import IngestOptions, ingest
+    from tests.conftest import random_sky
+
+    pq.write_table(random_sky(3000, seed=5), tmp_path / "in.parquet")
+    data = tmp_path / "data"
+    small = IngestOptions(max_rows_per_partition=1000)
+    ingest([tmp_path / "in.parquet"], "old.t", data, ra="ra", dec="dec", options=small)
+    root = (data / "old" / "t").resolve()
+    (root / MANIFEST_FILE).unlink()  # as an older skyvault left it
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        grant_access(storage, "old", None)
+    finally:
+        storage.close()
+    jobs = tmp_path / "jobs"
+    settings = Settings(
+        data_dir=data,
+        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
+        results_url=str(jobs / "results"),
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        r = app.get("/bulk/old/t/partition_info.csv")
+        assert r.status_code == 200 and r.content == (root / "partition_info.csv").read_bytes()
+        assert "repr-digest" not in r.headers  # no stored sha256 to give
+        etag = r.headers["etag"]
+        assert etag.startswith('"') and etag != f'"{hashlib.sha256(r.content).hexdigest()}"'
+        assert (
+            app.get("/bulk/old/t/partition_info.csv", headers={"If-None-Match": etag}).status_code
+            == 304
+        )
+        sums = app.get("/bulk/old/t/_MD5SUM.txt")
+        assert sums.status_code == 200 and "partition_info.csv" in sums.text
+        done = subprocess.run(
+            ["md5sum", "--check", "--strict", "-"],
+            cwd=root,
+            input=sums.content,
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        names = [
+            e["name"] for e in app.get("/bulk/old/t/", params={"format": "json"}).json()["entries"]
+        ]
+        assert MANIFEST_FILE not in names and "manifest.json" in names
