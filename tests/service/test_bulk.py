@@ -593,3 +593,42 @@ def test_a_table_ingested_before_manifests_is_served_with_computed_ones(tmp_path
             e["name"] for e in app.get("/bulk/old/t/", params={"format": "json"}).json()["entries"]
         ]
         assert MANIFEST_FILE not in names and "manifest.json" in names
+
+
+def test_too_many_transfers_at_once_are_429(settings: Settings, demo_dir: Path) -> None:
+    import socket
+
+    from tests.service.conftest import _free_port, serve_in_thread
+
+    port = _free_port()
+    limited = settings.model_copy(update={"bulk_max_downloads": 1, "port": port})
+    path = f"/bulk/{OBJECT}/{PIXEL}"
+    with serve_in_thread(create_app(limited), port) as tap:
+        url = tap.removesuffix("/tap") + path
+        # A slow client (small receive buffer, reads nothing): its transfer stays running.
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        try:
+            slow.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert slow.recv(64).startswith(b"HTTP/1.1 200")
+            second = httpx.get(url, timeout=30)
+            assert second.status_code == 429
+            assert second.headers["retry-after"] == str(settings.retry_after)
+            assert "downloads running" in second.text
+            # Not transfers: listings, manifests and 304s are not counted.
+            listing = httpx.get(tap.removesuffix("/tap") + f"/bulk/{OBJECT}/_MD5SUM.txt")
+            assert listing.status_code == 200
+            etag = httpx.head(url, timeout=30).headers.get("etag")
+            assert etag is not None
+            assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 304
+        finally:
+            slow.close()
+        # The slow one is gone: room again.
+        deadline = time.monotonic() + 10
+        while True:
+            again = httpx.get(url, headers={"Range": "bytes=0-9"}, timeout=30)
+            if again.status_code != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert again.status_code == 206 and again.content == _local(demo_dir, PIXEL)[:10]
