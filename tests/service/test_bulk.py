@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -306,17 +307,50 @@ def test_hats_and_lsdb_read_the_table_over_http(live_url: str, demo_dir: Path) -
     assert over_http.reset_index(drop=True).equals(on_disk.reset_index(drop=True))
 
 
-def test_pyarrow_over_fsspec_reads_the_footer(live_url: str, demo_dir: Path) -> None:
+class _CountBodyBytes:
+    """ASGI wrapper counting the response body bytes the server sends."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def counting(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                self.sent += len(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def test_pyarrow_over_fsspec_reads_only_the_footer_and_the_column_it_needs(
+    settings: Settings, demo_dir: Path
+) -> None:
     import fsspec
 
-    url = f"{_root(live_url)}/bulk/{OBJECT}/{PIXEL}"
-    with fsspec.open(url, "rb", block_size=64 * 1024) as fh:
-        remote = pq.ParquetFile(fh)
-        local = pq.ParquetFile(demo_dir / OBJECT / PIXEL)
-        assert remote.metadata.num_rows == local.metadata.num_rows
-        assert remote.schema_arrow == local.schema_arrow
-        first = remote.read_row_group(0, columns=["objectId"])
-        assert first.equals(local.read_row_group(0, columns=["objectId"]))
+    from tests.service.conftest import _free_port, serve_in_thread
+
+    port = _free_port()
+    counted = _CountBodyBytes(create_app(settings.model_copy(update={"port": port})))
+    local = pq.ParquetFile(demo_dir / OBJECT / PIXEL)
+    size = (demo_dir / OBJECT / PIXEL).stat().st_size
+    group_index = local.metadata.num_row_groups - 1
+    assert local.metadata.num_columns > 100  # one column is a small part of the file
+    with serve_in_thread(counted, port) as tap:  # type: ignore[arg-type]
+        url = f"{tap.removesuffix('/tap')}/bulk/{OBJECT}/{PIXEL}"
+        with fsspec.open(url, "rb", block_size=64 * 1024, cache_type="readahead") as fh:
+            remote = pq.ParquetFile(fh, pre_buffer=False)
+            assert remote.metadata.num_rows == local.metadata.num_rows
+            assert remote.schema_arrow == local.schema_arrow
+            group = remote.read_row_group(group_index, columns=["objectId"])
+    assert group.equals(local.read_row_group(group_index, columns=["objectId"]))
+    column = local.metadata.row_group(group_index).column(
+        local.schema_arrow.get_field_index("objectId")
+    )
+    needed = local.metadata.serialized_size + column.total_compressed_size
+    # The footer and one column chunk (plus read-ahead), not the file.
+    assert counted.sent < needed + 4 * 64 * 1024
+    assert counted.sent < size / 20
 
 
 def _resume(tool: list[str], url: str, target: Path, body: bytes, md5: str) -> None:
