@@ -310,6 +310,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- bulk download (service/handlers/bulk.py) -------------------------------------------
+    bulk_max_downloads: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "most /bulk file transfers one caller (a user; an anonymous client address) may "
+            "have running at once in one server process; more are refused with 429 and "
+            "Retry-After; 0: no limit"
+        ),
+    )
+
 
 def parse_bytes(size: str | int) -> int:
     """Bytes in ``size`` (``"2GB"``, ``"512MiB"``, ``1000``), as DuckDB reads its limits."""

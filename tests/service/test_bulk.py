@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -306,17 +307,50 @@ def test_hats_and_lsdb_read_the_table_over_http(live_url: str, demo_dir: Path) -
     assert over_http.reset_index(drop=True).equals(on_disk.reset_index(drop=True))
 
 
-def test_pyarrow_over_fsspec_reads_the_footer(live_url: str, demo_dir: Path) -> None:
+class _CountBodyBytes:
+    """ASGI wrapper counting the response body bytes the server sends."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def counting(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                self.sent += len(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def test_pyarrow_over_fsspec_reads_only_the_footer_and_the_column_it_needs(
+    settings: Settings, demo_dir: Path
+) -> None:
     import fsspec
 
-    url = f"{_root(live_url)}/bulk/{OBJECT}/{PIXEL}"
-    with fsspec.open(url, "rb", block_size=64 * 1024) as fh:
-        remote = pq.ParquetFile(fh)
-        local = pq.ParquetFile(demo_dir / OBJECT / PIXEL)
-        assert remote.metadata.num_rows == local.metadata.num_rows
-        assert remote.schema_arrow == local.schema_arrow
-        first = remote.read_row_group(0, columns=["objectId"])
-        assert first.equals(local.read_row_group(0, columns=["objectId"]))
+    from tests.service.conftest import _free_port, serve_in_thread
+
+    port = _free_port()
+    counted = _CountBodyBytes(create_app(settings.model_copy(update={"port": port})))
+    local = pq.ParquetFile(demo_dir / OBJECT / PIXEL)
+    size = (demo_dir / OBJECT / PIXEL).stat().st_size
+    group_index = local.metadata.num_row_groups - 1
+    assert local.metadata.num_columns > 100  # one column is a small part of the file
+    with serve_in_thread(counted, port) as tap:  # type: ignore[arg-type]
+        url = f"{tap.removesuffix('/tap')}/bulk/{OBJECT}/{PIXEL}"
+        with fsspec.open(url, "rb", block_size=64 * 1024, cache_type="readahead") as fh:
+            remote = pq.ParquetFile(fh, pre_buffer=False)
+            assert remote.metadata.num_rows == local.metadata.num_rows
+            assert remote.schema_arrow == local.schema_arrow
+            group = remote.read_row_group(group_index, columns=["objectId"])
+    assert group.equals(local.read_row_group(group_index, columns=["objectId"]))
+    column = local.metadata.row_group(group_index).column(
+        local.schema_arrow.get_field_index("objectId")
+    )
+    needed = local.metadata.serialized_size + column.total_compressed_size
+    # The footer and one column chunk (plus read-ahead), not the file.
+    assert counted.sent < needed + 4 * 64 * 1024
+    assert counted.sent < size / 20
 
 
 def _resume(tool: list[str], url: str, target: Path, body: bytes, md5: str) -> None:
@@ -544,3 +578,91 @@ def test_wget_mirrors_a_table_from_one_signed_url(
     assert (tmp_path / "_MD5SUM.txt").is_file()
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "dataset" / "_metadata").is_file()
+
+
+def test_a_table_ingested_before_manifests_is_served_with_computed_ones(tmp_path: Path) -> None:
+    from skyvault.auth import AuthStorage, grant_access
+    from skyvault.bulk import MANIFEST_FILE
+    from skyvault.catalog.ingest import IngestOptions, ingest
+    from tests.conftest import random_sky
+
+    pq.write_table(random_sky(3000, seed=5), tmp_path / "in.parquet")
+    data = tmp_path / "data"
+    small = IngestOptions(max_rows_per_partition=1000)
+    ingest([tmp_path / "in.parquet"], "old.t", data, ra="ra", dec="dec", options=small)
+    root = (data / "old" / "t").resolve()
+    (root / MANIFEST_FILE).unlink()  # as an older skyvault left it
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        grant_access(storage, "old", None)
+    finally:
+        storage.close()
+    jobs = tmp_path / "jobs"
+    settings = Settings(
+        data_dir=data,
+        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
+        results_url=str(jobs / "results"),
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        r = app.get("/bulk/old/t/partition_info.csv")
+        assert r.status_code == 200 and r.content == (root / "partition_info.csv").read_bytes()
+        assert "repr-digest" not in r.headers  # no stored sha256 to give
+        etag = r.headers["etag"]
+        assert etag.startswith('"') and etag != f'"{hashlib.sha256(r.content).hexdigest()}"'
+        assert (
+            app.get("/bulk/old/t/partition_info.csv", headers={"If-None-Match": etag}).status_code
+            == 304
+        )
+        sums = app.get("/bulk/old/t/_MD5SUM.txt")
+        assert sums.status_code == 200 and "partition_info.csv" in sums.text
+        done = subprocess.run(
+            ["md5sum", "--check", "--strict", "-"],
+            cwd=root,
+            input=sums.content,
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        names = [
+            e["name"] for e in app.get("/bulk/old/t/", params={"format": "json"}).json()["entries"]
+        ]
+        assert MANIFEST_FILE not in names and "manifest.json" in names
+
+
+def test_too_many_transfers_at_once_are_429(settings: Settings, demo_dir: Path) -> None:
+    import socket
+
+    from tests.service.conftest import _free_port, serve_in_thread
+
+    port = _free_port()
+    limited = settings.model_copy(update={"bulk_max_downloads": 1, "port": port})
+    path = f"/bulk/{OBJECT}/{PIXEL}"
+    with serve_in_thread(create_app(limited), port) as tap:
+        url = tap.removesuffix("/tap") + path
+        # A slow client (small receive buffer, reads nothing): its transfer stays running.
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        try:
+            slow.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert slow.recv(64).startswith(b"HTTP/1.1 200")
+            second = httpx.get(url, timeout=30)
+            assert second.status_code == 429
+            assert second.headers["retry-after"] == str(settings.retry_after)
+            assert "downloads running" in second.text
+            # Not transfers: listings, manifests and 304s are not counted.
+            listing = httpx.get(tap.removesuffix("/tap") + f"/bulk/{OBJECT}/_MD5SUM.txt")
+            assert listing.status_code == 200
+            etag = httpx.head(url, timeout=30).headers.get("etag")
+            assert etag is not None
+            assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 304
+        finally:
+            slow.close()
+        # The slow one is gone: room again.
+        deadline = time.monotonic() + 10
+        while True:
+            again = httpx.get(url, headers={"Range": "bytes=0-9"}, timeout=30)
+            if again.status_code != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert again.status_code == 206 and again.content == _local(demo_dir, PIXEL)[:10]

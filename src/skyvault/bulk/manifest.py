@@ -70,6 +70,8 @@ VIRTUAL_FILES = frozenset({MD5SUM_FILE, MANIFEST_JSON, MANIFEST_CSV, MANIFEST_SH
 FORMAT_VERSION = 1
 
 _CHUNK = 1 << 20
+#: Rendered documents kept per manifest (a few per directory of a table).
+_RENDERED_MAX = 4096
 _DATA_FILE = re.compile(r"^(Npix=\d+|part-\d+)\.parquet$")
 _PIXEL = re.compile(r"(?:^|/)Norder=(\d+)/Dir=\d+/Npix=(\d+)\.parquet$")
 _CSV_FIELDS = (
@@ -132,6 +134,9 @@ class Manifest:
     entries: tuple[ManifestEntry, ...]
     stored: bool = False
     _by_path: dict[str, ManifestEntry] = field(init=False, repr=False, compare=False)
+    _rendered: dict[tuple[str, str, str], bytes] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_path", {e.path: e for e in self.entries})
@@ -153,7 +158,17 @@ class Manifest:
         return max(times, default=0.0)
 
     def render(self, name: str, table: str, directory: str) -> bytes:
-        """The document ``name`` (one of :data:`VIRTUAL_FILES`) of ``directory``."""
+        """The document ``name`` (one of :data:`VIRTUAL_FILES`) of ``directory``
+        (rendered once per manifest: listings and downloads ask again and again)."""
+        key = (name, table, directory)
+        body = self._rendered.get(key)
+        if body is None:
+            body = self._render(name, table, directory)
+            if len(self._rendered) < _RENDERED_MAX:
+                self._rendered[key] = body
+        return body
+
+    def _render(self, name: str, table: str, directory: str) -> bytes:
         if name == MD5SUM_FILE:
             return "".join(f"{e.md5}  {p}\n" for p, e in self.under(directory)).encode()
         if name == MANIFEST_JSON:
@@ -334,7 +349,7 @@ def _stamp(root: Path) -> tuple[str, int, int]:
     return (str(root), st.st_ino, st.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)
 def _load_stored(key: tuple[str, int, int]) -> Manifest | None:
     path = Path(key[0]) / MANIFEST_FILE
     try:

@@ -23,6 +23,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from html import escape
@@ -50,6 +51,7 @@ from skyvault.bulk.signing import (
 from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import AccessDenied, CatalogNotFound, UsageError
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import Caller, CallerDep, current_caller, current_identity
 
 __all__ = ["router"]
@@ -98,14 +100,55 @@ def _range_ok(value: str) -> bool:
     return True
 
 
+class _Transfers:
+    """File transfers running now, per caller, in this process (one event loop: no lock)."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = {}
+
+    def acquire(self, key: str, limit: int) -> bool:
+        count = self.running.get(key, 0)
+        if limit and count >= limit:
+            return False
+        self.running[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self.running.get(key, 0) - 1
+        if count > 0:
+            self.running[key] = count
+        else:
+            self.running.pop(key, None)
+
+
+@dataclass(frozen=True)
+class _Limit:
+    transfers: _Transfers
+    key: str
+    most: int
+    retry_after: int
+
+
+def _limit(request: Request, identity: Identity) -> _Limit:
+    state = request.app.state
+    transfers: _Transfers | None = getattr(state, "bulk_transfers", None)
+    if transfers is None:
+        transfers = state.bulk_transfers = _Transfers()
+    settings = get_context(request).settings
+    key = f"user:{identity.user}" if identity.user is not None else f"anon:{identity.client}"
+    return _Limit(transfers, key, settings.bulk_max_downloads, settings.retry_after)
+
+
 class _File(FileResponse):
-    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed.
+    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed, and
+    counts against its caller's running transfers while it sends.
 
     Chunks of 1 MiB rather than Starlette's 64 KiB: fewer trips through the event loop
     per byte, for large partition files.
     """
 
     chunk_size = 1 << 20
+    limit: _Limit | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope.get("headers", [])
@@ -113,7 +156,20 @@ class _File(FileResponse):
         if ranges and (len(ranges) > 1 or not _range_ok(ranges[0])):
             kept = [(k, v) for k, v in headers if k not in (b"range", b"if-range")]
             scope = {**scope, "headers": kept}
-        await super().__call__(scope, receive, send)
+        limit = self.limit
+        if limit is None or scope.get("method") == "HEAD":  # HEAD sends no body
+            await super().__call__(scope, receive, send)
+            return
+        if not limit.transfers.acquire(limit.key, limit.most):
+            raise UserLimitExceeded(
+                f"you have {limit.most} /bulk downloads running, the most at once",
+                hint="wait for one to finish (or use fewer parallel connections)",
+                retry_after=limit.retry_after,
+            )
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            limit.transfers.release(limit.key)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -281,6 +337,7 @@ def _serve_table(
     caller: Caller,
     rest: str,
     signed: SignedPath | None,
+    limit: _Limit | None = None,
 ) -> Response:
     """Runs in a worker thread: the file system is read here."""
     found = _locate(context, caller, rest)
@@ -289,6 +346,8 @@ def _serve_table(
     meta, root, target = found
     if target.kind == "file":
         response = _file_response(request, root, target)
+        if isinstance(response, _File):
+            response.limit = limit
         return _named(response, target.path.name) if signed is not None else response
     manifest = manifest_for(root)
     if target.kind == "manifest":
@@ -406,7 +465,8 @@ async def bulk(rest: str, request: Request, context: Context, who: BulkCaller) -
                 raise _missing()
             entries = [Entry(m.name, True, None, 0.0) for m in sorted(tables, key=lambda m: m.name)]
             return _listing(request, entries, {"schema": parts[0]})
-        return await run_in_threadpool(_serve_table, request, context, caller, rest, signed)
+        limit = _limit(request, caller.identity)
+        return await run_in_threadpool(_serve_table, request, context, caller, rest, signed, limit)
 
 
 @router.post("/{rest:path}", summary="A short-lived signed URL for a bulk file or directory")
