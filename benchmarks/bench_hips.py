@@ -4,7 +4,7 @@
    rows/s, median of ``--repeat`` builds; baseline in the same run: reading the same
    columns of the same HATS table with pyarrow and sorting them by ``mag_vt`` (the least
    any build must do), so the ratio tells what tiling and writing cost on top.
-2. **serve**: ``GET /tap/hips/cat.tycho2/NorderK/DirD/NpixN.tsv`` of random tiles against a
+2. **serve**: ``GET /hips/cat.tycho2/NorderK/DirD/NpixN.tsv`` of random tiles against a
    live ``skyvault serve`` (a subprocess), one keep-alive client, p50/p90 over
    ``--requests`` requests after a warm-up; baseline: ``GET /tap/availability`` (no
    authentication, no file) taking turns with the tile requests.

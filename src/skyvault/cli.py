@@ -609,9 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     hips_sub = p.add_subparsers(dest="hips_command", required=True, metavar="ACTION")
     p = hips_sub.add_parser(
         "build",
-        help="build the catalogue HiPS of a table (served at /tap/hips/SCHEMA.TABLE/)",
+        help="build the catalogue HiPS of a table (served at /hips/SCHEMA.TABLE/)",
     )
-    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE")
+    p.add_argument(
+        "--table", required=True, metavar="SCHEMA.TABLE", help="the HATS table to build it from"
+    )
     p.add_argument(
         "--order-by", required=True, metavar="COLUMN", help="brightness column (magnitude, flux)"
     )

@@ -63,36 +63,36 @@ def client(hips_root_dir: Path) -> Iterator[TestClient]:
 
 
 def test_properties_and_tile_headers(client: TestClient) -> None:
-    r = client.get("/tap/hips/open.stars/properties")
+    r = client.get("/hips/open.stars/properties")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert r.headers["access-control-allow-origin"] == "*"
     assert "dataproduct_type" in r.text and "catalog" in r.text
-    r = client.get("/tap/hips/open.stars/Norder1/Allsky.tsv")
+    r = client.get("/hips/open.stars/Norder1/Allsky.tsv")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/tab-separated-values")
     assert r.text.splitlines()[0].split("\t")[:2] == ["ra", "dec"]
     assert r.headers["cache-control"].startswith("public, max-age=")
-    r = client.get("/tap/hips/open.stars/Moc.fits")
+    r = client.get("/hips/open.stars/Moc.fits")
     assert r.headers["content-type"] == "application/fits"
     assert r.content[:6] == b"SIMPLE"
-    r = client.get("/tap/hips/open.stars/metadata.xml")
+    r = client.get("/hips/open.stars/metadata.xml")
     assert r.headers["content-type"].startswith("application/x-votable+xml")
 
 
 def test_index_page(client: TestClient) -> None:
-    for url in ("/tap/hips/open.stars/", "/tap/hips/open.stars/index.html"):
+    for url in ("/hips/open.stars/", "/hips/open.stars/index.html"):
         r = client.get(url)
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/html")
         assert "A.catalogHiPS(" in r.text and "open.stars" in r.text
-    assert client.get("/tap/hips/secret.stars/").status_code == 404
+    assert client.get("/hips/secret.stars/").status_code == 404
 
 
 def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
     hips = hips_dir(hips_root_dir, TableName("open", "stars"))
     tile = next(hips.glob("Norder2/Dir*/Npix*.tsv")).relative_to(hips).as_posix()
-    url = f"/tap/hips/open.stars/{tile}"
+    url = f"/hips/open.stars/{tile}"
     first = client.get(url)
     assert first.status_code == 200
     etag = first.headers["etag"]
@@ -106,18 +106,18 @@ def test_etag_and_not_modified(client: TestClient, hips_root_dir: Path) -> None:
 
 
 def test_head(client: TestClient) -> None:
-    url = "/tap/hips/open.stars/Norder1/Allsky.tsv"
+    url = "/hips/open.stars/Norder1/Allsky.tsv"
     whole = client.get(url)
     head = client.head(url)
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["content-length"] == str(len(whole.content))
     assert head.headers["etag"] == whole.headers["etag"]
-    assert client.head("/tap/hips/secret.stars/properties").status_code == 404
+    assert client.head("/hips/secret.stars/properties").status_code == 404
 
 
 def test_range(client: TestClient) -> None:
-    url = "/tap/hips/open.stars/Norder1/Allsky.tsv"
+    url = "/hips/open.stars/Norder1/Allsky.tsv"
     whole = client.get(url).content
     part = client.get(url, headers={"Range": "bytes=0-9"})
     assert part.status_code == 206
@@ -126,9 +126,9 @@ def test_range(client: TestClient) -> None:
 
 
 def test_hidden_reads_like_missing(client: TestClient) -> None:
-    hidden = client.get("/tap/hips/secret.stars/properties")
-    missing = client.get("/tap/hips/nothing.here/properties")
-    no_tile = client.get("/tap/hips/open.stars/Norder9/Dir0/Npix0.tsv")
+    hidden = client.get("/hips/secret.stars/properties")
+    missing = client.get("/hips/nothing.here/properties")
+    no_tile = client.get("/hips/open.stars/Norder9/Dir0/Npix0.tsv")
     assert hidden.status_code == missing.status_code == no_tile.status_code == 404
     assert hidden.content == missing.content == no_tile.content
     assert hidden.headers["content-type"] == missing.headers["content-type"]
@@ -140,17 +140,17 @@ def test_hidden_reads_like_missing(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/tap/hips/open.stars/..%2F..%2Fstars%2Fskyvault_table.json",
-        "/tap/hips/open.stars/../secret.stars/properties",
-        "/tap/hips/open.stars/.%2E/.%2E/.%2E/.%2E/jobs.sqlite3",
-        "/tap/hips/open.stars/%2Fetc%2Fpasswd",
-        "/tap/hips/open.stars/Norder1//Allsky.tsv",
-        "/tap/hips/..%2Fopen/stars/properties",
-        "/tap/hips/open.stars/%2E/properties",
+        "/hips/open.stars/..%2F..%2Fstars%2Fskyvault_table.json",
+        "/hips/open.stars/../secret.stars/properties",
+        "/hips/open.stars/.%2E/.%2E/.%2E/.%2E/jobs.sqlite3",
+        "/hips/open.stars/%2Fetc%2Fpasswd",
+        "/hips/open.stars/Norder1//Allsky.tsv",
+        "/hips/..%2Fopen/stars/properties",
+        "/hips/open.stars/%2E/properties",
     ],
 )
 def test_traversal_is_missing(client: TestClient, path: str) -> None:
-    missing = client.get("/tap/hips/nothing.here/properties")
+    missing = client.get("/hips/nothing.here/properties")
     r = client.get(path)
     assert r.status_code == 404
     assert r.content == missing.content
@@ -165,16 +165,16 @@ def test_traversal_to_real_files_is_missing(client: TestClient, hips_root_dir: P
         hips_dir(hips_root_dir, TableName("secret", "stars")).resolve() / "properties",
         hips_root_dir / ".skyvault" / "jobs.sqlite3",
     ]
-    missing = client.get("/tap/hips/nothing.here/properties")
+    missing = client.get("/hips/nothing.here/properties")
     for target in targets:
         assert target.exists()
         relative = os.path.relpath(target, base)
-        r = client.get(f"/tap/hips/open.stars/{quote(relative, safe='')}")
+        r = client.get(f"/hips/open.stars/{quote(relative, safe='')}")
         assert (r.status_code, r.content) == (404, missing.content), relative
 
 
 def test_hips_list(client: TestClient) -> None:
-    r = client.get("/tap/hips/list")
+    r = client.get("/hips/list")
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "*"
     records = [rec for rec in r.text.split("\n\n") if rec.strip()]
@@ -183,7 +183,7 @@ def test_hips_list(client: TestClient) -> None:
         (k.strip(), v.strip())
         for k, _, v in (line.partition("=") for line in records[0].splitlines())
     )
-    assert props["hips_service_url"] == "http://testserver/tap/hips/open.stars"
+    assert props["hips_service_url"] == "http://testserver/hips/open.stars"
     for key in ("creator_did", "hips_release_date", "hips_status", "dataproduct_type"):
         assert props[key]
     # The URL it gives serves the HiPS.

@@ -124,5 +124,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
-    app.include_router(hips_router, prefix=settings.path_prefix, tags=["hips"])
+    app.include_router(hips_router, tags=["hips"])  # /hips at the root, like /bulk
     return app

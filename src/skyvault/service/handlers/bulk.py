@@ -424,11 +424,6 @@ def _lifetime(text: str | None) -> int:
     return value
 
 
-def _public_root(context: ServiceContext, request: Request) -> str:
-    """The service root (where ``/bulk`` is), from the configured TAP URL or the request."""
-    return context.base_url(request).removesuffix(context.settings.path_prefix)
-
-
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -500,7 +495,7 @@ async def bulk_sign(rest: str, request: Request, context: Context, caller: Calle
         path = rest if target.kind != "directory" or rest.endswith("/") else rest + "/"
         key = await run_in_threadpool(load_key, context.settings.data_dir)
         signed = sign(key, caller.identity.user, path, int(time.time()) + lifetime)
-        url = f"{_public_root(context, request)}/bulk/{quote(path)}?{signed.query()}"
+        url = f"{context.site_url(request)}/bulk/{quote(path)}?{signed.query()}"
         expires = datetime.fromtimestamp(signed.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         document = {"url": url, "path": path, "expires": expires}
         return Response(json.dumps(document, indent=1) + "\n", media_type="application/json")

@@ -69,7 +69,7 @@ def _cache_control(request: Request, max_age: int = MAX_AGE) -> str:
 async def hips_list(request: Request, context: Context, caller: CallerDep) -> Response:
     """The ``properties`` of every HiPS the caller may read, each with its
     ``hips_service_url``, separated by blank lines (the HiPS list format)."""
-    base = context.base_url(request)
+    base = context.site_url(request)
     data_dir = context.settings.data_dir
 
     def records() -> list[str]:
