@@ -504,7 +504,8 @@ def main() -> None:
         for clients in (int(c) for c in args.clients.split(",")):
             for name, tree in trees.items():
                 runs.append(run_level(name, tree, data, fmt, clients, envs[name]))
-    text = report(runs, {k: Path(v) for k, v in sources.items()}, envs, dataset, sys.argv)
+    shown = {k: t.relative_to(ROOT) if t.is_relative_to(ROOT) else t for k, t in trees.items()}
+    text = report(runs, shown, envs, dataset, sys.argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + keep_notes(args.out))
     print(text)
