@@ -339,6 +339,14 @@ class _Validator:
                     node,
                     f'"{self.quote(node)}" is not a table name: ADQL has no table functions',
                 )
+            for part in ("db", "catalog"):  # FROM LOG(0).t: the schema must be a name too
+                qualifier = node.args.get(part)
+                if qualifier is not None and not isinstance(qualifier, exp.Identifier):
+                    raise self.fail(
+                        qualifier,
+                        f'"{self.quote(qualifier)}" is not a schema name',
+                        hint="name a table as schema.table, e.g. dp02_dc2_catalogs.Object",
+                    )
             alias = node.args.get("alias")
             if alias is not None and (alias.args.get("columns") or not alias.this):
                 raise self.unexpected(alias, "in a table alias")
