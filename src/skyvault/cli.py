@@ -201,8 +201,20 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skyvault.auth.cli import auth_storage_errors
     from skyvault.demo import build_demo
+    from skyvault.storage_faults import Fault, storage_errors
 
-    with _progress(True) as bar:
+    faults = storage_errors(
+        "cannot build the demo",
+        f"the data directory {args.data}",
+        remedy={
+            Fault.READ_ONLY: "the demo is written there: remount it read-write, or pass --data "
+            "a writable directory",
+            Fault.NO_PERMISSION: "run as a user who may write there, or pass --data a "
+            "directory you may write",
+        },
+        under=args.data,
+    )
+    with faults, _progress(True) as bar:
         metas = build_demo(
             args.data, scale=args.scale, seed=args.seed, force=args.force, progress=bar or False
         )

@@ -294,6 +294,10 @@ def _assert_no_engine_text(text: str) -> None:
         ('SELECT CAST(id * 1000 AS SMALLINT) FROM "__sv_t0"', "does not fit in SMALLINT"),
         ('SELECT CAST(sum(id) * 99999999999999999 AS BIGINT) FROM "__sv_t0"', "fit in BIGINT"),
         ('SELECT CAST(name AS DOUBLE) FROM "__sv_t0"', "is not a valid DOUBLE PRECISION value"),
+        (
+            'SELECT id FROM "__sv_t0" WHERE id = (SELECT id FROM "__sv_t0")',
+            "a subquery used as a single value returned more than one row",
+        ),
     ],
 )
 def test_value_errors_are_worded_in_adql_terms(

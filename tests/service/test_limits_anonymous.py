@@ -118,7 +118,10 @@ def test_body_less_posts_of_one_client_do_not_lock_out_another(
         for _ in range(10):  # anonymous_max_pending
             _create(url, ALICE, run=False)
         r = httpx.post(f"{url}/async", data={"QUERY": ONE_ROW}, headers=ALICE, timeout=30)
-        assert r.status_code == 429 and r.headers["retry-after"] == "5"
+        assert r.status_code == 429
+        # Retry-After is true: a place frees itself when the first PENDING job is destroyed
+        # (anonymous jobs live 1 day), not after the 5 s of a busy slot.
+        assert 86_000 < int(r.headers["retry-after"]) <= 86_400
         assert "you have 10 jobs created and never run (PENDING)" in _message(r)
         job = _create(url, BOB)
         assert _final(url, job) == "COMPLETED"

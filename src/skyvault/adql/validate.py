@@ -339,6 +339,18 @@ class _Validator:
                     node,
                     f'"{self.quote(node)}" is not a table name: ADQL has no table functions',
                 )
+            for part in ("db", "catalog"):  # FROM LOG(0).t: the schema must be a name too
+                qualifier = node.args.get(part)
+                if qualifier is None or isinstance(qualifier, exp.Identifier):
+                    continue
+                hint = "name a table as schema.table, e.g. dp02_dc2_catalogs.Object"
+                if not isinstance(qualifier, exp.Expr):  # FROM x..t: sqlglot keeps a str
+                    raise self.fail(
+                        node, "a table name has an empty part (two dots in a row)", hint=hint
+                    )
+                raise self.fail(
+                    qualifier, f'"{self.quote(qualifier)}" is not a schema name', hint=hint
+                )
             alias = node.args.get("alias")
             if alias is not None and (alias.args.get("columns") or not alias.this):
                 raise self.unexpected(alias, "in a table alias")

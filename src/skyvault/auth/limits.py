@@ -53,11 +53,15 @@ class UserLimits:
 ANONYMOUS_LIMITS = UserLimits(max_running=2, max_queued=4, max_result_bytes=1024**3, max_pending=10)
 
 
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
 def format_bytes(n: int) -> str:
     """``n`` bytes for a person, three significant digits at most: ``768 MB``, ``1.5 GB``.
 
     Powers of 1024; never in exponent notation (``1023 MB``, not ``1.02e+03 MB``) and
-    rounded down, so a size below a limit never reads as the limit itself.
+    rounded down, so a size below a limit never reads as the limit itself.  The one size
+    format of the limits' messages (``service/quota.py`` uses it too).
     """
     value = float(n)
     unit = 0
@@ -72,9 +76,6 @@ def format_bytes(n: int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return f"{text} {_UNITS[unit]}"
-
-
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
 def format_days(days: float) -> str:

@@ -504,6 +504,12 @@ def _value_error(text: str) -> SkyvaultError | None:
             "division by zero",
             hint="guard the divisor, e.g. CASE WHEN COUNT(*) > 0 THEN 1.0 / COUNT(*) END",
         )
+    if "more than one row returned by a subquery" in lowered:
+        return QueryError(
+            "a subquery used as a single value returned more than one row",
+            hint="make it return one row (an aggregate such as MAX(x), or TOP 1), or test "
+            "membership with IN (SELECT ...)",
+        )
     match = _NOT_CONVERTED.search(text)
     if match is not None:
         value, duck = match.groups()

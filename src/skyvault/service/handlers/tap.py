@@ -19,11 +19,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from skyvault.auth import Identity
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError
+from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError, UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.params import collect_params, tap_query_params
 from skyvault.service.quota import UserLimitExceeded
@@ -46,11 +47,45 @@ T = TypeVar("T")
 Context = Annotated[ServiceContext, Depends(get_context)]
 
 
+#: Starlette's form limits (``Request.form`` defaults): one field, fields and files.
+FORM_FIELD_BYTES = 1024 * 1024
+FORM_MAX_FIELDS = 1000
+
+
+async def _form(request: Request) -> FormData:
+    """``request``'s form body; a body over the form limits, or not a form, is the
+    caller's mistake said in skyvault's words (Starlette says "Part exceeded maximum size
+    of 1024KB.")."""
+    try:
+        return await request.form()
+    except StarletteHTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        detail = str(exc.detail).lower()
+        if "maximum size" in detail:
+            raise UsageError(
+                f"a parameter of this request is longer than {FORM_FIELD_BYTES // 1024**2} MB "
+                "(the most one form field may hold, a QUERY included)",
+                hint="shorten the query: put long lists of values in a table, upload it "
+                "(UPLOAD) and join it",
+            ) from None
+        if "too many" in detail:
+            raise UsageError(
+                f"the request has more than {FORM_MAX_FIELDS} form fields or files",
+                hint="send each parameter once, and at most the uploads the query names",
+            ) from None
+        raise UsageError(
+            "the request body is not a readable form",
+            hint="POST the parameters as application/x-www-form-urlencoded or "
+            "multipart/form-data (what curl -d / -F, pyvo and TOPCAT send)",
+        ) from None
+
+
 async def request_pairs(request: Request) -> list[tuple[str, str]]:
     """The (name, value) pairs of the query string and, for POST, the form body."""
     pairs = list(request.query_params.multi_items())
     if request.method == "POST":
-        form = await request.form()
+        form = await _form(request)
         pairs.extend((k, v) for k, v in form.multi_items() if isinstance(v, str))
     return pairs
 
@@ -100,7 +135,7 @@ async def read_form(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _body_too_large(f"{int(declared)} bytes", limit)
-    form = await Request(request.scope, _capped_receive(request, limit)).form()
+    form = await _form(Request(request.scope, _capped_receive(request, limit)))
     files: dict[str, InlineContent] = {}
     for name, value in form.multi_items():
         if isinstance(value, str):

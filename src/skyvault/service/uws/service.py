@@ -241,9 +241,16 @@ class JobService:
             ) from None
 
     def _check_pending(self, caller: Identity, account: Account) -> None:
+        """Refuse (429) a new job while the account's PENDING jobs fill its allowance;
+        Retry-After is when the first of them is destroyed (waiting frees a place only
+        then; running or deleting one, at once), not a few seconds that would not help."""
         counts = self.store.account_phase_counts(account)
         pending = sum(counts.get(p, 0) for p in PENDING_PHASES)
         retry = self.settings.retry_after
+        if self.limits is not None and pending >= self.limits.limits_for(caller).max_pending:
+            freed = self.store.next_destruction_in(account, PENDING_PHASES)
+            if freed is not None:
+                retry = max(retry, math.ceil((freed - utc_now()).total_seconds()))
         self._limited(lambda lp: lp.check_pending(caller, pending, retry_after=retry))
 
     def _check_queued(self, caller: Identity, account: Account, *, created: bool) -> None:

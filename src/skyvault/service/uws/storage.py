@@ -270,6 +270,18 @@ class JobStore:
             ).scalar_one()
         return when
 
+    def next_destruction_in(
+        self, account: Account, phases: tuple[ExecutionPhase, ...]
+    ) -> datetime | None:
+        """When the first of ``account``'s jobs in ``phases`` is destroyed (None: none)."""
+        with self._read() as conn:
+            when: datetime | None = conn.execute(
+                sa.select(sa.func.min(_jobs.c.destruction)).where(
+                    _of_account(account), _jobs.c.phase.in_([p.value for p in phases])
+                )
+            ).scalar_one()
+        return when
+
     def executing(self) -> list[Job]:
         """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
         with self._read() as conn:
