@@ -185,6 +185,41 @@ def test_invalid_constant_region_is_located() -> None:
     assert err.column == 59
 
 
+@pytest.mark.parametrize(
+    ("call", "bad"),
+    [
+        ("IVO_HEALPIX_INDEX(99, ra, dec)", "99"),
+        ("IVO_HEALPIX_INDEX(-1, POINT(ra, dec))", "-1"),
+        ("IVO_HEALPIX_INDEX(2.5, ra, dec)", "2.5"),
+        ("IVO_HEALPIX_CENTER(30, 0)", "30"),
+    ],
+)
+def test_healpix_order_out_of_range_is_an_error(call: str, bad: str) -> None:
+    """A constant order outside 0..29 gave NULL in every row; now the checker says so."""
+    err = _error(f"SELECT {call} FROM tycho2.main")
+    assert err.detail.startswith("the HEALPix order of IVO_HEALPIX_")
+    assert f"from 0 to 29; {bad} is not" in err.detail
+    assert 8 + call.index("(") + 1 <= err.column < 8 + call.index(",")  # at the order
+
+
+def test_healpix_center_index_out_of_range_is_an_error() -> None:
+    err = _error("SELECT IVO_HEALPIX_CENTER(1, 48) FROM tycho2.main")
+    assert (
+        err.detail == "48 is not a HEALPix index at order 1: the NESTED indexes there are 0 to 47"
+    )
+    check(
+        parse("SELECT IVO_HEALPIX_CENTER(1, 47), IVO_HEALPIX_CENTER(29, id) FROM tycho2.main"),
+        CATALOG,
+    )
+    check(
+        parse(
+            "SELECT IVO_HEALPIX_INDEX(0, ra, dec), IVO_HEALPIX_INDEX(29, ra, dec) FROM tycho2.main"
+        ),
+        CATALOG,
+    )
+    check(parse("SELECT IVO_HEALPIX_INDEX(id, ra, dec) FROM tycho2.main"), CATALOG)
+
+
 def test_output_names() -> None:
     checked = check(
         parse(

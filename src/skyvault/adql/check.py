@@ -46,6 +46,7 @@ from skyvault.adql.reserved import identifier_matches, normalize_identifier
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
+from skyvault.sky.coverage import HEALPIX29_ORDER
 from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
 
 __all__ = [
@@ -1506,6 +1507,8 @@ class _Checker:
         signature = next(s for s in spec.signatures if s.accepts(len(args)))
         for param, arg, info in zip(signature.params, args, infos, strict=False):
             self.parameter(spec, param.name, param.type, arg, info)
+        if spec.name in ("ivo_healpix_index", "ivo_healpix_center"):
+            self.healpix_arguments(spec, args, infos)
         result = signature.result
         duck = {
             "DOUBLE": "DOUBLE",
@@ -1521,6 +1524,30 @@ class _Checker:
             description=spec.description,
             aggregate=aggregate_fn or any(i.aggregate for i in infos),
         )
+
+    def healpix_arguments(
+        self, spec: FunctionSpec, args: list[exp.Expr], infos: list[ValueInfo]
+    ) -> None:
+        """A constant HEALPix order outside 0..29 (and, for the centre, a constant index
+        outside its order's cells) is an error here, not a NULL in every row."""
+        order = infos[0].constant
+        if order is None:
+            return
+        if not math.isfinite(order) or order != int(order) or not 0 <= order <= HEALPIX29_ORDER:
+            raise self.fail(
+                args[0],
+                f"the HEALPix order of {spec.name.upper()} must be a whole number from 0 to "
+                f"{HEALPIX29_ORDER}; {order:g} is not",
+                hint="order 0 has 12 cells; each order splits every cell in 4",
+            )
+        if spec.name == "ivo_healpix_center" and len(infos) > 1:
+            index, cells = infos[1].constant, 12 * 4 ** int(order)
+            if index is not None and not (index == int(index) and 0 <= index < cells):
+                raise self.fail(
+                    args[1],
+                    f"{index:g} is not a HEALPix index at order {int(order)}: "
+                    f"the NESTED indexes there are 0 to {cells - 1}",
+                )
 
     def parameter(
         self, spec: FunctionSpec, name: str, type_: str, arg: exp.Expr, info: ValueInfo
