@@ -6,7 +6,7 @@ import pytest
 
 from skyvault.adql import parse
 from skyvault.adql.check import check
-from skyvault.errors import AdqlSemanticError, UnsupportedQuery
+from skyvault.errors import AdqlSemanticError, AdqlSyntaxError, UnsupportedQuery
 from tests.adql._catalog import CATALOG, OBJECT, SECRET, _col, _table
 
 
@@ -218,6 +218,29 @@ def test_healpix_center_index_out_of_range_is_an_error() -> None:
         CATALOG,
     )
     check(parse("SELECT IVO_HEALPIX_INDEX(id, ra, dec) FROM tycho2.main"), CATALOG)
+
+
+def test_long_names_are_shortened_in_errors() -> None:
+    """A 100 kB name is quoted by its first 60 characters and its length, once per
+    mention, not repeated in full (twice with the double-quote hint)."""
+    name = "x" * 100_000
+    short = "x" * 60 + "…(100000 characters)"
+    for query in (
+        f"SELECT {name} FROM tycho2.main",
+        f'SELECT id FROM tycho2.main WHERE id = "{name}"',
+        f"SELECT id FROM {name}",
+        f"SELECT id FROM {name}.t",
+        f"SELECT {name}.id FROM tycho2.main",
+        f"SELECT {name}, y{name} FROM tycho2.main",
+    ):
+        err = _error(query)
+        text = f"{err.detail} {err.hint or ''}"
+        assert len(text) < 400 and short in text, text[:500]
+    with pytest.raises(AdqlSyntaxError) as info:
+        parse(f"SELECT {name}(id) FROM tycho2.main")
+    assert f'"{short}" is an unknown function' in info.value.detail
+    exact = "x" * 64
+    assert f'no column "{exact}"' in _error(f"SELECT {exact} FROM tycho2.main").detail
 
 
 def test_output_names() -> None:
