@@ -483,7 +483,7 @@ class QueryResponse(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@router.get("/examples", summary="DALI examples")
+@router.api_route("/examples", methods=["GET", "HEAD"], summary="DALI examples")
 async def examples(caller: CallerDep) -> Response:
     """Example queries in the XHTML+RDFa form DALI specifies: only those whose tables the
     caller may read."""
@@ -491,8 +491,12 @@ async def examples(caller: CallerDep) -> Response:
     return Response(document, media_type="application/xhtml+xml")
 
 
-@router.get("", summary="TAP service landing page", include_in_schema=False)
-@router.get("/", summary="TAP service landing page", include_in_schema=False)
+@router.api_route(
+    "", methods=["GET", "HEAD"], summary="TAP service landing page", include_in_schema=False
+)
+@router.api_route(
+    "/", methods=["GET", "HEAD"], summary="TAP service landing page", include_in_schema=False
+)
 async def landing(request: Request, context: Context) -> HTMLResponse:
     """A small page saying what the service is and how to use it."""
     base = escape(context.base_url(request))

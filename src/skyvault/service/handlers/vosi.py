@@ -35,7 +35,7 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 _XML = "text/xml"
 
 
-@router.get("/availability", summary="VOSI availability")
+@router.api_route("/availability", methods=["GET", "HEAD"], summary="VOSI availability")
 async def availability(context: Context) -> Response:
     """Whether the service can answer queries now (the data root is readable).
 
@@ -47,7 +47,12 @@ async def availability(context: Context) -> Response:
     return Response(availability_document(ok, note), media_type=_XML)
 
 
-@router.get("/capabilities", summary="VOSI capabilities", dependencies=[Depends(current_identity)])
+@router.api_route(
+    "/capabilities",
+    methods=["GET", "HEAD"],
+    summary="VOSI capabilities",
+    dependencies=[Depends(current_identity)],
+)
 async def capabilities(request: Request, context: Context) -> Response:
     """The service's capabilities with the TAPRegExt description of its TAP endpoint.
 
@@ -67,7 +72,7 @@ def _published(context: ServiceContext, caller: Caller) -> list[TableMeta]:
     return [*published_tables(tables), *own]
 
 
-@router.get("/tables", summary="VOSI tables")
+@router.api_route("/tables", methods=["GET", "HEAD"], summary="VOSI tables")
 async def tables(
     request: Request,
     context: Context,
@@ -85,7 +90,7 @@ async def tables(
     return Response(document, media_type=_XML)
 
 
-@router.get("/tables/{name}", summary="VOSI table")
+@router.api_route("/tables/{name}", methods=["GET", "HEAD"], summary="VOSI table")
 async def table(name: str, request: Request, context: Context, caller: CallerDep) -> Response:
     """One table's description, ``name`` being ``schema.table`` as in TAP_SCHEMA.
 
