@@ -15,7 +15,7 @@ from html import escape
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -26,6 +26,7 @@ from skyvault.auth import Identity
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError, UsageError
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, tap_query_params
 from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
@@ -40,7 +41,7 @@ __all__ = ["QueryResponse", "SyncRun", "router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+router = GetHeadRouter()
 
 T = TypeVar("T")
 
@@ -483,7 +484,7 @@ class QueryResponse(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@router.api_route("/examples", methods=["GET", "HEAD"], summary="DALI examples")
+@router.get("/examples", summary="DALI examples")
 async def examples(caller: CallerDep) -> Response:
     """Example queries in the XHTML+RDFa form DALI specifies: only those whose tables the
     caller may read."""
@@ -491,12 +492,8 @@ async def examples(caller: CallerDep) -> Response:
     return Response(document, media_type="application/xhtml+xml")
 
 
-@router.api_route(
-    "", methods=["GET", "HEAD"], summary="TAP service landing page", include_in_schema=False
-)
-@router.api_route(
-    "/", methods=["GET", "HEAD"], summary="TAP service landing page", include_in_schema=False
-)
+@router.get("", summary="TAP service landing page", include_in_schema=False)
+@router.get("/", summary="TAP service landing page", include_in_schema=False)
 async def landing(request: Request, context: Context) -> HTMLResponse:
     """A small page saying what the service is and how to use it."""
     base = escape(context.base_url(request))

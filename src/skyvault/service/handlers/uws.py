@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,7 @@ from skyvault.auth import Identity
 from skyvault.errors import UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import VOTABLE_TYPE
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.handlers.tap import read_form
 from skyvault.service.params import collect_params
 from skyvault.service.security import IdentityDep
@@ -35,7 +36,7 @@ from skyvault.service.uws.service import parse_job_filter, parse_phase
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = GetHeadRouter()
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 
@@ -107,7 +108,7 @@ def _one(params: dict[str, list[str]], name: str) -> str:
 # --- the job list ---------------------------------------------------------------------------
 
 
-@router.api_route("/async", methods=["GET", "HEAD"], summary="UWS job list")
+@router.get("/async", summary="UWS job list")
 async def list_jobs(request: Request, context: Context, owner: Owner) -> Response:
     """The caller's jobs, filtered by PHASE (repeatable), AFTER and LAST (UWS 1.1)."""
     filters = parse_job_filter(collect_params(request.query_params.multi_items()))
@@ -142,7 +143,7 @@ def _read_part(part: InlineContent) -> bytes:
 # --- one job --------------------------------------------------------------------------------
 
 
-@router.api_route("/async/{job_id}", methods=["GET", "HEAD"], summary="UWS job")
+@router.get("/async/{job_id}", summary="UWS job")
 async def get_job(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
     """The job document; ``WAIT=n`` (and the ``PHASE`` guard) block until the phase changes."""
     params = collect_params(request.query_params.multi_items())
@@ -209,7 +210,7 @@ async def _change_phase(context: ServiceContext, job_id: str, caller: Identity, 
     raise UsageError(f"PHASE={value!r} is not an action on a job", hint="send PHASE=RUN or ABORT")
 
 
-@router.api_route("/async/{job_id}/phase", methods=["GET", "HEAD"], summary="UWS job phase")
+@router.get("/async/{job_id}/phase", summary="UWS job phase")
 async def get_phase(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return PlainTextResponse(job.phase.value)
@@ -225,11 +226,7 @@ async def post_phase(
     return _see_job(context, request, job)
 
 
-@router.api_route(
-    "/async/{job_id}/executionduration",
-    methods=["GET", "HEAD"],
-    summary="UWS job execution duration",
-)
+@router.get("/async/{job_id}/executionduration", summary="UWS job execution duration")
 async def get_execution_duration(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return PlainTextResponse(str(job.execution_duration))
@@ -245,9 +242,7 @@ async def post_execution_duration(
     return _see_job(context, request, job)
 
 
-@router.api_route(
-    "/async/{job_id}/destruction", methods=["GET", "HEAD"], summary="UWS job destruction time"
-)
+@router.get("/async/{job_id}/destruction", summary="UWS job destruction time")
 async def get_destruction(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return PlainTextResponse(iso_time(job.destruction))
@@ -263,21 +258,19 @@ async def post_destruction(
     return _see_job(context, request, job)
 
 
-@router.api_route("/async/{job_id}/quote", methods=["GET", "HEAD"], summary="UWS job quote")
+@router.get("/async/{job_id}/quote", summary="UWS job quote")
 async def get_quote(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return PlainTextResponse("" if job.quote is None else iso_time(job.quote))
 
 
-@router.api_route("/async/{job_id}/owner", methods=["GET", "HEAD"], summary="UWS job owner")
+@router.get("/async/{job_id}/owner", summary="UWS job owner")
 async def get_owner(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return PlainTextResponse(job.owner or "")
 
 
-@router.api_route(
-    "/async/{job_id}/parameters", methods=["GET", "HEAD"], summary="UWS job parameters"
-)
+@router.get("/async/{job_id}/parameters", summary="UWS job parameters")
 async def get_parameters(job_id: str, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return _xml(parameters_document(job))
@@ -292,17 +285,13 @@ async def post_parameters(
     return _see_job(context, request, job)
 
 
-@router.api_route("/async/{job_id}/results", methods=["GET", "HEAD"], summary="UWS job results")
+@router.get("/async/{job_id}/results", summary="UWS job results")
 async def get_results(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
     job = await run_in_threadpool(context.jobs.get, job_id, owner)
     return _xml(results_document(job, _job_url(context, request, job_id)))
 
 
-@router.api_route(
-    "/async/{job_id}/results/result",
-    methods=["GET", "HEAD"],
-    summary="The result of a completed job",
-)
+@router.get("/async/{job_id}/results/result", summary="The result of a completed job")
 async def get_result(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
     """The result, streamed from the result store with its format's Content-Type (HEAD:
     the same headers, and the stored result is not read)."""
@@ -319,9 +308,7 @@ async def get_result(job_id: str, request: Request, context: Context, owner: Own
     return StreamingResponse(blocks, media_type=job.result.mime, headers=headers)
 
 
-@router.api_route(
-    "/async/{job_id}/error", methods=["GET", "HEAD"], summary="The error of a failed job"
-)
+@router.get("/async/{job_id}/error", summary="The error of a failed job")
 async def get_error(job_id: str, context: Context, owner: Owner) -> Response:
     """The DALI VOTable error document of a job in ERROR."""
     document = await run_in_threadpool(context.jobs.error_document, job_id, owner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +12,7 @@ from skyvault.adql import language_features
 from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.output import OUTPUT_FORMATS
 from skyvault.service.security import Caller, CallerDep, current_identity
 from skyvault.service.services.vosi import (
@@ -29,13 +30,13 @@ from skyvault.service.tap_schema import (
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = GetHeadRouter()
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 _XML = "text/xml"
 
 
-@router.api_route("/availability", methods=["GET", "HEAD"], summary="VOSI availability")
+@router.get("/availability", summary="VOSI availability")
 async def availability(context: Context) -> Response:
     """Whether the service can answer queries now (the data root is readable).
 
@@ -47,12 +48,7 @@ async def availability(context: Context) -> Response:
     return Response(availability_document(ok, note), media_type=_XML)
 
 
-@router.api_route(
-    "/capabilities",
-    methods=["GET", "HEAD"],
-    summary="VOSI capabilities",
-    dependencies=[Depends(current_identity)],
-)
+@router.get("/capabilities", summary="VOSI capabilities", dependencies=[Depends(current_identity)])
 async def capabilities(request: Request, context: Context) -> Response:
     """The service's capabilities with the TAPRegExt description of its TAP endpoint.
 
@@ -72,7 +68,7 @@ def _published(context: ServiceContext, caller: Caller) -> list[TableMeta]:
     return [*published_tables(tables), *own]
 
 
-@router.api_route("/tables", methods=["GET", "HEAD"], summary="VOSI tables")
+@router.get("/tables", summary="VOSI tables")
 async def tables(
     request: Request,
     context: Context,
@@ -90,7 +86,7 @@ async def tables(
     return Response(document, media_type=_XML)
 
 
-@router.api_route("/tables/{name}", methods=["GET", "HEAD"], summary="VOSI table")
+@router.get("/tables/{name}", summary="VOSI table")
 async def table(name: str, request: Request, context: Context, caller: CallerDep) -> Response:
     """One table's description, ``name`` being ``schema.table`` as in TAP_SCHEMA.
 
