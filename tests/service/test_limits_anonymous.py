@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -148,6 +149,25 @@ def test_anonymous_client_at_its_pending_limit_loses_its_oldest_pending_job(
         for _ in range(10):
             _create(url, ALICE, run=False)
         assert _phase(url, bob) == "PENDING"
+
+
+def test_a_job_refused_for_another_limit_destroys_no_pending_job(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The oldest PENDING job makes room only for a job that is then created: at its
+    result quota too, the client gets the 429 and keeps its PENDING jobs."""
+    auth = AuthSettings(
+        audit_log=tmp_path / "audit.jsonl", anonymous_max_pending=2, anonymous_max_result_bytes=5
+    )
+    with serve(settings, tmp_path, auth=auth) as url:
+        first = _create(url, ALICE, run=False)
+        second = _create(url, ALICE, run=False)
+        # as if the client's stored results filled its quota
+        with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+            db.execute("UPDATE uws_jobs SET result_size = 10 WHERE job_id = ?", (second,))
+        r = httpx.post(f"{url}/async", data={"QUERY": ONE_ROW}, headers=ALICE, timeout=30)
+        assert r.status_code == 429 and "your stored results take" in _message(r)
+        assert _phase(url, first) == "PENDING"
 
 
 def test_pending_jobs_hold_no_run_slot(settings: Settings, tmp_path: Path) -> None:

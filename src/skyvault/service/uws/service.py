@@ -358,11 +358,13 @@ class JobService:
                 f"PHASE={phase!r} cannot be given when creating a job",
                 hint="send PHASE=RUN to start the job at once, or leave PHASE out",
             )
+        self._check_storage(caller, account)
+        # Last: an anonymous client at max_pending loses its oldest PENDING job here, which
+        # must not happen for a job another check refuses.
         if phase is None:
             self._check_pending(caller, account)
         else:
             self._check_queued(caller, account, created=False)
-        self._check_storage(caller, account)
         job = Job(
             job_id=new_job_id(),
             owner=owner,
