@@ -6,7 +6,7 @@ import pytest
 
 from skyvault.adql import parse
 from skyvault.adql.check import check
-from skyvault.errors import AdqlSemanticError, UnsupportedQuery
+from skyvault.errors import AdqlSemanticError, AdqlSyntaxError, UnsupportedQuery
 from tests.adql._catalog import CATALOG, OBJECT, SECRET, _col, _table
 
 
@@ -183,6 +183,64 @@ def test_invalid_constant_region_is_located() -> None:
     err = _error("SELECT id FROM tycho2.main WHERE CONTAINS(POINT(ra, dec), CIRCLE(1, 95, 1)) = 1")
     assert "invalid CIRCLE" in err.detail and "declination" in err.detail
     assert err.column == 59
+
+
+@pytest.mark.parametrize(
+    ("call", "bad"),
+    [
+        ("IVO_HEALPIX_INDEX(99, ra, dec)", "99"),
+        ("IVO_HEALPIX_INDEX(-1, POINT(ra, dec))", "-1"),
+        ("IVO_HEALPIX_INDEX(2.5, ra, dec)", "2.5"),
+        ("IVO_HEALPIX_CENTER(30, 0)", "30"),
+    ],
+)
+def test_healpix_order_out_of_range_is_an_error(call: str, bad: str) -> None:
+    """A constant order outside 0..29 gave NULL in every row; now the checker says so."""
+    err = _error(f"SELECT {call} FROM tycho2.main")
+    assert err.detail.startswith("the HEALPix order of IVO_HEALPIX_")
+    assert f"from 0 to 29; {bad} is not" in err.detail
+    assert 8 + call.index("(") + 1 <= err.column < 8 + call.index(",")  # at the order
+
+
+def test_healpix_center_index_out_of_range_is_an_error() -> None:
+    err = _error("SELECT IVO_HEALPIX_CENTER(1, 48) FROM tycho2.main")
+    assert (
+        err.detail == "48 is not a HEALPix index at order 1: the NESTED indexes there are 0 to 47"
+    )
+    check(
+        parse("SELECT IVO_HEALPIX_CENTER(1, 47), IVO_HEALPIX_CENTER(29, id) FROM tycho2.main"),
+        CATALOG,
+    )
+    check(
+        parse(
+            "SELECT IVO_HEALPIX_INDEX(0, ra, dec), IVO_HEALPIX_INDEX(29, ra, dec) FROM tycho2.main"
+        ),
+        CATALOG,
+    )
+    check(parse("SELECT IVO_HEALPIX_INDEX(id, ra, dec) FROM tycho2.main"), CATALOG)
+
+
+def test_long_names_are_shortened_in_errors() -> None:
+    """A 100 kB name is quoted by its first 60 characters and its length, once per
+    mention, not repeated in full (twice with the double-quote hint)."""
+    name = "x" * 100_000
+    short = "x" * 60 + "…(100000 characters)"
+    for query in (
+        f"SELECT {name} FROM tycho2.main",
+        f'SELECT id FROM tycho2.main WHERE id = "{name}"',
+        f"SELECT id FROM {name}",
+        f"SELECT id FROM {name}.t",
+        f"SELECT {name}.id FROM tycho2.main",
+        f"SELECT {name}, y{name} FROM tycho2.main",
+    ):
+        err = _error(query)
+        text = f"{err.detail} {err.hint or ''}"
+        assert len(text) < 400 and short in text, text[:500]
+    with pytest.raises(AdqlSyntaxError) as info:
+        parse(f"SELECT {name}(id) FROM tycho2.main")
+    assert f'"{short}" is an unknown function' in info.value.detail
+    exact = "x" * 64
+    assert f'no column "{exact}"' in _error(f"SELECT {exact} FROM tycho2.main").detail
 
 
 def test_output_names() -> None:

@@ -15,7 +15,7 @@ from html import escape
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -26,6 +26,7 @@ from skyvault.auth import Identity
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError, UsageError
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, tap_query_params
 from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
@@ -40,7 +41,7 @@ __all__ = ["QueryResponse", "SyncRun", "router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+router = GetHeadRouter()
 
 T = TypeVar("T")
 
