@@ -1142,7 +1142,7 @@ def _cone_details(c: ConeResult) -> list[str]:
     lines += [
         "",
         f"HTTP statuses: {dict(c.statuses)}. Rows returned over all cones: {c.rows:,} "
-        f"({c.rows / c.n:.2f} per cone; the demo has ≈ 1 object per arcmin²), "
+        f"({c.rows / c.n:.2f} per cone), "
         f"{c.bytes_ / c.n / 1e3:.1f} kB per answer on average. Every HTTP answer was parsed "
         f"with astropy and its `objectId`s compared with the engine's: {c.mismatches} "
         "differed or did not parse.",

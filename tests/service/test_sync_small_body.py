@@ -40,3 +40,20 @@ def test_one_body_and_streaming_give_the_same_answer(
     assert whole[1] == streamed[1]
     assert len(whole[2]) > 100
     assert whole[2] == streamed[2]
+
+
+def test_sync_has_no_dependency_run_in_a_worker_thread() -> None:
+    """FastAPI runs a plain-function dependency in a worker thread: for /sync that would be
+    one more thread hand-off per query, on top of the query's own."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    route = next(r for r in tap.router.routes if isinstance(r, APIRoute) and r.path == "/sync")
+    pending = list(route.dependant.dependencies)
+    assert pending
+    while pending:
+        dependency = pending.pop()
+        assert dependency.call is not None
+        assert inspect.iscoroutinefunction(dependency.call), dependency.call
+        pending.extend(dependency.dependencies)

@@ -179,7 +179,7 @@ async def _in_thread(fn: Callable[[], T]) -> T:
 
 
 @router.api_route("/sync", methods=["GET", "POST"], summary="TAP synchronous query")
-async def sync_query(request: Request, context: Context, identity: IdentityDep) -> Response:
+async def sync_query(request: Request, identity: IdentityDep) -> Response:
     """Run a TAP query over the caller's visible tables and stream its result (DALI-sync).
 
     The query holds one of the caller's running slots until its result is sent (a caller
@@ -189,8 +189,11 @@ async def sync_query(request: Request, context: Context, identity: IdentityDep) 
     query at once, while it starts as well as while its rows are sent.
 
     Taking the slot, listing the caller's visible tables, compiling, the first rows and, for
-    a small result, all of it happen in one worker-thread call.
+    a small result, all of it happen in one worker-thread call.  (The context is not a
+    ``Depends``: FastAPI runs a plain-function dependency in a worker thread, one more
+    hand-off per query.)
     """
+    context = get_context(request)
     settings = context.settings
     endpoint = request.url.path
     started = time.perf_counter()
