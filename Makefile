@@ -28,6 +28,9 @@ sysdeps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql (the job-storage tests start a throw-away server)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+	@test -f /usr/share/java/aladin.jar || { \
+	  echo "installing aladin (CDS Hipsgen: the HiPS lint the tests run)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aladin >/dev/null; }
 
 # Build the demo data set when missing (a no-op when built), then serve it over TAP.
 # `skyvault demo` makes the demo tables public itself (other tables are private until granted).

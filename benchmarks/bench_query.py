@@ -729,6 +729,17 @@ def main() -> None:
     parser.add_argument("--crossmatch-repeat", type=int, default=2)
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL + q3c")
     parser.add_argument("--no-crossmatch", action="store_true")
+    parser.add_argument(
+        "--radii", default="1,10,60", help="cone radii on bench.big, arcsec (comma-separated)"
+    )
+    parser.add_argument(
+        "--tycho2-radii", default="10,60", help="cone radii on bench.tycho2, arcsec"
+    )
+    parser.add_argument(
+        "--cones-only",
+        action="store_true",
+        help="measure the cones only (no aggregate, cross-match or compile)",
+    )
     parser.add_argument("--pg-bin", type=Path, default=PG_BIN)
     parser.add_argument("--tycho2", type=Path, default=TYCHO2)
     parser.add_argument(
@@ -780,7 +791,9 @@ def main() -> None:
         hand = HandWritten(ws.data)
         report["cones"] = []
         big_positions = pq.read_table(ws.big_input, columns=["ra", "dec"])
-        for radius in (1.0, 10.0, 60.0):
+        radii = [float(r) for r in args.radii.split(",") if r.strip()]
+        tycho2_radii = [float(r) for r in args.tycho2_radii.split(",") if r.strip()]
+        for radius in radii:
             engines: dict[str, Callable[[float, float, float], Any]] = {
                 "duckdb hpx": hand.cone_hpx("big"),
                 "duckdb hull": hand.cone_hpx("big", hull=True),
@@ -796,7 +809,7 @@ def main() -> None:
         del big_positions
         if tycho2 is not None:
             tycho_positions = pq.read_table(tycho2, columns=["ra", "dec"])
-            for radius in (10.0, 60.0):
+            for radius in tycho2_radii:
                 engines = {
                     "duckdb hpx": hand.cone_hpx("tycho2"),
                     "duckdb hull": hand.cone_hpx("tycho2", hull=True),
@@ -816,14 +829,14 @@ def main() -> None:
         if pg is not None:
             pg.stop()
             pg = None
-
-        report["aggregate"] = measure_aggregate(archive, hand, args.aggregate_repeat)
-        if not args.no_crossmatch:
-            report["crossmatch"] = measure_crossmatch(archive, hand, ws, args.crossmatch_repeat)
-        log("parse + check + translate")
-        report["compile"] = measure_compile(archive, args.compile_repeat)
-        for label, ms in report["compile"].items():
-            print(f"  compile_adql {label:<28} median {ms:6.3f} ms")
+        if not args.cones_only:
+            report["aggregate"] = measure_aggregate(archive, hand, args.aggregate_repeat)
+            if not args.no_crossmatch:
+                report["crossmatch"] = measure_crossmatch(archive, hand, ws, args.crossmatch_repeat)
+            log("parse + check + translate")
+            report["compile"] = measure_compile(archive, args.compile_repeat)
+            for label, ms in report["compile"].items():
+                print(f"  compile_adql {label:<28} median {ms:6.3f} ms")
     finally:
         if pg is not None:
             pg.stop()

@@ -19,6 +19,10 @@ run ingest  benchmarks/bench_ingest.py             # prints; results/ingest.md
 run query   benchmarks/bench_query.py              # prints + work/query/results.json; results/query.md
 run geometry benchmarks/bench_compile_geometry.py  # prints
 run xmatch  benchmarks/bench_crossmatch_upload.py  # prints
-run tap     benchmarks/bench_tap.py                # writes results/tap.md
+run tap     benchmarks/bench_tap.py --serve-args '--workers 2'   # writes results/tap.md
+run perf    benchmarks/bench_perf.py               # prints + JSON; results/perf.md
+run memory  benchmarks/bench_memory.py             # writes results/memory.md
+run bulk    benchmarks/bench_bulk.py               # prints; results/bulk.md
+run hips    benchmarks/bench_hips.py               # writes/prints; results/hips.md
 run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md

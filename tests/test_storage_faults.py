@@ -160,6 +160,33 @@ def test_tokens_create_in_a_read_only_data_directory(
     )
 
 
+def test_demo_in_a_read_only_data_directory(
+    read_only_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _refused(["demo", "--data", str(read_only_data), "--scale", "small"], capsys)
+    assert err == (
+        f"skyvault: error: cannot build the demo: the data directory {read_only_data} is on a "
+        "read-only file system (the demo is written there: remount it read-write, or pass "
+        "--data a writable directory)\n"
+    )
+
+
+def test_demo_in_a_read_only_data_directory_simulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where no read-only file system can be mounted: EROFS from the demo's first write."""
+    from skyvault.demo import build
+
+    data = tmp_path / "data"
+
+    def read_only(data_dir: Path) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(data_dir / ".demo-build.lock"))
+
+    monkeypatch.setattr(build, "_build_lock", read_only)
+    err = _refused(["demo", "--data", str(data), "--scale", "small"], capsys)
+    assert f"cannot build the demo: the data directory {data} is on a read-only" in err
+
+
 def test_serve_on_a_read_only_data_directory_says_what_to_set(
     read_only_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

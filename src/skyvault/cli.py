@@ -201,8 +201,20 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skyvault.auth.cli import auth_storage_errors
     from skyvault.demo import build_demo
+    from skyvault.storage_faults import Fault, storage_errors
 
-    with _progress(True) as bar:
+    faults = storage_errors(
+        "cannot build the demo",
+        f"the data directory {args.data}",
+        remedy={
+            Fault.READ_ONLY: "the demo is written there: remount it read-write, or pass --data "
+            "a writable directory",
+            Fault.NO_PERMISSION: "run as a user who may write there, or pass --data a "
+            "directory you may write",
+        },
+        under=args.data,
+    )
+    with faults, _progress(True) as bar:
         metas = build_demo(
             args.data, scale=args.scale, seed=args.seed, force=args.force, progress=bar or False
         )
@@ -230,6 +242,27 @@ def _cmd_tables(args: argparse.Namespace) -> int:
         # The columns as queries see them (not the engine's own _healpix_29).
         columns = len(published_table(meta).columns)
         print(f"{name}\t{meta.kind}\t{meta.nrows} rows\t{columns} columns")
+    return 0
+
+
+def _cmd_hips_build(args: argparse.Namespace) -> int:
+    from skyvault.hips import TileLimits, build_catalog_hips
+
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    result = build_catalog_hips(
+        args.data,
+        args.table,
+        args.order_by,
+        ascending=not args.descending,
+        columns=columns,
+        limits=TileLimits(tile=args.max_per_tile),
+        creator_did=args.creator_did,
+        title=args.title,
+    )
+    print(
+        f"{args.table}: catalogue HiPS of {result.nrows:,} rows in {result.tiles:,} tiles, "
+        f"orders 1-{result.order}, {result.seconds:.1f} s ({result.path})"
+    )
     return 0
 
 
@@ -583,6 +616,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_arg(p)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("hips", help="build HiPS (Hierarchical Progressive Surveys) for Aladin")
+    hips_sub = p.add_subparsers(dest="hips_command", required=True, metavar="ACTION")
+    p = hips_sub.add_parser(
+        "build",
+        help="build the catalogue HiPS of a table (served at /hips/SCHEMA.TABLE/)",
+    )
+    p.add_argument(
+        "--table", required=True, metavar="SCHEMA.TABLE", help="the HATS table to build it from"
+    )
+    p.add_argument(
+        "--order-by", required=True, metavar="COLUMN", help="brightness column (magnitude, flux)"
+    )
+    way = p.add_mutually_exclusive_group()
+    way.add_argument(
+        "--ascending", action="store_true", help="smallest first: magnitudes (the default)"
+    )
+    way.add_argument("--descending", action="store_true", help="largest first: fluxes")
+    p.add_argument(
+        "--columns",
+        metavar="A,B,C",
+        help="columns of the tiles after RA and Dec (default: the principal columns and "
+        "the --order-by column)",
+    )
+    p.add_argument(
+        "--max-per-tile", type=int, default=500, help="sources per tile from order 3 (500)"
+    )
+    p.add_argument("--creator-did", metavar="IVOID", help="default ivo://skyvault/SCHEMA/TABLE")
+    p.add_argument("--title", metavar="TEXT", help="obs_title (default: the table's description)")
+    data_arg(p)
+    p.set_defaults(func=_cmd_hips_build)
 
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)

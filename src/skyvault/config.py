@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     maxrec_default: int = Field(default=100_000, ge=0, description="rows returned without MAXREC")
     maxrec_limit: int = Field(default=10_000_000, ge=0, description="most rows MAXREC may ask for")
     query_timeout: float = Field(default=600.0, gt=0, description="time limit of a sync query, s")
-    memory_limit: str = Field(default="2GB", description="DuckDB memory limit for queries")
+    memory_limit: str = Field(
+        default="2GB",
+        description=(
+            "DuckDB memory limit of a server process, shared by its queries' sorts, joins "
+            "and aggregates (default: half the process's share of memory_budget, 2GB at most)"
+        ),
+    )
     query_threads: int = Field(default=2, ge=1, description="DuckDB threads per query")
     dask_scheduler: str | None = Field(
         default=None,
@@ -301,6 +307,17 @@ class Settings(BaseSettings):
         description=(
             "let UPLOAD URLs reach loopback, link-local and private addresses and the "
             "service's own host (off: only public http(s) hosts)"
+        ),
+    )
+
+    # --- bulk download (service/handlers/bulk.py) -------------------------------------------
+    bulk_max_downloads: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "most /bulk file transfers one caller (a user; an anonymous client address) may "
+            "have running at once in one server process; more are refused with 429 and "
+            "Retry-After; 0: no limit"
         ),
     )
 

@@ -6,7 +6,7 @@ import pytest
 
 from skyvault.adql import parse
 from skyvault.adql.check import check
-from skyvault.errors import AdqlSemanticError, UnsupportedQuery
+from skyvault.errors import AdqlSemanticError, AdqlSyntaxError, UnsupportedQuery
 from tests.adql._catalog import CATALOG, OBJECT, SECRET, _col, _table
 
 
@@ -185,6 +185,64 @@ def test_invalid_constant_region_is_located() -> None:
     assert err.column == 59
 
 
+@pytest.mark.parametrize(
+    ("call", "bad"),
+    [
+        ("IVO_HEALPIX_INDEX(99, ra, dec)", "99"),
+        ("IVO_HEALPIX_INDEX(-1, POINT(ra, dec))", "-1"),
+        ("IVO_HEALPIX_INDEX(2.5, ra, dec)", "2.5"),
+        ("IVO_HEALPIX_CENTER(30, 0)", "30"),
+    ],
+)
+def test_healpix_order_out_of_range_is_an_error(call: str, bad: str) -> None:
+    """A constant order outside 0..29 gave NULL in every row; now the checker says so."""
+    err = _error(f"SELECT {call} FROM tycho2.main")
+    assert err.detail.startswith("the HEALPix order of IVO_HEALPIX_")
+    assert f"from 0 to 29; {bad} is not" in err.detail
+    assert 8 + call.index("(") + 1 <= err.column < 8 + call.index(",")  # at the order
+
+
+def test_healpix_center_index_out_of_range_is_an_error() -> None:
+    err = _error("SELECT IVO_HEALPIX_CENTER(1, 48) FROM tycho2.main")
+    assert (
+        err.detail == "48 is not a HEALPix index at order 1: the NESTED indexes there are 0 to 47"
+    )
+    check(
+        parse("SELECT IVO_HEALPIX_CENTER(1, 47), IVO_HEALPIX_CENTER(29, id) FROM tycho2.main"),
+        CATALOG,
+    )
+    check(
+        parse(
+            "SELECT IVO_HEALPIX_INDEX(0, ra, dec), IVO_HEALPIX_INDEX(29, ra, dec) FROM tycho2.main"
+        ),
+        CATALOG,
+    )
+    check(parse("SELECT IVO_HEALPIX_INDEX(id, ra, dec) FROM tycho2.main"), CATALOG)
+
+
+def test_long_names_are_shortened_in_errors() -> None:
+    """A 100 kB name is quoted by its first 60 characters and its length, once per
+    mention, not repeated in full (twice with the double-quote hint)."""
+    name = "x" * 100_000
+    short = "x" * 60 + "…(100000 characters)"
+    for query in (
+        f"SELECT {name} FROM tycho2.main",
+        f'SELECT id FROM tycho2.main WHERE id = "{name}"',
+        f"SELECT id FROM {name}",
+        f"SELECT id FROM {name}.t",
+        f"SELECT {name}.id FROM tycho2.main",
+        f"SELECT {name}, y{name} FROM tycho2.main",
+    ):
+        err = _error(query)
+        text = f"{err.detail} {err.hint or ''}"
+        assert len(text) < 400 and short in text, text[:500]
+    with pytest.raises(AdqlSyntaxError) as info:
+        parse(f"SELECT {name}(id) FROM tycho2.main")
+    assert f'"{short}" is an unknown function' in info.value.detail
+    exact = "x" * 64
+    assert f'no column "{exact}"' in _error(f"SELECT {exact} FROM tycho2.main").detail
+
+
 def test_output_names() -> None:
     checked = check(
         parse(
@@ -286,6 +344,27 @@ def test_suggestions_are_the_columns_of_the_same_band_and_family() -> None:
     assert err.detail.endswith('did you mean "r_calibFluxErr"?')  # no family: the nearest
 
 
+def test_ra_and_dec_suggest_the_position_not_a_per_band_centroid() -> None:
+    # DP0.2's Object has coord_ra/coord_dec and per-band g_ra, z_decl ...: a new user's
+    # "ra" is nearest in spelling to "z_ra", but the position is coord_ra.
+    table = _table(
+        "dp02_dc2_catalogs",
+        "Obj",
+        [
+            _col("objectId", "int64"),
+            _col("coord_ra", "double", "deg"),
+            _col("coord_dec", "double", "deg"),
+            _col("g_ra", "double", "deg"),
+            _col("z_ra", "double", "deg"),
+            _col("g_decl", "double", "deg"),
+            _col("z_decl", "double", "deg"),
+        ],
+    )
+    err = _error("SELECT ra, dec FROM dp02_dc2_catalogs.Obj", (table,))
+    assert '"ra" (line 1, column 8; did you mean "coord_ra"?)' in err.detail
+    assert '"dec" (line 1, column 12; did you mean "coord_dec"?)' in err.detail
+
+
 def test_every_unknown_table_is_named_in_one_error() -> None:
     err = _error(
         "WITH w AS (SELECT ra FROM tycho2.main) "
@@ -297,3 +376,22 @@ def test_every_unknown_table_is_named_in_one_error() -> None:
     assert 'did you mean "Visit"?' in err.detail
     assert '"w"' not in err.detail  # the WITH query is known
     assert (err.line, err.column) == (1, 75)
+
+
+def test_a_tables_columns_are_made_once_and_self_joins_stay_apart() -> None:
+    """Checking a query of a stored table reuses that table's column list (building it for
+    a wide table was most of checking a cone); two occurrences of one table still bind
+    their columns to their own occurrence."""
+    first = check(parse("SELECT objectId FROM dp02_dc2_catalogs.Object"), CATALOG)
+    again = check(parse("SELECT coord_ra FROM dp02_dc2_catalogs.Object"), CATALOG)
+    assert first.occurrences[0].columns[0] is again.occurrences[0].columns[0]
+    joined = check(
+        parse(
+            "SELECT a.objectId AS x, b.objectId AS y FROM dp02_dc2_catalogs.Object AS a "
+            "JOIN dp02_dc2_catalogs.Object AS b ON a.objectId = b.objectId"
+        ),
+        CATALOG,
+    )
+    a, b = joined.occurrences
+    assert a is not b and a.alias != b.alias
+    assert [c.name for c in joined.columns] == ["x", "y"]

@@ -110,14 +110,24 @@ def test_format_days() -> None:
 
 
 def test_format_bytes() -> None:
-    assert [format_bytes(n) for n in (0, 1023, 1024, 1536, 10 * 1024**3, 5 * 1024**5)] == [
+    sizes = (0, 1023, 1024, 1536, 10 * 1024**3, 1023 * 1024**2 + 900 * 1024, 5 * 1024**5)
+    assert [format_bytes(n) for n in sizes] == [
         "0 B",
         "1023 B",
         "1 KB",
         "1.5 KB",
         "10 GB",
-        "5.12e+03 TB",
+        "1023 MB",  # not 1.02e+03 MB
+        "5 PB",
     ]
+
+
+def test_the_storage_refusal_reads_true_sizes() -> None:
+    # A limit of 1000 MiB, 1023.9 MiB stored: no exponent notation in the refusal.
+    policy = LimitsPolicy(defaults=UserLimits(max_result_bytes=1000 * 1024**2))
+    with pytest.raises(LimitExceeded) as info:
+        policy.check_result_storage(ALICE, 1023 * 1024**2 + 900 * 1024)
+    assert info.value.message == "your stored results take 1023 MB, the limit is 1000 MB"
 
 
 # --- audit ----------------------------------------------------------------------------------

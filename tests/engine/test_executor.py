@@ -24,6 +24,7 @@ from skyvault.errors import (
     QueryError,
     QueryFailed,
     QueryTimeout,
+    StorageError,
 )
 from skyvault.sky.coverage import region_coverage
 from skyvault.sky.regions import Circle
@@ -293,6 +294,10 @@ def _assert_no_engine_text(text: str) -> None:
         ('SELECT CAST(id * 1000 AS SMALLINT) FROM "__sv_t0"', "does not fit in SMALLINT"),
         ('SELECT CAST(sum(id) * 99999999999999999 AS BIGINT) FROM "__sv_t0"', "fit in BIGINT"),
         ('SELECT CAST(name AS DOUBLE) FROM "__sv_t0"', "is not a valid DOUBLE PRECISION value"),
+        (
+            'SELECT id FROM "__sv_t0" WHERE id = (SELECT id FROM "__sv_t0")',
+            "a subquery used as a single value returned more than one row",
+        ),
     ],
 )
 def test_value_errors_are_worded_in_adql_terms(
@@ -356,6 +361,20 @@ def test_value_errors_are_worded_in_adql_terms(
         (OSError("Binder Error: no such thing __sv_t1"), QueryFailed, "could not be planned"),
         (pa.ArrowInvalid("Invalid: column 3 /tmp/x"), InternalError, "could not be assembled"),
         (duckdb.OutOfMemoryException("Out of Memory Error: 2 GiB"), QueryError, "more memory"),
+        # A spill to a full temporary directory: the service's fault, said without its path.
+        (
+            duckdb.IOException(
+                'IO Error: Could not write file "/srv/tmp/duckdb_temp_storage-4.tmp": '
+                "No space left on device"
+            ),
+            StorageError,
+            "out of disk space",
+        ),
+        (
+            OSError('IO Error: Could not write file "/srv/x.tmp": No space left on device'),
+            StorageError,
+            "out of disk space",
+        ),
     ],
 )
 def test_engine_error_maps_every_engine_exception(

@@ -122,3 +122,11 @@ def test_scans_as_with_clauses(tmp_path: Path, sql: str) -> None:
         assert got["column_name"].to_pylist() == ["n"]
     else:
         assert set(got["n"].to_pylist()) == {_expected(table)}
+
+
+def test_query_cursors_use_the_parquet_footer_cache(tmp_path: Path) -> None:
+    """Queries run on cursors: the footer cache must be on for them, not only for the
+    connection that configured the sandbox (a plain SET is that connection's own)."""
+    cursor = Sandbox([tmp_path]).cursor()
+    setting = "SELECT value FROM duckdb_settings() WHERE name = 'parquet_metadata_cache'"
+    assert cursor.sql(setting).fetchall() == [("true",)]

@@ -127,9 +127,7 @@ def test_missing_side_of_an_outer_join_is_null(archive: Archive) -> None:
         "ivo_healpix_index(3, ra + 0, dec)",  # an expression of the position
         "ivo_healpix_index(3, dec, ra)",  # not the declared roles
         "ivo_healpix_index(3, ra, ra)",
-        "ivo_healpix_index(2.5, ra, dec)",  # not an integral order (DuckDB casts it)
-        "ivo_healpix_index(30, ra, dec)",  # outside 0..29: NULL from the UDF
-        "ivo_healpix_index(-1, ra, dec)",
+        # (a constant order not a whole number in 0..29 is refused by the checker)
         "ivo_healpix_index(CAST(mag_vt AS INTEGER), ra, dec)",  # not a constant
         "ivo_healpix_index(3, POINT(ra, dec + 0))",
     ],

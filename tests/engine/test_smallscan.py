@@ -7,6 +7,7 @@ cannot make these tests pass.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,78 @@ def test_shared_readers_under_concurrent_use(data: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(read, jobs)) == expected
     assert len(footers._open) <= 3
-    assert all(len(f.idle) <= 2 for f in footers._open.values())
+    assert all(len(f.idle) <= footers.idle_readers for f in footers._open.values())
+
+
+def test_as_many_readers_as_concurrent_queries_are_kept(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 threads using one file at once open 8 readers the first time and none after: a
+    server's worker threads do not set up a reader per query (costly for wide files)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyvault.engine import smallscan
+
+    stored = Registry(data).get("s", "stars")
+    assert stored.partitions is not None
+    footers = FooterCache()
+    footer = footers.get(stored.partitions.files[0])
+    assert footer is not None
+    opened: list[str] = []
+    real = pq.ParquetFile
+
+    def counting(*args: object, **kwargs: object) -> pq.ParquetFile:
+        opened.append(str(args[0]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smallscan.pq, "ParquetFile", counting)
+    together = threading.Barrier(8)
+
+    def use(_: int) -> int:
+        with footers.reader(footer) as handle:
+            together.wait(timeout=30)
+            return int(handle.metadata.num_rows)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(use, range(8)))
+        assert len(opened) == 8
+        list(pool.map(use, range(8)))
+    assert len(opened) == 8
+
+
+def test_a_footer_is_read_once_by_concurrent_callers(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyvault.engine import smallscan
+
+    stored = Registry(data).get("s", "stars")
+    assert stored.partitions is not None
+    path = stored.partitions.files[0]
+    footers = FooterCache()
+    reads: list[str] = []
+    real = smallscan._read_footer
+    together = threading.Barrier(6)
+
+    def slow(p: str) -> smallscan.FileFooter | None:
+        reads.append(p)
+        time.sleep(0.2)  # the other callers arrive while it is being read
+        return real(p)
+
+    monkeypatch.setattr(smallscan, "_read_footer", slow)
+
+    def get(_: int) -> int:
+        together.wait(timeout=30)
+        footer = footers.get(path)
+        assert footer is not None
+        return id(footer)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert len(set(pool.map(get, range(6)))) == 1
+    assert reads == [path]
 
 
 def test_identifiers_skip_string_literals() -> None:
@@ -205,3 +277,40 @@ def test_demo_cone_uses_the_index_path(demo_data: Path) -> None:
     archive.executor = LocalExecutor(archive.sandbox, small_scans=False)
     assert _sorted(fast) == _sorted(archive.query(adql))
     archive.close()
+
+
+def test_other_columns_are_decoded_only_where_the_key_shows_rows(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range inside a row group's min/max that holds no row costs only the key column;
+    the other columns are decoded for the row groups holding rows, and the rows are right."""
+    stored = Registry(data).get("s", "stars")
+    assert stored.partitions is not None
+    path = next(f for f in stored.partitions.files if pq.read_metadata(f).num_row_groups >= 3)
+    table = pq.read_table(path, columns=["id", HEALPIX_COLUMN])
+    keys = table[HEALPIX_COLUMN].to_numpy()
+    ids = table["id"].to_numpy()
+    size = pq.read_metadata(path).row_group(0).num_rows
+    # A gap between two keys of row group 1, and the first keys of row groups 0 and 2.
+    inside = next(i for i in range(size, 2 * size - 1) if keys[i + 1] - keys[i] > 2)
+    gap = [keys[inside] + 1, keys[inside + 1]]
+    first0, first2 = keys[0], keys[2 * size]
+    calls: list[tuple[list[int], list[str]]] = []
+    real = pq.ParquetFile.read_row_groups
+
+    def spy(self: pq.ParquetFile, groups: list[int], columns: list[str], **kw: object) -> pa.Table:
+        calls.append((list(groups), list(columns)))
+        return real(self, groups, columns=columns, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    footers = FooterCache()
+    got = read_small_scan([path], np.array([gap]), ["id"], footers, max_rows=N)
+    assert got is not None and got.num_rows == 0 and got.column_names == ["id"]
+    assert calls == [([1], [HEALPIX_COLUMN])]
+    calls.clear()
+    ranges = np.array([[first0, first0 + 1], gap, [first2, first2 + 1]])
+    got = read_small_scan([path], ranges, ["id"], footers, max_rows=N)
+    assert got is not None
+    expected = ids[(keys == first0) | (keys == first2)]
+    assert sorted(got["id"].to_pylist()) == sorted(expected.tolist())
+    assert calls == [([0, 1, 2], [HEALPIX_COLUMN]), ([0, 2], ["id"])]

@@ -169,3 +169,28 @@ def test_json_reads_back() -> None:
     want = [v if v is not None and np.isfinite(v) else None for v in table["x"].to_pylist()]
     assert x == want
     assert [r[column("mag")] for r in doc["data"]] == table["mag"].to_pylist()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_json_numbers_are_python_repr_across_magnitudes(dtype: type) -> None:
+    """Arrow's text is kept where it is ``repr``'s layout: every magnitude, from subnormals
+    to the largest double, whole numbers, powers of ten and their neighbours."""
+    rng = np.random.default_rng(8)
+    n = 100_000
+    values = np.concatenate(
+        [
+            rng.standard_normal(n) * 10.0 ** rng.integers(-320, 308, n),
+            rng.standard_normal(n) * 10.0 ** rng.integers(-8, 20, n),
+            np.round(rng.standard_normal(n) * 10.0 ** rng.integers(0, 18, n)),
+            10.0 ** np.arange(-323, 308),
+            np.nextafter(10.0 ** np.arange(-20, 20), np.inf),
+            np.nextafter(10.0 ** np.arange(-20, 20), -np.inf),
+            FLOATS,
+        ]
+    )
+    with np.errstate(over="ignore"):
+        column = pa.array(values.astype(dtype), mask=rng.random(len(values)) < 0.01)
+    table = pa.table({"v": column})
+    fields = _fields(table)
+    new = b"".join(tabular.write_json(table.to_batches(65536), fields))
+    assert new == b"".join(former.write_json(table.to_batches(65536), fields))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -109,20 +110,64 @@ def test_body_less_posts_of_one_client_do_not_lock_out_another(
     settings: Settings, tmp_path: Path
 ) -> None:
     """The attack seen: four body-less POSTs filled the one anonymous queue for a week.
-    Now they create nothing (400); a client that fills its own PENDING allowance is
-    refused (429, Retry-After) while another client still submits and runs."""
+    Now they create nothing (400); a client that fills its own PENDING allowance does not
+    touch another client's, who still submits and runs."""
     with serve(settings, tmp_path, retry_after=5) as url:
         for _ in range(4):
             r = httpx.post(f"{url}/async", headers=ALICE, timeout=30)
             assert r.status_code == 400 and "a job needs a QUERY" in _message(r)
         for _ in range(10):  # anonymous_max_pending
             _create(url, ALICE, run=False)
-        r = httpx.post(f"{url}/async", data={"QUERY": ONE_ROW}, headers=ALICE, timeout=30)
-        assert r.status_code == 429 and r.headers["retry-after"] == "5"
-        assert "you have 10 jobs created and never run (PENDING)" in _message(r)
         job = _create(url, BOB)
         assert _final(url, job) == "COMPLETED"
         assert _sync(url, BOB).status_code == 200
+
+
+def test_anonymous_client_at_its_pending_limit_loses_its_oldest_pending_job(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A pyvo script that stops between ``submit_job`` and ``run`` ten times is not locked
+    out of async for a day (it cannot list nor delete its anonymous jobs): the 11th job
+    is created, the oldest PENDING one (and its stored upload) is destroyed to make room.
+    Users keep the 429 (tests/service/test_security.py::test_pending_limit)."""
+    with serve(settings, tmp_path) as url:
+        upload = {"t": ("t.csv", b"a\n1\n", "text/csv")}
+        data = {"LANG": "ADQL", "QUERY": ONE_ROW, "UPLOAD": "t,param:t"}
+        r = httpx.post(f"{url}/async", data=data, files=upload, headers=ALICE, timeout=30)
+        assert r.status_code == 303, r.text
+        first = r.headers["location"].rsplit("/", 1)[-1]
+        assert (tmp_path / "results" / first).exists()
+        jobs = [_create(url, ALICE, run=False) for _ in range(10)]
+        assert httpx.get(f"{url}/async/{first}", timeout=30).status_code == 404
+        assert not (tmp_path / "results" / first).exists()
+        assert all(_phase(url, j) == "PENDING" for j in jobs)
+        r = httpx.post(f"{url}/async/{jobs[-1]}/phase", data={"PHASE": "RUN"}, timeout=30)
+        assert r.status_code == 303
+        assert _final(url, jobs[-1]) == "COMPLETED"
+        # another client's PENDING jobs are never taken
+        bob = _create(url, BOB, run=False)
+        for _ in range(10):
+            _create(url, ALICE, run=False)
+        assert _phase(url, bob) == "PENDING"
+
+
+def test_a_job_refused_for_another_limit_destroys_no_pending_job(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The oldest PENDING job makes room only for a job that is then created: at its
+    result quota too, the client gets the 429 and keeps its PENDING jobs."""
+    auth = AuthSettings(
+        audit_log=tmp_path / "audit.jsonl", anonymous_max_pending=2, anonymous_max_result_bytes=5
+    )
+    with serve(settings, tmp_path, auth=auth) as url:
+        first = _create(url, ALICE, run=False)
+        second = _create(url, ALICE, run=False)
+        # as if the client's stored results filled its quota
+        with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+            db.execute("UPDATE uws_jobs SET result_size = 10 WHERE job_id = ?", (second,))
+        r = httpx.post(f"{url}/async", data={"QUERY": ONE_ROW}, headers=ALICE, timeout=30)
+        assert r.status_code == 429 and "your stored results take" in _message(r)
+        assert _phase(url, first) == "PENDING"
 
 
 def test_pending_jobs_hold_no_run_slot(settings: Settings, tmp_path: Path) -> None:
@@ -209,10 +254,12 @@ def test_forwarded_addresses_count_only_from_a_trusted_proxy(
     ignored: every request from 127.0.0.1 is one client."""
     auth = AuthSettings(audit_log=tmp_path / "audit.jsonl", anonymous_max_pending=2)
     with serve(settings, tmp_path, auth=auth, trusted_proxies="") as url:
+        first = _create(url, ALICE, run=False)
+        second = _create(url, BOB, run=False)
+        # one client: at its 2 PENDING jobs, a third replaces the oldest, alice's
         _create(url, ALICE, run=False)
-        _create(url, BOB, run=False)
-        r = httpx.post(f"{url}/async", data={"QUERY": ONE_ROW}, headers=ALICE, timeout=30)
-        assert r.status_code == 429
+        assert httpx.get(f"{url}/async/{first}", timeout=30).status_code == 404
+        assert _phase(url, second) == "PENDING"
 
 
 # --- the client address ---------------------------------------------------------------------

@@ -6,8 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.auth import AuthSettings
+from skyvault.auth.limits import format_bytes
 from skyvault.config import Settings
-from skyvault.service.quota import format_size, result_does_not_fit
+from skyvault.service.quota import result_does_not_fit
 from tests.service.test_uws import OBJECT, create, uws_app, uws_settings, wait_final
 
 GB = 1024**3
@@ -29,7 +30,7 @@ GB = 1024**3
     ],
 )
 def test_sizes_read_true(n: int, text: str) -> None:
-    assert format_size(n) == text
+    assert format_bytes(n) == text
 
 
 def test_three_quarters_of_the_quota_is_not_the_quota() -> None:

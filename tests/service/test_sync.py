@@ -45,6 +45,30 @@ def test_get_and_post_agree(client: TestClient) -> None:
     assert rows[0] == ["objectId", "coord_ra", "coord_dec"] and len(rows) > 5
 
 
+@pytest.mark.parametrize("multipart", [False, True])
+def test_a_query_over_the_form_field_limit_is_said_in_skyvault_words(
+    client: TestClient, multipart: bool
+) -> None:
+    """Starlette refuses a form field over 1 MB with its own text ("Part exceeded maximum
+    size of 1024KB."): the caller gets what was too long and what to do instead."""
+    query = f"SELECT TOP 1 '{'x' * (1024 * 1024 + 10)}' FROM {OBJECT}"
+    if multipart:
+        fields = {"LANG": (None, "ADQL"), "QUERY": (None, query)}
+        r = client.post("/tap/sync", files=fields)
+    else:
+        r = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": query})
+    message = _error(r, 400)
+    assert message.startswith("a parameter of this request is longer than 1 MB"), message
+    assert "UPLOAD" in message and "exceeded" not in message
+
+
+def test_a_body_that_is_no_form_is_said_so(client: TestClient) -> None:
+    r = client.post(
+        "/tap/sync", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
+    )
+    assert _error(r, 400).startswith("the request body is not a readable form")
+
+
 def test_parameter_names_are_case_insensitive(client: TestClient) -> None:
     r = client.post("/tap/sync", data={"lang": "ADQL", "Query": CONE, "responseFormat": "tsv"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/tab-separated")

@@ -860,8 +860,17 @@ def test_thousands_of_same_named_fields_are_refused_before_astropy(
 
     monkeypatch.setattr(uploads, "VOTableInput", astropy_must_not_run)
     same = _votable_doc("\n".join('<FIELD name="x" datatype="int"/>' for _ in range(3000)))
-    with pytest.raises(UsageError, match=r"two FIELDs are named 'x' \(lines 3 and 4\)"):
+    with pytest.raises(
+        UsageError, match=r"two FIELDs are named 'x' \(FIELDs 1 and 2 of the table, lines 3 and 4\)"
+    ):
         parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": same}, Settings())
+    # A document on one line (as programs write them): the FIELDs' positions say which.
+    one_line = _votable_doc(
+        '<FIELD name="a" datatype="int"/><FIELD name="x" datatype="int"/>'
+        '<FIELD name="b" datatype="int"/><FIELD name="x" datatype="int"/>'
+    ).replace(b"\n", b" ")
+    with pytest.raises(UsageError, match=r"\(FIELDs 2 and 4 of the table, line 1\)"):
+        parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": one_line}, Settings())
     cased = _votable_doc('<FIELD name="a" datatype="int"/>\n<FIELD name="A" datatype="int"/>')
     with pytest.raises(UsageError, match="'a' and 'A' are the same"):
         parse_uploads({"UPLOAD": ["t,param:t"]}, {"t": cased}, Settings())

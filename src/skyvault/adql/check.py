@@ -43,9 +43,10 @@ from skyvault.adql.annotate import (
 from skyvault.adql.functions import FUNCTIONS, FunctionSpec
 from skyvault.adql.parsing import AdqlQuery
 from skyvault.adql.reserved import identifier_matches, normalize_identifier
-from skyvault.adql.validate import SourceText
+from skyvault.adql.validate import SourceText, shown
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
+from skyvault.sky.coverage import HEALPIX29_ORDER
 from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
 
 __all__ = [
@@ -94,6 +95,35 @@ class SourceColumn:
     name: str
     sql: str
     info: ValueInfo
+
+
+_TableColumns = tuple[tuple[SourceColumn, ...], dict[tuple[str, bool], list[SourceColumn]]]
+_TABLE_COLUMNS: dict[int, tuple[TableMeta, _TableColumns]] = {}
+
+
+def _table_columns(meta: TableMeta) -> _TableColumns:
+    """The columns a stored table offers and their name index, made once per table.
+
+    Both are shared by every query of ``meta`` (a query never changes a stored table's
+    columns); building them for a wide table (a thousand columns) was most of checking a
+    cone search.  Keyed by the object: a re-read table is a new :class:`TableMeta`.
+    """
+    cached = _TABLE_COLUMNS.get(id(meta))
+    if cached is not None and cached[0] is meta:
+        return cached[1]
+    columns = tuple(
+        SourceColumn(c.name, c.name, column_info(c))
+        for c in meta.columns
+        if not is_hidden_column(c.name)
+    )
+    index: dict[tuple[str, bool], list[SourceColumn]] = {}
+    for column in columns:
+        index.setdefault((column.name, True), []).append(column)
+        index.setdefault((column.name.upper(), False), []).append(column)
+    if len(_TABLE_COLUMNS) >= 256:
+        _TABLE_COLUMNS.clear()
+    _TABLE_COLUMNS[id(meta)] = (meta, (columns, index))
+    return columns, index
 
 
 @dataclasses.dataclass(eq=False)
@@ -301,7 +331,9 @@ _MAX_SUGGESTIONS = 6
 def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     """Column names ``name`` may have meant, best first.
 
-    The same name in another case first; then, for a per-band name (``r_calibFlux``), the
+    The same name in another case first; then the columns that hold the name as a word
+    (``ra`` -> ``coord_ra``, not the nearer spelling ``z_ra``: the per-band columns are not
+    the position a user asks for); then, for a per-band name (``r_calibFlux``), the
     columns of the same band and family (``r_psfFlux``, ``r_cModelFlux`` ...: what the user
     was after is a flux of that band, not the nearest spelling); else the nearest spelling,
     of the same band first.
@@ -309,6 +341,17 @@ def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     same = [c for c in candidates if c.lower() == name.lower() and c != name]
     if same:
         return same[:1]
+    if "_" not in name:  # ``ra`` -> ``coord_ra``: the name as a word of an unbanded name
+        whole = [
+            c
+            for c in candidates
+            if _BANDED.match(c) is None and name.lower() in c.lower().split("_")
+        ]
+        if whole:
+            whole.sort(
+                key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio()
+            )
+            return whole[:_MAX_SUGGESTIONS]
     family = _family(name)
     if family is not None:
         kin = [c for c in candidates if _family(c) == family]
@@ -481,7 +524,9 @@ class _Checker:
             for cte in with_.expressions:
                 alias = cte.args["alias"].this
                 if any(identifier_matches(alias, c.name.this) for c in self.ctes):
-                    raise self.fail(alias, f'the WITH query "{alias.this}" is defined twice')
+                    raise self.fail(
+                        alias, f'the WITH query "{shown(str(alias.this))}" is defined twice'
+                    )
                 outputs = self.query(cte.this, None)
                 sql_name = f"__sv_cte{len(self.ctes)}"
                 self.checked.cte_names[id(cte)] = sql_name
@@ -570,7 +615,7 @@ class _Checker:
                 alias = node.args.get("alias")
                 raise self.fail(
                     alias if alias is not None else node,
-                    f'the name "{label_of(source)}" is used twice in FROM',
+                    f'the name "{shown(label_of(source))}" is used twice in FROM',
                     hint="give each table its own alias",
                 )
         scope.sources.append(source)
@@ -614,7 +659,9 @@ class _Checker:
         alias = node.args.get("alias")
         user_alias = alias.this if alias is not None else None
         if catalog is not None:
-            raise self.fail(catalog, f'no catalogue "{catalog.this}": write schema.table')
+            raise self.fail(
+                catalog, f'no catalogue "{shown(str(catalog.this))}": write schema.table'
+            )
         if schema is None:
             for cte in reversed(self.ctes):
                 if identifier_matches(name, cte.name.this) or (
@@ -634,19 +681,16 @@ class _Checker:
                     return
         meta = self.find_table(name, schema)
         occurrence = len(self.checked.occurrences)
-        columns = [
-            SourceColumn(c.name, c.name, column_info(c))
-            for c in meta.columns
-            if not is_hidden_column(c.name)
-        ]
+        stored, by_name = _table_columns(meta)
         source = Source(
             self.new_alias(),
-            columns,
+            list(stored),
             table=meta,
             occurrence=occurrence,
             relation=f"__sv_t{occurrence}",
             user_alias=user_alias,
             label=meta.name,
+            _by_name=by_name,
         )
         self.checked.occurrences.append(source)
         self.add_source(node, source, scope)
@@ -658,14 +702,15 @@ class _Checker:
             if not in_schema:
                 schemas = sorted({t.schema for t in tables})
                 raise self.fail(
-                    schema, f'no schema "{schema.this}"' + _did_you_mean(schema.this, schemas)
+                    schema,
+                    f'no schema "{shown(str(schema.this))}"' + _did_you_mean(schema.this, schemas),
                 )
             found = [t for t in in_schema if identifier_matches(name, t.name)]
             if not found:
                 names = [t.name for t in in_schema]
                 raise self.fail(
                     name,
-                    f'no table "{name.this}" in {in_schema[0].schema}'
+                    f'no table "{shown(str(name.this))}" in {in_schema[0].schema}'
                     + _did_you_mean(name.this, names),
                 )
         else:
@@ -674,14 +719,14 @@ class _Checker:
                 names = [t.name for t in tables] + [t.qualified_name for t in tables]
                 raise self.fail(
                     name,
-                    f'no table "{name.this}"' + _did_you_mean(name.this, names),
+                    f'no table "{shown(str(name.this))}"' + _did_you_mean(name.this, names),
                     hint="qualify table names with their schema: schema.table",
                 )
         if len(found) > 1:
             where = ", ".join(sorted(t.qualified_name for t in found))
             raise self.fail(
                 name,
-                f'the table name "{name.this}" is ambiguous: {where}',
+                f'the table name "{shown(str(name.this))}" is ambiguous: {where}',
                 hint="qualify it with its schema",
             )
         return found[0]
@@ -711,7 +756,9 @@ class _Checker:
             right = self.find_in(added, name)
             kinds = {left.column.info.kind, right.column.info.kind}
             if len(kinds) > 1 and not ({"numeric", "boolean"} >= kinds) and "null" not in kinds:
-                raise self.fail(node, f'the USING column "{name}" has different types on each side')
+                raise self.fail(
+                    node, f'the USING column "{shown(name)}" has different types on each side'
+                )
             pairs.append((left, right))
             merged = (right,) if side in ("RIGHT", "FULL") else ()
             scope.merged[name.upper()] = ColumnBinding(left.source, left.column, merged)
@@ -727,11 +774,11 @@ class _Checker:
                 candidates = [c.name for s in side for c in s.columns]
                 raise self.fail(
                     ident,
-                    f'no column "{ident.this}" on both sides of the join'
+                    f'no column "{shown(str(ident.this))}" on both sides of the join'
                     + _did_you_mean(ident.this, candidates),
                 )
             if len(hits) > 1:
-                raise self.fail(ident, f'the USING column "{ident.this}" is ambiguous')
+                raise self.fail(ident, f'the USING column "{shown(str(ident.this))}" is ambiguous')
         hits = [c for s in added for c in s.columns if identifier_matches(ident, c.name)]
         return hits[0].name
 
@@ -852,7 +899,7 @@ class _Checker:
                     value,
                     f"ORDER BY {text} sorts by a constant, which does not order the rows",
                     hint="name a column (names are in double quotes, strings in single "
-                    f'quotes: "{value.this}") or give its position, e.g. ORDER BY 1'
+                    f'quotes: "{shown(str(value.this))}") or give its position, e.g. ORDER BY 1'
                     if quoted
                     else "name a column or an expression of columns, or give a column's "
                     "position, e.g. ORDER BY 1",
@@ -879,7 +926,8 @@ class _Checker:
                 if key not in keys:
                     raise self.fail(
                         node,
-                        f'"*" selects "{output.name}", which is neither grouped nor aggregated',
+                        f'"*" selects "{shown(output.name)}", which is neither grouped nor '
+                        "aggregated",
                         hint="list the grouped columns instead of *",
                     )
         having = node.args.get("having")
@@ -924,7 +972,7 @@ class _Checker:
             if len(hits) > 1:
                 raise self.fail(
                     qualifier[-1],
-                    f'"{".".join(str(q.this) for q in qualifier)}" is ambiguous: it names '
+                    f'"{shown(".".join(str(q.this) for q in qualifier))}" is ambiguous: it names '
                     "more than one table in FROM",
                     hint="give the tables different aliases",
                 )
@@ -945,7 +993,7 @@ class _Checker:
             hint = "a table with an alias is referred to by its alias only"
         raise self.fail(
             qualifier[0],
-            f'no table "{text}" in FROM' + _did_you_mean(text, labels),
+            f'no table "{shown(text)}" in FROM' + _did_you_mean(text, labels),
             hint=hint,
         )
 
@@ -970,7 +1018,7 @@ class _Checker:
                 return self.stand_in(ident)
             hits = source.columns_named(ident)
             if len(hits) > 1:
-                raise self.fail(ident, f'the column name "{ident.this}" is ambiguous')
+                raise self.fail(ident, f'the column name "{shown(str(ident.this))}" is ambiguous')
             if not hits:
                 where = source.table.qualified_name if source.table else self.source_label(source)
                 return self.unknown_column(ident, where, [c.name for c in source.columns])
@@ -987,8 +1035,9 @@ class _Checker:
                 where = ", ".join(self.source_label(b.source) for b in found)
                 raise self.fail(
                     ident,
-                    f'the column name "{ident.this}" is ambiguous: it is in {where}',
-                    hint=f"qualify it, e.g. {self.qualifier_hint(found[0].source)}.{ident.this}",
+                    f'the column name "{shown(str(ident.this))}" is ambiguous: it is in {where}',
+                    hint=f"qualify it, e.g. {self.qualifier_hint(found[0].source)}."
+                    + shown(str(ident.this)),
                 )
             if found:
                 return found[0]
@@ -1014,7 +1063,7 @@ class _Checker:
             if isinstance(place, _VALUE_PLACES) or not re.fullmatch(r"[A-Za-z]\w*", name):
                 # ``band = "r"``: a string in double quotes, not a misspelt ``ra``.
                 suggestions = []
-                quoted = name.replace("'", "''")
+                quoted = shown(name).replace("'", "''")
                 hint = f"strings take single quotes: '{quoted}'; double quotes delimit names"
         self.unknown.append(
             _Unknown(ident, name, where, "column", _suggestion_text(suggestions), hint)
@@ -1038,7 +1087,7 @@ class _Checker:
         first = self.unknown[0]
         line, column = self._where(first.node)
         if len(self.unknown) == 1:
-            detail = first.detail or f'no {first.what} "{first.name}" in {first.where}'
+            detail = first.detail or f'no {first.what} "{shown(first.name)}" in {first.where}'
             if first.suggestion:
                 detail += f"; {first.suggestion}"
             return AdqlSemanticError(detail, line=line, column=column, hint=first.hint)
@@ -1051,7 +1100,7 @@ class _Checker:
         items = []
         for unknown in self.unknown:
             at_line, at_column = self._where(unknown.node)
-            item = f'"{unknown.name}" (line {at_line}, column {at_column}'
+            item = f'"{shown(unknown.name)}" (line {at_line}, column {at_column}'
             if unknown.detail:
                 item += f"; {unknown.detail}"
             elif len(wheres) > 1 or len(kinds) > 1:
@@ -1467,6 +1516,8 @@ class _Checker:
         signature = next(s for s in spec.signatures if s.accepts(len(args)))
         for param, arg, info in zip(signature.params, args, infos, strict=False):
             self.parameter(spec, param.name, param.type, arg, info)
+        if spec.name in ("ivo_healpix_index", "ivo_healpix_center"):
+            self.healpix_arguments(spec, args, infos)
         result = signature.result
         duck = {
             "DOUBLE": "DOUBLE",
@@ -1482,6 +1533,30 @@ class _Checker:
             description=spec.description,
             aggregate=aggregate_fn or any(i.aggregate for i in infos),
         )
+
+    def healpix_arguments(
+        self, spec: FunctionSpec, args: list[exp.Expr], infos: list[ValueInfo]
+    ) -> None:
+        """A constant HEALPix order outside 0..29 (and, for the centre, a constant index
+        outside its order's cells) is an error here, not a NULL in every row."""
+        order = infos[0].constant
+        if order is None:
+            return
+        if not math.isfinite(order) or order != int(order) or not 0 <= order <= HEALPIX29_ORDER:
+            raise self.fail(
+                args[0],
+                f"the HEALPix order of {spec.name.upper()} must be a whole number from 0 to "
+                f"{HEALPIX29_ORDER}; {order:g} is not",
+                hint="order 0 has 12 cells; each order splits every cell in 4",
+            )
+        if spec.name == "ivo_healpix_center" and len(infos) > 1:
+            index, cells = infos[1].constant, 12 * 4 ** int(order)
+            if index is not None and not (index == int(index) and 0 <= index < cells):
+                raise self.fail(
+                    args[1],
+                    f"{index:g} is not a HEALPix index at order {int(order)}: "
+                    f"the NESTED indexes there are 0 to {cells - 1}",
+                )
 
     def parameter(
         self, spec: FunctionSpec, name: str, type_: str, arg: exp.Expr, info: ValueInfo

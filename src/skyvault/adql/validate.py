@@ -207,6 +207,19 @@ class SourceText:
         return word if len(word) <= 30 else word[:27] + "..."
 
 
+#: Names from the query longer than this are shortened in error messages.
+NAME_SHOWN = 64
+
+
+def shown(name: str) -> str:
+    """A name (or other text) from the query as an error message quotes it: whole up to
+    :data:`NAME_SHOWN` characters, else its first 60, "…" and its length — a 100 kB
+    identifier is not repeated back in full."""
+    if len(name) <= NAME_SHOWN:
+        return name
+    return f"{name[: NAME_SHOWN - 4]}…({len(name)} characters)"
+
+
 def _start(node: exp.Expr) -> int | None:
     """Character offset of a node: its own token's, else the smallest of its descendants'."""
     meta = node._meta
@@ -338,6 +351,18 @@ class _Validator:
                 raise self.fail(
                     node,
                     f'"{self.quote(node)}" is not a table name: ADQL has no table functions',
+                )
+            for part in ("db", "catalog"):  # FROM LOG(0).t: the schema must be a name too
+                qualifier = node.args.get(part)
+                if qualifier is None or isinstance(qualifier, exp.Identifier):
+                    continue
+                hint = "name a table as schema.table, e.g. dp02_dc2_catalogs.Object"
+                if not isinstance(qualifier, exp.Expr):  # FROM x..t: sqlglot keeps a str
+                    raise self.fail(
+                        node, "a table name has an empty part (two dots in a row)", hint=hint
+                    )
+                raise self.fail(
+                    qualifier, f'"{self.quote(qualifier)}" is not a schema name', hint=hint
                 )
             alias = node.args.get("alias")
             if alias is not None and (alias.args.get("columns") or not alias.this):
@@ -686,7 +711,7 @@ class _Validator:
             what = "a reserved word, not a function" if is_reserved(name) else "an unknown function"
             raise self.fail(
                 node,
-                f'"{name}" is {what}',
+                f'"{shown(name)}" is {what}',
                 hint=hint or "see the functions this service declares in its capabilities",
             )
         args = list(node.expressions)

@@ -53,14 +53,29 @@ class UserLimits:
 ANONYMOUS_LIMITS = UserLimits(max_running=2, max_queued=4, max_result_bytes=1024**3, max_pending=10)
 
 
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
 def format_bytes(n: int) -> str:
-    """``n`` bytes for a person: ``512 B``, ``3.2 MB``, ``10 GB`` (powers of 1024)."""
+    """``n`` bytes for a person, three significant digits at most: ``768 MB``, ``1.5 GB``.
+
+    Powers of 1024; never in exponent notation (``1023 MB``, not ``1.02e+03 MB``) and
+    rounded down, so a size below a limit never reads as the limit itself.  The one size
+    format of the limits' messages (``service/quota.py`` uses it too).
+    """
     value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{n} B" if unit == "B" else f"{value:.3g} {unit}"
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
         value /= 1024
-    raise AssertionError("unreachable")
+        unit += 1
+    if unit == 0:
+        return f"{n} B"
+    decimals = 0 if value >= 100 else 1 if value >= 10 else 2
+    scale = 10**decimals
+    text = f"{int(value * scale) / scale:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {_UNITS[unit]}"
 
 
 def format_days(days: float) -> str:

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from skyvault import __version__
+from skyvault.bulk.manifest import ManifestHasher
 from skyvault.catalog.felis import FelisTable, read_felis_table
 from skyvault.catalog.layout import TableName, building, hats_pixel_file
 from skyvault.catalog.metadata import TableMeta, merge_columns, principal_defaults
@@ -167,9 +168,12 @@ def ingest(
         ),
         building(data_dir, name) as build,
         _wrap_foreign_errors(f"ingest of {name}", data_dir),
+        ManifestHasher(build.path) as hasher,
     ):
         if ra is not None and dec is not None:
-            nrows, partitions = _write_hats(files, build.path, name, ra, dec, opts, sink)
+            nrows, partitions = _write_hats(
+                files, build.path, name, ra, dec, opts, sink, hasher.add
+            )
             stored_schema = _with_healpix(schema)
         else:
             nrows, partitions = _write_plain(files, build.path, opts, sink), 0
@@ -178,6 +182,8 @@ def ingest(
             name, files, stored_schema, felis_table, opts, primary_key, ra, dec, nrows, partitions
         )
         meta.write(build.path)
+        # Checksums of every file, stored with the version (served by the bulk edge).
+        hasher.finish(build.version, workers=opts.workers)
     return meta
 
 
@@ -530,6 +536,7 @@ def _write_partitions(
     opts: IngestOptions,
     sink: ProgressSink,
     label: str,
+    on_written: Callable[[Path], None] | None = None,
 ) -> tuple[list[tuple[int, int, int]], int]:
     """Sort and write every non-empty partition; returns ``[(order, pixel, rows)]`` and bytes."""
     todo = [p for p in range(len(partitioning)) if spill.rows.get(p, 0) > 0]
@@ -553,6 +560,8 @@ def _write_partitions(
             use_dictionary=_dictionary_columns(schema),
             write_page_index=True,
         )
+        if on_written is not None:
+            on_written(path)
         md = collector[0]
         md.set_file_path(str(path.relative_to(root / "dataset")))
         collected[part] = md
@@ -615,6 +624,7 @@ def _write_hats(
     dec: str,
     opts: IngestOptions,
     sink: ProgressSink,
+    on_written: Callable[[Path], None] | None = None,
 ) -> tuple[int, int]:
     work = root / ".work"
     (work / "main").mkdir(parents=True)
@@ -637,7 +647,7 @@ def _write_hats(
         hp_path.unlink()
         stored = _with_healpix(schema)
         done, size = _write_partitions(
-            root, partitioning, main, stored, opts, sink, "write partitions"
+            root, partitioning, main, stored, opts, sink, "write partitions", on_written
         )
         nrows = sum(rows for _, _, rows in done)
         created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M%Z")
@@ -667,7 +677,7 @@ def _write_hats(
         margin_root = root / MARGIN_DIR
         margin_root.mkdir()
         m_done, m_size = _write_partitions(
-            margin_root, partitioning, margin, stored, opts, sink, "write margin"
+            margin_root, partitioning, margin, stored, opts, sink, "write margin", on_written
         )
         _write_properties(
             margin_root,

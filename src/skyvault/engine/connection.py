@@ -65,12 +65,14 @@ class Sandbox:
             },
         )
         allowed = [str(Path(r).resolve()) + "/" for r in roots]
-        self._db.execute("SET parquet_metadata_cache = true")
+        # GLOBAL: a plain SET is this connection's own, and queries run on cursors (other
+        # connections), which would then read every Parquet footer again, every query.
+        self._db.execute("SET GLOBAL parquet_metadata_cache = true")
         # DuckDB rewrites a plain LIMIT of up to 1M rows over a scan ("late
         # materialisation") into a semi-join on row numbers and a sort of the whole result:
         # a 1M-row TOP then holds its result in memory instead of streaming it.  With the
-        # threshold at that 1M, no plain LIMIT qualifies; TOP-N with ORDER BY (which holds
-        # its N rows anyway) may still use it.
+        # threshold at that 1M, no plain LIMIT without OFFSET qualifies; TOP-N with ORDER BY
+        # (which holds its N rows anyway) and LIMIT with OFFSET still may.
         self._db.execute(f"SET GLOBAL late_materialization_max_rows = {LATE_MATERIALISATION_ROWS}")
         self._db.execute("SET allowed_directories = $dirs", {"dirs": allowed})
         for statement in macros:

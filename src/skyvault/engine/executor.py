@@ -44,6 +44,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
 )
+from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
 __all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
 
@@ -434,6 +435,11 @@ def engine_error(exc: BaseException) -> SkyvaultError:
     if isinstance(exc, SkyvaultError):
         return exc
     text = str(exc)
+    if storage_fault(exc) is Fault.FULL:  # DuckDB spilling to a full temporary directory
+        log.error("query failed for lack of disk space: %s", text)
+        full = service_storage_error(exc, "the query")
+        assert full is not None
+        return full
     kind = _engine_kind(exc, text)
     if issubclass(kind, duckdb.OutOfMemoryException):
         return QueryError(
@@ -497,6 +503,12 @@ def _value_error(text: str) -> SkyvaultError | None:
         return QueryError(
             "division by zero",
             hint="guard the divisor, e.g. CASE WHEN COUNT(*) > 0 THEN 1.0 / COUNT(*) END",
+        )
+    if "more than one row returned by a subquery" in lowered:
+        return QueryError(
+            "a subquery used as a single value returned more than one row",
+            hint="make it return one row (an aggregate such as MAX(x), or TOP 1), or test "
+            "membership with IN (SELECT ...)",
         )
     match = _NOT_CONVERTED.search(text)
     if match is not None:

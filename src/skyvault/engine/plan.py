@@ -13,6 +13,7 @@ a distributed executor's workers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -153,7 +154,12 @@ class Scan:
         return f"{self.placeholder}_arrow"
 
     def view_sql(self) -> str:
-        """The SELECT that defines this scan's view."""
+        """The SELECT that defines this scan's view (made once: plans are cached and run
+        again, and the file list of a full scan of a big table is long)."""
+        return self._view_sql
+
+    @functools.cached_property
+    def _view_sql(self) -> str:
         if isinstance(self.tag, TaggedFiles):
             sql = self._tagged_files_sql(self.tag)
         elif isinstance(self.tag, TagLookup):

@@ -18,7 +18,8 @@ from skyvault.config import Settings
 from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_owner
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import tap, uws, vosi
+from skyvault.service.handlers import bulk, tap, uws, vosi
+from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws.runner import process_alive
 
@@ -122,4 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
+    app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
+    app.include_router(hips_router, tags=["hips"])  # /hips at the root, like /bulk
     return app

@@ -110,6 +110,11 @@ class ServiceContext:
             return self.settings.base_url.rstrip("/")
         return str(request.base_url).rstrip("/") + self.settings.path_prefix
 
+    def site_url(self, request: Request) -> str:
+        """The public URL of the server's root, where ``/bulk`` and ``/hips`` are (the TAP
+        service's URL without its path prefix)."""
+        return self.base_url(request).removesuffix(self.settings.path_prefix)
+
 
 def _dask_executor(address: str | None) -> Executor | None:
     """The Dask executor for ``SKYVAULT_DASK_SCHEDULER``, or None (run queries here)."""

@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
+from skyvault.auth.limits import format_bytes
 from skyvault.errors import LimitExceeded
 
-__all__ = ["UserLimitExceeded", "format_size", "result_does_not_fit"]
-
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def format_size(n: int) -> str:
-    """``n`` bytes for a person, three significant digits at most: ``768 MB``, ``1.5 GB``.
-
-    Powers of 1024; never in exponent notation (``1023 MB``, not ``1.02e+03 MB``) and
-    rounded down, so a size below a limit never reads as the limit itself.
-    """
-    value = float(n)
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    if unit == 0:
-        return f"{n} B"
-    decimals = 0 if value >= 100 else 1 if value >= 10 else 2
-    scale = 10**decimals
-    text = f"{int(value * scale) / scale:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return f"{text} {_UNITS[unit]}"
+__all__ = ["UserLimitExceeded", "result_does_not_fit"]
 
 
 class UserLimitExceeded(LimitExceeded):
@@ -56,7 +34,7 @@ def result_does_not_fit(stored: int, limit: int, hint: str | None) -> UserLimitE
     left = max(0, limit - stored)
     return UserLimitExceeded(
         f"the result of this job would not fit: your stored results take "
-        f"{format_size(stored)}, the limit is {format_size(limit)}, and this job's result "
-        f"is larger than the {format_size(left)} left",
+        f"{format_bytes(stored)}, the limit is {format_bytes(limit)}, and this job's result "
+        f"is larger than the {format_bytes(left)} left",
         hint=hint,
     )

@@ -629,7 +629,8 @@ class _VOTableScan:
         self.parser = parser
         self.max_columns = max_columns
         self.fields = 0
-        self.names: dict[str, tuple[str, int]] = {}
+        #: folded name -> (name, line, position among its TABLE's FIELDs)
+        self.names: dict[str, tuple[str, int, int]] = {}
 
     def start(self, tag: str, attributes: dict[str, str]) -> None:
         local = tag.rsplit(" ", 1)[-1]
@@ -665,7 +666,7 @@ class _VOTableScan:
             )
         folded = name.lower()
         if folded in self.names:
-            first, first_line = self.names[folded]
+            first, first_line, first_index = self.names[folded]
             if first == name:
                 same = f"two FIELDs are named {name!r}"
             else:
@@ -673,12 +674,14 @@ class _VOTableScan:
                     f"the FIELD names {first!r} and {name!r} are the same to the query engine "
                     "(column names are compared without case)"
                 )
+            index = len(self.names) + 1
+            where = f"lines {first_line} and {line}" if first_line != line else f"line {line}"
             raise _unreadable(
                 self.ref,
-                f"{same} (lines {first_line} and {line})",
+                f"{same} (FIELDs {first_index} and {index} of the table, {where})",
                 hint="give every column of the table its own name",
             )
-        self.names[folded] = (name, line)
+        self.names[folded] = (name, line, len(self.names) + 1)
 
     def entity(self, name: str, *_: object) -> None:
         raise _unreadable(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,7 @@ from skyvault.auth import Identity
 from skyvault.errors import UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import VOTABLE_TYPE
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.handlers.tap import read_form
 from skyvault.service.params import collect_params
 from skyvault.service.security import IdentityDep
@@ -35,7 +36,7 @@ from skyvault.service.uws.service import parse_job_filter, parse_phase
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = GetHeadRouter()
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 
@@ -291,19 +292,20 @@ async def get_results(job_id: str, request: Request, context: Context, owner: Ow
 
 
 @router.get("/async/{job_id}/results/result", summary="The result of a completed job")
-async def get_result(job_id: str, context: Context, owner: Owner) -> Response:
-    """The result, streamed from the result store with its format's Content-Type."""
+async def get_result(job_id: str, request: Request, context: Context, owner: Owner) -> Response:
+    """The result, streamed from the result store with its format's Content-Type (HEAD:
+    the same headers, and the stored result is not read)."""
     job, blocks = await run_in_threadpool(context.jobs.result, job_id, owner)
     assert job.result is not None
     extension = job.result.key.rsplit(".", 1)[-1]
-    return StreamingResponse(
-        blocks,
-        media_type=job.result.mime,
-        headers={
-            "Content-Length": str(job.result.size),
-            "Content-Disposition": f'inline; filename="{job_id}.{extension}"',
-        },
-    )
+    headers = {
+        "Content-Length": str(job.result.size),
+        "Content-Disposition": f'inline; filename="{job_id}.{extension}"',
+    }
+    if request.method == "HEAD":
+        del blocks  # never started: dropping it closes the opened file
+        return Response(media_type=job.result.mime, headers=headers)
+    return StreamingResponse(blocks, media_type=job.result.mime, headers=headers)
 
 
 @router.get("/async/{job_id}/error", summary="The error of a failed job")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +12,7 @@ from skyvault.adql import language_features
 from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.output import OUTPUT_FORMATS
 from skyvault.service.security import Caller, CallerDep, current_identity
 from skyvault.service.services.vosi import (
@@ -29,7 +30,7 @@ from skyvault.service.tap_schema import (
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = GetHeadRouter()
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 _XML = "text/xml"

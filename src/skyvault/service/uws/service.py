@@ -16,7 +16,8 @@ parameters; a bad value of one of them is a 400 and changes nothing (no job is c
 
 Limits (429 with ``Retry-After``), counted per account — a user, or one anonymous client
 (:class:`~skyvault.service.uws.models.Account`): PENDING jobs hold no run slot and count
-only against ``max_pending`` when a job is created; ``PHASE=RUN`` (or creating with it)
+only against ``max_pending`` when a job is created (an anonymous client at it loses its
+oldest PENDING job instead of a 429); ``PHASE=RUN`` (or creating with it)
 counts the account's QUEUED jobs against ``max_queued``; the runner keeps ``max_running``.
 Anonymous jobs live ``anonymous_job_destruction_days`` (1 day) at most.
 
@@ -241,9 +242,34 @@ class JobService:
             ) from None
 
     def _check_pending(self, caller: Identity, account: Account) -> None:
+        """Refuse (429) a new job while the account's PENDING jobs fill its allowance;
+        Retry-After is when the first of them is destroyed (waiting frees a place only
+        then; running or deleting one, at once), not a few seconds that would not help.
+
+        An anonymous client is not refused: its oldest PENDING jobs are destroyed to make
+        room.  It cannot list nor (having lost their URLs) delete them, so a script that
+        stops between creating and running a job (pyvo's ``submit_job``, then ``run``)
+        would otherwise be locked out of async for a day; PENDING jobs hold nothing."""
         counts = self.store.account_phase_counts(account)
         pending = sum(counts.get(p, 0) for p in PENDING_PHASES)
         retry = self.settings.retry_after
+        if self.limits is not None and caller.user is None:
+            allowed = self.limits.limits_for(caller).max_pending
+            if pending >= allowed > 0:
+                for job_id in self.store.oldest_in(account, PENDING_PHASES, pending - allowed + 1):
+                    log.info(
+                        "anonymous client %s is at its %d PENDING jobs: destroyed the "
+                        "oldest, %s, to make room",
+                        account.client,
+                        allowed,
+                        job_id,
+                    )
+                    self._destroy(job_id)
+                    pending -= 1
+        if self.limits is not None and pending >= self.limits.limits_for(caller).max_pending:
+            freed = self.store.next_destruction_in(account, PENDING_PHASES)
+            if freed is not None:
+                retry = max(retry, math.ceil((freed - utc_now()).total_seconds()))
         self._limited(lambda lp: lp.check_pending(caller, pending, retry_after=retry))
 
     def _check_queued(self, caller: Identity, account: Account, *, created: bool) -> None:
@@ -296,7 +322,7 @@ class JobService:
             No QUERY, or a bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no
             job is created.
         UserLimitExceeded
-            ``caller`` has ``max_pending`` jobs PENDING (or, with PHASE=RUN, ``max_queued``
+            A user has ``max_pending`` jobs PENDING (or, with PHASE=RUN, ``max_queued``
             jobs QUEUED), or no room for results: no job is created.
         """
         owner = caller.user
@@ -332,11 +358,13 @@ class JobService:
                 f"PHASE={phase!r} cannot be given when creating a job",
                 hint="send PHASE=RUN to start the job at once, or leave PHASE out",
             )
+        self._check_storage(caller, account)
+        # Last: an anonymous client at max_pending loses its oldest PENDING job here, which
+        # must not happen for a job another check refuses.
         if phase is None:
             self._check_pending(caller, account)
         else:
             self._check_queued(caller, account, created=False)
-        self._check_storage(caller, account)
         job = Job(
             job_id=new_job_id(),
             owner=owner,

@@ -270,6 +270,31 @@ class JobStore:
             ).scalar_one()
         return when
 
+    def next_destruction_in(
+        self, account: Account, phases: tuple[ExecutionPhase, ...]
+    ) -> datetime | None:
+        """When the first of ``account``'s jobs in ``phases`` is destroyed (None: none)."""
+        with self._read() as conn:
+            when: datetime | None = conn.execute(
+                sa.select(sa.func.min(_jobs.c.destruction)).where(
+                    _of_account(account), _jobs.c.phase.in_([p.value for p in phases])
+                )
+            ).scalar_one()
+        return when
+
+    def oldest_in(
+        self, account: Account, phases: tuple[ExecutionPhase, ...], limit: int
+    ) -> list[str]:
+        """The ids of ``account``'s ``limit`` oldest jobs in ``phases``, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_jobs.c.job_id)
+                .where(_of_account(account), _jobs.c.phase.in_([p.value for p in phases]))
+                .order_by(_jobs.c.creation_time, _jobs.c.job_id)
+                .limit(limit)
+            ).all()
+        return [str(row[0]) for row in rows]
+
     def executing(self) -> list[Job]:
         """Every job in EXECUTING (for the recovery of jobs whose runner died)."""
         with self._read() as conn:
