@@ -96,7 +96,8 @@ def bench_serve(data: Path, requests: int) -> dict[str, float]:
     root = hips_dir(data, TableName("cat", "tycho2"))
     tiles = [p.relative_to(root).as_posix() for p in root.glob("Norder*/Dir*/Npix*.tsv")]
     port = _free_port()
-    url = f"http://127.0.0.1:{port}/tap"
+    site = f"http://127.0.0.1:{port}"
+    url = f"{site}/tap"
     log = (WORK / "server.log").open("wb")
     cmd = [sys.executable, "-m", "skyvault.cli", "serve", "--data", str(data), "--port", str(port)]
     env = {**os.environ, "SKYVAULT_AUTH_ANONYMOUS_MAX_RUNNING": "64"}
@@ -119,7 +120,7 @@ def bench_serve(data: Path, requests: int) -> dict[str, float]:
             for i in range(requests + 50):
                 tile = rng.choice(tiles)
                 t0 = time.perf_counter()
-                r = client.get(f"{url}/hips/cat.tycho2/{tile}")
+                r = client.get(f"{site}/hips/cat.tycho2/{tile}")
                 t1 = time.perf_counter()
                 assert r.status_code == 200, (r.status_code, tile)
                 a = client.get(f"{url}/availability")
