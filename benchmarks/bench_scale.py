@@ -281,8 +281,8 @@ def main() -> None:
             results[k].status = f"the run failed or was interrupted: {type(exc).__name__}: {exc}"
             args.out.write_text(markdown(results, args, started))
             raise
-        # Linear in the rows (cones are not, so this overestimates), plus a margin.
-        per_row_s = (time.time() - t0 - results[k].generate_s) / rows * 1.2
+        # Linear in the rows (cones are not, so this overestimates).
+        per_row_s = (time.time() - t0 - results[k].generate_s) / rows
         args.out.write_text(markdown(results, args, started))
         (args.workdir / "results.json").write_text(
             json.dumps([dataclasses.asdict(r) for r in results], indent=1, default=str)
