@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.errors import AdqlError, InternalError, QueryError, SkyvaultError
+from tests._mutation import mutate
 
 OBJECT = "dp02_dc2_catalogs.Object"
 CANARY = Path("/tmp/skyvault-canary-written")
@@ -113,14 +114,7 @@ def mutated_queries(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(_CORPUS))
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     for _ in range(draw(st.integers(1, 4))):
-        pos = rng.randrange(len(text) + 1)
-        action = rng.random()
-        if action < 0.4:
-            text = text[:pos] + rng.choice(_PIECES) + text[pos:]
-        elif action < 0.8:
-            text = text[:pos] + text[pos + rng.randint(1, 8) :]
-        else:
-            text = text[:pos] + chr(rng.randint(32, 0x2FF)) + text[pos:]
+        text = mutate(text, rng, _PIECES, splice=0.4, cut=0.8)
     return text
 
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests._mutation import mutate
 from tests.service.conftest import query_status, read_votable
 
 OBJECT = "dp02_dc2_catalogs.Object"
@@ -190,14 +191,7 @@ def _mutated(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(NASTY[:6] + NASTY[7:29]))
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     for _ in range(draw(st.integers(1, 3))):
-        pos = rng.randrange(len(text) + 1)
-        action = rng.random()
-        if action < 0.5:
-            text = text[:pos] + rng.choice(_PIECES) + text[pos:]
-        elif action < 0.9:
-            text = text[:pos] + text[pos + rng.randint(1, 8) :]
-        else:
-            text = text[:pos] + chr(rng.randint(32, 0x2FF)) + text[pos:]
+        text = mutate(text, rng, _PIECES, splice=0.5, cut=0.9)
     return text
 
 
