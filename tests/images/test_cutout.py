@@ -472,3 +472,50 @@ def test_memory_bounded(tmp_path: Path, kind: str) -> None:
     assert peak < image_bytes / 8, f"peak {peak / 2**20:.1f} MiB"
     (box,) = result.hdus
     assert box.shape == (258, 258) or abs(box.shape[0] - 257) <= 2
+
+
+def _rss_file_bytes() -> int:
+    """Resident file-backed memory of this process (Linux ``RssFile``), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no /proc/self/status RssFile on this system")
+
+
+def test_memory_mapped_read_touches_only_the_box(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain float32 4096² file is sliced from its memory map: while it is mapped, the
+    pages resident for it are the box's rows (258 rows of 16 KiB: 4 MiB) and the kernel's
+    read-around of them, not the 64 MiB of the image."""
+    import skyvault.images.cutout as module
+
+    n = 4096
+    path = _big_image(tmp_path / "big-plain.fits", n)
+    region = Circle(150.0, 2.0, 128 * 0.2 * ARCSEC)
+    seen: dict[str, int] = {}
+    read_box = module._read_box
+
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        before = _rss_file_bytes()
+        out = read_box(*args, **kwargs)
+        seen["resident"] = _rss_file_bytes() - before
+        seen["mapped"] = int(kwargs.get("mapped_file", False))
+        return out
+
+    monkeypatch.setattr(module, "_read_box", measured)
+    tracemalloc.start()
+    try:
+        result = cutout(path, region)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen["mapped"] == 1
+    assert seen["resident"] < n * n * 4 / 4, f"{seen['resident'] / 2**20:.1f} MiB resident"
+    assert peak < n * n * 4 / 8
+    check = fits.open(path, memmap=True)
+    (box,) = result.hdus
+    with check, fits.open(io.BytesIO(result.content)) as out:
+        np.testing.assert_array_equal(
+            out[0].data, check[0].data[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1]
+        )

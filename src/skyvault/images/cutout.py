@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import mmap
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -173,23 +174,37 @@ def _boundary(region: SpatialFilter) -> list[_Curve]:
 
 def _near_samples(curve: _Curve, centre: FloatArray, radius: float, step: float) -> FloatArray:
     """Points of ``curve`` at most ``step`` apart wherever it passes within ``radius`` of
-    ``centre`` (radians): segments are split 16-fold, keeping those that may come near."""
+    ``centre`` (radians).
+
+    Coarse to fine: the curve is cut into segments, those whose ends are both farther than
+    ``radius`` + their length are dropped (no point of theirs can come nearer), the others
+    split up to 16-fold, until the points they would need at ``step`` are few enough to make
+    at once.  A curve that lies near the image throughout is sampled at once.
+    """
     if curve.length <= step:
         return curve.at(np.array([0.0, 0.5, 1.0]))
-    starts = np.linspace(0.0, 1.0, 65)[:-1]
-    width = 1.0 / 64
+    count = 64
+    starts = np.arange(count) / count
+    width = 1.0 / count
     while True:
         seg = width * curve.length
-        ends = np.concatenate([starts, starts + width])
-        angles = _angle(curve.at(ends), centre)
-        near = np.minimum(angles[: len(starts)], angles[len(starts) :]) <= radius + seg
+        ends = curve.at(np.append(starts, starts[-1] + width))
+        angles = _angle(ends, centre)
+        if len(starts) > 1 and np.allclose(np.diff(starts), width):
+            near = np.minimum(angles[:-1], angles[1:]) <= radius + seg
+        else:
+            tails = _angle(curve.at(starts + width), centre)
+            near = np.minimum(angles[:-1], tails) <= radius + seg
         starts = starts[near]
         if not len(starts):
             return np.empty((0, 3))
-        if seg <= step:
-            return curve.at(np.unique(np.concatenate([starts, np.minimum(starts + width, 1.0)])))
-        starts = (starts[:, None] + np.arange(16) * (width / 16)).ravel()
-        width /= 16
+        per = math.ceil(seg / step)
+        if per * len(starts) <= 100_000:
+            ts = (starts[:, None] + np.arange(per + 1) * (width / per)).ravel()
+            return curve.at(np.unique(np.minimum(ts, 1.0)))
+        split = min(16, per)
+        starts = (starts[:, None] + np.arange(split) * (width / split)).ravel()
+        width /= split
 
 
 # --- pixel bounds through the WCS -----------------------------------------------------------
@@ -492,11 +507,43 @@ def _shifted_header(header: fits.Header, box: CutHDU, cut_text: str) -> fits.Hea
     return out
 
 
-def _read_box(
-    hdu: fits.ImageHDU | fits.PrimaryHDU | fits.CompImageHDU, box: CutHDU, naxis: int
-) -> Any:
+def _read_box(hdu: Any, box: CutHDU, naxis: int, *, mapped_file: bool = False) -> Any:
+    """The box's pixels (every plane of further axes), and nothing else of the image.
+
+    A plain (uncompressed, unscaled) HDU of a memory-mapped file is sliced from its memory
+    map: only the pages of the box's rows are read, and the copy is of the box alone.
+    ``ImageHDU.section`` would read the same bytes, one row per Python call (measured: 12 ms
+    for 256 rows, against 0.1 ms).  A compressed HDU decompresses the tiles the box touches
+    (``CompImageHDU.section``); a scaled one is read row by row from an unmapped file.
+    """
     index = (slice(None),) * (naxis - 2) + (slice(box.y0, box.y1 + 1), slice(box.x0, box.x1 + 1))
+    plain = (
+        isinstance(hdu, fits.ImageHDU | fits.PrimaryHDU)
+        and not isinstance(hdu, fits.CompImageHDU)  # a subclass of ImageHDU in astropy 8
+        and not _scaled(hdu.header)
+    )
+    if mapped_file and plain:
+        mapped = hdu.data
+        if _memory_mapped(mapped):
+            return np.array(mapped[index])
     return np.ascontiguousarray(hdu.section[index])
+
+
+def _plain_fits(path: str | os.PathLike[str]) -> bool:
+    """Whether the file is FITS as it is (not gzip, bzip2 or zip: those astropy reads whole
+    and cannot memory-map)."""
+    with open(path, "rb") as handle:
+        return handle.read(6) == b"SIMPLE"
+
+
+def _memory_mapped(array: Any) -> bool:
+    """Whether the array's memory is a file's memory map (astropy's plain memmapped data:
+    a view whose base chain ends in an ``mmap.mmap``), not bytes read into memory."""
+    while array is not None:
+        if isinstance(array, mmap.mmap | np.memmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def _scaled(header: fits.Header) -> bool:
@@ -603,6 +650,7 @@ def write_cutout(
             )
         checksum = any("CHECKSUM" in hdul[i].header for i, _, _ in boxes)
         unmapped: fits.HDUList | None = None
+        plain_file = _plain_fits(path)
         images: list[fits.PrimaryHDU | fits.ImageHDU] = []
         tables: list[fits.ImageHDU] = []
         if boxes[0][0] != 0:
@@ -625,7 +673,8 @@ def write_cutout(
                 if unmapped is None:
                     unmapped = stack.enter_context(fits.open(path, memmap=False))
                 hdu = unmapped[index]
-            images.append(_to_hdu(_read_box(hdu, box, naxis), header, primary=not images))
+            data = _read_box(hdu, box, naxis, mapped_file=plain_file)
+            images.append(_to_hdu(data, header, primary=not images))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             fits.HDUList([*images, *tables]).writeto(
