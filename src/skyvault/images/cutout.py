@@ -276,7 +276,7 @@ def _celestial(header: fits.Header, hdul: fits.HDUList | None, image: str) -> _S
 
 def _pixel_scale(sky: _Sky) -> float:
     """The smallest pixel side, in radians."""
-    scales = proj_plane_pixel_scales(sky.wcs.celestial)
+    scales = proj_plane_pixel_scales(sky.wcs)  # a 2-axis WCS: see _celestial
     return math.radians(float(np.min(np.abs(scales))))
 
 
