@@ -87,6 +87,7 @@ def noise(ny: int, nx: int, seed: int = 0, dtype: Any = np.float32) -> Any:
 def read_wcs(header: fits.Header, hdul: fits.HDUList | None = None) -> WCS:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         return WCS(header, fobj=hdul)
 
 
@@ -139,6 +140,9 @@ def check_against_oracles(
                 if card.keyword in ("LTV1", "LTV2"):  # IRAF's physical pixels: shifted
                     origin = box.x0 if card.keyword == "LTV1" else box.y0
                     assert cut.header[card.keyword] == card.value - origin
+                elif card.keyword in ("CNPIX1", "CNPIX2"):  # DSS: the corner on the plate
+                    origin = box.x0 if card.keyword == "CNPIX1" else box.y0
+                    assert cut.header[card.keyword] == card.value + origin
                 elif card.keyword not in ("HISTORY", "COMMENT"):
                     assert cut.header[card.keyword] == card.value, card.keyword
             assert "skyvault SODA cutout" in str(cut.header["HISTORY"])
@@ -519,3 +523,89 @@ def test_memory_mapped_read_touches_only_the_box(
         np.testing.assert_array_equal(
             out[0].data, check[0].data[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1]
         )
+
+
+def test_real_dss_image_gzipped() -> None:
+    """A real DSS plate scan that astropy ships (gzip-compressed FITS, read through
+    ``.section``): wcslib takes its WCS from the DSS plate solution, whose pixels are counted
+    from ``CNPIXn`` on the plate; the cut shifts those as well as CRPIX."""
+    path = ASTROPY_WCS_DATA / "dss.14.29.56-62.41.05.fits.gz"
+    with fits.open(path) as hdul:
+        wcs = read_wcs(hdul[0].header)
+        ra, dec = wcs.all_pix2world([[30, 60]], 0)[0]
+    region = Circle(ra, dec, 10 * float(np.abs(wcs.pixel_scale_matrix).max()))
+    result = cutout(path, region)
+    assert [b.index for b in result.hdus] == [0]
+    check_against_oracles(path, result.content, result.hdus, region)
+
+
+def test_unreadable_files_are_the_archive_s_fault(tmp_path: Path) -> None:
+    from skyvault.errors import InternalError
+
+    with pytest.raises(InternalError, match="the file of image ivo://x/1 is missing") as missing:
+        cutout(tmp_path / "gone.fits", None, image="ivo://x/1")
+    assert str(tmp_path) not in str(missing.value)
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"not a FITS file at all" * 200)
+    with pytest.raises(InternalError, match="cannot be read as FITS") as bad:
+        cutout(junk, None, image="ivo://x/2")
+    assert str(tmp_path) not in str(bad.value)
+    table = write(
+        tmp_path / "table.fits",
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1])])],
+    )
+    with pytest.raises(InternalError, match="has no image HDU with a celestial WCS"):
+        cutout(table, Circle(1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def random_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 160 × 120 image, 1″ pixels, rotated 37°, near RA 0 at dec 60 (RA wraps inside)."""
+    header = tan_header(0.01, 60.0, 160, 120, scale=1 * ARCSEC, rot=37)
+    path = tmp_path_factory.mktemp("random") / "target.fits"
+    return write(path, [fits.PrimaryHDU(noise(120, 160, 21), header)])
+
+
+def _random_region(rng: np.random.Generator) -> SpatialFilter:
+    """Regions of every shape around the image: inside, across edges, covering, missing."""
+    ra = (0.01 + rng.normal(0, 0.03) / math.cos(math.radians(60))) % 360
+    dec = 60.0 + rng.normal(0, 0.03)
+    kind = rng.integers(3)
+    size = float(rng.choice([2, 10, 40, 150])) * ARCSEC * rng.uniform(0.5, 1.5)
+    if kind == 0:
+        return Circle(ra, dec, size)
+    if kind == 1:
+        n = int(rng.integers(3, 7))
+        angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+        if np.max(np.diff(np.append(angles, angles[0] + 2 * math.pi))) >= math.pi:
+            angles = np.linspace(0, 2 * math.pi, n, endpoint=False)
+        vertices = [
+            (
+                (ra + size * math.cos(a) / math.cos(math.radians(dec))) % 360,
+                dec + size * math.sin(a),
+            )
+            for a in angles
+        ]
+        return Polygon(tuple(vertices))
+    half_ra = size / math.cos(math.radians(dec))
+    return parse_pos(f"RANGE {ra - half_ra} {ra + half_ra} {dec - size} {dec + size}")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_regions_against_the_oracles(random_target: Path, seed: int) -> None:
+    """Random circles, polygons and ranges: a cutout wherever the oracle finds pixels of the
+    region, ``CutoutNoOverlap`` where it finds none and no pixel box could hold one."""
+    rng = np.random.default_rng(seed)
+    region = _random_region(rng)
+    with fits.open(random_target) as hdul:
+        inside = pixels_in_region(read_wcs(hdul[0].header), (120, 160), region)
+    try:
+        result = cutout(random_target, region)
+    except CutoutNoOverlap:
+        assert not inside.any(), "pixels of the region were inside the image"
+        return
+    if inside.any():
+        check_against_oracles(random_target, result.content, result.hdus, region)
+    else:  # the region meets the image between pixel centres: a box of a pixel or two
+        (box,) = result.hdus
+        assert box.shape[0] <= 3 and box.shape[1] <= 3

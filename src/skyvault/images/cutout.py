@@ -24,9 +24,10 @@ the box) and ``CompImageHDU.section`` for a compressed HDU (the tiles the box to
 
 **What is written.**  A FITS file with one image HDU per HDU the region meets (HDUs it misses
 are dropped; none met is :class:`~skyvault.errors.CutoutNoOverlap`), each with every card of
-the original header, ``NAXISn`` of the cut, ``CRPIXn`` (every alternate WCS too) and IRAF's
-``LTVn`` shifted by the cut's origin (SIP polynomials are relative to CRPIX and so stay valid;
-lookup-table distortion arrays are shifted with the image and written with it), two HISTORY
+the original header, ``NAXISn`` of the cut, ``CRPIXn`` (every alternate WCS too), IRAF's
+``LTVn`` and a DSS plate solution's ``CNPIXn`` shifted by the cut's origin (SIP polynomials
+are relative to CRPIX and so stay valid; lookup-table distortion arrays are shifted with the
+image and written with it), two HISTORY
 cards saying what was cut, and CHECKSUM/DATASUM recomputed when the original had them.  A
 compressed HDU comes out uncompressed; scaled integers (BSCALE/BZERO) come out as the physical
 values astropy reads.
@@ -64,6 +65,7 @@ __all__ = [
     "check_filters",
     "cutout",
     "cutout_spec",
+    "open_image",
     "pixel_bounds",
     "write_cutout",
 ]
@@ -253,7 +255,9 @@ def _celestial(header: fits.Header, hdul: fits.HDUList | None, image: str) -> _S
     if naxis < 2:
         return None
     with warnings.catch_warnings():
+        # headers fixed on the fly (old keywords, bad values) are what the archive holds
         warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         try:
             wcs = WCS(header, fobj=hdul) if naxis == 2 else WCS(header, fobj=hdul, naxis=2)
         except Exception:
@@ -274,6 +278,17 @@ def _celestial(header: fits.Header, hdul: fits.HDUList | None, image: str) -> _S
     return _Sky(wcs, nx, ny, wcs.wcs.lng, None if isinstance(frame, ICRS) else frame)
 
 
+def open_image(path: str | os.PathLike[str], image: str, *, memmap: bool = True) -> fits.HDUList:
+    """Open an archived FITS file, every HDU's header read; a file that is missing or not
+    FITS is the archive's fault, said without the server path."""
+    try:
+        return fits.open(path, memmap=memmap, lazy_load_hdus=False)
+    except FileNotFoundError:
+        raise InternalError(f"the file of image {image} is missing from the archive") from None
+    except (OSError, ValueError, TypeError, EOFError):
+        raise InternalError(f"the file of image {image} cannot be read as FITS") from None
+
+
 def _pixel_scale(sky: _Sky) -> float:
     """The smallest pixel side, in radians."""
     scales = proj_plane_pixel_scales(sky.wcs)  # a 2-axis WCS: see _celestial
@@ -283,7 +298,7 @@ def _pixel_scale(sky: _Sky) -> float:
 def _bounds(sky: _Sky, region: SpatialFilter) -> tuple[int, int, int, int] | None:
     nx, ny = sky.nx, sky.ny
     # the image's footprint: a cap around its centre through its edges
-    side = np.linspace(-0.5, 1.0, 17)
+    side = np.linspace(0.0, 1.0, 17)
     ex = np.concatenate([side * 0 - 0.5, side * nx - 0.5, side * 0 + nx - 0.5, side * nx - 0.5])
     ey = np.concatenate([side * ny - 0.5, side * 0 - 0.5, side * ny - 0.5, side * 0 + ny - 0.5])
     ex = np.clip(ex, -0.5, nx - 0.5)
@@ -503,6 +518,8 @@ def _shifted_header(header: fits.Header, box: CutHDU, cut_text: str) -> fits.Hea
                 out[key] = float(out[key]) - origin
         if f"LTV{axis}" in out:
             out[f"LTV{axis}"] = float(out[f"LTV{axis}"]) - origin
+        if f"CNPIX{axis}" in out:  # a DSS plate solution: the plate pixel of the corner
+            out[f"CNPIX{axis}"] = out[f"CNPIX{axis}"] + origin
     out.add_history(cut_text)
     return out
 
@@ -613,7 +630,7 @@ def write_cutout(
     check_filters(name, extent or ImageExtent(), band=band, time=time, pol=pol)
     where = describe_region(region) if region is not None else "the whole image"
     with contextlib.ExitStack() as stack:
-        hdul = stack.enter_context(fits.open(path, memmap=True, lazy_load_hdus=False))
+        hdul = stack.enter_context(open_image(path, name))
         boxes: list[tuple[int, CutHDU, int]] = []
         seen_image = False
         for index in _image_hdus(hdul, hdus):
@@ -671,7 +688,7 @@ def write_cutout(
             if not isinstance(hdu, fits.CompImageHDU) and _scaled(hdu.header):
                 # astropy scales a section only when the file is read, not memory-mapped
                 if unmapped is None:
-                    unmapped = stack.enter_context(fits.open(path, memmap=False))
+                    unmapped = stack.enter_context(open_image(path, name, memmap=False))
                 hdu = unmapped[index]
             data = _read_box(hdu, box, naxis, mapped_file=plain_file)
             images.append(_to_hdu(data, header, primary=not images))

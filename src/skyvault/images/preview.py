@@ -40,6 +40,7 @@ import numpy.typing as npt
 from astropy.io import fits
 
 from skyvault.errors import InternalError, UsageError
+from skyvault.images.cutout import open_image
 
 __all__ = [
     "MEDIA_TYPES",
@@ -114,7 +115,7 @@ def preview_array(
     if max_size < 1:
         raise UsageError(f"a preview is at least 1 pixel wide, not {max_size}")
     name = image if image is not None else Path(path).name
-    with fits.open(path, memmap=False) as hdul:
+    with open_image(path, name, memmap=False) as hdul:
         chosen = _image_hdu(hdul, hdu, name)
         header = chosen.header
         naxis = int(header["NAXIS"])
