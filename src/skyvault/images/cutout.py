@@ -318,6 +318,7 @@ def _bounds(sky: _Sky, region: SpatialFilter) -> tuple[int, int, int, int] | Non
     ys: list[FloatArray] = []
     samples = [_near_samples(c, centre, radius, step) for c in _boundary(region)]
     points = np.concatenate(samples) if samples else np.empty((0, 3))
+    points = points[_angle(points, centre) <= radius]  # the segments' far ends: not on it
     if len(points):
         ra, dec = _radec(points)
         x, y = sky.icrs_to_pixel(ra, dec)
