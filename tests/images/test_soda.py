@@ -163,3 +163,31 @@ def test_any_value_parses_or_fails_as_a_usage_error(name: str, words: list[str])
     for spec in request.cutouts():
         for interval in (spec.band, spec.time):
             assert interval is None or interval.lo <= interval.hi
+
+
+def test_descriptor_parameters_follow_the_standard() -> None:
+    """SODA 1.0 §3.4 table 2 (name, UCD, unit), and every declared parameter is parsed."""
+    from skyvault.images.soda import INPUT_PARAMS
+
+    standard = {
+        "ID": ("meta.ref.url;meta.curation", None),
+        "CIRCLE": ("pos.outline;obs", "deg"),
+        "POLYGON": ("pos.outline;obs", "deg"),
+        "POS": ("pos.outline;obs", None),
+        "BAND": ("em.wl;stat.interval", "m"),
+        "TIME": ("time.interval;obs.exposure", "d"),
+        "POL": ("meta.code;phys.polarization", None),
+    }
+    assert {p.name: (p.ucd, p.unit) for p in INPUT_PARAMS} == standard
+    examples = {
+        "CIRCLE": "12 34 0.5",
+        "POLYGON": "12 34 14 34 14 36",
+        "POS": "RANGE 12 14 34 36",
+        "BAND": "5e-7 6e-7",
+        "TIME": "60000 60001",
+        "POL": "I",
+        "ID": "x",
+    }
+    for param in INPUT_PARAMS:
+        request = parse_soda({"ID": ["x"], param.name: [examples[param.name]]})
+        assert len(list(request.cutouts())) == 1

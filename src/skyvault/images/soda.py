@@ -45,9 +45,11 @@ from skyvault.errors import GeometryError, MultiValuedParamNotSupported, UsageEr
 from skyvault.sky.regions import Circle, Polygon, RaDecRange
 
 __all__ = [
+    "INPUT_PARAMS",
     "POL_STATES",
     "CutoutSpec",
     "Interval",
+    "SodaParam",
     "SodaRequest",
     "SpatialFilter",
     "parse_interval",
@@ -73,6 +75,54 @@ _SYNTAX = {
     "TIME": "TIME=lo hi: MJD (UTC), e.g. TIME=60310.1 60310.2 or TIME=60000 +Inf",
     "POL": "POL=one of " + " ".join(POL_STATES) + " (repeat POL for several states)",
 }
+
+
+@dataclass(frozen=True)
+class SodaParam:
+    """A SODA input parameter as a DataLink service descriptor declares it (SODA §3.4's
+    three factors, name, UCD and unit, plus the VOTable type of §4's generic descriptor)."""
+
+    name: str
+    ucd: str
+    unit: str | None
+    datatype: str
+    arraysize: str
+    xtype: str | None
+    description: str
+
+
+#: The parameters skyvault's SODA service takes, for the ``#cutout`` service descriptor.
+INPUT_PARAMS = (
+    SodaParam(
+        "ID", "meta.ref.url;meta.curation", None, "char", "*", None,
+        "The publisher DID of the image to cut",
+    ),
+    SodaParam(
+        "POS", "pos.outline;obs", None, "char", "*", None,
+        "Region to cut out: CIRCLE ra dec radius, RANGE ra1 ra2 dec1 dec2 or "
+        "POLYGON ra1 dec1 ... (ICRS degrees)",
+    ),
+    SodaParam(
+        "CIRCLE", "pos.outline;obs", "deg", "double", "3", "circle",
+        "A circle (ra dec radius) that the cutout covers",
+    ),
+    SodaParam(
+        "POLYGON", "pos.outline;obs", "deg", "double", "*", "polygon",
+        "A polygon (ra1 dec1 ra2 dec2 ...) that the cutout covers",
+    ),
+    SodaParam(
+        "BAND", "em.wl;stat.interval", "m", "double", "2", "interval",
+        "Wavelength interval (metres) the image must overlap",
+    ),
+    SodaParam(
+        "TIME", "time.interval;obs.exposure", "d", "double", "2", "interval",
+        "Time interval (MJD) the image must overlap",
+    ),
+    SodaParam(
+        "POL", "meta.code;phys.polarization", None, "char", "*", None,
+        "Polarisation states to keep",
+    ),
+)  # fmt: skip
 
 
 def _usage(parameter: str, problem: str) -> UsageError:
