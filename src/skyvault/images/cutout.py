@@ -41,7 +41,7 @@ import math
 import mmap
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -401,6 +401,24 @@ class ImageExtent:
     t_min: float | None = None
     t_max: float | None = None
     pol_states: str | None = None
+
+    @classmethod
+    def from_obscore(cls, row: Mapping[str, Any]) -> ImageExtent:
+        """The extent from an ObsCore row (its ``em_min``, ``em_max``, ``t_min``, ``t_max``,
+        ``pol_states``; a missing or null column is not recorded)."""
+
+        def number(name: str) -> float | None:
+            value = row.get(name)
+            return None if value is None else float(value)
+
+        states = row.get("pol_states")
+        return cls(
+            number("em_min"),
+            number("em_max"),
+            number("t_min"),
+            number("t_max"),
+            None if states is None else str(states),
+        )
 
 
 def _range_text(lo: float | None, hi: float | None) -> str:
