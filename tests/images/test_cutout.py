@@ -650,3 +650,30 @@ def test_real_files_astropy_ships(name: str) -> None:
         check_against_oracles(path, result.content, result.hdus, region)
         cut_any = True
     assert cut_any
+
+
+def test_write_cutout_streams_to_a_non_seekable_sink(simple: Path) -> None:
+    """The FITS file goes out through ``write`` alone (a socket, a pipe), identical to the
+    in-memory cutout."""
+    from skyvault.images.cutout import write_cutout
+
+    class Sink(io.RawIOBase):
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def writable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def write(self, data: Any) -> int:
+            chunk = memoryview(data).cast("B").tobytes()
+            self.chunks.append(chunk)
+            return len(chunk)
+
+    sink = Sink()
+    boxes = write_cutout(simple, REGIONS["polygon"], sink, image="ivo://test/simple")
+    expected = cutout(simple, REGIONS["polygon"], image="ivo://test/simple")
+    assert boxes == expected.hdus
+    assert b"".join(sink.chunks) == expected.content

@@ -177,3 +177,29 @@ def test_cache_that_cannot_be_written(image: tuple[Path, Any], tmp_path: Path) -
     assert got.path is None and got.content is not None
     assert got.media_type == "image/jpeg"
     assert Image.open(io.BytesIO(got.read())).format == "JPEG"
+
+
+ASTROPY_DATA = Path(fits.__file__).parent.parent.parent
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "io/fits/tests/data/comp.fits",  # tile-compressed, int16
+        "io/fits/tests/data/scale.fits",  # BSCALE/BZERO
+        "wcs/tests/data/dss.14.29.56-62.41.05.fits.gz",  # gzip
+    ],
+)
+def test_real_files_astropy_ships(relative: str) -> None:
+    path = ASTROPY_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"this astropy ships no {path.name}")
+    with fits.open(path) as hdul:
+        hdu = next(h for h in hdul if h.header.get("NAXIS", 0) >= 2 and h.data is not None)
+        data = np.asarray(hdu.data, dtype=float)
+    k = math.ceil(max(data.shape) / 32)
+    np.testing.assert_allclose(preview_array(path, max_size=32), block_means(data, k), rtol=1e-12)
+    assert Image.open(io.BytesIO(render_preview(path, max_size=32))).size == (
+        math.ceil(data.shape[1] / k),
+        math.ceil(data.shape[0] / k),
+    )
