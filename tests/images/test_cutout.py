@@ -677,3 +677,48 @@ def test_write_cutout_streams_to_a_non_seekable_sink(simple: Path) -> None:
     expected = cutout(simple, REGIONS["polygon"], image="ivo://test/simple")
     assert boxes == expected.hdus
     assert b"".join(sink.chunks) == expected.content
+
+
+def test_every_combination_of_an_async_request(simple: Path, mosaic: Path) -> None:
+    """One outcome per combination, in order; the misses are SODA error texts."""
+    from skyvault.errors import CatalogNotFound, InternalError
+    from skyvault.images.cutout import ArchivedImage, cutouts
+
+    archive = {
+        "ivo://x/simple": ArchivedImage(simple, ImageExtent(t_min=60000.0, t_max=60000.1)),
+        "ivo://x/ccd1": ArchivedImage(mosaic, ImageExtent(), hdus=(2,)),
+    }
+
+    def resolve(id_: str) -> ArchivedImage:
+        if id_ not in archive:
+            raise CatalogNotFound(f"no image {id_}")
+        return archive[id_]
+
+    request = parse_soda(
+        {
+            "ID": ["ivo://x/simple", "ivo://x/ccd1", "ivo://x/nope"],
+            "CIRCLE": ["150.006 2.0 0.003"],  # across the simple image and CCD1
+            "TIME": ["59000 60000.05", "61000 +Inf"],
+        }
+    )
+    outcomes = list(cutouts(request, resolve))
+    assert [(o.spec.id, o.spec.time) for o in outcomes] == [
+        (s.id, s.time) for s in request.cutouts()
+    ]
+    assert len(outcomes) == 6
+    made = [o for o in outcomes if o.cutout is not None]
+    assert [(o.spec.id, o.spec.time) for o in made] == [
+        ("ivo://x/simple", Interval(59000, 60000.05)),
+        ("ivo://x/ccd1", Interval(59000, 60000.05)),
+        ("ivo://x/ccd1", Interval(61000, math.inf)),
+    ]
+    assert [b.name for b in made[1].cutout.hdus] == ["CCD1"]  # type: ignore[union-attr]
+    errors = [o.error for o in outcomes if o.cutout is None]
+    assert errors[0] is not None and errors[0].startswith("UsageError: TIME 61000.0 +Inf")
+    assert errors[1] == errors[2] == "UsageError: no image ivo://x/nope"
+
+    def broken(id_: str) -> ArchivedImage:
+        return ArchivedImage(simple.parent / "gone.fits", ImageExtent())
+
+    with pytest.raises(InternalError, match="missing from the archive"):
+        list(cutouts(request, broken))

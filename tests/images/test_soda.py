@@ -191,3 +191,31 @@ def test_descriptor_parameters_follow_the_standard() -> None:
     for param in INPUT_PARAMS:
         request = parse_soda({"ID": ["x"], param.name: [examples[param.name]]})
         assert len(list(request.cutouts())) == 1
+
+
+def test_error_text_labels() -> None:
+    """SODA 1.0 §5.2's labels begin the text/plain error of a combination."""
+    from skyvault.errors import (
+        AccessDenied,
+        AuthenticationRequired,
+        CutoutNoOverlap,
+        InternalError,
+        ServerBusy,
+        StorageError,
+    )
+    from skyvault.images.soda import error_text
+
+    cases = {
+        "UsageError: the region misses (do that)": CutoutNoOverlap(
+            "the region misses", hint="do that"
+        ),
+        "MultiValuedParamNotSupported: two": MultiValuedParamNotSupported("two"),
+        "AuthenticationError: who": AuthenticationRequired("who"),
+        "AuthorizationError: no": AccessDenied("no"),
+        "ServiceUnavailable: busy": ServerBusy("busy"),
+        "ServiceUnavailable: disk": StorageError("disk"),
+        "Error: fault": InternalError("fault"),
+        "UsageError: bad": UsageError("bad"),
+    }
+    for text, error in cases.items():
+        assert error_text(error) == text

@@ -41,7 +41,7 @@ import math
 import mmap
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,19 +52,36 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from skyvault.errors import CutoutNoOverlap, InternalError, LimitExceeded, UsageError
-from skyvault.images.soda import CutoutSpec, Interval, SpatialFilter, describe_region
+from skyvault.errors import (
+    CutoutNoOverlap,
+    InternalError,
+    LimitExceeded,
+    SkyvaultError,
+    StorageError,
+    UsageError,
+)
+from skyvault.images.soda import (
+    CutoutSpec,
+    Interval,
+    SodaRequest,
+    SpatialFilter,
+    describe_region,
+    error_text,
+)
 from skyvault.sky.geometry import contains_points
 from skyvault.sky.regions import Circle, Polygon, RaDecRange
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "ArchivedImage",
     "CutHDU",
     "Cutout",
+    "CutoutOutcome",
     "ImageExtent",
     "check_filters",
     "cutout",
     "cutout_spec",
+    "cutouts",
     "open_image",
     "pixel_bounds",
     "write_cutout",
@@ -779,3 +796,47 @@ def cutout_spec(
         pol=spec.pol,
         **options,
     )
+
+
+@dataclass(frozen=True)
+class ArchivedImage:
+    """What the archive knows of an image: its file, HDUs and ObsCore extent."""
+
+    path: Path
+    extent: ImageExtent
+    hdus: tuple[int | str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CutoutOutcome:
+    """One combination of a SODA request: its cutout, or the SODA error text saying why
+    there is none (:func:`skyvault.images.soda.error_text`)."""
+
+    spec: CutoutSpec
+    cutout: Cutout | None = None
+    error: str | None = None
+
+
+def cutouts(
+    request: SodaRequest,
+    resolve: Callable[[str], ArchivedImage],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[CutoutOutcome]:
+    """Every cutout a SODA request asks for, one per combination in request order (what an
+    {async} job lists as its results, SODA §6).
+
+    ``resolve`` finds an image by its ID and raises a :class:`SkyvaultError` for an unknown
+    or hidden one; a combination that fails for a reason of the request is an outcome with
+    its error text, and the others still run.  Faults of the service are raised.
+    """
+    for spec in request.cutouts():
+        try:
+            image = resolve(spec.id)
+            made = cutout_spec(image.path, spec, image.extent, hdus=image.hdus, max_bytes=max_bytes)
+        except (InternalError, StorageError):
+            raise
+        except SkyvaultError as error:
+            yield CutoutOutcome(spec, error=error_text(error))
+            continue
+        yield CutoutOutcome(spec, cutout=made)

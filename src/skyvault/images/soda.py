@@ -41,7 +41,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from skyvault.errors import GeometryError, MultiValuedParamNotSupported, UsageError
+from skyvault.errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    AuthServiceUnavailable,
+    GeometryError,
+    InternalError,
+    LimitExceeded,
+    MultiValuedParamNotSupported,
+    SkyvaultError,
+    StorageError,
+    UsageError,
+)
 from skyvault.sky.regions import Circle, Polygon, RaDecRange
 
 __all__ = [
@@ -52,6 +63,8 @@ __all__ = [
     "SodaParam",
     "SodaRequest",
     "SpatialFilter",
+    "describe_region",
+    "error_text",
     "parse_interval",
     "parse_pos",
     "parse_soda",
@@ -367,3 +380,29 @@ def parse_soda(params: Mapping[str, Sequence[str]]) -> SodaRequest:
             if state not in pol:
                 pol.append(state)
     return SodaRequest(tuple(ids), tuple(regions), tuple(bands), tuple(times), tuple(pol))
+
+
+def error_text(error: SkyvaultError) -> str:
+    """The text/plain error document of SODA 1.0 §5.2 for one failed cutout: one of its
+    labels, a colon, the message (the result of an {async} combination that produced no
+    cutout, §6).
+
+    ``MultiValuedParamNotSupported``; ``AuthenticationError`` and ``AuthorizationError``
+    for the caller's identity; ``ServiceUnavailable`` for what may pass (a busy or
+    read-only service); ``Error`` for a fault of the service; ``UsageError`` for the rest:
+    the request's own values (a region outside the image, a bad parameter, an unknown ID).
+    """
+    label = "UsageError"
+    if isinstance(error, MultiValuedParamNotSupported):
+        label = "MultiValuedParamNotSupported"
+    elif isinstance(error, AuthenticationRequired):
+        label = "AuthenticationError"
+    elif isinstance(error, AccessDenied):
+        label = "AuthorizationError"
+    elif isinstance(error, StorageError | AuthServiceUnavailable) or (
+        isinstance(error, LimitExceeded) and error.http_status == 503
+    ):
+        label = "ServiceUnavailable"
+    elif isinstance(error, InternalError) or error.http_status >= 500:
+        label = "Error"
+    return f"{label}: {error}"
