@@ -313,6 +313,8 @@ def _pixel_scale(sky: _Sky) -> float:
 
 
 def _bounds(sky: _Sky, region: SpatialFilter) -> tuple[int, int, int, int] | None:
+    """The region's pixel box on the image (0-based, inclusive), or None when it misses:
+    the method of the module docstring."""
     nx, ny = sky.nx, sky.ny
     # the image's footprint: a cap around its centre through its edges
     side = np.linspace(0.0, 1.0, 17)
