@@ -203,3 +203,16 @@ def test_real_files_astropy_ships(relative: str) -> None:
         math.ceil(data.shape[1] / k),
         math.ceil(data.shape[0] / k),
     )
+
+
+@pytest.mark.parametrize("fill", [np.nan, 7.0])
+def test_blank_and_constant_images(tmp_path: Path, fill: float) -> None:
+    """No value at all (black) or one value everywhere: a picture, not an error."""
+    path = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.full((40, 3000), fill, dtype=np.float32)).writeto(path)
+    picture = Image.open(io.BytesIO(render_preview(path)))
+    assert picture.size == (1000, 14)
+    pixels = np.asarray(picture)
+    assert len(np.unique(pixels)) == 1
+    if np.isnan(fill):
+        assert pixels.max() == 0
