@@ -673,10 +673,11 @@ def test_write_cutout_streams_to_a_non_seekable_sink(simple: Path) -> None:
             return len(chunk)
 
     sink = Sink()
-    boxes = write_cutout(simple, REGIONS["polygon"], sink, image="ivo://test/simple")
+    written = write_cutout(simple, REGIONS["polygon"], sink, image="ivo://test/simple")
     expected = cutout(simple, REGIONS["polygon"], image="ivo://test/simple")
-    assert boxes == expected.hdus
+    assert written.hdus == expected.hdus
     assert b"".join(sink.chunks) == expected.content
+    assert written.size == expected.size
 
 
 def test_every_combination_of_an_async_request(simple: Path, mosaic: Path) -> None:

@@ -77,6 +77,7 @@ __all__ = [
     "CutHDU",
     "Cutout",
     "CutoutOutcome",
+    "CutoutWritten",
     "ImageExtent",
     "check_filters",
     "cutout",
@@ -629,7 +630,7 @@ def write_cutout(
     pol: Sequence[str] = (),
     hdus: Sequence[int | str] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-) -> tuple[CutHDU, ...]:
+) -> CutoutWritten:
     """Cut a FITS image by a region and write the FITS cutout to ``out``.
 
     Parameters
@@ -655,7 +656,7 @@ def write_cutout(
 
     Returns
     -------
-    The HDUs written, in order.
+    The HDUs written, in order, and the bytes written (``out`` needs only ``write``).
 
     Raises
     ------
@@ -732,10 +733,40 @@ def write_cutout(
             images.append(_to_hdu(data, header, primary=not images))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            counted = _CountingWriter(out)
             fits.HDUList([*images, *tables]).writeto(
-                out, checksum=checksum, output_verify="silentfix"
+                counted, checksum=checksum, output_verify="silentfix"
             )
-    return tuple(box for _, box, _ in boxes)
+    return CutoutWritten(tuple(box for _, box, _ in boxes), counted.size)
+
+
+@dataclass(frozen=True)
+class CutoutWritten:
+    """What :func:`write_cutout` wrote: the HDUs cut and the size of the FITS file."""
+
+    hdus: tuple[CutHDU, ...]
+    size: int
+
+
+class _CountingWriter(io.RawIOBase):
+    """A write-only stream that passes everything to ``out`` and counts the bytes."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self._out = out
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._out.write(view)
+        self.size += view.nbytes
+        return view.nbytes
 
 
 def _shifted_lookup_tables(
@@ -775,8 +806,8 @@ def cutout(
 ) -> Cutout:
     """:func:`write_cutout` into memory: the FITS bytes, their size and the HDUs cut."""
     buffer = io.BytesIO()
-    hdus = write_cutout(path, region, buffer, **options)
-    return Cutout(buffer.getvalue(), hdus)
+    written = write_cutout(path, region, buffer, **options)
+    return Cutout(buffer.getvalue(), written.hdus)
 
 
 def cutout_spec(
