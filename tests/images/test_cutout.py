@@ -314,6 +314,12 @@ def test_multi_hdu(mosaic: Path) -> None:
         assert [h.name for h in out[1:]] == ["CCD0", "CCD1"]
     only = cutout(mosaic, region, hdus=["CCD1"])
     assert [b.name for b in only.hdus] == ["CCD1"]
+    with pytest.raises(CutoutNoOverlap):  # CCD0 and CCD1 are cut, but CCD2 was asked for
+        cutout(mosaic, region, hdus=[3])
+    from skyvault.errors import InternalError
+
+    with pytest.raises(InternalError, match="names an HDU 'NOPE' the image lacks"):
+        cutout(mosaic, region, hdus=["NOPE"])
     far = cutout(mosaic, Circle(150.3, 2.0, 5 * ARCSEC))
     assert [b.index for b in far.hdus] == [3]
     with pytest.raises(CutoutNoOverlap, match=r"does not overlap image mosaic\.fits"):
