@@ -28,6 +28,9 @@ sysdeps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql (the job-storage tests start a throw-away server)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+	@command -v aria2c >/dev/null 2>&1 || { \
+	  echo "installing aria2 (the bulk tests download with aria2c -x4)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aria2 >/dev/null; }
 	@test -f /usr/share/java/aladin.jar || { \
 	  echo "installing aladin (CDS Hipsgen: the HiPS lint the tests run)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aladin >/dev/null; }
