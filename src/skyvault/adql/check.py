@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import math
 import re
 from collections.abc import Sequence
@@ -34,7 +33,6 @@ from skyvault.adql import nodes
 from skyvault.adql.annotate import (
     ValueInfo,
     aggregate_info,
-    column_info,
     common_type,
     convert_factor,
     result_column,
@@ -42,9 +40,21 @@ from skyvault.adql.annotate import (
 )
 from skyvault.adql.functions import FUNCTIONS, FunctionSpec
 from skyvault.adql.parsing import AdqlQuery
-from skyvault.adql.reserved import identifier_matches, normalize_identifier
+from skyvault.adql.reserved import identifier_matches
+from skyvault.adql.scope import (
+    CheckedQuery,
+    ColumnBinding,
+    Output,
+    Source,
+    SourceColumn,
+    _Cte,
+    _Scope,
+    _table_columns,
+    is_hidden_column,
+)
+from skyvault.adql.suggest import _did_you_mean, _suggestion_text, _suggestions
 from skyvault.adql.validate import SourceText, shown
-from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
 from skyvault.sky.coverage import HEALPIX29_ORDER
 from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
@@ -73,309 +83,12 @@ _MAX_INT32 = 2**31 - 1
 _MAX_INT64 = 2**63 - 1
 
 
-def is_hidden_column(name: str) -> bool:
-    """Whether a stored column is internal (``_healpix_29``): never listed, never reachable."""
-    return name.lower().startswith("_healpix")
-
-
-@dataclasses.dataclass(eq=False)
-class SourceColumn:
-    """One column a FROM item offers.
-
-    Attributes
-    ----------
-    name
-        The name ADQL refers to it by (stored name, or output name of a subquery).
-    sql
-        Its name in the SQL relation (unique within the relation, case-insensitively).
-    info
-        Type and metadata.
-    """
-
-    name: str
-    sql: str
-    info: ValueInfo
-
-
-_TableColumns = tuple[tuple[SourceColumn, ...], dict[tuple[str, bool], list[SourceColumn]]]
-_TABLE_COLUMNS: dict[int, tuple[TableMeta, _TableColumns]] = {}
-
-
-def _table_columns(meta: TableMeta) -> _TableColumns:
-    """The columns a stored table offers and their name index, made once per table.
-
-    Both are shared by every query of ``meta`` (a query never changes a stored table's
-    columns); building them for a wide table (a thousand columns) was most of checking a
-    cone search.  Keyed by the object: a re-read table is a new :class:`TableMeta`.
-    """
-    cached = _TABLE_COLUMNS.get(id(meta))
-    if cached is not None and cached[0] is meta:
-        return cached[1]
-    columns = tuple(
-        SourceColumn(c.name, c.name, column_info(c))
-        for c in meta.columns
-        if not is_hidden_column(c.name)
-    )
-    index: dict[tuple[str, bool], list[SourceColumn]] = {}
-    for column in columns:
-        index.setdefault((column.name, True), []).append(column)
-        index.setdefault((column.name.upper(), False), []).append(column)
-    if len(_TABLE_COLUMNS) >= 256:
-        _TABLE_COLUMNS.clear()
-    _TABLE_COLUMNS[id(meta)] = (meta, (columns, index))
-    return columns, index
-
-
-@dataclasses.dataclass(eq=False)
-class Source:
-    """One item of a FROM clause: a table occurrence, a subquery or a CTE reference.
-
-    Attributes
-    ----------
-    alias
-        The SQL range variable the translation uses (``s0``, ``s1`` ...; unique per query).
-    columns
-        The columns it offers, in order (hidden columns excluded).
-    table
-        The stored table, for a table occurrence.
-    occurrence
-        Index of the table occurrence (its placeholder is ``__sv_t<occurrence>``).
-    relation
-        SQL relation name: the placeholder or the CTE's SQL name; empty for a subquery.
-    name
-        How the query may qualify its columns: alias, or table name (upper-cased or exact
-        per the identifier rules are applied by :meth:`matches`).
-    """
-
-    alias: str
-    columns: list[SourceColumn]
-    table: TableMeta | None = None
-    occurrence: int | None = None
-    relation: str = ""
-    user_alias: exp.Identifier | None = None
-    label: str = ""
-    _by_name: dict[tuple[str, bool], list[SourceColumn]] | None = dataclasses.field(
-        default=None, repr=False
-    )
-
-    def columns_named(self, ident: exp.Identifier) -> list[SourceColumn]:
-        """The columns ``ident`` refers to (ADQL identifier rules), from an index built on
-        first use: resolving every name of a query by scanning every column of a wide
-        table was a measurable share of compiling it."""
-        if self._by_name is None:
-            index: dict[tuple[str, bool], list[SourceColumn]] = {}
-            for column in self.columns:
-                index.setdefault((column.name, True), []).append(column)
-                index.setdefault((column.name.upper(), False), []).append(column)
-            self._by_name = index
-        name = normalize_identifier(ident)
-        return self._by_name.get((name.name, name.quoted), [])
-
-    def matches(self, qualifier: list[exp.Identifier]) -> bool:
-        """Whether ``qualifier`` (``[table]`` or ``[schema, table]`` ...) names this item."""
-        if self.user_alias is not None or self.table is None:
-            if len(qualifier) != 1:
-                return False
-            if self.user_alias is not None:
-                ident = self.user_alias
-                if ident.args.get("quoted"):
-                    return bool(
-                        qualifier[0].args.get("quoted") and qualifier[0].this == ident.this
-                    ) or identifier_matches(qualifier[0], ident.this)
-                return identifier_matches(qualifier[0], str(ident.this).upper()) or (
-                    not qualifier[0].args.get("quoted")
-                    and str(qualifier[0].this).upper() == str(ident.this).upper()
-                )
-            return identifier_matches(qualifier[0], self.label)
-        parts = [self.table.name, self.table.schema]
-        return len(qualifier) <= 2 and all(
-            identifier_matches(q, p) for q, p in zip(reversed(qualifier), parts, strict=False)
-        )
-
-
-@dataclasses.dataclass(eq=False)
-class ColumnBinding:
-    """What a column reference resolved to; ``merged`` lists the other sides of a USING."""
-
-    source: Source
-    column: SourceColumn
-    merged: tuple[ColumnBinding, ...] = ()
-
-
-@dataclasses.dataclass(eq=False)
-class Output:
-    """One output column of a query level.
-
-    Attributes
-    ----------
-    name
-        The name the user sees (ADQL-visible).
-    sql
-        The SQL alias emitted (deduplicated case-insensitively).
-    info
-        Type and metadata.
-    node
-        The select-list expression (without its alias), or ``None`` for a ``*`` expansion.
-    binding
-        For a ``*`` expansion: the column it stands for.
-    """
-
-    name: str
-    sql: str
-    info: ValueInfo
-    node: exp.Expr | None = None
-    binding: ColumnBinding | None = None
-
-
-@dataclasses.dataclass
-class CheckedQuery:
-    """A query whose names are resolved and whose values are typed.
-
-    Attributes
-    ----------
-    query
-        The parsed query (its tree is not modified).
-    tables
-        The tables the caller may see.
-    occurrences
-        Every table occurrence in FROM clauses (also inside subqueries and CTEs), in order.
-    columns
-        Result columns (item 8 metadata), names as the user sees them.
-    """
-
-    query: AdqlQuery
-    tables: tuple[TableMeta, ...]
-    occurrences: list[Source] = dataclasses.field(default_factory=list)
-    columns: tuple[ColumnMeta, ...] = ()
-    info: dict[int, ValueInfo] = dataclasses.field(default_factory=dict)
-    bindings: dict[int, ColumnBinding] = dataclasses.field(default_factory=dict)
-    sources: dict[int, Source] = dataclasses.field(default_factory=dict)
-    outputs: dict[int, list[Output]] = dataclasses.field(default_factory=dict)
-    scopes: dict[int, list[Source]] = dataclasses.field(default_factory=dict)
-    ordinals: dict[int, int] = dataclasses.field(default_factory=dict)
-    using: dict[int, list[tuple[ColumnBinding, ColumnBinding]]] = dataclasses.field(
-        default_factory=dict
-    )
-    cte_names: dict[int, str] = dataclasses.field(default_factory=dict)
-    regions: dict[int, Region] = dataclasses.field(default_factory=dict)
-    unit_factors: dict[int, float] = dataclasses.field(default_factory=dict)
-
-    def info_of(self, node: exp.Expr) -> ValueInfo:
-        """The :class:`ValueInfo` the checker gave ``node``."""
-        return self.info[id(node)]
-
-
-@dataclasses.dataclass
-class _Cte:
-    name: exp.Identifier
-    sql: str
-    outputs: list[Output]
-
-
-@dataclasses.dataclass
-class _Scope:
-    parent: _Scope | None
-    sources: list[Source] = dataclasses.field(default_factory=list)
-    #: Upper-cased names of USING/NATURAL columns: the bindings an unqualified name takes.
-    merged: dict[str, ColumnBinding] = dataclasses.field(default_factory=dict)
-    aggregates_allowed: str | None = None
-
-
 def _start(node: exp.Expr) -> int | None:
     meta = node._meta
     if meta and "start" in meta:
         return int(meta["start"])
     starts = [int(n._meta["start"]) for n in node.walk() if n._meta and "start" in n._meta]
     return min(starts) if starts else None
-
-
-def _closest(name: str, candidates: Sequence[str]) -> str | None:
-    lowered = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return lowered[close[0]] if close else None
-
-
-def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
-    close = _closest(name, candidates)
-    return f'; did you mean "{close}"?' if close else ""
-
-
-#: ``<band>_<name>``: Rubin's per-band columns (``r_psfFlux``, ``g_cModelFluxErr``,
-#: ``i_ap12Flux_flag``).
-_BANDED = re.compile(r"([A-Za-z])_([A-Za-z0-9_]+)\Z")
-#: Words that qualify the quantity a column name ends with (``FluxErr`` is an error of a flux).
-_MODIFIERS = frozenset({"err", "sigma", "flag", "flags", "cov", "var", "chi2"})
-
-
-def _family(name: str) -> tuple[str, ...] | None:
-    """What a per-band column measures, with its band: ``r_calibFlux`` and ``r_cModelFlux``
-    are ``("r", "flux")``, ``g_psfFluxErr`` is ``("g", "flux", "err")``."""
-    banded = _BANDED.match(name)
-    if banded is None:
-        return None
-    band, rest = banded.groups()
-    head, *tail = rest.split("_")
-    words = [w.lower() for w in re.findall(r"[A-Z]+[a-z0-9]*|[a-z0-9]+", head)]
-    modifiers: list[str] = []
-    while len(words) > 1 and words[-1] in _MODIFIERS:
-        modifiers.insert(0, words.pop())
-    if len(words) < 2:  # no measurement before the quantity: not a family name
-        return None
-    return (band.lower(), words[-1], *modifiers, *(t.lower() for t in tail))
-
-
-#: Most names one suggestion lists.
-_MAX_SUGGESTIONS = 6
-
-
-def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
-    """Column names ``name`` may have meant, best first.
-
-    The same name in another case first; then the columns that hold the name as a word
-    (``ra`` -> ``coord_ra``, not the nearer spelling ``z_ra``: the per-band columns are not
-    the position a user asks for); then, for a per-band name (``r_calibFlux``), the
-    columns of the same band and family (``r_psfFlux``, ``r_cModelFlux`` ...: what the user
-    was after is a flux of that band, not the nearest spelling); else the nearest spelling,
-    of the same band first.
-    """
-    same = [c for c in candidates if c.lower() == name.lower() and c != name]
-    if same:
-        return same[:1]
-    if "_" not in name:  # ``ra`` -> ``coord_ra``: the name as a word of an unbanded name
-        whole = [
-            c
-            for c in candidates
-            if _BANDED.match(c) is None and name.lower() in c.lower().split("_")
-        ]
-        if whole:
-            whole.sort(
-                key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio()
-            )
-            return whole[:_MAX_SUGGESTIONS]
-    family = _family(name)
-    if family is not None:
-        kin = [c for c in candidates if _family(c) == family]
-        if kin:
-            kin.sort(key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio())
-            return kin[:_MAX_SUGGESTIONS]
-    banded = _BANDED.match(name)
-    if banded is not None:  # the nearest spelling of the same band before any other band's
-        band = banded.group(1).lower()
-        same_band = [c for c in candidates if c.lower().startswith(f"{band}_")]
-        close = _closest(name, same_band)
-        if close:
-            return [close]
-    close = _closest(name, candidates)
-    return [close] if close else []
-
-
-def _suggestion_text(names: list[str]) -> str:
-    """``did you mean "x"?`` or ``did you mean one of "x", "y"?`` (empty without names)."""
-    if not names:
-        return ""
-    if len(names) == 1:
-        return f'did you mean "{names[0]}"?'
-    return "did you mean one of " + ", ".join(f'"{n}"' for n in names) + "?"
 
 
 #: Where a delimited identifier stands for a value: a string written in double quotes.
