@@ -44,15 +44,15 @@ from skyvault.adql.reserved import identifier_matches
 from skyvault.adql.scope import (
     CheckedQuery,
     ColumnBinding,
+    Cte,
     Output,
+    Scope,
     Source,
     SourceColumn,
-    _Cte,
-    _Scope,
-    _table_columns,
     is_hidden_column,
+    table_columns,
 )
-from skyvault.adql.suggest import _did_you_mean, _suggestion_text, _suggestions
+from skyvault.adql.suggest import column_suggestions, did_you_mean, suggestion_text
 from skyvault.adql.validate import SourceText, shown
 from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
@@ -135,7 +135,7 @@ class _Checker:
     def __init__(self, query: AdqlQuery, tables: Sequence[TableMeta]) -> None:
         self.source = SourceText(query.text)
         self.checked = CheckedQuery(query, tuple(tables))
-        self.ctes: list[_Cte] = []
+        self.ctes: list[Cte] = []
         self.n_sources = 0
         self.unknown: list[_Unknown] = []
         #: ``id`` of the value infos standing in for unknown columns.
@@ -231,7 +231,7 @@ class _Checker:
             out.append(candidate)
         return out
 
-    def query(self, node: exp.Expr, parent: _Scope | None, *, root: bool = False) -> list[Output]:
+    def query(self, node: exp.Expr, parent: Scope | None, *, root: bool = False) -> list[Output]:
         with_ = node.args.get("with_")
         if with_ is not None:
             for cte in with_.expressions:
@@ -243,7 +243,7 @@ class _Checker:
                 outputs = self.query(cte.this, None)
                 sql_name = f"__sv_cte{len(self.ctes)}"
                 self.checked.cte_names[id(cte)] = sql_name
-                self.ctes.append(_Cte(alias, sql_name, outputs))
+                self.ctes.append(Cte(alias, sql_name, outputs))
         if isinstance(node, _SET_OPERATIONS):
             outputs = self.set_operation(node, parent)
         elif isinstance(node, exp.Select):
@@ -255,7 +255,7 @@ class _Checker:
         self.checked.outputs[id(node)] = outputs
         return outputs
 
-    def set_operation(self, node: exp.Expr, parent: _Scope | None) -> list[Output]:
+    def set_operation(self, node: exp.Expr, parent: Scope | None) -> list[Output]:
         left = self.query(node.this, parent)
         right = self.query(node.expression, parent)
         word = type(node).__name__.upper()
@@ -276,11 +276,11 @@ class _Checker:
                 )
             info = a.info if common == a.info.duck else a.info.plain(common)
             outputs.append(Output(a.name, a.sql, info))
-        self.order_by(node, _Scope(parent), outputs, grouped=False)
+        self.order_by(node, Scope(parent), outputs, grouped=False)
         return outputs
 
-    def select(self, node: exp.Select, parent: _Scope | None) -> list[Output]:
-        scope = _Scope(parent)
+    def select(self, node: exp.Select, parent: Scope | None) -> list[Output]:
+        scope = Scope(parent)
         self.from_clause(node, scope)
         self.checked.scopes[id(node)] = scope.sources
         where = node.args.get("where")
@@ -309,7 +309,7 @@ class _Checker:
 
     # --- FROM -----------------------------------------------------------------------------
 
-    def from_clause(self, node: exp.Select, scope: _Scope) -> None:
+    def from_clause(self, node: exp.Select, scope: Scope) -> None:
         self.from_item(node.args["from_"].this, scope)
         for join in node.args.get("joins") or []:
             self.join(join, scope)
@@ -319,7 +319,7 @@ class _Checker:
         self.n_sources += 1
         return alias
 
-    def add_source(self, node: exp.Expr, source: Source, scope: _Scope) -> None:
+    def add_source(self, node: exp.Expr, source: Source, scope: Scope) -> None:
         label_of = self.source_label
         for other in scope.sources:
             if label_of(other).upper() == label_of(source).upper() and (
@@ -342,7 +342,7 @@ class _Checker:
             return source.table.qualified_name
         return source.label
 
-    def from_item(self, node: exp.Expr, scope: _Scope) -> None:
+    def from_item(self, node: exp.Expr, scope: Scope) -> None:
         if isinstance(node, exp.Table):
             self.table(node, scope)
             for join in node.args.get("joins") or []:
@@ -365,7 +365,7 @@ class _Checker:
         else:  # pragma: no cover - the validator lets nothing else through
             raise self.fail(node, "unexpected item in FROM")
 
-    def table(self, node: exp.Table, scope: _Scope) -> None:
+    def table(self, node: exp.Table, scope: Scope) -> None:
         name = node.this
         schema = node.args.get("db")
         catalog = node.args.get("catalog")
@@ -394,7 +394,7 @@ class _Checker:
                     return
         meta = self.find_table(name, schema)
         occurrence = len(self.checked.occurrences)
-        stored, by_name = _table_columns(meta)
+        stored, by_name = table_columns(meta)
         source = Source(
             self.new_alias(),
             list(stored),
@@ -416,7 +416,7 @@ class _Checker:
                 schemas = sorted({t.schema for t in tables})
                 raise self.fail(
                     schema,
-                    f'no schema "{shown(str(schema.this))}"' + _did_you_mean(schema.this, schemas),
+                    f'no schema "{shown(str(schema.this))}"' + did_you_mean(schema.this, schemas),
                 )
             found = [t for t in in_schema if identifier_matches(name, t.name)]
             if not found:
@@ -424,7 +424,7 @@ class _Checker:
                 raise self.fail(
                     name,
                     f'no table "{shown(str(name.this))}" in {in_schema[0].schema}'
-                    + _did_you_mean(name.this, names),
+                    + did_you_mean(name.this, names),
                 )
         else:
             found = [t for t in tables if identifier_matches(name, t.name)]
@@ -432,7 +432,7 @@ class _Checker:
                 names = [t.name for t in tables] + [t.qualified_name for t in tables]
                 raise self.fail(
                     name,
-                    f'no table "{shown(str(name.this))}"' + _did_you_mean(name.this, names),
+                    f'no table "{shown(str(name.this))}"' + did_you_mean(name.this, names),
                     hint="qualify table names with their schema: schema.table",
                 )
         if len(found) > 1:
@@ -444,7 +444,7 @@ class _Checker:
             )
         return found[0]
 
-    def join(self, node: exp.Join, scope: _Scope) -> None:
+    def join(self, node: exp.Join, scope: Scope) -> None:
         before = list(scope.sources)
         self.from_item(node.this, scope)
         added = scope.sources[len(before) :]
@@ -488,7 +488,7 @@ class _Checker:
                 raise self.fail(
                     ident,
                     f'no column "{shown(str(ident.this))}" on both sides of the join'
-                    + _did_you_mean(ident.this, candidates),
+                    + did_you_mean(ident.this, candidates),
                 )
             if len(hits) > 1:
                 raise self.fail(ident, f'the USING column "{shown(str(ident.this))}" is ambiguous')
@@ -505,7 +505,7 @@ class _Checker:
 
     # --- select list, GROUP BY, ORDER BY --------------------------------------------------
 
-    def select_list(self, node: exp.Select, scope: _Scope) -> list[Output]:
+    def select_list(self, node: exp.Select, scope: Scope) -> list[Output]:
         if not node.expressions:
             raise self.fail(node, "the select list is empty", hint="name the columns to return")
         outputs: list[Output] = []
@@ -532,7 +532,7 @@ class _Checker:
             o.sql = sql
         return outputs
 
-    def star(self, sources: list[Source], scope: _Scope) -> list[Output]:
+    def star(self, sources: list[Source], scope: Scope) -> list[Output]:
         out = []
         for source in sources:
             for column in source.columns:
@@ -561,7 +561,7 @@ class _Checker:
             return names.get(type(value), value.sql_name().lower())
         return "expr"
 
-    def group_term(self, term: exp.Expr, scope: _Scope, outputs: list[Output]) -> object:
+    def group_term(self, term: exp.Expr, scope: Scope, outputs: list[Output]) -> object:
         if (
             isinstance(term, exp.Column)
             and not term.args.get("table")
@@ -578,11 +578,11 @@ class _Checker:
             raise self.fail(term, "GROUP BY cannot use a geometry")
         return _fingerprint(term, self.checked)
 
-    def column_exists(self, ident: exp.Identifier, scope: _Scope) -> bool:
+    def column_exists(self, ident: exp.Identifier, scope: Scope) -> bool:
         return any(identifier_matches(ident, c.name) for s in scope.sources for c in s.columns)
 
     def order_by(
-        self, node: exp.Expr, scope: _Scope, outputs: list[Output], *, grouped: bool
+        self, node: exp.Expr, scope: Scope, outputs: list[Output], *, grouped: bool
     ) -> None:
         order = node.args.get("order")
         if order is None:
@@ -622,14 +622,14 @@ class _Checker:
                 raise self.fail(
                     value,
                     f'ORDER BY "{self.text(value)}" is not a column of the result'
-                    + _did_you_mean(self.text(value), names),
+                    + did_you_mean(self.text(value), names),
                 )
             info = self.value(value, scope)
             if info.geometry:
                 raise self.fail(value, "ORDER BY cannot sort by a geometry")
 
     def check_grouping(
-        self, node: exp.Select, scope: _Scope, outputs: list[Output], keys: set[object]
+        self, node: exp.Select, scope: Scope, outputs: list[Output], keys: set[object]
     ) -> None:
         for output in outputs:
             if output.node is not None:
@@ -651,7 +651,7 @@ class _Checker:
             if id(term) not in self.checked.ordinals:
                 self.grouped(term.this, scope, keys)
 
-    def grouped(self, node: exp.Expr, scope: _Scope, keys: set[object]) -> None:
+    def grouped(self, node: exp.Expr, scope: Scope, keys: set[object]) -> None:
         if _fingerprint(node, self.checked) in keys:
             return
         if isinstance(node, _AGGREGATES) or (
@@ -678,8 +678,8 @@ class _Checker:
 
     # --- names ----------------------------------------------------------------------------
 
-    def find_source(self, qualifier: list[exp.Identifier], scope: _Scope, node: exp.Expr) -> Source:
-        current: _Scope | None = scope
+    def find_source(self, qualifier: list[exp.Identifier], scope: Scope, node: exp.Expr) -> Source:
+        current: Scope | None = scope
         while current is not None:
             hits = [s for s in current.sources if s.matches(qualifier)]
             if len(hits) > 1:
@@ -706,11 +706,11 @@ class _Checker:
             hint = "a table with an alias is referred to by its alias only"
         raise self.fail(
             qualifier[0],
-            f'no table "{shown(text)}" in FROM' + _did_you_mean(text, labels),
+            f'no table "{shown(text)}" in FROM' + did_you_mean(text, labels),
             hint=hint,
         )
 
-    def resolve(self, node: exp.Column, scope: _Scope) -> ColumnBinding:
+    def resolve(self, node: exp.Column, scope: Scope) -> ColumnBinding:
         ident = node.this
         qualifier = [
             p
@@ -736,7 +736,7 @@ class _Checker:
                 where = source.table.qualified_name if source.table else self.source_label(source)
                 return self.unknown_column(ident, where, [c.name for c in source.columns])
             return ColumnBinding(source, hits[0])
-        current: _Scope | None = scope
+        current: Scope | None = scope
         while current is not None:
             for name, binding in current.merged.items():
                 if identifier_matches(ident, binding.column.name) or (
@@ -768,7 +768,7 @@ class _Checker:
         """Record an unknown column (with what it may have meant) and stand in for it."""
         name = str(ident.this)
         hint = None
-        suggestions = _suggestions(name, candidates)
+        suggestions = column_suggestions(name, candidates)
         if ident.args.get("quoted") and not any(c.lower() == name.lower() for c in candidates):
             place = ident.parent.parent if isinstance(ident.parent, exp.Column) else None
             while isinstance(place, exp.Paren):
@@ -779,7 +779,7 @@ class _Checker:
                 quoted = shown(name).replace("'", "''")
                 hint = f"strings take single quotes: '{quoted}'; double quotes delimit names"
         self.unknown.append(
-            _Unknown(ident, name, where, "column", _suggestion_text(suggestions), hint)
+            _Unknown(ident, name, where, "column", suggestion_text(suggestions), hint)
         )
         return self.stand_in(ident)
 
@@ -831,7 +831,7 @@ class _Checker:
 
     # --- conditions -----------------------------------------------------------------------
 
-    def condition(self, node: exp.Expr, scope: _Scope) -> None:
+    def condition(self, node: exp.Expr, scope: Scope) -> None:
         if isinstance(node, (exp.And, exp.Or)):
             self.condition(node.this, scope)
             self.condition(node.expression, scope)
@@ -907,24 +907,24 @@ class _Checker:
 
     # --- values ---------------------------------------------------------------------------
 
-    def value(self, node: exp.Expr, scope: _Scope) -> ValueInfo:
+    def value(self, node: exp.Expr, scope: Scope) -> ValueInfo:
         info = self._value(node, scope)
         self.checked.info[id(node)] = info
         return info
 
-    def numeric(self, node: exp.Expr, scope: _Scope, what: str) -> ValueInfo:
+    def numeric(self, node: exp.Expr, scope: Scope, what: str) -> ValueInfo:
         info = self.value(node, scope)
         if not info.numeric_like:
             raise self.fail(node, f"{what} needs a number; {self.text(node)} is {info.kind}")
         return info
 
-    def string(self, node: exp.Expr, scope: _Scope, what: str) -> ValueInfo:
+    def string(self, node: exp.Expr, scope: Scope, what: str) -> ValueInfo:
         info = self.value(node, scope)
         if info.kind not in ("string", "null"):
             raise self.fail(node, f"{what} needs a string; {self.text(node)} is {info.kind}")
         return info
 
-    def _value(self, node: exp.Expr, scope: _Scope) -> ValueInfo:
+    def _value(self, node: exp.Expr, scope: Scope) -> ValueInfo:
         if isinstance(node, exp.Column):
             binding = self.resolve(node, scope)
             self.checked.bindings[id(node)] = binding
@@ -986,7 +986,7 @@ class _Checker:
             raise self.fail(node, f"the number {text} is too large")
         return ValueInfo("DOUBLE", constant=value)
 
-    def arithmetic(self, node: exp.Expr, scope: _Scope) -> ValueInfo:
+    def arithmetic(self, node: exp.Expr, scope: Scope) -> ValueInfo:
         symbols: dict[type[exp.Expr], str] = {
             exp.Add: "+",
             exp.Sub: "-",
@@ -1023,7 +1023,7 @@ class _Checker:
             duck, unit=unit, ucd=ucd, constant=constant, aggregate=a.aggregate or b.aggregate
         )
 
-    def case(self, node: exp.Case, scope: _Scope) -> ValueInfo:
+    def case(self, node: exp.Case, scope: Scope) -> ValueInfo:
         results: list[tuple[exp.Expr, ValueInfo]] = []
         aggregate = False
         subject = node.this
@@ -1063,7 +1063,7 @@ class _Checker:
             aggregate=aggregate or any(i.aggregate for i in infos),
         )
 
-    def cast(self, node: exp.Cast, scope: _Scope) -> ValueInfo:
+    def cast(self, node: exp.Cast, scope: Scope) -> ValueInfo:
         inner = self.value(node.this, scope)
         target = node.args["to"]
         kind = target.this
@@ -1119,7 +1119,7 @@ class _Checker:
             aggregate=inner.aggregate,
         )
 
-    def aggregate(self, node: exp.Expr, scope: _Scope) -> ValueInfo:
+    def aggregate(self, node: exp.Expr, scope: Scope) -> ValueInfo:
         name = type(node).__name__.upper()
         if scope.aggregates_allowed is None:
             raise self.fail(
@@ -1153,7 +1153,7 @@ class _Checker:
         duck = "INTEGER" if info.duck == "NULL" else info.duck
         return aggregate_info(name, info, duck)
 
-    def function(self, node: exp.Expr, scope: _Scope) -> ValueInfo:
+    def function(self, node: exp.Expr, scope: Scope) -> ValueInfo:
         name = self.default_name(node).upper()
         if isinstance(node, (exp.Lower, exp.Upper)):
             info = self.string(node.this, scope, name)
@@ -1213,7 +1213,7 @@ class _Checker:
             return ValueInfo("DOUBLE", unit=unit, ucd=ucd, aggregate=arg.aggregate)
         raise self.fail(node, f"unexpected {self.text(node)}")  # pragma: no cover
 
-    def udf(self, node: nodes.UdfCall, scope: _Scope) -> ValueInfo:
+    def udf(self, node: nodes.UdfCall, scope: Scope) -> ValueInfo:
         spec = FUNCTIONS[str(node.this).upper()]
         args = node.arguments
         aggregate_fn = spec.is_aggregate
@@ -1300,7 +1300,7 @@ class _Checker:
                 hint="write '' or 'ICRS', or leave the coordinate system out",
             )
 
-    def geometry_arg(self, node: exp.Expr, scope: _Scope, what: str) -> ValueInfo:
+    def geometry_arg(self, node: exp.Expr, scope: Scope, what: str) -> ValueInfo:
         info = self.value(node, scope)
         if id(info) in self.stand_ins:  # an unknown column: reported, whatever its type
             return ValueInfo("POINT")
@@ -1312,7 +1312,7 @@ class _Checker:
             )
         return info
 
-    def geometry(self, node: nodes.GeometryFunction, scope: _Scope) -> ValueInfo:
+    def geometry(self, node: nodes.GeometryFunction, scope: Scope) -> ValueInfo:
         name = node.adql_name
         self.coord_sys(node)
         args = node.coordinates
@@ -1398,7 +1398,7 @@ class _Checker:
             "are supported",
         )
 
-    def constructor(self, node: nodes.GeometryFunction, scope: _Scope) -> ValueInfo:
+    def constructor(self, node: nodes.GeometryFunction, scope: Scope) -> ValueInfo:
         args = node.coordinates
         name = node.adql_name
         infos = [self.value(a, scope) for a in args]

@@ -19,10 +19,13 @@ from skyvault.sky.regions import Region
 __all__ = [
     "CheckedQuery",
     "ColumnBinding",
+    "Cte",
     "Output",
+    "Scope",
     "Source",
     "SourceColumn",
     "is_hidden_column",
+    "table_columns",
 ]
 
 
@@ -54,7 +57,7 @@ _TableColumns = tuple[tuple[SourceColumn, ...], dict[tuple[str, bool], list[Sour
 _TABLE_COLUMNS: dict[int, tuple[TableMeta, _TableColumns]] = {}
 
 
-def _table_columns(meta: TableMeta) -> _TableColumns:
+def table_columns(meta: TableMeta) -> _TableColumns:
     """The columns a stored table offers and their name index, made once per table.
 
     Both are shared by every query of ``meta`` (a query never changes a stored table's
@@ -219,15 +222,19 @@ class CheckedQuery:
 
 
 @dataclasses.dataclass
-class _Cte:
+class Cte:
+    """A common table expression of the query: its name, SQL name and output columns."""
+
     name: exp.Identifier
     sql: str
     outputs: list[Output]
 
 
 @dataclasses.dataclass
-class _Scope:
-    parent: _Scope | None
+class Scope:
+    """One query level's FROM clause while it is checked; ``parent`` is the enclosing one."""
+
+    parent: Scope | None
     sources: list[Source] = dataclasses.field(default_factory=list)
     #: Upper-cased names of USING/NATURAL columns: the bindings an unqualified name takes.
     merged: dict[str, ColumnBinding] = dataclasses.field(default_factory=dict)

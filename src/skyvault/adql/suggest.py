@@ -6,6 +6,8 @@ import difflib
 import re
 from collections.abc import Sequence
 
+__all__ = ["column_suggestions", "did_you_mean", "suggestion_text"]
+
 
 def _closest(name: str, candidates: Sequence[str]) -> str | None:
     lowered = {c.lower(): c for c in candidates}
@@ -13,7 +15,7 @@ def _closest(name: str, candidates: Sequence[str]) -> str | None:
     return lowered[close[0]] if close else None
 
 
-def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
+def did_you_mean(name: str, candidates: Sequence[str]) -> str:
     close = _closest(name, candidates)
     return f'; did you mean "{close}"?' if close else ""
 
@@ -46,7 +48,7 @@ def _family(name: str) -> tuple[str, ...] | None:
 _MAX_SUGGESTIONS = 6
 
 
-def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
+def column_suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     """Column names ``name`` may have meant, best first.
 
     The same name in another case first; then the columns that hold the name as a word
@@ -87,7 +89,7 @@ def _suggestions(name: str, candidates: Sequence[str]) -> list[str]:
     return [close] if close else []
 
 
-def _suggestion_text(names: list[str]) -> str:
+def suggestion_text(names: list[str]) -> str:
     """``did you mean "x"?`` or ``did you mean one of "x", "y"?`` (empty without names)."""
     if not names:
         return ""
