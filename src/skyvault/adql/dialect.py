@@ -14,7 +14,7 @@ The generator renders a tree back to canonical ADQL (``SELECT TOP n``, ``MOD(a, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from sqlglot import exp, generator, parser, tokens
@@ -24,6 +24,16 @@ from sqlglot.expressions.datatypes import DType
 from sqlglot.tokenizer_core import Token, TokenType
 
 from skyvault.adql import nodes
+from skyvault.adql.functions import (
+    _aggregate,
+    _coalesce,
+    _first_arg,
+    _log10,
+    _pi,
+    _rand,
+    _two_args,
+    _var_args,
+)
 
 __all__ = ["CAST_TARGETS", "KEYWORD_TOKENS", "Adql", "AdqlParseFailure"]
 
@@ -109,63 +119,6 @@ class AdqlParseFailure(ParseError):
         super().__init__(message)
         self.description = message
         self.token = token
-
-
-def _first_arg(cls: type[exp.Func]) -> Callable[[Sequence[Any]], exp.Expr]:
-    """Builder of a one-argument node: ``cls(this=args[0])``, refusing other arities later."""
-
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(this=args[0] if args else None), args)
-
-    return build
-
-
-def _with_arity(node: exp.Expr, args: Sequence[Any]) -> exp.Expr:
-    """Remember how many arguments the query wrote (the validator checks arity from it)."""
-    node.meta["adql_n_args"] = len(args)
-    return node
-
-
-def _two_args(cls: type[exp.Expr], second: str = "expression") -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        kwargs = {"this": args[0] if args else None}
-        if len(args) > 1:
-            kwargs[second] = args[1]
-        return _with_arity(cls(**kwargs), args)
-
-    return build
-
-
-def _var_args(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(expressions=list(args)), args)
-
-    return build
-
-
-def _log10(args: Sequence[Any]) -> exp.Expr:
-    node = exp.Log(this=exp.Literal.number(10), expression=args[0] if args else None)
-    return _with_arity(node, args)
-
-
-def _rand(args: Sequence[Any]) -> exp.Expr:
-    return _with_arity(exp.Rand(this=args[0] if args else None), args)
-
-
-def _pi(args: Sequence[Any]) -> exp.Expr:
-    return _with_arity(exp.Pi(), args)
-
-
-def _coalesce(args: Sequence[Any]) -> exp.Expr:
-    node = exp.Coalesce(this=args[0] if args else None, expressions=list(args[1:]))
-    return _with_arity(node, args)
-
-
-def _aggregate(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(this=args[0] if args else None), args)
-
-    return build
 
 
 _FUNCTION_BUILDERS: dict[str, Callable[..., exp.Expr]] = {

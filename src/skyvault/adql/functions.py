@@ -28,7 +28,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlglot import exp
 
 from skyvault.adql.reserved import is_regular_identifier, is_reserved
 
@@ -274,6 +277,66 @@ def _builtin(
     feature_type: str | None = None,
 ) -> FunctionSpec:
     return FunctionSpec(name, kind, tuple(signatures), description, unit, feature_type)
+
+
+# --- parse forms: how the dialect's parser builds a call's node -----------------------------
+
+
+def _first_arg(cls: type[exp.Func]) -> Callable[[Sequence[Any]], exp.Expr]:
+    """Builder of a one-argument node: ``cls(this=args[0])``, refusing other arities later."""
+
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(this=args[0] if args else None), args)
+
+    return build
+
+
+def _with_arity(node: exp.Expr, args: Sequence[Any]) -> exp.Expr:
+    """Remember how many arguments the query wrote (the validator checks arity from it)."""
+    node.meta["adql_n_args"] = len(args)
+    return node
+
+
+def _two_args(cls: type[exp.Expr], second: str = "expression") -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        kwargs = {"this": args[0] if args else None}
+        if len(args) > 1:
+            kwargs[second] = args[1]
+        return _with_arity(cls(**kwargs), args)
+
+    return build
+
+
+def _var_args(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(expressions=list(args)), args)
+
+    return build
+
+
+def _log10(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Log(this=exp.Literal.number(10), expression=args[0] if args else None)
+    return _with_arity(node, args)
+
+
+def _rand(args: Sequence[Any]) -> exp.Expr:
+    return _with_arity(exp.Rand(this=args[0] if args else None), args)
+
+
+def _pi(args: Sequence[Any]) -> exp.Expr:
+    return _with_arity(exp.Pi(), args)
+
+
+def _coalesce(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Coalesce(this=args[0] if args else None, expressions=list(args[1:]))
+    return _with_arity(node, args)
+
+
+def _aggregate(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(this=args[0] if args else None), args)
+
+    return build
 
 
 _M, _T = FunctionKind.MATH, FunctionKind.TRIGONOMETRIC
