@@ -22,23 +22,15 @@ exist.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import re
 from collections.abc import Sequence
 
 from sqlglot import exp
 
-from skyvault.adql import nodes
-from skyvault.adql.annotate import (
-    ValueInfo,
-    aggregate_info,
-    common_type,
-    convert_factor,
-    result_column,
-    unit_product,
-)
-from skyvault.adql.functions import FUNCTIONS, FunctionSpec
+from skyvault.adql import nodes, typing_rules
+from skyvault.adql.annotate import ValueInfo, common_type, result_column, unit_product
+from skyvault.adql.functions import spec_of
 from skyvault.adql.parsing import AdqlQuery
 from skyvault.adql.reserved import identifier_matches
 from skyvault.adql.scope import (
@@ -55,9 +47,7 @@ from skyvault.adql.scope import (
 from skyvault.adql.suggest import column_suggestions, did_you_mean, suggestion_text
 from skyvault.adql.validate import SourceText, shown
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import AdqlSemanticError, GeometryError, UnsupportedQuery
-from skyvault.sky.coverage import HEALPIX29_ORDER
-from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
+from skyvault.errors import AdqlSemanticError, UnsupportedQuery
 
 __all__ = [
     "CheckedQuery",
@@ -70,15 +60,7 @@ __all__ = [
 ]
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
-_AGGREGATES = (exp.Count, exp.Avg, exp.Min, exp.Max, exp.Sum)
 _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
-_DOUBLE_FUNCTIONS = nodes.UNARY_MATH_NODES
-#: UCDs of function results that have one.
-_FUNCTION_UCDS = {
-    "scisql_nanojanskyToAbMag": "phot.mag",
-    "scisql_nanojanskyToAbMagSigma": "stat.error;phot.mag",
-    "ivo_healpix_index": "pos.healpix",
-}
 _MAX_INT32 = 2**31 - 1
 _MAX_INT64 = 2**63 - 1
 
@@ -552,13 +534,11 @@ class _Checker:
             value = value.this
         if isinstance(value, exp.Column):
             return self.checked.bindings[id(value)].column.name
-        if isinstance(value, nodes.UdfCall):
-            return str(value.this).lower()
-        if isinstance(value, nodes.GeometryFunction):
-            return value.adql_name.lower()
+        # A call is named after its function (CASE too); CAST, and MOD (an operator node in
+        # sqlglot), have always been named "expr".
         if isinstance(value, exp.Func) and not isinstance(value, exp.Cast):
-            names = {exp.Ln: "log", exp.Log: "log10", exp.Ceil: "ceiling", exp.Pow: "power"}
-            return names.get(type(value), value.sql_name().lower())
+            spec = spec_of(value)
+            return (spec.name if spec is not None else value.sql_name()).lower()
         return "expr"
 
     def group_term(self, term: exp.Expr, scope: Scope, outputs: list[Output]) -> object:
@@ -654,9 +634,8 @@ class _Checker:
     def grouped(self, node: exp.Expr, scope: Scope, keys: set[object]) -> None:
         if _fingerprint(node, self.checked) in keys:
             return
-        if isinstance(node, _AGGREGATES) or (
-            isinstance(node, nodes.UdfCall) and FUNCTIONS[str(node.this).upper()].is_aggregate
-        ):
+        spec = spec_of(node)
+        if spec is not None and spec.is_aggregate:
             return
         if isinstance(node, exp.Column):
             binding = self.checked.bindings.get(id(node))
@@ -893,7 +872,7 @@ class _Checker:
             return
         if kinds == {"timestamp", "string"}:
             literal = right if b.kind == "string" else left
-            if isinstance(literal, exp.Literal) and _parse_timestamp(str(literal.this)):
+            if isinstance(literal, exp.Literal) and typing_rules.is_timestamp(str(literal.this)):
                 return
             raise self.fail(
                 literal,
@@ -952,8 +931,6 @@ class _Checker:
             return ValueInfo("VARCHAR", aggregate=a.aggregate or b.aggregate)
         if isinstance(node, exp.Case):
             return self.case(node, scope)
-        if isinstance(node, exp.Cast):
-            return self.cast(node, scope)
         if isinstance(node, exp.Subquery):
             outputs = self.query(node.this, scope)
             if len(outputs) != 1:
@@ -963,13 +940,10 @@ class _Checker:
             if outputs[0].info.geometry:
                 raise self.unsupported(node, "a subquery cannot give a geometry value")
             return dataclasses.replace(outputs[0].info, aggregate=False, constant=None)
-        if isinstance(node, _AGGREGATES):
-            return self.aggregate(node, scope)
-        if isinstance(node, nodes.GeometryFunction):
-            return self.geometry(node, scope)
-        if isinstance(node, nodes.UdfCall):
-            return self.udf(node, scope)
-        return self.function(node, scope)
+        spec = spec_of(node)
+        if spec is None:  # pragma: no cover - the validator lets nothing else through
+            raise self.fail(node, f"unexpected {self.text(node)}")
+        return spec.typing_rule(self, spec, node, scope)
 
     def literal(self, node: exp.Literal) -> ValueInfo:
         if node.is_string:
@@ -1040,428 +1014,20 @@ class _Checker:
         default = node.args.get("default")
         if default is not None:
             results.append((default, self.value(default, scope)))
-        return self.combine(node, results, aggregate, "CASE")
-
-    def combine(
-        self, node: exp.Expr, results: list[tuple[exp.Expr, ValueInfo]], aggregate: bool, what: str
-    ) -> ValueInfo:
-        infos = [info for _, info in results]
-        for value, info in results:
-            if info.geometry:
-                raise self.unsupported(value, f"{what} cannot give a geometry value")
-        common = common_type([i.duck for i in infos])
-        if common is None:
-            kinds = sorted({i.kind for i in infos})
-            raise self.fail(node, f"the values of {what} have incompatible types: {kinds}")
-        units = {i.unit for i in infos if i.duck != "NULL"}
-        ucds = {i.ucd for i in infos if i.duck != "NULL"}
-        return ValueInfo(
-            common,
-            unit=units.pop() if len(units) == 1 else None,
-            ucd=ucds.pop() if len(ucds) == 1 else None,
-            xtype="timestamp" if common == "TIMESTAMP" else None,
-            aggregate=aggregate or any(i.aggregate for i in infos),
-        )
-
-    def cast(self, node: exp.Cast, scope: Scope) -> ValueInfo:
-        inner = self.value(node.this, scope)
-        target = node.args["to"]
-        kind = target.this
-        if kind is exp.DataType.Type.USERDEFINED:
-            raise self.unsupported(
-                target,
-                f"CAST to {target.args.get('kind')} is not supported",
-                hint="build geometries with POINT, CIRCLE or POLYGON",
-            )
-        if inner.geometry:
-            raise self.unsupported(node.this, "a geometry cannot be cast")
-        if inner.kind == "other":
-            raise self.fail(node.this, f"{self.text(node.this)} cannot be cast")
-        duck = {
-            exp.DataType.Type.SMALLINT: "SMALLINT",
-            exp.DataType.Type.INT: "INTEGER",
-            exp.DataType.Type.BIGINT: "BIGINT",
-            exp.DataType.Type.FLOAT: "FLOAT",
-            exp.DataType.Type.DOUBLE: "DOUBLE",
-            exp.DataType.Type.CHAR: "VARCHAR",
-            exp.DataType.Type.VARCHAR: "VARCHAR",
-            exp.DataType.Type.TIMESTAMP: "TIMESTAMP",
-        }[kind]
-        literal = node.this if isinstance(node.this, exp.Literal) else None
-        if duck == "TIMESTAMP":
-            if inner.kind not in ("string", "timestamp", "null"):
-                raise self.fail(node.this, f"a {inner.kind} cannot be cast to TIMESTAMP")
-            if literal is not None and not _parse_timestamp(str(literal.this)):
-                raise self.fail(literal, f"{self.text(literal)} is not a timestamp")
-            return ValueInfo(duck, xtype="timestamp", aggregate=inner.aggregate)
-        if duck == "VARCHAR":
-            params = target.expressions
-            length = int(str(params[0].this.this)) if params else None
-            if length is not None and length < 1:
-                raise self.fail(target, "a string length must be at least 1")
-            size = None
-            if length is not None:
-                size = str(length) if kind is exp.DataType.Type.CHAR else f"{length}*"
-            return ValueInfo(duck, arraysize=size, aggregate=inner.aggregate)
-        if inner.kind not in ("numeric", "boolean", "string", "null"):
-            raise self.fail(node.this, f"a {inner.kind} cannot be cast to a number")
-        if inner.kind == "string" and literal is not None:
-            try:
-                float(str(literal.this))
-            except ValueError:
-                raise self.fail(literal, f"{self.text(literal)} is not a number") from None
-        keep = inner.kind == "numeric"
-        return ValueInfo(
-            duck,
-            unit=inner.unit if keep else None,
-            ucd=inner.ucd if keep else None,
-            description=inner.description if keep else None,
-            aggregate=inner.aggregate,
-        )
-
-    def aggregate(self, node: exp.Expr, scope: Scope) -> ValueInfo:
-        name = type(node).__name__.upper()
-        if scope.aggregates_allowed is None:
-            raise self.fail(
-                node,
-                f"{name} cannot be used here (an aggregate belongs in the select list, HAVING "
-                "or ORDER BY)",
-                hint="filter aggregates with HAVING",
-            )
-        arg = node.this
-        if isinstance(arg, exp.Star):
-            return aggregate_info("COUNT", None, "BIGINT")
-        if isinstance(arg, exp.Distinct):
-            arg = arg.expressions[0]
-        saved = scope.aggregates_allowed
-        scope.aggregates_allowed = None
-        try:
-            info = self.value(arg, scope)
-        finally:
-            scope.aggregates_allowed = saved
-        if info.geometry:
-            raise self.fail(arg, f"{name} cannot aggregate a geometry")
-        if name == "COUNT":
-            return aggregate_info(name, info, "BIGINT")
-        if name in ("SUM", "AVG"):
-            if not info.numeric_like:
-                raise self.fail(arg, f"{name} needs numbers; {self.text(arg)} is {info.kind}")
-            duck = "DOUBLE" if name == "AVG" or not info.integral else "BIGINT"
-            return aggregate_info(name, info, duck)
-        if info.kind == "other":
-            raise self.fail(arg, f"{name} cannot order {self.text(arg)}")
-        duck = "INTEGER" if info.duck == "NULL" else info.duck
-        return aggregate_info(name, info, duck)
-
-    def function(self, node: exp.Expr, scope: Scope) -> ValueInfo:
-        name = self.default_name(node).upper()
-        if isinstance(node, (exp.Lower, exp.Upper)):
-            info = self.string(node.this, scope, name)
-            return ValueInfo("VARCHAR", ucd=info.ucd, aggregate=info.aggregate)
-        if isinstance(node, exp.Pi):
-            return ValueInfo("DOUBLE", constant=math.pi)
-        if isinstance(node, exp.Rand):
-            if node.this is not None:
-                raise self.unsupported(
-                    node, "RAND with a seed is not supported", hint="use RAND() without a seed"
-                )
-            return ValueInfo("DOUBLE")
-        if isinstance(node, exp.Coalesce):
-            args = [node.this, *node.expressions]
-            results = [(a, self.value(a, scope)) for a in args]
-            return self.combine(node, results, False, "COALESCE")
-        if isinstance(node, nodes.InUnit):
-            info = self.numeric(node.this, scope, "IN_UNIT")
-            target = str(node.expression.this)
-            factor = convert_factor(info.unit, target)
-            if isinstance(factor, str):
-                raise self.fail(node, f"IN_UNIT: {factor}")
-            self.checked.unit_factors[id(node)] = factor
-            return ValueInfo(
-                "DOUBLE",
-                unit=target,
-                ucd=info.ucd,
-                description=info.description,
-                aggregate=info.aggregate,
-            )
-        if isinstance(node, exp.Log):
-            arg = self.numeric(node.expression, scope, "LOG10")
-            return ValueInfo("DOUBLE", aggregate=arg.aggregate)
-        if isinstance(node, (exp.Round, nodes.Truncate)):
-            arg = self.numeric(node.this, scope, name)
-            decimals = node.args.get("decimals")
-            if decimals is not None:
-                self.value(decimals, scope)
-            return ValueInfo("DOUBLE", unit=arg.unit, ucd=arg.ucd, aggregate=arg.aggregate)
-        if isinstance(node, exp.Abs):
-            arg = self.numeric(node.this, scope, name)
-            duck = "BIGINT" if arg.integral else "DOUBLE"
-            return ValueInfo(duck, unit=arg.unit, ucd=arg.ucd, aggregate=arg.aggregate)
-        if isinstance(node, (exp.Mod, exp.Pow, exp.Atan2)):
-            a = self.numeric(node.this, scope, name)
-            b = self.numeric(node.expression, scope, name)
-            duck = "BIGINT" if isinstance(node, exp.Mod) and a.integral and b.integral else "DOUBLE"
-            unit = a.unit if isinstance(node, exp.Mod) else None
-            unit = "rad" if isinstance(node, exp.Atan2) else unit
-            return ValueInfo(duck, unit=unit, aggregate=a.aggregate or b.aggregate)
-        if isinstance(node, _DOUBLE_FUNCTIONS):
-            arg = self.numeric(node.this, scope, name)
-            unit = FUNCTIONS[name].unit
-            ucd = None
-            if isinstance(node, (exp.Ceil, exp.Floor)):
-                unit, ucd = arg.unit, arg.ucd
-            return ValueInfo("DOUBLE", unit=unit, ucd=ucd, aggregate=arg.aggregate)
-        raise self.fail(node, f"unexpected {self.text(node)}")  # pragma: no cover
-
-    def udf(self, node: nodes.UdfCall, scope: Scope) -> ValueInfo:
-        spec = FUNCTIONS[str(node.this).upper()]
-        args = node.arguments
-        aggregate_fn = spec.is_aggregate
-        saved = scope.aggregates_allowed
-        if aggregate_fn:
-            if saved is None:
-                raise self.fail(node, f"{spec.name} is an aggregate and cannot be used here")
-            scope.aggregates_allowed = None
-        try:
-            infos = [self.value(a, scope) for a in args]
-        finally:
-            scope.aggregates_allowed = saved
-        signature = next(s for s in spec.signatures if s.accepts(len(args)))
-        for param, arg, info in zip(signature.params, args, infos, strict=False):
-            self.parameter(spec, param.name, param.type, arg, info)
-        if spec.name in ("ivo_healpix_index", "ivo_healpix_center"):
-            self.healpix_arguments(spec, args, infos)
-        result = signature.result
-        duck = {
-            "DOUBLE": "DOUBLE",
-            "INTEGER": "INTEGER",
-            "BIGINT": "BIGINT",
-            "TEXT": "VARCHAR",
-            "POINT": "POINT",
-        }.get(result, "DOUBLE")
-        return ValueInfo(
-            duck,
-            unit=spec.unit,
-            ucd=_FUNCTION_UCDS.get(spec.name),
-            description=spec.description,
-            aggregate=aggregate_fn or any(i.aggregate for i in infos),
-        )
-
-    def healpix_arguments(
-        self, spec: FunctionSpec, args: list[exp.Expr], infos: list[ValueInfo]
-    ) -> None:
-        """A constant HEALPix order outside 0..29 (and, for the centre, a constant index
-        outside its order's cells) is an error here, not a NULL in every row."""
-        order = infos[0].constant
-        if order is None:
-            return
-        if not math.isfinite(order) or order != int(order) or not 0 <= order <= HEALPIX29_ORDER:
-            raise self.fail(
-                args[0],
-                f"the HEALPix order of {spec.name.upper()} must be a whole number from 0 to "
-                f"{HEALPIX29_ORDER}; {order:g} is not",
-                hint="order 0 has 12 cells; each order splits every cell in 4",
-            )
-        if spec.name == "ivo_healpix_center" and len(infos) > 1:
-            index, cells = infos[1].constant, 12 * 4 ** int(order)
-            if index is not None and not (index == int(index) and 0 <= index < cells):
-                raise self.fail(
-                    args[1],
-                    f"{index:g} is not a HEALPix index at order {int(order)}: "
-                    f"the NESTED indexes there are 0 to {cells - 1}",
-                )
-
-    def parameter(
-        self, spec: FunctionSpec, name: str, type_: str, arg: exp.Expr, info: ValueInfo
-    ) -> None:
-        wanted = {
-            "TEXT": ("string", "null"),
-            "POINT": ("geometry",),
-            "GEOMETRY": ("geometry",),
-        }.get(type_, ("numeric", "boolean", "null"))
-        if info.kind not in wanted or (type_ == "POINT" and info.geometry != "point"):
-            what = {"TEXT": "a string", "POINT": "a POINT"}.get(type_, "a number")
-            raise self.fail(
-                arg,
-                f"argument {name} of {spec.name} must be {what}; {self.text(arg)} is {info.kind}",
-            )
-
-    # --- geometry -------------------------------------------------------------------------
-
-    def coord_sys(self, node: nodes.GeometryFunction) -> None:
-        system = node.coord_sys
-        if system is None:
-            return
-        words = system.split()
-        if words and words[0].upper() != "ICRS":
-            raise self.unsupported(
-                node.arguments[0],
-                f"coordinate system '{system}' is not supported: positions are ICRS",
-                hint="write '' or 'ICRS', or leave the coordinate system out",
-            )
-
-    def geometry_arg(self, node: exp.Expr, scope: Scope, what: str) -> ValueInfo:
-        info = self.value(node, scope)
-        if id(info) in self.stand_ins:  # an unknown column: reported, whatever its type
-            return ValueInfo("POINT")
-        if info.geometry is None:
-            raise self.fail(
-                node,
-                f"{what} needs a geometry (POINT, CIRCLE, POLYGON, BOX); "
-                f"{self.text(node)} is {info.kind}",
-            )
-        return info
-
-    def geometry(self, node: nodes.GeometryFunction, scope: Scope) -> ValueInfo:
-        name = node.adql_name
-        self.coord_sys(node)
-        args = node.coordinates
-        if isinstance(node, nodes.Region):
-            raise self.unsupported(
-                node,
-                "REGION is not supported (deprecated in ADQL 2.1)",
-                hint="use POINT, CIRCLE, BOX or POLYGON",
-            )
-        if isinstance(node, (nodes.Point, nodes.Circle, nodes.Box, nodes.Polygon)):
-            return self.constructor(node, scope)
-        if isinstance(node, (nodes.Contains, nodes.Intersects)):
-            a = self.geometry_arg(args[0], scope, name)
-            b = self.geometry_arg(args[1], scope, name)
-            self.predicate_supported(node, args, a, b)
-            return ValueInfo("INTEGER", aggregate=a.aggregate or b.aggregate)
-        if isinstance(node, nodes.Distance):
-            if len(args) == 2:
-                infos = [self.geometry_arg(arg, scope, name) for arg in args]
-                for arg, arg_info in zip(args, infos, strict=True):
-                    if arg_info.geometry != "point":
-                        raise self.fail(
-                            arg, f"DISTANCE needs two POINTs; {self.text(arg)} is not one"
-                        )
-            else:
-                infos = [self.numeric(a, scope, name) for a in args]
-            return ValueInfo(
-                "DOUBLE",
-                unit="deg",
-                ucd="pos.angDistance",
-                description="angular distance",
-                aggregate=any(i.aggregate for i in infos),
-            )
-        info = self.geometry_arg(args[0], scope, name)
-        geometry = info.geometry
-        constant = id(args[0]) in self.checked.regions
-        if isinstance(node, (nodes.Coord1, nodes.Coord2)):
-            if geometry != "point":
-                raise self.fail(args[0], f"{name} needs a POINT; {self.text(args[0])} is not one")
-            first = isinstance(node, nodes.Coord1)
-            return ValueInfo(
-                "DOUBLE",
-                unit="deg",
-                ucd="pos.eq.ra" if first else "pos.eq.dec",
-                aggregate=info.aggregate,
-            )
-        if isinstance(node, nodes.Coordsys):
-            return ValueInfo("VARCHAR", aggregate=info.aggregate)
-        if isinstance(node, nodes.Area):
-            if geometry in ("polygon", "box") and not constant:
-                raise self.unsupported(
-                    node, "AREA of a polygon built from column values is not supported"
-                )
-            return ValueInfo("DOUBLE", unit="deg**2", ucd="phys.angArea", aggregate=info.aggregate)
-        if isinstance(node, nodes.Centroid):
-            if geometry in ("polygon", "box") and not constant:
-                raise self.unsupported(
-                    node, "CENTROID of a polygon built from column values is not supported"
-                )
-            return ValueInfo("POINT", ucd="pos.eq", unit="deg", aggregate=info.aggregate)
-        raise self.fail(node, f"unexpected {name}")  # pragma: no cover
-
-    def predicate_supported(
-        self, node: nodes.GeometryFunction, args: list[exp.Expr], a: ValueInfo, b: ValueInfo
-    ) -> None:
-        """Refuse the CONTAINS/INTERSECTS forms the translator cannot make exact."""
-        constant = [id(x) in self.checked.regions for x in args]
-        if all(constant):
-            return
-        kinds = [a.geometry, b.geometry]
-        if isinstance(node, nodes.Intersects) and kinds[0] != "point" and kinds[1] == "point":
-            kinds.reverse()
-            constant.reverse()
-        if kinds[0] == "point" and (kinds[1] in ("point", "circle") or constant[1]):
-            return
-        if kinds == ["circle", "circle"]:
-            return
-        raise self.unsupported(
-            node,
-            f"{node.adql_name} of a {kinds[0]} and a {kinds[1]} is only supported with "
-            "constant coordinates",
-            hint="CONTAINS(POINT, region), INTERSECTS of circles and any constant regions "
-            "are supported",
-        )
-
-    def constructor(self, node: nodes.GeometryFunction, scope: Scope) -> ValueInfo:
-        args = node.coordinates
-        name = node.adql_name
-        infos = [self.value(a, scope) for a in args]
-        points = [info.geometry == "point" for info in infos]
-        numbers: list[float | None] = []
-        for arg, info, is_point in zip(args, infos, points, strict=True):
-            if is_point:
-                region = self.checked.regions.get(id(arg))
-                if isinstance(region, Point):
-                    numbers += [region.ra, region.dec]
-                else:
-                    numbers += [None, None]
-                continue
-            if not info.numeric_like:
-                raise self.fail(arg, f"{name} needs numbers; {self.text(arg)} is {info.kind}")
-            numbers.append(info.constant)
-        if isinstance(node, nodes.Polygon):
-            if any(points) and not all(points):
-                raise self.fail(node, "POLYGON takes either POINTs or coordinate pairs, not both")
-            if not any(points) and (len(args) % 2 or len(args) < 6):
-                raise self.fail(
-                    node,
-                    f"POLYGON needs three or more (long, lat) pairs; got {len(args)} numbers",
-                )
-        else:
-            point_form = {"CIRCLE": 2, "BOX": 3}.get(name)
-            if any(points[1:]) or (points and points[0] and len(args) != point_form):
-                bad = args[next(i for i, p in enumerate(points) if p and (i or not point_form))]
-                raise self.fail(bad, f"{name} needs a number here; {self.text(bad)} is a POINT")
-            if not points[0] and len(args) != {"POINT": 2, "CIRCLE": 3, "BOX": 4}[name]:
-                raise self.fail(
-                    node, f"{name} takes a POINT or coordinates, not {len(args)} values"
-                )
-        aggregate = any(i.aggregate for i in infos)
-        if all(n is not None for n in numbers):
-            values = [float(n) for n in numbers if n is not None]
-            try:
-                self.checked.regions[id(node)] = _build_region(name, values)
-            except GeometryError as error:
-                raise self.fail(node, f"invalid {name}: {error.message}") from None
-        return ValueInfo(
-            name,
-            unit="deg",
-            ucd="pos.eq" if name == "POINT" else "pos.outline",
-            aggregate=aggregate,
-        )
+        return typing_rules.combine(self, node, results, aggregate, "CASE")
 
 
 def _is_constant(node: exp.Expr) -> bool:
     """Whether ``node`` has the same value on every row (no column, subquery, aggregate or
     random number in it)."""
-    variable = (exp.Column, exp.Subquery, exp.Select, exp.Rand, nodes.UdfCall, *_AGGREGATES)
-    return not any(isinstance(n, variable) for n in node.walk())
-
-
-def _build_region(name: str, values: list[float]) -> Region:
-    if name == "POINT":
-        return Point(values[0], values[1])
-    if name == "CIRCLE":
-        return Circle(values[0], values[1], values[2])
-    if name == "BOX":
-        return Box(values[0], values[1], values[2], values[3])
-    return Polygon.from_flat(values)
+    variable = (exp.Column, exp.Subquery, exp.Select, exp.Rand, nodes.UdfCall)
+    for n in node.walk():
+        if isinstance(n, variable):
+            return False
+        spec = spec_of(n)
+        if spec is not None and spec.is_aggregate:
+            return False
+    return True
 
 
 def _fold(symbol: str, a: float, b: float, *, integral: bool) -> float | None:
@@ -1476,14 +1042,6 @@ def _fold(symbol: str, a: float, b: float, *, integral: bool) -> float | None:
     if integral:
         return float(math.trunc(a / b)) if abs(a) < 2**52 else None
     return a / b
-
-
-def _parse_timestamp(text: str) -> bool:
-    try:
-        dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        return False
-    return True
 
 
 def check(query: AdqlQuery, tables: Sequence[TableMeta]) -> CheckedQuery:
