@@ -261,3 +261,22 @@ def test_the_distributed_executors_scalar_list_is_the_tables(throwaway: None) ->
         assert "test_triple" not in _scalar_udfs()
     finally:
         register_udf(TRIPLE)
+
+
+def test_the_derived_tables_follow_every_way_of_changing_the_table() -> None:
+    saved = dict(FUNCTIONS)
+    try:
+        FUNCTIONS.update({"CUBE_ROOT": CUBE_ROOT})
+        assert Adql.Parser.FUNCTIONS["CUBE_ROOT"] is CUBE_ROOT.parse
+        assert ft.spec_for(_CubeRoot) is CUBE_ROOT
+        FUNCTIONS.clear()
+        assert not Adql.Parser.FUNCTIONS and ft.spec_for(exp.Ceil) is None
+        table = FUNCTIONS
+        table |= saved
+        assert table is FUNCTIONS
+        assert Adql.Parser.FUNCTIONS.keys() == {k for k, s in saved.items() if s.parse}
+        assert ft.spec_for(exp.Ceil) is saved["CEILING"]
+    finally:
+        FUNCTIONS.clear()
+        FUNCTIONS.update(saved)
+    assert dict(FUNCTIONS) == saved

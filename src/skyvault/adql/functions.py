@@ -975,9 +975,10 @@ _UDFS: list[FunctionSpec] = [
 class _Registry(dict[str, FunctionSpec]):
     """:data:`FUNCTIONS`: a dict that keeps the tables derived from it up to date.
 
-    Adding an entry (``FUNCTIONS[key] = spec``) or removing one (``del FUNCTIONS[key]``,
-    ``pop``) updates the dialect's parser table (:data:`PARSE_FORMS`) and the index by node
-    type (:func:`spec_for`), so every consumer sees one table.
+    Adding an entry (``FUNCTIONS[key] = spec``, ``update`` ...) or removing one
+    (``del FUNCTIONS[key]``, ``pop`` ...) updates the dialect's parser table
+    (:data:`PARSE_FORMS`) and the index by node type (:func:`spec_for`), so every consumer
+    sees one table.
     """
 
     def __setitem__(self, key: str, spec: FunctionSpec) -> None:
@@ -997,6 +998,27 @@ class _Registry(dict[str, FunctionSpec]):
         if key in self:
             self._forget(self[key])
         return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, FunctionSpec]:
+        key = next(reversed(self))
+        return key, self.pop(key)
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, spec in dict(*args, **kwargs).items():
+            self[key] = spec
+
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]
+        self.update(other)
+        return self
 
     @staticmethod
     def _forget(spec: FunctionSpec) -> None:
