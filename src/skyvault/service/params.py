@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from skyvault.errors import UsageError
-from skyvault.service.output import OutputFormat, find_output_format
+from skyvault.formats.output import OutputFormat, find_output_format
 from skyvault.service.uploads import parse_upload_param
 
 __all__ = ["LANGUAGES", "Params", "TapQueryParams", "collect_params", "tap_query_params"]

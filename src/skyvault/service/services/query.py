@@ -27,7 +27,7 @@ from skyvault.engine.budget import MemoryBudget, Reservation, estimate_stream_by
 from skyvault.engine.executor import CancelToken, QueryResult
 from skyvault.engine.plan import QueryPlan
 from skyvault.errors import AdqlSemanticError
-from skyvault.service.output import OutputFormat, WriteOptions
+from skyvault.formats.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
 from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uploads import with_upload_hint
