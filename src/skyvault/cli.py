@@ -231,7 +231,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
-    from skyvault.service.tap_schema import published_table
+    from skyvault.catalog.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:

@@ -10,6 +10,12 @@ from starlette.concurrency import run_in_threadpool
 
 from skyvault.adql import language_features
 from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.tap_schema import (
+    foreign_keys,
+    published_table,
+    published_tables,
+    tap_schema_metadata,
+)
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.formats.output import OUTPUT_FORMATS
 from skyvault.service.context import ServiceContext, get_context
@@ -20,12 +26,6 @@ from skyvault.service.services.vosi import (
     capabilities_document,
     table_document,
     tableset_document,
-)
-from skyvault.service.tap_schema import (
-    foreign_keys,
-    published_table,
-    published_tables,
-    tap_schema_metadata,
 )
 
 __all__ = ["router"]
