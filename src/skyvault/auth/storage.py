@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from skyvault import sql
+from skyvault import dbstore
+from skyvault.dbstore import UTCDateTime
 from skyvault.errors import UsageError
-from skyvault.sql import UTCDateTime
 
 __all__ = [
     "AUTH_DB_FILE",
@@ -223,7 +223,7 @@ class AuthStorage:
         self.url = url
         self._is_sqlite = url.startswith("sqlite")
         # Token hashes live here: the SQLite file is readable by the service account only.
-        self._engine: Engine = sql.create_engine(url, private=True)
+        self._engine: Engine = dbstore.create_engine(url, private=True)
         self._create_schema()
 
     @classmethod
@@ -243,10 +243,10 @@ class AuthStorage:
 
     def _write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        return sql.write(self._engine)
+        return dbstore.write(self._engine)
 
     def _read(self) -> contextlib.AbstractContextManager[Connection]:
-        return sql.read(self._engine)
+        return dbstore.read(self._engine)
 
     # --- users ----------------------------------------------------------------------------
 
