@@ -18,9 +18,10 @@ from skyvault.config import Settings
 from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_owner
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import bulk, tap, uws, vosi
+from skyvault.service.handlers import bulk, tap, vosi
 from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
+from skyvault.service.uws import handlers as uws
 from skyvault.service.uws.runner import process_alive
 
 __all__ = ["create_app", "sweep_spool"]
