@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import functools
 import os
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import cast
 
 from skyvault.errors import CatalogError, CatalogNotFound, IngestError, UsageError
+from skyvault.interprocess import file_lock
 
 __all__ = [
     "TableBuild",
@@ -144,13 +144,11 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
         version = f"{stamp}.{now % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
         tmp = internal / "tmp" / f"{name.table}-{version}"
         tmp.mkdir()
-        # The builder holds this lock while alive; a later ingest that can take it knows the
-        # directory was abandoned (killed process) and removes it.
-        marker = os.open(tmp / ".building", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(marker, fcntl.LOCK_EX)
         try:
-            yield TableBuild(name=name, path=tmp, version=version)
-            os.close(marker)
+            # The builder holds this lock while alive; a later ingest that can take it knows
+            # the directory was abandoned (killed process) and removes it.
+            with file_lock(tmp / ".building", wait=True):
+                yield TableBuild(name=name, path=tmp, version=version)
             (tmp / ".building").unlink()
             _sync_tree(tmp)
             final = internal / "versions" / name.table / version
@@ -158,8 +156,6 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
             _publish(visible, final)
             _remove_old_versions(internal / "versions" / name.table, keep=final)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(marker)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
@@ -185,35 +181,24 @@ def _remove_old_versions(versions_dir: Path, keep: Path) -> None:
 
 def _remove_abandoned_builds(tmp_root: Path) -> None:
     for build in tmp_root.iterdir():
-        marker = build / ".building"
         try:
-            fd = os.open(marker, os.O_RDWR)
+            with file_lock(build / ".building", create=False) as taken:
+                pass
         except FileNotFoundError:
+            taken = True
+        if taken:  # not a live build of another table
             shutil.rmtree(build, ignore_errors=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live build of another table
-        finally:
-            os.close(fd)
-        shutil.rmtree(build, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path, name: TableName) -> Iterator[None]:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with file_lock(path) as taken:
+        if not taken:
             raise IngestError(
                 f"another ingest of {name} is running",
                 hint="wait for it to finish; the table is replaced atomically when it does",
-            ) from None
+            )
         yield
-    finally:
-        os.close(fd)
 
 
 def _sync_tree(root: Path) -> None:
