@@ -360,11 +360,11 @@ def _check_service_storage(settings: Settings) -> None:
     """
     import tempfile
 
-    from skyvault.catalog.layout import INTERNAL_DIR
+    from skyvault.catalog.layout import internal_dir
 
     if not _service_storage_variables(settings):
         return
-    internal = settings.data_dir / INTERNAL_DIR
+    internal = internal_dir(settings.data_dir)
     with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
         internal.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=internal):

@@ -12,6 +12,7 @@ from pydantic import ByteSize, Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
+from skyvault.catalog.layout import jobs_database_file, results_dir
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -241,13 +242,13 @@ class Settings(BaseSettings):
         """The job database URL (the configured one or the SQLite file under the data root)."""
         if self.jobs_database_url:
             return self.jobs_database_url
-        return f"sqlite:///{(self.data_dir / '.skyvault' / 'jobs.sqlite3').absolute()}"
+        return f"sqlite:///{jobs_database_file(self.data_dir).absolute()}"
 
     def results_location(self) -> str:
         """The result store URL (the configured one or the directory under the data root)."""
         if self.results_url:
             return self.results_url
-        return str((self.data_dir / ".skyvault" / "results").absolute())
+        return str(results_dir(self.data_dir).absolute())
 
     # --- who is calling, and how long they wait (service/security.py, handlers/tap.py) -----
     trusted_proxies: str = Field(

@@ -8,6 +8,16 @@ without positions)::
     DIR/SCHEMA/.skyvault/tmp/<build>/         a build in progress (invisible)
     DIR/SCHEMA/.skyvault/locks/TABLE.lock     held by the one ingest of TABLE at a time
 
+skyvault's own files live under ``DIR/.skyvault`` (:func:`internal_dir`), each named here
+and nowhere else::
+
+    DIR/.skyvault/auth.sqlite3        users, tokens, groups, grants (auth_database_file)
+    DIR/.skyvault/audit.jsonl         the audit log (audit_log_file)
+    DIR/.skyvault/jobs.sqlite3        UWS jobs (jobs_database_file)
+    DIR/.skyvault/results/            UWS job results (results_dir)
+    DIR/.skyvault/bulk-signing.key    the key of signed bulk URLs (bulk_signing_key_file)
+    DIR/.skyvault/hips/SCHEMA/TABLE   catalogue HiPS, published like tables (hips_root)
+
 A build is written under ``tmp/``, moved into ``versions/`` and published by replacing the
 link with ``os.replace`` — one atomic step on POSIX file systems.  Readers therefore see the
 old version or the new one, never a mix; an interrupted or killed ingest leaves only a
@@ -40,10 +50,16 @@ from skyvault.interprocess import file_lock
 __all__ = [
     "TableBuild",
     "TableName",
+    "audit_log_file",
+    "auth_database_file",
     "building",
+    "bulk_signing_key_file",
     "hats_pixel_file",
     "hips_root",
+    "internal_dir",
+    "jobs_database_file",
     "list_tables",
+    "results_dir",
     "table_path",
 ]
 
@@ -254,6 +270,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def internal_dir(data_dir: Path) -> Path:
+    """``DIR/.skyvault``: skyvault's own files under data root ``data_dir`` (hidden from
+    the table listing and from bulk download, as every dot-directory is)."""
+    return data_dir / INTERNAL_DIR
+
+
+def auth_database_file(data_dir: Path) -> Path:
+    """The built-in auth database's SQLite file: ``DIR/.skyvault/auth.sqlite3``."""
+    return internal_dir(data_dir) / "auth.sqlite3"
+
+
+def audit_log_file(data_dir: Path) -> Path:
+    """The audit log's default file: ``DIR/.skyvault/audit.jsonl``."""
+    return internal_dir(data_dir) / "audit.jsonl"
+
+
+def jobs_database_file(data_dir: Path) -> Path:
+    """The UWS job database's default SQLite file: ``DIR/.skyvault/jobs.sqlite3``."""
+    return internal_dir(data_dir) / "jobs.sqlite3"
+
+
+def results_dir(data_dir: Path) -> Path:
+    """The default store of UWS job results: ``DIR/.skyvault/results``."""
+    return internal_dir(data_dir) / "results"
+
+
+def bulk_signing_key_file(data_dir: Path) -> Path:
+    """The key signed bulk-download URLs are signed with: ``DIR/.skyvault/bulk-signing.key``."""
+    return internal_dir(data_dir) / "bulk-signing.key"
+
+
 def hips_root(data_dir: Path) -> Path:
     """Where HiPS built from the tables live: ``DIR/.skyvault/hips``.
 
@@ -261,4 +308,4 @@ def hips_root(data_dir: Path) -> Path:
     :func:`building` exactly like a table (a link to an immutable version), so a failed build
     leaves the previous HiPS as it was.
     """
-    return data_dir / INTERNAL_DIR / "hips"
+    return internal_dir(data_dir) / "hips"
