@@ -1,6 +1,6 @@
 """The ``skyvault`` command: a thin edge that parses arguments and calls the core.
 
-Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA`` or ``./data``).  Errors
+Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA_DIR`` or ``./data``).  Errors
 are skyvault's own classes, printed as one line on stderr with a non-zero exit status;
 an interrupt exits with status 130 and, for ingest, leaves the catalogue as it was.
 """
@@ -37,7 +37,9 @@ _SETTINGS_MODELS = ("Settings", "AuthSettings")
 
 
 def _default_data() -> Path:
-    return Path(os.environ.get("SKYVAULT_DATA", "data"))
+    from skyvault.catalog.layout import data_dir_from_environment
+
+    return data_dir_from_environment()
 
 
 class RichProgress:
@@ -542,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             default=_default_data(),
             metavar="DIR",
-            help="data root (default: $SKYVAULT_DATA or ./data)",
+            help="data root (default: $SKYVAULT_DATA_DIR or ./data)",
         )
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")

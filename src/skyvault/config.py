@@ -12,7 +12,7 @@ from pydantic import ByteSize, Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
-from skyvault.catalog.layout import jobs_database_file, results_dir
+from skyvault.catalog.layout import data_dir_from_environment, jobs_database_file, results_dir
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -67,7 +67,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SKYVAULT_", frozen=True)
 
-    data_dir: Path = Field(default=Path("data"), description="data root the catalogues live in")
+    data_dir: Path = Field(
+        default_factory=data_dir_from_environment,
+        description="data root the catalogues live in (SKYVAULT_DATA_DIR; default ./data)",
+    )
     host: str = Field(default="127.0.0.1", description="address the server listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port the server listens on")
     base_url: str | None = Field(

@@ -45,7 +45,7 @@ def _storage(args: argparse.Namespace) -> AuthStorage:
     if not data.is_dir():
         raise UsageError(
             f"no data root at {data}",
-            hint="pass --data DIR (or set SKYVAULT_DATA) to the directory holding the tables",
+            hint="pass --data DIR (or set SKYVAULT_DATA_DIR) to the directory holding the tables",
         )
     return AuthStorage.for_data_dir(data, AuthSettings().database_url)
 

@@ -39,6 +39,7 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,14 @@ from skyvault.errors import CatalogError, CatalogNotFound, IngestError, UsageErr
 from skyvault.interprocess import file_lock
 
 __all__ = [
+    "DATA_DIR_VARIABLE",
     "TableBuild",
     "TableName",
     "audit_log_file",
     "auth_database_file",
     "building",
     "bulk_signing_key_file",
+    "data_dir_from_environment",
     "hats_pixel_file",
     "hips_root",
     "internal_dir",
@@ -64,6 +67,12 @@ __all__ = [
 ]
 
 INTERNAL_DIR = ".skyvault"
+#: The environment variable naming the data root, for the service and the CLI alike.
+DATA_DIR_VARIABLE = "SKYVAULT_DATA_DIR"
+#: Its former name (the CLI's): still read when ``SKYVAULT_DATA_DIR`` is unset, with a
+#: warning; deprecated, to be removed.
+DEPRECATED_DATA_VARIABLE = "SKYVAULT_DATA"
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -87,6 +96,24 @@ class TableName:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.table}"
+
+
+def data_dir_from_environment() -> Path:
+    """The data root the environment names: ``SKYVAULT_DATA_DIR``; else the deprecated
+    ``SKYVAULT_DATA`` (with a :class:`FutureWarning` saying to rename it); else ``./data``."""
+    value = os.environ.get(DATA_DIR_VARIABLE)
+    if value:
+        return Path(value)
+    old = os.environ.get(DEPRECATED_DATA_VARIABLE)
+    if old:
+        warnings.warn(
+            f"{DEPRECATED_DATA_VARIABLE} is deprecated: name the data root with "
+            f"{DATA_DIR_VARIABLE} instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return Path(old)
+    return Path("data")
 
 
 def hats_pixel_file(root: Path, order: int, pixel: int) -> Path:
