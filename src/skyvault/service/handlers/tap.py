@@ -1,4 +1,9 @@
-"""TAP handlers: the landing page, ``/sync`` and ``/examples``."""
+"""TAP handlers: the landing page, ``/sync`` and ``/examples``.
+
+``/sync`` reads the request (:func:`skyvault.service.params.read_form`), runs the query as a
+:class:`~skyvault.service.services.sync.SyncRun` (slot, result, audit line) in a worker
+thread, and sends its chunks; a client that goes away cancels it.
+"""
 
 from __future__ import annotations
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from skyvault.auth import Identity
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import QueryCancelled, SkyvaultError
-from skyvault.service.context import ServiceContext
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uws import ExecutionPhase
 from skyvault.service.uws.models import Account
+
+if TYPE_CHECKING:  # the context module reads requests (FastAPI); a service does not
+    from skyvault.service.context import ServiceContext
 
 __all__ = ["SyncRun", "audit_sync", "take_slot"]
 
