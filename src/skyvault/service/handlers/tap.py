@@ -30,7 +30,7 @@ from skyvault.service.params import collect_params, read_form, tap_query_params
 from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services.examples import examples_document
-from skyvault.service.services.sync import SyncRun, audit_sync, take_slot
+from skyvault.service.services.sync import SyncRun, audit_sync
 from skyvault.service.slots import POLL_SECONDS, SlotBusy
 from skyvault.service.uploads import parse_uploads
 
@@ -115,23 +115,13 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
         audit_sync(context, identity, endpoint, query, None, started, exc.code)
         raise
     sync = SyncRun(context, identity, endpoint, tap.query, started)
-
-    def take() -> None:
-        take_slot(context, identity)
-        sync.holding = True
-
-    def start() -> list[bytes]:
-        if not sync.holding:
-            take()
-        tables = context.visible_tables(identity)
-        sync.output = context.queries.run(tap, tables=tables, uploads=uploads, cancel=sync.token)
-        return sync.first_chunks(EAGER_BYTES)
+    start = functools.partial(sync.start, tap, uploads, EAGER_BYTES)
 
     async def work() -> list[bytes]:
         try:
             return await _in_thread(start)
         except SlotBusy as busy:
-            await _wait_for_slot(context, sync, busy, take)
+            await _wait_for_slot(context, sync, busy, sync.take)
         return await _in_thread(start)
 
     try:

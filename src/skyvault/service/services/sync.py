@@ -11,11 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from skyvault.auth import Identity
+from skyvault.catalog.metadata import TableMeta
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import QueryCancelled, SkyvaultError
+from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uws import ExecutionPhase
 from skyvault.service.uws.models import Account
@@ -91,6 +96,29 @@ class SyncRun:
         self._sent = False
         self._ended = False
         self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Take one of the caller's running slots, or raise
+        :class:`~skyvault.service.slots.SlotBusy` (from a worker thread)."""
+        take_slot(self.context, self.identity)
+        self.holding = True
+
+    def start(
+        self,
+        params: TapQueryParams,
+        uploads: Sequence[tuple[TableMeta, pa.Table]],
+        first_bytes: int,
+    ) -> list[bytes]:
+        """Take the slot (unless held), start the query over the caller's visible tables
+        and make its first chunks, up to ``first_bytes`` (:meth:`first_chunks`; from a worker
+        thread: one call does all of it, as the handler's one hand-off)."""
+        if not self.holding:
+            self.take()
+        tables = self.context.visible_tables(self.identity)
+        self.output = self.context.queries.run(
+            params, tables=tables, uploads=uploads, cancel=self.token
+        )
+        return self.first_chunks(first_bytes)
 
     def abandon(self) -> None:
         """The client is gone: stop the query (safe from any thread, at any time)."""
