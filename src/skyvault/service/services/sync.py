@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def take_slot(context: ServiceContext, identity: Identity) -> None:
-    """Take one of the caller's running slots, or raise :class:`SlotBusy` (a worker thread:
-    the account's executing async jobs are read from the job database)."""
+    """Take one of the caller's running slots, or raise
+    :class:`~skyvault.service.slots.SlotBusy` (a worker thread: the account's executing async
+    jobs are read from the job database)."""
     counts = context.jobs.store.account_phase_counts(Account.of(identity))
     executing = counts.get(ExecutionPhase.EXECUTING, 0)
     context.sync.take(
@@ -52,6 +53,8 @@ def audit_sync(
     started: float,
     error: str | None,
 ) -> None:
+    """The audit line of a sync query that ended (``error``: its error code, None if it
+    succeeded), with its duration since ``started`` (``time.perf_counter``)."""
     context.auth.audit.record(
         identity,
         endpoint,
