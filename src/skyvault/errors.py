@@ -26,12 +26,15 @@ __all__ = [
     "InputFormatError",
     "InternalError",
     "JobError",
+    "JobNotFound",
+    "JobPhaseError",
     "JobResourceMissing",
     "LimitExceeded",
     "QueryCancelled",
     "QueryError",
     "QueryFailed",
     "QueryTimeout",
+    "QueueFull",
     "SkyvaultError",
     "UnsupportedQuery",
     "UsageError",
@@ -251,6 +254,33 @@ class JobResourceMissing(JobError):
 
     code = "job.no_resource"
     http_status = 404
+
+
+class JobNotFound(JobError):
+    """No such job — or one the caller may not see (reported identically)."""
+
+    code = "job.not_found"
+    http_status = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"there is no job {job_id!r}",
+            hint="it may have been deleted or destroyed; the job list is at /async",
+        )
+
+
+class JobPhaseError(JobError):
+    """An action the job's phase does not allow (RUN a finished job, change a running one)."""
+
+    code = "job.phase"
+    http_status = 409
+
+
+class QueueFull(JobError):
+    """Too many jobs are waiting to run."""
+
+    code = "job.queue_full"
+    http_status = 503
 
 
 class AuthenticationRequired(SkyvaultError):

@@ -44,7 +44,14 @@ from skyvault.auth.identity import Identity
 from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
 from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
-from skyvault.errors import JobResourceMissing, LimitExceeded, UsageError
+from skyvault.errors import (
+    JobNotFound,
+    JobPhaseError,
+    JobResourceMissing,
+    LimitExceeded,
+    QueueFull,
+    UsageError,
+)
 from skyvault.formats.errors import dali_error_document
 from skyvault.service.params import collect_params
 from skyvault.service.uws.events import PhaseEvents
@@ -56,9 +63,6 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobFilter,
-    JobNotFound,
-    JobPhaseError,
-    QueueFull,
     UserLimitExceeded,
     utc_now,
 )
