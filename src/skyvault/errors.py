@@ -38,6 +38,7 @@ __all__ = [
     "SkyvaultError",
     "UnsupportedQuery",
     "UsageError",
+    "UserLimitExceeded",
 ]
 
 
@@ -236,6 +237,19 @@ class LimitExceeded(SkyvaultError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class UserLimitExceeded(LimitExceeded):
+    """A per-user limit refused the request: queries running, jobs queued or pending, stored
+    results, downloads at once (:mod:`skyvault.auth.limits`, the bulk transfer limit).
+
+    429 Too Many Requests: the refusal is about this caller's use, not the service's load
+    (:class:`QueueFull`, :class:`ServerBusy`: 503) nor a request that is too large
+    (:class:`LimitExceeded`: 413).  The message names the limit and the caller's use, the
+    hint how to make room; ``retry_after`` when waiting helps.
+    """
+
+    http_status = 429
 
 
 # --- service, jobs, auth --------------------------------------------------------------------

@@ -24,11 +24,16 @@ from starlette.types import Message, Receive, Scope, Send
 
 from skyvault.auth import Identity
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError, UsageError
+from skyvault.errors import (
+    LimitExceeded,
+    QueryCancelled,
+    SkyvaultError,
+    UsageError,
+    UserLimitExceeded,
+)
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, tap_query_params
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.query import QueryOutput

@@ -24,7 +24,6 @@ from skyvault.service.uws.models import (
     JobFailure,
     JobFilter,
     JobResult,
-    UserLimitExceeded,
 )
 from skyvault.service.uws.reaper import Reaper
 from skyvault.service.uws.results import ResultStore
@@ -45,7 +44,6 @@ __all__ = [
     "PhaseEvents",
     "Reaper",
     "ResultStore",
-    "UserLimitExceeded",
     "build_job_service",
     "stored_identity",
 ]

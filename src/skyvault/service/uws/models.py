@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from skyvault.auth.identity import Identity
-from skyvault.service.quota import UserLimitExceeded
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -22,7 +21,6 @@ __all__ = [
     "JobFailure",
     "JobFilter",
     "JobResult",
-    "UserLimitExceeded",
     "utc_now",
 ]
 

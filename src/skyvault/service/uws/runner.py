@@ -51,14 +51,12 @@ from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import (
     InternalError,
-    LimitExceeded,
     QueryCancelled,
     QueryTimeout,
     SkyvaultError,
     StorageError,
 )
 from skyvault.service.params import TapQueryParams, tap_query_params
-from skyvault.service.quota import result_does_not_fit
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
@@ -67,7 +65,6 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobResult,
-    UserLimitExceeded,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
@@ -410,11 +407,7 @@ class JobRunner:
         for chunk in chunks:
             written += len(chunk)
             if written > left:
-                try:
-                    self.limits.check_result_storage(identity, used + written)
-                except LimitExceeded as exc:
-                    limit = self.limits.limits_for(identity).max_result_bytes
-                    raise result_does_not_fit(used, limit, exc.hint) from None
+                self.limits.check_result_fits(identity, used, written)
             yield chunk
 
     def _watch(self) -> None:
@@ -477,11 +470,8 @@ class JobRunner:
             queries = parameters.get("QUERY")
             query = queries[-1] if queries else None
             if self.limits is not None:
-                try:
-                    used = self.store.result_bytes(job.account)
-                    self.limits.check_result_storage(identity, used)
-                except LimitExceeded as exc:
-                    raise UserLimitExceeded.of(exc) from None
+                used = self.store.result_bytes(job.account)
+                self.limits.check_result_storage(identity, used)
             params = tap_query_params(
                 parameters,
                 maxrec_default=self.settings.maxrec_default,
