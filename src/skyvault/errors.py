@@ -39,6 +39,7 @@ __all__ = [
     "UnsupportedQuery",
     "UsageError",
     "UserLimitExceeded",
+    "internal_error",
 ]
 
 
@@ -85,6 +86,18 @@ class InternalError(SkyvaultError):
 
     code = "internal"
     http_status = 500
+
+
+def internal_error(
+    what: str = "the query failed inside the service", *, logged: str = "it"
+) -> InternalError:
+    """The error of a fault whose details went to the log: "<what>; <logged> has been logged".
+
+    The one wording of such messages (``the query failed inside the service; it has been
+    logged``): the caller logs the fault itself (a trace, the engine's text, a path) and the
+    user reads only what failed.
+    """
+    return InternalError(f"{what}; {logged} has been logged")
 
 
 # --- catalogues and ingest ------------------------------------------------------------------

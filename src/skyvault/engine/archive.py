@@ -24,7 +24,7 @@ from skyvault.engine.connection import Sandbox
 from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSettings
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, plan_query
-from skyvault.errors import InternalError, SkyvaultError, UnsupportedQuery
+from skyvault.errors import SkyvaultError, UnsupportedQuery, internal_error
 
 if TYPE_CHECKING:
     from skyvault.adql.translate import Translation
@@ -248,7 +248,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
             hint="split it into simpler queries",
         ) from None
     except Exception as exc:
-        raise InternalError("the query could not be compiled; it has been logged") from exc
+        raise internal_error("the query could not be compiled") from exc
 
 
 def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]]:

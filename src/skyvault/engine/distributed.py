@@ -63,6 +63,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
     UsageError,
+    internal_error,
 )
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ def run_partial(
         return PartialResult(None, error=error, seconds=time.monotonic() - started)
     except Exception:  # a fault outside DuckDB (a file gone, a bug): reported, never raised
         log.exception("a partial query failed")
-        error = ("InternalError", "the query failed inside the service; it has been logged", None)
+        error = ("InternalError", internal_error().message, None)
         return PartialResult(None, error=error, seconds=time.monotonic() - started)
     finally:
         done.set()
@@ -503,7 +504,7 @@ class DaskExecutor:
             raise
         except Exception as exc:
             log.exception("the plan could not be split")
-            raise InternalError("the query failed inside the service; it has been logged") from exc
+            raise internal_error() from exc
         try:
             return self._run(plan, split, groups, maxrec, clock, token)
         except _Retry as retry:
@@ -637,7 +638,7 @@ class DaskExecutor:
                 raise
         if "error" in box:
             log.error("local Dask run failed: %r", box["error"])
-            raise InternalError("the query failed inside the service; it has been logged")
+            raise internal_error()
         return list(box["results"])
 
     def _run_distributed(
@@ -684,9 +685,7 @@ class DaskExecutor:
                     if future.status != "finished":
                         failure = future.exception() if future.status == "error" else None
                         log.error("a Dask task ended %s: %r", future.status, failure)
-                        raise InternalError(
-                            "the query failed inside the service; it has been logged"
-                        )
+                        raise internal_error()
                     outcome: PartialResult = future.result()
                     if outcome.error is not None:
                         return [outcome]  # the caller raises it; the rest is cancelled below
@@ -697,7 +696,7 @@ class DaskExecutor:
             raise
         except Exception as exc:
             log.exception("the Dask cluster failed to run a query")
-            raise InternalError("the query failed inside the service; it has been logged") from exc
+            raise internal_error() from exc
         finally:
             self._stop(futures, task.query_id, local)
 
@@ -810,7 +809,7 @@ def _clear_event(event: Any) -> None:
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
     if not tables:
-        raise InternalError("the query failed inside the service; it has been logged")
+        raise internal_error()
     try:
         return pa.concat_tables(tables)
     except pa.ArrowInvalid:

@@ -37,12 +37,12 @@ from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
 from skyvault.errors import (
-    InternalError,
     QueryCancelled,
     QueryError,
     QueryFailed,
     QueryTimeout,
     SkyvaultError,
+    internal_error,
 )
 from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
@@ -457,7 +457,7 @@ def engine_error(exc: BaseException) -> SkyvaultError:
     message = f"the query failed while running: {category}"
     if internal:
         log.error("query failed inside the engine: %s", text)
-        return InternalError(f"{message}; it has been logged")
+        return internal_error(message)
     log.warning("query refused by the engine: %s", text)
     return QueryFailed(
         message,

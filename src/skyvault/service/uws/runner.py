@@ -55,6 +55,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
     StorageError,
+    internal_error,
 )
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.services.query import QueryOutput
@@ -509,8 +510,8 @@ class JobRunner:
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
-            error = service_storage_error(exc, "this job") or InternalError(
-                "the job failed inside the service; the fault has been logged"
+            error = service_storage_error(exc, "this job") or internal_error(
+                "the job failed inside the service", logged="the fault"
             )
             error_code = error.code
             run.finishing = True
