@@ -281,14 +281,6 @@ class _Scope:
     aggregates_allowed: str | None = None
 
 
-def _start(node: exp.Expr) -> int | None:
-    meta = node._meta
-    if meta and "start" in meta:
-        return int(meta["start"])
-    starts = [int(n._meta["start"]) for n in node.walk() if n._meta and "start" in n._meta]
-    return min(starts) if starts else None
-
-
 def _closest(name: str, candidates: Sequence[str]) -> str | None:
     lowered = {c.lower(): c for c in candidates}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
@@ -431,8 +423,7 @@ class _Checker:
     # --- errors ---------------------------------------------------------------------------
 
     def _where(self, node: exp.Expr | None) -> tuple[int, int]:
-        offset = _start(node) if node is not None else None
-        return (1, 1) if offset is None else self.source.position(offset)
+        return self.source.locate(node)
 
     def fail(self, node: exp.Expr | None, message: str, hint: str | None = None) -> Exception:
         line, column = self._where(node)
