@@ -44,14 +44,13 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.aligned import aligned_partner, aligned_task_scans, contiguous_runs
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.executor import BATCH_ROWS, CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.split import PARTIALS, Split, split_plan, whole
@@ -75,7 +74,6 @@ __all__ = [
     "Executor",
     "PartialResult",
     "PartialTask",
-    "SandboxSettings",
     "file_groups",
     "run_partial",
     "worker_executor",
@@ -108,32 +106,6 @@ class BindableExecutor(Executor, Protocol):
     def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> Executor:
         """This executor, merging in ``sandbox`` and building workers' from ``settings``."""
         ...
-
-
-@dataclass(frozen=True)
-class SandboxSettings:
-    """How to build a :class:`Sandbox` like an archive's, anywhere (picklable)."""
-
-    roots: tuple[str, ...]
-    memory_limit: str = "2GB"
-    threads: int = 2
-    udfs: bool = True
-    """Register the ADQL UDFs (SQL macros and Python functions)."""
-
-    def build(self) -> Sandbox:
-        macros: list[str] = []
-        udfs: list[tuple[str, Any, list[Any], Any]] = []
-        if self.udfs:
-            from skyvault.engine.archive import _udf_definitions
-
-            macros, udfs = _udf_definitions()
-        return Sandbox(
-            [Path(r) for r in self.roots],
-            memory_limit=self.memory_limit,
-            threads=self.threads,
-            macros=macros,
-            python_udfs=udfs,
-        )
 
 
 _EXECUTORS: dict[SandboxSettings, LocalExecutor] = {}
