@@ -20,8 +20,13 @@ import pyarrow as pa
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox, SandboxSettings, _udf_definitions
-from skyvault.engine.distributed import BindableExecutor, Executor
-from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
+from skyvault.engine.executor import (
+    BindableExecutor,
+    CancelToken,
+    Executor,
+    LocalExecutor,
+    QueryResult,
+)
 from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.errors import SkyvaultError, UnsupportedQuery, internal_error
 

@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -69,9 +69,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
-    "BindableExecutor",
     "DaskExecutor",
-    "Executor",
     "PartialResult",
     "PartialTask",
     "file_groups",
@@ -83,29 +81,6 @@ log = logging.getLogger(__name__)
 
 _REMOTE_POLL_S = 0.25
 """How often a task on another process asks whether its query was cancelled."""
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Anything that runs query plans like :class:`LocalExecutor`."""
-
-    def execute(
-        self,
-        plan: QueryPlan,
-        *,
-        maxrec: int | None = None,
-        timeout: float | None = None,
-        cancel: CancelToken | None = None,
-    ) -> QueryResult: ...
-
-
-@runtime_checkable
-class BindableExecutor(Executor, Protocol):
-    """An executor an :class:`~skyvault.engine.archive.Archive` configures for its data."""
-
-    def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> Executor:
-        """This executor, merging in ``sandbox`` and building workers' from ``settings``."""
-        ...
 
 
 _EXECUTORS: dict[SandboxSettings, LocalExecutor] = {}

@@ -25,14 +25,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import duckdb
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.budget import MAX_BATCH_ROWS, batch_rows, row_bytes
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
@@ -46,7 +46,14 @@ from skyvault.errors import (
 )
 from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
-__all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
+__all__ = [
+    "BindableExecutor",
+    "CancelToken",
+    "Executor",
+    "LocalExecutor",
+    "QueryResult",
+    "engine_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +121,29 @@ class QueryResult:
     def to_table(self) -> pa.Table:
         """Read the whole result (for results that fit in memory)."""
         return pa.Table.from_batches(list(self.batches), schema=self.schema)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Anything that runs query plans like :class:`LocalExecutor`."""
+
+    def execute(
+        self,
+        plan: QueryPlan,
+        *,
+        maxrec: int | None = None,
+        timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> QueryResult: ...
+
+
+@runtime_checkable
+class BindableExecutor(Executor, Protocol):
+    """An executor an :class:`~skyvault.engine.archive.Archive` configures for its data."""
+
+    def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> Executor:
+        """This executor, merging in ``sandbox`` and building workers' from ``settings``."""
+        ...
 
 
 class LocalExecutor:
