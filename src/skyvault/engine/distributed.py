@@ -12,10 +12,12 @@ runs the same plans:
    cross-match with a wide enough margin catalogue, of which each task reads only the
    partitions aligned with its own and their margins (:mod:`skyvault.engine.aligned`;
    its groups are then runs of neighbouring partitions) — with
-   :func:`run_partial` — a plain function of picklable data — in a locked-down
+   :func:`~skyvault.engine.worker.run_partial` (:mod:`skyvault.engine.worker`, the worker
+   side) — a plain function of picklable data — in a locked-down
    :class:`~skyvault.engine.connection.Sandbox` built once per worker process from
-   :class:`SandboxSettings`, and returns an Arrow table.  The first task also reports the
-   DuckDB names and types of the query's result and of the partial columns.
+   :class:`~skyvault.engine.connection.SandboxSettings`, and returns an Arrow table.  The
+   first task also reports the DuckDB names and types of the query's result and of the
+   partial columns.
 3. The merge query runs here, in a local sandbox, over the task results registered as one
    Arrow table; its result streams like the local executor's (it *is* the local executor,
    on the merge query).  When the result is the concatenation of the tasks' (filters,
@@ -55,11 +57,11 @@ from skyvault.engine.executor import BATCH_ROWS, CancelToken, LocalExecutor, Que
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.split import PARTIALS, Split, split_plan, whole
 from skyvault.engine.worker import (
-    _QUERIES,
-    _REMOTE_POLL_S,
+    LOCAL_QUERIES,
+    REMOTE_POLL_S,
+    LocalQuery,
     PartialResult,
     PartialTask,
-    _LocalQuery,
     run_partial,
 )
 from skyvault.errors import (
@@ -335,14 +337,14 @@ class DaskExecutor:
             query_id=query_id,
         )
         own = self.task_scans(plan, split, groups)
-        local = _QUERIES[query_id] = _LocalQuery()
+        local = LOCAL_QUERIES[query_id] = LocalQuery()
         try:
             if self.client is None:
                 results = self._run_threaded(task, groups, own, clock, token, local)
             else:
                 results = self._run_distributed(task, groups, own, clock, token, local)
         finally:
-            _QUERIES.pop(query_id, None)
+            LOCAL_QUERIES.pop(query_id, None)
         partial_s = clock.elapsed()
         for outcome in results:
             if outcome.error is not None:
@@ -393,7 +395,7 @@ class DaskExecutor:
         own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
-        local: _LocalQuery,
+        local: LocalQuery,
     ) -> list[PartialResult]:
         from dask.base import compute as dask_compute
         from dask.delayed import delayed
@@ -433,7 +435,7 @@ class DaskExecutor:
         own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
-        local: _LocalQuery,
+        local: LocalQuery,
     ) -> list[PartialResult]:
         from distributed import wait
 
@@ -485,7 +487,7 @@ class DaskExecutor:
         finally:
             self._stop(futures, task.query_id, local)
 
-    def _stop(self, futures: list[Any], query_id: str, local: _LocalQuery) -> None:
+    def _stop(self, futures: list[Any], query_id: str, local: LocalQuery) -> None:
         """Cancel what is still pending or running of a query's tasks."""
         running = [f for f in futures if f.status == "pending"]
         if not running:
@@ -500,7 +502,7 @@ class DaskExecutor:
             event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
             event.set()  # type: ignore[no-untyped-call]
             # Tasks still starting may look a moment later; then the event is dropped.
-            timer = threading.Timer(20 * _REMOTE_POLL_S, _clear_event, args=(event,))
+            timer = threading.Timer(20 * REMOTE_POLL_S, _clear_event, args=(event,))
             timer.daemon = True
             timer.start()
         except Exception:

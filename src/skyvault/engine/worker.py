@@ -28,11 +28,19 @@ from skyvault.engine.executor import CancelToken, LocalExecutor
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.errors import SkyvaultError, internal_error
 
-__all__ = ["PartialResult", "PartialTask", "run_partial", "worker_executor"]
+__all__ = [
+    "LOCAL_QUERIES",
+    "REMOTE_POLL_S",
+    "LocalQuery",
+    "PartialResult",
+    "PartialTask",
+    "run_partial",
+    "worker_executor",
+]
 
 log = logging.getLogger(__name__)
 
-_REMOTE_POLL_S = 0.25
+REMOTE_POLL_S = 0.25
 """How often a task on another process asks whether its query was cancelled."""
 
 
@@ -80,8 +88,9 @@ class PartialResult:
     seconds: float = 0.0
 
 
-class _LocalQuery:
-    """The tasks of one query running in this process, to cancel them."""
+class LocalQuery:
+    """The tasks of one query running in this process, to cancel them (the executor
+    registers it in :data:`LOCAL_QUERIES` under the query's id while the tasks run)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -107,7 +116,7 @@ class _LocalQuery:
             token.cancel()
 
 
-_QUERIES: dict[str, _LocalQuery] = {}
+LOCAL_QUERIES: dict[str, LocalQuery] = {}
 
 
 def run_partial(
@@ -123,7 +132,7 @@ def run_partial(
     started = time.monotonic()
     token = CancelToken()
     done = threading.Event()
-    local = _QUERIES.get(task.query_id)
+    local = LOCAL_QUERIES.get(task.query_id)
     if local is not None:
         local.add(token)
     else:
@@ -189,7 +198,7 @@ def _watch_remote_cancel(query_id: str, token: CancelToken, done: threading.Even
         # is_set() polls leave nothing waiting on the scheduler when the task ends.
         try:
             event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
-            while not done.wait(_REMOTE_POLL_S):
+            while not done.wait(REMOTE_POLL_S):
                 if event.is_set():  # type: ignore[no-untyped-call]
                     token.cancel()
                     return
