@@ -33,10 +33,16 @@ from hypothesis import strategies as st
 
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.errors import IngestError, LimitExceeded, UsageError
+from skyvault.errors import AdqlSemanticError, IngestError, LimitExceeded, UsageError
 from skyvault.service import uploads
 from skyvault.service.app import create_app
-from skyvault.service.uploads import AddressPolicy, UploadRef, parse_upload_param, parse_uploads
+from skyvault.service.uploads import (
+    AddressPolicy,
+    UploadRef,
+    parse_upload_param,
+    parse_uploads,
+    with_upload_hint,
+)
 from tests.service.conftest import query_status, read_votable
 
 OBJECT = "dp02_dc2_catalogs.Object"
@@ -1075,3 +1081,18 @@ def test_fuzz_every_upload_is_a_result_or_a_clear_error(
     assert response.status_code in (200, 400, 413), (response.status_code, response.text[:500])
     _no_server_path(response.text)
     assert "Traceback" not in response.text
+
+
+def test_a_missing_upload_gets_a_hint_on_a_new_error(some_objects: Table) -> None:
+    """The hint is added to a copy built from the error's fields (the original is not
+    edited); the message and position stay."""
+    error = AdqlSemanticError('no table "mine" in TAP_UPLOAD', line=2, column=6)
+    hinted = with_upload_hint(error, [])
+    assert error.hint is None and hinted is not error
+    assert (hinted.detail, hinted.line, hinted.column) == (error.detail, 2, 6)
+    assert str(hinted.hint).startswith("this request uploaded no tables: send UPLOAD=name,")
+    body = _votable_bytes(some_objects)
+    uploads_ = parse_uploads({"UPLOAD": ["other,param:p"]}, {"p": body}, Settings())
+    assert with_upload_hint(error, uploads_).hint == "this request uploaded TAP_UPLOAD.other"
+    elsewhere = AdqlSemanticError('no table "mine" in dp02', line=1, column=1)
+    assert with_upload_hint(elsewhere, []) is elsewhere

@@ -971,15 +971,16 @@ def _positions(columns: Sequence[ColumnMeta]) -> tuple[str | None, str | None]:
 def with_upload_hint(
     error: AdqlSemanticError, uploads: Sequence[tuple[TableMeta, pa.Table]]
 ) -> AdqlSemanticError:
-    """``error`` with a hint on UPLOAD when it is about a ``TAP_UPLOAD`` table not uploaded."""
+    """``error``, or when it is about a ``TAP_UPLOAD`` table not uploaded (and has no hint)
+    the same error (class, detail, position) with a hint on UPLOAD."""
     if error.hint is not None or UPLOAD_SCHEMA.lower() not in error.detail.lower():
         return error
     names = ", ".join(f"{UPLOAD_SCHEMA}.{meta.name}" for meta, _ in uploads)
     if names:
-        error.hint = f"this request uploaded {names}"
+        hint = f"this request uploaded {names}"
     else:
-        error.hint = (
+        hint = (
             "this request uploaded no tables: send UPLOAD=name,param:PART with a multipart "
             "file part PART (or UPLOAD=name,https://...) to query TAP_UPLOAD.name"
         )
-    return error
+    return type(error)(error.detail, line=error.line, column=error.column, hint=hint)
