@@ -22,6 +22,7 @@ __all__ = [
     "AuthenticationRequired",
     "CatalogError",
     "CatalogNotFound",
+    "DownloadError",
     "IngestError",
     "InputFormatError",
     "InternalError",
@@ -154,6 +155,10 @@ class InputFormatError(IngestError):
     """An input file is not what its name (or the requested format) says."""
 
     code = "ingest.format"
+
+
+class DownloadError(SkyvaultError):
+    """The download could not start (no manifest, refused, not a bulk directory)."""
 
 
 # --- ADQL -----------------------------------------------------------------------------------
