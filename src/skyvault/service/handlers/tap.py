@@ -23,11 +23,10 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from skyvault.errors import QueryCancelled, SkyvaultError
+from skyvault.errors import QueryCancelled, SkyvaultError, UserLimitExceeded
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, tap_query_params
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.sync import SyncRun, audit_sync
