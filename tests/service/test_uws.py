@@ -699,7 +699,7 @@ def test_error_of_a_job_that_has_none(uws: TestClient) -> None:
 
 # --- the documents are valid XML and valid UWS 1.1, whatever the parameters hold ------------
 
-UWS_XSD = Path(__file__).parent / "schemas" / "UWS.xsd"
+UWS_XSD = Path(__file__).parents[1] / "data" / "xsd" / "UWS.xsd"
 
 #: Control characters XML 1.0 cannot carry, markup, quotes, CR/LF/tab and a non-BMP letter.
 STRANGE = "a\x01b\x1fc &<> \"q\" 'a' &amp; ]]> \U0001d518\r\n\tend"
