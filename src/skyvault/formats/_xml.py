@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
-from typing import TypeAlias
+from typing import TypeAlias, cast, final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,6 +104,7 @@ _RAW_TEXT = frozenset({"script", "style"})
 _QNAME_RE = re.compile(r"(?:([A-Za-z_][\w.-]*):)?[A-Za-z_][\w.-]*", re.ASCII)
 
 
+@final
 class Element:
     """One element: ``tag`` (``prefix:name`` or ``name``), attributes and content.
 
@@ -119,25 +119,33 @@ class Element:
     are not attributes: :func:`xml_document` writes them on the root.
     """
 
-    __slots__ = ("attributes", "children", "tag")
+    __slots__ = ("attributes", "children", "has_text", "tag")
 
     def __init__(
         self, tag: str, *content: Content, attrs: Mapping[str, AttributeValue] | None = None
     ) -> None:
         self.tag = tag
         self.attributes: dict[str, str] = {}
-        for name, value in (attrs or {}).items():
-            if value is None:
-                continue
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            self.attributes[name] = text
-        self.children: list[Element | str] = []
+        if attrs:
+            for name, value in attrs.items():
+                if value is None:
+                    continue
+                if value is True or value is False:
+                    self.attributes[name] = "true" if value else "false"
+                else:
+                    self.attributes[name] = str(value)
+        children: list[Element | str] = []
         for item in content:
-            if isinstance(item, Element | str):
-                if item != "":
-                    self.children.append(item)
+            if isinstance(item, Element):
+                children.append(item)
+            elif isinstance(item, str):
+                if item:
+                    children.append(item)
             elif item is not None:
-                self.children.extend(c for c in item if c is not None and c != "")
+                children.extend(c for c in item if c is not None and c != "")
+        #: Whether any content is text (then nothing is indented inside this element).
+        self.has_text = any(isinstance(c, str) for c in children)
+        self.children = children
 
     def __repr__(self) -> str:
         return f"Element({self.tag!r}, {len(self.children)} children)"
@@ -188,16 +196,24 @@ def html_document(root: Element, *, indent: str = "") -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=1024)
+#: The names already checked, with their prefix (code writes a few dozen distinct names).
+_NAMES: dict[str, str] = {}
+
+
 def _prefix(name: str) -> str:
     """The prefix of the tag or attribute ``name`` (``""`` for none); a ValueError when
     ``name`` is not an XML name."""
+    prefix = _NAMES.get(name)
+    if prefix is not None:
+        return prefix
     match = _QNAME_RE.fullmatch(name)
     if match is None:
         raise ValueError(f"{name!r} is not an element or attribute name")
     prefix = match.group(1) or ""
     if "xmlns" in (name, prefix):
         raise ValueError(f"{name!r} is not an attribute: xml_document declares namespaces")
+    if len(_NAMES) < 4096:
+        _NAMES[name] = prefix
     return prefix
 
 
@@ -217,23 +233,26 @@ def _write(
         raise ValueError(f"the namespace prefix of <{tag}> is not declared")
     if html and tag in _RAW_TEXT:
         raise ValueError(f"<{tag}> cannot be written from text")
-    out.append("<" + tag)
+    start = "<" + tag
     for name, uri in xmlns.items():
-        out.append(f' {name}="{escape_attribute(uri)}"')
+        start += f' {name}="{escape_attribute(uri)}"'
     for name, value in element.attributes.items():
         if _prefix(name) not in prefixes:
             raise ValueError(f"the namespace prefix of {name} on <{tag}> is not declared")
-        out.append(f' {name}="{escape_attribute(value)}"')
+        start += f' {name}="{escape_attribute(value)}"'
     children = element.children
     if not children:
-        out.append(f"></{tag}>" if html and tag not in _VOID else "/>")
+        out.append(start + (f"></{tag}>" if html and tag not in _VOID else "/>"))
         return
-    out.append(">")
-    elements = [c for c in children if isinstance(c, Element)]
-    if indent is not None and len(elements) == len(children):
-        for child in elements:
-            out.append("\n" + indent * (depth + 1))
-            _write(child, out, indent, depth + 1, prefixes, {}, html=html)
+    if len(children) == 1 and type(children[0]) is str:  # the common case: text only
+        out.append(f"{start}>{escape_text(children[0])}</{tag}>")
+        return
+    out.append(start + ">")
+    if indent is not None and not element.has_text:
+        inner = "\n" + indent * (depth + 1)
+        for child in children:
+            out.append(inner)
+            _write(cast(Element, child), out, indent, depth + 1, prefixes, {}, html=html)
         out.append("\n" + indent * depth)
     else:
         for item in children:
