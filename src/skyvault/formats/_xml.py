@@ -135,17 +135,24 @@ class Element:
                 else:
                     self.attributes[name] = str(value)
         children: list[Element | str] = []
+        has_text = False
         for item in content:
             if isinstance(item, Element):
                 children.append(item)
             elif isinstance(item, str):
                 if item:
                     children.append(item)
+                    has_text = True
             elif item is not None:
-                children.extend(c for c in item if c is not None and c != "")
-        #: Whether any content is text (then nothing is indented inside this element).
-        self.has_text = any(isinstance(c, str) for c in children)
+                for child in item:
+                    if isinstance(child, Element):
+                        children.append(child)
+                    elif child:
+                        children.append(child)
+                        has_text = True
         self.children = children
+        #: Whether any content is text (then nothing is indented inside this element).
+        self.has_text = has_text
 
     def __repr__(self) -> str:
         return f"Element({self.tag!r}, {len(self.children)} children)"
