@@ -16,6 +16,7 @@ lookup tables) use ``astropy.wcs.WCS``, which does.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -47,6 +48,10 @@ class NotFits(Exception):
 
 class NoCelestialWcs(Exception):
     """The HDU has no WCS with two celestial axes that maps its corners onto the sky."""
+
+
+class _UnreadableDistortion(Exception):
+    """astropy cannot build the WCS with its distortions from the header alone."""
 
 
 #: One logical card: keyword, value text (strings unquoted; None when undefined), comment.
@@ -274,7 +279,10 @@ def footprint(header: HduHeader) -> Footprint:
     text = header.text
     lines = [text[i : i + CARD] for i in range(0, len(text), CARD)]
     if _DISTORTION.search(b"\n".join(lines)):
-        return _astropy_footprint(header)
+        with contextlib.suppress(_UnreadableDistortion):
+            return _astropy_footprint(header)
+        # Lookup-table distortions need the file's other HDUs: the WCS without them is
+        # within a few pixels, which is what a footprint needs.
     from astropy.wcs import Wcsprm
 
     try:
@@ -311,8 +319,8 @@ def _astropy_footprint(header: HduHeader) -> Footprint:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wcs = WCS(fits.Header.fromstring(header.text.decode("ascii", "replace")), relax=True)
-    except Exception as exc:
-        raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
+    except Exception:
+        raise _UnreadableDistortion from None
     lng, lat = int(wcs.wcs.lng), int(wcs.wcs.lat)
     if lng < 0 or lat < 0:
         raise NoCelestialWcs("its WCS has no celestial (RA/Dec) axes")
@@ -382,7 +390,9 @@ def _finish(
         raise NoCelestialWcs("its corners fall off the projection")
     lon = np.mod(lon, 360.0)
     v = _unit(lon, lat)
-    step = np.degrees(np.arccos(np.clip(v[5:7] @ v[4], -1.0, 1.0))) * 3600.0
+    # atan2(|a x b|, a.b): arccos loses the precision of angles this small.
+    cross = np.linalg.norm(np.cross(v[5:7], v[4]), axis=1)
+    step = np.degrees(np.arctan2(cross, v[5:7] @ v[4])) * 3600.0
     scale = float(np.sqrt(step[0] * step[1]))
     return Footprint(
         corners=np.stack([lon[:4], lat[:4]], axis=1),
