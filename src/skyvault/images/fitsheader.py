@@ -253,7 +253,32 @@ def _astropy_headers(path: Path) -> list[HduHeader]:
 
 # --- WCS ------------------------------------------------------------------------------------
 
-_DISTORTION = re.compile(rb"^(A_ORDER |B_ORDER |CPDIS\d|D2IMDIS|CTYPE\d  = '[^']*-SIP)", re.M)
+#: Keywords (or their prefixes) wcslib reads for a celestial image WCS; wcslib's parser
+#: costs time per card, so only these are handed to it.
+_WCS_KEYWORD = re.compile(
+    rb"(NAXIS|WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CD\d|PC\d|CROTA|PV\d|PS\d|CUNIT|LONPOLE|LATPOLE|"
+    rb"RADESYS|RADECSYS|EQUINOX|EPOCH|WCSNAME|CNAME|RESTFRQ|RESTFREQ|RESTWAV|SPECSYS|"
+    rb"MJD-OBS|DATE-OBS|MJDREF|DATEREF|TIMESYS|"
+    # DSS plate solutions, which wcslib turns into TAN with a polynomial distortion.
+    rb"PLT|AMDX|AMDY|PPO\d|CNPIX|XPIXELSZ|YPIXELSZ)"
+)
+
+
+def _wcs_cards(text: bytes) -> bytes:
+    """The cards of ``text`` a WCS is made of (alternate descriptions included)."""
+    cards = [text[i : i + CARD] for i in range(0, len(text), CARD)]
+    return b"".join(c for c in cards if _WCS_KEYWORD.match(c)) + b"END".ljust(CARD)
+
+
+def _has_distortion(values: dict[str, str | None]) -> bool:
+    """Whether the header has distortions wcslib does not apply from the header alone:
+    SIP polynomials, lookup tables (CPDISj, D2IMDISj)."""
+    for key, value in values.items():
+        if key in ("A_ORDER", "B_ORDER") or key.startswith(("CPDIS", "D2IMDIS")):
+            return True
+        if key.startswith("CTYPE") and value is not None and value.endswith("-SIP"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -277,8 +302,7 @@ def footprint(header: HduHeader) -> Footprint:
         galactic, or corners that fall off the projection.
     """
     text = header.text
-    lines = [text[i : i + CARD] for i in range(0, len(text), CARD)]
-    if _DISTORTION.search(b"\n".join(lines)):
+    if _has_distortion(header.values):
         with contextlib.suppress(_UnreadableDistortion):
             return _astropy_footprint(header)
         # Lookup-table distortions need the file's other HDUs: the WCS without them is
@@ -288,7 +312,7 @@ def footprint(header: HduHeader) -> Footprint:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            wcs = Wcsprm(header=text, relax=True)
+            wcs = Wcsprm(header=_wcs_cards(text), relax=True)
             wcs.fix()
             wcs.set()
     except Exception as exc:  # wcslib raises its own classes for every kind of bad header
@@ -391,8 +415,13 @@ def _finish(
     lon = np.mod(lon, 360.0)
     v = _unit(lon, lat)
     # atan2(|a x b|, a.b): arccos loses the precision of angles this small.
-    cross = np.linalg.norm(np.cross(v[5:7], v[4]), axis=1)
-    step = np.degrees(np.arctan2(cross, v[5:7] @ v[4])) * 3600.0
+    a, b = v[5:7], v[4]
+    cross = np.sqrt(
+        (a[:, 1] * b[2] - a[:, 2] * b[1]) ** 2
+        + (a[:, 2] * b[0] - a[:, 0] * b[2]) ** 2
+        + (a[:, 0] * b[1] - a[:, 1] * b[0]) ** 2
+    )
+    step = np.degrees(np.arctan2(cross, a @ b)) * 3600.0
     scale = float(np.sqrt(step[0] * step[1]))
     return Footprint(
         corners=np.stack([lon[:4], lat[:4]], axis=1),

@@ -569,8 +569,17 @@ def counter_clockwise(corners: NDArray[np.float64]) -> NDArray[np.float64]:
     """The polygon's vertices ordered counter-clockwise as seen from inside the sphere
     (the orientation DALI and ADQL polygons use): reversed when they turn the other way."""
     v = _unit_vectors(corners[:, 0], corners[:, 1])
-    centre = v.sum(axis=0)
-    turn = sum(float(np.dot(np.cross(v[i], v[(i + 1) % len(v)]), centre)) for i in range(len(v)))
+    w = np.roll(v, -1, axis=0)
+    # Sum over the edges of (v_i x v_i+1) . centre: positive when they turn anticlockwise.
+    cross = np.stack(
+        [
+            v[:, 1] * w[:, 2] - v[:, 2] * w[:, 1],
+            v[:, 2] * w[:, 0] - v[:, 0] * w[:, 2],
+            v[:, 0] * w[:, 1] - v[:, 1] * w[:, 0],
+        ],
+        axis=1,
+    )
+    turn = float((cross @ v.sum(axis=0)).sum())
     return corners if turn > 0 else corners[::-1]
 
 
