@@ -217,11 +217,12 @@ def _walk(path: Path) -> Iterator[HduHeader]:
             index += 1
 
 
+_END_CARD = re.compile(rb"END {77}")
+
+
 def _has_end(block: bytes) -> bool:
-    for start in range(0, BLOCK, CARD):
-        if block[start : start + 8] == b"END     " and not block[start + 8 : start + CARD].strip():
-            return True
-    return False
+    """Whether a header block holds the END card (at a card boundary)."""
+    return any(m.start() % CARD == 0 for m in _END_CARD.finditer(block))
 
 
 def _astropy_headers(path: Path) -> list[HduHeader]:
@@ -273,10 +274,13 @@ def _wcs_cards(text: bytes) -> bytes:
 def _has_distortion(values: dict[str, str | None]) -> bool:
     """Whether the header has distortions wcslib does not apply from the header alone:
     SIP polynomials, lookup tables (CPDISj, D2IMDISj)."""
-    for key, value in values.items():
-        if key in ("A_ORDER", "B_ORDER") or key.startswith(("CPDIS", "D2IMDIS")):
+    if "A_ORDER" in values or "B_ORDER" in values:
+        return True
+    for j in (1, 2, 3):
+        if f"CPDIS{j}" in values or f"D2IMDIS{j}" in values:
             return True
-        if key.startswith("CTYPE") and value is not None and value.endswith("-SIP"):
+        ctype = values.get(f"CTYPE{j}")
+        if ctype is not None and ctype.endswith("-SIP"):
             return True
     return False
 

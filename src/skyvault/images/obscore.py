@@ -560,26 +560,31 @@ def _mjd(text: str | None) -> float | None:
     return delta.days + (delta.seconds + delta.microseconds / 1e6) / 86400.0
 
 
-def _unit_vectors(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.float64]:
-    a, d = np.radians(lon), np.radians(lat)
-    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], axis=-1)
+def _unit(lon: float, lat: float) -> tuple[float, float, float]:
+    a, d = math.radians(lon), math.radians(lat)
+    return (math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d))
+
+
+def _cross(
+    a: tuple[float, float, float], b: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _dot(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
 def counter_clockwise(corners: NDArray[np.float64]) -> NDArray[np.float64]:
     """The polygon's vertices ordered counter-clockwise as seen from inside the sphere
-    (the orientation DALI and ADQL polygons use): reversed when they turn the other way."""
-    v = _unit_vectors(corners[:, 0], corners[:, 1])
-    w = np.roll(v, -1, axis=0)
-    # Sum over the edges of (v_i x v_i+1) . centre: positive when they turn anticlockwise.
-    cross = np.stack(
-        [
-            v[:, 1] * w[:, 2] - v[:, 2] * w[:, 1],
-            v[:, 2] * w[:, 0] - v[:, 0] * w[:, 2],
-            v[:, 0] * w[:, 1] - v[:, 1] * w[:, 0],
-        ],
-        axis=1,
-    )
-    turn = float((cross @ v.sum(axis=0)).sum())
+    (the orientation DALI and ADQL polygons use): reversed when they turn the other way.
+
+    (Plain floats: for four vertices NumPy's per-call cost is most of the time.)
+    """
+    v = [_unit(lon, lat) for lon, lat in corners.tolist()]
+    centre = (sum(p[0] for p in v), sum(p[1] for p in v), sum(p[2] for p in v))
+    # The sum over the edges of (v_i x v_i+1) . centre: positive when they turn anticlockwise.
+    turn = sum(_dot(_cross(v[i], v[(i + 1) % len(v)]), centre) for i in range(len(v)))
     return corners if turn > 0 else corners[::-1]
 
 
@@ -592,10 +597,15 @@ def stcs_polygon(corners: NDArray[np.float64]) -> str:
 
 
 def _fov(centre: tuple[float, float], corners: NDArray[np.float64]) -> float:
-    c = _unit_vectors(np.array([centre[0]]), np.array([centre[1]]))[0]
-    v = _unit_vectors(corners[:, 0], corners[:, 1])
-    cosines = np.clip(v @ c, -1.0, 1.0)
-    return float(2.0 * np.degrees(np.arccos(cosines.min())))
+    """Diameter (degrees) of the circle about ``centre`` through the farthest corner."""
+    c = _unit(*centre)
+    widest = 0.0
+    for lon, lat in corners.tolist():
+        v = _unit(lon, lat)
+        cross = _cross(c, v)
+        angle = math.atan2(math.sqrt(_dot(cross, cross)), _dot(c, v))
+        widest = max(widest, angle)
+    return 2.0 * math.degrees(widest)
 
 
 def obscore_record(
