@@ -59,7 +59,9 @@ def test_calexps_are_ccd_visits_of_the_survey(demo_data: Path) -> None:
     }
     for row in obscore:
         cards = {
-            r["keyword"]: r["value"] for r in headers.to_pylist() if r["obs_id"] == row["obs_id"]
+            r["keyword"]: r["card_value"]
+            for r in headers.to_pylist()
+            if r["obs_id"] == row["obs_id"]
         }
         visit, ccd = visits[int(cards["VISIT"])], ccds[int(cards["CCDVISIT"])]
         assert visit["band"] == row["band"]

@@ -63,7 +63,7 @@ def test_real_files_every_card_and_one_row_per_celestial_image(tmp_path: Path) -
             assert sorted({r["hdu"] for r in mine}) == hdus
             for hdu in hdus:
                 cards = [r for r in mine if r["hdu"] == hdu]
-                assert [r["card"] for r in cards] == list(range(len(cards)))
+                assert [r["card_index"] for r in cards] == list(range(len(cards)))
                 assert [r["keyword"] for r in cards] == list(expected[hdu].keys())
                 assert [r["comment"] or "" for r in cards] == list(expected[hdu].comments)
     assert result.cards == headers.num_rows
@@ -133,7 +133,7 @@ def test_compressed_fits_fz(tmp_path: Path) -> None:
     expected = _astropy_headers(path)  # the image header astropy rebuilds from Z keywords
     ext = [r for r in headers if r["hdu"] == 1]
     assert [r["keyword"] for r in ext] == list(expected[1].keys())
-    assert {r["keyword"]: r["value"] for r in ext}["BITPIX"] == "-32"
+    assert {r["keyword"]: r["card_value"] for r in ext}["BITPIX"] == "-32"
     stored = tmp_path / "d" / "c" / ".skyvault" / "images" / row["image_file"]
     assert stored.read_bytes() == path.read_bytes()
 
@@ -200,7 +200,7 @@ def test_reingest_replaces_rows_and_drops_old_files(tmp_path: Path) -> None:
     assert rows["a"]["t_exptime"] == 15.0 and rows["b"]["t_exptime"] == 30.0
     headers = _rows(data, "c", "headers")
     assert headers.num_rows == first
-    exptimes = [r["value"] for r in headers.to_pylist() if r["keyword"] == "EXPTIME"]
+    exptimes = [r["card_value"] for r in headers.to_pylist() if r["keyword"] == "EXPTIME"]
     assert sorted(exptimes) == ["15.0", "30.0"]
     # Stored files: those the published version and the one before it name, no others.
     store = data / "c" / ".skyvault" / "images"
@@ -299,3 +299,26 @@ def test_headers_behind_obscore_are_rebuilt_from_the_stored_files(tmp_path: Path
     b = write_image(tmp_path / "b.fits", tan_header(ra=20.0))
     ingest_images([b], "c", data)
     assert _rows(data, "c", "headers").num_rows == 2 * good
+
+
+def test_both_tables_answer_adql_by_their_column_names(tmp_path: Path) -> None:
+    """Every column is a regular ADQL identifier (``value`` would be a reserved word), and a
+    cone on the ObsCore table joined to its headers finds the image's cards."""
+    import skyvault
+    from skyvault.images.ingest import headers_schema
+    from skyvault.images.obscore import obscore_schema
+
+    data = tmp_path / "d"
+    path = write_image(tmp_path / "a.fits", tan_header(ra=62.0, dec=-37.0))
+    ingest_images([path], "c", data)
+    archive = skyvault.open(data)
+    columns = ", ".join(f"o.{n}" for n in obscore_schema().names)
+    columns += ", " + ", ".join(f"h.{n}" for n in headers_schema().names)
+    rows = archive.query(
+        f"SELECT {columns} FROM c.obscore AS o JOIN c.headers AS h "
+        "ON h.obs_publisher_did = o.obs_publisher_did "
+        "WHERE CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', 62, -37, 0.01)) = 1 "
+        "AND h.keyword = 'EXPTIME'"
+    )
+    assert rows.num_rows == 1
+    assert rows.column("card_value").to_pylist() == ["30.0"]

@@ -8,9 +8,9 @@ A collection ``C`` is a schema of the data root holding two ordinary tables and 
     ``s_ra``/``s_dec`` (so a cone or region search prunes to the partitions it touches);
 ``C.headers``
     one row per header card of each image (the image's own HDU and, for an extension, the
-    primary header it inherits): ``obs_publisher_did``, ``obs_id``, ``hdu``, ``card`` (its
-    position in the header, from 0), ``keyword``, ``value`` (strings unquoted, numbers as
-    written), ``comment``; plain Parquet;
+    primary header it inherits): ``obs_publisher_did``, ``obs_id``, ``hdu``, ``card_index``
+    (its position in the header, from 0), ``keyword``, ``card_value`` (strings unquoted,
+    numbers as written; not ``value``, a reserved word of ADQL), ``comment``; plain Parquet;
 ``DIR/C/.skyvault/images/<batch>/<file>``
     the images themselves, copied in: the archive keeps its own copy, named in
     ``image_file`` relative to that directory (never a server path).
@@ -143,9 +143,9 @@ def headers_schema() -> pa.Schema:
             pa.field("obs_publisher_did", pa.string(), nullable=False),
             pa.field("obs_id", pa.string(), nullable=False),
             pa.field("hdu", pa.int32(), nullable=False),
-            pa.field("card", pa.int32(), nullable=False),
+            pa.field("card_index", pa.int32(), nullable=False),
             pa.field("keyword", pa.string(), nullable=False),
-            pa.field("value", pa.string()),
+            pa.field("card_value", pa.string()),
             pa.field("comment", pa.string()),
         ]
     )
@@ -164,13 +164,13 @@ _HEADER_COLUMNS: dict[str, dict[str, Any]] = {
         "cards too)",
         "principal": True,
     },
-    "card": {
+    "card_index": {
         "ucd": "meta.number",
         "description": "Position of the card in its header, from 0",
         "principal": True,
     },
     "keyword": {"ucd": "meta.id", "description": "Keyword of the card", "principal": True},
-    "value": {
+    "card_value": {
         "description": "Value of the card as written (strings unquoted; NULL when "
         "undefined; the text of COMMENT/HISTORY cards)",
         "principal": True,
@@ -432,7 +432,7 @@ def _publish(
     )
     obscore = pa.concat_tables([old_obscore, new_obscore]).sort_by("obs_id")
     headers = pa.concat_tables([old_headers, new_headers]).sort_by(
-        [("obs_id", "ascending"), ("hdu", "ascending"), ("card", "ascending")]
+        [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
     )
 
     # The files first: invisible until the ObsCore table that names them is published.
