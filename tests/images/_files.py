@@ -22,6 +22,12 @@ REAL_WITH_WCS = (
     FITS_DATA / "comp.fits",
     WCS_DATA / "dss.14.29.56-62.41.05.fits.gz",
     WCS_DATA / "j94f05bgq_flt.fits",
+    # M13 tile-compressed with RICE_1 and HCOMPRESS_1, an AZP projection (Calabretta &
+    # Greisen's test images), a SIP WCS.
+    ASTROPY / "io" / "fits" / "hdu" / "compressed" / "tests" / "data" / "m13_rice.fits",
+    ASTROPY / "io" / "fits" / "hdu" / "compressed" / "tests" / "data" / "m13_hcomp.fits",
+    ASTROPY / "modeling" / "tests" / "data" / "1904-66_AZP.fits",
+    ASTROPY / "nddata" / "tests" / "data" / "sip-wcs.fits",
 )
 #: Files shipped with astropy without a usable image WCS: a linear WCS only, a table only.
 REAL_WITHOUT_WCS = (FITS_DATA / "arange.fits", FITS_DATA / "table.fits")
