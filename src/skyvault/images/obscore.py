@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import UsageError
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "BandTable",
     "ImageFacts",
     "ObsCoreColumn",
+    "is_obscore_table",
     "obscore_record",
     "obscore_schema",
     "read_band_table",
@@ -437,6 +439,13 @@ EXTRA_COLUMNS: tuple[ObsCoreColumn, ...] = (
     ObsCoreColumn("image_hdu", pa.int32(), None, "meta.number", None,
                   "HDU of the image in its file (0 = primary)", False),
 )  # fmt: skip
+
+
+def is_obscore_table(meta: TableMeta) -> bool:
+    """Whether a published table is a collection's ObsCore table (what ``ivoa.ObsCore`` is
+    to be the union of): every mandatory column there with the standard's utype."""
+    utypes = {c.name: c.utype for c in meta.columns}
+    return all(utypes.get(c.name) == c.utype for c in COLUMNS if c.mandatory)
 
 
 def obscore_schema() -> pa.Schema:
