@@ -210,18 +210,23 @@ def test_reingest_replaces_rows_and_drops_old_files(tmp_path: Path) -> None:
 
 
 class _FailAt:
+    """Interrupts at the start of a stage, or (``read``) after the first file is stored."""
+
     def __init__(self, stage: str) -> None:
         self.wanted = stage
+        self.current = ""
 
     def stage(self, label: str, total: int | None) -> None:
-        if label.startswith(self.wanted):
+        self.current = label
+        if label.startswith(self.wanted) and self.wanted != "read":
             raise KeyboardInterrupt
 
     def advance(self, rows: int) -> None:
-        pass
+        if self.current.startswith(self.wanted):
+            raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("stage", ["read", "store", "write"])
+@pytest.mark.parametrize("stage", ["read", "write"])
 def test_interrupt_leaves_the_collection_as_it_was(tmp_path: Path, stage: str) -> None:
     data = tmp_path / "d"
     a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))
@@ -255,7 +260,7 @@ ingest_images(sys.argv[2:], "c", Path(sys.argv[1]), progress=Slow())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["store", "write"])
+@pytest.mark.parametrize("stage", ["read", "write"])
 def test_kill_9_mid_ingest_leaves_the_collection_as_it_was(tmp_path: Path, stage: str) -> None:
     data = tmp_path / "d"
     a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))

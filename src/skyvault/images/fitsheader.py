@@ -17,12 +17,15 @@ lookup tables) use ``astropy.wcs.WCS``, which does.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +38,7 @@ __all__ = [
     "NotFits",
     "footprint",
     "parse_cards",
+    "read_file",
     "read_headers",
 ]
 
@@ -167,54 +171,69 @@ def read_headers(path: Path) -> list[HduHeader]:
     OSError
         When it cannot be read.
     """
+    return read_file(path)[0]
+
+
+def read_file(path: Path, keep_under: int = 0) -> tuple[list[HduHeader], bytes | None]:
+    """The headers of every HDU of the file, and its bytes when it is smaller than
+    ``keep_under`` (read whole in one call, so that a copy need not open it again).
+
+    Raises as :func:`read_headers`.
+    """
     if _needs_astropy(path):
-        return _astropy_headers(path)
-    hdus = list(_walk(path))
-    if any(h.values.get("ZIMAGE") == "T" for h in hdus):
-        return _astropy_headers(path)  # a tile-compressed image: astropy rebuilds its header
-    return hdus
-
-
-def _walk(path: Path) -> Iterator[HduHeader]:
+        return _astropy_headers(path), None
     with path.open("rb") as handle:
-        index = 0
+        content: bytes | None = None
+        if keep_under > 0 and os.fstat(handle.fileno()).st_size < keep_under:
+            content = handle.read()
+            hdus = list(_walk(io.BytesIO(content)))
+        else:
+            hdus = list(_walk(handle))
+    if any(h.values.get("ZIMAGE") == "T" for h in hdus):
+        # A tile-compressed image: astropy rebuilds its header.
+        return _astropy_headers(path), content
+    return hdus, content
+
+
+def _walk(handle: BinaryIO) -> Iterator[HduHeader]:
+    index = 0
+    while True:
+        chunks: list[bytes] = []
         while True:
-            chunks: list[bytes] = []
-            while True:
-                block = handle.read(BLOCK)
-                if not block:
-                    if chunks:
-                        raise NotFits("the file ends inside a header")
-                    return
-                if len(block) < BLOCK:
-                    if not chunks and index > 0 and not block.strip(b"\0 "):
-                        return  # padding after the last HDU
+            block = handle.read(BLOCK)
+            if not block:
+                if chunks:
                     raise NotFits("the file ends inside a header")
-                if not chunks and index == 0 and not block.startswith(b"SIMPLE  ="):
-                    raise NotFits("it does not start with SIMPLE = T")
-                if not chunks and index > 0 and not block.startswith(b"XTENSION="):
-                    return  # trailing bytes that are not an extension
-                chunks.append(block)
-                if _has_end(block):
-                    break
-            raw = b"".join(chunks)
-            text = raw.decode("ascii", "replace")
-            cards = parse_cards(text)
-            values = {k: v for k, v, _ in cards}
-            axes = _axes(values)
-            bitpix = abs(_int(values, "BITPIX", 8))
-            gcount = _int(values, "GCOUNT", 1)
-            pcount = _int(values, "PCOUNT", 0)
-            if index == 0 and values.get("GROUPS") == "T" and axes and axes[0] == 0:
-                elements = math.prod(axes[1:])  # random groups
-            else:
-                elements = math.prod(axes) if axes else 0
-            size = bitpix // 8 * gcount * (pcount + elements) if axes else 0
-            xtension = (values.get("XTENSION") or "").strip()
-            is_image = (index == 0 or xtension == "IMAGE") and len(axes) >= 2 and all(axes)
-            yield HduHeader(index, cards, raw, axes, is_image, values)
-            handle.seek((size + BLOCK - 1) // BLOCK * BLOCK, 1)
-            index += 1
+                return
+            if len(block) < BLOCK:
+                if not chunks and index > 0 and not block.strip(b"\0 "):
+                    return  # padding after the last HDU
+                raise NotFits("the file ends inside a header")
+            if not chunks and index == 0 and not block.startswith(b"SIMPLE  ="):
+                raise NotFits("it does not start with SIMPLE = T")
+            if not chunks and index > 0 and not block.startswith(b"XTENSION="):
+                return  # trailing bytes that are not an extension
+            chunks.append(block)
+            if _has_end(block):
+                break
+        raw = b"".join(chunks)
+        text = raw.decode("ascii", "replace")
+        cards = parse_cards(text)
+        values = {k: v for k, v, _ in cards}
+        axes = _axes(values)
+        bitpix = abs(_int(values, "BITPIX", 8))
+        gcount = _int(values, "GCOUNT", 1)
+        pcount = _int(values, "PCOUNT", 0)
+        if index == 0 and values.get("GROUPS") == "T" and axes and axes[0] == 0:
+            elements = math.prod(axes[1:])  # random groups
+        else:
+            elements = math.prod(axes) if axes else 0
+        size = bitpix // 8 * gcount * (pcount + elements) if axes else 0
+        xtension = (values.get("XTENSION") or "").strip()
+        is_image = (index == 0 or xtension == "IMAGE") and len(axes) >= 2 and all(axes)
+        yield HduHeader(index, cards, raw, axes, is_image, values)
+        handle.seek((size + BLOCK - 1) // BLOCK * BLOCK, 1)
+        index += 1
 
 
 _END_CARD = re.compile(rb"END {77}")

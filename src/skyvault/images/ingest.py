@@ -62,6 +62,7 @@ from skyvault.images.fitsheader import (
     NoCelestialWcs,
     NotFits,
     footprint,
+    read_file,
     read_headers,
 )
 from skyvault.images.obscore import (
@@ -211,15 +212,21 @@ class _Image:
     cards: list[tuple[int, list[Card]]]
 
 
+#: Files smaller than this are read whole once, for their headers and for their copy.
+_READ_WHOLE = 8 << 20
+
+
 def _describe(
     path: Path,
     stored_name: str,
     collection: str,
     opts: ImageIngestOptions,
+    store: Path | None = None,
 ) -> tuple[list[_Image], str | None]:
-    """The images of one file, or the reason it has none usable."""
+    """The images of one file, or the reason it has none usable; with ``store``, a file
+    that has images is copied to ``store / stored_name``."""
     try:
-        hdus = read_headers(path)
+        hdus, content = read_file(path, _READ_WHOLE if store is not None else 0)
     except NotFits as exc:
         return [], f"not a FITS file ({exc})"
     except OSError as exc:
@@ -267,6 +274,11 @@ def _describe(
         out.append(_Image(record, cards))
     if not out:
         return [], "no usable celestial WCS (" + "; ".join(reasons) + ")"
+    if store is not None:
+        if content is not None:
+            (store / stored_name).write_bytes(content)
+        else:
+            shutil.copyfile(path, store / stored_name)
     return out, None
 
 
@@ -386,12 +398,16 @@ def ingest_images(
     schema_dir.mkdir(parents=True, exist_ok=True)
     with _collection_lock(schema_dir, collection):
         batch = _batch_id()
-        sink.stage(f"read {len(paths)} FITS headers", len(paths))
+        store = schema_dir / INTERNAL_DIR / FILES_DIR
+        # Files with images are copied as they are read, into a batch directory that no
+        # published row names yet (an interrupted ingest leaves it to the next one's clean-up).
+        (store / batch).mkdir(parents=True)
+        sink.stage(f"read and store {len(paths)} files", len(paths))
         images: list[_Image] = []
         skipped: list[Skipped] = []
         files: list[Path] = []
         for path in paths:
-            found, reason = _describe(path, f"{batch}/{path.name}", collection, opts)
+            found, reason = _describe(path, f"{batch}/{path.name}", collection, opts, store)
             if reason is not None:
                 skipped.append(Skipped(str(path), reason))
             else:
@@ -399,6 +415,7 @@ def ingest_images(
                 files.append(path)
             sink.advance(1)
         if not images:
+            shutil.rmtree(store / batch, ignore_errors=True)
             raise IngestError(
                 f"nothing to ingest into {collection}: "
                 + "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
@@ -434,13 +451,6 @@ def _publish(
     headers = pa.concat_tables([old_headers, new_headers]).sort_by(
         [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
     )
-
-    # The files first: invisible until the ObsCore table that names them is published.
-    sink.stage(f"store {len(files)} files", len(files))
-    (store / batch).mkdir(parents=True, exist_ok=True)
-    for path in files:
-        shutil.copyfile(path, store / batch / path.name)
-        sink.advance(1)
 
     sink.stage(f"write {collection} tables", None)
     with (
