@@ -433,30 +433,34 @@ def _finish(
         raise NoCelestialWcs(
             f"its sky axes are {ctype.split('-', maxsplit=1)[0]}, not RA/Dec or galactic"
         )
-    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+    lons, lats = [float(x) % 360.0 for x in lon], [float(x) for x in lat]
+    if not all(map(math.isfinite, lons + lats)):
         raise NoCelestialWcs("its corners fall off the projection")
-    lon = np.mod(lon, 360.0)
-    v = _unit(lon, lat)
-    # atan2(|a x b|, a.b): arccos loses the precision of angles this small.
-    a, b = v[5:7], v[4]
-    cross = np.sqrt(
-        (a[:, 1] * b[2] - a[:, 2] * b[1]) ** 2
-        + (a[:, 2] * b[0] - a[:, 0] * b[2]) ** 2
-        + (a[:, 0] * b[1] - a[:, 1] * b[0]) ** 2
-    )
-    step = np.degrees(np.arctan2(cross, a @ b)) * 3600.0
-    scale = float(np.sqrt(step[0] * step[1]))
+    # The pixel scale: angles from the centre to its neighbours along each axis, as
+    # atan2(|a x b|, a.b) (arccos loses the precision of angles this small).  Plain floats:
+    # for three points NumPy's per-call cost is most of the time.
+    centre = _unit_vector(lons[4], lats[4])
+    steps = []
+    for k in (5, 6):
+        a = _unit_vector(lons[k], lats[k])
+        cross = (
+            a[1] * centre[2] - a[2] * centre[1],
+            a[2] * centre[0] - a[0] * centre[2],
+            a[0] * centre[1] - a[1] * centre[0],
+        )
+        dot = a[0] * centre[0] + a[1] * centre[1] + a[2] * centre[2]
+        steps.append(math.degrees(math.atan2(math.hypot(*cross), dot)) * 3600.0)
     return Footprint(
-        corners=np.stack([lon[:4], lat[:4]], axis=1),
-        centre=(float(lon[4]), float(lat[4])),
-        pixel_scale=scale,
+        corners=np.array([lons[:4], lats[:4]], dtype=np.float64).T,
+        centre=(lons[4], lats[4]),
+        pixel_scale=math.sqrt(steps[0] * steps[1]),
         shape=(nx, ny),
     )
 
 
-def _unit(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.float64]:
-    a, d = np.radians(lon), np.radians(lat)
-    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], axis=-1)
+def _unit_vector(lon: float, lat: float) -> tuple[float, float, float]:
+    a, d = math.radians(lon), math.radians(lat)
+    return (math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d))
 
 
 def _to_icrs(
