@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
@@ -56,9 +57,7 @@ def test_real_files_every_card_and_one_row_per_celestial_image(tmp_path: Path) -
     for path in paths:
         expected = _astropy_headers(path)
         for row in by_file[path.name]:
-            mine = headers.filter(
-                pa.compute.equal(headers.column("obs_id"), row["obs_id"])
-            ).to_pylist()
+            mine = headers.filter(pc.equal(headers.column("obs_id"), row["obs_id"])).to_pylist()
             hdus = [0, row["image_hdu"]] if row["image_hdu"] else [0]
             assert sorted({r["hdu"] for r in mine}) == hdus
             for hdu in hdus:
