@@ -326,3 +326,22 @@ def test_both_tables_answer_adql_by_their_column_names(tmp_path: Path) -> None:
     )
     assert rows.num_rows == 1
     assert rows.column("card_value").to_pylist() == ["30.0"]
+
+
+def test_band_table_and_authority_options(tmp_path: Path) -> None:
+    from skyvault.images.obscore import read_band_table
+
+    (tmp_path / "bands.csv").write_text("band,em_min,em_max\nr,500e-9,700e-9\n")
+    bands = read_band_table(tmp_path / "bands.csv")
+    path = write_image(tmp_path / "x.fits", tan_header(band="r"))
+    options = ImageIngestOptions(bands=bands, authority="org.example")
+    ingest_images([path], "c", tmp_path / "d", options=options)
+    (row,) = _rows(tmp_path / "d", "c", "obscore").to_pylist()
+    assert (row["em_min"], row["em_max"]) == (500e-9, 700e-9)
+    assert row["obs_publisher_did"] == "ivo://org.example/c?x"
+    for text in ("band,em_min\nr,1\n", "band,em_min,em_max\nr,700,500\n"):
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(UsageError, match="band table"):
+            read_band_table(tmp_path / "bad.csv")
+    with pytest.raises(UsageError, match="not an IVOA authority"):
+        ingest_images([path], "c", tmp_path / "d", options=ImageIngestOptions(authority="a/b"))

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import time
 import urllib.parse
@@ -89,6 +90,8 @@ __all__ = [
 OBSCORE_TABLE = "obscore"
 HEADERS_TABLE = "headers"
 FILES_DIR = "images"
+#: An IVOA registry authority (IVOA Identifiers 2.0: letters, digits and ``-._~`` ...).
+_AUTHORITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._~]{2,}")
 _FITS_SUFFIXES = (".fz", ".gz", ".bz2", ".fits", ".fit", ".fts")
 
 
@@ -382,6 +385,12 @@ def ingest_images(
     TableName.parse(f"{collection}.{OBSCORE_TABLE}")  # the collection must be an identifier
     if not 0 <= opts.calib_level <= 4:
         raise UsageError("calib_level must be 0, 1, 2, 3 or 4 (ObsCore 1.1)")
+    if not _AUTHORITY.fullmatch(opts.authority):
+        raise UsageError(
+            f"{opts.authority!r} is not an IVOA authority",
+            hint="at least three letters, digits or -._~ starting with a letter or digit, "
+            "e.g. org.example (ids are ivo://AUTHORITY/COLLECTION?OBS_ID)",
+        )
     paths = expand_inputs(inputs)
     names: dict[str, Path] = {}
     for path in paths:
