@@ -13,6 +13,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from photutils.centroids import centroid_com, centroid_sources
 
+from skyvault.catalog.layout import image_store
 from skyvault.demo import build_demo
 from skyvault.demo.schema import BANDS
 
@@ -31,7 +32,7 @@ def objects(demo_data: Path) -> pa.Table:
 
 
 def _image(data: Path, collection: str, row: dict[str, object]) -> tuple[np.ndarray, WCS]:
-    path = data / collection / ".skyvault" / "images" / str(row["image_file"])
+    path = image_store(data, collection) / str(row["image_file"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with fits.open(path) as hdul:

@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from skyvault.catalog.layout import image_store
 from skyvault.catalog.metadata import TableMeta
 from skyvault.cli import main
 from skyvault.errors import IngestError, UsageError
@@ -133,7 +134,7 @@ def test_compressed_fits_fz(tmp_path: Path) -> None:
     ext = [r for r in headers if r["hdu"] == 1]
     assert [r["keyword"] for r in ext] == list(expected[1].keys())
     assert {r["keyword"]: r["card_value"] for r in ext}["BITPIX"] == "-32"
-    stored = tmp_path / "d" / "c" / ".skyvault" / "images" / row["image_file"]
+    stored = image_store(tmp_path / "d", "c") / row["image_file"]
     assert stored.read_bytes() == path.read_bytes()
 
 
@@ -202,7 +203,7 @@ def test_reingest_replaces_rows_and_drops_old_files(tmp_path: Path) -> None:
     exptimes = [r["card_value"] for r in headers.to_pylist() if r["keyword"] == "EXPTIME"]
     assert sorted(exptimes) == ["15.0", "30.0"]
     # Stored files: those the published version and the one before it name, no others.
-    store = data / "c" / ".skyvault" / "images"
+    store = image_store(data, "c")
     assert len(list(store.iterdir())) <= 3
     named = {r["image_file"] for r in rows.values()}
     assert all((store / n).is_file() for n in named)
@@ -238,7 +239,7 @@ def test_interrupt_leaves_the_collection_as_it_was(tmp_path: Path, stage: str) -
     assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["a"]
     # The next ingest cleans up whatever the interrupted one left.
     ingest_images([b], "c", data)
-    store = data / "c" / ".skyvault" / "images"
+    store = image_store(data, "c")
     assert len(list(store.iterdir())) == 2
     assert list((data / "c" / ".skyvault" / "tmp").iterdir()) == []
 
@@ -284,7 +285,7 @@ def test_kill_9_mid_ingest_leaves_the_collection_as_it_was(tmp_path: Path, stage
     assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["a"]
     result = ingest_images(others, "c", data)
     assert result.total_images == 5
-    assert len(list((data / "c" / ".skyvault" / "images").iterdir())) == 2
+    assert len(list((image_store(data, "c")).iterdir())) == 2
 
 
 def test_headers_behind_obscore_are_rebuilt_from_the_stored_files(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import re
 import shutil
@@ -54,7 +53,13 @@ import pyarrow.parquet as pq
 
 from skyvault.bulk.manifest import write_manifest
 from skyvault.catalog.ingest import IngestOptions, ProgressSink, expand_inputs, ingest
-from skyvault.catalog.layout import INTERNAL_DIR, TableName, building
+from skyvault.catalog.layout import (
+    TableName,
+    building,
+    image_store,
+    schema_lock_file,
+    table_versions,
+)
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import IngestError, UsageError
 from skyvault.images.fitsheader import (
@@ -75,6 +80,7 @@ from skyvault.images.obscore import (
     obscore_record,
     records_table,
 )
+from skyvault.interprocess import file_lock
 
 __all__ = [
     "HEADERS_TABLE",
@@ -89,7 +95,6 @@ __all__ = [
 
 OBSCORE_TABLE = "obscore"
 HEADERS_TABLE = "headers"
-FILES_DIR = "images"
 #: An IVOA registry authority (IVOA Identifiers 2.0: letters, digits and ``-._~`` ...).
 _AUTHORITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._~]{2,}")
 _FITS_SUFFIXES = (".fz", ".gz", ".bz2", ".fits", ".fit", ".fts")
@@ -346,21 +351,14 @@ def _batch_of(meta: TableMeta) -> str | None:
 
 
 @contextlib.contextmanager
-def _collection_lock(schema_dir: Path, collection: str) -> Iterator[None]:
-    locks = schema_dir / INTERNAL_DIR / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / "images.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+def _collection_lock(data_dir: Path, collection: str) -> Iterator[None]:
+    with file_lock(schema_lock_file(data_dir, collection, "images")) as taken:
+        if not taken:
             raise IngestError(
                 f"another image ingest into {collection} is running",
                 hint="wait for it to finish; the collection is replaced atomically when it does",
-            ) from None
+            )
         yield
-    finally:
-        os.close(fd)
 
 
 def ingest_images(
@@ -405,9 +403,9 @@ def ingest_images(
 
     schema_dir = data_dir / collection
     schema_dir.mkdir(parents=True, exist_ok=True)
-    with _collection_lock(schema_dir, collection):
+    with _collection_lock(data_dir, collection):
         batch = _batch_id()
-        store = schema_dir / INTERNAL_DIR / FILES_DIR
+        store = image_store(data_dir, collection)
         # Files with images are copied as they are read, into a batch directory that no
         # published row names yet (an interrupted ingest leaves it to the next one's clean-up).
         (store / batch).mkdir(parents=True)
@@ -445,7 +443,7 @@ def _publish(
     sink: ProgressSink,
 ) -> ImageIngestResult:
     schema_dir = data_dir / collection
-    store = schema_dir / INTERNAL_DIR / FILES_DIR
+    store = image_store(data_dir, collection)
     new_obscore = records_table([i.record for i in images])
     new_headers = _header_rows(images)
     replaced = pa.array(sorted({i.record["obs_id"] for i in images}), pa.string())
@@ -469,7 +467,7 @@ def _publish(
         _write(ob.path, ob.version, collection, OBSCORE_TABLE, batch, obscore, opts)
         _write(hb.path, hb.version, collection, HEADERS_TABLE, batch, headers, opts)
         # Leaving the block publishes the headers, then the ObsCore table.
-    _collect_garbage(schema_dir, store, keep_batch=batch)
+    _collect_garbage(data_dir, collection, store, keep_batch=batch)
     return ImageIngestResult(
         collection=collection,
         files=len(files),
@@ -567,12 +565,11 @@ def _write(
     write_manifest(root, version, workers=1)
 
 
-def _collect_garbage(schema_dir: Path, store: Path, keep_batch: str) -> None:
+def _collect_garbage(data_dir: Path, collection: str, store: Path, keep_batch: str) -> None:
     """Delete the batch directories of stored files that neither the published ObsCore
     version nor the one before it (which a running query may still read) refers to."""
     referenced = {keep_batch}
-    versions = schema_dir / INTERNAL_DIR / "versions" / OBSCORE_TABLE
-    for version in versions.iterdir() if versions.is_dir() else ():
+    for version in table_versions(data_dir, TableName(collection, OBSCORE_TABLE)):
         try:
             rows = _read_table(version, pa.schema([pa.field("image_file", pa.string())]))
         except (OSError, pa.ArrowException):
