@@ -346,3 +346,14 @@ def test_band_table_and_authority_options(tmp_path: Path) -> None:
             read_band_table(tmp_path / "bad.csv")
     with pytest.raises(UsageError, match="not an IVOA authority"):
         ingest_images([path], "c", tmp_path / "d", options=ImageIngestOptions(authority="a/b"))
+
+
+def test_replace_keeps_only_the_new_images(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    a, b, c = (write_image(tmp_path / f"{n}.fits", tan_header(ra=r)) for n, r in
+               (("a", 10.0), ("b", 20.0), ("c", 30.0)))  # fmt: skip
+    ingest_images([a, b], "c", data)
+    result = ingest_images([c], "c", data, options=ImageIngestOptions(replace=True))
+    assert result.total_images == 1
+    assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["c"]
+    assert set(_rows(data, "c", "headers").column("obs_id").to_pylist()) == {"c"}

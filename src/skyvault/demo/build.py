@@ -397,6 +397,7 @@ def _build_images(
                 calib_level=level,
                 subtype=subtype,
                 description=f"Simulated DP0.2-like {kind} images of the skyvault demo",
+                replace=True,  # a rebuild (--force, another scale) keeps no earlier image
             ),
             progress=report.sink,
         )

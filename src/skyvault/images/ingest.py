@@ -78,6 +78,7 @@ from skyvault.images.obscore import (
     BandTable,
     ImageFacts,
     obscore_record,
+    obscore_schema,
     records_table,
 )
 from skyvault.interprocess import file_lock
@@ -116,6 +117,9 @@ class ImageIngestOptions:
         The IVOA authority of ``obs_publisher_did``: ``ivo://AUTHORITY/COLLECTION?OBS_ID``.
     o_ucd
         UCD of the pixel values.
+    replace
+        Replace the whole collection with these images (``skyvault demo`` does) instead of
+        adding them to it.
     """
 
     bands: BandTable = dataclasses.field(default_factory=lambda: dict(LSST_BANDS))
@@ -124,6 +128,7 @@ class ImageIngestOptions:
     authority: str = "skyvault"
     o_ucd: str = "phot.count"
     description: str | None = None
+    replace: bool = False
 
 
 @dataclass(frozen=True)
@@ -448,7 +453,10 @@ def _publish(
     new_headers = _header_rows(images)
     replaced = pa.array(sorted({i.record["obs_id"] for i in images}), pa.string())
 
-    old_obscore, old_headers = _current(schema_dir, store, opts)
+    if opts.replace:
+        old_obscore, old_headers = obscore_schema().empty_table(), headers_schema().empty_table()
+    else:
+        old_obscore, old_headers = _current(schema_dir, store, opts)
     keep = pc.invert(pc.is_in(old_obscore.column("obs_id"), value_set=replaced))
     old_obscore = old_obscore.filter(keep)
     old_headers = old_headers.filter(
@@ -483,8 +491,6 @@ def _current(schema_dir: Path, store: Path, opts: ImageIngestOptions) -> tuple[p
     of the ObsCore table's batch (a crash between the two publishes)."""
     obscore_dir = schema_dir / OBSCORE_TABLE
     headers_dir = schema_dir / HEADERS_TABLE
-    from skyvault.images.obscore import obscore_schema
-
     if not obscore_dir.exists():
         return obscore_schema().empty_table(), headers_schema().empty_table()
     obscore = _read_table(obscore_dir.resolve(), obscore_schema())
