@@ -64,6 +64,7 @@ __all__ = [
     "internal_dir",
     "jobs_database_file",
     "list_tables",
+    "preview_cache_dir",
     "results_dir",
     "schema_lock_file",
     "table_path",
@@ -340,6 +341,12 @@ def hips_root(data_dir: Path) -> Path:
     leaves the previous HiPS as it was.
     """
     return internal_dir(data_dir) / "hips"
+
+
+def preview_cache_dir(data_dir: Path) -> Path:
+    """Where image previews (DataLink ``#preview``) are cached: ``DIR/.skyvault/previews``
+    (anything in it may be deleted at any time)."""
+    return internal_dir(data_dir) / "previews"
 
 
 def image_store(data_dir: Path, collection: str) -> Path:
