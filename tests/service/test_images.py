@@ -281,3 +281,13 @@ def test_the_group_sees_its_collection(client: TestClient, world: ImageWorld) ->
     rows = _links(client, [_did("secimg", "a")], headers)
     assert {r["semantics"] for r in rows} == {"#this", "#preview", "#detached-header", "#cutout"}
     assert urllib.parse.urlsplit(str(rows[0]["access_url"])).path == "/tap/images/secimg/a"
+
+
+def test_capabilities_declare_datalink_and_soda(client: TestClient) -> None:
+    text = client.get("/tap/capabilities").text
+    for standard, path in (
+        ("ivo://ivoa.net/std/DataLink#links-1.1", "/tap/datalink/links"),
+        ("ivo://ivoa.net/std/SODA#sync-1.0", "/tap/soda/sync"),
+    ):
+        capability = text.split(f'standardID="{standard}"', 1)[1].split("</capability>", 1)[0]
+        assert f"{path}</accessURL>" in capability
