@@ -229,6 +229,32 @@ def test_cutout_equals_cutout2d(client: TestClient, world: ImageWorld) -> None:
             assert abs(nx * 0.2 - 2 * 5.0) <= 2 * 0.2 + 0.5  # about 10" wide at 0.2"/pixel
 
 
+def test_cutout_by_pos_polygon_band_and_time(client: TestClient) -> None:
+    did = _did("pubimg", "a")
+    d = 2.0 / 3600
+    ra, dec = PUB_RA, PUB_DEC
+    regions = {
+        "POS": f"RANGE {ra - d} {ra + d} {dec - d} {dec + d}",
+        "POLYGON": f"{ra - d} {dec - d} {ra + d} {dec - d} {ra} {dec + d}",
+    }
+    for name, value in regions.items():
+        params = {"ID": did, name: value, "BAND": "6e-7 6.1e-7", "TIME": "60000 +Inf"}
+        r = client.get("/tap/soda/sync", params=params)
+        assert r.status_code == 200, r.text
+        with fits.open(io.BytesIO(r.content)) as got:
+            ny, nx = got[0].data.shape
+            assert 10 <= nx <= 60 and 10 <= ny <= 60, (name, nx, ny)  # ~20-40 pixels
+    whole = client.get("/tap/soda/sync", params={"ID": did, "TIME": "60000 +Inf"})
+    assert fits.getdata(io.BytesIO(whole.content)).shape == (150, 200)
+
+
+def test_files_answer_head(client: TestClient, world: ImageWorld) -> None:
+    r = client.head("/tap/images/pubimg/a")
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == world.sources["a"].stat().st_size
+    assert client.head("/tap/images/secimg/a").status_code == 404
+
+
 def test_soda_errors_are_dali_400s(client: TestClient) -> None:
     did = _did("pubimg", "a")
     cases = {

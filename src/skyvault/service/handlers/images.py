@@ -128,14 +128,20 @@ def _stored(
     return image
 
 
-@router.get("/images/{collection}/{obs_id}", summary="an image's FITS file")
+@router.api_route(
+    "/images/{collection}/{obs_id}", methods=["GET", "HEAD"], summary="an image's FITS file"
+)
 async def image_file(collection: str, obs_id: str, context: Context, caller: CallerDep) -> Response:
     """The FITS file of an image (``#this``)."""
     image = await run_in_threadpool(_stored, context, caller, collection, obs_id)
     return FileResponse(image.path, media_type="application/fits", filename=image.file_name)
 
 
-@router.get("/images/{collection}/{obs_id}/preview.png", summary="an image's PNG preview")
+@router.api_route(
+    "/images/{collection}/{obs_id}/preview.png",
+    methods=["GET", "HEAD"],
+    summary="an image's PNG preview",
+)
 async def image_preview(
     collection: str, obs_id: str, context: Context, caller: CallerDep
 ) -> Response:
@@ -152,7 +158,11 @@ async def image_preview(
     return await run_in_threadpool(render)
 
 
-@router.get("/images/{collection}/{obs_id}/header.txt", summary="an image's FITS header")
+@router.api_route(
+    "/images/{collection}/{obs_id}/header.txt",
+    methods=["GET", "HEAD"],
+    summary="an image's FITS header",
+)
 async def image_header(
     collection: str, obs_id: str, context: Context, caller: CallerDep
 ) -> Response:
