@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
@@ -22,10 +21,15 @@ from skyvault.adql.check import CheckedQuery, Source
 from skyvault.sky.coverage import MOC, intersect, region_coverage
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 
-if TYPE_CHECKING:
-    from skyvault.adql.translate import CrossMatch, MatchSide, _Emitter
-
-__all__ = ["COVERAGE_MAX_ORDER"]
+__all__ = [
+    "COVERAGE_MAX_ORDER",
+    "CellPlacement",
+    "DistanceJoin",
+    "Position",
+    "Pruner",
+    "Pruning",
+    "prune",
+]
 
 #: Finest HEALPix order of pruning coverages (order 18 cells are ~0.8″ across; larger
 #: regions are covered at coarser orders by :func:`skyvault.sky.coverage.region_coverage`).
@@ -59,8 +63,13 @@ class _Bounds:
     used: bool = False
 
 
-_Position = tuple[Source, exp.Expr, exp.Expr]
-"""A FROM item and the RA and Dec expressions of a position of it."""
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """A position of one FROM item: the RA and Dec expressions the query computes it by."""
+
+    source: Source
+    ra: exp.Expr
+    dec: exp.Expr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +78,81 @@ class _Join:
     both positions and the radius."""
 
     node: exp.Expr | None
-    left: _Position
-    right: _Position
+    left: Position
+    right: Position
     radius: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPlacement:
+    """Where the cell-key equality of a cross-match goes: both items are FROM items of one
+    SELECT (``early`` before ``late``), and the condition goes where both are first in
+    scope: into the ON of ``join``, the join that brings in ``late``, or, when that join has
+    no condition (a comma join), into the SELECT's WHERE (``join`` None).  Adding it earlier
+    would name an item not yet joined; adding it there only drops pairs in different cells,
+    which the distance predicate drops anyway."""
+
+    select: exp.Select
+    join: exp.Join | None
+    early: Source
+    late: Source
+    optional: Source | None
+    """The optional side of a LEFT/RIGHT join: the one the engine must explode (exploding
+    the preserved side would repeat its unmatched rows, once per neighbouring cell)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DistanceJoin:
+    """A cross-match: two FROM items joined on their distance, bounded by ``radius``."""
+
+    left: Position
+    right: Position
+    radius: float
+    cell: CellPlacement | None
+    """Where the query joins the two on their cell keys; None when it cannot: the items
+    are not both FROM items of one SELECT (one is inside a nested join), a FULL join
+    joins them, or one of them is already in an earlier cell join (an item carries one cell
+    key: that distance join stays an ordinary, correct, slower join)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruning:
+    """What :func:`prune` found."""
+
+    matches: tuple[DistanceJoin, ...]
+    """Every distance join of two FROM items, wherever its SELECT is (in the order the
+    SELECTs are visited: the top level first); a pair of items is listed once."""
+    bands: dict[int, float]
+    """Distance comparisons (by node id) known to bound a distance by a radius below 90°:
+    the SQL may add a declination band as a prefilter DuckDB can prune row groups with."""
+    mocs: dict[int, list[MOC]]
+    bounds: dict[int, _Bounds]
+
+    def coverage(self, occurrence: int) -> MOC | None:
+        """The sky coverage of table occurrence ``occurrence`` (None: unconstrained)."""
+        mocs = list(self.mocs.get(occurrence, []))
+        b = self.bounds.get(occurrence)
+        if b is not None and b.used:
+            ra_min, ra_max = max(0.0, b.ra_min), min(360.0, b.ra_max)
+            dec_min, dec_max = max(-90.0, b.dec_min), min(90.0, b.dec_max)
+            if (
+                ra_min <= ra_max
+                and dec_min <= dec_max
+                and (ra_min > 0.0 or ra_max < 360.0 or dec_min > -90.0 or dec_max < 90.0)
+            ):
+                mocs.append(
+                    region_coverage(
+                        RaDecRange(ra_min, ra_max, dec_min, dec_max), COVERAGE_MAX_ORDER
+                    )
+                )
+        if not mocs:
+            return None
+        return intersect(mocs[0], *mocs[1:])
+
+
+def prune(checked: CheckedQuery) -> Pruning:
+    """The coverages, cross-matches and distance bands of ``checked``."""
+    return Pruner(checked).run()
 
 
 def _ctes(tree: exp.Expr) -> Iterator[exp.CTE]:
@@ -79,22 +160,23 @@ def _ctes(tree: exp.Expr) -> Iterator[exp.CTE]:
     yield from tree.find_all(exp.CTE)
 
 
-class _Pruner:
+class Pruner:
     """Finds the positional constraints of each table occurrence and distance joins.
 
     Every SELECT of the query is visited (subqueries in FROM and in conditions, CTEs,
     set-operation branches): a table occurrence belongs to exactly one SELECT, so a
-    constraint there restricts exactly the rows that SELECT can use.
+    constraint there restricts exactly the rows that SELECT can use.  The recognisers
+    (:meth:`region_condition`, :meth:`column_point`, :meth:`constant`) keep no state.
     """
 
-    def __init__(self, checked: CheckedQuery, emitter: _Emitter) -> None:
+    def __init__(self, checked: CheckedQuery) -> None:
         self.checked = checked
-        self.emitter = emitter
         self.mocs: dict[int, list[MOC]] = {}
         self.bounds: dict[int, _Bounds] = {}
-        self.crossmatches: list[CrossMatch] = []
+        self.bands: dict[int, float] = {}
+        self.found: list[tuple[_Join, exp.Select]] = []
 
-    def run(self) -> None:
+    def run(self) -> Pruning:
         top = self.checked.query.tree
         for select in top.find_all(exp.Select):
             sources = self.checked.scopes.get(id(select))
@@ -102,7 +184,7 @@ class _Pruner:
                 continue
             for conjunct in self.constraints(select):
                 self.constraint(conjunct, sources)
-                self.cross_match(self.distance_join(conjunct, sources))
+                self.cross_match(self.distance_join(conjunct, sources), select)
             for join, target, optional in self.outer_joins(select):
                 for conjunct in _conjuncts(join.args["on"]):
                     # Only the optional side: a row of it that fails the ON condition
@@ -112,44 +194,58 @@ class _Pruner:
                     match = self.distance_join(conjunct, sources)
                     # A distance in the ON of the join that brings in one of the two
                     # items (the other one joined before) is a cross-match of that join.
-                    if match is not None and target in (match.left[0], match.right[0]):
-                        other = match.right[0] if match.left[0] is target else match.left[0]
+                    if match is not None and target in (match.left.source, match.right.source):
+                        left, right = match.left.source, match.right.source
+                        other = right if left is target else left
                         if other in self.earlier(select, join):
-                            self.cross_match(match)
+                            self.cross_match(match, select)
+        return Pruning(self.matches(), self.bands, self.mocs, self.bounds)
 
-    def cross_match(self, match: _Join | None) -> None:
+    def cross_match(self, match: _Join | None, select: exp.Select) -> None:
         if match is None:
             return
-        from skyvault.adql.translate import CrossMatch
-
         if match.node is not None:
-            self.emitter.bands[id(match.node)] = match.radius
-        pairs = {frozenset((m.left, m.right)) for m in self.crossmatches}
-        sides = (self.match_side(*match.left), self.match_side(*match.right))
-        if frozenset((sides[0].name, sides[1].name)) not in pairs:
-            self.crossmatches.append(CrossMatch(sides[0].name, sides[1].name, match.radius, sides))
+            self.bands[id(match.node)] = match.radius
+        self.found.append((match, select))
 
-    def match_side(self, source: Source, ra: exp.Expr, dec: exp.Expr) -> MatchSide:
-        """The :class:`MatchSide` of ``source`` with position ``(ra, dec)``."""
-        from skyvault.adql.translate import MatchSide, _cast
+    def matches(self) -> tuple[DistanceJoin, ...]:
+        """The distance joins found, each pair once, with their cell-join placement."""
+        out: list[DistanceJoin] = []
+        pairs: set[frozenset[int]] = set()
+        keyed: set[int] = set()  # ids of the items already in a cell join
+        for match, select in self.found:
+            a, b = match.left.source, match.right.source
+            pair = frozenset((id(a), id(b)))
+            if pair in pairs:
+                continue
+            pairs.add(pair)
+            cell = self.placement(select, a, b)
+            if cell is not None and (id(a) in keyed or id(b) in keyed):
+                cell = None
+            if cell is not None:
+                keyed.update((id(a), id(b)))
+            out.append(DistanceJoin(match.left, match.right, match.radius, cell))
+        return tuple(out)
 
-        emitter = self.emitter
-        ra_sql, dec_sql = (
-            _cast(emitter.value(n), emitter.info(n), "DOUBLE")
-            for n in (_unparen(ra), _unparen(dec))
-        )
-        columns = None
-        a, b = _unparen(ra), _unparen(dec)
-        if isinstance(a, exp.Column) and isinstance(b, exp.Column):
-            columns = (
-                self.checked.bindings[id(a)].column.sql,
-                self.checked.bindings[id(b)].column.sql,
-            )
-        if source.occurrence is not None:
-            return MatchSide(source.relation, source.alias, ra_sql, dec_sql, columns)
-        return MatchSide(
-            source.alias, source.alias, ra_sql, dec_sql, columns, True, self.derived_tables(source)
-        )
+    def placement(self, select: exp.Select, a: Source, b: Source) -> CellPlacement | None:
+        """Where the cell-key equality of ``a`` and ``b`` goes in ``select`` (see
+        :class:`CellPlacement`), or None when it cannot go anywhere."""
+        from_ = select.args.get("from_")
+        joins: list[exp.Join] = list(select.args.get("joins") or [])
+        items = ([from_.this] if from_ is not None else []) + [j.this for j in joins]
+        # A parenthesised (nested) join is one item that is no source: never matched.
+        index = {id(self.checked.sources.get(id(item))): i for i, item in enumerate(items)}
+        if id(a) not in index or id(b) not in index:
+            return None
+        early, late = (a, b) if index[id(a)] < index[id(b)] else (b, a)
+        join = joins[index[id(late)] - 1]
+        if join.args.get("on") is None and not self.checked.using.get(id(join)):
+            return CellPlacement(select, None, early, late, None)  # a comma join: WHERE
+        side = (join.args.get("side") or "").upper()
+        if side == "FULL":
+            return None  # both sides preserved: neither may be exploded
+        optional = late if side == "LEFT" else early if side == "RIGHT" else None
+        return CellPlacement(select, join, early, late, optional)
 
     def derived_tables(self, source: Source) -> tuple[str, ...]:
         """The placeholders of the table occurrences a subquery or CTE reference reads."""
@@ -309,7 +405,7 @@ class _Pruner:
                     source, ra, dec = found
                     self.add(source, Circle(ra, dec, min(radius, 180.0)))
                     if radius < 90.0:
-                        self.emitter.bands[id(node)] = radius
+                        self.bands[id(node)] = radius
                 return
             self.range(node, sources)
         if isinstance(node, exp.Between) and not node.args.get("negate"):
@@ -405,18 +501,18 @@ class _Pruner:
             return None
         return found[0]
 
-    def point_of(self, node: exp.Expr, sources: list[Source]) -> _Position | None:
+    def point_of(self, node: exp.Expr, sources: list[Source]) -> Position | None:
         """``(item, ra, dec)`` when ``node`` is ``POINT(ra, dec)`` of one FROM item."""
         node = _unparen(node)
         if not isinstance(node, nodes.Point) or len(node.coordinates) != 2:
             return None
         return self.pair_of(node.coordinates[0], node.coordinates[1], sources)
 
-    def pair_of(self, ra: exp.Expr, dec: exp.Expr, sources: list[Source]) -> _Position | None:
+    def pair_of(self, ra: exp.Expr, dec: exp.Expr, sources: list[Source]) -> Position | None:
         source = self.position_of(ra, sources)
         if source is None or self.position_of(dec, sources) is not source:
             return None
-        return source, ra, dec
+        return Position(source, ra, dec)
 
     def distance_join(self, node: exp.Expr, sources: list[Source]) -> _Join | None:
         """The cross-match ``node`` expresses, if it is one: a distance between positions
@@ -439,7 +535,7 @@ class _Pruner:
                 b = self.pair_of(args[2], args[3], sources)
             else:
                 return None
-            if a is not None and b is not None and a[0] is not b[0]:
+            if a is not None and b is not None and a.source is not b.source:
                 return _Join(node, a, b, radius)
             return None
         if isinstance(node, exp.EQ):
@@ -475,26 +571,6 @@ class _Pruner:
         else:
             return None
         radius = self.constant(coords[-1])
-        if b is None or b[0] is a[0] or radius is None or not 0 <= radius <= 180:
+        if b is None or b.source is a.source or radius is None or not 0 <= radius <= 180:
             return None
         return _Join(None, a, b, radius)
-
-    def coverage(self, occurrence: int) -> MOC | None:
-        mocs = list(self.mocs.get(occurrence, []))
-        b = self.bounds.get(occurrence)
-        if b is not None and b.used:
-            ra_min, ra_max = max(0.0, b.ra_min), min(360.0, b.ra_max)
-            dec_min, dec_max = max(-90.0, b.dec_min), min(90.0, b.dec_max)
-            if (
-                ra_min <= ra_max
-                and dec_min <= dec_max
-                and (ra_min > 0.0 or ra_max < 360.0 or dec_min > -90.0 or dec_max < 90.0)
-            ):
-                mocs.append(
-                    region_coverage(
-                        RaDecRange(ra_min, ra_max, dec_min, dec_max), COVERAGE_MAX_ORDER
-                    )
-                )
-        if not mocs:
-            return None
-        return intersect(mocs[0], *mocs[1:])

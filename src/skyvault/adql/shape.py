@@ -13,10 +13,10 @@ from sqlglot import exp
 
 from skyvault.adql import nodes
 from skyvault.adql.check import CheckedQuery, Source
-from skyvault.adql.prune import _conjuncts, _Pruner, _unparen
+from skyvault.adql.prune import Pruner, _conjuncts, _unparen
 from skyvault.sky.regions import Box, Circle, Point, Polygon
 
-__all__ = ["ColumnTest", "DirectSelect", "SkyCut"]
+__all__ = ["ColumnTest", "DirectSelect", "SkyCut", "direct_select"]
 
 #: The comparisons a :class:`ColumnTest` can be, by node type.
 _COMPARISONS: dict[type[exp.Expr], str] = {
@@ -82,7 +82,7 @@ class DirectSelect:
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-def _direct_select(checked: CheckedQuery, pruner: _Pruner) -> DirectSelect | None:
+def direct_select(checked: CheckedQuery) -> DirectSelect | None:
     """The query as a :class:`DirectSelect`, or None when it is not of that shape."""
     tree = checked.query.tree
     if not isinstance(tree, exp.Select) or tree.args.get("joins"):
@@ -114,6 +114,7 @@ def _direct_select(checked: CheckedQuery, pruner: _Pruner) -> DirectSelect | Non
     where = tree.args.get("where")
     if where is None:
         return None
+    pruner = Pruner(checked)
     cuts: list[SkyCut] = []
     tests: list[ColumnTest] = []
     for conjunct in _conjuncts(where.this):
@@ -211,7 +212,7 @@ def _number(node: exp.Expr) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
-def _sky_cut(node: exp.Expr, sources: list[Source], pruner: _Pruner) -> SkyCut | None:
+def _sky_cut(node: exp.Expr, sources: list[Source], pruner: Pruner) -> SkyCut | None:
     """``node`` as a :class:`SkyCut` on the one source, or None.
 
     Mirrors :meth:`_Emitter.comparison`: a CONTAINS/INTERSECTS compared with 1 is the bare

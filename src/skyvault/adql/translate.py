@@ -37,7 +37,7 @@ from sqlglot import exp
 
 from skyvault.adql import nodes
 from skyvault.adql.annotate import FLOATING, ValueInfo
-from skyvault.adql.check import CheckedQuery, ColumnBinding, check
+from skyvault.adql.check import CheckedQuery, ColumnBinding, Source, check
 from skyvault.adql.functions import FUNCTIONS, DuckDbPythonUdf
 from skyvault.adql.geometry_sql import (
     GeoSql,
@@ -50,16 +50,18 @@ from skyvault.adql.geometry_sql import (
     intersects_sql,
 )
 from skyvault.adql.parsing import AdqlQuery, parse
-from skyvault.adql.prune import COVERAGE_MAX_ORDER, _Pruner, _unparen
-from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut, _direct_select
+from skyvault.adql.prune import COVERAGE_MAX_ORDER, DistanceJoin, Position, Pruner, _unparen
+from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut, direct_select
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.engine.crossmatch import KEY_COLUMN, exploded_select
 from skyvault.errors import UnsupportedQuery
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC
 from skyvault.sky.sql import distance_sql
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
+    "CellJoin",
     "ColumnTest",
     "CrossMatch",
     "DirectSelect",
@@ -116,11 +118,16 @@ class TableRef:
     coverage
         Conservative sky coverage of the rows that can matter, from positional constraints
         ANDed at the top level of WHERE and inner-join ON conditions; ``None``: no constraint.
+    columns
+        The table's columns the SQL reads from this occurrence, in the table's order (every
+        column the SQL names is written from a checked column binding, so this is exact);
+        a reader that materialises the rows needs only these.
     """
 
     placeholder: str
     meta: TableMeta
     coverage: MOC | None
+    columns: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +148,24 @@ class MatchSide:
     """A subquery or CTE reference (no view of its own: the SQL keys it)."""
     tables: tuple[str, ...] = ()
     """For a derived item: the placeholders of the table occurrences it reads."""
+    offsets: str | None = None
+    """For a derived item in a cell join: the relation :attr:`Translation.keyed_sql` crosses
+    its rows with to get their keys (``__sv_x0``); the engine defines it with one row of cell
+    offsets when it keys this side, nine when it explodes it
+    (:func:`skyvault.engine.crossmatch.cell_offsets`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CellJoin:
+    """How :attr:`Translation.keyed_sql` joins the two sides of a cross-match on their cell
+    keys: an equality of the two items' :data:`~skyvault.engine.crossmatch.KEY_COLUMN` in the
+    ON of the join that brings in the later one (``clause`` ``"ON"``) or, after a comma,
+    in the WHERE of their SELECT (``"WHERE"``)."""
+
+    clause: str
+    exploded: str | None = None
+    """The side (:attr:`MatchSide.name`) the engine must explode: the optional side of a
+    LEFT/RIGHT join.  None: the engine explodes the smaller side."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +176,11 @@ class CrossMatch:
     left: str
     right: str
     radius_deg: float
-    sides: tuple[MatchSide, MatchSide] | None = None
+    sides: tuple[MatchSide, MatchSide]
+    cell: CellJoin | None = None
+    """Where :attr:`Translation.keyed_sql` joins the two on their cell keys; None when it
+    does not (a FULL join, an item inside a nested join, or a table occurrence already in
+    an earlier cell join): then the distance join stays an ordinary join."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,17 +190,23 @@ class Translation:
     Attributes
     ----------
     sql
-        One DuckDB SELECT statement.
+        One DuckDB SELECT statement over the placeholder relations, each the rows of its
+        table.
     tables
         One entry per table occurrence (also in subqueries and CTEs).
     columns
         Result column metadata, in order, names as the user sees them.
     crossmatches
-        Every distance join of two positional table occurrences, wherever its SELECT is
-        (the top level first, then subqueries, CTEs and set-operation branches); a pair is
-        listed once.
+        Every distance join of two FROM items, wherever its SELECT is (the top level
+        first, then subqueries, CTEs and set-operation branches); a pair is listed once.
     direct
         The query as a :class:`DirectSelect`, when it has that simple shape.
+    keyed_sql
+        When a cross-match has a :attr:`CrossMatch.cell`: the same query, joining each such
+        pair also on its cell keys.  It runs where the sides' placeholders carry
+        :data:`~skyvault.engine.crossmatch.KEY_COLUMN` (the engine's keyed or exploded views)
+        and derived sides' :attr:`MatchSide.offsets` relations are defined; which side of a
+        pair explodes is the engine's choice and changes nothing in this text.
     """
 
     sql: str
@@ -179,6 +214,7 @@ class Translation:
     columns: tuple[ColumnMeta, ...]
     crossmatches: tuple[CrossMatch, ...] = ()
     direct: DirectSelect | None = None
+    keyed_sql: str | None = None
 
     @property
     def crossmatch(self) -> CrossMatch | None:
@@ -201,12 +237,30 @@ def _cast(sql: str, info: ValueInfo, duck: str) -> str:
     return f"CAST({sql} AS {duck})"
 
 
+@dataclasses.dataclass(frozen=True)
+class _CellKeys:
+    """What the keyed SQL adds for its cell joins (see :attr:`Translation.keyed_sql`)."""
+
+    on: dict[int, list[str]]
+    """id(join) -> the key equalities its ON condition takes."""
+    where: dict[int, list[str]]
+    """id(select) -> the key equalities its WHERE takes."""
+    derived: dict[int, MatchSide]
+    """id(source) -> the side of a derived item whose rows get their key in the SQL."""
+    radius: dict[int, float]
+
+
 class _Emitter:
-    def __init__(self, checked: CheckedQuery) -> None:
+    def __init__(
+        self, checked: CheckedQuery, bands: dict[int, float], cells: _CellKeys | None = None
+    ) -> None:
         self.checked = checked
         self.source_text = SourceText(checked.query.text)
         #: Distance comparisons known to be cross-match joins: id(node) -> radius.
-        self.bands: dict[int, float] = {}
+        self.bands = bands
+        self.cells = cells
+        #: The columns the SQL reads from each table occurrence, by occurrence.
+        self.read: dict[int, set[str]] = {}
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
         metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
@@ -283,8 +337,14 @@ class _Emitter:
         distinct = "DISTINCT " if node.args.get("distinct") is not None else ""
         parts = [f"SELECT {distinct}{', '.join(items)}", "FROM " + self.from_clause(node)]
         where = node.args.get("where")
+        keys = self.cells.where.get(id(node), []) if self.cells is not None else []
         if where is not None:
-            parts.append("WHERE " + self.cond(where.this))
+            condition = self.cond(where.this)
+            if keys:
+                condition = f"({condition}) AND " + " AND ".join(keys)
+            parts.append("WHERE " + condition)
+        elif keys:
+            parts.append("WHERE " + " AND ".join(keys))
         group = node.args.get("group")
         if group is not None:
             terms = []
@@ -328,7 +388,20 @@ class _Emitter:
             return f"({self.from_item(node.this)})"
         source = self.checked.sources[id(node)]
         alias = quote_identifier(source.alias)
-        if isinstance(node, exp.Subquery):
+        side = self.cells.derived.get(id(source)) if self.cells is not None else None
+        if side is not None:
+            # A derived side of a cell join: its rows with their cell key.
+            assert side.offsets is not None and self.cells is not None
+            if isinstance(node, exp.Subquery):
+                rows = self.query(node.this)
+            else:
+                rows = f"SELECT * FROM {quote_identifier(source.relation)}"
+            radius = self.cells.radius[id(source)]
+            keyed = exploded_select(
+                rows, side.ra, side.dec, radius, alias=source.alias, offsets=side.offsets
+            )
+            sql = f"({keyed}) AS {alias}"
+        elif isinstance(node, exp.Subquery):
             sql = f"({self.query(node.this)}) AS {alias}"
         else:
             sql = f"{quote_identifier(source.relation)} AS {alias}"
@@ -350,10 +423,14 @@ class _Emitter:
             condition = self.cond(on)
         else:
             return f"CROSS JOIN {item}"
+        keys = self.cells.on.get(id(node)) if self.cells is not None else None
+        if keys:
+            condition = f"({condition}) AND " + " AND ".join(keys)
         keyword = f"{side} JOIN" if side else "JOIN"
         return f"{keyword} {item} ON {condition}"
 
     def binding(self, binding: ColumnBinding, *, merged: bool = True) -> str:
+        self.reads(binding.source, binding.column.sql)
         sql = f"{quote_identifier(binding.source.alias)}.{quote_identifier(binding.column.sql)}"
         if merged and binding.merged:
             others = [self.binding(b, merged=False) for b in binding.merged]
@@ -655,9 +732,15 @@ class _Emitter:
             return None
         if (ra.column.name, dec.column.name) != (table.ra_column, table.dec_column):
             return None
+        self.reads(ra.source, _HEALPIX_COLUMN)
         column = f"{quote_identifier(ra.source.alias)}.{quote_identifier(_HEALPIX_COLUMN)}"
         shift = 2 * (HEALPIX29_ORDER - int(order))
         return f"({column} >> {shift})" if shift else column
+
+    def reads(self, source: Source, column: str) -> None:
+        """Note that the SQL reads ``column`` of ``source`` (kept for table occurrences)."""
+        if source.occurrence is not None:
+            self.read.setdefault(source.occurrence, set()).add(column)
 
     def stored_column(self, node: exp.Expr) -> ColumnBinding | None:
         """The binding of ``node`` when it is a column of a table occurrence, as stored."""
@@ -759,21 +842,100 @@ def translate(checked: CheckedQuery) -> Translation:
         For the few forms only found while writing SQL (a BOX built from column values used
         as a value).
     """
-    emitter = _Emitter(checked)
-    pruner = _Pruner(checked, emitter)
-    pruner.run()
+    pruner = Pruner(checked)
+    pruning = pruner.run()
+    emitter = _Emitter(checked, pruning.bands)
     sql = emitter.root()
+    crossmatches, cells = _crossmatches(emitter, pruner, pruning.matches)
+    keyed_sql = _Emitter(checked, pruning.bands, cells).root() if cells is not None else None
     tables = tuple(
         TableRef(
-            source.relation,
-            source.table,
-            pruner.coverage(source.occurrence) if source.table.kind == "hats" else None,
+            placeholder=source.relation,
+            meta=source.table,
+            coverage=pruning.coverage(source.occurrence) if source.table.kind == "hats" else None,
+            columns=_read_columns(source.table, emitter.read.get(source.occurrence, set())),
         )
         for source in checked.occurrences
         if source.table is not None and source.occurrence is not None
     )
-    direct = _direct_select(checked, pruner)
-    return Translation(sql, tables, checked.columns, tuple(pruner.crossmatches), direct)
+    return Translation(
+        sql=sql,
+        tables=tables,
+        columns=checked.columns,
+        crossmatches=crossmatches,
+        direct=direct_select(checked),
+        keyed_sql=keyed_sql,
+    )
+
+
+def _read_columns(table: TableMeta, read: set[str]) -> tuple[str, ...]:
+    """The columns of ``table`` in ``read``, in the table's order."""
+    return tuple(c.name for c in table.columns if c.name in read)
+
+
+def _crossmatches(
+    emitter: _Emitter, pruner: Pruner, matches: Sequence[DistanceJoin]
+) -> tuple[tuple[CrossMatch, ...], _CellKeys | None]:
+    """The :class:`CrossMatch` of each distance join, and what the keyed SQL adds for those
+    with a cell join (None: none has one)."""
+    out: list[CrossMatch] = []
+    cells = _CellKeys({}, {}, {}, {})
+    for match in matches:
+        placement = match.cell
+        sides = [_match_side(emitter, pruner, p) for p in (match.left, match.right)]
+        cell = None
+        if placement is not None:
+            for i, position in enumerate((match.left, match.right)):
+                if sides[i].derived:
+                    sides[i] = dataclasses.replace(sides[i], offsets=f"__sv_x{len(cells.derived)}")
+                    cells.derived[id(position.source)] = sides[i]
+                    cells.radius[id(position.source)] = match.radius
+            early, late = (quote_identifier(s.alias) for s in (placement.early, placement.late))
+            key = f"{early}.{KEY_COLUMN} = {late}.{KEY_COLUMN}"
+            if placement.join is not None:
+                cells.on.setdefault(id(placement.join), []).append(key)
+            else:
+                cells.where.setdefault(id(placement.select), []).append(key)
+            optional = placement.optional
+            exploded = None
+            if optional is not None:
+                exploded = sides[0].name if optional is match.left.source else sides[1].name
+            clause = "ON" if placement.join is not None else "WHERE"
+            cell = CellJoin(clause=clause, exploded=exploded)
+        out.append(
+            CrossMatch(
+                left=sides[0].name,
+                right=sides[1].name,
+                radius_deg=match.radius,
+                sides=(sides[0], sides[1]),
+                cell=cell,
+            )
+        )
+    return tuple(out), (cells if cells.on or cells.where else None)
+
+
+def _match_side(emitter: _Emitter, pruner: Pruner, position: Position) -> MatchSide:
+    """The :class:`MatchSide` of a position of a FROM item, its SQL written by ``emitter``."""
+    source = position.source
+    a, b = _unparen(position.ra), _unparen(position.dec)
+    ra_sql, dec_sql = (_cast(emitter.value(n), emitter.info(n), "DOUBLE") for n in (a, b))
+    columns = None
+    if isinstance(a, exp.Column) and isinstance(b, exp.Column):
+        bindings = emitter.checked.bindings
+        columns = (bindings[id(a)].column.sql, bindings[id(b)].column.sql)
+    if source.occurrence is not None:
+        return MatchSide(
+            name=source.relation, alias=source.alias, ra=ra_sql, dec=dec_sql, columns=columns
+        )
+    return MatchSide(
+        name=source.alias,
+        alias=source.alias,
+        ra=ra_sql,
+        dec=dec_sql,
+        columns=columns,
+        derived=True,
+        tables=pruner.derived_tables(source),
+    )
 
 
 def compile_adql(text: str, tables: Sequence[TableMeta]) -> Translation:
