@@ -222,7 +222,7 @@ def measure_nested(
 ) -> dict[str, Any]:
     """Each lon/lat form on the first ``rows`` upload rows without and with the cell join."""
     from skyvault.adql.translate import compile_adql
-    from skyvault.engine.plan import ScanSpec, plan_query
+    from skyvault.engine.plan import ScanSpec, plan_query, plan_translation
 
     _, table = extra["up"]
     small = table.slice(0, rows)
@@ -245,12 +245,7 @@ def measure_nested(
         ]  # fmt: skip
         plans = {
             "without cell join": plan_query(translation.sql, refs, translation.columns),
-            "cell join": plan_query(
-                translation.keyed_sql or translation.sql,
-                refs,
-                translation.columns,
-                translation.crossmatches,
-            ),
+            "cell join": plan_translation(translation, refs),
         }
         entry: dict[str, Any] = {}
         answers = {}

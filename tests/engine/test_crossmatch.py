@@ -19,7 +19,13 @@ from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.crossmatch import KEY_COLUMN
 from skyvault.engine.executor import LocalExecutor
-from skyvault.engine.plan import CrossMatchSpec, QueryPlan, ScanSpec, plan_query
+from skyvault.engine.plan import (
+    CrossMatchSpec,
+    QueryPlan,
+    ScanSpec,
+    plan_query,
+    plan_translation,
+)
 from skyvault.sky.sql import within_distance_sql
 
 
@@ -212,12 +218,7 @@ def _plan_all(archive: Archive, adql: str, *, prune: bool = True) -> QueryPlan:
         )
         for r in translation.tables
     ]
-    return plan_query(
-        translation.keyed_sql or translation.sql,
-        refs,
-        translation.columns,
-        translation.crossmatches,
-    )
+    return plan_translation(translation, refs)
 
 
 _DIST = "DISTANCE(POINT('ICRS', a.ra, a.dec), POINT('ICRS', b.ra, b.dec)) < {r}"

@@ -127,7 +127,7 @@ class TableRef:
     placeholder: str
     meta: TableMeta
     coverage: MOC | None
-    columns: tuple[str, ...] = ()
+    columns: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)

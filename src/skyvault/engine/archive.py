@@ -23,7 +23,7 @@ from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSettings
 from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
-from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_translation
 from skyvault.errors import InternalError, SkyvaultError, UnsupportedQuery
 
 if TYPE_CHECKING:
@@ -131,8 +131,7 @@ class Archive:
         direct = translation.direct  # only over a stored table (not an upload)
         if direct is not None and direct.placeholder not in stored:
             direct = None
-        sql = translation.keyed_sql if translation.keyed_sql is not None else translation.sql
-        plan = plan_query(sql, specs, translation.columns, translation.crossmatches, direct)
+        plan = plan_translation(translation, specs, direct)
         if only_stored:  # a plan over in-memory tables would keep them alive: not kept
             used = tuple(s.table for s in specs if isinstance(s.table, StoredTable))
             entry.planned = _Planned(tables=used, plan=plan)

@@ -24,7 +24,7 @@ import pyarrow as pa
 from mocpy import MOC
 from numpy.typing import NDArray
 
-from skyvault.adql.translate import CrossMatch, MatchSide
+from skyvault.adql.translate import CrossMatch, MatchSide, Translation
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import PartitionIndex, StoredTable
@@ -45,6 +45,7 @@ __all__ = [
     "TagLookup",
     "TaggedFiles",
     "plan_query",
+    "plan_translation",
 ]
 
 MAX_RANGES = 16
@@ -283,23 +284,41 @@ class QueryPlan:
         return sum(len(s.files) for s in self.scans)
 
 
+def plan_translation(
+    translation: Translation, tables: Sequence[ScanSpec], direct: DirectSelect | None = None
+) -> QueryPlan:
+    """Plan a translation over ``tables`` (one per :attr:`Translation.tables` entry).
+
+    Its :attr:`~Translation.keyed_sql` runs when it has cell joins: for each cross-match
+    with a :attr:`~skyvault.adql.translate.CrossMatch.cell`, the planner decides which side
+    is exploded and gives each side its keys: a table occurrence's view adds them
+    (:class:`CellKey`), a derived side's offsets relation is defined as a scan of one or
+    nine rows (:func:`~skyvault.engine.crossmatch.cell_offsets`).  ``direct``: the
+    translation's :class:`DirectSelect` when the engine may use it.
+    """
+    sql = translation.keyed_sql if translation.keyed_sql is not None else translation.sql
+    return _plan(sql, tables, translation.columns, translation.crossmatches, direct)
+
+
 def plan_query(
     sql: str,
     tables: Sequence[ScanSpec],
     columns: Sequence[ColumnMeta],
-    crossmatches: Sequence[CrossMatch | CrossMatchSpec] = (),
+    crossmatches: Sequence[CrossMatchSpec] = (),
     direct: DirectSelect | None = None,
 ) -> QueryPlan:
-    """Plan ``sql`` over ``tables``.
+    """Plan ``sql``, written by hand, over ``tables``; ``crossmatches`` are the pairs of
+    placeholders it joins on their cell keys (see :class:`CrossMatchSpec`)."""
+    return _plan(sql, tables, columns, crossmatches, direct)
 
-    ``crossmatches`` are the cross-matches ``sql`` joins on cell keys (wherever they are in
-    the query): a translation's :class:`~skyvault.adql.translate.CrossMatch` that has a
-    :attr:`~skyvault.adql.translate.CrossMatch.cell` (``sql`` is then the translation's
-    ``keyed_sql``; the others are ignored), or a :class:`CrossMatchSpec`.  For each, the
-    planner decides which side is exploded and gives each side its keys: a table
-    occurrence's view adds them (:class:`CellKey`), a derived side's offsets relation is
-    defined as a scan of one or nine rows (:func:`~skyvault.engine.crossmatch.cell_offsets`).
-    """
+
+def _plan(
+    sql: str,
+    tables: Sequence[ScanSpec],
+    columns: Sequence[ColumnMeta],
+    crossmatches: Sequence[CrossMatch | CrossMatchSpec],
+    direct: DirectSelect | None,
+) -> QueryPlan:
     scans: dict[str, Scan] = {}
     for spec in tables:
         if isinstance(spec.table, pa.Table):
