@@ -20,11 +20,14 @@ Semantics that differ between ADQL and DuckDB are made explicit:
 * ``CONTAINS``/``INTERSECTS`` are 1 or 0; compared with 1 in a condition they become the bare
   predicate, so DuckDB sees the declination prefilter it can prune row groups with.
 
-Besides the SQL, the translation reports per table occurrence a conservative sky coverage
-(MOC) from the positional constraints ANDed at the top of its WHERE clause and inner-join ON
-conditions, and of the ON condition of an outer join that makes it optional; and a
-:class:`CrossMatch` for every SELECT (anywhere: subqueries, CTEs, set operations) that joins
-two positional tables by a distance.
+Besides the SQL, the translation reports per table occurrence the columns the SQL reads and
+a conservative sky coverage (MOC) from the positional constraints ANDed at the top of its
+WHERE clause and inner-join ON conditions, and of the ON condition of an outer join that
+makes it optional (:mod:`skyvault.adql.prune`); a :class:`CrossMatch` for every SELECT
+(anywhere: subqueries, CTEs, set operations) that joins two FROM items by a distance, and
+the SQL again with the cell-key equalities of those that can be cell joins
+(:attr:`Translation.keyed_sql`); and the query's plain-search form, if it has one
+(:mod:`skyvault.adql.shape`).  The engine reads these; it never parses the SQL.
 """
 
 from __future__ import annotations
