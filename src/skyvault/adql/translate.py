@@ -41,7 +41,7 @@ from sqlglot import exp
 from skyvault.adql import nodes
 from skyvault.adql.annotate import FLOATING, ValueInfo
 from skyvault.adql.check import CheckedQuery, ColumnBinding, Source, check
-from skyvault.adql.functions import FUNCTIONS, DuckDbPythonUdf
+from skyvault.adql.functions import FUNCTIONS, DuckDbFunction, DuckDbPythonUdf, spec_for
 from skyvault.adql.geometry_sql import (
     GeoSql,
     area_sql,
@@ -61,6 +61,8 @@ from skyvault.engine.crossmatch import KEY_COLUMN, exploded_select
 from skyvault.errors import UnsupportedQuery
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC
 from skyvault.sky.sql import distance_sql
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
@@ -73,7 +75,6 @@ __all__ = [
     "TableRef",
     "Translation",
     "compile_adql",
-    "quote_identifier",
     "translate",
 ]
 
@@ -88,22 +89,6 @@ _COMPARISON_SQL: dict[type[exp.Expr], str] = {
     exp.GTE: ">=",
     exp.LT: "<",
     exp.LTE: "<=",
-}
-_SIMPLE_FUNCTIONS: dict[type[exp.Expr], str] = {
-    exp.Ceil: "ceil",
-    exp.Floor: "floor",
-    exp.Degrees: "degrees",
-    exp.Radians: "radians",
-    exp.Exp: "exp",
-    exp.Ln: "ln",
-    exp.Sqrt: "sqrt",
-    exp.Acos: "acos",
-    exp.Asin: "asin",
-    exp.Atan: "atan",
-    exp.Cos: "cos",
-    exp.Cot: "cot",
-    exp.Sin: "sin",
-    exp.Tan: "tan",
 }
 
 
@@ -225,15 +210,6 @@ class Translation:
         return self.crossmatches[0] if self.crossmatches else None
 
 
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _cast(sql: str, info: ValueInfo, duck: str) -> str:
     if info.duck == duck:
         return sql
@@ -266,9 +242,7 @@ class _Emitter:
         self.read: dict[int, set[str]] = {}
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
-        metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
-        offset = min(int(m["start"]) for m in metas) if metas else 0
-        line, column = self.source_text.position(offset)
+        line, column = self.source_text.locate(node)
         return UnsupportedQuery(message, line=line, column=column)
 
     def info(self, node: exp.Expr) -> ValueInfo:
@@ -681,9 +655,9 @@ class _Emitter:
             return f"pow({arg(node.this)}, {arg(node.expression)})"
         if isinstance(node, exp.Atan2):
             return f"atan2({arg(node.this)}, {arg(node.expression)})"
-        name = _SIMPLE_FUNCTIONS.get(type(node))
-        if name is not None:
-            return f"{name}({arg(node.this)})"
+        spec = spec_for(type(node))
+        if spec is not None and isinstance(spec.duckdb, DuckDbFunction):
+            return f"{spec.duckdb.name}({arg(node.this)})"
         raise self.unsupported(node, "unexpected function")  # pragma: no cover
 
     def udf(self, node: nodes.UdfCall) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from skyvault.sky.sql import double_literal
+from skyvault.sqltext import quote_identifier
 
 __all__ = [
     "KEY_COLUMN",
@@ -172,8 +173,3 @@ def cell_offsets(exploded: bool) -> pa.Table:
             "__sv_db": pa.array([p[1] for p in pairs], pa.int64()),
         }
     )
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
-    return '"' + name.replace('"', '""') + '"'

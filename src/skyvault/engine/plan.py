@@ -28,8 +28,10 @@ from skyvault.adql.translate import CrossMatch, MatchSide, Translation
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import PartitionIndex, StoredTable
-from skyvault.engine.crossmatch import cell_offsets, exploded_select, keyed_select, quote_identifier
+from skyvault.engine.crossmatch import cell_offsets, exploded_select, keyed_select
 from skyvault.sky.coverage import healpix29_ranges
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
     from skyvault.adql.shape import DirectSelect
@@ -441,7 +443,3 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
     files = tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
     schema_file = index.files[0] if index.files else None
     return Scan(placeholder, name, files, ranges, True, len(index.files), schema_file)
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
