@@ -21,7 +21,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -33,12 +33,13 @@ from skyvault.images.datalink import DATALINK_TYPE, Link, image_links, links_doc
 from skyvault.images.preview import cached_preview
 from skyvault.images.soda import parse_soda
 from skyvault.service.context import ServiceContext, get_context
+from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, single
 from skyvault.service.security import CallerDep
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = GetHeadRouter()
 
 Context = Annotated[ServiceContext, Depends(get_context)]
 
@@ -128,20 +129,14 @@ def _stored(
     return image
 
 
-@router.api_route(
-    "/images/{collection}/{obs_id}", methods=["GET", "HEAD"], summary="an image's FITS file"
-)
+@router.get("/images/{collection}/{obs_id}", summary="an image's FITS file")
 async def image_file(collection: str, obs_id: str, context: Context, caller: CallerDep) -> Response:
     """The FITS file of an image (``#this``)."""
     image = await run_in_threadpool(_stored, context, caller, collection, obs_id)
     return FileResponse(image.path, media_type="application/fits", filename=image.file_name)
 
 
-@router.api_route(
-    "/images/{collection}/{obs_id}/preview.png",
-    methods=["GET", "HEAD"],
-    summary="an image's PNG preview",
-)
+@router.get("/images/{collection}/{obs_id}/preview.png", summary="an image's PNG preview")
 async def image_preview(
     collection: str, obs_id: str, context: Context, caller: CallerDep
 ) -> Response:
@@ -158,11 +153,7 @@ async def image_preview(
     return await run_in_threadpool(render)
 
 
-@router.api_route(
-    "/images/{collection}/{obs_id}/header.txt",
-    methods=["GET", "HEAD"],
-    summary="an image's FITS header",
-)
+@router.get("/images/{collection}/{obs_id}/header.txt", summary="an image's FITS header")
 async def image_header(
     collection: str, obs_id: str, context: Context, caller: CallerDep
 ) -> Response:
