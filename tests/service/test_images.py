@@ -248,6 +248,21 @@ def test_cutout_by_pos_polygon_band_and_time(client: TestClient) -> None:
     assert fits.getdata(io.BytesIO(whole.content)).shape == (150, 200)
 
 
+def test_a_cutout_larger_than_memory_goes_through_a_file(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.service.handlers import images as handler
+
+    params = {"ID": _did("pubimg", "a"), "CIRCLE": f"{PUB_RA} {PUB_DEC} {5 / 3600}"}
+    in_memory = client.get("/tap/soda/sync", params=params)
+    monkeypatch.setattr(handler, "_IN_MEMORY", 100)
+    monkeypatch.setattr(handler, "_CHUNK", 1000)
+    spilled = client.get("/tap/soda/sync", params=params)
+    assert spilled.status_code == 200
+    assert int(spilled.headers["content-length"]) == len(spilled.content) > 100
+    assert spilled.content == in_memory.content
+
+
 def test_files_answer_head(client: TestClient, world: ImageWorld) -> None:
     r = client.head("/tap/images/pubimg/a")
     assert r.status_code == 200
