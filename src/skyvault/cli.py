@@ -1,6 +1,6 @@
 """The ``skyvault`` command: a thin edge that parses arguments and calls the core.
 
-Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA`` or ``./data``).  Errors
+Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA_DIR`` or ``./data``).  Errors
 are skyvault's own classes, printed as one line on stderr with a non-zero exit status;
 an interrupt exits with status 130 and, for ingest, leaves the catalogue as it was.
 """
@@ -14,7 +14,8 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,9 @@ _SETTINGS_MODELS = ("Settings", "AuthSettings")
 
 
 def _default_data() -> Path:
-    return Path(os.environ.get("SKYVAULT_DATA", "data"))
+    from skyvault.catalog.layout import data_dir_from_environment
+
+    return data_dir_from_environment()
 
 
 class RichProgress:
@@ -228,10 +231,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_images_ingest(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
+    from skyvault.images.cli import run_images_ingest
+
+    if args.group is not None:
+        with auth_storage_errors("images ingest --group", args.data):
+            _check_group(args.data, args.group)  # before the work, not after it
+    with _progress(not args.quiet) as bar:
+        status, collection = run_images_ingest(args, bar)
+    with auth_storage_errors("the grant after ingest", args.data):
+        if args.public or args.group is not None:
+            _grant_read(args.data, collection, args.group)
+        else:
+            _say_who_reads(args.data, collection, "obscore")
+            print(
+                f"(grant the whole collection: {_access_command('grant', collection, args.data)})"
+            )
+    return status
+
+
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
-    from skyvault.service.tap_schema import published_table
+    from skyvault.catalog.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:
@@ -360,11 +383,11 @@ def _check_service_storage(settings: Settings) -> None:
     """
     import tempfile
 
-    from skyvault.catalog.layout import INTERNAL_DIR
+    from skyvault.catalog.layout import internal_dir
 
     if not _service_storage_variables(settings):
         return
-    internal = settings.data_dir / INTERNAL_DIR
+    internal = internal_dir(settings.data_dir)
     with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
         internal.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=internal):
@@ -542,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             default=_default_data(),
             metavar="DIR",
-            help="data root (default: $SKYVAULT_DATA or ./data)",
+            help="data root (default: $SKYVAULT_DATA_DIR or ./data)",
         )
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")
@@ -648,13 +671,130 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(p)
     p.set_defaults(func=_cmd_hips_build)
 
+    p = sub.add_parser("images", help="the image archive: ingest FITS images into a collection")
+    images_sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    p = images_sub.add_parser(
+        "ingest", help="record FITS images (ObsCore rows and every header card) in a collection"
+    )
+    from skyvault.images.cli import add_ingest_arguments
+
+    add_ingest_arguments(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--public", action="store_true", help="let everyone read the collection's tables"
+    )
+    who.add_argument("--group", metavar="G", help="let group G read the collection")
+    data_arg(p)
+    p.set_defaults(func=_cmd_images_ingest)
+
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser(
+        "download",
+        help="fetch a table (or a sky region of it) from a server's bulk edge, verified",
+        description="Fetch every file of a bulk directory (e.g. http://host/bulk/SCHEMA/TABLE/) "
+        "in parallel into DEST, resuming partial files and checking each against the "
+        "directory's manifest.json.  Exit status 1 names the files that failed.",
+    )
+    p.add_argument("url", help="a bulk directory URL (a signed URL works too)")
+    p.add_argument("dest", type=Path, help="local directory (created when missing)")
+    p.add_argument("--token", help="access token (default: $SKYVAULT_TOKEN)")
+    p.add_argument("--workers", type=int, default=4, help="files fetched at once (4)")
+    region = p.add_mutually_exclusive_group()
+    region.add_argument(
+        "--circle",
+        nargs=3,
+        type=float,
+        metavar=("RA", "DEC", "RADIUS"),
+        help="only partitions touching this cone (degrees)",
+    )
+    region.add_argument(
+        "--polygon",
+        nargs="+",
+        type=float,
+        metavar="RA_DEC",
+        help="only partitions touching this polygon: RA1 DEC1 RA2 DEC2 ... (degrees)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
     from skyvault.auth.cli import add_subcommands as add_auth_subcommands
 
     add_auth_subcommands(sub, data_arg)
     return parser
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from skyvault.bulk.download import download
+    from skyvault.sky.regions import Circle, Polygon
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    region: Circle | Polygon | None = None
+    if args.circle is not None:
+        region = Circle(*args.circle)
+    elif args.polygon is not None:
+        region = Polygon.from_flat(args.polygon)
+    token = args.token or os.environ.get("SKYVAULT_TOKEN") or None
+    with _byte_progress(not args.quiet) as (on_start, on_bytes):
+        report = download(
+            args.url,
+            args.dest,
+            token=token,
+            workers=args.workers,
+            region=region,
+            on_start=on_start,
+            on_bytes=on_bytes,
+        )
+    print(
+        f"{len(report.fetched)} fetched ({report.bytes_fetched:,} bytes), "
+        f"{len(report.present)} already present, {len(report.failed)} failed; into {args.dest}",
+        file=sys.stderr,
+    )
+    for path, reason in sorted(report.failed.items()):
+        print(f"skyvault: failed: {path}: {reason}", file=sys.stderr)
+    return 0 if report.ok else EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _byte_progress(
+    wanted: bool,
+) -> Iterator[tuple[Callable[[int, int], None] | None, Callable[[int], None] | None]]:
+    """A bytes progress bar on a terminal: (on_start, on_bytes), or (None, None)."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    lock = threading.Lock()
+    task = progress.add_task("download", total=None)
+
+    def on_start(files: int, total: int) -> None:
+        progress.update(task, total=total, description=f"{files} files")
+
+    def on_bytes(n: int) -> None:
+        with lock:
+            progress.advance(task, n)
+
+    with progress:
+        yield on_start, on_bytes
 
 
 def _settings_error(exc: Exception) -> str | None:

@@ -10,15 +10,15 @@ from fastapi.testclient import TestClient
 
 from skyvault.adql import LanguageFeature, language_features
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
-from skyvault.service.output import OUTPUT_FORMATS
+from skyvault.formats.output import OUTPUT_FORMATS
 from skyvault.service.services.vosi import (
     availability_document,
     capabilities_document,
     table_document,
     tableset_document,
 )
-from skyvault.service.tap_schema import ForeignKey
 from tests.xsd import assert_valid
 
 ODD = 'flux \x01 in <Jy> & "peak" \x1f \U0001d518\r'

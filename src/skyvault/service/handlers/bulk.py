@@ -48,9 +48,8 @@ from skyvault.bulk.signing import (
     verify,
 )
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import AccessDenied, CatalogNotFound, UsageError
+from skyvault.errors import AccessDenied, CatalogNotFound, UsageError, UserLimitExceeded
 from skyvault.service.context import ServiceContext, get_context
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import Caller, CallerDep, current_caller, current_identity
 from skyvault.service.services import pages
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from skyvault.catalog.tap_schema import TAP_SCHEMA
 from skyvault.formats._xml import Element, xml_document
-from skyvault.service.tap_schema import TAP_SCHEMA
 
 __all__ = ["EXAMPLES", "Example", "examples_document", "visible_examples"]
 

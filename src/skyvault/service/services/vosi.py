@@ -16,10 +16,10 @@ from itertools import groupby
 
 from skyvault.adql import LanguageFeature
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
-from skyvault.service.output import OutputFormat
-from skyvault.service.tap_schema import ForeignKey
+from skyvault.formats.output import OutputFormat
 
 __all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
 
