@@ -103,6 +103,16 @@ def _draw(
     """An image (nJy per pixel) of the sources through a Gaussian PSF, plus sky noise."""
     ny, nx = shape
     ra, dec, flux, size2 = sources
+    # Only the sources near the image go through the WCS (a medium build has 300,000).
+    centre = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
+    scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))))
+    reach = np.radians(np.hypot(nx, ny) / 2 * scale * 1.1 + 30 * scale)
+    d0, r0 = np.radians(centre[1]), np.radians(centre[0])
+    cos_distance = np.sin(d0) * np.sin(np.radians(dec)) + np.cos(d0) * np.cos(
+        np.radians(dec)
+    ) * np.cos(np.radians(ra) - r0)
+    near = cos_distance > np.cos(reach)
+    ra, dec, flux, size2 = ra[near], dec[near], flux[near], size2[near]
     x, y = wcs.all_world2pix(ra, dec, 0)
     sigma = np.sqrt(psf_sigma_px**2 + size2 * size_scale**2)
     half = int(min(12, math.ceil(4 * max(psf_sigma_px, 1.0))))
