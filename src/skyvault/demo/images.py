@@ -82,12 +82,15 @@ class SkySources:
         return np.concatenate(ra), np.concatenate(dec), np.concatenate(flux), np.concatenate(size2)
 
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
-
-
 def erf(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The error function, element-wise (NumPy has none; SciPy is not a dependency)."""
-    return np.asarray(_ERF(values), dtype=np.float64)
+    """The error function, element-wise, to 1.5e-7 (Abramowitz & Stegun 7.1.26): NumPy has
+    none, SciPy is not a dependency, and ``math.erf`` per element made drawing the medium
+    demo's 72 images take 40 s."""
+    a = np.abs(values)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t
+            + 0.254829592) * t  # fmt: skip
+    return np.asarray(np.sign(values) * (1.0 - poly * np.exp(-a * a)), dtype=np.float64)
 
 
 def _draw(
