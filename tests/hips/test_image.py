@@ -444,7 +444,12 @@ def test_failed_build_leaves_the_previous_hips(inputs: dict[str, Path], tmp_path
     assert not any((tmp_path / ".skyvault" / "tmp").iterdir())
 
 
-def test_two_workers_build_the_same_tiles(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_two_workers_build_the_same_tiles(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.hips import image
+
+    monkeypatch.setattr(image, "_POOL_FROM", 0)  # a pool even for these few tiles
     seen: list[tuple[int, int]] = []
     one = build_image_hips([inputs["a"], inputs["b"]], tmp_path / "one", title="w",
                            creator_did="ivo://t/w", workers=1)  # fmt: skip
@@ -487,3 +492,65 @@ def test_hipsgen_lint_accepts_the_image_hips(built: Path, tmp_path: Path) -> Non
                              if not line.startswith("hips_frame")))  # fmt: skip
     assert "not IVOA HiPS 1.0 compatible" in lint(copy)
     os.sync()
+
+
+# ------------------------------------------------------------------------ serving
+
+
+def test_served_by_name_and_listed(inputs: dict[str, Path], tmp_path: Path) -> None:
+    import re
+    from urllib.parse import urljoin
+
+    from fastapi.testclient import TestClient
+
+    from skyvault.config import Settings
+    from skyvault.hips.store import image_hips_dir
+    from skyvault.service.app import create_app
+    from tests.service.conftest import ROOMY_AUTH
+
+    data = tmp_path / "data"
+    data.mkdir()
+    build_image_hips([inputs["a"]], image_hips_dir(data, "deep-r"), title="deep r",
+                     creator_did="ivo://t/deep-r", workers=1)  # fmt: skip
+    settings = Settings(data_dir=data, auth=ROOMY_AUTH)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.get("/hips/images/deep-r/properties")
+        assert r.status_code == 200 and "dataproduct_type" in r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+        tile = next(iter(_tiles(image_hips_dir(data, "deep-r"), ORDER, "png").values()))
+        rel = tile.relative_to(image_hips_dir(data, "deep-r"))
+        r = client.get(f"/hips/images/deep-r/{rel}")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        etag = r.headers["etag"]
+        r = client.get(f"/hips/images/deep-r/{rel}", headers={"If-None-Match": etag})
+        assert r.status_code == 304
+        # Hidden, missing and outside files are the same 404.
+        for bad in (MANIFEST, "nope.fits", "%2e%2e/%2e%2e/properties", "Norder9/%2e%2e"):
+            assert client.get(f"/hips/images/deep-r/{bad}").status_code == 404, bad
+        assert client.get("/hips/images/other/properties").status_code == 404
+        # The list names it with its URL; the index page loads Aladin Lite from here.
+        listing = client.get("/hips/list").text
+        assert "hips_service_url        = http://testserver/hips/images/deep-r" in listing
+        page = client.get("/hips/images/deep-r/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        (aladin,) = re.findall(r'"(\.\./[^"]+aladin\.js)"', page.text)
+        assert client.get(urljoin(str(page.url), aladin)).status_code == 200
+
+
+def test_cli_builds_by_name(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skyvault.cli import main
+    from skyvault.hips.store import image_hips_dir
+
+    data = tmp_path / "data"
+    status = main(["hips", "build", "--images", str(inputs["a"]), "--name", "cli",
+                   "--format", "fits,jpeg", "--workers", "1", "--data", str(data)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0 and "cli: image HiPS built, 1 images" in out
+    assert _props(image_hips_dir(data, "cli"))["hips_tile_format"] == "fits jpeg"
+    status = main(["hips", "build", "--images", str(inputs["a"]), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert status == 2 and "needs --name NAME" in err and err.count("\n") == 1
+    status = main(["hips", "build", "--data", str(data)])
+    assert status == 2 and "--images" in capsys.readouterr().err

@@ -110,6 +110,8 @@ _MOC_SHIFT = 4
 #: Inputs a worker keeps open (compressed HDUs are held decompressed).
 _OPEN_INPUTS = 4
 _TILES_PER_JOB = 8
+#: Below this many tiles one process does it all (starting a worker costs a second or two).
+_POOL_FROM = 64
 _EXT = {"fits": "fits", "png": "png", "jpeg": "jpg"}
 _ASINH_SOFTENING = 10.0
 #: Pixels on a side of a tile in an Allsky file (HiPS 1.0: "typically 64x64").
@@ -1085,7 +1087,7 @@ def build_image_hips(
         if incremental and previous_root is not None:
             reused = _link_tree(previous_root, root)
         pool = None
-        if workers > 1 and total > 2 * _TILES_PER_JOB:
+        if workers > 1 and total > _POOL_FROM:
             import multiprocessing
 
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))

@@ -1,4 +1,5 @@
-"""HiPS handlers: ``/hips/list`` and the static files of ``/hips/{SCHEMA.TABLE}/...``.
+"""HiPS handlers: ``/hips/list`` and the static files of ``/hips/{SCHEMA.TABLE}/...``
+(catalogue HiPS) and ``/hips/images/{NAME}/...`` (image HiPS).
 
 Thin: :mod:`skyvault.hips.store` finds the file; this module adds what browsers need.
 Aladin Lite loads tiles cross-origin into WebGL, so every answer carries
@@ -7,13 +8,16 @@ Aladin Lite loads tiles cross-origin into WebGL, so every answer carries
 and byte ranges (Starlette's ``FileResponse``).
 
 Hidden is absent: the HiPS of a table the caller may not read, a missing HiPS or tile, and
-a path that tries to leave the HiPS all get the same 404 with the same body.
+a path that tries to leave the HiPS all get the same 404 with the same body.  Image HiPS
+are public for now (no collection or group owns them yet: when the image archive lands, a
+HiPS of a hidden collection will read like a missing one, as tables do).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -22,7 +26,13 @@ from starlette.concurrency import run_in_threadpool
 
 from skyvault.catalog.layout import TableName
 from skyvault.errors import CatalogNotFound, UsageError
-from skyvault.hips.store import content_type, hips_file, read_properties
+from skyvault.hips.store import (
+    content_type,
+    hips_file,
+    image_hips_file,
+    image_hips_names,
+    read_properties,
+)
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import error_response
 from skyvault.service.security import CallerDep
@@ -72,6 +82,17 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
     base = context.site_url(request)
     data_dir = context.settings.data_dir
 
+    def record(text: str | None, url: str) -> list[str]:
+        if text is None:
+            return []
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.strip() and not line.startswith("hips_service_url")
+        ]
+        lines.append(f"{'hips_service_url':<24}= {url}")
+        return ["\n".join(lines) + "\n"]
+
     def records() -> list[str]:
         out = []
         for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
@@ -79,21 +100,35 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
                 name = TableName.parse(meta.qualified_name)
             except UsageError:  # a delimited name no HiPS can have
                 continue
-            text = read_properties(data_dir, name)
-            if text is None:
-                continue
-            lines = [
-                line
-                for line in text.splitlines()
-                if line.strip() and not line.startswith("hips_service_url")
-            ]
-            lines.append(f"{'hips_service_url':<24}= {base}/hips/{name}")
-            out.append("\n".join(lines) + "\n")
+            out += record(read_properties(data_dir, name), f"{base}/hips/{name}")
+        for image in image_hips_names(data_dir):  # public for now (module docstring)
+            out += record(read_properties(data_dir, image), f"{base}/hips/images/{image}")
         return out
 
     body = "\n".join(await run_in_threadpool(records))
     headers = {**_CORS, "Cache-Control": _cache_control(request, 60)}
     return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+def _serve(found: Path | None, request: Request) -> Response:
+    if found is None:
+        return _not_found()
+    stat = found.stat()
+    etag = _etag(stat)
+    headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(found, media_type=content_type(found), headers=headers, stat_result=stat)
+
+
+# Before /hips/{hips_id}/…: "images" is no SCHEMA.TABLE, so the two never overlap.
+@router.api_route(
+    "/hips/images/{name}/{path:path}", methods=["GET", "HEAD"], summary="an image HiPS file"
+)
+async def image_hips_get(name: str, path: str, request: Request, context: Context) -> Response:
+    """A file of image HiPS ``name`` (public for now); the bare directory is its
+    ``index.html``."""
+    return _serve(image_hips_file(context.settings.data_dir, name, path or "index.html"), request)
 
 
 @router.api_route("/hips/{hips_id}/{path:path}", methods=["GET", "HEAD"], summary="a HiPS file")
@@ -105,12 +140,4 @@ async def hips_get(
     ``index.html``."""
     if hips_id not in caller.table_names:
         return _not_found()
-    found = hips_file(context.settings.data_dir, hips_id, path or "index.html")
-    if found is None:
-        return _not_found()
-    stat = found.stat()
-    etag = _etag(stat)
-    headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
-    if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return FileResponse(found, media_type=content_type(found), headers=headers, stat_result=stat)
+    return _serve(hips_file(context.settings.data_dir, hips_id, path or "index.html"), request)
