@@ -133,6 +133,8 @@ class ImageHipsResult:
     #: Deepest-order tiles in the HiPS, and tiles (all orders) computed by this build.
     tiles: int
     computed: int
+    #: Of ``computed``, the deepest-order tiles.
+    computed_deepest: int
     #: Tile files (all formats, all orders) kept from the previous version as hard links.
     reused_files: int
     incremental: bool
@@ -1191,6 +1193,7 @@ def build_image_hips(
         inputs=len(seen),
         tiles=len(tile_stats),
         computed=total,
+        computed_deepest=len(dirty),
         reused_files=reused,
         incremental=incremental,
         megapixels=sum(i.shape[0] * i.shape[1] for i in seen.values()) / 1e6,
