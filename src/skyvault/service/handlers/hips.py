@@ -140,4 +140,9 @@ async def hips_get(
     ``index.html``."""
     if hips_id not in caller.table_names:
         return _not_found()
-    return _serve(hips_file(context.settings.data_dir, hips_id, path or "index.html"), request)
+    found = hips_file(context.settings.data_dir, hips_id, path or "index.html")
+    if found is None and path == "Metadata.xml":
+        # Aladin Lite asks for a catalogue HiPS's column metadata with a capital M (as CDS
+        # Hipsgen-cat names it); skyvault writes the lower-case name of the HiPS note.
+        found = hips_file(context.settings.data_dir, hips_id, "metadata.xml")
+    return _serve(found, request)
