@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from skyvault.config import Settings
 from skyvault.service.app import create_app
-from skyvault.service.handlers import uws as uws_handlers
+from skyvault.service.uws import handlers as uws_handlers
 from tests.service.conftest import query_status, read_votable
 
 NS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}

@@ -56,6 +56,8 @@ from skyvault.errors import UnsupportedQuery
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC, intersect, region_coverage
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 from skyvault.sky.sql import distance_sql
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
@@ -67,7 +69,6 @@ __all__ = [
     "TableRef",
     "Translation",
     "compile_adql",
-    "quote_identifier",
     "translate",
 ]
 
@@ -221,15 +222,6 @@ class Translation:
     def crossmatch(self) -> CrossMatch | None:
         """The first of :attr:`crossmatches` (the top-level one when there is one)."""
         return self.crossmatches[0] if self.crossmatches else None
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _cast(sql: str, info: ValueInfo, duck: str) -> str:

@@ -44,6 +44,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
 )
+from skyvault.sqltext import with_maxrec
 from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
 __all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
@@ -183,8 +184,7 @@ class LocalExecutor:
                 for scan in views:
                     cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
                 sql = plan.sql
-            if maxrec is not None:
-                sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
+            sql = with_maxrec(sql, maxrec)
             rows = batch_rows(row_bytes(plan.columns))
             reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(rows)
         except BaseException as exc:

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from html import escape
 
-from skyvault.service.tap_schema import TAP_SCHEMA
+from skyvault.catalog.tap_schema import TAP_SCHEMA
 
 __all__ = ["EXAMPLES", "Example", "examples_document", "visible_examples"]
 

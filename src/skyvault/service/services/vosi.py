@@ -14,10 +14,10 @@ from itertools import groupby
 
 from skyvault.adql import LanguageFeature
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import escape_attribute, escape_text
-from skyvault.service.output import OutputFormat
-from skyvault.service.tap_schema import ForeignKey
+from skyvault.formats.output import OutputFormat
 
 __all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
 

@@ -57,6 +57,7 @@ from skyvault.errors import (
     SkyvaultError,
     StorageError,
 )
+from skyvault.interprocess import process_alive
 from skyvault.service.params import TapQueryParams, tap_query_params
 from skyvault.service.quota import result_does_not_fit
 from skyvault.service.services.query import QueryOutput
@@ -80,7 +81,6 @@ __all__ = [
     "JobRunner",
     "RunnerId",
     "failure_of",
-    "process_alive",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,6 @@ RunQuery = Callable[
 ]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host may be alive (False only when it is gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def stored_identity(job: Job) -> Identity:
