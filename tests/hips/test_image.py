@@ -30,10 +30,19 @@ SOURCES = [(150.02, 2.01), (149.99, 1.98), (150.05, 2.03), (150.12, 2.06)]
 ALADIN_JAR = Path("/usr/share/java/aladin.jar")
 
 
-def _wcs(ra: float, dec: float, n: int, rot: float = 0.0, scale: float = 1 / 3600) -> WCS:
+def _galactic(ra: float, dec: float) -> tuple[float, float]:
+    from astropy.coordinates import SkyCoord
+
+    g = SkyCoord(ra, dec, unit="deg").galactic
+    return float(g.l.deg), float(g.b.deg)
+
+
+def _wcs(
+    ra: float, dec: float, n: int, rot: float = 0.0, scale: float = 1 / 3600, gal: bool = False
+) -> WCS:
     w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [ra, dec]
+    w.wcs.ctype = ["GLON-TAN", "GLAT-TAN"] if gal else ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = _galactic(ra, dec) if gal else [ra, dec]
     w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
     c, s = np.cos(np.radians(rot)), np.sin(np.radians(rot))
     w.wcs.cd = np.array([[-scale * c, scale * s], [scale * s, scale * c]])
@@ -50,16 +59,19 @@ def _image(
     seed: int = 0,
     level: float = 100.0,
     dtype: type = np.float32,
+    gal: bool = False,
 ) -> Path:
     """A smooth background, a little noise and Gaussian stars at ``SOURCES``."""
-    w = _wcs(ra, dec, n, rot)
+    w = _wcs(ra, dec, n, rot, gal=gal)
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:n, 0:n].astype(float)
     data = level + 0.02 * x + rng.normal(0, 1.0, (n, n))
     for sra, sdec in SOURCES:
-        sx, sy = w.all_world2pix(sra, sdec, 0)
+        sx, sy = w.all_world2pix(*(_galactic(sra, sdec) if gal else (sra, sdec)), 0)
         data += 2000.0 * np.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * 1.5**2))
-    fits.PrimaryHDU(data.astype(dtype), header=w.to_header()).writeto(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fits.PrimaryHDU(data.astype(dtype), header=w.to_header()).writeto(tmp)
+    os.replace(tmp, path)  # a new file (inode) when it replaces one
     return path
 
 
@@ -199,13 +211,24 @@ def test_tiles_match_reproject_to_hips(inputs: dict[str, Path], tmp_path: Path) 
     assert compared > 300_000
 
 
+def test_galactic_images_land_at_their_icrs_position(tmp_path: Path) -> None:
+    path = _image(tmp_path / "gal.fits", 150.0, 2.0, n=300, rot=30, gal=True)
+    build_image_hips([path], tmp_path / "h", title="g", creator_did="ivo://t/g", workers=1)
+    _check_sources(tmp_path / "h", SOURCES[:2])
+
+
 def test_point_sources_are_at_their_healpix_pixel(built: Path) -> None:
+    _check_sources(built, SOURCES)
+
+
+def _check_sources(built: Path, sources: list[tuple[float, float]]) -> None:
+    """Each source is the brightest pixel around the tile pixel of its HEALPix cell."""
     from astropy import units as u
     from astropy_healpix import HEALPix
 
     hp = HEALPix(nside=2 ** (ORDER + 9), order="nested")
     tiles = _tiles(built, ORDER)
-    for ra, dec in SOURCES:
+    for ra, dec in sources:
         cell = int(hp.lonlat_to_healpix(ra * u.deg, dec * u.deg))
         tile, sub = cell >> 18, cell & (4**9 - 1)
         i, j = _unspread(sub), _unspread(sub >> 1)  # row from the top, column
@@ -347,6 +370,9 @@ def test_mistakes_are_clear(inputs: dict[str, Path], tmp_path: Path) -> None:
         build_image_hips([tmp_path / "missing.fits"], tmp_path / "x", title="x",
                          creator_did="ivo://t/x")  # fmt: skip
     assert not (tmp_path / "x").exists()
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UsageError, match="exists and is not a HiPS skyvault built"):
+        build_image_hips([inputs["a"]], tmp_path / "plain", title="x", creator_did="ivo://t/x")
 
 
 # ------------------------------------------------------------------------ incremental
@@ -427,6 +453,12 @@ def test_changed_input_is_rehashed_and_rebuilt(tmp_path: Path) -> None:
     both = np.isfinite(old) & np.isfinite(new)
     np.testing.assert_allclose(new[both] - old[both], 500, atol=0.01)
     assert "manifest" not in (out / "properties").read_text()
+    # Replaced by a new file (another inode) between two builds of one process: reread.
+    _image(path, 150.0, 2.0, n=200, level=1100.0)
+    build_image_hips([path], out, title="c", creator_did="ivo://t/c", workers=1,
+                     cut=(0, 3000))  # fmt: skip
+    newer = fits.getdata(next(iter(_tiles(out, ORDER).values())))
+    np.testing.assert_allclose(np.nanmedian(newer) - np.nanmedian(old), 1000, atol=5)
 
 
 def test_failed_build_leaves_the_previous_hips(inputs: dict[str, Path], tmp_path: Path) -> None:

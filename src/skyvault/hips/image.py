@@ -969,9 +969,6 @@ def build_image_hips(
     build; a previous build there with the same settings is updated incrementally.
     Raises :class:`~skyvault.errors.UsageError` for inputs or options that cannot work.
     """
-    from skyvault.catalog.layout import TableName, building
-    from skyvault.hips.catalog import _initial_view
-
     start = time.perf_counter()
     formats = tuple(dict.fromkeys(f.lower().replace("jpg", "jpeg") for f in tile_format))
     unknown = [f for f in formats if f not in _EXT]
@@ -1006,20 +1003,65 @@ def build_image_hips(
                 hint="add fits to the tile formats",
             )
         banded = [(spec, 0) for spec in inputs]
-    nbands = 3 if color is not None else 1
 
     out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not out_dir.is_symlink():
+        raise UsageError(
+            f"{out_dir} exists and is not a HiPS skyvault built",
+            hint="choose another output directory (skyvault makes it a link to its versions)",
+        )
     previous_root = out_dir.resolve() if out_dir.is_symlink() else None
     previous = _read_manifest(previous_root) if previous_root is not None else None
     old_inputs: dict[str, Any] = previous["inputs"] if previous else {}
 
+    _CACHE.clear()  # an input replaced since an earlier build in this process is reread
+    try:
+        return _build(
+            banded, out_dir, previous_root, previous, old_inputs, title=title,
+            creator_did=creator_did, formats=formats, order=order, combine=combine,
+            color=color is not None, stretch=stretch, cut=cut, cut_percentiles=cut_percentiles,
+            status=status, description=description, aladin_url=aladin_url, progress=progress,
+            workers=workers, start=start,
+        )  # fmt: skip
+    finally:
+        _CACHE.clear()  # no input stays open after the build
+
+
+def _build(
+    banded: list[tuple[InputSpec, int]],
+    out_dir: Path,
+    previous_root: Path | None,
+    previous: dict[str, Any] | None,
+    old_inputs: dict[str, Any],
+    *,
+    title: str,
+    creator_did: str,
+    formats: tuple[str, ...],
+    order: int | None,
+    combine: str,
+    color: bool,
+    stretch: str,
+    cut: tuple[float, float] | None,
+    cut_percentiles: tuple[float, float],
+    status: str,
+    description: str | None,
+    aladin_url: str,
+    progress: Callable[[int, int], None] | None,
+    workers: int,
+    start: float,
+) -> ImageHipsResult:
+    """The build proper (see :func:`build_image_hips`; arguments checked there)."""
+    from skyvault.catalog.layout import TableName, building
+    from skyvault.hips.catalog import _initial_view
+
+    nbands = 3 if color else 1
     scanned = [_scan(spec, band, old_inputs) for spec, band in banded]
     seen: dict[str, _Input] = {}
     for inp in scanned:
         seen.setdefault(inp.key, inp)
     scanned = list(seen.values())
     deepest = order if order is not None else deepest_order(min(i.scale_deg for i in scanned))
-    bitpix = _output_bitpix(scanned) if color is None else 8
+    bitpix = _output_bitpix(scanned) if not color else 8
 
     tiles_of = {inp.key: _tiles_of(inp, deepest) for inp in scanned}
     by_tile: dict[int, list[tuple[str, int | str, int]]] = {}
@@ -1032,7 +1074,7 @@ def build_image_hips(
     if cut is not None:
         cuts = [(float(cut[0]), float(cut[1]))] * nbands
     elif old_settings is not None and _same_but_cuts(
-        old_settings, deepest, formats, combine, stretch, color is not None, bitpix
+        old_settings, deepest, formats, combine, stretch, color, bitpix
     ):
         cuts = [(float(a), float(b)) for a, b in old_settings["cuts"]]
     else:
@@ -1042,7 +1084,7 @@ def build_image_hips(
         formats=formats,
         combine=combine,
         stretch=stretch,
-        color=color is not None,
+        color=color,
         bitpix=bitpix,
         cuts=tuple(cuts),
     )
@@ -1135,7 +1177,7 @@ def build_image_hips(
             "obs_title": title,
             "obs_description": description or f"image HiPS of {len(seen)} images",
             "dataproduct_type": "image",
-            **({"dataproduct_subtype": "color"} if color is not None else {}),
+            **({"dataproduct_subtype": "color"} if color else {}),
             "hips_version": "1.4",
             "hips_release_date": now,
             "hips_creation_date": created,
@@ -1157,7 +1199,7 @@ def build_image_hips(
             "skyvault_combine": combine,
             "skyvault_stretch": stretch,
         }
-        if color is None:
+        if not color:
             props["hips_pixel_bitpix"] = str(bitpix)
             props["hips_pixel_cut"] = f"{cuts[0][0]:.6g} {cuts[0][1]:.6g}"
             props["hips_data_range"] = f"{lo:.6g} {hi:.6g}"
