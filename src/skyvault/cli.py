@@ -251,7 +251,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 def _cmd_hips_build(args: argparse.Namespace) -> int:
     from skyvault.hips import TileLimits, build_catalog_hips
 
-    if args.images:
+    if args.images or args.red or args.green or args.blue:
         return _hips_build_images(args)
     if not args.table or not args.order_by:
         raise UsageError(
@@ -297,14 +297,23 @@ def _hips_build_images(args: argparse.Namespace) -> int:
         if show:
             print(f"\r{label}: {done:,}/{total:,} tiles", end="", file=sys.stderr, flush=True)
 
+    bands = (args.red, args.green, args.blue)
+
+    def spec(files: list[str]) -> list[tuple[str | os.PathLike[str], int | str]]:
+        return [(Path(f), hdu) for f in files]
+
+    if any(bands) and (args.images or not all(bands)):
+        raise UsageError("a colour HiPS needs --red, --green and --blue files (and no --images)")
+    formats = args.format or ("png" if all(bands) else "fits,png")
     result = build_image_hips(
-        [(Path(f), hdu) for f in args.images],
+        spec(args.images or []),
         out,
         title=args.title or label,
         creator_did=args.creator_did or f"ivo://skyvault/P/{label}",
-        tile_format=[f.strip() for f in args.format.split(",") if f.strip()],
+        tile_format=[f.strip() for f in formats.split(",") if f.strip()],
         order=args.order,
         combine=args.combine,
+        color=(spec(args.red), spec(args.green), spec(args.blue)) if all(bands) else None,
         workers=args.workers,
         progress=progress,
     )
@@ -680,10 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order-by", metavar="COLUMN", help="brightness column (magnitude, flux)")
     # Image HiPS of files; `--collection NAME` (the image archive) is to come.
     p.add_argument("--images", nargs="+", metavar="FILE", help="FITS images (an image HiPS)")
+    for band in ("red", "green", "blue"):
+        p.add_argument(
+            f"--{band}", nargs="+", metavar="FILE", help=f"{band} band of a colour HiPS (png/jpeg)"
+        )
     p.add_argument("--name", help="image HiPS name under the data root (/hips/images/NAME/)")
     p.add_argument("--out", type=Path, metavar="DIR", help="image HiPS directory (not served)")
     p.add_argument("--hdu", default="0", help="image HDU of every file, number or name (0)")
-    p.add_argument("--format", default="fits,png", help="tile formats: fits,png,jpeg (fits,png)")
+    p.add_argument("--format", help="tile formats: fits,png,jpeg (fits,png; a colour HiPS: png)")
     p.add_argument("--order", type=int, help="deepest order (default: from the pixel scale)")
     p.add_argument("--combine", choices=["mean", "median"], default="mean", help="overlaps")
     p.add_argument("--workers", type=int, default=2, help="processes (2)")

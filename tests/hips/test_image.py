@@ -623,3 +623,19 @@ def test_same_tiles_as_a_hipsgen_build(inputs: dict[str, Path], tmp_path: Path) 
     # Hipsgen writes the order-3 Allsky (the one Aladin uses); the same mosaic geometry.
     a = fits.getdata(theirs / "Norder3" / "Allsky.fits")
     assert a.shape == fits.getdata(ours / "Norder3" / "Allsky.fits").shape == (29 * 64, 27 * 64)
+
+
+def test_cli_builds_a_colour_hips(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skyvault.cli import main
+
+    out = tmp_path / "rgb"
+    a, b = str(inputs["a"]), str(inputs["b"])
+    status = main(["hips", "build", "--red", a, "--green", a, b, "--blue", b, "--out", str(out),
+                   "--workers", "1"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert _props(out)["dataproduct_subtype"] == "color"
+    assert _props(out)["hips_tile_format"] == "png"
+    status = main(["hips", "build", "--red", a, "--green", a, "--out", str(tmp_path / "x")])
+    assert status == 2 and "needs --red, --green and --blue" in capsys.readouterr().err
