@@ -639,3 +639,28 @@ def test_cli_builds_a_colour_hips(
     assert _props(out)["hips_tile_format"] == "png"
     status = main(["hips", "build", "--red", a, "--green", a, "--out", str(tmp_path / "x")])
     assert status == 2 and "needs --red, --green and --blue" in capsys.readouterr().err
+
+
+def test_grid_transform_matches_the_exact_one(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """World → pixel interpolated from a 7-pixel grid equals the exact transform; a tile
+    whose check fails (forced here) is transformed exactly, with the same values."""
+    from skyvault.hips import image
+
+    fast = build_image_hips([inputs["b"]], tmp_path / "fast", title="f", creator_did="ivo://t/f",
+                            workers=1)  # fmt: skip
+    opened = image._open(str(inputs["b"].resolve()), 0)
+    for pixel in list(_tiles(tmp_path / "fast", ORDER))[:3]:
+        sky = image._TileSky(ORDER, pixel)
+        x, y = image._pixels(opened, sky)
+        lon, lat = sky.all()
+        xe, ye = image._world2pix(opened, lon.ravel(), lat.ravel())
+        assert np.abs(x - xe).max() < 1e-3 and np.abs(y - ye).max() < 1e-3
+    monkeypatch.setattr(image, "_GRID_TOLERANCE", -1.0)
+    exact = build_image_hips([inputs["b"]], tmp_path / "exact", title="f",
+                             creator_did="ivo://t/f", workers=1)  # fmt: skip
+    assert fast.tiles == exact.tiles
+    for pixel, path in _tiles(tmp_path / "fast", ORDER).items():
+        a, b = fits.getdata(path), fits.getdata(_tiles(tmp_path / "exact", ORDER)[pixel])
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3, equal_nan=True)
