@@ -16,7 +16,9 @@ cell N; the cell of tile row ``i`` (from the top, as PNG stores rows) and column
 ``N·4⁹ + spread(i) + 2·spread(j)`` (``spread`` puts bit b at 2b: the NESTED Z-order).
 FITS tiles store rows bottom-up (the FITS convention), so they are the same array flipped.
 The value of a cell is the input image bilinearly interpolated at the cell's centre
-(cdshealpix gives the centres, the input's WCS the pixel position, scipy interpolates).
+(cdshealpix gives the centres, the input's WCS the pixel position — exactly on a grid of
+every 7th pixel, interpolated between and checked, see :data:`_NODE_STEP` — and scipy
+interpolates).
 ``reproject.reproject_interp`` onto each tile's HPX WCS would do the same, but recomputes
 the tile's sky positions for every input that overlaps it, and tiles on the HPX
 projection's boundaries need two WCS (``reproject_to_hips`` blends two reprojections);
