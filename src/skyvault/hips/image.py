@@ -902,6 +902,23 @@ def _pool_map(
     return out
 
 
+def _mp_context() -> Any:
+    """``fork`` from a single-threaded process (a worker starts at once, with the modules
+    already imported), else ``spawn`` (forking a process with threads can deadlock)."""
+    import multiprocessing
+    import threading
+
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _job_size(tiles: int, workers: int) -> int:
+    """Tiles per job: at most :data:`_TILES_PER_JOB`, and at least 4 jobs per worker when
+    there are enough tiles, so that the workers finish together."""
+    return max(1, min(_TILES_PER_JOB, -(-tiles // (4 * workers))))
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -1199,9 +1216,7 @@ def _build(
             reused = _link_tree(previous_root, root)
         pool = None
         if workers > 1 and total > _POOL_FROM:
-            import multiprocessing
-
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(workers, mp_context=_mp_context())
         try:
             jobs = [
                 _Job(
@@ -1210,7 +1225,7 @@ def _build(
                     settings,
                     tuple((p, tuple(by_tile.get(p, ()))) for p in chunk),
                 )
-                for chunk in _chunks(dirty, _TILES_PER_JOB)
+                for chunk in _chunks(dirty, _job_size(len(dirty), workers))
             ]
             for pixel, st in _pool_map(_run_deepest, jobs, pool, tick):
                 if st is None:
@@ -1220,7 +1235,7 @@ def _build(
             for depth, level in zip(range(deepest - 1, -1, -1), levels[1:], strict=True):
                 jobs = [
                     _Job(str(root), depth, settings, tuple((p, ()) for p in chunk))
-                    for chunk in _chunks(level, _TILES_PER_JOB * 4)
+                    for chunk in _chunks(level, _job_size(len(level), workers))
                 ]
                 _pool_map(_run_parents, jobs, pool, tick)
         finally:
