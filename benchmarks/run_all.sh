@@ -28,3 +28,4 @@ run hipsimg benchmarks/bench_hips_image.py         # prints; results/hips-image.
 run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md
 run cutout  benchmarks/bench_cutout.py --out benchmarks/results/cutout.md   # writes results/cutout.md
+run images  benchmarks/bench_images.py             # prints; results/images.md

@@ -253,9 +253,7 @@ class _Emitter:
         self.bands: dict[int, float] = {}
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
-        metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
-        offset = min(int(m["start"]) for m in metas) if metas else 0
-        line, column = self.source_text.position(offset)
+        line, column = self.source_text.locate(node)
         return UnsupportedQuery(message, line=line, column=column)
 
     def info(self, node: exp.Expr) -> ValueInfo:

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 from astropy.io import fits
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import InternalError, LimitExceeded
+from skyvault.errors import InternalError, LimitExceeded, internal_error
 from skyvault.formats.tabular import text_column
 from skyvault.interprocess import process_alive
 
@@ -265,8 +265,8 @@ def _spooled(batch: pa.RecordBatch, columns: Sequence[_Column]) -> list[pa.Array
 
 
 def _no_space() -> InternalError:
-    return InternalError(
-        "the FITS result could not be prepared in temporary space; the fault has been logged"
+    return internal_error(
+        "the FITS result could not be prepared in temporary space", logged="the fault"
     )
 
 

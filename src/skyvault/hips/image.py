@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import io
 import json
 import math
@@ -1013,12 +1012,16 @@ ALADIN_FROM_IMAGE_HIPS = "../../../portal/vendor/aladin-lite/aladin.js"
 
 
 def _index_html(path: Path, props: dict[str, str], aladin: str) -> None:
+    """``index.html``: the HiPS in Aladin Lite from the skyvault server (every value in its
+    text through the one XML escaping, as catalogue HiPS pages)."""
+    from skyvault.formats._xml import escape_text
+
     _write(
         path,
         _INDEX_HTML.format(
-            title=html.escape(props["obs_title"]),
-            description=html.escape(props["obs_description"]),
-            aladin=html.escape(aladin),
+            title=escape_text(props["obs_title"]),
+            description=escape_text(props["obs_description"]),
+            aladin=escape_text(aladin),
             fov=float(props["hips_initial_fov"]),
             ra=float(props["hips_initial_ra"]),
             dec=float(props["hips_initial_dec"]),

@@ -15,8 +15,7 @@ from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.engine.distributed import Executor
-from skyvault.engine.executor import CancelToken
+from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService

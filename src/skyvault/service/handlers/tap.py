@@ -14,7 +14,6 @@ import contextvars
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from html import escape
 from typing import Annotated, TypeVar
 
 import anyio
@@ -23,12 +22,12 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from skyvault.errors import QueryCancelled, SkyvaultError
+from skyvault.errors import QueryCancelled, SkyvaultError, UserLimitExceeded
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, tap_query_params
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import CallerDep, IdentityDep
+from skyvault.service.services import pages
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.sync import SyncRun, audit_sync
 from skyvault.service.slots import POLL_SECONDS, SlotBusy
@@ -259,26 +258,4 @@ async def examples(caller: CallerDep) -> Response:
 @router.get("/", summary="TAP service landing page", include_in_schema=False)
 async def landing(request: Request, context: Context) -> HTMLResponse:
     """A small page saying what the service is and how to use it."""
-    base = escape(context.base_url(request))
-    links = "".join(
-        f'<li><a href="{base}/{path}">{path}</a> — {escape(what)}</li>'
-        for path, what in (
-            ("capabilities", "VOSI capabilities (TAPRegExt)"),
-            ("availability", "VOSI availability"),
-            ("tables", "VOSI tables (tableset)"),
-            ("examples", "DALI example queries"),
-            ("sync?LANG=ADQL&QUERY=SELECT+TOP+5+*+FROM+TAP_SCHEMA.tables", "a sync query"),
-        )
-    )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>skyvault TAP</title></head>"
-        "<body><h1>skyvault TAP service</h1>"
-        f"<p>A TAP 1.1 service answering ADQL 2.1 queries at <code>{base}</code>.</p>"
-        f"<ul>{links}</ul>"
-        "<h2>Connect</h2>"
-        f'<pre>import pyvo\nservice = pyvo.dal.TAPService("{base}")\n'
-        'service.run_sync("SELECT TOP 10 * FROM TAP_SCHEMA.tables").to_table()</pre>'
-        f"<p>TOPCAT: VO → Table Access Protocol (TAP) Query → TAP URL <code>{base}</code>.</p>"
-        "</body></html>"
-    )
-    return HTMLResponse(page)
+    return HTMLResponse(pages.landing_page(context.base_url(request)))
