@@ -60,6 +60,7 @@ __all__ = [
     "data_dir_from_environment",
     "hats_pixel_file",
     "hips_root",
+    "image_hips_root",
     "image_store",
     "internal_dir",
     "jobs_database_file",
@@ -340,6 +341,12 @@ def hips_root(data_dir: Path) -> Path:
     leaves the previous HiPS as it was.
     """
     return internal_dir(data_dir) / "hips"
+
+
+def image_hips_root(data_dir: Path) -> Path:
+    """Where image HiPS built by name live: ``DIR/.skyvault/image-hips``; ``NAME`` is
+    ``image_hips_root(DIR)/NAME``, published by :func:`building` like a table."""
+    return internal_dir(data_dir) / "image-hips"
 
 
 def image_store(data_dir: Path, collection: str) -> Path:

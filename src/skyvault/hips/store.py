@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from skyvault.catalog.layout import INTERNAL_DIR, TableName, hips_root
+from skyvault.catalog.layout import TableName, hips_root, image_hips_root
 from skyvault.errors import UsageError
 
 __all__ = [
@@ -59,11 +59,6 @@ def content_type(path: Path) -> str:
     if path.name == "properties":
         return "text/plain; charset=utf-8"
     return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-
-
-def image_hips_root(data_dir: Path) -> Path:
-    """Where image HiPS built by name live: ``DIR/.skyvault/image-hips``."""
-    return data_dir / INTERNAL_DIR / "image-hips"
 
 
 def image_hips_dir(data_dir: Path, name: str) -> Path:
