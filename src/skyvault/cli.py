@@ -271,7 +271,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 def _cmd_hips_build(args: argparse.Namespace) -> int:
     from skyvault.hips import TileLimits, build_catalog_hips
 
-    if args.images or args.red or args.green or args.blue:
+    if args.images or args.red or args.green or args.blue or args.collection:
         return _hips_build_images(args)
     if not args.table or not args.order_by:
         raise UsageError(
@@ -304,6 +304,10 @@ def _hips_build_images(args: argparse.Namespace) -> int:
 
     if args.table:
         raise UsageError("give either --table (a catalogue HiPS) or --images, not both")
+    stored = _collection_inputs(args) if args.collection else None
+    if stored is not None and args.name is None and args.out is None:
+        args.name = args.collection + (f"-{args.band}" if args.band else "")
+        args.name += "-color" if args.color else ""
     if (args.out is None) == (args.name is None):
         raise UsageError(
             "an image HiPS needs --name NAME (served at /hips/images/NAME/) or --out DIR"
@@ -324,16 +328,21 @@ def _hips_build_images(args: argparse.Namespace) -> int:
 
     if any(bands) and (args.images or not all(bands)):
         raise UsageError("a colour HiPS needs --red, --green and --blue files (and no --images)")
-    formats = args.format or ("png" if all(bands) else "fits,png")
+    grey = spec(args.images or [])
+    colour = (spec(args.red), spec(args.green), spec(args.blue)) if all(bands) else None
+    if stored is not None:  # the collection's own (file, HDU)
+        grey = list(stored[0]) if len(stored) == 1 else []
+        colour = (list(stored[0]), list(stored[1]), list(stored[2])) if len(stored) == 3 else None
+    formats = args.format or ("png" if colour else "fits,png")
     result = build_image_hips(
-        spec(args.images or []),
+        grey,
         out,
         title=args.title or label,
         creator_did=args.creator_did or f"ivo://skyvault/P/{label}",
         tile_format=[f.strip() for f in formats.split(",") if f.strip()],
         order=args.order,
         combine=args.combine,
-        color=(spec(args.red), spec(args.green), spec(args.blue)) if all(bands) else None,
+        color=colour,
         workers=args.workers,
         progress=progress,
     )
@@ -345,6 +354,21 @@ def _hips_build_images(args: argparse.Namespace) -> int:
         f"{result.order} ({result.computed:,} tiles computed), {result.seconds:.1f} s ({out})"
     )
     return 0
+
+
+def _collection_inputs(args: argparse.Namespace) -> list[list[tuple[Path, int]]]:
+    """``--collection C [--band B | --color r,g,i]``: the collection's images, one list
+    (grey) or three (red, green, blue)."""
+    from skyvault.hips.image import collection_images
+
+    if args.images or args.red or args.green or args.blue:
+        raise UsageError("give --collection or image files, not both")
+    if not args.color:
+        return [collection_images(args.data, args.collection, args.band)]
+    bands = [b.strip() for b in args.color.split(",")]
+    if len(bands) != 3 or args.band:
+        raise UsageError("--color takes three bands, red to blue (e.g. i,r,g), and no --band")
+    return [collection_images(args.data, args.collection, b) for b in bands]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -707,8 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--table", metavar="SCHEMA.TABLE", help="the HATS table to build it from")
     p.add_argument("--order-by", metavar="COLUMN", help="brightness column (magnitude, flux)")
-    # Image HiPS of files; `--collection NAME` (the image archive) is to come.
+    # Image HiPS of files, or of a collection of the image archive.
     p.add_argument("--images", nargs="+", metavar="FILE", help="FITS images (an image HiPS)")
+    p.add_argument(
+        "--collection", help="the images of an image collection (skyvault images ingest)"
+    )
+    p.add_argument("--band", help="with --collection: the images of this band only")
+    p.add_argument("--color", metavar="R,G,B", help="with --collection: a colour HiPS of 3 bands")
     for band in ("red", "green", "blue"):
         p.add_argument(
             f"--{band}", nargs="+", metavar="FILE", help=f"{band} band of a colour HiPS (png/jpeg)"

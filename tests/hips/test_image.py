@@ -664,3 +664,34 @@ def test_grid_transform_matches_the_exact_one(
     for pixel, path in _tiles(tmp_path / "fast", ORDER).items():
         a, b = fits.getdata(path), fits.getdata(_tiles(tmp_path / "exact", ORDER)[pixel])
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3, equal_nan=True)
+
+
+def test_cli_builds_a_collections_hips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from skyvault.cli import main
+    from skyvault.hips.store import image_hips_dir
+    from skyvault.images.ingest import ingest_images
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = []
+    for k, (band, ra) in enumerate([("r", 150.0), ("r", 150.05), ("g", 150.0)]):
+        path = _image(src / f"img{k}.fits", ra, 2.0, n=200, seed=k)
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["FILTER"] = band
+        files.append(path)
+    data = tmp_path / "data"
+    ingest_images(files, "deep", data)
+    status = main(["hips", "build", "--collection", "deep", "--band", "r", "--workers", "1",
+                   "--data", str(data)])  # fmt: skip
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert "deep-r: image HiPS built, 2 images" in out.out
+    assert _props(image_hips_dir(data, "deep-r"))["dataproduct_type"] == "image"
+    status = main(["hips", "build", "--collection", "deep", "--color", "r,g,g", "--workers", "1",
+                   "--data", str(data)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert _props(image_hips_dir(data, "deep-color"))["dataproduct_subtype"] == "color"
+    status = main(["hips", "build", "--collection", "deep", "--band", "z", "--data", str(data)])
+    assert status == 2 and "has no image in band 'z'" in capsys.readouterr().err
+    status = main(["hips", "build", "--collection", "nope", "--data", str(data)])
+    assert status == 2 and "no image collection 'nope'" in capsys.readouterr().err

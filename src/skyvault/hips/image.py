@@ -91,6 +91,7 @@ __all__ = [
     "TILE_WIDTH",
     "ImageHipsResult",
     "build_image_hips",
+    "collection_images",
     "deepest_order",
     "tile_cells",
     "tile_path",
@@ -345,6 +346,37 @@ def _tiles_of(inp: _Input, order: int) -> list[int]:
         np.asarray(inp.lon) * u.deg, np.asarray(inp.lat) * u.deg, order, flat=True
     )
     return sorted(int(p) for p in np.unique(ipix))
+
+
+def collection_images(
+    data_dir: Path, collection: str, band: str | None = None
+) -> list[tuple[Path, int]]:
+    """The (file, HDU) of every image of an image-archive collection (``skyvault images
+    ingest``), of one ``band`` or all, read from its ``COLLECTION.obscore`` table."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from skyvault.catalog.layout import TableName, image_store, table_path
+    from skyvault.errors import CatalogNotFound
+
+    try:
+        name = TableName.parse(f"{collection}.obscore")
+        root = table_path(data_dir, name).resolve()
+    except (UsageError, CatalogNotFound):
+        raise UsageError(
+            f"no image collection {collection!r}",
+            hint="`skyvault images ingest FILES --collection NAME` makes one",
+        ) from None
+    table = ds.dataset(root / "dataset", format="parquet").to_table(
+        columns=["band", "image_file", "image_hdu"]
+    )
+    if band is not None:
+        table = table.filter(pc.equal(table["band"], band))
+        if table.num_rows == 0:
+            raise UsageError(f"collection {collection} has no image in band {band!r}")
+    store = image_store(data_dir, collection)
+    rows = sorted(zip(table["image_file"].to_pylist(), table["image_hdu"].to_pylist(), strict=True))
+    return [(store / str(f), int(h)) for f, h in rows]
 
 
 # ---------------------------------------------------------------------------- sampling
