@@ -343,6 +343,7 @@ def _hips_build_images(args: argparse.Namespace) -> int:
         order=args.order,
         combine=args.combine,
         color=colour,
+        collection=args.collection,
         workers=args.workers,
         progress=progress,
     )

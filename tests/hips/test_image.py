@@ -695,3 +695,46 @@ def test_cli_builds_a_collections_hips(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 2 and "has no image in band 'z'" in capsys.readouterr().err
     status = main(["hips", "build", "--collection", "nope", "--data", str(data)])
     assert status == 2 and "no image collection 'nope'" in capsys.readouterr().err
+
+
+def test_a_collections_hips_is_as_visible_as_the_collection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from skyvault.auth import AuthStorage, grant_access
+    from skyvault.cli import main
+    from skyvault.config import Settings
+    from skyvault.images.ingest import ingest_images
+    from skyvault.service.app import create_app
+    from tests.service.conftest import ROOMY_AUTH
+
+    path = _image(tmp_path / "img.fits", 150.0, 2.0, n=200)
+    data = tmp_path / "data"
+    ingest_images([path], "hidden", data)
+    assert main(["hips", "build", "--collection", "hidden", "--workers", "1",
+                 "--data", str(data)]) == 0  # fmt: skip
+    assert main(["hips", "build", "--images", str(path), "--name", "files", "--workers", "1",
+                 "--data", str(data)]) == 0  # fmt: skip
+    capsys.readouterr()
+    settings = Settings(data_dir=data, auth=ROOMY_AUTH)
+
+    def seen() -> tuple[int, int, str]:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            return (
+                client.get("/hips/images/hidden/properties").status_code,
+                client.get("/hips/images/files/properties").status_code,
+                client.get("/hips/list").text,
+            )
+
+    hidden, files, listing = seen()
+    assert (hidden, files) == (404, 200)  # the collection is not public yet
+    assert "/hips/images/files" in listing and "/hips/images/hidden" not in listing
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        grant_access(storage, "hidden", None)
+    finally:
+        storage.close()
+    hidden, files, listing = seen()
+    assert (hidden, files) == (200, 200)
+    assert "/hips/images/hidden" in listing

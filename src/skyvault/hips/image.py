@@ -1076,6 +1076,7 @@ def build_image_hips(
     cut_percentiles: tuple[float, float] = (0.5, 99.5),
     status: str = "public master clonableOnce",
     description: str | None = None,
+    collection: str | None = None,
     aladin_url: str = ALADIN_FROM_IMAGE_HIPS,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
@@ -1139,7 +1140,8 @@ def build_image_hips(
             banded, out_dir, previous_root, previous, old_inputs, title=title,
             creator_did=creator_did, formats=formats, order=order, combine=combine,
             color=color is not None, stretch=stretch, cut=cut, cut_percentiles=cut_percentiles,
-            status=status, description=description, aladin_url=aladin_url, progress=progress,
+            status=status, description=description, collection=collection,
+            aladin_url=aladin_url, progress=progress,
             workers=workers, start=start,
         )  # fmt: skip
     finally:
@@ -1164,6 +1166,7 @@ def _build(
     cut_percentiles: tuple[float, float],
     status: str,
     description: str | None,
+    collection: str | None,
     aladin_url: str,
     progress: Callable[[int, int], None] | None,
     workers: int,
@@ -1322,6 +1325,9 @@ def _build(
             props["hips_data_range"] = f"{lo:.6g} {hi:.6g}"
         else:
             props["skyvault_color_cuts"] = " ".join(f"{a:.6g} {b:.6g}" for a, b in cuts)
+        if collection is not None:
+            # The web edge serves it only to callers who may read COLLECTION.obscore.
+            props["skyvault_collection"] = collection
         text = "".join(f"{k:<24}= {' '.join(v.split())}\n" for k, v in props.items())
         _write(root / "properties", text.encode())
         _index_html(root / "index.html", props, aladin_url)

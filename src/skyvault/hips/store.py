@@ -26,6 +26,7 @@ __all__ = [
     "content_type",
     "hips_dir",
     "hips_file",
+    "image_hips_collection",
     "image_hips_dir",
     "image_hips_file",
     "image_hips_names",
@@ -79,6 +80,17 @@ def image_hips_names(data_dir: Path) -> list[str]:
     return sorted(
         p.name for p in root.iterdir() if _IMAGE_NAME.match(p.name) and (p / "properties").is_file()
     )
+
+
+def image_hips_collection(data_dir: Path, name: str) -> str | None:
+    """The image collection image HiPS ``name`` was built from (its ``properties``'
+    ``skyvault_collection``), or None for one built from files."""
+    text = read_properties(data_dir, name) or ""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "skyvault_collection":
+            return value.strip() or None
+    return None
 
 
 def image_hips_file(data_dir: Path, name: str, relative: str) -> Path | None:

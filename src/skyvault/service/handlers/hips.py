@@ -8,15 +8,16 @@ Aladin Lite loads tiles cross-origin into WebGL, so every answer carries
 and byte ranges (Starlette's ``FileResponse``).
 
 Hidden is absent: the HiPS of a table the caller may not read, a missing HiPS or tile, and
-a path that tries to leave the HiPS all get the same 404 with the same body.  Image HiPS
-are public for now (no collection or group owns them yet: when the image archive lands, a
-HiPS of a hidden collection will read like a missing one, as tables do).
+a path that tries to leave the HiPS all get the same 404 with the same body.  An image HiPS
+of a collection (``skyvault_collection`` in its properties) reads like a missing one to a
+caller who may not read ``COLLECTION.obscore``; one built from files is public.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,7 @@ from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.hips.store import (
     content_type,
     hips_file,
+    image_hips_collection,
     image_hips_file,
     image_hips_names,
     read_properties,
@@ -101,8 +103,9 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
             except UsageError:  # a delimited name no HiPS can have
                 continue
             out += record(read_properties(data_dir, name), f"{base}/hips/{name}")
-        for image in image_hips_names(data_dir):  # public for now (module docstring)
-            out += record(read_properties(data_dir, image), f"{base}/hips/images/{image}")
+        for image in image_hips_names(data_dir):
+            if _image_hips_visible(data_dir, image, caller.table_names):
+                out += record(read_properties(data_dir, image), f"{base}/hips/images/{image}")
         return out
 
     body = "\n".join(await run_in_threadpool(records))
@@ -125,10 +128,22 @@ def _serve(found: Path | None, request: Request) -> Response:
 @router.api_route(
     "/hips/images/{name}/{path:path}", methods=["GET", "HEAD"], summary="an image HiPS file"
 )
-async def image_hips_get(name: str, path: str, request: Request, context: Context) -> Response:
-    """A file of image HiPS ``name`` (public for now); the bare directory is its
-    ``index.html``."""
-    return _serve(image_hips_file(context.settings.data_dir, name, path or "index.html"), request)
+async def image_hips_get(
+    name: str, path: str, request: Request, context: Context, caller: CallerDep
+) -> Response:
+    """A file of image HiPS ``name``; the bare directory is its ``index.html``."""
+    data_dir = context.settings.data_dir
+    visible = await run_in_threadpool(_image_hips_visible, data_dir, name, caller.table_names)
+    if not visible:
+        return _not_found()
+    return _serve(image_hips_file(data_dir, name, path or "index.html"), request)
+
+
+def _image_hips_visible(data_dir: Path, name: str, tables: Collection[str]) -> bool:
+    """An image HiPS of a collection is visible to who may read ``COLLECTION.obscore``;
+    one built from files (no collection) to everyone."""
+    collection = image_hips_collection(data_dir, name)
+    return collection is None or f"{collection}.obscore" in tables
 
 
 @router.api_route("/hips/{hips_id}/{path:path}", methods=["GET", "HEAD"], summary="a HiPS file")
