@@ -37,7 +37,7 @@ from skyvault.hips.store import (
 )
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import error_response
-from skyvault.service.security import CallerDep
+from skyvault.service.security import Caller, CallerDep
 
 __all__ = ["router"]
 
@@ -97,20 +97,33 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
 
     def records() -> list[str]:
         out = []
-        for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
-            try:
-                name = TableName.parse(meta.qualified_name)
-            except UsageError:  # a delimited name no HiPS can have
-                continue
-            out += record(read_properties(data_dir, name), f"{base}/hips/{name}")
-        for image in image_hips_names(data_dir):
-            if _image_hips_visible(data_dir, image, caller.table_names):
-                out += record(read_properties(data_dir, image), f"{base}/hips/images/{image}")
+        for path, text in visible_hips(data_dir, caller):
+            out += record(text, f"{base}{path}")
         return out
 
     body = "\n".join(await run_in_threadpool(records))
     headers = {**_CORS, "Cache-Control": _cache_control(request, 60)}
     return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+def visible_hips(data_dir: Path, caller: Caller) -> list[tuple[str, str]]:
+    """``(path, properties text)`` of every HiPS ``caller`` may read: catalogue HiPS of their
+    visible tables (``/hips/SCHEMA.TABLE``), then image HiPS (``/hips/images/NAME``)."""
+    out = []
+    for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
+        try:
+            name = TableName.parse(meta.qualified_name)
+        except UsageError:  # a delimited name no HiPS can have
+            continue
+        text = read_properties(data_dir, name)
+        if text is not None:
+            out.append((f"/hips/{name}", text))
+    for image in image_hips_names(data_dir):
+        if _image_hips_visible(data_dir, image, caller.table_names):
+            text = read_properties(data_dir, image)
+            if text is not None:
+                out.append((f"/hips/images/{image}", text))
+    return out
 
 
 def _serve(found: Path | None, request: Request) -> Response:
