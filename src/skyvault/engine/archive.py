@@ -130,6 +130,7 @@ class Archive:
         if direct is not None and direct.placeholder not in stored:
             direct = None
         plan = plan_query(translation.sql, refs, translation.columns, crossmatch, positions, direct)
+        plan = dataclasses.replace(plan, top_select=translation.top_select)
         if only_stored:  # a plan over in-memory tables would keep them alive: not kept
             used = tuple(t for _, t, _ in refs if isinstance(t, StoredTable))
             entry.planned = (used, plan)

@@ -38,6 +38,7 @@ from skyvault.engine.crossmatch import (
 from skyvault.sky.coverage import healpix29_ranges
 
 if TYPE_CHECKING:
+    from skyvault.adql.partials import TopSelect
     from skyvault.adql.translate import CrossMatch, DirectSelect
 
 __all__ = [
@@ -256,6 +257,9 @@ class QueryPlan:
     direct: DirectSelect | None = None
     """The query's simple form, which the executor may evaluate without DuckDB when its
     one scan is read by the index path (:mod:`skyvault.engine.direct`)."""
+    top_select: TopSelect | None = None
+    """The translation's top-level SELECT taken apart, from which a distributed executor
+    writes partial and merge queries (:mod:`skyvault.engine.split`)."""
 
     @property
     def files_read(self) -> int:
