@@ -216,12 +216,11 @@ def _split_select(plan: QueryPlan, top: TopSelect, split: str, maxrec: int | Non
         return Split("concat", _with_maxrec(plan.sql, maxrec), split, None)
     if any(i.name.startswith(_PREFIX) for i in top.items):
         raise _Whole("a result column named like the executor's own")
-    rewrite = _cell_joins(plan, top)
     if top.aggregated:
         kind, partial, merge = _aggregate_split(top)
     else:
         kind, partial, merge = _rows_split(top, maxrec)
-    return Split(kind, rewrite(partial), split, merge)
+    return Split(kind, _cell_joins(plan, top)(partial), split, merge)
 
 
 def _body(top: TopSelect) -> str:
