@@ -42,11 +42,13 @@ columns (a task reports them with ``DESCRIBE``), see :meth:`MergeQuery.sql`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from skyvault.adql.partials import AggregateCall, OrderKey, Template, TopSelect
+from skyvault.engine.crossmatch import DerivedSide, plan_cell_join
 from skyvault.engine.plan import QueryPlan, Scan
 
 __all__ = ["PARTIALS", "MergeQuery", "Split", "quote", "split_candidates", "split_plan", "whole"]
@@ -418,6 +420,24 @@ def _identity(sql: str) -> str:
     return sql
 
 
+_Step = tuple[str, str, str, tuple[tuple[str, DerivedSide], ...]]
+"""A cell-join rewrite: the two sides, the exploded one, the subquery sides' positions."""
+
+
+@functools.lru_cache(maxsize=512)
+def _rewritten(sql: str, steps: tuple[_Step, ...]) -> str | None:
+    """``sql`` with the cell-join rewrites ``steps`` (None: one could not be made).
+
+    Cached: a plan is run again and again, and each rewrite parses the SQL.
+    """
+    for first, second, exploded, derived in steps:
+        join = plan_cell_join(sql, first, second, exploded, dict(derived))
+        if join is None:
+            return None
+        sql = join.sql
+    return sql
+
+
 def _cell_joins(plan: QueryPlan, top: TopSelect) -> Callable[[str], str]:
     """What the planner did to the translation's SQL, to do the same to a partial query.
 
@@ -425,14 +445,13 @@ def _cell_joins(plan: QueryPlan, top: TopSelect) -> Callable[[str], str]:
     (:func:`skyvault.engine.crossmatch.plan_cell_join`): the cell-key equality where the two
     sides meet, and the keyed rows of a subquery side.  The same rewrites, from the scans'
     cell keys, turn the partial query (same FROM clause) into the same join; they are
-    checked to give the plan's SQL from the translation's.
+    checked to give the plan's SQL from the translation's.  (This goes when the translator
+    writes the cell join itself: then the plan's SQL is the translation's.)
     """
     if plan.sql == top.sql:
         return _identity
-    from skyvault.engine.crossmatch import DerivedSide, plan_cell_join
-
     by_name = {s.placeholder: s for s in plan.scans}
-    steps: list[tuple[str, str, str, dict[str, DerivedSide]]] = []
+    steps: list[_Step] = []
     for match in top.crossmatches:
         if match.sides is None:
             continue
@@ -445,19 +464,18 @@ def _cell_joins(plan: QueryPlan, top: TopSelect) -> Callable[[str], str]:
         if scan is None or scan.cell is None or scan.partner != other.name:
             continue
         exploded = scan.placeholder if scan.cell.role == "exploded" else other.name
-        derived = {
-            s.name: DerivedSide(s.ra, s.dec, match.radius_deg) for s in (left, right) if s.derived
-        }
+        derived = tuple(
+            (s.name, DerivedSide(s.ra, s.dec, match.radius_deg)) for s in (left, right) if s.derived
+        )
         steps.append((left.name, right.name, exploded, derived))
 
-    def rewrite(sql: str) -> str:
-        for first, second, exploded, derived in steps:
-            join = plan_cell_join(sql, first, second, exploded, derived)
-            if join is None:
-                raise _Whole("a cross-match join the split cannot follow")
-            sql = join.sql
-        return sql
-
-    if rewrite(top.sql) != plan.sql:
+    if _rewritten(top.sql, tuple(steps)) != plan.sql:
         raise _Whole("a cross-match join the split cannot follow")
+
+    def rewrite(sql: str) -> str:
+        done = _rewritten(sql, tuple(steps))
+        if done is None:
+            raise _Whole("a cross-match join the split cannot follow")
+        return done
+
     return rewrite
