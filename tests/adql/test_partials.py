@@ -85,7 +85,7 @@ def test_rows_shape() -> None:
         Item('"s0"."objectId"', "id"),
         Item(R2, "r2"),
     )
-    assert top.from_ == f'{T0} AS "s0"' and top.where == '("s0"."tract" = 3)'
+    assert top.source == f'{T0} AS "s0" WHERE ("s0"."tract" = 3)'
     # The same expression as an output, another expression, an output's name.
     assert top.order == (
         OrderKey(R2, 1, descending=True),

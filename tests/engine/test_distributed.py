@@ -319,7 +319,7 @@ def _grouped_plan(
     ]
     top = TopSelect(
         items=tuple(items),
-        from_='"__sv_t0"',
+        source='"__sv_t0"',
         where=where,
         group=('"band"',),
         group_outputs=(None,),

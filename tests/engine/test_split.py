@@ -126,8 +126,7 @@ def _plan(stored: StoredTable, top: TopSelect) -> QueryPlan:
 
 ROWS = TopSelect(
     items=(Item('"id"', "id"), Item('"mag" * 2', "m2")),
-    from_='"__sv_t0"',
-    where='"mag" < 12',
+    source='"__sv_t0" WHERE "mag" < 12',
     order=(OrderKey('"mag" * 2', 1, descending=True), OrderKey('"ra"', None)),
     limit=5,
     offset=3,
@@ -164,7 +163,7 @@ GROUPED = TopSelect(
         Item("count(*)", "n", merged=(Ref("a", 0),)),
         Item('avg("mag") - avg("flux")', "d", merged=(Ref("a", 1), " - ", Ref("a", 2))),
     ),
-    from_='"__sv_t0"',
+    source='"__sv_t0"',
     group=('"band"',),
     group_outputs=(None,),
     having="count(*) > 1",

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SET_OPERATION = "not a single SELECT (a set operation)"
 INSIDE = "the split table is inside a subquery, CTE or nested join"
+UNDESCRIBED = "the query's SELECT could not be described"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +115,9 @@ class TopSelect:
     """``WITH ...`` and a space, or empty."""
     distinct: bool = False
     items: tuple[Item, ...] = ()
-    from_: str = ""
-    """The FROM clause without its keyword: items and joins."""
-    where: str | None = None
+    source: str = ""
+    """The FROM clause without its keyword (items and joins), then `` WHERE <condition>``
+    when there is one: the rows the query reads."""
     group: tuple[str, ...] = ()
     """The GROUP BY terms (an ordinal resolved to its select item's SQL)."""
     group_outputs: tuple[int | None, ...] = ()
@@ -150,30 +151,51 @@ class TopSelect:
     @property
     def sql(self) -> str:
         """The SELECT put back together: the translation's SQL."""
-        items = ", ".join(f"{i.sql} AS {_quote(i.name)}" for i in self.items)
-        sql = f"{self.with_}SELECT {'DISTINCT ' if self.distinct else ''}{items} FROM {self.from_}"
-        if self.where is not None:
-            sql += f" WHERE {self.where}"
-        if self.group:
-            terms = (
-                str(o + 1) if o is not None else g
-                for g, o in zip(self.group, self.group_outputs, strict=True)
-            )
-            sql += " GROUP BY " + ", ".join(terms)
-        if self.having is not None:
-            sql += f" HAVING {self.having}"
-        if self.order:
-            terms = (
-                (str(k.output + 1) if k.sql is None and k.output is not None else str(k.sql))
-                + (" DESC" if k.descending else " ASC")
-                for k in self.order
-            )
-            sql += " ORDER BY " + ", ".join(terms)
-        if self.limit is not None:
-            sql += f" LIMIT {self.limit}"
-        if self.offset is not None:
-            sql += f" OFFSET {self.offset}"
-        return sql
+        head = _head(
+            self.with_, self.distinct, [i.sql for i in self.items], [i.name for i in self.items]
+        )
+        tail = _tail(
+            self.group, self.group_outputs, self.having, self.order, self.limit, self.offset
+        )
+        return head + self.source + tail
+
+
+def _head(with_: str, distinct: bool, items: Sequence[str], names: Sequence[str]) -> str:
+    """``[WITH ...] SELECT [DISTINCT] items FROM `` as the translator writes it."""
+    listed = ", ".join(f"{sql} AS {_quote(name)}" for sql, name in zip(items, names, strict=True))
+    return f"{with_}SELECT {'DISTINCT ' if distinct else ''}{listed} FROM "
+
+
+def _tail(
+    group: Sequence[str],
+    group_outputs: Sequence[int | None],
+    having: str | None,
+    order: Sequence[OrderKey],
+    limit: int | None,
+    offset: int | None,
+) -> str:
+    """`` GROUP BY ... HAVING ... ORDER BY ... LIMIT ... OFFSET ...`` as the translator writes
+    them (a term written as an ordinal stays one)."""
+    sql = ""
+    if group:
+        terms = (
+            str(o + 1) if o is not None else g for g, o in zip(group, group_outputs, strict=True)
+        )
+        sql += " GROUP BY " + ", ".join(terms)
+    if having is not None:
+        sql += f" HAVING {having}"
+    if order:
+        keys = (
+            (str(k.output + 1) if k.sql is None and k.output is not None else str(k.sql))
+            + (" DESC" if k.descending else " ASC")
+            for k in order
+        )
+        sql += " ORDER BY " + ", ".join(keys)
+    if limit is not None:
+        sql += f" LIMIT {limit}"
+    if offset is not None:
+        sql += f" OFFSET {offset}"
+    return sql
 
 
 def _quote(name: str) -> str:
@@ -219,19 +241,13 @@ def top_select(
     Never fails: a query it cannot describe is one that cannot be split (``reason``).
     """
     try:
-        top = _Describer(checked, emitter).describe()
+        return _Describer(checked, emitter).describe(sql, tuple(crossmatches))
     except Exception:  # a form not foreseen: the query runs whole, never wrongly split
         log.exception("the top-level SELECT could not be described")
-        return TopSelect(reason="the query's SELECT could not be described")
+        return TopSelect(reason=UNDESCRIBED)
     finally:
         emitter.replace = None
         emitter.aggregate_call = None
-    if top.reason:
-        return top
-    if top.sql != sql:
-        log.error("the described SELECT is not the translation: %r", top.sql)
-        return TopSelect(reason="the query's SELECT could not be described")
-    return dataclasses.replace(top, crossmatches=tuple(crossmatches))
 
 
 def _clause_nodes(node: exp.Expr) -> Iterator[exp.Expr]:
@@ -262,8 +278,12 @@ class _Describer:
         self.emitter = emitter
         self.aggregates: list[AggregateCall] = []
         self.group: dict[str, int] = {}
+        #: The node types of the GROUP BY terms (others need not be compared with them).
+        self.group_types: set[type[exp.Expr]] = set()
+        #: Whether the select list, HAVING or ORDER BY hold a subquery.
+        self.subqueries = False
 
-    def describe(self) -> TopSelect:
+    def describe(self, sql: str, crossmatches: tuple[CrossMatch, ...]) -> TopSelect:
         tree = self.checked.query.tree
         while isinstance(tree, exp.Subquery):
             tree = tree.this
@@ -272,97 +292,108 @@ class _Describer:
         if _REF.search(self.checked.query.text):
             return TopSelect(reason="a text the distributed executor uses for itself")
         emitter = self.emitter
-        outputs = self.checked.outputs[id(tree)]
+        checked = self.checked
+        outputs = checked.outputs[id(tree)]
         items = [emitter.item(o) for o in outputs]
-        where_node = tree.args.get("where")
-        where = emitter.cond(where_node.this) if where_node is not None else None
-        bare = [
-            sql if o.node is None or o.info.geometry is not None else self.bare(o.node)
-            for o, sql in zip(outputs, items, strict=True)
-        ]
+        bare: list[str] = []  # the items without enclosing parentheses, when needed
+
+        def bare_items() -> list[str]:
+            if not bare:
+                bare.extend(
+                    sql if o.node is None or o.info.geometry is not None else self.bare(o.node)
+                    for o, sql in zip(outputs, items, strict=True)
+                )
+            return bare
+
         group: list[str] = []
         group_keys: list[str] = []
         group_outputs: list[int | None] = []
         group_node = tree.args.get("group")
         for term in group_node.expressions if group_node is not None else []:
-            ordinal = self.checked.ordinals.get(id(term))
+            ordinal = checked.ordinals.get(id(term))
             group_outputs.append(None if ordinal is None else ordinal - 1)
-            group.append(items[ordinal - 1] if ordinal is not None else emitter.value(term))
-            group_keys.append(bare[ordinal - 1] if ordinal is not None else self.bare(term))
+            if ordinal is not None:
+                group.append(items[ordinal - 1])
+                group_keys.append(bare_items()[ordinal - 1])
+                node = outputs[ordinal - 1].node
+                self.group_types.add(exp.Column if node is None else type(_unparen(node)))
+            else:
+                group.append(emitter.value(term))
+                group_keys.append(self.bare(term))
+                self.group_types.add(type(_unparen(term)))
         having_node = tree.args.get("having")
         having = emitter.cond(having_node.this) if having_node is not None else None
-        order_terms: list[tuple[exp.Expr | None, str | None, int | None, bool]] = []
+        order: list[OrderKey] = []
+        order_nodes: list[exp.Expr | None] = []
         order_node = tree.args.get("order")
         for term in order_node.expressions if order_node is not None else []:
             descending = bool(term.args.get("desc"))
-            ordinal = self.checked.ordinals.get(id(term))
+            ordinal = checked.ordinals.get(id(term))
             if ordinal is not None:
-                order_terms.append((None, None, ordinal - 1, descending))
+                order.append(OrderKey(None, ordinal - 1, descending))
+                order_nodes.append(None)
                 continue
-            value = emitter.value(term.this)
-            term_key = self.bare(term.this)
-            index = bare.index(term_key) if term_key in bare else None
-            order_terms.append((term.this, value, index, descending))
+            key = self.bare(term.this)
+            index = bare_items().index(key) if key in bare_items() else None
+            order.append(OrderKey(emitter.value(term.this), index, descending))
+            order_nodes.append(term.this)
         clauses: list[exp.Expr] = [o.node for o in outputs if o.node is not None]
-        clauses += [node for node, *_ in order_terms if node is not None]
+        clauses += [node for node in order_nodes if node is not None]
         if having_node is not None:
             clauses.append(having_node.this)
-        aggregated = (
-            group_node is not None
-            or having_node is not None
-            or any(_is_aggregate(n) for c in clauses for n in _clause_nodes(c))
-        )
-        functions = [
-            FUNCTIONS[str(n.this).upper()].name
-            for c in clauses
-            for n in _clause_nodes(c)
-            if isinstance(n, nodes.UdfCall)
-        ]
-        top = TopSelect(
-            with_=emitter.with_clause(),
-            distinct=tree.args.get("distinct") is not None,
-            items=tuple(Item(sql, o.sql) for sql, o in zip(items, outputs, strict=True)),
-            from_=emitter.from_clause(tree),
-            where=where,
+        aggregated = group_node is not None or having_node is not None
+        functions: dict[str, None] = {}
+        for clause in clauses:
+            for n in _clause_nodes(clause):
+                aggregated = aggregated or _is_aggregate(n)
+                if isinstance(n, nodes.UdfCall):
+                    functions[FUNCTIONS[str(n.this).upper()].name] = None
+                elif isinstance(n, (exp.Subquery, exp.Query)):
+                    self.subqueries = True
+        distinct = tree.args.get("distinct") is not None
+        limit, offset = self.integer(tree, "limit"), self.integer(tree, "offset")
+        with_ = emitter.with_clause() if tree.args.get("with_") is not None else ""
+        # The FROM clause and WHERE are the translation's SQL between the select list and
+        # what follows them (not written twice: they are most of the work).
+        head = _head(with_, distinct, items, [o.sql for o in outputs])
+        tail = _tail(group, group_outputs, having, order, limit, offset)
+        if len(head) + len(tail) > len(sql) or not (sql.startswith(head) and sql.endswith(tail)):
+            return TopSelect(reason=UNDESCRIBED)
+        merged_items = [Item(sql, o.sql) for sql, o in zip(items, outputs, strict=True)]
+        having_merged: Template = ()
+        having_reason = ""
+        if aggregated:
+            self.group = {g: i for i, g in reversed(list(enumerate(group_keys)))}
+            for i, output in enumerate(outputs):
+                if output.node is None:
+                    merged, reason = self.merged(None, items[i])
+                else:
+                    merged, reason = self.merged(output.node, None, output=output)
+                merged_items[i] = Item(items[i], output.sql, merged, reason)
+            if having_node is not None:
+                having_merged, having_reason = self.merged(having_node.this, None, condition=True)
+            for i, node in enumerate(order_nodes):
+                if node is not None:
+                    merged, reason = self.merged(node, None)
+                    order[i] = dataclasses.replace(order[i], merged=merged, merge_reason=reason)
+        return TopSelect(
+            with_=with_,
+            distinct=distinct,
+            items=tuple(merged_items),
+            source=sql[len(head) : len(sql) - len(tail)],
             group=tuple(group),
             group_outputs=tuple(group_outputs),
             having=having,
-            order=tuple(OrderKey(sql, index, desc) for _, sql, index, desc in order_terms),
-            limit=self.integer(tree, "limit"),
-            offset=self.integer(tree, "offset"),
-            aggregated=aggregated,
-            functions=tuple(dict.fromkeys(functions)),
-            tables=tuple(self.tables(tree)),
-        )
-        if not aggregated:
-            return top
-        self.group = {g: i for i, g in reversed(list(enumerate(group_keys)))}
-        merged_items = []
-        for item, output in zip(top.items, outputs, strict=True):
-            if output.node is None:
-                assert output.binding is not None
-                merged, reason = self.merged(None, item.sql)
-            else:
-                merged, reason = self.merged(output.node, None, output=output)
-            merged_items.append(dataclasses.replace(item, merged=merged, merge_reason=reason))
-        having_merged: Template = ()
-        having_reason = ""
-        if having_node is not None:
-            having_merged, having_reason = self.merged(having_node.this, None, condition=True)
-        order: list[OrderKey] = []
-        for key, (node, *_) in zip(top.order, order_terms, strict=True):
-            if node is None:
-                order.append(key)
-                continue
-            merged, reason = self.merged(node, None)
-            order.append(dataclasses.replace(key, merged=merged, merge_reason=reason))
-        return dataclasses.replace(
-            top,
-            items=tuple(merged_items),
             having_merged=having_merged,
             having_reason=having_reason,
             order=tuple(order),
+            limit=limit,
+            offset=offset,
+            aggregated=aggregated,
             aggregates=tuple(self.aggregates),
+            functions=tuple(functions),
+            tables=tuple(self.tables(tree)),
+            crossmatches=crossmatches,
         )
 
     def bare(self, node: exp.Expr) -> str:
@@ -416,9 +447,10 @@ class _Describer:
             if index is not None:
                 return (Ref("g", index),), ""
             return (), f"the column {sql} is neither grouped nor aggregated"
-        for n in _clause_nodes(node):
-            if isinstance(n, (exp.Subquery, exp.Query)) and not self.in_aggregate(node, n):
-                return (), "a subquery outside an aggregate"
+        if self.subqueries:
+            for n in _clause_nodes(node):
+                if isinstance(n, (exp.Subquery, exp.Query)) and not self.in_aggregate(node, n):
+                    return (), "a subquery outside an aggregate"
         emitter.replace = self.replacer(reasons)
         try:
             if output is not None:
@@ -463,9 +495,10 @@ class _Describer:
                 finally:
                     emitter.replace = saved
                     emitter.aggregate_call = None
-            if not self.group and not isinstance(_unparen(node), exp.Column):
-                return None
-            text = plain(_unparen(node))
+            bare = _unparen(node)
+            if not isinstance(bare, exp.Column) and type(bare) not in self.group_types:
+                return None  # cannot be a GROUP BY term: its own SQL, its parts replaced
+            text = plain(bare)
             index = self.group.get(text)
             if index is not None:
                 return _ref("g", index)

@@ -227,7 +227,7 @@ def _split_select(plan: QueryPlan, top: TopSelect, split: str, maxrec: int | Non
 
 def _body(top: TopSelect) -> str:
     """``FROM ... [WHERE ...]`` of the query."""
-    return f" FROM {top.from_}" + (f" WHERE {top.where}" if top.where is not None else "")
+    return f" FROM {top.source}"
 
 
 def _direction(key: OrderKey) -> str:
