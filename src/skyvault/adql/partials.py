@@ -6,8 +6,8 @@ query and the *merge* query it needs the parts of the top-level SELECT, which th
 translator knows: :func:`top_select` describes them as data, each part as the DuckDB SQL
 the translator writes for it —
 
-* the select list (:class:`Item`: expression and name), DISTINCT, the FROM clause, WHERE,
-  GROUP BY, HAVING, ORDER BY (:class:`OrderKey`) and LIMIT/OFFSET (ADQL's TOP/OFFSET);
+* the select list (:class:`Item`: expression and name), DISTINCT, the FROM clause with
+  WHERE, GROUP BY, HAVING, ORDER BY (:class:`OrderKey`) and LIMIT/OFFSET (ADQL's TOP/OFFSET);
 * for a query that aggregates, every aggregate call (:class:`AggregateCall`: function,
   argument, DISTINCT) and each select item, HAVING and ORDER BY term written over them
   (a :data:`Template` whose :class:`Ref` pieces stand for an aggregate's merged value or a
@@ -16,10 +16,11 @@ the translator writes for it —
   split table must be an item of the top-level FROM clause, on the preserved side of its
   joins); and why the query cannot be split at all (a set operation).
 
-Nothing here reads SQL text: the parts come from the emitter of
-:mod:`skyvault.adql.translate` over the checked ADQL tree, and put back together they are
-the translation's SQL exactly (:attr:`TopSelect.sql`; a query for which that would not hold
-is marked as not splittable).
+Nothing here parses SQL: the parts come from the emitter of :mod:`skyvault.adql.translate`
+over the checked ADQL tree (the FROM clause with WHERE is the translation's text between
+the select list and what follows WHERE, which the emitter wrote once already), and put back
+together they are the translation's SQL exactly (:attr:`TopSelect.sql`; a query for which
+that would not hold is marked as not splittable).
 """
 
 from __future__ import annotations
