@@ -319,8 +319,7 @@ def _grouped_plan(
     ]
     top = TopSelect(
         items=tuple(items),
-        source='"__sv_t0"',
-        where=where,
+        source='"__sv_t0"' + (f" WHERE {where}" if where else ""),
         group=('"band"',),
         group_outputs=(None,),
         aggregated=True,
