@@ -290,7 +290,7 @@ class _Describer:
             tree = tree.this
         if not isinstance(tree, exp.Select):
             return TopSelect(reason=SET_OPERATION)
-        if _REF.search(self.checked.query.text):
+        if _REF.search(sql):  # a string or a name that reads like a template reference
             return TopSelect(reason="a text the distributed executor uses for itself")
         emitter = self.emitter
         checked = self.checked
