@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest sysdeps venv bench clean
+.PHONY: demo test lint typecheck pytest sysdeps venv bench clean portal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ sysdeps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql (the job-storage tests start a throw-away server)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+	@command -v aria2c >/dev/null 2>&1 || { \
+	  echo "installing aria2 (the bulk tests download with aria2c -x4)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aria2 >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (the portal's browser tests)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	@test -f /usr/share/java/aladin.jar || { \
 	  echo "installing aladin (CDS Hipsgen: the HiPS lint the tests run)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aladin >/dev/null; }
@@ -56,6 +62,11 @@ pytest: $(STAMP) sysdeps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Rebuild the portal's JavaScript from npm packages into src/skyvault/portal/static (committed:
+# users need no Node). Only for who edits portal/; a test fails when the build is stale.
+portal:
+	cd portal && npm ci --no-audit --no-fund && npm run build
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -26,3 +26,4 @@ run bulk    benchmarks/bench_bulk.py               # prints; results/bulk.md
 run hips    benchmarks/bench_hips.py               # writes/prints; results/hips.md
 run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md
+run cutout  benchmarks/bench_cutout.py --out benchmarks/results/cutout.md   # writes results/cutout.md

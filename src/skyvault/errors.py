@@ -325,3 +325,30 @@ class StorageError(SkyvaultError):
 
 
 __all__ += ["StorageError"]
+
+
+# --- images: SODA cutouts -------------------------------------------------------------------
+
+
+class MultiValuedParamNotSupported(UsageError):
+    """A parameter was given more values than this request accepts (SODA 1.0 §5.2's label).
+
+    SODA lets a service take one value of a parameter where several could be combined (a
+    {sync} request answers one cutout); the message names the parameter and the count.
+    """
+
+    code = "usage.multivalued"
+
+
+class CutoutNoOverlap(SkyvaultError):
+    """A cutout whose constraints select nothing of the image: its region lies outside
+    every image HDU, or its BAND, TIME or POL misses the image's.
+
+    SODA 1.0 §5.1 has a {sync} request that includes no pixels answer 204 No Content;
+    an {async} job records this message as the combination's result.
+    """
+
+    code = "cutout.no_overlap"
+
+
+__all__ += ["CutoutNoOverlap", "MultiValuedParamNotSupported"]

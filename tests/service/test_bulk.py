@@ -393,6 +393,32 @@ def test_curl_continues_an_interrupted_download(
     _resume(["curl", "-sf", "-C", "-", "-o", str(target)], url, target, body, md5)
 
 
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2 is not installed")
+def test_aria2c_fetches_in_parallel_segments_and_resumes(
+    live_url: str, demo_dir: Path, client: TestClient, tmp_path: Path
+) -> None:
+    url = f"{_root(live_url)}/bulk/{OBJECT}/{PIXEL}"
+    body = _local(demo_dir, PIXEL)
+    md5 = _md5_line(client, OBJECT, PIXEL)
+    tool = ["aria2c", "-q", "-x4", "-s4", "--min-split-size=1M", "--file-allocation=none"]
+    target = tmp_path / "whole.parquet"
+    done = subprocess.run(
+        [*tool, "-d", str(tmp_path), "-o", target.name, f"--checksum=md5={md5}", url],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert target.read_bytes() == body
+    # An interrupted file continues (-c) from where it stopped.
+    _resume(
+        [*tool, "-c", "-d", str(tmp_path), "-o", "part.parquet"],
+        url,
+        tmp_path / "part.parquet",
+        body,
+        md5,
+    )
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_literal_dot_segments_are_refused(live_url: str) -> None:
     """httpx normalises ``..``; curl --path-as-is sends it as typed."""

@@ -18,7 +18,7 @@ from skyvault.config import Settings
 from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_owner
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import bulk, tap, uws, vosi
+from skyvault.service.handlers import bulk, portal, tap, uws, vosi
 from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws.runner import process_alive
@@ -109,20 +109,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     if settings.path_prefix.strip("/"):
-        landing = settings.path_prefix.lstrip("/")
 
         @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
         async def root() -> RedirectResponse:
-            """A browser at the server's root goes to the TAP landing page.
+            """A browser at the server's root goes to the portal.
 
             The location is relative, so it stays right behind a proxy that serves the
             application under a path of its own.
             """
-            return RedirectResponse(landing, status_code=302)
+            return RedirectResponse("portal/", status_code=302)
 
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
     app.include_router(hips_router, tags=["hips"])  # /hips at the root, like /bulk
+    app.include_router(portal.router, tags=["portal"])  # /portal/ at the root
     return app

@@ -54,7 +54,11 @@ async def _skyvault_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AuthenticationRequired):
         sent = "authorization" in request.headers
         for challenge in www_authenticate_challenges(invalid_token=sent):
-            response.headers.append("WWW-Authenticate", challenge)
+            # A script (the portal) says so with X-Requested-With; a Basic challenge would
+            # make the browser open its own password dialog over the page.
+            scripted = request.headers.get("x-requested-with", "").lower() == "xmlhttprequest"
+            if not (scripted and challenge.startswith("Basic")):
+                response.headers.append("WWW-Authenticate", challenge)
     return response
 
 

@@ -1,0 +1,273 @@
+// The skyvault portal: sign in, browse the schema, write ADQL, run it (sync or async), watch
+// jobs, and look at the result as a table, on the sky and as a plot.
+import "tabulator-tables/dist/css/tabulator_simple.min.css";
+import "./style.css";
+import * as api from "./api.js";
+import { createEditor, unbounded } from "./editor.js";
+import { createJobMonitor, rememberJob } from "./jobs.js";
+import { drawPlot, numericColumns } from "./plot.js";
+import { createGrid, download, FORMATS, notebookSnippet } from "./results.js";
+import { el, loadSchema, renderSchema, starterQuery } from "./schema.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { result: null, query: "", jobId: null, grid: null, sky: null, selected: null, session: null };
+
+function status(text, kind = "info") {
+  const bar = $("status");
+  bar.textContent = text;
+  bar.className = `status ${kind}`;
+}
+
+function showError(error, editor = null) {
+  status(error.message || String(error), "error");
+  if (editor && error.line) editor.markError(error.line, error.column, error.message);
+}
+
+async function signIn() {
+  const who = $("who");
+  try {
+    state.session = await api.whoami();
+  } catch (e) {
+    state.session = null;
+    who.textContent = "";
+    showError(e);
+    return false;
+  }
+  const s = state.session;
+  who.textContent = s.anonymous ? "anonymous" : s.user;
+  who.title = s.groups && s.groups.length ? `groups: ${s.groups.join(", ")}` : "no groups";
+  $("groups").textContent = s.groups && s.groups.length ? s.groups.join(", ") : "";
+  $("token").value = api.token() ? "••••••••" : "";
+  $("signout").hidden = !api.token();
+  return true;
+}
+
+async function loadExamples(editor) {
+  try {
+    const response = await api.get(api.tapPath("examples"), null, "application/xhtml+xml, text/html");
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    const select = $("examples");
+    for (const node of doc.querySelectorAll("[property='query']")) {
+      const container = node.closest("[typeof='example']") || node.parentElement;
+      const title = container.querySelector("[property='name'], h2, h3");
+      const option = el("option", {}, (title ? title.textContent : node.textContent).trim().slice(0, 80));
+      option.value = node.textContent.trim();
+      select.append(option);
+    }
+    select.addEventListener("change", () => {
+      if (select.value) editor.text = select.value;
+      select.selectedIndex = 0;
+    });
+  } catch (_) {
+    /* no examples: the menu stays empty */
+  }
+}
+
+function showResult(result, query, jobId = null) {
+  state.result = result;
+  state.query = query;
+  state.jobId = jobId;
+  state.selected = null;
+  if (state.grid) state.grid.destroy();
+  state.grid = createGrid($("grid"), result, { onSelect: select });
+  const overflow = result.status === "OVERFLOW" ? " (truncated at MAXREC)" : "";
+  status(`${result.data.length.toLocaleString()} rows${overflow}`, "ok");
+  $("snippet").textContent = notebookSnippet(query, jobId);
+  fillPlotChoices();
+  if (state.sky) state.sky.show(result);
+  if (currentTab() === "plot") redrawPlot();
+}
+
+function select(index, from) {
+  state.selected = index;
+  if (from !== "grid" && state.grid) {
+    state.grid.deselectRow();
+    state.grid.selectRow(index);
+    state.grid.scrollToRow(index, "center", false);
+  }
+  if (from !== "sky" && state.sky) state.sky.highlight(index);
+  if (from !== "plot" && currentTab() === "plot") redrawPlot();
+}
+
+function currentTab() {
+  const active = document.querySelector(".tabs button.active");
+  return active ? active.dataset.tab : "table";
+}
+
+function fillPlotChoices() {
+  const columns = numericColumns(state.result.metadata);
+  for (const id of ["plot-x", "plot-y"]) {
+    const select = $(id);
+    select.replaceChildren(...columns.map((c) => {
+      const option = el("option", {}, c.name);
+      option.value = String(c.index);
+      return option;
+    }));
+  }
+  if (columns.length > 1) $("plot-y").selectedIndex = 1;
+}
+
+function redrawPlot() {
+  if (!state.result) return;
+  const kind = $("plot-kind").value;
+  const x = $("plot-x").value;
+  const y = $("plot-y").value;
+  if (x === "") {
+    $("plot").textContent = "no numeric column to plot";
+    return;
+  }
+  drawPlot($("plot"), state.result, {
+    kind,
+    x: Number(x),
+    y: kind === "histogram" || y === "" ? null : Number(y),
+    selected: state.selected,
+    onSelect: select,
+  });
+}
+
+async function openSky() {
+  if (state.sky) return state.sky;
+  const { createSky } = await import("./sky.js");
+  state.sky = await createSky($("sky"), {
+    hips: state.session ? state.session.hips : [],
+    onSelect: select,
+    onRegion: (region) => insertRegion(region),
+  });
+  if (state.result) state.sky.show(state.result);
+  return state.sky;
+}
+
+let editor;
+
+function insertRegion(region) {
+  const text = editor.text;
+  const condition = `CONTAINS(POINT('ICRS', ra, dec), ${region}) = 1`;
+  if (/\bWHERE\b/i.test(text)) editor.text = text.replace(/\bWHERE\b/i, `WHERE ${condition} AND`);
+  else if (text.trim()) editor.text = `${text.trimEnd()}\nWHERE ${condition}`;
+  else editor.insert(region);
+  status("region written into the query: check the position columns' names", "info");
+}
+
+async function run(mode) {
+  const query = editor.text.trim();
+  if (!query) return;
+  const big = new Set(
+    (state.session ? state.session.tables : []).filter((t) => t.nrows > 100000).map((t) => t.name.toLowerCase()),
+  );
+  const table = unbounded(query, big);
+  if (table && !window.confirm(`${table} is large and the query has neither TOP nor WHERE: run it anyway?`)) {
+    status("not run: add TOP n or a WHERE condition", "info");
+    return;
+  }
+  status(mode === "async" ? "submitting job…" : "running…", "busy");
+  try {
+    if (mode === "async") {
+      const runId = $("runid").value.trim() || query.replace(/\s+/g, " ").slice(0, 60);
+      const job = await api.createJob(query, runId);
+      rememberJob(job.id);
+      status(`job ${job.id} ${job.phase}`, "info");
+      jobs.update();
+      document.querySelector(".tabs button[data-tab='jobs']").click();
+    } else {
+      const result = await api.syncJson(query);
+      showResult(result, query);
+    }
+  } catch (e) {
+    showError(e, editor);
+  }
+}
+
+let jobs;
+
+async function start() {
+  $("signin").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (value && !value.startsWith("•")) api.setToken(value);
+    if (await signIn()) await loadAll();
+  });
+  $("signout").addEventListener("click", async () => {
+    api.setToken("");
+    await signIn();
+    await loadAll();
+  });
+  for (const button of document.querySelectorAll(".tabs button")) {
+    button.addEventListener("click", async () => {
+      for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b === button);
+      for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${button.dataset.tab}`;
+      if (button.dataset.tab === "sky") await openSky().catch((e) => showError(e));
+      if (button.dataset.tab === "plot") redrawPlot();
+      if (button.dataset.tab === "jobs") jobs.update();
+    });
+  }
+  for (const id of ["plot-kind", "plot-x", "plot-y"]) $(id).addEventListener("change", redrawPlot);
+  const formats = $("download");
+  for (const [value, label, extension] of FORMATS) {
+    const option = el("option", {}, label);
+    option.value = `${value}|${extension}`;
+    formats.append(option);
+  }
+  formats.addEventListener("change", async () => {
+    const [value, extension] = formats.value.split("|");
+    formats.selectedIndex = 0;
+    if (!state.query || !value) return;
+    try {
+      await download(state.query, value, extension);
+    } catch (e) {
+      showError(e);
+    }
+  });
+  $("copy-snippet").addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText($("snippet").textContent));
+  $("region-view").addEventListener("click", async () => (await openSky()).regionFromView());
+  $("region-draw").addEventListener("click", async () => {
+    const sky = await openSky();
+    if (sky.drawing) {
+      if (!sky.finishPolygon()) status("click at least three points on the sky first", "info");
+      $("region-draw").textContent = "draw polygon";
+    } else {
+      sky.startPolygon();
+      $("region-draw").textContent = "finish polygon";
+      status("click the polygon's corners on the sky, then 'finish polygon'", "info");
+    }
+  });
+  jobs = createJobMonitor($("jobs"), {
+    onOpen: async (job) => {
+      try {
+        const result = await api.jobResultJson(job.id);
+        showResult(result, job.query, job.id);
+        document.querySelector(".tabs button[data-tab='table']").click();
+      } catch (e) {
+        showError(e);
+      }
+    },
+    onError: (e) => showError(e),
+  });
+  await signIn();
+  await loadAll();
+}
+
+async function loadAll() {
+  status("loading the schema…", "busy");
+  let schema;
+  try {
+    schema = await loadSchema();
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  const holder = $("editor");
+  const previous = editor ? editor.text : "";
+  holder.replaceChildren();
+  editor = createEditor(holder, { schema, onRun: () => run("sync") });
+  editor.text = previous;
+  renderSchema($("schema"), schema, (table) => {
+    editor.text = starterQuery(table);
+  }, (column) => editor.insert(column.column_name));
+  $("run").onclick = () => run("sync");
+  $("run-async").onclick = () => run("async");
+  if (!$("examples").options.length || $("examples").options.length === 1) await loadExamples(editor);
+  status(`${schema.tables.size} tables`, "ok");
+  document.body.dataset.ready = "true";
+}
+
+start();

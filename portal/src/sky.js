@@ -1,0 +1,175 @@
+// The sky view: Aladin Lite (shipped with the portal, never from a CDN) over skyvault's own
+// HiPS, with the result rows as a catalogue layer linked to the grid, ObsCore footprints
+// (s_region), MOC layers, and regions drawn on the sky written into the query.
+import A from "aladin-lite";
+import { base } from "./api.js";
+
+const RA_UCDS = ["pos.eq.ra;meta.main", "pos.eq.ra"];
+const DEC_UCDS = ["pos.eq.dec;meta.main", "pos.eq.dec"];
+const RA_NAMES = ["ra", "coord_ra", "s_ra", "raj2000", "ra_icrs"];
+const DEC_NAMES = ["dec", "coord_dec", "s_dec", "dej2000", "de_icrs", "decl"];
+
+/** Indexes of the result's RA and Dec columns (by UCD, then by name), or null. */
+export function positionColumns(metadata) {
+  const find = (ucds, names) => {
+    for (const ucd of ucds) {
+      const i = metadata.findIndex((m) => (m.ucd || "").toLowerCase() === ucd);
+      if (i >= 0) return i;
+    }
+    return metadata.findIndex((m) => names.includes(m.name.toLowerCase()));
+  };
+  const ra = find(RA_UCDS, RA_NAMES);
+  const dec = find(DEC_UCDS, DEC_NAMES);
+  return ra >= 0 && dec >= 0 ? [ra, dec] : null;
+}
+
+function polygonFrom(value) {
+  if (Array.isArray(value) && value.length >= 6) {
+    const points = [];
+    for (let i = 0; i + 1 < value.length; i += 2) points.push([value[i], value[i + 1]]);
+    return points;
+  }
+  if (typeof value === "string") {
+    const numbers = value.replace(/^[^\d+-]*(ICRS|FK5|GALACTIC|UNKNOWNFRAME)?/i, "").trim().split(/\s+/).map(Number);
+    if (/polygon/i.test(value) && numbers.length >= 6 && numbers.every(Number.isFinite)) {
+      return polygonFrom(numbers);
+    }
+  }
+  return null;
+}
+
+export async function createSky(element, { hips, onSelect, onRegion }) {
+  await A.init;
+  const images = hips.filter((h) => h.dataproduct_type !== "catalog");
+  const catalogs = hips.filter((h) => h.dataproduct_type === "catalog");
+  // Without an image HiPS on the server, an empty one shipped with the portal: Aladin Lite
+  // needs a background survey, and its default ones live at CDS.
+  const empty = { id: "skyvault-empty", title: "No image survey (empty sky)", url: new URL("empty-hips", window.location.href).href };
+  const first = images[0];
+  const surveys = images.length ? images : [empty];
+  const aladin = A.aladin(element, {
+    survey: surveys[0].url,
+    hipsList: surveys.map((h) => ({ id: h.id, name: h.title, url: h.url })),
+    fov: first && first.fov ? first.fov : 60,
+    target: first && first.ra !== undefined ? `${first.ra} ${first.dec}` : "0 +0",
+    log: false, // Aladin Lite's usage log goes to CDS: never from here
+    samp: false,
+    showSimbadPointerControl: false,
+    showShareControl: false,
+    showContextMenu: false,
+    showCooGridControl: true,
+    showLayersControl: true,
+    showFullscreenControl: false,
+  });
+  for (const c of catalogs) {
+    aladin.addCatalog(A.catalogHiPS(c.url, { name: c.title, sourceSize: 8, color: "#7ec8e3" }));
+  }
+  let layer = null;
+  let footprints = null;
+  let sources = [];
+  aladin.on("objectClicked", (object) => {
+    if (object && object.data && object.data.__row !== undefined) onSelect(object.data.__row, "sky");
+  });
+
+  // Drawing: clicks add polygon vertices until "done".
+  let drawing = null;
+  const drawn = A.graphicOverlay({ color: "#ffcc00", lineWidth: 2, name: "drawn region" });
+  aladin.addOverlay(drawn);
+  aladin.on("click", (event) => {
+    if (!drawing || !event) return;
+    const [ra, dec] = aladin.pix2world(event.x, event.y) || [];
+    if (ra === undefined) return;
+    drawing.push([ra, dec]);
+    drawn.removeAll();
+    if (drawing.length > 1) drawn.add(A.polyline(drawing.concat([drawing[0]])));
+  });
+
+  return {
+    aladin,
+    show(result) {
+      if (layer) layer.removeAll();
+      if (footprints) footprints.removeAll();
+      sources = [];
+      const where = positionColumns(result.metadata);
+      element.dataset.sources = "0";
+      if (!where) return 0;
+      const [ri, di] = where;
+      if (!layer) {
+        layer = A.catalog({ name: "result", sourceSize: 10, color: "#ff5a36", shape: "circle" });
+        aladin.addCatalog(layer);
+      }
+      const region = result.metadata.findIndex((m) => m.name.toLowerCase() === "s_region");
+      if (region >= 0 && !footprints) {
+        footprints = A.graphicOverlay({ color: "#36c3ff", lineWidth: 1, name: "footprints" });
+        aladin.addOverlay(footprints);
+      }
+      const batch = [];
+      result.data.forEach((row, index) => {
+        const ra = Number(row[ri]);
+        const dec = Number(row[di]);
+        if (!Number.isFinite(ra) || !Number.isFinite(dec)) return;
+        const source = A.source(ra, dec, { __row: index });
+        sources[index] = source;
+        batch.push(source);
+        if (region >= 0) {
+          const polygon = polygonFrom(row[region]);
+          if (polygon) footprints.add(A.polygon(polygon));
+        }
+      });
+      layer.addSources(batch);
+      element.dataset.sources = String(batch.length);
+      if (batch.length) {
+        const ras = batch.map((s) => s.ra);
+        const decs = batch.map((s) => s.dec);
+        const mid = (xs) => (Math.min(...xs) + Math.max(...xs)) / 2;
+        // RA across 0h: measure the spread around 180 instead.
+        const shifted = ras.map((r) => (r + 180) % 360);
+        const wraps = Math.max(...shifted) - Math.min(...shifted) < Math.max(...ras) - Math.min(...ras);
+        const ra = wraps ? (mid(shifted) + 180) % 360 : mid(ras);
+        const dec = mid(decs);
+        const raSpan = (wraps ? Math.max(...shifted) - Math.min(...shifted) : Math.max(...ras) - Math.min(...ras)) *
+          Math.cos((dec * Math.PI) / 180);
+        const decSpan = Math.max(...decs) - Math.min(...decs);
+        // Aladin's field of view is the width: fit the height through the aspect ratio.
+        const aspect = element.clientWidth / Math.max(element.clientHeight, 1);
+        const fov = Math.max(raSpan, decSpan * aspect, 0.01) * 1.3;
+        aladin.gotoRaDec(ra, dec);
+        aladin.setFoV(Math.min(fov, 180));
+      }
+      return batch.length;
+    },
+    highlight(index) {
+      const source = sources[index];
+      if (!source) return;
+      if (layer) layer.sources.forEach((s) => s.deselect && s.deselect());
+      source.select();
+      aladin.gotoRaDec(source.ra, source.dec);
+    },
+    addMoc(url, name) {
+      aladin.addMOC(A.MOCFromURL(url, { name, color: "#a0ff80", opacity: 0.25 }));
+    },
+    regionFromView() {
+      const [ra, dec] = aladin.getRaDec();
+      const [fov] = aladin.getFov();
+      const radius = Math.min(fov / 2, 90);
+      onRegion(`CIRCLE('ICRS', ${ra.toFixed(6)}, ${dec.toFixed(6)}, ${radius.toFixed(6)})`);
+    },
+    startPolygon() {
+      drawing = [];
+      drawn.removeAll();
+    },
+    finishPolygon() {
+      const points = drawing || [];
+      drawing = null;
+      if (points.length < 3) return false;
+      const coords = points.map(([ra, dec]) => `${ra.toFixed(6)}, ${dec.toFixed(6)}`).join(", ");
+      onRegion(`POLYGON('ICRS', ${coords})`);
+      return true;
+    },
+    get drawing() {
+      return drawing !== null;
+    },
+  };
+}
+
+export const hipsUrl = (path) => new URL(path, base).href;

@@ -1,0 +1,1 @@
+"""Image access: the image archive, SODA cutouts and DataLink previews."""
