@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -96,15 +95,15 @@ def measure(data: Path, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, adql in QUERIES.items():
         compile_adql(adql, tables)
-        compile_s = _median(lambda: compile_adql(adql, tables), 50)  # noqa: B023
+        compile_s = _best(lambda: compile_adql(adql, tables), 50)  # noqa: B023
         plan = dask.plan(adql)
         start = time.perf_counter()
         split = split_plan(plan)
         split_first_s = time.perf_counter() - start
-        split_s = _median(lambda: split_plan(plan), 50)  # noqa: B023
+        split_s = _best(lambda: split_plan(plan), 50)  # noqa: B023
         same = _same(local.query(adql).to_pylist(), dask.query(adql).to_pylist())
-        local_s = _median(lambda: local.query(adql), repeat)  # noqa: B023
-        dask_s = _median(lambda: dask.query(adql), repeat)  # noqa: B023
+        local_s = _best(lambda: local.query(adql), repeat)  # noqa: B023
+        dask_s = _best(lambda: dask.query(adql), repeat)  # noqa: B023
         out[name] = {
             "kind": split.kind,
             "same": bool(same),
@@ -137,13 +136,14 @@ def _same(want: list[dict[str, Any]], got: list[dict[str, Any]]) -> bool:
     return True
 
 
-def _median(fn: Any, n: int) -> float:
+def _best(fn: Any, n: int) -> float:
+    """The shortest of ``n`` runs: on a loaded machine, the closest to the work itself."""
     times = []
     for _ in range(n):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def export_tree(ref: str, work: Path) -> Path:
@@ -208,7 +208,7 @@ def main() -> None:
         args.out.write_text(text)
 
 
-def _best(runs: list[dict[str, Any]], query: str, key: str) -> float:
+def _least(runs: list[dict[str, Any]], query: str, key: str) -> float:
     return min(float(r[query][key]) for r in runs)
 
 
@@ -220,8 +220,8 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> l
         "",
         f"`{' '.join(['python', 'benchmarks/bench_split.py', *sys.argv[1:]])}` — "
         f"{args.rows:,} rows, {platform.machine()}, {os.cpu_count()} CPUs, load {load} at the "
-        f"end; best of {args.rounds} interleaved rounds, each a median ({args.repeat} runs; "
-        "compile and split: 50 calls). DaskExecutor: Dask's threaded scheduler, 4 tasks.",
+        f"end; the shortest time of {args.rounds} interleaved rounds of {args.repeat} runs "
+        "(compile and split: 50 calls). DaskExecutor: Dask's threaded scheduler, 4 tasks.",
         "",
     ]
     after = runs["after"]
@@ -239,22 +239,22 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> l
     lines += [header, rule]
     for query in QUERIES:
         a = after[0][query]
-        ratio = _best(after, query, "dask_s") / _best(after, query, "local_s")
+        ratio = _least(after, query, "dask_s") / _least(after, query, "local_s")
         row = (
             f"| {query} | {a['kind']} | {all(r[query]['same'] for r in after)} | "
-            f"{_best(after, query, 'compile_us'):.0f} | {_best(after, query, 'split_us'):.0f} "
-            f"({_best(after, query, 'split_first_us'):.0f}) | "
-            f"{_best(after, query, 'local_s'):.3f} | {_best(after, query, 'dask_s'):.3f} | "
+            f"{_least(after, query, 'compile_us'):.0f} | {_least(after, query, 'split_us'):.0f} "
+            f"({_least(after, query, 'split_first_us'):.0f}) | "
+            f"{_least(after, query, 'local_s'):.3f} | {_least(after, query, 'dask_s'):.3f} | "
             f"{ratio:.2f} |"
         )
         if before:
             kind_b = before[0][query]["kind"]
-            ratio_b = _best(before, query, "dask_s") / _best(before, query, "local_s")
-            first_a = _best(after, query, "split_first_us")
-            first_b = _best(before, query, "split_first_us")
+            ratio_b = _least(before, query, "dask_s") / _least(before, query, "local_s")
+            first_a = _least(after, query, "split_first_us")
+            first_b = _least(before, query, "split_first_us")
             row += (
-                f" {_best(after, query, 'compile_us') / _best(before, query, 'compile_us'):.2f} |"
-                f" {_best(after, query, 'split_us') / _best(before, query, 'split_us'):.2f}"
+                f" {_least(after, query, 'compile_us') / _least(before, query, 'compile_us'):.2f} |"
+                f" {_least(after, query, 'split_us') / _least(before, query, 'split_us'):.2f}"
                 f" ({first_a / first_b:.2f}) |"
                 f" {ratio / ratio_b:.2f}{'' if kind_b == a['kind'] else f' (was {kind_b})'} |"
             )
