@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from skyvault.adql.partials import AggregateCall, OrderKey, Template, TopSelect
-from skyvault.engine.crossmatch import DerivedSide, plan_cell_join
 from skyvault.engine.plan import QueryPlan, Scan
 
 __all__ = ["PARTIALS", "MergeQuery", "Split", "quote", "split_candidates", "split_plan", "whole"]
@@ -420,8 +419,9 @@ def _identity(sql: str) -> str:
     return sql
 
 
-_Step = tuple[str, str, str, tuple[tuple[str, DerivedSide], ...]]
-"""A cell-join rewrite: the two sides, the exploded one, the subquery sides' positions."""
+_Step = tuple[str, str, str, tuple[tuple[str, str, str, float], ...]]
+"""A cell-join rewrite: the two sides, the exploded one, the subquery sides' positions
+(name, RA, Dec, radius)."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -430,8 +430,12 @@ def _rewritten(sql: str, steps: tuple[_Step, ...]) -> str | None:
 
     Cached: a plan is run again and again, and each rewrite parses the SQL.
     """
+    # Imported here: this goes once the translator writes the cell join itself.
+    from skyvault.engine.crossmatch import DerivedSide, plan_cell_join
+
     for first, second, exploded, derived in steps:
-        join = plan_cell_join(sql, first, second, exploded, dict(derived))
+        sides = {name: DerivedSide(ra, dec, radius) for name, ra, dec, radius in derived}
+        join = plan_cell_join(sql, first, second, exploded, sides)
         if join is None:
             return None
         sql = join.sql
@@ -464,9 +468,7 @@ def _cell_joins(plan: QueryPlan, top: TopSelect) -> Callable[[str], str]:
         if scan is None or scan.cell is None or scan.partner != other.name:
             continue
         exploded = scan.placeholder if scan.cell.role == "exploded" else other.name
-        derived = tuple(
-            (s.name, DerivedSide(s.ra, s.dec, match.radius_deg)) for s in (left, right) if s.derived
-        )
+        derived = tuple((s.name, s.ra, s.dec, match.radius_deg) for s in (left, right) if s.derived)
         steps.append((left.name, right.name, exploded, derived))
 
     if _rewritten(top.sql, tuple(steps)) != plan.sql:
