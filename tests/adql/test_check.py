@@ -122,6 +122,8 @@ def test_hidden_healpix_column_is_unreachable() -> None:
         ("SELECT IN_UNIT(id, 'deg') FROM tycho2.main", "has no unit", 8),
         ("SELECT CAST('abc' AS INTEGER) FROM tycho2.main", "is not a number", 13),
         ("SELECT ivo_hasword(id, 'x') FROM tycho2.main", "must be a string", 20),
+        # MOD is named by its entry in the function table (it once said "EXPR needs ...").
+        ("SELECT MOD(name, 2) FROM tycho2.main", "MOD needs a number; name is string", 12),
     ],
 )
 def test_type_errors(query: str, fragment: str, column: int) -> None:

@@ -5,8 +5,9 @@ This package holds the first stage, parsing, and the registries later stages sha
 * :func:`parse` turns query text into an :class:`AdqlQuery` (the text and a sqlglot tree in
   the :class:`Adql` dialect) or raises :class:`~skyvault.errors.AdqlSyntaxError` with the line
   and column of the problem.  It needs no catalogue metadata.
-* :data:`FUNCTIONS` is the one registry of callable functions: ADQL built-ins and UDFs, with
-  signatures, units, docs, TAPRegExt feature types and (for UDFs) DuckDB implementations;
+* :data:`FUNCTIONS` is the one table of callable functions: ADQL built-ins and UDFs, with
+  signatures, docs, TAPRegExt feature types, parse forms, typing rules, result units and
+  UCDs and DuckDB forms (the other stages derive theirs from it);
   :func:`register_udf` adds one.
 * :data:`RESERVED_WORDS` and :func:`normalize_identifier` / :func:`identifier_matches` say
   how names compare: regular identifiers case-insensitively, delimited ones exactly.

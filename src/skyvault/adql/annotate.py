@@ -13,7 +13,8 @@ module holds the type model and the rules that derive metadata for expressions:
   makes the unit unknown (``coord_ra * 3600`` is not in degrees), so it is dropped;
 * aggregates: ``COUNT`` is ``meta.number``; ``MIN``/``MAX``/``AVG`` keep unit and add
   ``stat.min``/``stat.max``/``stat.mean`` to the UCD; ``SUM`` keeps the unit, drops the UCD;
-* geometry functions have fixed metadata (``DISTANCE``: deg, ``pos.angDistance`` ...).
+* functions with a fixed unit or UCD (``DISTANCE``: deg, ``pos.angDistance`` ...) have it
+  in their entry of the function table (:mod:`skyvault.adql.functions`).
 
 The DuckDB types are not guesses: the translator inserts casts wherever DuckDB's own rules
 would be hard to predict (integer arithmetic is BIGINT, other arithmetic DOUBLE, integer
@@ -25,10 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 import astropy.units as u
 
 from skyvault.catalog.metadata import ColumnMeta
+
+if TYPE_CHECKING:
+    from skyvault.adql.functions import FunctionSpec
 
 __all__ = [
     "FLOATING",
@@ -316,18 +321,23 @@ def _add_ucd_word(ucd: str | None, word: str) -> str | None:
     return ucd if word in words else f"{ucd};{word}"
 
 
-def aggregate_info(name: str, arg: ValueInfo | None, duck: str) -> ValueInfo:
-    """Metadata of ``COUNT``/``SUM``/``AVG``/``MIN``/``MAX`` applied to ``arg``."""
+def aggregate_info(spec: FunctionSpec, arg: ValueInfo | None, duck: str) -> ValueInfo:
+    """Metadata of ``COUNT``/``SUM``/``AVG``/``MIN``/``MAX`` applied to ``arg``.
+
+    The UCD comes from the function table: ``COUNT``'s is the result's (``meta.number``);
+    the others' (``stat.mean`` ...) is the word added to the argument's UCD; none (``SUM``)
+    drops it.
+    """
+    name = spec.name
     what = None
     if arg is not None:
         what = arg.source.name if arg.source is not None else arg.description
     if name == "COUNT":
         desc = f"number of {what} values" if what else "number of rows"
-        return ValueInfo(duck="BIGINT", ucd="meta.number", description=desc, aggregate=True)
+        return ValueInfo(duck="BIGINT", ucd=spec.ucd, description=desc, aggregate=True)
     assert arg is not None
-    words = {"AVG": "stat.mean", "MIN": "stat.min", "MAX": "stat.max"}
     prose = {"AVG": "mean", "MIN": "minimum", "MAX": "maximum", "SUM": "sum"}[name]
-    ucd = _add_ucd_word(arg.ucd, words[name]) if name in words else None
+    ucd = _add_ucd_word(arg.ucd, spec.ucd) if spec.ucd else None
     return ValueInfo(
         duck=duck,
         unit=arg.unit,

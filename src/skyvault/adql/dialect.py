@@ -2,11 +2,13 @@
 
 The tokenizer knows only ADQL's keywords, operators and comments (``--``), so every other
 word (``LIMIT``, ``COPY``, ``PRAGMA``, ``QUALIFY`` ...) is an ordinary identifier, as it is in
-ADQL.  The parser maps ADQL's functions to sqlglot-native nodes where the meaning is the same
-(``LOG`` is ``exp.Ln``, ``LOG10`` is ``exp.Log`` base 10, ``CEILING`` is ``exp.Ceil`` ...) and
-to the node types of :mod:`skyvault.adql.nodes` otherwise; any other name parses as
-``exp.Anonymous`` for the validator to resolve against the UDF registry.  Parse errors are
-raised as :class:`AdqlParseFailure`, which keeps the offending token.
+ADQL.  The parser's function table is the function table's parse forms
+(:data:`skyvault.adql.functions.PARSE_FORMS`): ADQL's functions become sqlglot-native nodes
+where the meaning is the same (``LOG`` is ``exp.Ln``, ``LOG10`` is ``exp.Log`` base 10,
+``CEILING`` is ``exp.Ceil`` ...) and the node types of :mod:`skyvault.adql.nodes` otherwise;
+any other name parses as ``exp.Anonymous`` for the validator to resolve against the UDF
+registry.  Parse errors are raised as :class:`AdqlParseFailure`, which keeps the offending
+token.
 
 The generator renders a tree back to canonical ADQL (``SELECT TOP n``, ``MOD(a, b)``,
 ``DOUBLE PRECISION`` ...).
@@ -14,7 +16,7 @@ The generator renders a tree back to canonical ADQL (``SELECT TOP n``, ``MOD(a, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from sqlglot import exp, generator, parser, tokens
@@ -24,6 +26,7 @@ from sqlglot.expressions.datatypes import DType
 from sqlglot.tokenizer_core import Token, TokenType
 
 from skyvault.adql import nodes
+from skyvault.adql.functions import PARSE_FORMS
 
 __all__ = ["CAST_TARGETS", "KEYWORD_TOKENS", "Adql", "AdqlParseFailure"]
 
@@ -111,100 +114,6 @@ class AdqlParseFailure(ParseError):
         self.token = token
 
 
-def _first_arg(cls: type[exp.Func]) -> Callable[[Sequence[Any]], exp.Expr]:
-    """Builder of a one-argument node: ``cls(this=args[0])``, refusing other arities later."""
-
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(this=args[0] if args else None), args)
-
-    return build
-
-
-def _with_arity(node: exp.Expr, args: Sequence[Any]) -> exp.Expr:
-    """Remember how many arguments the query wrote (the validator checks arity from it)."""
-    node.meta["adql_n_args"] = len(args)
-    return node
-
-
-def _two_args(cls: type[exp.Expr], second: str = "expression") -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        kwargs = {"this": args[0] if args else None}
-        if len(args) > 1:
-            kwargs[second] = args[1]
-        return _with_arity(cls(**kwargs), args)
-
-    return build
-
-
-def _var_args(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(expressions=list(args)), args)
-
-    return build
-
-
-def _log10(args: Sequence[Any]) -> exp.Expr:
-    node = exp.Log(this=exp.Literal.number(10), expression=args[0] if args else None)
-    return _with_arity(node, args)
-
-
-def _rand(args: Sequence[Any]) -> exp.Expr:
-    return _with_arity(exp.Rand(this=args[0] if args else None), args)
-
-
-def _pi(args: Sequence[Any]) -> exp.Expr:
-    return _with_arity(exp.Pi(), args)
-
-
-def _coalesce(args: Sequence[Any]) -> exp.Expr:
-    node = exp.Coalesce(this=args[0] if args else None, expressions=list(args[1:]))
-    return _with_arity(node, args)
-
-
-def _aggregate(cls: type[exp.Func]) -> Callable[..., exp.Expr]:
-    def build(args: Sequence[Any]) -> exp.Expr:
-        return _with_arity(cls(this=args[0] if args else None), args)
-
-    return build
-
-
-_FUNCTION_BUILDERS: dict[str, Callable[..., exp.Expr]] = {
-    "ABS": _first_arg(exp.Abs),
-    "CEILING": _first_arg(exp.Ceil),
-    "DEGREES": _first_arg(exp.Degrees),
-    "EXP": _first_arg(exp.Exp),
-    "FLOOR": _first_arg(exp.Floor),
-    "LOG": _first_arg(exp.Ln),
-    "LOG10": _log10,
-    "MOD": _two_args(exp.Mod),
-    "PI": _pi,
-    "POWER": _two_args(exp.Pow),
-    "RADIANS": _first_arg(exp.Radians),
-    "RAND": _rand,
-    "ROUND": _two_args(exp.Round, "decimals"),
-    "SQRT": _first_arg(exp.Sqrt),
-    "TRUNCATE": _two_args(nodes.Truncate, "decimals"),
-    "ACOS": _first_arg(exp.Acos),
-    "ASIN": _first_arg(exp.Asin),
-    "ATAN": _first_arg(exp.Atan),
-    "ATAN2": _two_args(exp.Atan2),
-    "COS": _first_arg(exp.Cos),
-    "COT": _first_arg(exp.Cot),
-    "SIN": _first_arg(exp.Sin),
-    "TAN": _first_arg(exp.Tan),
-    "COUNT": _aggregate(exp.Count),
-    "AVG": _aggregate(exp.Avg),
-    "MIN": _aggregate(exp.Min),
-    "MAX": _aggregate(exp.Max),
-    "SUM": _aggregate(exp.Sum),
-    "LOWER": _first_arg(exp.Lower),
-    "UPPER": _first_arg(exp.Upper),
-    "COALESCE": _coalesce,
-    "IN_UNIT": _two_args(nodes.InUnit),
-    **{name: _var_args(cls) for name, cls in nodes.GEOMETRY_NODES.items()},
-}
-
-
 class _AdqlTokenizer(tokens.Tokenizer):
     KEYWORDS: ClassVar[dict[str, TokenType]] = {**_OPERATORS, **KEYWORD_TOKENS}
     COMMENTS: ClassVar[list[str | tuple[str, str]]] = ["--"]
@@ -213,7 +122,9 @@ class _AdqlTokenizer(tokens.Tokenizer):
 
 
 class _AdqlParser(parser.Parser):
-    FUNCTIONS: ClassVar[dict[str, Callable[..., exp.Expr]]] = dict(_FUNCTION_BUILDERS)
+    #: The function table's parse forms: this very dict, so a function added to the table
+    #: parses at once.
+    FUNCTIONS: ClassVar[dict[str, Callable[..., exp.Expr]]] = PARSE_FORMS
     FUNCTION_PARSERS: ClassVar[dict[str, Callable[[Any], exp.Expr | None]]] = {
         "CAST": lambda self: self._parse_adql_cast(),
     }

@@ -1,26 +1,33 @@
-"""The one registry of functions an ADQL query may call: ADQL built-ins and our UDFs.
+"""The function table: the one place a function an ADQL query may call is described.
 
-Each :class:`FunctionSpec` says how a function may be called (its signatures: argument names
-and ADQL types, result type), its unit, what it does, which TAPRegExt language feature
-declares it, and, for user-defined functions, how DuckDB runs it.  The parser refuses any
-function that is not here; the TAP capabilities document advertises the UDFs from here; the
-translator takes each UDF's DuckDB implementation from here.
+Each :class:`FunctionSpec` (an entry of :data:`FUNCTIONS`) says everything every stage needs:
 
-Registering a UDF is one :func:`register_udf` call (the built-in UDFs are the entries of
-``_UDFS`` below).  Names of UDFs are regular identifiers and match case-insensitively; the
-registered spelling is the canonical one (``scisql_nanojanskyToAbMag``).
+* how it may be called: signatures (argument names and ADQL types, result type), what it
+  does, which TAPRegExt language feature declares it;
+* its **parse form**: the sqlglot node type a call becomes and the builder the dialect's
+  parser calls (:data:`PARSE_FORMS` is the parser's table, derived from the entries), with
+  the argument keys the node may carry (the validator's whitelist);
+* its **typing rule** (:mod:`skyvault.adql.typing_rules`), which the checker calls, and the
+  unit and UCD of its result where they are fixed;
+* its **DuckDB form**: a DuckDB function of the same meaning (:class:`DuckDbFunction`), a SQL
+  macro (:class:`DuckDbMacro`) or, for a Python UDF, the function object itself
+  (:class:`DuckDbPythonUdf`); where none fits the translator writes the SQL itself.
 
-DuckDB implementations come in two kinds:
+Everything else is derived from the entries: the dialect's parser table, the validator's
+names and argument whitelist, the checker's dispatch, the annotator's UCDs, the
+translator's plain functions, the engine's UDF registrations and the distributed
+executor's list of scalar functions, and the TAP capabilities' language features.  Adding a
+function is adding one entry: :func:`register_udf` for a UDF (the built-in UDFs are the
+entries of ``_UDFS`` below), :func:`register_builtin` for a function with its own node
+type.  Names of UDFs are regular identifiers and match case-insensitively; the registered
+spelling is the canonical one (``scisql_nanojanskyToAbMag``).
 
-* :class:`DuckDbMacro`: a SQL macro (one body per arity).  :func:`duckdb_macro_sql` gives the
-  ``CREATE OR REPLACE MACRO`` statement the engine runs once per connection; queries then
-  call the function under its registered name.
-* :class:`DuckDbPythonUdf`: a scalar function the engine registers with
-  ``duckdb.DuckDBPyConnection.create_function(name, callable, arg_types, return_type)``
-  before running a query; ``callable`` is named by ``python`` (``"module:function"``) and the
-  DuckDB types are given here.  The HEALPix and epoch-propagation UDFs are of this kind: their
-  numerics live in :mod:`skyvault.sky` (written separately); the signature forms that take a
-  POINT are rewritten by the translator into the ones that take coordinates.
+DuckDB runs a :class:`DuckDbMacro` as ``CREATE OR REPLACE MACRO`` (:func:`duckdb_macro_sql`,
+run once per connection) and a :class:`DuckDbPythonUdf` registered with
+``duckdb.DuckDBPyConnection.create_function(name, function, arg_types, return_type)``.  The
+HEALPix and epoch-propagation UDFs are of the second kind: their numerics live in
+:mod:`skyvault.sky`; the signature forms that take a POINT are rewritten by the translator
+into the ones that take coordinates.
 """
 
 from __future__ import annotations
@@ -28,9 +35,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+from sqlglot import exp
+
+from skyvault.adql import nodes, typing_rules
 from skyvault.adql.reserved import is_regular_identifier, is_reserved
+from skyvault.adql.typing_rules import TypingRule
+from skyvault.sky import astrometry, healpix
 
 __all__ = [
     "FEATURE_ADQL_COMMON_TABLE",
@@ -43,17 +56,26 @@ __all__ = [
     "FEATURE_ADQL_UNIT",
     "FEATURE_UDF",
     "FUNCTIONS",
+    "PARSE_FORMS",
+    "DuckDbFunction",
     "DuckDbMacro",
     "DuckDbPythonUdf",
     "FunctionKind",
     "FunctionSpec",
     "LanguageFeature",
     "Param",
+    "ParseForm",
     "Signature",
+    "any_arguments",
     "duckdb_macro_sql",
     "language_features",
     "lookup",
+    "one_argument",
+    "register_builtin",
     "register_udf",
+    "spec_for",
+    "spec_of",
+    "two_arguments",
 ]
 
 _TAPREGEXT = "ivo://ivoa.net/std/TAPRegExt"
@@ -130,6 +152,24 @@ class Signature:
         return n_args == len(self.params)
 
 
+#: A parse form: builds a call's node from its arguments (the dialect's parser table).
+ParseForm = Callable[[Sequence[Any]], exp.Expr]
+
+
+@dataclasses.dataclass(frozen=True)
+class DuckDbFunction:
+    """A DuckDB built-in that computes an ADQL function of one number as it is (``CEILING``:
+    ``ceil``); the translator writes ``name(CAST(x AS DOUBLE))``.
+
+    Attributes
+    ----------
+    name
+        The DuckDB function's name.
+    """
+
+    name: str
+
+
 @dataclasses.dataclass(frozen=True)
 class DuckDbMacro:
     """A DuckDB SQL macro implementing a UDF.
@@ -149,15 +189,15 @@ class DuckDbPythonUdf:
 
     Attributes
     ----------
-    python
-        ``"module:function"`` of the vectorised implementation.
+    function
+        The vectorised implementation (it takes and returns Arrow arrays).
     arg_types
         DuckDB argument types (``"INTEGER"``, ``"DOUBLE"`` ...) of the form DuckDB sees.
     return_type
         DuckDB result type (a ``STRUCT(ra DOUBLE, dec DOUBLE)`` for a POINT).
     """
 
-    python: str
+    function: Callable[..., Any]
     arg_types: tuple[str, ...]
     return_type: str
 
@@ -181,7 +221,27 @@ class FunctionSpec:
     feature_type
         TAPRegExt language-feature type IVOID, for optional ADQL features and UDFs.
     duckdb
-        How DuckDB runs a UDF (``None`` for ADQL built-ins: the translator maps those).
+        How DuckDB runs it: a macro or a Python function for a UDF, a DuckDB function of the
+        same meaning for a built-in of one number; ``None`` where the translator writes the
+        SQL itself (``ROUND``, geometry ...).
+    ucd
+        UCD of the result where fixed (``DISTANCE``: ``pos.angDistance``); for ``AVG``,
+        ``MIN`` and ``MAX`` the word added to the argument's UCD (``stat.mean`` ...).
+    node
+        The sqlglot node type a call parses to (``exp.Ceil`` for ``CEILING``); ``None`` for a
+        UDF, whose calls are :class:`~skyvault.adql.nodes.UdfCall` nodes.
+    parse
+        The parse form: the dialect's builder of ``node`` from the call's arguments (it records
+        how many the query wrote, for the validator's arity check); ``None`` for a UDF (parsed
+        as a call of an unknown function, then resolved by the validator) and for ``CAST``,
+        whose ``AS`` is grammar.
+    node_args
+        The argument keys ``node`` may carry (the validator's whitelist).
+    typing
+        The typing rule (:mod:`skyvault.adql.typing_rules`); ``None`` for a UDF typed by its
+        signatures alone.
+    aggregate
+        Whether a UDF aggregates rows (built-in aggregates are ``FunctionKind.AGGREGATE``).
     """
 
     name: str
@@ -190,7 +250,13 @@ class FunctionSpec:
     description: str
     unit: str | None = None
     feature_type: str | None = None
-    duckdb: DuckDbMacro | DuckDbPythonUdf | None = None
+    duckdb: DuckDbFunction | DuckDbMacro | DuckDbPythonUdf | None = None
+    ucd: str | None = None
+    node: type[exp.Expr] | None = None
+    parse: ParseForm | None = None
+    node_args: frozenset[str] = frozenset()
+    typing: TypingRule | None = None
+    aggregate: bool = False
 
     @property
     def min_args(self) -> int:
@@ -212,7 +278,12 @@ class FunctionSpec:
     @property
     def is_aggregate(self) -> bool:
         """Whether the function aggregates rows."""
-        return self.kind is FunctionKind.AGGREGATE or self.name == "ivo_string_agg"
+        return self.kind is FunctionKind.AGGREGATE or self.aggregate
+
+    @property
+    def typing_rule(self) -> TypingRule:
+        """The rule the checker types a call with (a UDF's default: by its signatures)."""
+        return self.typing or typing_rules.by_signature
 
     def accepts(self, n_args: int) -> bool:
         """Whether some signature takes ``n_args`` arguments."""
@@ -264,85 +335,295 @@ def _sig(result: str, *params: str, variadic: bool = False) -> Signature:
     return Signature(tuple(parsed), result, variadic)
 
 
+# --- parse forms: how the dialect's parser builds a call's node -----------------------------
+
+
+def _with_arity(node: exp.Expr, args: Sequence[Any]) -> exp.Expr:
+    """Remember how many arguments the query wrote (the validator checks arity from it)."""
+    node.meta["adql_n_args"] = len(args)
+    return node
+
+
+def one_argument(cls: type[exp.Expr]) -> ParseForm:
+    """Parse form of a one-argument node: ``cls(this=args[0])``, refusing other arities later."""
+
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(this=args[0] if args else None), args)
+
+    return build
+
+
+def two_arguments(cls: type[exp.Expr], second: str = "expression") -> ParseForm:
+    """Parse form of ``cls(this=args[0], <second>=args[1])``."""
+
+    def build(args: Sequence[Any]) -> exp.Expr:
+        kwargs = {"this": args[0] if args else None}
+        if len(args) > 1:
+            kwargs[second] = args[1]
+        return _with_arity(cls(**kwargs), args)
+
+    return build
+
+
+def any_arguments(cls: type[exp.Expr]) -> ParseForm:
+    """Parse form of ``cls(expressions=args)``: every argument as written."""
+
+    def build(args: Sequence[Any]) -> exp.Expr:
+        return _with_arity(cls(expressions=list(args)), args)
+
+    return build
+
+
+def _log10(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Log(this=exp.Literal.number(10), expression=args[0] if args else None)
+    return _with_arity(node, args)
+
+
+def _pi(args: Sequence[Any]) -> exp.Expr:
+    return _with_arity(exp.Pi(), args)
+
+
+def _coalesce(args: Sequence[Any]) -> exp.Expr:
+    node = exp.Coalesce(this=args[0] if args else None, expressions=list(args[1:]))
+    return _with_arity(node, args)
+
+
+_THIS = frozenset({"this"})
+_BINARY = frozenset({"this", "expression"})
+_ROUNDING = frozenset({"this", "decimals"})
+_LIST = frozenset({"expressions"})
+
+
 def _builtin(
     name: str,
     kind: FunctionKind,
     signatures: Iterable[Signature],
     description: str,
     *,
+    node: type[exp.Expr],
+    typing: TypingRule,
+    parse: ParseForm | None = None,
+    node_args: frozenset[str] = _THIS,
     unit: str | None = None,
+    ucd: str | None = None,
     feature_type: str | None = None,
+    duckdb: DuckDbFunction | None = None,
 ) -> FunctionSpec:
-    return FunctionSpec(name, kind, tuple(signatures), description, unit, feature_type)
+    """An ADQL built-in; its parse form defaults to the one-argument node ``node``."""
+    return FunctionSpec(
+        name,
+        kind,
+        tuple(signatures),
+        description,
+        unit=unit,
+        feature_type=feature_type,
+        duckdb=duckdb,
+        ucd=ucd,
+        node=node,
+        parse=parse or one_argument(node),
+        node_args=node_args,
+        typing=typing,
+    )
 
 
-_M, _T = FunctionKind.MATH, FunctionKind.TRIGONOMETRIC
+def _of_x(
+    name: str,
+    kind: FunctionKind,
+    node: type[exp.Expr],
+    duckdb: str,
+    description: str,
+    *,
+    unit: str | None = None,
+    typing: TypingRule = typing_rules.double_of_number,
+) -> FunctionSpec:
+    """A function of one number that DuckDB computes as it is (``SQRT``: ``sqrt``)."""
+    return _builtin(
+        name,
+        kind,
+        [_sig("DOUBLE", "x DOUBLE")],
+        description,
+        node=node,
+        typing=typing,
+        unit=unit,
+        duckdb=DuckDbFunction(duckdb),
+    )
+
+
+_M, _T, _A = FunctionKind.MATH, FunctionKind.TRIGONOMETRIC, FunctionKind.AGGREGATE
 _X = "x DOUBLE"
+_rules = typing_rules
 
 _BUILTINS: list[FunctionSpec] = [
     # --- mathematical (ADQL 2.1 section 2.3) ---
-    _builtin("ABS", _M, [_sig("DOUBLE", _X)], "Absolute value of x."),
-    _builtin("CEILING", _M, [_sig("DOUBLE", _X)], "Smallest integer not less than x."),
-    _builtin("DEGREES", _M, [_sig("DOUBLE", _X)], "Radians x in degrees.", unit="deg"),
-    _builtin("EXP", _M, [_sig("DOUBLE", _X)], "e raised to the power x."),
-    _builtin("FLOOR", _M, [_sig("DOUBLE", _X)], "Largest integer not greater than x."),
-    _builtin("LOG", _M, [_sig("DOUBLE", _X)], "Natural logarithm of x (x > 0)."),
-    _builtin("LOG10", _M, [_sig("DOUBLE", _X)], "Base-10 logarithm of x (x > 0)."),
-    _builtin("MOD", _M, [_sig("DOUBLE", _X, "y DOUBLE")], "Remainder of x / y."),
-    _builtin("PI", _M, [_sig("DOUBLE")], "The constant pi."),
-    _builtin("POWER", _M, [_sig("DOUBLE", _X, "y DOUBLE")], "x raised to the power y."),
-    _builtin("RADIANS", _M, [_sig("DOUBLE", _X)], "Degrees x in radians.", unit="rad"),
+    _builtin(
+        "ABS",
+        _M,
+        [_sig("DOUBLE", _X)],
+        "Absolute value of x.",
+        node=exp.Abs,
+        typing=_rules.abs_rule,
+    ),
+    _of_x(
+        "CEILING",
+        _M,
+        exp.Ceil,
+        "ceil",
+        "Smallest integer not less than x.",
+        typing=_rules.same_quantity,
+    ),
+    _of_x("DEGREES", _M, exp.Degrees, "degrees", "Radians x in degrees.", unit="deg"),
+    _of_x("EXP", _M, exp.Exp, "exp", "e raised to the power x."),
+    _of_x(
+        "FLOOR",
+        _M,
+        exp.Floor,
+        "floor",
+        "Largest integer not greater than x.",
+        typing=_rules.same_quantity,
+    ),
+    _of_x("LOG", _M, exp.Ln, "ln", "Natural logarithm of x (x > 0)."),
+    _builtin(
+        "LOG10",
+        _M,
+        [_sig("DOUBLE", _X)],
+        "Base-10 logarithm of x (x > 0).",
+        node=exp.Log,
+        parse=_log10,
+        node_args=_BINARY,
+        typing=_rules.log10,
+    ),
+    _builtin(
+        "MOD",
+        _M,
+        [_sig("DOUBLE", _X, "y DOUBLE")],
+        "Remainder of x / y.",
+        node=exp.Mod,
+        parse=two_arguments(exp.Mod),
+        node_args=_BINARY,
+        typing=_rules.mod,
+    ),
+    _builtin(
+        "PI",
+        _M,
+        [_sig("DOUBLE")],
+        "The constant pi.",
+        node=exp.Pi,
+        parse=_pi,
+        node_args=frozenset(),
+        typing=_rules.pi,
+    ),
+    _builtin(
+        "POWER",
+        _M,
+        [_sig("DOUBLE", _X, "y DOUBLE")],
+        "x raised to the power y.",
+        node=exp.Pow,
+        parse=two_arguments(exp.Pow),
+        node_args=_BINARY,
+        typing=_rules.double_of_two_numbers,
+    ),
+    _of_x("RADIANS", _M, exp.Radians, "radians", "Degrees x in radians.", unit="rad"),
     _builtin(
         "RAND",
         _M,
         [_sig("DOUBLE"), _sig("DOUBLE", "seed INTEGER!")],
         "Random value in [0, 1), optionally seeded.",
+        node=exp.Rand,
+        typing=_rules.rand,
     ),
     _builtin(
         "ROUND",
         _M,
         [_sig("DOUBLE", _X), _sig("DOUBLE", _X, "n INTEGER!")],
         "x rounded to n decimal places (default 0; negative n rounds left of the point).",
+        node=exp.Round,
+        parse=two_arguments(exp.Round, "decimals"),
+        node_args=_ROUNDING,
+        typing=_rules.rounding,
     ),
-    _builtin("SQRT", _M, [_sig("DOUBLE", _X)], "Positive square root of x."),
+    _of_x("SQRT", _M, exp.Sqrt, "sqrt", "Positive square root of x."),
     _builtin(
         "TRUNCATE",
         _M,
         [_sig("DOUBLE", _X), _sig("DOUBLE", _X, "n INTEGER!")],
         "x truncated to n decimal places (default 0).",
+        node=nodes.Truncate,
+        parse=two_arguments(nodes.Truncate, "decimals"),
+        node_args=_ROUNDING,
+        typing=_rules.rounding,
     ),
     # --- trigonometric (angles in radians) ---
-    _builtin("ACOS", _T, [_sig("DOUBLE", _X)], "Arc cosine of x, in [0, pi].", unit="rad"),
-    _builtin("ASIN", _T, [_sig("DOUBLE", _X)], "Arc sine of x, in [-pi/2, pi/2].", unit="rad"),
-    _builtin("ATAN", _T, [_sig("DOUBLE", _X)], "Arc tangent of x, in [-pi/2, pi/2].", unit="rad"),
+    _of_x("ACOS", _T, exp.Acos, "acos", "Arc cosine of x, in [0, pi].", unit="rad"),
+    _of_x("ASIN", _T, exp.Asin, "asin", "Arc sine of x, in [-pi/2, pi/2].", unit="rad"),
+    _of_x("ATAN", _T, exp.Atan, "atan", "Arc tangent of x, in [-pi/2, pi/2].", unit="rad"),
     _builtin(
         "ATAN2",
         _T,
         [_sig("DOUBLE", "y DOUBLE", _X)],
         "Polar angle of (x, y), in [-pi, pi].",
+        node=exp.Atan2,
+        parse=two_arguments(exp.Atan2),
+        node_args=_BINARY,
+        typing=_rules.double_of_two_numbers,
         unit="rad",
     ),
-    _builtin("COS", _T, [_sig("DOUBLE", _X)], "Cosine of x (radians)."),
-    _builtin("COT", _T, [_sig("DOUBLE", _X)], "Cotangent of x (radians)."),
-    _builtin("SIN", _T, [_sig("DOUBLE", _X)], "Sine of x (radians)."),
-    _builtin("TAN", _T, [_sig("DOUBLE", _X)], "Tangent of x (radians)."),
+    _of_x("COS", _T, exp.Cos, "cos", "Cosine of x (radians)."),
+    _of_x("COT", _T, exp.Cot, "cot", "Cotangent of x (radians)."),
+    _of_x("SIN", _T, exp.Sin, "sin", "Sine of x (radians)."),
+    _of_x("TAN", _T, exp.Tan, "tan", "Tangent of x (radians)."),
     # --- aggregates (set functions) ---
     _builtin(
         "COUNT",
-        FunctionKind.AGGREGATE,
+        _A,
         [_sig("BIGINT", "x ANY")],
         "Number of rows (COUNT(*)) or of non-null values.",
+        node=exp.Count,
+        typing=_rules.aggregate,
+        ucd="meta.number",
     ),
-    _builtin("AVG", FunctionKind.AGGREGATE, [_sig("DOUBLE", "x NUMERIC")], "Mean of x."),
-    _builtin("MIN", FunctionKind.AGGREGATE, [_sig("ARGUMENT", "x ANY")], "Least x."),
-    _builtin("MAX", FunctionKind.AGGREGATE, [_sig("ARGUMENT", "x ANY")], "Greatest x."),
-    _builtin("SUM", FunctionKind.AGGREGATE, [_sig("ARGUMENT", "x NUMERIC")], "Sum of x."),
+    _builtin(
+        "AVG",
+        _A,
+        [_sig("DOUBLE", "x NUMERIC")],
+        "Mean of x.",
+        node=exp.Avg,
+        typing=_rules.aggregate,
+        ucd="stat.mean",
+    ),
+    _builtin(
+        "MIN",
+        _A,
+        [_sig("ARGUMENT", "x ANY")],
+        "Least x.",
+        node=exp.Min,
+        typing=_rules.aggregate,
+        ucd="stat.min",
+    ),
+    _builtin(
+        "MAX",
+        _A,
+        [_sig("ARGUMENT", "x ANY")],
+        "Greatest x.",
+        node=exp.Max,
+        typing=_rules.aggregate,
+        ucd="stat.max",
+    ),
+    _builtin(
+        "SUM",
+        _A,
+        [_sig("ARGUMENT", "x NUMERIC")],
+        "Sum of x.",
+        node=exp.Sum,
+        typing=_rules.aggregate,
+    ),
     # --- optional: strings ---
     _builtin(
         "LOWER",
         FunctionKind.STRING,
         [_sig("TEXT", "s TEXT")],
         "s in lower case.",
+        node=exp.Lower,
+        typing=_rules.string_case,
         feature_type=FEATURE_ADQL_STRING,
     ),
     _builtin(
@@ -350,6 +631,8 @@ _BUILTINS: list[FunctionSpec] = [
         FunctionKind.STRING,
         [_sig("TEXT", "s TEXT")],
         "s in upper case.",
+        node=exp.Upper,
+        typing=_rules.string_case,
         feature_type=FEATURE_ADQL_STRING,
     ),
     # --- optional: conditional, type, unit ---
@@ -358,40 +641,81 @@ _BUILTINS: list[FunctionSpec] = [
         FunctionKind.CONDITIONAL,
         [_sig("ARGUMENT", "x ANY", "y ANY", variadic=True)],
         "The first of its arguments that is not NULL.",
+        node=exp.Coalesce,
+        parse=_coalesce,
+        node_args=frozenset({"this", "expressions"}),
+        typing=_rules.coalesce,
         feature_type=FEATURE_ADQL_CONDITIONAL,
     ),
-    _builtin(
-        "CAST",
-        FunctionKind.CONVERSION,
-        [_sig("ARGUMENT", "x ANY")],
-        "x converted to the named type: CAST(x AS type).",
-        feature_type=FEATURE_ADQL_TYPE,
+    dataclasses.replace(
+        _builtin(
+            "CAST",
+            FunctionKind.CONVERSION,
+            [_sig("ARGUMENT", "x ANY")],
+            "x converted to the named type: CAST(x AS type).",
+            node=exp.Cast,
+            node_args=frozenset({"this", "to"}),
+            typing=_rules.cast,
+            feature_type=FEATURE_ADQL_TYPE,
+        ),
+        parse=None,  # CAST(x AS type) is grammar: the dialect's FUNCTION_PARSERS
     ),
     _builtin(
         "IN_UNIT",
         FunctionKind.UNIT,
         [_sig("DOUBLE", "x DOUBLE", "unit TEXT!")],
         "x converted to the VOUnit given as a string literal.",
+        node=nodes.InUnit,
+        parse=two_arguments(nodes.InUnit),
+        node_args=_BINARY,
+        typing=_rules.in_unit,
         feature_type=FEATURE_ADQL_UNIT,
     ),
 ]
 
 _G, _GEO = FunctionKind.GEOMETRY, FEATURE_ADQL_GEO
 _CS = "coordsys TEXT!"
-_BUILTINS += [
-    _builtin(
-        "POINT",
+
+
+def _geometry(
+    node: type[nodes.GeometryFunction],
+    signatures: Iterable[Signature],
+    description: str,
+    *,
+    typing: TypingRule,
+    unit: str | None = None,
+    ucd: str | None = None,
+) -> FunctionSpec:
+    """A geometry function: its node keeps the arguments as written."""
+    return _builtin(
+        node.sql_name(),
         _G,
+        signatures,
+        description,
+        node=node,
+        parse=any_arguments(node),
+        node_args=_LIST,
+        typing=typing,
+        unit=unit,
+        ucd=ucd,
+        feature_type=_GEO,
+    )
+
+
+_BUILTINS += [
+    _geometry(
+        nodes.Point,
         [
             _sig("POINT", "long DOUBLE", "lat DOUBLE"),
             _sig("POINT", _CS, "long DOUBLE", "lat DOUBLE"),
         ],
         "A position on the sky (degrees).",
-        feature_type=_GEO,
+        typing=_rules.constructor,
+        unit="deg",
+        ucd="pos.eq",
     ),
-    _builtin(
-        "CIRCLE",
-        _G,
+    _geometry(
+        nodes.Circle,
         [
             _sig("CIRCLE", "center POINT", "radius DOUBLE"),
             _sig("CIRCLE", "long DOUBLE", "lat DOUBLE", "radius DOUBLE"),
@@ -399,11 +723,12 @@ _BUILTINS += [
             _sig("CIRCLE", _CS, "long DOUBLE", "lat DOUBLE", "radius DOUBLE"),
         ],
         "A cone on the sky: centre and radius (degrees).",
-        feature_type=_GEO,
+        typing=_rules.constructor,
+        unit="deg",
+        ucd="pos.outline",
     ),
-    _builtin(
-        "BOX",
-        _G,
+    _geometry(
+        nodes.Box,
         [
             _sig("POLYGON", "center POINT", "width DOUBLE", "height DOUBLE"),
             _sig("POLYGON", "long DOUBLE", "lat DOUBLE", "width DOUBLE", "height DOUBLE"),
@@ -411,87 +736,87 @@ _BUILTINS += [
             _sig("POLYGON", _CS, "long DOUBLE", "lat DOUBLE", "width DOUBLE", "height DOUBLE"),
         ],
         "A box on the sky: centre, full width and height along the axes (degrees).",
-        feature_type=_GEO,
+        typing=_rules.constructor,
+        unit="deg",
+        ucd="pos.outline",
     ),
-    _builtin(
-        "POLYGON",
-        _G,
+    _geometry(
+        nodes.Polygon,
         [
             _sig("POLYGON", "p1 POINT", "p2 POINT", "p3 POINT", variadic=True),
             _sig("POLYGON", _CS, "p1 POINT", "p2 POINT", "p3 POINT", variadic=True),
         ],
         "A spherical polygon through three or more vertices (coordinate pairs or POINTs).",
-        feature_type=_GEO,
+        typing=_rules.constructor,
+        unit="deg",
+        ucd="pos.outline",
     ),
-    _builtin(
-        "REGION",
-        _G,
+    _geometry(
+        nodes.Region,
         [_sig("GEOMETRY", "text TEXT!")],
         "Deprecated: a region from an STC-S string literal.",
-        feature_type=_GEO,
+        typing=_rules.region,
     ),
-    _builtin(
-        "CONTAINS",
-        _G,
+    _geometry(
+        nodes.Contains,
         [_sig("INTEGER", "a GEOMETRY", "b GEOMETRY")],
         "1 if geometry a lies within (or on the edge of) b, else 0.",
-        feature_type=_GEO,
+        typing=_rules.predicate,
     ),
-    _builtin(
-        "INTERSECTS",
-        _G,
+    _geometry(
+        nodes.Intersects,
         [_sig("INTEGER", "a GEOMETRY", "b GEOMETRY")],
         "1 if the geometries overlap, else 0.",
-        feature_type=_GEO,
+        typing=_rules.predicate,
     ),
-    _builtin(
-        "DISTANCE",
-        _G,
+    _geometry(
+        nodes.Distance,
         [
             _sig("DOUBLE", "p1 POINT", "p2 POINT"),
             _sig("DOUBLE", "long1 DOUBLE", "lat1 DOUBLE", "long2 DOUBLE", "lat2 DOUBLE"),
         ],
         "Great-circle distance between two points, in degrees.",
+        typing=_rules.distance,
         unit="deg",
-        feature_type=_GEO,
+        ucd="pos.angDistance",
     ),
-    _builtin(
-        "AREA",
-        _G,
+    _geometry(
+        nodes.Area,
         [_sig("DOUBLE", "g GEOMETRY")],
         "Area of a geometry, in square degrees.",
+        typing=_rules.area,
         unit="deg**2",
-        feature_type=_GEO,
+        ucd="phys.angArea",
     ),
-    _builtin(
-        "CENTROID",
-        _G,
+    _geometry(
+        nodes.Centroid,
         [_sig("POINT", "g GEOMETRY")],
         "Centroid of a geometry.",
-        feature_type=_GEO,
+        typing=_rules.centroid,
+        unit="deg",
+        ucd="pos.eq",
     ),
-    _builtin(
-        "COORD1",
-        _G,
+    _geometry(
+        nodes.Coord1,
         [_sig("DOUBLE", "p POINT")],
         "First coordinate (longitude) of a point, in degrees.",
+        typing=_rules.coord,
         unit="deg",
-        feature_type=_GEO,
+        ucd="pos.eq.ra",
     ),
-    _builtin(
-        "COORD2",
-        _G,
+    _geometry(
+        nodes.Coord2,
         [_sig("DOUBLE", "p POINT")],
         "Second coordinate (latitude) of a point, in degrees.",
+        typing=_rules.coord,
         unit="deg",
-        feature_type=_GEO,
+        ucd="pos.eq.dec",
     ),
-    _builtin(
-        "COORDSYS",
-        _G,
+    _geometry(
+        nodes.Coordsys,
         [_sig("TEXT", "g GEOMETRY")],
         "Deprecated: the coordinate-system string of a geometry.",
-        feature_type=_GEO,
+        typing=_rules.coordsys,
     ),
 ]
 
@@ -512,18 +837,19 @@ _UDFS: list[FunctionSpec] = [
         ),
         "Index (NESTED numbering) of the HEALPix cell of order hpxOrder that contains the "
         "position long, lat (degrees) or point.",
+        ucd="pos.healpix",
         duckdb=DuckDbPythonUdf(
-            "skyvault.sky.healpix:ivo_healpix_index", ("INTEGER", "DOUBLE", "DOUBLE"), "BIGINT"
+            healpix.ivo_healpix_index, ("INTEGER", "DOUBLE", "DOUBLE"), "BIGINT"
         ),
+        typing=typing_rules.healpix,
     ),
     FunctionSpec(
         "ivo_healpix_center",
         FunctionKind.UDF,
         (_sig("POINT", "hpxOrder INTEGER", "hpxIndex BIGINT"),),
         "Centre of the HEALPix cell hpxIndex (NESTED numbering) at order hpxOrder.",
-        duckdb=DuckDbPythonUdf(
-            "skyvault.sky.healpix:ivo_healpix_center", ("INTEGER", "BIGINT"), _POINT_STRUCT
-        ),
+        duckdb=DuckDbPythonUdf(healpix.ivo_healpix_center, ("INTEGER", "BIGINT"), _POINT_STRUCT),
+        typing=typing_rules.healpix,
     ),
     FunctionSpec(
         "ivo_hasword",
@@ -571,6 +897,7 @@ _UDFS: list[FunctionSpec] = [
         (_sig("TEXT", "expression TEXT", "delimiter TEXT"),),
         "Aggregate: the non-null values of expression in the group, joined by delimiter.",
         duckdb=DuckDbMacro(((("expression", "delimiter"), "string_agg(expression, delimiter)"),)),
+        aggregate=True,
     ),
     FunctionSpec(
         "ivo_interval_overlaps",
@@ -605,9 +932,7 @@ _UDFS: list[FunctionSpec] = [
         "Position at out_epoch of a star at ra, dec (deg) at ref_epoch (Julian years), with "
         "parallax (mas), proper motion pmra (includes cos dec), pmdec (mas/yr) and radial "
         "velocity (km/s); NULL parallax or radial velocity count as 0.",
-        duckdb=DuckDbPythonUdf(
-            "skyvault.sky.astrometry:ivo_epoch_prop_pos", ("DOUBLE",) * 8, _POINT_STRUCT
-        ),
+        duckdb=DuckDbPythonUdf(astrometry.ivo_epoch_prop_pos, ("DOUBLE",) * 8, _POINT_STRUCT),
     ),
     FunctionSpec(
         "scisql_nanojanskyToAbMag",
@@ -615,6 +940,7 @@ _UDFS: list[FunctionSpec] = [
         (_sig("DOUBLE", "flux DOUBLE"),),
         "AB magnitude of a flux in nJy: -2.5 log10(flux) + 31.4; NULL unless flux > 0.",
         unit="mag",
+        ucd="phot.mag",
         duckdb=DuckDbMacro(
             (
                 (
@@ -632,6 +958,7 @@ _UDFS: list[FunctionSpec] = [
         "Error of the AB magnitude of a flux in nJy with error fluxSigma: "
         "2.5 / ln(10) * fluxSigma / |flux|; NULL when flux is 0.",
         unit="mag",
+        ucd="stat.error;phot.mag",
         duckdb=DuckDbMacro(
             (
                 (
@@ -644,8 +971,81 @@ _UDFS: list[FunctionSpec] = [
     ),
 ]
 
+
+class _Registry(dict[str, FunctionSpec]):
+    """:data:`FUNCTIONS`: a dict that keeps the tables derived from it up to date.
+
+    Adding an entry (``FUNCTIONS[key] = spec``, ``update`` ...) or removing one
+    (``del FUNCTIONS[key]``, ``pop`` ...) updates the dialect's parser table
+    (:data:`PARSE_FORMS`) and the index by node type (:func:`spec_for`), so every consumer
+    sees one table.
+    """
+
+    def __setitem__(self, key: str, spec: FunctionSpec) -> None:
+        if key in self:
+            self._forget(self[key])
+        super().__setitem__(key, spec)
+        if spec.node is not None:
+            _BY_NODE[spec.node] = spec
+        if spec.parse is not None:
+            PARSE_FORMS[key] = spec.parse
+
+    def __delitem__(self, key: str) -> None:
+        self._forget(self[key])
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self._forget(self[key])
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, FunctionSpec]:
+        key = next(reversed(self))
+        return key, self.pop(key)
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, spec in dict(*args, **kwargs).items():
+            self[key] = spec
+
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    @staticmethod
+    def _forget(spec: FunctionSpec) -> None:
+        if spec.node is not None and _BY_NODE.get(spec.node) is spec:
+            del _BY_NODE[spec.node]
+        PARSE_FORMS.pop(spec.name.upper(), None)
+
+
+#: The dialect's parser table: upper-case name -> parse form, for every function with one
+#: (derived from :data:`FUNCTIONS`; the dialect's parser reads this very dict).
+PARSE_FORMS: dict[str, ParseForm] = {}
+_BY_NODE: dict[type[exp.Expr], FunctionSpec] = {}
+
 #: Every callable function, keyed by upper-case name.
-FUNCTIONS: dict[str, FunctionSpec] = {}
+FUNCTIONS: dict[str, FunctionSpec] = _Registry()
+
+
+def spec_for(node_type: type[exp.Expr]) -> FunctionSpec | None:
+    """The built-in function whose calls parse to nodes of ``node_type``, or ``None``."""
+    return _BY_NODE.get(node_type)
+
+
+def spec_of(node: exp.Expr) -> FunctionSpec | None:
+    """The function ``node`` calls (a built-in's node or a UDF call), or ``None``."""
+    if isinstance(node, nodes.UdfCall):
+        return FUNCTIONS.get(str(node.this).upper())
+    return _BY_NODE.get(type(node))
 
 
 def register_udf(spec: FunctionSpec) -> FunctionSpec:
@@ -668,6 +1068,21 @@ def register_udf(spec: FunctionSpec) -> FunctionSpec:
     if not is_regular_identifier(spec.name) or is_reserved(spec.name):
         raise ValueError(f"{spec.name}: a UDF name must be a non-reserved regular identifier")
     if key in FUNCTIONS:
+        raise ValueError(f"{spec.name}: already registered")
+    FUNCTIONS[key] = spec
+    return spec
+
+
+def register_builtin(spec: FunctionSpec) -> FunctionSpec:
+    """Add a function with its own node type, parse form and typing rule (an ADQL built-in).
+
+    The built-ins are the entries of ``_BUILTINS``; this is for extensions and tests.  Its
+    name must not be registered yet, nor its node type used by another function.
+    """
+    key = spec.name.upper()
+    if spec.node is None or spec.parse is None or spec.typing is None:
+        raise ValueError(f"{spec.name}: a built-in needs a node type, a parse form and a rule")
+    if key in FUNCTIONS or spec.node in _BY_NODE:
         raise ValueError(f"{spec.name}: already registered")
     FUNCTIONS[key] = spec
     return spec

@@ -38,7 +38,7 @@ from sqlglot import exp
 from skyvault.adql import nodes
 from skyvault.adql.annotate import FLOATING, ValueInfo
 from skyvault.adql.check import CheckedQuery, ColumnBinding, Output, Source, check
-from skyvault.adql.functions import FUNCTIONS, DuckDbPythonUdf
+from skyvault.adql.functions import FUNCTIONS, DuckDbFunction, DuckDbPythonUdf, spec_for
 from skyvault.adql.geometry_sql import (
     GeoSql,
     area_sql,
@@ -87,22 +87,6 @@ _COMPARISON_SQL: dict[type[exp.Expr], str] = {
     exp.GTE: ">=",
     exp.LT: "<",
     exp.LTE: "<=",
-}
-_SIMPLE_FUNCTIONS: dict[type[exp.Expr], str] = {
-    exp.Ceil: "ceil",
-    exp.Floor: "floor",
-    exp.Degrees: "degrees",
-    exp.Radians: "radians",
-    exp.Exp: "exp",
-    exp.Ln: "ln",
-    exp.Sqrt: "sqrt",
-    exp.Acos: "acos",
-    exp.Asin: "asin",
-    exp.Atan: "atan",
-    exp.Cos: "cos",
-    exp.Cot: "cot",
-    exp.Sin: "sin",
-    exp.Tan: "tan",
 }
 
 
@@ -695,9 +679,9 @@ class _Emitter:
             return f"pow({arg(node.this)}, {arg(node.expression)})"
         if isinstance(node, exp.Atan2):
             return f"atan2({arg(node.this)}, {arg(node.expression)})"
-        name = _SIMPLE_FUNCTIONS.get(type(node))
-        if name is not None:
-            return f"{name}({arg(node.this)})"
+        spec = spec_for(type(node))
+        if spec is not None and isinstance(spec.duckdb, DuckDbFunction):
+            return f"{spec.duckdb.name}({arg(node.this)})"
         raise self.unsupported(node, "unexpected function")  # pragma: no cover
 
     def udf(self, node: nodes.UdfCall) -> str:

@@ -8,8 +8,9 @@ unknown function ...) is refused with the position of its first token.  Calls of
 UDFs are rewritten from ``exp.Anonymous`` to :class:`~skyvault.adql.nodes.UdfCall`.
 
 A final sweep re-checks every node of the tree against the per-type table of allowed
-arguments (:data:`ALLOWED_ARGS`), so that a construct the structural walk forgot to look at
-still cannot pass.  This pass is the first security layer: no node can reach the translator
+arguments (:data:`ALLOWED_ARGS`; for a built-in function's node, its entry's ``node_args`` in
+the function table), so that a construct the structural walk forgot to look at still cannot
+pass.  This pass is the first security layer: no node can reach the translator
 that names a file, a table function or a system function.
 """
 
@@ -21,7 +22,7 @@ import re
 from sqlglot import exp
 
 from skyvault.adql import nodes
-from skyvault.adql.functions import FUNCTIONS, FunctionSpec, lookup
+from skyvault.adql.functions import FUNCTIONS, FunctionKind, FunctionSpec, lookup, spec_for
 from skyvault.adql.reserved import is_regular_identifier, is_reserved
 from skyvault.errors import AdqlSyntaxError
 
@@ -44,16 +45,9 @@ _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
 _PREDICATES = (*_COMPARISONS, exp.And, exp.Or, exp.Not, exp.Like, exp.ILike, exp.Between)
 _PREDICATES_ALL = (*_PREDICATES, exp.In, exp.Exists, exp.Is)
 _BINARY = {"this", "expression"}
-_AGGREGATES = (exp.Count, exp.Avg, exp.Min, exp.Max, exp.Sum)
-_ONE_ARGUMENT_FUNCTIONS: tuple[type[exp.Expr], ...] = (
-    exp.Abs,
-    *nodes.UNARY_MATH_NODES,
-    exp.Lower,
-    exp.Upper,
-    exp.Rand,
-)
 
-#: For every node type ADQL trees may hold, the argument keys it may carry.
+#: For every node type ADQL trees may hold but function calls, the argument keys it may
+#: carry; a built-in function's node may carry its entry's ``node_args`` (the function table).
 ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
     exp.Select: frozenset(
         {
@@ -110,59 +104,9 @@ ALLOWED_ARGS: dict[type[exp.Expr], frozenset[str]] = {
     exp.Is: frozenset({*_BINARY, "negate"}),
     exp.Case: frozenset({"this", "ifs", "default"}),
     exp.If: frozenset({"this", "true"}),
-    exp.Cast: frozenset({"this", "to"}),
     exp.DataType: frozenset({"this", "expressions", "kind"}),
     exp.DataTypeParam: frozenset({"this"}),
-    **{cls: frozenset({"this"}) for cls in _AGGREGATES},
-    **{cls: frozenset({"this"}) for cls in _ONE_ARGUMENT_FUNCTIONS},
-    exp.Pi: frozenset(),
-    exp.Log: frozenset(_BINARY),
-    exp.Mod: frozenset(_BINARY),
-    exp.Pow: frozenset(_BINARY),
-    exp.Atan2: frozenset(_BINARY),
-    exp.Round: frozenset({"this", "decimals"}),
-    exp.Coalesce: frozenset({"this", "expressions"}),
-    nodes.Truncate: frozenset({"this", "decimals"}),
-    nodes.InUnit: frozenset(_BINARY),
     nodes.UdfCall: frozenset({"this", "expressions"}),
-    **{cls: frozenset({"expressions"}) for cls in nodes.GEOMETRY_NODES.values()},
-}
-
-#: ADQL name of each built-in function node type (for arity checks and messages).
-_BUILTIN_NAMES: dict[type[exp.Expr], str] = {
-    exp.Abs: "ABS",
-    exp.Ceil: "CEILING",
-    exp.Degrees: "DEGREES",
-    exp.Exp: "EXP",
-    exp.Floor: "FLOOR",
-    exp.Ln: "LOG",
-    exp.Log: "LOG10",
-    exp.Mod: "MOD",
-    exp.Pi: "PI",
-    exp.Pow: "POWER",
-    exp.Radians: "RADIANS",
-    exp.Rand: "RAND",
-    exp.Round: "ROUND",
-    exp.Sqrt: "SQRT",
-    nodes.Truncate: "TRUNCATE",
-    exp.Acos: "ACOS",
-    exp.Asin: "ASIN",
-    exp.Atan: "ATAN",
-    exp.Atan2: "ATAN2",
-    exp.Cos: "COS",
-    exp.Cot: "COT",
-    exp.Sin: "SIN",
-    exp.Tan: "TAN",
-    exp.Count: "COUNT",
-    exp.Avg: "AVG",
-    exp.Min: "MIN",
-    exp.Max: "MAX",
-    exp.Sum: "SUM",
-    exp.Lower: "LOWER",
-    exp.Upper: "UPPER",
-    exp.Coalesce: "COALESCE",
-    nodes.InUnit: "IN_UNIT",
-    **{cls: name for name, cls in nodes.GEOMETRY_NODES.items()},
 }
 
 
@@ -492,7 +436,7 @@ class _Validator:
         elif isinstance(node, nodes.UdfCall):
             for arg in node.expressions:
                 self.value(arg)
-        elif type(node) in _BUILTIN_NAMES:
+        elif spec_for(type(node)) is not None:
             self.builtin(node)
         elif isinstance(node, _PREDICATES_ALL):
             raise self.fail(
@@ -564,11 +508,11 @@ class _Validator:
             )
 
     def builtin(self, node: exp.Expr) -> None:
-        name = _BUILTIN_NAMES[type(node)]
-        spec = FUNCTIONS[name]
+        spec = spec_for(type(node))
+        assert spec is not None  # value() said so
         n_args = int(node.meta.get("adql_n_args", 0))
         self.arity(node, spec, n_args)
-        if isinstance(node, _AGGREGATES):
+        if spec.kind is FunctionKind.AGGREGATE:
             self.aggregate(node, spec)
             return
         if isinstance(node, nodes.GeometryFunction):
@@ -727,6 +671,9 @@ class _Validator:
     def sweep(self, tree: exp.Expr) -> None:
         for node in tree.walk():
             allowed = ALLOWED_ARGS.get(type(node))
+            if allowed is None:
+                spec = spec_for(type(node))
+                allowed = spec.node_args if spec is not None else None
             if allowed is None:
                 raise self.unexpected(node, "here")
             for key, value in node.args.items():

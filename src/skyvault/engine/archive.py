@@ -8,7 +8,6 @@ a :class:`~skyvault.errors.SkyvaultError`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import threading
 import weakref
 from collections import OrderedDict
@@ -253,7 +252,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 
 def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]]:
-    """The SQL macros and Python scalar functions of every registered UDF."""
+    """The SQL macros and Python scalar functions of every registered UDF (the function
+    table holds the Python function objects themselves)."""
     from skyvault.adql.functions import FUNCTIONS, DuckDbMacro, DuckDbPythonUdf, duckdb_macro_sql
 
     macros: list[str] = []
@@ -263,10 +263,5 @@ def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]
         if isinstance(impl, DuckDbMacro):
             macros.append(duckdb_macro_sql(spec))
         elif isinstance(impl, DuckDbPythonUdf):
-            module_name, _, attr = impl.python.partition(":")
-            try:
-                function = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError):
-                continue  # not implemented yet: the function is unknown to DuckDB
-            udfs.append((spec.name, function, list(impl.arg_types), impl.return_type))
+            udfs.append((spec.name, impl.function, list(impl.arg_types), impl.return_type))
     return macros, udfs
