@@ -1,6 +1,6 @@
 """The ``skyvault`` command: a thin edge that parses arguments and calls the core.
 
-Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA`` or ``./data``).  Errors
+Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA_DIR`` or ``./data``).  Errors
 are skyvault's own classes, printed as one line on stderr with a non-zero exit status;
 an interrupt exits with status 130 and, for ingest, leaves the catalogue as it was.
 """
@@ -38,7 +38,9 @@ _SETTINGS_MODELS = ("Settings", "AuthSettings")
 
 
 def _default_data() -> Path:
-    return Path(os.environ.get("SKYVAULT_DATA", "data"))
+    from skyvault.catalog.layout import data_dir_from_environment
+
+    return data_dir_from_environment()
 
 
 class RichProgress:
@@ -229,10 +231,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_images_ingest(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
+    from skyvault.images.cli import run_images_ingest
+
+    if args.group is not None:
+        with auth_storage_errors("images ingest --group", args.data):
+            _check_group(args.data, args.group)  # before the work, not after it
+    with _progress(not args.quiet) as bar:
+        status, collection = run_images_ingest(args, bar)
+    with auth_storage_errors("the grant after ingest", args.data):
+        if args.public or args.group is not None:
+            _grant_read(args.data, collection, args.group)
+        else:
+            _say_who_reads(args.data, collection, "obscore")
+            print(
+                f"(grant the whole collection: {_access_command('grant', collection, args.data)})"
+            )
+    return status
+
+
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
-    from skyvault.service.tap_schema import published_table
+    from skyvault.catalog.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:
@@ -361,11 +383,11 @@ def _check_service_storage(settings: Settings) -> None:
     """
     import tempfile
 
-    from skyvault.catalog.layout import INTERNAL_DIR
+    from skyvault.catalog.layout import internal_dir
 
     if not _service_storage_variables(settings):
         return
-    internal = settings.data_dir / INTERNAL_DIR
+    internal = internal_dir(settings.data_dir)
     with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
         internal.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=internal):
@@ -543,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             default=_default_data(),
             metavar="DIR",
-            help="data root (default: $SKYVAULT_DATA or ./data)",
+            help="data root (default: $SKYVAULT_DATA_DIR or ./data)",
         )
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")
@@ -648,6 +670,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", metavar="TEXT", help="obs_title (default: the table's description)")
     data_arg(p)
     p.set_defaults(func=_cmd_hips_build)
+
+    p = sub.add_parser("images", help="the image archive: ingest FITS images into a collection")
+    images_sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    p = images_sub.add_parser(
+        "ingest", help="record FITS images (ObsCore rows and every header card) in a collection"
+    )
+    from skyvault.images.cli import add_ingest_arguments
+
+    add_ingest_arguments(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--public", action="store_true", help="let everyone read the collection's tables"
+    )
+    who.add_argument("--group", metavar="G", help="let group G read the collection")
+    data_arg(p)
+    p.set_defaults(func=_cmd_images_ingest)
 
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)

@@ -35,6 +35,7 @@ from sqlglot import exp
 
 from skyvault.adql import nodes
 from skyvault.adql.functions import FUNCTIONS
+from skyvault.sqltext import quote_identifier
 
 if TYPE_CHECKING:
     from skyvault.adql.check import CheckedQuery, Output
@@ -163,7 +164,9 @@ class TopSelect:
 
 def _head(with_: str, distinct: bool, items: Sequence[str], names: Sequence[str]) -> str:
     """``[WITH ...] SELECT [DISTINCT] items FROM `` as the translator writes it."""
-    listed = ", ".join(f"{sql} AS {_quote(name)}" for sql, name in zip(items, names, strict=True))
+    listed = ", ".join(
+        f"{sql} AS {quote_identifier(name)}" for sql, name in zip(items, names, strict=True)
+    )
     return f"{with_}SELECT {'DISTINCT ' if distinct else ''}{listed} FROM "
 
 
@@ -197,10 +200,6 @@ def _tail(
     if offset is not None:
         sql += f" OFFSET {offset}"
     return sql
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _unparen(node: exp.Expr) -> exp.Expr:

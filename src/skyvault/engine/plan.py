@@ -33,9 +33,10 @@ from skyvault.engine.crossmatch import (
     exploded_select,
     keyed_select,
     plan_cell_join,
-    quote_identifier,
 )
 from skyvault.sky.coverage import healpix29_ranges
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
     from skyvault.adql.partials import TopSelect
@@ -477,10 +478,6 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
     files = tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
     schema_file = index.files[0] if index.files else None
     return Scan(placeholder, name, files, ranges, True, len(index.files), schema_file)
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def registry_tables(
