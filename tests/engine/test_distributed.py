@@ -29,7 +29,7 @@ from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.distributed import DaskExecutor, file_groups
 from skyvault.engine.executor import CancelToken, LocalExecutor
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
 from skyvault.engine.split import split_plan
 from skyvault.errors import AdqlSyntaxError, QueryCancelled, QueryError, QueryTimeout
 from tests.conftest import random_sky
@@ -326,7 +326,7 @@ def _grouped_plan(
         aggregates=tuple(c for _, c in calls),
         tables=(("__sv_t0", ""),),
     )
-    plan = plan_query(top.sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(top.sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     return dataclasses.replace(plan, top_select=top)
 
 
@@ -632,7 +632,9 @@ def test_what_is_not_split(local: Archive, adql: str, reason: str) -> None:
 
 def test_what_is_not_split_by_hand(stored: StoredTable) -> None:
     """Plans written by hand: no description of their SELECT, or one the split refuses."""
-    plan = plan_query('SELECT count(*) AS n FROM "__sv_t0"', [("__sv_t0", stored, None)], [])
+    plan = plan_query(
+        'SELECT count(*) AS n FROM "__sv_t0"', [ScanSpec(placeholder="__sv_t0", table=stored)], []
+    )
     assert split_plan(plan).reason == "the plan does not describe its SELECT"
     plan = _grouped_plan(stored, [("m", AggregateCall("median", "mag"))])
     assert split_plan(plan).reason == "the aggregate median"

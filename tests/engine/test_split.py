@@ -18,7 +18,7 @@ from skyvault.adql.partials import AggregateCall, Item, OrderKey, Ref, TopSelect
 from skyvault.catalog.registry import StoredTable
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.distributed import DaskExecutor
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
 from skyvault.engine.split import split_plan
 from tests.engine.test_distributed import STARS, assert_same, data, local, stored
 
@@ -120,7 +120,7 @@ def test_each_shape_gives_the_local_answer(
 
 
 def _plan(stored: StoredTable, top: TopSelect) -> QueryPlan:
-    plan = plan_query(top.sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(top.sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     return dataclasses.replace(plan, top_select=top)
 
 
@@ -259,4 +259,4 @@ def test_a_plan_whose_sql_is_not_its_description_runs_whole(stored: StoredTable)
     changed = dataclasses.replace(plan, sql=plan.sql.replace("< 12", "< 13"))
     split = split_plan(changed)
     assert split.kind == "whole"
-    assert split.reason == "a cross-match join the split cannot follow"
+    assert split.reason == "the plan's SQL is not the one its SELECT describes"

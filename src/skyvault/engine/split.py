@@ -42,8 +42,7 @@ columns (a task reports them with ``DESCRIBE``), see :meth:`MergeQuery.sql`.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -212,7 +211,9 @@ def _split_select(plan: QueryPlan, top: TopSelect, split: str, maxrec: int | Non
         kind, partial, merge = _aggregate_split(top)
     else:
         kind, partial, merge = _rows_split(top, maxrec)
-    return Split(kind, _cell_joins(plan, top)(partial), split, merge)
+    if plan.sql != top.sql:  # the SQL changed after translation: never guess
+        raise _Whole("the plan's SQL is not the one its SELECT describes")
+    return Split(kind, partial, split, merge)
 
 
 def _body(top: TopSelect) -> str:
@@ -401,74 +402,3 @@ def _aggregate_split(top: TopSelect) -> tuple[Kind, str, MergeQuery]:
         windows=tuple(aggregates.windows),
     )
     return "aggregate", partial, merge
-
-
-# --- cross-matches the planner joined on sky cells --------------------------------------------
-
-
-def _identity(sql: str) -> str:
-    return sql
-
-
-_Step = tuple[str, str, str, tuple[tuple[str, str, str, float], ...]]
-"""A cell-join rewrite: the two sides, the exploded one, the subquery sides' positions
-(name, RA, Dec, radius)."""
-
-
-@functools.lru_cache(maxsize=512)
-def _rewritten(sql: str, steps: tuple[_Step, ...]) -> str | None:
-    """``sql`` with the cell-join rewrites ``steps`` (None: one could not be made).
-
-    Cached: a plan is run again and again, and each rewrite parses the SQL.
-    """
-    # Imported here: this goes once the translator writes the cell join itself.
-    from skyvault.engine.crossmatch import DerivedSide, plan_cell_join
-
-    for first, second, exploded, derived in steps:
-        sides = {name: DerivedSide(ra, dec, radius) for name, ra, dec, radius in derived}
-        join = plan_cell_join(sql, first, second, exploded, sides)
-        if join is None:
-            return None
-        sql = join.sql
-    return sql
-
-
-def _cell_joins(plan: QueryPlan, top: TopSelect) -> Callable[[str], str]:
-    """What the planner did to the translation's SQL, to do the same to a partial query.
-
-    The planner joins a cross-match on sky cells by rewriting the SQL
-    (:func:`skyvault.engine.crossmatch.plan_cell_join`): the cell-key equality where the two
-    sides meet, and the keyed rows of a subquery side.  The same rewrites, from the scans'
-    cell keys, turn the partial query (same FROM clause) into the same join; they are
-    checked to give the plan's SQL from the translation's.  (This goes when the translator
-    writes the cell join itself: then the plan's SQL is the translation's.)
-    """
-    if plan.sql == top.sql:
-        return _identity
-    by_name = {s.placeholder: s for s in plan.scans}
-    steps: list[_Step] = []
-    for match in top.crossmatches:
-        if match.sides is None:
-            continue
-        left, right = match.sides
-        tables = [s for s in (left, right) if not s.derived]
-        if not tables:
-            continue  # no scan says whether it was joined: checked below
-        scan = by_name.get(tables[0].name)
-        other = right if tables[0] is left else left
-        if scan is None or scan.cell is None or scan.partner != other.name:
-            continue
-        exploded = scan.placeholder if scan.cell.role == "exploded" else other.name
-        derived = tuple((s.name, s.ra, s.dec, match.radius_deg) for s in (left, right) if s.derived)
-        steps.append((left.name, right.name, exploded, derived))
-
-    if _rewritten(top.sql, tuple(steps)) != plan.sql:
-        raise _Whole("a cross-match join the split cannot follow")
-
-    def rewrite(sql: str) -> str:
-        done = _rewritten(sql, tuple(steps))
-        if done is None:
-            raise _Whole("a cross-match join the split cannot follow")
-        return done
-
-    return rewrite
