@@ -34,6 +34,7 @@ from skyvault.sqltext import quote_identifier
 from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
+    from skyvault.adql.partials import TopSelect
     from skyvault.adql.shape import DirectSelect
 
 __all__ = [
@@ -280,6 +281,9 @@ class QueryPlan:
     direct: DirectSelect | None = None
     """The query's simple form, which the executor may evaluate without DuckDB when its
     one scan is read by the index path (:mod:`skyvault.engine.direct`)."""
+    top_select: TopSelect | None = None
+    """The translation's top-level SELECT taken apart, from which a distributed executor
+    writes partial and merge queries (:mod:`skyvault.engine.split`)."""
 
     @property
     def files_read(self) -> int:
