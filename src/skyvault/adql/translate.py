@@ -58,8 +58,8 @@ from skyvault.adql.prune import COVERAGE_MAX_ORDER, DistanceJoin, Position, Prun
 from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut, direct_select
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
-from skyvault.engine.crossmatch import KEY_COLUMN, exploded_select
 from skyvault.errors import UnsupportedQuery
+from skyvault.sky.cells import KEY_COLUMN, exploded_select
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC
 from skyvault.sky.sql import distance_sql
 from skyvault.sqltext import quote_identifier
@@ -141,13 +141,13 @@ class MatchSide:
     """For a derived item in a cell join: the relation :attr:`Translation.keyed_sql` crosses
     its rows with to get their keys (``__sv_x0``); the engine defines it with one row of cell
     offsets when it keys this side, nine when it explodes it
-    (:func:`skyvault.engine.crossmatch.cell_offsets`)."""
+    (:func:`skyvault.sky.cells.cell_offsets`)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CellJoin:
     """How :attr:`Translation.keyed_sql` joins the two sides of a cross-match on their cell
-    keys: an equality of the two items' :data:`~skyvault.engine.crossmatch.KEY_COLUMN` in the
+    keys: an equality of the two items' :data:`~skyvault.sky.cells.KEY_COLUMN` in the
     ON of the join that brings in the later one (``clause`` ``"ON"``) or, after a comma,
     in the WHERE of their SELECT (``"WHERE"``)."""
 
@@ -193,7 +193,7 @@ class Translation:
     keyed_sql
         When a cross-match has a :attr:`CrossMatch.cell`: the same query, joining each such
         pair also on its cell keys.  It runs where the sides' placeholders carry
-        :data:`~skyvault.engine.crossmatch.KEY_COLUMN` (the engine's keyed or exploded views)
+        :data:`~skyvault.sky.cells.KEY_COLUMN` (the engine's keyed or exploded views)
         and derived sides' :attr:`MatchSide.offsets` relations are defined; which side of a
         pair explodes is the engine's choice and changes nothing in this text.
     top_select
