@@ -59,7 +59,7 @@ __all__ = [
     "is_hidden_column",
 ]
 
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_COMPARISONS: tuple[type[exp.Expr], ...] = tuple(nodes.COMPARISONS)
 _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
 _MAX_INT32 = 2**31 - 1
 _MAX_INT64 = 2**63 - 1

@@ -12,6 +12,7 @@ from typing import ClassVar
 from sqlglot import exp
 
 __all__ = [
+    "COMPARISONS",
     "CONSTRUCTOR_ARITY",
     "GEOMETRY_NODES",
     "JOIN_KEYWORD",
@@ -37,6 +38,16 @@ __all__ = [
     "is_number_like",
     "is_point_like",
 ]
+
+#: The comparison operators of ADQL, by node type, as they are written (in ADQL and SQL alike).
+COMPARISONS: dict[type[exp.Expr], str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.GT: ">",
+    exp.GTE: ">=",
+    exp.LT: "<",
+    exp.LTE: "<=",
+}
 
 
 class GeometryFunction(exp.Expression, exp.Func):

@@ -18,16 +18,6 @@ from skyvault.sky.regions import Box, Circle, Point, Polygon
 
 __all__ = ["ColumnTest", "DirectSelect", "SkyCut", "direct_select"]
 
-#: The comparisons a :class:`ColumnTest` can be, by node type.
-_COMPARISONS: dict[type[exp.Expr], str] = {
-    exp.EQ: "=",
-    exp.NEQ: "<>",
-    exp.GT: ">",
-    exp.GTE: ">=",
-    exp.LT: "<",
-    exp.LTE: "<=",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class SkyCut:
@@ -172,7 +162,7 @@ def _column_tests(node: exp.Expr, source: Source, checked: CheckedQuery) -> list
         if target is None or target[1] not in _NUMERIC_TYPES or low is None or high is None:
             return None
         return [ColumnTest(target[0], ">=", low), ColumnTest(target[0], "<=", high)]
-    op = _COMPARISONS.get(type(node))
+    op = nodes.COMPARISONS.get(type(node))
     if op is None:
         return None
     for a, b, flip in ((node.this, node.expression, False), (node.expression, node.this, True)):

@@ -83,15 +83,6 @@ __all__ = [
 #: computed from the table's own RA/Dec columns (``skyvault.catalog.ingest.HEALPIX_COLUMN``).
 _HEALPIX_COLUMN = "_healpix_29"
 
-_COMPARISON_SQL: dict[type[exp.Expr], str] = {
-    exp.EQ: "=",
-    exp.NEQ: "<>",
-    exp.GT: ">",
-    exp.GTE: ">=",
-    exp.LT: "<",
-    exp.LTE: "<=",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class TableRef:
@@ -441,7 +432,7 @@ class _Emitter:
             return f"(NOT {self.cond(node.this)})"
         if isinstance(node, exp.Paren):
             return self.cond(node.this)
-        if isinstance(node, tuple(_COMPARISON_SQL)):
+        if isinstance(node, tuple(nodes.COMPARISONS)):
             return self.comparison(node)
         if isinstance(node, (exp.Like, exp.ILike)):
             word = "ILIKE" if isinstance(node, exp.ILike) else "LIKE"
@@ -498,7 +489,7 @@ class _Emitter:
         return ls, rs
 
     def comparison(self, node: exp.Expr) -> str:
-        op = _COMPARISON_SQL[type(node)]
+        op = nodes.COMPARISONS[type(node)]
         left, right = _unparen(node.this), _unparen(node.expression)
         for pred, other in ((left, right), (right, left)):
             if isinstance(pred, (nodes.Contains, nodes.Intersects)) and op in ("=", "<>"):

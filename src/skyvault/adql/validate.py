@@ -39,8 +39,8 @@ MAX_DECIMALS = 308
 #: Most SELECTs one query may combine with UNION, EXCEPT and INTERSECT.
 MAX_SET_BRANCHES = 400
 
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
-_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
+_COMPARISONS: tuple[type[exp.Expr], ...] = tuple(nodes.COMPARISONS)
+_ARITHMETIC: tuple[type[exp.Expr], ...] = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
 _SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
 _PREDICATES = (*_COMPARISONS, exp.And, exp.Or, exp.Not, exp.Like, exp.ILike, exp.Between)
 _PREDICATES_ALL = (*_PREDICATES, exp.In, exp.Exists, exp.Is)
