@@ -422,9 +422,7 @@ def cells_of(
     return orders, pixels
 
 
-def _write_deltas(
-    version_dir: Path, store: Path, n: int, data: pa.Table
-) -> list[list[int | str]]:
+def _write_deltas(version_dir: Path, store: Path, n: int, data: pa.Table) -> list[list[int | str]]:
     """Write snapshot ``n``'s files (one per cell); returns the log's file entries."""
     from skyvault.catalog.registry import PartitionIndex
 
