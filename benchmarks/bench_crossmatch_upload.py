@@ -284,7 +284,7 @@ def measure_http(
         return {}
     port = _free_port()
     url = f"http://127.0.0.1:{port}/tap"
-    env = {**os.environ, "SKYVAULT_DATA": str(data)}
+    env = {**os.environ, "SKYVAULT_DATA_DIR": str(data)}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "skyvault"), "serve", "--port", str(port),
          "--data", str(data)],

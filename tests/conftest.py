@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,3 +56,57 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "data"
     build_demo(root, scale="small")
     return root
+
+
+def ingest_table(table: pa.Table, root: Path, name: str = "s.stars", **options: Any) -> Path:
+    """Ingest ``table`` (positions in ``ra``/``dec``) as ``name`` under ``root/data`` with
+    these :class:`~skyvault.catalog.ingest.IngestOptions`; the data root."""
+    from skyvault.catalog.ingest import IngestOptions, ingest
+
+    source = root / f"{name}.parquet"
+    pq.write_table(table, source)
+    data = root / "data"
+    ingest([source], name, data, ra="ra", dec="dec", options=IngestOptions(**options))
+    return data
+
+
+@dataclass(frozen=True)
+class SkyCatalogue:
+    """:func:`sky_catalogue`: the data root, the table's name and the rows ingested."""
+
+    data: Path
+    rows: pa.Table
+    schema: str = "s"
+    table: str = "stars"
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def path(self) -> Path:
+        """The published version directory of the table (a HATS catalogue)."""
+        return (self.data / self.schema / self.table).resolve()
+
+
+#: Rows of :func:`sky_catalogue`.
+SKY_ROWS = 40_000
+
+
+@pytest.fixture(scope="session")
+def sky_catalogue(tmp_path_factory: pytest.TempPathFactory) -> SkyCatalogue:
+    """``s.stars``: :data:`SKY_ROWS` rows of :func:`random_sky` (seed 11) over the whole sky,
+    in partitions of at most 2,000 rows and row groups of 256, with a margin; readable by
+    everyone.  Built once per session: never change its tables (a service over it may keep
+    its job database, results and audit log in ``DIR/.skyvault``)."""
+    from skyvault.auth import AuthStorage, grant_access
+
+    rows = random_sky(SKY_ROWS, seed=11)
+    root = tmp_path_factory.mktemp("sky-catalogue")
+    data = ingest_table(rows, root, max_rows_per_partition=2000, row_group_rows=256)
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        grant_access(storage, "s", None)
+    finally:
+        storage.close()
+    return SkyCatalogue(data, rows)

@@ -282,7 +282,7 @@ def test_a_read_only_data_directory_simulated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Where no read-only file system can be mounted: EROFS raised by the first writes."""
-    from skyvault import sql
+    from skyvault import dbstore
     from skyvault.catalog import layout
 
     data = tmp_path / "data"
@@ -295,7 +295,7 @@ def test_a_read_only_data_directory_simulated(
         raise OSError(errno.EROFS, "Read-only file system", url.removeprefix("sqlite:///"))
 
     monkeypatch.setattr(layout, "_remove_abandoned_builds", read_only)
-    monkeypatch.setattr(sql, "create_engine", read_only_database)
+    monkeypatch.setattr(dbstore, "create_engine", read_only_database)
     err = _refused(_ingest(_stars(tmp_path / "b.parquet", 500, seed=2), data), capsys)
     assert f"cannot ingest cat.stars: the data directory {data} is on a read-only" in err
     err = _refused(["tokens", "create", "alice", "--data", str(data)], capsys)

@@ -18,6 +18,14 @@ export function drawPlot(container, result, { kind, x, y, selected, onSelect }) 
     points.push({ x: Number(xv), y: Number(yv), index });
   });
   const xName = result.metadata[x].name;
+  // Fluxes and the like span decades: a log axis when every value is positive and they do.
+  const axis = (key) => {
+    const values = points.map((p) => p[key]);
+    if (!values.length) return "linear";
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    return lo > 0 && hi / lo > 1000 ? "log" : "linear";
+  };
   const width = Math.max(container.clientWidth - 20, 300);
   const height = Math.max(container.clientHeight - 20, 240);
   let figure;
@@ -25,6 +33,7 @@ export function drawPlot(container, result, { kind, x, y, selected, onSelect }) 
     figure = Plot.plot({
       width,
       height,
+      marginLeft: 60,
       x: { label: xName },
       y: { label: "rows", grid: true },
       marks: [Plot.rectY(points, Plot.binX({ y: "count" }, { x: "x", fill: "#4a7bd0" })), Plot.ruleY([0])],
@@ -36,8 +45,9 @@ export function drawPlot(container, result, { kind, x, y, selected, onSelect }) 
       width,
       height,
       grid: true,
-      x: { label: xName },
-      y: { label: yName, reverse: magnitude },
+      marginLeft: 60,
+      x: { label: xName, type: axis("x") },
+      y: { label: yName, reverse: magnitude, type: axis("y") },
       marks: [
         Plot.dot(points, { x: "x", y: "y", r: 1.5, fill: "#4a7bd0", fillOpacity: 0.6 }),
         Plot.dot(

@@ -1,6 +1,6 @@
 """The ``skyvault`` command: a thin edge that parses arguments and calls the core.
 
-Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA`` or ``./data``).  Errors
+Every subcommand takes ``--data DIR`` (default: ``$SKYVAULT_DATA_DIR`` or ``./data``).  Errors
 are skyvault's own classes, printed as one line on stderr with a non-zero exit status;
 an interrupt exits with status 130 and, for ingest, leaves the catalogue as it was.
 """
@@ -38,7 +38,9 @@ _SETTINGS_MODELS = ("Settings", "AuthSettings")
 
 
 def _default_data() -> Path:
-    return Path(os.environ.get("SKYVAULT_DATA", "data"))
+    from skyvault.catalog.layout import data_dir_from_environment
+
+    return data_dir_from_environment()
 
 
 class RichProgress:
@@ -261,7 +263,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
-    from skyvault.service.tap_schema import published_table
+    from skyvault.catalog.tap_schema import published_table
 
     for name, path in list_tables(args.data):
         try:
@@ -390,11 +392,11 @@ def _check_service_storage(settings: Settings) -> None:
     """
     import tempfile
 
-    from skyvault.catalog.layout import INTERNAL_DIR
+    from skyvault.catalog.layout import internal_dir
 
     if not _service_storage_variables(settings):
         return
-    internal = settings.data_dir / INTERNAL_DIR
+    internal = internal_dir(settings.data_dir)
     with _service_storage_errors(settings, f"the data directory {settings.data_dir}"):
         internal.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=internal):
@@ -572,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             default=_default_data(),
             metavar="DIR",
-            help="data root (default: $SKYVAULT_DATA or ./data)",
+            help="data root (default: $SKYVAULT_DATA_DIR or ./data)",
         )
 
     p = sub.add_parser("ingest", help="ingest Parquet/CSV/ECSV/FITS/VOTable files as a table")

@@ -12,6 +12,7 @@ from pydantic import ByteSize, Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
+from skyvault.catalog.layout import data_dir_from_environment, jobs_database_file, results_dir
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -66,7 +67,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SKYVAULT_", frozen=True)
 
-    data_dir: Path = Field(default=Path("data"), description="data root the catalogues live in")
+    data_dir: Path = Field(
+        default_factory=data_dir_from_environment,
+        description="data root the catalogues live in (SKYVAULT_DATA_DIR; default ./data)",
+    )
     host: str = Field(default="127.0.0.1", description="address the server listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port the server listens on")
     base_url: str | None = Field(
@@ -241,13 +245,13 @@ class Settings(BaseSettings):
         """The job database URL (the configured one or the SQLite file under the data root)."""
         if self.jobs_database_url:
             return self.jobs_database_url
-        return f"sqlite:///{(self.data_dir / '.skyvault' / 'jobs.sqlite3').absolute()}"
+        return f"sqlite:///{jobs_database_file(self.data_dir).absolute()}"
 
     def results_location(self) -> str:
         """The result store URL (the configured one or the directory under the data root)."""
         if self.results_url:
             return self.results_url
-        return str((self.data_dir / ".skyvault" / "results").absolute())
+        return str(results_dir(self.data_dir).absolute())
 
     # --- who is calling, and how long they wait (service/security.py, handlers/tap.py) -----
     trusted_proxies: str = Field(

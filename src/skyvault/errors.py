@@ -22,19 +22,25 @@ __all__ = [
     "AuthenticationRequired",
     "CatalogError",
     "CatalogNotFound",
+    "DownloadError",
     "IngestError",
     "InputFormatError",
     "InternalError",
     "JobError",
+    "JobNotFound",
+    "JobPhaseError",
     "JobResourceMissing",
     "LimitExceeded",
     "QueryCancelled",
     "QueryError",
     "QueryFailed",
     "QueryTimeout",
+    "QueueFull",
     "SkyvaultError",
     "UnsupportedQuery",
     "UsageError",
+    "UserLimitExceeded",
+    "internal_error",
 ]
 
 
@@ -81,6 +87,18 @@ class InternalError(SkyvaultError):
 
     code = "internal"
     http_status = 500
+
+
+def internal_error(
+    what: str = "the query failed inside the service", *, logged: str = "it"
+) -> InternalError:
+    """The error of a fault whose details went to the log: "<what>; <logged> has been logged".
+
+    The one wording of such messages (``the query failed inside the service; it has been
+    logged``): the caller logs the fault itself (a trace, the engine's text, a path) and the
+    user reads only what failed.
+    """
+    return InternalError(f"{what}; {logged} has been logged")
 
 
 # --- catalogues and ingest ------------------------------------------------------------------
@@ -137,6 +155,10 @@ class InputFormatError(IngestError):
     """An input file is not what its name (or the requested format) says."""
 
     code = "ingest.format"
+
+
+class DownloadError(SkyvaultError):
+    """The download could not start (no manifest, refused, not a bulk directory)."""
 
 
 # --- ADQL -----------------------------------------------------------------------------------
@@ -235,6 +257,19 @@ class LimitExceeded(SkyvaultError):
         self.retry_after = retry_after
 
 
+class UserLimitExceeded(LimitExceeded):
+    """A per-user limit refused the request: queries running, jobs queued or pending, stored
+    results, downloads at once (:mod:`skyvault.auth.limits`, the bulk transfer limit).
+
+    429 Too Many Requests: the refusal is about this caller's use, not the service's load
+    (:class:`QueueFull`, :class:`ServerBusy`: 503) nor a request that is too large
+    (:class:`LimitExceeded`: 413).  The message names the limit and the caller's use, the
+    hint how to make room; ``retry_after`` when waiting helps.
+    """
+
+    http_status = 429
+
+
 # --- service, jobs, auth --------------------------------------------------------------------
 
 
@@ -251,6 +286,33 @@ class JobResourceMissing(JobError):
 
     code = "job.no_resource"
     http_status = 404
+
+
+class JobNotFound(JobError):
+    """No such job — or one the caller may not see (reported identically)."""
+
+    code = "job.not_found"
+    http_status = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"there is no job {job_id!r}",
+            hint="it may have been deleted or destroyed; the job list is at /async",
+        )
+
+
+class JobPhaseError(JobError):
+    """An action the job's phase does not allow (RUN a finished job, change a running one)."""
+
+    code = "job.phase"
+    http_status = 409
+
+
+class QueueFull(JobError):
+    """Too many jobs are waiting to run."""
+
+    code = "job.queue_full"
+    http_status = 503
 
 
 class AuthenticationRequired(SkyvaultError):

@@ -40,8 +40,7 @@ from skyvault.adql.functions import (
     register_udf,
 )
 from skyvault.adql.translate import Translation, compile_adql
-from skyvault.engine.archive import _udf_definitions
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, _udf_definitions
 from skyvault.errors import UnsupportedQuery
 from tests.adql._catalog import CATALOG, TYCHO, random_table
 

@@ -6,7 +6,10 @@ import pytest
 from sqlglot import exp
 
 from skyvault.adql import RESERVED_WORDS, identifier_matches, nodes, normalize_identifier, parse
-from skyvault.errors import AdqlSyntaxError
+from skyvault.adql.translate import compile_adql
+from skyvault.adql.validate import SourceText
+from skyvault.errors import AdqlSyntaxError, UnsupportedQuery
+from tests.adql._catalog import CATALOG
 
 DP02 = (
     "SELECT TOP 10 objectId, coord_ra, coord_dec, scisql_nanojanskyToAbMag(r_cModelFlux) AS r_mag "
@@ -127,3 +130,26 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
     text = "SELECT " + "(" * 3000 + "1" + ")" * 3000 + " FROM t"
     with pytest.raises(AdqlSyntaxError, match="nested too deeply"):
         parse(text)
+
+
+def test_source_text_locates_nodes() -> None:
+    """One way from a node to the (line, column) its errors name: its own token, else its
+    earliest descendant's, else (1, 1)."""
+    text = "SELECT a,\n  b + c AS d\nFROM t"
+    source = SourceText(text)
+    tree = parse(text).tree
+    [add] = list(tree.find_all(exp.Add))
+    assert source.locate(add) == (2, 3)  # "+" is no token of its own: "b" starts it
+    assert source.locate(add.expression) == (2, 7)
+    assert source.locate(exp.Literal.number(1)) == (1, 1)  # built, not parsed
+    assert source.locate(None) == (1, 1)
+
+
+def test_translator_errors_point_at_the_node() -> None:
+    text = (
+        "SELECT objectId,\n  BOX('ICRS', coord_ra, coord_dec, 1, 1) FROM dp02_dc2_catalogs.Object"
+    )
+    with pytest.raises(UnsupportedQuery) as info:
+        compile_adql(text, list(CATALOG))
+    assert (info.value.line, info.value.column) == (2, 3)
+    assert info.value.detail == "a BOX built from column values cannot be selected"

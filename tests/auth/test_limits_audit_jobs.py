@@ -38,6 +38,7 @@ def test_sync_slot_message_says_retry_or_async_never_delete() -> None:
         "waits for its turn instead)"
     )
     assert info.value.code == "limit" and info.value.retry_after == 7
+    assert info.value.http_status == 429  # the caller's use, not a request too large
     assert "DELETE" not in str(info.value)
 
 
@@ -50,7 +51,7 @@ def test_queued_limit_message() -> None:
     assert info.value.hint == (
         "retry in 5 s, once some have started; this job stays PENDING: send PHASE=RUN again then"
     )
-    assert info.value.retry_after == 5
+    assert info.value.retry_after == 5 and info.value.http_status == 429
     with pytest.raises(LimitExceeded, match="no job was created"):
         limits.check_queued(ALICE, 1, retry_after=5, created=False)
 
@@ -66,6 +67,7 @@ def test_pending_limit_message_users_and_anonymous() -> None:
     with pytest.raises(LimitExceeded) as info:
         limits.check_pending(ALICE, 2, retry_after=5)
     assert info.value.message == ("you have 2 jobs created and never run (PENDING), the limit is 2")
+    assert info.value.http_status == 429 and info.value.retry_after == 5
     hint = str(info.value.hint)
     assert "DELETE /svc/tap/async/<id>" in hint and "GET /svc/tap/async?PHASE=PENDING" in hint
     with pytest.raises(LimitExceeded) as info:
@@ -82,6 +84,10 @@ def test_storage_limit_message() -> None:
         limits.check_result_storage(ALICE, 12 * 1024**2)
     assert info.value.message == "your stored results take 12 MB, the limit is 10 MB"
     assert "DELETE /tap/async/<id>" in str(info.value.hint)
+    assert info.value.http_status == 429 and info.value.retry_after is None
+    with pytest.raises(LimitExceeded) as info:  # when waiting frees room, it says when
+        limits.check_result_storage(ALICE, 12 * 1024**2, retry_after=60)
+    assert info.value.retry_after == 60
     assert limits.result_bytes_left(ALICE, 4 * 1024**2) == 6 * 1024**2
     assert limits.result_bytes_left(ALICE, 20 * 1024**2) == 0
 

@@ -12,12 +12,12 @@ from skyvault.auth.access import grant_access
 from skyvault.auth.config import AuthSettings
 from skyvault.auth.factory import build_auth
 from skyvault.auth.identity import BuiltinAuthenticator, Identity, ProxyAuthenticator
-from skyvault.auth.storage import AUTH_DB_FILE, AuthStorage, utc_now
+from skyvault.auth.storage import AuthStorage, utc_now
 from skyvault.auth.tokens import TokenService
 
 
 def test_schema_on_first_use_and_wal(data_dir: Path) -> None:
-    db = data_dir / AUTH_DB_FILE
+    db = data_dir / ".skyvault" / "auth.sqlite3"
     assert not db.exists()
     first = AuthStorage.for_data_dir(data_dir)
     first.add_user("alice", utc_now())

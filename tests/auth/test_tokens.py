@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from skyvault.auth.storage import AUTH_DB_FILE, AuthStorage
+from skyvault.auth.storage import AuthStorage
 from skyvault.auth.tokens import INVALID_CREDENTIALS, TokenService
 from skyvault.errors import AuthenticationRequired, UsageError
 
@@ -155,7 +155,7 @@ def test_comparison_is_timing_safe(
 def test_only_hashes_are_at_rest(tokens: TokenService, alice: str, data_dir: Path) -> None:
     made = [tokens.create_token(alice, 1) for _ in range(3)]
     tokens.verify(made[0])
-    db = data_dir / AUTH_DB_FILE
+    db = data_dir / ".skyvault" / "auth.sqlite3"
     raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     with sqlite3.connect(db) as conn:
         dump = "\n".join(conn.iterdump())

@@ -22,24 +22,13 @@ from skyvault.bulk.manifest import (
     MD5SUM_FILE,
     clear_cache,
 )
-from skyvault.catalog.ingest import IngestOptions, ingest
-from tests.conftest import random_sky
+from tests.conftest import SKY_ROWS, SkyCatalogue
 
 
 @pytest.fixture(scope="module")
-def table_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small HATS table with several partitions and a margin, ingested once."""
-    tmp = tmp_path_factory.mktemp("bulk-manifest")
-    pq.write_table(random_sky(20_000, seed=3), tmp / "in.parquet")
-    ingest(
-        [tmp / "in.parquet"],
-        "s.t",
-        tmp / "data",
-        ra="ra",
-        dec="dec",
-        options=IngestOptions(max_rows_per_partition=3000),
-    )
-    return (tmp / "data" / "s" / "t").resolve()
+def table_root(sky_catalogue: SkyCatalogue) -> Path:
+    """A small HATS table with several partitions and a margin."""
+    return sky_catalogue.path
 
 
 def _served_files(root: Path) -> list[str]:
@@ -77,7 +66,7 @@ def test_rows_and_pixels_come_from_the_partition_files(table_root: Path) -> None
     assert sorted(f"{e.healpix_order},{e.healpix_pixel}" for e in data) == sorted(partitions)
     for entry in data:
         assert entry.rows == pq.ParquetFile(table_root / entry.path).metadata.num_rows
-    assert sum(e.rows or 0 for e in data) == 20_000
+    assert sum(e.rows or 0 for e in data) == SKY_ROWS
     assert manifest.entry("hats.properties") is not None
     assert manifest.entry("hats.properties").rows is None  # type: ignore[union-attr]
     margin = [e for e in manifest.entries if e.path.startswith("margin/dataset/Norder=")]

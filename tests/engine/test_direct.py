@@ -19,10 +19,9 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from skyvault.adql.translate import compile_adql
-from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.executor import LocalExecutor, QueryResult
-from tests.conftest import random_sky
+from tests.conftest import ingest_table, random_sky
 
 N = 40_000
 
@@ -52,16 +51,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         .append_column('Odd "name"', pa.array(rng.uniform(size=N)))
     )
-    pq.write_table(table, root / "in.parquet")
-    out = root / "data"
-    options = IngestOptions(max_rows_per_partition=5000, row_group_rows=1024)
-    ingest([root / "in.parquet"], "s.stars", out, ra="ra", dec="dec", options=options)
+    options = {"max_rows_per_partition": 5000, "row_group_rows": 1024}
+    ingest_table(table, root, **options)
     narrow = base.set_column(1, "ra", base.column("ra").cast(pa.float32())).set_column(
         2, "dec", base.column("dec").cast(pa.float32())
     )
-    pq.write_table(narrow, root / "narrow.parquet")
-    ingest([root / "narrow.parquet"], "s.narrow", out, ra="ra", dec="dec", options=options)
-    return out
+    return ingest_table(narrow, root, "s.narrow", **options)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +171,7 @@ def _count(archive: Archive, centre: tuple[float, float, float]) -> int:
 @pytest.mark.parametrize("row", [0, 1, 7, N - 1])
 def test_cone_rows_match_astropy(archive: Archive, data: Path, row: int) -> None:
     """Independent oracle: astropy separations over the whole input table, around a star."""
-    source = pq.read_table(data.parent / "in.parquet", columns=["id", "ra", "dec"])
+    source = pq.read_table(data.parent / "s.stars.parquet", columns=["id", "ra", "dec"])
     ra, dec, r = source["ra"][row].as_py(), source["dec"][row].as_py(), 1.5
     adql = (
         "SELECT id FROM s.stars WHERE CONTAINS(POINT(ra, dec), "

@@ -23,8 +23,8 @@ import pytest
 from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.archive import Archive, open_archive
-from skyvault.engine.connection import Sandbox
-from skyvault.engine.distributed import DaskExecutor, SandboxSettings, file_groups
+from skyvault.engine.connection import Sandbox, SandboxSettings
+from skyvault.engine.distributed import DaskExecutor, file_groups
 from skyvault.engine.executor import CancelToken, LocalExecutor
 from skyvault.engine.plan import QueryPlan, plan_query
 from skyvault.engine.split import split_plan

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
 
-from skyvault.catalog.ingest import IngestOptions, ingest
+from skyvault.catalog.ingest import ingest
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import CancelToken, LocalExecutor, engine_error
@@ -29,26 +29,13 @@ from skyvault.errors import (
 from skyvault.sky.coverage import region_coverage
 from skyvault.sky.regions import Circle
 from skyvault.sky.sql import point_in_circle_sql
-from tests.conftest import random_sky
-
-N = 40_000
+from tests.conftest import SKY_ROWS, SkyCatalogue, random_sky
 
 
 @pytest.fixture(scope="module")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StoredTable]:
-    root = tmp_path_factory.mktemp("engine")
-    table = random_sky(N, seed=11)
-    pq.write_table(table, root / "in.parquet")
-    data = root / "data"
-    ingest(
-        [root / "in.parquet"],
-        "s.stars",
-        data,
-        ra="ra",
-        dec="dec",
-        options=IngestOptions(max_rows_per_partition=2000, row_group_rows=256),
-    )
-    return data, Registry(data).get("s", "stars")
+def catalogue(sky_catalogue: SkyCatalogue) -> tuple[Path, StoredTable]:
+    data = sky_catalogue.data
+    return data, Registry(data).get(sky_catalogue.schema, sky_catalogue.table)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +52,7 @@ def _cone_sql(circle: Circle) -> str:
     [(10.0, 20.0, 2.0), (359.9, 0.5, 1.5), (0.0, 89.5, 3.0), (200.0, -45.0, 0.2)],
 )
 def test_cone_reads_few_partitions_and_matches_astropy(
+    sky_catalogue: SkyCatalogue,
     catalogue: tuple[Path, StoredTable],
     executor: LocalExecutor,
     ra: float,
@@ -76,7 +64,7 @@ def test_cone_reads_few_partitions_and_matches_astropy(
     plan = plan_query(_cone_sql(circle), [("__sv_t0", stored, region_coverage(circle, 16))], [])
     got = executor.execute(plan).to_table()
     # Oracle: astropy separations over every row of the input.
-    source = random_sky(N, seed=11)
+    source = sky_catalogue.rows
     sep = SkyCoord(source["ra"].to_numpy(), source["dec"].to_numpy(), unit="deg").separation(
         SkyCoord(ra, dec, unit="deg")
     )
@@ -157,7 +145,7 @@ def test_results_stream_in_batches(
     )
     result = executor.execute(plan)
     sizes = [b.num_rows for b in result.batches]
-    assert sum(sizes) == 3 * N
+    assert sum(sizes) == 3 * SKY_ROWS
     assert len(sizes) > 1
 
 

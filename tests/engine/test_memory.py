@@ -13,12 +13,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.catalog.registry import Registry, StoredTable
+from skyvault.catalog.registry import Registry
 from skyvault.engine.budget import (
     BATCH_BYTES,
     MAX_BATCH_ROWS,
@@ -32,7 +30,7 @@ from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import CancelToken, LocalExecutor
 from skyvault.engine.plan import plan_query
 from skyvault.errors import QueryCancelled, ServerBusy
-from tests.conftest import random_sky
+from tests.conftest import SkyCatalogue
 
 # --- the budget ---------------------------------------------------------------------------
 
@@ -198,16 +196,6 @@ def test_the_estimate_is_bounded_by_the_batch_not_by_maxrec() -> None:
 # --- the engine streams -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stars(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StoredTable]:
-    root = tmp_path_factory.mktemp("memory")
-    pq.write_table(random_sky(20_000, seed=5), root / "in.parquet")
-    data = root / "data"
-    ingest([root / "in.parquet"], "s.stars", data, ra="ra", dec="dec",
-           options=IngestOptions(max_rows_per_partition=4000, row_group_rows=512))  # fmt: skip
-    return data, Registry(data).get("s", "stars")
-
-
 def _operators(plan: list[dict[str, Any]]) -> Iterator[str]:
     for node in plan:
         yield node["name"]
@@ -215,11 +203,12 @@ def _operators(plan: list[dict[str, Any]]) -> Iterator[str]:
 
 
 def test_a_large_plain_limit_streams_instead_of_sorting_its_result(
-    stars: tuple[Path, StoredTable],
+    sky_catalogue: SkyCatalogue,
 ) -> None:
     """DuckDB would otherwise rewrite it into a row-number semi-join and a sort of the whole
     result ("late materialisation"), holding all its rows before the first is sent."""
-    data, stored = stars
+    data = sky_catalogue.data
+    stored = Registry(data).get(sky_catalogue.schema, sky_catalogue.table)
     plan = plan_query('SELECT id FROM "__sv_t0"', [("__sv_t0", stored, None)], [])
     cursor = Sandbox([data]).cursor()
     cursor.execute(f'CREATE TEMP VIEW "__sv_t0" AS {plan.scans[0].view_sql()}')

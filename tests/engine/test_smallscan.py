@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skyvault.catalog.ingest import HEALPIX_COLUMN, IngestOptions, ingest
+from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.registry import Registry
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.executor import LocalExecutor
@@ -23,7 +23,7 @@ from skyvault.engine.plan import _identifiers
 from skyvault.engine.smallscan import FooterCache, read_small_scan
 from skyvault.sky.coverage import healpix29_ranges, region_coverage
 from skyvault.sky.regions import Circle
-from tests.conftest import random_sky
+from tests.conftest import ingest_table, random_sky
 
 OBJECT = "dp02_dc2_catalogs.Object"
 N = 60_000
@@ -39,17 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     table = table.append_column(
         'Flux "psf"', pa.array(flux, mask=rng.uniform(size=N) < 0.1)
     ).append_column("MixedCase", pa.array(rng.integers(0, 5, N)))
-    pq.write_table(table, root / "in.parquet")
-    out = root / "data"
-    ingest(
-        [root / "in.parquet"],
-        "s.stars",
-        out,
-        ra="ra",
-        dec="dec",
-        options=IngestOptions(max_rows_per_partition=5000, row_group_rows=512),
-    )
-    return out
+    return ingest_table(table, root, max_rows_per_partition=5000, row_group_rows=512)
 
 
 def _both(data: Path, adql: str, limit: int = 32_768) -> tuple[pa.Table, pa.Table, int]:

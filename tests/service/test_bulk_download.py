@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from skyvault.bulk import download as download_module
-from skyvault.bulk.download import DownloadError, download
+from skyvault.bulk.download import download
 from skyvault.cli import main
 from skyvault.config import Settings
+from skyvault.errors import DownloadError
 from skyvault.service.app import create_app
 from skyvault.sky.regions import Circle, Polygon
 from tests.service.conftest import ROOMY_AUTH, _free_port, serve_in_thread

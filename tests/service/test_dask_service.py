@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from skyvault.config import Settings
 from skyvault.engine.distributed import DaskExecutor
 from skyvault.service.app import create_app
+from tests.conftest import SkyCatalogue
 
 pytestmark = pytest.mark.slow
 
@@ -19,30 +20,9 @@ QUERY = "SELECT COUNT(*) AS n, AVG(mag) AS mag, MAX(dec) AS highest FROM s.stars
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(sky_catalogue: SkyCatalogue) -> Path:
     """A public table in many partitions (the small demo's tables are too small to split)."""
-    import pyarrow.parquet as pq
-
-    from skyvault.auth import AuthStorage, grant_access
-    from skyvault.catalog.ingest import IngestOptions, ingest
-    from tests.conftest import random_sky
-
-    root = tmp_path_factory.mktemp("dask-service")
-    pq.write_table(random_sky(20_000, seed=3), root / "in.parquet")
-    ingest(
-        [root / "in.parquet"],
-        "s.stars",
-        root / "data",
-        ra="ra",
-        dec="dec",
-        options=IngestOptions(max_rows_per_partition=2000, row_group_rows=256),
-    )
-    storage = AuthStorage.for_data_dir(root / "data")
-    try:
-        grant_access(storage, "s", None)
-    finally:
-        storage.close()
-    return root / "data"
+    return sky_catalogue.data
 
 
 @pytest.fixture(scope="module")

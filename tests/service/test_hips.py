@@ -78,6 +78,10 @@ def test_properties_and_tile_headers(client: TestClient) -> None:
     assert r.content[:6] == b"SIMPLE"
     r = client.get("/hips/open.stars/metadata.xml")
     assert r.headers["content-type"].startswith("application/x-votable+xml")
+    # Aladin Lite asks for "Metadata.xml" (Hipsgen-cat's name): the same document.
+    capital = client.get("/hips/open.stars/Metadata.xml")
+    assert capital.status_code == 200 and capital.content == r.content
+    assert client.get("/hips/secret.stars/Metadata.xml").status_code == 404
 
 
 def test_index_page(client: TestClient) -> None:

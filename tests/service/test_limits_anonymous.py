@@ -26,8 +26,8 @@ from skyvault.auth import AuthSettings
 from skyvault.auth.identity import Identity
 from skyvault.auth.limits import LimitsPolicy, UserLimits
 from skyvault.config import Settings, trusted_networks
+from skyvault.errors import UserLimitExceeded
 from skyvault.service.app import create_app
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import client_address
 from skyvault.service.slots import SlotBusy, SyncSlots
 from tests.service.conftest import _free_port, query_status, read_votable

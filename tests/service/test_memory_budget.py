@@ -16,13 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from skyvault.catalog.tap_schema import TapSchemaCache
 from skyvault.config import Settings, parse_bytes
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget
 from skyvault.errors import QueryError
 from skyvault.service.params import tap_query_params
 from skyvault.service.services.query import QueryOutput, QueryService
-from skyvault.service.tap_schema import TapSchemaCache
 from tests.service.conftest import query_status, read_votable
 from tests.service.test_uws import create, uws_app, uws_settings, wait_final
 

@@ -6,9 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.auth import AuthSettings
-from skyvault.auth.limits import format_bytes
+from skyvault.auth.identity import Identity
+from skyvault.auth.limits import LimitsPolicy, UserLimits, format_bytes
 from skyvault.config import Settings
-from skyvault.service.quota import result_does_not_fit
+from skyvault.errors import UserLimitExceeded
 from tests.service.test_uws import OBJECT, create, uws_app, uws_settings, wait_final
 
 GB = 1024**3
@@ -34,13 +35,18 @@ def test_sizes_read_true(n: int, text: str) -> None:
 
 
 def test_three_quarters_of_the_quota_is_not_the_quota() -> None:
-    error = result_does_not_fit(3 * GB // 4, GB, "delete some jobs")
-    assert error.http_status == 429
+    policy = LimitsPolicy(defaults=UserLimits(max_result_bytes=GB))
+    alice = Identity("alice")
+    policy.check_result_fits(alice, 3 * GB // 4, GB // 4)  # exactly fills it: fits
+    with pytest.raises(UserLimitExceeded) as info:
+        policy.check_result_fits(alice, 3 * GB // 4, GB // 4 + 1)
+    error = info.value
+    assert error.http_status == 429 and error.retry_after is None
     assert error.message == (
         "the result of this job would not fit: your stored results take 768 MB, the limit "
         "is 1 GB, and this job's result is larger than the 256 MB left"
     )
-    assert error.hint == "delete some jobs"
+    assert error.hint is not None and "DELETE /tap/async/<id>" in error.hint
 
 
 def test_a_job_whose_result_does_not_fit_says_what_is_stored(

@@ -143,3 +143,41 @@ def test_other_validation_errors_are_not_called_settings(
     monkeypatch.setattr(cli, "_cmd_tables", fail)
     with pytest.raises(ValidationError):
         cli.main(["tables"])
+
+
+# --- the data root: one variable for the service and the CLI ----------------------------------
+
+
+@pytest.fixture
+def no_data_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.delenv("SKYVAULT_DATA_DIR", raising=False)
+    monkeypatch.delenv("SKYVAULT_DATA", raising=False)
+    return monkeypatch
+
+
+def test_the_service_and_the_cli_read_skyvault_data_dir(
+    no_data_variables: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    no_data_variables.setenv("SKYVAULT_DATA_DIR", str(tmp_path))
+    assert Settings().data_dir == tmp_path
+    assert cli.build_parser().parse_args(["tables"]).data == tmp_path
+
+
+def test_without_a_variable_the_data_root_is_dot_data(
+    no_data_variables: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().data_dir == Path("data")
+    assert cli.build_parser().parse_args(["tables"]).data == Path("data")
+
+
+def test_the_old_cli_variable_still_works_with_a_warning(
+    no_data_variables: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    no_data_variables.setenv("SKYVAULT_DATA", str(tmp_path))
+    with pytest.warns(FutureWarning, match="SKYVAULT_DATA is deprecated.*SKYVAULT_DATA_DIR"):
+        assert Settings().data_dir == tmp_path
+    with pytest.warns(FutureWarning, match="SKYVAULT_DATA is deprecated"):
+        assert cli.build_parser().parse_args(["tables"]).data == tmp_path
+    no_data_variables.setenv("SKYVAULT_DATA_DIR", str(tmp_path / "new"))  # the new one wins
+    assert Settings().data_dir == tmp_path / "new"
+    assert cli.build_parser().parse_args(["tables"]).data == tmp_path / "new"

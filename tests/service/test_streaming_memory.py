@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.service.output import OUTPUT_FORMATS, OutputFormat, WriteOptions
+from skyvault.formats.output import OUTPUT_FORMATS, OutputFormat, WriteOptions
 
 BATCH_ROWS = 65_536
 BATCHES = 16  # 1,048,576 rows

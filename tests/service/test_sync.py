@@ -250,7 +250,7 @@ def test_capabilities_advertise_the_async_job_limits(client: TestClient) -> None
     jobs (seconds): the async EXECUTIONDURATION and DESTRUCTION settings, not the sync
     time-out."""
     from skyvault.adql import LanguageFeature
-    from skyvault.service.output import OUTPUT_FORMATS
+    from skyvault.formats.output import OUTPUT_FORMATS
     from skyvault.service.services.vosi import capabilities_document
 
     settings = client.app.state.context.settings  # type: ignore[attr-defined]

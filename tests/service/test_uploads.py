@@ -6,8 +6,10 @@ Oracles: the catalogue read through the Python API (all rows, no MAXREC) and ast
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import io
+import ipaddress
 import random
 import tempfile
 import threading
@@ -31,10 +33,16 @@ from hypothesis import strategies as st
 
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.errors import IngestError, LimitExceeded, UsageError
+from skyvault.errors import AdqlSemanticError, IngestError, LimitExceeded, UsageError
 from skyvault.service import uploads
 from skyvault.service.app import create_app
-from skyvault.service.uploads import UploadRef, parse_upload_param, parse_uploads
+from skyvault.service.uploads import (
+    AddressPolicy,
+    UploadRef,
+    parse_upload_param,
+    parse_uploads,
+    with_upload_hint,
+)
 from tests.service.conftest import query_status, read_votable
 
 OBJECT = "dp02_dc2_catalogs.Object"
@@ -636,43 +644,51 @@ def test_url_upload_declared_length_over_cap_is_413(demo_dir: Path, table_server
     assert f"is {size} bytes" in message or f"({size} bytes)" in message
 
 
-@pytest.fixture
-def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Treat 127.0.0.1 as a public host that is not the service: exercises the checks."""
-    real = uploads._refused_kind
-
-    def refused(address: Any) -> str | None:
-        return None if str(address) == "127.0.0.1" else real(address)
-
-    monkeypatch.setattr(uploads, "_refused_kind", refused)
-    monkeypatch.setattr(uploads, "_own_addresses", lambda settings: set())
+#: 127.0.0.1 taken as a public host that is not the service: exercises the checks.
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+LOOPBACK_IS_PUBLIC = AddressPolicy(public=frozenset({LOOPBACK}))
 
 
-@pytest.mark.usefixtures("loopback_is_public")
+def _fetched(url: str, policy: AddressPolicy) -> pa.Table:
+    [(_, table)] = parse_uploads({"UPLOAD": [f"mine,{url}"]}, {}, Settings(), addresses=policy)
+    return table
+
+
+def _refused(url: str, policy: AddressPolicy) -> str:
+    with pytest.raises(UsageError) as caught:
+        _fetched(url, policy)
+    return str(caught.value)
+
+
 def test_checked_fetch_pins_the_address_and_checks_redirects(
-    demo_dir: Path, table_server: str, some_objects: Table
+    table_server: str, some_objects: Table
 ) -> None:
     port = table_server.rsplit(":", 1)[1]
-    with _small_client(demo_dir) as c:
-        _Handler.hosts.clear()
-        result = _result(_post(c, JOIN, f"mine,http://localhost:{port}/to-table"))
-        assert len(result) == len(some_objects)
-        assert _Handler.hosts == [f"localhost:{port}"] * 2
-        message = _error(_post(c, JOIN, f"mine,{table_server}/to-private"), 400)
+    _Handler.hosts.clear()
+    table = _fetched(f"http://localhost:{port}/to-table", LOOPBACK_IS_PUBLIC)
+    assert table.num_rows == len(some_objects)
+    assert _Handler.hosts == [f"localhost:{port}"] * 2
+    message = _refused(f"{table_server}/to-private", LOOPBACK_IS_PUBLIC)
     assert "redirects to 'http://10.0.0.1/x.xml', which points at 10.0.0.1" in message
     assert "private-network address" in message
+    # The same URL under the default policy: loopback is refused before any request.
+    _Handler.hosts.clear()
+    assert "a loopback address" in _refused(f"{table_server}/mine.xml", AddressPolicy())
+    assert _Handler.hosts == []
 
 
-def test_own_host_is_refused(
-    demo_dir: Path, table_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = uploads._refused_kind
-    monkeypatch.setattr(
-        uploads, "_refused_kind", lambda a: None if str(a) == "127.0.0.1" else real(a)
-    )
-    with _small_client(demo_dir) as c:
-        message = _error(_post(c, JOIN, f"mine,{table_server}/mine.xml"), 400)
-    assert "the service's own host" in message
+def test_own_host_is_refused(table_server: str) -> None:
+    service = AddressPolicy.of(Settings(host="127.0.0.1"))
+    policy = dataclasses.replace(service, public=frozenset({LOOPBACK}))
+    message = _refused(f"{table_server}/mine.xml", policy)
+    assert "points at 127.0.0.1, the service's own host" in message
+
+
+def test_address_policy_of_the_settings() -> None:
+    policy = AddressPolicy.of(Settings(host="0.0.0.0", base_url="https://tap.example.org/x"))
+    assert not policy.allow_private and policy.public == frozenset()
+    assert {"0.0.0.0", "tap.example.org"} <= policy.own_hosts
+    assert AddressPolicy.of(Settings(allow_private_upload_urls=True)).allow_private
 
 
 def test_parse_uploads_api_limits(demo_dir: Path, some_objects: Table) -> None:
@@ -1065,3 +1081,18 @@ def test_fuzz_every_upload_is_a_result_or_a_clear_error(
     assert response.status_code in (200, 400, 413), (response.status_code, response.text[:500])
     _no_server_path(response.text)
     assert "Traceback" not in response.text
+
+
+def test_a_missing_upload_gets_a_hint_on_a_new_error(some_objects: Table) -> None:
+    """The hint is added to a copy built from the error's fields (the original is not
+    edited); the message and position stay."""
+    error = AdqlSemanticError('no table "mine" in TAP_UPLOAD', line=2, column=6)
+    hinted = with_upload_hint(error, [])
+    assert error.hint is None and hinted is not error
+    assert (hinted.detail, hinted.line, hinted.column) == (error.detail, 2, 6)
+    assert str(hinted.hint).startswith("this request uploaded no tables: send UPLOAD=name,")
+    body = _votable_bytes(some_objects)
+    uploads_ = parse_uploads({"UPLOAD": ["other,param:p"]}, {"p": body}, Settings())
+    assert with_upload_hint(error, uploads_).hint == "this request uploaded TAP_UPLOAD.other"
+    elsewhere = AdqlSemanticError('no table "mine" in dp02', line=1, column=1)
+    assert with_upload_hint(elsewhere, []) is elsewhere

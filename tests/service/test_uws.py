@@ -22,8 +22,9 @@ from fastapi.testclient import TestClient
 
 from skyvault.config import Settings
 from skyvault.service.app import create_app
-from skyvault.service.handlers import uws as uws_handlers
+from skyvault.service.uws import handlers as uws_handlers
 from tests.service.conftest import query_status, read_votable
+from tests.xsd import assert_valid, ivoa_schema
 
 NS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
@@ -699,8 +700,6 @@ def test_error_of_a_job_that_has_none(uws: TestClient) -> None:
 
 # --- the documents are valid XML and valid UWS 1.1, whatever the parameters hold ------------
 
-UWS_XSD = Path(__file__).parent / "schemas" / "UWS.xsd"
-
 #: Control characters XML 1.0 cannot carry, markup, quotes, CR/LF/tab and a non-BMP letter.
 STRANGE = "a\x01b\x1fc &<> \"q\" 'a' &amp; ]]> \U0001d518\r\n\tend"
 #: What a parser reads back: the forbidden controls as U+FFFD, everything else as sent.
@@ -709,9 +708,8 @@ STRANGE_READ = STRANGE.replace("\x01", "\ufffd").replace("\x1f", "\ufffd")
 
 @pytest.fixture(scope="module")
 def uws_schema() -> Any:
-    xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is in the dev extra")
-    # allow="local": no network; the XLink schema UWS.xsd imports is xmlschema's own copy.
-    return xmlschema.XMLSchema(str(UWS_XSD.resolve()), allow="local")
+    """UWS 1.1 from tests/data/xsd (no network; XLink is xmlschema's own copy)."""
+    return ivoa_schema("UWS.xsd")
 
 
 def _valid(schema: Any, response: httpx.Response) -> ET.Element:
@@ -768,6 +766,66 @@ def test_documents_survive_lone_surrogates_and_markup_in_names() -> None:
         "uws:errorSummary/uws:message", NS
     )
     assert message is not None and message.text == "bad \ufffd <value> & \ufffd"
+
+
+def test_every_document_is_valid_whatever_the_job_holds() -> None:
+    """Job, job list, results and parameters built from hostile values (a RUNID, an owner,
+    a URL, a result type and an error message with markup, ``]]>`` and control characters)
+    are well-formed and valid UWS 1.1, with every value read back as it was stored."""
+    from skyvault.service.uws.documents import (
+        job_document,
+        job_list_document,
+        parameters_document,
+        results_document,
+    )
+    from skyvault.service.uws.models import ExecutionPhase, Job, JobFailure, JobResult
+
+    now = datetime.now(UTC)
+    hostile = STRANGE + "\x00\ud800"
+    read = STRANGE_READ + "\ufffd\ufffd"
+    failed = Job(
+        job_id="j1",
+        owner=hostile,
+        phase=ExecutionPhase.ERROR,
+        parameters=[(hostile, hostile), ("QUERY", "SELECT 1")],
+        creation_time=now,
+        execution_duration=60,
+        destruction=now,
+        run_id=hostile,
+        start_time=now,
+        end_time=now,
+        failure=JobFailure("query", hostile, fatal=False),
+    )
+    done = Job(
+        job_id="j2",
+        owner=None,
+        phase=ExecutionPhase.COMPLETED,
+        parameters=[],
+        creation_time=now,
+        execution_duration=0,
+        destruction=now,
+        result=JobResult("k", hostile, 10, 1, False),
+    )
+    url = f"http://h/tap/async?{hostile}"
+    root = assert_valid(job_document(failed, url), "UWS.xsd")
+    assert text(root, "uws:runId") == text(root, "uws:ownerId") == read
+    assert root.findtext("uws:errorSummary/uws:message", namespaces=NS) == read
+    [param] = [p for p in root.iterfind("uws:parameters/uws:parameter", NS) if p.text == read]
+    assert param.get("id") == read
+    root = assert_valid(job_document(done, url), "UWS.xsd")
+    owner = root.find("uws:ownerId", NS)
+    assert owner is not None and owner.get(XSI_NIL) == "true"
+    [result] = root.iterfind("uws:results/uws:result", NS)
+    assert result.get("mime-type") == read and result.get(f"{{{NS['xlink']}}}href") == (
+        url.replace(hostile, read) + "/results/result"
+    )
+    jobs = assert_valid(job_list_document([failed, done], url), "UWS.xsd")
+    assert [ref.get("id") for ref in jobs] == ["j1", "j2"]
+    assert [ref.findtext("uws:runId", namespaces=NS) for ref in jobs] == [read, None]
+    assert not list(assert_valid(job_list_document([], url), "UWS.xsd"))
+    assert_valid(results_document(done, url), "UWS.xsd")
+    assert_valid(results_document(failed, url), "UWS.xsd")
+    assert_valid(parameters_document(failed), "UWS.xsd")
 
 
 def test_job_changes_refuse_large_bodies_while_they_arrive(uws: TestClient) -> None:

@@ -24,7 +24,7 @@ from skyvault.auth.limits import LimitsPolicy, UserLimits
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
-from skyvault.service.output import find_output_format
+from skyvault.formats.output import find_output_format
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uws.events import PhaseEvents

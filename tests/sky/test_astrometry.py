@@ -10,8 +10,7 @@ from astropy import units as u
 from astropy.coordinates import Distance, SkyCoord
 from astropy.time import Time
 
-from skyvault.engine.archive import _udf_definitions
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, _udf_definitions
 from skyvault.sky.astrometry import propagate
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pyarrow as pa
 from astropy.coordinates import Latitude, Longitude, SkyCoord
 
-from skyvault.engine.archive import _udf_definitions
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, _udf_definitions
 
 
 def _cursor(tmp_path: Path):  # type: ignore[no-untyped-def]

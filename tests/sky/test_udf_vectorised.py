@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from skyvault.engine.archive import _udf_definitions
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, _udf_definitions
 from skyvault.sky import astrometry, healpix
 from tests.sky import _former_udfs as former
 

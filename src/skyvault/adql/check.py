@@ -65,14 +65,6 @@ _MAX_INT32 = 2**31 - 1
 _MAX_INT64 = 2**63 - 1
 
 
-def _start(node: exp.Expr) -> int | None:
-    meta = node._meta
-    if meta and "start" in meta:
-        return int(meta["start"])
-    starts = [int(n._meta["start"]) for n in node.walk() if n._meta and "start" in n._meta]
-    return min(starts) if starts else None
-
-
 #: Where a delimited identifier stands for a value: a string written in double quotes.
 _VALUE_PLACES = (*_COMPARISONS, exp.Like, exp.ILike, exp.In, exp.Between, exp.If, exp.DPipe)
 
@@ -126,8 +118,7 @@ class _Checker:
     # --- errors ---------------------------------------------------------------------------
 
     def _where(self, node: exp.Expr | None) -> tuple[int, int]:
-        offset = _start(node) if node is not None else None
-        return (1, 1) if offset is None else self.source.position(offset)
+        return self.source.locate(node)
 
     def fail(self, node: exp.Expr | None, message: str, hint: str | None = None) -> Exception:
         line, column = self._where(node)

@@ -56,6 +56,8 @@ from skyvault.errors import UnsupportedQuery
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC, intersect, region_coverage
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 from skyvault.sky.sql import distance_sql
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
@@ -67,7 +69,6 @@ __all__ = [
     "TableRef",
     "Translation",
     "compile_adql",
-    "quote_identifier",
     "translate",
 ]
 
@@ -223,15 +224,6 @@ class Translation:
         return self.crossmatches[0] if self.crossmatches else None
 
 
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _cast(sql: str, info: ValueInfo, duck: str) -> str:
     if info.duck == duck:
         return sql
@@ -261,9 +253,7 @@ class _Emitter:
         self.bands: dict[int, float] = {}
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
-        metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
-        offset = min(int(m["start"]) for m in metas) if metas else 0
-        line, column = self.source_text.position(offset)
+        line, column = self.source_text.locate(node)
         return UnsupportedQuery(message, line=line, column=column)
 
     def info(self, node: exp.Expr) -> ValueInfo:

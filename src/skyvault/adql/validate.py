@@ -127,6 +127,12 @@ class SourceText:
         """Position just after the last non-blank character."""
         return self.position(len(self.text.rstrip()))
 
+    def locate(self, node: exp.Expr | None) -> tuple[int, int]:
+        """1-based ``(line, column)`` an error about ``node`` points at: its own token's
+        start, else the earliest of its descendants'; ``(1, 1)`` when nothing tells."""
+        offset = _start(node) if node is not None else None
+        return (1, 1) if offset is None else self.position(offset)
+
     def snippet(self, node: exp.Expr) -> str:
         """The source text a node spans (as far as token positions tell), shortened."""
         metas = [n._meta for n in node.walk() if n._meta and "start" in n._meta]
@@ -180,11 +186,7 @@ class _Validator:
     # --- errors ---------------------------------------------------------------------------
 
     def fail(self, node: exp.Expr | None, message: str, hint: str | None = None) -> AdqlSyntaxError:
-        offset = _start(node) if node is not None else None
-        if offset is None:
-            line, column = 1, 1
-        else:
-            line, column = self.source.position(offset)
+        line, column = self.source.locate(node)
         return AdqlSyntaxError(message, line=line, column=column, hint=hint)
 
     def quote(self, node: exp.Expr) -> str:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from skyvault.auth.access import AccessPolicy, grant_access, parse_target, revoke_access
 from skyvault.auth.config import AuthSettings
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AUTH_DB_FILE, AuthStorage, utc_now
+from skyvault.auth.storage import AuthStorage, utc_now
 from skyvault.auth.tokens import DEFAULT_EXPIRES_DAYS, TokenService
+from skyvault.catalog.layout import auth_database_file
 from skyvault.errors import UsageError
 from skyvault.storage_faults import Fault, storage_errors
 
@@ -44,7 +45,7 @@ def _storage(args: argparse.Namespace) -> AuthStorage:
     if not data.is_dir():
         raise UsageError(
             f"no data root at {data}",
-            hint="pass --data DIR (or set SKYVAULT_DATA) to the directory holding the tables",
+            hint="pass --data DIR (or set SKYVAULT_DATA_DIR) to the directory holding the tables",
         )
     return AuthStorage.for_data_dir(data, AuthSettings().database_url)
 
@@ -63,7 +64,7 @@ _AUTH_REMEDIES = {
 def auth_storage_errors(command: str, data: Path) -> Iterator[None]:
     """A read-only or full auth database said as such in ``command``'s error, naming it."""
     if AuthSettings().database_url is None:
-        place = f"the auth database {data / AUTH_DB_FILE}"
+        place = f"the auth database {auth_database_file(data)}"
     else:
         place = "the auth database (SKYVAULT_AUTH_DATABASE_URL)"
     with storage_errors(f"{command} failed", place, remedy=_AUTH_REMEDIES):

@@ -12,10 +12,9 @@ from skyvault.auth.identity import Authenticator, BuiltinAuthenticator, ProxyAut
 from skyvault.auth.limits import LimitsPolicy, UserLimits
 from skyvault.auth.storage import AuthStorage
 from skyvault.auth.tokens import TokenService
+from skyvault.catalog.layout import audit_log_file
 
 __all__ = ["AuthServices", "build_auth"]
-
-AUDIT_LOG_FILE = Path(".skyvault") / "audit.jsonl"
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,6 @@ def build_auth(
         authenticator=authenticator,
         access=AccessPolicy(storage, settings.anonymous),
         limits=limits,
-        audit=AuditLog(settings.audit_log or data_dir / AUDIT_LOG_FILE),
+        audit=AuditLog(settings.audit_log or audit_log_file(data_dir)),
         tokens=tokens,
     )

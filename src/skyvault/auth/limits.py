@@ -6,15 +6,16 @@ database (:meth:`AuthStorage.set_limits`).  Anonymous callers get the ``anonymou
 edge) is counted on its own, so one anonymous client cannot use up anyone else's share.
 
 The service counts; this module decides.  Each check takes the caller's current use and
-raises a :class:`~skyvault.errors.LimitExceeded` naming the limit, the use, and the way out
-that is true where it was refused:
+raises a :class:`~skyvault.errors.UserLimitExceeded` (429, with ``retry_after`` where
+waiting helps) naming the limit, the use, and the way out that is true where it was refused:
 
 * :meth:`LimitsPolicy.check_sync_slot` — a sync query while the caller has ``max_running``
   queries (sync, or async jobs EXECUTING) running;
 * :meth:`LimitsPolicy.check_queued` — ``PHASE=RUN`` while ``max_queued`` jobs wait in QUEUED;
 * :meth:`LimitsPolicy.check_pending` — a new job while ``max_pending`` jobs sit in PENDING
   (created, never run: they hold no run slot, only a row and their uploads);
-* :meth:`LimitsPolicy.check_result_storage` — a job when stored results fill the quota.
+* :meth:`LimitsPolicy.check_result_storage` — a job when stored results fill the quota;
+* :meth:`LimitsPolicy.check_result_fits` — a job's result that would overfill it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from skyvault.auth.identity import Identity
 from skyvault.auth.storage import AuthStorage
-from skyvault.errors import LimitExceeded
+from skyvault.errors import UserLimitExceeded
 
 __all__ = ["ANONYMOUS_LIMITS", "LimitsPolicy", "UserLimits", "format_bytes", "format_days"]
 
@@ -61,7 +62,7 @@ def format_bytes(n: int) -> str:
 
     Powers of 1024; never in exponent notation (``1023 MB``, not ``1.02e+03 MB``) and
     rounded down, so a size below a limit never reads as the limit itself.  The one size
-    format of the limits' messages (``service/quota.py`` uses it too).
+    format of the limits' messages.
     """
     value = float(n)
     unit = 0
@@ -140,7 +141,7 @@ class LimitsPolicy:
         """
         limits = self.limits_for(identity)
         if running >= limits.max_running:
-            raise LimitExceeded(
+            raise UserLimitExceeded(
                 f"too many of your queries are running ({running}, the limit is "
                 f"{limits.max_running})",
                 hint=(
@@ -166,7 +167,7 @@ class LimitsPolicy:
             if created
             else "no job was created: submit it again then"
         )
-        raise LimitExceeded(
+        raise UserLimitExceeded(
             f"you have {_plural(queued, 'job')} queued to run, the limit is {limits.max_queued}",
             hint=f"retry in {retry_after} s, once some have started; {stays}",
             retry_after=retry_after,
@@ -184,7 +185,7 @@ class LimitsPolicy:
             )
         else:
             where = f"GET {self._async_url}?PHASE=PENDING lists them"
-        raise LimitExceeded(
+        raise UserLimitExceeded(
             f"you have {_plural(pending, 'job')} created and never run (PENDING), the limit "
             f"is {limits.max_pending}",
             hint=(
@@ -195,22 +196,50 @@ class LimitsPolicy:
             retry_after=retry_after,
         )
 
-    def check_result_storage(self, identity: Identity, used_bytes: int) -> None:
-        """Refuse a new job when the caller's stored results already fill their quota."""
+    def check_result_storage(
+        self, identity: Identity, used_bytes: int, *, retry_after: int | None = None
+    ) -> None:
+        """Refuse a new job when the caller's stored results already fill their quota.
+
+        ``retry_after``: when waiting frees room (the next result destroyed), if known.
+        """
         limits = self.limits_for(identity)
         if used_bytes >= limits.max_result_bytes:
-            if identity.user is None:
-                where = f"anonymous jobs go {self._anonymous_lifetime} after creation"
-            else:
-                where = f"GET {self._async_url} lists them"
-            raise LimitExceeded(
+            raise UserLimitExceeded(
                 f"your stored results take {format_bytes(used_bytes)}, the limit is "
                 f"{format_bytes(limits.max_result_bytes)}",
-                hint=(
-                    f"delete jobs whose results you have downloaded "
-                    f"(DELETE {self._async_url}/<id>; {where})"
-                ),
+                hint=self._storage_hint(identity),
+                retry_after=retry_after,
             )
+
+    def check_result_fits(self, identity: Identity, stored: int, result: int) -> None:
+        """Refuse a job's result of ``result`` bytes (so far) that would take the caller,
+        with ``stored`` bytes of results already, past their quota.
+
+        Says what is stored (not counting the refused result), the limit, and the room
+        that was left, e.g. "your stored results take 768 MB, the limit is 1 GB, and this
+        job's result is larger than the 256 MB left".
+        """
+        limit = self.limits_for(identity).max_result_bytes
+        if stored + result <= limit:
+            return
+        left = max(0, limit - stored)
+        raise UserLimitExceeded(
+            f"the result of this job would not fit: your stored results take "
+            f"{format_bytes(stored)}, the limit is {format_bytes(limit)}, and this job's "
+            f"result is larger than the {format_bytes(left)} left",
+            hint=self._storage_hint(identity),
+        )
+
+    def _storage_hint(self, identity: Identity) -> str:
+        if identity.user is None:
+            where = f"anonymous jobs go {self._anonymous_lifetime} after creation"
+        else:
+            where = f"GET {self._async_url} lists them"
+        return (
+            f"delete jobs whose results you have downloaded "
+            f"(DELETE {self._async_url}/<id>; {where})"
+        )
 
     def result_bytes_left(self, identity: Identity, used_bytes: int) -> int:
         """How many more result bytes ``identity`` may store (a cap for a result writer)."""

@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from skyvault import sql
+from skyvault import dbstore
+from skyvault.catalog.layout import auth_database_file
+from skyvault.dbstore import UTCDateTime
 from skyvault.errors import UsageError
-from skyvault.sql import UTCDateTime
 
 __all__ = [
-    "AUTH_DB_FILE",
     "AuthStorage",
     "GrantRecord",
     "GroupRecord",
@@ -43,9 +43,6 @@ __all__ = [
     "utc_now",
     "validate_name",
 ]
-
-#: Where the built-in database lives under the data root.
-AUTH_DB_FILE = Path(".skyvault") / "auth.sqlite3"
 
 # User and group names: what Gafaelfawr-style proxies send, and safe in a log line.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -63,7 +60,7 @@ def validate_name(kind: str, name: str) -> str:
 
 def default_database_url(data_dir: Path) -> str:
     """The SQLite URL of the built-in auth database under ``data_dir``."""
-    return f"sqlite:///{(data_dir / AUTH_DB_FILE).absolute()}"
+    return f"sqlite:///{auth_database_file(data_dir).absolute()}"
 
 
 _metadata = sa.MetaData()
@@ -223,7 +220,7 @@ class AuthStorage:
         self.url = url
         self._is_sqlite = url.startswith("sqlite")
         # Token hashes live here: the SQLite file is readable by the service account only.
-        self._engine: Engine = sql.create_engine(url, private=True)
+        self._engine: Engine = dbstore.create_engine(url, private=True)
         self._create_schema()
 
     @classmethod
@@ -243,10 +240,10 @@ class AuthStorage:
 
     def _write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        return sql.write(self._engine)
+        return dbstore.write(self._engine)
 
     def _read(self) -> contextlib.AbstractContextManager[Connection]:
-        return sql.read(self._engine)
+        return dbstore.read(self._engine)
 
     # --- users ----------------------------------------------------------------------------
 

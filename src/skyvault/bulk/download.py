@@ -40,21 +40,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from skyvault.errors import SkyvaultError
+from skyvault.errors import DownloadError
 from skyvault.sky.coverage import partitions_overlapping, region_coverage
 from skyvault.sky.regions import Circle, Polygon
 
-__all__ = ["DownloadError", "DownloadReport", "RemoteFile", "download", "read_manifest"]
+__all__ = ["DownloadReport", "RemoteFile", "download", "read_manifest"]
 
 _CHUNK = 1 << 20
 #: HTTP statuses worth trying again (after Retry-After when the server gives one).
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: The deepest order a region's coverage is computed at (HATS partitions are far coarser).
 _REGION_ORDER = 12
-
-
-class DownloadError(SkyvaultError):
-    """The download could not start (no manifest, refused, not a bulk directory)."""
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from skyvault.catalog.layout import bulk_signing_key_file
+
 __all__ = [
     "DEFAULT_LIFETIME",
-    "KEY_FILE",
     "MAX_LIFETIME",
     "SignedPath",
     "covers",
@@ -38,7 +39,6 @@ __all__ = [
     "verify",
 ]
 
-KEY_FILE = "bulk-signing.key"
 #: Lifetime of a signed URL when none is asked for, and the longest one may ask for, s.
 DEFAULT_LIFETIME = 3600
 MAX_LIFETIME = 7 * 24 * 3600
@@ -69,12 +69,12 @@ class SignedPath:
 
 def load_key(data_dir: Path) -> bytes:
     """The signing key of ``data_dir`` (created, once, by whichever process comes first)."""
-    internal = data_dir / ".skyvault"
-    path = internal / KEY_FILE
+    path = bulk_signing_key_file(data_dir)
+    internal = path.parent
     with contextlib.suppress(FileNotFoundError):
         return bytes.fromhex(path.read_text().strip())
     internal.mkdir(parents=True, exist_ok=True)
-    tmp = internal / f".{KEY_FILE}.{uuid.uuid4().hex[:8]}"
+    tmp = internal / f".{path.name}.{uuid.uuid4().hex[:8]}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, (secrets.token_hex(32) + "\n").encode())

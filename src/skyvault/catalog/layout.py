@@ -8,6 +8,16 @@ without positions)::
     DIR/SCHEMA/.skyvault/tmp/<build>/         a build in progress (invisible)
     DIR/SCHEMA/.skyvault/locks/TABLE.lock     held by the one ingest of TABLE at a time
 
+skyvault's own files live under ``DIR/.skyvault`` (:func:`internal_dir`), each named here
+and nowhere else::
+
+    DIR/.skyvault/auth.sqlite3        users, tokens, groups, grants (auth_database_file)
+    DIR/.skyvault/audit.jsonl         the audit log (audit_log_file)
+    DIR/.skyvault/jobs.sqlite3        UWS jobs (jobs_database_file)
+    DIR/.skyvault/results/            UWS job results (results_dir)
+    DIR/.skyvault/bulk-signing.key    the key of signed bulk URLs (bulk_signing_key_file)
+    DIR/.skyvault/hips/SCHEMA/TABLE   catalogue HiPS, published like tables (hips_root)
+
 A build is written under ``tmp/``, moved into ``versions/`` and published by replacing the
 link with ``os.replace`` — one atomic step on POSIX file systems.  Readers therefore see the
 old version or the new one, never a mix; an interrupted or killed ingest leaves only a
@@ -22,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import functools
 import os
 import re
@@ -30,24 +39,40 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from skyvault.errors import CatalogError, CatalogNotFound, IngestError, UsageError
+from skyvault.interprocess import file_lock
 
 __all__ = [
+    "DATA_DIR_VARIABLE",
     "TableBuild",
     "TableName",
+    "audit_log_file",
+    "auth_database_file",
     "building",
+    "bulk_signing_key_file",
+    "data_dir_from_environment",
     "hats_pixel_file",
     "hips_root",
+    "internal_dir",
+    "jobs_database_file",
     "list_tables",
+    "results_dir",
     "table_path",
 ]
 
 INTERNAL_DIR = ".skyvault"
+#: The environment variable naming the data root, for the service and the CLI alike.
+DATA_DIR_VARIABLE = "SKYVAULT_DATA_DIR"
+#: Its former name (the CLI's): still read when ``SKYVAULT_DATA_DIR`` is unset, with a
+#: warning; deprecated, to be removed.
+DEPRECATED_DATA_VARIABLE = "SKYVAULT_DATA"
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -71,6 +96,24 @@ class TableName:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.table}"
+
+
+def data_dir_from_environment() -> Path:
+    """The data root the environment names: ``SKYVAULT_DATA_DIR``; else the deprecated
+    ``SKYVAULT_DATA`` (with a :class:`FutureWarning` saying to rename it); else ``./data``."""
+    value = os.environ.get(DATA_DIR_VARIABLE)
+    if value:
+        return Path(value)
+    old = os.environ.get(DEPRECATED_DATA_VARIABLE)
+    if old:
+        warnings.warn(
+            f"{DEPRECATED_DATA_VARIABLE} is deprecated: name the data root with "
+            f"{DATA_DIR_VARIABLE} instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return Path(old)
+    return Path("data")
 
 
 def hats_pixel_file(root: Path, order: int, pixel: int) -> Path:
@@ -144,13 +187,11 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
         version = f"{stamp}.{now % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
         tmp = internal / "tmp" / f"{name.table}-{version}"
         tmp.mkdir()
-        # The builder holds this lock while alive; a later ingest that can take it knows the
-        # directory was abandoned (killed process) and removes it.
-        marker = os.open(tmp / ".building", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(marker, fcntl.LOCK_EX)
         try:
-            yield TableBuild(name=name, path=tmp, version=version)
-            os.close(marker)
+            # The builder holds this lock while alive; a later ingest that can take it knows
+            # the directory was abandoned (killed process) and removes it.
+            with file_lock(tmp / ".building", wait=True):
+                yield TableBuild(name=name, path=tmp, version=version)
             (tmp / ".building").unlink()
             _sync_tree(tmp)
             final = internal / "versions" / name.table / version
@@ -158,8 +199,6 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
             _publish(visible, final)
             _remove_old_versions(internal / "versions" / name.table, keep=final)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(marker)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
@@ -185,35 +224,24 @@ def _remove_old_versions(versions_dir: Path, keep: Path) -> None:
 
 def _remove_abandoned_builds(tmp_root: Path) -> None:
     for build in tmp_root.iterdir():
-        marker = build / ".building"
         try:
-            fd = os.open(marker, os.O_RDWR)
+            with file_lock(build / ".building", create=False) as taken:
+                pass
         except FileNotFoundError:
+            taken = True
+        if taken:  # not a live build of another table
             shutil.rmtree(build, ignore_errors=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live build of another table
-        finally:
-            os.close(fd)
-        shutil.rmtree(build, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path, name: TableName) -> Iterator[None]:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with file_lock(path) as taken:
+        if not taken:
             raise IngestError(
                 f"another ingest of {name} is running",
                 hint="wait for it to finish; the table is replaced atomically when it does",
-            ) from None
+            )
         yield
-    finally:
-        os.close(fd)
 
 
 def _sync_tree(root: Path) -> None:
@@ -269,6 +297,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def internal_dir(data_dir: Path) -> Path:
+    """``DIR/.skyvault``: skyvault's own files under data root ``data_dir`` (hidden from
+    the table listing and from bulk download, as every dot-directory is)."""
+    return data_dir / INTERNAL_DIR
+
+
+def auth_database_file(data_dir: Path) -> Path:
+    """The built-in auth database's SQLite file: ``DIR/.skyvault/auth.sqlite3``."""
+    return internal_dir(data_dir) / "auth.sqlite3"
+
+
+def audit_log_file(data_dir: Path) -> Path:
+    """The audit log's default file: ``DIR/.skyvault/audit.jsonl``."""
+    return internal_dir(data_dir) / "audit.jsonl"
+
+
+def jobs_database_file(data_dir: Path) -> Path:
+    """The UWS job database's default SQLite file: ``DIR/.skyvault/jobs.sqlite3``."""
+    return internal_dir(data_dir) / "jobs.sqlite3"
+
+
+def results_dir(data_dir: Path) -> Path:
+    """The default store of UWS job results: ``DIR/.skyvault/results``."""
+    return internal_dir(data_dir) / "results"
+
+
+def bulk_signing_key_file(data_dir: Path) -> Path:
+    """The key signed bulk-download URLs are signed with: ``DIR/.skyvault/bulk-signing.key``."""
+    return internal_dir(data_dir) / "bulk-signing.key"
+
+
 def hips_root(data_dir: Path) -> Path:
     """Where HiPS built from the tables live: ``DIR/.skyvault/hips``.
 
@@ -276,4 +335,4 @@ def hips_root(data_dir: Path) -> Path:
     :func:`building` exactly like a table (a link to an immutable version), so a failed build
     leaves the previous HiPS as it was.
     """
-    return data_dir / INTERNAL_DIR / "hips"
+    return internal_dir(data_dir) / "hips"

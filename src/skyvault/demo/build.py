@@ -17,9 +17,7 @@ between CPU families).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import shutil
 import sys
 import time
@@ -42,6 +40,7 @@ from skyvault.demo.sky import patch_boxes, sample_population
 from skyvault.demo.survey import plan_survey
 from skyvault.demo.truth import truth_tables
 from skyvault.errors import CatalogError, UsageError
+from skyvault.interprocess import file_lock
 
 __all__ = [
     "DEFAULT_SEED",
@@ -360,15 +359,10 @@ def build_demo(
 @contextlib.contextmanager
 def _build_lock(data_dir: Path) -> Iterator[None]:
     """Hold ``DIR/.demo-build.lock`` so two demo builds of one directory cannot interleave."""
-    fd = os.open(data_dir / f"{SCRATCH_DIR}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with file_lock(data_dir / f"{SCRATCH_DIR}.lock") as taken:
+        if not taken:
             raise UsageError(
                 f"another demo build is running in {data_dir}",
                 hint="wait for it to finish",
-            ) from None
+            )
         yield
-    finally:
-        os.close(fd)

@@ -19,11 +19,16 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
-from skyvault.engine.connection import Sandbox
-from skyvault.engine.distributed import BindableExecutor, Executor, SandboxSettings
-from skyvault.engine.executor import CancelToken, LocalExecutor, QueryResult
+from skyvault.engine.connection import Sandbox, SandboxSettings, _udf_definitions
+from skyvault.engine.executor import (
+    BindableExecutor,
+    CancelToken,
+    Executor,
+    LocalExecutor,
+    QueryResult,
+)
 from skyvault.engine.plan import QueryPlan, plan_query
-from skyvault.errors import InternalError, SkyvaultError, UnsupportedQuery
+from skyvault.errors import SkyvaultError, UnsupportedQuery, internal_error
 
 if TYPE_CHECKING:
     from skyvault.adql.translate import Translation
@@ -247,20 +252,4 @@ def _guard(fn: Callable[[], Any]) -> Any:
             hint="split it into simpler queries",
         ) from None
     except Exception as exc:
-        raise InternalError("the query could not be compiled; it has been logged") from exc
-
-
-def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]]:
-    """The SQL macros and Python scalar functions of every registered UDF (the function
-    table holds the Python function objects themselves)."""
-    from skyvault.adql.functions import FUNCTIONS, DuckDbMacro, DuckDbPythonUdf, duckdb_macro_sql
-
-    macros: list[str] = []
-    udfs: list[tuple[str, Any, list[Any], Any]] = []
-    for spec in FUNCTIONS.values():
-        impl = spec.duckdb
-        if isinstance(impl, DuckDbMacro):
-            macros.append(duckdb_macro_sql(spec))
-        elif isinstance(impl, DuckDbPythonUdf):
-            udfs.append((spec.name, impl.function, list(impl.arg_types), impl.return_type))
-    return macros, udfs
+        raise internal_error("the query could not be compiled") from exc

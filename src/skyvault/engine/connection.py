@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import duckdb.func
 
-__all__ = ["Sandbox"]
+__all__ = ["Sandbox", "SandboxSettings"]
 
 LATE_MATERIALISATION_ROWS = 1_000_000
 """DuckDB's own limit for rewriting large plain LIMITs (see :class:`Sandbox`)."""
@@ -98,3 +99,43 @@ class Sandbox:
 
     def close(self) -> None:
         self._db.close()
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """How to build a :class:`Sandbox` like an archive's, anywhere (picklable)."""
+
+    roots: tuple[str, ...]
+    memory_limit: str = "2GB"
+    threads: int = 2
+    udfs: bool = True
+    """Register the ADQL UDFs (SQL macros and Python functions)."""
+
+    def build(self) -> Sandbox:
+        macros: list[str] = []
+        udfs: list[tuple[str, Any, list[Any], Any]] = []
+        if self.udfs:
+            macros, udfs = _udf_definitions()
+        return Sandbox(
+            [Path(r) for r in self.roots],
+            memory_limit=self.memory_limit,
+            threads=self.threads,
+            macros=macros,
+            python_udfs=udfs,
+        )
+
+
+def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]]:
+    """The SQL macros and Python scalar functions of every registered UDF (the function
+    table holds the Python function objects themselves)."""
+    from skyvault.adql.functions import FUNCTIONS, DuckDbMacro, DuckDbPythonUdf, duckdb_macro_sql
+
+    macros: list[str] = []
+    udfs: list[tuple[str, Any, list[Any], Any]] = []
+    for spec in FUNCTIONS.values():
+        impl = spec.duckdb
+        if isinstance(impl, DuckDbMacro):
+            macros.append(duckdb_macro_sql(spec))
+        elif isinstance(impl, DuckDbPythonUdf):
+            udfs.append((spec.name, impl.function, list(impl.arg_types), impl.return_type))
+    return macros, udfs

@@ -33,6 +33,7 @@ import sqlglot
 from sqlglot import exp
 
 from skyvault.sky.sql import double_literal
+from skyvault.sqltext import quote_identifier
 
 __all__ = [
     "KEY_COLUMN",
@@ -160,11 +161,6 @@ def exploded_select(
         f"FROM (SELECT *, {zone} AS __sv_z FROM ({_positions_select(base_sql, ra, dec, alias)})) "
         f"CROSS JOIN (VALUES {offsets}) AS __sv_o(__sv_dz, __sv_db)"
     )
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier (``"`` doubled)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ runs the same plans:
    cross-match with a wide enough margin catalogue, of which each task reads only the
    partitions aligned with its own and their margins (:mod:`skyvault.engine.aligned`;
    its groups are then runs of neighbouring partitions) — with
-   :func:`run_partial` — a plain function of picklable data — in a locked-down
+   :func:`~skyvault.engine.worker.run_partial` (:mod:`skyvault.engine.worker`, the worker
+   side) — a plain function of picklable data — in a locked-down
    :class:`~skyvault.engine.connection.Sandbox` built once per worker process from
-   :class:`SandboxSettings`, and returns an Arrow table.  The first task also reports the
-   DuckDB names and types of the query's result and of the partial columns.
+   :class:`~skyvault.engine.connection.SandboxSettings`, and returns an Arrow table.  The
+   first task also reports the DuckDB names and types of the query's result and of the
+   partial columns.
 3. The merge query runs here, in a local sandbox, over the task results registered as one
    Arrow table; its result streams like the local executor's (it *is* the local executor,
    on the merge query).  When the result is the concatenation of the tasks' (filters,
@@ -44,17 +46,24 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.aligned import aligned_partner, aligned_task_scans, contiguous_runs
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.executor import BATCH_ROWS, CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.split import PARTIALS, Split, split_plan, whole
+from skyvault.engine.worker import (
+    LOCAL_QUERIES,
+    REMOTE_POLL_S,
+    LocalQuery,
+    PartialResult,
+    PartialTask,
+    run_partial,
+)
 from skyvault.errors import (
     InternalError,
     QueryCancelled,
@@ -63,239 +72,18 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
     UsageError,
+    internal_error,
 )
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
-    "BindableExecutor",
     "DaskExecutor",
-    "Executor",
-    "PartialResult",
-    "PartialTask",
-    "SandboxSettings",
     "file_groups",
-    "run_partial",
-    "worker_executor",
 ]
 
 log = logging.getLogger(__name__)
-
-_REMOTE_POLL_S = 0.25
-"""How often a task on another process asks whether its query was cancelled."""
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Anything that runs query plans like :class:`LocalExecutor`."""
-
-    def execute(
-        self,
-        plan: QueryPlan,
-        *,
-        maxrec: int | None = None,
-        timeout: float | None = None,
-        cancel: CancelToken | None = None,
-    ) -> QueryResult: ...
-
-
-@runtime_checkable
-class BindableExecutor(Executor, Protocol):
-    """An executor an :class:`~skyvault.engine.archive.Archive` configures for its data."""
-
-    def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> Executor:
-        """This executor, merging in ``sandbox`` and building workers' from ``settings``."""
-        ...
-
-
-@dataclass(frozen=True)
-class SandboxSettings:
-    """How to build a :class:`Sandbox` like an archive's, anywhere (picklable)."""
-
-    roots: tuple[str, ...]
-    memory_limit: str = "2GB"
-    threads: int = 2
-    udfs: bool = True
-    """Register the ADQL UDFs (SQL macros and Python functions)."""
-
-    def build(self) -> Sandbox:
-        macros: list[str] = []
-        udfs: list[tuple[str, Any, list[Any], Any]] = []
-        if self.udfs:
-            from skyvault.engine.archive import _udf_definitions
-
-            macros, udfs = _udf_definitions()
-        return Sandbox(
-            [Path(r) for r in self.roots],
-            memory_limit=self.memory_limit,
-            threads=self.threads,
-            macros=macros,
-            python_udfs=udfs,
-        )
-
-
-_EXECUTORS: dict[SandboxSettings, LocalExecutor] = {}
-_EXECUTORS_LOCK = threading.Lock()
-
-
-def worker_executor(settings: SandboxSettings) -> LocalExecutor:
-    """This process's executor for ``settings``: its sandbox (and Parquet footer caches) are
-    built on first use and kept for the tasks that follow."""
-    with _EXECUTORS_LOCK:
-        executor = _EXECUTORS.get(settings)
-        if executor is None:
-            executor = _EXECUTORS[settings] = LocalExecutor(settings.build())
-        return executor
-
-
-# --- tasks ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PartialTask:
-    """What every task of one query shares (the files of each task come separately)."""
-
-    sql: str
-    scans: tuple[Scan, ...]
-    split: str | None
-    """The placeholder whose files each task replaces by its own group."""
-    describe: str | None
-    """The query whose result's names and types the first task reports (None: no merge)."""
-    settings: SandboxSettings
-    timeout: float | None
-    query_id: str
-
-
-@dataclass(frozen=True)
-class PartialResult:
-    """A task's answer: its rows, or the skyvault error it met (never raised: it pickles)."""
-
-    table: pa.Table | None
-    result_columns: tuple[tuple[str, str], ...] = ()
-    partial_columns: tuple[tuple[str, str], ...] = ()
-    error: tuple[str, str, str | None] | None = None
-    """``(error class name, message, hint)``."""
-    seconds: float = 0.0
-
-
-class _LocalQuery:
-    """The tasks of one query running in this process, to cancel them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: set[CancelToken] = set()
-        self.cancelled = False
-
-    def add(self, token: CancelToken) -> None:
-        with self._lock:
-            self._tokens.add(token)
-            cancelled = self.cancelled
-        if cancelled:
-            token.cancel()
-
-    def discard(self, token: CancelToken) -> None:
-        with self._lock:
-            self._tokens.discard(token)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            tokens = list(self._tokens)
-        for token in tokens:
-            token.cancel()
-
-
-_QUERIES: dict[str, _LocalQuery] = {}
-
-
-def run_partial(
-    task: PartialTask, files: Sequence[str], first: bool, replaced: Sequence[Scan] = ()
-) -> PartialResult:
-    """Run ``task``'s partial query with the split scan reading ``files``.
-
-    ``replaced`` are this task's own versions of some scans (an aligned cross-match: the
-    split scan with tagged rows and the partner partitions it needs), put in place of the
-    scans of the same placeholder.  Runs on a Dask worker (or a thread here).  Errors come
-    back in the result, as skyvault errors' class names and messages.
-    """
-    started = time.monotonic()
-    token = CancelToken()
-    done = threading.Event()
-    local = _QUERIES.get(task.query_id)
-    if local is not None:
-        local.add(token)
-    else:
-        _watch_remote_cancel(task.query_id, token, done)
-    try:
-        executor = worker_executor(task.settings)
-        own = {s.placeholder: s for s in replaced}
-        scans = tuple(
-            own.get(s.placeholder)
-            or (dataclasses.replace(s, files=tuple(files)) if s.placeholder == task.split else s)
-            for s in task.scans
-        )
-        result_columns: tuple[tuple[str, str], ...] = ()
-        partial_columns: tuple[tuple[str, str], ...] = ()
-        if first and task.describe is not None:
-            result_columns = _describe(executor, task.describe, scans, task.timeout, token)
-            partial_columns = _describe(executor, task.sql, scans, task.timeout, token)
-        plan = QueryPlan(task.sql, scans, ())
-        table = executor.execute(plan, timeout=task.timeout, cancel=token).to_table()
-        return PartialResult(
-            table, result_columns, partial_columns, seconds=time.monotonic() - started
-        )
-    except SkyvaultError as exc:
-        error = (type(exc).__name__, exc.message, exc.hint)
-        return PartialResult(None, error=error, seconds=time.monotonic() - started)
-    except Exception:  # a fault outside DuckDB (a file gone, a bug): reported, never raised
-        log.exception("a partial query failed")
-        error = ("InternalError", "the query failed inside the service; it has been logged", None)
-        return PartialResult(None, error=error, seconds=time.monotonic() - started)
-    finally:
-        done.set()
-        if local is not None:
-            local.discard(token)
-
-
-def _describe(
-    executor: LocalExecutor,
-    sql: str,
-    scans: tuple[Scan, ...],
-    timeout: float | None,
-    token: CancelToken,
-) -> tuple[tuple[str, str], ...]:
-    """DuckDB's names and types of ``sql``'s result (binding only: nothing is read)."""
-    table = executor.execute(
-        QueryPlan(f"DESCRIBE {sql}", scans, ()), timeout=timeout, cancel=token
-    ).to_table()
-    names = table.column("column_name").to_pylist()
-    types = table.column("column_type").to_pylist()
-    return tuple((str(n), str(t)) for n, t in zip(names, types, strict=True))
-
-
-def _watch_remote_cancel(query_id: str, token: CancelToken, done: threading.Event) -> None:
-    """On a worker in another process: cancel ``token`` when the query's Event is set."""
-    try:
-        from distributed import Event, get_client, get_worker
-
-        get_worker()
-        client = get_client()
-    except (ImportError, ValueError):
-        return  # not on a distributed worker: the task's own time limit still applies
-
-    def watch() -> None:
-        # is_set() polls leave nothing waiting on the scheduler when the task ends.
-        try:
-            event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
-            while not done.wait(_REMOTE_POLL_S):
-                if event.is_set():  # type: ignore[no-untyped-call]
-                    token.cancel()
-                    return
-        except Exception:  # the scheduler went away: nothing to listen to
-            log.debug("cancel watch of %s stopped", query_id, exc_info=True)
-
-    threading.Thread(target=watch, name=f"skyvault-cancel-{query_id}", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -503,7 +291,7 @@ class DaskExecutor:
             raise
         except Exception as exc:
             log.exception("the plan could not be split")
-            raise InternalError("the query failed inside the service; it has been logged") from exc
+            raise internal_error() from exc
         try:
             return self._run(plan, split, groups, maxrec, clock, token)
         except _Retry as retry:
@@ -549,14 +337,14 @@ class DaskExecutor:
             query_id=query_id,
         )
         own = self.task_scans(plan, split, groups)
-        local = _QUERIES[query_id] = _LocalQuery()
+        local = LOCAL_QUERIES[query_id] = LocalQuery()
         try:
             if self.client is None:
                 results = self._run_threaded(task, groups, own, clock, token, local)
             else:
                 results = self._run_distributed(task, groups, own, clock, token, local)
         finally:
-            _QUERIES.pop(query_id, None)
+            LOCAL_QUERIES.pop(query_id, None)
         partial_s = clock.elapsed()
         for outcome in results:
             if outcome.error is not None:
@@ -607,7 +395,7 @@ class DaskExecutor:
         own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
-        local: _LocalQuery,
+        local: LocalQuery,
     ) -> list[PartialResult]:
         from dask.base import compute as dask_compute
         from dask.delayed import delayed
@@ -637,7 +425,7 @@ class DaskExecutor:
                 raise
         if "error" in box:
             log.error("local Dask run failed: %r", box["error"])
-            raise InternalError("the query failed inside the service; it has been logged")
+            raise internal_error()
         return list(box["results"])
 
     def _run_distributed(
@@ -647,7 +435,7 @@ class DaskExecutor:
         own: list[tuple[Scan, ...]],
         clock: _Clock,
         token: CancelToken,
-        local: _LocalQuery,
+        local: LocalQuery,
     ) -> list[PartialResult]:
         from distributed import wait
 
@@ -684,9 +472,7 @@ class DaskExecutor:
                     if future.status != "finished":
                         failure = future.exception() if future.status == "error" else None
                         log.error("a Dask task ended %s: %r", future.status, failure)
-                        raise InternalError(
-                            "the query failed inside the service; it has been logged"
-                        )
+                        raise internal_error()
                     outcome: PartialResult = future.result()
                     if outcome.error is not None:
                         return [outcome]  # the caller raises it; the rest is cancelled below
@@ -697,11 +483,11 @@ class DaskExecutor:
             raise
         except Exception as exc:
             log.exception("the Dask cluster failed to run a query")
-            raise InternalError("the query failed inside the service; it has been logged") from exc
+            raise internal_error() from exc
         finally:
             self._stop(futures, task.query_id, local)
 
-    def _stop(self, futures: list[Any], query_id: str, local: _LocalQuery) -> None:
+    def _stop(self, futures: list[Any], query_id: str, local: LocalQuery) -> None:
         """Cancel what is still pending or running of a query's tasks."""
         running = [f for f in futures if f.status == "pending"]
         if not running:
@@ -716,7 +502,7 @@ class DaskExecutor:
             event = Event(query_id, client=client)  # type: ignore[no-untyped-call]
             event.set()  # type: ignore[no-untyped-call]
             # Tasks still starting may look a moment later; then the event is dropped.
-            timer = threading.Timer(20 * _REMOTE_POLL_S, _clear_event, args=(event,))
+            timer = threading.Timer(20 * REMOTE_POLL_S, _clear_event, args=(event,))
             timer.daemon = True
             timer.start()
         except Exception:
@@ -810,7 +596,7 @@ def _clear_event(event: Any) -> None:
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
     if not tables:
-        raise InternalError("the query failed inside the service; it has been logged")
+        raise internal_error()
     try:
         return pa.concat_tables(tables)
     except pa.ArrowInvalid:

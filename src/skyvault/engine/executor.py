@@ -25,28 +25,36 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import duckdb
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.budget import MAX_BATCH_ROWS, batch_rows, row_bytes
-from skyvault.engine.connection import Sandbox
+from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
 from skyvault.errors import (
-    InternalError,
     QueryCancelled,
     QueryError,
     QueryFailed,
     QueryTimeout,
     SkyvaultError,
+    internal_error,
 )
+from skyvault.sqltext import with_maxrec
 from skyvault.storage_faults import Fault, service_storage_error, storage_fault
 
-__all__ = ["CancelToken", "LocalExecutor", "QueryResult", "engine_error"]
+__all__ = [
+    "BindableExecutor",
+    "CancelToken",
+    "Executor",
+    "LocalExecutor",
+    "QueryResult",
+    "engine_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +124,29 @@ class QueryResult:
         return pa.Table.from_batches(list(self.batches), schema=self.schema)
 
 
+@runtime_checkable
+class Executor(Protocol):
+    """Anything that runs query plans like :class:`LocalExecutor`."""
+
+    def execute(
+        self,
+        plan: QueryPlan,
+        *,
+        maxrec: int | None = None,
+        timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> QueryResult: ...
+
+
+@runtime_checkable
+class BindableExecutor(Executor, Protocol):
+    """An executor an :class:`~skyvault.engine.archive.Archive` configures for its data."""
+
+    def bind(self, sandbox: Sandbox, settings: SandboxSettings) -> Executor:
+        """This executor, merging in ``sandbox`` and building workers' from ``settings``."""
+        ...
+
+
 class LocalExecutor:
     """Runs plans in a :class:`Sandbox` on this machine.
 
@@ -183,8 +214,7 @@ class LocalExecutor:
                 for scan in views:
                     cursor.execute(f'CREATE TEMP VIEW "{scan.placeholder}" AS {scan.view_sql()}')
                 sql = plan.sql
-            if maxrec is not None:
-                sql = f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
+            sql = with_maxrec(sql, maxrec)
             rows = batch_rows(row_bytes(plan.columns))
             reader: pa.RecordBatchReader = cursor.sql(sql).to_arrow_reader(rows)
         except BaseException as exc:
@@ -457,7 +487,7 @@ def engine_error(exc: BaseException) -> SkyvaultError:
     message = f"the query failed while running: {category}"
     if internal:
         log.error("query failed inside the engine: %s", text)
-        return InternalError(f"{message}; it has been logged")
+        return internal_error(message)
     log.warning("query refused by the engine: %s", text)
     return QueryFailed(
         message,

@@ -33,9 +33,10 @@ from skyvault.engine.crossmatch import (
     exploded_select,
     keyed_select,
     plan_cell_join,
-    quote_identifier,
 )
 from skyvault.sky.coverage import healpix29_ranges
+from skyvault.sqltext import quote_identifier
+from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
     from skyvault.adql.translate import CrossMatch, DirectSelect
@@ -484,10 +485,6 @@ def _overlapping(index: PartitionIndex, ranges: NDArray[np.int64]) -> tuple[str,
     first = np.searchsorted(ranges[:, 1], index.starts, side="right")
     overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
     return tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
-
-
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def registry_tables(

@@ -47,8 +47,10 @@ import sqlglot
 from sqlglot import exp
 
 from skyvault.engine.plan import QueryPlan, Scan
+from skyvault.sqltext import quote_identifier as quote
+from skyvault.sqltext import with_maxrec as _with_maxrec
 
-__all__ = ["PARTIALS", "MergeQuery", "Split", "quote", "split_candidates", "split_plan", "whole"]
+__all__ = ["PARTIALS", "MergeQuery", "Split", "split_candidates", "split_plan", "whole"]
 
 PARTIALS = "__sv_partials"
 """The relation the merge query reads: the task results, concatenated."""
@@ -134,17 +136,6 @@ class Split:
 
 class _Whole(Exception):
     """The query cannot be split exactly; the message says why."""
-
-
-def quote(name: str) -> str:
-    """``name`` as a DuckDB delimited identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _with_maxrec(sql: str, maxrec: int | None) -> str:
-    if maxrec is None:
-        return sql
-    return f"SELECT * FROM ({sql}) AS __sv_result LIMIT {int(maxrec) + 1}"
 
 
 def whole(plan: QueryPlan, reason: str, maxrec: int | None = None) -> Split:

@@ -40,6 +40,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,10 +52,18 @@ import pyarrow.compute as pc
 from astropy.io import fits
 
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.errors import InternalError, LimitExceeded
+from skyvault.errors import InternalError, LimitExceeded, internal_error
 from skyvault.formats.tabular import text_column
+from skyvault.interprocess import process_alive
 
-__all__ = ["SPOOL_PREFIX", "SPOOL_SUFFIX", "spool_host", "spool_owner", "write_fits"]
+__all__ = [
+    "SPOOL_PREFIX",
+    "SPOOL_SUFFIX",
+    "spool_host",
+    "spool_owner",
+    "sweep_spool",
+    "write_fits",
+]
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +265,8 @@ def _spooled(batch: pa.RecordBatch, columns: Sequence[_Column]) -> list[pa.Array
 
 
 def _no_space() -> InternalError:
-    return InternalError(
-        "the FITS result could not be prepared in temporary space; the fault has been logged"
+    return internal_error(
+        "the FITS result could not be prepared in temporary space", logged="the fault"
     )
 
 
@@ -439,6 +448,47 @@ def spool_owner(name: str) -> tuple[str, int] | None:
     if not (host and rest and pid.isascii() and pid.isdigit()):
         return None
     return host, int(pid)
+
+
+#: Age after which a spool file named the old way (no host, no process id) is removed, s.
+OLD_SPOOL_AGE = 24 * 3600.0
+
+
+def sweep_spool(directory: Path | None) -> int:
+    """Remove the FITS spool files that crashed processes left in ``directory``; how many.
+
+    ``directory`` is the spool directory (None: the system temporary directory), which
+    other server processes and replicas may share: only files written on this host by a
+    process that is gone are removed (and files named the old way, without host and
+    process, once a day old).  A file of a live process, of this one, or of another host
+    stays.
+    """
+    directory = directory if directory is not None else Path(tempfile.gettempdir())
+    host = spool_host()
+    removed = 0
+    try:
+        paths = list(directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"))
+    except OSError as exc:
+        log.warning("could not look for FITS spool files left in %s: %s", directory, exc)
+        return 0
+    for path in paths:
+        owner = spool_owner(path.name)
+        try:
+            if owner is None:
+                left = time.time() - path.lstat().st_mtime >= OLD_SPOOL_AGE
+            else:
+                writer_host, pid = owner
+                left = writer_host == host and pid != os.getpid() and not process_alive(pid)
+            if left:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process's sweep was first
+            continue
+        except OSError as exc:
+            log.warning("could not remove the FITS spool file %s: %s", path, exc)
+    if removed:
+        log.info("removed %d FITS spool file(s) left in %s", removed, directory)
+    return removed
 
 
 def _write(

@@ -353,17 +353,21 @@ A.init.then(() => {{
 
 
 def _index_html(path: Path, props: dict[str, str], name: TableName) -> None:
-    """``index.html``: the HiPS shown over DSS2 in Aladin Lite (from the CDS)."""
-    import html
+    """``index.html``: the HiPS shown over DSS2 in Aladin Lite (from the CDS).
+
+    A template (its scripts cannot be written from text by formats/_xml), but every value
+    in its text goes through the one XML escaping."""
     import json
 
-    title = html.escape(props["obs_title"])
+    from skyvault.formats._xml import escape_text
+
+    title = escape_text(props["obs_title"])
     path.write_text(
         _INDEX_HTML.format(
             title=title,
-            table=html.escape(str(name)),
+            table=escape_text(str(name)),
             nrows=props["hips_cat_nrows"],
-            order_by=html.escape(props["skyvault_order_by"]),
+            order_by=escape_text(props["skyvault_order_by"]),
             fov=props["hips_initial_fov"],
             ra=props["hips_initial_ra"],
             dec=props["hips_initial_dec"],

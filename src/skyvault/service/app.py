@@ -2,70 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from skyvault import __version__
 from skyvault.config import Settings
-from skyvault.formats.fits import SPOOL_PREFIX, SPOOL_SUFFIX, spool_host, spool_owner
+from skyvault.formats.fits import sweep_spool
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import bulk, portal, tap, uws, vosi
+from skyvault.service.handlers import bulk, portal, tap, vosi
 from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
-from skyvault.service.uws.runner import process_alive
+from skyvault.service.uws import handlers as uws
 
-__all__ = ["create_app", "sweep_spool"]
-
-log = logging.getLogger(__name__)
-
-#: Age after which a spool file named the old way (no host, no process id) is removed, s.
-OLD_SPOOL_AGE = 24 * 3600.0
-
-
-def sweep_spool(directory: Path | None) -> int:
-    """Remove the FITS spool files that crashed processes left in ``directory``; how many.
-
-    ``directory`` is the spool directory (None: the system temporary directory), which
-    other server processes and replicas may share: only files written on this host by a
-    process that is gone are removed (and files named the old way, without host and
-    process, once a day old).  A file of a live process, of this one, or of another host
-    stays.
-    """
-    directory = directory if directory is not None else Path(tempfile.gettempdir())
-    host = spool_host()
-    removed = 0
-    try:
-        paths = list(directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"))
-    except OSError as exc:
-        log.warning("could not look for FITS spool files left in %s: %s", directory, exc)
-        return 0
-    for path in paths:
-        owner = spool_owner(path.name)
-        try:
-            if owner is None:
-                left = time.time() - path.lstat().st_mtime >= OLD_SPOOL_AGE
-            else:
-                writer_host, pid = owner
-                left = writer_host == host and pid != os.getpid() and not process_alive(pid)
-            if left:
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:  # another process's sweep was first
-            continue
-        except OSError as exc:
-            log.warning("could not remove the FITS spool file %s: %s", path, exc)
-    if removed:
-        log.info("removed %d FITS spool file(s) left in %s", removed, directory)
-    return removed
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -12,15 +12,14 @@ from skyvault.auth import AuthServices, Identity, build_auth
 from skyvault.auth.access import GrantSnapshot
 from skyvault.auth.limits import format_days
 from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.tap_schema import TapSchemaCache
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
-from skyvault.engine.distributed import Executor
-from skyvault.engine.executor import CancelToken
+from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService
 from skyvault.service.slots import SyncSlots
-from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 
 __all__ = ["ServiceContext", "get_context"]

@@ -25,9 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from skyvault.auth.identity import www_authenticate_challenges
 from skyvault.errors import (
     AuthenticationRequired,
-    InternalError,
     LimitExceeded,
     SkyvaultError,
+    internal_error,
 )
 from skyvault.formats.errors import dali_error_document
 from skyvault.storage_faults import service_storage_error
@@ -84,8 +84,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     # A full or read-only disk is no fault of the request: a 503 that says so, no path.
-    error = service_storage_error(exc, "this request") or InternalError(
-        "the service failed to answer this request; the fault has been logged"
+    error = service_storage_error(exc, "this request") or internal_error(
+        "the service failed to answer this request", logged="the fault"
     )
     return error_response(str(error), error.http_status)
 

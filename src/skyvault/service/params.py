@@ -1,6 +1,7 @@
 """DALI request parameters: names case-insensitive, values exact, single-valued ones once.
 
-:func:`collect_params` folds the query-string and form pairs of a request into a mapping
+:func:`read_form` reads a request's query string and form body (with uploads, under a
+size cap); :func:`collect_params` folds the query-string and form pairs of a request into a mapping
 from upper-cased names to every value given; :func:`tap_query_params` validates the TAP
 query parameters into a :class:`TapQueryParams` that sync and async share.
 """
@@ -10,11 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from skyvault.errors import UsageError
-from skyvault.service.output import OutputFormat, find_output_format
-from skyvault.service.uploads import parse_upload_param
+from fastapi import Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive
 
-__all__ = ["LANGUAGES", "Params", "TapQueryParams", "collect_params", "tap_query_params"]
+from skyvault.errors import LimitExceeded, UsageError
+from skyvault.formats.output import OutputFormat, find_output_format
+from skyvault.service.uploads import InlineContent, parse_upload_param
+
+__all__ = [
+    "LANGUAGES",
+    "Params",
+    "TapQueryParams",
+    "collect_params",
+    "read_form",
+    "tap_query_params",
+]
 
 #: LANG values accepted for ADQL (TAP 1.1: ``ADQL``; versioned forms as clients send them).
 LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
@@ -120,3 +133,92 @@ def tap_query_params(params: Params, *, maxrec_default: int, maxrec_limit: int) 
         fmt = single(params, "FORMAT")
     parse_upload_param(params.get("UPLOAD", []))  # UPLOAD's syntax, checked before any fetch
     return TapQueryParams(query, lang, maxrec, find_output_format(fmt), requested)
+
+
+#: Starlette's form limits (``Request.form`` defaults): one field, fields and files.
+FORM_FIELD_BYTES = 1024 * 1024
+FORM_MAX_FIELDS = 1000
+
+
+async def _form(request: Request) -> FormData:
+    """``request``'s form body; a body over the form limits, or not a form, is the
+    caller's mistake said in skyvault's words (Starlette says "Part exceeded maximum size
+    of 1024KB.")."""
+    try:
+        return await request.form()
+    except StarletteHTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        detail = str(exc.detail).lower()
+        if "maximum size" in detail:
+            raise UsageError(
+                f"a parameter of this request is longer than {FORM_FIELD_BYTES // 1024**2} MB "
+                "(the most one form field may hold, a QUERY included)",
+                hint="shorten the query: put long lists of values in a table, upload it "
+                "(UPLOAD) and join it",
+            ) from None
+        if "too many" in detail:
+            raise UsageError(
+                f"the request has more than {FORM_MAX_FIELDS} form fields or files",
+                hint="send each parameter once, and at most the uploads the query names",
+            ) from None
+        raise UsageError(
+            "the request body is not a readable form",
+            hint="POST the parameters as application/x-www-form-urlencoded or "
+            "multipart/form-data (what curl -d / -F, pyvo and TOPCAT send)",
+        ) from None
+
+
+# --- request bodies with uploads (TAP_UPLOAD) ------------------------------------------------
+
+#: Room in a request body beyond the upload limit: the other form fields, multipart framing.
+FORM_OVERHEAD = 1 << 20
+
+
+def _capped_receive(request: Request, limit: int) -> Receive:
+    """``request``'s ASGI receive, failing with a 413 once the body passes ``limit`` bytes."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _body_too_large(f"more than {received} bytes", limit)
+        return message
+
+    return receive
+
+
+def _body_too_large(size: str, limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"the request body is {size}; uploads may hold {limit - FORM_OVERHEAD} bytes "
+        f"(max_upload_bytes) plus {FORM_OVERHEAD} bytes for the other parameters",
+        hint="upload fewer rows or columns (Parquet is the most compact format)",
+    )
+
+
+async def read_form(
+    request: Request, max_upload_bytes: int
+) -> tuple[list[tuple[str, str]], dict[str, InlineContent], FormData | None]:
+    """Parameter pairs, the multipart file parts by name, and the form (to close after use).
+
+    The body is read with a cap of ``max_upload_bytes`` plus :data:`FORM_OVERHEAD`: a
+    declared Content-Length over it is refused at once, a chunked body once it passes it.
+    """
+    pairs = list(request.query_params.multi_items())
+    if request.method != "POST":
+        return pairs, {}, None
+    limit = max_upload_bytes + FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _body_too_large(f"{int(declared)} bytes", limit)
+    form = await _form(Request(request.scope, _capped_receive(request, limit)))
+    files: dict[str, InlineContent] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            pairs.append((name, value))
+        elif isinstance(value, UploadFile):
+            files.setdefault(name, value.file)
+    return pairs, files, form

@@ -22,8 +22,7 @@ from collections.abc import Iterator
 
 from skyvault.auth.identity import Identity
 from skyvault.auth.limits import LimitsPolicy
-from skyvault.errors import LimitExceeded
-from skyvault.service.quota import UserLimitExceeded
+from skyvault.errors import UserLimitExceeded
 from skyvault.service.uws.models import Account
 
 __all__ = ["POLL_SECONDS", "SlotBusy", "SyncSlots"]
@@ -71,8 +70,7 @@ class SyncSlots:
             running = self._running.get(account, 0)
             try:
                 limits.check_sync_slot(identity, running + executing_jobs, retry_after=retry_after)
-            except LimitExceeded as exc:
-                refusal = UserLimitExceeded(exc.message, hint=exc.hint, retry_after=exc.retry_after)
+            except UserLimitExceeded as refusal:
                 raise SlotBusy(refusal, limits.limits_for(identity).max_queued) from None
             self._running[account] = running + 1
 

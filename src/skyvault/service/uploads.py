@@ -8,7 +8,8 @@ accepts several pairs in one value, ``name1,URI1;name2,URI2``).  The URI is eith
   size cap, and (unless ``allow_private_upload_urls``) only from public addresses: loopback,
   link-local, private (RFC 1918, fc00::/7), shared and reserved addresses and the service's
   own host are refused, for the first request and every redirect; the connection goes to
-  the address that was checked, so a second DNS answer cannot swap it.
+  the address that was checked, so a second DNS answer cannot swap it.  Which addresses
+  are allowed is an :class:`AddressPolicy` (by default the settings').
 
 The content decides the format: VOTable (any serialisation), Parquet, or CSV with a header
 line.  A VOTable is scanned by expat before astropy reads it: FIELDs without a name, with the
@@ -61,6 +62,7 @@ from skyvault.errors import (
 
 __all__ = [
     "UPLOAD_SCHEMA",
+    "AddressPolicy",
     "InlineContent",
     "UploadPart",
     "UploadRef",
@@ -194,6 +196,8 @@ def parse_uploads(
     params: Mapping[str, Sequence[str]],
     files: Mapping[str, InlineContent],
     settings: Settings,
+    *,
+    addresses: AddressPolicy | None = None,
 ) -> list[tuple[TableMeta, pa.Table]]:
     """Every table the UPLOAD parameters of a request name, read into Arrow.
 
@@ -206,6 +210,8 @@ def parse_uploads(
     settings
         Limits (bytes of all uploads together, rows per table, number of tables, URL fetch
         time) and whether URLs may reach private addresses.
+    addresses
+        The hosts UPLOAD URLs may reach; None: :meth:`AddressPolicy.of` the settings.
 
     Returns
     -------
@@ -225,6 +231,7 @@ def parse_uploads(
         return []
     _check_count(refs, settings)
     budget = _Budget(settings.max_upload_bytes)
+    policy = addresses if addresses is not None else AddressPolicy.of(settings)
     out: list[tuple[TableMeta, pa.Table]] = []
     with tempfile.TemporaryDirectory(prefix="skyvault-upload-") as tmp:
         for ref in refs:
@@ -232,7 +239,7 @@ def parse_uploads(
             if ref.scheme == "param":
                 _store_inline(ref, files, path, budget)
             elif ref.scheme in ("http", "https"):
-                _fetch_url(ref, path, budget, settings)
+                _fetch_url(ref, path, budget, settings.upload_fetch_timeout, policy)
             else:
                 raise UsageError(
                     f"{ref.label()}: the URI scheme {ref.scheme or '(none)'!r} is not supported",
@@ -357,19 +364,76 @@ def _store_inline(
 
 # --- URL uploads ----------------------------------------------------------------------------
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-def _fetch_url(ref: UploadRef, dest: Path, budget: _Budget, settings: Settings) -> None:
-    """Download ``ref.uri`` to ``dest``: checked hosts, each redirect checked, size capped."""
-    deadline = time.monotonic() + settings.upload_fetch_timeout
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses an UPLOAD URL (and each of its redirects) may reach.
+
+    By default only public hosts: loopback, link-local, private (RFC 1918, fc00::/7),
+    shared, reserved, multicast and unspecified addresses are refused, and so is the
+    service's own host (any address of ``own_hosts``, resolved at each check).
+
+    Attributes
+    ----------
+    allow_private
+        Reach any address (``allow_private_upload_urls``): no check, no pinning.
+    own_hosts
+        Names (or addresses) of the service's own host: its listen address, its base URL's
+        host, its host name.
+    public
+        Addresses taken as public hosts whatever their kind (a test server on loopback); the
+        own-host check still applies to them.
+    """
+
+    allow_private: bool = False
+    own_hosts: frozenset[str] = frozenset()
+    public: frozenset[IPAddress] = frozenset()
+
+    @classmethod
+    def of(cls, settings: Settings) -> AddressPolicy:
+        """The policy of the service ``settings`` describe."""
+        names = {settings.host, socket.gethostname()}
+        if settings.base_url:
+            base_host = urlsplit(settings.base_url).hostname
+            if base_host:
+                names.add(base_host)
+        return cls(settings.allow_private_upload_urls, frozenset(names))
+
+    def refused_kind(self, address: IPAddress) -> str | None:
+        """What makes ``address`` no public host (``"a loopback address"``...), or None."""
+        return None if address in self.public else _refused_kind(address)
+
+    def own_addresses(self) -> set[IPAddress]:
+        """The addresses :attr:`own_hosts` resolve to now."""
+        out: set[IPAddress] = set()
+        for name in self.own_hosts:
+            try:
+                infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            except (socket.gaierror, UnicodeError):
+                continue
+            for info in infos:
+                out.add(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+        return out
+
+
+def _fetch_url(
+    ref: UploadRef, dest: Path, budget: _Budget, timeout: float, policy: AddressPolicy
+) -> None:
+    """Download ``ref.uri`` to ``dest`` within ``timeout`` seconds: hosts checked by
+    ``policy``, each redirect checked, size capped."""
+    deadline = time.monotonic() + timeout
     url = ref.uri
-    timeout = httpx.Timeout(settings.upload_fetch_timeout)
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(
+        timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+    ) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            request = _checked_request(ref, url, client, settings)
+            request = _checked_request(ref, url, client, policy)
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException:
-                raise _timed_out(ref, settings) from None
+                raise _timed_out(ref, timeout) from None
             except httpx.HTTPError as exc:
                 raise UsageError(
                     f"{ref.label()}: the URL could not be fetched ({_shorten(str(exc), 200)})",
@@ -386,7 +450,7 @@ def _fetch_url(ref: UploadRef, dest: Path, budget: _Budget, settings: Settings) 
                         f"{response.reason_phrase}".rstrip(),
                         hint="check that the URL is right and publicly readable",
                     )
-                _stream_to(ref, response, dest, budget, deadline, settings)
+                _stream_to(ref, response, dest, budget, deadline, timeout)
                 return
             finally:
                 response.close()
@@ -396,10 +460,9 @@ def _fetch_url(ref: UploadRef, dest: Path, budget: _Budget, settings: Settings) 
     )
 
 
-def _timed_out(ref: UploadRef, settings: Settings) -> UsageError:
+def _timed_out(ref: UploadRef, timeout: float) -> UsageError:
     return UsageError(
-        f"{ref.label()}: fetching the URL took longer than the time limit of "
-        f"{settings.upload_fetch_timeout:g} s",
+        f"{ref.label()}: fetching the URL took longer than the time limit of {timeout:g} s",
         hint="upload the table inline (multipart param:) or from a faster server",
     )
 
@@ -410,7 +473,7 @@ def _stream_to(
     dest: Path,
     budget: _Budget,
     deadline: float,
-    settings: Settings,
+    timeout: float,
 ) -> None:
     room = budget.limit - budget.used
     declared = response.headers.get("content-length")
@@ -424,10 +487,10 @@ def _stream_to(
                 if written > room:
                     raise budget.too_large(ref, written, complete=False)
                 if time.monotonic() > deadline:
-                    raise _timed_out(ref, settings)
+                    raise _timed_out(ref, timeout)
                 out.write(chunk)
     except httpx.TimeoutException:
-        raise _timed_out(ref, settings) from None
+        raise _timed_out(ref, timeout) from None
     except httpx.HTTPError as exc:
         raise UsageError(
             f"{ref.label()}: the download failed ({_shorten(str(exc), 200)})",
@@ -437,9 +500,9 @@ def _stream_to(
 
 
 def _checked_request(
-    ref: UploadRef, url: str, client: httpx.Client, settings: Settings
+    ref: UploadRef, url: str, client: httpx.Client, policy: AddressPolicy
 ) -> httpx.Request:
-    """A GET of ``url`` pinned to an address that passed the checks."""
+    """A GET of ``url`` pinned to an address that ``policy`` allows."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -456,10 +519,10 @@ def _checked_request(
     if not host:
         raise UsageError(f"{ref.label()}: the URL has no host", hint="give an http(s) URL")
     headers = {"User-Agent": _USER_AGENT}
-    if settings.allow_private_upload_urls:
+    if policy.allow_private:
         return client.build_request("GET", target, headers=headers)
     port = target.port or (443 if scheme == "https" else 80)
-    address = _public_address(ref, url, host, port, settings)
+    address = _allowed_address(ref, url, host, port, policy)
     headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
     extensions = {"sni_hostname": host} if scheme == "https" else {}
     return client.build_request(
@@ -467,8 +530,8 @@ def _checked_request(
     )
 
 
-def _public_address(ref: UploadRef, url: str, host: str, port: int, settings: Settings) -> str:
-    """The first address of ``host``, when every address of it is public and not ours."""
+def _allowed_address(ref: UploadRef, url: str, host: str, port: int, policy: AddressPolicy) -> str:
+    """The first address of ``host``, when ``policy`` allows every address of it."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -477,12 +540,12 @@ def _public_address(ref: UploadRef, url: str, host: str, port: int, settings: Se
             hint="check the URL's host name",
         ) from None
     addresses = [str(info[4][0]) for info in infos]
-    own = _own_addresses(settings)
+    own = policy.own_addresses()
     for text in addresses:
         address = ipaddress.ip_address(text.split("%", 1)[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        kind = _refused_kind(address)
+        kind = policy.refused_kind(address)
         if kind is None and address in own:
             kind = "the service's own host"
         if kind is not None:
@@ -497,7 +560,7 @@ def _public_address(ref: UploadRef, url: str, host: str, port: int, settings: Se
     return addresses[0]
 
 
-def _refused_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _refused_kind(address: IPAddress) -> str | None:
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:
@@ -511,25 +574,6 @@ def _refused_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     if not address.is_global:
         return "a non-public address"
     return None
-
-
-def _own_addresses(settings: Settings) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """The addresses the service answers on: its listen address, base URL host, host name."""
-    names = {settings.host}
-    if settings.base_url:
-        base_host = urlsplit(settings.base_url).hostname
-        if base_host:
-            names.add(base_host)
-    names.add(socket.gethostname())
-    out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
-    for name in names:
-        try:
-            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            continue
-        for info in infos:
-            out.add(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
-    return out
 
 
 # --- reading a table ------------------------------------------------------------------------
@@ -927,15 +971,16 @@ def _positions(columns: Sequence[ColumnMeta]) -> tuple[str | None, str | None]:
 def with_upload_hint(
     error: AdqlSemanticError, uploads: Sequence[tuple[TableMeta, pa.Table]]
 ) -> AdqlSemanticError:
-    """``error`` with a hint on UPLOAD when it is about a ``TAP_UPLOAD`` table not uploaded."""
+    """``error``, or when it is about a ``TAP_UPLOAD`` table not uploaded (and has no hint)
+    the same error (class, detail, position) with a hint on UPLOAD."""
     if error.hint is not None or UPLOAD_SCHEMA.lower() not in error.detail.lower():
         return error
     names = ", ".join(f"{UPLOAD_SCHEMA}.{meta.name}" for meta, _ in uploads)
     if names:
-        error.hint = f"this request uploaded {names}"
+        hint = f"this request uploaded {names}"
     else:
-        error.hint = (
+        hint = (
             "this request uploaded no tables: send UPLOAD=name,param:PART with a multipart "
             "file part PART (or UPLOAD=name,https://...) to query TAP_UPLOAD.name"
         )
-    return error
+    return type(error)(error.detail, line=error.line, column=error.column, hint=hint)

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
-from html import escape
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -49,10 +48,10 @@ from skyvault.bulk.signing import (
     verify,
 )
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import AccessDenied, CatalogNotFound, UsageError
+from skyvault.errors import AccessDenied, CatalogNotFound, UsageError, UserLimitExceeded
 from skyvault.service.context import ServiceContext, get_context
-from skyvault.service.quota import UserLimitExceeded
 from skyvault.service.security import Caller, CallerDep, current_caller, current_identity
+from skyvault.service.services import pages
 
 __all__ = ["router"]
 
@@ -261,41 +260,28 @@ def _listing(
         href = quote(base + name)
         if signed is not None and covers(signed.path, rest_dir + name):
             href += "?" + signed.query()
-        rows.append(
-            {
-                "name": name,
-                "type": "directory" if e.is_dir else "file",
-                "size": e.size,
-                "last_modified": formatdate(e.mtime, usegmt=True) if e.mtime else None,
-                "url": href,
-            }
-        )
+        modified = formatdate(e.mtime, usegmt=True) if e.mtime else None
+        rows.append(pages.ListingRow(name, href, e.size, modified))
     if _wants_json(request):
-        document = {"path": base, **(extra or {}), "entries": rows}
+        entries_json = [
+            {
+                "name": r.name,
+                "type": "directory" if r.name.endswith("/") else "file",
+                "size": r.size,
+                "last_modified": r.last_modified,
+                "url": r.url,
+            }
+            for r in rows
+        ]
+        document = {"path": base, **(extra or {}), "entries": entries_json}
         return Response(json.dumps(document, indent=1) + "\n", media_type="application/json")
-    title = escape(f"Index of {base}")
-    lines = [
-        "<!DOCTYPE html>",
-        f'<html><head><meta charset="utf-8"><title>{title}</title></head><body>',
-        f"<h1>{title}</h1>",
-        "<table><tr><th>Name</th><th>Size</th><th>Last modified</th></tr>",
-    ]
+    parent = None
     if base.rstrip("/") != "/bulk":
         parent = quote(base.rstrip("/").rsplit("/", 1)[0] + "/")
         parent_rest = rest_dir.rstrip("/").rpartition("/")[0] + "/"
         if signed is not None and covers(signed.path, parent_rest):
             parent += "?" + signed.query()
-        link = f'<a href="{escape(parent)}">../</a>'
-        lines.append(f"<tr><td>{link}</td><td></td><td></td></tr>")
-    for row in rows:
-        size = "" if row["size"] is None else str(row["size"])
-        modified = row["last_modified"] or ""
-        lines.append(
-            f'<tr><td><a href="{escape(str(row["url"]))}">{escape(str(row["name"]))}</a></td>'
-            f"<td>{size}</td><td>{escape(str(modified))}</td></tr>"
-        )
-    lines.append("</table></body></html>\n")
-    return HTMLResponse("\n".join(lines))
+    return HTMLResponse(pages.listing_page(base, rows, parent))
 
 
 def _tables_by_schema(caller: Caller) -> dict[str, list[TableMeta]]:

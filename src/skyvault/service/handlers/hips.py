@@ -106,6 +106,10 @@ async def hips_get(
     if hips_id not in caller.table_names:
         return _not_found()
     found = hips_file(context.settings.data_dir, hips_id, path or "index.html")
+    if found is None and path == "Metadata.xml":
+        # Aladin Lite asks for a catalogue HiPS's column metadata with a capital M (as CDS
+        # Hipsgen-cat names it); skyvault writes the lower-case name of the HiPS note.
+        found = hips_file(context.settings.data_dir, hips_id, "metadata.xml")
     if found is None:
         return _not_found()
     stat = found.stat()

@@ -1,4 +1,9 @@
-"""TAP handlers: the landing page, ``/sync`` and ``/examples``."""
+"""TAP handlers: the landing page, ``/sync`` and ``/examples``.
+
+``/sync`` reads the request (:func:`skyvault.service.params.read_form`), runs the query as a
+:class:`~skyvault.service.services.sync.SyncRun` (slot, result, audit line) in a worker
+thread, and sends its chunks; a client that goes away cancels it.
+"""
 
 from __future__ import annotations
 
@@ -7,143 +12,34 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from html import escape
 from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from skyvault.auth import Identity
-from skyvault.engine.executor import CancelToken
-from skyvault.errors import LimitExceeded, QueryCancelled, SkyvaultError, UsageError
+from skyvault.errors import QueryCancelled, SkyvaultError, UserLimitExceeded
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
-from skyvault.service.params import collect_params, tap_query_params
-from skyvault.service.quota import UserLimitExceeded
+from skyvault.service.params import collect_params, read_form, tap_query_params
 from skyvault.service.security import CallerDep, IdentityDep
+from skyvault.service.services import pages
 from skyvault.service.services.examples import examples_document
-from skyvault.service.services.query import QueryOutput
+from skyvault.service.services.sync import SyncRun, audit_sync
 from skyvault.service.slots import POLL_SECONDS, SlotBusy
-from skyvault.service.uploads import InlineContent, parse_uploads
-from skyvault.service.uws import ExecutionPhase
-from skyvault.service.uws.models import Account
+from skyvault.service.uploads import parse_uploads
 
-__all__ = ["QueryResponse", "SyncRun", "router"]
-
-log = logging.getLogger(__name__)
+__all__ = ["QueryResponse", "router"]
 
 router = GetHeadRouter()
 
 T = TypeVar("T")
 
 Context = Annotated[ServiceContext, Depends(get_context)]
-
-
-#: Starlette's form limits (``Request.form`` defaults): one field, fields and files.
-FORM_FIELD_BYTES = 1024 * 1024
-FORM_MAX_FIELDS = 1000
-
-
-async def _form(request: Request) -> FormData:
-    """``request``'s form body; a body over the form limits, or not a form, is the
-    caller's mistake said in skyvault's words (Starlette says "Part exceeded maximum size
-    of 1024KB.")."""
-    try:
-        return await request.form()
-    except StarletteHTTPException as exc:
-        if exc.status_code != 400:
-            raise
-        detail = str(exc.detail).lower()
-        if "maximum size" in detail:
-            raise UsageError(
-                f"a parameter of this request is longer than {FORM_FIELD_BYTES // 1024**2} MB "
-                "(the most one form field may hold, a QUERY included)",
-                hint="shorten the query: put long lists of values in a table, upload it "
-                "(UPLOAD) and join it",
-            ) from None
-        if "too many" in detail:
-            raise UsageError(
-                f"the request has more than {FORM_MAX_FIELDS} form fields or files",
-                hint="send each parameter once, and at most the uploads the query names",
-            ) from None
-        raise UsageError(
-            "the request body is not a readable form",
-            hint="POST the parameters as application/x-www-form-urlencoded or "
-            "multipart/form-data (what curl -d / -F, pyvo and TOPCAT send)",
-        ) from None
-
-
-async def request_pairs(request: Request) -> list[tuple[str, str]]:
-    """The (name, value) pairs of the query string and, for POST, the form body."""
-    pairs = list(request.query_params.multi_items())
-    if request.method == "POST":
-        form = await _form(request)
-        pairs.extend((k, v) for k, v in form.multi_items() if isinstance(v, str))
-    return pairs
-
-
-# --- request bodies with uploads (TAP_UPLOAD) ------------------------------------------------
-
-#: Room in a request body beyond the upload limit: the other form fields, multipart framing.
-FORM_OVERHEAD = 1 << 20
-
-
-def _capped_receive(request: Request, limit: int) -> Receive:
-    """``request``'s ASGI receive, failing with a 413 once the body passes ``limit`` bytes."""
-    received = 0
-
-    async def receive() -> Message:
-        nonlocal received
-        message = await request.receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _body_too_large(f"more than {received} bytes", limit)
-        return message
-
-    return receive
-
-
-def _body_too_large(size: str, limit: int) -> LimitExceeded:
-    return LimitExceeded(
-        f"the request body is {size}; uploads may hold {limit - FORM_OVERHEAD} bytes "
-        f"(max_upload_bytes) plus {FORM_OVERHEAD} bytes for the other parameters",
-        hint="upload fewer rows or columns (Parquet is the most compact format)",
-    )
-
-
-async def read_form(
-    request: Request, max_upload_bytes: int
-) -> tuple[list[tuple[str, str]], dict[str, InlineContent], FormData | None]:
-    """Parameter pairs, the multipart file parts by name, and the form (to close after use).
-
-    The body is read with a cap of ``max_upload_bytes`` plus :data:`FORM_OVERHEAD`: a
-    declared Content-Length over it is refused at once, a chunked body once it passes it.
-    """
-    pairs = list(request.query_params.multi_items())
-    if request.method != "POST":
-        return pairs, {}, None
-    limit = max_upload_bytes + FORM_OVERHEAD
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _body_too_large(f"{int(declared)} bytes", limit)
-    form = await _form(Request(request.scope, _capped_receive(request, limit)))
-    files: dict[str, InlineContent] = {}
-    for name, value in form.multi_items():
-        if isinstance(value, str):
-            pairs.append((name, value))
-        elif isinstance(value, UploadFile):
-            files.setdefault(name, value.file)
-    return pairs, files, form
 
 
 #: A result up to this size is made completely in the request's one worker-thread call and
@@ -215,26 +111,16 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
             if form is not None:
                 await form.close()
     except SkyvaultError as exc:
-        _audit_sync(context, identity, endpoint, query, None, started, exc.code)
+        audit_sync(context, identity, endpoint, query, None, started, exc.code)
         raise
     sync = SyncRun(context, identity, endpoint, tap.query, started)
-
-    def take() -> None:
-        _take_slot(context, identity)
-        sync.holding = True
-
-    def start() -> list[bytes]:
-        if not sync.holding:
-            take()
-        tables = context.visible_tables(identity)
-        sync.output = context.queries.run(tap, tables=tables, uploads=uploads, cancel=sync.token)
-        return sync.first_chunks(EAGER_BYTES)
+    start = functools.partial(sync.start, tap, uploads, EAGER_BYTES)
 
     async def work() -> list[bytes]:
         try:
             return await _in_thread(start)
         except SlotBusy as busy:
-            await _wait_for_slot(context, sync, busy, take)
+            await _wait_for_slot(context, sync, busy, sync.take)
         return await _in_thread(start)
 
     try:
@@ -252,16 +138,6 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     if sync.finished:
         return Response(b"".join(chunks), media_type=output.content_type, headers=headers)
     return QueryResponse(sync, chunks, media_type=output.content_type, headers=headers)
-
-
-def _take_slot(context: ServiceContext, identity: Identity) -> None:
-    """Take one of the caller's running slots, or raise :class:`SlotBusy` (a worker thread:
-    the account's executing async jobs are read from the job database)."""
-    counts = context.jobs.store.account_phase_counts(Account.of(identity))
-    executing = counts.get(ExecutionPhase.EXECUTING, 0)
-    context.sync.take(
-        identity, context.auth.limits, executing, retry_after=context.settings.retry_after
-    )
 
 
 async def _wait_for_slot(
@@ -291,123 +167,6 @@ async def _wait_for_slot(
             retry_after=refusal.retry_after,
         )
     raise refusal
-
-
-def _audit_sync(
-    context: ServiceContext,
-    identity: Identity,
-    endpoint: str,
-    query: str | None,
-    rows: int | None,
-    started: float,
-    error: str | None,
-) -> None:
-    context.auth.audit.record(
-        identity,
-        endpoint,
-        query=query,
-        rows=rows,
-        duration_s=time.perf_counter() - started,
-        outcome="ok" if error is None else "error",
-        error=error,
-    )
-
-
-class SyncRun:
-    """One sync query from its running slot to its audit line.
-
-    :meth:`end` gives the slot back, closes the result and writes the audit line, once,
-    whichever way the query ends; :meth:`abandon` (the client went away) cancels the query
-    through :attr:`token`, so DuckDB stops at once instead of when the next chunk would be
-    sent, and the query is audited as ``query.cancelled``.
-    """
-
-    def __init__(
-        self,
-        context: ServiceContext,
-        identity: Identity,
-        endpoint: str,
-        query: str,
-        started: float,
-    ) -> None:
-        self.context = context
-        self.identity = identity
-        self.endpoint = endpoint
-        self.query = query
-        self.started = started
-        self.token = CancelToken()
-        self.output: QueryOutput | None = None
-        #: The running slot is taken (and :meth:`end` gives it back).
-        self.holding = False
-        #: Every chunk has been made (and :meth:`end` has run).
-        self.finished = False
-        #: The client went away before the whole result was sent.
-        self.gone = False
-        self._sent = False
-        self._ended = False
-        self._lock = threading.Lock()
-
-    def abandon(self) -> None:
-        """The client is gone: stop the query (safe from any thread, at any time)."""
-        with self._lock:
-            if self._ended or self._sent:
-                return
-            self.gone = True
-        self.token.cancel()
-
-    def next_chunk(self) -> bytes | None:
-        """The next chunk of the result, None at its end (call from a worker thread, one
-        call at a time)."""
-        assert self.output is not None
-        try:
-            return next(self.output.chunks)
-        except StopIteration:
-            with self._lock:
-                self._sent = not self.gone
-            self.end(None)
-            self.finished = True
-            return None
-        except SkyvaultError as exc:
-            self.end(exc.code)
-            raise
-        except BaseException:
-            self.end("internal")
-            raise
-
-    def first_chunks(self, size: int) -> list[bytes]:
-        """Chunks from the start until they pass ``size`` bytes or the result ends
-        (:attr:`finished` then says so); from a worker thread, as :meth:`next_chunk`."""
-        chunks: list[bytes] = []
-        made = 0
-        while made < size and (chunk := self.next_chunk()) is not None:
-            chunks.append(chunk)
-            made += len(chunk)
-        return chunks
-
-    def end(self, error: str | None) -> None:
-        """Give the slot back, close the result, audit (the first call only; not while
-        :meth:`next_chunk` runs).  A client gone makes the outcome ``query.cancelled``."""
-        with self._lock:
-            if self._ended:
-                return
-            self._ended = True
-            if self.gone:
-                error = QueryCancelled.code
-        rows: int | None = None
-        try:
-            if self.output is not None:
-                rows = self.output.result.rows
-                close = getattr(self.output.chunks, "close", None)
-                if close is not None:
-                    close()
-        except Exception:
-            log.exception("closing a sync result failed")
-        finally:
-            if self.holding:
-                self.context.sync.release(self.identity)
-            _audit_sync(
-                self.context, self.identity, self.endpoint, self.query, rows, self.started, error
-            )
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -499,26 +258,4 @@ async def examples(caller: CallerDep) -> Response:
 @router.get("/", summary="TAP service landing page", include_in_schema=False)
 async def landing(request: Request, context: Context) -> HTMLResponse:
     """A small page saying what the service is and how to use it."""
-    base = escape(context.base_url(request))
-    links = "".join(
-        f'<li><a href="{base}/{path}">{path}</a> — {escape(what)}</li>'
-        for path, what in (
-            ("capabilities", "VOSI capabilities (TAPRegExt)"),
-            ("availability", "VOSI availability"),
-            ("tables", "VOSI tables (tableset)"),
-            ("examples", "DALI example queries"),
-            ("sync?LANG=ADQL&QUERY=SELECT+TOP+5+*+FROM+TAP_SCHEMA.tables", "a sync query"),
-        )
-    )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>skyvault TAP</title></head>"
-        "<body><h1>skyvault TAP service</h1>"
-        f"<p>A TAP 1.1 service answering ADQL 2.1 queries at <code>{base}</code>.</p>"
-        f"<ul>{links}</ul>"
-        "<h2>Connect</h2>"
-        f'<pre>import pyvo\nservice = pyvo.dal.TAPService("{base}")\n'
-        'service.run_sync("SELECT TOP 10 * FROM TAP_SCHEMA.tables").to_table()</pre>'
-        f"<p>TOPCAT: VO → Table Access Protocol (TAP) Query → TAP URL <code>{base}</code>.</p>"
-        "</body></html>"
-    )
-    return HTMLResponse(page)
+    return HTMLResponse(pages.landing_page(context.base_url(request)))

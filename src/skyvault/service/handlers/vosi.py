@@ -10,22 +10,22 @@ from starlette.concurrency import run_in_threadpool
 
 from skyvault.adql import language_features
 from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.tap_schema import (
+    foreign_keys,
+    published_table,
+    published_tables,
+    tap_schema_metadata,
+)
 from skyvault.errors import CatalogNotFound, UsageError
+from skyvault.formats.output import OUTPUT_FORMATS
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
-from skyvault.service.output import OUTPUT_FORMATS
 from skyvault.service.security import Caller, CallerDep, current_identity
 from skyvault.service.services.vosi import (
     availability_document,
     capabilities_document,
     table_document,
     tableset_document,
-)
-from skyvault.service.tap_schema import (
-    foreign_keys,
-    published_table,
-    published_tables,
-    tap_schema_metadata,
 )
 
 __all__ = ["router"]

@@ -1,1 +1,2 @@
-"""Service logic behind the handlers: queries, VOSI documents, examples (no web imports)."""
+"""Service logic behind the handlers: queries, sync runs, VOSI documents, examples (no web
+imports)."""

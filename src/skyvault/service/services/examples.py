@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from html import escape
 
-from skyvault.service.tap_schema import TAP_SCHEMA
+from skyvault.catalog.tap_schema import TAP_SCHEMA
+from skyvault.formats._xml import Element, xml_document
 
 __all__ = ["EXAMPLES", "Example", "examples_document", "visible_examples"]
 
@@ -140,16 +140,30 @@ EXAMPLES: tuple[Example, ...] = (
 )
 
 
-def _example(example: Example) -> str:
-    tables = ", ".join(f'<span property="table">{escape(t)}</span>' for t in example.tables)
-    return (
-        f'<div typeof="example" id="{example.id}" resource="#{example.id}">\n'
-        f'  <h2 property="name">{escape(example.name)}</h2>\n'
-        f"  <p>{escape(example.description)}</p>\n"
-        f'  <pre property="query">{escape(example.query)}</pre>\n'
-        f"  <p>Tables: {tables}</p>\n"
-        '  <p>Capability: <span property="capability">ivo://ivoa.net/std/TAP</span></p>\n'
-        "</div>\n"
+_XHTML = "http://www.w3.org/1999/xhtml"
+_DOCTYPE = (
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN"'
+    ' "http://www.w3.org/MarkUp/DTD/xhtml-rdfa-2.dtd">'
+)
+
+
+def _example(example: Example) -> Element:
+    tables: list[Element | str] = []
+    for i, table in enumerate(example.tables):
+        tables += [", "] if i else []
+        tables.append(Element("span", table, attrs={"property": "table"}))
+    return Element(
+        "div",
+        Element("h2", example.name, attrs={"property": "name"}),
+        Element("p", example.description),
+        Element("pre", example.query, attrs={"property": "query"}),
+        Element("p", "Tables: ", tables),
+        Element(
+            "p",
+            "Capability: ",
+            Element("span", "ivo://ivoa.net/std/TAP", attrs={"property": "capability"}),
+        ),
+        attrs={"typeof": "example", "id": example.id, "resource": f"#{example.id}"},
     )
 
 
@@ -170,15 +184,18 @@ def examples_document(
 ) -> str:
     """The DALI-examples XHTML document; with ``visible``, only :func:`visible_examples`."""
     shown = EXAMPLES if visible is None else visible_examples(visible)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN"'
-        ' "http://www.w3.org/MarkUp/DTD/xhtml-rdfa-2.dtd">\n'
-        '<html xmlns="http://www.w3.org/1999/xhtml" version="XHTML+RDFa 1.1">\n'
-        f"<head><title>{escape(title)}</title></head>\n"
-        "<body>\n"
-        f"<h1>{escape(title)}</h1>\n"
-        '<div vocab="http://www.ivoa.net/rdf/examples#">\n'
-        + "".join(_example(e) for e in shown)
-        + "</div>\n</body>\n</html>\n"
+    root = Element(
+        "html",
+        Element("head", Element("title", title)),
+        Element(
+            "body",
+            Element("h1", title),
+            Element(
+                "div",
+                (_example(e) for e in shown),
+                attrs={"vocab": "http://www.ivoa.net/rdf/examples#"},
+            ),
+        ),
+        attrs={"version": "XHTML+RDFa 1.1"},
     )
+    return xml_document(root, {"": _XHTML}, doctype=_DOCTYPE)

@@ -21,15 +21,15 @@ from typing import TypeVar
 import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.tap_schema import TapSchemaCache
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget, Reservation, estimate_stream_bytes
 from skyvault.engine.executor import CancelToken, QueryResult
 from skyvault.engine.plan import QueryPlan
 from skyvault.errors import AdqlSemanticError
-from skyvault.service.output import OutputFormat, WriteOptions
+from skyvault.formats.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
-from skyvault.service.tap_schema import TapSchemaCache
 from skyvault.service.uploads import with_upload_hint
 
 __all__ = ["QueryOutput", "QueryService"]

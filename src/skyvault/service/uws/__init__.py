@@ -23,11 +23,7 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobFilter,
-    JobNotFound,
-    JobPhaseError,
     JobResult,
-    QueueFull,
-    UserLimitExceeded,
 )
 from skyvault.service.uws.reaper import Reaper
 from skyvault.service.uws.results import ResultStore
@@ -41,17 +37,13 @@ __all__ = [
     "Job",
     "JobFailure",
     "JobFilter",
-    "JobNotFound",
-    "JobPhaseError",
     "JobResult",
     "JobRunner",
     "JobService",
     "JobStore",
     "PhaseEvents",
-    "QueueFull",
     "Reaper",
     "ResultStore",
-    "UserLimitExceeded",
     "build_job_service",
     "stored_identity",
 ]

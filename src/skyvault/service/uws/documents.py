@@ -2,8 +2,8 @@
 
 Namespace ``http://www.ivoa.net/xml/UWS/v1.0`` with ``version="1.1"`` on the root, elements
 in the order of the UWS schema; unknown values are ``xsi:nil``.  Times are ISO 8601 UTC
-with milliseconds and a ``Z``.  Every value goes through the one XML escaping of
-:mod:`skyvault.formats._xml` (the VOTable writers' too): a parameter may hold anything a
+with milliseconds and a ``Z``.  The documents are built with the one XML writer,
+:mod:`skyvault.formats._xml`, which escapes every value: a parameter may hold anything a
 client sent, and characters XML 1.0 cannot carry (C0 controls, lone surrogates) must not
 make the document unreadable.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from skyvault.formats._xml import escape_attribute, escape_text
+from skyvault.formats._xml import Element, xml_document
 from skyvault.service.uws.models import Job
 
 __all__ = [
@@ -26,10 +26,11 @@ __all__ = [
 ]
 
 UWS_NS = "http://www.ivoa.net/xml/UWS/v1.0"
-_XLINK = "http://www.w3.org/1999/xlink"
-_XSI = "http://www.w3.org/2001/XMLSchema-instance"
-_XML = '<?xml version="1.0" encoding="UTF-8"?>\n'
-_NS = f'xmlns:uws="{UWS_NS}" xmlns:xlink="{_XLINK}" xmlns:xsi="{_XSI}"'
+_NAMESPACES = {
+    "uws": UWS_NS,
+    "xlink": "http://www.w3.org/1999/xlink",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+}
 
 
 def iso_time(value: datetime) -> str:
@@ -37,100 +38,91 @@ def iso_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-_text = escape_text
-_attr = escape_attribute
-
-
-def _element(name: str, value: str | None, indent: str = "  ") -> str:
+def _value(name: str, value: str | datetime | None) -> Element:
+    """``<uws:name>value</uws:name>``, or ``xsi:nil`` for an unknown value."""
     if value is None:
-        return f'{indent}<uws:{name} xsi:nil="true"/>\n'
-    return f"{indent}<uws:{name}>{_text(value)}</uws:{name}>\n"
+        return Element(f"uws:{name}", attrs={"xsi:nil": True})
+    return Element(f"uws:{name}", iso_time(value) if isinstance(value, datetime) else value)
 
 
-def _time(name: str, value: datetime | None) -> str:
-    return _element(name, None if value is None else iso_time(value))
+def _parameters(job: Job) -> Element:
+    return Element(
+        "uws:parameters",
+        (Element("uws:parameter", value, attrs={"id": name}) for name, value in job.parameters),
+    )
 
 
-def _parameters(job: Job, indent: str, root: str = "") -> str:
-    """The ``parameters`` element; ``root`` holds the namespace declarations of a document."""
-    lines = [f"{indent}<uws:parameters{root}>\n"]
-    for name, value in job.parameters:
-        lines.append(
-            f'{indent}  <uws:parameter id="{_attr(name)}">{_text(value)}</uws:parameter>\n'
-        )
-    lines.append(f"{indent}</uws:parameters>\n")
-    return "".join(lines)
-
-
-def _results(job: Job, job_url: str, indent: str, root: str = "") -> str:
-    """The ``results`` element; ``root`` holds the namespace declarations of a document."""
+def _results(job: Job, job_url: str) -> Element:
     if job.result is None:
-        return f"{indent}<uws:results{root}/>\n"
-    result = job.result
-    return (
-        f"{indent}<uws:results{root}>\n"
-        f'{indent}  <uws:result id="result" xlink:type="simple"'
-        f' xlink:href="{_attr(job_url)}/results/result" mime-type="{_attr(result.mime)}"'
-        f' size="{result.size}"/>\n'
-        f"{indent}</uws:results>\n"
+        return Element("uws:results")
+    result = Element(
+        "uws:result",
+        attrs={
+            "id": "result",
+            "xlink:type": "simple",
+            "xlink:href": f"{job_url}/results/result",
+            "mime-type": job.result.mime,
+            "size": job.result.size,
+        },
+    )
+    return Element("uws:results", result)
+
+
+def _error_summary(job: Job) -> Element | None:
+    if job.failure is None:
+        return None
+    kind = "fatal" if job.failure.fatal else "transient"
+    return Element(
+        "uws:errorSummary",
+        Element("uws:message", job.failure.message),
+        attrs={"type": kind, "hasDetail": True},
     )
 
 
 def job_document(job: Job, job_url: str) -> str:
     """The job resource ``/async/{id}``."""
-    parts = [
-        _XML,
-        f'<uws:job {_NS} version="1.1">\n',
-        _element("jobId", job.job_id),
-    ]
-    if job.run_id is not None:
-        parts.append(_element("runId", job.run_id))
-    parts += [
-        _element("ownerId", job.owner),
-        _element("phase", job.phase.value),
-        _time("quote", job.quote),
-        _time("creationTime", job.creation_time),
-        _time("startTime", job.start_time),
-        _time("endTime", job.end_time),
-        _element("executionDuration", str(job.execution_duration)),
-        _time("destruction", job.destruction),
-        _parameters(job, "  "),
-        _results(job, job_url, "  "),
-    ]
-    if job.failure is not None:
-        kind = "fatal" if job.failure.fatal else "transient"
-        parts.append(
-            f'  <uws:errorSummary type="{kind}" hasDetail="true">\n'
-            f"    <uws:message>{_text(job.failure.message)}</uws:message>\n"
-            "  </uws:errorSummary>\n"
-        )
-    parts.append("</uws:job>\n")
-    return "".join(parts)
+    root = Element(
+        "uws:job",
+        _value("jobId", job.job_id),
+        None if job.run_id is None else _value("runId", job.run_id),
+        _value("ownerId", job.owner),
+        _value("phase", job.phase.value),
+        _value("quote", job.quote),
+        _value("creationTime", job.creation_time),
+        _value("startTime", job.start_time),
+        _value("endTime", job.end_time),
+        _value("executionDuration", str(job.execution_duration)),
+        _value("destruction", job.destruction),
+        _parameters(job),
+        _results(job, job_url),
+        _error_summary(job),
+        attrs={"version": "1.1"},
+    )
+    return xml_document(root, _NAMESPACES)
+
+
+def _job_ref(job: Job, list_url: str) -> Element:
+    return Element(
+        "uws:jobref",
+        _value("phase", job.phase.value),
+        None if job.run_id is None else _value("runId", job.run_id),
+        _value("ownerId", job.owner),
+        _value("creationTime", job.creation_time),
+        attrs={"id": job.job_id, "xlink:type": "simple", "xlink:href": f"{list_url}/{job.job_id}"},
+    )
 
 
 def job_list_document(jobs: Iterable[Job], list_url: str) -> str:
     """The job list ``/async`` (already filtered)."""
-    parts = [_XML, f'<uws:jobs {_NS} version="1.1">\n']
-    for job in jobs:
-        parts.append(
-            f'  <uws:jobref id="{_attr(job.job_id)}" xlink:type="simple"'
-            f' xlink:href="{_attr(list_url)}/{_attr(job.job_id)}">\n'
-        )
-        parts.append(_element("phase", job.phase.value, "    "))
-        if job.run_id is not None:
-            parts.append(_element("runId", job.run_id, "    "))
-        parts.append(_element("ownerId", job.owner, "    "))
-        parts.append(_element("creationTime", iso_time(job.creation_time), "    "))
-        parts.append("  </uws:jobref>\n")
-    parts.append("</uws:jobs>\n")
-    return "".join(parts)
+    root = Element("uws:jobs", (_job_ref(job, list_url) for job in jobs), attrs={"version": "1.1"})
+    return xml_document(root, _NAMESPACES)
 
 
 def results_document(job: Job, job_url: str) -> str:
     """``/async/{id}/results``."""
-    return _XML + _results(job, job_url, "", f" {_NS}")
+    return xml_document(_results(job, job_url), _NAMESPACES)
 
 
 def parameters_document(job: Job) -> str:
     """``/async/{id}/parameters``."""
-    return _XML + _parameters(job, "", f" {_NS}")
+    return xml_document(_parameters(job), _NAMESPACES)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from skyvault.auth.identity import Identity
-from skyvault.errors import JobError
-from skyvault.service.quota import UserLimitExceeded
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -22,11 +20,7 @@ __all__ = [
     "Job",
     "JobFailure",
     "JobFilter",
-    "JobNotFound",
-    "JobPhaseError",
     "JobResult",
-    "QueueFull",
-    "UserLimitExceeded",
     "utc_now",
 ]
 
@@ -176,30 +170,3 @@ class JobFilter:
     phases: frozenset[ExecutionPhase] = field(default_factory=frozenset)
     after: datetime | None = None
     last: int | None = None
-
-
-class JobNotFound(JobError):
-    """No such job — or one the caller may not see (reported identically)."""
-
-    code = "job.not_found"
-    http_status = 404
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            f"there is no job {job_id!r}",
-            hint="it may have been deleted or destroyed; the job list is at /async",
-        )
-
-
-class JobPhaseError(JobError):
-    """An action the job's phase does not allow (RUN a finished job, change a running one)."""
-
-    code = "job.phase"
-    http_status = 409
-
-
-class QueueFull(JobError):
-    """Too many jobs are waiting to run."""
-
-    code = "job.queue_full"
-    http_status = 503

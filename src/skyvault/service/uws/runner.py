@@ -51,14 +51,14 @@ from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import (
     InternalError,
-    LimitExceeded,
     QueryCancelled,
     QueryTimeout,
     SkyvaultError,
     StorageError,
+    internal_error,
 )
+from skyvault.interprocess import process_alive
 from skyvault.service.params import TapQueryParams, tap_query_params
-from skyvault.service.quota import result_does_not_fit
 from skyvault.service.services.query import QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
@@ -67,7 +67,6 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobResult,
-    UserLimitExceeded,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
@@ -80,7 +79,6 @@ __all__ = [
     "JobRunner",
     "RunnerId",
     "failure_of",
-    "process_alive",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,17 +100,6 @@ RunQuery = Callable[
 ]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host may be alive (False only when it is gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def stored_identity(job: Job) -> Identity:
@@ -410,11 +397,7 @@ class JobRunner:
         for chunk in chunks:
             written += len(chunk)
             if written > left:
-                try:
-                    self.limits.check_result_storage(identity, used + written)
-                except LimitExceeded as exc:
-                    limit = self.limits.limits_for(identity).max_result_bytes
-                    raise result_does_not_fit(used, limit, exc.hint) from None
+                self.limits.check_result_fits(identity, used, written)
             yield chunk
 
     def _watch(self) -> None:
@@ -477,11 +460,8 @@ class JobRunner:
             queries = parameters.get("QUERY")
             query = queries[-1] if queries else None
             if self.limits is not None:
-                try:
-                    used = self.store.result_bytes(job.account)
-                    self.limits.check_result_storage(identity, used)
-                except LimitExceeded as exc:
-                    raise UserLimitExceeded.of(exc) from None
+                used = self.store.result_bytes(job.account)
+                self.limits.check_result_storage(identity, used)
             params = tap_query_params(
                 parameters,
                 maxrec_default=self.settings.maxrec_default,
@@ -519,8 +499,8 @@ class JobRunner:
         except Exception as exc:
             log.error("job %s failed", job.job_id, exc_info=exc)
             self.results.delete(job.job_id)
-            error = service_storage_error(exc, "this job") or InternalError(
-                "the job failed inside the service; the fault has been logged"
+            error = service_storage_error(exc, "this job") or internal_error(
+                "the job failed inside the service", logged="the fault"
             )
             error_code = error.code
             run.finishing = True

@@ -44,7 +44,13 @@ from skyvault.auth.identity import Identity
 from skyvault.auth.jobs import can_access_job, can_list_job, is_valid_job_id, new_job_id
 from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
-from skyvault.errors import JobResourceMissing, LimitExceeded, UsageError
+from skyvault.errors import (
+    JobNotFound,
+    JobPhaseError,
+    JobResourceMissing,
+    QueueFull,
+    UsageError,
+)
 from skyvault.formats.errors import dali_error_document
 from skyvault.service.params import collect_params
 from skyvault.service.uws.events import PhaseEvents
@@ -56,10 +62,6 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobFilter,
-    JobNotFound,
-    JobPhaseError,
-    QueueFull,
-    UserLimitExceeded,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
@@ -191,8 +193,9 @@ class JobService:
         Per-account limits (a user, or one anonymous client): at creation the PENDING
         jobs against ``max_pending``, at PHASE=RUN (or creation with it) the QUEUED ones
         against ``max_queued``, both times stored results against ``max_result_bytes``
-        (a refusal is a 429 :class:`UserLimitExceeded` with ``Retry-After``).  The running
-        limit is kept by the runner, which leaves a job QUEUED while its account is at it.
+        (a refusal is a 429 :class:`~skyvault.errors.UserLimitExceeded` with
+        ``Retry-After``).  The running limit is kept by the runner, which leaves a job QUEUED
+        while its account is at it.
     """
 
     def __init__(
@@ -231,15 +234,9 @@ class JobService:
     # --- creation and parameters ----------------------------------------------------------
 
     def _limited(self, check: Callable[[LimitsPolicy], None]) -> None:
-        """Run a check of the limits policy (if any); a refusal becomes a 429."""
-        if self.limits is None:
-            return
-        try:
+        """Run a check of the limits policy (if any): a refusal is its 429."""
+        if self.limits is not None:
             check(self.limits)
-        except LimitExceeded as exc:
-            raise UserLimitExceeded(
-                exc.message, hint=exc.hint, retry_after=exc.retry_after
-            ) from None
 
     def _check_pending(self, caller: Identity, account: Account) -> None:
         """Refuse (429) a new job while the account's PENDING jobs fill its allowance;
@@ -284,14 +281,13 @@ class JobService:
         when its next result is destroyed (waiting frees room then; deleting, at once)."""
         if self.limits is None:
             return
-        try:
-            self.limits.check_result_storage(caller, self.store.result_bytes(account))
-        except LimitExceeded as exc:
-            retry = self.settings.retry_after
+        used = self.store.result_bytes(account)
+        retry = self.settings.retry_after
+        if self.limits.result_bytes_left(caller, used) == 0:  # refused: when is room freed?
             freed = self.store.next_result_destruction(account)
             if freed is not None:
                 retry = max(retry, math.ceil((freed - utc_now()).total_seconds()))
-            raise UserLimitExceeded(exc.message, hint=exc.hint, retry_after=retry) from None
+        self.limits.check_result_storage(caller, used, retry_after=retry)
 
     def _destruction_days(self, owner: str | None) -> tuple[float, float]:
         """(default, latest) DESTRUCTION of a job of ``owner``, in days from now."""

@@ -21,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from skyvault import sql
+from skyvault import dbstore
+from skyvault.dbstore import UTCDateTime
 from skyvault.service.uws.models import (
     Account,
     ExecutionPhase,
@@ -30,7 +31,6 @@ from skyvault.service.uws.models import (
     JobFilter,
     JobResult,
 )
-from skyvault.sql import UTCDateTime
 
 __all__ = ["JobStore"]
 
@@ -157,7 +157,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: Engine = sql.create_engine(url)
+        self._engine: Engine = dbstore.create_engine(url)
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
@@ -167,10 +167,10 @@ class JobStore:
         self._engine.dispose()
 
     def _write(self) -> contextlib.AbstractContextManager[Connection]:
-        return sql.write(self._engine)
+        return dbstore.write(self._engine)
 
     def _read(self) -> contextlib.AbstractContextManager[Connection]:
-        return sql.read(self._engine)
+        return dbstore.read(self._engine)
 
     def _update(
         self, job_id: str, phases: Collection[ExecutionPhase] | None, **values: Any

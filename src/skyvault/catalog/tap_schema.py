@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from skyvault.adql import RESERVED_WORDS
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.sqltext import quote_identifier
 
 __all__ = [
     "HIDDEN_COLUMNS",
@@ -67,7 +68,7 @@ def published_name(name: str) -> str:
     an ADQL reserved word or not a regular identifier, so it can be pasted into a query."""
     if _REGULAR.match(name) and name.upper() not in RESERVED_WORDS:
         return name
-    return '"' + name.replace('"', '""') + '"'
+    return quote_identifier(name)
 
 
 def published_table(meta: TableMeta) -> TableMeta:

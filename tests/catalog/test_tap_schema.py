@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
-from skyvault.service.tap_schema import (
+from skyvault.catalog.tap_schema import (
     TapSchemaCache,
     build_tap_schema,
     published_table,

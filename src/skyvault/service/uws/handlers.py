@@ -20,8 +20,7 @@ from skyvault.errors import UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import VOTABLE_TYPE
 from skyvault.service.handlers import GetHeadRouter
-from skyvault.service.handlers.tap import read_form
-from skyvault.service.params import collect_params
+from skyvault.service.params import collect_params, read_form
 from skyvault.service.security import IdentityDep
 from skyvault.service.uploads import InlineContent, referenced_parts
 from skyvault.service.uws.documents import (
