@@ -203,8 +203,12 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
 
 def _cmd_append(args: argparse.Namespace) -> int:
     from skyvault.catalog.append import append
+    from skyvault.storage_faults import storage_errors
 
-    result = append(args.data, args.table, args.inputs, args.batch_id)
+    with storage_errors(
+        f"cannot append to {args.table}", f"the data directory {args.data}", under=args.data
+    ):
+        result = append(args.data, args.table, args.inputs, args.batch_id)
     if result.written:
         print(
             f"appended {result.rows:,} rows to {args.table} as snapshot {result.snapshot} "
@@ -217,8 +221,12 @@ def _cmd_append(args: argparse.Namespace) -> int:
 
 def _cmd_compact(args: argparse.Namespace) -> int:
     from skyvault.catalog.compact import compact
+    from skyvault.storage_faults import storage_errors
 
-    result = compact(args.data, args.table)
+    with storage_errors(
+        f"cannot compact {args.table}", f"the data directory {args.data}", under=args.data
+    ):
+        result = compact(args.data, args.table)
     if not result.batches:
         print(f"{args.table} has no appended rows to compact (snapshot {result.snapshot})")
     else:

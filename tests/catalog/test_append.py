@@ -303,3 +303,18 @@ def test_kill_9_during_append_loses_and_doubles_nothing(data: Path) -> None:
             append(data, TABLE, batch(b), f"b{b}")
         _check_exactly_once(data)
         first = max(committed) + 2
+
+
+def test_cli_append_errors_are_one_line(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skyvault.cli import main
+
+    pq.write_table(batch(4), tmp_path / "b4.parquet")
+    argv = [str(tmp_path / "b4.parquet"), "--batch-id", "v4", "--data", str(data)]
+    assert main(["append", *argv, "--table", "s.nope"]) == 1
+    assert capsys.readouterr().err.strip() == "skyvault: error: no table s.nope"
+    pq.write_table(batch(4).drop_columns(["batch"]), tmp_path / "b4.parquet")
+    assert main(["append", *argv, "--table", TABLE]) == 1
+    err = capsys.readouterr().err
+    assert "lacks batch" in err and "Traceback" not in err
