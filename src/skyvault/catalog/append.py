@@ -72,6 +72,8 @@ __all__ = [
 
 HEALPIX_COLUMN = "_healpix_29"
 ROW_GROUP_ROWS = 32_768
+MAX_RANGES = 16
+"""Index intervals kept per delta file (the planner's cone ranges are as many)."""
 
 
 class StaleVersion(Exception):
@@ -91,6 +93,9 @@ class DeltaFile:
     rows: int
     path: str
     snapshot: int
+    ranges: tuple[tuple[int, int], ...] = ()
+    """Disjoint ``[lo, hi)`` ``_healpix_29`` intervals holding all its rows, tighter than
+    ``[start, stop)``: a visit's field is several runs of the nested index."""
 
 
 @dataclass(frozen=True)
@@ -197,8 +202,9 @@ def read_snapshot(version_dir: Path) -> Snapshot:
         entry = _log_entry(store, n)
         ids.add(str(entry["batch_id"]))
         committed = entry["committed"]
-        for order, pixel, start, stop, rows, rel in entry["files"]:
-            files.append(DeltaFile(order, pixel, start, stop, rows, str(store / rel), n))
+        for order, pixel, start, stop, rows, rel, *more in entry["files"]:
+            ranges = tuple((int(a), int(b)) for a, b in more[0]) if more else ()
+            files.append(DeltaFile(order, pixel, start, stop, rows, str(store / rel), n, ranges))
     return Snapshot(base, last, committed, frozenset(ids), tuple(files), first)
 
 
@@ -425,6 +431,19 @@ def cells_of(
     return orders, pixels
 
 
+def key_ranges(hp: NDArray[np.int64], most: int) -> list[list[int]]:
+    """At most ``most`` disjoint ``[lo, hi)`` intervals covering the sorted ``hp``: split at
+    the widest gaps between consecutive values (the tightest such cover)."""
+    if not len(hp):
+        return []
+    gaps = np.diff(hp)
+    cut = np.sort(np.argsort(gaps, kind="stable")[::-1][: most - 1])
+    cut = cut[gaps[cut] > 1]
+    starts = np.concatenate([[0], cut + 1])
+    stops = np.concatenate([cut, [len(hp) - 1]])
+    return [[int(hp[a]), int(hp[b]) + 1] for a, b in zip(starts, stops, strict=True)]
+
+
 def _fsync_all(paths: Sequence[Path]) -> None:
     """fsync every file and directory of ``paths`` (in parallel threads)."""
     unique = list(dict.fromkeys(paths))
@@ -434,7 +453,7 @@ def _fsync_all(paths: Sequence[Path]) -> None:
 
 def _write_deltas(
     version_dir: Path, store: Path, n: int, data: pa.Table
-) -> tuple[list[list[int | str]], list[Path]]:
+) -> tuple[list[list[Any]], list[Path]]:
     """Write snapshot ``n``'s files (one per cell); returns the log's file entries and
     the files and directories written (to be made durable)."""
     from skyvault.catalog.registry import PartitionIndex
@@ -445,7 +464,7 @@ def _write_deltas(
     index = PartitionIndex.read(version_dir)
     hp = data.column(HEALPIX_COLUMN).to_numpy()
     orders, pixels = cells_of(hp, index)
-    entries: list[list[int | str]] = []
+    entries: list[list[Any]] = []
     if not len(hp):
         return entries, []
     # hp is sorted and cells are disjoint intervals, so each cell is one run of rows.
@@ -469,6 +488,7 @@ def _write_deltas(
         )
         written.extend((path, path.parent, path.parent.parent))
         rel = path.relative_to(store).as_posix()
-        entries.append([order, pixel, int(hp[a]), int(hp[b - 1]) + 1, b - a, rel])
+        ranges = key_ranges(hp[a:b], MAX_RANGES)
+        entries.append([order, pixel, int(hp[a]), int(hp[b - 1]) + 1, b - a, rel, ranges])
     written.append(batch_dir)
     return entries, written

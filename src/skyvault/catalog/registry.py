@@ -69,14 +69,22 @@ class PartitionIndex:
 
     @classmethod
     def of_deltas(cls, snapshot: Snapshot) -> PartitionIndex:
-        """The delta files of ``snapshot`` as an index (by their ``_healpix_29`` ranges)."""
-        entries = sorted(snapshot.files, key=lambda f: (f.start, f.snapshot))
+        """The delta files of ``snapshot`` as an index: an entry per ``_healpix_29`` interval
+        of each file (a file with several intervals is listed several times)."""
+        entries = sorted(
+            (
+                (lo, hi, f.snapshot, f.order, f.pixel, f.path)
+                for f in snapshot.files
+                for lo, hi in (f.ranges or ((f.start, f.stop),))
+            ),
+            key=lambda e: (e[0], e[2]),
+        )
         return cls(
-            np.array([f.order for f in entries], dtype=np.int64),
-            np.array([f.pixel for f in entries], dtype=np.int64),
-            np.array([f.start for f in entries], dtype=np.int64),
-            np.array([f.stop for f in entries], dtype=np.int64),
-            tuple(f.path for f in entries),
+            np.array([e[3] for e in entries], dtype=np.int64),
+            np.array([e[4] for e in entries], dtype=np.int64),
+            np.array([e[0] for e in entries], dtype=np.int64),
+            np.array([e[1] for e in entries], dtype=np.int64),
+            tuple(e[5] for e in entries),
         )
 
     def __len__(self) -> int:
@@ -102,7 +110,8 @@ class StoredTable:
     @property
     def all_files(self) -> tuple[str, ...]:
         if self.partitions is not None:
-            return self.partitions.files + (self.deltas.files if self.deltas else ())
+            deltas = tuple(dict.fromkeys(self.deltas.files)) if self.deltas else ()
+            return self.partitions.files + deltas
         return tuple(sorted(str(p) for p in (self.root / "dataset").glob("part-*.parquet")))
 
 

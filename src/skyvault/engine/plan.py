@@ -468,14 +468,16 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
         files = stored.all_files
         return Scan(placeholder, name, files, None, False, len(files))
     deltas = stored.deltas  # appended rows (catalog/append.py): pruned the same way
-    total = len(index.files) + (len(deltas.files) if deltas is not None else 0)
+    total = len(stored.all_files)
     if coverage is None:
         return Scan(placeholder, name, stored.all_files, None, True, total)
     ranges = healpix29_ranges(coverage, max_ranges=MAX_RANGES)
     schema_file = index.files[0] if index.files else None
     if len(ranges) == 0:
         return Scan(placeholder, name, (), ranges, True, total, schema_file)
-    files = _overlapping(index, ranges) + (_overlapping(deltas, ranges) if deltas else ())
+    # A delta file is listed once per interval of its rows: each file read once.
+    more = tuple(dict.fromkeys(_overlapping(deltas, ranges))) if deltas else ()
+    files = _overlapping(index, ranges) + more
     return Scan(placeholder, name, files, ranges, True, total, schema_file)
 
 
