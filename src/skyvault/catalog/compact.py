@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def _member(values: NDArray[np.int64], sorted_set: NDArray[np.int64]) -> NDArray
 
 
 def _fold(
-    old: Path, root: Path, snap: Snapshot, meta: TableMeta, threshold: int
+    old: Path, root: Path, snap: Snapshot, meta: TableMeta, threshold: int, workers: int = 2
 ) -> tuple[int, int, int]:
     """Write the compacted catalogue into ``root``; ``(rewritten, partitions, rows)``."""
     base = PartitionIndex.read(old)
@@ -222,19 +223,22 @@ def _fold(
     deltas = _sorted(_read([f.path for f in snap.files], schema))
     delta_hp = deltas.column(HEALPIX_COLUMN).to_numpy()
 
-    # Each output partition: (order, pixel, source cell, main rows or None = link).
-    outputs: list[tuple[int, int, tuple[int, int], pa.Table | None]] = []
+    # Each output partition: (order, pixel, source cell, rewritten?).  Deciding the splits
+    # needs only the _healpix_29 column; the rows are read when the partition is written.
+    outputs: list[tuple[int, int, tuple[int, int], bool]] = []
     for cell in sorted(set(base_cells) | set(by_cell), key=lambda c: c[1] << 2 * (29 - c[0])):
         if cell not in by_cell:
-            outputs.append((cell[0], cell[1], cell, None))
+            outputs.append((cell[0], cell[1], cell, False))
             continue
-        rows = _read([base_cells[cell]] if cell in base_cells else [], schema)
-        rows = _sorted(pa.concat_tables([rows, _cut(deltas, *cell)]))
-        hp = rows.column(HEALPIX_COLUMN).to_numpy()
+        parts = [_cut(deltas, *cell).column(HEALPIX_COLUMN).to_numpy()]
+        if cell in base_cells:
+            base_hp = pq.read_table(base_cells[cell], columns=[HEALPIX_COLUMN]).column(0)
+            parts.append(base_hp.to_numpy())
+        hp = np.sort(np.concatenate(parts))
         for order, pixel in _split(cell[0], cell[1], hp, threshold, max(finest, cell[0])):
-            outputs.append((order, pixel, cell, _cut(rows, order, pixel)))
+            outputs.append((order, pixel, cell, True))
 
-    counts = np.array([0 if t is None else t.num_rows for *_, t in outputs], dtype=np.int64)
+    counts = np.zeros(len(outputs), dtype=np.int64)
     part = Partitioning(
         np.array([o for o, *_ in outputs], dtype=np.int64),
         np.array([p for _, p, *_ in outputs], dtype=np.int64),
@@ -255,13 +259,7 @@ def _fold(
         hit = _member(ring_cells, cells)
         delta_owners = set(ring_owners[hit].tolist())
 
-    main_md: list[pq.FileMetaData] = []
-    margin_md: list[pq.FileMetaData] = []
-    done: list[tuple[int, int, int]] = []
-    margin_done: list[tuple[int, int, int]] = []
-    rewritten = 0
-
-    def write(table: pa.Table, path: Path, sink: list[pq.FileMetaData], rel_root: Path) -> None:
+    def write(table: pa.Table, path: Path, rel_root: Path) -> pq.FileMetaData:
         path.parent.mkdir(parents=True, exist_ok=True)
         collector: list[pq.FileMetaData] = []
         pq.write_table(
@@ -274,40 +272,35 @@ def _fold(
             write_page_index=True,
         )
         collector[0].set_file_path(str(path.relative_to(rel_root)))
-        sink.append(collector[0])
+        return collector[0]
 
-    def link(src: Path, path: Path, sink: list[pq.FileMetaData], rel_root: Path) -> int:
+    def link(src: Path, path: Path, rel_root: Path) -> pq.FileMetaData:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(src, path)
         md = pq.read_metadata(path)
         md.set_file_path(str(path.relative_to(rel_root)))
-        sink.append(md)
-        return int(md.num_rows)
+        return md
 
     margin_root = root / MARGIN_DIR
-    for index, (order, pixel, source, rows) in enumerate(outputs):
+
+    def one(index: int) -> tuple[pq.FileMetaData, pq.FileMetaData | None]:
+        """Write output ``index`` and its margin: (main metadata, margin metadata)."""
+        order, pixel, source, rewrite = outputs[index]
         target = hats_pixel_file(root, order, pixel)
-        if rows is None:
-            n = link(Path(base_cells[source]), target, main_md, root / "dataset")
+        if not rewrite:
+            main = link(Path(base_cells[source]), target, root / "dataset")
         else:
-            write(rows, target, main_md, root / "dataset")
-            n = rows.num_rows
-            rewritten += 1
-        done.append((order, pixel, n))
-        # The margin.
-        ring = rings[index]
+            own = _read([base_cells[source]] if source in base_cells else [], schema)
+            rows = _sorted(pa.concat_tables([own, _cut(deltas, *source)]))
+            main = write(_cut(rows, order, pixel), target, root / "dataset")
+        ring = rings.get(index, np.empty(0, np.int64))
         old_margin = hats_pixel_file(old_margin_root, *source)
+        margin_target = hats_pixel_file(margin_root, order, pixel)
         unchanged = (order, pixel) == source and source in base_cells
         if unchanged and index not in delta_owners:
             if old_margin.is_file():
-                m = link(
-                    old_margin,
-                    hats_pixel_file(margin_root, order, pixel),
-                    margin_md,
-                    margin_root / "dataset",
-                )
-                margin_done.append((order, pixel, m))
-            continue
+                return main, link(old_margin, margin_target, margin_root / "dataset")
+            return main, None
         pieces = [_in_ring(deltas, ring, m_shift)]
         if unchanged:
             pieces.append(_read([str(old_margin)] if old_margin.is_file() else [], schema))
@@ -321,14 +314,19 @@ def _fold(
                 _in_ring(_read(_base_files_near(base, ring, m_shift), schema), ring, m_shift)
             )
         margin_rows = _sorted(pa.concat_tables(pieces))
-        if margin_rows.num_rows:
-            write(
-                margin_rows,
-                hats_pixel_file(margin_root, order, pixel),
-                margin_md,
-                margin_root / "dataset",
-            )
-            margin_done.append((order, pixel, margin_rows.num_rows))
+        if not margin_rows.num_rows:
+            return main, None
+        return main, write(margin_rows, margin_target, margin_root / "dataset")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, range(len(outputs))))  # re-raises a worker's error
+    main_md = [main for main, _ in results]
+    margin_md = [m for _, m in results if m is not None]
+    done = [(o, p, md.num_rows) for (o, p, *_), (md, _) in zip(outputs, results, strict=True)]
+    margin_done = [
+        (o, p, m.num_rows) for (o, p, *_), (_, m) in zip(outputs, results, strict=True) if m
+    ]
+    rewritten = sum(1 for *_, rewrite in outputs if rewrite)
 
     nrows = sum(n for *_, n in done)
     _finish(root, old, schema, main_md, done, {"hats_nrows": nrows})
