@@ -27,3 +27,4 @@ run hips    benchmarks/bench_hips.py               # writes/prints; results/hips
 run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md
 run cutout  benchmarks/bench_cutout.py --out benchmarks/results/cutout.md   # writes results/cutout.md
+run images  benchmarks/bench_images.py             # prints; results/images.md

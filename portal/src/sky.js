@@ -64,6 +64,12 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
   for (const c of catalogs) {
     aladin.addCatalog(A.catalogHiPS(c.url, { name: c.title, sourceSize: 8, color: "#7ec8e3" }));
   }
+  // Each HiPS's coverage (its Moc.fits) as a MOC layer: what the archive holds, on the sky.
+  for (const h of hips) {
+    aladin.addMOC(
+      A.MOCFromURL(`${h.url}/Moc.fits`, { name: `${h.title}: coverage`, color: "#a0ff80", opacity: 0.12, lineWidth: 1 }),
+    );
+  }
   let layer = null;
   let footprints = null;
   let sources = [];

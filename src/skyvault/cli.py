@@ -268,6 +268,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_images_ingest(args: argparse.Namespace) -> int:
+    from skyvault.auth.cli import auth_storage_errors
+    from skyvault.images.cli import run_images_ingest
+
+    if args.group is not None:
+        with auth_storage_errors("images ingest --group", args.data):
+            _check_group(args.data, args.group)  # before the work, not after it
+    with _progress(not args.quiet) as bar:
+        status, collection = run_images_ingest(args, bar)
+    with auth_storage_errors("the grant after ingest", args.data):
+        if args.public or args.group is not None:
+            _grant_read(args.data, collection, args.group)
+        else:
+            _say_who_reads(args.data, collection, "obscore")
+            print(
+                f"(grant the whole collection: {_access_command('grant', collection, args.data)})"
+            )
+    return status
+
+
 def _cmd_tables(args: argparse.Namespace) -> int:
     from skyvault.catalog.layout import list_tables
     from skyvault.catalog.metadata import TableMeta
@@ -704,6 +724,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", metavar="TEXT", help="obs_title (default: the table's description)")
     data_arg(p)
     p.set_defaults(func=_cmd_hips_build)
+
+    p = sub.add_parser("images", help="the image archive: ingest FITS images into a collection")
+    images_sub = p.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    p = images_sub.add_parser(
+        "ingest", help="record FITS images (ObsCore rows and every header card) in a collection"
+    )
+    from skyvault.images.cli import add_ingest_arguments
+
+    add_ingest_arguments(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--public", action="store_true", help="let everyone read the collection's tables"
+    )
+    who.add_argument("--group", metavar="G", help="let group G read the collection")
+    data_arg(p)
+    p.set_defaults(func=_cmd_images_ingest)
 
     p = sub.add_parser("tables", help="list the tables under the data root")
     data_arg(p)

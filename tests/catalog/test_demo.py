@@ -41,7 +41,8 @@ def _read(data_dir: Path, table: str) -> pa.Table:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[TableMeta]]:
     data_dir = tmp_path_factory.mktemp("demo")
     metas = build_demo(data_dir, "small")
-    return data_dir, metas
+    # The catalogue's tables (the image collections are tested in tests/images).
+    return data_dir, [m for m in metas if m.schema == SCHEMA_NAME]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_every_table_is_published(demo: tuple[Path, list[TableMeta]]) -> None:
 def test_second_build_is_skipped(demo: tuple[Path, list[TableMeta]]) -> None:
     data_dir, metas = demo
     before = {t: (data_dir / SCHEMA_NAME / t).resolve() for t in TABLES}
-    again = build_demo(data_dir, "small")
+    again = [m for m in build_demo(data_dir, "small") if m.schema == SCHEMA_NAME]
     assert [m.to_json() for m in again] == [m.to_json() for m in metas]
     assert {t: (data_dir / SCHEMA_NAME / t).resolve() for t in TABLES} == before
 

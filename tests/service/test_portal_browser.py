@@ -195,8 +195,10 @@ def test_a_cone_query_fills_the_grid_the_sky_and_a_plot(
     assert ids and set(ids) <= {r["objectId"] for r in expected}
     _shot(page, "portal-table")
     # The sky: Aladin Lite (shipped, not from a CDN) with one marker per row.
-    page.click(".tabs button[data-tab='sky']")
-    page.wait_for_selector("#sky canvas", timeout=30_000)
+    with page.expect_response(lambda r: r.url.endswith("/Moc.fits"), timeout=30_000) as moc:
+        page.click(".tabs button[data-tab='sky']")
+        page.wait_for_selector("#sky canvas", timeout=30_000)
+    assert moc.value.status == 200  # the HiPS coverage is drawn as a MOC layer
     page.wait_for_function("() => document.querySelector('#sky').dataset.sources !== undefined")
     assert int(page.get_attribute("#sky", "data-sources")) == len(expected)
     page.wait_for_timeout(1500)

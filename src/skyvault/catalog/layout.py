@@ -7,6 +7,7 @@ without positions)::
     DIR/SCHEMA/TABLE -> .skyvault/versions/TABLE/<version>/
     DIR/SCHEMA/.skyvault/tmp/<build>/         a build in progress (invisible)
     DIR/SCHEMA/.skyvault/locks/TABLE.lock     held by the one ingest of TABLE at a time
+    DIR/SCHEMA/.skyvault/images/<batch>/      an image collection's FITS files (image_store)
 
 skyvault's own files live under ``DIR/.skyvault`` (:func:`internal_dir`), each named here
 and nowhere else::
@@ -59,11 +60,14 @@ __all__ = [
     "data_dir_from_environment",
     "hats_pixel_file",
     "hips_root",
+    "image_store",
     "internal_dir",
     "jobs_database_file",
     "list_tables",
     "results_dir",
+    "schema_lock_file",
     "table_path",
+    "table_versions",
 ]
 
 INTERNAL_DIR = ".skyvault"
@@ -336,3 +340,24 @@ def hips_root(data_dir: Path) -> Path:
     leaves the previous HiPS as it was.
     """
     return internal_dir(data_dir) / "hips"
+
+
+def image_store(data_dir: Path, collection: str) -> Path:
+    """Where an image collection (a schema) keeps its FITS files:
+    ``DIR/COLLECTION/.skyvault/images`` (hidden, like every ``.skyvault`` directory)."""
+    return data_dir / collection / INTERNAL_DIR / "images"
+
+
+def schema_lock_file(data_dir: Path, schema: str, name: str) -> Path:
+    """``DIR/SCHEMA/.skyvault/locks/NAME.lock`` (its directory created): a lock beside the
+    tables' own, for work spanning several tables of the schema."""
+    locks = data_dir / schema / INTERNAL_DIR / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"{name}.lock"
+
+
+def table_versions(data_dir: Path, name: TableName) -> list[Path]:
+    """The version directories of ``name`` on disk, oldest first: the published one and the
+    one before it (which a running query may still read), and any a crash left."""
+    versions = data_dir / name.schema / INTERNAL_DIR / "versions" / name.table
+    return sorted(versions.iterdir()) if versions.is_dir() else []

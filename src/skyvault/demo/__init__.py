@@ -12,12 +12,15 @@ names, types, units and descriptions from the Felis schema in ``lsst-sdm-schemas
 * ``DiaObject``, ``DiaSource``, ``ForcedSourceOnDiaObject``: the variable objects detected on
   difference images, their detections and forced light curves;
 * ``TruthSummary`` and ``MatchesTruth``: the simulated truth, matched to Objects;
-* ``Visit``, ``CcdVisit``, ``CoaddPatches``: pointings, CCD exposures and patches.
+* ``Visit``, ``CcdVisit``, ``CoaddPatches``: pointings, CCD exposures and patches;
+* the image collections ``dp02_calexp`` and ``dp02_deepcoadd`` (``obscore`` and ``headers``
+  tables, :mod:`skyvault.images`): simulated calexp-like CCD exposures and deepCoadd-like
+  patches near the deep field, drawn from the objects (:mod:`.images`).
 
 Modules: :mod:`.schema` (tables and columns), :mod:`.sky` (positions), :mod:`.survey`
 (camera, visits), :mod:`.objects` (photometry), :mod:`.epochs` (time series), :mod:`.dia`
 (DiaObject statistics), :mod:`.truth` (truth tables), :mod:`.fill` (every other column, by
-name and unit), :mod:`.build` (files and ingest).
+name and unit), :mod:`.images` (the pixels), :mod:`.build` (files and ingest).
 """
 
 from skyvault.demo.build import (

@@ -34,12 +34,14 @@ from skyvault.catalog.ingest import IngestOptions, ProgressSink, ingest
 from skyvault.catalog.metadata import TableMeta
 from skyvault.demo.epochs import EpochCounters, measure_epochs
 from skyvault.demo.fill import complete_table
+from skyvault.demo.images import IMAGE_SCALES, SkySources, render_images
 from skyvault.demo.objects import make_objects
 from skyvault.demo.schema import SCHEMA_NAME, TABLES, felis_path
 from skyvault.demo.sky import patch_boxes, sample_population
 from skyvault.demo.survey import plan_survey
 from skyvault.demo.truth import truth_tables
 from skyvault.errors import CatalogError, UsageError
+from skyvault.images.ingest import HEADERS_TABLE, OBSCORE_TABLE, ImageIngestOptions, ingest_images
 from skyvault.interprocess import file_lock
 
 __all__ = [
@@ -54,7 +56,13 @@ __all__ = [
 DEFAULT_SEED = 20260501
 SCRATCH_DIR = ".demo-build"
 MARKER_FILE = ".demo.json"
-_MARKER_VERSION = 2
+_MARKER_VERSION = 3
+
+#: The demo's image collections: (collection, kind of image, ObsCore calib_level, subtype).
+IMAGE_COLLECTIONS = (
+    ("dp02_calexp", "calexp", 2, "lsst.calexp"),
+    ("dp02_deepcoadd", "deepCoadd", 3, "lsst.deepCoadd_calexp"),
+)
 
 Scale = Literal["small", "medium"]
 
@@ -167,6 +175,7 @@ def generate_demo(
     seed: int = DEFAULT_SEED,
     *,
     progress: bool | ProgressSink = False,
+    sources: SkySources | None = None,
 ) -> dict[str, list[Path]]:
     """Write the demo tables as Parquet chunk files under ``out_dir/TABLE/``.
 
@@ -180,6 +189,8 @@ def generate_demo(
         Seed of every random draw; equal seeds give byte-identical files.
     progress
         ``True`` for a line per stage on standard error, or a sink to report to.
+    sources
+        Where to keep the objects images are drawn from (nothing kept when None).
 
     Returns
     -------
@@ -218,6 +229,8 @@ def generate_demo(
         rows = np.arange(start, min(start + size.chunk_rows, size.n_objects), dtype=np.int64)
         chunk = make_objects(population, rows, _rng(seed, _STREAM_OBJECTS, chunk_index))
         write("Object", chunk.table)
+        if sources is not None:
+            sources.add(chunk)
         epochs = measure_epochs(
             chunk, survey, counters, size.epochs, _rng(seed, _STREAM_EPOCHS, chunk_index)
         )
@@ -280,7 +293,11 @@ def demo_is_built(data_dir: Path, scale: str | None = None, seed: int | None = N
 
 
 def _read_metas(data_dir: Path) -> list[TableMeta]:
-    return [TableMeta.read(data_dir / SCHEMA_NAME / table) for table in TABLES]
+    metas = [TableMeta.read(data_dir / SCHEMA_NAME / table) for table in TABLES]
+    for collection, *_ in IMAGE_COLLECTIONS:
+        for table in (OBSCORE_TABLE, HEADERS_TABLE):
+            metas.append(TableMeta.read(data_dir / collection / table))
+    return metas
 
 
 def build_demo(
@@ -322,7 +339,10 @@ def build_demo(
         shutil.rmtree(scratch, ignore_errors=True)  # left by an interrupted build
         _marker(data_dir).unlink(missing_ok=True)
         try:
-            files = generate_demo(scratch, scale, seed, progress=report.sink or False)
+            sources = SkySources()
+            files = generate_demo(
+                scratch, scale, seed, progress=report.sink or False, sources=sources
+            )
             for table in TABLES:
                 ra, dec, key = _INGEST[table]
                 report.stage(f"ingest {SCHEMA_NAME}.{table}", None)
@@ -338,6 +358,7 @@ def build_demo(
                 )
                 metas.append(meta)
                 shutil.rmtree(scratch / table, ignore_errors=True)
+            metas.extend(_build_images(data_dir, scratch / "images", scale, seed, sources, report))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         _marker(data_dir).write_text(
@@ -353,6 +374,35 @@ def build_demo(
             + "\n"
         )
         report.done()
+    return metas
+
+
+def _build_images(
+    data_dir: Path, scratch: Path, scale: str, seed: int, sources: SkySources, report: _Reporter
+) -> list[TableMeta]:
+    """Draw the calexp and deepCoadd images (:mod:`.images`) and ingest their collections."""
+    size = IMAGE_SCALES[scale]
+    survey = plan_survey(_rng(seed, _STREAM_SURVEY))  # the same draw as the tables'
+    count = size.visits_per_band * size.detectors_per_visit * 6 + size.patches * 6
+    report.stage("demo: images", count)
+    files = render_images(scratch, survey, sources, size, seed, report.advance)
+    metas: list[TableMeta] = []
+    for collection, kind, level, subtype in IMAGE_COLLECTIONS:
+        report.stage(f"ingest {collection}", None)
+        ingest_images(
+            files[kind],
+            collection,
+            data_dir,
+            options=ImageIngestOptions(
+                calib_level=level,
+                subtype=subtype,
+                description=f"Simulated DP0.2-like {kind} images of the skyvault demo",
+                replace=True,  # a rebuild (--force, another scale) keeps no earlier image
+            ),
+            progress=report.sink,
+        )
+        for table in (OBSCORE_TABLE, HEADERS_TABLE):
+            metas.append(TableMeta.read(data_dir / collection / table))
     return metas
 
 
