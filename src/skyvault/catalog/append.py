@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import os
 import shutil
@@ -51,10 +50,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from skyvault.catalog.layout import INTERNAL_DIR, TableName, hats_pixel_file, table_path
+from skyvault.catalog.layout import TableName, hats_pixel_file, schema_lock_file, table_path
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import SPATIAL_ORDER
 from skyvault.errors import CatalogError, IngestError, UsageError
+from skyvault.interprocess import file_lock
 from skyvault.sky.coverage import healpix29
 
 if TYPE_CHECKING:
@@ -222,15 +222,9 @@ def status(data_dir: Path, table: str) -> Snapshot:
 
 @contextlib.contextmanager
 def append_lock(data_dir: Path, name: TableName) -> Iterator[None]:
-    """Hold the table's append lock (blocking): appends and compaction take turns."""
-    locks = data_dir / name.schema / INTERNAL_DIR / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{name.table}.append.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """Hold the table's append lock (waiting for it): appends and compaction take turns."""
+    with file_lock(schema_lock_file(data_dir, name.schema, f"{name.table}.append"), wait=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def write_pointer(version_dir: Path, snapshot: int, committed: str | None) -> None:
