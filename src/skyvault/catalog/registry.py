@@ -13,6 +13,7 @@ file-system timestamps are coarse (a kernel tick), so two changes in one tick lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -107,8 +108,10 @@ class StoredTable:
     cell and its ``_healpix_29`` range ``[starts, stops)``, sorted by start; cells may repeat."""
     snapshot: Snapshot | None = None
 
-    @property
+    @functools.cached_property
     def all_files(self) -> tuple[str, ...]:
+        """Every file of the table: partitions, then delta files (each once); made once
+        per table version, as planning a scan counts them."""
         if self.partitions is not None:
             deltas = tuple(dict.fromkeys(self.deltas.files)) if self.deltas else ()
             return self.partitions.files + deltas
