@@ -222,7 +222,7 @@ def measure_nested(
 ) -> dict[str, Any]:
     """Each lon/lat form on the first ``rows`` upload rows without and with the cell join."""
     from skyvault.adql.translate import compile_adql
-    from skyvault.engine.plan import plan_query
+    from skyvault.engine.plan import ScanSpec, plan_query, plan_translation
 
     _, table = extra["up"]
     small = table.slice(0, rows)
@@ -234,20 +234,18 @@ def measure_nested(
             continue
         translation = compile_adql(adql, visible)
         refs = [
-            (
-                t.placeholder,
-                small if t.meta.schema == "TAP_UPLOAD" else archive.registry.get(
+            ScanSpec(
+                placeholder=t.placeholder,
+                table=small if t.meta.schema == "TAP_UPLOAD" else archive.registry.get(
                     t.meta.schema, t.meta.name
                 ),
-                t.coverage,
+                coverage=t.coverage,
             )
             for t in translation.tables
         ]  # fmt: skip
         plans = {
             "without cell join": plan_query(translation.sql, refs, translation.columns),
-            "cell join": plan_query(
-                translation.sql, refs, translation.columns, list(translation.crossmatches)
-            ),
+            "cell join": plan_translation(translation, refs),
         }
         entry: dict[str, Any] = {}
         answers = {}

@@ -929,7 +929,7 @@ def measure_crossmatch(
     log(f"cross-match: {adql}")
     plan = archive.plan(adql)
     cell_join = "__sv_cell" in plan.sql
-    roles = {s.qualified_name: (s.cell[0] if s.cell else None) for s in plan.scans}
+    roles = {s.qualified_name: (s.cell.role if s.cell else None) for s in plan.scans}
     log(f"  cell join in plan: {cell_join}; roles {roles}")
     sql = hand.crossmatch_sql("small", "big", ARCSEC)
     runs = {"duckdb": lambda: hand.query(sql), "skyvault": lambda: archive.query(adql)}

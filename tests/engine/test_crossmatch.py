@@ -19,7 +19,13 @@ from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.crossmatch import KEY_COLUMN
 from skyvault.engine.executor import LocalExecutor
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import (
+    CrossMatchSpec,
+    QueryPlan,
+    ScanSpec,
+    plan_query,
+    plan_translation,
+)
 from skyvault.sky.sql import within_distance_sql
 
 
@@ -80,18 +86,20 @@ def test_cell_join_equals_brute_force(
     registry = Registry(data)
     radius = radius_arcsec / 3600
     condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
-    sql = f'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t0" AS "a", "__sv_t1" AS "b" WHERE {condition}'  # noqa: E501
+    sql = (
+        'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t0" AS "a", "__sv_t1" AS "b" '
+        f'WHERE {condition} AND "a".{KEY_COLUMN} = "b".{KEY_COLUMN}'
+    )
     plan = plan_query(
         sql,
         [
-            ("__sv_t0", registry.get("s", "left_t"), None),
-            ("__sv_t1", registry.get("s", "right_t"), None),
+            ScanSpec(placeholder="__sv_t0", table=registry.get("s", "left_t")),
+            ScanSpec(placeholder="__sv_t1", table=registry.get("s", "right_t")),
         ],
         [],
-        crossmatch=("__sv_t0", "__sv_t1", radius),
+        [CrossMatchSpec(left="__sv_t0", right="__sv_t1", radius=radius)],
     )
-    assert KEY_COLUMN in plan.sql, "the cell key equality was not added"
-    assert {s.cell[0] for s in plan.scans if s.cell} == {"keyed", "exploded"}
+    assert {s.cell.role for s in plan.scans if s.cell} == {"keyed", "exploded"}
     got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
     pairs = set(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
     want = _astropy_pairs(left, right, radius_arcsec)
@@ -109,16 +117,16 @@ def test_left_join_in_on_clause_keeps_unmatched_rows(
     condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
     sql = (
         'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t0" AS "a" '
-        f'LEFT JOIN "__sv_t1" AS "b" ON {condition}'
+        f'LEFT JOIN "__sv_t1" AS "b" ON {condition} AND "a".{KEY_COLUMN} = "b".{KEY_COLUMN}'
     )
     plan = plan_query(
         sql,
         [
-            ("__sv_t0", registry.get("s", "left_t"), None),
-            ("__sv_t1", registry.get("s", "right_t"), None),
+            ScanSpec(placeholder="__sv_t0", table=registry.get("s", "left_t")),
+            ScanSpec(placeholder="__sv_t1", table=registry.get("s", "right_t")),
         ],
         [],
-        crossmatch=("__sv_t0", "__sv_t1", radius),
+        [CrossMatchSpec(left="__sv_t0", right="__sv_t1", radius=radius, exploded="__sv_t1")],
     )
     got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
     matched = {
@@ -133,31 +141,29 @@ def test_left_join_in_on_clause_keeps_unmatched_rows(
 def test_left_join_explodes_the_optional_side(archive: tuple[Path, pa.Table, pa.Table]) -> None:
     """Exploding the preserved side would repeat its unmatched rows once per cell (9x)."""
     data, left, right = archive
-    registry = Registry(data)
-    radius = 1.0 / 3600
-    condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
-    tables = [
-        ("__sv_t0", registry.get("s", "left_t"), None),
-        ("__sv_t1", registry.get("s", "right_t"), None),
-    ]
     want = _astropy_pairs(left, right, 1.0)
     unmatched = left.num_rows - len({a for a, _ in want})
-    for sql, optional in (
-        (f'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t0" AS "a" '
-         f'LEFT JOIN "__sv_t1" AS "b" ON {condition}', "__sv_t1"),
-        (f'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t1" AS "b" '
-         f'RIGHT JOIN "__sv_t0" AS "a" ON {condition}', "__sv_t1"),
-    ):  # fmt: skip
-        plan = plan_query(sql, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
-        roles = {s.placeholder: s.cell[0] for s in plan.scans if s.cell}
-        assert roles[optional] == "exploded", sql
-        got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
-        rows = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
-        assert {r for r in rows if r[1] is not None} == want
-        assert len(rows) == len(want) + unmatched, "a row came out more than once"
-    full = f'SELECT "a"."id" AS aid FROM "__sv_t0" AS "a" FULL JOIN "__sv_t1" AS "b" ON {condition}'
-    plan = plan_query(full, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
-    assert KEY_COLUMN not in plan.sql and not any(s.cell for s in plan.scans)
+    dist = _DIST.format(r=1.0 / 3600)
+    opened = open_archive(data)
+    try:
+        pairs = "SELECT a.id AS aid, b.id AS bid FROM "
+        for adql in (
+            f"{pairs}s.left_t AS a LEFT JOIN s.right_t AS b ON {dist}",
+            f"{pairs}s.right_t AS b RIGHT JOIN s.left_t AS a ON {dist}",
+        ):
+            plan = opened.plan(adql)
+            assert _cell_equalities(plan.sql) == 1, plan.sql
+            roles = {s.qualified_name: s.cell.role for s in plan.scans if s.cell}
+            assert roles == {"s.right_t": "exploded", "s.left_t": "keyed"}, adql
+            got = opened.query(adql)
+            rows = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
+            assert {r for r in rows if r[1] is not None} == want
+            assert len(rows) == len(want) + unmatched, "a row came out more than once"
+        full = f"SELECT a.id AS aid FROM s.left_t AS a FULL JOIN s.right_t AS b ON {dist}"
+        plan = opened.plan(full)
+        assert KEY_COLUMN not in plan.sql and not any(s.cell for s in plan.scans)
+    finally:
+        opened.close()
 
 
 def test_cell_key_goes_where_both_tables_are_joined(
@@ -165,22 +171,22 @@ def test_cell_key_goes_where_both_tables_are_joined(
 ) -> None:
     """The key equality cannot go into the ON of a join before the partner is in scope."""
     data, left, right = archive
-    registry = Registry(data)
-    radius = 2.5 / 3600
-    condition = within_distance_sql('"a"."ra"', '"a"."dec"', '"b"."ra"', '"b"."dec"', radius)
-    sql = (
-        'SELECT "a"."id" AS aid, "b"."id" AS bid FROM "__sv_t2" AS "c" '
-        'JOIN "__sv_t0" AS "a" ON "c"."id" = "a"."id" '
-        f'JOIN "__sv_t1" AS "b" ON {condition}'
+    adql = (
+        "SELECT a.id AS aid, b.id AS bid FROM s.left_t AS c JOIN s.left_t AS a ON c.id = a.id "
+        f"JOIN s.right_t AS b ON {_DIST.format(r=2.5 / 3600)}"
     )
-    tables = [
-        ("__sv_t0", registry.get("s", "left_t"), None),
-        ("__sv_t1", registry.get("s", "right_t"), None),
-        ("__sv_t2", registry.get("s", "left_t"), None),
-    ]
-    plan = plan_query(sql, tables, [], crossmatch=("__sv_t0", "__sv_t1", radius))
+    opened = open_archive(data)
+    try:
+        plan = opened.plan(adql)
+        got = opened.query(adql)
+    finally:
+        opened.close()
     assert _cell_equalities(plan.sql) == 1
-    got = LocalExecutor(Sandbox([data])).execute(plan).to_table()
+    import sqlglot
+    from sqlglot import exp
+
+    joins = sqlglot.parse_one(plan.sql, dialect="duckdb").find(exp.Select).args["joins"]
+    assert [KEY_COLUMN in j.sql(dialect="duckdb") for j in joins] == [False, True]
     pairs = list(zip(got["aid"].to_pylist(), got["bid"].to_pylist(), strict=True))
     assert sorted(pairs) == sorted(_astropy_pairs(left, right, 2.5))
 
@@ -205,19 +211,14 @@ def _plan_all(archive: Archive, adql: str, *, prune: bool = True) -> QueryPlan:
     (``prune=False``: and no coverage, so every file is read)."""
     translation = compile_adql(adql, archive.registry.tables())
     refs = [
-        (
-            r.placeholder,
-            archive.registry.get(r.meta.schema, r.meta.name),
-            r.coverage if prune else None,
+        ScanSpec(
+            placeholder=r.placeholder,
+            table=archive.registry.get(r.meta.schema, r.meta.name),
+            coverage=r.coverage if prune else None,
         )
         for r in translation.tables
     ]
-    return plan_query(
-        translation.sql,
-        refs,
-        translation.columns,
-        [(m.left, m.right, m.radius_deg) for m in translation.crossmatches],
-    )
+    return plan_translation(translation, refs)
 
 
 _DIST = "DISTANCE(POINT('ICRS', a.ra, a.dec), POINT('ICRS', b.ra, b.dec)) < {r}"
@@ -269,7 +270,7 @@ def test_nested_crossmatch_is_a_cell_join_equal_to_brute_force(
         plan = opened.plan(adql)
         # The one cross-match is planned through the archive as it is: a cell join.
         assert _cell_equalities(plan.sql) == 1, plan.sql
-        assert {s.cell[0] for s in plan.scans if s.cell} == {"keyed", "exploded"}
+        assert {s.cell.role for s in plan.scans if s.cell} == {"keyed", "exploded"}
         got = opened.query(adql)
     finally:
         opened.close()
@@ -395,3 +396,32 @@ def _pairs_with_nulls(table: pa.Table) -> list[tuple[int, int | None]]:
     """The (aid, bid) rows, sorted (an unmatched row, bid None, first)."""
     rows = zip(table["aid"].to_pylist(), table["bid"].to_pylist(), strict=True)
     return sorted(rows, key=lambda r: (r[0], -1 if r[1] is None else r[1]))
+
+
+def test_a_derived_item_in_two_distance_joins_gives_every_pair(
+    archive: tuple[Path, pa.Table, pa.Table],
+) -> None:
+    """A subquery matched to two tables carries one cell key: the first join is a cell
+    join, the second an ordinary one (it used to be keyed twice, and lost or multiplied
+    rows)."""
+    data, left, right = archive
+    r = 2.5 / 3600
+    adql = (
+        "SELECT a.id AS aid, b.id AS bid, c.id AS cid FROM (SELECT id, ra, dec FROM s.left_t) "
+        f"AS a JOIN s.right_t AS b ON {_DIST.format(r=r)} JOIN s.right_t AS c "
+        f"ON DISTANCE(POINT('ICRS', a.ra, a.dec), POINT('ICRS', c.ra, c.dec)) < {r}"
+    )
+    opened = open_archive(data)
+    try:
+        assert _cell_equalities(opened.plan(adql).sql) == 1
+        got = opened.query(adql)
+    finally:
+        opened.close()
+    per_left: dict[int, set[int]] = {}
+    for a, b in _astropy_pairs(left, right, 2.5):
+        per_left.setdefault(a, set()).add(b)
+    want = {(a, b, c) for a, bs in per_left.items() for b in bs for c in bs}
+    rows = list(
+        zip(got["aid"].to_pylist(), got["bid"].to_pylist(), got["cid"].to_pylist(), strict=True)
+    )
+    assert len(rows) == len(want) and set(rows) == want

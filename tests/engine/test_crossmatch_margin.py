@@ -263,7 +263,7 @@ def test_aggregate_and_left_join_forms(
         f"ON {DIST.format(r=r)}"
     )
     plan = dask.plan(adql)
-    assert {s.placeholder: s.cell[0] for s in plan.scans if s.cell} == {
+    assert {s.placeholder: s.cell.role for s in plan.scans if s.cell} == {
         "__sv_t0": "keyed",
         "__sv_t1": "exploded",
     }

@@ -26,7 +26,7 @@ from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.distributed import DaskExecutor, file_groups
 from skyvault.engine.executor import CancelToken, LocalExecutor
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
 from skyvault.engine.split import split_plan
 from skyvault.errors import AdqlSyntaxError, QueryCancelled, QueryError, QueryTimeout
 from tests.conftest import random_sky
@@ -307,7 +307,7 @@ def test_fallback_runs_one_task_and_is_right(
 def test_split_that_fails_in_the_engine_is_run_whole(stored: StoredTable, data: Path) -> None:
     """AVG of a timestamp: the partial SUM does not exist, so the plan reruns as one task."""
     sql = 'SELECT band, avg(to_timestamp(cls)) AS t FROM "__sv_t0" GROUP BY band'
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     assert split_plan(plan).kind == "aggregate"
     executor = DaskExecutor(settings=SandboxSettings((str(data),)))
     result = executor.execute(plan)
@@ -328,7 +328,7 @@ def test_variances_merge_without_cancellation(stored: StoredTable, data: Path) -
         "sum(cls) AS s "
         'FROM "__sv_t0" GROUP BY band'
     )
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     executor = DaskExecutor(settings=SandboxSettings((str(data),)))
     result = executor.execute(plan)
     got = result.to_table().sort_by("band")
@@ -343,7 +343,7 @@ def test_variances_merge_without_cancellation(stored: StoredTable, data: Path) -
     assert got.schema.field("s").type == pa.decimal128(38, 0)
     one = plan_query(
         'SELECT stddev(mag) AS s, var_pop(mag) AS p FROM "__sv_t0" WHERE id = 3',
-        [("__sv_t0", stored, None)],
+        [ScanSpec(placeholder="__sv_t0", table=stored)],
         [],
     )
     assert executor.execute(one).to_table().to_pylist() == [{"s": None, "p": 0.0}]
@@ -451,7 +451,10 @@ def test_worker_processes(local: Archive, data: Path, stored: StoredTable) -> No
         plan = plan_query(
             'SELECT u.label, count(*) AS n, avg(s.mag) AS m FROM "__sv_t0" AS s '
             'JOIN "__sv_t1" AS u ON s.cls = u.cls GROUP BY u.label',
-            [("__sv_t0", stored, None), ("__sv_t1", upload, None)],
+            [
+                ScanSpec(placeholder="__sv_t0", table=stored),
+                ScanSpec(placeholder="__sv_t1", table=upload),
+            ],
             [],
         )
         result = archive.executor.execute(plan)
@@ -562,7 +565,14 @@ def test_decomposition_sql(local: Archive) -> None:
 )
 def test_what_is_not_split(stored: StoredTable, sql: str, reason: str) -> None:
     other = pa.table({"id": [1, 2]})
-    plan = plan_query(sql, [("__sv_t0", stored, None), ("__sv_t1", other, None)], [])
+    plan = plan_query(
+        sql,
+        [
+            ScanSpec(placeholder="__sv_t0", table=stored),
+            ScanSpec(placeholder="__sv_t1", table=other),
+        ],
+        [],
+    )
     split = split_plan(plan)
     assert split.kind == "whole" and not split.splits
     assert reason in split.reason

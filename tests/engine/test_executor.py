@@ -17,7 +17,7 @@ from skyvault.catalog.ingest import ingest
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import CancelToken, LocalExecutor, engine_error
-from skyvault.engine.plan import plan_query
+from skyvault.engine.plan import ScanSpec, plan_query
 from skyvault.errors import (
     InternalError,
     QueryCancelled,
@@ -61,7 +61,11 @@ def test_cone_reads_few_partitions_and_matches_astropy(
 ) -> None:
     _, stored = catalogue
     circle = Circle(ra, dec, radius)
-    plan = plan_query(_cone_sql(circle), [("__sv_t0", stored, region_coverage(circle, 16))], [])
+    plan = plan_query(
+        _cone_sql(circle),
+        [ScanSpec(placeholder="__sv_t0", table=stored, coverage=region_coverage(circle, 16))],
+        [],
+    )
     got = executor.execute(plan).to_table()
     # Oracle: astropy separations over every row of the input.
     source = sky_catalogue.rows
@@ -88,7 +92,11 @@ def test_pruning_skips_row_groups(catalogue: tuple[Path, StoredTable]) -> None:
         index.pixels[biggest : biggest + 1].astype(np.uint64), int(index.orders[biggest])
     )
     circle = Circle(float(lon.deg[0]), float(lat.deg[0]), 0.05)
-    plan = plan_query(_cone_sql(circle), [("__sv_t0", stored, region_coverage(circle, 16))], [])
+    plan = plan_query(
+        _cone_sql(circle),
+        [ScanSpec(placeholder="__sv_t0", table=stored, coverage=region_coverage(circle, 16))],
+        [],
+    )
     scan = plan.scans[0]
     assert len(scan.files) >= 1
     assert scan.ranges is not None
@@ -111,7 +119,11 @@ def test_empty_coverage_reads_nothing(
     from mocpy import MOC
 
     _, stored = catalogue
-    plan = plan_query('SELECT id FROM "__sv_t0"', [("__sv_t0", stored, MOC.new_empty(10))], [])
+    plan = plan_query(
+        'SELECT id FROM "__sv_t0"',
+        [ScanSpec(placeholder="__sv_t0", table=stored, coverage=MOC.new_empty(10))],
+        [],
+    )
     assert plan.files_read == 0
     assert executor.execute(plan).to_table().num_rows == 0
 
@@ -120,7 +132,11 @@ def test_maxrec_overflow_only_when_rows_are_cut(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:
     _, stored = catalogue
-    plan = plan_query('SELECT id FROM "__sv_t0" WHERE id < 100', [("__sv_t0", stored, None)], [])
+    plan = plan_query(
+        'SELECT id FROM "__sv_t0" WHERE id < 100',
+        [ScanSpec(placeholder="__sv_t0", table=stored)],
+        [],
+    )
     exact = executor.execute(plan, maxrec=100)
     assert exact.to_table().num_rows == 100
     assert not exact.overflow
@@ -140,7 +156,7 @@ def test_results_stream_in_batches(
     _, stored = catalogue
     plan = plan_query(
         'SELECT a.id FROM "__sv_t0" a, (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) b',
-        [("__sv_t0", stored, None)],
+        [ScanSpec(placeholder="__sv_t0", table=stored)],
         [],
     )
     result = executor.execute(plan)
@@ -156,7 +172,7 @@ def test_cancel_from_another_thread_within_a_second(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:
     _, stored = catalogue
-    plan = plan_query(_SLOW, [("__sv_t0", stored, None)], [])
+    plan = plan_query(_SLOW, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     token = CancelToken()
     threading.Timer(0.5, token.cancel).start()
     started = time.monotonic()
@@ -167,7 +183,7 @@ def test_cancel_from_another_thread_within_a_second(
 
 def test_timeout(catalogue: tuple[Path, StoredTable], executor: LocalExecutor) -> None:
     _, stored = catalogue
-    plan = plan_query(_SLOW, [("__sv_t0", stored, None)], [])
+    plan = plan_query(_SLOW, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     with pytest.raises(QueryTimeout, match=r"time limit of 0\.3 s"):
         executor.execute(plan, timeout=0.3).to_table()
 
@@ -177,7 +193,7 @@ def test_a_short_time_limit_fires_behind_a_long_one(
 ) -> None:
     """The shared deadline watcher wakes for a nearer deadline added after a farther one."""
     _, stored = catalogue
-    plan = plan_query(_SLOW, [("__sv_t0", stored, None)], [])
+    plan = plan_query(_SLOW, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     waiting = executor.execute(plan, timeout=60.0)  # started, not read: its deadline waits
     started = time.monotonic()
     with pytest.raises(QueryTimeout, match=r"time limit of 0\.4 s"):
@@ -198,7 +214,7 @@ def test_interrupted_while_streaming(
         "WHERE a.mag + b.mag + c.mag > 1000"
     )
     sql = f'SELECT id FROM "__sv_t0" UNION ALL SELECT * FROM ({slower})'
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     token = CancelToken()
     if how == "cancel":
         threading.Timer(1.0, token.cancel).start()
@@ -222,7 +238,9 @@ def test_data_errors_are_query_errors_without_paths(
 ) -> None:
     data, stored = catalogue
     plan = plan_query(
-        'SELECT CAST(name AS INTEGER) FROM "__sv_t0"', [("__sv_t0", stored, None)], []
+        'SELECT CAST(name AS INTEGER) FROM "__sv_t0"',
+        [ScanSpec(placeholder="__sv_t0", table=stored)],
+        [],
     )
     with pytest.raises(QueryError) as info:
         executor.execute(plan).to_table()
@@ -236,7 +254,9 @@ def test_division_by_zero_is_a_query_error_in_adql_terms(
 ) -> None:
     _, stored = catalogue
     plan = plan_query(
-        'SELECT 1 // COUNT(*) FROM "__sv_t0" WHERE false', [("__sv_t0", stored, None)], []
+        'SELECT 1 // COUNT(*) FROM "__sv_t0" WHERE false',
+        [ScanSpec(placeholder="__sv_t0", table=stored)],
+        [],
     )
     with pytest.raises(QueryError) as info:
         executor.execute(plan).to_table()
@@ -249,7 +269,9 @@ def test_engine_faults_say_nothing_about_the_server(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor
 ) -> None:
     _, stored = catalogue
-    plan = plan_query('SELECT no_such_column FROM "__sv_t0"', [("__sv_t0", stored, None)], [])
+    plan = plan_query(
+        'SELECT no_such_column FROM "__sv_t0"', [ScanSpec(placeholder="__sv_t0", table=stored)], []
+    )
     with pytest.raises(QueryFailed) as info:
         executor.execute(plan)
     assert str(info.value).startswith("the query failed while running: ")
@@ -292,7 +314,7 @@ def test_value_errors_are_worded_in_adql_terms(
     catalogue: tuple[Path, StoredTable], executor: LocalExecutor, sql: str, message: str
 ) -> None:
     _, stored = catalogue
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     with pytest.raises(QueryError) as info:
         executor.execute(plan).to_table()
     assert message in str(info.value)
@@ -393,7 +415,7 @@ def test_sandbox_refuses_escapes_even_in_raw_sql(
 ) -> None:
     """Second wall: even SQL that bypassed the ADQL whitelist cannot leave the data root."""
     _, stored = catalogue
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     with pytest.raises((InternalError, QueryError)):
         executor.execute(plan).to_table()
     assert not Path("/tmp/skyvault-escape.csv").exists()

@@ -20,7 +20,7 @@ from skyvault.catalog.registry import SETTLE_S
 from skyvault.engine.archive import Archive
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import LocalExecutor
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
 from skyvault.errors import AdqlSemanticError
 from tests.conftest import random_sky
 
@@ -115,7 +115,7 @@ def test_scans_as_with_clauses(tmp_path: Path, sql: str) -> None:
     table = _ingest(tmp_path, N, seed=1)
     archive = Archive(tmp_path / "data")
     stored = archive.registry.get("s", "stars")
-    plan = plan_query(sql, [("__sv_t0", stored, None)], [])
+    plan = plan_query(sql, [ScanSpec(placeholder="__sv_t0", table=stored)], [])
     executor = LocalExecutor(Sandbox([tmp_path / "data"]))
     got = executor.execute(QueryPlan(plan.sql, plan.scans, ()), maxrec=10).to_table()
     if sql.startswith("DESCRIBE"):

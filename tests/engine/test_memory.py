@@ -28,7 +28,7 @@ from skyvault.engine.budget import (
 )
 from skyvault.engine.connection import Sandbox
 from skyvault.engine.executor import CancelToken, LocalExecutor
-from skyvault.engine.plan import plan_query
+from skyvault.engine.plan import ScanSpec, plan_query
 from skyvault.errors import QueryCancelled, ServerBusy
 from tests.conftest import SkyCatalogue
 
@@ -209,7 +209,9 @@ def test_a_large_plain_limit_streams_instead_of_sorting_its_result(
     result ("late materialisation"), holding all its rows before the first is sent."""
     data = sky_catalogue.data
     stored = Registry(data).get(sky_catalogue.schema, sky_catalogue.table)
-    plan = plan_query('SELECT id FROM "__sv_t0"', [("__sv_t0", stored, None)], [])
+    plan = plan_query(
+        'SELECT id FROM "__sv_t0"', [ScanSpec(placeholder="__sv_t0", table=stored)], []
+    )
     cursor = Sandbox([data]).cursor()
     cursor.execute(f'CREATE TEMP VIEW "__sv_t0" AS {plan.scans[0].view_sql()}')
     for limit in (100, 15_000):
@@ -225,7 +227,9 @@ def test_wide_results_come_in_batches_bounded_in_bytes(tmp_path: Path) -> None:
     rows = 12_000
     table = pa.table({f"c{i}": np.arange(rows, dtype=np.float64) + i for i in range(columns)})
     metas = [ColumnMeta(name=f"c{i}", datatype="double") for i in range(columns)]
-    plan = plan_query('SELECT * FROM "__sv_t0"', [("__sv_t0", table, None)], metas)
+    plan = plan_query(
+        'SELECT * FROM "__sv_t0"', [ScanSpec(placeholder="__sv_t0", table=table)], metas
+    )
     result = LocalExecutor(Sandbox([tmp_path])).execute(plan)
     sizes = [batch.num_rows for batch in result.batches]
     assert sum(sizes) == rows

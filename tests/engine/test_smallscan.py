@@ -19,7 +19,6 @@ from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.registry import Registry
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.executor import LocalExecutor
-from skyvault.engine.plan import _identifiers
 from skyvault.engine.smallscan import FooterCache, read_small_scan
 from skyvault.sky.coverage import healpix29_ranges, region_coverage
 from skyvault.sky.regions import Circle
@@ -248,11 +247,22 @@ def test_a_footer_is_read_once_by_concurrent_callers(
     assert reads == [path]
 
 
-def test_identifiers_skip_string_literals() -> None:
-    sql = """SELECT "s0"."a", b FROM x WHERE "C" = 'q"r' AND "d""e" = 1 AND 'it''s' = "f\""""
-    assert _identifiers(sql) >= {"a", "b", "C", 'd"e', "f", "s0"}
-    assert "q" not in _identifiers(sql)
-    assert "it" not in _identifiers(sql)
+def test_the_index_path_reads_the_columns_the_translation_names(data: Path) -> None:
+    """The scan reads the columns the translator wrote for this table occurrence: a
+    column named only inside a string literal is not read, awkward names are."""
+    adql = (
+        'SELECT id, "Flux ""psf""" FROM s.stars WHERE name <> \'ra MixedCase mag\' AND '
+        "CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 10.0, 20.0, 2.0)) = 1"
+    )
+    archive = open_archive(data)
+    try:
+        [scan] = archive.plan(adql).scans
+    finally:
+        archive.close()
+    assert scan.columns == ("id", "ra", "dec", "name", 'Flux "psf"')
+    with_index, without, scans = _both(data, adql)
+    assert scans == 1
+    assert _sorted(with_index) == _sorted(without) and with_index.num_rows > 0
 
 
 def test_demo_cone_uses_the_index_path(demo_data: Path) -> None:

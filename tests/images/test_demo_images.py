@@ -128,3 +128,12 @@ def test_pixels_differ_where_a_source_is_moved(demo_data: Path, objects: pa.Tabl
     assert pick.size
     cx, cy = centroid_sources(data, x[pick] + 1.5, y[pick], box_size=5, centroid_func=centroid_com)
     assert np.median(np.hypot(cx - x[pick] - 1.5, cy - y[pick])) > 0.5
+
+
+def test_the_drawing_erf_agrees_with_math_erf() -> None:
+    import math
+
+    from skyvault.demo.images import erf
+
+    x = np.linspace(-6.0, 6.0, 20001)
+    assert np.max(np.abs(erf(x) - np.array([math.erf(v) for v in x]))) < 2e-7

@@ -732,7 +732,7 @@ def test_crossmatch_with_an_upload_is_a_cell_join(archive: Archive, objects: pa.
         "ON DISTANCE(POINT(t.ra, t.dec), POINT(o.coord_ra, o.coord_dec)) < 0.002"
     )
     plan = archive.plan(query, extra=[(meta, table)])
-    roles = {scan.qualified_name: scan.cell[0] for scan in plan.scans if scan.cell}
+    roles = {scan.qualified_name: scan.cell.role for scan in plan.scans if scan.cell}
     assert sorted(roles.values()) == ["exploded", "keyed"]
     assert "__sv_cell" in plan.sql
     got = archive.stream(query, extra=[(meta, table)]).to_table()

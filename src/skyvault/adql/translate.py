@@ -20,18 +20,21 @@ Semantics that differ between ADQL and DuckDB are made explicit:
 * ``CONTAINS``/``INTERSECTS`` are 1 or 0; compared with 1 in a condition they become the bare
   predicate, so DuckDB sees the declination prefilter it can prune row groups with.
 
-Besides the SQL, the translation reports per table occurrence a conservative sky coverage
-(MOC) from the positional constraints ANDed at the top of its WHERE clause and inner-join ON
-conditions, and of the ON condition of an outer join that makes it optional; and a
-:class:`CrossMatch` for every SELECT (anywhere: subqueries, CTEs, set operations) that joins
-two positional tables by a distance.
+Besides the SQL, the translation reports per table occurrence the columns the SQL reads and
+a conservative sky coverage (MOC) from the positional constraints ANDed at the top of its
+WHERE clause and inner-join ON conditions, and of the ON condition of an outer join that
+makes it optional (:mod:`skyvault.adql.prune`); a :class:`CrossMatch` for every SELECT
+(anywhere: subqueries, CTEs, set operations) that joins two FROM items by a distance, and
+the SQL again with the cell-key equalities of those that can be cell joins
+(:attr:`Translation.keyed_sql`); and the query's plain-search form, if it has one
+(:mod:`skyvault.adql.shape`).  The engine reads these; it never parses the SQL.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from sqlglot import exp
 
@@ -50,17 +53,20 @@ from skyvault.adql.geometry_sql import (
     intersects_sql,
 )
 from skyvault.adql.parsing import AdqlQuery, parse
+from skyvault.adql.prune import COVERAGE_MAX_ORDER, DistanceJoin, Position, Pruner, _unparen
+from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut, direct_select
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.engine.crossmatch import KEY_COLUMN, exploded_select
 from skyvault.errors import UnsupportedQuery
-from skyvault.sky.coverage import HEALPIX29_ORDER, MOC, intersect, region_coverage
-from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
+from skyvault.sky.coverage import HEALPIX29_ORDER, MOC
 from skyvault.sky.sql import distance_sql
 from skyvault.sqltext import quote_identifier
 from skyvault.sqltext import string_literal as _string_literal
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
+    "CellJoin",
     "ColumnTest",
     "CrossMatch",
     "DirectSelect",
@@ -71,10 +77,6 @@ __all__ = [
     "compile_adql",
     "translate",
 ]
-
-#: Finest HEALPix order of pruning coverages (order 18 cells are ~0.8″ across; larger
-#: regions are covered at coarser orders by :func:`skyvault.sky.coverage.region_coverage`).
-COVERAGE_MAX_ORDER = 18
 
 #: The order-29 NESTED HEALPix index ingest stores with every row of a ``hats`` table,
 #: computed from the table's own RA/Dec columns (``skyvault.catalog.ingest.HEALPIX_COLUMN``).
@@ -104,11 +106,16 @@ class TableRef:
     coverage
         Conservative sky coverage of the rows that can matter, from positional constraints
         ANDed at the top level of WHERE and inner-join ON conditions; ``None``: no constraint.
+    columns
+        The table's columns the SQL reads from this occurrence, in the table's order (every
+        column the SQL names is written from a checked column binding, so this is exact);
+        a reader that materialises the rows needs only these.
     """
 
     placeholder: str
     meta: TableMeta
     coverage: MOC | None
+    columns: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,24 @@ class MatchSide:
     """A subquery or CTE reference (no view of its own: the SQL keys it)."""
     tables: tuple[str, ...] = ()
     """For a derived item: the placeholders of the table occurrences it reads."""
+    offsets: str | None = None
+    """For a derived item in a cell join: the relation :attr:`Translation.keyed_sql` crosses
+    its rows with to get their keys (``__sv_x0``); the engine defines it with one row of cell
+    offsets when it keys this side, nine when it explodes it
+    (:func:`skyvault.engine.crossmatch.cell_offsets`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CellJoin:
+    """How :attr:`Translation.keyed_sql` joins the two sides of a cross-match on their cell
+    keys: an equality of the two items' :data:`~skyvault.engine.crossmatch.KEY_COLUMN` in the
+    ON of the join that brings in the later one (``clause`` ``"ON"``) or, after a comma,
+    in the WHERE of their SELECT (``"WHERE"``)."""
+
+    clause: str
+    exploded: str | None = None
+    """The side (:attr:`MatchSide.name`) the engine must explode: the optional side of a
+    LEFT/RIGHT join.  None: the engine explodes the smaller side."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,57 +164,11 @@ class CrossMatch:
     left: str
     right: str
     radius_deg: float
-    sides: tuple[MatchSide, MatchSide] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SkyCut:
-    """One sky condition on a table's RA/Dec columns, with constant geometry.
-
-    ``region`` set: ``CONTAINS(POINT(ra, dec), region) = 1`` (or INTERSECTS, the same for a
-    point).  Otherwise a distance cut ``DISTANCE(POINT(ra, dec), POINT(centre)) <op> radius``
-    (``column_first`` False when the query named the constant point first, which the SQL
-    keeps, so the numbers agree to the last bit); ``op`` is ``<``, ``<=``, ``>`` or ``>=``.
-    """
-
-    ra: str
-    dec: str
-    region: Circle | Polygon | Box | None = None
-    centre: tuple[float, float] = (0.0, 0.0)
-    op: str = "<"
-    radius: float = 0.0
-    column_first: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnTest:
-    """``column <op> value`` with a constant: ``op`` is ``=``, ``<>``, ``<``, ``<=``, ``>``,
-    ``>=`` (``value`` a number, for a numeric column, or a string, for a string column),
-    ``null`` or ``not null`` (``IS [NOT] NULL``)."""
-
-    column: str
-    op: str
-    value: int | float | str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DirectSelect:
-    """A query simple enough to answer without SQL: columns of one stored table, cut by sky
-    conditions (and TOP).
-
-    ``SELECT [TOP n] col [AS name], ... FROM table WHERE <sky cut> [AND <cut or test> ...]``:
-    the shape of a cone or polygon search, with comparisons of columns to constants.  The
-    engine may evaluate it directly over the few rows the index path reads
-    (:mod:`skyvault.engine.direct`); the SQL stays the reference.
-    ``columns`` are the table's column names in result order, ``names`` the result's names.
-    """
-
-    placeholder: str
-    columns: tuple[str, ...]
-    names: tuple[str, ...]
-    cuts: tuple[SkyCut, ...]
-    limit: int | None
-    tests: tuple[ColumnTest, ...] = ()
+    sides: tuple[MatchSide, MatchSide]
+    cell: CellJoin | None = None
+    """Where :attr:`Translation.keyed_sql` joins the two on their cell keys; None when it
+    does not (a FULL join, an item inside a nested join, or a table occurrence already in
+    an earlier cell join): then the distance join stays an ordinary join."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +178,23 @@ class Translation:
     Attributes
     ----------
     sql
-        One DuckDB SELECT statement.
+        One DuckDB SELECT statement over the placeholder relations, each the rows of its
+        table.
     tables
         One entry per table occurrence (also in subqueries and CTEs).
     columns
         Result column metadata, in order, names as the user sees them.
     crossmatches
-        Every distance join of two positional table occurrences, wherever its SELECT is
-        (the top level first, then subqueries, CTEs and set-operation branches); a pair is
-        listed once.
+        Every distance join of two FROM items, wherever its SELECT is (the top level
+        first, then subqueries, CTEs and set-operation branches); a pair is listed once.
     direct
         The query as a :class:`DirectSelect`, when it has that simple shape.
+    keyed_sql
+        When a cross-match has a :attr:`CrossMatch.cell`: the same query, joining each such
+        pair also on its cell keys.  It runs where the sides' placeholders carry
+        :data:`~skyvault.engine.crossmatch.KEY_COLUMN` (the engine's keyed or exploded views)
+        and derived sides' :attr:`MatchSide.offsets` relations are defined; which side of a
+        pair explodes is the engine's choice and changes nothing in this text.
     """
 
     sql: str
@@ -217,6 +202,7 @@ class Translation:
     columns: tuple[ColumnMeta, ...]
     crossmatches: tuple[CrossMatch, ...] = ()
     direct: DirectSelect | None = None
+    keyed_sql: str | None = None
 
     @property
     def crossmatch(self) -> CrossMatch | None:
@@ -230,27 +216,30 @@ def _cast(sql: str, info: ValueInfo, duck: str) -> str:
     return f"CAST({sql} AS {duck})"
 
 
-def _unparen(node: exp.Expr) -> exp.Expr:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
+@dataclasses.dataclass(frozen=True)
+class _CellKeys:
+    """What the keyed SQL adds for its cell joins (see :attr:`Translation.keyed_sql`)."""
 
-
-def _conjuncts(node: exp.Expr) -> Iterator[exp.Expr]:
-    node = _unparen(node)
-    if isinstance(node, exp.And):
-        yield from _conjuncts(node.this)
-        yield from _conjuncts(node.expression)
-    else:
-        yield node
+    on: dict[int, list[str]]
+    """id(join) -> the key equalities its ON condition takes."""
+    where: dict[int, list[str]]
+    """id(select) -> the key equalities its WHERE takes."""
+    derived: dict[int, MatchSide]
+    """id(source) -> the side of a derived item whose rows get their key in the SQL."""
+    radius: dict[int, float]
 
 
 class _Emitter:
-    def __init__(self, checked: CheckedQuery) -> None:
+    def __init__(
+        self, checked: CheckedQuery, bands: dict[int, float], cells: _CellKeys | None = None
+    ) -> None:
         self.checked = checked
         self.source_text = SourceText(checked.query.text)
         #: Distance comparisons known to be cross-match joins: id(node) -> radius.
-        self.bands: dict[int, float] = {}
+        self.bands = bands
+        self.cells = cells
+        #: The columns the SQL reads from each table occurrence, by occurrence.
+        self.read: dict[int, set[str]] = {}
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
         line, column = self.source_text.locate(node)
@@ -325,8 +314,14 @@ class _Emitter:
         distinct = "DISTINCT " if node.args.get("distinct") is not None else ""
         parts = [f"SELECT {distinct}{', '.join(items)}", "FROM " + self.from_clause(node)]
         where = node.args.get("where")
+        keys = self.cells.where.get(id(node), []) if self.cells is not None else []
         if where is not None:
-            parts.append("WHERE " + self.cond(where.this))
+            condition = self.cond(where.this)
+            if keys:
+                condition = f"({condition}) AND " + " AND ".join(keys)
+            parts.append("WHERE " + condition)
+        elif keys:
+            parts.append("WHERE " + " AND ".join(keys))
         group = node.args.get("group")
         if group is not None:
             terms = []
@@ -370,7 +365,20 @@ class _Emitter:
             return f"({self.from_item(node.this)})"
         source = self.checked.sources[id(node)]
         alias = quote_identifier(source.alias)
-        if isinstance(node, exp.Subquery):
+        side = self.cells.derived.get(id(source)) if self.cells is not None else None
+        if side is not None:
+            # A derived side of a cell join: its rows with their cell key.
+            assert side.offsets is not None and self.cells is not None
+            if isinstance(node, exp.Subquery):
+                rows = self.query(node.this)
+            else:
+                rows = f"SELECT * FROM {quote_identifier(source.relation)}"
+            radius = self.cells.radius[id(source)]
+            keyed = exploded_select(
+                rows, side.ra, side.dec, radius, alias=source.alias, offsets=side.offsets
+            )
+            sql = f"({keyed}) AS {alias}"
+        elif isinstance(node, exp.Subquery):
             sql = f"({self.query(node.this)}) AS {alias}"
         else:
             sql = f"{quote_identifier(source.relation)} AS {alias}"
@@ -392,10 +400,14 @@ class _Emitter:
             condition = self.cond(on)
         else:
             return f"CROSS JOIN {item}"
+        keys = self.cells.on.get(id(node)) if self.cells is not None else None
+        if keys:
+            condition = f"({condition}) AND " + " AND ".join(keys)
         keyword = f"{side} JOIN" if side else "JOIN"
         return f"{keyword} {item} ON {condition}"
 
     def binding(self, binding: ColumnBinding, *, merged: bool = True) -> str:
+        self.reads(binding.source, binding.column.sql)
         sql = f"{quote_identifier(binding.source.alias)}.{quote_identifier(binding.column.sql)}"
         if merged and binding.merged:
             others = [self.binding(b, merged=False) for b in binding.merged]
@@ -697,9 +709,15 @@ class _Emitter:
             return None
         if (ra.column.name, dec.column.name) != (table.ra_column, table.dec_column):
             return None
+        self.reads(ra.source, _HEALPIX_COLUMN)
         column = f"{quote_identifier(ra.source.alias)}.{quote_identifier(_HEALPIX_COLUMN)}"
         shift = 2 * (HEALPIX29_ORDER - int(order))
         return f"({column} >> {shift})" if shift else column
+
+    def reads(self, source: Source, column: str) -> None:
+        """Note that the SQL reads ``column`` of ``source`` (kept for table occurrences)."""
+        if source.occurrence is not None:
+            self.read.setdefault(source.occurrence, set()).add(column)
 
     def stored_column(self, node: exp.Expr) -> ColumnBinding | None:
         """The binding of ``node`` when it is a column of a table occurrence, as stored."""
@@ -781,455 +799,6 @@ class _Emitter:
         return dali
 
 
-# --- coverage and cross-match ---------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Bounds:
-    ra_min: float = 0.0
-    ra_max: float = 360.0
-    dec_min: float = -90.0
-    dec_max: float = 90.0
-    used: bool = False
-
-
-_Position = tuple[Source, exp.Expr, exp.Expr]
-"""A FROM item and the RA and Dec expressions of a position of it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Join:
-    """A distance join found in a condition: the comparison node (None: CONTAINS form),
-    both positions and the radius."""
-
-    node: exp.Expr | None
-    left: _Position
-    right: _Position
-    radius: float
-
-
-def _ctes(tree: exp.Expr) -> Iterator[exp.CTE]:
-    """Every CTE of the query (WITH at any level)."""
-    yield from tree.find_all(exp.CTE)
-
-
-class _Pruner:
-    """Finds the positional constraints of each table occurrence and distance joins.
-
-    Every SELECT of the query is visited (subqueries in FROM and in conditions, CTEs,
-    set-operation branches): a table occurrence belongs to exactly one SELECT, so a
-    constraint there restricts exactly the rows that SELECT can use.
-    """
-
-    def __init__(self, checked: CheckedQuery, emitter: _Emitter) -> None:
-        self.checked = checked
-        self.emitter = emitter
-        self.mocs: dict[int, list[MOC]] = {}
-        self.bounds: dict[int, _Bounds] = {}
-        self.crossmatches: list[CrossMatch] = []
-
-    def run(self) -> None:
-        top = self.checked.query.tree
-        for select in top.find_all(exp.Select):
-            sources = self.checked.scopes.get(id(select))
-            if sources is None:
-                continue
-            for conjunct in self.constraints(select):
-                self.constraint(conjunct, sources)
-                self.cross_match(self.distance_join(conjunct, sources))
-            for join, target, optional in self.outer_joins(select):
-                for conjunct in _conjuncts(join.args["on"]):
-                    # Only the optional side: a row of it that fails the ON condition
-                    # never joins, which is what dropping it does; a preserved row that
-                    # fails it is still in the result (with NULLs), so it must stay.
-                    self.constraint(conjunct, optional)
-                    match = self.distance_join(conjunct, sources)
-                    # A distance in the ON of the join that brings in one of the two
-                    # items (the other one joined before) is a cross-match of that join.
-                    if match is not None and target in (match.left[0], match.right[0]):
-                        other = match.right[0] if match.left[0] is target else match.left[0]
-                        if other in self.earlier(select, join):
-                            self.cross_match(match)
-
-    def cross_match(self, match: _Join | None) -> None:
-        if match is None:
-            return
-        if match.node is not None:
-            self.emitter.bands[id(match.node)] = match.radius
-        pairs = {frozenset((m.left, m.right)) for m in self.crossmatches}
-        sides = (self.match_side(*match.left), self.match_side(*match.right))
-        if frozenset((sides[0].name, sides[1].name)) not in pairs:
-            self.crossmatches.append(CrossMatch(sides[0].name, sides[1].name, match.radius, sides))
-
-    def match_side(self, source: Source, ra: exp.Expr, dec: exp.Expr) -> MatchSide:
-        """The :class:`MatchSide` of ``source`` with position ``(ra, dec)``."""
-        emitter = self.emitter
-        ra_sql, dec_sql = (
-            _cast(emitter.value(n), emitter.info(n), "DOUBLE")
-            for n in (_unparen(ra), _unparen(dec))
-        )
-        columns = None
-        a, b = _unparen(ra), _unparen(dec)
-        if isinstance(a, exp.Column) and isinstance(b, exp.Column):
-            columns = (
-                self.checked.bindings[id(a)].column.sql,
-                self.checked.bindings[id(b)].column.sql,
-            )
-        if source.occurrence is not None:
-            return MatchSide(source.relation, source.alias, ra_sql, dec_sql, columns)
-        return MatchSide(
-            source.alias, source.alias, ra_sql, dec_sql, columns, True, self.derived_tables(source)
-        )
-
-    def derived_tables(self, source: Source) -> tuple[str, ...]:
-        """The placeholders of the table occurrences a subquery or CTE reference reads."""
-        tree = self.checked.query.tree
-        node = next((n for n in tree.walk() if self.checked.sources.get(id(n)) is source), None)
-        if node is None:
-            return ()
-        bodies: list[exp.Expr] = [node]
-        ctes = {name: cte for cte in _ctes(tree) if (name := self.checked.cte_names.get(id(cte)))}
-        out: list[str] = []
-        seen: set[str] = set()
-        while bodies:
-            body = bodies.pop()
-            for table in body.find_all(exp.Table):
-                found = self.checked.sources.get(id(table))
-                if found is None:
-                    continue
-                if found.occurrence is not None:
-                    out.append(found.relation)
-                elif found.relation in ctes and found.relation not in seen:
-                    seen.add(found.relation)
-                    bodies.append(ctes[found.relation].this)
-        return tuple(dict.fromkeys(out))
-
-    @staticmethod
-    def constraints(select: exp.Select) -> Iterator[exp.Expr]:
-        """Conjuncts every row of the SELECT's FROM clause satisfies: WHERE, inner ONs."""
-        where = select.args.get("where")
-        if where is not None:
-            yield from _conjuncts(where.this)
-        for join in select.args.get("joins") or []:
-            on = join.args.get("on")
-            if on is not None and not join.args.get("side"):
-                yield from _conjuncts(on)
-
-    def outer_joins(
-        self, select: exp.Select
-    ) -> Iterator[tuple[exp.Join, Source | None, list[Source]]]:
-        """Each LEFT/RIGHT join with an ON condition, the FROM item it brings in (a table
-        occurrence, subquery or CTE reference; None for a nested join) and the sources on
-        its optional side: the
-        joined item for LEFT, everything joined before it for RIGHT.  FULL joins preserve
-        both sides: nothing may be pruned from their ON."""
-        joins: list[exp.Join] = list(select.args.get("joins") or [])
-        for join in joins:
-            side = (join.side or "").upper()
-            if side not in ("LEFT", "RIGHT") or join.args.get("on") is None:
-                continue
-            item_sources = self.item_sources(join.this)
-            target = self.checked.sources.get(id(join.this))
-            optional = item_sources if side == "LEFT" else self.earlier(select, join)
-            yield join, target, optional
-
-    def earlier(self, select: exp.Select, join: exp.Join) -> list[Source]:
-        """Sources of the FROM clause before ``join``."""
-        from_ = select.args["from_"].this
-        out = self.item_sources(from_)
-        for other in select.args.get("joins") or []:
-            if other is join:
-                break
-            out += self.item_sources(other.this)
-        return out
-
-    def item_sources(self, node: exp.Expr) -> list[Source]:
-        """The sources one FROM item makes (a nested join makes several)."""
-        if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Table):
-            node = node.this
-        out = []
-        source = self.checked.sources.get(id(node))
-        if source is not None:
-            out.append(source)
-        if isinstance(node, exp.Table):
-            for join in node.args.get("joins") or []:
-                out += self.item_sources(join.this)
-        return out
-
-    def info(self, node: exp.Expr) -> ValueInfo | None:
-        return self.checked.info.get(id(node))
-
-    def constant(self, node: exp.Expr) -> float | None:
-        info = self.info(node)
-        return info.constant if info is not None else None
-
-    def position_column(self, node: exp.Expr, sources: list[Source]) -> tuple[Source, str] | None:
-        """(source, "ra" | "dec") when ``node`` is a positional column of a table here."""
-        node = _unparen(node)
-        if not isinstance(node, exp.Column):
-            return None
-        binding = self.checked.bindings.get(id(node))
-        if binding is None or binding.merged or binding.source not in sources:
-            return None
-        table = binding.source.table
-        if table is None or binding.source.occurrence is None:
-            return None
-        if binding.column.name == table.ra_column:
-            return binding.source, "ra"
-        if binding.column.name == table.dec_column:
-            return binding.source, "dec"
-        return None
-
-    def column_point(self, node: exp.Expr, sources: list[Source]) -> Source | None:
-        """The source when ``node`` is ``POINT(ra_col, dec_col)`` of one positional table."""
-        node = _unparen(node)
-        if not isinstance(node, nodes.Point):
-            return None
-        coords = node.coordinates
-        if len(coords) != 2:
-            return None
-        ra, dec = self.position_column(coords[0], sources), self.position_column(coords[1], sources)
-        if ra is None or dec is None or ra[0] is not dec[0] or (ra[1], dec[1]) != ("ra", "dec"):
-            return None
-        return ra[0]
-
-    def add(self, source: Source, region: Region | RaDecRange) -> None:
-        assert source.occurrence is not None
-        moc = region_coverage(region, COVERAGE_MAX_ORDER)
-        self.mocs.setdefault(source.occurrence, []).append(moc)
-
-    def region_condition(
-        self, node: exp.Expr, sources: list[Source]
-    ) -> tuple[Source, Circle | Polygon | Box] | None:
-        """``(source, region)`` when ``node`` is ``CONTAINS(POINT(ra, dec), region) = 1``
-        (either side, or INTERSECTS either way round) with a constant region."""
-        if not isinstance(node, exp.EQ):
-            return None
-        for side, other in ((node.this, node.expression), (node.expression, node.this)):
-            pred = _unparen(side)
-            if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
-                continue
-            if self.constant(other) != 1.0:
-                return None
-            args = pred.coordinates
-            order = [(args[0], args[1])]
-            if isinstance(pred, nodes.Intersects):
-                order.append((args[1], args[0]))
-            for point, region_node in order:
-                source = self.column_point(point, sources)
-                region = self.checked.regions.get(id(_unparen(region_node)))
-                if source is not None and isinstance(region, (Circle, Polygon, Box)):
-                    return source, region
-            return None
-        return None
-
-    def constraint(self, node: exp.Expr, sources: list[Source]) -> None:
-        region = self.region_condition(node, sources)
-        if region is not None:
-            self.add(*region)
-            return
-        if isinstance(node, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
-            left, right = _unparen(node.this), _unparen(node.expression)
-            flip = isinstance(node, (exp.GT, exp.GTE))
-            dist, limit = (right, left) if flip else (left, right)
-            if isinstance(dist, nodes.Distance):
-                radius = self.constant(limit)
-                found = self.cone(dist, sources)
-                if radius is not None and found is not None and radius >= 0:
-                    source, ra, dec = found
-                    self.add(source, Circle(ra, dec, min(radius, 180.0)))
-                    if radius < 90.0:
-                        self.emitter.bands[id(node)] = radius
-                return
-            self.range(node, sources)
-        if isinstance(node, exp.Between) and not node.args.get("negate"):
-            column = self.position_column(node.this, sources)
-            low, high = self.constant(node.args["low"]), self.constant(node.args["high"])
-            if column is not None and low is not None and high is not None:
-                self.bound(column, ">=", low)
-                self.bound(column, "<=", high)
-
-    def cone(
-        self, dist: nodes.Distance, sources: list[Source]
-    ) -> tuple[Source, float, float] | None:
-        args = dist.coordinates
-        if len(args) == 2:
-            for a, b in ((args[0], args[1]), (args[1], args[0])):
-                source = self.column_point(a, sources)
-                region = self.checked.regions.get(id(_unparen(b)))
-                if source is not None and isinstance(region, Point):
-                    return source, region.ra, region.dec
-            return None
-        for (i_ra, i_dec), (i_cra, i_cdec) in (((0, 1), (2, 3)), ((2, 3), (0, 1))):
-            col_ra = self.position_column(args[i_ra], sources)
-            col_dec = self.position_column(args[i_dec], sources)
-            c1, c2 = self.constant(args[i_cra]), self.constant(args[i_cdec])
-            if (
-                col_ra is not None
-                and col_dec is not None
-                and col_ra[0] is col_dec[0]
-                and (col_ra[1], col_dec[1]) == ("ra", "dec")
-                and c1 is not None
-                and c2 is not None
-                and -90.0 <= c2 <= 90.0
-                and math.isfinite(c1)
-            ):
-                return col_ra[0], c1, c2
-        return None
-
-    def range(self, node: exp.Expr, sources: list[Source]) -> None:
-        ops: dict[type[exp.Expr], str] = {exp.LT: "<=", exp.LTE: "<=", exp.GT: ">=", exp.GTE: ">="}
-        op = ops[type(node)]
-        column = self.position_column(node.this, sources)
-        value = self.constant(node.expression)
-        if column is None:
-            column = self.position_column(node.expression, sources)
-            value = self.constant(node.this)
-            op = "<=" if op == ">=" else ">="
-        if column is not None and value is not None:
-            self.bound(column, op, value)
-
-    def bound(self, column: tuple[Source, str], op: str, value: float) -> None:
-        source, axis = column
-        assert source.occurrence is not None
-        b = self.bounds.setdefault(source.occurrence, _Bounds())
-        b.used = True
-        if axis == "ra":
-            if op == ">=":
-                b.ra_min = max(b.ra_min, value)
-            else:
-                b.ra_max = min(b.ra_max, value)
-        elif op == ">=":
-            b.dec_min = max(b.dec_min, value)
-        else:
-            b.dec_max = min(b.dec_max, value)
-
-    def position_of(self, node: exp.Expr, sources: list[Source]) -> Source | None:
-        """The one FROM item of ``sources`` that ``node``, a coordinate, is computed from:
-        its columns all belong to that item (no USING-merged column), and it is plain
-        arithmetic (no subquery, aggregate, random number or function call whose rows
-        could differ between two evaluations)."""
-        node = _unparen(node)
-        found: list[Source] = []
-
-        def walk(n: exp.Expr) -> bool:
-            n = _unparen(n)
-            if isinstance(n, exp.Column):
-                binding = self.checked.bindings.get(id(n))
-                if binding is None or binding.merged or binding.source not in sources:
-                    return False
-                found.append(binding.source)
-                return True
-            if isinstance(n, (exp.Literal, exp.Null)):
-                return True
-            if isinstance(n, exp.Neg):
-                return walk(n.this)
-            if isinstance(n, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
-                return walk(n.this) and walk(n.expression)
-            return False
-
-        if not walk(node) or not found or any(f is not found[0] for f in found):
-            return None
-        info = self.info(node)
-        if info is None or info.kind != "numeric" or info.aggregate:
-            return None
-        return found[0]
-
-    def point_of(self, node: exp.Expr, sources: list[Source]) -> _Position | None:
-        """``(item, ra, dec)`` when ``node`` is ``POINT(ra, dec)`` of one FROM item."""
-        node = _unparen(node)
-        if not isinstance(node, nodes.Point) or len(node.coordinates) != 2:
-            return None
-        return self.pair_of(node.coordinates[0], node.coordinates[1], sources)
-
-    def pair_of(self, ra: exp.Expr, dec: exp.Expr, sources: list[Source]) -> _Position | None:
-        source = self.position_of(ra, sources)
-        if source is None or self.position_of(dec, sources) is not source:
-            return None
-        return source, ra, dec
-
-    def distance_join(self, node: exp.Expr, sources: list[Source]) -> _Join | None:
-        """The cross-match ``node`` expresses, if it is one: a distance between positions
-        of two FROM items bounded by a constant (``DISTANCE(...) < r``, ``<=``, or
-        ``r > DISTANCE(...)``, ``>=``; POINT or 4-argument form, either item first), or
-        ``CONTAINS(POINT(a), CIRCLE(b, r)) = 1`` (either operand order, either item inside
-        the CIRCLE; INTERSECTS of a POINT and a CIRCLE, either way round, likewise)."""
-        if isinstance(node, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
-            left, right = _unparen(node.this), _unparen(node.expression)
-            flip = isinstance(node, (exp.GT, exp.GTE))
-            dist, limit = (right, left) if flip else (left, right)
-            radius = self.constant(limit)
-            if not isinstance(dist, nodes.Distance) or radius is None or not 0 <= radius <= 180:
-                return None
-            args = dist.coordinates
-            if len(args) == 2:
-                a, b = self.point_of(args[0], sources), self.point_of(args[1], sources)
-            elif len(args) == 4:
-                a = self.pair_of(args[0], args[1], sources)
-                b = self.pair_of(args[2], args[3], sources)
-            else:
-                return None
-            if a is not None and b is not None and a[0] is not b[0]:
-                return _Join(node, a, b, radius)
-            return None
-        if isinstance(node, exp.EQ):
-            for side, other in ((node.this, node.expression), (node.expression, node.this)):
-                pred = _unparen(side)
-                if not isinstance(pred, (nodes.Contains, nodes.Intersects)):
-                    continue
-                if self.constant(other) != 1.0:
-                    continue
-                args = pred.coordinates
-                orders = [(args[0], args[1])]
-                if isinstance(pred, nodes.Intersects):
-                    orders.append((args[1], args[0]))
-                for point, circle in orders:
-                    found = self.point_in_circle(point, circle, sources)
-                    if found is not None:
-                        return found
-        return None
-
-    def point_in_circle(
-        self, point: exp.Expr, circle: exp.Expr, sources: list[Source]
-    ) -> _Join | None:
-        """``POINT(a)`` inside ``CIRCLE(b, r)`` for two FROM items and a constant ``r``."""
-        a = self.point_of(point, sources)
-        circle = _unparen(circle)
-        if a is None or not isinstance(circle, nodes.Circle):
-            return None
-        coords = circle.coordinates
-        if len(coords) == 2:
-            b = self.point_of(coords[0], sources)
-        elif len(coords) == 3:
-            b = self.pair_of(coords[0], coords[1], sources)
-        else:
-            return None
-        radius = self.constant(coords[-1])
-        if b is None or b[0] is a[0] or radius is None or not 0 <= radius <= 180:
-            return None
-        return _Join(None, a, b, radius)
-
-    def coverage(self, occurrence: int) -> MOC | None:
-        mocs = list(self.mocs.get(occurrence, []))
-        b = self.bounds.get(occurrence)
-        if b is not None and b.used:
-            ra_min, ra_max = max(0.0, b.ra_min), min(360.0, b.ra_max)
-            dec_min, dec_max = max(-90.0, b.dec_min), min(90.0, b.dec_max)
-            if (
-                ra_min <= ra_max
-                and dec_min <= dec_max
-                and (ra_min > 0.0 or ra_max < 360.0 or dec_min > -90.0 or dec_max < 90.0)
-            ):
-                mocs.append(
-                    region_coverage(
-                        RaDecRange(ra_min, ra_max, dec_min, dec_max), COVERAGE_MAX_ORDER
-                    )
-                )
-        if not mocs:
-            return None
-        return intersect(mocs[0], *mocs[1:])
-
-
 def translate(checked: CheckedQuery) -> Translation:
     """Translate a checked query to one DuckDB SELECT statement.
 
@@ -1250,194 +819,100 @@ def translate(checked: CheckedQuery) -> Translation:
         For the few forms only found while writing SQL (a BOX built from column values used
         as a value).
     """
-    emitter = _Emitter(checked)
-    pruner = _Pruner(checked, emitter)
-    pruner.run()
+    pruner = Pruner(checked)
+    pruning = pruner.run()
+    emitter = _Emitter(checked, pruning.bands)
     sql = emitter.root()
+    crossmatches, cells = _crossmatches(emitter, pruner, pruning.matches)
+    keyed_sql = _Emitter(checked, pruning.bands, cells).root() if cells is not None else None
     tables = tuple(
         TableRef(
-            source.relation,
-            source.table,
-            pruner.coverage(source.occurrence) if source.table.kind == "hats" else None,
+            placeholder=source.relation,
+            meta=source.table,
+            coverage=pruning.coverage(source.occurrence) if source.table.kind == "hats" else None,
+            columns=_read_columns(source.table, emitter.read.get(source.occurrence, set())),
         )
         for source in checked.occurrences
         if source.table is not None and source.occurrence is not None
     )
-    direct = _direct_select(checked, pruner)
-    return Translation(sql, tables, checked.columns, tuple(pruner.crossmatches), direct)
-
-
-_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
-def _direct_select(checked: CheckedQuery, pruner: _Pruner) -> DirectSelect | None:
-    """The query as a :class:`DirectSelect`, or None when it is not of that shape."""
-    tree = checked.query.tree
-    if not isinstance(tree, exp.Select) or tree.args.get("joins"):
-        return None
-    for key in ("with_", "distinct", "group", "having", "order", "offset"):
-        if tree.args.get(key) is not None:
-            return None
-    sources = checked.scopes.get(id(tree))
-    if not sources or len(sources) != 1:
-        return None
-    source = sources[0]
-    table = source.table
-    if table is None or table.kind != "hats" or source.occurrence is None:
-        return None
-    from_ = tree.args.get("from_")
-    if from_ is None or not isinstance(from_.this, exp.Table):
-        return None
-    columns: list[str] = []
-    names: list[str] = []
-    for output in checked.outputs[id(tree)]:
-        binding = output.binding
-        if output.node is not None:
-            node = _unparen(output.node)
-            binding = checked.bindings.get(id(node)) if isinstance(node, exp.Column) else None
-        if binding is None or binding.source is not source or binding.merged:
-            return None
-        columns.append(binding.column.sql)
-        names.append(output.sql)
-    where = tree.args.get("where")
-    if where is None:
-        return None
-    cuts: list[SkyCut] = []
-    tests: list[ColumnTest] = []
-    for conjunct in _conjuncts(where.this):
-        cut = _sky_cut(conjunct, sources, pruner)
-        if cut is not None:
-            cuts.append(cut)
-            continue
-        found = _column_tests(conjunct, source, checked)
-        if found is None:
-            return None
-        tests += found
-    if not cuts:
-        return None
-    limit = tree.args.get("limit")
-    top = int(str(limit.expression.this)) if limit is not None else None
-    return DirectSelect(
-        source.relation, tuple(columns), tuple(names), tuple(cuts), top, tuple(tests)
+    return Translation(
+        sql=sql,
+        tables=tables,
+        columns=checked.columns,
+        crossmatches=crossmatches,
+        direct=direct_select(checked),
+        keyed_sql=keyed_sql,
     )
 
 
-_NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE"})
+def _read_columns(table: TableMeta, read: set[str]) -> tuple[str, ...]:
+    """The columns of ``table`` in ``read``, in the table's order."""
+    return tuple(c.name for c in table.columns if c.name in read)
 
 
-def _column_tests(node: exp.Expr, source: Source, checked: CheckedQuery) -> list[ColumnTest] | None:
-    """``node`` as comparisons of one column of ``source`` with constants, or None.
-
-    Only what means the same in DuckDB and in Arrow's comparison kernels: a numeric column
-    against a number literal (integers kept exact: ``objectId = 1234567890123456789``), a
-    string column against a string literal, ``IS [NOT] NULL``, ``BETWEEN`` two numbers.
-    """
-
-    def column(n: exp.Expr) -> tuple[str, str] | None:
-        n = _unparen(n)
-        if not isinstance(n, exp.Column):
-            return None
-        binding = checked.bindings.get(id(n))
-        if binding is None or binding.source is not source or binding.merged:
-            return None
-        return binding.column.sql, checked.info[id(n)].duck
-
-    negate = False
-    if isinstance(node, exp.Not):
-        negate, node = True, _unparen(node.this)
-    if isinstance(node, exp.Is) and isinstance(_unparen(node.expression), exp.Null):
-        target = column(node.this)
-        if target is None:
-            return None
-        negate ^= bool(node.args.get("negate"))
-        return [ColumnTest(target[0], "not null" if negate else "null")]
-    if negate:
-        return None
-    if isinstance(node, exp.Between) and not node.args.get("negate"):
-        target = column(node.this)
-        low, high = _number(node.args["low"]), _number(node.args["high"])
-        if target is None or target[1] not in _NUMERIC_TYPES or low is None or high is None:
-            return None
-        return [ColumnTest(target[0], ">=", low), ColumnTest(target[0], "<=", high)]
-    op = _COMPARISON_SQL.get(type(node))
-    if op is None:
-        return None
-    for a, b, flip in ((node.this, node.expression, False), (node.expression, node.this, True)):
-        target = column(a)
-        if target is None:
-            continue
-        name, duck = target
-        value: int | float | str | None = None
-        other = _unparen(b)
-        if duck in _NUMERIC_TYPES:
-            value = _number(other)
-        elif duck == "VARCHAR" and isinstance(other, exp.Literal) and other.is_string:
-            value = str(other.this)
-        if value is None:
-            return None
-        return [ColumnTest(name, _FLIPPED.get(op, op) if flip else op, value)]
-    return None
+def _crossmatches(
+    emitter: _Emitter, pruner: Pruner, matches: Sequence[DistanceJoin]
+) -> tuple[tuple[CrossMatch, ...], _CellKeys | None]:
+    """The :class:`CrossMatch` of each distance join, and what the keyed SQL adds for those
+    with a cell join (None: none has one)."""
+    out: list[CrossMatch] = []
+    cells = _CellKeys({}, {}, {}, {})
+    for match in matches:
+        placement = match.cell
+        sides = [_match_side(emitter, pruner, p) for p in (match.left, match.right)]
+        cell = None
+        if placement is not None:
+            for i, position in enumerate((match.left, match.right)):
+                if sides[i].derived:
+                    sides[i] = dataclasses.replace(sides[i], offsets=f"__sv_x{len(cells.derived)}")
+                    cells.derived[id(position.source)] = sides[i]
+                    cells.radius[id(position.source)] = match.radius
+            early, late = (quote_identifier(s.alias) for s in (placement.early, placement.late))
+            key = f"{early}.{KEY_COLUMN} = {late}.{KEY_COLUMN}"
+            if placement.join is not None:
+                cells.on.setdefault(id(placement.join), []).append(key)
+            else:
+                cells.where.setdefault(id(placement.select), []).append(key)
+            optional = placement.optional
+            exploded = None
+            if optional is not None:
+                exploded = sides[0].name if optional is match.left.source else sides[1].name
+            clause = "ON" if placement.join is not None else "WHERE"
+            cell = CellJoin(clause=clause, exploded=exploded)
+        out.append(
+            CrossMatch(
+                left=sides[0].name,
+                right=sides[1].name,
+                radius_deg=match.radius,
+                sides=(sides[0], sides[1]),
+                cell=cell,
+            )
+        )
+    return tuple(out), (cells if cells.on or cells.where else None)
 
 
-def _number(node: exp.Expr) -> int | float | None:
-    """A number literal's value (integers exact), or None."""
-    node = _unparen(node)
-    sign = 1
-    if isinstance(node, exp.Neg):
-        sign, node = -1, _unparen(node.this)
-    if not isinstance(node, exp.Literal) or node.is_string:
-        return None
-    text = str(node.this)
-    try:
-        return sign * int(text)
-    except ValueError:
-        pass
-    try:
-        value = sign * float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _sky_cut(node: exp.Expr, sources: list[Source], pruner: _Pruner) -> SkyCut | None:
-    """``node`` as a :class:`SkyCut` on the one source, or None.
-
-    Mirrors :meth:`_Emitter.comparison`: a CONTAINS/INTERSECTS compared with 1 is the bare
-    point-in-region predicate; a DISTANCE compared with a constant is that comparison.
-    """
-    found = pruner.region_condition(node, sources)
-    if found is not None:
-        ra, dec = _position_columns(found[0])
-        return SkyCut(ra, dec, region=found[1])
-    ops: dict[type[exp.Expr], str] = {exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
-    op = ops.get(type(node))
-    if op is None:
-        return None
-    left, right = _unparen(node.this), _unparen(node.expression)
-    dist, limit = left, right
-    if isinstance(right, nodes.Distance):
-        dist, limit, op = right, left, _FLIPPED[op]
-    radius = pruner.constant(limit)
-    if not isinstance(dist, nodes.Distance) or radius is None or not math.isfinite(radius):
-        return None
-    args = dist.coordinates
-    if len(args) != 2:
-        return None  # the 4-argument form: its SQL has other casts; DuckDB handles it
-    for first, (a, b) in ((True, (args[0], args[1])), (False, (args[1], args[0]))):
-        source = pruner.column_point(a, sources)
-        fixed = pruner.checked.regions.get(id(_unparen(b)))
-        if source is not None and isinstance(fixed, Point):
-            ra, dec = _position_columns(source)
-            centre = (fixed.ra, fixed.dec)
-            return SkyCut(ra, dec, centre=centre, op=op, radius=radius, column_first=first)
-    return None
-
-
-def _position_columns(source: Source) -> tuple[str, str]:
-    """The stored names of a positional source's RA and Dec columns."""
-    table = source.table
-    assert table is not None and table.ra_column and table.dec_column  # column_point said so
-    return table.ra_column, table.dec_column
+def _match_side(emitter: _Emitter, pruner: Pruner, position: Position) -> MatchSide:
+    """The :class:`MatchSide` of a position of a FROM item, its SQL written by ``emitter``."""
+    source = position.source
+    a, b = _unparen(position.ra), _unparen(position.dec)
+    ra_sql, dec_sql = (_cast(emitter.value(n), emitter.info(n), "DOUBLE") for n in (a, b))
+    columns = None
+    if isinstance(a, exp.Column) and isinstance(b, exp.Column):
+        bindings = emitter.checked.bindings
+        columns = (bindings[id(a)].column.sql, bindings[id(b)].column.sql)
+    if source.occurrence is not None:
+        return MatchSide(
+            name=source.relation, alias=source.alias, ra=ra_sql, dec=dec_sql, columns=columns
+        )
+    return MatchSide(
+        name=source.alias,
+        alias=source.alias,
+        ra=ra_sql,
+        dec=dec_sql,
+        columns=columns,
+        derived=True,
+        tables=pruner.derived_tables(source),
+    )
 
 
 def compile_adql(text: str, tables: Sequence[TableMeta]) -> Translation:

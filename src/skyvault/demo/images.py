@@ -82,12 +82,15 @@ class SkySources:
         return np.concatenate(ra), np.concatenate(dec), np.concatenate(flux), np.concatenate(size2)
 
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
-
-
 def erf(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The error function, element-wise (NumPy has none; SciPy is not a dependency)."""
-    return np.asarray(_ERF(values), dtype=np.float64)
+    """The error function, element-wise, to 1.5e-7 (Abramowitz & Stegun 7.1.26): NumPy has
+    none, SciPy is not a dependency, and ``math.erf`` per element made drawing the medium
+    demo's 72 images take 40 s."""
+    a = np.abs(values)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t
+            + 0.254829592) * t  # fmt: skip
+    return np.asarray(np.sign(values) * (1.0 - poly * np.exp(-a * a)), dtype=np.float64)
 
 
 def _draw(
@@ -103,6 +106,16 @@ def _draw(
     """An image (nJy per pixel) of the sources through a Gaussian PSF, plus sky noise."""
     ny, nx = shape
     ra, dec, flux, size2 = sources
+    # Only the sources near the image go through the WCS (a medium build has 300,000).
+    centre = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
+    scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))))
+    reach = np.radians(np.hypot(nx, ny) / 2 * scale * 1.1 + 30 * scale)
+    d0, r0 = np.radians(centre[1]), np.radians(centre[0])
+    cos_distance = np.sin(d0) * np.sin(np.radians(dec)) + np.cos(d0) * np.cos(
+        np.radians(dec)
+    ) * np.cos(np.radians(ra) - r0)
+    near = cos_distance > np.cos(reach)
+    ra, dec, flux, size2 = ra[near], dec[near], flux[near], size2[near]
     x, y = wcs.all_world2pix(ra, dec, 0)
     sigma = np.sqrt(psf_sigma_px**2 + size2 * size_scale**2)
     half = int(min(12, math.ceil(4 * max(psf_sigma_px, 1.0))))

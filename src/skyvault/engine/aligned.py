@@ -77,7 +77,7 @@ def aligned_partner(scans: Sequence[Scan], split: str) -> tuple[Scan, Scan] | st
     layout = partner.layout
     if layout is None or layout.margin is None or layout.margin_arcsec is None:
         return "the partner has no margin catalogue"
-    radius_arcsec = scan.cell[3] * 3600.0
+    radius_arcsec = scan.cell.radius * 3600.0
     if radius_arcsec > layout.margin_arcsec * (1 + _THRESHOLD_SLACK):
         return (
             f"the partner's margin ({layout.margin_arcsec:g}″) is narrower than the "
@@ -133,7 +133,7 @@ def aligned_task_scans(scan: Scan, partner: Scan, files: Sequence[str]) -> tuple
     residual: NDArray[np.int64] | None = None
     gaps = _subtract(area, np.stack([theirs.starts, theirs.stops], axis=1))
     if len(gaps):
-        widened = _widen(gaps, scan.cell[3])
+        widened = _widen(gaps, scan.cell.radius)
         near = _overlapping(theirs.starts, theirs.stops, widened)
         for index in near.tolist():
             if theirs.files[index] in kept:

@@ -27,7 +27,7 @@ from skyvault.engine.executor import (
     LocalExecutor,
     QueryResult,
 )
-from skyvault.engine.plan import QueryPlan, plan_query
+from skyvault.engine.plan import QueryPlan, ScanSpec, plan_translation
 from skyvault.errors import SkyvaultError, UnsupportedQuery, internal_error
 
 if TYPE_CHECKING:
@@ -109,34 +109,36 @@ class Archive:
             translation = _guard(lambda: compile_adql(adql, metas))
             entry = self._plans.put(adql, metas, translation)
         translation = entry.translation
-        keys = [(r.meta.schema, r.meta.name) for r in translation.tables]
-        only_stored = not any(key in in_memory for key in keys)
+        only_stored = not any((r.meta.schema, r.meta.name) in in_memory for r in translation.tables)
         if only_stored:
             current = [self.registry.get(r.meta.schema, r.meta.name) for r in translation.tables]
             planned = entry.planned
             if planned is not None and all(
-                a is b for a, b in zip(planned[0], current, strict=True)
+                a is b for a, b in zip(planned.tables, current, strict=True)
             ):
-                return planned[1]
-        refs: list[tuple[str, StoredTable | pa.Table, Any]] = []
-        positions: dict[str, tuple[str, str]] = {}
+                return planned.plan
+        specs: list[ScanSpec] = []
         for ref in translation.tables:
-            key = (ref.meta.schema, ref.meta.name)
-            if key in in_memory:
-                refs.append((ref.placeholder, in_memory[key], None))
-                if ref.meta.ra_column and ref.meta.dec_column:
-                    positions[ref.placeholder] = (ref.meta.ra_column, ref.meta.dec_column)
+            data = in_memory.get((ref.meta.schema, ref.meta.name))
+            if data is not None:
+                specs.append(ScanSpec(placeholder=ref.placeholder, table=data))
             else:
-                refs.append((ref.placeholder, self.registry.get(*key), ref.coverage))
-        crossmatch = list(translation.crossmatches)
-        stored = {placeholder for placeholder, t, _ in refs if isinstance(t, StoredTable)}
+                specs.append(
+                    ScanSpec(
+                        placeholder=ref.placeholder,
+                        table=self.registry.get(ref.meta.schema, ref.meta.name),
+                        coverage=ref.coverage,
+                        columns=ref.columns,
+                    )
+                )
+        stored = {s.placeholder for s in specs if isinstance(s.table, StoredTable)}
         direct = translation.direct  # only over a stored table (not an upload)
         if direct is not None and direct.placeholder not in stored:
             direct = None
-        plan = plan_query(translation.sql, refs, translation.columns, crossmatch, positions, direct)
+        plan = plan_translation(translation, specs, direct)
         if only_stored:  # a plan over in-memory tables would keep them alive: not kept
-            used = tuple(t for _, t, _ in refs if isinstance(t, StoredTable))
-            entry.planned = (used, plan)
+            used = tuple(s.table for s in specs if isinstance(s.table, StoredTable))
+            entry.planned = _Planned(tables=used, plan=plan)
         return plan
 
     def stream(
@@ -185,13 +187,21 @@ class Archive:
         self.sandbox.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """A plan and the stored tables it was made over."""
+
+    tables: tuple[StoredTable, ...]
+    plan: QueryPlan
+
+
 @dataclasses.dataclass(eq=False)
 class _CachedPlan:
     """A compiled query and, when it reads stored tables only, its plan."""
 
     tables: tuple[weakref.ref[TableMeta], ...]
     translation: Translation
-    planned: tuple[tuple[StoredTable, ...], QueryPlan] | None = None
+    planned: _Planned | None = None
     """The plan and the stored tables it was made over (one value: set atomically)."""
 
 

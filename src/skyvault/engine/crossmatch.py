@@ -16,7 +16,7 @@ neighbours) and their RA difference is at most ``r / cos(dec_max)`` (so the bins
 neighbours, RA wrapping at 360°), hence the exploded side carries the keyed side's cell:
 no pair is lost.  Pairs that share a cell but are further apart are removed by the query's
 own exact distance predicate, which stays in the SQL.  In an outer join the exploded side
-must be the optional one (:func:`plan_cell_join`).
+must be the optional one (the translation says so: ``CellJoin.exploded``).
 
 The keys are plain SQL arithmetic on the RA/Dec columns (no UDF), so DuckDB runs the whole
 cross-match in parallel on its threads; this is the same work as a hand-written DuckDB cell
@@ -26,36 +26,21 @@ SQL, and zone/bin cells are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
-import sqlglot
-from sqlglot import exp
+import pyarrow as pa
 
 from skyvault.sky.sql import double_literal
 from skyvault.sqltext import quote_identifier
 
 __all__ = [
     "KEY_COLUMN",
-    "CellJoin",
-    "DerivedSide",
+    "cell_offsets",
     "exploded_select",
     "keyed_select",
-    "plan_cell_join",
 ]
 
 KEY_COLUMN = "__sv_cell"
 _SAFETY = 1.1  # bins 10% wider than needed: covers the sin/asin non-linearity for large r
 _MIN_HEIGHT_DEG = 1e-4  # below 0.36″ cells stop paying for themselves
-
-
-@dataclass(frozen=True)
-class CellJoin:
-    """SQL rewritten for a cell join, and which placeholder's view is keyed or exploded."""
-
-    sql: str
-    keyed_view: str
-    exploded_view: str
 
 
 def _zone_sql(dec: str, h: float) -> str:
@@ -144,136 +129,47 @@ def exploded_select(
     tag: str | None = None,
     alias: str | None = None,
     normalised: bool = False,
+    offsets: str | None = None,
 ) -> str:
     """``base_sql`` repeated once per cell of the 3 × 3 block around each row (9 distinct
-    cells: see :func:`_bins_sql`); the arguments as for :func:`keyed_select`."""
+    cells: see :func:`_bins_sql`); the arguments as for :func:`keyed_select`.
+
+    ``offsets`` names a relation of (zone, bin) offsets to use instead of the nine: with
+    the one offset (0, 0) of :func:`cell_offsets` each row gets its own cell's key, the
+    same as :func:`keyed_select` gives (its bin is never negative, so the extra modulo
+    changes nothing).  The translator writes a derived side of a cross-match this way, so
+    its SQL is the same whichever side the engine explodes."""
     h = max(radius, _MIN_HEIGHT_DEG)
     zone = _zone_sql("__sv_dec", h)
     z = "(__sv_z + __sv_o.__sv_dz)"
     bins = _bins_sql(z, h, radius)
     own_bin = _own_bin_sql("__sv_ra", bins, normalised)
     bin_ = f"(({own_bin} + __sv_o.__sv_db) % {bins} + {bins}) % {bins}"
-    offsets = ", ".join(f"({dz}, {db})" for dz in (-1, 0, 1) for db in (-1, 0, 1))
+    if offsets is None:
+        values = ", ".join(f"({dz}, {db})" for dz, db in _OFFSETS)
+        source = f"(VALUES {values})"
+    else:
+        source = quote_identifier(offsets)
     key = _tagged_key(_key_sql(z, bin_), f'"{tag}"' if tag else None)
     excluded = "__sv_ra, __sv_dec, __sv_z, __sv_dz, __sv_db" + (f', "{tag}"' if tag else "")
     return (
         f"SELECT * EXCLUDE ({excluded}), {key} AS {KEY_COLUMN} "
         f"FROM (SELECT *, {zone} AS __sv_z FROM ({_positions_select(base_sql, ra, dec, alias)})) "
-        f"CROSS JOIN (VALUES {offsets}) AS __sv_o(__sv_dz, __sv_db)"
+        f"CROSS JOIN {source} AS __sv_o(__sv_dz, __sv_db)"
     )
 
 
-@dataclass(frozen=True)
-class DerivedSide:
-    """A side of a cross-match that is no table's view: a subquery or a CTE reference of
-    the FROM clause (named by its alias).  Its rows get their cell key in the SQL itself,
-    from its position ``ra``/``dec`` (SQL over the alias's columns)."""
-
-    ra: str
-    dec: str
-    radius: float
+_OFFSETS = [(dz, db) for dz in (-1, 0, 1) for db in (-1, 0, 1)]
 
 
-def plan_cell_join(
-    sql: str,
-    first: str,
-    second: str,
-    prefer_exploded: str,
-    derived: Mapping[str, DerivedSide] | None = None,
-) -> CellJoin | None:
-    """Add ``keyed.__sv_cell = exploded.__sv_cell`` where the two sides meet.
-
-    A side is a placeholder (a table occurrence, whose view the caller keys) or, when
-    ``derived`` has it, the alias of a subquery or CTE reference, which this function keys
-    by wrapping it in the SQL.  The two must be items of one SELECT's FROM clause (a
-    subquery, CTE or set-operation branch is as good as the top level).  The condition
-    goes where both are first in scope: into the ON clause of the join that brings in the
-    later of the two, or, when that join has none (a CROSS JOIN), into the SELECT's WHERE.
-    Adding it earlier would name a relation not yet joined; adding it there only drops
-    pairs in different cells, which the distance predicate drops anyway.
-
-    Which side is exploded: ``prefer_exploded`` (the smaller), unless that join is an outer
-    join, where exploding the preserved side would repeat its unmatched rows nine times
-    (each copy finds no partner in its own cell and is kept with NULLs): then the optional
-    side is exploded whatever its size.  A FULL join preserves both: no rewrite.
-
-    Returns None when no rewrite is safe (the relations are not joined in one SELECT, or a
-    FULL join joins them).
-    """
-    derived = derived or {}
-    try:
-        tree = sqlglot.parse_one(sql, dialect="duckdb")
-    except sqlglot.errors.SqlglotError:
-        return None
-    for select in tree.find_all(exp.Select):
-        items = _own_items(select)
-        position: dict[str, int] = {}
-        for i, item in enumerate(items):
-            for name in (first, second):
-                if name in derived:
-                    if item.alias == name and isinstance(item, (exp.Subquery, exp.Table)):
-                        position[name] = i
-                elif isinstance(item, exp.Table) and item.name == name:
-                    position[name] = i
-        if set(position) != {first, second}:
-            continue
-        late = max(first, second, key=lambda p: position[p])
-        early = second if late == first else first
-        joins: list[exp.Join] = list(select.args.get("joins") or [])
-        join = joins[position[late] - 1]
-        side = (join.side or "").upper()
-        if side == "FULL":
-            return None
-        if side == "LEFT":
-            exploded = late
-        elif side == "RIGHT":
-            exploded = early
-        else:
-            exploded = prefer_exploded
-        keyed = early if exploded == late else late
-        if join.args.get("on") is None and side:
-            return None  # an outer join without ON: nothing sensible to extend
-        aliases = {n: items[position[n]].alias_or_name for n in (first, second)}
-        condition = exp.EQ(
-            this=exp.column(KEY_COLUMN, table=exp.to_identifier(aliases[keyed], quoted=True)),
-            expression=exp.column(
-                KEY_COLUMN, table=exp.to_identifier(aliases[exploded], quoted=True)
-            ),
-        )
-        if join.args.get("on") is not None:
-            join.set("on", exp.and_(join.args["on"], condition))
-        else:
-            select.where(condition, copy=False)
-        for name in (first, second):
-            spec = derived.get(name)
-            if spec is not None:
-                item = items[position[name]]
-                item.replace(_keyed_item(item, name, spec, name == exploded))
-        return CellJoin(tree.sql(dialect="duckdb"), keyed, exploded)
-    return None
-
-
-def _keyed_item(item: exp.Expr, alias: str, side: DerivedSide, exploded: bool) -> exp.Expr:
-    """The FROM item ``item`` (a subquery or a CTE reference named ``alias``) with its cell
-    key: ``(SELECT ..., key AS __sv_cell FROM (<item's rows>) AS alias ...) AS alias``."""
-    if isinstance(item, exp.Subquery):
-        base = item.this.sql(dialect="duckdb")
-    else:
-        plain = item.copy()
-        plain.set("alias", None)
-        base = f"SELECT * FROM {plain.sql(dialect='duckdb')}"
-    make = exploded_select if exploded else keyed_select
-    rows = make(base, side.ra, side.dec, side.radius, alias=alias)
-    wrapped = sqlglot.parse_one(f"SELECT * FROM ({rows}) AS {quote_identifier(alias)}", "duckdb")
-    from_ = wrapped.args.get("from_") or wrapped.args.get("from")
-    assert from_ is not None
-    new: exp.Expr = from_.this
-    return new
-
-
-def _own_items(select: exp.Select) -> list[exp.Expr]:
-    """The items of this SELECT's FROM clause, in order: FROM, then each join's target."""
-    from_ = select.args.get("from_") or select.args.get("from")
-    items: list[exp.Expr] = [from_.this] if from_ is not None else []
-    items += [j.this for j in select.args.get("joins") or []]
-    return items
+def cell_offsets(exploded: bool) -> pa.Table:
+    """The (zone, bin) offsets relation of a side written with ``offsets`` (see
+    :func:`exploded_select`): the nine of the 3 × 3 block, or (0, 0) alone for the keyed
+    side."""
+    pairs = _OFFSETS if exploded else [(0, 0)]
+    return pa.table(
+        {
+            "__sv_dz": pa.array([p[0] for p in pairs], pa.int64()),
+            "__sv_db": pa.array([p[1] for p in pairs], pa.int64()),
+        }
+    )

@@ -6,7 +6,7 @@ already reads just the few rows such a query can touch; handing them to DuckDB w
 cost more than everything else together — registering the Arrow table, binding and planning
 the exact spherical predicate, and starting the pipeline take about 2.5 ms for a few hundred
 rows, where PostgreSQL + q3c answers the whole cone in about 4.  So when the translation
-says the query has that shape (:class:`~skyvault.adql.translate.DirectSelect`), the
+says the query has that shape (:class:`~skyvault.adql.shape.DirectSelect`), the
 executor evaluates it here instead, with numpy:
 
 * every sky cut is the same formula the SQL uses (:mod:`skyvault.sky.sql` mirrors
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from skyvault.adql.translate import ColumnTest, DirectSelect, SkyCut
+from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut
 from skyvault.sky.geometry import angular_distance, contains_points
 
 __all__ = ["evaluate"]

@@ -15,31 +15,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from mocpy import MOC
 from numpy.typing import NDArray
 
+from skyvault.adql.translate import CrossMatch, MatchSide, Translation
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
-from skyvault.catalog.registry import PartitionIndex, Registry, StoredTable
-from skyvault.engine.crossmatch import (
-    DerivedSide,
-    exploded_select,
-    keyed_select,
-    plan_cell_join,
-)
+from skyvault.catalog.registry import PartitionIndex, StoredTable
+from skyvault.engine.crossmatch import cell_offsets, exploded_select, keyed_select
 from skyvault.sky.coverage import healpix29_ranges
 from skyvault.sqltext import quote_identifier
 from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
-    from skyvault.adql.translate import CrossMatch, DirectSelect
+    from skyvault.adql.shape import DirectSelect
 
 __all__ = [
     "TAG_COLUMN",
@@ -47,10 +42,12 @@ __all__ = [
     "CrossMatchSpec",
     "QueryPlan",
     "Scan",
+    "ScanSpec",
     "SkyLayout",
     "TagLookup",
     "TaggedFiles",
     "plan_query",
+    "plan_translation",
 ]
 
 MAX_RANGES = 16
@@ -59,12 +56,38 @@ MAX_RANGES = 16
 TAG_COLUMN = "__sv_align"
 """The column a task of an aligned cross-match tags rows with (see engine/aligned.py)."""
 
-CrossMatchSpec = tuple[str, str, float]
-"""A cross-match to plan: the two placeholders and the radius in degrees (the positions
-are then the tables' declared RA/Dec; a translation's ``CrossMatch`` names its own)."""
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """A table occurrence to plan a scan of."""
+
+    placeholder: str
+    """The relation name the SQL reads it by (``__sv_t0``)."""
+    table: StoredTable | pa.Table
+    """A stored table (its files, pruned by ``coverage``) or an in-memory table (TAP_SCHEMA,
+    an upload), read whole."""
+    coverage: MOC | None = None
+    columns: tuple[str, ...] | None = None
+    """The table's columns the SQL reads (a translation's :attr:`TableRef.columns`; None:
+    any), which is all a reader that materialises the scan needs."""
 
 
-class CellKey(NamedTuple):
+@dataclass(frozen=True)
+class CrossMatchSpec:
+    """A cross-match of two stored tables' declared positions, for SQL written by hand that
+    joins ``left`` and ``right`` on their :data:`~skyvault.engine.crossmatch.KEY_COLUMN`
+    (a translation's :class:`~skyvault.adql.translate.CrossMatch` names its own positions).
+    ``exploded``: the side that must be exploded (the optional side of an outer join;
+    None: the smaller)."""
+
+    left: str
+    right: str
+    radius: float
+    exploded: str | None = None
+
+
+@dataclass(frozen=True)
+class CellKey:
     """How a scan of a cross-match gets its cell key (:mod:`skyvault.engine.crossmatch`)."""
 
     role: str
@@ -263,185 +286,125 @@ class QueryPlan:
         return sum(len(s.files) for s in self.scans)
 
 
+def plan_translation(
+    translation: Translation, tables: Sequence[ScanSpec], direct: DirectSelect | None = None
+) -> QueryPlan:
+    """Plan a translation over ``tables`` (one per :attr:`Translation.tables` entry).
+
+    Its :attr:`~Translation.keyed_sql` runs when it has cell joins: for each cross-match
+    with a :attr:`~skyvault.adql.translate.CrossMatch.cell`, the planner decides which side
+    is exploded and gives each side its keys: a table occurrence's view adds them
+    (:class:`CellKey`), a derived side's offsets relation is defined as a scan of one or
+    nine rows (:func:`~skyvault.engine.crossmatch.cell_offsets`).  ``direct``: the
+    translation's :class:`DirectSelect` when the engine may use it.
+    """
+    sql = translation.keyed_sql if translation.keyed_sql is not None else translation.sql
+    return _plan(sql, tables, translation.columns, translation.crossmatches, direct)
+
+
 def plan_query(
     sql: str,
-    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
+    tables: Sequence[ScanSpec],
     columns: Sequence[ColumnMeta],
-    crossmatch: CrossMatchSpec | CrossMatch | Sequence[CrossMatchSpec | CrossMatch] | None = None,
-    positions: Mapping[str, tuple[str, str]] | None = None,
+    crossmatches: Sequence[CrossMatchSpec] = (),
     direct: DirectSelect | None = None,
 ) -> QueryPlan:
-    """Plan ``sql`` over ``tables``: ``(placeholder, table, coverage MOC or None)``.
-
-    A table is either a stored table (files, pruned by the coverage) or an in-memory Arrow
-    table (TAP_SCHEMA, uploads), which is read whole.  ``crossmatch`` is one cross-match or
-    a sequence of them (wherever they are in the query: each becomes a cell join in its own
-    SELECT): a translation's ``CrossMatch``, which names both sides' positions (any
-    columns or expressions, of tables, uploads, subqueries or CTEs), or ``(left, right,
-    radius)`` of two placeholders, whose positions are then the stored tables' declared
-    RA/Dec and, for in-memory tables, the columns ``positions`` gives by placeholder.
-    """
-    scans = []
-    for placeholder, table, coverage in tables:
-        if isinstance(table, pa.Table):
-            scans.append(Scan(placeholder, placeholder, (), None, False, 0, None, table))
-        else:
-            scans.append(_scan(placeholder, table, coverage))
-    for spec in _crossmatches(crossmatch, tables, positions or {}):
-        sql, scans = _with_cell_join(sql, scans, tables, *spec)
-    named = _identifiers(sql)
-    by_name = {p: t for p, t, _ in tables}
-    for i, scan in enumerate(scans):
-        stored = by_name.get(scan.placeholder)
-        if isinstance(stored, StoredTable) and scan.files:
-            wanted = named | _identifiers(f"{scan.cell.ra} {scan.cell.dec}") if scan.cell else named
-            used = [
-                c.name for c in stored.meta.columns if c.name in wanted or c.name.lower() in wanted
-            ]
-            scans[i] = dataclasses.replace(scan, columns=tuple(used))
-    return QueryPlan(sql=sql, scans=tuple(scans), columns=tuple(columns), direct=direct)
+    """Plan ``sql``, written by hand, over ``tables``; ``crossmatches`` are the pairs of
+    placeholders it joins on their cell keys (see :class:`CrossMatchSpec`)."""
+    return _plan(sql, tables, columns, crossmatches, direct)
 
 
-_TOKENS = re.compile("'(?:[^']|'')*'|\"((?:[^\"]|\"\")*)\"|([A-Za-z_][A-Za-z0-9_$]*)")
-
-
-def _identifiers(sql: str) -> set[str]:
-    """Every identifier ``sql`` may name a column with: quoted ones exactly, bare words
-    lower-cased (DuckDB folds them).  A table's columns matching none of these are never
-    read by the query.  String literals are skipped, so a double quote inside one cannot
-    hide an identifier."""
-    found = set()
-    for match in _TOKENS.finditer(sql):
-        quoted, bare = match.group(1), match.group(2)
-        if quoted is not None:
-            found.add(quoted.replace('""', '"'))
-        elif bare is not None:
-            found.add(bare.lower())
-    return found
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One side of a cross-match to plan."""
-
-    name: str
-    """Placeholder of a table occurrence, or alias of a subquery / CTE reference."""
-    ra: str
-    dec: str
-    alias: str | None
-    columns: tuple[str, str] | None
-    """(RA, Dec) column names when the position is two plain columns."""
-    derived: bool = False
-    tables: tuple[str, ...] = ()
-
-
-def _crossmatches(
-    crossmatch: CrossMatchSpec | CrossMatch | Sequence[CrossMatchSpec | CrossMatch] | None,
-    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
-    positions: Mapping[str, tuple[str, str]],
-) -> list[tuple[_Side, _Side, float]]:
-    if crossmatch is None:
-        return []
-    specs: Sequence[CrossMatchSpec | CrossMatch]
-    if hasattr(crossmatch, "radius_deg") or (
-        isinstance(crossmatch, tuple) and len(crossmatch) == 3 and isinstance(crossmatch[0], str)
-    ):
-        specs = [crossmatch]  # type: ignore[list-item]
-    else:
-        specs = crossmatch
-    by_name = {p: t for p, t, _ in tables}
-    out = []
-    for spec in specs:
-        if isinstance(spec, tuple):
-            left, right, radius = spec
-            sides = [_declared_side(str(p), by_name.get(str(p)), positions) for p in (left, right)]
-            if sides[0] is not None and sides[1] is not None:
-                out.append((sides[0], sides[1], float(radius)))
-            continue
-        if spec.sides is None:
-            sides = [_declared_side(p, by_name.get(p), positions) for p in (spec.left, spec.right)]
-            if sides[0] is not None and sides[1] is not None:
-                out.append((sides[0], sides[1], float(spec.radius_deg)))
-            continue
-        a, b = (
-            _Side(m.name, m.ra, m.dec, m.alias, m.columns, m.derived, m.tables) for m in spec.sides
-        )
-        out.append((a, b, float(spec.radius_deg)))
-    return out
-
-
-def _declared_side(
-    placeholder: str,
-    table: StoredTable | pa.Table | None,
-    positions: Mapping[str, tuple[str, str]],
-) -> _Side | None:
-    """A placeholder's side with its declared position (None: it has none)."""
-    if isinstance(table, pa.Table):
-        columns = positions.get(placeholder)
-    elif isinstance(table, StoredTable) and table.meta.ra_column and table.meta.dec_column:
-        columns = (table.meta.ra_column, table.meta.dec_column)
-    else:
-        columns = None
-    if columns is None:
-        return None
-    ra, dec = (quote_identifier(c) for c in columns)
-    return _Side(placeholder, ra, dec, None, columns)
-
-
-def _with_cell_join(
+def _plan(
     sql: str,
-    scans: list[Scan],
-    tables: Sequence[tuple[str, StoredTable | pa.Table, MOC | None]],
-    left: _Side,
-    right: _Side,
-    radius: float,
-) -> tuple[str, list[Scan]]:
-    """Turn the cross-match of ``left`` and ``right`` into a hash join on sky cells.
+    tables: Sequence[ScanSpec],
+    columns: Sequence[ColumnMeta],
+    crossmatches: Sequence[CrossMatch | CrossMatchSpec],
+    direct: DirectSelect | None,
+) -> QueryPlan:
+    scans: dict[str, Scan] = {}
+    for spec in tables:
+        if isinstance(spec.table, pa.Table):
+            scan = Scan(
+                placeholder=spec.placeholder,
+                qualified_name=spec.placeholder,
+                files=(),
+                ranges=None,
+                positional=False,
+                total_files=0,
+                arrow=spec.table,
+            )
+        else:
+            scan = _scan(spec.placeholder, spec.table, spec.coverage)
+            if scan.files and spec.columns is not None:
+                scan = dataclasses.replace(scan, columns=spec.columns)
+        scans[spec.placeholder] = scan
+    by_name = {spec.placeholder: spec.table for spec in tables}
+    for match in crossmatches:
+        if isinstance(match, CrossMatchSpec):
+            left, right = (_declared_side(p, by_name.get(p)) for p in (match.left, match.right))
+            _cell_join(scans, by_name, left, right, match.radius, match.exploded)
+        elif match.cell is not None:
+            left, right = match.sides
+            _cell_join(scans, by_name, left, right, match.radius_deg, match.cell.exploded)
+    return QueryPlan(sql=sql, scans=tuple(scans.values()), columns=tuple(columns), direct=direct)
 
-    The side with fewer rows (after pruning) is exploded to its neighbouring cells, unless
-    an outer join decides (:func:`~skyvault.engine.crossmatch.plan_cell_join`).  A table
-    occurrence (stored or in memory) gets its key in its view; a subquery or CTE reference
-    in the SQL (its size is guessed as that of the tables it reads).  A table occurrence
-    already in a cell join keeps it: a view carries one cell key, so a second distance join
-    of the same occurrence stays an ordinary (correct, slower) join.
-    """
-    by_name = {p: t for p, t, _ in tables}
-    by_scan = {s.placeholder: s for s in scans}
-    if any(by_scan[s.name].cell is not None for s in (left, right) if s.name in by_scan):
-        return sql, scans
+
+def _declared_side(placeholder: str, table: StoredTable | pa.Table | None) -> MatchSide:
+    """A stored table's side of a :class:`CrossMatchSpec`: its declared position."""
+    if not isinstance(table, StoredTable) or not table.meta.ra_column or not table.meta.dec_column:
+        raise ValueError(f"{placeholder} is not a stored table with a declared position")
+    columns = (table.meta.ra_column, table.meta.dec_column)
+    ra, dec = (quote_identifier(c) for c in columns)
+    return MatchSide(name=placeholder, alias="", ra=ra, dec=dec, columns=columns)
+
+
+def _cell_join(
+    scans: dict[str, Scan],
+    tables: dict[str, StoredTable | pa.Table],
+    left: MatchSide,
+    right: MatchSide,
+    radius: float,
+    exploded: str | None,
+) -> None:
+    """Give both sides of a cell join their keys: ``exploded`` (the optional side of an
+    outer join) is exploded to its neighbouring cells, or else the side with fewer rows
+    after pruning (a derived side's size is guessed as that of the tables it reads)."""
 
     def rows(placeholder: str) -> float | None:
-        table, scan = by_name.get(placeholder), by_scan.get(placeholder)
+        table, scan = tables.get(placeholder), scans.get(placeholder)
         if isinstance(table, pa.Table):
             return float(table.num_rows)
         if isinstance(table, StoredTable) and scan is not None:
             return table.meta.nrows * len(scan.files) / max(scan.total_files, 1)
         return None
 
-    sizes: dict[str, float] = {}
-    for one in (left, right):
-        if one.derived:
-            known = [rows(p) for p in one.tables]
-            sizes[one.name] = sum(r for r in known if r is not None) if known else math.inf
-        else:
-            size = rows(one.name)
-            if size is None:
-                return sql, scans
-            sizes[one.name] = size
-    smaller = min((left.name, right.name), key=lambda p: sizes[p])
-    derived = {s.name: DerivedSide(s.ra, s.dec, radius) for s in (left, right) if s.derived}
-    join = plan_cell_join(sql, left.name, right.name, smaller, derived)
-    if join is None:
-        return sql, scans
-    out = []
-    for scan in scans:
-        side = next((s for s in (left, right) if s.name == scan.placeholder), None)
-        if side is None:
-            out.append(scan)
+    if exploded is None:
+        sizes: dict[str, float] = {}
+        for one in (left, right):
+            if one.derived:
+                known = [rows(p) for p in one.tables]
+                sizes[one.name] = sum(r for r in known if r is not None) if known else math.inf
+            else:
+                sizes[one.name] = rows(one.name) or 0.0
+        exploded = min((left.name, right.name), key=lambda p: sizes[p])
+    for side, partner in ((left, right), (right, left)):
+        role = "exploded" if side.name == exploded else "keyed"
+        if side.derived:
+            assert side.offsets is not None, "a derived side in a cell join has offsets"
+            scans[side.offsets] = Scan(
+                placeholder=side.offsets,
+                qualified_name=side.offsets,
+                files=(),
+                ranges=None,
+                positional=False,
+                total_files=0,
+                arrow=cell_offsets(role == "exploded"),
+            )
             continue
-        role = "keyed" if scan.placeholder == join.keyed_view else "exploded"
-        partner = right.name if side is left else left.name
-        stored = by_name.get(scan.placeholder)
+        scan = scans[side.name]
+        if scan.cell is not None:
+            raise ValueError(f"{side.name} is in two cell joins: a view has one cell key")
+        stored = tables.get(side.name)
         layout = None
         declared = isinstance(stored, StoredTable) and side.columns == (
             stored.meta.ra_column,
@@ -456,9 +419,15 @@ def _with_cell_join(
             # Partitions (and their margins) follow the declared position only: a match on
             # other columns cannot be aligned by partition.
             layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
-        cell = CellKey(role, side.ra, side.dec, radius, side.alias, declared)
-        out.append(dataclasses.replace(scan, cell=cell, partner=partner, layout=layout))
-    return join.sql, out
+        cell = CellKey(
+            role=role,
+            ra=side.ra,
+            dec=side.dec,
+            radius=radius,
+            alias=side.alias or None,
+            normalised=declared,
+        )
+        scans[side.name] = dataclasses.replace(scan, cell=cell, partner=partner.name, layout=layout)
 
 
 def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
@@ -487,10 +456,3 @@ def _overlapping(index: PartitionIndex, ranges: NDArray[np.int64]) -> tuple[str,
     first = np.searchsorted(ranges[:, 1], index.starts, side="right")
     overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
     return tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
-
-
-def registry_tables(
-    registry: Registry, refs: Sequence[tuple[str, str, str, MOC | None]]
-) -> list[tuple[str, StoredTable, MOC | None]]:
-    """Resolve ``(placeholder, schema, table, coverage)`` against ``registry``."""
-    return [(p, registry.get(s, t), c) for p, s, t, c in refs]

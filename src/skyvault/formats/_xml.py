@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias, cast, final
+from typing import TypeAlias, final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +37,9 @@ __all__ = [
 _FORBIDDEN = "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 _FORBIDDEN_RE = re.compile(_FORBIDDEN)
 _FORBIDDEN_RE2 = "[\\x{00}-\\x{08}\\x{0B}\\x{0C}\\x{0E}-\\x{1F}\\x{FFFE}\\x{FFFF}]"
+# Whether a value needs any change at all (most do not: one search instead of five passes).
+_TEXT_SPECIAL_RE = re.compile(_FORBIDDEN[:-1] + "&<>\r]")
+_ATTRIBUTE_SPECIAL_RE = re.compile(_FORBIDDEN[:-1] + '&<>\r"\n\t]')
 
 
 def escape_text(value: str) -> str:
@@ -46,6 +49,8 @@ def escape_text(value: str) -> str:
     so that XML end-of-line normalisation does not turn it into a newline; characters that
     XML 1.0 cannot carry at all become U+FFFD.
     """
+    if _TEXT_SPECIAL_RE.search(value) is None:
+        return value
     value = _FORBIDDEN_RE.sub("\ufffd", value)
     return (
         value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
@@ -58,6 +63,8 @@ def escape_attribute(value: str) -> str:
     Besides what :func:`escape_text` does, double quotes are escaped and tab and newline
     become character references so that attribute-value normalisation keeps them.
     """
+    if _ATTRIBUTE_SPECIAL_RE.search(value) is None:
+        return value
     return escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
@@ -198,7 +205,7 @@ def html_document(root: Element, *, indent: str = "") -> str:
     ``/>``).  ``script`` and ``style`` elements are refused: their content is not escaped in
     HTML, so it cannot be written safely from text."""
     out = ["<!DOCTYPE html>\n"]
-    _write(root, out, indent or None, 0, frozenset({""}), {}, html=True)
+    _write(root, out, indent or None, 0, frozenset({""}), None, html=True)
     out.append("\n")
     return "".join(out)
 
@@ -230,23 +237,27 @@ def _write(
     indent: str | None,
     depth: int,
     prefixes: frozenset[str],
-    xmlns: Mapping[str, str],
+    xmlns: Mapping[str, str] | None,
     *,
     html: bool,
 ) -> None:
-    """Append ``element`` to ``out``; ``indent`` is None inside text and mixed content."""
+    """Append ``element`` to ``out``; ``indent`` is None inside text and mixed content,
+    ``xmlns`` holds the namespace declarations (of the root only)."""
     tag = element.tag
-    if _prefix(tag) not in prefixes:
+    prefix = _NAMES.get(tag)
+    if (prefix if prefix is not None else _prefix(tag)) not in prefixes:
         raise ValueError(f"the namespace prefix of <{tag}> is not declared")
     if html and tag in _RAW_TEXT:
         raise ValueError(f"<{tag}> cannot be written from text")
     start = "<" + tag
-    for name, uri in xmlns.items():
-        start += f' {name}="{escape_attribute(uri)}"'
-    for name, value in element.attributes.items():
-        if _prefix(name) not in prefixes:
-            raise ValueError(f"the namespace prefix of {name} on <{tag}> is not declared")
-        start += f' {name}="{escape_attribute(value)}"'
+    if xmlns:
+        for name, uri in xmlns.items():
+            start += f' {name}="{escape_attribute(uri)}"'
+    if element.attributes:
+        for name, value in element.attributes.items():
+            if _prefix(name) not in prefixes:
+                raise ValueError(f"the namespace prefix of {name} on <{tag}> is not declared")
+            start += f' {name}="{escape_attribute(value)}"'
     children = element.children
     if not children:
         out.append(start + (f"></{tag}>" if html and tag not in _VOID else "/>"))
@@ -259,12 +270,13 @@ def _write(
         inner = "\n" + indent * (depth + 1)
         for child in children:
             out.append(inner)
-            _write(cast(Element, child), out, indent, depth + 1, prefixes, {}, html=html)
+            if isinstance(child, Element):  # always: no text here
+                _write(child, out, indent, depth + 1, prefixes, None, html=html)
         out.append("\n" + indent * depth)
     else:
         for item in children:
             if isinstance(item, str):
                 out.append(escape_text(item))
             else:
-                _write(item, out, None, depth + 1, prefixes, {}, html=html)
+                _write(item, out, None, depth + 1, prefixes, None, html=html)
     out.append(f"</{tag}>")
