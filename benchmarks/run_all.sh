@@ -24,6 +24,7 @@ run perf    benchmarks/bench_perf.py               # prints + JSON; results/perf
 run memory  benchmarks/bench_memory.py             # writes results/memory.md
 run bulk    benchmarks/bench_bulk.py               # prints; results/bulk.md
 run hips    benchmarks/bench_hips.py               # writes/prints; results/hips.md
+run hipsimg benchmarks/bench_hips_image.py         # prints; results/hips-image.md
 run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md
 run cutout  benchmarks/bench_cutout.py --out benchmarks/results/cutout.md   # writes results/cutout.md

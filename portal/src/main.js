@@ -8,6 +8,7 @@ import { createJobMonitor, rememberJob } from "./jobs.js";
 import { drawPlot, numericColumns } from "./plot.js";
 import { createGrid, download, FORMATS, notebookSnippet } from "./results.js";
 import { el, loadSchema, renderSchema, starterQuery } from "./schema.js";
+import { showLinks } from "./links.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { result: null, query: "", jobId: null, grid: null, sky: null, selected: null, session: null };
@@ -78,8 +79,23 @@ function showResult(result, query, jobId = null) {
   if (currentTab() === "plot") redrawPlot();
 }
 
+function rowLinks(index) {
+  const meta = state.result.metadata.map((m) => m.name.toLowerCase());
+  const idColumn = meta.indexOf("obs_publisher_did");
+  const panel = $("links");
+  if (idColumn < 0) {
+    panel.textContent = "row actions need an image row (a result with obs_publisher_did, e.g. from C.obscore)";
+    return;
+  }
+  const row = state.result.data[index];
+  const ra = row[meta.indexOf("s_ra")];
+  const dec = row[meta.indexOf("s_dec")];
+  showLinks(panel, row[idColumn], ra, dec, (e) => showError(e));
+}
+
 function select(index, from) {
   state.selected = index;
+  if (currentTab() === "links" || from === "grid") rowLinks(index);
   if (from !== "grid" && state.grid) {
     state.grid.deselectRow();
     state.grid.selectRow(index);
@@ -198,6 +214,7 @@ async function start() {
       if (button.dataset.tab === "sky") await openSky().catch((e) => showError(e));
       if (button.dataset.tab === "plot") redrawPlot();
       if (button.dataset.tab === "jobs") jobs.update();
+      if (button.dataset.tab === "links" && state.result && state.selected !== null) rowLinks(state.selected);
     });
   }
   for (const id of ["plot-kind", "plot-x", "plot-y"]) $(id).addEventListener("change", redrawPlot);

@@ -308,6 +308,13 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 def _cmd_hips_build(args: argparse.Namespace) -> int:
     from skyvault.hips import TileLimits, build_catalog_hips
 
+    if args.images or args.red or args.green or args.blue or args.collection:
+        return _hips_build_images(args)
+    if not args.table or not args.order_by:
+        raise UsageError(
+            "hips build needs --table SCHEMA.TABLE --order-by COLUMN (a catalogue HiPS) "
+            "or --images FILE… with --name NAME or --out DIR (an image HiPS)"
+        )
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     result = build_catalog_hips(
         args.data,
@@ -324,6 +331,82 @@ def _cmd_hips_build(args: argparse.Namespace) -> int:
         f"orders 1-{result.order}, {result.seconds:.1f} s ({result.path})"
     )
     return 0
+
+
+def _hips_build_images(args: argparse.Namespace) -> int:
+    """``hips build --images``: an image HiPS of FITS files.  The ``--collection NAME``
+    form (from the image archive) comes when that archive is on main."""
+    from skyvault.hips.image import build_image_hips
+    from skyvault.hips.store import image_hips_dir
+
+    if args.table:
+        raise UsageError("give either --table (a catalogue HiPS) or --images, not both")
+    stored = _collection_inputs(args) if args.collection else None
+    if stored is not None and args.name is None and args.out is None:
+        args.name = args.collection + (f"-{args.band}" if args.band else "")
+        args.name += "-color" if args.color else ""
+    if (args.out is None) == (args.name is None):
+        raise UsageError(
+            "an image HiPS needs --name NAME (served at /hips/images/NAME/) or --out DIR"
+        )
+    out = args.out if args.out is not None else image_hips_dir(args.data, args.name)
+    label = args.name or out.name
+    hdu: int | str = int(args.hdu) if args.hdu.isdigit() else args.hdu
+    show = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            print(f"\r{label}: {done:,}/{total:,} tiles", end="", file=sys.stderr, flush=True)
+
+    bands = (args.red, args.green, args.blue)
+
+    def spec(files: list[str]) -> list[tuple[str | os.PathLike[str], int | str]]:
+        return [(Path(f), hdu) for f in files]
+
+    if any(bands) and (args.images or not all(bands)):
+        raise UsageError("a colour HiPS needs --red, --green and --blue files (and no --images)")
+    grey = spec(args.images or [])
+    colour = (spec(args.red), spec(args.green), spec(args.blue)) if all(bands) else None
+    if stored is not None:  # the collection's own (file, HDU)
+        grey = list(stored[0]) if len(stored) == 1 else []
+        colour = (list(stored[0]), list(stored[1]), list(stored[2])) if len(stored) == 3 else None
+    formats = args.format or ("png" if colour else "fits,png")
+    result = build_image_hips(
+        grey,
+        out,
+        title=args.title or label,
+        creator_did=args.creator_did or f"ivo://skyvault/P/{label}",
+        tile_format=[f.strip() for f in formats.split(",") if f.strip()],
+        order=args.order,
+        combine=args.combine,
+        color=colour,
+        collection=args.collection,
+        workers=args.workers,
+        progress=progress,
+    )
+    if show:
+        print(file=sys.stderr)
+    how = "updated" if result.incremental else "built"
+    print(
+        f"{label}: image HiPS {how}, {result.inputs} images, {result.tiles:,} tiles at order "
+        f"{result.order} ({result.computed:,} tiles computed), {result.seconds:.1f} s ({out})"
+    )
+    return 0
+
+
+def _collection_inputs(args: argparse.Namespace) -> list[list[tuple[Path, int]]]:
+    """``--collection C [--band B | --color r,g,i]``: the collection's images, one list
+    (grey) or three (red, green, blue)."""
+    from skyvault.hips.image import collection_images
+
+    if args.images or args.red or args.green or args.blue:
+        raise UsageError("give --collection or image files, not both")
+    if not args.color:
+        return [collection_images(args.data, args.collection, args.band)]
+    bands = [b.strip() for b in args.color.split(",")]
+    if len(bands) != 3 or args.band:
+        raise UsageError("--color takes three bands, red to blue (e.g. i,r,g), and no --band")
+    return [collection_images(args.data, args.collection, b) for b in bands]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -698,14 +781,29 @@ def build_parser() -> argparse.ArgumentParser:
     hips_sub = p.add_subparsers(dest="hips_command", required=True, metavar="ACTION")
     p = hips_sub.add_parser(
         "build",
-        help="build the catalogue HiPS of a table (served at /hips/SCHEMA.TABLE/)",
+        help="build the catalogue HiPS of a table (served at /hips/SCHEMA.TABLE/), or an "
+        "image HiPS of FITS images (--images; served at /hips/images/NAME/)",
     )
+    p.add_argument("--table", metavar="SCHEMA.TABLE", help="the HATS table to build it from")
+    p.add_argument("--order-by", metavar="COLUMN", help="brightness column (magnitude, flux)")
+    # Image HiPS of files, or of a collection of the image archive.
+    p.add_argument("--images", nargs="+", metavar="FILE", help="FITS images (an image HiPS)")
     p.add_argument(
-        "--table", required=True, metavar="SCHEMA.TABLE", help="the HATS table to build it from"
+        "--collection", help="the images of an image collection (skyvault images ingest)"
     )
-    p.add_argument(
-        "--order-by", required=True, metavar="COLUMN", help="brightness column (magnitude, flux)"
-    )
+    p.add_argument("--band", help="with --collection: the images of this band only")
+    p.add_argument("--color", metavar="R,G,B", help="with --collection: a colour HiPS of 3 bands")
+    for band in ("red", "green", "blue"):
+        p.add_argument(
+            f"--{band}", nargs="+", metavar="FILE", help=f"{band} band of a colour HiPS (png/jpeg)"
+        )
+    p.add_argument("--name", help="image HiPS name under the data root (/hips/images/NAME/)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="image HiPS directory (not served)")
+    p.add_argument("--hdu", default="0", help="image HDU of every file, number or name (0)")
+    p.add_argument("--format", help="tile formats: fits,png,jpeg (fits,png; a colour HiPS: png)")
+    p.add_argument("--order", type=int, help="deepest order (default: from the pixel scale)")
+    p.add_argument("--combine", choices=["mean", "median"], default="mean", help="overlaps")
+    p.add_argument("--workers", type=int, default=2, help="processes (2)")
     way = p.add_mutually_exclusive_group()
     way.add_argument(
         "--ascending", action="store_true", help="smallest first: magnitudes (the default)"
@@ -720,8 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-per-tile", type=int, default=500, help="sources per tile from order 3 (500)"
     )
-    p.add_argument("--creator-did", metavar="IVOID", help="default ivo://skyvault/SCHEMA/TABLE")
-    p.add_argument("--title", metavar="TEXT", help="obs_title (default: the table's description)")
+    p.add_argument(
+        "--creator-did", metavar="IVOID", help="default ivo://skyvault/SCHEMA/TABLE or /P/NAME"
+    )
+    p.add_argument(
+        "--title", metavar="TEXT", help="obs_title (default: the table's description, or NAME)"
+    )
     data_arg(p)
     p.set_defaults(func=_cmd_hips_build)
 

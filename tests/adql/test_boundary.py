@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from skyvault.adql.translate import compile_adql
-from skyvault.engine.crossmatch import KEY_COLUMN
+from skyvault.sky.cells import KEY_COLUMN
 from tests.adql._catalog import CATALOG, OBJECT, TYCHO
 
 _T = TYCHO.schema + "." + TYCHO.name

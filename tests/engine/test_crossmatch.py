@@ -17,7 +17,6 @@ from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.connection import Sandbox
-from skyvault.engine.crossmatch import KEY_COLUMN
 from skyvault.engine.executor import LocalExecutor
 from skyvault.engine.plan import (
     CrossMatchSpec,
@@ -26,6 +25,7 @@ from skyvault.engine.plan import (
     plan_query,
     plan_translation,
 )
+from skyvault.sky.cells import KEY_COLUMN
 from skyvault.sky.sql import within_distance_sql
 
 

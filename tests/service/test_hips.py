@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +91,12 @@ def test_index_page(client: TestClient) -> None:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/html")
         assert "A.catalogHiPS(" in r.text and "open.stars" in r.text
+        # Aladin Lite and the background come from this server, not from a CDN.
+        assert "https://" not in r.text and "cds.unistra.fr" not in r.text
+        for relative in re.findall(r'"(\.\./[^"]+)"', r.text):
+            target = urljoin(str(r.url), relative)
+            found = client.get(target + ("/properties" if "empty-hips" in target else ""))
+            assert found.status_code == 200, target
     assert client.get("/hips/secret.stars/").status_code == 404
 
 

@@ -61,6 +61,9 @@ def server(demo_dir: Path) -> Iterator[tuple[str, str, Settings]]:
     build_catalog_hips(demo_dir, "dp02_dc2_catalogs.Object", order_by="r_psfFlux")
     storage = AuthStorage.for_data_dir(demo_dir)
     try:
+        from skyvault.auth import grant_access
+
+        grant_access(storage, "dp02_calexp", None)  # as `skyvault demo` does
         now = datetime.now(UTC)
         if "portal_alice" not in {u.name for u in storage.list_users()}:
             storage.add_user("portal_alice", now)
@@ -302,3 +305,36 @@ def test_signing_in_shows_the_user_and_groups(page: Any, server: tuple[str, str,
     page.fill("#token", "sv_nope_nope")
     page.click("#signin button[type='submit']")
     page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
+
+
+def test_an_image_row_offers_its_preview_header_and_a_cutout(
+    page: Any, server: tuple[str, str, Settings], demo_dir: Path, tmp_path: Path
+) -> None:
+    from astropy.io import fits
+
+    base = server[0]
+    query = "SELECT TOP 3 obs_publisher_did, obs_id, s_ra, s_dec, s_region FROM dp02_calexp.obscore"
+    expected = _tap_rows(base, query)
+    assert expected
+    _set_query(page, query)
+    page.click("#run")
+    page.wait_for_function("() => /rows/.test(document.querySelector('#status').textContent)")
+    page.locator("#grid .tabulator-row").first.click()
+    page.click(".tabs button[data-tab='links']")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#links img.preview');"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        "() => /NAXIS1/.test(document.querySelector('#links pre.header').textContent)"
+    )
+    header = page.inner_text("#links pre.header")
+    assert header.startswith("SIMPLE") and "END" in header
+    _shot(page, "portal-row")
+    with page.expect_download() as info:
+        page.click("#cutout")
+    with fits.open(info.value.path()) as cut:
+        image = next(h for h in cut if h.data is not None)
+        assert image.data.ndim == 2 and 0 < image.data.shape[0] < 4000
+        assert any("cutout" in str(c).lower() for c in image.header.get("HISTORY", []))

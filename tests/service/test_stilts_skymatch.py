@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.engine.archive import open_archive
-from skyvault.engine.crossmatch import KEY_COLUMN
+from skyvault.sky.cells import KEY_COLUMN
 
 STILTS = shutil.which("stilts")
 OBJECT = "dp02_dc2_catalogs.Object"

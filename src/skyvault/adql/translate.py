@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlglot import exp
 
 from skyvault.adql import nodes
 from skyvault.adql.annotate import FLOATING, ValueInfo
-from skyvault.adql.check import CheckedQuery, ColumnBinding, Source, check
+from skyvault.adql.check import CheckedQuery, ColumnBinding, Output, Source, check
 from skyvault.adql.functions import FUNCTIONS, DuckDbFunction, DuckDbPythonUdf, spec_for
 from skyvault.adql.geometry_sql import (
     GeoSql,
@@ -53,12 +53,13 @@ from skyvault.adql.geometry_sql import (
     intersects_sql,
 )
 from skyvault.adql.parsing import AdqlQuery, parse
+from skyvault.adql.partials import TopSelect, top_select
 from skyvault.adql.prune import COVERAGE_MAX_ORDER, DistanceJoin, Position, Pruner, _unparen
 from skyvault.adql.shape import ColumnTest, DirectSelect, SkyCut, direct_select
 from skyvault.adql.validate import SourceText
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
-from skyvault.engine.crossmatch import KEY_COLUMN, exploded_select
 from skyvault.errors import UnsupportedQuery
+from skyvault.sky.cells import KEY_COLUMN, exploded_select
 from skyvault.sky.coverage import HEALPIX29_ORDER, MOC
 from skyvault.sky.sql import distance_sql
 from skyvault.sqltext import quote_identifier
@@ -140,13 +141,13 @@ class MatchSide:
     """For a derived item in a cell join: the relation :attr:`Translation.keyed_sql` crosses
     its rows with to get their keys (``__sv_x0``); the engine defines it with one row of cell
     offsets when it keys this side, nine when it explodes it
-    (:func:`skyvault.engine.crossmatch.cell_offsets`)."""
+    (:func:`skyvault.sky.cells.cell_offsets`)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CellJoin:
     """How :attr:`Translation.keyed_sql` joins the two sides of a cross-match on their cell
-    keys: an equality of the two items' :data:`~skyvault.engine.crossmatch.KEY_COLUMN` in the
+    keys: an equality of the two items' :data:`~skyvault.sky.cells.KEY_COLUMN` in the
     ON of the join that brings in the later one (``clause`` ``"ON"``) or, after a comma,
     in the WHERE of their SELECT (``"WHERE"``)."""
 
@@ -192,9 +193,12 @@ class Translation:
     keyed_sql
         When a cross-match has a :attr:`CrossMatch.cell`: the same query, joining each such
         pair also on its cell keys.  It runs where the sides' placeholders carry
-        :data:`~skyvault.engine.crossmatch.KEY_COLUMN` (the engine's keyed or exploded views)
+        :data:`~skyvault.sky.cells.KEY_COLUMN` (the engine's keyed or exploded views)
         and derived sides' :attr:`MatchSide.offsets` relations are defined; which side of a
         pair explodes is the engine's choice and changes nothing in this text.
+    top_select
+        The top-level SELECT taken apart (:mod:`skyvault.adql.partials`), from which a
+        distributed executor writes per-partition partial queries and their merge.
     """
 
     sql: str
@@ -202,6 +206,7 @@ class Translation:
     columns: tuple[ColumnMeta, ...]
     crossmatches: tuple[CrossMatch, ...] = ()
     direct: DirectSelect | None = None
+    top_select: TopSelect | None = None
     keyed_sql: str | None = None
 
     @property
@@ -240,6 +245,11 @@ class _Emitter:
         self.cells = cells
         #: The columns the SQL reads from each table occurrence, by occurrence.
         self.read: dict[int, set[str]] = {}
+        #: Hooks of :mod:`skyvault.adql.partials` while it writes the top-level SELECT over
+        #: partial results: the SQL to write instead of a value's own (None: its own), and
+        #: the SQL of an aggregate's call from (node, function, DISTINCT, argument or None).
+        self.replace: Callable[[exp.Expr], str | None] | None = None
+        self.aggregate_call: Callable[[exp.Expr, str, bool, str | None], str] | None = None
 
     def unsupported(self, node: exp.Expr, message: str) -> UnsupportedQuery:
         line, column = self.source_text.locate(node)
@@ -251,16 +261,18 @@ class _Emitter:
     # --- queries --------------------------------------------------------------------------
 
     def root(self) -> str:
-        tree = self.checked.query.tree
-        with_ = tree.args.get("with_")
-        prefix = ""
-        if with_ is not None:
-            parts = [
-                f"{quote_identifier(self.checked.cte_names[id(cte)])} AS ({self.query(cte.this)})"
-                for cte in with_.expressions
-            ]
-            prefix = "WITH " + ", ".join(parts) + " "
-        return prefix + self.query(tree)
+        return self.with_clause() + self.query(self.checked.query.tree)
+
+    def with_clause(self) -> str:
+        """``WITH ... `` (with its trailing space), or nothing."""
+        with_ = self.checked.query.tree.args.get("with_")
+        if with_ is None:
+            return ""
+        parts = [
+            f"{quote_identifier(self.checked.cte_names[id(cte)])} AS ({self.query(cte.this)})"
+            for cte in with_.expressions
+        ]
+        return "WITH " + ", ".join(parts) + " "
 
     def query(self, node: exp.Expr, targets: Sequence[str] | None = None) -> str:
         if isinstance(node, exp.Subquery):
@@ -289,28 +301,7 @@ class _Emitter:
         items = []
         for i, output in enumerate(outputs):
             target = targets[i] if targets is not None else None
-            if output.node is None:
-                assert output.binding is not None
-                sql = self.binding(output.binding)
-                info = output.info
-            else:
-                info = self.info(output.node)
-                if info.geometry is not None:
-                    geo = self.geo(output.node)
-                    dali = dali_sql(geo)
-                    if dali is None:
-                        raise self.unsupported(
-                            output.node, "a BOX built from column values cannot be selected"
-                        )
-                    sql = dali
-                    info = dataclasses.replace(info, duck="DOUBLE[]")
-                else:
-                    sql = self.value(output.node)
-            if target is not None and target not in (info.duck, "NULL"):
-                sql = f"CAST({sql} AS {target})"
-            elif info.duck == "NULL":
-                sql = f"CAST({sql} AS VARCHAR)" if target in (None, "NULL") else sql
-            items.append(f"{sql} AS {quote_identifier(output.sql)}")
+            items.append(f"{self.item(output, target)} AS {quote_identifier(output.sql)}")
         distinct = "DISTINCT " if node.args.get("distinct") is not None else ""
         parts = [f"SELECT {distinct}{', '.join(items)}", "FROM " + self.from_clause(node)]
         where = node.args.get("where")
@@ -333,6 +324,31 @@ class _Emitter:
         if having is not None:
             parts.append("HAVING " + self.cond(having.this))
         return " ".join(parts) + self.order_limit(node, set_operation=False)
+
+    def item(self, output: Output, target: str | None = None) -> str:
+        """The SQL of one select-list item (without its alias), cast to ``target``."""
+        if output.node is None:
+            assert output.binding is not None
+            sql = self.binding(output.binding)
+            info = output.info
+        else:
+            info = self.info(output.node)
+            if info.geometry is not None:
+                geo = self.geo(output.node)
+                dali = dali_sql(geo)
+                if dali is None:
+                    raise self.unsupported(
+                        output.node, "a BOX built from column values cannot be selected"
+                    )
+                sql = dali
+                info = dataclasses.replace(info, duck="DOUBLE[]")
+            else:
+                sql = self.value(output.node)
+        if target is not None and target not in (info.duck, "NULL"):
+            sql = f"CAST({sql} AS {target})"
+        elif info.duck == "NULL":
+            sql = f"CAST({sql} AS VARCHAR)" if target in (None, "NULL") else sql
+        return sql
 
     def order_limit(self, node: exp.Expr, *, set_operation: bool) -> str:
         out = ""
@@ -506,6 +522,10 @@ class _Emitter:
     # --- values ---------------------------------------------------------------------------
 
     def value(self, node: exp.Expr) -> str:
+        if self.replace is not None:
+            replaced = self.replace(node)
+            if replaced is not None:
+                return replaced
         info = self.info(node)
         if isinstance(node, exp.Column):
             return self.binding(self.checked.bindings[id(node)])
@@ -591,10 +611,10 @@ class _Emitter:
         name = type(node).__name__.lower()
         arg = node.this
         if isinstance(arg, exp.Star):
-            return "count(*)"
-        distinct = ""
+            return self.call(node, "count", False, None)
+        distinct = False
         if isinstance(arg, exp.Distinct):
-            distinct, arg = "DISTINCT ", arg.expressions[0]
+            distinct, arg = True, arg.expressions[0]
         arg_info = self.info(arg)
         sql = self.value(arg)
         if name in ("sum", "avg"):
@@ -602,11 +622,17 @@ class _Emitter:
                 sql = f"CAST({sql} AS INTEGER)"
             elif arg_info.duck in FLOATING and arg_info.duck not in ("FLOAT", "DOUBLE"):
                 sql = f"CAST({sql} AS DOUBLE)"
-            out = f"{name}({distinct}{sql})"
+            out = self.call(node, name, distinct, sql)
             return f"CAST({out} AS BIGINT)" if info.duck == "BIGINT" else out
         if name in ("min", "max") and arg_info.duck == "NULL":
             sql = f"CAST({sql} AS {info.duck})"
-        return f"{name}({distinct}{sql})"
+        return self.call(node, name, distinct, sql)
+
+    def call(self, node: exp.Expr, name: str, distinct: bool, arg: str | None) -> str:
+        """An aggregate's call: ``name([DISTINCT ]arg)``, ``arg`` None for ``*``."""
+        if self.aggregate_call is not None:
+            return self.aggregate_call(node, name, distinct, arg)
+        return f"{name}({'DISTINCT ' if distinct else ''}{'*' if arg is None else arg})"
 
     def function(self, node: exp.Expr, info: ValueInfo) -> str:
         def arg(child: exp.Expr, duck: str = "DOUBLE") -> str:
@@ -824,7 +850,8 @@ def translate(checked: CheckedQuery) -> Translation:
     emitter = _Emitter(checked, pruning.bands)
     sql = emitter.root()
     crossmatches, cells = _crossmatches(emitter, pruner, pruning.matches)
-    keyed_sql = _Emitter(checked, pruning.bands, cells).root() if cells is not None else None
+    keyed = _Emitter(checked, pruning.bands, cells) if cells is not None else None
+    keyed_sql = keyed.root() if keyed is not None else None
     tables = tuple(
         TableRef(
             placeholder=source.relation,
@@ -842,6 +869,7 @@ def translate(checked: CheckedQuery) -> Translation:
         crossmatches=crossmatches,
         direct=direct_select(checked),
         keyed_sql=keyed_sql,
+        top_select=top_select(checked, keyed or emitter, keyed_sql or sql, crossmatches),
     )
 
 

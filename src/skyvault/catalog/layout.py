@@ -62,10 +62,12 @@ __all__ = [
     "data_dir_from_environment",
     "hats_pixel_file",
     "hips_root",
+    "image_hips_root",
     "image_store",
     "internal_dir",
     "jobs_database_file",
     "list_tables",
+    "preview_cache_dir",
     "results_dir",
     "schema_lock_file",
     "table_path",
@@ -342,6 +344,18 @@ def hips_root(data_dir: Path) -> Path:
     leaves the previous HiPS as it was.
     """
     return internal_dir(data_dir) / "hips"
+
+
+def preview_cache_dir(data_dir: Path) -> Path:
+    """Where image previews (DataLink ``#preview``) are cached: ``DIR/.skyvault/previews``
+    (anything in it may be deleted at any time)."""
+    return internal_dir(data_dir) / "previews"
+
+
+def image_hips_root(data_dir: Path) -> Path:
+    """Where image HiPS built by name live: ``DIR/.skyvault/image-hips``; ``NAME`` is
+    ``image_hips_root(DIR)/NAME``, published by :func:`building` like a table."""
+    return internal_dir(data_dir) / "image-hips"
 
 
 def image_store(data_dir: Path, collection: str) -> Path:

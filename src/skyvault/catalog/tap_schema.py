@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from skyvault.adql import RESERVED_WORDS
+from skyvault.adql.reserved import RESERVED_WORDS
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.sqltext import quote_identifier
 

@@ -11,7 +11,7 @@ a task instead reads, for every partner partition ``Q`` overlapping the task's p
 
 and **tags** both with ``Q``.  A split row ``s`` is tagged with the partner partition holding
 its position, and the tag is folded into the cell key of the cell join
-(:mod:`skyvault.engine.crossmatch`), so ``s`` meets only partner rows read for its own
+(:mod:`skyvault.sky.cells`), so ``s`` meets only partner rows read for its own
 ``Q``.  Every partner row within ``r`` of ``s`` is there exactly once: inside ``Q`` it is in
 ``Q``'s file, outside it is in ``Q``'s margin (``r`` ≤ threshold), and the two are disjoint.
 Each split row is in exactly one task, so every pair comes out exactly once.

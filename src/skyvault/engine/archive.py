@@ -136,6 +136,7 @@ class Archive:
         if direct is not None and direct.placeholder not in stored:
             direct = None
         plan = plan_translation(translation, specs, direct)
+        plan = dataclasses.replace(plan, top_select=translation.top_select)
         if only_stored:  # a plan over in-memory tables would keep them alive: not kept
             used = tuple(s.table for s in specs if isinstance(s.table, StoredTable))
             entry.planned = _Planned(tables=used, plan=plan)

@@ -28,12 +28,13 @@ from skyvault.adql.translate import CrossMatch, MatchSide, Translation
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import PartitionIndex, StoredTable
-from skyvault.engine.crossmatch import cell_offsets, exploded_select, keyed_select
+from skyvault.sky.cells import cell_offsets, exploded_select, keyed_select
 from skyvault.sky.coverage import healpix29_ranges
 from skyvault.sqltext import quote_identifier
 from skyvault.sqltext import string_literal as _string_literal
 
 if TYPE_CHECKING:
+    from skyvault.adql.partials import TopSelect
     from skyvault.adql.shape import DirectSelect
 
 __all__ = [
@@ -75,7 +76,7 @@ class ScanSpec:
 @dataclass(frozen=True)
 class CrossMatchSpec:
     """A cross-match of two stored tables' declared positions, for SQL written by hand that
-    joins ``left`` and ``right`` on their :data:`~skyvault.engine.crossmatch.KEY_COLUMN`
+    joins ``left`` and ``right`` on their :data:`~skyvault.sky.cells.KEY_COLUMN`
     (a translation's :class:`~skyvault.adql.translate.CrossMatch` names its own positions).
     ``exploded``: the side that must be exploded (the optional side of an outer join;
     None: the smaller)."""
@@ -88,7 +89,7 @@ class CrossMatchSpec:
 
 @dataclass(frozen=True)
 class CellKey:
-    """How a scan of a cross-match gets its cell key (:mod:`skyvault.engine.crossmatch`)."""
+    """How a scan of a cross-match gets its cell key (:mod:`skyvault.sky.cells`)."""
 
     role: str
     """``keyed`` or ``exploded``."""
@@ -280,6 +281,9 @@ class QueryPlan:
     direct: DirectSelect | None = None
     """The query's simple form, which the executor may evaluate without DuckDB when its
     one scan is read by the index path (:mod:`skyvault.engine.direct`)."""
+    top_select: TopSelect | None = None
+    """The translation's top-level SELECT taken apart, from which a distributed executor
+    writes partial and merge queries (:mod:`skyvault.engine.split`)."""
 
     @property
     def files_read(self) -> int:
@@ -295,7 +299,7 @@ def plan_translation(
     with a :attr:`~skyvault.adql.translate.CrossMatch.cell`, the planner decides which side
     is exploded and gives each side its keys: a table occurrence's view adds them
     (:class:`CellKey`), a derived side's offsets relation is defined as a scan of one or
-    nine rows (:func:`~skyvault.engine.crossmatch.cell_offsets`).  ``direct``: the
+    nine rows (:func:`~skyvault.sky.cells.cell_offsets`).  ``direct``: the
     translation's :class:`DirectSelect` when the engine may use it.
     """
     sql = translation.keyed_sql if translation.keyed_sql is not None else translation.sql

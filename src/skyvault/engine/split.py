@@ -2,8 +2,10 @@
 
 A distributed executor runs a plan as many tasks, each over a group of the files of one
 table (the *split* scan), and merges what the tasks return.  This module decides, from the
-plan's DuckDB SQL (parsed with sqlglot), whether that gives exactly the answer of the whole
-query, and writes the two queries:
+translator's description of the query's top-level SELECT (:class:`~skyvault.adql.partials.
+TopSelect`, carried by the plan: its parts as DuckDB SQL fragments, its aggregate calls,
+which tables it may be split on), whether that gives exactly the answer of the whole query,
+and writes the two queries by putting fragments together (no SQL is parsed here):
 
 * **concat** — filters and projections: each task runs the query as it is; the merge is the
   concatenation of the task results.
@@ -18,9 +20,10 @@ query, and writes the two queries:
   where sums of squares would cancel); ``COUNT(DISTINCT x)`` makes the tasks group on ``x``
   too.  The merge groups the partials again and evaluates the select list, HAVING, ORDER BY
   and LIMIT/OFFSET with every aggregate replaced by its merge.
-* **whole** — anything else runs as one task over every file (never a wrong answer): window
-  functions, set operations, the split table in a subquery or CTE or on the optional side of
-  an outer join, aggregates other than the above, unknown functions in the select list.
+* **whole** — anything else runs as one task over every file (never a wrong answer): set
+  operations, the split table in a subquery or CTE or on the optional side of an outer
+  join, aggregates other than the above, functions not known to be scalar in the select
+  list, and plans that carry no description of their SELECT (written by hand).
 
 Which scan is split: the stored positional table with the most files (at least two) that
 the query can be split on (not one read only in a subquery); every other scan — other
@@ -39,13 +42,11 @@ columns (a task reports them with ``DESCRIBE``), see :meth:`MergeQuery.sql`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlglot
-from sqlglot import exp
-
+from skyvault.adql.partials import AggregateCall, OrderKey, Template, TopSelect
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.sqltext import quote_identifier as quote
 from skyvault.sqltext import with_maxrec as _with_maxrec
@@ -56,7 +57,6 @@ PARTIALS = "__sv_partials"
 """The relation the merge query reads: the task results, concatenated."""
 
 _PREFIX = "__sv_"
-_DIALECT = "duckdb"
 
 Kind = Literal["whole", "concat", "rows", "aggregate"]
 
@@ -159,53 +159,29 @@ def split_plan(plan: QueryPlan, *, maxrec: int | None = None) -> Split:
     candidates = split_candidates(plan.scans)
     if not candidates:
         return whole(plan, "no stored positional table with several files", maxrec)
-    try:
-        tree = sqlglot.parse_one(plan.sql, dialect=_DIALECT)
-    except sqlglot.errors.SqlglotError:
-        return whole(plan, "the SQL could not be parsed", maxrec)
+    top = plan.top_select
+    if top is None:
+        return whole(plan, "the plan does not describe its SELECT", maxrec)
     reasons = []
     for scan in candidates:
+        reason = top.split_reason(scan.placeholder)
+        if reason:
+            reasons.append(reason)
+            continue
         try:
-            return _split_select(plan.sql, tree, scan.placeholder, maxrec)
-        except _Whole as reason:
-            reasons.append(str(reason))
+            return _split_select(plan, top, scan.placeholder, maxrec)
+        except _Whole as whole_reason:
+            reasons.append(str(whole_reason))
     return whole(plan, reasons[0], maxrec)
 
 
 # --- checks ---------------------------------------------------------------------------------
 
-_ALLOWED_ARGS = {
-    "with_", "with", "expressions", "distinct", "from_", "from", "joins", "where", "group",
-    "having", "order", "limit", "offset", "kind",
-}  # fmt: skip
-
-_SUPPORTED_AGGREGATES: tuple[type[exp.Expr], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Min,
-    exp.Max,
-    exp.Avg,
-    exp.Stddev,
-    exp.StddevSamp,
-    exp.StddevPop,
-    exp.Variance,
-    exp.VariancePop,
-)
-_DISTINCT_AGGREGATES: tuple[type[exp.Expr], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Min,
-    exp.Max,
-    exp.Avg,
-)
-
-
-def _arg(node: exp.Expr, *keys: str) -> exp.Expr | None:
-    for key in keys:
-        value = node.args.get(key)
-        if value is not None:
-            return value  # type: ignore[no-any-return]
-    return None
+_MERGEABLE = frozenset(
+    {"count", "sum", "min", "max", "avg", "stddev", "stddev_samp", "stddev_pop", "variance",
+     "var_samp", "var_pop"}
+)  # fmt: skip
+_DISTINCT_MERGEABLE = frozenset({"count", "sum", "avg", "min", "max"})
 
 
 def _scalar_udfs() -> frozenset[str]:
@@ -215,302 +191,88 @@ def _scalar_udfs() -> frozenset[str]:
     return frozenset(name.lower() for name, spec in FUNCTIONS.items() if not spec.is_aggregate)
 
 
-def _outside_subqueries(node: exp.Expr) -> Iterator[exp.Expr]:
-    """``node`` and its descendants, not descending into subqueries."""
-    yield node
-    for child in node.iter_expressions():
-        if isinstance(child, (exp.Subquery, exp.Query)):
-            yield child
-            continue
-        yield from _outside_subqueries(child)
-
-
-def _check_tree(tree: exp.Expr, split: str) -> exp.Select:
-    if not isinstance(tree, exp.Select):
-        raise _Whole("not a single SELECT (a set operation)")
-    extra = {k for k, v in tree.args.items() if v is not None and v is not False and v != []}
-    extra -= _ALLOWED_ARGS
-    if extra:
-        raise _Whole(f"unsupported clause: {', '.join(sorted(extra))}")
-    if tree.find(exp.Window) is not None:
-        raise _Whole("a window function")
-    occurrences = [t for t in tree.find_all(exp.Table) if t.name == split]
-    if len(occurrences) != 1:
-        raise _Whole("the split table occurs more than once")
-    table = occurrences[0]
-    from_ = _arg(tree, "from_", "from")
-    joins: list[exp.Join] = list(tree.args.get("joins") or [])
-    at_top = (from_ is not None and from_.this is table) or any(j.this is table for j in joins)
-    if not at_top:
-        raise _Whole("the split table is inside a subquery, CTE or nested join")
-    if any(table.args.get(k) for k in ("joins", "laterals", "pivots", "sample", "when")):
-        raise _Whole("the split table has table modifiers")
-    for join in joins:
-        side = (join.side or "").upper()
-        kind = (join.kind or "").upper()
-        if join.method or kind not in ("", "INNER", "OUTER", "CROSS"):
-            raise _Whole(f"a {join.method or kind} join")
-        if side in ("RIGHT", "FULL"):
-            raise _Whole(f"a {side} join")
-        if side == "LEFT" and join.this is table:
-            raise _Whole("the split table is the optional side of a LEFT join")
-        if isinstance(join.this, exp.Lateral) or join.args.get("match_condition"):
-            raise _Whole("a lateral or ASOF join")
-    return tree
-
-
-def _check_functions(nodes: Sequence[exp.Expr]) -> None:
-    """Aggregates must be supported ones and anonymous functions known scalar ones."""
-    scalar = _scalar_udfs()
-    for root in nodes:
-        for node in _outside_subqueries(root):
-            if isinstance(node, exp.AggFunc) and not isinstance(node, _SUPPORTED_AGGREGATES):
-                raise _Whole(f"the aggregate {node.sql(dialect=_DIALECT)[:40]}")
-            if isinstance(node, exp.Anonymous) and node.name.lower() not in scalar:
-                raise _Whole(f"the function {node.name} (not known to be a scalar)")
-            if isinstance(node, exp.Max | exp.Min) and node.expressions:
-                raise _Whole("MIN/MAX with several arguments")
-
-
-def _has_aggregate(nodes: Sequence[exp.Expr]) -> bool:
-    return any(isinstance(n, exp.AggFunc) for root in nodes for n in _outside_subqueries(root))
-
-
-def _unqualified_names(nodes: Sequence[exp.Expr]) -> set[str]:
-    """Lower-cased names of unqualified column references (not in subqueries)."""
-    return {
-        n.name.lower()
-        for root in nodes
-        for n in _outside_subqueries(root)
-        if isinstance(n, exp.Column) and not n.table
-    }
-
-
-def _renaming_aliases(query: _Query) -> set[str]:
-    """Lower-cased aliases that name something else than a column of the same name."""
-    out = set()
-    for output, alias in zip(query.outputs, query.aliases, strict=True):
-        if not (isinstance(output, exp.Column) and output.name.lower() == alias.lower()):
-            out.add(alias.lower())
-    return out
-
-
-def _strip(node: exp.Expr) -> exp.Expr:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
-
-
-def _literal_int(node: exp.Expr | None, what: str) -> int | None:
-    if node is None:
-        return None
-    if isinstance(node, exp.Literal) and not node.is_string:
-        try:
-            return int(node.this)
-        except ValueError:
-            pass
-    raise _Whole(f"{what} is not an integer literal")
-
-
-def _limits(tree: exp.Select) -> tuple[int | None, int | None]:
-    limit_node = tree.args.get("limit")
-    limit = None
-    if limit_node is not None:
-        if not isinstance(limit_node, exp.Limit) or any(
-            limit_node.args.get(k) for k in ("offset", "expressions", "limit_options")
-        ):
-            raise _Whole("an unusual LIMIT")
-        limit = _literal_int(limit_node.expression, "LIMIT")
-    offset_node = tree.args.get("offset")
-    offset = None
-    if offset_node is not None:
-        offset = _literal_int(offset_node.expression, "OFFSET")
-    return limit, offset
-
-
 # --- the decomposition ----------------------------------------------------------------------
 
 
-@dataclass
-class _Query:
-    """The top-level SELECT taken apart."""
-
-    tree: exp.Select
-    outputs: list[exp.Expr]
-    aliases: list[str]
-    order: list[exp.Ordered]
-    group: list[exp.Expr]
-    having: exp.Expr | None
-    distinct: bool
-    limit: int | None
-    offset: int | None
-
-
-def _split_select(sql: str, tree: exp.Expr, split: str, maxrec: int | None) -> Split:
-    select = _check_tree(tree, split)
-    distinct_node = select.args.get("distinct")
-    if distinct_node is not None and distinct_node.args.get("on") is not None:
-        raise _Whole("DISTINCT ON")
-    limit, offset = _limits(select)
-    order_node = select.args.get("order")
-    group_node = select.args.get("group")
-    having_node = select.args.get("having")
-    query = _Query(
-        tree=select,
-        outputs=[e.unalias() for e in select.expressions],
-        aliases=[e.alias_or_name for e in select.expressions],
-        order=list(order_node.expressions) if order_node is not None else [],
-        group=[],
-        having=having_node.this if having_node is not None else None,
-        distinct=distinct_node is not None,
-        limit=limit,
-        offset=offset,
-    )
-    star = any(o.is_star for o in query.outputs)
-    clauses: list[exp.Expr] = [*query.outputs, *(o.this for o in query.order)]
-    if query.having is not None:
-        clauses.append(query.having)
-    _check_functions(clauses)
-    aggregate = group_node is not None or query.having is not None or _has_aggregate(clauses)
-    if not aggregate and not query.distinct and not query.order and limit is None and not offset:
-        return Split("concat", _with_maxrec(sql, maxrec), split, None)
-    if star:
-        raise _Whole("a * in the select list")
-    if any(a.startswith(_PREFIX) for a in query.aliases):
+def _split_select(plan: QueryPlan, top: TopSelect, split: str, maxrec: int | None) -> Split:
+    scalar = _scalar_udfs()
+    for name in top.functions:
+        if name.lower() not in scalar:
+            raise _Whole(f"the function {name} (not known to be a scalar)")
+    for call in top.aggregates:
+        if call.function not in _MERGEABLE:
+            raise _Whole(f"the aggregate {call.function}")
+    rows = top.distinct or top.order or top.limit is not None or top.offset
+    if not top.aggregated and not rows:
+        return Split("concat", _with_maxrec(plan.sql, maxrec), split, None)
+    if any(i.name.startswith(_PREFIX) for i in top.items):
         raise _Whole("a result column named like the executor's own")
-    aliases = _renaming_aliases(query)
-    # An unqualified name may be a select-list alias (DuckDB resolves those in WHERE, GROUP BY
-    # and later select items): renaming the outputs would change what it means.
-    where = select.args.get("where")
-    scopes: list[exp.Expr] = [*query.outputs]
-    if where is not None:
-        scopes.append(where.this)
-    if query.having is not None:
-        scopes.append(query.having)
-    if group_node is not None:
-        scopes.extend(group_node.expressions)
-    if _unqualified_names(scopes) & aliases:
-        raise _Whole("an unqualified name that may be a select-list alias")
-    if aggregate:
-        if group_node is not None:
-            if any(group_node.args.get(k) for k in ("grouping_sets", "cube", "rollup", "all")):
-                raise _Whole("GROUPING SETS, CUBE, ROLLUP or GROUP BY ALL")
-            query.group = [_group_term(query, g) for g in group_node.expressions]
-        return _aggregate_split(query, split)
-    return _rows_split(query, split, maxrec)
+    if top.aggregated:
+        kind, partial, merge = _aggregate_split(top)
+    else:
+        kind, partial, merge = _rows_split(top, maxrec)
+    if plan.sql != top.sql:  # the SQL changed after translation: never guess
+        raise _Whole("the plan's SQL is not the one its SELECT describes")
+    return Split(kind, partial, split, merge)
 
 
-def _output_index(query: _Query, term: exp.Expr) -> int | None:
-    """The select item an ORDER BY term names: an ordinal or an output alias."""
-    if isinstance(term, exp.Literal) and not term.is_string:
-        k = _literal_int(term, "an ORDER BY position")
-        if k is None or not 1 <= k <= len(query.outputs):
-            raise _Whole("ORDER BY position out of range")
-        return k - 1
-    if isinstance(term, exp.Column) and not term.table:
-        matches = [i for i, a in enumerate(query.aliases) if a.lower() == term.name.lower()]
-        if matches:
-            return matches[0]
-    return None
+def _body(top: TopSelect) -> str:
+    """``FROM ... [WHERE ...]`` of the query."""
+    return f" FROM {top.source}"
 
 
-def _group_term(query: _Query, term: exp.Expr) -> exp.Expr:
-    """A GROUP BY term as an expression (an ordinal names a select item)."""
-    if isinstance(term, (exp.Rollup, exp.Cube, exp.GroupingSets)):
-        raise _Whole("GROUPING SETS, CUBE or ROLLUP")
-    if isinstance(term, exp.Literal) and not term.is_string:
-        k = _literal_int(term, "a GROUP BY position")
-        if k is None or not 1 <= k <= len(query.outputs):
-            raise _Whole("GROUP BY position out of range")
-        return _strip(query.outputs[k - 1])
-    if _has_aggregate([term]):
-        raise _Whole("an aggregate in GROUP BY")
-    return _strip(term)
+def _direction(key: OrderKey) -> str:
+    return " DESC" if key.descending else " ASC"
 
 
-def _ordered(template: exp.Ordered, this: exp.Expr) -> exp.Ordered:
-    """``template`` (direction, NULLS FIRST/LAST) sorting on ``this`` instead."""
-    node = template.copy()
-    node.set("this", this)
-    return node
-
-
-def _sql(node: exp.Expr) -> str:
-    return str(node.sql(dialect=_DIALECT))
-
-
-def _column(name: str) -> exp.Column:
-    return exp.column(name, quoted=True)
-
-
-def _alias(node: exp.Expr, name: str) -> exp.Expr:
-    return exp.alias_(node.copy(), name, quoted=True)
-
-
-def _order_index(query: _Query, term: exp.Expr) -> int | None:
-    """The select item an ORDER BY term is: ordinal, output alias or the same expression."""
-    index = _output_index(query, term)
-    if index is not None:
-        return index
-    for i, output in enumerate(query.outputs):
-        if _strip(output) == _strip(term):
-            return i
-    return None
-
-
-def _rows_split(query: _Query, split: str, maxrec: int | None) -> Split:
-    columns = [f"{_PREFIX}c{i}" for i in range(len(query.outputs))]
-    items = [_alias(o, c) for o, c in zip(query.outputs, columns, strict=True)]
-    partial_order: list[exp.Ordered] = []
+def _rows_split(top: TopSelect, maxrec: int | None) -> tuple[Kind, str, MergeQuery]:
+    columns = [f"{_PREFIX}c{i}" for i in range(len(top.items))]
+    items = [f"{i.sql} AS {quote(c)}" for i, c in zip(top.items, columns, strict=True)]
+    partial_order: list[str] = []
     merge_order: list[str] = []
-    for ordered in query.order:
-        index = _order_index(query, ordered.this)
-        if index is not None:
-            partial_order.append(_ordered(ordered, _column(columns[index])))
-            merge_order.append(_sql(_ordered(ordered, exp.Literal.number(index + 1))))
+    for key in top.order:
+        if key.output is not None:
+            partial_order.append(quote(columns[key.output]) + _direction(key))
+            merge_order.append(f"{key.output + 1}{_direction(key)}")
             continue
-        if query.distinct:
+        if top.distinct:
             raise _Whole("ORDER BY a term outside the SELECT DISTINCT list")
-        if any(not c.table for c in ordered.this.find_all(exp.Column)):
-            raise _Whole("an ORDER BY expression with unqualified names")
-        hidden = f"{_PREFIX}o{len(items) - len(columns)}"
-        items.append(_alias(ordered.this, hidden))
-        partial_order.append(_ordered(ordered, _column(hidden)))
-        merge_order.append(_sql(_ordered(ordered, _column(hidden))))
+        hidden = quote(f"{_PREFIX}o{len(items) - len(columns)}")
+        items.append(f"{key.sql} AS {hidden}")
+        partial_order.append(hidden + _direction(key))
+        merge_order.append(hidden + _direction(key))
     # A task needs at most the first offset + limit rows (MAXREC+1 is limit enough).
-    keep = query.limit
+    keep = top.limit
     if maxrec is not None:
         keep = maxrec + 1 if keep is None else min(keep, maxrec + 1)
-    partial = query.tree.copy()
-    partial.set("expressions", items)
-    partial.set("offset", None)
-    if keep is None:
-        partial.set("limit", None)
-        partial.set("order", None)  # the merge sorts; the tasks need not
-    else:
-        partial.set("limit", exp.Limit(expression=exp.Literal.number((query.offset or 0) + keep)))
-        partial.set("order", exp.Order(expressions=partial_order) if partial_order else None)
+    distinct = "DISTINCT " if top.distinct else ""
+    partial = f"{top.with_}SELECT {distinct}{', '.join(items)}{_body(top)}"
+    if keep is not None:  # else the merge sorts; the tasks need not
+        if partial_order:
+            partial += " ORDER BY " + ", ".join(partial_order)
+        partial += f" LIMIT {(top.offset or 0) + keep}"
     merge = MergeQuery(
         outputs=tuple(quote(c) for c in columns),
-        distinct=query.distinct,
+        distinct=top.distinct,
         order=tuple(merge_order),
-        limit=query.limit,
-        offset=query.offset,
+        limit=top.limit,
+        offset=top.offset,
     )
-    return Split("rows", _sql(partial), split, merge)
+    return "rows", partial, merge
 
 
 @dataclass
 class _Aggregates:
     """The partial columns of an aggregate query and the merge of each aggregate."""
 
+    calls: tuple[AggregateCall, ...]
     group_columns: tuple[str, ...]
-    partial: list[tuple[str, exp.Expr]] = dataclasses.field(default_factory=list)
+    partial: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     windows: list[str] = dataclasses.field(default_factory=list)
-    merged: list[tuple[exp.Expr, exp.Expr]] = dataclasses.field(default_factory=list)
-    distinct_arg: exp.Expr | None = None
+    merged: dict[int, str] = dataclasses.field(default_factory=dict)
+    distinct_arg: str | None = None
 
-    def column(self, expression: exp.Expr) -> str:
+    def column(self, expression: str) -> str:
         """The quoted name of the partial column computing ``expression`` (added once)."""
         for name, existing in self.partial:
             if existing == expression:
@@ -519,47 +281,50 @@ class _Aggregates:
         self.partial.append((name, expression))
         return quote(name)
 
-    def merge_of(self, node: exp.AggFunc) -> exp.Expr:
-        """The merge of aggregate ``node``, parenthesised, over the partial columns."""
-        for original, merged in self.merged:
-            if original == node:
-                return merged.copy()
-        merged = exp.Paren(this=sqlglot.parse_one(self._merge_sql(node), dialect=_DIALECT))
-        self.merged.append((node, merged))
-        return merged.copy()
+    def render(self, template: Template) -> str:
+        """``template`` over the partial columns: aggregates replaced by their merges."""
+        out = []
+        for piece in template:
+            if isinstance(piece, str):
+                out.append(piece)
+            elif piece.kind == "g":
+                out.append(quote(f"{_PREFIX}g{piece.index}"))
+            else:
+                out.append(self.merge_of(piece.index))
+        return "".join(out)
 
-    def _merge_sql(self, node: exp.AggFunc) -> str:
-        this = node.this
-        if isinstance(this, exp.Distinct):
-            return self._distinct(node, this)
-        if isinstance(node, exp.Count):
-            arg = exp.Star() if this is None or isinstance(this, exp.Star) else this.copy()
+    def merge_of(self, index: int) -> str:
+        """The merge of aggregate ``index``, parenthesised, over the partial columns."""
+        merged = self.merged.get(index)
+        if merged is None:
+            merged = self.merged[index] = f"({self._merge_sql(self.calls[index])})"
+        return merged
+
+    def _merge_sql(self, call: AggregateCall) -> str:
+        if call.distinct:
+            return self._distinct(call)
+        arg = call.argument
+        if call.function == "count":
             return f"COALESCE(CAST(sum({self.column(_count(arg))}) AS BIGINT), 0)"
-        if node.expressions or this is None:
+        if arg is None:
             raise _Whole("an aggregate with several arguments")
-        if isinstance(node, exp.Sum):
-            return f"sum({self.column(exp.Sum(this=this.copy()))})"
-        if isinstance(node, exp.Min):
-            return f"min({self.column(exp.Min(this=this.copy()))})"
-        if isinstance(node, exp.Max):
-            return f"max({self.column(exp.Max(this=this.copy()))})"
-        n = self.column(_count(this.copy()))
-        if isinstance(node, exp.Avg):
-            s = self.column(exp.Sum(this=this.copy()))
+        if call.function in ("sum", "min", "max"):
+            return f"{call.function}({self.column(f'{call.function}({arg})')})"
+        n = self.column(_count(arg))
+        if call.function == "avg":
+            s = self.column(f"sum({arg})")
             return f"CASE WHEN sum({n}) > 0 THEN CAST(sum({s}) AS DOUBLE) / sum({n}) END"
-        return self._variance(node, this, n)
+        return self._variance(call.function, arg, n)
 
-    def _variance(self, node: exp.AggFunc, this: exp.Expr, n: str) -> str:
+    def _variance(self, function: str, arg: str, n: str) -> str:
         """A variance or standard deviation, merged without cancellation.
 
         Each task gives n, the sum and M2 = n * var_pop; the group's M2 is the sum of the
         tasks' plus n * (task mean - group mean)^2 over tasks (Chan, Golub & LeVeque), the
         group mean coming from a window over the partials.
         """
-        s = self.column(exp.Sum(this=exp.Cast(this=this.copy(), to=exp.DataType.build("DOUBLE"))))
-        m2 = self.column(
-            exp.Mul(this=exp.VariancePop(this=this.copy()), expression=_count(this.copy()))
-        )
+        s = self.column(f"sum(CAST({arg} AS DOUBLE))")
+        m2 = self.column(f"var_pop({arg}) * {_count(arg)}")
         mean = quote(f"{_PREFIX}m{len(self.windows)}")
         over = f"PARTITION BY {', '.join(self.group_columns)}" if self.group_columns else ""
         self.windows.append(f"sum({s}) OVER ({over}) / nullif(sum({n}) OVER ({over}), 0) AS {mean}")
@@ -568,92 +333,72 @@ class _Aggregates:
             f"(COALESCE(sum({m2}), 0) + "
             f"COALESCE(sum(CASE WHEN {n} > 0 THEN {n} * {dev} * {dev} END), 0))"
         )
-        if isinstance(node, exp.VariancePop | exp.StddevPop):
+        if function in ("var_pop", "stddev_pop"):
             variance = f"CASE WHEN sum({n}) > 0 THEN {m2_total} / sum({n}) END"
         else:
             variance = f"CASE WHEN sum({n}) > 1 THEN {m2_total} / (sum({n}) - 1) END"
-        if isinstance(node, exp.Stddev | exp.StddevSamp | exp.StddevPop):
+        if function.startswith("stddev"):
             return f"sqrt({variance})"
         return variance
 
-    def _distinct(self, node: exp.AggFunc, distinct: exp.Distinct) -> str:
+    def _distinct(self, call: AggregateCall) -> str:
         """COUNT/SUM/AVG/MIN/MAX(DISTINCT x): the tasks group on x too (column ``__sv_d``)."""
-        names = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
-        name = names.get(type(node))
-        if name is None or len(distinct.expressions) != 1:
+        if call.function not in _DISTINCT_MERGEABLE or call.argument is None:
             raise _Whole("a DISTINCT aggregate other than COUNT/SUM/AVG/MIN/MAX of one value")
-        arg = _strip(distinct.expressions[0])
         if self.distinct_arg is None:
-            self.distinct_arg = arg
-        elif self.distinct_arg != arg:
+            self.distinct_arg = call.argument
+        elif self.distinct_arg != call.argument:
             raise _Whole("DISTINCT aggregates of different values")
-        return f"{name}(DISTINCT {quote(_PREFIX + 'd')})"
+        return f"{call.function}(DISTINCT {quote(_PREFIX + 'd')})"
 
 
-def _count(arg: exp.Expr) -> exp.Count:
-    return exp.Count(this=arg, big_int=True)
+def _count(arg: str | None) -> str:
+    return f"count({'*' if arg is None else arg})"
 
 
-def _rewrite(node: exp.Expr, group: Sequence[exp.Expr], aggregates: _Aggregates) -> exp.Expr:
-    """``node`` over the partial columns: group terms and aggregates replaced by merges."""
-
-    def replace(n: exp.Expr) -> exp.Expr:
-        stripped = _strip(n)
-        for i, term in enumerate(group):
-            if stripped == term:
-                return _column(f"{_PREFIX}g{i}")
-        if isinstance(n, exp.Filter):
-            raise _Whole("an aggregate FILTER")
-        if isinstance(n, exp.AggFunc):
-            if isinstance(n.this, exp.Order):
-                raise _Whole("an aggregate with ORDER BY")
-            return aggregates.merge_of(n)
-        if isinstance(n, (exp.Subquery, exp.Query)):
-            raise _Whole("a subquery outside an aggregate")
-        if isinstance(n, exp.Column):
-            raise _Whole(f"the column {_sql(n)} is neither grouped nor aggregated")
-        return n
-
-    return node.copy().transform(replace, copy=False)
-
-
-def _aggregate_split(query: _Query, split: str) -> Split:
-    aggregates = _Aggregates(tuple(quote(f"{_PREFIX}g{i}") for i in range(len(query.group))))
-    outputs = [_rewrite(o, query.group, aggregates) for o in query.outputs]
+def _aggregate_split(top: TopSelect) -> tuple[Kind, str, MergeQuery]:
+    aggregates = _Aggregates(
+        top.aggregates, tuple(quote(f"{_PREFIX}g{i}") for i in range(len(top.group)))
+    )
+    outputs = []
+    for item in top.items:
+        if item.merge_reason:
+            raise _Whole(item.merge_reason)
+        outputs.append(aggregates.render(item.merged))
     having = None
-    if query.having is not None:
-        having = _rewrite(query.having, query.group, aggregates)
+    if top.having is not None:
+        if top.having_reason:
+            raise _Whole(top.having_reason)
+        having = aggregates.render(top.having_merged)
     order: list[str] = []
-    for ordered in query.order:
-        index = _order_index(query, ordered.this)
-        if index is not None:
-            order.append(_sql(_ordered(ordered, exp.Literal.number(index + 1))))
-        elif query.distinct:
+    for key in top.order:
+        if key.output is not None:
+            order.append(f"{key.output + 1}{_direction(key)}")
+        elif top.distinct:
             raise _Whole("ORDER BY a term outside the SELECT DISTINCT list")
+        elif key.merge_reason:
+            raise _Whole(key.merge_reason)
         else:
-            term = _rewrite(ordered.this, query.group, aggregates)
-            order.append(_sql(_ordered(ordered, term)))
-    items = [_alias(g, f"{_PREFIX}g{i}") for i, g in enumerate(query.group)]
-    keys = [g.copy() for g in query.group]
+            order.append(aggregates.render(key.merged) + _direction(key))
+    items = [f"{g} AS {quote(f'{_PREFIX}g{i}')}" for i, g in enumerate(top.group)]
+    keys = list(top.group)
     if aggregates.distinct_arg is not None:
-        items.append(_alias(aggregates.distinct_arg, f"{_PREFIX}d"))
-        keys.append(aggregates.distinct_arg.copy())
-    items.extend(_alias(e, name) for name, e in aggregates.partial)
+        items.append(f"{aggregates.distinct_arg} AS {quote(_PREFIX + 'd')}")
+        keys.append(aggregates.distinct_arg)
+    items.extend(f"{e} AS {quote(name)}" for name, e in aggregates.partial)
     if not items:  # e.g. SELECT 1 ... HAVING true: one row per task is all the merge needs
-        items.append(_alias(_count(exp.Star()), f"{_PREFIX}a"))
-    partial = query.tree.copy()
-    partial.set("expressions", items)
-    partial.set("group", exp.Group(expressions=keys) if keys else None)
-    for key in ("having", "order", "limit", "offset", "distinct"):
-        partial.set(key, None)
+        items.append(f"count(*) AS {quote(_PREFIX + 'a')}")
+    partial = f"{top.with_}SELECT {', '.join(items)}{_body(top)}"
+    if keys:
+        partial += " GROUP BY " + ", ".join(keys)
     merge = MergeQuery(
-        outputs=tuple(_sql(o) for o in outputs),
-        distinct=query.distinct,
+        outputs=tuple(outputs),
+        distinct=top.distinct,
         group=aggregates.group_columns,
-        having=_sql(having) if having is not None else None,
+        having=having,
         order=tuple(order),
-        limit=query.limit,
-        offset=query.offset,
+        limit=top.limit,
+        offset=top.offset,
         windows=tuple(aggregates.windows),
     )
-    return Split("aggregate", _sql(partial), split, merge)
+    return "aggregate", partial, merge

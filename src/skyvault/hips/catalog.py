@@ -5,7 +5,7 @@ Layout of the output directory (see :func:`skyvault.hips.store.hips_dir`)::
     properties                     HiPS properties, dataproduct_type=catalog
     metadata.xml                   a VOTable with the tiles' FIELDs and no rows
     Moc.fits                       IVOA MOC of the cells holding sources (mocpy)
-    index.html                     the HiPS in Aladin Lite (loaded from the CDS)
+    index.html                     the HiPS in Aladin Lite (the server's own copy)
     Norder1/Allsky.tsv             every order-1 tile in one file (one header line)
     Norder2/Allsky.tsv             the same for order 2
     NorderK/DirD/NpixN.tsv         one tile, D = N // 10000 * 10000 (orders 1, 2 and deeper)
@@ -328,24 +328,29 @@ def _initial_view(
     return c_ra, c_dec, fov
 
 
+#: Aladin Lite as the skyvault server ships it (no CDN), and the portal's empty background
+#: survey, relative to a HiPS served at ``/hips/SCHEMA.TABLE/``.
+_SERVER_ROOT = "../../"
 _INDEX_HTML = """<!DOCTYPE html>
 <html>
 <head>
 <meta charset="utf-8">
 <title>{title}</title>
-<script src="https://aladin.cds.unistra.fr/AladinLite/api/v3/latest/aladin.js" charset="utf-8">
+<script type="importmap">
+{{"imports": {{"aladin-lite": "{root}portal/vendor/aladin-lite/aladin.js"}}}}
 </script>
 </head>
 <body>
 <h1>{title}</h1>
 <p>Catalogue HiPS of {table}: {nrows} sources, brightest first by {order_by}.</p>
 <div id="aladin" style="width: 100%; height: 640px"></div>
-<script>
-A.init.then(() => {{
-  const aladin = A.aladin("#aladin", {{survey: "P/DSS2/color", fov: {fov}, target: "{ra} {dec}"}});
-  const here = window.location.href.replace(/[^/]*$/, "");
-  aladin.addCatalog(A.catalogHiPS(here, {{name: {name}}}));
-}});
+<script type="module">
+import A from "aladin-lite";
+await A.init;
+const here = window.location.href.replace(/[^/]*$/, "");
+const empty = new URL("{root}portal/empty-hips", here).href;
+const aladin = A.aladin("#aladin", {{survey: empty, fov: {fov}, target: "{ra} {dec}"}});
+aladin.addCatalog(A.catalogHiPS(here, {{name: {name}}}));
 </script>
 </body>
 </html>
@@ -353,7 +358,7 @@ A.init.then(() => {{
 
 
 def _index_html(path: Path, props: dict[str, str], name: TableName) -> None:
-    """``index.html``: the HiPS shown over DSS2 in Aladin Lite (from the CDS).
+    """``index.html``: the HiPS in Aladin Lite, both from the skyvault server (no CDN).
 
     A template (its scripts cannot be written from text by formats/_xml), but every value
     in its text goes through the one XML escaping."""
@@ -365,6 +370,7 @@ def _index_html(path: Path, props: dict[str, str], name: TableName) -> None:
     path.write_text(
         _INDEX_HTML.format(
             title=title,
+            root=_SERVER_ROOT,
             table=escape_text(str(name)),
             nrows=props["hips_cat_nrows"],
             order_by=escape_text(props["skyvault_order_by"]),

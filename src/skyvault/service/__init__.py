@@ -5,11 +5,11 @@ own storage keeps all three layers in its own package, as ``uws`` does):
 
 * :mod:`.app` — ``create_app(settings)``, the FastAPI application;
 * :mod:`.handlers` — ``tap`` (landing page, ``/sync``, ``/examples``), ``vosi``
-  (``/availability``, ``/capabilities``, ``/tables``), ``bulk``, ``hips``: read parameters,
-  call a service, return its bytes;
+  (``/availability``, ``/capabilities``, ``/tables``), ``bulk``, ``hips``, ``portal``: read
+  parameters, call a service, return its bytes;
 * :mod:`.services` — ``query`` (run a TAP query: shared by sync and the async workers),
   ``sync`` (a ``/sync`` query's slot, result and audit line), ``vosi``
-  (capabilities/tables documents), ``examples`` (DALI examples);
+  (capabilities/tables documents), ``examples`` (DALI examples), ``pages`` (HTML pages);
 * :mod:`.uws` — UWS 1.1 async jobs: ``handlers`` (``/async``), ``service`` (their rules),
   storage, runner, documents;
 * :mod:`.params` — reading a request's parameters and form body (uploads under a size cap)

@@ -1,4 +1,5 @@
-"""HiPS handlers: ``/hips/list`` and the static files of ``/hips/{SCHEMA.TABLE}/...``.
+"""HiPS handlers: ``/hips/list`` and the static files of ``/hips/{SCHEMA.TABLE}/...``
+(catalogue HiPS) and ``/hips/images/{NAME}/...`` (image HiPS).
 
 Thin: :mod:`skyvault.hips.store` finds the file; this module adds what browsers need.
 Aladin Lite loads tiles cross-origin into WebGL, so every answer carries
@@ -7,13 +8,17 @@ Aladin Lite loads tiles cross-origin into WebGL, so every answer carries
 and byte ranges (Starlette's ``FileResponse``).
 
 Hidden is absent: the HiPS of a table the caller may not read, a missing HiPS or tile, and
-a path that tries to leave the HiPS all get the same 404 with the same body.
+a path that tries to leave the HiPS all get the same 404 with the same body.  An image HiPS
+of a collection (``skyvault_collection`` in its properties) reads like a missing one to a
+caller who may not read ``COLLECTION.obscore``; one built from files is public.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -22,10 +27,17 @@ from starlette.concurrency import run_in_threadpool
 
 from skyvault.catalog.layout import TableName
 from skyvault.errors import CatalogNotFound, UsageError
-from skyvault.hips.store import content_type, hips_file, read_properties
+from skyvault.hips.store import (
+    content_type,
+    hips_file,
+    image_hips_collection,
+    image_hips_file,
+    image_hips_names,
+    read_properties,
+)
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import error_response
-from skyvault.service.security import CallerDep
+from skyvault.service.security import Caller, CallerDep
 
 __all__ = ["router"]
 
@@ -72,28 +84,79 @@ async def hips_list(request: Request, context: Context, caller: CallerDep) -> Re
     base = context.site_url(request)
     data_dir = context.settings.data_dir
 
+    def record(text: str | None, url: str) -> list[str]:
+        if text is None:
+            return []
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.strip() and not line.startswith("hips_service_url")
+        ]
+        lines.append(f"{'hips_service_url':<24}= {url}")
+        return ["\n".join(lines) + "\n"]
+
     def records() -> list[str]:
         out = []
-        for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
-            try:
-                name = TableName.parse(meta.qualified_name)
-            except UsageError:  # a delimited name no HiPS can have
-                continue
-            text = read_properties(data_dir, name)
-            if text is None:
-                continue
-            lines = [
-                line
-                for line in text.splitlines()
-                if line.strip() and not line.startswith("hips_service_url")
-            ]
-            lines.append(f"{'hips_service_url':<24}= {base}/hips/{name}")
-            out.append("\n".join(lines) + "\n")
+        for path, text in visible_hips(data_dir, caller):
+            out += record(text, f"{base}{path}")
         return out
 
     body = "\n".join(await run_in_threadpool(records))
     headers = {**_CORS, "Cache-Control": _cache_control(request, 60)}
     return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+def visible_hips(data_dir: Path, caller: Caller) -> list[tuple[str, str]]:
+    """``(path, properties text)`` of every HiPS ``caller`` may read: catalogue HiPS of their
+    visible tables (``/hips/SCHEMA.TABLE``), then image HiPS (``/hips/images/NAME``)."""
+    out = []
+    for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
+        try:
+            name = TableName.parse(meta.qualified_name)
+        except UsageError:  # a delimited name no HiPS can have
+            continue
+        text = read_properties(data_dir, name)
+        if text is not None:
+            out.append((f"/hips/{name}", text))
+    for image in image_hips_names(data_dir):
+        if _image_hips_visible(data_dir, image, caller.table_names):
+            text = read_properties(data_dir, image)
+            if text is not None:
+                out.append((f"/hips/images/{image}", text))
+    return out
+
+
+def _serve(found: Path | None, request: Request) -> Response:
+    if found is None:
+        return _not_found()
+    stat = found.stat()
+    etag = _etag(stat)
+    headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(found, media_type=content_type(found), headers=headers, stat_result=stat)
+
+
+# Before /hips/{hips_id}/…: "images" is no SCHEMA.TABLE, so the two never overlap.
+@router.api_route(
+    "/hips/images/{name}/{path:path}", methods=["GET", "HEAD"], summary="an image HiPS file"
+)
+async def image_hips_get(
+    name: str, path: str, request: Request, context: Context, caller: CallerDep
+) -> Response:
+    """A file of image HiPS ``name``; the bare directory is its ``index.html``."""
+    data_dir = context.settings.data_dir
+    visible = await run_in_threadpool(_image_hips_visible, data_dir, name, caller.table_names)
+    if not visible:
+        return _not_found()
+    return _serve(image_hips_file(data_dir, name, path or "index.html"), request)
+
+
+def _image_hips_visible(data_dir: Path, name: str, tables: Collection[str]) -> bool:
+    """An image HiPS of a collection is visible to who may read ``COLLECTION.obscore``;
+    one built from files (no collection) to everyone."""
+    collection = image_hips_collection(data_dir, name)
+    return collection is None or f"{collection}.obscore" in tables
 
 
 @router.api_route("/hips/{hips_id}/{path:path}", methods=["GET", "HEAD"], summary="a HiPS file")
@@ -110,11 +173,4 @@ async def hips_get(
         # Aladin Lite asks for a catalogue HiPS's column metadata with a capital M (as CDS
         # Hipsgen-cat names it); skyvault writes the lower-case name of the HiPS note.
         found = hips_file(context.settings.data_dir, hips_id, "metadata.xml")
-    if found is None:
-        return _not_found()
-    stat = found.stat()
-    etag = _etag(stat)
-    headers = {**_CORS, "ETag": etag, "Cache-Control": _cache_control(request)}
-    if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return FileResponse(found, media_type=content_type(found), headers=headers, stat_result=stat)
+    return _serve(found, request)

@@ -16,12 +16,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from skyvault.catalog.layout import TableName
-from skyvault.errors import CatalogNotFound, UsageError
-from skyvault.hips.store import read_properties
+from skyvault.errors import CatalogNotFound
 from skyvault.portal import STATIC, content_security_policy
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.exceptions import error_response
+from skyvault.service.handlers.hips import visible_hips
 from skyvault.service.security import CallerDep
 
 __all__ = ["router"]
@@ -57,29 +56,23 @@ async def session(request: Request, context: Context, caller: CallerDep) -> Resp
     data_dir = context.settings.data_dir
 
     def document() -> dict[str, Any]:
-        tables, hips = [], []
-        for meta in sorted(caller.tables, key=lambda m: m.qualified_name):
-            tables.append(
-                {
-                    "name": meta.qualified_name,
-                    "nrows": meta.nrows,
-                    "ra": meta.ra_column,
-                    "dec": meta.dec_column,
-                }
-            )
-            try:
-                name = TableName.parse(meta.qualified_name)
-            except UsageError:
-                continue
-            text = read_properties(data_dir, name)
-            if text is None:
-                continue
+        tables = [
+            {
+                "name": meta.qualified_name,
+                "nrows": meta.nrows,
+                "ra": meta.ra_column,
+                "dec": meta.dec_column,
+            }
+            for meta in sorted(caller.tables, key=lambda m: m.qualified_name)
+        ]
+        hips = []
+        for path, text in visible_hips(data_dir, caller):
             props = _properties(text)
             hips.append(
                 {
-                    "id": props.get("creator_did", f"{name}"),
-                    "url": f"{base}/hips/{name}",
-                    "title": props.get("obs_title", str(name)),
+                    "id": props.get("creator_did", path),
+                    "url": f"{base}{path}",
+                    "title": props.get("obs_title", path.rsplit("/", 1)[-1]),
                     "dataproduct_type": props.get("dataproduct_type", "image"),
                     "ra": _number(props.get("hips_initial_ra")),
                     "dec": _number(props.get("hips_initial_dec")),

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from skyvault.errors import QueryCancelled, SkyvaultError, UserLimitExceeded
+from skyvault.errors import QueryCancelled, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, tap_query_params
@@ -30,7 +30,7 @@ from skyvault.service.security import CallerDep, IdentityDep
 from skyvault.service.services import pages
 from skyvault.service.services.examples import examples_document
 from skyvault.service.services.sync import SyncRun, audit_sync
-from skyvault.service.slots import POLL_SECONDS, SlotBusy
+from skyvault.service.slots import SlotBusy
 from skyvault.service.uploads import parse_uploads
 
 __all__ = ["QueryResponse", "router"]
@@ -120,7 +120,7 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
         try:
             return await _in_thread(start)
         except SlotBusy as busy:
-            await _wait_for_slot(context, sync, busy, sync.take)
+            await sync.wait_for_slot(busy)
         return await _in_thread(start)
 
     try:
@@ -138,35 +138,6 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     if sync.finished:
         return Response(b"".join(chunks), media_type=output.content_type, headers=headers)
     return QueryResponse(sync, chunks, media_type=output.content_type, headers=headers)
-
-
-async def _wait_for_slot(
-    context: ServiceContext, sync: SyncRun, busy: SlotBusy, take: Callable[[], None]
-) -> None:
-    """Wait up to ``sync_slot_wait`` s for ``take()`` to get a slot; the 429 of ``busy``
-    (saying how long it waited) when none came, QueryCancelled when the client went away."""
-    wait = context.settings.sync_slot_wait
-    deadline = time.monotonic() + wait
-    with context.sync.waiting(sync.identity, busy) as woken:
-        while (remaining := deadline - time.monotonic()) > 0:
-            woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), min(remaining, POLL_SECONDS))
-            if sync.gone:
-                raise QueryCancelled("the client went away; the query was cancelled")
-            try:
-                await run_in_threadpool(take)
-                return
-            except SlotBusy as again:
-                busy = again
-    refusal = busy.refusal
-    if wait > 0:
-        raise UserLimitExceeded(
-            f"{refusal.message}; none ended in the {wait:g} s this query waited",
-            hint=refusal.hint,
-            retry_after=refusal.retry_after,
-        )
-    raise refusal
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

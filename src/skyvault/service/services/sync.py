@@ -1,27 +1,32 @@
 """A ``/sync`` query as a service: its running slot, its result, its audit line.
 
-:class:`SyncRun` holds one sync query from the slot it takes to the audit line written when
-it ends, whichever way it ends; :func:`take_slot` takes one of the caller's running slots,
+:class:`SyncRun` holds one sync query from the slot it takes (or waits a moment for) to the
+audit line written when it ends, whichever way it ends; :func:`take_slot` takes one of the
+caller's running slots,
 :func:`audit_sync` writes the audit line.  The handler (:mod:`skyvault.service.handlers.tap`)
 reads the request and sends the chunks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import anyio
 import pyarrow as pa
 
 from skyvault.auth import Identity
 from skyvault.catalog.metadata import TableMeta
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import QueryCancelled, SkyvaultError
+from skyvault.errors import QueryCancelled, SkyvaultError, UserLimitExceeded
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput
+from skyvault.service.slots import POLL_SECONDS, SlotBusy
 from skyvault.service.uws import ExecutionPhase
 from skyvault.service.uws.models import Account
 
@@ -105,6 +110,35 @@ class SyncRun:
         :class:`~skyvault.service.slots.SlotBusy` (from a worker thread)."""
         take_slot(self.context, self.identity)
         self.holding = True
+
+    async def wait_for_slot(self, busy: SlotBusy) -> None:
+        """Wait up to ``sync_slot_wait`` s for :meth:`take` to get a slot (tried again each
+        time one of the caller's queries ends); the 429 of ``busy`` (saying how long it
+        waited) when none came, :class:`~skyvault.errors.QueryCancelled` when the client
+        went away."""
+        context = self.context
+        wait = context.settings.sync_slot_wait
+        deadline = time.monotonic() + wait
+        with context.sync.waiting(self.identity, busy) as woken:
+            while (remaining := deadline - time.monotonic()) > 0:
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(remaining, POLL_SECONDS))
+                if self.gone:
+                    raise QueryCancelled("the client went away; the query was cancelled")
+                try:
+                    await anyio.to_thread.run_sync(self.take)
+                    return
+                except SlotBusy as again:
+                    busy = again
+        refusal = busy.refusal
+        if wait > 0:
+            raise UserLimitExceeded(
+                f"{refusal.message}; none ended in the {wait:g} s this query waited",
+                hint=refusal.hint,
+                retry_after=refusal.retry_after,
+            )
+        raise refusal
 
     def start(
         self,

@@ -162,6 +162,9 @@ def capabilities_document(
         _simple_capability("ivo://ivoa.net/std/VOSI#tables-1.1", f"{base}/tables", "1.1"),
         _simple_capability("ivo://ivoa.net/std/DALI#examples", f"{base}/examples"),
         tap,
+        # image access (service/handlers/images.py)
+        _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
+        _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
     )
     return xml_document(root, _CAPABILITIES)
 
