@@ -201,6 +201,43 @@ def _say_who_reads(data: Path, schema: str, table: str) -> None:
     print(f"{target} is readable by {', '.join(names)} (grants made earlier)")
 
 
+def _cmd_append(args: argparse.Namespace) -> int:
+    from skyvault.catalog.append import append
+    from skyvault.storage_faults import storage_errors
+
+    with storage_errors(
+        f"cannot append to {args.table}", f"the data directory {args.data}", under=args.data
+    ):
+        result = append(args.data, args.table, args.inputs, args.batch_id)
+    if result.written:
+        print(
+            f"appended {result.rows:,} rows to {args.table} as snapshot {result.snapshot} "
+            f"(batch {args.batch_id})"
+        )
+    else:
+        print(f"batch {args.batch_id} was already committed: nothing appended")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from skyvault.catalog.compact import compact
+    from skyvault.storage_faults import storage_errors
+
+    with storage_errors(
+        f"cannot compact {args.table}", f"the data directory {args.data}", under=args.data
+    ):
+        result = compact(args.data, args.table)
+    if not result.batches:
+        print(f"{args.table} has no appended rows to compact (snapshot {result.snapshot})")
+    else:
+        print(
+            f"compacted {result.batches} batches of {args.table} into version {result.version}: "
+            f"{result.rows:,} rows, {result.partitions} partitions "
+            f"({result.rewritten} rewritten), snapshot {result.snapshot}"
+        )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skyvault.auth.cli import auth_storage_errors
     from skyvault.demo import build_demo
@@ -677,6 +714,23 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--group", metavar="G", help="let group G read the table")
     data_arg(p)
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("append", help="add a batch of rows to a table, atomically")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="files holding the batch's rows")
+    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE", help="the table to add to")
+    p.add_argument(
+        "--batch-id",
+        required=True,
+        metavar="ID",
+        help="the batch's id (e.g. a visit): re-sending a committed id does nothing",
+    )
+    data_arg(p)
+    p.set_defaults(func=_cmd_append)
+
+    p = sub.add_parser("compact", help="fold a table's appended rows into its HATS partitions")
+    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE", help="the table to compact")
+    data_arg(p)
+    p.set_defaults(func=_cmd_compact)
 
     p = sub.add_parser(
         "demo", help="build the DP0.2-style demo data set (public: everyone may query it)"

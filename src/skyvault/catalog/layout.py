@@ -8,6 +8,8 @@ without positions)::
     DIR/SCHEMA/.skyvault/tmp/<build>/         a build in progress (invisible)
     DIR/SCHEMA/.skyvault/locks/TABLE.lock     held by the one ingest of TABLE at a time
     DIR/SCHEMA/.skyvault/images/<batch>/      an image collection's FITS files (image_store)
+    DIR/SCHEMA/.TABLE.snapshot                the committed snapshot of appended rows, and
+    DIR/SCHEMA/.skyvault/deltas/TABLE/<version>/   those rows until compacted (catalog/append.py)
 
 skyvault's own files live under ``DIR/.skyvault`` (:func:`internal_dir`), each named here
 and nowhere else::

@@ -12,6 +12,8 @@ file-system timestamps are coarse (a kernel tick), so two changes in one tick lo
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import threading
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from skyvault.catalog.append import Snapshot, StaleVersion, read_snapshot, snapshot_key
 from skyvault.catalog.layout import TableName, list_tables
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import SPATIAL_ORDER
@@ -65,6 +68,26 @@ class PartitionIndex:
         )
         return cls(orders, pixels, starts, stops, files)
 
+    @classmethod
+    def of_deltas(cls, snapshot: Snapshot) -> PartitionIndex:
+        """The delta files of ``snapshot`` as an index: an entry per ``_healpix_29`` interval
+        of each file (a file with several intervals is listed several times)."""
+        entries = sorted(
+            (
+                (lo, hi, f.snapshot, f.order, f.pixel, f.path)
+                for f in snapshot.files
+                for lo, hi in (f.ranges or ((f.start, f.stop),))
+            ),
+            key=lambda e: (e[0], e[2]),
+        )
+        return cls(
+            np.array([e[3] for e in entries], dtype=np.int64),
+            np.array([e[4] for e in entries], dtype=np.int64),
+            np.array([e[0] for e in entries], dtype=np.int64),
+            np.array([e[1] for e in entries], dtype=np.int64),
+            tuple(e[5] for e in entries),
+        )
+
     def __len__(self) -> int:
         return len(self.files)
 
@@ -80,11 +103,18 @@ class StoredTable:
     margin_arcsec: float | None = None
     """The margin catalogue's threshold (``hats_margin_threshold`` of ``margin/properties``):
     it holds every row closer than this to a partition, from outside it."""
+    deltas: PartitionIndex | None = None
+    """Appended rows not yet compacted (catalog/append.py): one entry per delta file, its
+    cell and its ``_healpix_29`` range ``[starts, stops)``, sorted by start; cells may repeat."""
+    snapshot: Snapshot | None = None
 
-    @property
+    @functools.cached_property
     def all_files(self) -> tuple[str, ...]:
+        """Every file of the table: partitions, then delta files (each once); made once
+        per table version, as planning a scan counts them."""
         if self.partitions is not None:
-            return self.partitions.files
+            deltas = tuple(dict.fromkeys(self.deltas.files)) if self.deltas else ()
+            return self.partitions.files + deltas
         return tuple(sorted(str(p) for p in (self.root / "dataset").glob("part-*.parquet")))
 
 
@@ -128,6 +158,8 @@ class Registry:
             link = self.data_dir / name.schema / name.table
             try:
                 version = os.readlink(link) if link.is_symlink() else str(resolved)
+                # A commit of appended rows rewrites the table's snapshot pointer.
+                version += "\n" + snapshot_key(link)
             except OSError:
                 continue
             with self._lock:
@@ -136,7 +168,7 @@ class Registry:
                 found[name] = cached
                 continue
             try:
-                found[name] = (version, self._load(resolved))
+                found[name] = (version, self._load(resolved, link))
             except CatalogError:
                 continue  # a table that cannot be read is not published
         with self._lock:
@@ -162,7 +194,19 @@ class Registry:
         return cached[1]
 
     @staticmethod
-    def _load(root: Path) -> StoredTable:
+    def _load(root: Path, link: Path | None = None) -> StoredTable:
+        for _ in range(10):
+            try:
+                return Registry._load_version(root)
+            except StaleVersion:
+                # A compaction published a newer version after ``root`` was resolved.
+                if link is None:
+                    break
+                root = link.resolve()
+        return Registry._load_version(root)
+
+    @staticmethod
+    def _load_version(root: Path) -> StoredTable:
         meta = TableMeta.read(root)
         if meta.kind == "hats":
             margin_root = root / "margin"
@@ -170,7 +214,13 @@ class Registry:
             if margin_root.is_dir():
                 margin = PartitionIndex.read(margin_root)
                 threshold = _margin_threshold(margin_root)
-            return StoredTable(meta, root, PartitionIndex.read(root), margin, threshold)
+            snapshot = read_snapshot(root)
+            deltas = PartitionIndex.of_deltas(snapshot) if snapshot.files else None
+            if deltas is not None:
+                meta = dataclasses.replace(meta, nrows=meta.nrows + snapshot.delta_rows)
+            return StoredTable(
+                meta, root, PartitionIndex.read(root), margin, threshold, deltas, snapshot
+            )
         return StoredTable(meta, root, None, None)
 
 

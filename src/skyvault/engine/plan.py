@@ -414,7 +414,12 @@ def _cell_join(
             stored.meta.ra_column,
             stored.meta.dec_column,
         )
-        if isinstance(stored, StoredTable) and declared and stored.partitions is not None:
+        if (
+            isinstance(stored, StoredTable)
+            and declared
+            and stored.partitions is not None
+            and stored.deltas is None  # appended rows have no margins until compacted
+        ):
             # Partitions (and their margins) follow the declared position only: a match on
             # other columns cannot be aligned by partition.
             layout = SkyLayout(stored.partitions, stored.margin, stored.margin_arcsec)
@@ -435,15 +440,23 @@ def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:
     if index is None:
         files = stored.all_files
         return Scan(placeholder, name, files, None, False, len(files))
+    deltas = stored.deltas  # appended rows (catalog/append.py): pruned the same way
+    total = len(stored.all_files)
     if coverage is None:
-        return Scan(placeholder, name, index.files, None, True, len(index.files))
+        return Scan(placeholder, name, stored.all_files, None, True, total)
     ranges = healpix29_ranges(coverage, max_ranges=MAX_RANGES)
+    schema_file = index.files[0] if index.files else None
     if len(ranges) == 0:
-        schema_file = index.files[0] if index.files else None
-        return Scan(placeholder, name, (), ranges, True, len(index.files), schema_file)
-    # A partition [start, stop) overlaps some range [lo, hi) iff lo < stop and start < hi.
+        return Scan(placeholder, name, (), ranges, True, total, schema_file)
+    # A delta file is listed once per interval of its rows: each file read once.
+    more = tuple(dict.fromkeys(_overlapping(deltas, ranges))) if deltas else ()
+    files = _overlapping(index, ranges) + more
+    return Scan(placeholder, name, files, ranges, True, total, schema_file)
+
+
+def _overlapping(index: PartitionIndex, ranges: NDArray[np.int64]) -> tuple[str, ...]:
+    """Files of ``index`` whose ``[start, stop)`` overlaps some of the sorted ``ranges``."""
+    # An entry [start, stop) overlaps some range [lo, hi) iff lo < stop and start < hi.
     first = np.searchsorted(ranges[:, 1], index.starts, side="right")
     overlaps = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0] < index.stops)
-    files = tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)
-    schema_file = index.files[0] if index.files else None
-    return Scan(placeholder, name, files, ranges, True, len(index.files), schema_file)
+    return tuple(f for f, keep in zip(index.files, overlaps.tolist(), strict=True) if keep)

@@ -1,0 +1,400 @@
+"""Compaction: fold a table's appended rows (catalog/append.py) into a new HATS version.
+
+Under the table's append lock (appends wait), the current snapshot's delta files are merged
+into the partitions they belong to, inside a build that :func:`skyvault.catalog.layout.building`
+publishes with one atomic link swap, exactly like an ingest:
+
+* a partition without new rows is hard-linked from the base version (no copy, no rewrite);
+* a partition with new rows is rewritten (base rows and delta rows, sorted by
+  ``_healpix_29``); past the table's ``max_rows_per_partition`` it is split into its HEALPix
+  children, recursively, as ingest would have;
+* cells outside every base partition (where appended rows fell in the footprint's holes)
+  become new partitions;
+* margins: an unchanged partition keeps its margin file plus the new rows in its margin ring;
+  a split partition's children take theirs from the parent's rows and margin (a child's ring
+  lies inside the parent or its ring); a new partition's from the base partitions its ring
+  overlaps; then ``_metadata``, ``partition_info.csv``, the properties, the table metadata
+  and the bulk manifest are written as ingest writes them.
+
+Before the publish, ``folded.json`` of the new version's delta store records the snapshot
+and batch ids the version contains; after it, the snapshot pointer names the new version.
+A ``kill -9`` before the publish leaves the old version and its deltas (the build is
+removed by the next one); after it, the new version holds every committed row once, and a
+pointer still naming the old base is read as "no deltas" (catalog/append.py).  Queries
+planned on the old version keep reading its files: the previous version and its delta store
+are kept until the next publish.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from skyvault.bulk.manifest import stored_manifest, write_manifest
+from skyvault.catalog.append import (
+    HEALPIX_COLUMN,
+    Snapshot,
+    append_lock,
+    fsync_dir,
+    read_snapshot,
+    write_pointer,
+)
+from skyvault.catalog.ingest import (
+    MARGIN_DIR,
+    _dictionary_columns,
+    _sky_fraction,
+    _write_properties,
+)
+from skyvault.catalog.layout import TableName, building, hats_pixel_file, table_path
+from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.partitioning import (
+    HISTOGRAM_ORDER,
+    SPATIAL_ORDER,
+    Partitioning,
+    margin_order,
+)
+from skyvault.catalog.registry import PartitionIndex
+from skyvault.errors import UsageError
+
+__all__ = ["CompactResult", "compact"]
+
+ROW_GROUP_ROWS = 32_768
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    snapshot: int
+    """The snapshot the new version holds."""
+    version: str
+    batches: int
+    """Delta batches folded in (0: nothing to do, no new version)."""
+    rows: int
+    rewritten: int
+    """Partitions written afresh (the others are hard links to the previous version)."""
+    partitions: int
+
+
+def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> CompactResult:
+    """Fold the committed appends of ``table`` into a new HATS version, published atomically."""
+    name = TableName.parse(table)
+    visible = table_path(data_dir, name)
+    with append_lock(data_dir, name):
+        old = visible.resolve()
+        snap = read_snapshot(old)
+        meta = TableMeta.read(old)
+        if meta.kind != "hats":
+            raise UsageError(f"{name} has no positions: there is nothing to compact")
+        if not snap.files:
+            return CompactResult(snap.snapshot, old.name, 0, 0, 0, meta.n_partitions)
+        threshold = max_rows or meta.max_rows_per_partition or 1_000_000
+        with building(data_dir, name) as build:
+            rewritten, parts, nrows = _fold(old, build.path, snap, meta, threshold)
+            known = stored_manifest(old)
+            linked = {
+                e.path: e
+                for e in (known.entries if known else ())
+                if _same_file(old / e.path, build.path / e.path)
+            }
+            write_manifest(build.path, build.version, known=linked)
+            store = old.parent.parent.parent / "deltas" / name.table / build.version
+            store.mkdir(parents=True, exist_ok=True)
+            folded = {
+                "snapshot": snap.snapshot,
+                "batch_ids": sorted(snap.batch_ids),
+                "committed": snap.committed,
+            }
+            tmp = store / "folded.json.tmp"
+            tmp.write_text(_json(folded))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, store / "folded.json")
+            fsync_dir(store)
+        new = visible.resolve()
+        write_pointer(new, snap.snapshot, snap.committed)
+        _remove_unused_stores(old.parent, old.parent.parent.parent / "deltas" / name.table)
+    batches = len({f.snapshot for f in snap.files})
+    return CompactResult(snap.snapshot, new.name, batches, nrows, rewritten, parts)
+
+
+def _json(data: object) -> str:
+    return json.dumps(data) + "\n"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _remove_unused_stores(versions: Path, stores: Path) -> None:
+    """Delete the delta stores of versions that no longer exist."""
+    if not stores.is_dir():
+        return
+    alive = {p.name for p in versions.iterdir()}
+    for store in stores.iterdir():
+        if store.name not in alive:
+            shutil.rmtree(store, ignore_errors=True)
+
+
+def _read(paths: list[str], schema: pa.Schema) -> pa.Table:
+    if not paths:
+        return schema.empty_table()
+    tables = [pq.read_table(p, schema=schema) for p in paths]
+    return pa.concat_tables(tables)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    hp = table.column(HEALPIX_COLUMN).to_numpy()
+    return table.take(pa.array(np.argsort(hp, kind="stable")))
+
+
+def _split(
+    order: int, pixel: int, hp: NDArray[np.int64], threshold: int, finest: int
+) -> list[tuple[int, int]]:
+    """The cells ``(order, pixel)`` partitioning the sorted ``hp`` of one cell, each with at
+    most ``threshold`` rows (or at ``finest`` order); empty cells are dropped."""
+    if len(hp) <= threshold or order >= finest:
+        return [(order, pixel)] if len(hp) else []
+    out: list[tuple[int, int]] = []
+    shift = 2 * (SPATIAL_ORDER - order - 1)
+    for child in range(pixel * 4, pixel * 4 + 4):
+        lo = np.searchsorted(hp, child << shift, side="left")
+        hi = np.searchsorted(hp, (child + 1) << shift, side="left")
+        out.extend(_split(order + 1, child, hp[lo:hi], threshold, finest))
+    return out
+
+
+def _cut(table: pa.Table, order: int, pixel: int) -> pa.Table:
+    """The rows of the sorted ``table`` inside cell ``(order, pixel)``."""
+    shift = 2 * (SPATIAL_ORDER - order)
+    hp = table.column(HEALPIX_COLUMN).to_numpy()
+    lo = int(np.searchsorted(hp, pixel << shift, side="left"))
+    hi = int(np.searchsorted(hp, (pixel + 1) << shift, side="left"))
+    return table.slice(lo, hi - lo)
+
+
+def _in_ring(table: pa.Table, ring: NDArray[np.int64], m_shift: int) -> pa.Table:
+    if not table.num_rows or not len(ring):
+        return table.slice(0, 0)
+    cells = table.column(HEALPIX_COLUMN).to_numpy() >> m_shift
+    return table.filter(pa.array(_member(cells, ring)))
+
+
+def _member(values: NDArray[np.int64], sorted_set: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """``np.isin`` for a sorted, non-empty ``sorted_set`` (a binary search, no hashing)."""
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return np.asarray(sorted_set[at] == values)
+
+
+def _fold(
+    old: Path, root: Path, snap: Snapshot, meta: TableMeta, threshold: int, workers: int = 2
+) -> tuple[int, int, int]:
+    """Write the compacted catalogue into ``root``; ``(rewritten, partitions, rows)``."""
+    base = PartitionIndex.read(old)
+    old_margin_root = old / MARGIN_DIR
+    schema = pq.read_schema(old / "dataset" / "_common_metadata")
+    m_order = margin_order(meta.margin_arcsec or 5.0)
+    finest = min(HISTOGRAM_ORDER, m_order - 1)
+    m_shift = 2 * (SPATIAL_ORDER - m_order)
+    dictionary = _dictionary_columns(schema)
+
+    by_cell: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for f in sorted(snap.files, key=lambda f: f.snapshot):
+        by_cell[(f.order, f.pixel)].append(f.path)
+    base_cells = {
+        (o, p): f
+        for o, p, f in zip(base.orders.tolist(), base.pixels.tolist(), base.files, strict=True)
+    }
+    deltas = _sorted(_read([f.path for f in snap.files], schema))
+    delta_hp = deltas.column(HEALPIX_COLUMN).to_numpy()
+
+    # Each output partition: (order, pixel, source cell, rewritten?).  Deciding the splits
+    # needs only the _healpix_29 column; the rows are read when the partition is written.
+    outputs: list[tuple[int, int, tuple[int, int], bool]] = []
+    for cell in sorted(set(base_cells) | set(by_cell), key=lambda c: c[1] << 2 * (29 - c[0])):
+        if cell not in by_cell:
+            outputs.append((cell[0], cell[1], cell, False))
+            continue
+        parts = [_cut(deltas, *cell).column(HEALPIX_COLUMN).to_numpy()]
+        if cell in base_cells:
+            base_hp = pq.read_table(base_cells[cell], columns=[HEALPIX_COLUMN]).column(0)
+            parts.append(base_hp.to_numpy())
+        hp = np.sort(np.concatenate(parts))
+        for order, pixel in _split(cell[0], cell[1], hp, threshold, max(finest, cell[0])):
+            outputs.append((order, pixel, cell, True))
+
+    counts = np.zeros(len(outputs), dtype=np.int64)
+    part = Partitioning(
+        np.array([o for o, *_ in outputs], dtype=np.int64),
+        np.array([p for _, p, *_ in outputs], dtype=np.int64),
+        counts,
+    )
+    ring_cells, ring_owners = part.margin_ring(m_order)
+    rings: dict[int, NDArray[np.int64]] = defaultdict(lambda: np.empty(0, np.int64))
+    if len(ring_owners):
+        by_owner = np.argsort(ring_owners, kind="stable")
+        owners_sorted = ring_owners[by_owner]
+        bounds = np.flatnonzero(np.diff(owners_sorted)) + 1
+        for chunk in np.split(by_owner, bounds):
+            rings[int(ring_owners[chunk[0]])] = ring_cells[chunk]
+    # Which outputs have new rows in their margin ring.
+    delta_owners: set[int] = set()
+    if len(delta_hp):
+        cells = np.unique(delta_hp >> m_shift)
+        hit = _member(ring_cells, cells)
+        delta_owners = set(ring_owners[hit].tolist())
+
+    def write(table: pa.Table, path: Path, rel_root: Path) -> pq.FileMetaData:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        collector: list[pq.FileMetaData] = []
+        pq.write_table(
+            table,
+            path,
+            row_group_size=ROW_GROUP_ROWS,
+            compression="snappy",
+            metadata_collector=collector,
+            use_dictionary=dictionary,
+            write_page_index=True,
+        )
+        collector[0].set_file_path(str(path.relative_to(rel_root)))
+        return collector[0]
+
+    def link(src: Path, path: Path, rel_root: Path) -> pq.FileMetaData:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, path)
+        md = pq.read_metadata(path)
+        md.set_file_path(str(path.relative_to(rel_root)))
+        return md
+
+    margin_root = root / MARGIN_DIR
+
+    def one(index: int) -> tuple[pq.FileMetaData, pq.FileMetaData | None]:
+        """Write output ``index`` and its margin: (main metadata, margin metadata)."""
+        order, pixel, source, rewrite = outputs[index]
+        target = hats_pixel_file(root, order, pixel)
+        if not rewrite:
+            main = link(Path(base_cells[source]), target, root / "dataset")
+        else:
+            own = _read([base_cells[source]] if source in base_cells else [], schema)
+            rows = _sorted(pa.concat_tables([own, _cut(deltas, *source)]))
+            main = write(_cut(rows, order, pixel), target, root / "dataset")
+        ring = rings.get(index, np.empty(0, np.int64))
+        old_margin = hats_pixel_file(old_margin_root, *source)
+        margin_target = hats_pixel_file(margin_root, order, pixel)
+        unchanged = (order, pixel) == source and source in base_cells
+        if unchanged and index not in delta_owners:
+            if old_margin.is_file():
+                return main, link(old_margin, margin_target, margin_root / "dataset")
+            return main, None
+        pieces = [_in_ring(deltas, ring, m_shift)]
+        if unchanged:
+            pieces.append(_read([str(old_margin)] if old_margin.is_file() else [], schema))
+        elif source in base_cells:
+            # A child of a split base partition: its ring is inside the parent or its ring.
+            parent = [base_cells[source]] + ([str(old_margin)] if old_margin.is_file() else [])
+            pieces.append(_in_ring(_read(parent, schema), ring, m_shift))
+        else:
+            # A new cell: base rows in its ring are in the base partitions the ring overlaps.
+            pieces.append(
+                _in_ring(_read(_base_files_near(base, ring, m_shift), schema), ring, m_shift)
+            )
+        margin_rows = _sorted(pa.concat_tables(pieces))
+        if not margin_rows.num_rows:
+            return main, None
+        return main, write(margin_rows, margin_target, margin_root / "dataset")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, range(len(outputs))))  # re-raises a worker's error
+    main_md = [main for main, _ in results]
+    margin_md = [m for _, m in results if m is not None]
+    done = [(o, p, md.num_rows) for (o, p, *_), (md, _) in zip(outputs, results, strict=True)]
+    margin_done = [
+        (o, p, m.num_rows) for (o, p, *_), (_, m) in zip(outputs, results, strict=True) if m
+    ]
+    rewritten = sum(1 for *_, rewrite in outputs if rewrite)
+
+    nrows = sum(n for *_, n in done)
+    _finish(root, old, schema, main_md, done, {"hats_nrows": nrows})
+    margin_root.mkdir(exist_ok=True)
+    _finish(
+        margin_root,
+        old_margin_root,
+        schema,
+        margin_md,
+        margin_done,
+        {"hats_nrows": sum(n for *_, n in margin_done)},
+    )
+    new_meta = replace(
+        meta,
+        nrows=nrows,
+        n_partitions=len(done),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    new_meta.write(root)
+    return rewritten, len(done), nrows
+
+
+def _base_files_near(base: PartitionIndex, ring: NDArray[np.int64], m_shift: int) -> list[str]:
+    if not len(ring) or not len(base):
+        return []
+    lo, hi = ring << m_shift, (ring + 1) << m_shift
+    j = np.searchsorted(base.starts, hi, side="left") - 1
+    hit = (j >= 0) & (base.stops[np.maximum(j, 0)] > lo)
+    return [base.files[i] for i in sorted(set(j[hit].tolist()))]
+
+
+def _finish(
+    root: Path,
+    old_root: Path,
+    schema: pa.Schema,
+    metadata: list[pq.FileMetaData],
+    done: list[tuple[int, int, int]],
+    changes: dict[str, object],
+) -> None:
+    """``_metadata``, ``_common_metadata``, ``partition_info.csv`` and the properties."""
+    dataset = root / "dataset"
+    dataset.mkdir(parents=True, exist_ok=True)
+    pq.write_metadata(schema, dataset / "_common_metadata")
+    if metadata:
+        combined = metadata[0]
+        for md in metadata[1:]:
+            combined.append_row_groups(md)
+        combined.write_metadata_file(str(dataset / "_metadata"))
+    else:
+        pq.write_metadata(schema, dataset / "_metadata")
+    with (root / "partition_info.csv").open("w") as fh:
+        fh.write("Norder,Npix\n")
+        for order, pixel, _ in sorted(done):
+            fh.write(f"{order},{pixel}\n")
+    props: dict[str, object] = {}
+    try:
+        lines = (old_root / "hats.properties").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            props[key.strip()] = value.strip()
+    size = sum(p.stat().st_size for p in dataset.rglob("*.parquet"))
+    props.update(changes)
+    props["hats_order"] = max((o for o, _, _ in done), default=0)
+    props["hats_estsize"] = size // 1024
+    props["hats_creation_date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M%Z")
+    if "moc_sky_fraction" in props:
+        props["moc_sky_fraction"] = f"{_sky_fraction(done):.5f}"
+    _write_properties(root, props)

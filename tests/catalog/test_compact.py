@@ -1,0 +1,212 @@
+"""Compaction folds appended batches into a new HATS version: every row once, margins right."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hats
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import skyvault
+from skyvault.catalog.append import append, status
+from skyvault.catalog.compact import compact
+from skyvault.catalog.partitioning import SPATIAL_ORDER, Partitioning, margin_order
+from skyvault.catalog.registry import PartitionIndex, Registry
+from tests.catalog.appendkit import TABLE, batch, make_table, separation_deg
+from tests.catalog.test_append import CONES
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_table(tmp_path)
+
+
+def _rows(data: Path) -> pa.Table:
+    return skyvault.open(data).query(f"SELECT id, ra, dec, batch FROM {TABLE}")
+
+
+def test_compacted_table_is_hats_with_every_row_once(data: Path) -> None:
+    batches = [1, 2, 3]
+    for b in batches:
+        append(data, TABLE, batch(b), f"v{b}")
+    result = compact(data, TABLE)
+    assert result.batches == 3 and result.snapshot == 3
+    everything = pa.concat_tables([batch(b) for b in [0, *batches]])
+    snap = status(data, TABLE)
+    assert snap.files == () and snap.snapshot == 3 and snap.batch_ids == {"v1", "v2", "v3"}
+    cat = hats.read_hats(data / "s" / "t")
+    assert cat.catalog_info.total_rows == everything.num_rows
+    pixels = cat.get_healpix_pixels()
+    assert len(pixels) == result.partitions
+    files = [
+        data
+        / "s"
+        / "t"
+        / "dataset"
+        / f"Norder={p.order}"
+        / f"Dir={p.pixel // 10000 * 10000}"
+        / f"Npix={p.pixel}.parquet"
+        for p in pixels
+    ]
+    ids = np.concatenate([pq.read_table(f, columns=["id"]).column("id").to_numpy() for f in files])
+    assert sorted(ids.tolist()) == sorted(everything.column("id").to_pylist())
+    # every file's rows are inside its pixel and sorted by _healpix_29
+    for p, f in zip(pixels, files, strict=True):
+        hp = pq.read_table(f, columns=["_healpix_29"]).column(0).to_numpy()
+        assert (np.diff(hp) >= 0).all()
+        assert ((hp >> 2 * (SPATIAL_ORDER - p.order)) == p.pixel).all()
+    # queries see the same rows as before
+    ra, dec = everything.column("ra").to_numpy(), everything.column("dec").to_numpy()
+    arc = skyvault.open(data)
+    for cra, cdec, r in CONES:
+        got = arc.query(
+            f"SELECT id FROM {TABLE} WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
+            f"CIRCLE('ICRS', {cra}, {cdec}, {r}))"
+        )
+        want = everything.column("id").to_numpy()[separation_deg(ra, dec, cra, cdec) < r]
+        assert sorted(got.column("id").to_pylist()) == sorted(want.tolist())
+    # committed ids stay committed after compaction; new appends continue the count
+    assert not append(data, TABLE, batch(2), "v2").written
+    assert append(data, TABLE, batch(4), "v4").snapshot == 4
+    assert compact(data, TABLE).batches == 1
+    assert compact(data, TABLE).batches == 0  # nothing left: no new version
+
+
+def test_compaction_splits_grown_partitions_and_updates_margins(data: Path) -> None:
+    meta_max = 2_000
+    # 3 visits of 3,000 rows in one 2-degree field: its partition grows past the threshold
+    for b in (1, 2, 3):
+        append(data, TABLE, batch(b, 3_000), f"v{b}")
+    before = PartitionIndex.read((data / "s" / "t").resolve())
+    compact(data, TABLE)
+    root = (data / "s" / "t").resolve()
+    after = PartitionIndex.read(root)
+    counts = [pq.read_metadata(f).num_rows for f in after.files]
+    assert max(counts) <= meta_max
+    assert len(after) > len(before)
+    old_cells = set(zip(before.orders.tolist(), before.pixels.tolist(), strict=True))
+    split = [
+        (o, p)
+        for o, p in zip(after.orders.tolist(), after.pixels.tolist(), strict=True)
+        if (o, p) not in old_cells
+        and any((o - k, p >> 2 * k) in old_cells for k in range(1, o + 1))
+    ]
+    assert split, "no base partition was split"
+    # margins: every partition's margin is exactly the rows outside it whose cell (at the
+    # margin order) is in its ring, computed here from all rows at once
+    everything = pa.concat_tables([batch(0), *(batch(b, 3_000) for b in (1, 2, 3))])
+    from skyvault.sky.coverage import healpix29
+
+    hp = healpix29(everything.column("ra").to_numpy(), everything.column("dec").to_numpy())
+    ids = everything.column("id").to_numpy()
+    m_order = margin_order(5.0)
+    part = Partitioning(after.orders, after.pixels, np.zeros(len(after), np.int64))
+    ring_cells, ring_owners = part.margin_ring(m_order)
+    cells = hp >> 2 * (SPATIAL_ORDER - m_order)
+    margin_root = root / "margin"
+    checked = 0
+    for index in range(len(after)):
+        ring = ring_cells[ring_owners == index]
+        want = sorted(ids[np.isin(cells, ring)].tolist())
+        o, p = int(after.orders[index]), int(after.pixels[index])
+        path = (
+            margin_root
+            / "dataset"
+            / f"Norder={o}"
+            / f"Dir={p // 10000 * 10000}"
+            / f"Npix={p}.parquet"
+        )
+        got = (
+            sorted(pq.read_table(path, columns=["id"]).column(0).to_pylist())
+            if path.exists()
+            else []
+        )
+        assert got == want, (o, p)
+        checked += len(want)
+    assert checked > 0
+    assert hats.read_hats(data / "s" / "t").catalog_info.total_rows == everything.num_rows
+
+
+def test_queries_planned_before_a_compaction_still_read_their_files(data: Path) -> None:
+    for b in (1, 2):
+        append(data, TABLE, batch(b), f"v{b}")
+    old = Registry(data).get("s", "t")
+    assert old.deltas is not None
+    compact(data, TABLE)
+    rows = sum(pq.read_metadata(f).num_rows for f in old.all_files)
+    assert rows == batch(0).num_rows + batch(1).num_rows + batch(2).num_rows
+    new = Registry(data).get("s", "t")
+    assert new.deltas is None and new.meta.nrows == rows
+
+
+def test_compact_cli(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from skyvault.cli import main
+
+    assert main(["compact", "--table", TABLE, "--data", str(data)]) == 0
+    assert "no appended rows" in capsys.readouterr().out
+    append(data, TABLE, batch(1), "v1")
+    assert main(["compact", "--table", TABLE, "--data", str(data)]) == 0
+    assert "compacted 1 batches" in capsys.readouterr().out
+
+
+_COMPACTOR = """
+import sys
+from pathlib import Path
+from skyvault.catalog.compact import compact
+print("start", flush=True)
+compact(Path({data!r}), "s.t")
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_compaction_keeps_every_row_once(data: Path) -> None:
+    rng = np.random.default_rng(5)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    b = 1
+    midway = 0
+    for _ in range(5):
+        for _ in range(2):
+            append(data, TABLE, batch(b, 1_500), f"b{b}")
+            b += 1
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _COMPACTOR.format(data=str(data))],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        time.sleep(float(rng.uniform(0.0, 1.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        midway += b"done" not in proc.stdout.read()
+        committed = _check_exactly_once_sized(data)
+        assert committed == set(range(1, b))
+        cat = hats.read_hats(data / "s" / "t")  # whatever version is published is HATS
+        assert cat.catalog_info.total_rows > 0
+    assert midway >= 1, "no compaction was killed before it finished"
+    compact(data, TABLE)
+    assert _check_exactly_once_sized(data) == set(range(1, b))
+    assert status(data, TABLE).files == ()
+
+
+def _check_exactly_once_sized(data: Path) -> set[int]:
+    snap = status(data, TABLE)
+    committed = {int(i[1:]) for i in snap.batch_ids}
+    counts = skyvault.open(data).query(
+        f"SELECT batch, COUNT(*) AS n, COUNT(DISTINCT id) AS u FROM {TABLE} GROUP BY batch"
+    )
+    got = {r["batch"]: (r["n"], r["u"]) for r in counts.to_pylist()}
+    assert set(got) == {0} | committed
+    for bb, (n, u) in got.items():
+        assert n == u == (batch(0).num_rows if bb == 0 else 1_500), bb
+    return committed
