@@ -58,8 +58,13 @@ def create_engine(url: str, *, private: bool = False) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if private:
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        if private and not path.exists():
+            # Only when creating it: opening and closing an existing database file from this
+            # process would release every POSIX lock SQLite holds on it through its own
+            # descriptors (connections of other stores in this process), and their next
+            # statement fails with "disk I/O error" (SQLite's "how to corrupt" §2.2).
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     engine = sa.create_engine(
         url, connect_args={"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False}
     )
