@@ -250,12 +250,16 @@ from pathlib import Path
 from skyvault.images.ingest import ingest_images
 
 class Slow:
+    # Holds the ingest inside the stage under test until it is killed (on a fast machine
+    # the last stage would otherwise finish before the kill arrives).
     def stage(self, label, total):
         print("STAGE", label, flush=True)
+        if label.startswith(sys.argv[2]):
+            time.sleep(60)
     def advance(self, rows):
         time.sleep(0.2)
 
-ingest_images(sys.argv[2:], "c", Path(sys.argv[1]), progress=Slow())
+ingest_images(sys.argv[3:], "c", Path(sys.argv[1]), progress=Slow())
 """
 
 
@@ -269,7 +273,7 @@ def test_kill_9_mid_ingest_leaves_the_collection_as_it_was(tmp_path: Path, stage
     others = [write_image(tmp_path / f"b{i}.fits", tan_header(ra=20.0 + i)) for i in range(4)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, str(data), *map(str, [a, *others])],
+        [sys.executable, "-c", _KILL_SCRIPT, str(data), stage, *map(str, [a, *others])],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -278,7 +282,7 @@ def test_kill_9_mid_ingest_leaves_the_collection_as_it_was(tmp_path: Path, stage
     for line in proc.stdout:
         if line.startswith(f"STAGE {stage}"):
             break
-    time.sleep(0.3)
+    time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert {t: (data / "c" / t).resolve() for t in before} == before
