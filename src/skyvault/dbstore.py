@@ -13,6 +13,7 @@ writers, threads or processes, wait their turn up to the busy time-out instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -65,6 +66,12 @@ def create_engine(url: str, *, private: bool = False) -> Engine:
             # statement fails with "disk I/O error" (SQLite's "how to corrupt" §2.2).
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+        elif private and not os.access(path, os.W_OK):
+            # The same refusal opening it for writing gave (storage_faults names the remedy),
+            # found without opening it.
+            read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise OSError(code, os.strerror(code), str(path))
     engine = sa.create_engine(
         url, connect_args={"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False}
     )
