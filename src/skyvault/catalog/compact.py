@@ -27,11 +27,13 @@ are kept until the next publish.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import shutil
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,8 +48,12 @@ from skyvault.catalog.append import (
     HEALPIX_COLUMN,
     Snapshot,
     append_lock,
+    fsync_all,
     fsync_dir,
+    fsync_file,
+    log_entry,
     read_snapshot,
+    write_deltas,
     write_pointer,
 )
 from skyvault.catalog.ingest import (
@@ -56,7 +62,13 @@ from skyvault.catalog.ingest import (
     _sky_fraction,
     _write_properties,
 )
-from skyvault.catalog.layout import TableName, building, hats_pixel_file, table_path
+from skyvault.catalog.layout import (
+    TableName,
+    _sync_tree,
+    building,
+    hats_pixel_file,
+    table_path,
+)
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import (
     HISTOGRAM_ORDER,
@@ -85,20 +97,41 @@ class CompactResult:
     partitions: int
 
 
-def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> CompactResult:
-    """Fold the committed appends of ``table`` into a new HATS version, published atomically."""
+def compact(
+    data_dir: Path,
+    table: str,
+    *,
+    max_rows: int | None = None,
+    on_folded: Callable[[], None] | None = None,
+) -> CompactResult:
+    """Fold the committed appends of ``table`` into a new HATS version, published atomically.
+
+    Appends are held only twice, briefly: to read the snapshot the compaction starts from,
+    and for the final swap.  Batches committed while the new version was being written are
+    carried over as its deltas (re-cut against its partitions), so each is in the published
+    table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
+    the table is running.
+    """
     name = TableName.parse(table)
     visible = table_path(data_dir, name)
     with append_lock(data_dir, name):
-        old = visible.resolve()
-        snap = read_snapshot(old)
-        meta = TableMeta.read(old)
+        current = visible.resolve()
+        meta = TableMeta.read(current)
         if meta.kind != "hats":
             raise UsageError(f"{name} has no positions: there is nothing to compact")
-        if not snap.files:
-            return CompactResult(snap.snapshot, old.name, 0, 0, 0, meta.n_partitions)
-        threshold = max_rows or meta.max_rows_per_partition or 1_000_000
+        pending = read_snapshot(current)
+    if not pending.files:
+        return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
+    with contextlib.ExitStack() as swap:
         with building(data_dir, name) as build:
+            # The build holds the table's ingest lock: no other compaction or ingest now.
+            with append_lock(data_dir, name):
+                old = visible.resolve()
+                snap = read_snapshot(old)
+            meta = TableMeta.read(old)
+            threshold = max_rows or meta.max_rows_per_partition or 1_000_000
             rewritten, parts, nrows = _fold(old, build.path, snap, meta, threshold)
             known = stored_manifest(old)
             linked = {
@@ -107,27 +140,62 @@ def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> Compa
                 if _same_file(old / e.path, build.path / e.path)
             }
             write_manifest(build.path, build.version, known=linked)
-            store = old.parent.parent.parent / "deltas" / name.table / build.version
+            _sync_tree(build.path)  # the publish's sync, under the lock, then has little to do
+            if on_folded is not None:
+                on_folded()
+            # From here to the pointer's rewrite, appends wait (a short time: the batches
+            # committed during the fold are copied, the version published).
+            swap.enter_context(append_lock(data_dir, name))
+            latest = read_snapshot(old)
+            stores = old.parent.parent.parent / "deltas" / name.table
+            store = stores / build.version
             store.mkdir(parents=True, exist_ok=True)
+            _carry(old, build.path, store, snap, latest)
             folded = {
                 "snapshot": snap.snapshot,
                 "batch_ids": sorted(snap.batch_ids),
                 "committed": snap.committed,
+                "carried": latest.snapshot,
             }
             tmp = store / "folded.json.tmp"
             tmp.write_text(_json(folded))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
             os.replace(tmp, store / "folded.json")
             fsync_dir(store)
-        new = visible.resolve()
-        write_pointer(new, snap.snapshot, snap.committed)
-        _remove_unused_stores(old.parent, old.parent.parent.parent / "deltas" / name.table)
+            # building publishes the version on leaving this block, then the pointer follows
+            # (a reader in between sees the new base and its carried batches: folded.json).
+        _point(visible, latest, stores)  # still holding the append lock
     batches = len({f.snapshot for f in snap.files})
-    return CompactResult(snap.snapshot, new.name, batches, nrows, rewritten, parts)
+    return CompactResult(snap.snapshot, visible.resolve().name, batches, nrows, rewritten, parts)
+
+
+def _point(visible: Path, latest: Snapshot, stores: Path) -> None:
+    """After the publish: the pointer names the new version; unused delta stores go."""
+    new = visible.resolve()
+    write_pointer(new, latest.snapshot, latest.committed)
+    _remove_unused_stores(new.parent, stores)
+
+
+def _carry(old: Path, root: Path, store: Path, folded: Snapshot, latest: Snapshot) -> None:
+    """Write the batches of ``old`` committed after ``folded`` (up to ``latest``) as deltas
+    of the build at ``root`` (delta store ``store``), cut by the build's partitions."""
+    by_batch: dict[int, list[str]] = defaultdict(list)
+    for f in latest.files:
+        if f.snapshot > folded.snapshot:
+            by_batch[f.snapshot].append(f.path)
+    schema = pq.read_schema(old / "dataset" / "_common_metadata")
+    written: list[Path] = []
+    log = store / "log"
+    for n in range(folded.snapshot + 1, latest.snapshot + 1):
+        entry = log_entry(old, n)
+        data = _sorted(_read(by_batch.get(n, []), schema))
+        files, paths = write_deltas(root, store, n, data)
+        log.mkdir(parents=True, exist_ok=True)
+        path = log / f"{n:012d}.json"
+        path.write_text(json.dumps({**entry, "files": files}))
+        written.extend([*paths, path, log])
+    if written:
+        fsync_all([*written, store / "batches", store])
 
 
 def _json(data: object) -> str:
