@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hats
@@ -313,3 +314,41 @@ def test_appends_do_not_wait_for_a_whole_compaction(data: Path) -> None:
     _exactly_once(data, [1, 2, 3, 4, *(b for b, _ in done)])
     compact(data, TABLE)
     _exactly_once(data, [1, 2, 3, 4, *(b for b, _ in done)])
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_background_compaction_after_a_number_of_batches(data: Path) -> None:
+    from skyvault.catalog.compact import BackgroundCompactor, CompactionPolicy
+
+    compactor = BackgroundCompactor(data, CompactionPolicy(after_batches=3, after_bytes=0), 0.05)
+    compactor.start()
+    try:
+        for b in (1, 2):
+            append(data, TABLE, batch(b, 3_000), f"v{b}")
+        time.sleep(0.5)
+        assert status(data, TABLE).folded == 0  # below the threshold: left alone
+        append(data, TABLE, batch(3, 3_000), "v3")
+        _wait_for(lambda: status(data, TABLE).folded == 3)
+        assert status(data, TABLE).files == ()
+    finally:
+        compactor.stop()
+    _exactly_once(data, [1, 2, 3])
+
+
+def test_background_compaction_by_size_and_off(data: Path) -> None:
+    from skyvault.catalog.compact import BackgroundCompactor, CompactionPolicy
+
+    append(data, TABLE, batch(1, 3_000), "v1")
+    off = BackgroundCompactor(data, CompactionPolicy(after_batches=0, after_bytes=0))
+    assert off.run_once() == []  # both thresholds off: never
+    big = BackgroundCompactor(data, CompactionPolicy(after_batches=0, after_bytes=10**9))
+    assert big.run_once() == []
+    small = BackgroundCompactor(data, CompactionPolicy(after_batches=0, after_bytes=1_000))
+    assert small.run_once() == [TABLE]
+    assert status(data, TABLE).folded == 1

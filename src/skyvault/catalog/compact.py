@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 import os
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +55,7 @@ from skyvault.catalog.append import (
     fsync_file,
     log_entry,
     read_snapshot,
+    status,
     write_deltas,
     write_pointer,
 )
@@ -67,6 +70,7 @@ from skyvault.catalog.layout import (
     _sync_tree,
     building,
     hats_pixel_file,
+    list_tables,
     table_path,
 )
 from skyvault.catalog.metadata import TableMeta
@@ -77,9 +81,11 @@ from skyvault.catalog.partitioning import (
     margin_order,
 )
 from skyvault.catalog.registry import PartitionIndex
-from skyvault.errors import UsageError
+from skyvault.errors import IngestError, UsageError
 
-__all__ = ["CompactResult", "compact"]
+__all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"]
+
+log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
 
@@ -466,3 +472,102 @@ def _finish(
     if "moc_sky_fraction" in props:
         props["moc_sky_fraction"] = f"{_sky_fraction(done):.5f}"
     _write_properties(root, props)
+
+
+# --- background compaction ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a table's appended rows are folded in the background: after ``after_batches``
+    batches or ``after_bytes`` bytes of delta files (0 turns that test off; both 0: never)."""
+
+    after_batches: int = 200
+    after_bytes: int = 512 * 1024 * 1024
+
+    def due(self, snap: Snapshot) -> bool:
+        if not snap.files:
+            return False
+        if self.after_batches and snap.snapshot - snap.folded >= self.after_batches:
+            return True
+        if self.after_bytes:
+            size = 0
+            for f in snap.files:
+                with contextlib.suppress(OSError):
+                    size += os.stat(f.path).st_size
+            return size >= self.after_bytes
+        return False
+
+
+class BackgroundCompactor:
+    """A thread that compacts every table whose appends pass ``policy``, every ``interval``
+    seconds (sooner after :meth:`poke`).
+
+    Appends go on while it runs (:func:`compact` holds them only for the swap).  Several
+    server processes may each run one: a table's build lock lets one compaction at a time
+    through, the others skip that table until their next look.
+    """
+
+    def __init__(self, data_dir: Path, policy: CompactionPolicy, interval: float = 10.0) -> None:
+        self.data_dir = data_dir
+        self.policy = policy
+        self.interval = interval
+        self.compactions = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="skyvault-compactor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the compaction under way, if any (waits up to ``timeout`` s)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def poke(self) -> None:
+        """Look at the tables now (an append just committed)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def run_once(self) -> list[str]:
+        """Compact every table that is due now; the names of those compacted."""
+        done: list[str] = []
+        for name, _ in list_tables(self.data_dir):
+            if self._stop.is_set():
+                break
+            if not (self.data_dir / name.schema / f".{name.table}.snapshot").exists():
+                continue  # never appended to
+            try:
+                snap = status(self.data_dir, str(name))
+                if not self.policy.due(snap):
+                    continue
+                result = compact(self.data_dir, str(name))
+            except IngestError:
+                continue  # an ingest or another compaction of the table is running
+            except Exception:
+                log.exception("background compaction of %s failed", name)
+                continue
+            if result.batches:
+                self.compactions += 1
+                done.append(str(name))
+                log.info(
+                    "compacted %s: %d batches, %d rows, snapshot %d",
+                    name,
+                    result.batches,
+                    result.rows,
+                    result.snapshot,
+                )
+        return done
