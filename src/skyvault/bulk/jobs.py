@@ -336,6 +336,7 @@ def _compose(request: BulkRequest, meta: TableMeta) -> tuple[str, int]:
 
     Line 1 is the select list, line 2 FROM, line 3 ``WHERE (``, the FILTER from line 4.
     """
+    table = f"{_delimited(meta.schema)}.{_delimited(meta.name)}"
     columns = list(request.columns) if request.columns else ["*"]
     ra, dec = meta.ra_column, meta.dec_column
     if request.format == "hats":
@@ -347,10 +348,12 @@ def _compose(request: BulkRequest, meta: TableMeta) -> tuple[str, int]:
         if request.columns:
             named = {c.strip('"').lower() for c in request.columns}
             columns += [_delimited(c) for c in (ra, dec) if c.lower() not in named]
+        if columns == ["*"]:
+            columns = [f"{table}.*"]  # ADQL: a bare * must be the whole select list
         columns.append(f"ivo_healpix_index(29, {_delimited(ra)}, {_delimited(dec)})")
     lines = [
         _SELECT + ", ".join(columns),
-        f"FROM {_delimited(meta.schema)}.{_delimited(meta.name)}",
+        f"FROM {table}",
     ]
     where: list[str] = []
     filter_lines = 0

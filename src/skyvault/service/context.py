@@ -18,6 +18,7 @@ from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
+from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
@@ -35,6 +36,8 @@ class ServiceContext:
     queries: QueryService
     auth: AuthServices
     jobs: JobService = field(init=False)
+    #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
+    bulk_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,9 @@ class ServiceContext:
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
+        )
+        self.bulk_jobs = self.jobs.for_kind(
+            bulk_job_kind(self.archive, settings, self.visible_tables)
         )
 
     @classmethod
