@@ -151,7 +151,9 @@ def column(
     meta = ColumnMeta(
         name=name,
         datatype=datatype,
-        arraysize=(arraysize or None) if datatype not in ("char", "unicodeChar") else "*",
+        arraysize=(arraysize or None)
+        if datatype not in ("char", "unicodeChar")
+        else (arraysize or "*"),
         xtype=xtype or None,
         unit=normalize_unit(unit, name) or None if unit else None,
         ucd=ucd or None,

@@ -71,7 +71,7 @@ from skyvault.workspace.names import (
 )
 from skyvault.workspace.permissions import PermissionChange, TablePermissions
 from skyvault.workspace.quota import Quota, Usage, WorkspaceSettings, check_quota
-from skyvault.workspace.readers import conform_batches
+from skyvault.workspace.readers import check_content_type, conform_batches, open_body
 
 __all__ = [
     "Access",
@@ -131,7 +131,7 @@ class WorkspaceInfo:
 
 def _not_found(name: object) -> CatalogNotFound:
     """The one answer for a table that is missing or that the caller may not see."""
-    return CatalogNotFound(f"no table {name}", hint="see /tables for the tables you can use")
+    return CatalogNotFound(f"no table {name}", hint="see /tables for the published tables")
 
 
 class WorkspaceStore:
@@ -170,7 +170,7 @@ class WorkspaceStore:
     def schema_of(self, identity: Identity, *, create: bool = False) -> str | None:
         """The workspace schema of ``identity``: recorded on first use when ``create``
         (``user_<name>``; see :mod:`skyvault.workspace.names`), else None before that."""
-        user = self._user(identity)
+        user = self.require_user(identity)
         held = self.auth.workspace_schema_of(user)
         if held is not None or not create:
             return held
@@ -215,7 +215,7 @@ class WorkspaceStore:
         """
         with self._audited(identity, "create", name) as event:
             parsed = UserTableName.parse(name)
-            self._user(identity)
+            self.require_user(identity)
             schema = self.schema_of(identity, create=True)
             assert schema is not None
             if parsed.schema.lower() != schema.lower():
@@ -277,31 +277,47 @@ class WorkspaceStore:
             The rows would pass the owner's quota; nothing is stored.
         """
         with self._audited(identity, "load", name) as event:
+            result = self._load(identity, UserTableName.parse(name), data)
+            event.rows = result.rows
+            return result
+
+    def _load(self, identity: Identity, parsed: UserTableName, data: TableSource) -> LoadResult:
+        with self.exclusive(identity, str(parsed), "write") as table:
+            target = TableName(table.meta.schema, table.meta.name)
+            owner = table.permissions.owner
+            if table.meta.kind == "hats":
+                return self._append_hats(identity, owner, target, table, data)
+            before = table.meta.nrows
+            stored = pq.read_schema(table.version_dir / "dataset" / "_common_metadata")
+            meta = self._write_plain(
+                identity,
+                target,
+                table.meta,
+                table.version_dir,
+                conform_batches(data, stored),
+                owner=owner,
+            )
+            added_bytes = _version_bytes(self._link(target).resolve()) - _version_bytes(
+                table.version_dir
+            )
+            return LoadResult(str(target), meta.nrows - before, meta.nrows, added_bytes)
+
+    def load_file(self, identity: Identity, name: str, path: Path, content_type: str) -> LoadResult:
+        """Load the rows of the file at ``path``, of MIME type ``content_type`` (CSV, TSV,
+        FITS, VOTable, Parquet: :mod:`skyvault.workspace.readers`), into ``name``.
+
+        The same as :meth:`load` (and audited as one), the file read as it is loaded; the
+        errors of a body that is not its format, or whose columns do not fit, are
+        :class:`~skyvault.errors.WorkspaceError` naming what to fix (never the file's path).
+        """
+        with self._audited(identity, "load", name) as event:
+            check_content_type(content_type)
             parsed = UserTableName.parse(name)
-            with self.exclusive(identity, str(parsed), "write") as table:
-                target = TableName(table.meta.schema, table.meta.name)
-                owner = table.permissions.owner
-                if table.meta.kind == "hats":
-                    result = self._append_hats(identity, owner, target, table, data)
-                else:
-                    before = table.meta.nrows
-                    stored = pq.read_schema(table.version_dir / "dataset" / "_common_metadata")
-                    meta = self._write_plain(
-                        identity,
-                        target,
-                        table.meta,
-                        table.version_dir,
-                        conform_batches(data, stored),
-                        owner=owner,
-                    )
-                    added = meta.nrows - before
-                    result = LoadResult(
-                        str(target),
-                        added,
-                        meta.nrows,
-                        _version_bytes(self._link(target).resolve())
-                        - _version_bytes(table.version_dir),
-                    )
+            table = self._resolve(identity, parsed, "write")
+            stored = pq.read_schema(table.version_dir / "dataset" / "_common_metadata")
+            columns = pa.schema([f for f in stored if f.name != HEALPIX_COLUMN])
+            batches = open_body(path, content_type, columns)
+            result = self._load(identity, parsed, batches)
             event.rows = result.rows
             return result
 
@@ -322,9 +338,14 @@ class WorkspaceStore:
         parsed = UserTableName.parse(name)
         return self._resolve(identity, parsed, "read")
 
+    def check_access(self, identity: Identity, name: str, need: Access) -> None:
+        """Raise as the operations do unless ``identity`` may ``need`` table ``name``: 404 for
+        a table missing or hidden, 403 for one visible with too little access."""
+        self._resolve(identity, UserTableName.parse(name), need)
+
     def list_tables(self, identity: Identity) -> list[UserTable]:
         """The user tables ``identity`` may read: their own and those granted to them."""
-        self._user(identity)
+        self.require_user(identity)
         snap = self.access.snapshot()
         out = []
         for schema, _owner in sorted(snap.schema_owners.items()):
@@ -430,7 +451,8 @@ class WorkspaceStore:
     # --- internals: access -------------------------------------------------------------------
 
     @staticmethod
-    def _user(identity: Identity) -> str:
+    def require_user(identity: Identity) -> str:
+        """The caller's user name; :class:`AuthenticationRequired` (401) when anonymous."""
         if identity.user is None:
             raise AuthenticationRequired(
                 "user tables need an identity: anonymous callers cannot create, load, "
@@ -441,7 +463,7 @@ class WorkspaceStore:
 
     def _resolve(self, identity: Identity, name: UserTableName, need: Access) -> UserTable:
         """The table, if ``identity`` may ``need`` it; else the errors the methods list."""
-        self._user(identity)
+        self.require_user(identity)
         snap = self.access.snapshot()
         schema = _stored_schema(name.schema, snap)
         if not self.access.can_read(identity, schema, name.table, snap):
@@ -555,7 +577,7 @@ class WorkspaceStore:
     ) -> TableMeta:
         """Publish a new version of plain table ``target``: the files of ``current`` (hard
         links) plus ``batches``, after the quota check.  Returns the new metadata."""
-        owner = owner or self._user(identity)
+        owner = owner or self.require_user(identity)
         quota = self.quota(owner)
         schema = storage_schema(meta.columns) if current is None else None
         with building(self.data_dir, target) as build:
