@@ -2,7 +2,8 @@
 
 A table is readable by an identity when a grant covers it — on the whole schema
 (``skyvault grant SCHEMA ...``) or on the table (``skyvault grant SCHEMA.TABLE ...``) — and
-names PUBLIC or one of the identity's groups.  **A table without any grant is private:**
+names PUBLIC or one of the identity's groups, or when it is in the identity's own workspace
+schema (``user_<name>``, :mod:`skyvault.workspace`).  **A table without any grant is private:**
 nobody sees it until an operator grants it (``skyvault grant dp02_dc2_catalogs --public``
 for the demo).  Names match exactly as stored on disk (case-sensitive).
 
@@ -24,7 +25,7 @@ CTE, UNION, delimited or oddly cased identifier) it takes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -75,9 +76,13 @@ class GrantSnapshot:
     table_groups: dict[tuple[str, str], frozenset[str | None]]
     schema_writers: dict[str, frozenset[str | None]] = field(default_factory=dict)
     table_writers: dict[tuple[str, str], frozenset[str | None]] = field(default_factory=dict)
+    schema_owners: Mapping[str, str] = field(default_factory=dict)
+    """Workspace schemas (``user_<name>``) and their owners, who read every table there."""
 
     @classmethod
-    def of(cls, grants: Sequence[GrantRecord]) -> GrantSnapshot:
+    def of(
+        cls, grants: Sequence[GrantRecord], owners: Mapping[str, str] | None = None
+    ) -> GrantSnapshot:
         schemas: dict[str, set[str | None]] = {}
         tables: dict[tuple[str, str], set[str | None]] = {}
         schema_writers: dict[str, set[str | None]] = {}
@@ -96,6 +101,7 @@ class GrantSnapshot:
             {k: frozenset(v) for k, v in tables.items()},
             {k: frozenset(v) for k, v in schema_writers.items()},
             {k: frozenset(v) for k, v in table_writers.items()},
+            dict(owners or {}),
         )
 
     def grantees(self, schema: str, table: str) -> frozenset[str | None]:
@@ -149,7 +155,7 @@ class AccessPolicy:
 
     def snapshot(self) -> GrantSnapshot:
         """The current grants, for many checks within one request."""
-        return GrantSnapshot.of(self._storage.list_grants())
+        return GrantSnapshot.of(self._storage.list_grants(), self._storage.workspace_owners())
 
     def visible_tables(
         self,
@@ -183,17 +189,22 @@ class AccessPolicy:
         grants: GrantSnapshot | None = None,
     ) -> bool:
         """Whether ``identity`` may write (append to) ``schema.table``: a write grant to one
-        of its groups.  Anonymous callers never write; service schemas are never written."""
+        of its groups, or the table is in the identity's own workspace schema.  Anonymous
+        callers never write; service schemas are never written."""
         if identity.is_anonymous or schema in self._service_schemas:
             return False
-        writers = (grants or self.snapshot()).writers(schema, table)
-        return not writers.isdisjoint(identity.groups)
+        snap = grants or self.snapshot()
+        if snap.schema_owners.get(schema) == identity.user:
+            return True
+        return not snap.writers(schema, table).isdisjoint(identity.groups)
 
     def _allowed(self, identity: Identity, schema: str, table: str, snap: GrantSnapshot) -> bool:
         if schema in self._service_schemas:
             return True
         grantees = snap.grantees(schema, table)
         if None in grantees:
+            return True
+        if not identity.is_anonymous and snap.schema_owners.get(schema) == identity.user:
             return True
         return not identity.is_anonymous and not grantees.isdisjoint(identity.groups)
 
