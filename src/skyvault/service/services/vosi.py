@@ -20,6 +20,7 @@ from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import OutputFormat
+from skyvault.service.services.sia import sia_capability
 
 __all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
 
@@ -165,6 +166,7 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
     )
     return xml_document(root, _CAPABILITIES)
 
