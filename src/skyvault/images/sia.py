@@ -43,10 +43,13 @@ value.  ``MAXREC`` and ``RESPONSEFORMAT`` are DALI's; parameters SIA does not de
 ignored, as DALI asks of services.
 
 RANGE's sides of constant declination are small circles, which ADQL's geometries do not
-have: a range becomes the union of polygons (pieces at most 90° of right ascension wide, not
-crossing the equator) whose declination sides are broken into great-circle chords short
-enough to lie within :data:`RANGE_TOLERANCE_ARCSEC` of the parallel (at most
-:data:`MAX_EDGE_STEPS` chords a side: a side over ~40° wide deviates by up to 0.5″).
+have: a range over every right ascension (a polar cap, a band) becomes one or two caps the
+footprint must meet (exact); any other range becomes the union (OR) of convex
+quadrilaterals side by side in right ascension, none crossing the equator, whose
+declination sides are great-circle chords narrow enough to lie within
+:data:`RANGE_TOLERANCE_ARCSEC` of the parallel — up to :data:`MAX_PIECES` pieces per side of
+the equator, so a range wider than about 10° is coarser (at most ~8″ for one 90° wide at
+declination ±45°, more near a pole).
 """
 
 from __future__ import annotations
@@ -60,14 +63,14 @@ from sqlglot import exp
 
 from skyvault.adql import nodes
 from skyvault.adql.dialect import Adql
-from skyvault.errors import GeometryError, UsageError
+from skyvault.errors import UsageError
 from skyvault.images.soda import POL_STATES, Interval, SpatialFilter, describe_region, parse_pos
 from skyvault.sky.regions import Circle, Polygon, RaDecRange
 
 __all__ = [
     "CALIB_LEVELS",
     "INTERVAL_PARAMS",
-    "MAX_EDGE_STEPS",
+    "MAX_PIECES",
     "OBSCORE_TABLE",
     "PARAMETERS",
     "RANGE_TOLERANCE_ARCSEC",
@@ -75,6 +78,7 @@ __all__ = [
     "TEXT_PARAMS",
     "SiaRequest",
     "parse_sia",
+    "range_caps",
     "range_polygons",
     "sia_query",
 ]
@@ -115,8 +119,8 @@ PARAMETERS = ("POS", *_RANGED, "POL", *INTERVAL_PARAMS, *TEXT_PARAMS, "CALIB")
 
 #: How far a RANGE polygon's chords may stray from the parallel they stand for (arcsec).
 RANGE_TOLERANCE_ARCSEC = 0.1
-#: Most chords one declination side of a RANGE piece is broken into.
-MAX_EDGE_STEPS = 256
+#: Most pieces one RANGE is cut into per span of right ascension and side of the equator.
+MAX_PIECES = 64
 #: Widest piece of right ascension a RANGE polygon covers (degrees).
 _PIECE_DEGREES = 90.0
 
@@ -353,11 +357,26 @@ def _shape(region: Circle | Polygon) -> exp.Expr:
 
 def _spatial(region: SpatialFilter) -> exp.Expr:
     if isinstance(region, RaDecRange):
-        pieces = range_polygons(region)
-        if not pieces:  # the whole sky: every image with a known footprint
-            return _not_null("s_region")
-        return _any([_intersects(_shape(p)) for p in pieces])
+        if region.ra_max - region.ra_min >= 360.0:
+            caps = range_caps(region)
+            if not caps:  # the whole sky: every image with a known footprint
+                return _not_null("s_region")
+            return exp.and_(*[_intersects(_shape(c)) for c in caps])
+        return _any([_intersects(_shape(p)) for p in range_polygons(region)])
     return _intersects(_shape(region))
+
+
+def range_caps(rng: RaDecRange) -> list[Circle]:
+    """A RANGE over every right ascension as caps a footprint must meet, all of them:
+    ``dec ≥ dec_min`` is the cap about the north pole of radius ``90 - dec_min``, ``dec ≤
+    dec_max`` the one about the south pole.  Exact: a footprint (connected) with points on
+    both sides of a band's edges has points in the band."""
+    caps = []
+    if rng.dec_min > -90.0:
+        caps.append(Circle(0.0, 90.0, 90.0 - rng.dec_min))
+    if rng.dec_max < 90.0:
+        caps.append(Circle(0.0, -90.0, 90.0 + rng.dec_max))
+    return caps
 
 
 def _chord_steps(width: float, dec: float) -> int:
@@ -366,30 +385,22 @@ def _chord_steps(width: float, dec: float) -> int:
         return 1
     sagitta = math.radians(RANGE_TOLERANCE_ARCSEC / 3600.0)
     bulge = abs(math.sin(math.radians(dec)) * math.cos(math.radians(dec)))
-    steps = math.ceil(math.radians(width) * math.sqrt(bulge / (8.0 * sagitta)))
-    return max(1, min(steps, MAX_EDGE_STEPS))
-
-
-def _parallel(ra_from: float, ra_to: float, dec: float) -> list[tuple[float, float]]:
-    """Vertices along the parallel ``dec`` from ``ra_from`` to ``ra_to`` (both included)."""
-    if abs(dec) == 90.0:
-        return [(ra_from, dec)]
-    steps = _chord_steps(abs(ra_to - ra_from), dec)
-    return [(ra_from + (ra_to - ra_from) * i / steps, dec) for i in range(steps + 1)]
+    return max(1, math.ceil(math.radians(width) * math.sqrt(bulge / (8.0 * sagitta))))
 
 
 def _cell(ra1: float, ra2: float, dec1: float, dec2: float) -> Polygon:
     """The polygon of ``ra1 ≤ ra ≤ ra2, dec1 ≤ dec ≤ dec2`` (one side of the equator,
-    ``ra2 - ra1 ≤ 90``): meridians are great circles, parallels are chords."""
-    vertices = _parallel(ra1, ra2, dec1) + _parallel(ra2, ra1, dec2)
+    ``ra2 - ra1 ≤ 90``) with its parallels as single chords: a convex quadrilateral (a
+    triangle at a pole), cheap for every predicate."""
+    vertices = [(ra1, dec1)] if dec1 == -90.0 else [(ra1, dec1), (ra2, dec1)]
+    vertices += [(ra2, dec2)] if dec2 == 90.0 else [(ra2, dec2), (ra1, dec2)]
     return Polygon(tuple((ra % 360.0, dec) for ra, dec in vertices))
 
 
 def range_polygons(rng: RaDecRange) -> list[Polygon]:
-    """Polygons whose union is ``rng`` (within :data:`RANGE_TOLERANCE_ARCSEC`); empty for
-    the whole sky."""
-    if rng.dec_min <= -90.0 and rng.dec_max >= 90.0 and (rng.ra_max - rng.ra_min) >= 360.0:
-        return []
+    """Convex polygons whose union is ``rng`` (within :data:`RANGE_TOLERANCE_ARCSEC`, or
+    coarser where :data:`MAX_PIECES` is reached); for a range of less than 360° of right
+    ascension (:func:`range_caps` takes the others)."""
     spans = [(rng.ra_min, 360.0), (0.0, rng.ra_max)] if rng.wraps else [(rng.ra_min, rng.ra_max)]
     decs = [(rng.dec_min, rng.dec_max)]
     if rng.dec_min < 0.0 < rng.dec_max:
@@ -398,14 +409,12 @@ def range_polygons(rng: RaDecRange) -> list[Polygon]:
     for lo, hi in spans:
         if hi <= lo:
             continue
-        count = math.ceil((hi - lo) / _PIECE_DEGREES - 1e-12)
-        edges = [lo + (hi - lo) * i / count for i in range(count + 1)]
-        for a, b in itertools.pairwise(edges):
-            for d1, d2 in decs:
-                try:
-                    out.append(_cell(a, b, d1, d2))
-                except GeometryError as exc:  # pragma: no cover - ranges are checked first
-                    raise _usage("POS", exc.message) from None
+        for d1, d2 in decs:
+            least = math.ceil((hi - lo) / _PIECE_DEGREES - 1e-12)
+            wanted = max(_chord_steps(hi - lo, d1), _chord_steps(hi - lo, d2))
+            count = max(least, min(wanted, MAX_PIECES))
+            edges = [lo + (hi - lo) * i / count for i in range(count + 1)]
+            out += [_cell(a, b, d1, d2) for a, b in itertools.pairwise(edges)]
     return out
 
 
