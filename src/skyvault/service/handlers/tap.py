@@ -98,6 +98,7 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     hand-off per query.)
     """
     context = get_context(request)
+    context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
     settings = context.settings
     endpoint = request.url.path
     started = time.perf_counter()

@@ -115,8 +115,12 @@ def capabilities_document(
     settings: Settings,
     formats: Iterable[OutputFormat],
     features: Sequence[LanguageFeature],
+    data_models: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The VOSI-capabilities document of the TAP service at ``base_url``.
+
+    ``data_models`` are the ``(ivo-id, name)`` of the data models its tables follow
+    (TAPRegExt ``dataModel``: ObsCore when the archive holds images).
 
     The TAPRegExt limits describe async jobs, the service's jobs in UWS terms:
     ``retentionPeriod`` is the time from a job's creation to its destruction
@@ -134,6 +138,7 @@ def capabilities_document(
             Element("accessURL", base, attrs={"use": "base"}),
             attrs={"xsi:type": "vs:ParamHTTP", "role": "std", "version": "1.1"},
         ),
+        (Element("dataModel", name, attrs={"ivo-id": ivo_id}) for ivo_id, name in data_models),
         _language(features),
         (_output_format(f) for f in formats),
         (
