@@ -20,6 +20,7 @@ from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import OutputFormat
+from skyvault.service.services.sia import sia_capability
 
 __all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
 
@@ -193,6 +194,7 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
         # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
         *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),
     )
