@@ -19,6 +19,7 @@ from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 
@@ -36,6 +37,7 @@ class ServiceContext:
     auth: AuthServices
     jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
+    tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
 
     def __post_init__(self) -> None:
         # Async jobs run through the same query service, under their own time limit: each
