@@ -23,6 +23,7 @@ from skyvault.images.obstap import obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
@@ -47,6 +48,7 @@ class ServiceContext:
     """The TAP base URL of the latest request (:meth:`public_base_url` without a
     configured one)."""
     workspace: WorkspaceStore = field(init=False)
+    tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
 
     def __post_init__(self) -> None:
         # Users' own tables (service/handlers/workspace.py), under the same access rules.
