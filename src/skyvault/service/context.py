@@ -18,8 +18,7 @@ from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
-from skyvault.images.obscore import is_obscore_table
-from skyvault.images.obstap import obscore_views
+from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
@@ -126,7 +125,7 @@ class ServiceContext:
     def has_images(self) -> bool:
         """Whether the archive holds an image collection (then ``ivoa.ObsCore`` exists,
         and the service declares ObsCore in its capabilities)."""
-        return any(is_obscore_table(m) for m in self.archive.tables())
+        return bool(collection_tables(self.archive.tables()))
 
     def views(self, tables: Sequence[TableMeta]) -> list[View]:
         """The views a caller who may read ``tables`` queries besides them:
