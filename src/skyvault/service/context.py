@@ -22,6 +22,7 @@ from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.sodajobs import soda_job_kind
 from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
@@ -42,6 +43,7 @@ class ServiceContext:
     jobs: JobService = field(init=False)
     #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
     bulk_jobs: JobService = field(init=False)
+    soda_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
     seen_base_url: str | None = field(init=False, default=None)
     """The TAP base URL of the latest request (:meth:`public_base_url` without a
@@ -93,6 +95,9 @@ class ServiceContext:
         )
         self.bulk_jobs = self.jobs.for_kind(
             bulk_job_kind(self.archive, settings, self.visible_tables)
+        )
+        self.soda_jobs = self.jobs.for_kind(
+            soda_job_kind(settings.data_dir, settings, self.visible_tables)
         )
 
     @classmethod
