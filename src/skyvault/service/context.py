@@ -82,6 +82,7 @@ class ServiceContext:
                 uploads=uploads,
                 timeout=async_limit,
                 views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         self.jobs = build_job_service(
