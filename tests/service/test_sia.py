@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -517,3 +519,55 @@ def test_unknown_parameters_are_ignored(live_url: str, world: World) -> None:
 def test_the_query_is_quoted_safely(live_url: str, world: World) -> None:
     hostile = "pubimg') OR ('1'='1"
     assert _search(live_url, collection=hostile) == set()
+
+
+# --- other clients and validators -------------------------------------------------------------
+
+
+def test_pyvo_follows_the_results_datalinks(live_url: str, world: World) -> None:
+    """``iter_datalinks`` on SIA results: through ``access_url`` (DataLink documents)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = _service(f"{live_url}/sia").search(collection="pubimg", maxrec=3)  # type: ignore[attr-defined]
+        links = list(result.iter_datalinks())
+    assert len(links) == 3
+    for record, datalinks in zip(result, links, strict=True):
+        [this] = list(datalinks.bysemantics("#this", include_narrower=False))
+        assert this.access_url.endswith(f"/images/pubimg/{record['obs_id']}")
+
+
+def test_astroquery_sia_client(live_url: str, world: World) -> None:
+    """astroquery's IRSA client takes any SIA 2.0 service for its ``sia_url``."""
+    from astroquery.ipac.irsa import IrsaClass
+
+    client = IrsaClass()
+    client.sia_url = f"{live_url}/sia"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = client.query_sia(collection="pubimg", exptime=(0, 30))
+    want = {i.did for i in world.public() if i.exptime <= 30}
+    assert set(str(d) for d in table["obs_publisher_did"]) == want and want
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts is not installed")
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"COLLECTION": "pubimg", "MAXREC": "5"},
+        {"MAXREC": "0"},
+        {"CALIB": "7"},
+        {"BAND": "5e-7", "RESPONSEFORMAT": "votable/td"},
+    ],
+)
+def test_votlint(live_url: str, tmp_path: Path, params: dict[str, str]) -> None:
+    """STILTS has no SIA validator (3.4.7); votlint checks each answer is a valid VOTable."""
+    path = tmp_path / "sia.vot"
+    path.write_bytes(httpx.get(f"{live_url}/sia/query", params=params).content)
+    out = subprocess.run(
+        [str(shutil.which("stilts")), "votlint", "validate=true", f"votable={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.stdout.strip() == "" and out.stderr.strip() == "", out.stdout + out.stderr
