@@ -17,6 +17,7 @@ same rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ import pyarrow as pa
 from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import TableMeta
 
-__all__ = ["DerivedColumn", "View"]
+__all__ = ["DerivedColumn", "View", "with_views"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,12 @@ class View:
     @property
     def key(self) -> tuple[str, str]:
         return (self.meta.schema, self.meta.name)
+
+
+def with_views(tables: Sequence[TableMeta], views: Sequence[View]) -> list[TableMeta]:
+    """The tables a caller queries: ``tables`` (stored), each named by a view as that view
+    describes it, then the views' own tables."""
+    by_key = {v.key: v for v in views}
+    out = [by_key[(m.schema, m.name)].meta if (m.schema, m.name) in by_key else m for m in tables]
+    names = {(m.schema, m.name) for m in tables}
+    return [*out, *(v.meta for v in views if v.key not in names)]

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
-from skyvault.catalog.views import View
+from skyvault.catalog.views import View, with_views
 from skyvault.engine.connection import Sandbox, SandboxSettings, _udf_definitions
 from skyvault.engine.executor import (
     BindableExecutor,
@@ -108,9 +108,7 @@ class Archive:
         visible = list(tables) if tables is not None else self.registry.tables()
         in_memory = {(m.schema, m.name): data for m, data in extra}
         by_view = {v.key: v for v in views}
-        stored_names = {(m.schema, m.name) for m in visible}
-        own = [v.meta for v in views if v.key not in stored_names]
-        metas = [*visible, *own, *(m for m, _ in extra)]
+        metas = [*with_views(visible, views), *(m for m, _ in extra)]
         entry = self._plans.get(adql, metas)
         if entry is None:
             translation = _guard(lambda: compile_adql(adql, metas))

@@ -21,8 +21,9 @@ who may read none of them), so that an image service is an ObsTAP service for ev
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
@@ -30,6 +31,7 @@ from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import ColumnMeta, TableMeta, votable_type
 from skyvault.catalog.views import DerivedColumn, View
 from skyvault.images.obscore import COLUMNS, is_obscore_table
+from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
     "DATALINK_FORMAT",
@@ -61,7 +63,7 @@ def _columns() -> tuple[ColumnMeta, ...]:
                 name=c.name,
                 datatype=datatype,
                 arraysize=arraysize,
-                xtype=xtype,
+                xtype=REGION_XTYPE if c.name == "s_region" else xtype,
                 unit=c.unit,
                 ucd=c.ucd,
                 utype=c.utype,
@@ -92,7 +94,17 @@ def obscore_meta(members: Sequence[TableMeta]) -> TableMeta:
         ra_column="s_ra",
         dec_column="s_dec",
         primary_key="obs_publisher_did",
+        region_radius=_widest(members),
     )
+
+
+def _widest(members: Sequence[TableMeta]) -> float | None:
+    """The largest ``region_radius`` of ``members`` (None if one has none: no pruning on
+    ``s_region``)."""
+    radii = [m.region_radius for m in members]
+    if any(r is None for r in radii):
+        return None
+    return max((r for r in radii if r is not None), default=0.0)
 
 
 def links_prefix(base_url: str) -> str:
@@ -101,11 +113,23 @@ def links_prefix(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/datalink/links?ID="
 
 
-class _MetaCache:
-    """One ``ivoa.ObsCore`` metadata object per set of member tables: the plan cache finds
-    a query's translation again by the identity of the metadata it was checked against."""
+def with_region_xtype(meta: TableMeta) -> TableMeta:
+    """A collection's ObsCore table with ``s_region`` declared a region column
+    (``adql:REGION``: CONTAINS/INTERSECTS read it), as tables ingested before it was are not."""
+    columns = tuple(
+        dataclasses.replace(c, xtype=REGION_XTYPE) if c.name == "s_region" else c
+        for c in meta.columns
+    )
+    return dataclasses.replace(meta, columns=columns)
 
-    def __init__(self, size: int = 64) -> None:
+
+class _MetaCache:
+    """One metadata object per set of tables it is made from (``ivoa.ObsCore`` of its
+    members, a collection's table with its region column): the plan cache finds a query's
+    translation again by the identity of the metadata it was checked against."""
+
+    def __init__(self, make: Callable[[Sequence[TableMeta]], TableMeta], size: int = 64) -> None:
+        self.make = make
         self.size = size
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, ...], tuple[tuple[TableMeta, ...], TableMeta]] = {}
@@ -116,7 +140,7 @@ class _MetaCache:
             entry = self._entries.get(key)
             if entry is not None:
                 return entry[1]
-        meta = obscore_meta(members)
+        meta = self.make(members)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.pop(next(iter(self._entries)))
@@ -125,7 +149,8 @@ class _MetaCache:
         return meta
 
 
-_META = _MetaCache()
+_META = _MetaCache(obscore_meta)
+_COLLECTION_META = _MetaCache(lambda one: with_region_xtype(one[0]), size=256)
 
 
 def obscore_views(
@@ -154,7 +179,12 @@ def obscore_views(
         )
     if derived:
         views.extend(
-            View(meta=m, members=(TableName(m.schema, m.name),), schema=_SCHEMA, derived=derived)
+            View(
+                meta=_COLLECTION_META.get([m]),
+                members=(TableName(m.schema, m.name),),
+                schema=_SCHEMA,
+                derived=derived,
+            )
             for m in members
         )
     return views

@@ -13,7 +13,7 @@ from skyvault.auth.access import GrantSnapshot
 from skyvault.auth.limits import format_days
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
-from skyvault.catalog.views import View
+from skyvault.catalog.views import View, with_views
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
@@ -117,8 +117,7 @@ class ServiceContext:
     def queryable_tables(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
         """``tables`` (stored, visible) and the views' own tables, as TAP_SCHEMA and
         ``/tables`` describe them."""
-        names = {(m.schema, m.name) for m in tables}
-        return [*tables, *(v.meta for v in self.views(tables) if v.key not in names)]
+        return with_views(tables, self.views(tables))
 
     def public_base_url(self) -> str | None:
         """The TAP service's public URL as rows of results name it (DataLink links):

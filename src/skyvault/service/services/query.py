@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
-from skyvault.catalog.views import View
+from skyvault.catalog.views import View, with_views
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget, Reservation, estimate_stream_bytes
@@ -163,8 +163,7 @@ class QueryService:
         """
         limit = self.settings.query_timeout if timeout is None else timeout
         try:
-            names = {(m.schema, m.name) for m in tables}
-            described = [*tables, *(v.meta for v in views if v.key not in names)]
+            described = with_views(tables, views)
             plan = self.archive.plan(
                 params.query,
                 list(tables),
