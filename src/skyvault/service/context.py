@@ -21,9 +21,11 @@ from skyvault.errors import SkyvaultError
 from skyvault.images.obscore import is_obscore_table
 from skyvault.images.obstap import obscore_views
 from skyvault.service.params import TapQueryParams
+from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
+from skyvault.workspace import WorkspaceStore
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -38,12 +40,24 @@ class ServiceContext:
     queries: QueryService
     auth: AuthServices
     jobs: JobService = field(init=False)
+    #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
+    bulk_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
     seen_base_url: str | None = field(init=False, default=None)
     """The TAP base URL of the latest request (:meth:`public_base_url` without a
     configured one)."""
+    workspace: WorkspaceStore = field(init=False)
 
     def __post_init__(self) -> None:
+        # Users' own tables (service/handlers/workspace.py), under the same access rules.
+        self.workspace = WorkspaceStore(
+            self.settings.data_dir,
+            self.auth.storage,
+            self.auth.access,
+            self.settings.workspace,
+            self.auth.audit,
+            require_known_groups=self.auth.settings.mode == "builtin",
+        )
         # Async jobs run through the same query service, under their own time limit: each
         # job's EXECUTIONDURATION, enforced by the worker, instead of the sync time-out (the
         # engine's limit is only a backstop past the longest EXECUTIONDURATION).
@@ -74,6 +88,9 @@ class ServiceContext:
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
+        )
+        self.bulk_jobs = self.jobs.for_kind(
+            bulk_job_kind(self.archive, settings, self.visible_tables)
         )
 
     @classmethod
