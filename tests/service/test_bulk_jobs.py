@@ -427,3 +427,48 @@ def test_the_bandwidth_limit_slows_transfers(world: World, tmp_path: Path) -> No
     assert (tmp_path / "x").stat().st_size == entry["bytes"]
     measured = entry["bytes"] / elapsed
     assert 0.4 * rate < measured < 1.5 * rate, measured
+
+
+# --- a service killed while a bulk job runs -------------------------------------------------
+
+
+def test_a_job_whose_service_died_is_an_error_with_nothing_half_written(
+    world: World, tmp_path: Path
+) -> None:
+    """What ``kill -9`` leaves — the job EXECUTING under a dead process, a staging
+    directory half written — is found when the service starts again: the job is in ERROR
+    (transient: run it again), the partial files are gone, nothing is served."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from skyvault.service.uws.models import utc_now
+    from skyvault.service.uws.storage import JobStore
+
+    settings = _settings(world, "killed")
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        r = app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=bearer(world.alice))
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        job_id = job_url.rsplit("/", 1)[-1]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    store = JobStore(settings.jobs_database())
+    try:
+        assert store.queue(job_id, utc_now())
+        claimed = store.claim_next(f"{socket.gethostname()}:{gone.pid}:dead", utc_now())
+        assert claimed is not None and claimed.job_id == job_id
+    finally:
+        store.close()
+    partial = Path(settings.results_location()) / job_id / ".files.0badf00d"
+    partial.mkdir(parents=True)
+    (partial / "Plans_Norder0_Npix4_000.parquet").write_bytes(b"PAR1 half")
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        doc = ET.fromstring(app.get(f"/bulk/jobs/{job_id}", headers=bearer(world.alice)).text)
+        assert doc.findtext(f"{UWS}phase") == "ERROR"
+        summary = doc.find(f"{UWS}errorSummary")
+        assert summary is not None and summary.get("type") == "transient"
+        assert "run it again" in (summary.findtext(f"{UWS}message") or "")
+        files = app.get(f"/bulk/jobs/{job_id}/files/", headers=bearer(world.alice))
+        assert files.status_code == 404
+    assert not partial.exists()
