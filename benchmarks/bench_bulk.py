@@ -99,7 +99,8 @@ def _throughput(data: Path, fetches: int) -> dict[str, Any]:
     port = _free_port()
     skyvault = Path(sys.executable).parent / "skyvault"
     server = subprocess.Popen(
-        [str(skyvault), "serve", "--port", str(port), "--data", str(data), "--log-level", "warning"]
+        [str(skyvault), "serve", "--port", str(port), "--data", str(data), "--log-level", "warning"],
+        env={**os.environ, "SKYVAULT_BULK_BANDWIDTH": "0"},  # raw throughput: no per-user cap
     )
     url = f"http://127.0.0.1:{port}/bulk/bench/stars/{rel}"
     try:
