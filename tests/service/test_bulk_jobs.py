@@ -88,7 +88,8 @@ def _run(site: str, token: str, data: dict[str, str], **kw: object) -> str:
 def _wait(job_url: str, token: str) -> str:
     deadline = time.monotonic() + 60
     while True:
-        doc = ET.fromstring(httpx.get(f"{job_url}?WAIT=5", headers=bearer(token)).text)
+        reply = httpx.get(f"{job_url}?WAIT=5", headers=bearer(token), timeout=30)
+        doc = ET.fromstring(reply.text)
         phase = doc.findtext(f"{UWS}phase") or ""
         if phase not in ("PENDING", "QUEUED", "EXECUTING") or time.monotonic() > deadline:
             return phase
@@ -472,3 +473,64 @@ def test_a_job_whose_service_died_is_an_error_with_nothing_half_written(
         files = app.get(f"/bulk/jobs/{job_id}/files/", headers=bearer(world.alice))
         assert files.status_code == 404
     assert not partial.exists()
+
+
+def test_bulk_jobs_count_against_the_same_job_limits(world: World) -> None:
+    """One account, one allowance: a PENDING TAP job fills a max_pending of 1 for bulk
+    jobs too (429), and deleting it makes room."""
+    from fastapi.testclient import TestClient
+
+    settings = _settings(world, "limits").model_copy(
+        update={"auth": AuthSettings(max_pending=1, audit_log=None)}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        alice = bearer(world.alice)
+        tap = app.post("/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1"}, headers=alice)
+        assert tap.status_code == 303
+        refused = app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice)
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert app.delete(tap.headers["location"], headers=alice).status_code == 303
+        assert app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice).status_code == 303
+
+
+@pytest.mark.slow
+def test_kill_9_while_a_bulk_job_runs(world: World, tmp_path: Path) -> None:
+    """A real server killed mid-job: started again, the job is ERROR (transient), no file
+    of it is served or left, and the same job created again completes."""
+    from tests.service.test_uws_recovery import Server
+
+    rng = np.random.default_rng(5)
+    n = 800_000
+    many = pa.table({"ra": rng.uniform(30.0, 31.0, n), "dec": rng.uniform(5.0, 6.0, n),
+                     "a": rng.random(n), "b": rng.random(n)})  # fmt: skip
+    pq.write_table(many, tmp_path / "many.parquet")
+    ingest([tmp_path / "many.parquet"], "pub.many", world.data, ra="ra", dec="dec")
+    server = Server(world.data, tmp_path / "jobs")
+    site = server.url.removesuffix("/tap")
+    job = {"TABLE": "pub.many", "FORMAT": "csv", "MAXFILESIZE": "4000000"}
+    try:
+        server.start()
+        r = _create(site, world.alice, {**job, "PHASE": "RUN"})
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 30
+        while "EXECUTING" not in httpx.get(job_url, headers=bearer(world.alice)).text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # files are being written
+        server.kill()
+        results = tmp_path / "jobs" / "results" / job_url.rsplit("/", 1)[-1]
+        assert any(results.rglob("*.csv")), "the job had written nothing before the kill"
+        server.start()
+        doc = ET.fromstring(httpx.get(job_url, headers=bearer(world.alice), timeout=30).text)
+        assert doc.findtext(f"{UWS}phase") == "ERROR"
+        summary = doc.find(f"{UWS}errorSummary")
+        assert summary is not None and summary.get("type") == "transient"
+        listing = httpx.get(f"{job_url}/files/", headers=bearer(world.alice), timeout=30)
+        assert listing.status_code == 404
+        assert not any(results.rglob("*.csv"))
+        again = _run(site, world.alice, job)
+        manifest = httpx.get(f"{again}/files/manifest.json", headers=bearer(world.alice)).json()
+        assert sum(e["rows"] for e in manifest["files"]) == n
+    finally:
+        server.stop()
