@@ -4,12 +4,24 @@ part of the request they come from; the download scripts."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from skyvault.bulk.jobs import _balanced, parse_region, parse_request
+from skyvault.bulk.jobs import (
+    BulkQuery,
+    _balanced,
+    compile_request,
+    parse_region,
+    parse_request,
+    run_request,
+)
 from skyvault.bulk.scripts import ScriptFile, aria2_input, curl_script, wget_script
-from skyvault.errors import GeometryError, UsageError
+from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget
+from skyvault.engine.executor import CancelToken
+from skyvault.errors import GeometryError, QueryCancelled, ServerBusy, UsageError
 from skyvault.sky.regions import Circle, Polygon
 
 
@@ -101,3 +113,54 @@ def test_scripts_quote_paths_and_carry_checksums() -> None:
         "  out=dataset/Norder=0/Npix=1.parquet",
         f"  checksum=md5={'ab' * 16}",
     ]
+
+
+# --- running: memory, cancellation, nothing half-written ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Archive, Path]]:
+    from tests.service.security_world import build_world
+
+    root = tmp_path_factory.mktemp("bulk-core")
+    world = build_world(root)
+    archive = Archive(world.data)
+    try:
+        yield archive, root
+    finally:
+        archive.close()
+
+
+def _query(archive: Archive) -> BulkQuery:
+    request = parse_request(
+        _params(TABLE="Secret.Plans", MAXFILESIZE="10000"), max_file_bytes=10**6
+    )
+    return compile_request(request, archive, archive.tables())
+
+
+def test_a_job_waits_for_its_memory_and_leaves_nothing_when_it_cannot_have_it(
+    world_archive: tuple[Archive, Path],
+) -> None:
+    archive, root = world_archive
+    budget = MemoryBudget(64 * 1024**2)
+    held = budget.reserve(64 * 1024**2)
+    out = root / "busy"
+    try:
+        with pytest.raises(ServerBusy):
+            run_request(_query(archive), archive, out, max_file_bytes=10**6, timeout=0.3,
+                        budget=budget)  # fmt: skip
+    finally:
+        held.close()
+    assert not out.exists() and not [p for p in root.iterdir() if p.name.startswith(".busy")]
+    done = run_request(_query(archive), archive, out, max_file_bytes=10**6, budget=budget)
+    assert done.rows == 4099 and len(done.manifest.entries) > 2
+
+
+def test_a_cancelled_job_leaves_nothing(world_archive: tuple[Archive, Path]) -> None:
+    archive, root = world_archive
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(QueryCancelled):
+        run_request(_query(archive), archive, root / "cancelled", max_file_bytes=10**6,
+                    cancel=token)  # fmt: skip
+    assert not [p for p in root.iterdir() if "cancelled" in p.name]
