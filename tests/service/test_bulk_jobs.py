@@ -534,3 +534,48 @@ def test_kill_9_while_a_bulk_job_runs(world: World, tmp_path: Path) -> None:
         assert sum(e["rows"] for e in manifest["files"]) == n
     finally:
         server.stop()
+
+
+# --- the demo table, anonymously, and the download client -----------------------------------
+
+
+def test_a_cone_job_on_the_demo_object_table_and_skyvault_download(
+    live_url: str, demo_dir: Path, tmp_path: Path
+) -> None:
+    """An anonymous cone job on the demo's Object table: the rows are the cone's (astropy
+    oracle over the whole table), and ``skyvault download`` fetches and verifies the files
+    from the job's manifest."""
+    import pyarrow.dataset as ds
+
+    from skyvault.bulk.download import download
+
+    site = live_url.removesuffix("/tap")
+    data = {
+        "TABLE": "dp02_dc2_catalogs.Object",
+        "REGION": "CIRCLE('ICRS', 62, -36, 2.5)",
+        "COLUMNS": "objectId, coord_ra, coord_dec",
+        "MAXFILESIZE": "8000",
+        "PHASE": "RUN",
+    }
+    r = httpx.post(f"{site}/bulk/jobs", data=data, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    job_url = r.headers["location"]
+    deadline = time.monotonic() + 60
+    while (
+        phase := ET.fromstring(httpx.get(f"{job_url}?WAIT=5", timeout=30).text).findtext(
+            f"{UWS}phase"
+        )
+    ) in ("PENDING", "QUEUED", "EXECUTING"):
+        assert time.monotonic() < deadline
+    assert phase == "COMPLETED"
+    report = download(f"{job_url}/files/", tmp_path / "got")
+    assert report.ok and report.fetched
+    got = pa.concat_tables([pq.read_table(tmp_path / "got" / path) for path in report.fetched])
+    table = ds.dataset(
+        demo_dir / "dp02_dc2_catalogs/Object/dataset", format="parquet", exclude_invalid_files=True
+    ).to_table(columns=["objectId", "coord_ra", "coord_dec"])
+    rows = SkyCoord(table["coord_ra"].to_numpy() * u.deg, table["coord_dec"].to_numpy() * u.deg)
+    inside = rows.separation(SkyCoord(62 * u.deg, -36 * u.deg)).deg <= 2.5
+    expected = table["objectId"].to_numpy()[inside]
+    assert len(expected) > 100
+    assert sorted(got["objectId"].to_pylist()) == sorted(expected.tolist())
