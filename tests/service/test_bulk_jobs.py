@@ -232,6 +232,18 @@ def test_the_aria2c_list_fetches_and_checks_everything(
 def test_the_links_document_has_a_this_row_per_file(site: str, world: World) -> None:
     job_url = _run(site, world.alice, {"TABLE": PLANS, "CIRCLE": "10.5 0 0.2"})
     files = _files(job_url, world.alice)
+    # pyvo's DataLink tools read it and fetch every file (the session carries the token).
+    import requests
+    from pyvo.dal.adhoc import DatalinkResults
+
+    session = requests.Session()
+    session.headers.update(bearer(world.alice))
+    links = DatalinkResults.from_result_url(f"{job_url}/results/links", session=session)
+    fetched = {}
+    for row in links:  # (bysemantics would fetch the IVOA vocabulary: offline here)
+        assert row.semantics == "#this"
+        fetched[row.description] = session.get(row.access_url, timeout=30).content
+    assert fetched == files
     doc = httpx.get(f"{job_url}/results/links", headers=bearer(world.alice))
     assert doc.headers["content-type"].startswith("application/x-votable+xml;content=datalink")
     table = parse_single_table(io.BytesIO(doc.content)).to_table()
