@@ -93,7 +93,7 @@ class ServiceContext:
             audit=self.auth.audit,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables)
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
         )
 
     @classmethod
