@@ -39,6 +39,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -794,13 +795,14 @@ def _write_batches(
     """Write ``batches`` as new ``part-NNNNN.parquet`` files numbered after ``first_part``
     existing ones; returns the rows written.  Raises :class:`_TooManyRows` as soon as more
     than ``limit_rows`` rows came (the quota cannot be met: no need to read the rest)."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
     existing = sorted(dataset.glob("part-*.parquet"))
     number = int(existing[-1].stem.split("-")[1]) + 1 if existing else first_part
     total = 0
     in_file = 0
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in batches:
+        for batch in _read_ahead(batches):
             if batch.num_rows == 0:
                 continue
             if limit_rows is not None and total + batch.num_rows > limit_rows:
@@ -812,6 +814,8 @@ def _write_batches(
                     dataset / f"part-{number:05d}.parquet",
                     schema,
                     compression="snappy",
+                    # Dictionaries pay for repeated strings, not for ids and coordinates.
+                    use_dictionary=strings,
                     write_page_index=True,
                 )
                 number += 1
@@ -823,6 +827,21 @@ def _write_batches(
         if writer is not None:
             writer.close()
     return total
+
+
+def _read_ahead(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, the next one read in another thread while this one is written: parsing
+    (CSV, FITS) and Parquet encoding both release the GIL, so on two cores a load takes
+    about the longer of the two instead of their sum."""
+    source = iter(batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace-read") as pool:
+        pending = pool.submit(next, source, None)
+        while True:
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = pool.submit(next, source, None)
+            yield batch
 
 
 class _TooManyRows(Exception):
