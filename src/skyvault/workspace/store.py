@@ -609,15 +609,14 @@ class WorkspaceStore:
             if schema is None:
                 assert current is not None
                 schema = pq.read_schema(current / "dataset" / "_common_metadata")
-            start = Usage(0, meta.nrows, 0) if current is not None else Usage()
             base_usage = self.usage(owner)
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
             try:
                 added = _write_batches(dataset, schema, batches, len(kept), limit_rows)
             except _TooManyRows as exc:
-                action = "creating" if new_table else "loading"
                 more = Usage(0, exc.rows, 0)
-                check_quota(owner, base_usage, base_usage + more, quota, f"{action} {target}")
+                what = f"{'creating' if new_table else 'loading'} {target}"
+                check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
             if added == 0 and not kept:
                 pq.write_table(schema.empty_table(), dataset / "part-00000.parquet")
@@ -625,14 +624,12 @@ class WorkspaceStore:
             new_meta = dataclasses.replace(meta, nrows=meta.nrows + added)
             new_meta.write(build.path)
             new_usage = Usage(_version_bytes(build.path), new_meta.nrows, 1)
+            action = "creating" if new_table else "loading"
             with self._owner_lock(target.schema):
                 now = self.usage(owner)
-                old = (
-                    Usage(_version_bytes(current), start.rows, 1)
-                    if current is not None
-                    else Usage()
-                )
-                action = "creating" if new_table else "loading"
+                # What this table counts for now (nothing for a new one), replaced by the new
+                # version.
+                old = Usage(_version_bytes(current), meta.nrows, 1) if current else Usage()
                 check_quota(owner, now, now - old + new_usage, quota, f"{action} {target}")
                 # building() publishes when this block ends, still under the owner's lock.
         return new_meta
