@@ -88,6 +88,8 @@ __all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"
 log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
+KEEP_REPLACED_S = 3600.0
+"""How long a version replaced by a compaction stays for the queries reading it, s."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def compact(
     table: str,
     *,
     max_rows: int | None = None,
+    keep_replaced: float = KEEP_REPLACED_S,
     on_folded: Callable[[], None] | None = None,
 ) -> CompactResult:
     """Fold the committed appends of ``table`` into a new HATS version, published atomically.
@@ -116,6 +119,10 @@ def compact(
     and for the final swap.  Batches committed while the new version was being written are
     carried over as its deltas (re-cut against its partitions), so each is in the published
     table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Versions this and earlier compactions replaced stay ``keep_replaced`` seconds after
+    being replaced, with their delta files: a query planned on one of them (its tasks spread
+    over Dask workers, say) reads the files it was planned on to its end.
 
     Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
     the table is running.
@@ -131,7 +138,7 @@ def compact(
     if not pending.files:
         return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
     with contextlib.ExitStack() as swap:
-        with building(data_dir, name) as build:
+        with building(data_dir, name, keep_replaced=keep_replaced) as build:
             # The build holds the table's ingest lock: no other compaction or ingest now.
             with append_lock(data_dir, name):
                 old = visible.resolve()
@@ -484,6 +491,7 @@ class CompactionPolicy:
 
     after_batches: int = 200
     after_bytes: int = 512 * 1024 * 1024
+    keep_replaced: float = KEEP_REPLACED_S
 
     def due(self, snap: Snapshot) -> bool:
         if not snap.files:
@@ -554,7 +562,7 @@ class BackgroundCompactor:
                 snap = status(self.data_dir, str(name))
                 if not self.policy.due(snap):
                     continue
-                result = compact(self.data_dir, str(name))
+                result = compact(self.data_dir, str(name), keep_replaced=self.policy.keep_replaced)
             except IngestError:
                 continue  # an ingest or another compaction of the table is running
             except Exception:
