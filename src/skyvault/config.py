@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
 from skyvault.catalog.layout import data_dir_from_environment, jobs_database_file, results_dir
+from skyvault.workspace.quota import WorkspaceSettings
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=AuthSettings,
         description="identity, access and per-user limits (SKYVAULT_AUTH_* variables)",
+    )
+    workspace: WorkspaceSettings = Field(
+        default_factory=WorkspaceSettings,
+        description="user tables: default quotas and request limits (SKYVAULT_WORKSPACE_*)",
     )
     required_groups: str = Field(
         default="",
@@ -322,6 +327,23 @@ class Settings(BaseSettings):
             "most /bulk file transfers one caller (a user; an anonymous client address) may "
             "have running at once in one server process; more are refused with 429 and "
             "Retry-After; 0: no limit"
+        ),
+    )
+    bulk_bandwidth: int = Field(
+        default=200_000_000,
+        ge=0,
+        description=(
+            "bytes per second of /bulk file transfers one caller (a user; an anonymous "
+            "client address) gets in one server process, all their transfers together (a "
+            "token bucket: faster transfers are slowed, never refused); 0: no limit"
+        ),
+    )
+    bulk_job_file_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "about the most bytes of one file of a bulk job (/bulk/jobs; a job may ask for "
+            "less with MAXFILESIZE)"
         ),
     )
 
