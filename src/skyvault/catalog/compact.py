@@ -1,8 +1,9 @@
 """Compaction: fold a table's appended rows (catalog/append.py) into a new HATS version.
 
-Under the table's append lock (appends wait), the current snapshot's delta files are merged
-into the partitions they belong to, inside a build that :func:`skyvault.catalog.layout.building`
-publishes with one atomic link swap, exactly like an ingest:
+The delta files of the snapshot read when it starts are merged into the partitions they
+belong to, inside a build that :func:`skyvault.catalog.layout.building` publishes with one
+atomic link swap, exactly like an ingest (appends go on meanwhile: the append lock is held
+only to read that snapshot, and for the swap):
 
 * a partition without new rows is hard-linked from the base version (no copy, no rewrite);
 * a partition with new rows is rewritten (base rows and delta rows, sorted by
@@ -16,13 +17,18 @@ publishes with one atomic link swap, exactly like an ingest:
   overlaps; then ``_metadata``, ``partition_info.csv``, the properties, the table metadata
   and the bulk manifest are written as ingest writes them.
 
-Before the publish, ``folded.json`` of the new version's delta store records the snapshot
-and batch ids the version contains; after it, the snapshot pointer names the new version.
-A ``kill -9`` before the publish leaves the old version and its deltas (the build is
-removed by the next one); after it, the new version holds every committed row once, and a
-pointer still naming the old base is read as "no deltas" (catalog/append.py).  Queries
-planned on the old version keep reading its files: the previous version and its delta store
-are kept until the next publish.
+Then, under the append lock, the batches committed during the fold are written again as
+deltas of the new version (cut by its partitions), and ``folded.json`` of the new version's
+delta store records the snapshot and batch ids the version folded and the last batch it
+carried; the version is published, the snapshot pointer names it, and the lock goes.  A
+``kill -9`` before the publish leaves the old version and its deltas (the build is removed
+by the next one); after it, the new version holds every committed row once, and a pointer
+still naming the old base is read as "the folded snapshot plus the carried batches"
+(catalog/append.py).  Queries planned on an old version keep reading its files: versions a
+compaction replaced are kept ``keep_replaced`` seconds, with their delta stores.
+
+:class:`BackgroundCompactor` runs compactions in a server when a table's appends pass a
+:class:`CompactionPolicy`.
 """
 
 from __future__ import annotations
