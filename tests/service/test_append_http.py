@@ -30,6 +30,7 @@ from tests.catalog.appendkit import TABLE, batch, make_table
 from tests.service.conftest import _free_port, read_votable, serve_in_thread
 
 MAX_BYTES = 200_000
+MAX_ROWS = 3_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         data_dir=data,
         port=port,
         append_max_bytes=MAX_BYTES,
+        append_max_rows=MAX_ROWS,
         background_compaction=False,
         auth=AuthSettings(anonymous=True),
     )
@@ -226,6 +228,7 @@ def test_who_may_append(world: World) -> None:
         (b"", "b", 400, "not a table"),
         (_parquet(batch(51)), None, 400, "the batch has no id"),
         (_parquet(batch(52, 20_000)), "b", 413, f"the limit is {MAX_BYTES} bytes"),
+        (_parquet(batch(53, 4_000)), "b", 413, f"the limit is {MAX_ROWS} rows per batch"),
     ],
 )
 def test_bad_batches_are_refused_whole(
