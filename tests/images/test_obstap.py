@@ -391,3 +391,22 @@ def test_extension_columns_only_when_every_member_has_them(world: World) -> None
     assert mixed.schema.names == mixed.meta.column_names
     (empty,) = obscore_views([], None)
     assert empty.schema.names == empty.meta.column_names and "lsst_band" in empty.schema.names
+
+
+def test_the_view_on_dask_answers_as_locally(world: World) -> None:
+    from skyvault.engine.distributed import DaskExecutor
+
+    dask = Archive(world.data, executor=DaskExecutor())
+    tables = world.archive.tables()
+    views = obscore_views(tables, "https://example.org/tap")
+    ra, dec = FIELDS["beta"]
+    for adql in (
+        "SELECT obs_id, access_url FROM ivoa.ObsCore ORDER BY obs_id",
+        "SELECT obs_collection, COUNT(*) AS n, MAX(s_fov) AS f FROM ivoa.ObsCore "
+        "GROUP BY obs_collection ORDER BY obs_collection",
+        "SELECT obs_id FROM ivoa.ObsCore "
+        f"WHERE INTERSECTS(s_region, CIRCLE({ra}, {dec}, 0.03)) = 1 ORDER BY obs_id",
+    ):
+        local = world.archive.stream(adql, tables=tables, views=views).to_table()
+        split = dask.stream(adql, tables=dask.tables(), views=views).to_table()
+        assert split.to_pylist() == local.to_pylist() != []
