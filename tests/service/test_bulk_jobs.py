@@ -175,6 +175,12 @@ def test_job_files_have_the_static_trees_http(site: str, world: World) -> None:
     assert part.status_code == 206 and part.content == whole.content[-8:]
     again = httpx.get(url, headers={**bearer(world.alice), "If-None-Match": whole.headers["etag"]})
     assert again.status_code == 304
+    listing = httpx.get(f"{job_url}/files", headers=bearer(world.alice), follow_redirects=True)
+    assert listing.status_code == 200 and entry["path"] in listing.text
+    # The run is audited under the job type's own path.
+    job_id = job_url.rsplit("/", 1)[-1]
+    audit = (world.data.parent / "jobs-live" / "audit.jsonl").read_text()
+    assert f'"endpoint": "/bulk/jobs/{job_id}", ' in audit
 
 
 # --- scripts and lists, run by the real tools -------------------------------------------------

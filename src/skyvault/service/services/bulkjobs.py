@@ -138,4 +138,4 @@ def bulk_job_kind(
         return links
 
     results_store = ResultStore(settings.results_location())
-    return JobKind("bulk", check=check, run=run, results=listed)
+    return JobKind("bulk", check=check, run=run, results=listed, endpoint="/bulk/jobs")

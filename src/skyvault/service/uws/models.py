@@ -214,9 +214,13 @@ class JobKind:
     results
         ``results(job, job_url) -> [ResultLink]``: the results list of a COMPLETED job
         (None: the one ``result`` of :class:`JobResult`).
+    endpoint
+        The path of the type's job list, under which each run is audited (None: the
+        runner's, ``/tap/async``).
     """
 
     name: str
     check: Callable[[Identity, dict[str, list[str]], Mapping[str, bytes]], None] | None = None
     run: Callable[[Job, CancelToken, Identity, ResultStore], JobResult] | None = None
     results: Callable[[Job, str], list[ResultLink]] | None = None
+    endpoint: str | None = None

@@ -508,13 +508,18 @@ class JobRunner:
             if self.audit is not None:
                 self.audit.record(
                     identity,
-                    f"{self.audit_endpoint}/{job.job_id}",
+                    f"{self._endpoint(job)}/{job.job_id}",
                     query=query,
                     rows=rows,
                     duration_s=time.perf_counter() - started,
                     outcome="ok" if error_code is None else "error",
                     error=error_code,
                 )
+
+    def _endpoint(self, job: Job) -> str:
+        """The path under which ``job``'s run is audited."""
+        kind = self.kinds.get(job.kind)
+        return kind.endpoint if kind is not None and kind.endpoint else self.audit_endpoint
 
     def _run_query(
         self, job: Job, run: _Running, identity: Identity, parameters: dict[str, list[str]]
