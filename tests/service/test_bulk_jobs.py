@@ -511,6 +511,31 @@ def test_bulk_jobs_count_against_the_same_job_limits(world: World) -> None:
         assert app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice).status_code == 303
 
 
+def test_a_job_past_the_result_storage_stops_with_nothing_left(world: World) -> None:
+    """The owner's result storage counts a bulk job's files as they are written: a job
+    that would pass it stops (ERROR, saying so) and leaves no file behind."""
+    from fastapi.testclient import TestClient
+
+    settings = _settings(world, "quota").model_copy(
+        update={"auth": AuthSettings(max_result_bytes=30_000, audit_log=None)}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        alice = bearer(world.alice)
+        data = {"TABLE": PLANS, "FORMAT": "csv", "MAXFILESIZE": "10000", "PHASE": "RUN"}
+        r = app.post("/bulk/jobs", data=data, headers=alice)
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 60
+        while (phase := ET.fromstring(app.get(f"{job_url}?WAIT=5", headers=alice).text)
+               .findtext(f"{UWS}phase")) in ("QUEUED", "EXECUTING"):  # fmt: skip
+            assert time.monotonic() < deadline
+        assert phase == "ERROR"
+        doc = ET.fromstring(app.get(job_url, headers=alice).text)
+        assert "would not fit" in (doc.findtext(f"{UWS}errorSummary/{UWS}message") or "")
+    job_dir = Path(settings.results_location()) / job_url.rsplit("/", 1)[-1]
+    assert not job_dir.exists() or not any(job_dir.rglob("*.csv"))
+
+
 @pytest.mark.slow
 def test_kill_9_while_a_bulk_job_runs(world: World, tmp_path: Path) -> None:
     """A real server killed mid-job: started again, the job is ERROR (transient), no file

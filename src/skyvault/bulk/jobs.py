@@ -55,7 +55,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -584,13 +584,16 @@ def run_request(
     spool_dir: Path | None = None,
     job_id: str = "",
     budget: MemoryBudget | None = None,
+    check_size: Callable[[int], None] | None = None,
 ) -> BulkOutput:
     """Run ``query`` and write its files into ``out_dir`` (which must not exist yet: it
     appears, complete, only at the end).
 
     The cells run one after the other, so the job holds one query's stream at a time: it
     reserves that from ``budget`` (the memory the service's queries share) for its whole
-    run, waiting (within ``timeout``) while the memory is taken.
+    run, waiting (within ``timeout``) while the memory is taken.  ``check_size(n)`` is
+    called with the bytes written so far after each file (it raises to stop the job: the
+    owner's result storage is full).
 
     Raises
     ------
@@ -611,6 +614,13 @@ def run_request(
     try:
         staging.mkdir(parents=True)
         written: list[_Written] = []
+
+        def check(more: int) -> None:
+            """Called as each file is done (``more``: the bytes of files not yet in
+            ``written``)."""
+            if check_size is not None:
+                check_size(sum(w.size for w in written) + more)
+
         for cell in cells:
             if cancel is not None and cancel.cancelled:
                 raise QueryCancelled("the job was aborted")
@@ -624,12 +634,13 @@ def run_request(
                     written += _write_hats_cell(staging, query, cell, result.batches)
                 else:
                     written += _write_cell(
-                        staging, query, cell, result, limit, WriteOptions(spool_dir)
+                        staging, query, cell, result, limit, WriteOptions(spool_dir), check
                     )
             finally:
                 close = getattr(result.batches, "close", None)
                 if close is not None:
                     close()
+            check(0)
         entries = [w.entry((staging / w.path).stat().st_mtime) for w in written]
         if request.format == "hats":
             entries += _finish_hats(staging, query, written)
@@ -654,6 +665,7 @@ def _write_cell(
     result: Any,
     limit: int,
     options: WriteOptions,
+    check: Callable[[int], None],
 ) -> list[_Written]:
     fmt: OutputFormat = find_output_format(FORMATS[query.request.format] or "parquet")
     batches = _Peekable(_sliced(result.batches, max(1, limit // 8)))
@@ -678,6 +690,7 @@ def _write_cell(
                 out.write(chunk)
                 one.add(chunk)
         files.append(one)
+        check(sum(f.size for f in files))
     return files
 
 
