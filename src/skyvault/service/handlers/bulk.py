@@ -587,7 +587,11 @@ def _file_urls(
     return out
 
 
-@router.get("/jobs/{job_id}/results/{name}", summary="A bulk job's scripts and links")
+@router.api_route(
+    "/jobs/{job_id}/results/{name}",
+    methods=["GET", "HEAD"],
+    summary="A bulk job's scripts and links",
+)
 async def bulk_job_result(
     job_id: str, name: str, request: Request, context: Context, caller: CallerDep
 ) -> Response:
