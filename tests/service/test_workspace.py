@@ -30,8 +30,6 @@ from tests.service.conftest import _free_port, serve_in_thread
 from tests.service.security_world import World, build_world
 from tests.xsd import assert_valid
 
-pytestmark = pytest.mark.slow
-
 VOSI_TARGETS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
     xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"

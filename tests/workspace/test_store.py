@@ -339,3 +339,16 @@ def test_a_query_result_is_saved_with_its_metadata_in_one_step(store: WorkspaceS
         definition_from_arrow(pa.schema([("blob", pa.binary())]))
     with pytest.raises(WorkspaceError, match="'COUNT\\(\\*\\)' is not a plain identifier"):
         definition_from_arrow(pa.schema([("COUNT(*)", pa.int64())]))
+
+
+def test_a_create_with_grants_to_an_unknown_group_stores_nothing(
+    store: WorkspaceStore, data_dir: Path
+) -> None:
+    change = PermissionChange(read_groups=frozenset({"nosuch"}))
+    with pytest.raises(WorkspaceError, match="no group 'nosuch'"):
+        store.create_table(ALICE, "user_alice.t", TARGETS, permissions=change)
+    assert not (data_dir / "user_alice" / "t").exists()
+    made = store.create_table(
+        ALICE, "user_alice.t", TARGETS, permissions=PermissionChange(public=True)
+    )
+    assert store.describe(BOB, str(made.qualified_name)).permissions.public

@@ -244,6 +244,8 @@ class WorkspaceStore:
                 raise WorkspaceError(f"column name {HEALPIX_COLUMN} is reserved")
             arrow_schema = storage_schema(columns)
             rows = definition.rows
+            if permissions is not None:
+                self._check_groups(permissions)  # before anything is stored
             with self._table_lock(target):
                 existing = self._existing_name(target)
                 if existing is not None:
@@ -527,13 +529,7 @@ class WorkspaceStore:
         desired |= {g: "write" for g in wanted.write_groups}
         if wanted.public:
             desired[None] = "read"
-        if self.require_known_groups:
-            for name in sorted(g for g in desired if g is not None):
-                if not self.auth.group_exists(name):
-                    raise WorkspaceError(
-                        f"no group {name!r}",
-                        hint="name a group that exists (ask the operator to create it)",
-                    )
+        self._check_groups(change)
         existing = {
             g.group: g.level
             for g in self.auth.list_grants()
@@ -549,6 +545,18 @@ class WorkspaceStore:
             self.auth.add_grant(
                 GrantRecord(target.schema, target.table, grantee, wanted_level), now
             )
+
+    def _check_groups(self, change: PermissionChange) -> None:
+        """Refuse groups the auth database does not hold (built-in identities)."""
+        if not self.require_known_groups:
+            return
+        named = (change.read_groups or frozenset()) | (change.write_groups or frozenset())
+        for name in sorted(named):
+            if not self.auth.group_exists(name):
+                raise WorkspaceError(
+                    f"no group {name!r}",
+                    hint="name a group that exists (ask the operator to create it)",
+                )
 
     def _clear_grants(self, target: TableName) -> None:
         for grant in self.auth.list_grants():
