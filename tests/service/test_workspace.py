@@ -260,6 +260,13 @@ def test_visibility_per_user_outsider_reader_and_read_write(site: Site) -> None:
         ]
         assert perms.headers["x-vosi-owner"] == "alice"
         assert perms.headers["x-vosi-group-ro"] == "crew"
+        described = _session(site.world.bob).get(f"{site.url}/tables/user_alice.shared")
+        assert (described.headers["x-vosi-owner"], described.headers["x-vosi-auth-read"]) == (
+            "alice",
+            "true",
+        )
+        archive = _session(site.world.bob).get(f"{site.url}/tables/pub.stars")
+        assert archive.status_code == 200 and "x-vosi-owner" not in archive.headers
         with pytest.raises(requests.HTTPError) as refused:
             bob.load_table("user_alice.shared", io.StringIO("tid\n2\n"), format="csv")
         assert refused.value.response.status_code == 403
