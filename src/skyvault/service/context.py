@@ -82,6 +82,7 @@ class ServiceContext:
                 uploads=uploads,
                 timeout=async_limit,
                 views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         self.jobs = build_job_service(
@@ -92,7 +93,7 @@ class ServiceContext:
             audit=self.auth.audit,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables)
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
         )
 
     @classmethod
