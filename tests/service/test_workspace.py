@@ -403,3 +403,25 @@ def test_creating_an_existing_table_is_a_409(site: Site) -> None:
     assert refused.value.response.status_code == 409
     assert "exists already" in refused.value.response.text
     alice.remove_table("user_alice.twice")
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_and_stores_nothing(site: Site) -> None:
+    alice = _session(site.world.alice)
+    alice.put(
+        f"{site.url}/tables/user_alice.chunked",
+        data=VOSI_TARGETS,
+        headers={"Content-Type": "text/xml"},
+    )
+
+    def body() -> Iterator[bytes]:  # no Content-Length: requests sends it chunked
+        yield b"tid\n"
+        for _ in range(MAX_BODY // 1000 + 10):
+            yield b"1\n" * 500
+
+    r = alice.post(
+        f"{site.url}/load/user_alice.chunked", data=body(), headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 400 and "larger than the limit" in r.text
+    count = _query(site, site.world.alice, "SELECT COUNT(*) AS n FROM user_alice.chunked")
+    assert int(count["n"][0]) == 0
+    assert _service(site, site.world.alice).remove_table("user_alice.chunked") is None
