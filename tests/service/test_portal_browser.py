@@ -405,7 +405,7 @@ def test_a_job_runs_is_monitored_and_reopens_after_a_reload(
     assert "AsyncTAPJob" in page.inner_text("#snippet")
 
 
-def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings]) -> None:
+def test_a_result_downloads_in_every_format(page: Any, server: tuple[str, str, Settings]) -> None:
     base = server[0]
     query = "SELECT TOP 7 visit, band FROM dp02_dc2_catalogs.Visit ORDER BY visit"
     _set_query(page, query)
@@ -415,6 +415,24 @@ def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings])
         page.select_option("#download", label="CSV")
     body = Path(info.value.path()).read_text()
     assert list(csv.DictReader(io.StringIO(body))) == _tap_rows(base, query)
+    # Every format the menu offers: the very bytes the service writes for that format.
+    offered = page.evaluate(
+        "Array.from(document.querySelectorAll('#download option'))"
+        ".map(o => o.value).filter(Boolean)"
+    )
+    formats = {value.split("|")[0] for value in offered}
+    assert {"votable", "csv", "tsv", "fits", "parquet", "arrow", "json"} <= formats
+    for value in offered:
+        fmt, extension = value.split("|")
+        with page.expect_download() as info:
+            page.select_option("#download", value=value)
+        assert info.value.suggested_filename == f"result.{extension}"
+        expected = httpx.post(
+            f"{base}/tap/sync",
+            data={"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt},
+            timeout=60,
+        )
+        assert Path(info.value.path()).read_bytes() == expected.content, fmt
 
 
 def test_signing_in_shows_the_user_and_groups(page: Any, server: tuple[str, str, Settings]) -> None:
