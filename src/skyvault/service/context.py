@@ -18,11 +18,12 @@ from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
-from skyvault.images.obscore import is_obscore_table
-from skyvault.images.obstap import obscore_views
+from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.sodajobs import soda_job_kind
+from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
@@ -42,11 +43,13 @@ class ServiceContext:
     jobs: JobService = field(init=False)
     #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
     bulk_jobs: JobService = field(init=False)
+    soda_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
     seen_base_url: str | None = field(init=False, default=None)
     """The TAP base URL of the latest request (:meth:`public_base_url` without a
     configured one)."""
     workspace: WorkspaceStore = field(init=False)
+    tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
 
     def __post_init__(self) -> None:
         # Users' own tables (service/handlers/workspace.py), under the same access rules.
@@ -80,6 +83,7 @@ class ServiceContext:
                 uploads=uploads,
                 timeout=async_limit,
                 views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         self.jobs = build_job_service(
@@ -91,6 +95,9 @@ class ServiceContext:
         )
         self.bulk_jobs = self.jobs.for_kind(
             bulk_job_kind(self.archive, settings, self.visible_tables)
+        )
+        self.soda_jobs = self.jobs.for_kind(
+            soda_job_kind(settings.data_dir, settings, self.visible_tables)
         )
 
     @classmethod
@@ -123,7 +130,7 @@ class ServiceContext:
     def has_images(self) -> bool:
         """Whether the archive holds an image collection (then ``ivoa.ObsCore`` exists,
         and the service declares ObsCore in its capabilities)."""
-        return any(is_obscore_table(m) for m in self.archive.tables())
+        return bool(collection_tables(self.archive.tables()))
 
     def views(self, tables: Sequence[TableMeta]) -> list[View]:
         """The views a caller who may read ``tables`` queries besides them:

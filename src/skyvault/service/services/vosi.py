@@ -11,6 +11,8 @@ capability to ``ivo://ivoa.net/std/TAP`` and validators (taplint) match case-sen
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 
@@ -22,7 +24,13 @@ from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import OutputFormat
 from skyvault.service.services.sia import sia_capability
 
-__all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
+__all__ = [
+    "TablesetCache",
+    "availability_document",
+    "capabilities_document",
+    "table_document",
+    "tableset_document",
+]
 
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _VS = "http://www.ivoa.net/xml/VODataService/v1.1"
@@ -194,6 +202,7 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        _simple_capability("ivo://ivoa.net/std/SODA#async-1.0", f"{base}/soda/async"),
         sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
         # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
         *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),
@@ -292,3 +301,45 @@ def table_document(meta: TableMeta, keys: Sequence[ForeignKey] = ()) -> str:
         "vosi:table", _table_content(meta, columns=True, keys=keys), attrs={"type": "table"}
     )
     return xml_document(root, _TABLES)
+
+
+class TablesetCache:
+    """``/tables`` documents per list of visible tables, thread-safe.
+
+    The document is a function of the caller's visible tables alone (their metadata, the
+    TAP_SCHEMA tables describing them, the foreign keys between them) and of ``detail``.
+    An entry is found by the identities of those metadata objects — the registry hands out
+    the same objects until a table changes, and a caller's list changes with their access —
+    and holds them, so an identity cannot be reused by other metadata while cached.  Callers
+    sharing access share a document; one with other access never meets it.  At most
+    ``max_entries`` documents are kept, least recently used dropped first.
+    """
+
+    def __init__(self, max_entries: int = 32) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._documents: OrderedDict[
+            tuple[tuple[int, ...], bool], tuple[tuple[TableMeta, ...], tuple[str, int]]
+        ] = OrderedDict()
+        self.builds = 0
+
+    def get(self, tables: Sequence[TableMeta], columns: bool) -> tuple[str, int] | None:
+        """The document of ``tables`` (``columns``: not ``detail=min``) and how many tables
+        it describes, if cached."""
+        key = (tuple(map(id, tables)), columns)
+        with self._lock:
+            found = self._documents.get(key)
+            if found is None or not all(a is b for a, b in zip(found[0], tables, strict=True)):
+                return None
+            self._documents.move_to_end(key)
+            return found[1]
+
+    def put(self, tables: Sequence[TableMeta], columns: bool, document: tuple[str, int]) -> None:
+        """Keep ``document`` (as :meth:`get` returns it) for ``tables``."""
+        key = (tuple(map(id, tables)), columns)
+        with self._lock:
+            self._documents[key] = (tuple(tables), document)
+            self._documents.move_to_end(key)
+            self.builds += 1
+            while len(self._documents) > self.max_entries:
+                self._documents.popitem(last=False)
