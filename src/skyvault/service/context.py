@@ -94,7 +94,7 @@ class ServiceContext:
             audit=self.auth.audit,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables)
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
         )
         self.soda_jobs = self.jobs.for_kind(
             soda_job_kind(settings.data_dir, settings, self.visible_tables)
