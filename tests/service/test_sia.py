@@ -524,15 +524,21 @@ def test_the_query_is_quoted_safely(live_url: str, world: World) -> None:
 
 
 def test_pyvo_follows_the_results_datalinks(live_url: str, world: World) -> None:
-    """``iter_datalinks`` on SIA results: through ``access_url`` (DataLink documents)."""
+    """``iter_datalinks`` on SIA results (by the results' DataLink descriptor, batched, or
+    by ``access_url``): every image's ``#this`` is its file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = _service(f"{live_url}/sia").search(collection="pubimg", maxrec=3)  # type: ignore[attr-defined]
         links = list(result.iter_datalinks())
     assert len(links) == 3
-    for record, datalinks in zip(result, links, strict=True):
+    files = {}
+    for datalinks in links:
         [this] = list(datalinks.bysemantics("#this", include_narrower=False))
-        assert this.access_url.endswith(f"/images/pubimg/{record['obs_id']}")
+        files[str(this["ID"])] = this.access_url
+    assert files == {
+        str(record["obs_publisher_did"]): f"{live_url}/images/pubimg/{record['obs_id']}"
+        for record in result
+    }
 
 
 def test_astroquery_sia_client(live_url: str, world: World) -> None:
