@@ -216,7 +216,7 @@ class QueryService:
             WriteOptions(
                 self.settings.spool_dir,
                 self.settings.fits_max_spool_bytes,
-                datalink_services(result.columns, base_url),
+                (*params.services, *datalink_services(result.columns, base_url)),
             ),
         )
         chunks = _Started(chunks, start=not params.output.streams, also=[batches, reservation])
