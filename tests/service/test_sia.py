@@ -423,6 +423,8 @@ def test_maxrec_overflow_and_zero(live_url: str, world: World) -> None:
     raw = httpx.get(f"{live_url}/sia/query", params={"COLLECTION": "pubimg", "MAXREC": "3"})
     statuses = [v for v, _ in query_status(read_votable(raw.content))]
     assert "OVERFLOW" in statuses
+    infos = {i.name: i.value for i in read_votable(raw.content).resources[0].infos}
+    assert infos["standardID"] == "ivo://ivoa.net/std/SIA#query-2.0"
     empty = httpx.get(f"{live_url}/sia/query", params={"MAXREC": "0"})
     document = read_votable(empty.content)
     table = document.get_first_table()

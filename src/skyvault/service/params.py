@@ -84,6 +84,8 @@ class TapQueryParams:
     services: tuple[ServiceDescriptor, ...] = ()
     """Service descriptors the VOTable result carries besides the DataLink ones (SIA's
     self-description)."""
+    standard_id: str = "ivo://ivoa.net/std/TAP"
+    """The standard the result answers (its ``standardID`` INFO): TAP, or SIA's query."""
 
 
 def _maxrec(value: str | None, default: int, limit: int) -> tuple[int, int | None]:

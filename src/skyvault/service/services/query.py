@@ -203,7 +203,7 @@ class QueryService:
         )
         batches = _Started(result.batches, start=True)
         infos: list[tuple[str, str, str | None]] = [
-            ("standardID", TAP_STANDARD_ID, None),
+            ("standardID", params.standard_id, None),
             ("QUERY", params.query, None),
             ("MAXREC", str(params.maxrec), None),
         ]

@@ -99,6 +99,7 @@ def sia_tap_params(
         find_output_format(request.response_format),
         request.maxrec_requested,
         () if query_url is None else (self_description(query_url),),
+        SIA_STANDARD_ID,
     )
 
 
