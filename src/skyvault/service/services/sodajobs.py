@@ -57,7 +57,13 @@ def soda_job_kind(
     def check(caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]) -> None:
         image_of(parse_soda(params).single(), caller)
 
-    def run(job: Job, cancel: CancelToken, identity: Identity, results: ResultStore) -> JobResult:
+    def run(
+        job: Job,
+        cancel: CancelToken,
+        identity: Identity,
+        results: ResultStore,
+        progress: Callable[[int], None],
+    ) -> JobResult:
         spec = parse_soda(job.parameter_map()).single()
         image = image_of(spec, identity)
         where = settings.spool_dir
