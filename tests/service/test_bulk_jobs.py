@@ -611,7 +611,7 @@ def test_a_cone_job_on_the_demo_object_table_and_skyvault_download(
     ) in ("PENDING", "QUEUED", "EXECUTING"):
         assert time.monotonic() < deadline
     assert phase == "COMPLETED"
-    report = download(f"{job_url}/files/", tmp_path / "got")
+    report = download(job_url, tmp_path / "got")  # the job's URL: its files
     assert report.ok and report.fetched
     got = pa.concat_tables([pq.read_table(tmp_path / "got" / path) for path in report.fetched])
     table = ds.dataset(
