@@ -71,6 +71,7 @@ def test_parameters() -> None:
     for bad in (
         _params(),
         _params(TABLE="s.t", COLUMNS="ra; DROP"),
+        _params(TABLE="s.t", COLUMNS='"two\nlines"'),
         _params(TABLE="s.t", FORMAT="xlsx"),
         _params(TABLE="s.t", MAXFILESIZE="20000"),
         _params(TABLE="s.t", CIRCLE="1 2 3", MOC="3/1"),
