@@ -619,7 +619,8 @@ class WorkspaceStore:
         with building(self.data_dir, target) as build:
             dataset = build.path / "dataset"
             dataset.mkdir()
-            kept = _link_files(current, dataset) if current is not None else []
+            # A table without rows has one empty file (its schema): nothing to keep.
+            kept = _link_files(current, dataset) if current is not None and meta.nrows else []
             if schema is None:
                 assert current is not None
                 schema = pq.read_schema(current / "dataset" / "_common_metadata")
@@ -778,11 +779,9 @@ def _version_bytes(root: Path) -> int:
 
 def _link_files(current: Path, dataset: Path) -> list[Path]:
     """Hard-link the data files of version ``current`` into ``dataset`` (copy where the
-    file system has no hard links); empty files (a new table's) are left out."""
+    file system has no hard links)."""
     out = []
     for source in sorted((current / "dataset").glob("part-*.parquet")):
-        if pq.ParquetFile(source).metadata.num_rows == 0:
-            continue
         target = dataset / source.name
         try:
             os.link(source, target)
