@@ -238,6 +238,7 @@ def test_bad_requests(params: dict[str, list[str]], message: str) -> None:
     [
         (IndexRequest("t", "nope"), "column not found: nope in table user_alice.targets"),
         (IndexRequest("t", "tid,mag"), "must be a sky index"),
+        (IndexRequest("t", "dec,ra"), "must be a sky index"),
         (IndexRequest("t", "tid", index_type="long-lat"), "not the RA of a declared position"),
         (IndexRequest("t", "ra,dec", index_type="x-y"), "x-y"),
         (IndexRequest("t", "ra,dec", True, "long-lat"), "cannot be unique"),
@@ -249,6 +250,11 @@ def test_requests_that_do_not_fit_the_table(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         plan_index(_meta(data), request_)
+
+
+def test_the_declared_position_named_as_a_pair_is_a_sky_index(data: Path) -> None:
+    plan = plan_index(_meta(data), IndexRequest("t", "ra,dec"))
+    assert plan.sky and plan.columns == ("ra", "dec")
 
 
 def test_upper_case_names_and_unique_index_type() -> None:

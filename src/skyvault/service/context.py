@@ -19,6 +19,11 @@ from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.table_update import (
+    TABLE_UPDATE,
+    TableUpdates,
+    own_schema_tables,
+)
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 
@@ -57,12 +62,19 @@ class ServiceContext:
                 params, tables=tables, cancel=cancel, uploads=uploads, timeout=async_limit
             )
 
+        updates = TableUpdates(
+            settings.data_dir,
+            own_schema_tables(self.archive.registry),
+            audit=self.auth.audit,
+            endpoint=f"{settings.path_prefix}/table-update",
+        )
         self.jobs = build_job_service(
             settings,
             run_job,
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
+            tasks={TABLE_UPDATE: updates.run},
         )
 
     @classmethod

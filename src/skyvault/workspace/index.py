@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -213,6 +214,8 @@ def plan_index(meta: TableMeta, request: IndexRequest) -> IndexPlan:
         if dec is not None and (sky or not request.unique):
             sky = True
             columns.append(dec)
+    elif not sky and not request.unique and _declared_dec(meta, columns[0]) == columns[1]:
+        sky = True  # the declared position, named as a pair
     elif not sky:
         raise UsageError(
             f"an index on two columns ({request.index}) must be a sky index",
@@ -283,6 +286,10 @@ def create_index(
         else:
             meta = _relink(stored, build.path, plan, hasher)
         _carry_over(stored.root, build.path)
+        # A new version: its creation time is what caches of the table's metadata
+        # (TAP_SCHEMA) tell versions apart by, to the microsecond.
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+        meta = dataclasses.replace(meta, created=created)
         meta.write(build.path)
         hasher.finish(build.version)
     return meta

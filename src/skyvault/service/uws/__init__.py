@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
@@ -27,7 +29,13 @@ from skyvault.service.uws.models import (
 )
 from skyvault.service.uws.reaper import Reaper
 from skyvault.service.uws.results import ResultStore
-from skyvault.service.uws.runner import Identify, JobRunner, RunQuery, stored_identity
+from skyvault.service.uws.runner import (
+    Identify,
+    JobRunner,
+    RunQuery,
+    RunTask,
+    stored_identity,
+)
 from skyvault.service.uws.service import JobService
 from skyvault.service.uws.storage import JobStore
 
@@ -44,6 +52,7 @@ __all__ = [
     "PhaseEvents",
     "Reaper",
     "ResultStore",
+    "RunTask",
     "build_job_service",
     "stored_identity",
 ]
@@ -57,11 +66,13 @@ def build_job_service(
     identify: Identify = stored_identity,
     limits: LimitsPolicy | None = None,
     audit: AuditLog | None = None,
+    tasks: Mapping[str, RunTask] | None = None,
 ) -> JobService:
     """The job service over the job database and result store ``settings`` name.
 
     ``identify``, ``limits`` and ``audit`` as for :class:`JobRunner`: who a job runs as,
-    the per-user limits, the audit log.
+    the per-user limits, the audit log; ``tasks`` the work of jobs that run no query
+    (``REQUEST=table-update``), by name.
     """
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
@@ -75,5 +86,6 @@ def build_job_service(
         limits=limits,
         audit=audit,
         audit_endpoint=f"{settings.path_prefix}/async",
+        tasks=tasks,
     )
     return JobService(store, results, runner, events, settings, limits=limits)

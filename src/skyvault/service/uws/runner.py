@@ -38,7 +38,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -55,6 +55,7 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
     StorageError,
+    UsageError,
     internal_error,
 )
 from skyvault.interprocess import process_alive
@@ -76,9 +77,12 @@ from skyvault.storage_faults import service_storage_error
 __all__ = [
     "HEARTBEAT_SECONDS",
     "LIVE_RUNNERS",
+    "TASK_PARAMETER",
     "JobRunner",
+    "RunTask",
     "RunnerId",
     "failure_of",
+    "task_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,21 @@ RunQuery = Callable[
 ]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
+#: ``task(job, owner, cancel)``: the work of a job that runs no query (a table update),
+#: found by its ``REQUEST`` parameter (:data:`TASK_PARAMETER`); it leaves no result.
+RunTask = Callable[[Job, Identity, CancelToken], None]
+
+#: The parameter naming a job's task when it is not a query (``REQUEST=table-update``).
+TASK_PARAMETER = "REQUEST"
+
+
+def task_of(job: Job) -> str | None:
+    """The task a job runs instead of a query: its ``REQUEST`` when it has no ``QUERY``."""
+    parameters = job.parameter_map()
+    requests = parameters.get(TASK_PARAMETER, [])
+    if parameters.get("QUERY") or len(requests) != 1 or requests[0] == "doQuery":
+        return None
+    return requests[0]
 
 
 def stored_identity(job: Job) -> Identity:
@@ -198,6 +217,8 @@ class JobRunner:
     audit
         Where each run is recorded (one line per job: owner, query, rows, duration,
         outcome), under ``audit_endpoint``/JOB_ID.
+    tasks
+        The work of jobs that run no query, by their ``REQUEST`` (see :func:`task_of`).
     """
 
     def __init__(
@@ -212,7 +233,9 @@ class JobRunner:
         limits: LimitsPolicy | None = None,
         audit: AuditLog | None = None,
         audit_endpoint: str = "/tap/async",
+        tasks: Mapping[str, RunTask] | None = None,
     ) -> None:
+        self.tasks = dict(tasks or {})
         self.identify = identify
         self.limits = limits
         self.audit = audit
@@ -456,6 +479,14 @@ class JobRunner:
             if run.token.cancelled:  # aborted while it was being claimed
                 raise QueryCancelled("the job was aborted before it started")
             identity = self.identify(job)
+            task = task_of(job)
+            if task is not None:
+                self._run_task(job, run, task, identity)
+                query = f"{TASK_PARAMETER}={task}"
+                run.finishing = True
+                if not self.store.complete(job.job_id, runner, None, utc_now()):
+                    error_code = "job.aborted"
+                return
             parameters = job.parameter_map()
             queries = parameters.get("QUERY")
             query = queries[-1] if queries else None
@@ -521,6 +552,17 @@ class JobRunner:
                     outcome="ok" if error_code is None else "error",
                     error=error_code,
                 )
+
+    def _run_task(self, job: Job, run: _Running, task: str, identity: Identity) -> None:
+        work = self.tasks.get(task)
+        if work is None:
+            raise UsageError(
+                f"{TASK_PARAMETER}={task!r} is not something a job can do",
+                hint="create query jobs with QUERY (and REQUEST=doQuery or no REQUEST)",
+            )
+        work(job, identity, run.token)
+        if run.token.cancelled:
+            raise QueryCancelled("the job was aborted")
 
     def _failure(self, job: Job, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:

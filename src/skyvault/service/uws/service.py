@@ -65,7 +65,7 @@ from skyvault.service.uws.models import (
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
-from skyvault.service.uws.runner import HEARTBEAT_SECONDS, JobRunner, RunnerId
+from skyvault.service.uws.runner import HEARTBEAT_SECONDS, TASK_PARAMETER, JobRunner, RunnerId
 from skyvault.service.uws.storage import JobStore
 
 __all__ = [
@@ -304,6 +304,8 @@ class JobService:
         caller: Identity,
         pairs: list[tuple[str, str]],
         uploads: Mapping[str, bytes] | None = None,
+        *,
+        task: str | None = None,
     ) -> Job:
         """A new job of ``caller`` from the request's (name, value) pairs; PHASE=RUN also
         queues it.
@@ -311,6 +313,10 @@ class JobService:
         ``uploads`` are the request's multipart file parts (TAP_UPLOAD ``param:PART``),
         kept with the job in the result store until it is destroyed.  The caller's groups
         are kept with the job (see :attr:`Job.owner_groups`).
+
+        ``task`` makes a job that runs no query but that task of the runner (e.g.
+        ``table-update``, pyvo's ``create_index``): it needs no QUERY, its parameters are
+        checked when it runs, and ``REQUEST=task`` is stored with them.
 
         Raises
         ------
@@ -325,7 +331,10 @@ class JobService:
         account = Account.of(caller)
         params = collect_params(pairs)
         queries = params.get("QUERY", [])
-        if not any(q.strip() for q in queries):
+        if task is not None:
+            pairs = [(n, v) for n, v in pairs if n.upper() not in ("QUERY", TASK_PARAMETER)]
+            pairs.append((TASK_PARAMETER, task))
+        elif not any(q.strip() for q in queries):
             raise UsageError(
                 "a job needs a QUERY, and this request has "
                 + ("an empty one" if queries else "none")

@@ -1,0 +1,230 @@
+"""pyvo's ``create_index`` end to end against a live server (youcat's ``table-update``).
+
+pyvo 1.9 POSTs ``table``/``index``/``unique`` to ``{tap}/table-update``, expects a 303 with
+the job's URL, runs the job (``PHASE=RUN``), waits (``WAIT=-1``) and raises the job's
+``errorSummary``.  The table here is a user table stored plain with its position declared
+by UCDs; indexing its RA makes it a HATS catalogue, after which a cross-match with an
+archive table plans as a cell join over partitions and gives the same rows (astropy's
+``search_around_sky`` is the oracle).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import pyvo
+import requests
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from pyvo.dal.exceptions import DALQueryError
+from pyvo.utils import prototype
+
+from skyvault.auth import AuthSettings, AuthStorage, grant_access
+from skyvault.auth.tokens import TokenService
+from skyvault.catalog.ingest import IngestOptions, ingest
+from skyvault.catalog.registry import Registry
+from skyvault.config import Settings
+from skyvault.service.app import create_app
+from tests.service.conftest import _free_port, serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+RADIUS = 2.0
+
+
+@dataclass
+class Site:
+    url: str
+    data: Path
+    alice: str
+    bob: str
+    audit: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("wsjobs")
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(5)
+    ra, dec = rng.uniform(20, 22, 8_000), rng.uniform(5, 7, 8_000)
+    pq.write_table(pa.table({"id": np.arange(8_000), "ra": ra, "dec": dec}), root / "o.parquet")
+    ingest(
+        [root / "o.parquet"],
+        "survey.objects",
+        data,
+        ra="ra",
+        dec="dec",
+        options=IngestOptions(max_rows_per_partition=1_000),
+    )
+    pick = rng.choice(8_000, 1_500, replace=False)
+    moved = SkyCoord(ra[pick], dec[pick], unit="deg").directional_offset_by(
+        rng.uniform(0, 360, 1_500) * u.deg, rng.uniform(0, 1.5, 1_500) * u.arcsec
+    )
+    fields = [
+        pa.field("tid", pa.int64()),
+        pa.field("ra", pa.float64(), metadata={"ucd": "pos.eq.ra;meta.main", "unit": "deg"}),
+        pa.field("dec", pa.float64(), metadata={"ucd": "pos.eq.dec;meta.main", "unit": "deg"}),
+        pa.field("mag", pa.float64()),
+        pa.field("pair", pa.int64()),
+    ]
+    user = pa.table(
+        [
+            pa.array(np.arange(1_500)),
+            pa.array(moved.ra.deg),
+            pa.array(moved.dec.deg),
+            pa.array(rng.uniform(10, 20, 1_500)),
+            pa.array(np.arange(1_500) // 2),
+        ],
+        schema=pa.schema(fields),
+    )
+    pq.write_table(user, root / "u.parquet")
+    ingest([root / "u.parquet"], "user_alice.targets", data)
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        from skyvault.auth.storage import utc_now
+
+        storage.add_user("alice", utc_now())
+        storage.add_user("bob", utc_now())
+        grant_access(storage, "survey", None)
+        storage.add_group("alice_only", ["alice"], utc_now())
+        grant_access(storage, "user_alice", "alice_only")  # readable by its owner's group
+        tokens = TokenService(storage)
+        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
+    finally:
+        storage.close()
+    port = _free_port()
+    audit = root / "audit.jsonl"
+    settings = Settings(
+        data_dir=data,
+        port=port,
+        query_timeout=60,
+        jobs_database_url=f"sqlite:///{root / 'jobs.sqlite3'}",
+        results_url=str(root / "results"),
+        auth=AuthSettings(audit_log=audit),
+    )
+    with serve_in_thread(create_app(settings), port) as url:
+        yield Site(url, data, alice, bob, audit)
+
+
+def _service(site: Site, token: str | None) -> pyvo.dal.TAPService:
+    session = requests.Session()
+    if token is not None:
+        session.headers["Authorization"] = f"Bearer {token}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyvo.dal.TAPService(site.url, session=session)
+
+
+@pytest.fixture(autouse=True)
+def _features() -> None:
+    prototype.activate_features("cadc-tb-upload")
+
+
+MATCH = (
+    "SELECT t.tid, o.id FROM user_alice.targets AS t JOIN survey.objects AS o "
+    f"ON DISTANCE(POINT('ICRS', t.ra, t.dec), POINT('ICRS', o.ra, o.dec)) < {RADIUS / 3600}"
+)
+
+
+def _files(registry: Registry, schema: str, table: str) -> tuple[str, ...]:
+    return registry.get(schema, table).all_files
+
+
+def _astropy_pairs(data: Path) -> set[tuple[int, int]]:
+    registry = Registry(data)
+    user = pa.concat_tables(pq.read_table(f) for f in _files(registry, "user_alice", "targets"))
+    obj = pa.concat_tables(pq.read_table(f) for f in _files(registry, "survey", "objects"))
+    a = SkyCoord(user["ra"].to_numpy(), user["dec"].to_numpy(), unit="deg")
+    b = SkyCoord(obj["ra"].to_numpy(), obj["dec"].to_numpy(), unit="deg")
+    ib, ia, _, _ = a.search_around_sky(b, RADIUS * u.arcsec)
+    return set(
+        zip(user["tid"].to_numpy()[ia].tolist(), obj["id"].to_numpy()[ib].tolist(), strict=True)
+    )
+
+
+def _pairs(service: pyvo.dal.TAPService) -> set[tuple[int, int]]:
+    rows = service.run_sync(MATCH, maxrec=100_000).to_table()
+    pairs = list(zip(rows["tid"].tolist(), rows["id"].tolist(), strict=True))
+    assert len(pairs) == len(set(pairs))
+    return set(pairs)
+
+
+def test_post_answers_303_with_an_absolute_job_url(site: Site) -> None:
+    response = httpx.post(
+        f"{site.url}/table-update",
+        data={"TABLE": "user_alice.targets", "INDEX": "mag", "UNIQUE": "false"},
+        headers={"Authorization": f"Bearer {site.alice}"},
+    )
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith(f"{site.url}/async/")
+    job = httpx.get(location, headers={"Authorization": f"Bearer {site.alice}"})
+    assert "<uws:phase>PENDING</uws:phase>" in job.text
+    assert 'id="REQUEST">table-update<' in job.text
+    httpx.delete(location, headers={"Authorization": f"Bearer {site.alice}"})
+
+
+def test_anonymous_callers_are_refused(site: Site) -> None:
+    response = httpx.post(f"{site.url}/table-update", data={"table": "x.y", "index": "z"})
+    assert response.status_code == 401
+
+
+def test_create_index_on_a_column_and_on_the_position(site: Site) -> None:
+    alice = _service(site, site.alice)
+    want = _astropy_pairs(site.data)
+    assert len(want) > 1_000
+    assert _pairs(alice) == want
+    alice.create_index("user_alice.targets", "mag")
+    columns = alice.run_sync(
+        "SELECT column_name, indexed FROM TAP_SCHEMA.columns "
+        "WHERE table_name = 'user_alice.targets'"
+    ).to_table()
+    indexed = dict(zip(columns["column_name"].tolist(), columns["indexed"].tolist(), strict=True))
+    assert indexed["mag"] == 1 and indexed["ra"] == 0
+
+    alice.create_index("user_alice.targets", "ra")  # the RA of the declared position
+    stored = Registry(site.data).get("user_alice", "targets")
+    assert stored.meta.kind == "hats" and stored.margin is not None
+    assert stored.meta.column("mag").indexed  # the earlier index is kept
+    assert _pairs(alice) == want
+    lines = [json.loads(line) for line in site.audit.read_text().splitlines()]
+    made = [e for e in lines if "/table-update/" in e["endpoint"] and e["outcome"] == "ok"]
+    assert [e["query"] for e in made][-2:] == [
+        "an index on mag of user_alice.targets",
+        "a sky index on (ra, dec) of user_alice.targets",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "unique", "message"),
+    [
+        ("user_alice.targets", "nope", False, "column not found: nope in table user_alice"),
+        ("user_alice.nothing", "ra", False, "table not found: user_alice.nothing"),
+        ("survey.objects", "ra", False, "table not found: survey.objects"),
+        ("user_alice.targets", "tid,mag", False, "an index on two columns"),
+        ("user_alice.targets", "pair", True, r"unique index: the value \d+ occurs 2 times"),
+    ],
+)
+def test_failures_are_the_jobs_error_summary(
+    site: Site, table: str, column: str, unique: bool, message: str
+) -> None:
+    alice = _service(site, site.alice)
+    with pytest.raises(DALQueryError, match=message):
+        alice.create_index(table, column, unique=unique)
+
+
+def test_another_users_table_reads_as_missing(site: Site) -> None:
+    bob = _service(site, site.bob)
+    with pytest.raises(DALQueryError, match=r"table not found: user_alice\.targets"):
+        bob.create_index("user_alice.targets", "tid")
+    assert not Registry(site.data).get("user_alice", "targets").meta.column("tid").indexed
