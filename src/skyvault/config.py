@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
 from skyvault.catalog.layout import data_dir_from_environment, jobs_database_file, results_dir
+from skyvault.workspace.quota import WorkspaceSettings
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=AuthSettings,
         description="identity, access and per-user limits (SKYVAULT_AUTH_* variables)",
+    )
+    workspace: WorkspaceSettings = Field(
+        default_factory=WorkspaceSettings,
+        description="user tables: default quotas and request limits (SKYVAULT_WORKSPACE_*)",
     )
     required_groups: str = Field(
         default="",

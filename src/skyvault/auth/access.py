@@ -2,7 +2,8 @@
 
 A table is readable by an identity when a grant covers it — on the whole schema
 (``skyvault grant SCHEMA ...``) or on the table (``skyvault grant SCHEMA.TABLE ...``) — and
-names PUBLIC or one of the identity's groups.  **A table without any grant is private:**
+names PUBLIC or one of the identity's groups, or when it is in the identity's own workspace
+schema (``user_<name>``, :mod:`skyvault.workspace`).  **A table without any grant is private:**
 nobody sees it until an operator grants it (``skyvault grant dp02_dc2_catalogs --public``
 for the demo).  Names match exactly as stored on disk (case-sensitive).
 
@@ -20,8 +21,8 @@ CTE, UNION, delimited or oddly cased identifier) it takes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,13 @@ class GrantSnapshot:
 
     schema_groups: dict[str, frozenset[str | None]]
     table_groups: dict[tuple[str, str], frozenset[str | None]]
+    schema_owners: Mapping[str, str] = field(default_factory=dict)
+    """Workspace schemas (``user_<name>``) and their owners, who read every table there."""
 
     @classmethod
-    def of(cls, grants: Sequence[GrantRecord]) -> GrantSnapshot:
+    def of(
+        cls, grants: Sequence[GrantRecord], owners: Mapping[str, str] | None = None
+    ) -> GrantSnapshot:
         schemas: dict[str, set[str | None]] = {}
         tables: dict[tuple[str, str], set[str | None]] = {}
         for g in grants:
@@ -78,6 +83,7 @@ class GrantSnapshot:
         return cls(
             {k: frozenset(v) for k, v in schemas.items()},
             {k: frozenset(v) for k, v in tables.items()},
+            dict(owners or {}),
         )
 
     def grantees(self, schema: str, table: str) -> frozenset[str | None]:
@@ -124,7 +130,7 @@ class AccessPolicy:
 
     def snapshot(self) -> GrantSnapshot:
         """The current grants, for many checks within one request."""
-        return GrantSnapshot.of(self._storage.list_grants())
+        return GrantSnapshot.of(self._storage.list_grants(), self._storage.workspace_owners())
 
     def visible_tables(
         self,
@@ -155,6 +161,8 @@ class AccessPolicy:
             return True
         grantees = snap.grantees(schema, table)
         if None in grantees:
+            return True
+        if not identity.is_anonymous and snap.schema_owners.get(schema) == identity.user:
             return True
         return not identity.is_anonymous and not grantees.isdisjoint(identity.groups)
 

@@ -39,6 +39,7 @@ __all__ = [
     "LimitOverrides",
     "TokenRecord",
     "UserRecord",
+    "WorkspaceQuotaRecord",
     "default_database_url",
     "utc_now",
     "validate_name",
@@ -144,6 +145,34 @@ _limits = sa.Table(
     sa.Column("max_queued", sa.Integer, nullable=True),
     sa.Column("max_result_bytes", sa.BigInteger, nullable=True),
 )
+
+# The user workspace (skyvault.workspace): which schema is whose, and per-user quota
+# overrides (NULL = the default).  Keyed by name without a foreign key, like user_limits.
+_workspace_schemas = sa.Table(
+    "workspace_schemas",
+    _metadata,
+    sa.Column("schema_name", sa.String(128), primary_key=True),
+    sa.Column("owner_name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+_workspace_quotas = sa.Table(
+    "workspace_quotas",
+    _metadata,
+    sa.Column("user_name", sa.String(64), primary_key=True),
+    sa.Column("max_bytes", sa.BigInteger, nullable=True),
+    sa.Column("max_rows", sa.BigInteger, nullable=True),
+    sa.Column("max_tables", sa.Integer, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class WorkspaceQuotaRecord:
+    """A user's workspace quota overrides; None keeps the default."""
+
+    max_bytes: int | None = None
+    max_rows: int | None = None
+    max_tables: int | None = None
 
 
 @dataclass(frozen=True)
@@ -511,6 +540,81 @@ class AuthStorage:
         if row is None:
             return LimitOverrides()
         return LimitOverrides(row.max_running, row.max_queued, row.max_result_bytes)
+
+    # --- the user workspace -----------------------------------------------------------------
+
+    def claim_workspace_schema(self, owner: str, candidates: Iterable[str], now: datetime) -> str:
+        """The workspace schema of ``owner``: the one recorded, else the first of
+        ``candidates`` no other user holds, recorded now (first use)."""
+        validate_name("user", owner)
+        for candidate in candidates:
+            try:
+                with self._write() as conn:
+                    held = conn.execute(
+                        sa.select(_workspace_schemas.c.schema_name).where(
+                            _workspace_schemas.c.owner_name == owner
+                        )
+                    ).scalar()
+                    if held is not None:
+                        return str(held)
+                    taken = conn.execute(
+                        sa.select(_workspace_schemas.c.owner_name).where(
+                            sa.func.lower(_workspace_schemas.c.schema_name) == candidate.lower()
+                        )
+                    ).scalar()
+                    if taken is not None:
+                        continue
+                    conn.execute(
+                        _workspace_schemas.insert().values(
+                            schema_name=candidate, owner_name=owner, created=now
+                        )
+                    )
+                    return candidate
+            except IntegrityError:
+                continue  # another process claimed it at the same moment: look again
+        raise UsageError(f"no workspace schema is free for user {owner!r}")
+
+    def workspace_schema_of(self, owner: str) -> str | None:
+        """The workspace schema recorded for ``owner``, or None before first use."""
+        with self._read() as conn:
+            found = conn.execute(
+                sa.select(_workspace_schemas.c.schema_name).where(
+                    _workspace_schemas.c.owner_name == owner
+                )
+            ).scalar()
+        return None if found is None else str(found)
+
+    def workspace_owners(self) -> dict[str, str]:
+        """Every workspace schema and its owner."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_workspace_schemas.c.schema_name, _workspace_schemas.c.owner_name)
+            ).all()
+        return {r.schema_name: r.owner_name for r in rows}
+
+    def set_workspace_quota(self, user: str, quota: WorkspaceQuotaRecord) -> None:
+        """Replace the workspace quota overrides of ``user`` (all None removes them)."""
+        validate_name("user", user)
+        with self._write() as conn:
+            conn.execute(_workspace_quotas.delete().where(_workspace_quotas.c.user_name == user))
+            if quota != WorkspaceQuotaRecord():
+                conn.execute(
+                    _workspace_quotas.insert().values(
+                        user_name=user,
+                        max_bytes=quota.max_bytes,
+                        max_rows=quota.max_rows,
+                        max_tables=quota.max_tables,
+                    )
+                )
+
+    def get_workspace_quota(self, user: str) -> WorkspaceQuotaRecord:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(_workspace_quotas).where(_workspace_quotas.c.user_name == user)
+            ).first()
+        if row is None:
+            return WorkspaceQuotaRecord()
+        return WorkspaceQuotaRecord(row.max_bytes, row.max_rows, row.max_tables)
 
 
 def _token_record(row: sa.Row[Any]) -> TokenRecord:

@@ -26,6 +26,7 @@ from skyvault.service.services.table_update import (
 )
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
+from skyvault.workspace import WorkspaceStore
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -41,8 +42,17 @@ class ServiceContext:
     auth: AuthServices
     jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
+    workspace: WorkspaceStore = field(init=False)
 
     def __post_init__(self) -> None:
+        # Users' own tables (service/handlers/workspace.py), under the same access rules.
+        self.workspace = WorkspaceStore(
+            self.settings.data_dir,
+            self.auth.storage,
+            self.auth.access,
+            self.settings.workspace,
+            self.auth.audit,
+        )
         # Async jobs run through the same query service, under their own time limit: each
         # job's EXECUTIONDURATION, enforced by the worker, instead of the sync time-out (the
         # engine's limit is only a backstop past the longest EXECUTIONDURATION).

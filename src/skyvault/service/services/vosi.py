@@ -66,6 +66,29 @@ def _simple_capability(standard_id: str, url: str, version: str | None = None) -
     )
 
 
+_VOSI_ID = "ivo://ivoa.net/std/VOSI"
+#: youcat's prototype capabilities: (standardID fragment, path under the TAP base URL).
+_YOUCAT = (
+    ("table-update-async-1.x", "table-update"),
+    ("table-load-sync-1.x", "load"),
+    ("table-permissions-1.x", "permissions"),
+)
+
+
+def _user_table_capability(standard_id: str, url: str) -> Element:
+    """A capability of the user-table API: a base URL and a token to call it with."""
+    return Element(
+        "capability",
+        Element(
+            "interface",
+            Element("accessURL", url, attrs={"use": "base"}),
+            Element("securityMethod", attrs={"standardID": "ivo://ivoa.net/sso#token"}),
+            attrs={"xsi:type": "vs:ParamHTTP", "role": "std"},
+        ),
+        attrs={"standardID": standard_id},
+    )
+
+
 def _language(features: Sequence[LanguageFeature]) -> Element:
     ordered = sorted(features, key=lambda f: f.type)
     return Element(
@@ -165,6 +188,8 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
+        *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),
     )
     return xml_document(root, _CAPABILITIES)
 
