@@ -10,6 +10,7 @@ archive table plans as a cell join over partitions and gives the same rows (astr
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ import pyvo
 import requests
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+from astropy.io.votable import from_table, writeto
+from astropy.table import Table
 from pyvo.dal.exceptions import DALQueryError
 from pyvo.utils import prototype
 
@@ -52,6 +55,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    prototype.activate_features("cadc-tb-upload")  # pyvo's create/load/index_table
     root = tmp_path_factory.mktemp("wsjobs")
     data = root / "data"
     data.mkdir()
@@ -66,29 +70,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         dec="dec",
         options=IngestOptions(max_rows_per_partition=1_000),
     )
-    pick = rng.choice(8_000, 1_500, replace=False)
-    moved = SkyCoord(ra[pick], dec[pick], unit="deg").directional_offset_by(
-        rng.uniform(0, 360, 1_500) * u.deg, rng.uniform(0, 1.5, 1_500) * u.arcsec
-    )
-    fields = [
-        pa.field("tid", pa.int64()),
-        pa.field("ra", pa.float64(), metadata={"ucd": "pos.eq.ra;meta.main", "unit": "deg"}),
-        pa.field("dec", pa.float64(), metadata={"ucd": "pos.eq.dec;meta.main", "unit": "deg"}),
-        pa.field("mag", pa.float64()),
-        pa.field("pair", pa.int64()),
-    ]
-    user = pa.table(
-        [
-            pa.array(np.arange(1_500)),
-            pa.array(moved.ra.deg),
-            pa.array(moved.dec.deg),
-            pa.array(rng.uniform(10, 20, 1_500)),
-            pa.array(np.arange(1_500) // 2),
-        ],
-        schema=pa.schema(fields),
-    )
-    pq.write_table(user, root / "u.parquet")
-    ingest([root / "u.parquet"], "user_alice.targets", data)
     storage = AuthStorage.for_data_dir(data)
     try:
         from skyvault.auth.storage import utc_now
@@ -96,8 +77,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         storage.add_user("alice", utc_now())
         storage.add_user("bob", utc_now())
         grant_access(storage, "survey", None)
-        storage.add_group("alice_only", ["alice"], utc_now())
-        grant_access(storage, "user_alice", "alice_only")  # readable by its owner's group
         tokens = TokenService(storage)
         alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
     finally:
@@ -113,7 +92,46 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         auth=AuthSettings(audit_log=audit),
     )
     with serve_in_thread(create_app(settings), port) as url:
-        yield Site(url, data, alice, bob, audit)
+        site = Site(url, data, alice, bob, audit)
+        _create_user_table(site, ra, dec, rng)
+        yield site
+
+
+def _create_user_table(
+    site: Site, ra: np.ndarray, dec: np.ndarray, rng: np.random.Generator
+) -> None:
+    """alice's table through pyvo: created from a VOTable (position declared by UCDs),
+    loaded from CSV; stored plain.  Its rows: archive positions moved by up to 1.5″."""
+    pick = rng.choice(len(ra), 1_500, replace=False)
+    moved = SkyCoord(ra[pick], dec[pick], unit="deg").directional_offset_by(
+        rng.uniform(0, 360, 1_500) * u.deg, rng.uniform(0, 1.5, 1_500) * u.arcsec
+    )
+    rows = Table(
+        {
+            "tid": np.arange(1_500),
+            "ra": moved.ra.deg,
+            "dec": moved.dec.deg,
+            "mag": rng.uniform(10, 20, 1_500),
+            "pair": np.arange(1_500) // 2,
+        }
+    )
+    definition = Table(rows[:0], copy=True)
+    definition["ra"].unit = definition["dec"].unit = "deg"
+    votable = from_table(definition)
+    fields = votable.get_first_table().fields
+    fields[1].ucd, fields[2].ucd, fields[3].ucd = (
+        "pos.eq.ra;meta.main",
+        "pos.eq.dec;meta.main",
+        "phot.mag",
+    )
+    body = io.BytesIO()
+    writeto(votable, body)
+    alice = _service(site, site.alice)
+    alice.create_table("user_alice.targets", io.BytesIO(body.getvalue()), format="VOTable")
+    text = io.StringIO()
+    rows.write(text, format="ascii.csv")
+    alice.load_table("user_alice.targets", io.BytesIO(text.getvalue().encode()), format="csv")
+    assert Registry(site.data).get("user_alice", "targets").meta.nrows == 1_500
 
 
 def _service(site: Site, token: str | None) -> pyvo.dal.TAPService:
@@ -123,11 +141,6 @@ def _service(site: Site, token: str | None) -> pyvo.dal.TAPService:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pyvo.dal.TAPService(site.url, session=session)
-
-
-@pytest.fixture(autouse=True)
-def _features() -> None:
-    prototype.activate_features("cadc-tb-upload")
 
 
 MATCH = (
@@ -197,8 +210,13 @@ def test_create_index_on_a_column_and_on_the_position(site: Site) -> None:
     assert stored.meta.kind == "hats" and stored.margin is not None
     assert stored.meta.column("mag").indexed  # the earlier index is kept
     assert _pairs(alice) == want
+    # Loads go on into the sky-indexed table (as appended batches).
+    more = "tid,ra,dec,mag,pair\n9000,21.0,6.0,12.5,9000\n"
+    alice.load_table("user_alice.targets", io.BytesIO(more.encode()), format="csv")
+    count = alice.run_sync("SELECT COUNT(*) AS n FROM user_alice.targets").to_table()
+    assert int(count["n"][0]) == 1_501
     lines = [json.loads(line) for line in site.audit.read_text().splitlines()]
-    made = [e for e in lines if "/table-update/" in e["endpoint"] and e["outcome"] == "ok"]
+    made = [e for e in lines if e["endpoint"] == "workspace.index" and e["outcome"] == "ok"]
     assert [e["query"] for e in made][-2:] == [
         "an index on mag of user_alice.targets",
         "a sky index on (ra, dec) of user_alice.targets",
@@ -209,8 +227,8 @@ def test_create_index_on_a_column_and_on_the_position(site: Site) -> None:
     ("table", "column", "unique", "message"),
     [
         ("user_alice.targets", "nope", False, "column not found: nope in table user_alice"),
-        ("user_alice.nothing", "ra", False, "table not found: user_alice.nothing"),
-        ("survey.objects", "ra", False, "table not found: survey.objects"),
+        ("user_alice.nothing", "ra", False, r"no table user_alice\.nothing"),
+        ("survey.objects", "ra", False, r"survey\.objects is an archive table"),
         ("user_alice.targets", "tid,mag", False, "an index on two columns"),
         ("user_alice.targets", "pair", True, r"unique index: the value \d+ occurs 2 times"),
     ],
@@ -225,6 +243,6 @@ def test_failures_are_the_jobs_error_summary(
 
 def test_another_users_table_reads_as_missing(site: Site) -> None:
     bob = _service(site, site.bob)
-    with pytest.raises(DALQueryError, match=r"table not found: user_alice\.targets"):
+    with pytest.raises(DALQueryError, match=r"no table user_alice\.targets"):
         bob.create_index("user_alice.targets", "tid")
     assert not Registry(site.data).get("user_alice", "targets").meta.column("tid").indexed

@@ -19,11 +19,7 @@ from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.query import QueryOutput, QueryService
-from skyvault.service.services.table_update import (
-    TABLE_UPDATE,
-    TableUpdates,
-    own_schema_tables,
-)
+from skyvault.service.services.table_update import TABLE_UPDATE, TableUpdates
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
@@ -72,12 +68,7 @@ class ServiceContext:
                 params, tables=tables, cancel=cancel, uploads=uploads, timeout=async_limit
             )
 
-        updates = TableUpdates(
-            settings.data_dir,
-            own_schema_tables(self.archive.registry),
-            audit=self.auth.audit,
-            endpoint=f"{settings.path_prefix}/table-update",
-        )
+        updates = TableUpdates(self.workspace, audit=self.auth.audit)
         self.jobs = build_job_service(
             settings,
             run_job,
