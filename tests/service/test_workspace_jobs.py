@@ -37,6 +37,7 @@ from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry
 from skyvault.config import Settings
 from skyvault.service.app import create_app
+from skyvault.workspace import Quota, WorkspaceStore
 from tests.service.conftest import _free_port, serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -246,3 +247,66 @@ def test_another_users_table_reads_as_missing(site: Site) -> None:
     with pytest.raises(DALQueryError, match=r"no table user_alice\.targets"):
         bob.create_index("user_alice.targets", "tid")
     assert not Registry(site.data).get("user_alice", "targets").meta.column("tid").indexed
+
+
+# --- DEST: an async job saving its result as a user table ------------------------------------
+
+BRIGHT = "SELECT id, ra, dec FROM survey.objects WHERE id < 400 ORDER BY id"
+
+
+def _run(service: pyvo.dal.TAPService, query: str, **params: str) -> pyvo.dal.AsyncTAPJob:
+    job = service.submit_job(query, **params)
+    job.run().wait(timeout=60)
+    return job
+
+
+def test_a_dest_job_saves_its_result_and_still_returns_it(site: Site) -> None:
+    alice = _service(site, site.alice)
+    job = _run(alice, BRIGHT, DEST="user_alice.bright")
+    job.raise_if_error()
+    returned = job.fetch_result().to_table()
+    assert len(returned) == 400
+    saved = alice.run_sync("SELECT id, ra FROM user_alice.bright ORDER BY id").to_table()
+    assert saved["id"].tolist() == returned["id"].tolist()
+    assert saved["ra"].unit == "deg"
+    columns = alice.run_sync(
+        "SELECT column_name, unit, ucd FROM TAP_SCHEMA.columns "
+        "WHERE table_name = 'user_alice.bright' AND column_name = 'ra'"
+    ).to_table()
+    assert columns["unit"][0] == "deg" and columns["ucd"][0].startswith("pos.eq.ra")
+    # Again into the same table: refused unless a mode says what to do.
+    again = _run(alice, BRIGHT, DEST="user_alice.bright")
+    with pytest.raises(DALQueryError, match=r"exists already.*DEST_MODE=append"):
+        again.raise_if_error()
+    appended = _run(alice, BRIGHT, DEST="user_alice.bright", DEST_MODE="append")
+    appended.raise_if_error()
+    count = alice.run_sync("SELECT COUNT(*) AS n FROM user_alice.bright").to_table()
+    assert int(count["n"][0]) == 800
+
+
+def test_a_dest_job_saves_only_into_ones_own_schema(site: Site) -> None:
+    bob = _service(site, site.bob)
+    job = _run(bob, BRIGHT, DEST="user_alice.stolen")
+    with pytest.raises(DALQueryError, match="only in your own schema, user_bob"):
+        job.raise_if_error()
+    assert not (site.data / "user_alice" / "stolen").exists()
+
+
+def test_an_over_quota_dest_job_errors_and_stores_nothing(site: Site) -> None:
+    storage = AuthStorage.for_data_dir(site.data)
+    store = WorkspaceStore(site.data, storage)
+    try:
+        store.set_quota("bob", Quota(max_rows=100))
+        bob = _service(site, site.bob)
+        job = _run(bob, BRIGHT, DEST="user_bob.bright")
+        with pytest.raises(DALQueryError, match=r"workspace quota of bob \(rows: 0 stored.*100"):
+            job.raise_if_error()
+        assert job.phase == "ERROR"
+        assert not (site.data / "user_bob" / "bright").exists()
+        results = httpx.get(
+            f"{job.url}/results/result", headers={"Authorization": f"Bearer {site.bob}"}
+        )
+        assert results.status_code == 404  # nothing in the result store either
+    finally:
+        store.set_quota("bob", Quota())
+        storage.close()

@@ -18,11 +18,12 @@ from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
 from skyvault.service.params import TapQueryParams
-from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.query import BatchSink, QueryOutput, QueryService
 from skyvault.service.services.table_update import TABLE_UPDATE, TableUpdates
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
+from skyvault.workspace.save import ResultTable, open_result_table, save_request
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -60,13 +61,25 @@ class ServiceContext:
             cancel: CancelToken,
             uploads: Sequence[tuple[TableMeta, pa.Table]],
             owner: Identity,
+            sink: BatchSink | None = None,
+            /,
         ) -> QueryOutput:
             # The owner's visibility, decided now: a grant revoked since the job was
             # created applies to it.
             tables = self.visible_tables(owner)
             return self.queries.run(
-                params, tables=tables, cancel=cancel, uploads=uploads, timeout=async_limit
+                params,
+                tables=tables,
+                cancel=cancel,
+                uploads=uploads,
+                timeout=async_limit,
+                sink=sink,
             )
+
+        def open_sink(job: Job, owner: Identity) -> ResultTable | None:
+            # DEST=user_x.table: the job's result is saved as a user table too.
+            request = save_request(job.parameter_map())
+            return None if request is None else open_result_table(self.workspace, owner, request)
 
         updates = TableUpdates(self.workspace, audit=self.auth.audit)
         self.jobs = build_job_service(
@@ -76,6 +89,7 @@ class ServiceContext:
             limits=self.auth.limits,
             audit=self.auth.audit,
             tasks={TABLE_UPDATE: updates.run},
+            open_sink=open_sink,
         )
 
     @classmethod

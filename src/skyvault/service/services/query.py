@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -32,7 +32,7 @@ from skyvault.formats.output import OutputFormat, WriteOptions
 from skyvault.service.params import TapQueryParams
 from skyvault.service.uploads import with_upload_hint
 
-__all__ = ["QueryOutput", "QueryService"]
+__all__ = ["BatchSink", "QueryOutput", "QueryService"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,19 @@ class QueryOutput:
 
 
 T = TypeVar("T")
+
+
+class BatchSink(Protocol):
+    """Where a query's rows also go, batch by batch, as its result is written (the table
+    a ``DEST`` job saves into, :mod:`skyvault.workspace.save`)."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+
+def _tee(batches: Iterator[pa.RecordBatch], sink: BatchSink) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        sink.write(batch)
+        yield batch
 
 
 class _Started(Iterator[T]):
@@ -136,6 +149,7 @@ class QueryService:
         cancel: CancelToken | None = None,
         uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
         timeout: float | None = None,
+        sink: BatchSink | None = None,
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
 
@@ -146,6 +160,7 @@ class QueryService:
         :func:`skyvault.service.uploads.parse_uploads`.  ``timeout`` (seconds) is the
         query's time limit, streaming included; None: the sync one (``query_timeout``).
         ``cancel`` stops the query from another thread (an ABORT, a client gone).
+        ``sink`` gets every batch of rows as the result is written (a saving job's table).
 
         Once compiled, the query waits for its share of the memory budget (time that
         counts against its time limit); the share is given back when ``chunks`` ends or is
@@ -170,7 +185,7 @@ class QueryService:
         reservation = self.budget.reserve(need, deadline=deadline, cancel=cancel)
         try:
             # Time spent queueing counts against the query's time limit.
-            return self._start(params, plan, reservation, limit - reservation.waited, cancel)
+            return self._start(params, plan, reservation, limit - reservation.waited, cancel, sink)
         except BaseException:
             reservation.close()
             raise
@@ -182,11 +197,13 @@ class QueryService:
         reservation: Reservation,
         timeout: float,
         cancel: CancelToken | None,
+        sink: BatchSink | None = None,
     ) -> QueryOutput:
         result = self.archive.executor.execute(
             plan, maxrec=params.maxrec, timeout=max(timeout, 0.001), cancel=cancel
         )
-        batches = _Started(result.batches, start=True)
+        rows = result.batches if sink is None else _tee(result.batches, sink)
+        batches = _Started(rows, start=True, also=[] if sink is None else [result.batches])
         infos: list[tuple[str, str, str | None]] = [
             ("standardID", TAP_STANDARD_ID, None),
             ("QUERY", params.query, None),

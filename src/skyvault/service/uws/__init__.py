@@ -32,6 +32,7 @@ from skyvault.service.uws.results import ResultStore
 from skyvault.service.uws.runner import (
     Identify,
     JobRunner,
+    OpenSink,
     RunQuery,
     RunTask,
     stored_identity,
@@ -49,6 +50,7 @@ __all__ = [
     "JobRunner",
     "JobService",
     "JobStore",
+    "OpenSink",
     "PhaseEvents",
     "Reaper",
     "ResultStore",
@@ -67,12 +69,14 @@ def build_job_service(
     limits: LimitsPolicy | None = None,
     audit: AuditLog | None = None,
     tasks: Mapping[str, RunTask] | None = None,
+    open_sink: OpenSink | None = None,
 ) -> JobService:
     """The job service over the job database and result store ``settings`` name.
 
     ``identify``, ``limits`` and ``audit`` as for :class:`JobRunner`: who a job runs as,
     the per-user limits, the audit log; ``tasks`` the work of jobs that run no query
-    (``REQUEST=table-update``), by name.
+    (``REQUEST=table-update``), by name; ``open_sink`` the table a ``DEST`` job saves
+    its result into.
     """
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
@@ -87,5 +91,6 @@ def build_job_service(
         audit=audit,
         audit_endpoint=f"{settings.path_prefix}/async",
         tasks=tasks,
+        open_sink=open_sink,
     )
     return JobService(store, results, runner, events, settings, limits=limits)

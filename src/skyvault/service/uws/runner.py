@@ -40,13 +40,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow as pa
 
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.identity import Identity
 from skyvault.auth.limits import LimitsPolicy
-from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import (
@@ -60,7 +61,7 @@ from skyvault.errors import (
 )
 from skyvault.interprocess import process_alive
 from skyvault.service.params import TapQueryParams, tap_query_params
-from skyvault.service.services.query import QueryOutput
+from skyvault.service.services.query import BatchSink, QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
 from skyvault.service.uws.models import (
@@ -79,6 +80,9 @@ __all__ = [
     "LIVE_RUNNERS",
     "TASK_PARAMETER",
     "JobRunner",
+    "OpenSink",
+    "ResultSink",
+    "RunQuery",
     "RunTask",
     "RunnerId",
     "failure_of",
@@ -97,11 +101,38 @@ IDLE_POLL_SECONDS = 1.0
 #: Runner ids of the pools running in this process (see ``RunnerId.is_alive``).
 LIVE_RUNNERS: set[str] = set()
 
-#: ``run_query(params, cancel, uploads, owner)``: the query service's ``run`` with the
-#: tables ``owner`` (the job owner's identity, resolved when the job starts) may read.
-RunQuery = Callable[
-    [TapQueryParams, CancelToken, Sequence[tuple[TableMeta, pa.Table]], Identity], QueryOutput
-]
+
+class RunQuery(Protocol):
+    """``run_query(params, cancel, uploads, owner[, sink])``: the query service's ``run``
+    with the tables ``owner`` (the job owner's identity, resolved when the job starts) may
+    read; ``sink`` (only passed for a job that saves its result) gets the rows too."""
+
+    def __call__(
+        self,
+        params: TapQueryParams,
+        cancel: CancelToken,
+        uploads: Sequence[tuple[TableMeta, pa.Table]],
+        owner: Identity,
+        sink: BatchSink | None = None,
+        /,
+    ) -> QueryOutput: ...
+
+
+class ResultSink(BatchSink, Protocol):
+    """Where a saving job's rows go besides the result store (a ``DEST`` table)."""
+
+    def commit(self, columns: Sequence[ColumnMeta], schema: pa.Schema) -> object:
+        """Publish what was written, once the result is stored whole."""
+        ...
+
+    def close(self) -> None:
+        """Discard what was not committed (always called)."""
+        ...
+
+
+#: ``open_sink(job, owner)``: the sink of a job that saves its result (``DEST``), its
+#: destination checked; None for a job that does not.
+OpenSink = Callable[[Job, Identity], ResultSink | None]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
 #: ``task(job, owner, cancel)``: the work of a job that runs no query (a table update),
@@ -219,6 +250,10 @@ class JobRunner:
         outcome), under ``audit_endpoint``/JOB_ID.
     tasks
         The work of jobs that run no query, by their ``REQUEST`` (see :func:`task_of`).
+    open_sink
+        The sink of a job that saves its result as a table (``DEST``): its rows go there as
+        they go to the result store, and it is committed once they are all stored, before
+        the job completes (its MAXREC defaults to the limit: a cut result is not saved).
     """
 
     def __init__(
@@ -234,8 +269,10 @@ class JobRunner:
         audit: AuditLog | None = None,
         audit_endpoint: str = "/tap/async",
         tasks: Mapping[str, RunTask] | None = None,
+        open_sink: OpenSink | None = None,
     ) -> None:
         self.tasks = dict(tasks or {})
+        self.open_sink = open_sink
         self.identify = identify
         self.limits = limits
         self.audit = audit
@@ -473,6 +510,7 @@ class JobRunner:
         rows: int | None = None
         error_code: str | None = None
         query: str | None = None
+        sink: ResultSink | None = None
         try:
             if self._stopping.is_set():
                 raise InternalError("the service stopped before this job ran; run it again")
@@ -493,21 +531,29 @@ class JobRunner:
             if self.limits is not None:
                 used = self.store.result_bytes(job.account)
                 self.limits.check_result_storage(identity, used)
+            sink = self.open_sink(job, identity) if self.open_sink is not None else None
             params = tap_query_params(
                 parameters,
-                maxrec_default=self.settings.maxrec_default,
+                maxrec_default=(
+                    self.settings.maxrec_default if sink is None else self.settings.maxrec_limit
+                ),
                 maxrec_limit=self.settings.maxrec_limit,
             )
             uploads: list[tuple[TableMeta, pa.Table]] = []
             if parameters.get("UPLOAD"):
                 parts = self.results.read_uploads(job.job_id)
                 uploads = parse_uploads(parameters, parts, self.settings)
-            output = self.run_query(params, run.token, uploads, identity)
+            if sink is None:
+                output = self.run_query(params, run.token, uploads, identity)
+            else:
+                output = self.run_query(params, run.token, uploads, identity, sink)
             try:
                 key = self.results.key(job.job_id, output.output.extension)
                 size = self.results.write(key, self._capped(output.chunks, identity, job))
             finally:
                 output.close()  # a failed write gives the query's memory back now
+            if sink is not None:
+                self._save(output, sink, params.maxrec)
             rows = output.result.rows
             result = JobResult(
                 key=key,
@@ -537,6 +583,8 @@ class JobRunner:
             run.finishing = True
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)
         finally:
+            if sink is not None:
+                sink.close()
             if timer is not None:
                 timer.cancel()
             with self._lock:
@@ -552,6 +600,16 @@ class JobRunner:
                     outcome="ok" if error_code is None else "error",
                     error=error_code,
                 )
+
+    def _save(self, output: QueryOutput, sink: ResultSink, maxrec: int | None) -> None:
+        """Publish a saving job's table, now that its result is stored whole."""
+        if output.result.overflow:
+            raise UsageError(
+                f"the result has more than MAXREC={maxrec} rows: it was not saved as a "
+                "table (a table cut at MAXREC would silently lack rows)",
+                hint=f"narrow the query, or raise MAXREC (at most {self.settings.maxrec_limit})",
+            )
+        sink.commit(output.result.columns, output.result.schema)
 
     def _run_task(self, job: Job, run: _Running, task: str, identity: Identity) -> None:
         work = self.tasks.get(task)
