@@ -330,6 +330,33 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- rapid ingest (service/handlers/append.py, catalog/compact.py) ----------------------
+    append_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="most bytes of one appended batch (HTTP)"
+    )
+    append_max_rows: int = Field(
+        default=10_000_000, ge=1, description="most rows of one appended batch (HTTP)"
+    )
+    background_compaction: bool = Field(
+        default=True,
+        description="compact tables with appended rows in the background (off: only "
+        "`skyvault compact` folds them)",
+    )
+    compact_after_batches: int = Field(
+        default=200,
+        ge=0,
+        description="compact a table in the background once this many batches are "
+        "appended since its last compaction; 0: not by count",
+    )
+    compact_after_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="... or once its appended files hold this many bytes; 0: not by size",
+    )
+    compact_check_interval: float = Field(
+        default=10.0, gt=0, description="how often the thresholds are checked, s"
+    )
+
 
 def parse_bytes(size: str | int) -> int:
     """Bytes in ``size`` (``"2GB"``, ``"512MiB"``, ``1000``), as DuckDB reads its limits."""

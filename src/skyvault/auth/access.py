@@ -7,6 +7,10 @@ schema (``user_<name>``, :mod:`skyvault.workspace`).  **A table without any gran
 nobody sees it until an operator grants it (``skyvault grant dp02_dc2_catalogs --public``
 for the demo).  Names match exactly as stored on disk (case-sensitive).
 
+A grant is ``read`` or ``write`` (``skyvault grant SCHEMA.TABLE --group G --write``): a write
+grant lets the group's members append to the table (and read it).  Write grants go to groups
+only, never to PUBLIC: anonymous callers never write.
+
 Anonymous callers see public tables only, or nothing at all when anonymous access is off.
 The schemas the service builds itself (``TAP_SCHEMA``) are visible to every caller allowed
 in; their *contents* must be built from :meth:`AccessPolicy.visible_tables`.
@@ -27,7 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AuthStorage, GrantRecord, utc_now
+from skyvault.auth.storage import AuthStorage, GrantLevel, GrantRecord, utc_now
 from skyvault.auth.tokens import invalid_credentials
 from skyvault.errors import AuthenticationRequired, UsageError
 
@@ -62,10 +66,16 @@ def parse_target(text: str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True)
 class GrantSnapshot:
-    """The grants at one moment, indexed for lookups during one request."""
+    """The grants at one moment, indexed for lookups during one request.
+
+    ``schema_groups``/``table_groups`` hold every grant (a write grant reads too);
+    ``schema_writers``/``table_writers`` the write grants only.
+    """
 
     schema_groups: dict[str, frozenset[str | None]]
     table_groups: dict[tuple[str, str], frozenset[str | None]]
+    schema_writers: dict[str, frozenset[str | None]] = field(default_factory=dict)
+    table_writers: dict[tuple[str, str], frozenset[str | None]] = field(default_factory=dict)
     schema_owners: Mapping[str, str] = field(default_factory=dict)
     """Workspace schemas (``user_<name>``) and their owners, who read every table there."""
 
@@ -75,14 +85,22 @@ class GrantSnapshot:
     ) -> GrantSnapshot:
         schemas: dict[str, set[str | None]] = {}
         tables: dict[tuple[str, str], set[str | None]] = {}
+        schema_writers: dict[str, set[str | None]] = {}
+        table_writers: dict[tuple[str, str], set[str | None]] = {}
         for g in grants:
             if g.table is None:
                 schemas.setdefault(g.schema, set()).add(g.group)
+                if g.level == "write":
+                    schema_writers.setdefault(g.schema, set()).add(g.group)
             else:
                 tables.setdefault((g.schema, g.table), set()).add(g.group)
+                if g.level == "write":
+                    table_writers.setdefault((g.schema, g.table), set()).add(g.group)
         return cls(
             {k: frozenset(v) for k, v in schemas.items()},
             {k: frozenset(v) for k, v in tables.items()},
+            {k: frozenset(v) for k, v in schema_writers.items()},
+            {k: frozenset(v) for k, v in table_writers.items()},
             dict(owners or {}),
         )
 
@@ -90,6 +108,13 @@ class GrantSnapshot:
         """The groups (None = PUBLIC) that may read ``schema.table``."""
         empty: frozenset[str | None] = frozenset()
         return self.schema_groups.get(schema, empty) | self.table_groups.get((schema, table), empty)
+
+    def writers(self, schema: str, table: str) -> frozenset[str | None]:
+        """The groups that may write (append to) ``schema.table``."""
+        empty: frozenset[str | None] = frozenset()
+        return self.schema_writers.get(schema, empty) | self.table_writers.get(
+            (schema, table), empty
+        )
 
 
 class AccessPolicy:
@@ -156,6 +181,23 @@ class AccessPolicy:
             return False
         return self._allowed(identity, schema, table, grants or self.snapshot())
 
+    def can_write(
+        self,
+        identity: Identity,
+        schema: str,
+        table: str,
+        grants: GrantSnapshot | None = None,
+    ) -> bool:
+        """Whether ``identity`` may write (append to) ``schema.table``: a write grant to one
+        of its groups, or the table is in the identity's own workspace schema.  Anonymous
+        callers never write; service schemas are never written."""
+        if identity.is_anonymous or schema in self._service_schemas:
+            return False
+        snap = grants or self.snapshot()
+        if snap.schema_owners.get(schema) == identity.user:
+            return True
+        return not snap.writers(schema, table).isdisjoint(identity.groups)
+
     def _allowed(self, identity: Identity, schema: str, table: str, snap: GrantSnapshot) -> bool:
         if schema in self._service_schemas:
             return True
@@ -174,14 +216,21 @@ def grant_access(
     *,
     require_known_group: bool = True,
     now: datetime | None = None,
+    level: GrantLevel = "read",
 ) -> tuple[GrantRecord, bool]:
-    """Grant read access on ``target`` (``SCHEMA[.TABLE]``) to ``group`` (None = PUBLIC).
+    """Grant ``level`` access on ``target`` (``SCHEMA[.TABLE]``) to ``group`` (None = PUBLIC).
 
-    Returns the grant and whether it is new.  ``require_known_group`` refuses groups not in
-    the auth database (built-in mode); behind a proxy groups exist only in its headers, so
-    any valid name is accepted.
+    Returns the grant and whether it is new (a write grant over a read grant is new).
+    ``require_known_group`` refuses groups not in the auth database (built-in mode); behind
+    a proxy groups exist only in its headers, so any valid name is accepted.  Write grants
+    go to groups only.
     """
     schema, table = parse_target(target)
+    if group is None and level == "write":
+        raise UsageError(
+            "write access cannot be granted to PUBLIC: anonymous callers never write",
+            hint="grant it to a group: --group G --write",
+        )
     if group is not None:
         if group.upper() == "PUBLIC":
             raise UsageError("PUBLIC is not a group", hint="use --public")
@@ -190,19 +239,28 @@ def grant_access(
                 f"no group {group!r}",
                 hint=f"create it first with `skyvault groups add {group} --members USER,...`",
             )
-    grant = GrantRecord(schema, table, group)
+    grant = GrantRecord(schema, table, group, level)
     return grant, storage.add_grant(grant, now or utc_now())
 
 
-def revoke_access(storage: AuthStorage, target: str, group: str | None) -> GrantRecord:
-    """Remove the grant on ``target`` to ``group`` (None = PUBLIC); UsageError if absent."""
+def revoke_access(
+    storage: AuthStorage, target: str, group: str | None, *, level: GrantLevel = "read"
+) -> GrantRecord:
+    """Remove the grant on ``target`` to ``group`` (None = PUBLIC); UsageError if absent.
+
+    ``level="write"`` withdraws write access only: the group keeps reading.
+    """
     schema, table = parse_target(target)
-    grant = GrantRecord(schema, table, group)
+    grant = GrantRecord(schema, table, group, level)
     if not storage.remove_grant(grant):
         others = [g for g in storage.list_grants() if (g.schema, g.table) == (schema, table)]
-        held = ", ".join(g.grantee for g in others) or "nobody"
+        held = (
+            ", ".join(g.grantee + (" (write)" if g.level == "write" else "") for g in others)
+            or "nobody"
+        )
+        kind = "write grant" if level == "write" else "grant"
         raise UsageError(
-            f"no grant on {grant.target} to {grant.grantee}",
+            f"no {kind} on {grant.target} to {grant.grantee}",
             hint=f"{grant.target} is granted to: {held}",
         )
     return grant

@@ -49,6 +49,7 @@ class ServiceContext:
             self.auth.access,
             self.settings.workspace,
             self.auth.audit,
+            require_known_groups=self.auth.settings.mode == "builtin",
         )
         # Async jobs run through the same query service, under their own time limit: each
         # job's EXECUTIONDURATION, enforced by the worker, instead of the sync time-out (the

@@ -243,7 +243,10 @@ def parse_vosi_table(body: bytes) -> TableDefinition:
     columns = []
     for index, element in enumerate(c for c in root if _local(c.tag) == "column"):
         columns.append(_vosi_column(element, index + 1))
-    return TableDefinition(_check_columns(columns), _child_text(root, "description"))
+    description = _child_text(root, "description")
+    if description is not None:
+        description = " ".join(description.split())  # writers wrap long descriptions
+    return TableDefinition(_check_columns(columns), description)
 
 
 def _vosi_column(element: ET.Element, position: int) -> ColumnMeta:

@@ -87,22 +87,24 @@ def _match_names(names: Iterable[str], schema: pa.Schema, what: str) -> dict[str
     for n in table:
         folded.setdefault(n.lower(), []).append(n)
     out: dict[str, str] = {}
+    matched: list[str] = []
     for name in names:
         if name in table:
+            matched.append(name)
             out[name] = name
             continue
         candidates = folded.get(name.lower(), [])
         if len(candidates) == 1:
             out[name] = candidates[0]
+            matched.append(candidates[0])
             continue
         known = ", ".join(n for n in table if n != HEALPIX_COLUMN)
         raise WorkspaceError(
             f"{what} has a column {name!r} that the table does not have",
             hint=f"the table's columns are: {known}; rename or remove that column",
         )
-    targets = list(out.values())
-    for target in set(targets):
-        if targets.count(target) > 1:
+    for target in set(matched):
+        if matched.count(target) > 1:
             raise WorkspaceError(
                 f"{what} has several columns for the table's column {target!r}",
                 hint="send each column once",

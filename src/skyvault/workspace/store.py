@@ -49,7 +49,13 @@ import pyarrow.parquet as pq
 from skyvault.auth.access import AccessPolicy, GrantSnapshot
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AuthStorage, GrantRecord, WorkspaceQuotaRecord, utc_now
+from skyvault.auth.storage import (
+    AuthStorage,
+    GrantLevel,
+    GrantRecord,
+    WorkspaceQuotaRecord,
+    utc_now,
+)
 from skyvault.catalog.append import read_snapshot
 from skyvault.catalog.layout import INTERNAL_DIR, TableName, building, schema_lock_file
 from skyvault.catalog.metadata import TableMeta
@@ -149,6 +155,9 @@ class WorkspaceStore:
         Default quotas and request limits (``SKYVAULT_WORKSPACE_*``).
     audit
         Where create/load/drop/permission changes are recorded (None: not recorded).
+    require_known_groups
+        Refuse grants to groups the auth database does not hold (built-in identities;
+        behind a proxy groups exist only in its headers, so any valid name is accepted).
     """
 
     def __init__(
@@ -158,8 +167,11 @@ class WorkspaceStore:
         access: AccessPolicy | None = None,
         settings: WorkspaceSettings | None = None,
         audit: AuditLog | None = None,
+        *,
+        require_known_groups: bool = True,
     ) -> None:
         self.data_dir = data_dir
+        self.require_known_groups = require_known_groups
         self.auth = auth
         self.access = access or AccessPolicy(auth)
         self.settings = settings or WorkspaceSettings()
@@ -509,24 +521,33 @@ class WorkspaceStore:
 
     def _apply_permissions(self, target: TableName, change: PermissionChange) -> None:
         owner = self.owner_of(target.schema) or ""
-        current = self._permissions(target, owner)
-        wanted = change.applied(current)
-        now = utc_now()
-        table_grants = [
-            g
+        wanted = change.applied(self._permissions(target, owner))
+        desired: dict[str | None, GrantLevel] = {g: "read" for g in wanted.read_groups}
+        desired |= {g: "write" for g in wanted.write_groups}
+        if wanted.public:
+            desired[None] = "read"
+        if self.require_known_groups:
+            for name in sorted(g for g in desired if g is not None):
+                if not self.auth.group_exists(name):
+                    raise WorkspaceError(
+                        f"no group {name!r}",
+                        hint="name a group that exists (ask the operator to create it)",
+                    )
+        existing = {
+            g.group: g.level
             for g in self.auth.list_grants()
             if g.schema == target.schema and g.table == target.table
-        ]
-        keep = set()
-        if wanted.public:
-            keep.add(_grant(target, None, "read"))
-        keep |= {_grant(target, g, "read") for g in wanted.read_groups - wanted.write_groups}
-        keep |= {_grant(target, g, "write") for g in wanted.write_groups}
-        for grant in table_grants:
-            if grant not in keep:
-                self.auth.remove_grant(grant)
-        for grant in keep:
-            self.auth.add_grant(grant, now)
+        }
+        for held, level in existing.items():
+            if held not in desired:
+                self.auth.remove_grant(GrantRecord(target.schema, target.table, held))
+            elif level == "write" and desired[held] == "read":
+                self.auth.remove_grant(GrantRecord(target.schema, target.table, held, "write"))
+        now = utc_now()
+        for grantee, wanted_level in desired.items():
+            self.auth.add_grant(
+                GrantRecord(target.schema, target.table, grantee, wanted_level), now
+            )
 
     def _clear_grants(self, target: TableName) -> None:
         for grant in self.auth.list_grants():
@@ -686,13 +707,7 @@ def _now() -> str:
 
 
 def _writes(grant: GrantRecord) -> bool:
-    return getattr(grant, "level", "read") == "write"
-
-
-def _grant(target: TableName, group: str | None, level: str) -> GrantRecord:
-    if level == "write":
-        return GrantRecord(target.schema, target.table, group, level="write")  # type: ignore[call-arg]
-    return GrantRecord(target.schema, target.table, group)
+    return grant.level == "write"
 
 
 def _access_of(identity: Identity, perms: TablePermissions) -> Access:
