@@ -17,7 +17,8 @@ from skyvault.auth.storage import AuthStorage
 from skyvault.catalog.ingest import ingest
 from skyvault.catalog.registry import Registry
 from skyvault.engine.archive import Archive, open_archive
-from skyvault.errors import QuotaExceeded, TableExists, WorkspaceError
+from skyvault.auth.access import grant_access
+from skyvault.errors import AdqlSemanticError, QuotaExceeded, TableExists, WorkspaceError
 from skyvault.workspace import Quota, WorkspaceStore
 from skyvault.workspace.save import SaveRequest, open_result_table, save_request, save_table
 
@@ -140,3 +141,18 @@ def test_dest_parameters() -> None:
         save_request({"DEST": ["user_a.t"], "DEST_MODE": ["merge"]})
     with pytest.raises(WorkspaceError, match="without DEST"):
         save_request({"DEST_MODE": ["append"]})
+
+
+def test_the_archive_saves_a_query_as_a_users_table(
+    world: tuple[Path, WorkspaceStore, Archive],
+) -> None:
+    _, store, archive = world
+    with pytest.raises(AdqlSemanticError, match='no schema "survey"'):  # not granted to alice
+        archive.save(BRIGHT, "user_alice.bright", user="alice")
+    grant_access(store.auth, "survey", None)
+    meta = archive.save(BRIGHT, "user_alice.bright", user="alice")
+    assert meta.nrows == archive.query(BRIGHT).num_rows
+    assert meta.column("g").description == "g magnitude" and meta.column("ra").unit == "deg"
+    again = archive.save(BRIGHT, "user_alice.bright", user="alice", mode="append")
+    assert again.nrows == 2 * meta.nrows
+    assert archive.query(BRIGHT).schema.metadata == {b"overflow": b"false"}
