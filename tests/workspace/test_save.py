@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from skyvault.auth.access import grant_access
 from skyvault.auth.identity import Identity
 from skyvault.auth.storage import AuthStorage
 from skyvault.catalog.ingest import ingest
 from skyvault.catalog.registry import Registry
 from skyvault.engine.archive import Archive, open_archive
-from skyvault.auth.access import grant_access
 from skyvault.errors import AdqlSemanticError, QuotaExceeded, TableExists, WorkspaceError
 from skyvault.workspace import Quota, WorkspaceStore
 from skyvault.workspace.save import SaveRequest, open_result_table, save_request, save_table
