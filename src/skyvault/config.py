@@ -329,6 +329,23 @@ class Settings(BaseSettings):
             "Retry-After; 0: no limit"
         ),
     )
+    bulk_bandwidth: int = Field(
+        default=200_000_000,
+        ge=0,
+        description=(
+            "bytes per second of /bulk file transfers one caller (a user; an anonymous "
+            "client address) gets in one server process, all their transfers together (a "
+            "token bucket: faster transfers are slowed, never refused); 0: no limit"
+        ),
+    )
+    bulk_job_file_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "about the most bytes of one file of a bulk job (/bulk/jobs; a job may ask for "
+            "less with MAXFILESIZE)"
+        ),
+    )
 
     # --- rapid ingest (service/handlers/append.py, catalog/compact.py) ----------------------
     append_max_bytes: int = Field(

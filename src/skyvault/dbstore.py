@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["SQLITE_BUSY_MS", "UTCDateTime", "create_engine", "read", "write"]
+__all__ = ["SQLITE_BUSY_MS", "ChangeWatch", "UTCDateTime", "create_engine", "read", "write"]
 
 SQLITE_BUSY_MS = 15_000
 
@@ -112,3 +113,41 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A read transaction."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+class ChangeWatch:
+    """Whether a database may have changed since an earlier look, for a few microseconds.
+
+    :meth:`version` is a number that stays the same while nobody commits to the database:
+    on a SQLite file, ``PRAGMA data_version`` on a connection of its own, which changes
+    whenever any other connection — in this process or another — commits (the watch's own
+    connection never writes).  Where that is not available (PostgreSQL, an in-memory
+    SQLite), it is None: "may have changed", every time.  A cache keyed by it is as fresh
+    as reading the database: a value read after the version was taken is kept under that
+    version, so a commit in between changes the version the next reader sees.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            raw = engine.raw_connection()
+            raw.detach()  # its own connection, for the life of the watch (not pooled)
+            self._conn = raw.dbapi_connection
+
+    def version(self) -> int | None:
+        """The database's change counter now (None: unknown, treat as changed)."""
+        if self._conn is None:
+            return None
+        with self._lock:
+            if self._conn is None:
+                return None
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -205,3 +205,69 @@ def test_write_grant_levels_raise_and_lower(storage: AuthStorage, alice: str) ->
     grant_access(storage, "dp02.Object", "dp02", level="write")
     revoke_access(storage, "dp02.Object", "dp02")  # revoking the grant removes it whole
     assert storage.list_grants() == []
+
+
+def test_grants_are_kept_until_the_database_changes(
+    policy: AccessPolicy, storage: AuthStorage
+) -> None:
+    """The grant snapshot and the visible lists are kept between requests while the auth
+    database is unchanged; a grant or revoke written through another connection (as the
+    ``skyvault grant`` CLI does, from another process) applies to the very next call."""
+    crew = Identity("bob", frozenset({"crew"}))
+    first = policy.snapshot()
+    assert policy.snapshot() is first  # not read again
+    assert _names(policy, crew) == ["public_data.stars", "TAP_SCHEMA.tables"]
+    cli = AuthStorage(storage.url)  # another connection to the same file
+    try:
+        cli.add_group("crew", ["bob"], cli.list_users()[0].created)
+        grant_access(cli, "secret", "crew")
+        assert policy.snapshot() is not first
+        assert _names(policy, crew) == ["public_data.stars", "secret.plans", "TAP_SCHEMA.tables"]
+        assert _names(policy, BOB) == ["public_data.stars", "TAP_SCHEMA.tables"]
+        revoke_access(cli, "secret", "crew")
+        assert _names(policy, crew) == ["public_data.stars", "TAP_SCHEMA.tables"]
+    finally:
+        cli.close()
+
+
+def test_kept_lists_are_per_access(policy: AccessPolicy) -> None:
+    """Callers asked alternately, over one snapshot, each get their own list: a kept list
+    is shared only by callers with the same groups (and the same anonymity)."""
+    expected = {who: _names(policy, who) for who in (ANON, ALICE, BOB, CAROL)}
+    alice_twin = Identity("alice2", frozenset({"dp02"}))
+    nobody = Identity("nobody", frozenset())
+    for _ in range(3):
+        for who in (ALICE, ANON, CAROL, BOB):
+            assert _names(policy, who) == expected[who]
+        assert _names(policy, alice_twin) == expected[ALICE]
+        assert _names(policy, nobody) == expected[BOB]
+    closed = AccessPolicy(policy._storage, anonymous_allowed=False)
+    assert _names(closed, ANON) == []
+    # A list handed out is the caller's own: changing it changes no one else's.
+    mine = policy.visible_tables(ALICE, TABLES)
+    mine.clear()
+    assert _names(policy, ALICE) == expected[ALICE]
+    # New table metadata (a table published or re-ingested) is filtered afresh.
+    renamed = [_table("secret.plans2") if t.name == "plans" else t for t in TABLES]
+    assert "secret.plans2" not in [t.qualified_name for t in policy.visible_tables(ALICE, renamed)]
+    extra = [*TABLES, _table("dp02.Forced")]
+    assert "dp02.Forced" in [t.qualified_name for t in policy.visible_tables(ALICE, extra)]
+
+
+def test_kept_lists_keep_a_workspace_owner_apart(
+    policy: AccessPolicy, storage: AuthStorage
+) -> None:
+    """Two callers with the same groups share a kept list, unless one owns a workspace
+    schema: then their tables are theirs alone, whichever of the two asks first."""
+    now = storage.list_users()[0].created
+    storage.add_user("dave", now)
+    schema = storage.claim_workspace_schema("bob", ["user_bob"], now)
+    tables = [*TABLES, _table(f"{schema}.targets")]
+    dave = Identity("dave", frozenset())
+    for first, second in ((dave, BOB), (BOB, dave), (dave, BOB)):
+        names = {
+            who.user: [t.qualified_name for t in policy.visible_tables(who, tables)]
+            for who in (first, second)
+        }
+        assert f"{schema}.targets" in names["bob"]
+        assert f"{schema}.targets" not in names["dave"]

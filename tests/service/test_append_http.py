@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -251,3 +252,43 @@ def test_status_for_readers_only(world: World) -> None:
     for user in ("carol", None):
         r = httpx.get(f"{world.url}/append/{TABLE}", headers=world.headers(user), timeout=30)
         assert r.status_code == 404
+
+
+def test_the_server_compacts_in_the_background(tmp_path: Path) -> None:
+    """With background compaction on, the server folds a table's batches once they pass
+    the threshold; off, it leaves them."""
+    from fastapi.testclient import TestClient
+
+    data = make_table(tmp_path)
+    storage = AuthStorage.for_data_dir(data)
+    storage.add_user("alice", _now())
+    storage.add_group("writers", ["alice"], _now())
+    token = TokenService(storage).create_token("alice", 1)
+    grant_access(storage, TABLE, "writers", level="write")
+    storage.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    for on in (False, True):
+        settings = Settings(
+            data_dir=data,
+            background_compaction=on,
+            compact_after_batches=2,
+            compact_check_interval=0.05,
+        )
+        with TestClient(create_app(settings)) as client:
+            for n in (1, 2):
+                r = client.post(
+                    f"/tap/append/{TABLE}",
+                    params={"batch_id": f"{on}-{n}"},
+                    content=_parquet(batch(n + 10 * on)),
+                    headers=headers,
+                )
+                assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 60
+            while on and status(data, TABLE).files and time.monotonic() < deadline:
+                time.sleep(0.05)
+            got = client.get(f"/tap/append/{TABLE}", headers=headers).json()
+        if on:
+            assert got["pending_batches"] == 0 and got["compacted_snapshot"] == 4
+        else:
+            time.sleep(0.3)
+            assert got["pending_batches"] == 2 and got["compacted_snapshot"] == 0

@@ -362,3 +362,37 @@ def test_recovery_of_a_dead_replica(tmp_path: Path) -> None:
     job = store.get("far-stale")
     assert job is not None and job.failure == INTERRUPTED
     store.close()
+
+
+def test_account_counts_see_another_replica_at_once(store: JobStore) -> None:
+    """The counts a sync slot reads are kept between requests, but a job another replica
+    (another connection, as another process) claims or finishes shows in the very next
+    call; a change nobody made reads nothing new (SQLite: the kept counts are used)."""
+    from skyvault.service.uws.models import Account
+
+    alice = Account("alice")
+    other = JobStore(store.url)
+    try:
+        assert store.account_phase_counts(alice) == {}
+        now = utc_now()
+        other.add(_job("j1"))
+        assert store.account_phase_counts(alice) == {ExecutionPhase.PENDING: 1}
+        other.queue("j1", now)
+        assert other.claim_next("replica-b", now) is not None
+        assert store.account_phase_counts(alice) == {ExecutionPhase.EXECUTING: 1}
+        result = JobResult("j1/result.vot", "application/x-votable+xml", 10, 1, False)
+        assert other.complete("j1", "replica-b", result, now)
+        assert store.account_phase_counts(alice) == {ExecutionPhase.COMPLETED: 1}
+        if store.changes.version() is not None:  # SQLite: unchanged → not read again
+            reads: list[object] = []
+            real = store._read
+            store._read = lambda: reads.append(1) or real()  # type: ignore[method-assign]
+            for _ in range(3):
+                assert store.account_phase_counts(alice) == {ExecutionPhase.COMPLETED: 1}
+            assert reads == []
+            store.add(_job("j2"))  # this store's own write is a change too
+            counts = store.account_phase_counts(alice)
+            assert counts == {ExecutionPhase.COMPLETED: 1, ExecutionPhase.PENDING: 1}
+            assert reads == [1]
+    finally:
+        other.close()

@@ -181,11 +181,15 @@ def test_post_answers_303_with_an_absolute_job_url(site: Site) -> None:
     )
     assert response.status_code == 303
     location = response.headers["location"]
-    assert location.startswith(f"{site.url}/async/")
-    job = httpx.get(location, headers={"Authorization": f"Bearer {site.alice}"})
+    assert location.startswith(f"{site.url}/table-update/")
+    auth = {"Authorization": f"Bearer {site.alice}"}
+    job = httpx.get(location, headers=auth)
     assert "<uws:phase>PENDING</uws:phase>" in job.text
-    assert 'id="REQUEST">table-update<' in job.text
-    httpx.delete(location, headers={"Authorization": f"Bearer {site.alice}"})
+    assert 'id="TABLE">user_alice.targets<' in job.text
+    # Its own job list, as youcat's; not a TAP /async job.
+    assert location.rsplit("/", 1)[1] in httpx.get(f"{site.url}/table-update", headers=auth).text
+    assert httpx.get(location.replace("/table-update/", "/async/"), headers=auth).status_code == 404
+    httpx.delete(location, headers=auth)
 
 
 def test_anonymous_callers_are_refused(site: Site) -> None:

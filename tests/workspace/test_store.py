@@ -312,3 +312,30 @@ def test_a_votable_definition_with_rows_creates_a_loaded_table(store: WorkspaceS
         ALICE, "user_alice.small", TableDefinition((column("x", "int"),), rows=rows)
     )
     assert meta.nrows == 3
+
+
+def test_a_query_result_is_saved_with_its_metadata_in_one_step(store: WorkspaceStore) -> None:
+    from skyvault.catalog.metadata import ColumnMeta
+    from skyvault.workspace import definition_from_arrow
+
+    result = pa.table(
+        {
+            "source_id": pa.array([1, 2], pa.int64()),
+            "g_mag": pa.array([12.5, 13.0], pa.float32()),
+            "seen": pa.array([0, 1], pa.timestamp("ms")),
+            "flux": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float64())),
+        }
+    )
+    described = [ColumnMeta("g_mag", "float", unit="mag", ucd="phot.mag;em.opt.V")]
+    definition = definition_from_arrow(
+        result.schema, described, description="bright", rows=result.to_reader()
+    )
+    meta = store.create_table(ALICE, "user_alice.saved", definition)
+    assert meta.nrows == 2 and meta.description == "bright"
+    assert (meta.column("g_mag").unit, meta.column("g_mag").ucd) == ("mag", "phot.mag;em.opt.V")
+    assert meta.column("seen").xtype == "timestamp"
+    assert meta.column("flux").arraysize == "*"
+    with pytest.raises(WorkspaceError, match="column blob holds binary values"):
+        definition_from_arrow(pa.schema([("blob", pa.binary())]))
+    with pytest.raises(WorkspaceError, match="'COUNT\\(\\*\\)' is not a plain identifier"):
+        definition_from_arrow(pa.schema([("COUNT(*)", pa.int64())]))

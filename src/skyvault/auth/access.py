@@ -25,9 +25,11 @@ CTE, UNION, delimited or oddly cased identifier) it takes.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from skyvault.auth.identity import Identity
@@ -104,6 +106,11 @@ class GrantSnapshot:
             dict(owners or {}),
         )
 
+    @cached_property
+    def owner_names(self) -> frozenset[str]:
+        """The users who own a workspace schema (their visible lists are their own)."""
+        return frozenset(self.schema_owners.values())
+
     def grantees(self, schema: str, table: str) -> frozenset[str | None]:
         """The groups (None = PUBLIC) that may read ``schema.table``."""
         empty: frozenset[str | None] = frozenset()
@@ -141,6 +148,9 @@ class AccessPolicy:
         self._storage = storage
         self.anonymous_allowed = anonymous_allowed
         self._service_schemas = service_schemas
+        self._lock = threading.Lock()
+        self._snapshot: tuple[int | None, GrantSnapshot | None] = (None, None)
+        self._visible = _VisibleCache()
 
     def require_anonymous_allowed(self, identity: Identity) -> None:
         """Raise :class:`AuthenticationRequired` for an anonymous caller when that is off."""
@@ -154,8 +164,24 @@ class AccessPolicy:
         return AuthenticationRequired("authentication required", hint=error.hint)
 
     def snapshot(self) -> GrantSnapshot:
-        """The current grants, for many checks within one request."""
-        return GrantSnapshot.of(self._storage.list_grants(), self._storage.workspace_owners())
+        """The current grants, for many checks within one request.
+
+        The same object is handed out while the auth database is unchanged (its
+        :class:`~skyvault.dbstore.ChangeWatch` sees every commit, by any process, at once:
+        a grant or revoke applies to the next request); without a watch (PostgreSQL) the
+        grants are read every time.
+        """
+        version = self._storage.changes.version()
+        if version is not None:
+            with self._lock:
+                cached_version, cached = self._snapshot
+                if cached is not None and cached_version == version:
+                    return cached
+        snap = GrantSnapshot.of(self._storage.list_grants(), self._storage.workspace_owners())
+        if version is not None:
+            with self._lock:
+                self._snapshot = (version, snap)
+        return snap
 
     def visible_tables(
         self,
@@ -163,11 +189,26 @@ class AccessPolicy:
         tables: Sequence[TableMeta],
         grants: GrantSnapshot | None = None,
     ) -> list[TableMeta]:
-        """The ``tables`` ``identity`` may read, in their original order."""
+        """The ``tables`` ``identity`` may read, in their original order (a new list).
+
+        The answer is kept per (anonymous or not, groups, and the user's name when they own
+        a workspace schema) for the same grant snapshot and the same table metadata
+        objects, so callers sharing access share the filtering.
+        """
         if identity.is_anonymous and not self.anonymous_allowed:
             return []
         snap = grants or self.snapshot()
-        return [t for t in tables if self._allowed(identity, t.schema, t.name, snap)]
+        owner = (
+            identity.user
+            if not identity.is_anonymous and identity.user in snap.owner_names
+            else None
+        )
+        key = (identity.is_anonymous, identity.groups, owner)
+        found = self._visible.get(snap, tables, key)
+        if found is None:
+            found = [t for t in tables if self._allowed(identity, t.schema, t.name, snap)]
+            self._visible.put(snap, tables, key, found)
+        return list(found)
 
     def can_read(
         self,
@@ -207,6 +248,51 @@ class AccessPolicy:
         if not identity.is_anonymous and snap.schema_owners.get(schema) == identity.user:
             return True
         return not identity.is_anonymous and not grantees.isdisjoint(identity.groups)
+
+
+#: What decides a visible list: anonymous or not, the groups, a workspace owner's name.
+_AccessKey = tuple[bool, frozenset[str], str | None]
+
+
+class _VisibleCache:
+    """Visible-table lists of one grant snapshot and one list of table metadata objects,
+    per access key; a new snapshot or new tables (a grant changed, a table was published)
+    start afresh.  The snapshot and the tables are held, so their identities stay theirs."""
+
+    MAX_KEYS = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: GrantSnapshot | None = None
+        self._tables: tuple[TableMeta, ...] = ()
+        self._lists: dict[_AccessKey, list[TableMeta]] = {}
+
+    def _same(self, snap: GrantSnapshot, tables: Sequence[TableMeta]) -> bool:
+        return (
+            self._snapshot is snap
+            and len(self._tables) == len(tables)
+            and all(a is b for a, b in zip(self._tables, tables, strict=True))
+        )
+
+    def get(
+        self, snap: GrantSnapshot, tables: Sequence[TableMeta], key: _AccessKey
+    ) -> list[TableMeta] | None:
+        with self._lock:
+            if not self._same(snap, tables):
+                return None
+            return self._lists.get(key)
+
+    def put(
+        self,
+        snap: GrantSnapshot,
+        tables: Sequence[TableMeta],
+        key: _AccessKey,
+        found: list[TableMeta],
+    ) -> None:
+        with self._lock:
+            if not self._same(snap, tables) or len(self._lists) >= self.MAX_KEYS:
+                self._snapshot, self._tables, self._lists = snap, tuple(tables), {}
+            self._lists[key] = found
 
 
 def grant_access(

@@ -261,6 +261,9 @@ class AuthStorage:
         # Token hashes live here: the SQLite file is readable by the service account only.
         self._engine: Engine = dbstore.create_engine(url, private=True)
         self._create_schema()
+        #: Tells whether the database may have changed (every process's commits): what
+        #: caches of grants are keyed by.
+        self.changes = dbstore.ChangeWatch(self._engine)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, url: str | None = None) -> AuthStorage:
@@ -269,6 +272,7 @@ class AuthStorage:
 
     def close(self) -> None:
         """Release pooled connections."""
+        self.changes.close()
         self._engine.dispose()
 
     # --- plumbing -------------------------------------------------------------------------

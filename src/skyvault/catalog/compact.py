@@ -27,11 +27,15 @@ are kept until the next publish.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import logging
 import os
 import shutil
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,8 +50,13 @@ from skyvault.catalog.append import (
     HEALPIX_COLUMN,
     Snapshot,
     append_lock,
+    fsync_all,
     fsync_dir,
+    fsync_file,
+    log_entry,
     read_snapshot,
+    status,
+    write_deltas,
     write_pointer,
 )
 from skyvault.catalog.ingest import (
@@ -56,7 +65,14 @@ from skyvault.catalog.ingest import (
     _sky_fraction,
     _write_properties,
 )
-from skyvault.catalog.layout import TableName, building, hats_pixel_file, table_path
+from skyvault.catalog.layout import (
+    TableName,
+    _sync_tree,
+    building,
+    hats_pixel_file,
+    list_tables,
+    table_path,
+)
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import (
     HISTOGRAM_ORDER,
@@ -65,9 +81,11 @@ from skyvault.catalog.partitioning import (
     margin_order,
 )
 from skyvault.catalog.registry import PartitionIndex
-from skyvault.errors import UsageError
+from skyvault.errors import IngestError, UsageError
 
-__all__ = ["CompactResult", "compact"]
+__all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"]
+
+log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
 
@@ -85,20 +103,41 @@ class CompactResult:
     partitions: int
 
 
-def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> CompactResult:
-    """Fold the committed appends of ``table`` into a new HATS version, published atomically."""
+def compact(
+    data_dir: Path,
+    table: str,
+    *,
+    max_rows: int | None = None,
+    on_folded: Callable[[], None] | None = None,
+) -> CompactResult:
+    """Fold the committed appends of ``table`` into a new HATS version, published atomically.
+
+    Appends are held only twice, briefly: to read the snapshot the compaction starts from,
+    and for the final swap.  Batches committed while the new version was being written are
+    carried over as its deltas (re-cut against its partitions), so each is in the published
+    table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
+    the table is running.
+    """
     name = TableName.parse(table)
     visible = table_path(data_dir, name)
     with append_lock(data_dir, name):
-        old = visible.resolve()
-        snap = read_snapshot(old)
-        meta = TableMeta.read(old)
+        current = visible.resolve()
+        meta = TableMeta.read(current)
         if meta.kind != "hats":
             raise UsageError(f"{name} has no positions: there is nothing to compact")
-        if not snap.files:
-            return CompactResult(snap.snapshot, old.name, 0, 0, 0, meta.n_partitions)
-        threshold = max_rows or meta.max_rows_per_partition or 1_000_000
+        pending = read_snapshot(current)
+    if not pending.files:
+        return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
+    with contextlib.ExitStack() as swap:
         with building(data_dir, name) as build:
+            # The build holds the table's ingest lock: no other compaction or ingest now.
+            with append_lock(data_dir, name):
+                old = visible.resolve()
+                snap = read_snapshot(old)
+            meta = TableMeta.read(old)
+            threshold = max_rows or meta.max_rows_per_partition or 1_000_000
             rewritten, parts, nrows = _fold(old, build.path, snap, meta, threshold)
             known = stored_manifest(old)
             linked = {
@@ -107,27 +146,62 @@ def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> Compa
                 if _same_file(old / e.path, build.path / e.path)
             }
             write_manifest(build.path, build.version, known=linked)
-            store = old.parent.parent.parent / "deltas" / name.table / build.version
+            _sync_tree(build.path)  # the publish's sync, under the lock, then has little to do
+            if on_folded is not None:
+                on_folded()
+            # From here to the pointer's rewrite, appends wait (a short time: the batches
+            # committed during the fold are copied, the version published).
+            swap.enter_context(append_lock(data_dir, name))
+            latest = read_snapshot(old)
+            stores = old.parent.parent.parent / "deltas" / name.table
+            store = stores / build.version
             store.mkdir(parents=True, exist_ok=True)
+            _carry(old, build.path, store, snap, latest)
             folded = {
                 "snapshot": snap.snapshot,
                 "batch_ids": sorted(snap.batch_ids),
                 "committed": snap.committed,
+                "carried": latest.snapshot,
             }
             tmp = store / "folded.json.tmp"
             tmp.write_text(_json(folded))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
             os.replace(tmp, store / "folded.json")
             fsync_dir(store)
-        new = visible.resolve()
-        write_pointer(new, snap.snapshot, snap.committed)
-        _remove_unused_stores(old.parent, old.parent.parent.parent / "deltas" / name.table)
+            # building publishes the version on leaving this block, then the pointer follows
+            # (a reader in between sees the new base and its carried batches: folded.json).
+        _point(visible, latest, stores)  # still holding the append lock
     batches = len({f.snapshot for f in snap.files})
-    return CompactResult(snap.snapshot, new.name, batches, nrows, rewritten, parts)
+    return CompactResult(snap.snapshot, visible.resolve().name, batches, nrows, rewritten, parts)
+
+
+def _point(visible: Path, latest: Snapshot, stores: Path) -> None:
+    """After the publish: the pointer names the new version; unused delta stores go."""
+    new = visible.resolve()
+    write_pointer(new, latest.snapshot, latest.committed)
+    _remove_unused_stores(new.parent, stores)
+
+
+def _carry(old: Path, root: Path, store: Path, folded: Snapshot, latest: Snapshot) -> None:
+    """Write the batches of ``old`` committed after ``folded`` (up to ``latest``) as deltas
+    of the build at ``root`` (delta store ``store``), cut by the build's partitions."""
+    by_batch: dict[int, list[str]] = defaultdict(list)
+    for f in latest.files:
+        if f.snapshot > folded.snapshot:
+            by_batch[f.snapshot].append(f.path)
+    schema = pq.read_schema(old / "dataset" / "_common_metadata")
+    written: list[Path] = []
+    log = store / "log"
+    for n in range(folded.snapshot + 1, latest.snapshot + 1):
+        entry = log_entry(old, n)
+        data = _sorted(_read(by_batch.get(n, []), schema))
+        files, paths = write_deltas(root, store, n, data)
+        log.mkdir(parents=True, exist_ok=True)
+        path = log / f"{n:012d}.json"
+        path.write_text(json.dumps({**entry, "files": files}))
+        written.extend([*paths, path, log])
+    if written:
+        fsync_all([*written, store / "batches", store])
 
 
 def _json(data: object) -> str:
@@ -398,3 +472,102 @@ def _finish(
     if "moc_sky_fraction" in props:
         props["moc_sky_fraction"] = f"{_sky_fraction(done):.5f}"
     _write_properties(root, props)
+
+
+# --- background compaction ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a table's appended rows are folded in the background: after ``after_batches``
+    batches or ``after_bytes`` bytes of delta files (0 turns that test off; both 0: never)."""
+
+    after_batches: int = 200
+    after_bytes: int = 512 * 1024 * 1024
+
+    def due(self, snap: Snapshot) -> bool:
+        if not snap.files:
+            return False
+        if self.after_batches and snap.snapshot - snap.folded >= self.after_batches:
+            return True
+        if self.after_bytes:
+            size = 0
+            for f in snap.files:
+                with contextlib.suppress(OSError):
+                    size += os.stat(f.path).st_size
+            return size >= self.after_bytes
+        return False
+
+
+class BackgroundCompactor:
+    """A thread that compacts every table whose appends pass ``policy``, every ``interval``
+    seconds (sooner after :meth:`poke`).
+
+    Appends go on while it runs (:func:`compact` holds them only for the swap).  Several
+    server processes may each run one: a table's build lock lets one compaction at a time
+    through, the others skip that table until their next look.
+    """
+
+    def __init__(self, data_dir: Path, policy: CompactionPolicy, interval: float = 10.0) -> None:
+        self.data_dir = data_dir
+        self.policy = policy
+        self.interval = interval
+        self.compactions = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="skyvault-compactor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the compaction under way, if any (waits up to ``timeout`` s)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def poke(self) -> None:
+        """Look at the tables now (an append just committed)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def run_once(self) -> list[str]:
+        """Compact every table that is due now; the names of those compacted."""
+        done: list[str] = []
+        for name, _ in list_tables(self.data_dir):
+            if self._stop.is_set():
+                break
+            if not (self.data_dir / name.schema / f".{name.table}.snapshot").exists():
+                continue  # never appended to
+            try:
+                snap = status(self.data_dir, str(name))
+                if not self.policy.due(snap):
+                    continue
+                result = compact(self.data_dir, str(name))
+            except IngestError:
+                continue  # an ingest or another compaction of the table is running
+            except Exception:
+                log.exception("background compaction of %s failed", name)
+                continue
+            if result.batches:
+                self.compactions += 1
+                done.append(str(name))
+                log.info(
+                    "compacted %s: %d batches, %d rows, snapshot %d",
+                    name,
+                    result.batches,
+                    result.rows,
+                    result.snapshot,
+                )
+        return done

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import UsageError
+from skyvault.formats.arrow import write_arrow
 from skyvault.formats.fits import write_fits
 from skyvault.formats.parquet import write_parquet
 from skyvault.formats.tabular import write_csv, write_json, write_tsv
@@ -130,6 +131,17 @@ def _parquet(
     return write_parquet(batches, fields, schema=schema, overflow=overflow, infos=infos)
 
 
+def _arrow(
+    batches: Iterable[pa.RecordBatch],
+    fields: Sequence[ColumnMeta],
+    schema: pa.Schema,
+    overflow: Callable[[], bool],
+    infos: Infos,
+    options: WriteOptions,
+) -> Iterator[bytes]:
+    return write_arrow(batches, fields, schema=schema, overflow=overflow, infos=infos)
+
+
 def _fits(
     batches: Iterable[pa.RecordBatch],
     fields: Sequence[ColumnMeta],
@@ -150,6 +162,7 @@ def _fits(
 
 
 _VOTABLE = "application/x-votable+xml"
+_ARROW = "application/vnd.apache.arrow.stream"
 
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat(
@@ -223,6 +236,16 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
         streams=True,
         write=_parquet,
         extension="parquet",
+    ),
+    OutputFormat(
+        name="arrow",
+        mime=_ARROW,
+        content_type=_ARROW,
+        ivo_id=None,
+        aliases=("arrow", _ARROW, "arrow-stream"),
+        streams=True,
+        write=_arrow,
+        extension="arrows",
     ),
     OutputFormat(
         name="json",

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -82,6 +83,7 @@ from skyvault.images.obscore import (
     records_table,
 )
 from skyvault.interprocess import file_lock
+from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
     "HEADERS_TABLE",
@@ -563,12 +565,31 @@ def _write(
         if positional and column.name in described:
             c = described[column.name]
             out = column.updated(unit=c.unit, ucd=c.ucd, utype=c.utype, description=c.description)
+            if c.name == "s_region":  # STC-S text that CONTAINS/INTERSECTS read as a region
+                out = out.updated(xtype=REGION_XTYPE)
             out = dataclasses.replace(out, principal=c.principal, std=c.utype is not None)
         elif not positional and column.name in _HEADER_COLUMNS:
             out = column.updated(**_HEADER_COLUMNS[column.name])
         columns.append(out)
-    dataclasses.replace(meta, columns=tuple(columns)).write(root)
+    meta = dataclasses.replace(meta, columns=tuple(columns))
+    if positional:
+        meta = dataclasses.replace(meta, region_radius=region_radius(rows))
+    meta.write(root)
     write_manifest(root, version, workers=1)
+
+
+def region_radius(rows: pa.Table) -> float | None:
+    """How far (degrees) a footprint ``s_region`` reaches from its ``s_ra``/``s_dec`` at
+    most: half the largest ``s_fov`` (the circle about the centre through the farthest
+    corner, which holds the polygon's edges too), with a margin for rounding; None when a
+    row has no ``s_fov``."""
+    fov = rows.column("s_fov")
+    if fov.null_count or len(fov) == 0:
+        return None if fov.null_count else 0.0
+    largest = pc.max(fov).as_py()
+    if largest is None or not math.isfinite(largest):
+        return None
+    return float(largest) / 2 * (1 + 1e-6) + 1e-6
 
 
 def _collect_garbage(data_dir: Path, collection: str, store: Path, keep_batch: str) -> None:

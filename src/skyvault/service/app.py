@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from skyvault import __version__
+from skyvault.catalog.compact import BackgroundCompactor, CompactionPolicy
 from skyvault.config import Settings
 from skyvault.formats.fits import sweep_spool
 from skyvault.service.context import ServiceContext
@@ -18,6 +19,7 @@ from skyvault.service.handlers import (
     bulk,
     images,
     portal,
+    sia,
     table_update,
     tap,
     vosi,
@@ -28,6 +30,16 @@ from skyvault.service.uws import Reaper
 from skyvault.service.uws import handlers as uws
 
 __all__ = ["create_app"]
+
+
+def _compactor(settings: Settings) -> BackgroundCompactor | None:
+    """The background compaction of appended rows, started; None when it is off."""
+    if not settings.background_compaction:
+        return None
+    policy = CompactionPolicy(settings.compact_after_batches, settings.compact_after_bytes)
+    compactor = BackgroundCompactor(settings.data_dir, policy, settings.compact_check_interval)
+    compactor.start()
+    return compactor
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,9 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweep_spool(settings.spool_dir)
         context.jobs.runner.start()
         reaper.start()
+        compactor = _compactor(settings)
+        app.state.compactor = compactor
         try:
             yield
         finally:
+            if compactor is not None:
+                compactor.stop(timeout=5)  # a compaction cut short by exit is safe
             await reaper.stop()
             context.jobs.runner.stop()
             context.jobs.store.close()
@@ -88,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router, prefix=settings.path_prefix, tags=["images"])
     app.include_router(append.router, prefix=settings.path_prefix, tags=["append"])
     app.include_router(workspace.router, prefix=settings.path_prefix, tags=["workspace"])
+    app.include_router(sia.router, prefix=settings.path_prefix, tags=["sia"])
     app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
     app.include_router(hips_router, tags=["hips"])  # /hips at the root, like /bulk
     app.include_router(portal.router, tags=["portal"])  # /portal/ at the root

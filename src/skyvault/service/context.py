@@ -13,13 +13,18 @@ from skyvault.auth.access import GrantSnapshot
 from skyvault.auth.limits import format_days
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
+from skyvault.catalog.views import View, with_views
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
+from skyvault.images.obscore import is_obscore_table
+from skyvault.images.obstap import obscore_views
 from skyvault.service.params import TapQueryParams
+from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import BatchSink, QueryOutput, QueryService
-from skyvault.service.services.table_update import TABLE_UPDATE, TableUpdates
+from skyvault.service.services.table_update import table_update_kind
+from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
@@ -38,8 +43,15 @@ class ServiceContext:
     queries: QueryService
     auth: AuthServices
     jobs: JobService = field(init=False)
+    #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
+    bulk_jobs: JobService = field(init=False)
+    table_updates: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
+    seen_base_url: str | None = field(init=False, default=None)
+    """The TAP base URL of the latest request (:meth:`public_base_url` without a
+    configured one)."""
     workspace: WorkspaceStore = field(init=False)
+    tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
 
     def __post_init__(self) -> None:
         # Users' own tables (service/handlers/workspace.py), under the same access rules.
@@ -75,6 +87,7 @@ class ServiceContext:
                 uploads=uploads,
                 timeout=async_limit,
                 sink=sink,
+                views=self.views(tables),
             )
 
         def open_sink(job: Job, owner: Identity) -> ResultTable | None:
@@ -82,16 +95,19 @@ class ServiceContext:
             request = save_request(job.parameter_map())
             return None if request is None else open_result_table(self.workspace, owner, request)
 
-        updates = TableUpdates(self.workspace, audit=self.auth.audit)
         self.jobs = build_job_service(
             settings,
             run_job,
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
-            tasks={TABLE_UPDATE: updates.run},
             open_sink=open_sink,
         )
+        self.bulk_jobs = self.jobs.for_kind(
+            bulk_job_kind(self.archive, settings, self.visible_tables)
+        )
+        # youcat's table-update jobs (pyvo's create_index): indexes on user tables.
+        self.table_updates = self.jobs.for_kind(table_update_kind(self.workspace, self.auth.audit))
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceContext:
@@ -120,6 +136,29 @@ class ServiceContext:
         snapshot = grants if grants is not None else self.auth.access.snapshot()
         return self.auth.access.visible_tables(identity, self.archive.tables(), snapshot)
 
+    def has_images(self) -> bool:
+        """Whether the archive holds an image collection (then ``ivoa.ObsCore`` exists,
+        and the service declares ObsCore in its capabilities)."""
+        return any(is_obscore_table(m) for m in self.archive.tables())
+
+    def views(self, tables: Sequence[TableMeta]) -> list[View]:
+        """The views a caller who may read ``tables`` queries besides them:
+        ``ivoa.ObsCore`` over the visible collections and the collections' ObsCore tables
+        with their DataLink ``access_url`` (:mod:`skyvault.images.obstap`)."""
+        return obscore_views(tables, self.public_base_url(), offered=self.has_images())
+
+    def queryable_tables(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
+        """``tables`` (stored, visible) and the views' own tables, as TAP_SCHEMA and
+        ``/tables`` describe them."""
+        return with_views(tables, self.views(tables))
+
+    def public_base_url(self) -> str | None:
+        """The TAP service's public URL as rows of results name it (DataLink links):
+        the configured one, else that of the latest request (None before any)."""
+        if self.settings.base_url:
+            return self.settings.base_url.rstrip("/")
+        return self.seen_base_url
+
     def job_identity(self, job: Job) -> Identity:
         """Who ``job`` runs as: its owner, with the owner's groups when it starts.
 
@@ -135,7 +174,9 @@ class ServiceContext:
         """The TAP service's public URL: configured, or from the request."""
         if self.settings.base_url:
             return self.settings.base_url.rstrip("/")
-        return str(request.base_url).rstrip("/") + self.settings.path_prefix
+        url = str(request.base_url).rstrip("/") + self.settings.path_prefix
+        self.seen_base_url = url
+        return url
 
     def site_url(self, request: Request) -> str:
         """The public URL of the server's root, where ``/bulk`` and ``/hips`` are (the TAP

@@ -39,6 +39,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -608,15 +609,14 @@ class WorkspaceStore:
             if schema is None:
                 assert current is not None
                 schema = pq.read_schema(current / "dataset" / "_common_metadata")
-            start = Usage(0, meta.nrows, 0) if current is not None else Usage()
             base_usage = self.usage(owner)
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
             try:
                 added = _write_batches(dataset, schema, batches, len(kept), limit_rows)
             except _TooManyRows as exc:
-                action = "creating" if new_table else "loading"
                 more = Usage(0, exc.rows, 0)
-                check_quota(owner, base_usage, base_usage + more, quota, f"{action} {target}")
+                what = f"{'creating' if new_table else 'loading'} {target}"
+                check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
             if added == 0 and not kept:
                 pq.write_table(schema.empty_table(), dataset / "part-00000.parquet")
@@ -624,14 +624,12 @@ class WorkspaceStore:
             new_meta = dataclasses.replace(meta, nrows=meta.nrows + added)
             new_meta.write(build.path)
             new_usage = Usage(_version_bytes(build.path), new_meta.nrows, 1)
+            action = "creating" if new_table else "loading"
             with self._owner_lock(target.schema):
                 now = self.usage(owner)
-                old = (
-                    Usage(_version_bytes(current), start.rows, 1)
-                    if current is not None
-                    else Usage()
-                )
-                action = "creating" if new_table else "loading"
+                # What this table counts for now (nothing for a new one), replaced by the new
+                # version.
+                old = Usage(_version_bytes(current), meta.nrows, 1) if current else Usage()
                 check_quota(owner, now, now - old + new_usage, quota, f"{action} {target}")
                 # building() publishes when this block ends, still under the owner's lock.
         return new_meta
@@ -794,13 +792,14 @@ def _write_batches(
     """Write ``batches`` as new ``part-NNNNN.parquet`` files numbered after ``first_part``
     existing ones; returns the rows written.  Raises :class:`_TooManyRows` as soon as more
     than ``limit_rows`` rows came (the quota cannot be met: no need to read the rest)."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
     existing = sorted(dataset.glob("part-*.parquet"))
     number = int(existing[-1].stem.split("-")[1]) + 1 if existing else first_part
     total = 0
     in_file = 0
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in batches:
+        for batch in _read_ahead(batches):
             if batch.num_rows == 0:
                 continue
             if limit_rows is not None and total + batch.num_rows > limit_rows:
@@ -812,6 +811,8 @@ def _write_batches(
                     dataset / f"part-{number:05d}.parquet",
                     schema,
                     compression="snappy",
+                    # Dictionaries pay for repeated strings, not for ids and coordinates.
+                    use_dictionary=strings,
                     write_page_index=True,
                 )
                 number += 1
@@ -823,6 +824,21 @@ def _write_batches(
         if writer is not None:
             writer.close()
     return total
+
+
+def _read_ahead(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, the next one read in another thread while this one is written: parsing
+    (CSV, FITS) and Parquet encoding both release the GIL, so on two cores a load takes
+    about the longer of the two instead of their sum."""
+    source = iter(batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace-read") as pool:
+        pending = pool.submit(next, source, None)
+        while True:
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = pool.submit(next, source, None)
+            yield batch
 
 
 class _TooManyRows(Exception):

@@ -177,6 +177,9 @@ async def append_batch(
             return result, status(settings.data_dir, target)
 
         result, snap = await run_in_threadpool(run)
+    compactor = getattr(request.app.state, "compactor", None)
+    if result.written and compactor is not None:
+        compactor.poke()  # it compacts when the table passes the thresholds
     answer = _status_json(target, snap)
     answer.update(
         batch_id=batch_id,

@@ -1,43 +1,36 @@
-"""youcat's ``POST {tap}/table-update`` (pyvo's ``create_index``): create the UWS job.
+"""youcat's table-update jobs (pyvo's ``create_index``): ``{tap}/table-update``.
 
-The form fields ``table``, ``index``, ``unique`` (upper-case names too, and youcat's
-``INDEX_TYPE``) are stored as the job's parameters with ``REQUEST=table-update``; the answer
-is ``303 See Other`` with the job's absolute URL under ``/async``, which the client then
-runs (``PHASE=RUN``) and waits on (``WAIT=-1``).  Nothing is checked here but the caller's
-identity (user tables need one: anonymous callers get a 401): a bad request is the job's
-ERROR, with an errorSummary saying what to fix — what pyvo shows.
+``POST {tap}/table-update`` with the form fields ``table``, ``index``, ``unique`` (upper-case
+names too, and youcat's ``INDEX_TYPE``) creates a UWS job and answers ``303 See Other`` with
+its absolute URL, ``{tap}/table-update/{id}``, which the client runs (``PHASE=RUN``) and
+waits on (``WAIT=-1``); the list and job resources are the UWS ones
+(:func:`~skyvault.service.uws.handlers.job_router`).  Nothing but the caller's identity is
+checked when the job is created (user tables need one: anonymous callers get a 401): a bad
+request is the job's ERROR, with an errorSummary saying what to fix — what pyvo shows.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
 
-from fastapi import Depends, Request
-from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import Request
 
-from skyvault.service.context import ServiceContext, get_context
-from skyvault.service.handlers import GetHeadRouter
-from skyvault.service.params import read_form
-from skyvault.service.security import IdentityDep
-from skyvault.service.services.table_update import TABLE_UPDATE
+from skyvault.config import Settings
+from skyvault.service.context import ServiceContext
+from skyvault.service.uploads import InlineContent
+from skyvault.service.uws.handlers import job_router
 
 __all__ = ["router"]
 
-router = GetHeadRouter()
 
-Context = Annotated[ServiceContext, Depends(get_context)]
+def _no_parts(
+    params: dict[str, list[str]], files: Mapping[str, InlineContent], settings: Settings
+) -> Mapping[str, InlineContent]:
+    return {}
 
 
-@router.post("/table-update", summary="Create a table-update job (an index)")
-async def create_table_update(
-    request: Request, context: Context, identity: IdentityDep
-) -> Response:
-    """A UWS job making the index the form asks for; 303 to it (absolute URL)."""
-    if identity.user is None:
-        raise context.auth.access.login_required()
-    pairs, _, form = await read_form(request, 0)
-    if form is not None:
-        await form.close()
-    job = await run_in_threadpool(context.jobs.create, identity, pairs, task=TABLE_UPDATE)
-    return RedirectResponse(f"{context.base_url(request)}/async/{job.job_id}", status_code=303)
+def _list_url(context: ServiceContext, request: Request) -> str:
+    return f"{context.base_url(request)}/table-update"
+
+
+router = job_router("/table-update", lambda c: c.table_updates, _list_url, keep_parts=_no_parts)

@@ -18,6 +18,7 @@ from skyvault.catalog.tap_schema import (
 )
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.formats.output import OUTPUT_FORMATS
+from skyvault.images.obstap import OBSCORE_DATA_MODEL
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.security import Caller, CallerDep, current_identity
@@ -55,17 +56,28 @@ async def capabilities(request: Request, context: Context) -> Response:
     Needs credentials when anonymous access is off: the 401 and its challenges are how
     pyvo and TOPCAT discover that (and how) they must log in.
     """
+    models = [(OBSCORE_DATA_MODEL, "ObsCore-1.1")] if context.has_images() else []
     document = capabilities_document(
-        context.base_url(request), context.settings, OUTPUT_FORMATS, language_features()
+        context.base_url(request),
+        context.settings,
+        OUTPUT_FORMATS,
+        language_features(),
+        data_models=models,
     )
     return Response(document, media_type=_XML)
 
 
 def _published(context: ServiceContext, caller: Caller) -> list[TableMeta]:
-    tables = caller.tables
+    tables = context.queryable_tables(caller.tables)
     counts = {m.name: m.nrows for m, _ in context.queries.tap_schema_tables(tables)}
     own = [published_table(m) for m in tap_schema_metadata(counts)]
     return [*published_tables(tables), *own]
+
+
+def _tableset(context: ServiceContext, caller: Caller, columns: bool) -> tuple[str, int]:
+    published = _published(context, caller)
+    keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
+    return tableset_document(published, columns=columns, keys=keys), len(published)
 
 
 @router.get("/tables", summary="VOSI tables")
@@ -79,10 +91,12 @@ async def tables(
     with context.auth.audit.request(caller.identity, request.url.path) as event:
         if detail not in (None, "min", "max"):
             raise UsageError(f"detail={detail!r} is not understood", hint="use detail=min or max")
-        published = await run_in_threadpool(_published, context, caller)
-        keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
-        document = tableset_document(published, columns=detail != "min", keys=keys)
-        event.rows = len(published)
+        columns = detail != "min"
+        found = context.tablesets.get(caller.tables, columns)
+        if found is None:  # built in a worker thread: tens of ms for a thousand columns
+            found = await run_in_threadpool(_tableset, context, caller, columns)
+            context.tablesets.put(caller.tables, columns, found)
+        document, event.rows = found
     return Response(document, media_type=_XML)
 
 

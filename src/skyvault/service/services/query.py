@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
+from skyvault.catalog.views import View, with_views
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget, Reservation, estimate_stream_bytes
@@ -149,6 +150,7 @@ class QueryService:
         cancel: CancelToken | None = None,
         uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
         timeout: float | None = None,
+        views: Sequence[View] = (),
         sink: BatchSink | None = None,
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
@@ -160,6 +162,8 @@ class QueryService:
         :func:`skyvault.service.uploads.parse_uploads`.  ``timeout`` (seconds) is the
         query's time limit, streaming included; None: the sync one (``query_timeout``).
         ``cancel`` stops the query from another thread (an ABORT, a client gone).
+        ``views`` are the views over stored tables the caller may query as well
+        (:mod:`skyvault.catalog.views`: ``ivoa.ObsCore``), described in TAP_SCHEMA too.
         ``sink`` gets every batch of rows as the result is written (a saving job's table).
 
         Once compiled, the query waits for its share of the memory budget (time that
@@ -174,8 +178,12 @@ class QueryService:
         """
         limit = self.settings.query_timeout if timeout is None else timeout
         try:
+            described = with_views(tables, views)
             plan = self.archive.plan(
-                params.query, list(tables), [*self.tap_schema_tables(tables), *uploads]
+                params.query,
+                list(tables),
+                [*self.tap_schema_tables(described), *uploads],
+                views,
             )
         except AdqlSemanticError as exc:
             raise with_upload_hint(exc, uploads) from None

@@ -153,7 +153,11 @@ class SyncRun:
             self.take()
         tables = self.context.visible_tables(self.identity)
         self.output = self.context.queries.run(
-            params, tables=tables, uploads=uploads, cancel=self.token
+            params,
+            tables=tables,
+            uploads=uploads,
+            cancel=self.token,
+            views=self.context.views(tables),
         )
         return self.first_chunks(first_bytes)
 

@@ -1,7 +1,8 @@
 """youcat's table-update jobs (pyvo's ``create_index``): what such a job does when it runs.
 
 ``POST {tap}/table-update`` (:mod:`skyvault.service.handlers.table_update`) stores a UWS
-job with the form's parameters and ``REQUEST=table-update``; the job runner hands it to
+job of the ``table-update`` kind (:func:`table_update_kind`; its list and jobs are under
+``{tap}/table-update``, as youcat's) with the form's parameters; a worker hands it to
 :meth:`TableUpdates.run`, which takes the table's turn among its writers
 (:meth:`~skyvault.workspace.WorkspaceStore.exclusive`: loads, drops and index jobs of one
 table never interleave), checks the request against the table and makes the index
@@ -14,19 +15,21 @@ missing one; one they may only read is refused as such.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.identity import Identity
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import SkyvaultError
-from skyvault.service.uws.models import Job
+from skyvault.service.uws.models import Job, JobKind, JobResult
+from skyvault.service.uws.results import ResultStore
 from skyvault.workspace.index import create_index, index_request, plan_index
 from skyvault.workspace.store import WorkspaceStore
 
-__all__ = ["INDEX_AUDIT_ENDPOINT", "TABLE_UPDATE", "TableUpdates"]
+__all__ = ["INDEX_AUDIT_ENDPOINT", "TABLE_UPDATE", "TableUpdates", "table_update_kind"]
 
-#: The task name of table-update jobs (their ``REQUEST``).
+#: The job kind of table updates.
 TABLE_UPDATE = "table-update"
 
 #: The audit log's ``endpoint`` of an index, beside the store's ``workspace.load`` etc.
@@ -72,3 +75,21 @@ class TableUpdates:
                 outcome="ok" if error is None else "error",
                 error=error,
             )
+
+
+def table_update_kind(store: WorkspaceStore, audit: AuditLog | None = None) -> JobKind:
+    """The UWS job type of table updates: created by users only (anonymous callers get a
+    401 and no job), its parameters checked when it runs (a bad request is the job's ERROR,
+    which is what pyvo shows), no result."""
+    updates = TableUpdates(store, audit)
+
+    def check(caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]) -> None:
+        store.require_user(caller)
+
+    def run(
+        job: Job, cancel: CancelToken, owner: Identity, results: ResultStore
+    ) -> JobResult | None:
+        updates.run(job, owner, cancel)
+        return None
+
+    return JobKind(TABLE_UPDATE, check=check, run=run)

@@ -11,6 +11,8 @@ capability to ``ivo://ivoa.net/std/TAP`` and validators (taplint) match case-sen
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 
@@ -20,8 +22,15 @@ from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import OutputFormat
+from skyvault.service.services.sia import sia_capability
 
-__all__ = ["availability_document", "capabilities_document", "table_document", "tableset_document"]
+__all__ = [
+    "TablesetCache",
+    "availability_document",
+    "capabilities_document",
+    "table_document",
+    "tableset_document",
+]
 
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _VS = "http://www.ivoa.net/xml/VODataService/v1.1"
@@ -137,8 +146,12 @@ def capabilities_document(
     settings: Settings,
     formats: Iterable[OutputFormat],
     features: Sequence[LanguageFeature],
+    data_models: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The VOSI-capabilities document of the TAP service at ``base_url``.
+
+    ``data_models`` are the ``(ivo-id, name)`` of the data models its tables follow
+    (TAPRegExt ``dataModel``: ObsCore when the archive holds images).
 
     The TAPRegExt limits describe async jobs, the service's jobs in UWS terms:
     ``retentionPeriod`` is the time from a job's creation to its destruction
@@ -156,6 +169,7 @@ def capabilities_document(
             Element("accessURL", base, attrs={"use": "base"}),
             attrs={"xsi:type": "vs:ParamHTTP", "role": "std", "version": "1.1"},
         ),
+        (Element("dataModel", name, attrs={"ivo-id": ivo_id}) for ivo_id, name in data_models),
         _language(features),
         (_output_format(f) for f in formats),
         (
@@ -188,6 +202,7 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
         # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
         *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),
     )
@@ -285,3 +300,45 @@ def table_document(meta: TableMeta, keys: Sequence[ForeignKey] = ()) -> str:
         "vosi:table", _table_content(meta, columns=True, keys=keys), attrs={"type": "table"}
     )
     return xml_document(root, _TABLES)
+
+
+class TablesetCache:
+    """``/tables`` documents per list of visible tables, thread-safe.
+
+    The document is a function of the caller's visible tables alone (their metadata, the
+    TAP_SCHEMA tables describing them, the foreign keys between them) and of ``detail``.
+    An entry is found by the identities of those metadata objects — the registry hands out
+    the same objects until a table changes, and a caller's list changes with their access —
+    and holds them, so an identity cannot be reused by other metadata while cached.  Callers
+    sharing access share a document; one with other access never meets it.  At most
+    ``max_entries`` documents are kept, least recently used dropped first.
+    """
+
+    def __init__(self, max_entries: int = 32) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._documents: OrderedDict[
+            tuple[tuple[int, ...], bool], tuple[tuple[TableMeta, ...], tuple[str, int]]
+        ] = OrderedDict()
+        self.builds = 0
+
+    def get(self, tables: Sequence[TableMeta], columns: bool) -> tuple[str, int] | None:
+        """The document of ``tables`` (``columns``: not ``detail=min``) and how many tables
+        it describes, if cached."""
+        key = (tuple(map(id, tables)), columns)
+        with self._lock:
+            found = self._documents.get(key)
+            if found is None or not all(a is b for a, b in zip(found[0], tables, strict=True)):
+                return None
+            self._documents.move_to_end(key)
+            return found[1]
+
+    def put(self, tables: Sequence[TableMeta], columns: bool, document: tuple[str, int]) -> None:
+        """Keep ``document`` (as :meth:`get` returns it) for ``tables``."""
+        key = (tuple(map(id, tables)), columns)
+        with self._lock:
+            self._documents[key] = (tuple(tables), document)
+            self._documents.move_to_end(key)
+            self.builds += 1
+            while len(self._documents) > self.max_entries:
+                self._documents.popitem(last=False)

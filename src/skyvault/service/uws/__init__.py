@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.limits import LimitsPolicy
 from skyvault.config import Settings
@@ -34,7 +32,6 @@ from skyvault.service.uws.runner import (
     JobRunner,
     OpenSink,
     RunQuery,
-    RunTask,
     stored_identity,
 )
 from skyvault.service.uws.service import JobService
@@ -54,7 +51,6 @@ __all__ = [
     "PhaseEvents",
     "Reaper",
     "ResultStore",
-    "RunTask",
     "build_job_service",
     "stored_identity",
 ]
@@ -68,15 +64,13 @@ def build_job_service(
     identify: Identify = stored_identity,
     limits: LimitsPolicy | None = None,
     audit: AuditLog | None = None,
-    tasks: Mapping[str, RunTask] | None = None,
     open_sink: OpenSink | None = None,
 ) -> JobService:
     """The job service over the job database and result store ``settings`` name.
 
     ``identify``, ``limits`` and ``audit`` as for :class:`JobRunner`: who a job runs as,
-    the per-user limits, the audit log; ``tasks`` the work of jobs that run no query
-    (``REQUEST=table-update``), by name; ``open_sink`` the table a ``DEST`` job saves
-    its result into.
+    the per-user limits, the audit log; ``open_sink`` the table a ``DEST`` job saves its
+    result into.
     """
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
@@ -90,7 +84,6 @@ def build_job_service(
         limits=limits,
         audit=audit,
         audit_endpoint=f"{settings.path_prefix}/async",
-        tasks=tasks,
         open_sink=open_sink,
     )
     return JobService(store, results, runner, events, settings, limits=limits)

@@ -38,7 +38,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +68,7 @@ from skyvault.service.uws.models import (
     ExecutionPhase,
     Job,
     JobFailure,
+    JobKind,
     JobResult,
     utc_now,
 )
@@ -78,15 +79,12 @@ from skyvault.storage_faults import service_storage_error
 __all__ = [
     "HEARTBEAT_SECONDS",
     "LIVE_RUNNERS",
-    "TASK_PARAMETER",
     "JobRunner",
     "OpenSink",
     "ResultSink",
     "RunQuery",
-    "RunTask",
     "RunnerId",
     "failure_of",
-    "task_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,26 +128,11 @@ class ResultSink(BatchSink, Protocol):
         ...
 
 
-#: ``open_sink(job, owner)``: the sink of a job that saves its result (``DEST``), its
+#: ``open_sink(job, owner)``: the sink of a TAP job that saves its result (``DEST``), its
 #: destination checked; None for a job that does not.
 OpenSink = Callable[[Job, Identity], ResultSink | None]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
-#: ``task(job, owner, cancel)``: the work of a job that runs no query (a table update),
-#: found by its ``REQUEST`` parameter (:data:`TASK_PARAMETER`); it leaves no result.
-RunTask = Callable[[Job, Identity, CancelToken], None]
-
-#: The parameter naming a job's task when it is not a query (``REQUEST=table-update``).
-TASK_PARAMETER = "REQUEST"
-
-
-def task_of(job: Job) -> str | None:
-    """The task a job runs instead of a query: its ``REQUEST`` when it has no ``QUERY``."""
-    parameters = job.parameter_map()
-    requests = parameters.get(TASK_PARAMETER, [])
-    if parameters.get("QUERY") or len(requests) != 1 or requests[0] == "doQuery":
-        return None
-    return requests[0]
 
 
 def stored_identity(job: Job) -> Identity:
@@ -248,12 +231,11 @@ class JobRunner:
     audit
         Where each run is recorded (one line per job: owner, query, rows, duration,
         outcome), under ``audit_endpoint``/JOB_ID.
-    tasks
-        The work of jobs that run no query, by their ``REQUEST`` (see :func:`task_of`).
     open_sink
-        The sink of a job that saves its result as a table (``DEST``): its rows go there as
-        they go to the result store, and it is committed once they are all stored, before
-        the job completes (its MAXREC defaults to the limit: a cut result is not saved).
+        The sink of a TAP job that saves its result as a table (``DEST``): its rows go
+        there as they go to the result store, and it is committed once they are all stored,
+        before the job completes (its MAXREC defaults to the limit: a cut result is not
+        saved).
     """
 
     def __init__(
@@ -268,10 +250,8 @@ class JobRunner:
         limits: LimitsPolicy | None = None,
         audit: AuditLog | None = None,
         audit_endpoint: str = "/tap/async",
-        tasks: Mapping[str, RunTask] | None = None,
         open_sink: OpenSink | None = None,
     ) -> None:
-        self.tasks = dict(tasks or {})
         self.open_sink = open_sink
         self.identify = identify
         self.limits = limits
@@ -294,6 +274,13 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         #: Claims being written (two workers may try the same job: one of them gets it).
         self._claims: list[_Running] = []
+        #: Job types other than TAP queries, by name (:meth:`register`).
+        self.kinds: dict[str, JobKind] = {}
+
+    def register(self, kind: JobKind) -> None:
+        """Run the jobs of ``kind`` (with its ``run``) too."""
+        if kind.run is not None:
+            self.kinds[kind.name] = kind
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -510,58 +497,27 @@ class JobRunner:
         rows: int | None = None
         error_code: str | None = None
         query: str | None = None
-        sink: ResultSink | None = None
         try:
             if self._stopping.is_set():
                 raise InternalError("the service stopped before this job ran; run it again")
             if run.token.cancelled:  # aborted while it was being claimed
                 raise QueryCancelled("the job was aborted before it started")
             identity = self.identify(job)
-            task = task_of(job)
-            if task is not None:
-                self._run_task(job, run, task, identity)
-                query = f"{TASK_PARAMETER}={task}"
-                run.finishing = True
-                if not self.store.complete(job.job_id, runner, None, utc_now()):
-                    error_code = "job.aborted"
-                return
             parameters = job.parameter_map()
             queries = parameters.get("QUERY")
             query = queries[-1] if queries else None
             if self.limits is not None:
                 used = self.store.result_bytes(job.account)
                 self.limits.check_result_storage(identity, used)
-            sink = self.open_sink(job, identity) if self.open_sink is not None else None
-            params = tap_query_params(
-                parameters,
-                maxrec_default=(
-                    self.settings.maxrec_default if sink is None else self.settings.maxrec_limit
-                ),
-                maxrec_limit=self.settings.maxrec_limit,
-            )
-            uploads: list[tuple[TableMeta, pa.Table]] = []
-            if parameters.get("UPLOAD"):
-                parts = self.results.read_uploads(job.job_id)
-                uploads = parse_uploads(parameters, parts, self.settings)
-            if sink is None:
-                output = self.run_query(params, run.token, uploads, identity)
+            kind = self.kinds.get(job.kind)
+            if kind is not None and kind.run is not None:
+                result = kind.run(job, run.token, identity, self.results)
+                if result is not None and self.limits is not None:
+                    used = self.store.result_bytes(job.account)
+                    self.limits.check_result_fits(identity, used, result.size)
             else:
-                output = self.run_query(params, run.token, uploads, identity, sink)
-            try:
-                key = self.results.key(job.job_id, output.output.extension)
-                size = self.results.write(key, self._capped(output.chunks, identity, job))
-            finally:
-                output.close()  # a failed write gives the query's memory back now
-            if sink is not None:
-                self._save(output, sink, params.maxrec)
-            rows = output.result.rows
-            result = JobResult(
-                key=key,
-                mime=output.output.content_type,
-                size=size,
-                rows=rows,
-                overflow=output.result.overflow,
-            )
+                result = self._run_query(job, run, identity, parameters)
+            rows = None if result is None else result.rows
             run.finishing = True
             if not self.store.complete(job.job_id, runner, result, utc_now()):
                 # Aborted or deleted while the result was being written.
@@ -583,8 +539,6 @@ class JobRunner:
             run.finishing = True
             self.store.fail(job.job_id, failure_of(error), utc_now(), runner=runner)
         finally:
-            if sink is not None:
-                sink.close()
             if timer is not None:
                 timer.cancel()
             with self._lock:
@@ -601,6 +555,56 @@ class JobRunner:
                     error=error_code,
                 )
 
+    def _run_query(
+        self, job: Job, run: _Running, identity: Identity, parameters: dict[str, list[str]]
+    ) -> JobResult:
+        """Run a TAP job's query and store its result (and, with ``DEST``, save it as a
+        table: :attr:`open_sink`)."""
+        sink = self.open_sink(job, identity) if self.open_sink is not None else None
+        try:
+            return self._query_result(job, run, identity, parameters, sink)
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _query_result(
+        self,
+        job: Job,
+        run: _Running,
+        identity: Identity,
+        parameters: dict[str, list[str]],
+        sink: ResultSink | None,
+    ) -> JobResult:
+        params = tap_query_params(
+            parameters,
+            maxrec_default=(
+                self.settings.maxrec_default if sink is None else self.settings.maxrec_limit
+            ),
+            maxrec_limit=self.settings.maxrec_limit,
+        )
+        uploads: list[tuple[TableMeta, pa.Table]] = []
+        if parameters.get("UPLOAD"):
+            parts = self.results.read_uploads(job.job_id)
+            uploads = parse_uploads(parameters, parts, self.settings)
+        if sink is None:
+            output = self.run_query(params, run.token, uploads, identity)
+        else:
+            output = self.run_query(params, run.token, uploads, identity, sink)
+        try:
+            key = self.results.key(job.job_id, output.output.extension)
+            size = self.results.write(key, self._capped(output.chunks, identity, job))
+        finally:
+            output.close()  # a failed write gives the query's memory back now
+        if sink is not None:
+            self._save(output, sink, params.maxrec)
+        return JobResult(
+            key=key,
+            mime=output.output.content_type,
+            size=size,
+            rows=output.result.rows,
+            overflow=output.result.overflow,
+        )
+
     def _save(self, output: QueryOutput, sink: ResultSink, maxrec: int | None) -> None:
         """Publish a saving job's table, now that its result is stored whole."""
         if output.result.overflow:
@@ -610,17 +614,6 @@ class JobRunner:
                 hint=f"narrow the query, or raise MAXREC (at most {self.settings.maxrec_limit})",
             )
         sink.commit(output.result.columns, output.result.schema)
-
-    def _run_task(self, job: Job, run: _Running, task: str, identity: Identity) -> None:
-        work = self.tasks.get(task)
-        if work is None:
-            raise UsageError(
-                f"{TASK_PARAMETER}={task!r} is not something a job can do",
-                hint="create query jobs with QUERY (and REQUEST=doQuery or no REQUEST)",
-            )
-        work(job, identity, run.token)
-        if run.token.cancelled:
-            raise QueryCancelled("the job was aborted")
 
     def _failure(self, job: Job, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:

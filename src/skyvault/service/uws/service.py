@@ -62,15 +62,17 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobFilter,
+    JobKind,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
-from skyvault.service.uws.runner import HEARTBEAT_SECONDS, TASK_PARAMETER, JobRunner, RunnerId
+from skyvault.service.uws.runner import HEARTBEAT_SECONDS, JobRunner, RunnerId
 from skyvault.service.uws.storage import JobStore
 
 __all__ = [
     "CONTROL_PARAMETERS",
     "INTERRUPTED",
+    "TAP_JOBS",
     "JobService",
     "parse_destruction",
     "parse_execution_duration",
@@ -96,6 +98,27 @@ INTERRUPTED = JobFailure(
 #: How often a blocking WAIT re-reads the phase from the database (changes made by
 #: another replica; changes made here wake it at once), s.
 WAIT_POLL_SECONDS = 0.5
+
+
+def _check_tap_job(
+    caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]
+) -> None:
+    """A TAP job is created only with a QUERY (see the module docstring)."""
+    queries = params.get("QUERY", [])
+    if not any(q.strip() for q in queries):
+        raise UsageError(
+            "a job needs a QUERY, and this request has "
+            + ("an empty one" if queries else "none")
+            + ": no job was created",
+            hint=(
+                "send the ADQL query as QUERY (with LANG=ADQL) in the POST that "
+                "creates the job; add PHASE=RUN to start it at once"
+            ),
+        )
+
+
+#: TAP ``/async`` jobs: run by the runner's query service.
+TAP_JOBS = JobKind("tap", check=_check_tap_job)
 
 
 def _single(params: dict[str, list[str]], name: str) -> str | None:
@@ -207,7 +230,9 @@ class JobService:
         settings: Settings,
         *,
         limits: LimitsPolicy | None = None,
+        kind: JobKind = TAP_JOBS,
     ) -> None:
+        self.kind = kind
         self.limits = limits
         self.store = store
         self.results = results
@@ -215,12 +240,31 @@ class JobService:
         self.events = events
         self.settings = settings
 
+    def for_kind(self, kind: JobKind) -> JobService:
+        """The service of the jobs of type ``kind``, over the same database, result store,
+        workers and limits (the runner learns to run them)."""
+        self.runner.register(kind)
+        return JobService(
+            self.store,
+            self.results,
+            self.runner,
+            self.events,
+            self.settings,
+            limits=self.limits,
+            kind=kind,
+        )
+
     # --- access ---------------------------------------------------------------------------
 
     def get(self, job_id: str, owner: str | None) -> Job:
-        """Job ``job_id`` if ``owner`` may access it; :class:`JobNotFound` otherwise."""
+        """Job ``job_id`` of this kind if ``owner`` may access it; :class:`JobNotFound`
+        otherwise."""
         job = self.store.get(job_id) if is_valid_job_id(job_id) else None
-        if job is None or not can_access_job(Identity(owner), job.owner):
+        if (
+            job is None
+            or job.kind != self.kind.name
+            or not can_access_job(Identity(owner), job.owner)
+        ):
             raise JobNotFound(job_id)
         return job
 
@@ -229,7 +273,8 @@ class JobService:
         if owner is None:
             return []
         identity = Identity(owner)
-        return [j for j in self.store.list_jobs(owner, filters) if can_list_job(identity, j.owner)]
+        jobs = self.store.list_jobs(owner, filters, self.kind.name)
+        return [j for j in jobs if can_list_job(identity, j.owner)]
 
     # --- creation and parameters ----------------------------------------------------------
 
@@ -304,8 +349,6 @@ class JobService:
         caller: Identity,
         pairs: list[tuple[str, str]],
         uploads: Mapping[str, bytes] | None = None,
-        *,
-        task: str | None = None,
     ) -> Job:
         """A new job of ``caller`` from the request's (name, value) pairs; PHASE=RUN also
         queues it.
@@ -314,15 +357,11 @@ class JobService:
         kept with the job in the result store until it is destroyed.  The caller's groups
         are kept with the job (see :attr:`Job.owner_groups`).
 
-        ``task`` makes a job that runs no query but that task of the runner (e.g.
-        ``table-update``, pyvo's ``create_index``): it needs no QUERY, its parameters are
-        checked when it runs, and ``REQUEST=task`` is stored with them.
-
         Raises
         ------
         UsageError
-            No QUERY, or a bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no
-            job is created.
+            Parameters the job's kind refuses (TAP: no QUERY), or a bad UWS parameter
+            (EXECUTIONDURATION, DESTRUCTION, PHASE): no job is created.
         UserLimitExceeded
             A user has ``max_pending`` jobs PENDING (or, with PHASE=RUN, ``max_queued``
             jobs QUEUED), or no room for results: no job is created.
@@ -330,20 +369,8 @@ class JobService:
         owner = caller.user
         account = Account.of(caller)
         params = collect_params(pairs)
-        queries = params.get("QUERY", [])
-        if task is not None:
-            pairs = [(n, v) for n, v in pairs if n.upper() not in ("QUERY", TASK_PARAMETER)]
-            pairs.append((TASK_PARAMETER, task))
-        elif not any(q.strip() for q in queries):
-            raise UsageError(
-                "a job needs a QUERY, and this request has "
-                + ("an empty one" if queries else "none")
-                + ": no job was created",
-                hint=(
-                    "send the ADQL query as QUERY (with LANG=ADQL) in the POST that "
-                    "creates the job; add PHASE=RUN to start it at once"
-                ),
-            )
+        if self.kind.check is not None:
+            self.kind.check(caller, params, uploads or {})
         job_params = [(n, v) for n, v in pairs if n.upper() not in CONTROL_PARAMETERS]
         now = utc_now()
         settings = self.settings
@@ -381,6 +408,7 @@ class JobService:
             run_id=_single(params, "RUNID"),
             owner_groups=tuple(sorted(caller.groups)),
             client=account.client,
+            kind=self.kind.name,
         )
         for part, data in (uploads or {}).items():
             self.results.write_upload(job.job_id, part, data)
@@ -587,6 +615,7 @@ class JobService:
                 dead = True
             if dead and self.store.fail(job.job_id, INTERRUPTED, now, runner=job.runner):
                 log.warning("job %s: its service died while it ran; now in ERROR", job.job_id)
+                self.results.delete(job.job_id)  # what it was writing: never a result
                 self.events.notify(job.job_id)
                 count += 1
         return count

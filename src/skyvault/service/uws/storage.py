@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,9 @@ __all__ = ["JobStore"]
 
 #: Accounts with QUEUED jobs looked at per claim (the ones whose jobs waited longest).
 _CLAIM_ACCOUNTS = 200
+
+#: Accounts whose job counts are kept between two changes of the database.
+_MAX_CACHED_ACCOUNTS = 4096
 
 
 _metadata = sa.MetaData()
@@ -67,6 +71,8 @@ _jobs = sa.Table(
     sa.Column("heartbeat", UTCDateTime, nullable=True),
     sa.Column("owner_groups", sa.Text, nullable=True),
     sa.Column("client", sa.String(64), nullable=True),
+    # The job type (models.JobKind); NULL in rows older than job types: "tap".
+    sa.Column("kind", sa.String(32), nullable=True),
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
     sa.Index("ix_uws_jobs_destruction", "destruction"),
@@ -127,11 +133,12 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         heartbeat=m["heartbeat"],
         owner_groups=tuple(json.loads(m["owner_groups"])) if m["owner_groups"] else (),
         client=m["client"],
+        kind=m["kind"] or "tap",
     )
 
 
 #: Columns added after the first release, with their SQL type: added to older databases.
-_LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)"}
+_LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)", "kind": "VARCHAR(32)"}
 
 
 def _add_missing_columns(conn: Connection) -> None:
@@ -161,9 +168,14 @@ class JobStore:
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
             _add_missing_columns(conn)
+        #: Tells whether the database may have changed (every process's commits).
+        self.changes = dbstore.ChangeWatch(self._engine)
+        self._counts_lock = threading.Lock()
+        self._counts: tuple[int | None, dict[Account, dict[ExecutionPhase, int]]] = (None, {})
 
     def close(self) -> None:
         """Release pooled connections."""
+        self.changes.close()
         self._engine.dispose()
 
     def _write(self) -> contextlib.AbstractContextManager[Connection]:
@@ -208,12 +220,14 @@ class JobStore:
             ).all()
         return {job_id: ExecutionPhase(phase) for job_id, phase in rows}
 
-    def list_jobs(self, owner: str, filters: JobFilter) -> list[Job]:
-        """The jobs of ``owner`` that pass ``filters``.
+    def list_jobs(self, owner: str, filters: JobFilter, kind: str = "tap") -> list[Job]:
+        """The jobs of ``owner`` of type ``kind`` that pass ``filters``.
 
         Ordered oldest first, or newest first when ``filters.last`` is given (UWS 1.1).
         """
-        statement = sa.select(_jobs).where(_jobs.c.owner == owner)
+        statement = sa.select(_jobs).where(
+            _jobs.c.owner == owner, sa.func.coalesce(_jobs.c.kind, "tap") == kind
+        )
         if filters.phases:
             statement = statement.where(_jobs.c.phase.in_(sorted(p.value for p in filters.phases)))
         else:
@@ -241,14 +255,34 @@ class JobStore:
             )
 
     def account_phase_counts(self, account: Account) -> dict[ExecutionPhase, int]:
-        """How many jobs of ``account`` are in each phase."""
+        """How many jobs of ``account`` are in each phase.
+
+        Every sync query asks (its running slot counts the account's EXECUTING jobs), so
+        the answer is kept while the database is unchanged (:class:`~skyvault.dbstore.
+        ChangeWatch`: any commit, by any process, is seen at once); without a watch
+        (PostgreSQL) the database is read every time.
+        """
+        version = self.changes.version()
+        if version is not None:
+            with self._counts_lock:
+                cached_version, cached = self._counts
+                if cached_version == version and account in cached:
+                    return dict(cached[account])
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(_jobs.c.phase, sa.func.count())
                 .where(_of_account(account))
                 .group_by(_jobs.c.phase)
             ).all()
-        return {ExecutionPhase(phase): int(n) for phase, n in rows}
+        counts = {ExecutionPhase(phase): int(n) for phase, n in rows}
+        if version is not None:
+            with self._counts_lock:
+                cached_version, cached = self._counts
+                if cached_version != version or len(cached) >= _MAX_CACHED_ACCOUNTS:
+                    cached = {}
+                    self._counts = (version, cached)
+                cached[account] = counts
+        return dict(counts)
 
     def result_bytes(self, account: Account) -> int:
         """Bytes of stored results of ``account``'s jobs."""
@@ -332,6 +366,7 @@ class JobStore:
                     quote=job.quote,
                     owner_groups=json.dumps(sorted(job.owner_groups)),
                     client=job.client if job.owner is None else None,
+                    kind=job.kind,
                 )
             )
 

@@ -1,0 +1,211 @@
+"""ObsTAP over HTTP: ``ivoa.ObsCore`` as the union of the collections each caller may read,
+its description in TAP_SCHEMA, ``/tables`` and ``/capabilities``, and ``access_url``
+pointing to DataLink.
+
+Three collections of synthetic TAN images: ``pubimg`` (2 images, PUBLIC), ``secimg``
+(1 image, group ``spies``: alice, not bob) and ``moreimg`` (3 images, PUBLIC) elsewhere on
+the sky.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from skyvault.auth import AuthStorage, TokenService, grant_access
+from skyvault.auth.storage import utc_now
+from skyvault.config import Settings
+from skyvault.images.ingest import ImageIngestOptions, ingest_images
+from skyvault.images.obscore import COLUMNS
+from skyvault.service.app import create_app
+from tests.images._files import tan_header, write_image
+from tests.service.conftest import ROOMY_AUTH, read_votable
+
+PUB = (62.0, -37.0)
+SEC = (150.0, 2.0)
+MORE = (200.0, 30.0)
+
+
+@dataclass(frozen=True)
+class World:
+    data: Path
+    alice: str
+    bob: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("obscore")
+    data = root / "data"
+    data.mkdir()
+    files: dict[str, list[Path]] = {"pubimg": [], "secimg": [], "moreimg": []}
+    for collection, (ra, dec), bands in (
+        ("pubimg", PUB, "ri"),
+        ("secimg", SEC, "i"),
+        ("moreimg", MORE, "gri"),
+    ):
+        folder = root / collection
+        folder.mkdir()
+        for k, band in enumerate(bands):
+            header = tan_header(ra + 0.01 * k, dec, band=band)
+            files[collection].append(write_image(folder / f"{band}{k}.fits", header))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for collection, paths in files.items():
+            ingest_images(paths, collection, data, options=ImageIngestOptions())
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        now = utc_now()
+        storage.add_user("alice", now)
+        storage.add_user("bob", now)
+        storage.add_group("spies", ["alice"], now)
+        grant_access(storage, "pubimg", None)
+        grant_access(storage, "moreimg", None)
+        grant_access(storage, "secimg", "spies")
+        tokens = TokenService(storage)
+        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
+    finally:
+        storage.close()
+    return World(data, alice, bob)
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _query(client: TestClient, adql: str, token: str | None = None) -> list[dict[str, object]]:
+    response = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": adql}, headers=_auth(token))
+    assert response.status_code == 200, response.text
+    table = read_votable(response.content).get_first_table().to_table()
+    return [dict(zip(table.colnames, row, strict=True)) for row in table.iterrows()]
+
+
+def test_union_is_what_the_caller_may_read(client: TestClient, world: World) -> None:
+    adql = "SELECT obs_collection, COUNT(*) AS n FROM ivoa.ObsCore GROUP BY obs_collection"
+    for token, expected in (
+        (None, {"pubimg": 2, "moreimg": 3}),
+        (world.bob, {"pubimg": 2, "moreimg": 3}),
+        (world.alice, {"pubimg": 2, "moreimg": 3, "secimg": 1}),
+    ):
+        rows = _query(client, adql, token)
+        assert {str(r["obs_collection"]): int(r["n"]) for r in rows} == expected  # type: ignore[call-overload]
+        # the count is the sum of the members' counts, each asked directly
+        total = _query(client, "SELECT COUNT(*) AS n FROM ivoa.obscore", token)[0]["n"]
+        members = sum(
+            int(_query(client, f"SELECT COUNT(*) AS n FROM {c}.obscore", token)[0]["n"])  # type: ignore[call-overload]
+            for c in expected
+        )
+        assert total == members == sum(expected.values())
+
+
+def test_hidden_rows_are_absent_even_by_position(client: TestClient, world: World) -> None:
+    adql = (
+        "SELECT obs_id FROM ivoa.ObsCore WHERE "
+        f"CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', {SEC[0]}, {SEC[1]}, 1)) = 1"
+    )
+    assert _query(client, adql, world.bob) == []
+    assert [r["obs_id"] for r in _query(client, adql, world.alice)] == ["i0"]
+
+
+@pytest.mark.parametrize(
+    "name", ["ivoa.ObsCore", "ivoa.obscore", "IVOA.OBSCORE", '"ivoa"."ObsCore"']
+)
+def test_identifiers_as_adql_has_them(client: TestClient, name: str) -> None:
+    assert _query(client, f"SELECT COUNT(*) AS n FROM {name}")[0]["n"] == 5
+
+
+def test_a_delimited_name_of_another_case_is_no_table(client: TestClient) -> None:
+    response = client.post(
+        "/tap/sync", data={"LANG": "ADQL", "QUERY": 'SELECT * FROM "ivoa"."obscore"'}
+    )
+    assert response.status_code == 400
+    assert "obscore" in response.text
+
+
+def test_access_url_is_the_datalink_document(client: TestClient) -> None:
+    for table in ("ivoa.ObsCore", "pubimg.obscore"):
+        rows = _query(
+            client,
+            f"SELECT obs_publisher_did, access_url, access_format FROM {table} "
+            "WHERE obs_collection = 'pubimg'",
+        )
+        assert len(rows) == 2
+        for row in rows:
+            did = str(row["obs_publisher_did"])
+            assert row["access_format"] == "application/x-votable+xml;content=datalink"
+            url = str(row["access_url"])
+            assert url == "http://testserver/tap/datalink/links?ID=" + urllib.parse.quote(
+                did, safe=""
+            )
+            links = client.get(url.removeprefix("http://testserver"))
+            assert links.status_code == 200
+            assert did in links.text and "#this" in links.text
+
+
+def test_access_url_follows_the_configured_base_url(world: World) -> None:
+    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, base_url="https://example.org/x/tap")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        rows = _query(c, "SELECT access_url FROM ivoa.ObsCore WHERE obs_collection = 'pubimg'")
+    assert all(
+        str(r["access_url"]).startswith("https://example.org/x/tap/datalink/links?ID=ivo%3A")
+        for r in rows
+    )
+
+
+def test_tap_schema_describes_obscore(client: TestClient, world: World) -> None:
+    tables = _query(
+        client, "SELECT table_name, table_type FROM TAP_SCHEMA.tables WHERE schema_name = 'ivoa'"
+    )
+    assert [r["table_name"] for r in tables] == ["ivoa.ObsCore"]
+    columns = _query(
+        client,
+        "SELECT column_name, unit, ucd, utype, datatype FROM TAP_SCHEMA.columns "
+        "WHERE table_name = 'ivoa.ObsCore'",
+    )
+    got = {str(r["column_name"]): r for r in columns}
+    mandatory = [c for c in COLUMNS if c.mandatory]
+    assert len(mandatory) == 30
+    for c in mandatory:
+        row = got[c.name]
+        assert row["utype"] == c.utype and str(c.utype).startswith("obscore:")
+        assert row["ucd"] == c.ucd
+        assert (row["unit"] or None) == c.unit, c.name
+    # nothing of skyvault's own beside the standard's columns
+    assert set(got) == {c.name for c in COLUMNS}
+
+
+def test_tables_lists_obscore(client: TestClient) -> None:
+    text = client.get("/tap/tables").text
+    assert "<name>ivoa.ObsCore</name>" in text
+    one = client.get("/tap/tables/ivoa.ObsCore")
+    assert one.status_code == 200
+    assert "obscore:Char.SpatialAxis.Coverage.Support.Area" in one.text
+
+
+def test_capabilities_declare_the_obscore_data_model(client: TestClient) -> None:
+    text = client.get("/tap/capabilities").text
+    tap = text.split('standardID="ivo://ivoa.net/std/TAP"', 1)[1].split("</capability>", 1)[0]
+    assert '<dataModel ivo-id="ivo://ivoa.net/std/ObsCore#core-1.1">ObsCore-1.1</dataModel>' in tap
+
+
+def test_no_collection_no_obscore(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    settings = Settings(data_dir=data, auth=ROOMY_AUTH)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert "ObsCore" not in c.get("/tap/capabilities").text
+        response = c.post("/tap/sync", data={"LANG": "ADQL", "QUERY": "SELECT * FROM ivoa.ObsCore"})
+        assert response.status_code == 400
