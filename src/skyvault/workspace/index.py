@@ -311,12 +311,31 @@ class _StoredInput(InputFile):
 
     def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         wanted = list(columns) if columns is not None else self.schema.names
+        target = pa.schema([self.schema.field(n) for n in wanted])
         with pq.ParquetFile(self.path, pre_buffer=False) as handle:
-            for group in range(handle.num_row_groups):
+            # Stored tables have small row groups (32k rows, for cone searches): read runs
+            # of them that make a whole batch, or every batch of the ingest's passes would
+            # be a row group (a third more CPU for 10M rows).
+            for groups in _runs(handle.metadata, batch_rows):
                 for batch in handle.iter_batches(
-                    batch_size=batch_rows, columns=wanted, row_groups=[group]
+                    batch_size=batch_rows, columns=wanted, row_groups=groups
                 ):
-                    yield batch.cast(pa.schema([self.schema.field(n) for n in wanted]))
+                    yield batch if batch.schema == target else batch.cast(target)
+
+
+def _runs(footer: pq.FileMetaData, rows: int) -> Iterator[list[int]]:
+    """Consecutive row groups of ``footer`` in runs of at least ``rows`` rows (the last
+    may hold fewer)."""
+    run: list[int] = []
+    held = 0
+    for group in range(footer.num_row_groups):
+        run.append(group)
+        held += footer.row_group(group).num_rows
+        if held >= rows:
+            yield run
+            run, held = [], 0
+    if run:
+        yield run
 
 
 def _data_schema(stored: StoredTable) -> pa.Schema:
