@@ -51,6 +51,7 @@ class Site:
     data: Path
     alice: str
     bob: str
+    carol: str
     audit: Path
 
 
@@ -77,9 +78,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
         storage.add_user("alice", utc_now())
         storage.add_user("bob", utc_now())
+        storage.add_user("carol", utc_now())
+        storage.add_group("readers", ["bob"], utc_now())
+        storage.add_group("writers", ["carol"], utc_now())
         grant_access(storage, "survey", None)
         tokens = TokenService(storage)
         alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
+        carol = tokens.create_token("carol", 1)
     finally:
         storage.close()
     port = _free_port()
@@ -93,7 +98,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         auth=AuthSettings(audit_log=audit),
     )
     with serve_in_thread(create_app(settings), port) as url:
-        site = Site(url, data, alice, bob, audit)
+        site = Site(url, data, alice, bob, carol, audit)
         _create_user_table(site, ra, dec, rng)
         yield site
 
@@ -314,3 +319,26 @@ def test_an_over_quota_dest_job_errors_and_stores_nothing(site: Site) -> None:
     finally:
         store.set_quota("bob", Quota())
         storage.close()
+
+
+def test_read_write_group_members_may_index_readers_may_not(site: Site) -> None:
+    share = "r-group=readers\nrw-group=writers"
+    response = httpx.post(
+        f"{site.url}/permissions/user_alice.targets",
+        content=share,
+        headers={"Authorization": f"Bearer {site.alice}", "Content-Type": "text/plain"},
+    )
+    assert response.status_code < 300, response.text
+    try:
+        bob = _service(site, site.bob)  # r-group: may query, not index
+        with pytest.raises(DALQueryError, match=r"may read user_alice\.targets but not index it"):
+            bob.create_index("user_alice.targets", "tid")
+        carol = _service(site, site.carol)  # rw-group
+        carol.create_index("user_alice.targets", "tid")
+        assert Registry(site.data).get("user_alice", "targets").meta.column("tid").indexed
+    finally:
+        httpx.post(
+            f"{site.url}/permissions/user_alice.targets",
+            content="r-group=\nrw-group=",
+            headers={"Authorization": f"Bearer {site.alice}", "Content-Type": "text/plain"},
+        )

@@ -21,7 +21,7 @@ from pathlib import Path
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.identity import Identity
 from skyvault.engine.executor import CancelToken
-from skyvault.errors import SkyvaultError
+from skyvault.errors import AccessDenied, SkyvaultError
 from skyvault.service.uws.models import Job, JobKind, JobResult
 from skyvault.service.uws.results import ResultStore
 from skyvault.workspace.index import create_index, index_request, plan_index
@@ -55,6 +55,15 @@ class TableUpdates:
         try:
             request = index_request(job.parameter_map())
             what = f"index {request.table} ({request.index})"
+            try:
+                self.store.check_access(owner, request.table, "write")
+            except AccessDenied as exc:
+                if self.store.owner_of(request.table.split(".")[0]) is None:
+                    raise  # an archive table: said as such
+                # A user table visible to them, read-only: said for an index.
+                raise AccessDenied(
+                    f"you may read {request.table} but not index it", hint=exc.hint
+                ) from None
             with self.store.exclusive(owner, request.table, "write") as table:
                 plan = plan_index(table.meta, request)
                 what = plan.describe()
