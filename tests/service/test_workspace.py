@@ -30,8 +30,6 @@ from tests.service.conftest import _free_port, serve_in_thread
 from tests.service.security_world import World, build_world
 from tests.xsd import assert_valid
 
-pytestmark = pytest.mark.slow
-
 VOSI_TARGETS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
     xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
@@ -262,6 +260,13 @@ def test_visibility_per_user_outsider_reader_and_read_write(site: Site) -> None:
         ]
         assert perms.headers["x-vosi-owner"] == "alice"
         assert perms.headers["x-vosi-group-ro"] == "crew"
+        described = _session(site.world.bob).get(f"{site.url}/tables/user_alice.shared")
+        assert (described.headers["x-vosi-owner"], described.headers["x-vosi-auth-read"]) == (
+            "alice",
+            "true",
+        )
+        archive = _session(site.world.bob).get(f"{site.url}/tables/pub.stars")
+        assert archive.status_code == 200 and "x-vosi-owner" not in archive.headers
         with pytest.raises(requests.HTTPError) as refused:
             bob.load_table("user_alice.shared", io.StringIO("tid\n2\n"), format="csv")
         assert refused.value.response.status_code == 403
@@ -398,3 +403,25 @@ def test_creating_an_existing_table_is_a_409(site: Site) -> None:
     assert refused.value.response.status_code == 409
     assert "exists already" in refused.value.response.text
     alice.remove_table("user_alice.twice")
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_and_stores_nothing(site: Site) -> None:
+    alice = _session(site.world.alice)
+    alice.put(
+        f"{site.url}/tables/user_alice.chunked",
+        data=VOSI_TARGETS,
+        headers={"Content-Type": "text/xml"},
+    )
+
+    def body() -> Iterator[bytes]:  # no Content-Length: requests sends it chunked
+        yield b"tid\n"
+        for _ in range(MAX_BODY // 1000 + 10):
+            yield b"1\n" * 500
+
+    r = alice.post(
+        f"{site.url}/load/user_alice.chunked", data=body(), headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 400 and "larger than the limit" in r.text
+    count = _query(site, site.world.alice, "SELECT COUNT(*) AS n FROM user_alice.chunked")
+    assert int(count["n"][0]) == 0
+    assert _service(site, site.world.alice).remove_table("user_alice.chunked") is None

@@ -53,6 +53,7 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ from skyvault.bulk.manifest import MANIFEST_FILE, Manifest, ManifestEntry
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import StoredTable
 from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget, estimate_stream_bytes
 from skyvault.engine.executor import CancelToken
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.errors import (
@@ -581,9 +583,14 @@ def run_request(
     timeout: float | None = None,
     spool_dir: Path | None = None,
     job_id: str = "",
+    budget: MemoryBudget | None = None,
 ) -> BulkOutput:
     """Run ``query`` and write its files into ``out_dir`` (which must not exist yet: it
     appears, complete, only at the end).
+
+    The cells run one after the other, so the job holds one query's stream at a time: it
+    reserves that from ``budget`` (the memory the service's queries share) for its whole
+    run, waiting (within ``timeout``) while the memory is taken.
 
     Raises
     ------
@@ -595,9 +602,14 @@ def run_request(
     stored = archive.registry.get(query.meta.schema, query.meta.name)
     scan = query.plan.scans[0]
     cells = _cells(stored, scan, request.moc)
+    reservation = None
+    if budget is not None:
+        need = estimate_stream_bytes(query.plan.columns, None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reservation = budget.reserve(need, deadline=deadline, cancel=cancel)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         written: list[_Written] = []
         for cell in cells:
             if cancel is not None and cancel.cancelled:
@@ -629,6 +641,9 @@ def run_request(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if reservation is not None:
+            reservation.close()
     return BulkOutput(out_dir, manifest)
 
 

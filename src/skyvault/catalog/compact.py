@@ -1,8 +1,9 @@
 """Compaction: fold a table's appended rows (catalog/append.py) into a new HATS version.
 
-Under the table's append lock (appends wait), the current snapshot's delta files are merged
-into the partitions they belong to, inside a build that :func:`skyvault.catalog.layout.building`
-publishes with one atomic link swap, exactly like an ingest:
+The delta files of the snapshot read when it starts are merged into the partitions they
+belong to, inside a build that :func:`skyvault.catalog.layout.building` publishes with one
+atomic link swap, exactly like an ingest (appends go on meanwhile: the append lock is held
+only to read that snapshot, and for the swap):
 
 * a partition without new rows is hard-linked from the base version (no copy, no rewrite);
 * a partition with new rows is rewritten (base rows and delta rows, sorted by
@@ -16,13 +17,18 @@ publishes with one atomic link swap, exactly like an ingest:
   overlaps; then ``_metadata``, ``partition_info.csv``, the properties, the table metadata
   and the bulk manifest are written as ingest writes them.
 
-Before the publish, ``folded.json`` of the new version's delta store records the snapshot
-and batch ids the version contains; after it, the snapshot pointer names the new version.
-A ``kill -9`` before the publish leaves the old version and its deltas (the build is
-removed by the next one); after it, the new version holds every committed row once, and a
-pointer still naming the old base is read as "no deltas" (catalog/append.py).  Queries
-planned on the old version keep reading its files: the previous version and its delta store
-are kept until the next publish.
+Then, under the append lock, the batches committed during the fold are written again as
+deltas of the new version (cut by its partitions), and ``folded.json`` of the new version's
+delta store records the snapshot and batch ids the version folded and the last batch it
+carried; the version is published, the snapshot pointer names it, and the lock goes.  A
+``kill -9`` before the publish leaves the old version and its deltas (the build is removed
+by the next one); after it, the new version holds every committed row once, and a pointer
+still naming the old base is read as "the folded snapshot plus the carried batches"
+(catalog/append.py).  Queries planned on an old version keep reading its files: versions a
+compaction replaced are kept ``keep_replaced`` seconds, with their delta stores.
+
+:class:`BackgroundCompactor` runs compactions in a server when a table's appends pass a
+:class:`CompactionPolicy`.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ __all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"
 log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
+KEEP_REPLACED_S = 3600.0
+"""How long a version replaced by a compaction stays for the queries reading it, s."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ def compact(
     table: str,
     *,
     max_rows: int | None = None,
+    keep_replaced: float = KEEP_REPLACED_S,
     on_folded: Callable[[], None] | None = None,
 ) -> CompactResult:
     """Fold the committed appends of ``table`` into a new HATS version, published atomically.
@@ -116,6 +125,10 @@ def compact(
     and for the final swap.  Batches committed while the new version was being written are
     carried over as its deltas (re-cut against its partitions), so each is in the published
     table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Versions this and earlier compactions replaced stay ``keep_replaced`` seconds after
+    being replaced, with their delta files: a query planned on one of them (its tasks spread
+    over Dask workers, say) reads the files it was planned on to its end.
 
     Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
     the table is running.
@@ -131,7 +144,7 @@ def compact(
     if not pending.files:
         return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
     with contextlib.ExitStack() as swap:
-        with building(data_dir, name) as build:
+        with building(data_dir, name, keep_replaced=keep_replaced) as build:
             # The build holds the table's ingest lock: no other compaction or ingest now.
             with append_lock(data_dir, name):
                 old = visible.resolve()
@@ -484,6 +497,7 @@ class CompactionPolicy:
 
     after_batches: int = 200
     after_bytes: int = 512 * 1024 * 1024
+    keep_replaced: float = KEEP_REPLACED_S
 
     def due(self, snap: Snapshot) -> bool:
         if not snap.files:
@@ -554,7 +568,7 @@ class BackgroundCompactor:
                 snap = status(self.data_dir, str(name))
                 if not self.policy.due(snap):
                     continue
-                result = compact(self.data_dir, str(name))
+                result = compact(self.data_dir, str(name), keep_replaced=self.policy.keep_replaced)
             except IngestError:
                 continue  # an ingest or another compaction of the table is running
             except Exception:

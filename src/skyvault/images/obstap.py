@@ -30,14 +30,18 @@ import pyarrow as pa
 from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import ColumnMeta, TableMeta, votable_type
 from skyvault.catalog.views import DerivedColumn, View
+from skyvault.formats.votable import ServiceDescriptor
 from skyvault.images.obscore import COLUMNS, is_obscore_table
 from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
     "DATALINK_FORMAT",
+    "DATALINK_STANDARD_ID",
     "OBSCORE_DATA_MODEL",
     "OBSCORE_SCHEMA",
     "OBSCORE_TABLE",
+    "PUBLISHER_DID_UTYPE",
+    "datalink_services",
     "links_prefix",
     "obscore_meta",
     "obscore_views",
@@ -47,6 +51,8 @@ OBSCORE_SCHEMA = "ivoa"
 OBSCORE_TABLE = "ObsCore"
 OBSCORE_DATA_MODEL = "ivo://ivoa.net/std/ObsCore#core-1.1"
 DATALINK_FORMAT = "application/x-votable+xml;content=datalink"
+DATALINK_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.1"
+PUBLISHER_DID_UTYPE = "obscore:Curation.PublisherDID"
 
 _DESCRIPTION = (
     "ObsCore 1.1 records of the images of every collection you may read (the union of "
@@ -188,3 +194,28 @@ def obscore_views(
             for m in members
         )
     return views
+
+
+def datalink_services(
+    columns: Sequence[ColumnMeta], base_url: str | None
+) -> tuple[ServiceDescriptor, ...]:
+    """The DataLink service descriptors of a result with ``columns``: one per column that
+    is an ``obs_publisher_did`` (by its ObsCore utype, which a column keeps under any
+    alias), whose ``ID`` parameter takes that column's values, so that pyvo's
+    ``iter_datalinks`` finds each row's links.  None without a base URL."""
+    if base_url is None:
+        return ()
+    url = f"{base_url.rstrip('/')}/datalink/links"
+    found = [
+        i for i, c in enumerate(columns) if (c.utype or "").lower() == PUBLISHER_DID_UTYPE.lower()
+    ]
+    return tuple(
+        ServiceDescriptor(
+            standard_id=DATALINK_STANDARD_ID,
+            access_url=url,
+            params=(("ID", index),),
+            description=f"DataLink links of the images named by {columns[index].name}",
+            resource_id=f"_sv_datalink{n}" if n else "_sv_datalink",
+        )
+        for n, index in enumerate(found)
+    )

@@ -88,6 +88,7 @@ class ServiceContext:
                 timeout=async_limit,
                 sink=sink,
                 views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         def open_sink(job: Job, owner: Identity) -> ResultTable | None:
@@ -104,7 +105,7 @@ class ServiceContext:
             open_sink=open_sink,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables)
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
         )
         # youcat's table-update jobs (pyvo's create_index): indexes on user tables.
         self.table_updates = self.jobs.for_kind(table_update_kind(self.workspace, self.auth.audit))

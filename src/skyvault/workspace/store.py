@@ -244,6 +244,8 @@ class WorkspaceStore:
                 raise WorkspaceError(f"column name {HEALPIX_COLUMN} is reserved")
             arrow_schema = storage_schema(columns)
             rows = definition.rows
+            if permissions is not None:
+                self._check_groups(permissions)  # before anything is stored
             with self._table_lock(target):
                 existing = self._existing_name(target)
                 if existing is not None:
@@ -380,6 +382,15 @@ class WorkspaceStore:
         """The grants on ``name`` (anyone who may read the table may read them)."""
         return self.describe(identity, name).permissions
 
+    def grants_of(self, schema: str, table: str) -> TablePermissions | None:
+        """The grants on ``schema.table`` if it is in a workspace schema, else None.  No
+        access check: for callers that already know the table is visible (``/tables``)."""
+        snap = self.access.snapshot()
+        owner = snap.schema_owners.get(schema)
+        if owner is None:
+            return None
+        return self._permissions(TableName(schema, table), owner, snap)
+
     def set_permissions(
         self, identity: Identity, name: str, change: PermissionChange
     ) -> TablePermissions:
@@ -510,15 +521,12 @@ class WorkspaceStore:
     def _permissions(
         self, target: TableName, owner: str, snap: GrantSnapshot | None = None
     ) -> TablePermissions:
-        grants = [
-            g
-            for g in self.auth.list_grants()
-            if g.schema == target.schema and g.table in (None, target.table)
-        ]
-        public = any(g.group is None for g in grants)
-        read = frozenset(g.group for g in grants if g.group is not None and not _writes(g))
-        write = frozenset(g.group for g in grants if g.group is not None and _writes(g))
-        return TablePermissions(owner, public, read - write, write)
+        """The grants on ``target`` (its schema's too) in ``snap`` (default: now)."""
+        snap = snap if snap is not None else self.access.snapshot()
+        grantees = snap.grantees(target.schema, target.table)
+        write = frozenset(g for g in snap.writers(target.schema, target.table) if g is not None)
+        read = frozenset(g for g in grantees if g is not None) - write
+        return TablePermissions(owner, None in grantees, read, write)
 
     def _apply_permissions(self, target: TableName, change: PermissionChange) -> None:
         owner = self.owner_of(target.schema) or ""
@@ -527,13 +535,7 @@ class WorkspaceStore:
         desired |= {g: "write" for g in wanted.write_groups}
         if wanted.public:
             desired[None] = "read"
-        if self.require_known_groups:
-            for name in sorted(g for g in desired if g is not None):
-                if not self.auth.group_exists(name):
-                    raise WorkspaceError(
-                        f"no group {name!r}",
-                        hint="name a group that exists (ask the operator to create it)",
-                    )
+        self._check_groups(change)
         existing = {
             g.group: g.level
             for g in self.auth.list_grants()
@@ -549,6 +551,18 @@ class WorkspaceStore:
             self.auth.add_grant(
                 GrantRecord(target.schema, target.table, grantee, wanted_level), now
             )
+
+    def _check_groups(self, change: PermissionChange) -> None:
+        """Refuse groups the auth database does not hold (built-in identities)."""
+        if not self.require_known_groups:
+            return
+        named = (change.read_groups or frozenset()) | (change.write_groups or frozenset())
+        for name in sorted(named):
+            if not self.auth.group_exists(name):
+                raise WorkspaceError(
+                    f"no group {name!r}",
+                    hint="name a group that exists (ask the operator to create it)",
+                )
 
     def _clear_grants(self, target: TableName) -> None:
         for grant in self.auth.list_grants():
@@ -702,10 +716,6 @@ class _AuditNote:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _writes(grant: GrantRecord) -> bool:
-    return grant.level == "write"
 
 
 def _access_of(identity: Identity, perms: TablePermissions) -> Access:

@@ -31,6 +31,7 @@ from skyvault.bulk.manifest import (
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import StorageError
 from skyvault.images.datalink import DATALINK_TYPE
@@ -86,8 +87,10 @@ def bulk_job_kind(
     archive: Archive,
     settings: Settings,
     visible_tables: Callable[[Identity], list[TableMeta]],
+    budget: MemoryBudget | None = None,
 ) -> JobKind:
-    """The ``bulk`` job type over ``archive``; ``visible_tables`` gives an identity's tables."""
+    """The ``bulk`` job type over ``archive``; ``visible_tables`` gives an identity's tables,
+    ``budget`` is the memory the service's queries share (a job reserves its stream)."""
     limit = settings.bulk_job_file_bytes
 
     def check(caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]) -> None:
@@ -114,6 +117,7 @@ def bulk_job_kind(
             timeout=float(job.execution_duration) + 60.0,
             spool_dir=settings.spool_dir,
             job_id=job.job_id,
+            budget=budget,
         )
         return JobResult(
             key=f"{job.job_id}/{FILES_DIR}/",
