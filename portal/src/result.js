@@ -25,6 +25,7 @@ class Column {
   text(row) {
     if (!this.valid(row)) return "";
     if (this.kind === "timestamp") return isoTimestamp(this.raw[row], this.unit);
+    if (this.raw instanceof Float32Array) return shortestFloat32(this.raw[row]);
     const v = this.get(row);
     if (v === null || v === undefined) return "";
     if (Array.isArray(v)) return `[${v.join(", ")}]`;
@@ -44,6 +45,17 @@ class Column {
     this._numbers = out;
     return out;
   }
+}
+
+// A float's shortest decimal that reads back as the same float (as the service's text formats
+// write it): 0.1f is "0.1", not the double 0.10000000149011612.
+function shortestFloat32(value) {
+  if (!Number.isFinite(value)) return String(value);
+  for (let digits = 1; digits < 10; digits++) {
+    const text = value.toPrecision(digits);
+    if (Math.fround(Number(text)) === value) return String(Number(text));
+  }
+  return String(value);
 }
 
 function isoTimestamp(value, perSecond) {

@@ -164,3 +164,20 @@ def test_a_cancelled_job_leaves_nothing(world_archive: tuple[Archive, Path]) -> 
         run_request(_query(archive), archive, root / "cancelled", max_file_bytes=10**6,
                     cancel=token)  # fmt: skip
     assert not [p for p in root.iterdir() if "cancelled" in p.name]
+
+
+def test_the_size_check_stops_a_job_while_it_writes(world_archive: tuple[Archive, Path]) -> None:
+    archive, root = world_archive
+    whole = run_request(_query(archive), archive, root / "whole", max_file_bytes=10**6)
+    seen: list[int] = []
+
+    def check(n: int) -> None:
+        seen.append(n)
+        if n > 20_000:
+            raise UsageError("full")
+
+    with pytest.raises(UsageError, match="full"):
+        run_request(_query(archive), archive, root / "full", max_file_bytes=10**6,
+                    check_size=check)  # fmt: skip
+    assert 20_000 < seen[-1] < whole.bytes / 2  # stopped at the first file past the limit
+    assert not [p for p in root.iterdir() if "full" in p.name]

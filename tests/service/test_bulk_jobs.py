@@ -175,6 +175,12 @@ def test_job_files_have_the_static_trees_http(site: str, world: World) -> None:
     assert part.status_code == 206 and part.content == whole.content[-8:]
     again = httpx.get(url, headers={**bearer(world.alice), "If-None-Match": whole.headers["etag"]})
     assert again.status_code == 304
+    listing = httpx.get(f"{job_url}/files", headers=bearer(world.alice), follow_redirects=True)
+    assert listing.status_code == 200 and entry["path"] in listing.text
+    # The run is audited under the job type's own path.
+    job_id = job_url.rsplit("/", 1)[-1]
+    audit = (world.data.parent / "jobs-live" / "audit.jsonl").read_text()
+    assert f'"endpoint": "/bulk/jobs/{job_id}", ' in audit
 
 
 # --- scripts and lists, run by the real tools -------------------------------------------------
@@ -503,6 +509,31 @@ def test_bulk_jobs_count_against_the_same_job_limits(world: World) -> None:
         assert refused.status_code == 429 and "retry-after" in refused.headers
         assert app.delete(tap.headers["location"], headers=alice).status_code == 303
         assert app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice).status_code == 303
+
+
+def test_a_job_past_the_result_storage_stops_with_nothing_left(world: World) -> None:
+    """The owner's result storage counts a bulk job's files as they are written: a job
+    that would pass it stops (ERROR, saying so) and leaves no file behind."""
+    from fastapi.testclient import TestClient
+
+    settings = _settings(world, "quota").model_copy(
+        update={"auth": AuthSettings(max_result_bytes=30_000, audit_log=None)}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        alice = bearer(world.alice)
+        data = {"TABLE": PLANS, "FORMAT": "csv", "MAXFILESIZE": "10000", "PHASE": "RUN"}
+        r = app.post("/bulk/jobs", data=data, headers=alice)
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 60
+        while (phase := ET.fromstring(app.get(f"{job_url}?WAIT=5", headers=alice).text)
+               .findtext(f"{UWS}phase")) in ("QUEUED", "EXECUTING"):  # fmt: skip
+            assert time.monotonic() < deadline
+        assert phase == "ERROR"
+        doc = ET.fromstring(app.get(job_url, headers=alice).text)
+        assert "would not fit" in (doc.findtext(f"{UWS}errorSummary/{UWS}message") or "")
+    job_dir = Path(settings.results_location()) / job_url.rsplit("/", 1)[-1]
+    assert not job_dir.exists() or not any(job_dir.rglob("*.csv"))
 
 
 @pytest.mark.slow

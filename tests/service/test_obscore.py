@@ -305,3 +305,27 @@ def test_taplint_obscore_stage(live_url: str) -> None:
     errors = [line for line in report.splitlines() if line[:2] in ("E-", "F-")]
     unexplained = [e for e in errors if not any(p.match(e) for p in KNOWN_VALIDATOR_ERRORS)]
     assert not unexplained, "\n".join(unexplained)
+
+
+def test_async_jobs_see_the_view_as_their_owner(client: TestClient, world: World) -> None:
+    from tests.service.test_uws import wait_final
+
+    adql = "SELECT obs_collection, obs_publisher_did, access_url FROM ivoa.ObsCore"
+    for token, collections in ((world.bob, {"pubimg", "moreimg"}),
+                               (world.alice, {"pubimg", "moreimg", "secimg"})):  # fmt: skip
+        r = client.post(
+            "/tap/async",
+            data={"LANG": "ADQL", "QUERY": adql, "PHASE": "RUN"},
+            headers=_auth(token),
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        job_id = r.headers["location"].rsplit("/", 1)[-1]
+        assert wait_final(client, job_id, _auth(token)) == "COMPLETED"
+        body = client.get(f"/tap/async/{job_id}/results/result", headers=_auth(token)).content
+        document = read_votable(body)
+        table = document.get_first_table().to_table()
+        assert set(table["obs_collection"]) == collections
+        assert all(str(u).startswith("http://testserver/tap/datalink/links?ID=ivo%3A")
+                   for u in table["access_url"])  # fmt: skip
+        assert [r.utype for r in document.resources if r.type == "meta"] == ["adhoc:service"]

@@ -213,6 +213,27 @@ def test_a_cone_query_fills_the_grid_the_sky_and_a_plot(
         " return c.getDefinition().headerTooltip; }"
     )
     assert "unit: deg" in tip and "UCD: pos.eq.ra" in tip, tip
+    # Sorting and header filters work on the columns (the grid pages against them).
+    ras = sorted(float(r["coord_ra"]) for r in expected)
+    page.click("#grid .tabulator-col[tabulator-field='c1'] .tabulator-col-title")
+    page.wait_for_function(
+        "(lo) => { const c = document.querySelector('#grid .tabulator-row "
+        '.tabulator-cell[tabulator-field="c1"]\'); return c && Number(c.textContent) === lo; }',
+        arg=ras[0],
+    )
+    cut = ras[len(ras) // 2]
+    box = "#grid .tabulator-col[tabulator-field='c1'] .tabulator-header-filter input"
+    page.fill(box, f"<{cut}")
+    page.press(box, "Enter")  # (Tabulator filters on key-up, which fill() does not send)
+    page.wait_for_function(
+        "(n) => window.skyvault.grid.grid.getDataCount() === n",
+        arg=sum(1 for ra in ras if ra < cut),
+    )
+    page.fill(box, "")
+    page.press(box, "Enter")
+    page.wait_for_function(
+        "(n) => window.skyvault.grid.grid.getDataCount() === n", arg=len(expected)
+    )
     _shot(page, "portal-table")
     # The sky: Aladin Lite (shipped, not from a CDN) with one marker per row.
     with page.expect_response(lambda r: r.url.endswith("/Moc.fits"), timeout=30_000) as moc:
@@ -405,7 +426,7 @@ def test_a_job_runs_is_monitored_and_reopens_after_a_reload(
     assert "AsyncTAPJob" in page.inner_text("#snippet")
 
 
-def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings]) -> None:
+def test_a_result_downloads_in_every_format(page: Any, server: tuple[str, str, Settings]) -> None:
     base = server[0]
     query = "SELECT TOP 7 visit, band FROM dp02_dc2_catalogs.Visit ORDER BY visit"
     _set_query(page, query)
@@ -415,6 +436,24 @@ def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings])
         page.select_option("#download", label="CSV")
     body = Path(info.value.path()).read_text()
     assert list(csv.DictReader(io.StringIO(body))) == _tap_rows(base, query)
+    # Every format the menu offers: the very bytes the service writes for that format.
+    offered = page.evaluate(
+        "Array.from(document.querySelectorAll('#download option'))"
+        ".map(o => o.value).filter(Boolean)"
+    )
+    formats = {value.split("|")[0] for value in offered}
+    assert {"votable", "csv", "tsv", "fits", "parquet", "arrow", "json"} <= formats
+    for value in offered:
+        fmt, extension = value.split("|")
+        with page.expect_download() as info:
+            page.select_option("#download", value=value)
+        assert info.value.suggested_filename == f"result.{extension}"
+        expected = httpx.post(
+            f"{base}/tap/sync",
+            data={"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt},
+            timeout=60,
+        )
+        assert Path(info.value.path()).read_bytes() == expected.content, fmt
 
 
 def test_signing_in_shows_the_user_and_groups(page: Any, server: tuple[str, str, Settings]) -> None:

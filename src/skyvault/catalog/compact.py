@@ -45,6 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +55,7 @@ from numpy.typing import NDArray
 from skyvault.bulk.manifest import stored_manifest, write_manifest
 from skyvault.catalog.append import (
     HEALPIX_COLUMN,
+    DeltaFile,
     Snapshot,
     append_lock,
     fsync_all,
@@ -196,25 +198,51 @@ def _point(visible: Path, latest: Snapshot, stores: Path) -> None:
 
 
 def _carry(old: Path, root: Path, store: Path, folded: Snapshot, latest: Snapshot) -> None:
-    """Write the batches of ``old`` committed after ``folded`` (up to ``latest``) as deltas
-    of the build at ``root`` (delta store ``store``), cut by the build's partitions."""
-    by_batch: dict[int, list[str]] = defaultdict(list)
-    for f in latest.files:
-        if f.snapshot > folded.snapshot:
-            by_batch[f.snapshot].append(f.path)
+    """Make the batches of ``old`` committed after ``folded`` (up to ``latest``) deltas of
+    the build at ``root`` (delta store ``store``), with the same snapshot numbers.
+
+    A delta file whose cell is a partition of the build, or overlaps none, is hard-linked
+    as it is; the rows of the others (their cell's partition was split) are cut again by
+    the build's partitions.  This runs while appends wait: linking keeps it short.
+    """
+    old_store = old.parent.parent.parent / "deltas" / old.parent.name / old.name
+    index = PartitionIndex.read(root)
+    cells = set(zip(index.orders.tolist(), index.pixels.tolist(), strict=True))
     schema = pq.read_schema(old / "dataset" / "_common_metadata")
     written: list[Path] = []
     log = store / "log"
     for n in range(folded.snapshot + 1, latest.snapshot + 1):
         entry = log_entry(old, n)
-        data = _sorted(_read(by_batch.get(n, []), schema))
-        files, paths = write_deltas(root, store, n, data)
+        files = [f for f in latest.files if f.snapshot == n]
+        keep = [f for f in files if (f.order, f.pixel) in cells or not _overlaps(index, f)]
+        recut = [f.path for f in files if f not in keep]
+        entries: list[list[Any]] = []
+        paths: list[Path] = []
+        if recut:
+            entries, paths = write_deltas(root, store, n, _sorted(_read(recut, schema)))
+        for f in keep:
+            rel = Path(f.path).relative_to(old_store)
+            target = store / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f.path, target)
+            ranges = [list(r) for r in f.ranges]
+            entries.append([f.order, f.pixel, f.start, f.stop, f.rows, rel.as_posix(), ranges])
+            paths.extend((target.parent, target.parent.parent, target.parent.parent.parent))
         log.mkdir(parents=True, exist_ok=True)
         path = log / f"{n:012d}.json"
-        path.write_text(json.dumps({**entry, "files": files}))
+        entries.sort(key=lambda e: int(e[2]))
+        path.write_text(json.dumps({**entry, "files": entries}))
         written.extend([*paths, path, log])
     if written:
         fsync_all([*written, store / "batches", store])
+
+
+def _overlaps(index: PartitionIndex, f: DeltaFile) -> bool:
+    """Whether delta file ``f``'s cell overlaps a partition of ``index``."""
+    shift = 2 * (SPATIAL_ORDER - f.order)
+    lo, hi = f.pixel << shift, (f.pixel + 1) << shift
+    k = int(np.searchsorted(index.starts, hi, side="left")) - 1
+    return k >= 0 and int(index.stops[k]) > lo
 
 
 def _json(data: object) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "OBSCORE_SCHEMA",
     "OBSCORE_TABLE",
     "PUBLISHER_DID_UTYPE",
+    "collection_tables",
     "datalink_services",
     "links_prefix",
     "obscore_meta",
@@ -159,6 +160,39 @@ _META = _MetaCache(obscore_meta)
 _COLLECTION_META = _MetaCache(lambda one: with_region_xtype(one[0]), size=256)
 
 
+class _Collections:
+    """Which tables are collections' ObsCore tables, remembered per metadata object (every
+    query asks, of every visible table)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._known: dict[int, tuple[TableMeta, bool]] = {}
+
+    def of(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
+        out = []
+        for meta in tables:
+            with self._lock:
+                known = self._known.get(id(meta))
+            if known is None or known[0] is not meta:
+                known = (meta, is_obscore_table(meta))
+                with self._lock:
+                    if len(self._known) >= self.size:
+                        self._known.clear()
+                    self._known[id(meta)] = known  # the meta is held: its id stays its own
+            if known[1]:
+                out.append(meta)
+        return out
+
+
+_COLLECTIONS = _Collections()
+
+
+def collection_tables(tables: Sequence[TableMeta]) -> list[TableMeta]:
+    """The collections' ObsCore tables among ``tables`` (by schema)."""
+    return sorted(_COLLECTIONS.of(tables), key=lambda m: (m.schema, m.name))
+
+
 def obscore_views(
     visible: Sequence[TableMeta], base_url: str | None, *, offered: bool = True
 ) -> list[View]:
@@ -166,7 +200,7 @@ def obscore_views(
     ``ivoa.ObsCore`` over the visible collections (when ``offered``: the archive holds
     any), and each visible ``C.obscore`` with its ``access_url`` computed under
     ``base_url`` (the TAP service's public URL; None: stored values)."""
-    members = sorted((m for m in visible if is_obscore_table(m)), key=lambda m: (m.schema, m.name))
+    members = collection_tables(visible)
     derived: tuple[DerivedColumn, ...] = ()
     if base_url is not None:
         derived = (

@@ -97,7 +97,13 @@ def bulk_job_kind(
         request = parse_request(params, uploads.get("MOC"), max_file_bytes=limit)
         compile_request(request, archive, visible_tables(caller))
 
-    def run(job: Job, cancel: CancelToken, identity: Identity, results: ResultStore) -> JobResult:
+    def run(
+        job: Job,
+        cancel: CancelToken,
+        identity: Identity,
+        results: ResultStore,
+        check_size: Callable[[int], None],
+    ) -> JobResult:
         base = results.local_dir(job.job_id)
         if base is None:
             raise StorageError(
@@ -118,6 +124,7 @@ def bulk_job_kind(
             spool_dir=settings.spool_dir,
             job_id=job.job_id,
             budget=budget,
+            check_size=check_size,
         )
         return JobResult(
             key=f"{job.job_id}/{FILES_DIR}/",
@@ -138,4 +145,4 @@ def bulk_job_kind(
         return links
 
     results_store = ResultStore(settings.results_location())
-    return JobKind("bulk", check=check, run=run, results=listed)
+    return JobKind("bulk", check=check, run=run, results=listed, endpoint="/bulk/jobs")

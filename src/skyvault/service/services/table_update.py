@@ -15,7 +15,7 @@ missing one; one they may only read is refused as such.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from skyvault.auth.audit import AuditLog
@@ -96,7 +96,11 @@ def table_update_kind(store: WorkspaceStore, audit: AuditLog | None = None) -> J
         store.require_user(caller)
 
     def run(
-        job: Job, cancel: CancelToken, owner: Identity, results: ResultStore
+        job: Job,
+        cancel: CancelToken,
+        owner: Identity,
+        results: ResultStore,
+        check_size: Callable[[int], None],
     ) -> JobResult | None:
         updates.run(job, owner, cancel)
         return None
