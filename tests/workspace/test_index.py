@@ -260,3 +260,27 @@ def test_the_declared_position_named_as_a_pair_is_a_sky_index(data: Path) -> Non
 def test_upper_case_names_and_unique_index_type() -> None:
     got = index_request({"TABLE": ["s.t"], "INDEX": ["x"], "INDEX_TYPE": ["unique"]})
     assert got == IndexRequest("s.t", "x", True, None)
+
+
+def test_a_failed_index_leaves_the_table_as_it_was(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skyvault.workspace.index as index_module
+
+    link = data / "user_alice" / "targets"
+    version = link.resolve()
+    real = index_module.write_hats
+
+    def fails_after_writing(*args: object, **kwargs: object) -> tuple[int, int]:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        raise IngestError("the disk went away")
+
+    monkeypatch.setattr(index_module, "write_hats", fails_after_writing)
+    plan = plan_index(_meta(data), IndexRequest("user_alice.targets", "ra,dec", False, "long-lat"))
+    with pytest.raises(IngestError, match="the disk went away"):
+        create_index(data, plan)
+    assert link.resolve() == version
+    assert _meta(data).kind == "plain" and not _meta(data).column("ra").indexed
+    assert not list((data / "user_alice" / ".skyvault" / "tmp").iterdir())
+    monkeypatch.undo()
+    assert create_index(data, plan).kind == "hats"  # and it can be done again
