@@ -156,3 +156,20 @@ def test_the_archive_saves_a_query_as_a_users_table(
     again = archive.save(BRIGHT, "user_alice.bright", user="alice", mode="append")
     assert again.nrows == 2 * meta.nrows
     assert archive.query(BRIGHT).schema.metadata == {b"overflow": b"false"}
+
+
+def test_staging_left_by_a_dead_process_is_swept(
+    world: tuple[Path, WorkspaceStore, Archive],
+) -> None:
+    data, store, _ = world
+    root = data / "user_alice" / ".skyvault" / "staging"
+    live = open_result_table(store, ALICE, SaveRequest("user_alice.a"))
+    dead = root / "0123abcd"
+    dead.mkdir(parents=True)
+    (dead / "result.arrow").write_bytes(b"left by a killed job")
+    other = open_result_table(store, ALICE, SaveRequest("user_alice.b"))
+    assert not dead.exists()
+    assert len(list(root.iterdir())) == 2  # the two live sinks keep theirs
+    for sink in (live, other):
+        sink.close()
+    assert not list(root.iterdir())

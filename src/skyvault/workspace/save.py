@@ -23,11 +23,13 @@ given), since a silently truncated table is worse than none.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -36,6 +38,7 @@ from skyvault.auth.identity import Identity
 from skyvault.catalog.layout import INTERNAL_DIR, TableName
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.errors import TableExists, WorkspaceError
+from skyvault.interprocess import file_lock
 from skyvault.workspace.columns import TableDefinition, arrow_type, storage_schema
 from skyvault.workspace.names import UserTableName, check_column_name
 from skyvault.workspace.quota import Usage, check_quota
@@ -56,6 +59,7 @@ DEST_MODES = ("create", "append", "replace")
 Mode = Literal["create", "append", "replace"]
 
 _STAGING = "staging"
+_LOCK = ".staging"
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,15 @@ class ResultTable:
         self.mode = mode
         self.rows_left = rows_left
         self.rows = 0
-        self._dir = store.data_dir / target.schema / INTERNAL_DIR / _STAGING / uuid.uuid4().hex
+        root = store.data_dir / target.schema / INTERNAL_DIR / _STAGING
+        _sweep(root)
+        self._dir = root / uuid.uuid4().hex
         self._path = self._dir / "result.arrow"
+        self._dir.mkdir(parents=True)
+        # Held while the sink lives: a staging directory whose lock can be taken was left
+        # by a process that died (kill -9), and the next save removes it.
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(file_lock(self._dir / _LOCK))
         self._sink: pa.OSFile | None = None
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._schema: pa.Schema | None = None
@@ -167,7 +178,6 @@ class ResultTable:
         """Stage one batch of the result; a result past the owner's row quota is refused
         as soon as it is."""
         if self._writer is None:
-            self._dir.mkdir(parents=True, exist_ok=True)
             self._schema = batch.schema
             self._sink = pa.OSFile(str(self._path), "wb")
             self._writer = pa.ipc.new_file(self._sink, batch.schema)
@@ -209,7 +219,22 @@ class ResultTable:
         except (OSError, pa.ArrowException):
             pass
         self._writer = self._sink = None
+        self._lock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    """Remove the staging directories under ``root`` that no live sink holds."""
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        try:
+            with file_lock(entry / _LOCK, create=False) as taken:
+                pass
+        except (FileNotFoundError, NotADirectoryError):
+            taken = True
+        if taken:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _check_destination(
