@@ -61,8 +61,12 @@ const dist = join(here, "node_modules", "aladin-lite");
 cpSync(join(dist, "dist", "aladin.js"), join(aladin, "aladin.js"));
 for (const name of ["LICENSE", "COPYING", "COPYING.LESSER"]) cpSync(join(dist, name), join(aladin, name));
 cpSync(join(here, "LICENSES.md"), join(out, "LICENSES.md"));
+// Apache Arrow (Apache-2.0) is bundled into app.js: its licence and NOTICE go beside it (§4).
+const arrow = join(out, "licenses", "apache-arrow");
+mkdirSync(arrow, { recursive: true });
+for (const name of ["LICENSE.txt", "NOTICE.txt"]) cpSync(join(here, "node_modules", "apache-arrow", name), join(arrow, name));
 const versions = {};
-for (const name of ["aladin-lite", "codemirror", "@codemirror/lang-sql", "tabulator-tables", "@observablehq/plot", "esbuild"]) {
+for (const name of ["aladin-lite", "codemirror", "@codemirror/lang-sql", "tabulator-tables", "@observablehq/plot", "apache-arrow", "d3-brush", "esbuild"]) {
   versions[name] = JSON.parse(readFileSync(join(here, "node_modules", name, "package.json"))).version;
 }
 writeFileSync(

@@ -24,6 +24,7 @@ FORBIDDEN = {
     "bulk": ("skyvault.service",),
     "auth": ("skyvault.service",),
     "portal": ("skyvault.service",),
+    "workspace": ("skyvault.service",),
 }
 
 

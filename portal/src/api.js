@@ -1,6 +1,10 @@
 // Talking to the skyvault service: TAP sync/async, UWS job lists, VOSI, DALI errors.
 // Every request carries the signed-in token (if any) as a Bearer header; nothing else
-// leaves the page (no CDN, no third-party service).
+// leaves the page (no CDN, no third-party service). Results come as Arrow IPC streams
+// (RESPONSEFORMAT=arrow: columnar, 64-bit integers exact) and are held as columns (result.js).
+import { fromArrow, fromJson } from "./result.js";
+
+export const ARROW = "application/vnd.apache.arrow.stream";
 
 const TOKEN_KEY = "skyvault.token";
 
@@ -91,7 +95,8 @@ export async function post(path, params, extraHeaders = {}) {
 /**
  * Parse skyvault's JSON result keeping 64-bit integers exact: ids such as objectId exceed
  * 2^53, which a JavaScript number cannot hold, so an integer beyond the safe range is kept
- * as its decimal text (JSON.parse's source access, in every current browser).
+ * as its decimal text (JSON.parse's source access, in every current browser). Only for a
+ * job whose result was written as JSON; the portal's own queries ask for Arrow.
  */
 export function parseResult(text) {
   return JSON.parse(text, (key, value, context) => {
@@ -100,6 +105,31 @@ export function parseResult(text) {
     }
     return value;
   });
+}
+
+/** A result response (Arrow stream, or skyvault's JSON for an older job) as a Result. */
+async function readResult(response) {
+  const type = (response.headers.get("Content-Type") || "").split(";")[0].trim();
+  if (type === ARROW) return fromArrow(new Uint8Array(await response.arrayBuffer()));
+  if (type === "application/json") return fromJson(parseResult(await response.text()));
+  throw new ServiceError(
+    `this result is ${type || "of an unknown type"}: the portal shows Arrow or JSON results — download it instead`,
+    415,
+  );
+}
+
+/** A TAP sync query answered as an Arrow IPC stream, read into columns. */
+export async function syncResult(query, maxrec = null, signal = undefined) {
+  const params = { LANG: "ADQL", QUERY: query, RESPONSEFORMAT: "arrow" };
+  if (maxrec !== null) params.MAXREC = String(maxrec);
+  const response = await fetch(tapPath("sync"), {
+    method: "POST",
+    headers: authHeaders(),
+    body: new URLSearchParams(params),
+    signal,
+  });
+  await checked(response);
+  return readResult(response);
 }
 
 /** A TAP sync query answered as skyvault's JSON format: {metadata, data, status}. */
@@ -182,7 +212,7 @@ export async function createJob(query, runId) {
   const response = await post(tapPath("async"), {
     LANG: "ADQL",
     QUERY: query,
-    RESPONSEFORMAT: "json",
+    RESPONSEFORMAT: "arrow",
     RUNID: runId,
     PHASE: "RUN",
   });
@@ -205,7 +235,6 @@ export async function deleteJob(id) {
   }
 }
 
-export async function jobResultJson(id) {
-  const response = await get(tapPath(`async/${encodeURIComponent(id)}/results/result`));
-  return parseResult(await response.text());
+export async function jobResult(id) {
+  return readResult(await get(tapPath(`async/${encodeURIComponent(id)}/results/result`)));
 }

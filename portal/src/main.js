@@ -11,7 +11,29 @@ import { el, loadSchema, renderSchema, starterQuery } from "./schema.js";
 import { showLinks } from "./links.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { result: null, query: "", jobId: null, grid: null, sky: null, selected: null, session: null };
+const state = {
+  result: null, // a Result (result.js): columns read from the service's Arrow stream
+  query: "",
+  jobId: null,
+  grid: null,
+  sky: null,
+  selected: null, // the first selected row
+  selection: null, // {rows: Uint32Array, mask: Uint8Array, region, from}: linked across the views
+  session: null,
+};
+// For tests and the curious: the current result and selection.
+window.skyvault = {
+  ...(window.skyvault || {}),
+  get result() {
+    return state.result;
+  },
+  get selection() {
+    return state.selection;
+  },
+  get grid() {
+    return state.grid;
+  },
+};
 
 function status(text, kind = "info") {
   const bar = $("status");
@@ -64,16 +86,20 @@ async function loadExamples(editor) {
   }
 }
 
-function showResult(result, query, jobId = null) {
+function showResult(result, query, jobId = null, format = "") {
   state.result = result;
   state.query = query;
   state.jobId = jobId;
   state.selected = null;
+  state.selection = null;
   if (state.grid) state.grid.destroy();
-  state.grid = createGrid($("grid"), result, { onSelect: select });
+  $("only-selected").checked = false;
+  showSelectionCount();
+  state.grid = createGrid($("grid"), result, { onSelect: (rows, from) => setSelection(rows, from) });
   const overflow = result.status === "OVERFLOW" ? " (truncated at MAXREC)" : "";
-  status(`${result.data.length.toLocaleString()} rows${overflow}`, "ok");
-  $("snippet").textContent = notebookSnippet(query, jobId);
+  if (result.status === "ERROR") status(`${result.numRows.toLocaleString()} rows, then: ${result.message}`, "error");
+  else status(`${result.numRows.toLocaleString()} rows${overflow}`, "ok");
+  $("snippet").textContent = notebookSnippet(query, jobId, format);
   fillPlotChoices();
   if (state.sky) state.sky.show(result);
   if (currentTab() === "plot") redrawPlot();
@@ -87,22 +113,45 @@ function rowLinks(index) {
     panel.textContent = "row actions need an image row (a result with obs_publisher_did, e.g. from C.obscore)";
     return;
   }
-  const row = state.result.data[index];
-  const ra = row[meta.indexOf("s_ra")];
-  const dec = row[meta.indexOf("s_dec")];
-  showLinks(panel, row[idColumn], ra, dec, (e) => showError(e));
+  const value = (name) => {
+    const col = meta.indexOf(name);
+    return col < 0 ? null : state.result.value(index, col);
+  };
+  showLinks(panel, state.result.text(index, idColumn), value("s_ra"), value("s_dec"), (e) => showError(e));
+}
+
+function showSelectionCount() {
+  const n = state.selection ? state.selection.rows.length : 0;
+  $("selection-count").textContent = n ? `${n.toLocaleString()} selected` : "";
+  $("clear-selection").hidden = !n;
+}
+
+/**
+ * The selection, linked across the views: ``rows`` (row indexes) chosen in the grid, on the sky
+ * or in a plot (``from``) are highlighted in the others; a plot's brush ``region`` is kept.
+ */
+function setSelection(rows, from, region = null, plot = null) {
+  if (!state.result) return;
+  rows = rows || new Uint32Array(0);
+  if (rows.length) {
+    const mask = new Uint8Array(state.result.numRows);
+    for (const i of rows) mask[i] = 1;
+    state.selection = { rows, mask, region, from, plot };
+    state.selected = rows[0];
+  } else {
+    state.selection = null;
+    state.selected = null;
+  }
+  showSelectionCount();
+  const mask = state.selection ? state.selection.mask : null;
+  if (rows.length === 1 && (currentTab() === "links" || from === "grid")) rowLinks(rows[0]);
+  if (from !== "grid" && state.grid) state.grid.brush(mask, rows).catch((e) => showError(e));
+  if (from !== "sky" && state.sky) state.sky.highlight(rows);
+  if (currentTab() === "plot") redrawPlot();
 }
 
 function select(index, from) {
-  state.selected = index;
-  if (currentTab() === "links" || from === "grid") rowLinks(index);
-  if (from !== "grid" && state.grid) {
-    state.grid.deselectRow();
-    state.grid.selectRow(index);
-    state.grid.scrollToRow(index, "center", false);
-  }
-  if (from !== "sky" && state.sky) state.sky.highlight(index);
-  if (from !== "plot" && currentTab() === "plot") redrawPlot();
+  setSelection(Uint32Array.of(index), from);
 }
 
 function currentTab() {
@@ -132,12 +181,16 @@ function redrawPlot() {
     $("plot").textContent = "no numeric column to plot";
     return;
   }
+  const sel = state.selection;
+  const key = `${kind}|${x}|${y}`;
   drawPlot($("plot"), state.result, {
     kind,
     x: Number(x),
     y: kind === "histogram" || y === "" ? null : Number(y),
-    selected: state.selected,
-    onSelect: select,
+    selection: sel ? sel.mask : null,
+    // The brush is drawn again only on the plot it was drawn on.
+    region: sel && sel.from === "plot" && sel.plot === key ? sel.region : null,
+    onBrush: (rows, region) => setSelection(rows, "plot", region, key),
   });
 }
 
@@ -149,7 +202,10 @@ async function openSky() {
     onSelect: select,
     onRegion: (region) => insertRegion(region),
   });
-  if (state.result) state.sky.show(state.result);
+  if (state.result) {
+    state.sky.show(state.result);
+    if (state.selection) state.sky.highlight(state.selection.rows);
+  }
   return state.sky;
 }
 
@@ -185,7 +241,7 @@ async function run(mode) {
       jobs.update();
       document.querySelector(".tabs button[data-tab='jobs']").click();
     } else {
-      const result = await api.syncJson(query);
+      const result = await api.syncResult(query);
       showResult(result, query);
     }
   } catch (e) {
@@ -213,11 +269,16 @@ async function start() {
       for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${button.dataset.tab}`;
       if (button.dataset.tab === "sky") await openSky().catch((e) => showError(e));
       if (button.dataset.tab === "plot") redrawPlot();
+      if (button.dataset.tab === "table" && state.grid) await state.grid.refresh().catch((e) => showError(e));
       if (button.dataset.tab === "jobs") jobs.update();
       if (button.dataset.tab === "links" && state.result && state.selected !== null) rowLinks(state.selected);
     });
   }
   for (const id of ["plot-kind", "plot-x", "plot-y"]) $(id).addEventListener("change", redrawPlot);
+  $("only-selected").addEventListener("change", () => {
+    if (state.grid) state.grid.onlySelected($("only-selected").checked).catch((e) => showError(e));
+  });
+  $("clear-selection").addEventListener("click", () => setSelection(null, "button"));
   const formats = $("download");
   for (const [value, label, extension] of FORMATS) {
     const option = el("option", {}, label);
@@ -250,8 +311,8 @@ async function start() {
   jobs = createJobMonitor($("jobs"), {
     onOpen: async (job) => {
       try {
-        const result = await api.jobResultJson(job.id);
-        showResult(result, job.query, job.id);
+        const result = await api.jobResult(job.id);
+        showResult(result, job.query, job.id, (job.params && job.params.RESPONSEFORMAT) || "");
         document.querySelector(".tabs button[data-tab='table']").click();
       } catch (e) {
         showError(e);

@@ -4,6 +4,7 @@
 import A from "aladin-lite";
 import { base } from "./api.js";
 
+const MAX_HIGHLIGHTED = 100000;
 const RA_UCDS = ["pos.eq.ra;meta.main", "pos.eq.ra"];
 const DEC_UCDS = ["pos.eq.dec;meta.main", "pos.eq.dec"];
 const RA_NAMES = ["ra", "coord_ra", "s_ra", "raj2000", "ra_icrs"];
@@ -71,6 +72,7 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
     );
   }
   let layer = null;
+  let chosen = null; // the selection, as its own layer over the result's
   let footprints = null;
   let sources = [];
   aladin.on("objectClicked", (object) => {
@@ -95,11 +97,15 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
     show(result) {
       if (layer) layer.removeAll();
       if (footprints) footprints.removeAll();
+      if (chosen) chosen.removeAll();
       sources = [];
       const where = positionColumns(result.metadata);
       element.dataset.sources = "0";
+      element.dataset.selected = "0";
       if (!where) return 0;
-      const [ri, di] = where;
+      // The position columns as doubles, read straight from the result's columns.
+      const ras = result.columns[where[0]].numbers();
+      const decs = result.columns[where[1]].numbers();
       if (!layer) {
         layer = A.catalog({ name: "result", sourceSize: 10, color: "#ff5a36", shape: "circle" });
         aladin.addCatalog(layer);
@@ -110,32 +116,37 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
         aladin.addOverlay(footprints);
       }
       const batch = [];
-      result.data.forEach((row, index) => {
-        const ra = Number(row[ri]);
-        const dec = Number(row[di]);
-        if (!Number.isFinite(ra) || !Number.isFinite(dec)) return;
+      let [raLo, raHi, shLo, shHi, decLo, decHi] = [Infinity, -Infinity, Infinity, -Infinity, Infinity, -Infinity];
+      for (let index = 0; index < result.numRows; index++) {
+        const ra = ras[index];
+        const dec = decs[index];
+        if (!Number.isFinite(ra) || !Number.isFinite(dec)) continue;
         const source = A.source(ra, dec, { __row: index });
         sources[index] = source;
         batch.push(source);
+        const shifted = (ra + 180) % 360;
+        raLo = Math.min(raLo, ra);
+        raHi = Math.max(raHi, ra);
+        shLo = Math.min(shLo, shifted);
+        shHi = Math.max(shHi, shifted);
+        decLo = Math.min(decLo, dec);
+        decHi = Math.max(decHi, dec);
         if (region >= 0) {
-          const polygon = polygonFrom(row[region]);
+          let value = result.value(index, region);
+          if (value && typeof value === "object" && typeof value.toArray === "function") value = Array.from(value.toArray());
+          const polygon = polygonFrom(value);
           if (polygon) footprints.add(A.polygon(polygon));
         }
-      });
+      }
       layer.addSources(batch);
       element.dataset.sources = String(batch.length);
       if (batch.length) {
-        const ras = batch.map((s) => s.ra);
-        const decs = batch.map((s) => s.dec);
-        const mid = (xs) => (Math.min(...xs) + Math.max(...xs)) / 2;
         // RA across 0h: measure the spread around 180 instead.
-        const shifted = ras.map((r) => (r + 180) % 360);
-        const wraps = Math.max(...shifted) - Math.min(...shifted) < Math.max(...ras) - Math.min(...ras);
-        const ra = wraps ? (mid(shifted) + 180) % 360 : mid(ras);
-        const dec = mid(decs);
-        const raSpan = (wraps ? Math.max(...shifted) - Math.min(...shifted) : Math.max(...ras) - Math.min(...ras)) *
-          Math.cos((dec * Math.PI) / 180);
-        const decSpan = Math.max(...decs) - Math.min(...decs);
+        const wraps = shHi - shLo < raHi - raLo;
+        const ra = wraps ? ((shLo + shHi) / 2 + 180) % 360 : (raLo + raHi) / 2;
+        const dec = (decLo + decHi) / 2;
+        const raSpan = (wraps ? shHi - shLo : raHi - raLo) * Math.cos((dec * Math.PI) / 180);
+        const decSpan = decHi - decLo;
         // Aladin's field of view is the width: fit the height through the aspect ratio.
         const aspect = element.clientWidth / Math.max(element.clientHeight, 1);
         const fov = Math.max(raSpan, decSpan * aspect, 0.01) * 1.3;
@@ -144,12 +155,21 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
       }
       return batch.length;
     },
-    highlight(index) {
-      const source = sources[index];
-      if (!source) return;
-      if (layer) layer.sources.forEach((s) => s.deselect && s.deselect());
-      source.select();
-      aladin.gotoRaDec(source.ra, source.dec);
+    /** Highlight the selected rows (a Uint32Array of row indexes): one row is also centred. */
+    highlight(rows) {
+      if (!chosen) {
+        chosen = A.catalog({ name: "selection", sourceSize: 14, color: "#ffe14d", shape: "square" });
+        aladin.addCatalog(chosen);
+      }
+      chosen.removeAll();
+      const picked = [];
+      for (const index of rows || []) {
+        const source = sources[index];
+        if (source && picked.length < MAX_HIGHLIGHTED) picked.push(A.source(source.ra, source.dec, { __row: index }));
+      }
+      chosen.addSources(picked);
+      element.dataset.selected = String(picked.length);
+      if (rows && rows.length === 1 && picked.length) aladin.gotoRaDec(picked[0].ra, picked[0].dec);
     },
     addMoc(url, name) {
       aladin.addMOC(A.MOCFromURL(url, { name, color: "#a0ff80", opacity: 0.25 }));

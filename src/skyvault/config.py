@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from skyvault.auth.config import AuthSettings
 from skyvault.catalog.layout import data_dir_from_environment, jobs_database_file, results_dir
+from skyvault.workspace.quota import WorkspaceSettings
 
 __all__ = ["IPNetwork", "Settings", "trusted_networks"]
 
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=AuthSettings,
         description="identity, access and per-user limits (SKYVAULT_AUTH_* variables)",
+    )
+    workspace: WorkspaceSettings = Field(
+        default_factory=WorkspaceSettings,
+        description="user tables: default quotas and request limits (SKYVAULT_WORKSPACE_*)",
     )
     required_groups: str = Field(
         default="",
@@ -323,6 +328,56 @@ class Settings(BaseSettings):
             "have running at once in one server process; more are refused with 429 and "
             "Retry-After; 0: no limit"
         ),
+    )
+    bulk_bandwidth: int = Field(
+        default=200_000_000,
+        ge=0,
+        description=(
+            "bytes per second of /bulk file transfers one caller (a user; an anonymous "
+            "client address) gets in one server process, all their transfers together (a "
+            "token bucket: faster transfers are slowed, never refused); 0: no limit"
+        ),
+    )
+    bulk_job_file_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "about the most bytes of one file of a bulk job (/bulk/jobs; a job may ask for "
+            "less with MAXFILESIZE)"
+        ),
+    )
+
+    # --- rapid ingest (service/handlers/append.py, catalog/compact.py) ----------------------
+    append_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="most bytes of one appended batch (HTTP)"
+    )
+    append_max_rows: int = Field(
+        default=10_000_000, ge=1, description="most rows of one appended batch (HTTP)"
+    )
+    background_compaction: bool = Field(
+        default=True,
+        description="compact tables with appended rows in the background (off: only "
+        "`skyvault compact` folds them)",
+    )
+    compact_after_batches: int = Field(
+        default=200,
+        ge=0,
+        description="compact a table in the background once this many batches are "
+        "appended since its last compaction; 0: not by count",
+    )
+    compact_after_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="... or once its appended files hold this many bytes; 0: not by size",
+    )
+    compact_check_interval: float = Field(
+        default=10.0, gt=0, description="how often the thresholds are checked, s"
+    )
+    compact_keep_replaced: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how long a version replaced by a compaction is kept for the queries "
+        "still reading it, s (set it above the longest query)",
     )
 
 

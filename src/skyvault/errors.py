@@ -414,3 +414,34 @@ class CutoutNoOverlap(SkyvaultError):
 
 
 __all__ += ["CutoutNoOverlap", "MultiValuedParamNotSupported"]
+
+
+# --- the user workspace (user tables) -------------------------------------------------------
+
+
+class WorkspaceError(UsageError):
+    """A user-table request that cannot be done as asked: a name that is not a plain
+    identifier or points outside the caller's schema, a table definition that is not valid
+    VOSI/VOTable, an unknown datatype, a data file whose columns or values do not fit the
+    table, a body that is not the format its Content-Type says.  Nothing was stored; the
+    message says what to fix."""
+
+    code = "workspace"
+
+
+class TableExists(WorkspaceError):
+    """A table is created under a name the caller's schema already holds (409 Conflict)."""
+
+    code = "workspace.exists"
+    http_status = 409
+
+
+class QuotaExceeded(LimitExceeded):
+    """A user-table load or create would take the owner past a workspace quota (bytes,
+    rows or tables).  The message states the usage, what the request adds and the limit;
+    nothing was stored.  413, like the other size limits of a request."""
+
+    code = "workspace.quota"
+
+
+__all__ += ["QuotaExceeded", "TableExists", "WorkspaceError"]

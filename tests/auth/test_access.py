@@ -173,6 +173,40 @@ def test_filtered_list_makes_hidden_tables_nonexistent_to_adql(policy: AccessPol
         ), sql
 
 
+def test_write_grants(policy: AccessPolicy, storage: AuthStorage) -> None:
+    """A write grant lets a group append (and read); read grants, PUBLIC and anonymous never."""
+    assert not policy.can_write(ALICE, "dp02", "Object")  # read grant only
+    assert grant_access(storage, "dp02.Object", "dp02", level="write")[1] is True
+    assert policy.can_write(ALICE, "dp02", "Object")
+    assert not policy.can_write(ALICE, "dp02", "Source")  # table-level write grant
+    assert not policy.can_write(CAROL, "dp02", "Object")
+    assert not policy.can_write(ANON, "dp02", "Object")
+    # A schema-level write grant covers every table of the schema; write implies read.
+    grant_access(storage, "dp03", "dp03", level="write")
+    assert policy.can_write(CAROL, "dp03", "Other") and policy.can_read(CAROL, "dp03", "Other")
+    assert not policy.can_write(CAROL, "TAP_SCHEMA", "tables")
+    with pytest.raises(UsageError, match="PUBLIC"):
+        grant_access(storage, "public_data", None, level="write")
+
+
+def test_write_grant_levels_raise_and_lower(storage: AuthStorage, alice: str) -> None:
+    """One grant per target and group: write raises a read grant, revoking write lowers it."""
+    policy = AccessPolicy(storage)
+    assert grant_access(storage, "dp02.Object", "dp02")[1] is True
+    assert grant_access(storage, "dp02.Object", "dp02", level="write")[1] is True
+    assert grant_access(storage, "dp02.Object", "dp02", level="write")[1] is False
+    assert grant_access(storage, "dp02.Object", "dp02")[1] is False  # write covers read
+    assert [(g.target, g.level) for g in storage.list_grants()] == [("dp02.Object", "write")]
+    revoke_access(storage, "dp02.Object", "dp02", level="write")
+    assert not policy.can_write(ALICE, "dp02", "Object")
+    assert policy.can_read(ALICE, "dp02", "Object")
+    with pytest.raises(UsageError, match=r"no write grant on dp02\.Object to dp02"):
+        revoke_access(storage, "dp02.Object", "dp02", level="write")
+    grant_access(storage, "dp02.Object", "dp02", level="write")
+    revoke_access(storage, "dp02.Object", "dp02")  # revoking the grant removes it whole
+    assert storage.list_grants() == []
+
+
 def test_grants_are_kept_until_the_database_changes(
     policy: AccessPolicy, storage: AuthStorage
 ) -> None:
@@ -218,3 +252,22 @@ def test_kept_lists_are_per_access(policy: AccessPolicy) -> None:
     assert "secret.plans2" not in [t.qualified_name for t in policy.visible_tables(ALICE, renamed)]
     extra = [*TABLES, _table("dp02.Forced")]
     assert "dp02.Forced" in [t.qualified_name for t in policy.visible_tables(ALICE, extra)]
+
+
+def test_kept_lists_keep_a_workspace_owner_apart(
+    policy: AccessPolicy, storage: AuthStorage
+) -> None:
+    """Two callers with the same groups share a kept list, unless one owns a workspace
+    schema: then their tables are theirs alone, whichever of the two asks first."""
+    now = storage.list_users()[0].created
+    storage.add_user("dave", now)
+    schema = storage.claim_workspace_schema("bob", ["user_bob"], now)
+    tables = [*TABLES, _table(f"{schema}.targets")]
+    dave = Identity("dave", frozenset())
+    for first, second in ((dave, BOB), (BOB, dave), (dave, BOB)):
+        names = {
+            who.user: [t.qualified_name for t in policy.visible_tables(who, tables)]
+            for who in (first, second)
+        }
+        assert f"{schema}.targets" in names["bob"]
+        assert f"{schema}.targets" not in names["dave"]

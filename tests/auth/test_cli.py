@@ -173,3 +173,20 @@ def test_database_url_setting(
     cli("users", "add", "alice")
     assert (tmp_path / "elsewhere.db").is_file()
     assert not (data_dir / ".skyvault" / "auth.sqlite3").exists()
+
+
+def test_write_grant_commands(cli: Cli) -> None:
+    cli("groups", "add", "rubin")
+    assert cli("grant", "dia.DiaSource", "--group", "rubin", "--write") == (
+        "granted: dia.DiaSource readable and writable by rubin\n"
+    )
+    assert cli("grants") == "dia.DiaSource\trubin\twrite\n"
+    assert cli("revoke", "dia.DiaSource", "--group", "rubin", "--write") == (
+        "revoked: dia.DiaSource no longer writable by rubin (still readable)\n"
+    )
+    assert cli("grants") == "dia.DiaSource\trubin\n"
+    args = cli.parser.parse_args(
+        ["grant", "dia.DiaSource", "--public", "--write", "--data", str(cli.data)]
+    )
+    with pytest.raises(UsageError, match="write access cannot be granted to PUBLIC"):
+        args.func(args)

@@ -93,3 +93,30 @@ def test_builtin_is_the_default(monkeypatch: pytest.MonkeyPatch, data_dir: Path)
     assert isinstance(auth.authenticator, BuiltinAuthenticator)
     assert auth.access.anonymous_allowed
     assert auth.authenticator.authenticate({"X-Auth-Request-User": "root"}).is_anonymous
+
+
+def test_database_from_before_grant_levels_keeps_working(data_dir: Path) -> None:
+    """An auth database made before grants had a level: opened, its grants read, writable."""
+    db = data_dir / ".skyvault" / "auth.sqlite3"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:  # the grants table as earlier versions made it
+        conn.execute(
+            "CREATE TABLE grants (id INTEGER PRIMARY KEY AUTOINCREMENT, schema_name VARCHAR(128) "
+            "NOT NULL, table_name VARCHAR(128), group_name VARCHAR(64), created DATETIME NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO grants (schema_name, table_name, group_name, created) "
+            "VALUES ('dp02', NULL, 'dp02', '2026-01-01 00:00:00')"
+        )
+    conn.close()
+    storage = AuthStorage.for_data_dir(data_dir)
+    [old] = storage.list_grants()
+    assert (old.target, old.group, old.level) == ("dp02", "dp02", "read")
+    grant_access(storage, "dp02.Object", "dp02", level="write", require_known_group=False)
+    storage.close()
+    again = AuthStorage.for_data_dir(data_dir)  # the column is added once
+    assert [(g.target, g.level) for g in again.list_grants()] == [
+        ("dp02", "read"),
+        ("dp02.Object", "write"),
+    ]
+    again.close()

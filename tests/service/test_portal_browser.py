@@ -184,18 +184,56 @@ def test_a_cone_query_fills_the_grid_the_sky_and_a_plot(
     expected = _tap_rows(base, query)
     assert 0 < len(expected) <= 200
     _set_query(page, query)
-    page.click("#run")
+    # The portal asks for an Arrow IPC stream and reads it into columns.
+    with page.expect_response(lambda r: r.url.endswith("/tap/sync")) as answer:
+        page.click("#run")
+    assert answer.value.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    assert "RESPONSEFORMAT=arrow" in (answer.value.request.post_data or "")
     page.wait_for_function(
         "() => document.querySelector('#status').classList.contains('ok') && "
         "/rows/.test(document.querySelector('#status').textContent)"
     )
     assert page.inner_text("#status").startswith(f"{len(expected)} rows")
-    # The grid holds the same ids as the TAP answer; only the visible rows are in the DOM.
+    # Every id exactly as the service has it: 64-bit ids beyond 2^53 are not rounded.
+    held = page.evaluate(
+        "() => { const r = window.skyvault.result;"
+        " return Array.from({length: r.numRows}, (_, i) => r.text(i, 0)); }"
+    )
+    assert sorted(held) == sorted(r["objectId"] for r in expected)
+    assert any(int(r["objectId"]) > 2**53 for r in expected)
+    # The grid shows those ids; only the visible rows are in the DOM.
     ids = page.evaluate(
         "Array.from(document.querySelectorAll('#grid .tabulator-row'))"
         ".map(r => r.querySelector('.tabulator-cell').textContent)"
     )
     assert ids and set(ids) <= {r["objectId"] for r in expected}
+    # Units and UCDs in the column headers, from the Arrow schema's field metadata.
+    tip = page.evaluate(
+        "() => { const c = window.skyvault.grid.grid.getColumn('c1');"
+        " return c.getDefinition().headerTooltip; }"
+    )
+    assert "unit: deg" in tip and "UCD: pos.eq.ra" in tip, tip
+    # Sorting and header filters work on the columns (the grid pages against them).
+    ras = sorted(float(r["coord_ra"]) for r in expected)
+    page.click("#grid .tabulator-col[tabulator-field='c1'] .tabulator-col-title")
+    page.wait_for_function(
+        "(lo) => { const c = document.querySelector('#grid .tabulator-row "
+        '.tabulator-cell[tabulator-field="c1"]\'); return c && Number(c.textContent) === lo; }',
+        arg=ras[0],
+    )
+    cut = ras[len(ras) // 2]
+    box = "#grid .tabulator-col[tabulator-field='c1'] .tabulator-header-filter input"
+    page.fill(box, f"<{cut}")
+    page.press(box, "Enter")  # (Tabulator filters on key-up, which fill() does not send)
+    page.wait_for_function(
+        "(n) => window.skyvault.grid.grid.getDataCount() === n",
+        arg=sum(1 for ra in ras if ra < cut),
+    )
+    page.fill(box, "")
+    page.press(box, "Enter")
+    page.wait_for_function(
+        "(n) => window.skyvault.grid.grid.getDataCount() === n", arg=len(expected)
+    )
     _shot(page, "portal-table")
     # The sky: Aladin Lite (shipped, not from a CDN) with one marker per row.
     with page.expect_response(lambda r: r.url.endswith("/Moc.fits"), timeout=30_000) as moc:
@@ -218,6 +256,115 @@ def test_a_cone_query_fills_the_grid_the_sky_and_a_plot(
     page.click(".tabs button[data-tab='python']")
     snippet = page.inner_text("#snippet")
     assert "pyvo.dal.TAPService" in snippet and "CIRCLE('ICRS'" in snippet
+
+
+def _run_cone(page: Any, base: str) -> list[dict[str, str]]:
+    ra, dec = _centre(base)
+    query = CONE.format(ra=ra, dec=dec)
+    expected = _tap_rows(base, query)
+    _set_query(page, query)
+    page.click("#run")
+    page.wait_for_function(
+        "() => document.querySelector('#status').classList.contains('ok') && "
+        "/rows/.test(document.querySelector('#status').textContent)"
+    )
+    return expected
+
+
+def _drag(
+    page: Any, box: dict[str, float], start: tuple[float, float], end: tuple[float, float]
+) -> None:
+    """Drag across the plot's frame (margins: left 60, top 20, right 20, bottom 40 px), from
+    and to fractions of it."""
+    left, top = box["x"] + 60, box["y"] + 20
+    width, height = box["width"] - 80, box["height"] - 60
+    page.mouse.move(left + start[0] * width, top + start[1] * height)
+    page.mouse.down()
+    page.mouse.move(left + end[0] * width, top + end[1] * height, steps=8)
+    page.mouse.up()
+
+
+def _selected_ids(page: Any) -> list[str]:
+    return page.evaluate(
+        "() => { const s = window.skyvault.selection, r = window.skyvault.result;"
+        " return s ? Array.from(s.rows, (i) => r.text(i, 0)) : []; }"
+    )
+
+
+def test_brushing_links_the_plot_the_grid_and_the_sky(
+    page: Any, server: tuple[str, str, Settings]
+) -> None:
+    expected = _run_cone(page, server[0])
+    page.click(".tabs button[data-tab='sky']")
+    page.wait_for_function(
+        "(n) => document.querySelector('#sky').dataset.sources === String(n)",
+        arg=len(expected),
+        timeout=30_000,
+    )
+    # A rectangle dragged on the scatter of position selects the rows inside it...
+    page.click(".tabs button[data-tab='plot']")
+    page.select_option("#plot-kind", "scatter")
+    page.select_option("#plot-x", label="coord_ra")
+    page.select_option("#plot-y", label="coord_dec")
+    page.wait_for_selector("#plot svg[data-points]")
+    box = page.locator("#plot svg[data-points]").bounding_box()
+    _drag(page, box, (0.2, 0.2), (0.7, 0.8))
+    page.wait_for_function(
+        "() => /selected/.test(document.querySelector('#selection-count').textContent)"
+    )
+    region = page.evaluate("window.skyvault.selection.region")
+    (xlo, xhi), (ylo, yhi) = region["x"], region["y"]
+    inside = {
+        r["objectId"]
+        for r in expected
+        if xlo <= float(r["coord_ra"]) <= xhi and ylo <= float(r["coord_dec"]) <= yhi
+    }
+    assert 0 < len(inside) < len(expected)
+    assert sorted(_selected_ids(page)) == sorted(inside)
+    # ...drawn over the points, and on the sky as its own layer...
+    page.wait_for_selector(f"#plot svg[data-selected='{len(inside)}']")
+    assert page.get_attribute("#sky", "data-selected") == str(len(inside))
+    _shot(page, "portal-brush")
+    # ...and highlighted in the grid; "selected rows only" leaves just them.
+    page.click(".tabs button[data-tab='table']")
+    brushed = page.evaluate(
+        "Array.from(document.querySelectorAll('#grid .tabulator-row.brushed'))"
+        ".map(r => r.querySelector('.tabulator-cell').textContent)"
+    )
+    assert brushed and set(brushed) <= inside
+    page.check("#only-selected")
+    page.wait_for_function(
+        "(n) => window.skyvault.grid.grid.getDataCount() === n", arg=min(len(inside), 1000)
+    )
+    shown = page.evaluate(
+        "Array.from(document.querySelectorAll('#grid .tabulator-row'))"
+        ".map(r => r.querySelector('.tabulator-cell').textContent)"
+    )
+    assert shown and set(shown) <= inside
+    page.uncheck("#only-selected")
+    # The reverse: a row clicked in the grid is the selection in the plot and on the sky.
+    page.wait_for_function(f"() => window.skyvault.grid.grid.getDataCount() === {len(expected)}")
+    first = page.locator("#grid .tabulator-row").first
+    picked = first.locator(".tabulator-cell").first.inner_text()
+    first.click()
+    page.wait_for_function(
+        "() => window.skyvault.selection && window.skyvault.selection.rows.length === 1"
+    )
+    assert _selected_ids(page) == [picked]
+    assert page.get_attribute("#sky", "data-selected") == "1"
+    page.click(".tabs button[data-tab='plot']")
+    page.wait_for_selector("#plot svg[data-selected='1']")
+    # A range dragged on a histogram selects the rows whose value falls in it.
+    page.select_option("#plot-kind", "histogram")
+    page.select_option("#plot-x", label="coord_dec")
+    page.wait_for_selector("#plot svg[data-points]")
+    box = page.locator("#plot svg[data-points]").bounding_box()
+    _drag(page, box, (0.3, 0.5), (0.6, 0.5))
+    page.wait_for_function("() => window.skyvault.selection && window.skyvault.selection.region")
+    lo, hi = page.evaluate("window.skyvault.selection.region.x")
+    within = {r["objectId"] for r in expected if lo <= float(r["coord_dec"]) <= hi}
+    assert 0 < len(within) < len(expected)
+    assert sorted(_selected_ids(page)) == sorted(within)
 
 
 def test_a_bad_query_shows_its_error_at_its_place(page: Any) -> None:
@@ -279,7 +426,7 @@ def test_a_job_runs_is_monitored_and_reopens_after_a_reload(
     assert "AsyncTAPJob" in page.inner_text("#snippet")
 
 
-def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings]) -> None:
+def test_a_result_downloads_in_every_format(page: Any, server: tuple[str, str, Settings]) -> None:
     base = server[0]
     query = "SELECT TOP 7 visit, band FROM dp02_dc2_catalogs.Visit ORDER BY visit"
     _set_query(page, query)
@@ -289,6 +436,24 @@ def test_a_result_downloads_as_csv(page: Any, server: tuple[str, str, Settings])
         page.select_option("#download", label="CSV")
     body = Path(info.value.path()).read_text()
     assert list(csv.DictReader(io.StringIO(body))) == _tap_rows(base, query)
+    # Every format the menu offers: the very bytes the service writes for that format.
+    offered = page.evaluate(
+        "Array.from(document.querySelectorAll('#download option'))"
+        ".map(o => o.value).filter(Boolean)"
+    )
+    formats = {value.split("|")[0] for value in offered}
+    assert {"votable", "csv", "tsv", "fits", "parquet", "arrow", "json"} <= formats
+    for value in offered:
+        fmt, extension = value.split("|")
+        with page.expect_download() as info:
+            page.select_option("#download", value=value)
+        assert info.value.suggested_filename == f"result.{extension}"
+        expected = httpx.post(
+            f"{base}/tap/sync",
+            data={"LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": fmt},
+            timeout=60,
+        )
+        assert Path(info.value.path()).read_bytes() == expected.content, fmt
 
 
 def test_signing_in_shows_the_user_and_groups(page: Any, server: tuple[str, str, Settings]) -> None:

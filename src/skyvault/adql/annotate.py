@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import astropy.units as u
 
 from skyvault.catalog.metadata import ColumnMeta
+from skyvault.sky.stcs import REGION_XTYPE
 
 if TYPE_CHECKING:
     from skyvault.adql.functions import FunctionSpec
@@ -162,6 +163,12 @@ class ValueInfo:
         if self.duck == "DOUBLE[]" and self.xtype in ("point", "circle", "polygon"):
             return self.xtype
         return None
+
+    @property
+    def region(self) -> bool:
+        """Whether the value is a column of STC-S regions (xtype ``adql:REGION``, ObsCore's
+        ``s_region``): text everywhere but as an argument of CONTAINS and INTERSECTS."""
+        return self.duck == "VARCHAR" and self.xtype == REGION_XTYPE
 
     @property
     def kind(self) -> str:

@@ -32,6 +32,7 @@ from skyvault.sky.sql import (
     point_in_region_sql,
     within_distance_sql,
 )
+from skyvault.sky.stcs import RELATION_FUNCTION
 
 __all__ = [
     "GeoSql",
@@ -131,8 +132,25 @@ def _is_number(sql: str) -> bool:
     return True
 
 
+def _region_sql(column: GeoSql, relation: str, other: GeoSql) -> str:
+    """Whether the STC-S region of ``column`` (a region column) stands in ``relation``
+    (:data:`skyvault.sky.stcs.RELATIONS`) to ``other``: the engine's region function."""
+    assert column.whole is not None
+    if other.whole is not None and not other.parts:  # a stored DALI polygon
+        values = f"CAST({other.whole} AS DOUBLE[])"
+    elif other.region is not None:  # constant: literals already
+        values = f"[{', '.join(other.parts)}]::DOUBLE[]"
+    else:
+        values = f"list_value({', '.join(_as_double(p) for p in other.parts)})"
+    return f"{RELATION_FUNCTION}({column.whole}, '{relation}', '{other.kind}', {values})"
+
+
 def contains_sql(a: GeoSql, b: GeoSql) -> str:
     """Boolean SQL for ADQL ``CONTAINS(a, b)`` (forms the checker accepts)."""
+    if a.kind == "region":
+        return _region_sql(a, "within", b)
+    if b.kind == "region":
+        return _region_sql(b, "contains", a)
     if a.region is not None and b.region is not None:
         return "true" if sky_geometry.contains(a.region, b.region) else "false"
     if a.kind == "point":
@@ -145,6 +163,10 @@ def contains_sql(a: GeoSql, b: GeoSql) -> str:
 
 def intersects_sql(a: GeoSql, b: GeoSql) -> str:
     """Boolean SQL for ADQL ``INTERSECTS(a, b)`` (forms the checker accepts)."""
+    if a.kind == "region":
+        return _region_sql(a, "intersects", b)
+    if b.kind == "region":
+        return _region_sql(b, "intersects", a)
     if a.region is not None and b.region is not None:
         return "true" if sky_geometry.intersects(a.region, b.region) else "false"
     if a.kind == "point":

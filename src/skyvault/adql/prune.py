@@ -20,6 +20,7 @@ from skyvault.adql.annotate import ValueInfo
 from skyvault.adql.check import CheckedQuery, Source
 from skyvault.sky.coverage import MOC, intersect, region_coverage
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
+from skyvault.sky.stcs import bounding_circle
 
 __all__ = [
     "COVERAGE_MAX_ORDER",
@@ -364,11 +365,50 @@ class Pruner:
         moc = region_coverage(region, COVERAGE_MAX_ORDER)
         self.mocs.setdefault(source.occurrence, []).append(moc)
 
+    def region_column(self, node: exp.Expr, sources: list[Source]) -> Source | None:
+        """The source when ``node`` is a region column (``adql:REGION``) of a positional
+        table here whose regions lie within its ``region_radius`` of the position."""
+        node = _unparen(node)
+        if not isinstance(node, exp.Column):
+            return None
+        binding = self.checked.bindings.get(id(node))
+        if binding is None or binding.merged or binding.source not in sources:
+            return None
+        table = binding.source.table
+        if (
+            table is None
+            or binding.source.occurrence is None
+            or table.region_radius is None
+            or not table.ra_column
+            or not binding.column.info.region
+        ):
+            return None
+        return binding.source
+
+    def region_column_condition(
+        self, pred: nodes.Contains | nodes.Intersects, sources: list[Source]
+    ) -> tuple[Source, Circle] | None:
+        """``(source, circle)`` when ``pred`` relates a region column to a constant
+        region: the rows' positions lie in the circle (the constant region's bounding
+        circle widened by the table's ``region_radius``)."""
+        for column, other in (pred.coordinates, reversed(pred.coordinates)):
+            source = self.region_column(column, sources)
+            region = self.checked.regions.get(id(_unparen(other)))
+            if source is None or region is None or isinstance(region, RaDecRange):
+                continue
+            assert source.table is not None and source.table.region_radius is not None
+            centre, radius = bounding_circle(region)
+            widened = radius + source.table.region_radius
+            if widened < 180.0:
+                return source, Circle(centre.ra, centre.dec, widened)
+        return None
+
     def region_condition(
         self, node: exp.Expr, sources: list[Source]
     ) -> tuple[Source, Circle | Polygon | Box] | None:
         """``(source, region)`` when ``node`` is ``CONTAINS(POINT(ra, dec), region) = 1``
-        (either side, or INTERSECTS either way round) with a constant region."""
+        (either side, or INTERSECTS either way round) with a constant region, or relates a
+        region column to a constant region (:meth:`region_column_condition`)."""
         if not isinstance(node, exp.EQ):
             return None
         for side, other in ((node.this, node.expression), (node.expression, node.this)):
@@ -377,6 +417,9 @@ class Pruner:
                 continue
             if self.constant(other) != 1.0:
                 return None
+            by_region = self.region_column_condition(pred, sources)
+            if by_region is not None:
+                return by_region
             args = pred.coordinates
             order = [(args[0], args[1])]
             if isinstance(pred, nodes.Intersects):

@@ -753,6 +753,8 @@ class _Emitter:
         if region is not None:
             return GeoSql.constant(region)
         info = self.info(node)
+        if info.region:  # a column of STC-S regions (only ever a CONTAINS/INTERSECTS argument)
+            return GeoSql("region", (), whole=self.value(node))
         if isinstance(node, exp.Column):
             whole = self.value(node)
             kind = info.geometry or "point"

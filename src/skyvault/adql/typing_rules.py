@@ -426,11 +426,14 @@ def _parameter(
 # --- geometry -------------------------------------------------------------------------------
 
 
-def _geometry_arg(ctx: Checking, node: exp.Expr, scope: Scope, what: str) -> ValueInfo:
+def _geometry_arg(
+    ctx: Checking, node: exp.Expr, scope: Scope, what: str, *, region: bool = False
+) -> ValueInfo:
+    """The value of a geometry argument; ``region``: a column of STC-S regions too."""
     info = ctx.value(node, scope)
     if id(info) in ctx.stand_ins:  # an unknown column: reported, whatever its type
         return ValueInfo("POINT")
-    if info.geometry is None:
+    if info.geometry is None and not (region and info.region):
         raise ctx.fail(
             node,
             f"{what} needs a geometry (POINT, CIRCLE, POLYGON, BOX); "
@@ -452,10 +455,18 @@ def predicate(ctx: Checking, spec: FunctionSpec, node: exp.Expr, scope: Scope) -
     """``CONTAINS``/``INTERSECTS(a, b)``: 1 or 0, of the forms the translator makes exact."""
     assert isinstance(node, nodes.GeometryFunction)
     args = node.coordinates
-    a = _geometry_arg(ctx, args[0], scope, spec.name)
-    b = _geometry_arg(ctx, args[1], scope, spec.name)
+    a = _geometry_arg(ctx, args[0], scope, spec.name, region=True)
+    b = _geometry_arg(ctx, args[1], scope, spec.name, region=True)
+    if a.region and b.region:
+        raise ctx.unsupported(
+            node,
+            f"{spec.name} of two region columns is not supported",
+            hint="compare a region column with a POINT, CIRCLE, BOX or POLYGON",
+        )
     constant = [id(x) in ctx.checked.regions for x in args]
-    if not all(constant):
+    if a.region or b.region:
+        pass  # a region column against any other geometry: the engine's region function
+    elif not all(constant):
         kinds = [a.geometry, b.geometry]
         if isinstance(node, nodes.Intersects) and kinds[0] != "point" and kinds[1] == "point":
             kinds.reverse()

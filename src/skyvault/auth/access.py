@@ -2,9 +2,14 @@
 
 A table is readable by an identity when a grant covers it — on the whole schema
 (``skyvault grant SCHEMA ...``) or on the table (``skyvault grant SCHEMA.TABLE ...``) — and
-names PUBLIC or one of the identity's groups.  **A table without any grant is private:**
+names PUBLIC or one of the identity's groups, or when it is in the identity's own workspace
+schema (``user_<name>``, :mod:`skyvault.workspace`).  **A table without any grant is private:**
 nobody sees it until an operator grants it (``skyvault grant dp02_dc2_catalogs --public``
 for the demo).  Names match exactly as stored on disk (case-sensitive).
+
+A grant is ``read`` or ``write`` (``skyvault grant SCHEMA.TABLE --group G --write``): a write
+grant lets the group's members append to the table (and read it).  Write grants go to groups
+only, never to PUBLIC: anonymous callers never write.
 
 Anonymous callers see public tables only, or nothing at all when anonymous access is off.
 The schemas the service builds itself (``TAP_SCHEMA``) are visible to every caller allowed
@@ -21,13 +26,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AuthStorage, GrantRecord, utc_now
+from skyvault.auth.storage import AuthStorage, GrantLevel, GrantRecord, utc_now
 from skyvault.auth.tokens import invalid_credentials
 from skyvault.errors import AuthenticationRequired, UsageError
 
@@ -62,29 +68,60 @@ def parse_target(text: str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True)
 class GrantSnapshot:
-    """The grants at one moment, indexed for lookups during one request."""
+    """The grants at one moment, indexed for lookups during one request.
+
+    ``schema_groups``/``table_groups`` hold every grant (a write grant reads too);
+    ``schema_writers``/``table_writers`` the write grants only.
+    """
 
     schema_groups: dict[str, frozenset[str | None]]
     table_groups: dict[tuple[str, str], frozenset[str | None]]
+    schema_writers: dict[str, frozenset[str | None]] = field(default_factory=dict)
+    table_writers: dict[tuple[str, str], frozenset[str | None]] = field(default_factory=dict)
+    schema_owners: Mapping[str, str] = field(default_factory=dict)
+    """Workspace schemas (``user_<name>``) and their owners, who read every table there."""
 
     @classmethod
-    def of(cls, grants: Sequence[GrantRecord]) -> GrantSnapshot:
+    def of(
+        cls, grants: Sequence[GrantRecord], owners: Mapping[str, str] | None = None
+    ) -> GrantSnapshot:
         schemas: dict[str, set[str | None]] = {}
         tables: dict[tuple[str, str], set[str | None]] = {}
+        schema_writers: dict[str, set[str | None]] = {}
+        table_writers: dict[tuple[str, str], set[str | None]] = {}
         for g in grants:
             if g.table is None:
                 schemas.setdefault(g.schema, set()).add(g.group)
+                if g.level == "write":
+                    schema_writers.setdefault(g.schema, set()).add(g.group)
             else:
                 tables.setdefault((g.schema, g.table), set()).add(g.group)
+                if g.level == "write":
+                    table_writers.setdefault((g.schema, g.table), set()).add(g.group)
         return cls(
             {k: frozenset(v) for k, v in schemas.items()},
             {k: frozenset(v) for k, v in tables.items()},
+            {k: frozenset(v) for k, v in schema_writers.items()},
+            {k: frozenset(v) for k, v in table_writers.items()},
+            dict(owners or {}),
         )
+
+    @cached_property
+    def owner_names(self) -> frozenset[str]:
+        """The users who own a workspace schema (their visible lists are their own)."""
+        return frozenset(self.schema_owners.values())
 
     def grantees(self, schema: str, table: str) -> frozenset[str | None]:
         """The groups (None = PUBLIC) that may read ``schema.table``."""
         empty: frozenset[str | None] = frozenset()
         return self.schema_groups.get(schema, empty) | self.table_groups.get((schema, table), empty)
+
+    def writers(self, schema: str, table: str) -> frozenset[str | None]:
+        """The groups that may write (append to) ``schema.table``."""
+        empty: frozenset[str | None] = frozenset()
+        return self.schema_writers.get(schema, empty) | self.table_writers.get(
+            (schema, table), empty
+        )
 
 
 class AccessPolicy:
@@ -140,7 +177,7 @@ class AccessPolicy:
                 cached_version, cached = self._snapshot
                 if cached is not None and cached_version == version:
                     return cached
-        snap = GrantSnapshot.of(self._storage.list_grants())
+        snap = GrantSnapshot.of(self._storage.list_grants(), self._storage.workspace_owners())
         if version is not None:
             with self._lock:
                 self._snapshot = (version, snap)
@@ -154,13 +191,19 @@ class AccessPolicy:
     ) -> list[TableMeta]:
         """The ``tables`` ``identity`` may read, in their original order (a new list).
 
-        The answer is kept per (anonymous or not, groups) for the same grant snapshot and
-        the same table metadata objects, so callers sharing access share the filtering.
+        The answer is kept per (anonymous or not, groups, and the user's name when they own
+        a workspace schema) for the same grant snapshot and the same table metadata
+        objects, so callers sharing access share the filtering.
         """
         if identity.is_anonymous and not self.anonymous_allowed:
             return []
         snap = grants or self.snapshot()
-        key = (identity.is_anonymous, identity.groups)
+        owner = (
+            identity.user
+            if not identity.is_anonymous and identity.user in snap.owner_names
+            else None
+        )
+        key = (identity.is_anonymous, identity.groups, owner)
         found = self._visible.get(snap, tables, key)
         if found is None:
             found = [t for t in tables if self._allowed(identity, t.schema, t.name, snap)]
@@ -179,13 +222,36 @@ class AccessPolicy:
             return False
         return self._allowed(identity, schema, table, grants or self.snapshot())
 
+    def can_write(
+        self,
+        identity: Identity,
+        schema: str,
+        table: str,
+        grants: GrantSnapshot | None = None,
+    ) -> bool:
+        """Whether ``identity`` may write (append to) ``schema.table``: a write grant to one
+        of its groups, or the table is in the identity's own workspace schema.  Anonymous
+        callers never write; service schemas are never written."""
+        if identity.is_anonymous or schema in self._service_schemas:
+            return False
+        snap = grants or self.snapshot()
+        if snap.schema_owners.get(schema) == identity.user:
+            return True
+        return not snap.writers(schema, table).isdisjoint(identity.groups)
+
     def _allowed(self, identity: Identity, schema: str, table: str, snap: GrantSnapshot) -> bool:
         if schema in self._service_schemas:
             return True
         grantees = snap.grantees(schema, table)
         if None in grantees:
             return True
+        if not identity.is_anonymous and snap.schema_owners.get(schema) == identity.user:
+            return True
         return not identity.is_anonymous and not grantees.isdisjoint(identity.groups)
+
+
+#: What decides a visible list: anonymous or not, the groups, a workspace owner's name.
+_AccessKey = tuple[bool, frozenset[str], str | None]
 
 
 class _VisibleCache:
@@ -199,7 +265,7 @@ class _VisibleCache:
         self._lock = threading.Lock()
         self._snapshot: GrantSnapshot | None = None
         self._tables: tuple[TableMeta, ...] = ()
-        self._lists: dict[tuple[bool, frozenset[str]], list[TableMeta]] = {}
+        self._lists: dict[_AccessKey, list[TableMeta]] = {}
 
     def _same(self, snap: GrantSnapshot, tables: Sequence[TableMeta]) -> bool:
         return (
@@ -209,7 +275,7 @@ class _VisibleCache:
         )
 
     def get(
-        self, snap: GrantSnapshot, tables: Sequence[TableMeta], key: tuple[bool, frozenset[str]]
+        self, snap: GrantSnapshot, tables: Sequence[TableMeta], key: _AccessKey
     ) -> list[TableMeta] | None:
         with self._lock:
             if not self._same(snap, tables):
@@ -220,7 +286,7 @@ class _VisibleCache:
         self,
         snap: GrantSnapshot,
         tables: Sequence[TableMeta],
-        key: tuple[bool, frozenset[str]],
+        key: _AccessKey,
         found: list[TableMeta],
     ) -> None:
         with self._lock:
@@ -236,14 +302,21 @@ def grant_access(
     *,
     require_known_group: bool = True,
     now: datetime | None = None,
+    level: GrantLevel = "read",
 ) -> tuple[GrantRecord, bool]:
-    """Grant read access on ``target`` (``SCHEMA[.TABLE]``) to ``group`` (None = PUBLIC).
+    """Grant ``level`` access on ``target`` (``SCHEMA[.TABLE]``) to ``group`` (None = PUBLIC).
 
-    Returns the grant and whether it is new.  ``require_known_group`` refuses groups not in
-    the auth database (built-in mode); behind a proxy groups exist only in its headers, so
-    any valid name is accepted.
+    Returns the grant and whether it is new (a write grant over a read grant is new).
+    ``require_known_group`` refuses groups not in the auth database (built-in mode); behind
+    a proxy groups exist only in its headers, so any valid name is accepted.  Write grants
+    go to groups only.
     """
     schema, table = parse_target(target)
+    if group is None and level == "write":
+        raise UsageError(
+            "write access cannot be granted to PUBLIC: anonymous callers never write",
+            hint="grant it to a group: --group G --write",
+        )
     if group is not None:
         if group.upper() == "PUBLIC":
             raise UsageError("PUBLIC is not a group", hint="use --public")
@@ -252,19 +325,28 @@ def grant_access(
                 f"no group {group!r}",
                 hint=f"create it first with `skyvault groups add {group} --members USER,...`",
             )
-    grant = GrantRecord(schema, table, group)
+    grant = GrantRecord(schema, table, group, level)
     return grant, storage.add_grant(grant, now or utc_now())
 
 
-def revoke_access(storage: AuthStorage, target: str, group: str | None) -> GrantRecord:
-    """Remove the grant on ``target`` to ``group`` (None = PUBLIC); UsageError if absent."""
+def revoke_access(
+    storage: AuthStorage, target: str, group: str | None, *, level: GrantLevel = "read"
+) -> GrantRecord:
+    """Remove the grant on ``target`` to ``group`` (None = PUBLIC); UsageError if absent.
+
+    ``level="write"`` withdraws write access only: the group keeps reading.
+    """
     schema, table = parse_target(target)
-    grant = GrantRecord(schema, table, group)
+    grant = GrantRecord(schema, table, group, level)
     if not storage.remove_grant(grant):
         others = [g for g in storage.list_grants() if (g.schema, g.table) == (schema, table)]
-        held = ", ".join(g.grantee for g in others) or "nobody"
+        held = (
+            ", ".join(g.grantee + (" (write)" if g.level == "write" else "") for g in others)
+            or "nobody"
+        )
+        kind = "write grant" if level == "write" else "grant"
         raise UsageError(
-            f"no grant on {grant.target} to {grant.grantee}",
+            f"no {kind} on {grant.target} to {grant.grantee}",
             hint=f"{grant.target} is granted to: {held}",
         )
     return grant

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from skyvault.auth.access import AccessPolicy, grant_access, parse_target, revoke_access
 from skyvault.auth.config import AuthSettings
 from skyvault.auth.identity import Identity
-from skyvault.auth.storage import AuthStorage, utc_now
+from skyvault.auth.storage import AuthStorage, GrantLevel, utc_now
 from skyvault.auth.tokens import DEFAULT_EXPIRES_DAYS, TokenService
 from skyvault.catalog.layout import auth_database_file
 from skyvault.errors import UsageError
@@ -220,17 +220,26 @@ def _grant(args: argparse.Namespace) -> int:
     storage = _storage(args)
     group = None if args.public else args.group
     grant, new = grant_access(
-        storage, args.target, group, require_known_group=AuthSettings().mode == "builtin"
+        storage,
+        args.target,
+        group,
+        require_known_group=AuthSettings().mode == "builtin",
+        level="write" if args.write else "read",
     )
     what = "granted" if new else "already granted"
-    print(f"{what}: {grant.target} readable by {grant.grantee}")
+    able = "readable and writable" if grant.level == "write" else "readable"
+    print(f"{what}: {grant.target} {able} by {grant.grantee}")
     _check_target_exists(args.data, args.target)
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     storage = _storage(args)
-    grant = revoke_access(storage, args.target, None if args.public else args.group)
+    level: GrantLevel = "write" if args.write else "read"
+    grant = revoke_access(storage, args.target, None if args.public else args.group, level=level)
+    if level == "write":
+        print(f"revoked: {grant.target} no longer writable by {grant.grantee} (still readable)")
+        return 0
     print(f"revoked: {grant.target} no longer granted to {grant.grantee}")
     if grant.table is not None:
         # A schema-level grant may still cover the table.
@@ -249,7 +258,7 @@ def _grants_list(args: argparse.Namespace) -> int:
     if not grants:
         print("no grants: every table is private")
     for g in grants:
-        print(f"{g.target}\t{g.grantee}")
+        print(f"{g.target}\t{g.grantee}" + ("\twrite" if g.level == "write" else ""))
     return 0
 
 
@@ -313,13 +322,19 @@ def add_subcommands(subparsers: Subparsers, data_arg: DataArg) -> None:
     p = leaf(tokens, "list", "list a user's tokens (key ids, never secrets)", _tokens_list)
     p.add_argument("name", metavar="NAME")
 
-    for name, func, help_text in (
-        ("grant", _grant, "let a group (or everyone) read a schema or table"),
-        ("revoke", _revoke, "withdraw a grant"),
+    for name, func, help_text, write_help in (
+        (
+            "grant",
+            _grant,
+            "let a group (or everyone) read a schema or table",
+            "let the group append to it too (write access; groups only)",
+        ),
+        ("revoke", _revoke, "withdraw a grant", "withdraw write access only (keep read)"),
     ):
         p = leaf(subparsers, name, help_text, func)
         p.add_argument("target", metavar="SCHEMA[.TABLE]")
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--group", metavar="G", help="a group")
         who.add_argument("--public", action="store_true", help="everyone, anonymous included")
+        p.add_argument("--write", action="store_true", help=write_help)
     leaf(subparsers, "grants", "list the grants (tables without one are private)", _grants_list)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -33,12 +33,15 @@ from skyvault.dbstore import UTCDateTime
 from skyvault.errors import UsageError
 
 __all__ = [
+    "GRANT_LEVELS",
     "AuthStorage",
+    "GrantLevel",
     "GrantRecord",
     "GroupRecord",
     "LimitOverrides",
     "TokenRecord",
     "UserRecord",
+    "WorkspaceQuotaRecord",
     "default_database_url",
     "utc_now",
     "validate_name",
@@ -115,8 +118,14 @@ _tokens = sa.Table(
     sa.Index("ix_tokens_user", "user_name"),
 )
 
+#: What a grant allows: ``read`` (query it), or ``write`` (append to it, and read it).
+GrantLevel = Literal["read", "write"]
+GRANT_LEVELS: tuple[GrantLevel, ...] = ("read", "write")
+
 # group_name NULL means PUBLIC; table_name NULL means the whole schema.  Group names are
 # plain strings (no foreign key): behind a proxy, groups exist only in the proxy's headers.
+# One row per (target, grantee); ``level`` is the most it allows.  The column came after the
+# table (databases made before it get it added by ``_create_schema``, their grants "read").
 _grants = sa.Table(
     "grants",
     _metadata,
@@ -125,6 +134,7 @@ _grants = sa.Table(
     sa.Column("table_name", sa.String(128), nullable=True),
     sa.Column("group_name", sa.String(64), nullable=True),
     sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False, server_default="read"),
 )
 sa.Index(
     "ux_grants",
@@ -144,6 +154,34 @@ _limits = sa.Table(
     sa.Column("max_queued", sa.Integer, nullable=True),
     sa.Column("max_result_bytes", sa.BigInteger, nullable=True),
 )
+
+# The user workspace (skyvault.workspace): which schema is whose, and per-user quota
+# overrides (NULL = the default).  Keyed by name without a foreign key, like user_limits.
+_workspace_schemas = sa.Table(
+    "workspace_schemas",
+    _metadata,
+    sa.Column("schema_name", sa.String(128), primary_key=True),
+    sa.Column("owner_name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+_workspace_quotas = sa.Table(
+    "workspace_quotas",
+    _metadata,
+    sa.Column("user_name", sa.String(64), primary_key=True),
+    sa.Column("max_bytes", sa.BigInteger, nullable=True),
+    sa.Column("max_rows", sa.BigInteger, nullable=True),
+    sa.Column("max_tables", sa.Integer, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class WorkspaceQuotaRecord:
+    """A user's workspace quota overrides; None keeps the default."""
+
+    max_bytes: int | None = None
+    max_rows: int | None = None
+    max_tables: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,15 +217,16 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class GrantRecord:
-    """Read access to ``schema`` (``table`` None) or ``schema.table`` for ``group``.
+    """Access to ``schema`` (``table`` None) or ``schema.table`` for ``group``.
 
     ``group`` None means PUBLIC: everyone, including anonymous callers when anonymous
-    access is on.
+    access is on.  ``level`` is ``read`` (query) or ``write`` (append, and read).
     """
 
     schema: str
     table: str | None
     group: str | None
+    level: GrantLevel = "read"
 
     @property
     def target(self) -> str:
@@ -241,6 +280,24 @@ class AuthStorage:
     def _create_schema(self) -> None:
         with self._write() as conn:
             _metadata.create_all(conn, checkfirst=True)
+            self._add_grant_level(conn)
+
+    @staticmethod
+    def _add_grant_level(conn: Connection) -> None:
+        """Give a database made before grant levels its ``level`` column (all grants read).
+
+        Runs in the schema's write transaction (``BEGIN IMMEDIATE`` on SQLite), so two
+        processes opening an old database at once add it once.
+        """
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("grants")}
+        if "level" in columns:
+            return
+        guard = "" if conn.dialect.name == "sqlite" else "IF NOT EXISTS "
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE grants ADD COLUMN {guard}level VARCHAR(8) NOT NULL DEFAULT 'read'"
+            )
+        )
 
     def _write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
@@ -439,17 +496,28 @@ class AuthStorage:
     # --- grants ---------------------------------------------------------------------------
 
     def add_grant(self, grant: GrantRecord, now: datetime) -> bool:
-        """Store ``grant``; False if it existed already."""
+        """Store ``grant``; False if it (or more: write covers read) existed already.
+
+        A write grant where a read grant is raises that grant to write.
+        """
         try:
             with self._write() as conn:
-                if self._find_grant(conn, grant) is not None:
-                    return False
+                found = self._find_grant(conn, grant)
+                if found is not None:
+                    grant_id, level = found
+                    if level in {"write", grant.level}:
+                        return False
+                    conn.execute(
+                        _grants.update().where(_grants.c.id == grant_id).values(level="write")
+                    )
+                    return True
                 conn.execute(
                     _grants.insert().values(
                         schema_name=grant.schema,
                         table_name=grant.table,
                         group_name=grant.group,
                         created=now,
+                        level=grant.level,
                     )
                 )
         except IntegrityError:
@@ -457,24 +525,42 @@ class AuthStorage:
         return True
 
     def remove_grant(self, grant: GrantRecord) -> bool:
-        """Delete ``grant``; False if there was no such grant."""
+        """Withdraw ``grant``; False if there was no such grant.
+
+        Removing a read grant removes the grant whatever its level; removing a write grant
+        lowers it to read (False if it was read only).
+        """
         with self._write() as conn:
             found = self._find_grant(conn, grant)
             if found is None:
                 return False
-            conn.execute(_grants.delete().where(_grants.c.id == found))
+            grant_id, level = found
+            if grant.level == "write":
+                if level != "write":
+                    return False
+                conn.execute(_grants.update().where(_grants.c.id == grant_id).values(level="read"))
+                return True
+            conn.execute(_grants.delete().where(_grants.c.id == grant_id))
             return True
 
     def list_grants(self) -> list[GrantRecord]:
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(_grants.c.schema_name, _grants.c.table_name, _grants.c.group_name)
+                sa.select(
+                    _grants.c.schema_name,
+                    _grants.c.table_name,
+                    _grants.c.group_name,
+                    _grants.c.level,
+                )
             ).all()
-        grants = [GrantRecord(r.schema_name, r.table_name, r.group_name) for r in rows]
+        grants = [
+            GrantRecord(r.schema_name, r.table_name, r.group_name, _level(r.level)) for r in rows
+        ]
         return sorted(grants, key=lambda g: (g.schema, g.table or "", g.group or ""))
 
     @staticmethod
-    def _find_grant(conn: Connection, grant: GrantRecord) -> int | None:
+    def _find_grant(conn: Connection, grant: GrantRecord) -> tuple[int, GrantLevel] | None:
+        """The id and level of the grant on ``grant``'s target to its grantee, if any."""
         table_match = (
             _grants.c.table_name.is_(None)
             if grant.table is None
@@ -485,12 +571,12 @@ class AuthStorage:
             if grant.group is None
             else _grants.c.group_name == grant.group
         )
-        found: int | None = conn.execute(
-            sa.select(_grants.c.id).where(
+        found = conn.execute(
+            sa.select(_grants.c.id, _grants.c.level).where(
                 (_grants.c.schema_name == grant.schema) & table_match & group_match
             )
-        ).scalar()
-        return found
+        ).first()
+        return None if found is None else (int(found.id), _level(found.level))
 
     # --- limits ---------------------------------------------------------------------------
 
@@ -515,6 +601,86 @@ class AuthStorage:
         if row is None:
             return LimitOverrides()
         return LimitOverrides(row.max_running, row.max_queued, row.max_result_bytes)
+
+    # --- the user workspace -----------------------------------------------------------------
+
+    def claim_workspace_schema(self, owner: str, candidates: Iterable[str], now: datetime) -> str:
+        """The workspace schema of ``owner``: the one recorded, else the first of
+        ``candidates`` no other user holds, recorded now (first use)."""
+        validate_name("user", owner)
+        for candidate in candidates:
+            try:
+                with self._write() as conn:
+                    held = conn.execute(
+                        sa.select(_workspace_schemas.c.schema_name).where(
+                            _workspace_schemas.c.owner_name == owner
+                        )
+                    ).scalar()
+                    if held is not None:
+                        return str(held)
+                    taken = conn.execute(
+                        sa.select(_workspace_schemas.c.owner_name).where(
+                            sa.func.lower(_workspace_schemas.c.schema_name) == candidate.lower()
+                        )
+                    ).scalar()
+                    if taken is not None:
+                        continue
+                    conn.execute(
+                        _workspace_schemas.insert().values(
+                            schema_name=candidate, owner_name=owner, created=now
+                        )
+                    )
+                    return candidate
+            except IntegrityError:
+                continue  # another process claimed it at the same moment: look again
+        raise UsageError(f"no workspace schema is free for user {owner!r}")
+
+    def workspace_schema_of(self, owner: str) -> str | None:
+        """The workspace schema recorded for ``owner``, or None before first use."""
+        with self._read() as conn:
+            found = conn.execute(
+                sa.select(_workspace_schemas.c.schema_name).where(
+                    _workspace_schemas.c.owner_name == owner
+                )
+            ).scalar()
+        return None if found is None else str(found)
+
+    def workspace_owners(self) -> dict[str, str]:
+        """Every workspace schema and its owner."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(_workspace_schemas.c.schema_name, _workspace_schemas.c.owner_name)
+            ).all()
+        return {r.schema_name: r.owner_name for r in rows}
+
+    def set_workspace_quota(self, user: str, quota: WorkspaceQuotaRecord) -> None:
+        """Replace the workspace quota overrides of ``user`` (all None removes them)."""
+        validate_name("user", user)
+        with self._write() as conn:
+            conn.execute(_workspace_quotas.delete().where(_workspace_quotas.c.user_name == user))
+            if quota != WorkspaceQuotaRecord():
+                conn.execute(
+                    _workspace_quotas.insert().values(
+                        user_name=user,
+                        max_bytes=quota.max_bytes,
+                        max_rows=quota.max_rows,
+                        max_tables=quota.max_tables,
+                    )
+                )
+
+    def get_workspace_quota(self, user: str) -> WorkspaceQuotaRecord:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(_workspace_quotas).where(_workspace_quotas.c.user_name == user)
+            ).first()
+        if row is None:
+            return WorkspaceQuotaRecord()
+        return WorkspaceQuotaRecord(row.max_bytes, row.max_rows, row.max_tables)
+
+
+def _level(stored: str | None) -> GrantLevel:
+    """A stored level; anything but ``write`` reads (the safe side)."""
+    return "write" if stored == "write" else "read"
 
 
 def _token_record(row: sa.Row[Any]) -> TokenRecord:

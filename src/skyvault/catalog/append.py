@@ -179,11 +179,18 @@ def _log_entry(store: Path, n: int) -> dict[str, Any]:
     return entry
 
 
+def log_entry(version_dir: Path, n: int) -> dict[str, Any]:
+    """Committed log entry ``n`` of the delta store of ``version_dir``."""
+    return _log_entry(_paths(version_dir)[1], n)
+
+
 def read_snapshot(version_dir: Path) -> Snapshot:
     """The committed snapshot of the table whose current version is ``version_dir``.
 
-    A pointer naming another base (a compaction or re-ingest published ``version_dir`` and
-    has not yet rewritten it) means no deltas: the base holds everything committed.
+    A pointer naming an older base (a compaction or re-ingest published ``version_dir`` and
+    has not yet rewritten it) means the base holds everything committed: the snapshot it
+    folded in, plus the batches the compaction carried over (``folded.json``'s
+    ``carried``), which are delta files of this base.
     """
     pointer_path, store, base = _paths(version_dir)
     folded = _read_json(store / "folded.json") or {}
@@ -191,7 +198,8 @@ def read_snapshot(version_dir: Path) -> Snapshot:
     ids = set(folded.get("batch_ids", ()))
     committed = folded.get("committed")
     pointer = _read_json(pointer_path)
-    last = first
+    # Batches a compaction carried over (committed while it ran) are this base's own.
+    last = max(first, int(folded.get("carried", first)))
     if pointer is not None and pointer.get("base") == base:
         last = max(first, int(pointer.get("snapshot", first)))
     elif pointer is not None and str(pointer.get("base", "")) > base:
@@ -314,7 +322,7 @@ def append(
         data = conform(rows, stored, meta.ra_column, meta.dec_column)
         n = snap.snapshot + 1
         _, store, _ = _paths(version_dir)
-        entry_files, written = _write_deltas(version_dir, store, n, data)
+        entry_files, written = write_deltas(version_dir, store, n, data)
         committed = now_iso()
         entry = {
             "snapshot": n,
@@ -328,7 +336,7 @@ def append(
         (log / f"{n:012d}.json").write_text(json.dumps(entry))
         # Everything the pointer will name is made durable first; fsyncs in parallel share
         # the file system's journal commits (one after another they cost ~10 ms each).
-        _fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches"])
+        fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches"])
         write_pointer(version_dir, n, committed)
     return AppendResult(n, data.num_rows, len(entry_files), written=True)
 
@@ -438,14 +446,14 @@ def key_ranges(hp: NDArray[np.int64], most: int) -> list[list[int]]:
     return [[int(hp[a]), int(hp[b]) + 1] for a, b in zip(starts, stops, strict=True)]
 
 
-def _fsync_all(paths: Sequence[Path]) -> None:
+def fsync_all(paths: Sequence[Path]) -> None:
     """fsync every file and directory of ``paths`` (in parallel threads)."""
     unique = list(dict.fromkeys(paths))
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(unique)))) as pool:
         list(pool.map(fsync_file, unique))
 
 
-def _write_deltas(
+def write_deltas(
     version_dir: Path, store: Path, n: int, data: pa.Table
 ) -> tuple[list[list[Any]], list[Path]]:
     """Write snapshot ``n``'s files (one per cell); returns the log's file entries and

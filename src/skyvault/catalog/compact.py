@@ -1,8 +1,9 @@
 """Compaction: fold a table's appended rows (catalog/append.py) into a new HATS version.
 
-Under the table's append lock (appends wait), the current snapshot's delta files are merged
-into the partitions they belong to, inside a build that :func:`skyvault.catalog.layout.building`
-publishes with one atomic link swap, exactly like an ingest:
+The delta files of the snapshot read when it starts are merged into the partitions they
+belong to, inside a build that :func:`skyvault.catalog.layout.building` publishes with one
+atomic link swap, exactly like an ingest (appends go on meanwhile: the append lock is held
+only to read that snapshot, and for the swap):
 
 * a partition without new rows is hard-linked from the base version (no copy, no rewrite);
 * a partition with new rows is rewritten (base rows and delta rows, sorted by
@@ -16,25 +17,35 @@ publishes with one atomic link swap, exactly like an ingest:
   overlaps; then ``_metadata``, ``partition_info.csv``, the properties, the table metadata
   and the bulk manifest are written as ingest writes them.
 
-Before the publish, ``folded.json`` of the new version's delta store records the snapshot
-and batch ids the version contains; after it, the snapshot pointer names the new version.
-A ``kill -9`` before the publish leaves the old version and its deltas (the build is
-removed by the next one); after it, the new version holds every committed row once, and a
-pointer still naming the old base is read as "no deltas" (catalog/append.py).  Queries
-planned on the old version keep reading its files: the previous version and its delta store
-are kept until the next publish.
+Then, under the append lock, the batches committed during the fold are written again as
+deltas of the new version (cut by its partitions), and ``folded.json`` of the new version's
+delta store records the snapshot and batch ids the version folded and the last batch it
+carried; the version is published, the snapshot pointer names it, and the lock goes.  A
+``kill -9`` before the publish leaves the old version and its deltas (the build is removed
+by the next one); after it, the new version holds every committed row once, and a pointer
+still naming the old base is read as "the folded snapshot plus the carried batches"
+(catalog/append.py).  Queries planned on an old version keep reading its files: versions a
+compaction replaced are kept ``keep_replaced`` seconds, with their delta stores.
+
+:class:`BackgroundCompactor` runs compactions in a server when a table's appends pass a
+:class:`CompactionPolicy`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import logging
 import os
 import shutil
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,10 +55,16 @@ from numpy.typing import NDArray
 from skyvault.bulk.manifest import stored_manifest, write_manifest
 from skyvault.catalog.append import (
     HEALPIX_COLUMN,
+    DeltaFile,
     Snapshot,
     append_lock,
+    fsync_all,
     fsync_dir,
+    fsync_file,
+    log_entry,
     read_snapshot,
+    status,
+    write_deltas,
     write_pointer,
 )
 from skyvault.catalog.ingest import (
@@ -56,7 +73,14 @@ from skyvault.catalog.ingest import (
     _sky_fraction,
     _write_properties,
 )
-from skyvault.catalog.layout import TableName, building, hats_pixel_file, table_path
+from skyvault.catalog.layout import (
+    TableName,
+    _sync_tree,
+    building,
+    hats_pixel_file,
+    list_tables,
+    table_path,
+)
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import (
     HISTOGRAM_ORDER,
@@ -65,11 +89,15 @@ from skyvault.catalog.partitioning import (
     margin_order,
 )
 from skyvault.catalog.registry import PartitionIndex
-from skyvault.errors import UsageError
+from skyvault.errors import IngestError, UsageError
 
-__all__ = ["CompactResult", "compact"]
+__all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"]
+
+log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
+KEEP_REPLACED_S = 3600.0
+"""How long a version replaced by a compaction stays for the queries reading it, s."""
 
 
 @dataclass(frozen=True)
@@ -85,20 +113,46 @@ class CompactResult:
     partitions: int
 
 
-def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> CompactResult:
-    """Fold the committed appends of ``table`` into a new HATS version, published atomically."""
+def compact(
+    data_dir: Path,
+    table: str,
+    *,
+    max_rows: int | None = None,
+    keep_replaced: float = KEEP_REPLACED_S,
+    on_folded: Callable[[], None] | None = None,
+) -> CompactResult:
+    """Fold the committed appends of ``table`` into a new HATS version, published atomically.
+
+    Appends are held only twice, briefly: to read the snapshot the compaction starts from,
+    and for the final swap.  Batches committed while the new version was being written are
+    carried over as its deltas (re-cut against its partitions), so each is in the published
+    table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Versions this and earlier compactions replaced stay ``keep_replaced`` seconds after
+    being replaced, with their delta files: a query planned on one of them (its tasks spread
+    over Dask workers, say) reads the files it was planned on to its end.
+
+    Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
+    the table is running.
+    """
     name = TableName.parse(table)
     visible = table_path(data_dir, name)
     with append_lock(data_dir, name):
-        old = visible.resolve()
-        snap = read_snapshot(old)
-        meta = TableMeta.read(old)
+        current = visible.resolve()
+        meta = TableMeta.read(current)
         if meta.kind != "hats":
             raise UsageError(f"{name} has no positions: there is nothing to compact")
-        if not snap.files:
-            return CompactResult(snap.snapshot, old.name, 0, 0, 0, meta.n_partitions)
-        threshold = max_rows or meta.max_rows_per_partition or 1_000_000
-        with building(data_dir, name) as build:
+        pending = read_snapshot(current)
+    if not pending.files:
+        return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
+    with contextlib.ExitStack() as swap:
+        with building(data_dir, name, keep_replaced=keep_replaced) as build:
+            # The build holds the table's ingest lock: no other compaction or ingest now.
+            with append_lock(data_dir, name):
+                old = visible.resolve()
+                snap = read_snapshot(old)
+            meta = TableMeta.read(old)
+            threshold = max_rows or meta.max_rows_per_partition or 1_000_000
             rewritten, parts, nrows = _fold(old, build.path, snap, meta, threshold)
             known = stored_manifest(old)
             linked = {
@@ -107,27 +161,88 @@ def compact(data_dir: Path, table: str, *, max_rows: int | None = None) -> Compa
                 if _same_file(old / e.path, build.path / e.path)
             }
             write_manifest(build.path, build.version, known=linked)
-            store = old.parent.parent.parent / "deltas" / name.table / build.version
+            _sync_tree(build.path)  # the publish's sync, under the lock, then has little to do
+            if on_folded is not None:
+                on_folded()
+            # From here to the pointer's rewrite, appends wait (a short time: the batches
+            # committed during the fold are copied, the version published).
+            swap.enter_context(append_lock(data_dir, name))
+            latest = read_snapshot(old)
+            stores = old.parent.parent.parent / "deltas" / name.table
+            store = stores / build.version
             store.mkdir(parents=True, exist_ok=True)
+            _carry(old, build.path, store, snap, latest)
             folded = {
                 "snapshot": snap.snapshot,
                 "batch_ids": sorted(snap.batch_ids),
                 "committed": snap.committed,
+                "carried": latest.snapshot,
             }
             tmp = store / "folded.json.tmp"
             tmp.write_text(_json(folded))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
             os.replace(tmp, store / "folded.json")
             fsync_dir(store)
-        new = visible.resolve()
-        write_pointer(new, snap.snapshot, snap.committed)
-        _remove_unused_stores(old.parent, old.parent.parent.parent / "deltas" / name.table)
+            # building publishes the version on leaving this block, then the pointer follows
+            # (a reader in between sees the new base and its carried batches: folded.json).
+        _point(visible, latest, stores)  # still holding the append lock
     batches = len({f.snapshot for f in snap.files})
-    return CompactResult(snap.snapshot, new.name, batches, nrows, rewritten, parts)
+    return CompactResult(snap.snapshot, visible.resolve().name, batches, nrows, rewritten, parts)
+
+
+def _point(visible: Path, latest: Snapshot, stores: Path) -> None:
+    """After the publish: the pointer names the new version; unused delta stores go."""
+    new = visible.resolve()
+    write_pointer(new, latest.snapshot, latest.committed)
+    _remove_unused_stores(new.parent, stores)
+
+
+def _carry(old: Path, root: Path, store: Path, folded: Snapshot, latest: Snapshot) -> None:
+    """Make the batches of ``old`` committed after ``folded`` (up to ``latest``) deltas of
+    the build at ``root`` (delta store ``store``), with the same snapshot numbers.
+
+    A delta file whose cell is a partition of the build, or overlaps none, is hard-linked
+    as it is; the rows of the others (their cell's partition was split) are cut again by
+    the build's partitions.  This runs while appends wait: linking keeps it short.
+    """
+    old_store = old.parent.parent.parent / "deltas" / old.parent.name / old.name
+    index = PartitionIndex.read(root)
+    cells = set(zip(index.orders.tolist(), index.pixels.tolist(), strict=True))
+    schema = pq.read_schema(old / "dataset" / "_common_metadata")
+    written: list[Path] = []
+    log = store / "log"
+    for n in range(folded.snapshot + 1, latest.snapshot + 1):
+        entry = log_entry(old, n)
+        files = [f for f in latest.files if f.snapshot == n]
+        keep = [f for f in files if (f.order, f.pixel) in cells or not _overlaps(index, f)]
+        recut = [f.path for f in files if f not in keep]
+        entries: list[list[Any]] = []
+        paths: list[Path] = []
+        if recut:
+            entries, paths = write_deltas(root, store, n, _sorted(_read(recut, schema)))
+        for f in keep:
+            rel = Path(f.path).relative_to(old_store)
+            target = store / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f.path, target)
+            ranges = [list(r) for r in f.ranges]
+            entries.append([f.order, f.pixel, f.start, f.stop, f.rows, rel.as_posix(), ranges])
+            paths.extend((target.parent, target.parent.parent, target.parent.parent.parent))
+        log.mkdir(parents=True, exist_ok=True)
+        path = log / f"{n:012d}.json"
+        entries.sort(key=lambda e: int(e[2]))
+        path.write_text(json.dumps({**entry, "files": entries}))
+        written.extend([*paths, path, log])
+    if written:
+        fsync_all([*written, store / "batches", store])
+
+
+def _overlaps(index: PartitionIndex, f: DeltaFile) -> bool:
+    """Whether delta file ``f``'s cell overlaps a partition of ``index``."""
+    shift = 2 * (SPATIAL_ORDER - f.order)
+    lo, hi = f.pixel << shift, (f.pixel + 1) << shift
+    k = int(np.searchsorted(index.starts, hi, side="left")) - 1
+    return k >= 0 and int(index.stops[k]) > lo
 
 
 def _json(data: object) -> str:
@@ -398,3 +513,103 @@ def _finish(
     if "moc_sky_fraction" in props:
         props["moc_sky_fraction"] = f"{_sky_fraction(done):.5f}"
     _write_properties(root, props)
+
+
+# --- background compaction ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a table's appended rows are folded in the background: after ``after_batches``
+    batches or ``after_bytes`` bytes of delta files (0 turns that test off; both 0: never)."""
+
+    after_batches: int = 200
+    after_bytes: int = 512 * 1024 * 1024
+    keep_replaced: float = KEEP_REPLACED_S
+
+    def due(self, snap: Snapshot) -> bool:
+        if not snap.files:
+            return False
+        if self.after_batches and snap.snapshot - snap.folded >= self.after_batches:
+            return True
+        if self.after_bytes:
+            size = 0
+            for f in snap.files:
+                with contextlib.suppress(OSError):
+                    size += os.stat(f.path).st_size
+            return size >= self.after_bytes
+        return False
+
+
+class BackgroundCompactor:
+    """A thread that compacts every table whose appends pass ``policy``, every ``interval``
+    seconds (sooner after :meth:`poke`).
+
+    Appends go on while it runs (:func:`compact` holds them only for the swap).  Several
+    server processes may each run one: a table's build lock lets one compaction at a time
+    through, the others skip that table until their next look.
+    """
+
+    def __init__(self, data_dir: Path, policy: CompactionPolicy, interval: float = 10.0) -> None:
+        self.data_dir = data_dir
+        self.policy = policy
+        self.interval = interval
+        self.compactions = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="skyvault-compactor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the compaction under way, if any (waits up to ``timeout`` s)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def poke(self) -> None:
+        """Look at the tables now (an append just committed)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def run_once(self) -> list[str]:
+        """Compact every table that is due now; the names of those compacted."""
+        done: list[str] = []
+        for name, _ in list_tables(self.data_dir):
+            if self._stop.is_set():
+                break
+            if not (self.data_dir / name.schema / f".{name.table}.snapshot").exists():
+                continue  # never appended to
+            try:
+                snap = status(self.data_dir, str(name))
+                if not self.policy.due(snap):
+                    continue
+                result = compact(self.data_dir, str(name), keep_replaced=self.policy.keep_replaced)
+            except IngestError:
+                continue  # an ingest or another compaction of the table is running
+            except Exception:
+                log.exception("background compaction of %s failed", name)
+                continue
+            if result.batches:
+                self.compactions += 1
+                done.append(str(name))
+                log.info(
+                    "compacted %s: %d batches, %d rows, snapshot %d",
+                    name,
+                    result.batches,
+                    result.rows,
+                    result.snapshot,
+                )
+        return done

@@ -185,6 +185,10 @@ class TableMeta:
     created: str = ""
     sources: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    region_radius: float | None = None
+    """For a table with a region column (xtype ``adql:REGION``, ObsCore's ``s_region``):
+    no point of a row's region is farther than this (degrees) from the row's declared
+    position, so a CONTAINS/INTERSECTS on the regions prunes by position."""
 
     @property
     def qualified_name(self) -> str:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
+from skyvault.catalog.views import View, with_views
 from skyvault.engine.connection import Sandbox, SandboxSettings, _udf_definitions
 from skyvault.engine.executor import (
     BindableExecutor,
@@ -93,23 +94,30 @@ class Archive:
         adql: str,
         tables: Sequence[TableMeta] | None = None,
         extra: Sequence[tuple[TableMeta, pa.Table]] = (),
+        views: Sequence[View] = (),
     ) -> QueryPlan:
         """Compile and plan ``adql`` without running it.
 
         ``tables`` are the stored tables the caller may see (all when None); ``extra`` adds
-        in-memory tables such as TAP_SCHEMA or uploads, each with its metadata.
+        in-memory tables such as TAP_SCHEMA or uploads, each with its metadata; ``views``
+        adds views over stored tables (:mod:`skyvault.catalog.views`; a view named as a
+        stored table of ``tables`` is that table with its derived columns).
         """
         from skyvault.adql.translate import compile_adql
 
         visible = list(tables) if tables is not None else self.registry.tables()
         in_memory = {(m.schema, m.name): data for m, data in extra}
-        metas = [*visible, *(m for m, _ in extra)]
+        by_view = {v.key: v for v in views}
+        metas = [*with_views(visible, views), *(m for m, _ in extra)]
         entry = self._plans.get(adql, metas)
         if entry is None:
             translation = _guard(lambda: compile_adql(adql, metas))
             entry = self._plans.put(adql, metas, translation)
         translation = entry.translation
-        only_stored = not any((r.meta.schema, r.meta.name) in in_memory for r in translation.tables)
+        only_stored = not any(
+            (r.meta.schema, r.meta.name) in in_memory or (r.meta.schema, r.meta.name) in by_view
+            for r in translation.tables
+        )
         if only_stored:
             current = [self.registry.get(r.meta.schema, r.meta.name) for r in translation.tables]
             planned = entry.planned
@@ -120,8 +128,11 @@ class Archive:
         specs: list[ScanSpec] = []
         for ref in translation.tables:
             data = in_memory.get((ref.meta.schema, ref.meta.name))
+            view = by_view.get((ref.meta.schema, ref.meta.name))
             if data is not None:
                 specs.append(ScanSpec(placeholder=ref.placeholder, table=data))
+            elif view is not None:
+                specs.append(self._view_scan(ref.placeholder, view, ref.coverage, ref.columns))
             else:
                 specs.append(
                     ScanSpec(
@@ -151,12 +162,13 @@ class Archive:
         cancel: CancelToken | None = None,
         tables: Sequence[TableMeta] | None = None,
         extra: Sequence[tuple[TableMeta, pa.Table]] = (),
+        views: Sequence[View] = (),
     ) -> QueryResult:
         """Run ``adql``; the result's ``batches`` yield record batches as they come.
 
-        ``tables`` and ``extra`` as for :meth:`plan`.
+        ``tables``, ``extra`` and ``views`` as for :meth:`plan`.
         """
-        plan = self.plan(adql, tables, extra)
+        plan = self.plan(adql, tables, extra, views)
         return self.executor.execute(
             plan, maxrec=maxrec, timeout=timeout or self.timeout, cancel=cancel
         )
@@ -183,6 +195,23 @@ class Archive:
             fields.append(field.with_metadata(info) if info else field)
         schema = pa.schema(fields, metadata={"overflow": "true" if result.overflow else "false"})
         return table.cast(schema)
+
+    def _view_scan(
+        self, placeholder: str, view: View, coverage: Any, columns: tuple[str, ...]
+    ) -> ScanSpec:
+        """The scan of a view's occurrence: its members' files (each pruned by
+        ``coverage``), or, without members, an empty in-memory table of its columns."""
+        members = tuple(self.registry.get(n.schema, n.table) for n in view.members)
+        if not members:
+            return ScanSpec(placeholder=placeholder, table=view.schema.empty_table())
+        table: StoredTable | tuple[StoredTable, ...] = members if len(members) > 1 else members[0]
+        return ScanSpec(
+            placeholder=placeholder,
+            table=table,
+            coverage=coverage,
+            columns=columns,
+            derived=view.derived,
+        )
 
     def close(self) -> None:
         self.sandbox.close()

@@ -129,6 +129,7 @@ def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]
     """The SQL macros and Python scalar functions of every registered UDF (the function
     table holds the Python function objects themselves)."""
     from skyvault.adql.functions import FUNCTIONS, DuckDbMacro, DuckDbPythonUdf, duckdb_macro_sql
+    from skyvault.sky.stcs import internal_udfs
 
     macros: list[str] = []
     udfs: list[tuple[str, Any, list[Any], Any]] = []
@@ -138,4 +139,5 @@ def _udf_definitions() -> tuple[list[str], list[tuple[str, Any, list[Any], Any]]
             macros.append(duckdb_macro_sql(spec))
         elif isinstance(impl, DuckDbPythonUdf):
             udfs.append((spec.name, impl.function, list(impl.arg_types), impl.return_type))
+    udfs += internal_udfs()  # the engine's own (region columns), not callable from ADQL
     return macros, udfs

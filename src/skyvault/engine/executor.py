@@ -34,7 +34,7 @@ from skyvault.catalog.metadata import ColumnMeta
 from skyvault.engine.budget import MAX_BATCH_ROWS, batch_rows, row_bytes
 from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.direct import evaluate
-from skyvault.engine.plan import QueryPlan, Scan
+from skyvault.engine.plan import QueryPlan, Scan, with_derived
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
 from skyvault.errors import (
     QueryCancelled,
@@ -310,7 +310,7 @@ class LocalExecutor:
             return scan
         if table is None:
             return scan
-        return dataclasses.replace(scan, arrow=table)
+        return dataclasses.replace(scan, arrow=with_derived(table, scan.derived))
 
 
 class _Due(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from skyvault.adql.translate import CrossMatch, MatchSide, Translation
 from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.catalog.registry import PartitionIndex, StoredTable
+from skyvault.catalog.views import DerivedColumn
 from skyvault.sky.cells import cell_offsets, exploded_select, keyed_select
 from skyvault.sky.coverage import healpix29_ranges
 from skyvault.sqltext import quote_identifier
@@ -49,6 +51,7 @@ __all__ = [
     "TaggedFiles",
     "plan_query",
     "plan_translation",
+    "with_derived",
 ]
 
 MAX_RANGES = 16
@@ -64,13 +67,16 @@ class ScanSpec:
 
     placeholder: str
     """The relation name the SQL reads it by (``__sv_t0``)."""
-    table: StoredTable | pa.Table
-    """A stored table (its files, pruned by ``coverage``) or an in-memory table (TAP_SCHEMA,
-    an upload), read whole."""
+    table: StoredTable | pa.Table | tuple[StoredTable, ...]
+    """A stored table (its files, pruned by ``coverage``), an in-memory table (TAP_SCHEMA,
+    an upload), read whole, or the members of a view (:mod:`skyvault.catalog.views`): the
+    union of their rows, each pruned by ``coverage``."""
     coverage: MOC | None = None
     columns: tuple[str, ...] | None = None
     """The table's columns the SQL reads (a translation's :attr:`TableRef.columns`; None:
     any), which is all a reader that materialises the scan needs."""
+    derived: tuple[DerivedColumn, ...] = ()
+    """Columns of a stored table or view computed when read (a view's)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,12 @@ class Scan:
     tag: TagLookup | TaggedFiles | None = None
     """Set only in one task of an aligned cross-match (engine/aligned.py): the rows carry a
     tag that is folded into the cell key, so rows meet only rows of the same tag."""
+    derived: tuple[DerivedColumn, ...] = ()
+    """Columns computed when the files are read (a view's, :mod:`skyvault.catalog.views`);
+    rows read into :attr:`arrow` by the engine have them computed already
+    (:func:`with_derived`)."""
+    union: bool = False
+    """The files are several tables' (a view's members): columns are matched by name."""
 
     @property
     def arrow_name(self) -> str:
@@ -229,17 +241,57 @@ class Scan:
     def _rows_sql(self) -> str:
         if self.arrow is not None:
             return f'SELECT * FROM "{self.arrow_name}"'
+        select = "SELECT *" + _derived_sql(self.derived)
         if not self.files:
             if self.schema_file is None:
                 return "SELECT NULL AS nothing WHERE false"
             # No partition can match: keep the table's columns, read no rows.
-            return f"SELECT * FROM read_parquet({_string_literal(self.schema_file)}) WHERE false"
+            schema_file = _string_literal(self.schema_file)
+            return f"{select} FROM read_parquet({schema_file}) WHERE false"
         files = ", ".join(_string_literal(f) for f in self.files)
-        sql = f"SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
+        union = ", union_by_name = true" if self.union else ""
+        sql = f"{select} FROM read_parquet([{files}], hive_partitioning = false{union})"
         where = _ranges_sql(self.ranges)
         if where:
             sql += f" WHERE {where}"
         return sql
+
+
+def _derived_sql(derived: Sequence[DerivedColumn]) -> str:
+    """`` REPLACE (...)`` computing ``derived`` in a ``SELECT *`` (empty text: none)."""
+    if not derived:
+        return ""
+    items = ", ".join(
+        (
+            f"{_string_literal(d.prefix)} || url_encode({quote_identifier(d.source)})"
+            if d.source is not None
+            else _string_literal(d.prefix)
+        )
+        + f" AS {quote_identifier(d.name)}"
+        for d in derived
+    )
+    return f" REPLACE ({items})"
+
+
+def with_derived(table: pa.Table, derived: Sequence[DerivedColumn]) -> pa.Table:
+    """``table`` with the ``derived`` columns it holds computed (as :func:`_derived_sql`
+    computes them in SQL: the source percent-encoded as DuckDB's ``url_encode`` does)."""
+    for d in derived:
+        if d.name not in table.column_names:
+            continue
+        if d.source is None:
+            values: list[str | None] = [d.prefix] * table.num_rows
+        elif d.source in table.column_names:
+            values = [
+                None if v is None else d.prefix + urllib.parse.quote(v, safe="~")
+                for v in table.column(d.source).to_pylist()
+            ]
+        else:
+            continue
+        index = table.column_names.index(d.name)
+        field = table.schema.field(index)
+        table = table.set_column(index, field, pa.array(values, type=field.type))
+    return table
 
 
 def _ranges_sql(ranges: NDArray[np.int64] | None, prefix: str = "") -> str:
@@ -338,9 +390,18 @@ def _plan(
                 arrow=spec.table,
             )
         else:
-            scan = _scan(spec.placeholder, spec.table, spec.coverage)
-            if scan.files and spec.columns is not None:
-                scan = dataclasses.replace(scan, columns=spec.columns)
+            if isinstance(spec.table, tuple):
+                scan = _union_scan(spec.placeholder, spec.table, spec.coverage)
+            else:
+                scan = _scan(spec.placeholder, spec.table, spec.coverage)
+            read = spec.columns
+            if spec.derived:
+                scan = dataclasses.replace(scan, derived=spec.derived)
+                if read is not None:  # a derived column read needs its source
+                    sources = [d.source for d in spec.derived if d.name in read and d.source]
+                    read = tuple(dict.fromkeys([*read, *sources]))
+            if scan.files and read is not None:
+                scan = dataclasses.replace(scan, columns=read)
         scans[spec.placeholder] = scan
     by_name = {spec.placeholder: spec.table for spec in tables}
     for match in crossmatches:
@@ -432,6 +493,26 @@ def _cell_join(
             normalised=declared,
         )
         scans[side.name] = dataclasses.replace(scan, cell=cell, partner=partner.name, layout=layout)
+
+
+def _union_scan(placeholder: str, members: Sequence[StoredTable], coverage: MOC | None) -> Scan:
+    """One scan of the rows of every table of ``members`` (a view's), each pruned by its
+    own partitions with ``coverage``: their pruned files together, read by column name."""
+    parts = [_scan(placeholder, m, coverage) for m in members]
+    if not parts:
+        raise ValueError(f"{placeholder}: a view without members is an in-memory table")
+    first = parts[0]
+    files = tuple(f for p in parts for f in p.files)
+    schema_file = next((p.schema_file for p in parts if p.schema_file is not None), None)
+    return dataclasses.replace(
+        first,
+        qualified_name="+".join(p.qualified_name for p in parts),
+        files=files,
+        positional=all(p.positional for p in parts),
+        total_files=sum(p.total_files for p in parts),
+        schema_file=schema_file,
+        union=len(parts) > 1,
+    )
 
 
 def _scan(placeholder: str, stored: StoredTable, coverage: MOC | None) -> Scan:

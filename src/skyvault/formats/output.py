@@ -20,10 +20,11 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import UsageError
+from skyvault.formats.arrow import write_arrow
 from skyvault.formats.fits import write_fits
 from skyvault.formats.parquet import write_parquet
 from skyvault.formats.tabular import write_csv, write_json, write_tsv
-from skyvault.formats.votable import Serialization, write_votable
+from skyvault.formats.votable import Serialization, ServiceDescriptor, write_votable
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -47,6 +48,8 @@ class WriteOptions:
 
     spool_dir: Path | None = None
     max_spool_bytes: int | None = None
+    services: tuple[ServiceDescriptor, ...] = ()
+    """Service descriptors of the result (DataLink), written by the VOTable formats."""
 
 
 #: ``write(batches, fields, schema, overflow, infos, options) -> byte chunks``.
@@ -103,7 +106,12 @@ def _votable(
     options: WriteOptions,
 ) -> Iterator[bytes]:
     return write_votable(
-        batches, fields, serialization=serialization, overflow=overflow, infos=infos
+        batches,
+        fields,
+        serialization=serialization,
+        overflow=overflow,
+        infos=infos,
+        services=options.services,
     )
 
 
@@ -130,6 +138,17 @@ def _parquet(
     return write_parquet(batches, fields, schema=schema, overflow=overflow, infos=infos)
 
 
+def _arrow(
+    batches: Iterable[pa.RecordBatch],
+    fields: Sequence[ColumnMeta],
+    schema: pa.Schema,
+    overflow: Callable[[], bool],
+    infos: Infos,
+    options: WriteOptions,
+) -> Iterator[bytes]:
+    return write_arrow(batches, fields, schema=schema, overflow=overflow, infos=infos)
+
+
 def _fits(
     batches: Iterable[pa.RecordBatch],
     fields: Sequence[ColumnMeta],
@@ -150,6 +169,7 @@ def _fits(
 
 
 _VOTABLE = "application/x-votable+xml"
+_ARROW = "application/vnd.apache.arrow.stream"
 
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat(
@@ -223,6 +243,16 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
         streams=True,
         write=_parquet,
         extension="parquet",
+    ),
+    OutputFormat(
+        name="arrow",
+        mime=_ARROW,
+        content_type=_ARROW,
+        ivo_id=None,
+        aliases=("arrow", _ARROW, "arrow-stream"),
+        streams=True,
+        write=_arrow,
+        extension="arrows",
     ),
     OutputFormat(
         name="json",

@@ -11,11 +11,12 @@ from starlette._utils import get_route_path
 from starlette.types import Receive, Scope, Send
 
 from skyvault import __version__
+from skyvault.catalog.compact import BackgroundCompactor, CompactionPolicy
 from skyvault.config import Settings
 from skyvault.formats.fits import sweep_spool
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import bulk, images, portal, tap, vosi
+from skyvault.service.handlers import append, bulk, images, portal, sia, tap, vosi, workspace
 from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws import handlers as uws
@@ -57,6 +58,20 @@ def _telemetry_on(app: FastAPI) -> bool:
     return telemetry is not None and bool(telemetry.enabled())
 
 
+def _compactor(settings: Settings) -> BackgroundCompactor | None:
+    """The background compaction of appended rows, started; None when it is off."""
+    if not settings.background_compaction:
+        return None
+    policy = CompactionPolicy(
+        settings.compact_after_batches,
+        settings.compact_after_bytes,
+        settings.compact_keep_replaced,
+    )
+    compactor = BackgroundCompactor(settings.data_dir, policy, settings.compact_check_interval)
+    compactor.start()
+    return compactor
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The skyvault web application over ``settings.data_dir``.
 
@@ -77,9 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweep_spool(settings.spool_dir)
         context.jobs.runner.start()
         reaper.start()
+        compactor = _compactor(settings)
+        app.state.compactor = compactor
         try:
             yield
         finally:
+            if compactor is not None:
+                compactor.stop(timeout=5)  # a compaction cut short by exit is safe
             await reaper.stop()
             context.jobs.runner.stop()
             context.jobs.store.close()
@@ -113,6 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     app.include_router(images.router, prefix=settings.path_prefix, tags=["images"])
+    app.include_router(append.router, prefix=settings.path_prefix, tags=["append"])
+    app.include_router(workspace.router, prefix=settings.path_prefix, tags=["workspace"])
+    app.include_router(sia.router, prefix=settings.path_prefix, tags=["sia"])
     app.include_router(bulk.router, prefix="/bulk", tags=["bulk"])
     app.include_router(hips_router, tags=["hips"])  # /hips at the root, like /bulk
     app.include_router(portal.router, tags=["portal"])  # /portal/ at the root

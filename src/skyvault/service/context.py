@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,15 +14,20 @@ from skyvault.auth.access import GrantSnapshot
 from skyvault.auth.limits import format_days
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.tap_schema import TapSchemaCache
+from skyvault.catalog.views import View, with_views
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
+from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
+from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.sodajobs import soda_job_kind
 from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
+from skyvault.workspace import WorkspaceStore
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -36,10 +42,27 @@ class ServiceContext:
     queries: QueryService
     auth: AuthServices
     jobs: JobService = field(init=False)
+    #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
+    bulk_jobs: JobService = field(init=False)
+    soda_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
+    seen_base_url: str | None = field(init=False, default=None)
+    _images_seen: tuple[float, bool] = field(init=False, default=(-1e9, False))
+    """The TAP base URL of the latest request (:meth:`public_base_url` without a
+    configured one)."""
+    workspace: WorkspaceStore = field(init=False)
     tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
 
     def __post_init__(self) -> None:
+        # Users' own tables (service/handlers/workspace.py), under the same access rules.
+        self.workspace = WorkspaceStore(
+            self.settings.data_dir,
+            self.auth.storage,
+            self.auth.access,
+            self.settings.workspace,
+            self.auth.audit,
+            require_known_groups=self.auth.settings.mode == "builtin",
+        )
         # Async jobs run through the same query service, under their own time limit: each
         # job's EXECUTIONDURATION, enforced by the worker, instead of the sync time-out (the
         # engine's limit is only a backstop past the longest EXECUTIONDURATION).
@@ -56,7 +79,13 @@ class ServiceContext:
             # created applies to it.
             tables = self.visible_tables(owner)
             return self.queries.run(
-                params, tables=tables, cancel=cancel, uploads=uploads, timeout=async_limit
+                params,
+                tables=tables,
+                cancel=cancel,
+                uploads=uploads,
+                timeout=async_limit,
+                views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         self.jobs = build_job_service(
@@ -65,6 +94,12 @@ class ServiceContext:
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
+        )
+        self.bulk_jobs = self.jobs.for_kind(
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
+        )
+        self.soda_jobs = self.jobs.for_kind(
+            soda_job_kind(settings.data_dir, settings, self.visible_tables)
         )
 
     @classmethod
@@ -94,6 +129,37 @@ class ServiceContext:
         snapshot = grants if grants is not None else self.auth.access.snapshot()
         return self.auth.access.visible_tables(identity, self.archive.tables(), snapshot)
 
+    def has_images(self) -> bool:
+        """Whether the archive holds an image collection (then ``ivoa.ObsCore`` exists,
+        and the service declares ObsCore in its capabilities); looked up at most once a
+        second (every query asks)."""
+        now = time.monotonic()
+        checked, found = self._images_seen
+        if now - checked > 1.0:
+            found = bool(collection_tables(self.archive.tables()))
+            self._images_seen = (now, found)
+        return found
+
+    def views(self, tables: Sequence[TableMeta]) -> list[View]:
+        """The views a caller who may read ``tables`` queries besides them:
+        ``ivoa.ObsCore`` over the visible collections and the collections' ObsCore tables
+        with their DataLink ``access_url`` (:mod:`skyvault.images.obstap`)."""
+        members = collection_tables(tables)
+        offered = bool(members) or self.has_images()
+        return obscore_views(members, self.public_base_url(), offered=offered)
+
+    def queryable_tables(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
+        """``tables`` (stored, visible) and the views' own tables, as TAP_SCHEMA and
+        ``/tables`` describe them."""
+        return with_views(tables, self.views(tables))
+
+    def public_base_url(self) -> str | None:
+        """The TAP service's public URL as rows of results name it (DataLink links):
+        the configured one, else that of the latest request (None before any)."""
+        if self.settings.base_url:
+            return self.settings.base_url.rstrip("/")
+        return self.seen_base_url
+
     def job_identity(self, job: Job) -> Identity:
         """Who ``job`` runs as: its owner, with the owner's groups when it starts.
 
@@ -109,7 +175,9 @@ class ServiceContext:
         """The TAP service's public URL: configured, or from the request."""
         if self.settings.base_url:
             return self.settings.base_url.rstrip("/")
-        return str(request.base_url).rstrip("/") + self.settings.path_prefix
+        url = str(request.base_url).rstrip("/") + self.settings.path_prefix
+        self.seen_base_url = url
+        return url
 
     def site_url(self, request: Request) -> str:
         """The public URL of the server's root, where ``/bulk`` and ``/hips`` are (the TAP

@@ -17,12 +17,13 @@ when the sha256 is known, ``If-None-Match``/``If-Modified-Since`` → 304, and i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -34,10 +35,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from skyvault.auth import Identity
 from skyvault.bulk import Entry, Target, list_directory, manifest_for, resolve, stored_manifest
+from skyvault.bulk.scripts import ScriptFile, aria2_input, curl_script, wget_script
 from skyvault.bulk.signing import (
     DEFAULT_LIFETIME,
     MAX_LIFETIME,
@@ -48,10 +50,23 @@ from skyvault.bulk.signing import (
     verify,
 )
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import AccessDenied, CatalogNotFound, UsageError, UserLimitExceeded
+from skyvault.config import Settings
+from skyvault.errors import (
+    AccessDenied,
+    CatalogNotFound,
+    JobNotFound,
+    JobResourceMissing,
+    UsageError,
+    UserLimitExceeded,
+)
+from skyvault.images.datalink import DATALINK_TYPE, Link, links_document
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.security import Caller, CallerDep, current_caller, current_identity
 from skyvault.service.services import pages
+from skyvault.service.services.bulkjobs import FILES_DIR, job_files, media_type
+from skyvault.service.uploads import InlineContent
+from skyvault.service.uws.handlers import job_router
+from skyvault.service.uws.models import ExecutionPhase, Job
 
 __all__ = ["router"]
 
@@ -67,6 +82,7 @@ _MEDIA_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".sha256": "text/plain; charset=utf-8",
     ".fits": "application/fits",
+    ".vot": "application/x-votable+xml",
 }
 _BARE_NAMES = {"properties": "text/plain; charset=utf-8"}
 _RANGE = re.compile(r"^\s*bytes\s*=\s*((\d+-\d*|-\d+)\s*(,\s*(\d+-\d*|-\d+)\s*)*)$")
@@ -120,12 +136,36 @@ class _Transfers:
             self.running.pop(key, None)
 
 
+class _TokenBucket:
+    """A caller's bandwidth: ``rate`` bytes per second, bursts of a quarter second.
+
+    Every chunk of every transfer of the caller takes its bytes from the bucket; a chunk
+    the bucket cannot pay for leaves it in debt and waits until the debt is paid, so the
+    caller's transfers together get ``rate`` however many run (one event loop: no lock).
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = float(rate)
+        self.capacity = self.rate / 4
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
 @dataclass(frozen=True)
 class _Limit:
     transfers: _Transfers
     key: str
     most: int
     retry_after: int
+    bucket: _TokenBucket | None = None
 
 
 def _limit(request: Request, identity: Identity) -> _Limit:
@@ -133,14 +173,23 @@ def _limit(request: Request, identity: Identity) -> _Limit:
     transfers: _Transfers | None = getattr(state, "bulk_transfers", None)
     if transfers is None:
         transfers = state.bulk_transfers = _Transfers()
+    buckets: dict[str, _TokenBucket] | None = getattr(state, "bulk_buckets", None)
+    if buckets is None:
+        buckets = state.bulk_buckets = {}
     settings = get_context(request).settings
     key = f"user:{identity.user}" if identity.user is not None else f"anon:{identity.client}"
-    return _Limit(transfers, key, settings.bulk_max_downloads, settings.retry_after)
+    bucket = None
+    if settings.bulk_bandwidth > 0:
+        bucket = buckets.get(key)
+        if bucket is None or bucket.rate != settings.bulk_bandwidth:
+            bucket = buckets[key] = _TokenBucket(settings.bulk_bandwidth)
+    return _Limit(transfers, key, settings.bulk_max_downloads, settings.retry_after, bucket)
 
 
 class _File(FileResponse):
-    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed, and
-    counts against its caller's running transfers while it sends.
+    """A :class:`FileResponse` that serves the whole file when ``Range`` is malformed,
+    counts against its caller's running transfers while it sends, and sends no faster than
+    the caller's bandwidth (``bulk_bandwidth``).
 
     Chunks of 1 MiB rather than Starlette's 64 KiB: fewer trips through the event loop
     per byte, for large partition files.
@@ -165,6 +214,16 @@ class _File(FileResponse):
                 hint="wait for one to finish (or use fewer parallel connections)",
                 retry_after=limit.retry_after,
             )
+        bucket = limit.bucket
+        if bucket is not None:
+            inner = send
+
+            async def throttled(message: Message) -> None:
+                if message["type"] == "http.response.body":
+                    await bucket.take(len(message.get("body", b"")))
+                await inner(message)
+
+            send = throttled
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -408,6 +467,178 @@ def _lifetime(text: str | None) -> int:
             hint=f"leave it out for {DEFAULT_LIFETIME} s",
         )
     return value
+
+
+# --- bulk jobs --------------------------------------------------------------------------------
+# The UWS resources of the job type, then its files and documents: all before the catch-all
+# routes of the table trees (so a schema named "jobs" is not reachable under /bulk/).
+
+
+def _moc_part(
+    params: dict[str, list[str]], files: Mapping[str, InlineContent], settings: Settings
+) -> Mapping[str, InlineContent]:
+    """A bulk job keeps one multipart file part: its MOC."""
+    return {"MOC": files["MOC"]} if "MOC" in files else {}
+
+
+def _jobs_url(context: ServiceContext, request: Request) -> str:
+    return f"{context.site_url(request)}/bulk/jobs"
+
+
+router.include_router(
+    job_router("/jobs", lambda c: c.bulk_jobs, _jobs_url, keep_parts=_moc_part, single_result=False)
+)
+
+
+def _completed(context: ServiceContext, job_id: str, owner: str | None) -> Job:
+    """The caller's COMPLETED bulk job ``job_id``: anything else is the one 404."""
+    try:
+        job = context.bulk_jobs.get(job_id, owner)
+    except JobNotFound:
+        raise _missing() from None
+    if job.phase != ExecutionPhase.COMPLETED:
+        raise _missing()
+    return job
+
+
+def _serve_job_file(
+    request: Request,
+    context: ServiceContext,
+    caller: Caller,
+    job_id: str,
+    rest: str,
+    signed: SignedPath | None,
+    limit: _Limit,
+) -> Response:
+    """Runs in a worker thread: a bulk job's file, listing or manifest, as the static tree's."""
+    _completed(context, job_id, caller.identity.user)
+    found = job_files(context.bulk_jobs.results, job_id)
+    target = None if found is None else resolve(found[0], rest)
+    if found is None or target is None:
+        raise _missing()
+    root, manifest = found
+    if target.kind == "file":
+        response = _file_response(request, root, target)
+        if isinstance(response, _File):
+            response.limit = limit
+        return _named(response, target.path.name) if signed is not None else response
+    name = f"bulk job {job_id}"
+    if target.kind == "manifest":
+        body = manifest.render(target.name, name, target.relative)
+        response = _document_response(
+            request, body, target.name, manifest.last_modified(target.relative)
+        )
+        return _named(response, target.name) if signed is not None else response
+    entries = list_directory(target, manifest, name)
+    return _listing(request, entries, {"job": job_id}, signed, f"jobs/{job_id}/{FILES_DIR}/{rest}")
+
+
+@router.api_route("/jobs/{job_id}/files", methods=["GET", "HEAD"], include_in_schema=False)
+async def bulk_job_files_root(request: Request) -> Response:
+    """``…/files`` → ``…/files/`` (the query string, a signature, kept)."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(request.url.path + "/" + query, status_code=308)
+
+
+@router.api_route(
+    "/jobs/{job_id}/files/{rest:path}", methods=["GET", "HEAD"], summary="A bulk job's files"
+)
+async def bulk_job_file(
+    job_id: str, rest: str, request: Request, context: Context, who: BulkCaller
+) -> Response:
+    """The files of a completed bulk job, their listings and manifests, with the HTTP of
+    the static tree (Range, ETag, 304, Repr-Digest); only for the job's owner (or a URL
+    they signed): anyone else gets the same 404 as for a missing file."""
+    caller, signed = who
+    with context.auth.audit.request(caller.identity, request.url.path):
+        if signed is not None and not covers(signed.path, f"jobs/{job_id}/{FILES_DIR}/{rest}"):
+            raise AccessDenied(
+                "this URL's signature is for another path",
+                hint="fetch the job's download script again for fresh URLs",
+            )
+        limit = _limit(request, caller.identity)
+        return await run_in_threadpool(
+            _serve_job_file, request, context, caller, job_id, rest, signed, limit
+        )
+
+
+def _file_urls(
+    context: ServiceContext, request: Request, job: Job, owner: str | None, lifetime: int
+) -> list[tuple[ScriptFile, int, str]]:
+    """Each file of ``job``: its script entry (a URL signed for ``lifetime`` s when the
+    owner is a user of the built-in identity mode), bytes and the plain URL."""
+    found = job_files(context.bulk_jobs.results, job.job_id)
+    if found is None:
+        raise _missing()
+    base = f"{_jobs_url(context, request)}/{job.job_id}/{FILES_DIR}"
+    signing = owner is not None and context.auth.settings.mode == "builtin"
+    key = load_key(context.settings.data_dir) if signing else b""
+    left = int(job.destruction.timestamp() - time.time())
+    expires = int(time.time()) + max(1, min(lifetime, left))
+    out = []
+    for entry in found[1].entries:
+        plain = f"{base}/{quote(entry.path)}"
+        url = plain
+        if signing:
+            assert owner is not None
+            signed = sign(key, owner, f"jobs/{job.job_id}/{FILES_DIR}/{entry.path}", expires)
+            url = f"{plain}?{signed.query()}"
+        out.append((ScriptFile(entry.path, url, entry.md5, entry.sha256), entry.bytes, plain))
+    return out
+
+
+@router.api_route(
+    "/jobs/{job_id}/results/{name}",
+    methods=["GET", "HEAD"],
+    summary="A bulk job's scripts and links",
+)
+async def bulk_job_result(
+    job_id: str, name: str, request: Request, context: Context, caller: CallerDep
+) -> Response:
+    """``links`` (DataLink: a ``#this`` row per file), ``wget`` and ``curl`` (shell scripts
+    that fetch, resume and verify every file) and ``aria2`` (an ``aria2c -i`` list).  The
+    scripts' URLs are signed for ``lifetime`` seconds (default 3600, at most the job's
+    DESTRUCTION and 7 days): they carry no token."""
+    owner = caller.identity.user
+    with context.auth.audit.request(caller.identity, request.url.path):
+        job = await run_in_threadpool(context.bulk_jobs.get, job_id, owner)
+        if name not in ("links", "wget", "curl", "aria2"):
+            raise JobResourceMissing(
+                f"job {job_id} has no result {name!r}",
+                hint="its results are listed at its /results",
+            )
+        if job.phase != ExecutionPhase.COMPLETED:
+            raise JobResourceMissing(
+                f"job {job_id} has no results: its phase is {job.phase.value}",
+                hint=f"wait until it is COMPLETED, e.g. GET /bulk/jobs/{job_id}?WAIT=60",
+            )
+        lifetime = _lifetime(request.query_params.get("lifetime"))
+        files = await run_in_threadpool(_file_urls, context, request, job, owner, lifetime)
+        title = f"the files of skyvault bulk job {job_id} ({len(files)} files)"
+        if name == "wget":
+            body = wget_script([f for f, _, _ in files], title)
+            return _script_response(body, f"bulk-{job_id}-wget.sh", "text/x-shellscript")
+        if name == "curl":
+            body = curl_script([f for f, _, _ in files], title)
+            return _script_response(body, f"bulk-{job_id}-curl.sh", "text/x-shellscript")
+        if name == "aria2":
+            body = aria2_input([f for f, _, _ in files])
+            return _script_response(body, f"bulk-{job_id}-aria2.txt", "text/plain")
+        job_url = f"{_jobs_url(context, request)}/{job_id}"
+        links = [
+            Link(job_url, "#this", access_url=plain, description=f.path,
+                 content_type=media_type(f.path), content_length=size)
+            for f, size, plain in files
+        ]  # fmt: skip
+        return Response(links_document(links, ""), media_type=DATALINK_TYPE)
+
+
+def _script_response(body: str, filename: str, media: str) -> Response:
+    return Response(
+        body,
+        media_type=f"{media}; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 # --- routes -----------------------------------------------------------------------------------

@@ -14,20 +14,28 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import pyarrow as pa
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from skyvault.auth import Identity
+from skyvault.catalog.metadata import TableMeta
 from skyvault.errors import QueryCancelled, SkyvaultError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
-from skyvault.service.params import collect_params, read_form, tap_query_params
+from skyvault.service.params import (
+    TapQueryParams,
+    collect_params,
+    read_form,
+    tap_query_params,
+)
 from skyvault.service.security import CallerDep, IdentityDep, current_identity
 from skyvault.service.services import pages
 from skyvault.service.services.examples import examples_document
@@ -35,7 +43,7 @@ from skyvault.service.services.sync import SyncRun, audit_sync
 from skyvault.service.slots import SlotBusy
 from skyvault.service.uploads import parse_uploads
 
-__all__ = ["QueryResponse", "router", "serve_sync"]
+__all__ = ["QueryResponse", "router", "run_sync", "serve_sync"]
 
 router = GetHeadRouter()
 
@@ -92,6 +100,7 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     hand-off per query.)
     """
     context = get_context(request)
+    context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
     settings = context.settings
     endpoint = request.url.path
     started = time.perf_counter()
@@ -115,6 +124,20 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     except SkyvaultError as exc:
         audit_sync(context, identity, endpoint, query, None, started, exc.code)
         raise
+    return await run_sync(request, identity, tap, uploads, started)
+
+
+async def run_sync(
+    request: Request,
+    identity: Identity,
+    tap: TapQueryParams,
+    uploads: Sequence[tuple[TableMeta, pa.Table]],
+    started: float,
+) -> Response:
+    """Run the checked query ``tap`` as a :class:`SyncRun` and answer with its result (a
+    small one whole, a large one streamed); what ``/sync`` and SIA's ``{query}`` share."""
+    context = get_context(request)
+    endpoint = request.url.path
     sync = SyncRun(context, identity, endpoint, tap.query, started)
     start = functools.partial(sync.start, tap, uploads, EAGER_BYTES)
 

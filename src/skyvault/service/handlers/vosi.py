@@ -18,6 +18,7 @@ from skyvault.catalog.tap_schema import (
 )
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.formats.output import OUTPUT_FORMATS
+from skyvault.images.obstap import OBSCORE_DATA_MODEL
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.security import Caller, CallerDep, current_identity
@@ -27,6 +28,7 @@ from skyvault.service.services.vosi import (
     table_document,
     tableset_document,
 )
+from skyvault.workspace.permissions import permission_headers
 
 __all__ = ["router"]
 
@@ -55,14 +57,19 @@ async def capabilities(request: Request, context: Context) -> Response:
     Needs credentials when anonymous access is off: the 401 and its challenges are how
     pyvo and TOPCAT discover that (and how) they must log in.
     """
+    models = [(OBSCORE_DATA_MODEL, "ObsCore-1.1")] if context.has_images() else []
     document = capabilities_document(
-        context.base_url(request), context.settings, OUTPUT_FORMATS, language_features()
+        context.base_url(request),
+        context.settings,
+        OUTPUT_FORMATS,
+        language_features(),
+        data_models=models,
     )
     return Response(document, media_type=_XML)
 
 
 def _published(context: ServiceContext, caller: Caller) -> list[TableMeta]:
-    tables = caller.tables
+    tables = context.queryable_tables(caller.tables)
     counts = {m.name: m.nrows for m, _ in context.queries.tap_schema_tables(tables)}
     own = [published_table(m) for m in tap_schema_metadata(counts)]
     return [*published_tables(tables), *own]
@@ -105,7 +112,12 @@ async def table(name: str, request: Request, context: Context, caller: CallerDep
         for meta in published:
             if meta.qualified_name == name:
                 keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
-                return Response(table_document(meta, keys), media_type=_XML)
+                # A user table's grants as youcat's x-vosi-* headers (workspace.py).
+                grants = await run_in_threadpool(
+                    context.workspace.grants_of, meta.schema, meta.name
+                )
+                headers = permission_headers(grants) if grants is not None else None
+                return Response(table_document(meta, keys), media_type=_XML, headers=headers)
         lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
         hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
         raise CatalogNotFound(f"no table {name}", hint=hint)

@@ -153,7 +153,12 @@ class SyncRun:
             self.take()
         tables = self.context.visible_tables(self.identity)
         self.output = self.context.queries.run(
-            params, tables=tables, uploads=uploads, cancel=self.token
+            params,
+            tables=tables,
+            uploads=uploads,
+            cancel=self.token,
+            views=self.context.views(tables),
+            base_url=self.context.public_base_url(),
         )
         return self.first_chunks(first_bytes)
 

@@ -22,6 +22,7 @@ from skyvault.catalog.tap_schema import ForeignKey
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import OutputFormat
+from skyvault.service.services.sia import sia_capability
 
 __all__ = [
     "TablesetCache",
@@ -69,6 +70,29 @@ def _simple_capability(standard_id: str, url: str, version: str | None = None) -
             "interface",
             Element("accessURL", url, attrs={"use": "full"}),
             attrs={"xsi:type": "vs:ParamHTTP", "version": version},
+        ),
+        attrs={"standardID": standard_id},
+    )
+
+
+_VOSI_ID = "ivo://ivoa.net/std/VOSI"
+#: youcat's prototype capabilities: (standardID fragment, path under the TAP base URL).
+_YOUCAT = (
+    ("table-update-async-1.x", "table-update"),
+    ("table-load-sync-1.x", "load"),
+    ("table-permissions-1.x", "permissions"),
+)
+
+
+def _user_table_capability(standard_id: str, url: str) -> Element:
+    """A capability of the user-table API: a base URL and a token to call it with."""
+    return Element(
+        "capability",
+        Element(
+            "interface",
+            Element("accessURL", url, attrs={"use": "base"}),
+            Element("securityMethod", attrs={"standardID": "ivo://ivoa.net/sso#token"}),
+            attrs={"xsi:type": "vs:ParamHTTP", "role": "std"},
         ),
         attrs={"standardID": standard_id},
     )
@@ -122,8 +146,12 @@ def capabilities_document(
     settings: Settings,
     formats: Iterable[OutputFormat],
     features: Sequence[LanguageFeature],
+    data_models: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The VOSI-capabilities document of the TAP service at ``base_url``.
+
+    ``data_models`` are the ``(ivo-id, name)`` of the data models its tables follow
+    (TAPRegExt ``dataModel``: ObsCore when the archive holds images).
 
     The TAPRegExt limits describe async jobs, the service's jobs in UWS terms:
     ``retentionPeriod`` is the time from a job's creation to its destruction
@@ -141,6 +169,7 @@ def capabilities_document(
             Element("accessURL", base, attrs={"use": "base"}),
             attrs={"xsi:type": "vs:ParamHTTP", "role": "std", "version": "1.1"},
         ),
+        (Element("dataModel", name, attrs={"ivo-id": ivo_id}) for ivo_id, name in data_models),
         _language(features),
         (_output_format(f) for f in formats),
         (
@@ -173,6 +202,10 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        _simple_capability("ivo://ivoa.net/std/SODA#async-1.0", f"{base}/soda/async"),
+        sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
+        # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
+        *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),
     )
     return xml_document(root, _CAPABILITIES)
 

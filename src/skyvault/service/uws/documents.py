@@ -10,11 +10,11 @@ make the document unreadable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from skyvault.formats._xml import Element, xml_document
-from skyvault.service.uws.models import Job
+from skyvault.service.uws.models import Job, ResultLink
 
 __all__ = [
     "UWS_NS",
@@ -52,9 +52,26 @@ def _parameters(job: Job) -> Element:
     )
 
 
-def _results(job: Job, job_url: str) -> Element:
+def _results(job: Job, job_url: str, links: Sequence[ResultLink] | None = None) -> Element:
     if job.result is None:
         return Element("uws:results")
+    if links is not None:  # a job type with several results (JobKind.results)
+        return Element(
+            "uws:results",
+            (
+                Element(
+                    "uws:result",
+                    attrs={
+                        "id": link.id,
+                        "xlink:type": "simple",
+                        "xlink:href": link.href,
+                        "mime-type": link.mime,
+                        "size": link.size,
+                    },
+                )
+                for link in links
+            ),
+        )
     result = Element(
         "uws:result",
         attrs={
@@ -79,8 +96,9 @@ def _error_summary(job: Job) -> Element | None:
     )
 
 
-def job_document(job: Job, job_url: str) -> str:
-    """The job resource ``/async/{id}``."""
+def job_document(job: Job, job_url: str, links: Sequence[ResultLink] | None = None) -> str:
+    """The job resource ``/async/{id}`` (``links``: its results, for job types with
+    several)."""
     root = Element(
         "uws:job",
         _value("jobId", job.job_id),
@@ -94,7 +112,7 @@ def job_document(job: Job, job_url: str) -> str:
         _value("executionDuration", str(job.execution_duration)),
         _value("destruction", job.destruction),
         _parameters(job),
-        _results(job, job_url),
+        _results(job, job_url, links),
         _error_summary(job),
         attrs={"version": "1.1"},
     )
@@ -118,9 +136,9 @@ def job_list_document(jobs: Iterable[Job], list_url: str) -> str:
     return xml_document(root, _NAMESPACES)
 
 
-def results_document(job: Job, job_url: str) -> str:
+def results_document(job: Job, job_url: str, links: Sequence[ResultLink] | None = None) -> str:
     """``/async/{id}/results``."""
-    return xml_document(_results(job, job_url), _NAMESPACES)
+    return xml_document(_results(job, job_url, links), _NAMESPACES)
 
 
 def parameters_document(job: Job) -> str:

@@ -7,10 +7,16 @@ never needs FastAPI to run a job.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from skyvault.auth.identity import Identity
+from skyvault.engine.executor import CancelToken
+
+if TYPE_CHECKING:
+    from skyvault.service.uws.results import ResultStore
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -20,7 +26,9 @@ __all__ = [
     "Job",
     "JobFailure",
     "JobFilter",
+    "JobKind",
     "JobResult",
+    "ResultLink",
     "utc_now",
 ]
 
@@ -149,6 +157,8 @@ class Job:
     #: The anonymous creator's client address (None for users' jobs); never shown in UWS
     #: documents.
     client: str | None = None
+    #: The job type (:class:`JobKind` name): ``tap`` for TAP ``/async`` jobs.
+    kind: str = "tap"
 
     @property
     def account(self) -> Account:
@@ -170,3 +180,51 @@ class JobFilter:
     phases: frozenset[ExecutionPhase] = field(default_factory=frozenset)
     after: datetime | None = None
     last: int | None = None
+
+
+@dataclass(frozen=True)
+class ResultLink:
+    """One entry of a job's UWS results list (for job types with several results)."""
+
+    id: str
+    href: str
+    mime: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A type of UWS job: what its parameters must hold, how it runs, what its results are.
+
+    Jobs of every kind share the job database, the worker pool (fair turns between
+    accounts), the per-account limits, destruction and recovery; each kind has its own job
+    list (a job of another kind is "no such job" there).
+
+    Attributes
+    ----------
+    name
+        Stored with each job (``tap``, ``bulk`` ...).
+    check
+        ``check(caller, parameters, uploads)`` when a job is created (parameters by
+        upper-cased name): raises a :class:`~skyvault.errors.SkyvaultError` to refuse it
+        (400, no job is created).  None: anything goes.
+    run
+        ``run(job, cancel, identity, results, check_size) -> JobResult`` in a worker:
+        produce the job's results in the result store (None: the TAP query runner);
+        ``check_size(n)`` raises once ``n`` bytes written would pass the owner's result
+        storage (call it as the results grow).
+    results
+        ``results(job, job_url) -> [ResultLink]``: the results list of a COMPLETED job
+        (None: the one ``result`` of :class:`JobResult`).
+    endpoint
+        The path of the type's job list, under which each run is audited (None: the
+        runner's, ``/tap/async``).
+    """
+
+    name: str
+    check: Callable[[Identity, dict[str, list[str]], Mapping[str, bytes]], None] | None = None
+    run: (
+        Callable[[Job, CancelToken, Identity, ResultStore, Callable[[int], None]], JobResult] | None
+    ) = None
+    results: Callable[[Job, str], list[ResultLink]] | None = None
+    endpoint: str | None = None

@@ -10,6 +10,7 @@ finished, so a result file of a job that is not COMPLETED is a leftover that
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import fsspec
 
@@ -59,6 +60,15 @@ class ResultStore:
                     yield block
 
         return blocks()
+
+    def local_dir(self, job_id: str) -> Path | None:
+        """The directory of job ``job_id``'s results on this machine (created), or None
+        when the store is not a local directory (job types that serve files need one)."""
+        if not self._local:
+            return None
+        path = Path(self._path(job_id))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""

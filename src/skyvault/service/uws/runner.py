@@ -66,6 +66,7 @@ from skyvault.service.uws.models import (
     ExecutionPhase,
     Job,
     JobFailure,
+    JobKind,
     JobResult,
     utc_now,
 )
@@ -234,6 +235,13 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         #: Claims being written (two workers may try the same job: one of them gets it).
         self._claims: list[_Running] = []
+        #: Job types other than TAP queries, by name (:meth:`register`).
+        self.kinds: dict[str, JobKind] = {}
+
+    def register(self, kind: JobKind) -> None:
+        """Run the jobs of ``kind`` (with its ``run``) too."""
+        if kind.run is not None:
+            self.kinds[kind.name] = kind
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -385,6 +393,15 @@ class JobRunner:
         identity = Identity.anonymous() if owner is None else Identity(owner)
         return self.limits.limits_for(identity).max_running
 
+    def _size_check(self, identity: Identity, job: Job) -> Callable[[int], None]:
+        """``check(n)``: fails once ``n`` result bytes would take ``job``'s account past
+        the result storage limit."""
+        limits = self.limits
+        if limits is None:
+            return lambda n: None
+        used = self.store.result_bytes(job.account)
+        return lambda n: limits.check_result_fits(identity, used, n)
+
     def _capped(self, chunks: Iterator[bytes], identity: Identity, job: Job) -> Iterator[bytes]:
         """``chunks``, failing once they would take ``job``'s account past the result
         storage limit."""
@@ -462,29 +479,14 @@ class JobRunner:
             if self.limits is not None:
                 used = self.store.result_bytes(job.account)
                 self.limits.check_result_storage(identity, used)
-            params = tap_query_params(
-                parameters,
-                maxrec_default=self.settings.maxrec_default,
-                maxrec_limit=self.settings.maxrec_limit,
-            )
-            uploads: list[tuple[TableMeta, pa.Table]] = []
-            if parameters.get("UPLOAD"):
-                parts = self.results.read_uploads(job.job_id)
-                uploads = parse_uploads(parameters, parts, self.settings)
-            output = self.run_query(params, run.token, uploads, identity)
-            try:
-                key = self.results.key(job.job_id, output.output.extension)
-                size = self.results.write(key, self._capped(output.chunks, identity, job))
-            finally:
-                output.close()  # a failed write gives the query's memory back now
-            rows = output.result.rows
-            result = JobResult(
-                key=key,
-                mime=output.output.content_type,
-                size=size,
-                rows=rows,
-                overflow=output.result.overflow,
-            )
+            kind = self.kinds.get(job.kind)
+            if kind is not None and kind.run is not None:
+                check_size = self._size_check(identity, job)
+                result = kind.run(job, run.token, identity, self.results, check_size)
+                check_size(result.size)
+            else:
+                result = self._run_query(job, run, identity, parameters)
+            rows = result.rows
             run.finishing = True
             if not self.store.complete(job.job_id, runner, result, utc_now()):
                 # Aborted or deleted while the result was being written.
@@ -514,13 +516,45 @@ class JobRunner:
             if self.audit is not None:
                 self.audit.record(
                     identity,
-                    f"{self.audit_endpoint}/{job.job_id}",
+                    f"{self._endpoint(job)}/{job.job_id}",
                     query=query,
                     rows=rows,
                     duration_s=time.perf_counter() - started,
                     outcome="ok" if error_code is None else "error",
                     error=error_code,
                 )
+
+    def _endpoint(self, job: Job) -> str:
+        """The path under which ``job``'s run is audited."""
+        kind = self.kinds.get(job.kind)
+        return kind.endpoint if kind is not None and kind.endpoint else self.audit_endpoint
+
+    def _run_query(
+        self, job: Job, run: _Running, identity: Identity, parameters: dict[str, list[str]]
+    ) -> JobResult:
+        """Run a TAP job's query and store its result."""
+        params = tap_query_params(
+            parameters,
+            maxrec_default=self.settings.maxrec_default,
+            maxrec_limit=self.settings.maxrec_limit,
+        )
+        uploads: list[tuple[TableMeta, pa.Table]] = []
+        if parameters.get("UPLOAD"):
+            parts = self.results.read_uploads(job.job_id)
+            uploads = parse_uploads(parameters, parts, self.settings)
+        output = self.run_query(params, run.token, uploads, identity)
+        try:
+            key = self.results.key(job.job_id, output.output.extension)
+            size = self.results.write(key, self._capped(output.chunks, identity, job))
+        finally:
+            output.close()  # a failed write gives the query's memory back now
+        return JobResult(
+            key=key,
+            mime=output.output.content_type,
+            size=size,
+            rows=output.result.rows,
+            overflow=output.result.overflow,
+        )
 
     def _failure(self, job: Job, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:

@@ -5,7 +5,11 @@ job the caller may not access (:func:`skyvault.auth.jobs.can_access_job`) is rep
 exactly like a job that does not exist; lists hold only the jobs
 :func:`~skyvault.auth.jobs.can_list_job` allows (never anonymous ones).
 
-Parameters: a job is created only with a QUERY (a POST without one is a 400 and creates
+Job types: each :class:`JobService` serves one :class:`~skyvault.service.uws.models.JobKind`
+(TAP by default, :data:`TAP_JOBS`); a job of another type is "no such job" to it, and
+its ``check`` decides what a new job must hold.
+
+Parameters (TAP jobs): a job is created only with a QUERY (a POST without one is a 400 and creates
 nothing: every client — pyvo, TOPCAT, astroquery, taplint — sends the query in the POST that
 creates the job, and a body-less POST would only leave an empty job behind).  The TAP query
 parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are stored as given and checked with the
@@ -62,6 +66,7 @@ from skyvault.service.uws.models import (
     Job,
     JobFailure,
     JobFilter,
+    JobKind,
     utc_now,
 )
 from skyvault.service.uws.results import ResultStore
@@ -71,6 +76,7 @@ from skyvault.service.uws.storage import JobStore
 __all__ = [
     "CONTROL_PARAMETERS",
     "INTERRUPTED",
+    "TAP_JOBS",
     "JobService",
     "parse_destruction",
     "parse_execution_duration",
@@ -96,6 +102,27 @@ INTERRUPTED = JobFailure(
 #: How often a blocking WAIT re-reads the phase from the database (changes made by
 #: another replica; changes made here wake it at once), s.
 WAIT_POLL_SECONDS = 0.5
+
+
+def _check_tap_job(
+    caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]
+) -> None:
+    """A TAP job is created only with a QUERY (see the module docstring)."""
+    queries = params.get("QUERY", [])
+    if not any(q.strip() for q in queries):
+        raise UsageError(
+            "a job needs a QUERY, and this request has "
+            + ("an empty one" if queries else "none")
+            + ": no job was created",
+            hint=(
+                "send the ADQL query as QUERY (with LANG=ADQL) in the POST that "
+                "creates the job; add PHASE=RUN to start it at once"
+            ),
+        )
+
+
+#: TAP ``/async`` jobs: run by the runner's query service.
+TAP_JOBS = JobKind("tap", check=_check_tap_job)
 
 
 def _single(params: dict[str, list[str]], name: str) -> str | None:
@@ -207,7 +234,9 @@ class JobService:
         settings: Settings,
         *,
         limits: LimitsPolicy | None = None,
+        kind: JobKind = TAP_JOBS,
     ) -> None:
+        self.kind = kind
         self.limits = limits
         self.store = store
         self.results = results
@@ -215,12 +244,31 @@ class JobService:
         self.events = events
         self.settings = settings
 
+    def for_kind(self, kind: JobKind) -> JobService:
+        """The service of the jobs of type ``kind``, over the same database, result store,
+        workers and limits (the runner learns to run them)."""
+        self.runner.register(kind)
+        return JobService(
+            self.store,
+            self.results,
+            self.runner,
+            self.events,
+            self.settings,
+            limits=self.limits,
+            kind=kind,
+        )
+
     # --- access ---------------------------------------------------------------------------
 
     def get(self, job_id: str, owner: str | None) -> Job:
-        """Job ``job_id`` if ``owner`` may access it; :class:`JobNotFound` otherwise."""
+        """Job ``job_id`` of this kind if ``owner`` may access it; :class:`JobNotFound`
+        otherwise."""
         job = self.store.get(job_id) if is_valid_job_id(job_id) else None
-        if job is None or not can_access_job(Identity(owner), job.owner):
+        if (
+            job is None
+            or job.kind != self.kind.name
+            or not can_access_job(Identity(owner), job.owner)
+        ):
             raise JobNotFound(job_id)
         return job
 
@@ -229,7 +277,8 @@ class JobService:
         if owner is None:
             return []
         identity = Identity(owner)
-        return [j for j in self.store.list_jobs(owner, filters) if can_list_job(identity, j.owner)]
+        jobs = self.store.list_jobs(owner, filters, self.kind.name)
+        return [j for j in jobs if can_list_job(identity, j.owner)]
 
     # --- creation and parameters ----------------------------------------------------------
 
@@ -315,8 +364,8 @@ class JobService:
         Raises
         ------
         UsageError
-            No QUERY, or a bad UWS parameter (EXECUTIONDURATION, DESTRUCTION, PHASE): no
-            job is created.
+            Parameters the job's kind refuses (TAP: no QUERY), or a bad UWS parameter
+            (EXECUTIONDURATION, DESTRUCTION, PHASE): no job is created.
         UserLimitExceeded
             A user has ``max_pending`` jobs PENDING (or, with PHASE=RUN, ``max_queued``
             jobs QUEUED), or no room for results: no job is created.
@@ -324,17 +373,8 @@ class JobService:
         owner = caller.user
         account = Account.of(caller)
         params = collect_params(pairs)
-        queries = params.get("QUERY", [])
-        if not any(q.strip() for q in queries):
-            raise UsageError(
-                "a job needs a QUERY, and this request has "
-                + ("an empty one" if queries else "none")
-                + ": no job was created",
-                hint=(
-                    "send the ADQL query as QUERY (with LANG=ADQL) in the POST that "
-                    "creates the job; add PHASE=RUN to start it at once"
-                ),
-            )
+        if self.kind.check is not None:
+            self.kind.check(caller, params, uploads or {})
         job_params = [(n, v) for n, v in pairs if n.upper() not in CONTROL_PARAMETERS]
         now = utc_now()
         settings = self.settings
@@ -372,6 +412,7 @@ class JobService:
             run_id=_single(params, "RUNID"),
             owner_groups=tuple(sorted(caller.groups)),
             client=account.client,
+            kind=self.kind.name,
         )
         for part, data in (uploads or {}).items():
             self.results.write_upload(job.job_id, part, data)
@@ -578,6 +619,7 @@ class JobService:
                 dead = True
             if dead and self.store.fail(job.job_id, INTERRUPTED, now, runner=job.runner):
                 log.warning("job %s: its service died while it ran; now in ERROR", job.job_id)
+                self.results.delete(job.job_id)  # what it was writing: never a result
                 self.events.notify(job.job_id)
                 count += 1
         return count

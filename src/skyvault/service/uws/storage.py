@@ -71,6 +71,8 @@ _jobs = sa.Table(
     sa.Column("heartbeat", UTCDateTime, nullable=True),
     sa.Column("owner_groups", sa.Text, nullable=True),
     sa.Column("client", sa.String(64), nullable=True),
+    # The job type (models.JobKind); NULL in rows older than job types: "tap".
+    sa.Column("kind", sa.String(32), nullable=True),
     sa.Index("ix_uws_jobs_owner_created", "owner", "creation_time"),
     sa.Index("ix_uws_jobs_phase_queued", "phase", "queued_time"),
     sa.Index("ix_uws_jobs_destruction", "destruction"),
@@ -131,11 +133,12 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         heartbeat=m["heartbeat"],
         owner_groups=tuple(json.loads(m["owner_groups"])) if m["owner_groups"] else (),
         client=m["client"],
+        kind=m["kind"] or "tap",
     )
 
 
 #: Columns added after the first release, with their SQL type: added to older databases.
-_LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)"}
+_LATER_COLUMNS = {"owner_groups": "TEXT", "client": "VARCHAR(64)", "kind": "VARCHAR(32)"}
 
 
 def _add_missing_columns(conn: Connection) -> None:
@@ -217,12 +220,14 @@ class JobStore:
             ).all()
         return {job_id: ExecutionPhase(phase) for job_id, phase in rows}
 
-    def list_jobs(self, owner: str, filters: JobFilter) -> list[Job]:
-        """The jobs of ``owner`` that pass ``filters``.
+    def list_jobs(self, owner: str, filters: JobFilter, kind: str = "tap") -> list[Job]:
+        """The jobs of ``owner`` of type ``kind`` that pass ``filters``.
 
         Ordered oldest first, or newest first when ``filters.last`` is given (UWS 1.1).
         """
-        statement = sa.select(_jobs).where(_jobs.c.owner == owner)
+        statement = sa.select(_jobs).where(
+            _jobs.c.owner == owner, sa.func.coalesce(_jobs.c.kind, "tap") == kind
+        )
         if filters.phases:
             statement = statement.where(_jobs.c.phase.in_(sorted(p.value for p in filters.phases)))
         else:
@@ -361,6 +366,7 @@ class JobStore:
                     quote=job.quote,
                     owner_groups=json.dumps(sorted(job.owner_groups)),
                     client=job.client if job.owner is None else None,
+                    kind=job.kind,
                 )
             )
 

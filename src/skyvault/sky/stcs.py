@@ -1,0 +1,153 @@
+"""Region columns: STC-S strings (ObsCore's ``s_region``) and the predicates over them.
+
+A column whose xtype is ``adql:REGION`` holds an STC-S region as text (``POLYGON ICRS
+ra1 dec1 ra2 dec2 ...``, ``CIRCLE ICRS ra dec r``, ``BOX ICRS ra dec w h``,
+``POSITION ICRS ra dec``; the frame is ICRS or omitted, positions in degrees), as ObsCore
+services publish footprints.  :func:`parse_stcs` turns one into a
+:mod:`skyvault.sky.regions` region; :func:`region_relation` is the vectorised function the
+engine registers as :data:`RELATION_FUNCTION`, which the translator calls for ADQL
+``CONTAINS``/``INTERSECTS`` between such a column and another geometry
+(:mod:`skyvault.adql.geometry_sql`).  Its answers are those of :mod:`skyvault.sky.geometry`
+(exact spherical predicates); a value that is not a region it can read is NULL (no match).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from skyvault.errors import GeometryError
+from skyvault.sky import geometry
+from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
+
+__all__ = [
+    "REGION_XTYPE",
+    "RELATIONS",
+    "RELATION_FUNCTION",
+    "bounding_circle",
+    "internal_udfs",
+    "parse_stcs",
+    "region_relation",
+]
+
+REGION_XTYPE = "adql:REGION"
+RELATION_FUNCTION = "__sv_region_relation"
+#: What :func:`region_relation` tests of ``(column region, other)``: ``intersects`` —
+#: they share a point; ``contains`` — the column's region holds the other;
+#: ``within`` — the column's region lies inside the other (ADQL ``CONTAINS(column, other)``).
+RELATIONS = ("intersects", "contains", "within")
+
+#: Words STC-S may put between the shape and the numbers (frame, reference position, flavor).
+_FRAMES = {"ICRS", "FK5", "J2000", "UNKNOWNFRAME", "GEOCENTER", "BARYCENTER", "TOPOCENTER",
+           "UNKNOWNREFPOS", "SPHERICAL2"}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_stcs(text: str) -> Region:
+    """The region of an STC-S string (see the module docstring).
+
+    Raises
+    ------
+    GeometryError
+        When ``text`` is not one of the shapes above, in ICRS (or no frame).
+    """
+    words = text.split()
+    if not words:
+        raise GeometryError("an empty STC-S region")
+    shape = words[0].upper()
+    rest = words[1:]
+    while rest and rest[0].upper() in _FRAMES:
+        if rest[0].upper() == "FK5":
+            raise GeometryError("only ICRS STC-S regions are read")
+        rest = rest[1:]
+    try:
+        numbers = [float(w) for w in rest]
+    except ValueError:
+        raise GeometryError(f"unreadable STC-S region {text[:80]!r}") from None
+    if shape == "POLYGON":
+        return Polygon.from_flat(numbers)
+    if shape == "CIRCLE" and len(numbers) == 3:
+        return Circle(*numbers)
+    if shape == "BOX" and len(numbers) == 4:
+        return Box(*numbers)
+    if shape == "POSITION" and len(numbers) == 2:
+        return Point(*numbers)
+    raise GeometryError(f"unsupported STC-S region {text[:80]!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _other(kind: str, params: tuple[float, ...]) -> Region:
+    if kind == "point":
+        return Point(*params)
+    if kind == "circle":
+        return Circle(*params)
+    if kind == "box":
+        return Box(*params)
+    return Polygon.from_flat(params)
+
+
+def _relation(region: Region, relation: str, other: Region) -> bool:
+    if relation == "intersects":
+        return geometry.intersects(region, other)
+    if relation == "contains":
+        return geometry.contains(other, region)
+    return geometry.contains(region, other)
+
+
+def region_relation(
+    regions: pa.Array, relations: pa.Array, kinds: pa.Array, params: pa.Array
+) -> pa.Array:
+    """Per row, whether the STC-S region of ``regions`` stands in ``relation`` to the
+    geometry of ``kind`` (``point``, ``circle``, ``box``, ``polygon``) with numbers
+    ``params`` (ADQL argument order); NULL where a value is NULL or unreadable."""
+    texts = regions.to_pylist()
+    rel = relations.to_pylist()
+    kind = kinds.to_pylist()
+    numbers = params.to_pylist()
+    out: list[bool | None] = []
+    for i, text in enumerate(texts):
+        values: Sequence[float | None] | None = numbers[i]
+        if text is None or rel[i] is None or kind[i] is None or values is None:
+            out.append(None)
+            continue
+        if any(v is None or not math.isfinite(v) for v in values):
+            out.append(None)
+            continue
+        try:
+            region = parse_stcs(text)
+            other = _other(str(kind[i]), tuple(float(v) for v in values if v is not None))
+            out.append(_relation(region, str(rel[i]), other))
+        except GeometryError:
+            out.append(None)
+    return pa.array(out, type=pa.bool_())
+
+
+def bounding_circle(region: Region) -> tuple[Point, float]:
+    """A circle (centre, radius in degrees) holding ``region``: a polygon's or box's
+    centroid and its farthest vertex (180: no useful circle, when that passes 90 degrees,
+    beyond which a cap would not hold the edges between its vertices)."""
+    if isinstance(region, Point):
+        return region, 0.0
+    if isinstance(region, Circle):
+        return region.centre, region.radius
+    centre = geometry.centroid(region)
+    cosines = region.prepared.xyz @ centre.to_vector()
+    radius = math.degrees(math.acos(max(-1.0, min(1.0, float(cosines.min())))))
+    return centre, (radius * (1 + 1e-9) + 1e-9 if radius < 90.0 else 180.0)
+
+
+def internal_udfs() -> list[tuple[str, Any, list[Any], Any]]:
+    """The engine's own Python functions (not callable from ADQL), as the sandbox
+    registers them: name, function, DuckDB argument types, result type."""
+    return [
+        (
+            RELATION_FUNCTION,
+            region_relation,
+            ["VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE[]"],
+            "BOOLEAN",
+        )
+    ]
