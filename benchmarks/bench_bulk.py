@@ -98,8 +98,10 @@ def _throughput(data: Path, fetches: int) -> dict[str, Any]:
     rel = biggest.relative_to(root).as_posix()
     port = _free_port()
     skyvault = Path(sys.executable).parent / "skyvault"
+    command = [str(skyvault), "serve", "--port", str(port), "--data", str(data)]
     server = subprocess.Popen(
-        [str(skyvault), "serve", "--port", str(port), "--data", str(data), "--log-level", "warning"]
+        [*command, "--log-level", "warning"],
+        env={**os.environ, "SKYVAULT_BULK_BANDWIDTH": "0"},  # raw throughput: no per-user cap
     )
     url = f"http://127.0.0.1:{port}/bulk/bench/stars/{rel}"
     try:

@@ -265,7 +265,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         with auth_storage_errors("the grant of the demo", args.data):
             _grant_read(args.data, schema, None)
         print(f"(to make it private: {_access_command('revoke', schema, args.data)})")
+    if args.stream:
+        _stream_demo(args)
     return 0
+
+
+def _stream_demo(args: argparse.Namespace) -> None:
+    """Replay DiaSources into the demo, a CCD visit per batch, until Ctrl-C (or --visits)."""
+    from skyvault.demo.stream import DIA_SOURCE, StreamedVisit, stream_visits
+
+    serve = shlex.join(["skyvault", "serve", "--data", str(args.data)])
+    print(
+        f"streaming DiaSources into {DIA_SOURCE}, a CCD visit every {args.interval:g} s "
+        f"(serve it meanwhile: {serve}; Ctrl-C stops)",
+        flush=True,
+    )
+
+    def say(visit: StreamedVisit) -> None:
+        print(
+            f"{visit.batch_id}: {visit.rows} rows, snapshot {visit.snapshot}",
+            flush=True,
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        stream_visits(args.data, interval=args.interval, visits=args.visits, on_visit=say)
 
 
 def _cmd_images_ingest(args: argparse.Namespace) -> int:
@@ -743,6 +766,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=20260501, help="random seed: one seed, one data set")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="then append DiaSources to dp02_dc2_catalogs.DiaSource, a CCD visit per batch, "
+        "until Ctrl-C (run skyvault serve meanwhile to see them arrive)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="with --stream: seconds between visits (default 5)",
+    )
+    p.add_argument(
+        "--visits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --stream: stop after N visits (default 0: until Ctrl-C)",
+    )
     data_arg(p)
     p.set_defaults(func=_cmd_demo)
 

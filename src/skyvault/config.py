@@ -373,6 +373,12 @@ class Settings(BaseSettings):
     compact_check_interval: float = Field(
         default=10.0, gt=0, description="how often the thresholds are checked, s"
     )
+    compact_keep_replaced: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how long a version replaced by a compaction is kept for the queries "
+        "still reading it, s (set it above the longest query)",
+    )
 
 
 def parse_bytes(size: str | int) -> int:

@@ -240,6 +240,9 @@ def test_appends_during_a_compaction_are_carried_over_once(data: Path) -> None:
     assert snap.snapshot == 6 and snap.folded == 3
     assert {f.snapshot for f in snap.files} == {4, 5, 6}
     assert snap.batch_ids == {f"v{b}" for b in range(1, 7)}
+    # files whose cell is still a partition (or free) are linked, the others cut again
+    links = [os.stat(f.path).st_nlink for f in snap.files]
+    assert 1 in links and 2 in links, links
     # each carried file lies inside one partition of the new version, or outside all
     index = PartitionIndex.read((data / "s" / "t").resolve())
     for f in snap.files:

@@ -361,3 +361,44 @@ def test_replace_keeps_only_the_new_images(tmp_path: Path) -> None:
     assert result.total_images == 1
     assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["c"]
     assert set(_rows(data, "c", "headers").column("obs_id").to_pylist()) == {"c"}
+
+
+def test_worker_processes_give_the_same_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large batch is read and stored by worker processes: the tables (rows in input
+    order, every card) and the stored files are those of reading it in this process, and
+    unusable files are skipped the same way."""
+    import skyvault.images.ingest as ingest_module
+
+    (tmp_path / "in").mkdir()
+    inputs = [
+        write_image(tmp_path / "in" / f"img{i:03d}.fits", tan_header(ra=10.0 + i * 0.01))
+        for i in range(40)
+    ]
+    (tmp_path / "in" / "junk.fits").write_text("not fits")
+    inputs.insert(17, tmp_path / "in" / "junk.fits")
+    pools: list[object] = []
+
+    class CountingPool(ingest_module.ProcessPoolExecutor):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_POOL_FROM", {True: 8, False: 8})
+    monkeypatch.setattr(ingest_module, "_FILES_PER_JOB", 6)
+    monkeypatch.setattr(ingest_module, "ProcessPoolExecutor", CountingPool)
+    one = ingest_images(inputs, "c", tmp_path / "one", options=ImageIngestOptions(workers=1))
+    assert pools == []
+    two = ingest_images(inputs, "c", tmp_path / "two", options=ImageIngestOptions(workers=2))
+    assert len(pools) == 1
+    assert one.images == 40
+    assert (one.images, one.cards, one.skipped) == (two.images, two.cards, two.skipped)
+    assert [Path(s.path).name for s in two.skipped] == ["junk.fits"]
+    for table in ("obscore", "headers"):
+        a, b = _rows(tmp_path / "one", "c", table), _rows(tmp_path / "two", "c", table)
+        keep = [n for n in a.column_names if n not in ("image_file", "access_url")]
+        assert a.select(keep).equals(b.select(keep)), table
+    stored = {p.name: p.read_bytes() for p in image_store(tmp_path / "two", "c").rglob("*.fits")}
+    assert sorted(stored) == sorted(p.name for p in inputs if p.name != "junk.fits")
+    assert all(stored[p.name] == p.read_bytes() for p in inputs if p.name != "junk.fits")

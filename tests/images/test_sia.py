@@ -30,8 +30,9 @@ from skyvault.images.sia import (
     range_polygons,
     sia_query,
 )
-from skyvault.sky.geometry import point_in_polygon
-from skyvault.sky.regions import RaDecRange
+from skyvault.sky.geometry import intersects, point_in_polygon
+from skyvault.sky.regions import Circle, Polygon, RaDecRange
+from skyvault.sky.stcs import parse_stcs
 from tests.images._files import tan_header, write_image
 
 
@@ -237,7 +238,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Archive,
     r = random.Random(3)
     files = []
     for i in range(30):
-        h = tan_header(62.0 + r.uniform(-1, 1), -37.0 + r.uniform(-1, 1), band=_BANDS[i % 6])
+        h = tan_header(62.0 + r.uniform(-1, 1), -37.0 + r.uniform(-1, 1), band=_BANDS[i % 6],
+                       scale_arcsec=r.uniform(5, 30), rotation_deg=r.uniform(0, 90))  # fmt: skip
         h["DATE-OBS"] = f"2023-{1 + i % 12:02d}-{1 + i % 27:02d}T0{i % 10}:00:00"
         h["EXPTIME"] = r.choice([15.0, 30.0, 60.0, 120.0])
         h["OBJECT"] = r.choice(["field A", "field B", "it's C"])
@@ -334,3 +336,36 @@ def test_rows_match_brute_force(archive: tuple[Archive, pa.Table]) -> None:
         assert got == want, (params, query)
         checked += bool(want) and len(want) < len(rows)
     assert checked > 10  # most draws select some rows but not all
+
+
+def test_pos_rows_are_the_footprints_that_meet_the_region(
+    archive: tuple[Archive, pa.Table],
+) -> None:
+    """POS through every planning path (``SELECT *`` of one table is answered by the direct
+    path, which once took the pruning circle for the answer) = each footprint tested."""
+    engine, table = archive
+    rows = table.to_pylist()
+    r = random.Random(12)
+    for _ in range(20):
+        ra, dec = 62.0 + r.uniform(-1.2, 1.2), -37.0 + r.uniform(-1.2, 1.2)
+        size = r.choice([0.01, 0.1, 0.3])
+        region: Circle | Polygon | RaDecRange
+        kind = r.choice(["CIRCLE", "POLYGON", "RANGE"])
+        if kind == "CIRCLE":
+            region = Circle(ra, dec, size)
+            pos = f"CIRCLE {ra} {dec} {size}"
+            regions: list[Circle | Polygon] = [region]
+        elif kind == "POLYGON":
+            region = Polygon(((ra, dec), (ra + size, dec), (ra, dec + size)))
+            pos = "POLYGON " + " ".join(f"{a} {b}" for a, b in region.vertices)
+            regions = [region]
+        else:
+            region = RaDecRange(ra, ra + 2 * size, dec, dec + size)
+            pos = f"RANGE {ra} {ra + 2 * size} {dec} {dec + size}"
+            regions = list(range_polygons(region))
+        query = sia_query(parse_sia({"POS": [pos]}, maxrec_default=100, maxrec_limit=100),
+                          "c.obscore")  # fmt: skip
+        got = _ids(engine.query(query))
+        want = {row["obs_id"] for row in rows
+                if any(intersects(parse_stcs(row["s_region"]), g) for g in regions)}  # fmt: skip
+        assert got == want, (pos, query)

@@ -30,6 +30,7 @@ from tests.catalog.appendkit import TABLE, batch, make_table
 from tests.service.conftest import _free_port, read_votable, serve_in_thread
 
 MAX_BYTES = 200_000
+MAX_ROWS = 3_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         data_dir=data,
         port=port,
         append_max_bytes=MAX_BYTES,
+        append_max_rows=MAX_ROWS,
         background_compaction=False,
         auth=AuthSettings(anonymous=True),
     )
@@ -226,6 +228,7 @@ def test_who_may_append(world: World) -> None:
         (b"", "b", 400, "not a table"),
         (_parquet(batch(51)), None, 400, "the batch has no id"),
         (_parquet(batch(52, 20_000)), "b", 413, f"the limit is {MAX_BYTES} bytes"),
+        (_parquet(batch(53, 4_000)), "b", 413, f"the limit is {MAX_ROWS} rows per batch"),
     ],
 )
 def test_bad_batches_are_refused_whole(
@@ -292,3 +295,65 @@ def test_the_server_compacts_in_the_background(tmp_path: Path) -> None:
         else:
             time.sleep(0.3)
             assert got["pending_batches"] == 2 and got["compacted_snapshot"] == 0
+
+
+@pytest.mark.slow
+def test_concurrent_appenders_and_readers_see_whole_batches(world: World) -> None:
+    """Three producers post batches (each twice: a retry) while a reader queries: every
+    answer holds each batch whole or not at all; at the end every batch once."""
+    import threading
+
+    sizes: dict[int, int] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def producer(first: int) -> None:
+        for b in range(first, first + 6):
+            body = _parquet(batch(b))
+            sizes[b] = batch(b).num_rows
+            for _ in range(2):
+                r = world.post(body, f"c{b}")
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    def reader() -> None:
+        while not stop.is_set():
+            r = httpx.post(
+                f"{world.url}/sync",
+                data={
+                    "LANG": "ADQL",
+                    "QUERY": f"SELECT batch, COUNT(*) AS n FROM {TABLE} WHERE batch >= 1000 "
+                    "GROUP BY batch",
+                },
+                headers=world.headers("bob"),
+                timeout=60,
+            )
+            rows = read_votable(r.content).get_first_table().array
+            for b, n in zip(rows["batch"].tolist(), rows["n"].tolist(), strict=True):
+                if n != batch(b).num_rows:
+                    errors.append(f"batch {b}: {n} rows of {batch(b).num_rows}")
+
+    threads = [threading.Thread(target=producer, args=(1000 + 100 * i,)) for i in range(3)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert errors == []
+    r = httpx.post(
+        f"{world.url}/sync",
+        data={
+            "LANG": "ADQL",
+            "QUERY": f"SELECT batch, COUNT(*) AS n, COUNT(DISTINCT id) AS u FROM {TABLE} "
+            "WHERE batch >= 1000 GROUP BY batch",
+        },
+        headers=world.headers("alice"),
+        timeout=60,
+    )
+    rows = read_votable(r.content).get_first_table().array
+    columns = zip(rows["batch"], rows["n"], rows["u"], strict=True)
+    got = {int(b): (int(n), int(u)) for b, n, u in columns}
+    assert got == {b: (n, n) for b, n in sizes.items()}

@@ -88,7 +88,8 @@ def _run(site: str, token: str, data: dict[str, str], **kw: object) -> str:
 def _wait(job_url: str, token: str) -> str:
     deadline = time.monotonic() + 60
     while True:
-        doc = ET.fromstring(httpx.get(f"{job_url}?WAIT=5", headers=bearer(token)).text)
+        reply = httpx.get(f"{job_url}?WAIT=5", headers=bearer(token), timeout=30)
+        doc = ET.fromstring(reply.text)
         phase = doc.findtext(f"{UWS}phase") or ""
         if phase not in ("PENDING", "QUEUED", "EXECUTING") or time.monotonic() > deadline:
             return phase
@@ -174,6 +175,12 @@ def test_job_files_have_the_static_trees_http(site: str, world: World) -> None:
     assert part.status_code == 206 and part.content == whole.content[-8:]
     again = httpx.get(url, headers={**bearer(world.alice), "If-None-Match": whole.headers["etag"]})
     assert again.status_code == 304
+    listing = httpx.get(f"{job_url}/files", headers=bearer(world.alice), follow_redirects=True)
+    assert listing.status_code == 200 and entry["path"] in listing.text
+    # The run is audited under the job type's own path.
+    job_id = job_url.rsplit("/", 1)[-1]
+    audit = (world.data.parent / "jobs-live" / "audit.jsonl").read_text()
+    assert f'"endpoint": "/bulk/jobs/{job_id}", ' in audit
 
 
 # --- scripts and lists, run by the real tools -------------------------------------------------
@@ -231,6 +238,18 @@ def test_the_aria2c_list_fetches_and_checks_everything(
 def test_the_links_document_has_a_this_row_per_file(site: str, world: World) -> None:
     job_url = _run(site, world.alice, {"TABLE": PLANS, "CIRCLE": "10.5 0 0.2"})
     files = _files(job_url, world.alice)
+    # pyvo's DataLink tools read it and fetch every file (the session carries the token).
+    import requests
+    from pyvo.dal.adhoc import DatalinkResults
+
+    session = requests.Session()
+    session.headers.update(bearer(world.alice))
+    links = DatalinkResults.from_result_url(f"{job_url}/results/links", session=session)
+    fetched = {}
+    for row in links:  # (bysemantics would fetch the IVOA vocabulary: offline here)
+        assert row.semantics == "#this"
+        fetched[row.description] = session.get(row.access_url, timeout=30).content
+    assert fetched == files
     doc = httpx.get(f"{job_url}/results/links", headers=bearer(world.alice))
     assert doc.headers["content-type"].startswith("application/x-votable+xml;content=datalink")
     table = parse_single_table(io.BytesIO(doc.content)).to_table()
@@ -427,3 +446,179 @@ def test_the_bandwidth_limit_slows_transfers(world: World, tmp_path: Path) -> No
     assert (tmp_path / "x").stat().st_size == entry["bytes"]
     measured = entry["bytes"] / elapsed
     assert 0.4 * rate < measured < 1.5 * rate, measured
+
+
+# --- a service killed while a bulk job runs -------------------------------------------------
+
+
+def test_a_job_whose_service_died_is_an_error_with_nothing_half_written(
+    world: World, tmp_path: Path
+) -> None:
+    """What ``kill -9`` leaves — the job EXECUTING under a dead process, a staging
+    directory half written — is found when the service starts again: the job is in ERROR
+    (transient: run it again), the partial files are gone, nothing is served."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from skyvault.service.uws.models import utc_now
+    from skyvault.service.uws.storage import JobStore
+
+    settings = _settings(world, "killed")
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        r = app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=bearer(world.alice))
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        job_id = job_url.rsplit("/", 1)[-1]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    store = JobStore(settings.jobs_database())
+    try:
+        assert store.queue(job_id, utc_now())
+        claimed = store.claim_next(f"{socket.gethostname()}:{gone.pid}:dead", utc_now())
+        assert claimed is not None and claimed.job_id == job_id
+    finally:
+        store.close()
+    partial = Path(settings.results_location()) / job_id / ".files.0badf00d"
+    partial.mkdir(parents=True)
+    (partial / "Plans_Norder0_Npix4_000.parquet").write_bytes(b"PAR1 half")
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        doc = ET.fromstring(app.get(f"/bulk/jobs/{job_id}", headers=bearer(world.alice)).text)
+        assert doc.findtext(f"{UWS}phase") == "ERROR"
+        summary = doc.find(f"{UWS}errorSummary")
+        assert summary is not None and summary.get("type") == "transient"
+        assert "run it again" in (summary.findtext(f"{UWS}message") or "")
+        files = app.get(f"/bulk/jobs/{job_id}/files/", headers=bearer(world.alice))
+        assert files.status_code == 404
+    assert not partial.exists()
+
+
+def test_bulk_jobs_count_against_the_same_job_limits(world: World) -> None:
+    """One account, one allowance: a PENDING TAP job fills a max_pending of 1 for bulk
+    jobs too (429), and deleting it makes room."""
+    from fastapi.testclient import TestClient
+
+    settings = _settings(world, "limits").model_copy(
+        update={"auth": AuthSettings(max_pending=1, audit_log=None)}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        alice = bearer(world.alice)
+        tap = app.post("/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1"}, headers=alice)
+        assert tap.status_code == 303
+        refused = app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice)
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert app.delete(tap.headers["location"], headers=alice).status_code == 303
+        assert app.post("/bulk/jobs", data={"TABLE": PLANS}, headers=alice).status_code == 303
+
+
+def test_a_job_past_the_result_storage_stops_with_nothing_left(world: World) -> None:
+    """The owner's result storage counts a bulk job's files as they are written: a job
+    that would pass it stops (ERROR, saying so) and leaves no file behind."""
+    from fastapi.testclient import TestClient
+
+    settings = _settings(world, "quota").model_copy(
+        update={"auth": AuthSettings(max_result_bytes=30_000, audit_log=None)}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        alice = bearer(world.alice)
+        data = {"TABLE": PLANS, "FORMAT": "csv", "MAXFILESIZE": "10000", "PHASE": "RUN"}
+        r = app.post("/bulk/jobs", data=data, headers=alice)
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 60
+        while (phase := ET.fromstring(app.get(f"{job_url}?WAIT=5", headers=alice).text)
+               .findtext(f"{UWS}phase")) in ("QUEUED", "EXECUTING"):  # fmt: skip
+            assert time.monotonic() < deadline
+        assert phase == "ERROR"
+        doc = ET.fromstring(app.get(job_url, headers=alice).text)
+        assert "would not fit" in (doc.findtext(f"{UWS}errorSummary/{UWS}message") or "")
+    job_dir = Path(settings.results_location()) / job_url.rsplit("/", 1)[-1]
+    assert not job_dir.exists() or not any(job_dir.rglob("*.csv"))
+
+
+@pytest.mark.slow
+def test_kill_9_while_a_bulk_job_runs(world: World, tmp_path: Path) -> None:
+    """A real server killed mid-job: started again, the job is ERROR (transient), no file
+    of it is served or left, and the same job created again completes."""
+    from tests.service.test_uws_recovery import Server
+
+    rng = np.random.default_rng(5)
+    n = 800_000
+    many = pa.table({"ra": rng.uniform(30.0, 31.0, n), "dec": rng.uniform(5.0, 6.0, n),
+                     "a": rng.random(n), "b": rng.random(n)})  # fmt: skip
+    pq.write_table(many, tmp_path / "many.parquet")
+    ingest([tmp_path / "many.parquet"], "pub.many", world.data, ra="ra", dec="dec")
+    server = Server(world.data, tmp_path / "jobs")
+    site = server.url.removesuffix("/tap")
+    job = {"TABLE": "pub.many", "FORMAT": "csv", "MAXFILESIZE": "4000000"}
+    try:
+        server.start()
+        r = _create(site, world.alice, {**job, "PHASE": "RUN"})
+        assert r.status_code == 303
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 30
+        while "EXECUTING" not in httpx.get(job_url, headers=bearer(world.alice)).text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # files are being written
+        server.kill()
+        results = tmp_path / "jobs" / "results" / job_url.rsplit("/", 1)[-1]
+        assert any(results.rglob("*.csv")), "the job had written nothing before the kill"
+        server.start()
+        doc = ET.fromstring(httpx.get(job_url, headers=bearer(world.alice), timeout=30).text)
+        assert doc.findtext(f"{UWS}phase") == "ERROR"
+        summary = doc.find(f"{UWS}errorSummary")
+        assert summary is not None and summary.get("type") == "transient"
+        listing = httpx.get(f"{job_url}/files/", headers=bearer(world.alice), timeout=30)
+        assert listing.status_code == 404
+        assert not any(results.rglob("*.csv"))
+        again = _run(site, world.alice, job)
+        manifest = httpx.get(f"{again}/files/manifest.json", headers=bearer(world.alice)).json()
+        assert sum(e["rows"] for e in manifest["files"]) == n
+    finally:
+        server.stop()
+
+
+# --- the demo table, anonymously, and the download client -----------------------------------
+
+
+def test_a_cone_job_on_the_demo_object_table_and_skyvault_download(
+    live_url: str, demo_dir: Path, tmp_path: Path
+) -> None:
+    """An anonymous cone job on the demo's Object table: the rows are the cone's (astropy
+    oracle over the whole table), and ``skyvault download`` fetches and verifies the files
+    from the job's manifest."""
+    import pyarrow.dataset as ds
+
+    from skyvault.bulk.download import download
+
+    site = live_url.removesuffix("/tap")
+    data = {
+        "TABLE": "dp02_dc2_catalogs.Object",
+        "REGION": "CIRCLE('ICRS', 62, -36, 2.5)",
+        "COLUMNS": "objectId, coord_ra, coord_dec",
+        "MAXFILESIZE": "8000",
+        "PHASE": "RUN",
+    }
+    r = httpx.post(f"{site}/bulk/jobs", data=data, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    job_url = r.headers["location"]
+    deadline = time.monotonic() + 60
+    while (
+        phase := ET.fromstring(httpx.get(f"{job_url}?WAIT=5", timeout=30).text).findtext(
+            f"{UWS}phase"
+        )
+    ) in ("PENDING", "QUEUED", "EXECUTING"):
+        assert time.monotonic() < deadline
+    assert phase == "COMPLETED"
+    report = download(f"{job_url}/files/", tmp_path / "got")
+    assert report.ok and report.fetched
+    got = pa.concat_tables([pq.read_table(tmp_path / "got" / path) for path in report.fetched])
+    table = ds.dataset(
+        demo_dir / "dp02_dc2_catalogs/Object/dataset", format="parquet", exclude_invalid_files=True
+    ).to_table(columns=["objectId", "coord_ra", "coord_dec"])
+    rows = SkyCoord(table["coord_ra"].to_numpy() * u.deg, table["coord_dec"].to_numpy() * u.deg)
+    inside = rows.separation(SkyCoord(62 * u.deg, -36 * u.deg)).deg <= 2.5
+    expected = table["objectId"].to_numpy()[inside]
+    assert len(expected) > 100
+    assert sorted(got["objectId"].to_pylist()) == sorted(expected.tolist())

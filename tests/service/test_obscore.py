@@ -9,6 +9,8 @@ the sky.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -25,7 +27,8 @@ from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.images.obscore import COLUMNS
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import ROOMY_AUTH, read_votable
+from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+from tests.service.test_live import KNOWN_VALIDATOR_ERRORS
 
 PUB = (62.0, -37.0)
 SEC = (150.0, 2.0)
@@ -209,3 +212,120 @@ def test_no_collection_no_obscore(tmp_path: Path) -> None:
         assert "ObsCore" not in c.get("/tap/capabilities").text
         response = c.post("/tap/sync", data={"LANG": "ADQL", "QUERY": "SELECT * FROM ivoa.ObsCore"})
         assert response.status_code == 400
+
+
+# --- DataLink service descriptors in results ------------------------------------------------
+
+
+def _descriptors(client: TestClient, adql: str, fmt: str = "votable") -> list[object]:
+    response = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": adql, "RESPONSEFORMAT": fmt})
+    assert response.status_code == 200, response.text
+    document = read_votable(response.content)
+    return [r for r in document.resources if r.type == "meta" and r.utype == "adhoc:service"]
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td", "votable/b"])
+def test_a_result_with_dids_carries_a_datalink_descriptor(client: TestClient, fmt: str) -> None:
+    adql = "SELECT obs_id, obs_publisher_did AS did FROM ivoa.ObsCore"
+    response = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": adql, "RESPONSEFORMAT": fmt})
+    document = read_votable(response.content)
+    (service,) = [r for r in document.resources if r.utype == "adhoc:service"]
+    params = {p.name: p.value for p in service.params}
+    assert params["standardID"] == "ivo://ivoa.net/std/DataLink#links-1.1"
+    assert params["accessURL"] == "http://testserver/tap/datalink/links"
+    (group,) = service.groups
+    (id_param,) = [p for p in group.entries if p.name == "ID"]
+    table = document.get_first_table()
+    referenced = [f for f in table.fields if id_param.ref == f.ID]
+    assert [f.name for f in referenced] == ["did"]
+
+
+def test_no_descriptor_without_dids(client: TestClient) -> None:
+    assert _descriptors(client, "SELECT obs_id, s_ra FROM ivoa.ObsCore") == []
+    assert _descriptors(client, "SELECT table_name FROM TAP_SCHEMA.tables") == []
+    # a collection's own table has them too
+    assert len(_descriptors(client, "SELECT obs_publisher_did FROM pubimg.obscore")) == 1
+
+
+# --- real clients -----------------------------------------------------------------------------
+
+STILTS = shutil.which("stilts")
+
+
+@pytest.fixture(scope="module")
+def live_url(world: World) -> Iterator[str]:
+    port = _free_port()
+    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
+    with serve_in_thread(create_app(settings), port) as url:
+        yield url
+
+
+def test_pyvo_iter_datalinks(live_url: str, world: World) -> None:
+    import pyvo
+
+    service = pyvo.dal.TAPService(live_url)
+    results = service.run_sync(
+        "SELECT obs_id, obs_collection, obs_publisher_did FROM ivoa.ObsCore ORDER BY obs_id"
+    )
+    assert len(results) == 5
+    where = {str(r["obs_publisher_did"]): (r["obs_collection"], r["obs_id"]) for r in results}
+    # batched (pyvo's default: 50 IDs a request, links in no particular row order)
+    seen = set()
+    for links in results.iter_datalinks():
+        (this,) = links.bysemantics("#this", include_narrower=False)
+        collection, obs_id = where[this["ID"]]
+        assert this.access_url.endswith(f"/tap/images/{collection}/{obs_id}")
+        assert not this.error_message
+        seen.add(this["ID"])
+    assert seen == set(where)
+    # one request per row, in the rows' order
+    ordered = results.iter_datalinks(preserve_order=True)
+    for row, links in zip(results, ordered, strict=True):
+        (this,) = links.bysemantics("#this", include_narrower=False)
+        assert this["ID"] == row["obs_publisher_did"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(STILTS is None, reason="stilts is not installed")
+def test_taplint_obscore_stage(live_url: str) -> None:
+    out = subprocess.run(
+        [str(STILTS), "taplint", f"tapurl={live_url}", "stages=TMV TME TMS TMC CPV CAP MDQ OBS",
+         "maxrepeat=3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    report = out.stdout + out.stderr
+    assert "Totals: Errors:" in report, report[-3000:]
+    assert "ivoa.ObsCore columns: 30/30 required" in report, report[-3000:]
+    obs = report.split("Section OBS:", 1)[1].split("Section ", 1)[0]
+    assert not [line for line in obs.splitlines() if line[:2] in ("E-", "W-", "F-")], obs
+    errors = [line for line in report.splitlines() if line[:2] in ("E-", "F-")]
+    unexplained = [e for e in errors if not any(p.match(e) for p in KNOWN_VALIDATOR_ERRORS)]
+    assert not unexplained, "\n".join(unexplained)
+
+
+def test_async_jobs_see_the_view_as_their_owner(client: TestClient, world: World) -> None:
+    from tests.service.test_uws import wait_final
+
+    adql = "SELECT obs_collection, obs_publisher_did, access_url FROM ivoa.ObsCore"
+    for token, collections in ((world.bob, {"pubimg", "moreimg"}),
+                               (world.alice, {"pubimg", "moreimg", "secimg"})):  # fmt: skip
+        r = client.post(
+            "/tap/async",
+            data={"LANG": "ADQL", "QUERY": adql, "PHASE": "RUN"},
+            headers=_auth(token),
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        job_id = r.headers["location"].rsplit("/", 1)[-1]
+        assert wait_final(client, job_id, _auth(token)) == "COMPLETED"
+        body = client.get(f"/tap/async/{job_id}/results/result", headers=_auth(token)).content
+        document = read_votable(body)
+        table = document.get_first_table().to_table()
+        assert set(table["obs_collection"]) == collections
+        assert all(str(u).startswith("http://testserver/tap/datalink/links?ID=ivo%3A")
+                   for u in table["access_url"])  # fmt: skip
+        assert [r.utype for r in document.resources if r.type == "meta"] == ["adhoc:service"]

@@ -110,3 +110,23 @@ def test_a_votable_declaring_entities_is_refused(table: WorkspaceStore, tmp_path
     bomb = '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY a "aaaaaaaa">]><VOTABLE/>'
     with pytest.raises(WorkspaceError, match="DOCTYPE or XML entities"):
         table.load_file(ALICE, NAME, _file(tmp_path, bomb), "application/x-votable+xml")
+
+
+def test_csv_read_in_pieces_keeps_every_row_and_locates_a_bad_value(
+    table: WorkspaceStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.workspace import readers
+
+    monkeypatch.setattr(readers, "CSV_CHUNK_BYTES", 100)  # many pieces, cut mid-line
+    lines = [f'{i},"name, {i}",{i / 7!r}\n' for i in range(500)]
+    csv = _file(tmp_path, "id,name,ra\n" + "".join(lines))
+    assert table.load_file(ALICE, NAME, csv, "text/csv").rows == 500
+    got = pq.read_table(str(table.data_dir / "user_alice" / "targets" / "dataset"))
+    assert got.column("id").to_pylist() == list(range(500))
+    assert got.column("name").to_pylist() == [f"name, {i}" for i in range(500)]
+    assert got.column("ra").to_pylist() == [i / 7 for i in range(500)]
+    lines[449] = "449,x,north\n"
+    bad = _file(tmp_path, "id,name,ra\n" + "".join(lines), "bad")
+    with pytest.raises(WorkspaceError, match="row 450, column 'ra'"):
+        table.load_file(ALICE, NAME, bad, "text/csv")
+    assert _rows(table) == 500

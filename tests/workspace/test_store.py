@@ -312,3 +312,69 @@ def test_a_votable_definition_with_rows_creates_a_loaded_table(store: WorkspaceS
         ALICE, "user_alice.small", TableDefinition((column("x", "int"),), rows=rows)
     )
     assert meta.nrows == 3
+
+
+def test_a_query_result_is_saved_with_its_metadata_in_one_step(store: WorkspaceStore) -> None:
+    from skyvault.catalog.metadata import ColumnMeta
+    from skyvault.workspace import definition_from_arrow
+
+    result = pa.table(
+        {
+            "source_id": pa.array([1, 2], pa.int64()),
+            "g_mag": pa.array([12.5, 13.0], pa.float32()),
+            "seen": pa.array([0, 1], pa.timestamp("ms")),
+            "flux": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float64())),
+        }
+    )
+    described = [ColumnMeta("g_mag", "float", unit="mag", ucd="phot.mag;em.opt.V")]
+    definition = definition_from_arrow(
+        result.schema, described, description="bright", rows=result.to_reader()
+    )
+    meta = store.create_table(ALICE, "user_alice.saved", definition)
+    assert meta.nrows == 2 and meta.description == "bright"
+    assert (meta.column("g_mag").unit, meta.column("g_mag").ucd) == ("mag", "phot.mag;em.opt.V")
+    assert meta.column("seen").xtype == "timestamp"
+    assert meta.column("flux").arraysize == "*"
+    with pytest.raises(WorkspaceError, match="column blob holds binary values"):
+        definition_from_arrow(pa.schema([("blob", pa.binary())]))
+    with pytest.raises(WorkspaceError, match="'COUNT\\(\\*\\)' is not a plain identifier"):
+        definition_from_arrow(pa.schema([("COUNT(*)", pa.int64())]))
+
+
+def test_a_create_with_grants_to_an_unknown_group_stores_nothing(
+    store: WorkspaceStore, data_dir: Path
+) -> None:
+    change = PermissionChange(read_groups=frozenset({"nosuch"}))
+    with pytest.raises(WorkspaceError, match="no group 'nosuch'"):
+        store.create_table(ALICE, "user_alice.t", TARGETS, permissions=change)
+    assert not (data_dir / "user_alice" / "t").exists()
+    made = store.create_table(
+        ALICE, "user_alice.t", TARGETS, permissions=PermissionChange(public=True)
+    )
+    assert store.describe(BOB, str(made.qualified_name)).permissions.public
+
+
+def test_a_sky_indexed_table_takes_loads_as_appends(
+    store: WorkspaceStore, data_dir: Path, tmp_path: Path
+) -> None:
+    from skyvault.catalog.ingest import ingest
+
+    store.create_table(ALICE, "user_alice.targets", TARGETS)
+    store.load(ALICE, "user_alice.targets", _rows(50))
+    # What the index job does: the table rewritten as HATS on its position, in its turn.
+    with store.exclusive(ALICE, "user_alice.targets", "write") as table:
+        files = sorted((table.version_dir / "dataset").glob("part-*.parquet"))
+        ingest(files, "user_alice.targets", data_dir, ra="ra", dec="dec")
+    assert store.describe(ALICE, "user_alice.targets").meta.kind == "hats"
+    result = store.load(ALICE, "user_alice.targets", _rows(7, 1000))
+    assert (result.rows, result.total_rows) == (7, 57)
+    assert result.bytes > 0
+    stored = Registry(data_dir).get("user_alice", "targets")
+    assert stored.meta.nrows == 57 and stored.deltas is not None
+    assert store.usage("alice").rows == 57
+    with pytest.raises(WorkspaceError, match="column 'mag'"):
+        store.load(ALICE, "user_alice.targets", pa.table({"mag": [1.0]}))
+    store.set_quota("alice", Quota(max_rows=60))
+    with pytest.raises(QuotaExceeded, match="57 stored, this would make 67"):
+        store.load(ALICE, "user_alice.targets", _rows(10, 2000))
+    assert store.describe(ALICE, "user_alice.targets").meta.nrows == 57

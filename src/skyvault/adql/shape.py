@@ -210,6 +210,10 @@ def _sky_cut(node: exp.Expr, sources: list[Source], pruner: Pruner) -> SkyCut | 
     """
     found = pruner.region_condition(node, sources)
     if found is not None:
+        if _relates_a_region_column(node, sources, pruner):
+            # The circle about the rows' positions only bounds where matches can be (it
+            # prunes); whether a footprint meets the region is the region function's to say.
+            return None
         ra, dec = _position_columns(found[0])
         return SkyCut(ra, dec, region=found[1])
     ops: dict[type[exp.Expr], str] = {exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
@@ -234,6 +238,16 @@ def _sky_cut(node: exp.Expr, sources: list[Source], pruner: Pruner) -> SkyCut | 
             centre = (fixed.ra, fixed.dec)
             return SkyCut(ra, dec, centre=centre, op=op, radius=radius, column_first=first)
     return None
+
+
+def _relates_a_region_column(node: exp.Expr, sources: list[Source], pruner: Pruner) -> bool:
+    """Whether ``node`` (``pred = 1``) relates a region column (``s_region``) to a region."""
+    sides = (node.this, node.expression) if isinstance(node, exp.EQ) else ()
+    return any(
+        isinstance(pred := _unparen(side), (nodes.Contains, nodes.Intersects))
+        and pruner.region_column_condition(pred, sources) is not None
+        for side in sides
+    )
 
 
 def _position_columns(source: Source) -> tuple[str, str]:

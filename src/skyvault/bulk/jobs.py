@@ -53,9 +53,11 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ from skyvault.bulk.manifest import MANIFEST_FILE, Manifest, ManifestEntry
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import StoredTable
 from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget, estimate_stream_bytes
 from skyvault.engine.executor import CancelToken
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.errors import (
@@ -109,6 +112,8 @@ _NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 _ADQL_SHAPE = re.compile(r"^\s*(CIRCLE|POLYGON)\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 #: Rows of a FILTER line the composed query puts before the filter (see _compose).
 _FILTER_FIRST_LINE = 4
+#: Compute the files' checksums in a thread of their own (see _Written).
+_HASH_BEHIND = True
 _SELECT = "SELECT "
 
 
@@ -489,11 +494,16 @@ def _cells(stored: StoredTable, scan: Scan, moc: MOC | None) -> list[_Cell]:
 
 @dataclass
 class _Written:
-    """A file being written: its name, and what the manifest needs of it."""
+    """A file being written: its name, and what the manifest needs of it.
+
+    With a ``pool`` (one thread), the checksums are computed there, overlapping the query
+    and the writer (hashlib lets go of the GIL); :meth:`entry` waits for them.
+    """
 
     path: str
     order: int | None
     pixel: int | None
+    pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     size: int = 0
     rows: int = 0
     arrow_bytes: int = 0
@@ -501,13 +511,22 @@ class _Written:
     def __post_init__(self) -> None:
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
+        self._pending: Future[None] | None = None
 
-    def add(self, chunk: bytes) -> None:
+    def _hash(self, chunk: bytes) -> None:
         self.md5.update(chunk)
         self.sha256.update(chunk)
+
+    def add(self, chunk: bytes) -> None:
+        if self.pool is None:
+            self._hash(chunk)
+        else:
+            self._pending = self.pool.submit(self._hash, chunk)
         self.size += len(chunk)
 
     def entry(self, mtime: float) -> ManifestEntry:
+        if self._pending is not None:
+            self._pending.result()
         return ManifestEntry(
             path=self.path,
             bytes=self.size,
@@ -581,9 +600,17 @@ def run_request(
     timeout: float | None = None,
     spool_dir: Path | None = None,
     job_id: str = "",
+    budget: MemoryBudget | None = None,
+    check_size: Callable[[int], None] | None = None,
 ) -> BulkOutput:
     """Run ``query`` and write its files into ``out_dir`` (which must not exist yet: it
     appears, complete, only at the end).
+
+    The cells run one after the other, so the job holds one query's stream at a time: it
+    reserves that from ``budget`` (the memory the service's queries share) for its whole
+    run, waiting (within ``timeout``) while the memory is taken.  ``check_size(n)`` is
+    called with the bytes written so far after each file (it raises to stop the job: the
+    owner's result storage is full).
 
     Raises
     ------
@@ -595,10 +622,23 @@ def run_request(
     stored = archive.registry.get(query.meta.schema, query.meta.name)
     scan = query.plan.scans[0]
     cells = _cells(stored, scan, request.moc)
+    reservation = None
+    if budget is not None:
+        need = estimate_stream_bytes(query.plan.columns, None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reservation = budget.reserve(need, deadline=deadline, cancel=cancel)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="bulk-hash") if _HASH_BEHIND else None
     try:
+        staging.mkdir(parents=True)
         written: list[_Written] = []
+
+        def check(more: int) -> None:
+            """Called as each file is done (``more``: the bytes of files not yet in
+            ``written``)."""
+            if check_size is not None:
+                check_size(sum(w.size for w in written) + more)
+
         for cell in cells:
             if cancel is not None and cancel.cancelled:
                 raise QueryCancelled("the job was aborted")
@@ -609,15 +649,17 @@ def run_request(
             result = archive.executor.execute(plan, timeout=timeout, cancel=cancel)
             try:
                 if request.format == "hats":
-                    written += _write_hats_cell(staging, query, cell, result.batches)
+                    written += _write_hats_cell(staging, query, cell, result.batches, pool)
                 else:
+                    options = WriteOptions(spool_dir)
                     written += _write_cell(
-                        staging, query, cell, result, limit, WriteOptions(spool_dir)
+                        staging, query, cell, result, limit, options, check, pool
                     )
             finally:
                 close = getattr(result.batches, "close", None)
                 if close is not None:
                     close()
+            check(0)
         entries = [w.entry((staging / w.path).stat().st_mtime) for w in written]
         if request.format == "hats":
             entries += _finish_hats(staging, query, written)
@@ -629,6 +671,11 @@ def run_request(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if reservation is not None:
+            reservation.close()
     return BulkOutput(out_dir, manifest)
 
 
@@ -639,6 +686,8 @@ def _write_cell(
     result: Any,
     limit: int,
     options: WriteOptions,
+    check: Callable[[int], None],
+    pool: ThreadPoolExecutor | None,
 ) -> list[_Written]:
     fmt: OutputFormat = find_output_format(FORMATS[query.request.format] or "parquet")
     batches = _Peekable(_sliced(result.batches, max(1, limit // 8)))
@@ -646,7 +695,7 @@ def _write_cell(
     files: list[_Written] = []
     infos = [("QUERY", query.adql, None)]
     while batches.more():
-        one = _Written(f"{stem}_{len(files):03d}.{fmt.extension}", cell.order, cell.pixel)
+        one = _Written(f"{stem}_{len(files):03d}.{fmt.extension}", cell.order, cell.pixel, pool)
 
         def take(one: _Written = one) -> Iterator[pa.RecordBatch]:
             while batches.more() and (
@@ -663,6 +712,7 @@ def _write_cell(
                 out.write(chunk)
                 one.add(chunk)
         files.append(one)
+        check(sum(f.size for f in files))
     return files
 
 
@@ -671,10 +721,14 @@ def _hats_path(order: int, pixel: int) -> str:
 
 
 def _write_hats_cell(
-    staging: Path, query: BulkQuery, cell: _Cell, batches: Iterator[pa.RecordBatch]
+    staging: Path,
+    query: BulkQuery,
+    cell: _Cell,
+    batches: Iterator[pa.RecordBatch],
+    pool: ThreadPoolExecutor | None,
 ) -> list[_Written]:
     assert cell.order is not None and cell.pixel is not None
-    one = _Written(_hats_path(cell.order, cell.pixel), cell.order, cell.pixel)
+    one = _Written(_hats_path(cell.order, cell.pixel), cell.order, cell.pixel, pool)
     writer: pq.ParquetWriter | None = None
     path = staging / one.path
     try:

@@ -1,8 +1,9 @@
 """Compaction: fold a table's appended rows (catalog/append.py) into a new HATS version.
 
-Under the table's append lock (appends wait), the current snapshot's delta files are merged
-into the partitions they belong to, inside a build that :func:`skyvault.catalog.layout.building`
-publishes with one atomic link swap, exactly like an ingest:
+The delta files of the snapshot read when it starts are merged into the partitions they
+belong to, inside a build that :func:`skyvault.catalog.layout.building` publishes with one
+atomic link swap, exactly like an ingest (appends go on meanwhile: the append lock is held
+only to read that snapshot, and for the swap):
 
 * a partition without new rows is hard-linked from the base version (no copy, no rewrite);
 * a partition with new rows is rewritten (base rows and delta rows, sorted by
@@ -16,13 +17,18 @@ publishes with one atomic link swap, exactly like an ingest:
   overlaps; then ``_metadata``, ``partition_info.csv``, the properties, the table metadata
   and the bulk manifest are written as ingest writes them.
 
-Before the publish, ``folded.json`` of the new version's delta store records the snapshot
-and batch ids the version contains; after it, the snapshot pointer names the new version.
-A ``kill -9`` before the publish leaves the old version and its deltas (the build is
-removed by the next one); after it, the new version holds every committed row once, and a
-pointer still naming the old base is read as "no deltas" (catalog/append.py).  Queries
-planned on the old version keep reading its files: the previous version and its delta store
-are kept until the next publish.
+Then, under the append lock, the batches committed during the fold are written again as
+deltas of the new version (cut by its partitions), and ``folded.json`` of the new version's
+delta store records the snapshot and batch ids the version folded and the last batch it
+carried; the version is published, the snapshot pointer names it, and the lock goes.  A
+``kill -9`` before the publish leaves the old version and its deltas (the build is removed
+by the next one); after it, the new version holds every committed row once, and a pointer
+still naming the old base is read as "the folded snapshot plus the carried batches"
+(catalog/append.py).  Queries planned on an old version keep reading its files: versions a
+compaction replaced are kept ``keep_replaced`` seconds, with their delta stores.
+
+:class:`BackgroundCompactor` runs compactions in a server when a table's appends pass a
+:class:`CompactionPolicy`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +55,7 @@ from numpy.typing import NDArray
 from skyvault.bulk.manifest import stored_manifest, write_manifest
 from skyvault.catalog.append import (
     HEALPIX_COLUMN,
+    DeltaFile,
     Snapshot,
     append_lock,
     fsync_all,
@@ -88,6 +96,8 @@ __all__ = ["BackgroundCompactor", "CompactResult", "CompactionPolicy", "compact"
 log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 32_768
+KEEP_REPLACED_S = 3600.0
+"""How long a version replaced by a compaction stays for the queries reading it, s."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ def compact(
     table: str,
     *,
     max_rows: int | None = None,
+    keep_replaced: float = KEEP_REPLACED_S,
     on_folded: Callable[[], None] | None = None,
 ) -> CompactResult:
     """Fold the committed appends of ``table`` into a new HATS version, published atomically.
@@ -116,6 +127,10 @@ def compact(
     and for the final swap.  Batches committed while the new version was being written are
     carried over as its deltas (re-cut against its partitions), so each is in the published
     table exactly once.  ``on_folded`` (tests) runs after the fold, before the swap.
+
+    Versions this and earlier compactions replaced stay ``keep_replaced`` seconds after
+    being replaced, with their delta files: a query planned on one of them (its tasks spread
+    over Dask workers, say) reads the files it was planned on to its end.
 
     Raises :class:`~skyvault.errors.IngestError` when another compaction or an ingest of
     the table is running.
@@ -131,7 +146,7 @@ def compact(
     if not pending.files:
         return CompactResult(pending.snapshot, current.name, 0, 0, 0, meta.n_partitions)
     with contextlib.ExitStack() as swap:
-        with building(data_dir, name) as build:
+        with building(data_dir, name, keep_replaced=keep_replaced) as build:
             # The build holds the table's ingest lock: no other compaction or ingest now.
             with append_lock(data_dir, name):
                 old = visible.resolve()
@@ -183,25 +198,51 @@ def _point(visible: Path, latest: Snapshot, stores: Path) -> None:
 
 
 def _carry(old: Path, root: Path, store: Path, folded: Snapshot, latest: Snapshot) -> None:
-    """Write the batches of ``old`` committed after ``folded`` (up to ``latest``) as deltas
-    of the build at ``root`` (delta store ``store``), cut by the build's partitions."""
-    by_batch: dict[int, list[str]] = defaultdict(list)
-    for f in latest.files:
-        if f.snapshot > folded.snapshot:
-            by_batch[f.snapshot].append(f.path)
+    """Make the batches of ``old`` committed after ``folded`` (up to ``latest``) deltas of
+    the build at ``root`` (delta store ``store``), with the same snapshot numbers.
+
+    A delta file whose cell is a partition of the build, or overlaps none, is hard-linked
+    as it is; the rows of the others (their cell's partition was split) are cut again by
+    the build's partitions.  This runs while appends wait: linking keeps it short.
+    """
+    old_store = old.parent.parent.parent / "deltas" / old.parent.name / old.name
+    index = PartitionIndex.read(root)
+    cells = set(zip(index.orders.tolist(), index.pixels.tolist(), strict=True))
     schema = pq.read_schema(old / "dataset" / "_common_metadata")
     written: list[Path] = []
     log = store / "log"
     for n in range(folded.snapshot + 1, latest.snapshot + 1):
         entry = log_entry(old, n)
-        data = _sorted(_read(by_batch.get(n, []), schema))
-        files, paths = write_deltas(root, store, n, data)
+        files = [f for f in latest.files if f.snapshot == n]
+        keep = [f for f in files if (f.order, f.pixel) in cells or not _overlaps(index, f)]
+        recut = [f.path for f in files if f not in keep]
+        entries: list[list[Any]] = []
+        paths: list[Path] = []
+        if recut:
+            entries, paths = write_deltas(root, store, n, _sorted(_read(recut, schema)))
+        for f in keep:
+            rel = Path(f.path).relative_to(old_store)
+            target = store / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f.path, target)
+            ranges = [list(r) for r in f.ranges]
+            entries.append([f.order, f.pixel, f.start, f.stop, f.rows, rel.as_posix(), ranges])
+            paths.extend((target.parent, target.parent.parent, target.parent.parent.parent))
         log.mkdir(parents=True, exist_ok=True)
         path = log / f"{n:012d}.json"
-        path.write_text(json.dumps({**entry, "files": files}))
+        entries.sort(key=lambda e: int(e[2]))
+        path.write_text(json.dumps({**entry, "files": entries}))
         written.extend([*paths, path, log])
     if written:
         fsync_all([*written, store / "batches", store])
+
+
+def _overlaps(index: PartitionIndex, f: DeltaFile) -> bool:
+    """Whether delta file ``f``'s cell overlaps a partition of ``index``."""
+    shift = 2 * (SPATIAL_ORDER - f.order)
+    lo, hi = f.pixel << shift, (f.pixel + 1) << shift
+    k = int(np.searchsorted(index.starts, hi, side="left")) - 1
+    return k >= 0 and int(index.stops[k]) > lo
 
 
 def _json(data: object) -> str:
@@ -484,6 +525,7 @@ class CompactionPolicy:
 
     after_batches: int = 200
     after_bytes: int = 512 * 1024 * 1024
+    keep_replaced: float = KEEP_REPLACED_S
 
     def due(self, snap: Snapshot) -> bool:
         if not snap.files:
@@ -554,7 +596,7 @@ class BackgroundCompactor:
                 snap = status(self.data_dir, str(name))
                 if not self.policy.due(snap):
                     continue
-                result = compact(self.data_dir, str(name))
+                result = compact(self.data_dir, str(name), keep_replaced=self.policy.keep_replaced)
             except IngestError:
                 continue  # an ingest or another compaction of the table is running
             except Exception:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -169,12 +170,16 @@ class TableBuild:
 
 
 @contextlib.contextmanager
-def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
+def building(
+    data_dir: Path, name: TableName, *, keep_replaced: float = 0.0
+) -> Iterator[TableBuild]:
     """Build a new version of ``name`` and publish it atomically when the block succeeds.
 
     Holds an exclusive lock on the table for the whole build, so two ingests of one table
     cannot interleave.  On any exception (including ``KeyboardInterrupt``) the build
-    directory is removed and the previously published version stays as it was.
+    directory is removed and the previously published version stays as it was.  Older
+    versions are removed on publishing, except the one just replaced and those replaced
+    less than ``keep_replaced`` seconds ago (queries planned on them may still read them).
     """
     schema_dir = data_dir / name.schema
     internal = schema_dir / INTERNAL_DIR
@@ -204,8 +209,9 @@ def building(data_dir: Path, name: TableName) -> Iterator[TableBuild]:
             _sync_tree(tmp)
             final = internal / "versions" / name.table / version
             os.rename(tmp, final)
+            os.utime(final)  # a version's modification time: when it was published
             _publish(visible, final)
-            _remove_old_versions(internal / "versions" / name.table, keep=final)
+            _remove_old_versions(internal / "versions" / name.table, final, keep_replaced)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -223,10 +229,19 @@ def _publish(visible: Path, final: Path) -> None:
     _fsync_dir(visible.parent)
 
 
-def _remove_old_versions(versions_dir: Path, keep: Path) -> None:
-    """Delete all versions but ``keep`` and the most recent one before it."""
+def _remove_old_versions(versions_dir: Path, keep: Path, grace: float = 0.0) -> None:
+    """Delete all versions but ``keep``, the most recent one before it, and those replaced
+    (their successor published: its modification time) less than ``grace`` seconds ago."""
     others = sorted(p for p in versions_dir.iterdir() if p != keep)
-    for old in others[:-1]:
+    now = time.time()
+    for old, successor in itertools.pairwise(others):
+        if grace > 0:
+            try:
+                replaced = successor.stat().st_mtime
+            except OSError:
+                replaced = now
+            if now - replaced < grace:
+                continue
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ from skyvault.formats.arrow import write_arrow
 from skyvault.formats.fits import write_fits
 from skyvault.formats.parquet import write_parquet
 from skyvault.formats.tabular import write_csv, write_json, write_tsv
-from skyvault.formats.votable import Serialization, write_votable
+from skyvault.formats.votable import Serialization, ServiceDescriptor, write_votable
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -48,6 +48,8 @@ class WriteOptions:
 
     spool_dir: Path | None = None
     max_spool_bytes: int | None = None
+    services: tuple[ServiceDescriptor, ...] = ()
+    """Service descriptors of the result (DataLink), written by the VOTable formats."""
 
 
 #: ``write(batches, fields, schema, overflow, infos, options) -> byte chunks``.
@@ -104,7 +106,12 @@ def _votable(
     options: WriteOptions,
 ) -> Iterator[bytes]:
     return write_votable(
-        batches, fields, serialization=serialization, overflow=overflow, infos=infos
+        batches,
+        fields,
+        serialization=serialization,
+        overflow=overflow,
+        infos=infos,
+        services=options.services,
     )
 
 

@@ -20,7 +20,9 @@ Memory is bounded by the slice size (:data:`ROWS_PER_SLICE`), whatever the resul
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -107,10 +109,62 @@ def votable_header(
     return "".join(parts)
 
 
-def _field(plan: ColumnPlan) -> str:
+@dataclass(frozen=True)
+class ServiceDescriptor:
+    """A DataLink service descriptor (DataLink 1.1 section 4) written after the results:
+    ``<RESOURCE type="meta" utype="adhoc:service">`` with the service's ``standardID`` and
+    ``accessURL`` and input parameters whose values come from result columns (a ``ref``
+    to the column's FIELD), as pyvo's ``iter_datalinks`` reads it."""
+
+    standard_id: str
+    access_url: str
+    params: tuple[tuple[str, int], ...]
+    """``(PARAM name, index of the result column it takes its value from)``."""
+    description: str | None = None
+    resource_id: str | None = None
+
+
+_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+
+
+def _field_ids(
+    plans: Sequence[ColumnPlan], services: Sequence[ServiceDescriptor]
+) -> dict[int, str]:
+    """The ``ID`` of each FIELD a service parameter refers to: its name where that is an
+    XML name not used yet (astropy names table columns by ID), else ``_sv_colN``."""
+    taken = {s.resource_id for s in services}
+    ids: dict[int, str] = {}
+    for index in sorted({i for s in services for _, i in s.params}):
+        name = plans[index].meta.name
+        ident = name if _NCNAME.match(name) and name not in taken else f"_sv_col{index}"
+        taken.add(ident)
+        ids[index] = ident
+    return ids
+
+
+def _service_resource(service: ServiceDescriptor, ids: dict[int, str]) -> str:
+    text = '<PARAM name="{}" datatype="char" arraysize="*"{}/>\n'
+    parts = [
+        f'<RESOURCE type="meta" utype="adhoc:service"{attr("ID", service.resource_id)}>\n',
+        f"<DESCRIPTION>{escape_text(service.description)}</DESCRIPTION>\n"
+        if service.description
+        else "",
+        text.format("standardID", attr("value", service.standard_id)),
+        text.format("accessURL", attr("value", service.access_url)),
+        '<GROUP name="inputParams">\n',
+        *(
+            text.format(name, attr("value", "") + attr("ref", ids[index]))
+            for name, index in service.params
+        ),
+        "</GROUP>\n</RESOURCE>\n",
+    ]
+    return "".join(parts)
+
+
+def _field(plan: ColumnPlan, field_id: str | None = None) -> str:
     meta = plan.meta
     head = (
-        f"<FIELD{attr('name', meta.name)}{attr('datatype', meta.datatype)}"
+        f"<FIELD{attr('ID', field_id)}{attr('name', meta.name)}{attr('datatype', meta.datatype)}"
         f"{attr('arraysize', meta.arraysize)}{attr('xtype', meta.xtype)}"
         f"{attr('unit', meta.unit)}{attr('ucd', meta.ucd)}{attr('utype', meta.utype)}"
     )
@@ -134,6 +188,7 @@ def write_votable(
     table_name: str | None = None,
     description: str | None = None,
     rows_per_slice: int = ROWS_PER_SLICE,
+    services: Sequence[ServiceDescriptor] = (),
 ) -> Iterator[bytes]:
     """Stream a query result as a VOTable 1.4 document.
 
@@ -163,6 +218,10 @@ def write_votable(
         The TABLE's DESCRIPTION.
     rows_per_slice
         Largest number of rows encoded at once; bounds memory.
+    services
+        Service descriptors written after the results resource (DataLink); the FIELDs
+        their parameters refer to get an ``ID``.  One naming a column that is not there
+        is left out.
 
     Yields
     ------
@@ -189,8 +248,17 @@ def write_votable(
         raise InternalError("a VOTable needs at least one column")
     # Refuse unsupported FIELDs here, before the generator starts and any byte goes out.
     plans = [plan_column(f, null_sentinels=serialization == "binary") for f in fields]
+    services = [s for s in services if all(0 <= i < len(fields) for _, i in s.params)]
     return _stream(
-        batches, plans, serialization, overflow, infos, table_name, description, rows_per_slice
+        batches,
+        plans,
+        serialization,
+        overflow,
+        infos,
+        table_name,
+        description,
+        rows_per_slice,
+        services,
     )
 
 
@@ -203,11 +271,13 @@ def _stream(
     table_name: str | None,
     description: str | None,
     rows_per_slice: int,
+    services: Sequence[ServiceDescriptor] = (),
 ) -> Iterator[bytes]:
     head = [votable_header(infos), f"<TABLE{attr('name', table_name)}>\n"]
     if description:
         head.append(f"<DESCRIPTION>{escape_text(description)}</DESCRIPTION>\n")
-    head.extend(_field(p) for p in plans)
+    ids = _field_ids(plans, services)
+    head.extend(_field(p, ids.get(i)) for i, p in enumerate(plans))
     head.append(_DATA_OPEN[serialization])
     yield "".join(head).encode()
 
@@ -231,7 +301,9 @@ def _stream(
     status, message = stream.status()
     if status != "OK":
         tail.append(info("QUERY_STATUS", status, message).encode())
-    tail.append(b"</RESOURCE>\n</VOTABLE>\n")
+    tail.append(b"</RESOURCE>\n")
+    tail.extend(_service_resource(s, ids).encode() for s in services)
+    tail.append(b"</VOTABLE>\n")
     yield b"".join(tail)
 
 

@@ -30,14 +30,19 @@ import pyarrow as pa
 from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import ColumnMeta, TableMeta, votable_type
 from skyvault.catalog.views import DerivedColumn, View
+from skyvault.formats.votable import ServiceDescriptor
 from skyvault.images.obscore import COLUMNS, is_obscore_table
 from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
     "DATALINK_FORMAT",
+    "DATALINK_STANDARD_ID",
     "OBSCORE_DATA_MODEL",
     "OBSCORE_SCHEMA",
     "OBSCORE_TABLE",
+    "PUBLISHER_DID_UTYPE",
+    "collection_tables",
+    "datalink_services",
     "links_prefix",
     "obscore_meta",
     "obscore_views",
@@ -47,6 +52,8 @@ OBSCORE_SCHEMA = "ivoa"
 OBSCORE_TABLE = "ObsCore"
 OBSCORE_DATA_MODEL = "ivo://ivoa.net/std/ObsCore#core-1.1"
 DATALINK_FORMAT = "application/x-votable+xml;content=datalink"
+DATALINK_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.1"
+PUBLISHER_DID_UTYPE = "obscore:Curation.PublisherDID"
 
 _DESCRIPTION = (
     "ObsCore 1.1 records of the images of every collection you may read (the union of "
@@ -153,6 +160,39 @@ _META = _MetaCache(obscore_meta)
 _COLLECTION_META = _MetaCache(lambda one: with_region_xtype(one[0]), size=256)
 
 
+class _Collections:
+    """Which tables are collections' ObsCore tables, remembered per metadata object (every
+    query asks, of every visible table)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._known: dict[int, tuple[TableMeta, bool]] = {}
+
+    def of(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
+        out = []
+        for meta in tables:
+            with self._lock:
+                known = self._known.get(id(meta))
+            if known is None or known[0] is not meta:
+                known = (meta, is_obscore_table(meta))
+                with self._lock:
+                    if len(self._known) >= self.size:
+                        self._known.clear()
+                    self._known[id(meta)] = known  # the meta is held: its id stays its own
+            if known[1]:
+                out.append(meta)
+        return out
+
+
+_COLLECTIONS = _Collections()
+
+
+def collection_tables(tables: Sequence[TableMeta]) -> list[TableMeta]:
+    """The collections' ObsCore tables among ``tables`` (by schema)."""
+    return sorted(_COLLECTIONS.of(tables), key=lambda m: (m.schema, m.name))
+
+
 def obscore_views(
     visible: Sequence[TableMeta], base_url: str | None, *, offered: bool = True
 ) -> list[View]:
@@ -160,7 +200,7 @@ def obscore_views(
     ``ivoa.ObsCore`` over the visible collections (when ``offered``: the archive holds
     any), and each visible ``C.obscore`` with its ``access_url`` computed under
     ``base_url`` (the TAP service's public URL; None: stored values)."""
-    members = sorted((m for m in visible if is_obscore_table(m)), key=lambda m: (m.schema, m.name))
+    members = collection_tables(visible)
     derived: tuple[DerivedColumn, ...] = ()
     if base_url is not None:
         derived = (
@@ -188,3 +228,28 @@ def obscore_views(
             for m in members
         )
     return views
+
+
+def datalink_services(
+    columns: Sequence[ColumnMeta], base_url: str | None
+) -> tuple[ServiceDescriptor, ...]:
+    """The DataLink service descriptors of a result with ``columns``: one per column that
+    is an ``obs_publisher_did`` (by its ObsCore utype, which a column keeps under any
+    alias), whose ``ID`` parameter takes that column's values, so that pyvo's
+    ``iter_datalinks`` finds each row's links.  None without a base URL."""
+    if base_url is None:
+        return ()
+    url = f"{base_url.rstrip('/')}/datalink/links"
+    found = [
+        i for i, c in enumerate(columns) if (c.utype or "").lower() == PUBLISHER_DID_UTYPE.lower()
+    ]
+    return tuple(
+        ServiceDescriptor(
+            standard_id=DATALINK_STANDARD_ID,
+            access_url=url,
+            params=(("ID", index),),
+            description=f"DataLink links of the images named by {columns[index].name}",
+            resource_id=f"_sv_datalink{n}" if n else "_sv_datalink",
+        )
+        for n, index in enumerate(found)
+    )

@@ -307,7 +307,7 @@ def _any(conditions: Sequence[exp.Expr]) -> exp.Expr:
     """The conditions OR-ed (one: itself), parenthesised where they join an AND."""
     if len(conditions) == 1:
         return conditions[0]
-    return exp.Paren(this=exp.or_(*conditions))
+    return exp.Paren(this=exp.or_(*conditions, copy=False))
 
 
 def _not_null(column: str) -> exp.Expr:
@@ -325,7 +325,7 @@ def _holds(column: str, interval: Interval) -> exp.Expr:
         parts.append(exp.LTE(this=_col(column), expression=_num(interval.hi)))
     if not parts:
         return _not_null(column)
-    return exp.and_(*parts) if len(parts) > 1 else parts[0]
+    return exp.and_(*parts, copy=False) if len(parts) > 1 else parts[0]
 
 
 def _meets(low: str, high: str, interval: Interval) -> exp.Expr:
@@ -340,7 +340,7 @@ def _meets(low: str, high: str, interval: Interval) -> exp.Expr:
         if math.isinf(interval.hi)
         else exp.LTE(this=_col(low), expression=_num(interval.hi))
     )
-    return exp.and_(hi, lo)
+    return exp.and_(hi, lo, copy=False)
 
 
 def _intersects(shape: exp.Expr) -> exp.Expr:
@@ -361,7 +361,7 @@ def _spatial(region: SpatialFilter) -> exp.Expr:
             caps = range_caps(region)
             if not caps:  # the whole sky: every image with a known footprint
                 return _not_null("s_region")
-            return exp.and_(*[_intersects(_shape(c)) for c in caps])
+            return exp.and_(*[_intersects(_shape(c)) for c in caps], copy=False)
         return _any([_intersects(_shape(p)) for p in range_polygons(region)])
     return _intersects(_shape(region))
 
@@ -456,7 +456,10 @@ def sia_query(request: SiaRequest, table: str = OBSCORE_TABLE) -> str:
             exp.In(this=_col("calib_level"), expressions=[exp.Literal.number(n) for n in levels])
         )
     schema, _, name = table.rpartition(".")
-    select = exp.select(exp.Star()).from_(exp.table_(name, db=schema or None))
+    select = exp.select(exp.Star(), copy=False).from_(
+        exp.table_(name, db=schema or None), copy=False
+    )
     if conditions:
-        select = select.where(exp.and_(*conditions) if len(conditions) > 1 else conditions[0])
+        where = exp.and_(*conditions, copy=False) if len(conditions) > 1 else conditions[0]
+        select = select.where(where, copy=False)
     return select.sql(dialect=_ADQL, comments=False)

@@ -26,7 +26,11 @@ def _compactor(settings: Settings) -> BackgroundCompactor | None:
     """The background compaction of appended rows, started; None when it is off."""
     if not settings.background_compaction:
         return None
-    policy = CompactionPolicy(settings.compact_after_batches, settings.compact_after_bytes)
+    policy = CompactionPolicy(
+        settings.compact_after_batches,
+        settings.compact_after_bytes,
+        settings.compact_keep_replaced,
+    )
     compactor = BackgroundCompactor(settings.data_dir, policy, settings.compact_check_interval)
     compactor.start()
     return compactor

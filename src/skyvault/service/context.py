@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,11 +19,11 @@ from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.executor import CancelToken, Executor
 from skyvault.errors import SkyvaultError
-from skyvault.images.obscore import is_obscore_table
-from skyvault.images.obstap import obscore_views
+from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
 from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.sodajobs import soda_job_kind
 from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
@@ -43,8 +44,10 @@ class ServiceContext:
     jobs: JobService = field(init=False)
     #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
     bulk_jobs: JobService = field(init=False)
+    soda_jobs: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
     seen_base_url: str | None = field(init=False, default=None)
+    _images_seen: tuple[float, bool] = field(init=False, default=(-1e9, False))
     """The TAP base URL of the latest request (:meth:`public_base_url` without a
     configured one)."""
     workspace: WorkspaceStore = field(init=False)
@@ -82,6 +85,7 @@ class ServiceContext:
                 uploads=uploads,
                 timeout=async_limit,
                 views=self.views(tables),
+                base_url=self.public_base_url(),
             )
 
         self.jobs = build_job_service(
@@ -92,7 +96,10 @@ class ServiceContext:
             audit=self.auth.audit,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables)
+            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
+        )
+        self.soda_jobs = self.jobs.for_kind(
+            soda_job_kind(settings.data_dir, settings, self.visible_tables)
         )
 
     @classmethod
@@ -124,14 +131,22 @@ class ServiceContext:
 
     def has_images(self) -> bool:
         """Whether the archive holds an image collection (then ``ivoa.ObsCore`` exists,
-        and the service declares ObsCore in its capabilities)."""
-        return any(is_obscore_table(m) for m in self.archive.tables())
+        and the service declares ObsCore in its capabilities); looked up at most once a
+        second (every query asks)."""
+        now = time.monotonic()
+        checked, found = self._images_seen
+        if now - checked > 1.0:
+            found = bool(collection_tables(self.archive.tables()))
+            self._images_seen = (now, found)
+        return found
 
     def views(self, tables: Sequence[TableMeta]) -> list[View]:
         """The views a caller who may read ``tables`` queries besides them:
         ``ivoa.ObsCore`` over the visible collections and the collections' ObsCore tables
         with their DataLink ``access_url`` (:mod:`skyvault.images.obstap`)."""
-        return obscore_views(tables, self.public_base_url(), offered=self.has_images())
+        members = collection_tables(tables)
+        offered = bool(members) or self.has_images()
+        return obscore_views(members, self.public_base_url(), offered=offered)
 
     def queryable_tables(self, tables: Sequence[TableMeta]) -> list[TableMeta]:
         """``tables`` (stored, visible) and the views' own tables, as TAP_SCHEMA and

@@ -15,7 +15,12 @@ pyvo's ``TAPService.create_table/load_table/create_index/remove_table`` use.  Th
 imports nothing from the web layer.
 """
 
-from skyvault.workspace.columns import TableDefinition, column, parse_definition
+from skyvault.workspace.columns import (
+    TableDefinition,
+    column,
+    definition_from_arrow,
+    parse_definition,
+)
 from skyvault.workspace.names import UserTableName, schema_candidates
 from skyvault.workspace.permissions import (
     PermissionChange,
@@ -41,6 +46,7 @@ __all__ = [
     "WorkspaceStore",
     "column",
     "conform_batches",
+    "definition_from_arrow",
     "format_permissions",
     "open_body",
     "parse_definition",

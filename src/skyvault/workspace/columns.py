@@ -37,13 +37,14 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta, normalize_unit
 from skyvault.errors import WorkspaceError
-from skyvault.workspace.names import MAX_COLUMNS, check_column_name
+from skyvault.workspace.names import HEALPIX_COLUMN, MAX_COLUMNS, check_column_name
 
 __all__ = [
     "VOTABLE_DATATYPES",
     "TableDefinition",
     "arrow_type",
     "column",
+    "definition_from_arrow",
     "parse_definition",
     "parse_vosi_table",
     "parse_votable_definition",
@@ -85,11 +86,60 @@ _DATATYPE_HINT = "use one of " + ", ".join(VOTABLE_DATATYPES)
 @dataclass(frozen=True)
 class TableDefinition:
     """What a create request defines: the columns (in order), the table's description, and
-    rows to load at once (a VOTable definition that carries data), if any."""
+    rows to load at once (a VOTable definition that carries data; a query result saved as
+    a table), if any: the table is then published with them, in one step."""
 
     columns: tuple[ColumnMeta, ...]
     description: str | None = None
-    rows: pa.Table | None = None
+    rows: pa.Table | pa.RecordBatchReader | None = None
+
+
+def definition_from_arrow(
+    schema: pa.Schema,
+    described: Sequence[ColumnMeta] = (),
+    *,
+    description: str | None = None,
+    rows: pa.Table | pa.RecordBatchReader | None = None,
+) -> TableDefinition:
+    """A definition for rows of Arrow ``schema`` (a query result, a file), keeping the
+    unit, UCD, utype, description, xtype and flags of the ``described`` column of the same
+    name (a result's metadata).  A column whose type has no stored equivalent, or whose name
+    is not a plain identifier, is a :class:`WorkspaceError` naming it."""
+    from skyvault.catalog.metadata import votable_type
+
+    known = {c.name: c for c in described}
+    columns = []
+    for field in schema:
+        if field.name == HEALPIX_COLUMN:
+            continue
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise WorkspaceError(
+                f"column {field.name} holds binary values, which a table cannot store",
+                hint="leave the column out, or convert it to text",
+            )
+        try:
+            datatype, arraysize, xtype = votable_type(field.type)
+        except Exception:
+            raise WorkspaceError(
+                f"column {field.name}: values of type {field.type} cannot be stored",
+                hint="leave the column out, or cast it to a number or text",
+            ) from None
+        meta = known.get(field.name)
+        columns.append(
+            column(
+                field.name,
+                datatype,
+                arraysize=arraysize,
+                xtype=(meta.xtype if meta else None) or xtype,
+                unit=meta.unit if meta else None,
+                ucd=meta.ucd if meta else None,
+                utype=meta.utype if meta else None,
+                description=meta.description if meta else None,
+                principal=meta.principal if meta else False,
+                indexed=meta.indexed if meta else False,
+            )
+        )
+    return TableDefinition(_check_columns(columns), description, rows)
 
 
 def arrow_type(col: ColumnMeta) -> pa.DataType:

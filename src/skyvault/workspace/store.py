@@ -39,6 +39,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -243,6 +244,8 @@ class WorkspaceStore:
                 raise WorkspaceError(f"column name {HEALPIX_COLUMN} is reserved")
             arrow_schema = storage_schema(columns)
             rows = definition.rows
+            if permissions is not None:
+                self._check_groups(permissions)  # before anything is stored
             with self._table_lock(target):
                 existing = self._existing_name(target)
                 if existing is not None:
@@ -379,6 +382,15 @@ class WorkspaceStore:
         """The grants on ``name`` (anyone who may read the table may read them)."""
         return self.describe(identity, name).permissions
 
+    def grants_of(self, schema: str, table: str) -> TablePermissions | None:
+        """The grants on ``schema.table`` if it is in a workspace schema, else None.  No
+        access check: for callers that already know the table is visible (``/tables``)."""
+        snap = self.access.snapshot()
+        owner = snap.schema_owners.get(schema)
+        if owner is None:
+            return None
+        return self._permissions(TableName(schema, table), owner, snap)
+
     def set_permissions(
         self, identity: Identity, name: str, change: PermissionChange
     ) -> TablePermissions:
@@ -509,15 +521,12 @@ class WorkspaceStore:
     def _permissions(
         self, target: TableName, owner: str, snap: GrantSnapshot | None = None
     ) -> TablePermissions:
-        grants = [
-            g
-            for g in self.auth.list_grants()
-            if g.schema == target.schema and g.table in (None, target.table)
-        ]
-        public = any(g.group is None for g in grants)
-        read = frozenset(g.group for g in grants if g.group is not None and not _writes(g))
-        write = frozenset(g.group for g in grants if g.group is not None and _writes(g))
-        return TablePermissions(owner, public, read - write, write)
+        """The grants on ``target`` (its schema's too) in ``snap`` (default: now)."""
+        snap = snap if snap is not None else self.access.snapshot()
+        grantees = snap.grantees(target.schema, target.table)
+        write = frozenset(g for g in snap.writers(target.schema, target.table) if g is not None)
+        read = frozenset(g for g in grantees if g is not None) - write
+        return TablePermissions(owner, None in grantees, read, write)
 
     def _apply_permissions(self, target: TableName, change: PermissionChange) -> None:
         owner = self.owner_of(target.schema) or ""
@@ -526,13 +535,7 @@ class WorkspaceStore:
         desired |= {g: "write" for g in wanted.write_groups}
         if wanted.public:
             desired[None] = "read"
-        if self.require_known_groups:
-            for name in sorted(g for g in desired if g is not None):
-                if not self.auth.group_exists(name):
-                    raise WorkspaceError(
-                        f"no group {name!r}",
-                        hint="name a group that exists (ask the operator to create it)",
-                    )
+        self._check_groups(change)
         existing = {
             g.group: g.level
             for g in self.auth.list_grants()
@@ -548,6 +551,18 @@ class WorkspaceStore:
             self.auth.add_grant(
                 GrantRecord(target.schema, target.table, grantee, wanted_level), now
             )
+
+    def _check_groups(self, change: PermissionChange) -> None:
+        """Refuse groups the auth database does not hold (built-in identities)."""
+        if not self.require_known_groups:
+            return
+        named = (change.read_groups or frozenset()) | (change.write_groups or frozenset())
+        for name in sorted(named):
+            if not self.auth.group_exists(name):
+                raise WorkspaceError(
+                    f"no group {name!r}",
+                    hint="name a group that exists (ask the operator to create it)",
+                )
 
     def _clear_grants(self, target: TableName) -> None:
         for grant in self.auth.list_grants():
@@ -608,15 +623,14 @@ class WorkspaceStore:
             if schema is None:
                 assert current is not None
                 schema = pq.read_schema(current / "dataset" / "_common_metadata")
-            start = Usage(0, meta.nrows, 0) if current is not None else Usage()
             base_usage = self.usage(owner)
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
             try:
                 added = _write_batches(dataset, schema, batches, len(kept), limit_rows)
             except _TooManyRows as exc:
-                action = "creating" if new_table else "loading"
                 more = Usage(0, exc.rows, 0)
-                check_quota(owner, base_usage, base_usage + more, quota, f"{action} {target}")
+                what = f"{'creating' if new_table else 'loading'} {target}"
+                check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
             if added == 0 and not kept:
                 pq.write_table(schema.empty_table(), dataset / "part-00000.parquet")
@@ -624,14 +638,12 @@ class WorkspaceStore:
             new_meta = dataclasses.replace(meta, nrows=meta.nrows + added)
             new_meta.write(build.path)
             new_usage = Usage(_version_bytes(build.path), new_meta.nrows, 1)
+            action = "creating" if new_table else "loading"
             with self._owner_lock(target.schema):
                 now = self.usage(owner)
-                old = (
-                    Usage(_version_bytes(current), start.rows, 1)
-                    if current is not None
-                    else Usage()
-                )
-                action = "creating" if new_table else "loading"
+                # What this table counts for now (nothing for a new one), replaced by the new
+                # version.
+                old = Usage(_version_bytes(current), meta.nrows, 1) if current else Usage()
                 check_quota(owner, now, now - old + new_usage, quota, f"{action} {target}")
                 # building() publishes when this block ends, still under the owner's lock.
         return new_meta
@@ -704,10 +716,6 @@ class _AuditNote:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _writes(grant: GrantRecord) -> bool:
-    return grant.level == "write"
 
 
 def _access_of(identity: Identity, perms: TablePermissions) -> Access:
@@ -794,13 +802,14 @@ def _write_batches(
     """Write ``batches`` as new ``part-NNNNN.parquet`` files numbered after ``first_part``
     existing ones; returns the rows written.  Raises :class:`_TooManyRows` as soon as more
     than ``limit_rows`` rows came (the quota cannot be met: no need to read the rest)."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
     existing = sorted(dataset.glob("part-*.parquet"))
     number = int(existing[-1].stem.split("-")[1]) + 1 if existing else first_part
     total = 0
     in_file = 0
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in batches:
+        for batch in _read_ahead(batches):
             if batch.num_rows == 0:
                 continue
             if limit_rows is not None and total + batch.num_rows > limit_rows:
@@ -812,6 +821,8 @@ def _write_batches(
                     dataset / f"part-{number:05d}.parquet",
                     schema,
                     compression="snappy",
+                    # Dictionaries pay for repeated strings, not for ids and coordinates.
+                    use_dictionary=strings,
                     write_page_index=True,
                 )
                 number += 1
@@ -823,6 +834,21 @@ def _write_batches(
         if writer is not None:
             writer.close()
     return total
+
+
+def _read_ahead(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, the next one read in another thread while this one is written: parsing
+    (CSV, FITS) and Parquet encoding both release the GIL, so on two cores a load takes
+    about the longer of the two instead of their sum."""
+    source = iter(batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace-read") as pool:
+        pending = pool.submit(next, source, None)
+        while True:
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = pool.submit(next, source, None)
+            yield batch
 
 
 class _TooManyRows(Exception):

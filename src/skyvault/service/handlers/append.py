@@ -170,9 +170,15 @@ async def append_batch(
         ref = _BatchRef(batch_id, "body")
 
         def run() -> tuple[Any, Snapshot]:
-            _, rows = read_upload(
-                ref, body, settings.append_max_rows, max_columns=settings.max_upload_columns
-            )
+            try:
+                _, rows = read_upload(
+                    ref, body, settings.append_max_rows, max_columns=settings.max_upload_columns
+                )
+            except LimitExceeded as exc:  # said of a batch, not of a query's upload
+                raise LimitExceeded(
+                    exc.message.replace("per uploaded table", "per batch"),
+                    hint="send the rows in several batches, each with its own id",
+                ) from None
             result = append(settings.data_dir, target, rows, batch_id)
             return result, status(settings.data_dir, target)
 

@@ -533,6 +533,13 @@ def _serve_job_file(
     return _listing(request, entries, {"job": job_id}, signed, f"jobs/{job_id}/{FILES_DIR}/{rest}")
 
 
+@router.api_route("/jobs/{job_id}/files", methods=["GET", "HEAD"], include_in_schema=False)
+async def bulk_job_files_root(request: Request) -> Response:
+    """``…/files`` → ``…/files/`` (the query string, a signature, kept)."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(request.url.path + "/" + query, status_code=308)
+
+
 @router.api_route(
     "/jobs/{job_id}/files/{rest:path}", methods=["GET", "HEAD"], summary="A bulk job's files"
 )
@@ -580,7 +587,11 @@ def _file_urls(
     return out
 
 
-@router.get("/jobs/{job_id}/results/{name}", summary="A bulk job's scripts and links")
+@router.api_route(
+    "/jobs/{job_id}/results/{name}",
+    methods=["GET", "HEAD"],
+    summary="A bulk job's scripts and links",
+)
 async def bulk_job_result(
     job_id: str, name: str, request: Request, context: Context, caller: CallerDep
 ) -> Response:

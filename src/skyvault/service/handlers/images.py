@@ -7,6 +7,8 @@
   ``.../header.txt`` (``#detached-header``: the header service).
 * ``GET|POST {base}/soda/sync?ID=...&CIRCLE=...`` — a SODA 1.0 cutout (CIRCLE, POLYGON, POS,
   BAND, TIME, POL), ``application/fits``.
+* ``{base}/soda/async`` — the same cutout as a UWS job (:mod:`skyvault.service.services.sodajobs`;
+  its ``results/result`` is the FITS file).
 
 Hidden is absent: a collection is visible when its ``obscore`` table is
 (:mod:`skyvault.service.security`); an image of a hidden collection gets the same answer as
@@ -19,7 +21,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, BinaryIO, cast
 
@@ -29,6 +31,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from skyvault.catalog.layout import preview_cache_dir
+from skyvault.config import Settings
 from skyvault.errors import CatalogNotFound, UsageError
 from skyvault.images.archive import ImageArchive, StoredImage
 from skyvault.images.cutout import write_cutout
@@ -39,6 +42,8 @@ from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, single
 from skyvault.service.security import CallerDep
+from skyvault.service.uploads import InlineContent
+from skyvault.service.uws.handlers import job_router
 
 __all__ = ["router"]
 
@@ -225,3 +230,18 @@ async def soda_sync(request: Request, context: Context, caller: CallerDep) -> Re
         headers={"Content-Length": str(size)},
         background=BackgroundTask(spool.close),
     )
+
+
+def _soda_jobs_url(context: ServiceContext, request: Request) -> str:
+    return f"{context.base_url(request)}/soda/async"
+
+
+def _no_parts(
+    params: dict[str, list[str]], files: Mapping[str, InlineContent], settings: Settings
+) -> Mapping[str, InlineContent]:
+    """A SODA job keeps no multipart file part."""
+    return {}
+
+
+router.include_router(job_router("/soda/async", lambda c: c.soda_jobs, _soda_jobs_url,
+                                 keep_parts=_no_parts))  # fmt: skip

@@ -43,6 +43,7 @@ async def sia_query(request: Request, identity: IdentityDep) -> Response:
     DALI error documents whose message starts ``UsageFault:`` and names the parameter.
     """
     context = get_context(request)
+    context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
     started = time.perf_counter()
     try:
         pairs, _files, form = await read_form(request, 0)

@@ -28,6 +28,7 @@ from skyvault.service.services.vosi import (
     table_document,
     tableset_document,
 )
+from skyvault.workspace.permissions import permission_headers
 
 __all__ = ["router"]
 
@@ -111,7 +112,12 @@ async def table(name: str, request: Request, context: Context, caller: CallerDep
         for meta in published:
             if meta.qualified_name == name:
                 keys = foreign_keys(context.tap_schema.keys_for(caller.tables))
-                return Response(table_document(meta, keys), media_type=_XML)
+                # A user table's grants as youcat's x-vosi-* headers (workspace.py).
+                grants = await run_in_threadpool(
+                    context.workspace.grants_of, meta.schema, meta.name
+                )
+                headers = permission_headers(grants) if grants is not None else None
+                return Response(table_document(meta, keys), media_type=_XML, headers=headers)
         lowered = [m.qualified_name for m in published if m.qualified_name.lower() == name.lower()]
         hint = f"did you mean {lowered[0]}?" if lowered else "see /tables for the published tables"
         raise CatalogNotFound(f"no table {name}", hint=hint)

@@ -31,6 +31,7 @@ from skyvault.bulk.manifest import (
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
+from skyvault.engine.budget import MemoryBudget
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import StorageError
 from skyvault.images.datalink import DATALINK_TYPE
@@ -86,15 +87,23 @@ def bulk_job_kind(
     archive: Archive,
     settings: Settings,
     visible_tables: Callable[[Identity], list[TableMeta]],
+    budget: MemoryBudget | None = None,
 ) -> JobKind:
-    """The ``bulk`` job type over ``archive``; ``visible_tables`` gives an identity's tables."""
+    """The ``bulk`` job type over ``archive``; ``visible_tables`` gives an identity's tables,
+    ``budget`` is the memory the service's queries share (a job reserves its stream)."""
     limit = settings.bulk_job_file_bytes
 
     def check(caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]) -> None:
         request = parse_request(params, uploads.get("MOC"), max_file_bytes=limit)
         compile_request(request, archive, visible_tables(caller))
 
-    def run(job: Job, cancel: CancelToken, identity: Identity, results: ResultStore) -> JobResult:
+    def run(
+        job: Job,
+        cancel: CancelToken,
+        identity: Identity,
+        results: ResultStore,
+        check_size: Callable[[int], None],
+    ) -> JobResult:
         base = results.local_dir(job.job_id)
         if base is None:
             raise StorageError(
@@ -114,6 +123,8 @@ def bulk_job_kind(
             timeout=float(job.execution_duration) + 60.0,
             spool_dir=settings.spool_dir,
             job_id=job.job_id,
+            budget=budget,
+            check_size=check_size,
         )
         return JobResult(
             key=f"{job.job_id}/{FILES_DIR}/",
@@ -134,4 +145,4 @@ def bulk_job_kind(
         return links
 
     results_store = ResultStore(settings.results_location())
-    return JobKind("bulk", check=check, run=run, results=listed)
+    return JobKind("bulk", check=check, run=run, results=listed, endpoint="/bulk/jobs")

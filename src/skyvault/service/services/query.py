@@ -30,6 +30,7 @@ from skyvault.engine.executor import CancelToken, QueryResult
 from skyvault.engine.plan import QueryPlan
 from skyvault.errors import AdqlSemanticError
 from skyvault.formats.output import OutputFormat, WriteOptions
+from skyvault.images.obstap import datalink_services
 from skyvault.service.params import TapQueryParams
 from skyvault.service.uploads import with_upload_hint
 
@@ -138,6 +139,7 @@ class QueryService:
         uploads: Sequence[tuple[TableMeta, pa.Table]] = (),
         timeout: float | None = None,
         views: Sequence[View] = (),
+        base_url: str | None = None,
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
 
@@ -150,6 +152,8 @@ class QueryService:
         ``cancel`` stops the query from another thread (an ABORT, a client gone).
         ``views`` are the views over stored tables the caller may query as well
         (:mod:`skyvault.catalog.views`: ``ivoa.ObsCore``), described in TAP_SCHEMA too.
+        ``base_url`` (the service's public URL) is where the DataLink service descriptor of
+        a result with ``obs_publisher_did`` columns points (None: no descriptor).
 
         Once compiled, the query waits for its share of the memory budget (time that
         counts against its time limit); the share is given back when ``chunks`` ends or is
@@ -178,7 +182,9 @@ class QueryService:
         reservation = self.budget.reserve(need, deadline=deadline, cancel=cancel)
         try:
             # Time spent queueing counts against the query's time limit.
-            return self._start(params, plan, reservation, limit - reservation.waited, cancel)
+            return self._start(
+                params, plan, reservation, limit - reservation.waited, cancel, base_url
+            )
         except BaseException:
             reservation.close()
             raise
@@ -190,6 +196,7 @@ class QueryService:
         reservation: Reservation,
         timeout: float,
         cancel: CancelToken | None,
+        base_url: str | None = None,
     ) -> QueryOutput:
         result = self.archive.executor.execute(
             plan, maxrec=params.maxrec, timeout=max(timeout, 0.001), cancel=cancel
@@ -206,7 +213,11 @@ class QueryService:
             result.schema,
             lambda: result.overflow,
             infos,
-            WriteOptions(self.settings.spool_dir, self.settings.fits_max_spool_bytes),
+            WriteOptions(
+                self.settings.spool_dir,
+                self.settings.fits_max_spool_bytes,
+                datalink_services(result.columns, base_url),
+            ),
         )
         chunks = _Started(chunks, start=not params.output.streams, also=[batches, reservation])
         return QueryOutput(params.output, chunks, result, result.stats)

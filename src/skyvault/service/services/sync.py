@@ -158,6 +158,7 @@ class SyncRun:
             uploads=uploads,
             cancel=self.token,
             views=self.context.views(tables),
+            base_url=self.context.public_base_url(),
         )
         return self.first_chunks(first_bytes)
 

@@ -202,6 +202,7 @@ def capabilities_document(
         # image access (service/handlers/images.py)
         _simple_capability("ivo://ivoa.net/std/DataLink#links-1.1", f"{base}/datalink/links"),
         _simple_capability("ivo://ivoa.net/std/SODA#sync-1.0", f"{base}/soda/sync"),
+        _simple_capability("ivo://ivoa.net/std/SODA#async-1.0", f"{base}/soda/async"),
         sia_capability(f"{base}/sia/query"),  # service/handlers/sia.py
         # user tables, as CADC youcat advertises them (service/handlers/workspace.py)
         *(_user_table_capability(f"{_VOSI_ID}#{name}", f"{base}/{path}") for name, path in _YOUCAT),

@@ -1,4 +1,10 @@
-"""UWS 1.1 asynchronous jobs for TAP ``/async``, split by layer.
+"""UWS 1.1 asynchronous jobs — TAP ``/async`` and other job types — split by layer.
+
+A job type (:class:`~skyvault.service.uws.models.JobKind`: what a new job's parameters must
+hold, how a worker runs it, what its results list holds) gets its own
+:class:`JobService` from :meth:`JobService.for_kind` and its routes from
+:func:`~skyvault.service.uws.handlers.job_router`; every type shares the job database, the
+workers (fair turns between accounts), the per-account limits, destruction and recovery.
 
 * :mod:`~skyvault.service.uws.models` — phases, jobs, results, failures (no web, no SQL);
 * :mod:`~skyvault.service.uws.storage` — the job database (SQLite or PostgreSQL);

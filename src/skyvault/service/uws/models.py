@@ -209,14 +209,22 @@ class JobKind:
         upper-cased name): raises a :class:`~skyvault.errors.SkyvaultError` to refuse it
         (400, no job is created).  None: anything goes.
     run
-        ``run(job, cancel, identity, results) -> JobResult`` in a worker: produce the
-        job's results in the result store (None: the TAP query runner).
+        ``run(job, cancel, identity, results, check_size) -> JobResult`` in a worker:
+        produce the job's results in the result store (None: the TAP query runner);
+        ``check_size(n)`` raises once ``n`` bytes written would pass the owner's result
+        storage (call it as the results grow).
     results
         ``results(job, job_url) -> [ResultLink]``: the results list of a COMPLETED job
         (None: the one ``result`` of :class:`JobResult`).
+    endpoint
+        The path of the type's job list, under which each run is audited (None: the
+        runner's, ``/tap/async``).
     """
 
     name: str
     check: Callable[[Identity, dict[str, list[str]], Mapping[str, bytes]], None] | None = None
-    run: Callable[[Job, CancelToken, Identity, ResultStore], JobResult] | None = None
+    run: (
+        Callable[[Job, CancelToken, Identity, ResultStore, Callable[[int], None]], JobResult] | None
+    ) = None
     results: Callable[[Job, str], list[ResultLink]] | None = None
+    endpoint: str | None = None

@@ -393,6 +393,15 @@ class JobRunner:
         identity = Identity.anonymous() if owner is None else Identity(owner)
         return self.limits.limits_for(identity).max_running
 
+    def _size_check(self, identity: Identity, job: Job) -> Callable[[int], None]:
+        """``check(n)``: fails once ``n`` result bytes would take ``job``'s account past
+        the result storage limit."""
+        limits = self.limits
+        if limits is None:
+            return lambda n: None
+        used = self.store.result_bytes(job.account)
+        return lambda n: limits.check_result_fits(identity, used, n)
+
     def _capped(self, chunks: Iterator[bytes], identity: Identity, job: Job) -> Iterator[bytes]:
         """``chunks``, failing once they would take ``job``'s account past the result
         storage limit."""
@@ -472,10 +481,9 @@ class JobRunner:
                 self.limits.check_result_storage(identity, used)
             kind = self.kinds.get(job.kind)
             if kind is not None and kind.run is not None:
-                result = kind.run(job, run.token, identity, self.results)
-                if self.limits is not None:
-                    used = self.store.result_bytes(job.account)
-                    self.limits.check_result_fits(identity, used, result.size)
+                check_size = self._size_check(identity, job)
+                result = kind.run(job, run.token, identity, self.results, check_size)
+                check_size(result.size)
             else:
                 result = self._run_query(job, run, identity, parameters)
             rows = result.rows
@@ -508,13 +516,18 @@ class JobRunner:
             if self.audit is not None:
                 self.audit.record(
                     identity,
-                    f"{self.audit_endpoint}/{job.job_id}",
+                    f"{self._endpoint(job)}/{job.job_id}",
                     query=query,
                     rows=rows,
                     duration_s=time.perf_counter() - started,
                     outcome="ok" if error_code is None else "error",
                     error=error_code,
                 )
+
+    def _endpoint(self, job: Job) -> str:
+        """The path under which ``job``'s run is audited."""
+        kind = self.kinds.get(job.kind)
+        return kind.endpoint if kind is not None and kind.endpoint else self.audit_endpoint
 
     def _run_query(
         self, job: Job, run: _Running, identity: Identity, parameters: dict[str, list[str]]

@@ -5,7 +5,11 @@ job the caller may not access (:func:`skyvault.auth.jobs.can_access_job`) is rep
 exactly like a job that does not exist; lists hold only the jobs
 :func:`~skyvault.auth.jobs.can_list_job` allows (never anonymous ones).
 
-Parameters: a job is created only with a QUERY (a POST without one is a 400 and creates
+Job types: each :class:`JobService` serves one :class:`~skyvault.service.uws.models.JobKind`
+(TAP by default, :data:`TAP_JOBS`); a job of another type is "no such job" to it, and
+its ``check`` decides what a new job must hold.
+
+Parameters (TAP jobs): a job is created only with a QUERY (a POST without one is a 400 and creates
 nothing: every client — pyvo, TOPCAT, astroquery, taplint — sends the query in the POST that
 creates the job, and a body-less POST would only leave an empty job behind).  The TAP query
 parameters (LANG, QUERY, MAXREC, RESPONSEFORMAT...) are stored as given and checked with the

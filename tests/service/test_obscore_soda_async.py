@@ -1,0 +1,226 @@
+"""SODA ``{async}``: a cutout as a UWS job, checked against astropy's ``Cutout2D``, with
+pyvo's async job client and with curl, and hidden collections reading like missing ones.
+
+One public collection ``pubsoda`` (one TAN image) and one hidden ``secsoda`` (group
+``spies``: alice).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.wcs import WCS
+from fastapi.testclient import TestClient
+
+from skyvault.auth import AuthStorage, TokenService, grant_access
+from skyvault.auth.storage import utc_now
+from skyvault.config import Settings
+from skyvault.images.ingest import ImageIngestOptions, ingest_images
+from skyvault.service.app import create_app
+from tests.images._files import tan_header, write_image
+from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+
+RA, DEC = 62.0, -37.0
+DID = "ivo://skyvault/pubsoda?a"
+SECRET = "ivo://skyvault/secsoda?s"
+
+
+@dataclass(frozen=True)
+class World:
+    data: Path
+    image: Path
+    alice: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("sodaasync")
+    data = root / "data"
+    data.mkdir()
+    image = write_image(root / "a.fits", tan_header(RA, DEC, nx=200, ny=150), shape=(150, 200))
+    (root / "secret").mkdir()
+    secret = write_image(root / "secret" / "s.fits", tan_header(150.0, 2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ingest_images([image], "pubsoda", data, options=ImageIngestOptions())
+        ingest_images([secret], "secsoda", data, options=ImageIngestOptions())
+    storage = AuthStorage.for_data_dir(data)
+    try:
+        now = utc_now()
+        storage.add_user("alice", now)
+        storage.add_group("spies", ["alice"], now)
+        grant_access(storage, "pubsoda", None)
+        grant_access(storage, "secsoda", "spies")
+        alice = TokenService(storage).create_token("alice", 1)
+    finally:
+        storage.close()
+    return World(data, image, alice)
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _check_cutout(data: bytes, source: Path) -> None:
+    """The cutout is the oracle's: Cutout2D of the same pixel box, the same sky."""
+    with fits.open(io.BytesIO(data)) as got:
+        wcs = WCS(fits.getheader(source))
+        x0 = round(float(wcs.wcs.crpix[0]) - got[0].header["CRPIX1"])
+        y0 = round(float(wcs.wcs.crpix[1]) - got[0].header["CRPIX2"])
+        ny, nx = got[0].data.shape
+        assert 0 < nx < 200 and 0 < ny < 150
+        oracle = Cutout2D(
+            fits.getdata(source), ((2 * x0 + nx - 1) / 2, (2 * y0 + ny - 1) / 2), (ny, nx), wcs=wcs
+        )
+        np.testing.assert_array_equal(got[0].data, oracle.data)
+        sky = WCS(got[0].header).pixel_to_world(0, 0)
+        assert sky.separation(oracle.wcs.pixel_to_world(0, 0)).arcsec < 1e-6
+
+
+def _wait(client: TestClient, job_id: str, headers: dict[str, str]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = client.get(f"/tap/soda/async/{job_id}/phase", headers=headers).text.strip()
+        if text in ("COMPLETED", "ERROR", "ABORTED"):
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def _create(client: TestClient, headers: dict[str, str] | None = None, **params: str) -> str:
+    r = client.post("/tap/soda/async", data=params, headers=headers or {}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return str(r.headers["location"]).rsplit("/", 1)[-1]
+
+
+def test_async_cutout_equals_cutout2d(client: TestClient, world: World) -> None:
+    job_id = _create(client, ID=DID, CIRCLE=f"{RA} {DEC} {3 / 3600}", PHASE="RUN")
+    assert _wait(client, job_id, {}) == "COMPLETED"
+    r = client.get(f"/tap/soda/async/{job_id}/results/result")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/fits"
+    _check_cutout(r.content, world.image)
+    # the job document lists it
+    assert (
+        f"/tap/soda/async/{job_id}/results/result"
+        in client.get(f"/tap/soda/async/{job_id}/results").text
+    )
+    # a SODA job is not a TAP job
+    assert client.get(f"/tap/async/{job_id}").status_code == 404
+
+
+def test_bad_requests_create_no_job(client: TestClient, world: World) -> None:
+    for params, status, words in (
+        ({"CIRCLE": f"{RA} {DEC} 0.01"}, 400, "ID"),
+        ({"ID": DID, "CIRCLE": "1 2"}, 400, "CIRCLE"),
+        ({"ID": DID, "BAND": "1 2", "TIME": "x"}, 400, "TIME"),
+        ({"ID": "ivo://skyvault/pubsoda?nosuch", "CIRCLE": f"{RA} {DEC} 0.01"}, 404, "no image"),
+        ({"ID": SECRET, "CIRCLE": "150 2 0.001"}, 404, "no image"),
+    ):
+        r = client.post("/tap/soda/async", data=params, follow_redirects=False)
+        assert r.status_code == status, (params, r.text)
+        document = read_votable(r.content)
+        infos = document.resources[0].infos
+        message = next(i.content for i in infos if i.name == "QUERY_STATUS")
+        assert words in str(message)
+    # a hidden ID reads exactly as a missing one
+    missing = client.post("/tap/soda/async", data={"ID": "ivo://skyvault/secsodb?s",
+                                                    "CIRCLE": "150 2 0.001"})  # fmt: skip
+    hidden = client.post("/tap/soda/async", data={"ID": SECRET, "CIRCLE": "150 2 0.001"})
+    assert missing.text.replace("secsodb", "secsoda") == hidden.text
+
+
+def test_the_group_cuts_its_hidden_collection(client: TestClient, world: World) -> None:
+    headers = {"Authorization": f"Bearer {world.alice}"}
+    job_id = _create(client, headers, ID=SECRET, CIRCLE="150 2 0.001", PHASE="RUN")
+    assert _wait(client, job_id, headers) == "COMPLETED"
+    data = client.get(f"/tap/soda/async/{job_id}/results/result", headers=headers).content
+    with fits.open(io.BytesIO(data)) as got:
+        assert got[0].data.size > 0
+    # nobody else sees the job
+    assert client.get(f"/tap/soda/async/{job_id}").status_code in (401, 403, 404)
+
+
+def test_a_region_outside_the_image_ends_in_error(client: TestClient) -> None:
+    job_id = _create(client, ID=DID, CIRCLE="10 10 0.001", PHASE="RUN")
+    assert _wait(client, job_id, {}) == "ERROR"
+    error = client.get(f"/tap/soda/async/{job_id}/error")
+    assert "CutoutNoOverlap" in error.text or "does not overlap" in error.text
+
+
+def test_capabilities_declare_soda_async(client: TestClient) -> None:
+    text = client.get("/tap/capabilities").text
+    capability = text.split('standardID="ivo://ivoa.net/std/SODA#async-1.0"', 1)[1]
+    assert "/tap/soda/async</accessURL>" in capability.split("</capability>", 1)[0]
+
+
+# --- real clients -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_url(world: World) -> Iterator[str]:
+    port = _free_port()
+    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
+    with serve_in_thread(create_app(settings), port) as url:
+        yield url
+
+
+def test_pyvo_async_job(live_url: str, world: World) -> None:
+    """pyvo's UWS client runs the job, waits and reads the result (created by a POST, as
+    pyvo's own ``AsyncTAPJob.create`` would at a TAP URL's ``/async``)."""
+    import requests
+    from pyvo.dal.tap import AsyncTAPJob
+
+    created = requests.post(
+        f"{live_url}/soda/async",
+        data={"ID": DID, "CIRCLE": f"{RA} {DEC} {3 / 3600}"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert created.status_code == 303
+    job = AsyncTAPJob(created.headers["location"])
+    assert job.phase == "PENDING"
+    job.run()
+    job.wait(phases={"COMPLETED", "ERROR", "ABORTED"}, timeout=60)
+    assert job.phase == "COMPLETED"
+    _check_cutout(requests.get(job.result_uri, timeout=30).content, world.image)
+    job.delete()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_async_job(live_url: str, world: World, tmp_path: Path) -> None:
+    def curl(*args: str) -> str:
+        out = subprocess.run(["curl", "-sS", *args], capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+        return out.stdout
+
+    headers = curl("-o", "/dev/null", "-D", "-", "-d", f"ID={DID}",
+                   "--data-urlencode", f"CIRCLE={RA} {DEC} {3 / 3600}", "-d", "PHASE=RUN",
+                   f"{live_url}/soda/async")  # fmt: skip
+    location = next(
+        line.split(":", 1)[1].strip()
+        for line in headers.splitlines()
+        if line.lower().startswith("location:")
+    )
+    phase = curl(f"{location}/phase?WAIT=30")
+    deadline = time.monotonic() + 60
+    while phase.strip() not in ("COMPLETED", "ERROR") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        phase = curl(f"{location}/phase")
+    assert phase.strip() == "COMPLETED"
+    out = tmp_path / "cut.fits"
+    curl("-o", str(out), f"{location}/results/result")
+    _check_cutout(out.read_bytes(), world.image)
