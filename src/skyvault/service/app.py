@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from starlette._utils import get_route_path
+from starlette.types import Receive, Scope, Send
 
 from skyvault import __version__
 from skyvault.catalog.compact import BackgroundCompactor, CompactionPolicy
@@ -19,7 +21,41 @@ from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws import handlers as uws
 
-__all__ = ["create_app"]
+__all__ = ["SkyvaultApp", "create_app"]
+
+
+class SkyvaultApp(FastAPI):
+    """The FastAPI application, with ``/sync`` served without the router and middleware.
+
+    A cone search is a few milliseconds of work, and FastAPI's middleware stack, routing
+    and dependency solving were a measurable part of it; :func:`tap.serve_sync` runs the
+    same handler, identity and error handlers directly.  The usual path is taken whenever
+    something could hook into it: added middleware, dependency overrides, FastAPI's
+    telemetry, a ``root_path`` set on the app.
+    """
+
+    sync_path: str | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("GET", "POST")
+            and self.sync_path is not None
+            and get_route_path(scope) == self.sync_path
+            and not self.root_path
+            and not self.user_middleware
+            and not self.dependency_overrides
+            and not _telemetry_on(self)
+        ):
+            scope["app"] = self
+            await tap.serve_sync(scope, receive, send, self.exception_handlers)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _telemetry_on(app: FastAPI) -> bool:
+    telemetry = getattr(app, "_native_telemetry", None)
+    return telemetry is not None and bool(telemetry.enabled())
 
 
 def _compactor(settings: Settings) -> BackgroundCompactor | None:
@@ -70,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # No /docs or /redoc: they load Swagger UI and ReDoc from a CDN, so they are blank
     # offline, and no TAP client uses them (the schema stays at /openapi.json).
-    app = FastAPI(
+    app = SkyvaultApp(
         title="skyvault",
         version=__version__,
         description="TAP 1.1 service over HATS catalogues (ADQL 2.1)",
@@ -92,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return RedirectResponse("portal/", status_code=302)
 
     app.include_router(tap.router, prefix=settings.path_prefix, tags=["tap"])
+    app.sync_path = f"{settings.path_prefix.rstrip('/')}/sync"
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
     app.include_router(images.router, prefix=settings.path_prefix, tags=["images"])
