@@ -64,6 +64,7 @@ from sqlglot import exp
 from skyvault.adql import nodes
 from skyvault.adql.dialect import Adql
 from skyvault.errors import UsageError
+from skyvault.images import obstap
 from skyvault.images.soda import POL_STATES, Interval, SpatialFilter, describe_region, parse_pos
 from skyvault.sky.regions import Circle, Polygon, RaDecRange
 
@@ -86,7 +87,7 @@ __all__ = [
 SIA_STANDARD_ID = "ivo://ivoa.net/std/SIA#query-2.0"
 
 #: The table SIA queries: the union of the caller's visible collections.
-OBSCORE_TABLE = "ivoa.ObsCore"
+OBSCORE_TABLE = f"{obstap.OBSCORE_SCHEMA}.{obstap.OBSCORE_TABLE}"
 
 #: Interval parameters that must hold an ObsCore column's value: the column and the unit.
 INTERVAL_PARAMS: dict[str, tuple[str, str]] = {
