@@ -353,3 +353,14 @@ def test_read_write_group_members_may_index_readers_may_not(site: Site) -> None:
             content="r-group=\nrw-group=",
             headers={"Authorization": f"Bearer {site.alice}", "Content-Type": "text/plain"},
         )
+
+
+def test_dest_on_sync_is_refused_not_ignored(site: Site) -> None:
+    response = httpx.post(
+        f"{site.url}/sync",
+        data={"LANG": "ADQL", "QUERY": BRIGHT, "DEST": "user_alice.sync"},
+        headers={"Authorization": f"Bearer {site.alice}"},
+    )
+    assert response.status_code == 400
+    assert "DEST (save the result as a table) works only for async jobs" in response.text
+    assert not (site.data / "user_alice" / "sync").exists()
