@@ -220,7 +220,7 @@ class QueryService:
         rows = result.batches if sink is None else _tee(result.batches, sink)
         batches = _Started(rows, start=True, also=[] if sink is None else [result.batches])
         infos: list[tuple[str, str, str | None]] = [
-            ("standardID", TAP_STANDARD_ID, None),
+            ("standardID", params.standard_id, None),
             ("QUERY", params.query, None),
             ("MAXREC", str(params.maxrec), None),
         ]
@@ -233,7 +233,7 @@ class QueryService:
             WriteOptions(
                 self.settings.spool_dir,
                 self.settings.fits_max_spool_bytes,
-                datalink_services(result.columns, base_url),
+                (*params.services, *datalink_services(result.columns, base_url)),
             ),
         )
         chunks = _Started(chunks, start=not params.output.streams, also=[batches, reservation])
