@@ -323,3 +323,90 @@ def test_access_url_in_the_python_api_is_the_stored_value(world: World) -> None:
     assert set(got.column("access_url").to_pylist()) == {None}
     assert set(got.column("access_format").to_pylist()) == {"image/fits"}
     assert TableName("alpha", "obscore") in obscore_views(tables, None)[0].members
+
+
+# --- Rubin's ObsCore extension columns: the DP0.2 tutorial query, unchanged ---------------------
+
+#: The tutorial's query (DP0.2 image queries: deepCoadd images in a band covering a position),
+#: as Rubin's notebooks and the scripts built on them send it (``'...'AND`` included).
+TUTORIAL = (
+    "SELECT TOP %d dataproduct_type,dataproduct_subtype,calib_level,lsst_band,em_min,em_max,"
+    "lsst_tract,lsst_patch, lsst_filter,lsst_visit,lsst_detector,lsst_ccdvisitid,t_exptime,"
+    "t_min,t_max,s_ra,s_dec,s_fov, obs_id,obs_collection,o_ucd,facility_name,instrument_name,"
+    "obs_title,s_region,access_url, access_format FROM ivoa.ObsCore WHERE calib_level = 3 AND "
+    "dataproduct_type = 'image' AND lsst_band='%s' AND dataproduct_subtype = "
+    "'lsst.deepCoadd_calexp'AND CONTAINS(POINT('ICRS', %f, %f), s_region)=1"
+)
+
+
+def test_the_dp02_tutorial_query_runs_unchanged(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    coadds, calexps = [], []
+    for k, band in enumerate("gri"):
+        header = tan_header(55.75, -32.27, nx=80, ny=80, scale_arcsec=2.0, band=band)
+        header["TRACT"], header["PATCH"] = 4431, 17 + k
+        coadds.append(write_image(tmp_path / f"coadd-{band}.fits", header, shape=(80, 80)))
+        visit = tan_header(55.75, -32.27, band=band)
+        visit["VISIT"], visit["DETECTOR"], visit["CCDVISIT"] = 1000 + k, 42, (1000 + k) * 200 + 42
+        calexps.append(write_image(tmp_path / f"calexp-{band}.fits", visit))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ingest_images(coadds, "coadd", data, options=ImageIngestOptions(
+            calib_level=3, subtype="lsst.deepCoadd_calexp"))  # fmt: skip
+        ingest_images(calexps, "calexp", data, options=ImageIngestOptions(
+            calib_level=2, subtype="lsst.calexp"))  # fmt: skip
+    archive = Archive(data)
+    tables = archive.tables()
+    views = obscore_views(tables, "https://example.org/tap")
+    got = archive.stream(TUTORIAL % (5, "i", 55.75, -32.27), tables=tables, views=views)
+    rows = got.to_table().to_pylist()
+    assert [(r["obs_id"], r["lsst_band"], r["lsst_tract"], r["lsst_patch"]) for r in rows] == [
+        ("coadd-i", "i", 4431, 19)
+    ]
+    assert rows[0]["lsst_filter"] == "i_sim_1.4" and rows[0]["lsst_visit"] is None
+    assert rows[0]["access_url"].startswith("https://example.org/tap/datalink/links?ID=")
+    calexp = archive.stream(
+        "SELECT lsst_visit, lsst_detector, lsst_ccdvisitid FROM ivoa.ObsCore "
+        "WHERE dataproduct_subtype = 'lsst.calexp' AND lsst_band = 'r'",
+        tables=tables,
+        views=views,
+    ).to_table()
+    assert calexp.to_pylist() == [
+        {"lsst_visit": 1001, "lsst_detector": 42, "lsst_ccdvisitid": 1001 * 200 + 42}
+    ]
+
+
+def test_extension_columns_only_when_every_member_has_them(world: World) -> None:
+    import dataclasses
+
+    alpha, beta = (world.archive.registry.get(c, "obscore").meta for c in FIELDS)
+    older = dataclasses.replace(
+        beta, columns=tuple(c for c in beta.columns if not c.name.startswith("lsst_"))
+    )
+    (full,) = [v for v in obscore_views([alpha, beta], None) if v.meta.schema == "ivoa"]
+    (mixed,) = [v for v in obscore_views([alpha, older], None) if v.meta.schema == "ivoa"]
+    assert "lsst_band" in full.meta.column_names
+    assert not [n for n in mixed.meta.column_names if n.startswith("lsst_")]
+    assert mixed.schema.names == mixed.meta.column_names
+    (empty,) = obscore_views([], None)
+    assert empty.schema.names == empty.meta.column_names and "lsst_band" in empty.schema.names
+
+
+def test_the_view_on_dask_answers_as_locally(world: World) -> None:
+    from skyvault.engine.distributed import DaskExecutor
+
+    dask = Archive(world.data, executor=DaskExecutor())
+    tables = world.archive.tables()
+    views = obscore_views(tables, "https://example.org/tap")
+    ra, dec = FIELDS["beta"]
+    for adql in (
+        "SELECT obs_id, access_url FROM ivoa.ObsCore ORDER BY obs_id",
+        "SELECT obs_collection, COUNT(*) AS n, MAX(s_fov) AS f FROM ivoa.ObsCore "
+        "GROUP BY obs_collection ORDER BY obs_collection",
+        "SELECT obs_id FROM ivoa.ObsCore "
+        f"WHERE INTERSECTS(s_region, CIRCLE({ra}, {dec}, 0.03)) = 1 ORDER BY obs_id",
+    ):
+        local = world.archive.stream(adql, tables=tables, views=views).to_table()
+        split = dask.stream(adql, tables=dask.tables(), views=views).to_table()
+        assert split.to_pylist() == local.to_pylist() != []

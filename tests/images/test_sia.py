@@ -288,7 +288,7 @@ def test_rows_match_brute_force(archive: tuple[Archive, pa.Table]) -> None:
     r = random.Random(11)
     t_all = [row["t_min"] for row in rows if row["t_min"] is not None]
     checked = 0
-    for _ in range(60):
+    for _ in range(100):
         params: dict[str, list[str]] = {}
         tests = []
         if r.random() < 0.5:
@@ -330,6 +330,24 @@ def test_rows_match_brute_force(archive: tuple[Archive, pa.Table]) -> None:
         if r.random() < 0.2:
             params["COLLECTION"] = [r.choice(["c", "C", "other"])]
             tests.append(lambda row, c=params["COLLECTION"][0]: row["obs_collection"] == c)
+        for name, column in (("FOV", "s_fov"), ("SPATRES", "s_resolution"),
+                             ("SPECRP", "em_res_power")):  # fmt: skip
+            if r.random() < 0.2:
+                known = sorted(row[column] for row in rows if row[column] is not None)
+                a = r.choice([-math.inf, known[len(known) // 3]])
+                b = r.choice([math.inf, known[2 * len(known) // 3], a if a > -math.inf else 0.0])
+                b = max(a, b)
+                params[name] = [_interval_text(a, b)]
+                tests.append(lambda row, c=column, a=a, b=b: _holds(row[c], a, b))
+        for name, column in (("FACILITY", "facility_name"), ("DPTYPE", "dataproduct_type"),
+                             ("FORMAT", "access_format")):  # fmt: skip
+            if r.random() < 0.1:
+                value = r.choice([rows[0][column], "something else"])
+                params[name] = [value]
+                tests.append(lambda row, c=column, v=value: row[c] == v)
+        if r.random() < 0.1:  # no image here has polarisation states: POL finds none
+            params["POL"] = ["I"]
+            tests.append(lambda row: False)
         query = sia_query(parse_sia(params, maxrec_default=100, maxrec_limit=100), "c.obscore")
         got = _ids(engine.query(query))
         want = {row["obs_id"] for row in rows if all(t(row) for t in tests)}

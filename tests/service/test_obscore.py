@@ -24,7 +24,7 @@ from skyvault.auth import AuthStorage, TokenService, grant_access
 from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
-from skyvault.images.obscore import COLUMNS
+from skyvault.images.obscore import COLUMNS, EXTENSION_COLUMNS
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
@@ -186,8 +186,9 @@ def test_tap_schema_describes_obscore(client: TestClient, world: World) -> None:
         assert row["utype"] == c.utype and str(c.utype).startswith("obscore:")
         assert row["ucd"] == c.ucd
         assert (row["unit"] or None) == c.unit, c.name
-    # nothing of skyvault's own beside the standard's columns
-    assert set(got) == {c.name for c in COLUMNS}
+    # beside the standard's columns, Rubin's extension ones (no skyvault internals)
+    assert set(got) == {c.name for c in (*COLUMNS, *EXTENSION_COLUMNS)}
+    assert {str(got[c.name]["utype"] or "") for c in EXTENSION_COLUMNS} == {""}
 
 
 def test_tables_lists_obscore(client: TestClient) -> None:

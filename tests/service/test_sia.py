@@ -423,10 +423,38 @@ def test_maxrec_overflow_and_zero(live_url: str, world: World) -> None:
     raw = httpx.get(f"{live_url}/sia/query", params={"COLLECTION": "pubimg", "MAXREC": "3"})
     statuses = [v for v, _ in query_status(read_votable(raw.content))]
     assert "OVERFLOW" in statuses
+    infos = {i.name: i.value for i in read_votable(raw.content).resources[0].infos}
+    assert infos["standardID"] == "ivo://ivoa.net/std/SIA#query-2.0"
     empty = httpx.get(f"{live_url}/sia/query", params={"MAXREC": "0"})
     document = read_votable(empty.content)
     table = document.get_first_table()
     assert len(table.array) == 0 and "s_region" in [f.name for f in table.fields]
+
+
+def test_the_answer_describes_the_service(live_url: str) -> None:
+    """SIA 2.0 §3.1.2: a ``RESOURCE name="this"`` service descriptor with every parameter,
+    in every answer (MAXREC=0 included), which pyvo finds by its standardID."""
+    from pyvo.dal.sia2 import SIA2_STANDARD_ID
+
+    for params in ({"MAXREC": "0"}, {"COLLECTION": "pubimg", "MAXREC": "2"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = _service(f"{live_url}/sia").search(**{k.lower(): v for k, v in  # type: ignore[attr-defined]
+                                                          params.items() if k != "MAXREC"},
+                                                       maxrec=int(params["MAXREC"]))  # fmt: skip
+        this = result.get_adhocservice_by_ivoid(SIA2_STANDARD_ID)
+        assert this.name == "this"
+        urls = [p.value for p in this.params if p.name == "accessURL"]
+        assert urls == [f"{live_url}/sia/query"]
+        inputs = [p for g in this.groups if g.name == "inputParams" for p in g.entries]
+        assert {p.name for p in inputs} == {
+            "POS", "BAND", "TIME", "POL", "FOV", "SPATRES", "EXPTIME", "TIMERES", "SPECRP",
+            "ID", "COLLECTION", "FACILITY", "INSTRUMENT", "DPTYPE", "CALIB", "TARGET",
+            "FORMAT", "MAXREC",
+        }  # fmt: skip
+        assert {p.xtype for p in inputs if p.name in ("BAND", "TIME", "FOV")} == {"interval"}
+        # still one DataLink descriptor for iter_datalinks
+        assert result.get_adhocservice_by_ivoid("ivo://ivoa.net/std/DataLink#links-1.1")
 
 
 def test_post_and_response_format(live_url: str, world: World) -> None:

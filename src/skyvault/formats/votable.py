@@ -122,6 +122,23 @@ class ServiceDescriptor:
     """``(PARAM name, index of the result column it takes its value from)``."""
     description: str | None = None
     resource_id: str | None = None
+    inputs: tuple[InputParam, ...] = ()
+    """Input parameters the caller fills in (no ``ref``): a service's self-description."""
+    name: str | None = None
+    """The RESOURCE's ``name`` (``this``: the service that made the document)."""
+
+
+@dataclass(frozen=True)
+class InputParam:
+    """A free input parameter of a service descriptor (a PARAM with an empty value)."""
+
+    name: str
+    datatype: str = "char"
+    arraysize: str | None = "*"
+    xtype: str | None = None
+    unit: str | None = None
+    ucd: str | None = None
+    description: str | None = None
 
 
 _NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
@@ -145,7 +162,8 @@ def _field_ids(
 def _service_resource(service: ServiceDescriptor, ids: dict[int, str]) -> str:
     text = '<PARAM name="{}" datatype="char" arraysize="*"{}/>\n'
     parts = [
-        f'<RESOURCE type="meta" utype="adhoc:service"{attr("ID", service.resource_id)}>\n',
+        f'<RESOURCE type="meta" utype="adhoc:service"{attr("ID", service.resource_id)}'
+        f"{attr('name', service.name)}>\n",
         f"<DESCRIPTION>{escape_text(service.description)}</DESCRIPTION>\n"
         if service.description
         else "",
@@ -156,9 +174,21 @@ def _service_resource(service: ServiceDescriptor, ids: dict[int, str]) -> str:
             text.format(name, attr("value", "") + attr("ref", ids[index]))
             for name, index in service.params
         ),
+        *(_input_param(p) for p in service.inputs),
         "</GROUP>\n</RESOURCE>\n",
     ]
     return "".join(parts)
+
+
+def _input_param(param: InputParam) -> str:
+    head = (
+        f"<PARAM{attr('name', param.name)}{attr('datatype', param.datatype)}"
+        f"{attr('arraysize', param.arraysize)}{attr('xtype', param.xtype)}"
+        f"{attr('unit', param.unit)}{attr('ucd', param.ucd)}{attr('value', '')}"
+    )
+    if not param.description:
+        return head + "/>\n"
+    return f"{head}><DESCRIPTION>{escape_text(param.description)}</DESCRIPTION></PARAM>\n"
 
 
 def _field(plan: ColumnPlan, field_id: str | None = None) -> str:

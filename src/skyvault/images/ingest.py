@@ -75,6 +75,7 @@ from skyvault.images.fitsheader import (
 )
 from skyvault.images.obscore import (
     COLUMNS,
+    EXTENSION_COLUMNS,
     EXTRA_COLUMNS,
     LSST_BANDS,
     BandTable,
@@ -617,7 +618,7 @@ def _write(
     for item in produced.iterdir():
         os.rename(item, root / item.name)
     shutil.rmtree(scratch)
-    described = {c.name: c for c in (*COLUMNS, *EXTRA_COLUMNS)}
+    described = {c.name: c for c in (*COLUMNS, *EXTENSION_COLUMNS, *EXTRA_COLUMNS)}
     columns: list[ColumnMeta] = []
     for column in meta.columns:
         out = column

@@ -45,6 +45,7 @@ from skyvault.errors import UsageError
 
 __all__ = [
     "COLUMNS",
+    "EXTENSION_COLUMNS",
     "EXTRA_COLUMNS",
     "LSST_BANDS",
     "PSF_KEYWORDS",
@@ -441,6 +442,27 @@ EXTRA_COLUMNS: tuple[ObsCoreColumn, ...] = (
 )  # fmt: skip
 
 
+#: Extension columns of Rubin's ObsCore table (DP0.2's ``ivoa.ObsCore``), so that its
+#: tutorials' queries run unchanged; filled from the header cards BAND (else FILTER),
+#: FILTER, VISIT, DETECTOR, CCDVISIT, TRACT and PATCH (NULL when missing).
+EXTENSION_COLUMNS: tuple[ObsCoreColumn, ...] = (
+    ObsCoreColumn("lsst_band", pa.string(), None, "instr.bandpass", None,
+                  "Abstract filter band (u, g, r, i, z, y)", False, True),
+    ObsCoreColumn("lsst_filter", pa.string(), None, "instr.filter", None,
+                  "Physical filter", False),
+    ObsCoreColumn("lsst_visit", pa.int64(), None, "meta.id;obs", None,
+                  "Visit of the exposure", False),
+    ObsCoreColumn("lsst_detector", pa.int64(), None, "meta.id;instr.det", None,
+                  "Detector of the exposure", False),
+    ObsCoreColumn("lsst_ccdvisitid", pa.int64(), None, "meta.id", None,
+                  "Visit and detector in one id (CcdVisit.ccdVisitId)", False),
+    ObsCoreColumn("lsst_tract", pa.int64(), None, "meta.id", None,
+                  "Sky-map tract of a coadd", False),
+    ObsCoreColumn("lsst_patch", pa.int64(), None, "meta.id", None,
+                  "Sky-map patch of a coadd", False),
+)  # fmt: skip
+
+
 def is_obscore_table(meta: TableMeta) -> bool:
     """Whether a published table is a collection's ObsCore table (what ``ivoa.ObsCore`` is
     to be the union of): every mandatory column there with the standard's utype."""
@@ -450,7 +472,8 @@ def is_obscore_table(meta: TableMeta) -> bool:
 
 def obscore_schema() -> pa.Schema:
     """The Arrow schema of a collection's ObsCore table (before ingest adds its index)."""
-    return pa.schema([pa.field(c.name, c.type) for c in (*COLUMNS, *EXTRA_COLUMNS)])
+    columns = (*COLUMNS, *EXTENSION_COLUMNS, *EXTRA_COLUMNS)
+    return pa.schema([pa.field(c.name, c.type) for c in columns])
 
 
 # --- band table ---------------------------------------------------------------------------
@@ -543,6 +566,24 @@ class ImageFacts:
     pixel_scale: float
     shape: tuple[int, int]
     naxis: int
+
+
+def _integer(text: str | None) -> int | None:
+    """An integer card value, or None (missing or not an integer)."""
+    if text is None:
+        return None
+    try:
+        exact = int(text.strip())
+    except ValueError:
+        pass
+    else:
+        return exact if -(2**63) <= exact < 2**63 else None
+    number = _number(text)
+    if number is None or not math.isfinite(number) or abs(number) >= 2**63:
+        return None
+    if number != int(number):
+        return None
+    return int(number)
 
 
 def _number(text: str | None) -> float | None:
@@ -694,6 +735,13 @@ def obscore_record(
         "em_ucd": "em.wl" if band is not None else None,
         "em_unit": "m" if band is not None else None,
         "o_unit": get("BUNIT"),
+        "lsst_band": band if band is not None else band_value,
+        "lsst_filter": get("FILTER", "PHYSFILT"),
+        "lsst_visit": _integer(get("VISIT")),
+        "lsst_detector": _integer(get("DETECTOR")),
+        "lsst_ccdvisitid": _integer(get("CCDVISIT")),
+        "lsst_tract": _integer(get("TRACT")),
+        "lsst_patch": _integer(get("PATCH")),
         "band": band if band is not None else band_value,
         "image_file": facts.image_file,
         "image_hdu": facts.hdu,

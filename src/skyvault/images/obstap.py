@@ -31,7 +31,7 @@ from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import ColumnMeta, TableMeta, votable_type
 from skyvault.catalog.views import DerivedColumn, View
 from skyvault.formats.votable import ServiceDescriptor
-from skyvault.images.obscore import COLUMNS, is_obscore_table
+from skyvault.images.obscore import COLUMNS, EXTENSION_COLUMNS, ObsCoreColumn, is_obscore_table
 from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
@@ -61,9 +61,17 @@ _DESCRIPTION = (
 )
 
 
-def _columns() -> tuple[ColumnMeta, ...]:
+def _view_columns(members: Sequence[TableMeta]) -> tuple[ObsCoreColumn, ...]:
+    """The columns of ``ivoa.ObsCore`` over ``members``: the ObsCore ones, then the
+    extension columns (Rubin's ``lsst_*``) every member has (all of them without members)."""
+    shared = [c for c in EXTENSION_COLUMNS
+              if all(c.name in {m.name for m in t.columns} for t in members)]  # fmt: skip
+    return (*COLUMNS, *shared)
+
+
+def _columns(columns: Sequence[ObsCoreColumn]) -> tuple[ColumnMeta, ...]:
     out = []
-    for index, c in enumerate(COLUMNS):
+    for index, c in enumerate(columns):
         datatype, arraysize, xtype = votable_type(c.type)
         out.append(
             ColumnMeta(
@@ -77,7 +85,7 @@ def _columns() -> tuple[ColumnMeta, ...]:
                 description=c.description,
                 principal=c.principal,
                 indexed=c.name in ("s_ra", "s_dec"),
-                std=True,
+                std=c.utype is not None,
                 column_index=index,
                 arrow_type=str(c.type),
             )
@@ -85,8 +93,13 @@ def _columns() -> tuple[ColumnMeta, ...]:
     return tuple(out)
 
 
-_COLUMNS = _columns()
-_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+_EMPTY = pa.schema([])
+
+
+def view_schema(meta: TableMeta) -> pa.Schema:
+    """The Arrow schema of ``ivoa.ObsCore`` as ``meta`` describes it (an empty view's)."""
+    types = {c.name: c.type for c in (*COLUMNS, *EXTENSION_COLUMNS)}
+    return pa.schema([pa.field(c.name, types[c.name]) for c in meta.columns])
 
 
 def obscore_meta(members: Sequence[TableMeta]) -> TableMeta:
@@ -95,7 +108,7 @@ def obscore_meta(members: Sequence[TableMeta]) -> TableMeta:
         schema=OBSCORE_SCHEMA,
         name=OBSCORE_TABLE,
         kind="hats",
-        columns=_COLUMNS,
+        columns=_columns(_view_columns(members)),
         nrows=sum(m.nrows for m in members),
         description=_DESCRIPTION,
         ra_column="s_ra",
@@ -209,11 +222,12 @@ def obscore_views(
         )
     views = []
     if offered or members:
+        meta = _META.get(members)
         views.append(
             View(
-                meta=_META.get(members),
+                meta=meta,
                 members=tuple(TableName(m.schema, m.name) for m in members),
-                schema=_SCHEMA,
+                schema=view_schema(meta),
                 derived=derived,
             )
         )
@@ -222,7 +236,7 @@ def obscore_views(
             View(
                 meta=_COLLECTION_META.get([m]),
                 members=(TableName(m.schema, m.name),),
-                schema=_SCHEMA,
+                schema=_EMPTY,  # never read: the view has its member
                 derived=derived,
             )
             for m in members

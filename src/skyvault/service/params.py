@@ -18,6 +18,7 @@ from starlette.types import Message, Receive
 
 from skyvault.errors import LimitExceeded, UsageError
 from skyvault.formats.output import OutputFormat, find_output_format
+from skyvault.formats.votable import ServiceDescriptor
 from skyvault.service.uploads import InlineContent, parse_upload_param
 
 __all__ = [
@@ -80,6 +81,11 @@ class TapQueryParams:
     maxrec: int
     output: OutputFormat
     maxrec_requested: int | None = None
+    services: tuple[ServiceDescriptor, ...] = ()
+    """Service descriptors the VOTable result carries besides the DataLink ones (SIA's
+    self-description)."""
+    standard_id: str = "ivo://ivoa.net/std/TAP"
+    """The standard the result answers (its ``standardID`` INFO): TAP, or SIA's query."""
 
 
 def _maxrec(value: str | None, default: int, limit: int) -> tuple[int, int | None]:

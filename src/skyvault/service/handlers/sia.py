@@ -43,7 +43,7 @@ async def sia_query(request: Request, identity: IdentityDep) -> Response:
     DALI error documents whose message starts ``UsageFault:`` and names the parameter.
     """
     context = get_context(request)
-    context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
+    base = context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
     started = time.perf_counter()
     try:
         pairs, _files, form = await read_form(request, 0)
@@ -52,7 +52,7 @@ async def sia_query(request: Request, identity: IdentityDep) -> Response:
         finally:
             if form is not None:
                 await form.close()
-        tap = sia_tap_params(params, context.settings, sia.OBSCORE_TABLE)
+        tap = sia_tap_params(params, context.settings, sia.OBSCORE_TABLE, f"{base}/sia/query")
     except SkyvaultError as exc:
         audit_sync(context, identity, request.url.path, None, None, started, exc.code)
         raise

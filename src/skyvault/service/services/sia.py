@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from skyvault.config import Settings
 from skyvault.formats._xml import Element, xml_document
 from skyvault.formats.output import find_output_format
+from skyvault.formats.votable import InputParam, ServiceDescriptor
 from skyvault.images.sia import OBSCORE_TABLE, SIA_STANDARD_ID, parse_sia, sia_query
 from skyvault.service.params import TapQueryParams
 
-__all__ = ["sia_capabilities_document", "sia_capability", "sia_tap_params"]
+__all__ = ["self_description", "sia_capabilities_document", "sia_capability", "sia_tap_params"]
 
 _CAPABILITIES = {
     "vosi": "http://www.ivoa.net/xml/VOSICapabilities/v1.0",
@@ -26,10 +27,62 @@ _CAPABILITIES = {
 }
 
 
+#: The {query} parameters as the self-description declares them (SIA 2.0 §3.1.2; one POS
+#: as text and intervals of 2 numbers, the forms DALI's xtypes allow, which votlint checks).
+_INPUTS = (
+    InputParam("POS", ucd="pos.outline;obs",
+               description="CIRCLE ra dec radius, RANGE ra1 ra2 dec1 dec2 (-Inf/+Inf open) or "
+               "POLYGON ra1 dec1 ra2 dec2 ... (ICRS degrees)"),
+    InputParam("BAND", "double", "2", "interval", "m", "em.wl",
+               "wavelength interval meeting [em_min, em_max]"),
+    InputParam("TIME", "double", "2", "interval", "d", "time.epoch",
+               "MJD interval meeting [t_min, t_max]"),
+    InputParam("POL", ucd="meta.code;phys.polarization", description="a polarisation state"),
+    InputParam("FOV", "double", "2", "interval", "deg", "phys.angSize;instr.fov",
+               "interval holding s_fov"),
+    InputParam("SPATRES", "double", "2", "interval", "arcsec", "pos.angResolution",
+               "interval holding s_resolution"),
+    InputParam("EXPTIME", "double", "2", "interval", "s", "time.duration;obs.exposure",
+               "interval holding t_exptime"),
+    InputParam("TIMERES", "double", "2", "interval", "s", "time.resolution",
+               "interval holding t_resolution"),
+    InputParam("SPECRP", "double", "2", "interval", None, "spect.resolution",
+               "interval holding em_res_power"),
+    InputParam("ID", ucd="meta.ref.ivoid", description="obs_publisher_did (any case)"),
+    InputParam("COLLECTION", ucd="meta.id", description="obs_collection"),
+    InputParam("FACILITY", ucd="meta.id;instr.tel", description="facility_name"),
+    InputParam("INSTRUMENT", ucd="meta.id;instr", description="instrument_name"),
+    InputParam("DPTYPE", ucd="meta.code.class", description="dataproduct_type"),
+    InputParam("CALIB", "int", None, None, None, "meta.code;obs.calib",
+               "calib_level, 0 to 4"),
+    InputParam("TARGET", ucd="meta.id;src", description="target_name"),
+    InputParam("FORMAT", ucd="meta.code.mime", description="access_format"),
+    InputParam("MAXREC", "int", None, None, None, "meta.number",
+               "rows at most (0: this description and the columns only)"),
+)  # fmt: skip
+
+
+def self_description(query_url: str) -> ServiceDescriptor:
+    """The ``RESOURCE name="this"`` describing the {query} service (SIA 2.0 §3.1.2)."""
+    return ServiceDescriptor(
+        standard_id=SIA_STANDARD_ID,
+        access_url=query_url,
+        params=(),
+        description="SIA 2.0 query over the ObsCore records of the collections you may read",
+        resource_id="_sv_sia",
+        inputs=_INPUTS,
+        name="this",
+    )
+
+
 def sia_tap_params(
-    params: Mapping[str, Sequence[str]], settings: Settings, table: str = OBSCORE_TABLE
+    params: Mapping[str, Sequence[str]],
+    settings: Settings,
+    table: str = OBSCORE_TABLE,
+    query_url: str | None = None,
 ) -> TapQueryParams:
-    """The query of a SIA request over ``table``, as TAP query parameters.
+    """The query of a SIA request over ``table``, as TAP query parameters; with
+    ``query_url``, its VOTable result describes the service (:func:`self_description`).
 
     Raises
     ------
@@ -45,6 +98,8 @@ def sia_tap_params(
         request.maxrec,
         find_output_format(request.response_format),
         request.maxrec_requested,
+        () if query_url is None else (self_description(query_url),),
+        SIA_STANDARD_ID,
     )
 
 
