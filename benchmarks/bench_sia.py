@@ -428,7 +428,8 @@ def main() -> None:
             f"| {label} | {len(v)} | {statistics.median(v):.1f} ms | {_pct(v, 90):.1f} ms |"
         )
     lines += [
-        f"| SIA, all | {len(all_sia)} | {statistics.median(all_sia):.1f} ms | {_pct(all_sia, 90):.1f} ms |",
+        f"| SIA, all | {len(all_sia)} | {statistics.median(all_sia):.1f} ms | "
+        f"{_pct(all_sia, 90):.1f} ms |",
         f"| baseline: TAP /sync ADQL INTERSECTS over ivoa.ObsCore | {len(res['adql'])} | "
         f"{statistics.median(res['adql']):.1f} ms | {_pct(res['adql'], 90):.1f} ms |",
         f"| baseline: GET /tap/availability | {len(res['avail'])} | "
