@@ -30,6 +30,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import math
 import os
@@ -85,7 +86,7 @@ def _deproject(ra: float, dec: float, x: np.ndarray, y: np.ndarray) -> np.ndarra
     return np.column_stack([np.degrees(ra_out) % 360.0, np.degrees(dec_out)])
 
 
-def build(data: Path, images: int) -> dict[str, float]:
+def build(data: Path, images: int, row_group_rows: int | None = None) -> dict[str, float]:
     from skyvault.catalog.layout import image_store
     from skyvault.cli import main as cli_main
     from skyvault.images.ingest import (
@@ -149,7 +150,17 @@ def build(data: Path, images: int) -> dict[str, float]:
                 record = obscore_record(facts, cards, bands=opts.bands, subtype=opts.subtype)
                 recs.append(_Image(record, [(0, [(k, v, None) for k, v in cards.items()])]))
     t1 = time.perf_counter()
-    result = _publish(data, COLLECTION, batch, recs, [], [], opts, _Silent())
+    from skyvault.images import ingest as image_ingest
+
+    options_class = image_ingest.IngestOptions
+    if row_group_rows is not None:  # the experiment of --row-group-rows
+        image_ingest.IngestOptions = functools.partial(  # type: ignore[misc]
+            options_class, row_group_rows=row_group_rows
+        )
+    try:
+        result = _publish(data, COLLECTION, batch, recs, [], [], opts, _Silent())
+    finally:
+        image_ingest.IngestOptions = options_class  # type: ignore[misc]
     t2 = time.perf_counter()
     cli_main(["grant", COLLECTION, "--public", "--data", str(data)])
     return {"images": result.total_images, "records_s": t1 - t0, "publish_s": t2 - t1}
@@ -339,7 +350,6 @@ def profile(data: Path, n: int) -> str:
     wrapping them: the small-scan read of the candidate rows' row groups (pyarrow) and the
     per-row ``s_region`` test (STC-S parse, LRU-cached, and spherical geometry, Python)."""
     import asyncio
-    import functools
 
     import httpx
 
@@ -404,15 +414,25 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--oracle", type=int, default=20)
-    p.add_argument("--data", type=Path, default=WORK / "data")
+    p.add_argument("--data", type=Path, default=None, help="default benchmarks/work/sia/data")
+    p.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=None,
+        help="experiment: publish C.obscore with row groups of this many rows instead of the "
+        "catalogue ingest's default (its own data directory, data-rgN)",
+    )
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sia.md")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        rg = args.row_group_rows
+        args.data = WORK / ("data" if rg is None else f"data-rg{rg}")
     built: dict[str, float] | None = None
     if args.rebuild or not (args.data / COLLECTION / "obscore").exists():
-        built = build(args.data, args.images)
+        built = build(args.data, args.images, args.row_group_rows)
         print("built", built)
     rows = load_rows(args.data)
     load0 = os.getloadavg()
@@ -439,7 +459,12 @@ def main() -> None:
             if built
             else " (reused)"
         )
-        + ".",
+        + "."
+        + (
+            f" **Experiment**: C.obscore row groups of {args.row_group_rows} rows."
+            if args.row_group_rows
+            else ""
+        ),
         "",
         f"{res['checked']} timed rounds after {args.warmup} warm-up, one keep-alive client; "
         "per position the SIA and the ADQL request (their order alternating every 4 positions: "
