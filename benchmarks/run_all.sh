@@ -29,3 +29,4 @@ run peers   benchmarks/bench_peers.py              # writes results/peers.md
 run scale   benchmarks/bench_scale.py              # writes results/scale.md
 run cutout  benchmarks/bench_cutout.py --out benchmarks/results/cutout.md   # writes results/cutout.md
 run images  benchmarks/bench_images.py             # prints; results/images.md
+run sia     benchmarks/bench_sia.py                # writes results/sia.md
