@@ -10,7 +10,10 @@ import time
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from astropy.table import Table
 
 from skyvault.config import Settings
 from tests.service import test_portal_browser as portal_browser
@@ -115,8 +118,20 @@ def test_a_user_uploads_queries_saves_shares_and_deletes_tables(
     assert "r-group=portal_survey" in perms.text.splitlines()
     assert "public=false" in perms.text.splitlines()
 
-    # Delete both (after a confirmation): gone from the browser and from the service.
-    for name in (saved, uploaded):
+    # A VOTable (created with its rows in one PUT) and a Parquet file (a job over the upload).
+    others = {"vot": f"vot_{stamp}", "parquet": f"pq_{stamp}"}
+    table = Table({"id": [7, 8], "mag": [12.5, 13.25]})
+    table.write(tmp_path / "t.vot", format="votable")
+    pq.write_table(pa.table({"id": [7, 8], "mag": [12.5, 13.25]}), tmp_path / "t.parquet")
+    for extension, name in others.items():
+        page.once("dialog", lambda d, name=name: d.accept(name))
+        page.set_input_files("#upload-table", str(tmp_path / f"t.{extension}"))
+        page.locator(f".table[data-table='{schema}.{name}']").wait_for(timeout=60_000)
+        got = _tap_rows(base, f"SELECT id, mag FROM {schema}.{name} ORDER BY id", token)
+        assert [(int(r["id"]), float(r["mag"])) for r in got] == [(7, 12.5), (8, 13.25)]
+
+    # Delete them all (after a confirmation): gone from the browser and from the service.
+    for name in (saved, uploaded, *others.values()):
         page.once("dialog", lambda d: d.accept())
         page.locator(f".table[data-table='{schema}.{name}'] > summary button.delete").click()
         _wait_status(page, f"{schema}.{name} deleted")
