@@ -104,11 +104,12 @@ export function columnTypes(rows, width) {
   return types;
 }
 
-/** A VOSI table document for columns ``names`` of VOTable types ``types``. */
-export function vosiTable(qualified, names, types) {
+/** A VOSI table document for columns ``names`` of VOTable types ``types`` (and ``units``). */
+export function vosiTable(qualified, names, types, units = []) {
   const columns = names.map((n, i) => {
     const size = types[i] === "char" ? ' arraysize="*"' : "";
-    return `<column><name>${xml(n)}</name><dataType xsi:type="vs:VOTableType"${size}>${types[i]}</dataType></column>`;
+    const unit = units[i] ? `<unit>${xml(units[i])}</unit>` : "";
+    return `<column><name>${xml(n)}</name>${unit}<dataType xsi:type="vs:VOTableType"${size}>${types[i]}</dataType></column>`;
   });
   return (
     '<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" ' +
@@ -116,6 +117,70 @@ export function vosiTable(qualified, names, types) {
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">' +
     `<name>${xml(qualified)}</name>${columns.join("")}</vosi:table>`
   );
+}
+
+// FITS binary-table column formats (TFORMn: repeat count, then the code) as VOTable types.
+const FITS_TYPES = { L: "boolean", B: "unsignedByte", I: "short", J: "int", K: "long", E: "float", D: "double" };
+
+/**
+ * The columns of the first binary-table extension of a FITS file (its header cards: TTYPEn,
+ * TFORMn, TUNITn), as {names, types, sizes, units}; an Error for what the portal cannot define.
+ */
+export async function fitsColumns(file) {
+  const BLOCK = 2880;
+  let offset = 0;
+  let primary = true;
+  for (let hdu = 0; hdu < 50 && offset < file.size; hdu++) {
+    const cards = new Map();
+    let end = false;
+    while (!end && offset < file.size) {
+      const block = await file.slice(offset, offset + BLOCK).text();
+      offset += BLOCK;
+      for (let i = 0; i + 80 <= block.length; i += 80) {
+        const card = block.slice(i, i + 80);
+        const key = card.slice(0, 8).trim();
+        if (key === "END") {
+          end = true;
+          break;
+        }
+        if (card.slice(8, 10) !== "= ") continue;
+        let value = card.slice(10).trim();
+        if (value.startsWith("'")) value = value.slice(1, value.indexOf("'", 1)).trim();
+        else value = value.split("/")[0].trim();
+        cards.set(key, value);
+      }
+    }
+    if (!primary && cards.get("XTENSION") === "BINTABLE") {
+      const n = Number(cards.get("TFIELDS") || 0);
+      const out = { names: [], types: [], sizes: [], units: [] };
+      for (let i = 1; i <= n; i++) {
+        const name = cards.get(`TTYPE${i}`) || `col${i}`;
+        const form = /^(\d*)([A-Z])/.exec(cards.get(`TFORM${i}`) || "");
+        const repeat = form && form[1] ? Number(form[1]) : 1;
+        const code = form ? form[2] : "?";
+        if (code === "A") out.types.push("char"), out.sizes.push("*");
+        else if (FITS_TYPES[code] && repeat === 1) out.types.push(FITS_TYPES[code]), out.sizes.push("");
+        else {
+          throw new Error(
+            `column ${name} of the FITS table (TFORM ${cards.get(`TFORM${i}`)}) is not a scalar the portal can define: ` +
+              "create the table with pyvo (docs/workspace.md), then load the file",
+          );
+        }
+        out.names.push(name);
+        out.units.push(cards.get(`TUNIT${i}`) || "");
+      }
+      return out;
+    }
+    // Skip this unit's data: |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn), in blocks.
+    const naxis = Number(cards.get("NAXIS") || 0);
+    let size = naxis ? 1 : 0;
+    for (let i = 1; i <= naxis; i++) size *= Number(cards.get(`NAXIS${i}`) || 0);
+    size = (Math.abs(Number(cards.get("BITPIX") || 8)) / 8) * Number(cards.get("GCOUNT") || 1) *
+      (Number(cards.get("PCOUNT") || 0) + size);
+    offset += Math.ceil(size / BLOCK) * BLOCK;
+    primary = false;
+  }
+  throw new Error(`${file.name} has no binary table (a FITS BINTABLE extension) to load`);
 }
 
 function kindOf(file) {
@@ -136,8 +201,9 @@ export function tableNameFor(file) {
 
 /**
  * Upload ``file`` as the table ``qualified``: a VOTable is created with its rows in one PUT; a
- * CSV/TSV gets a definition from its header line and first rows (PUT), then its rows (POST
- * /load), and the table is dropped again when the load fails; a Parquet file is saved through
+ * CSV/TSV gets a definition from its header line and first rows, a FITS file from its
+ * binary table's header (PUT), then its rows (POST /load), and the table is dropped again
+ * when the load fails; a Parquet file is saved through
  * an async job over the upload (the service reads its schema). Resolves with the service's
  * message (or, for Parquet, the job id as ``{job}``).
  */
@@ -146,15 +212,22 @@ export async function uploadTable(file, qualified) {
   if (kind === "votable") {
     return send("PUT", `tables/${qualified}`, file, "application/x-votable+xml");
   }
-  if (kind === "csv" || kind === "tsv") {
-    const head = await file.slice(0, 1 << 20).text();
-    const rows = splitDelimited(head, kind === "csv" ? "," : "\t");
-    if (!rows.length) throw new Error(`${file.name} is empty: a header line naming the columns is needed`);
-    const names = rows[0].map((n) => n.trim());
-    const types = columnTypes(rows.slice(1), names.length);
-    await send("PUT", `tables/${qualified}`, vosiTable(qualified, names, types), "text/xml");
+  if (kind === "csv" || kind === "tsv" || kind === "fits") {
+    let definition;
+    if (kind === "fits") {
+      const c = await fitsColumns(file);
+      definition = vosiTable(qualified, c.names, c.types, c.units);
+    } else {
+      const head = await file.slice(0, 1 << 20).text();
+      const rows = splitDelimited(head, kind === "csv" ? "," : "\t");
+      if (!rows.length) throw new Error(`${file.name} is empty: a header line naming the columns is needed`);
+      const names = rows[0].map((n) => n.trim());
+      definition = vosiTable(qualified, names, columnTypes(rows.slice(1), names.length));
+    }
+    await send("PUT", `tables/${qualified}`, definition, "text/xml");
+    const type = { csv: "text/csv", tsv: "text/tab-separated-values", fits: "application/fits" }[kind];
     try {
-      return await send("POST", `load/${qualified}`, file, kind === "csv" ? "text/csv" : "text/tab-separated-values");
+      return await send("POST", `load/${qualified}`, file, type);
     } catch (e) {
       await send("DELETE", `tables/${qualified}`).catch(() => null);
       throw e;
@@ -179,8 +252,7 @@ export async function uploadTable(file, qualified) {
     return { job: (id ? id.textContent : "").trim() };
   }
   throw new Error(
-    `${file.name}: the portal uploads CSV (.csv), TSV (.tsv), VOTable (.xml, .vot) and Parquet (.parquet) files` +
-      (kind === "fits" ? " — convert the FITS table to one of these, or load it with pyvo (docs/workspace.md)" : ""),
+    `${file.name}: the portal uploads CSV (.csv), TSV (.tsv), VOTable (.xml, .vot), FITS (.fits) and Parquet (.parquet) files`,
   );
 }
 

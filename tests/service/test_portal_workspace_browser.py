@@ -118,10 +118,13 @@ def test_a_user_uploads_queries_saves_shares_and_deletes_tables(
     assert "r-group=portal_survey" in perms.text.splitlines()
     assert "public=false" in perms.text.splitlines()
 
-    # A VOTable (created with its rows in one PUT) and a Parquet file (a job over the upload).
-    others = {"vot": f"vot_{stamp}", "parquet": f"pq_{stamp}"}
+    # A VOTable (created with its rows in one PUT), a FITS table (a definition from its header,
+    # then a load) and a Parquet file (a job over the upload).
+    others = {"vot": f"vot_{stamp}", "fits": f"fits_{stamp}", "parquet": f"pq_{stamp}"}
     table = Table({"id": [7, 8], "mag": [12.5, 13.25]})
+    table["mag"].unit = "mag"
     table.write(tmp_path / "t.vot", format="votable")
+    table.write(tmp_path / "t.fits", format="fits")
     pq.write_table(pa.table({"id": [7, 8], "mag": [12.5, 13.25]}), tmp_path / "t.parquet")
     for extension, name in others.items():
         page.once("dialog", lambda d, name=name: d.accept(name))
@@ -129,6 +132,13 @@ def test_a_user_uploads_queries_saves_shares_and_deletes_tables(
         page.locator(f".table[data-table='{schema}.{name}']").wait_for(timeout=60_000)
         got = _tap_rows(base, f"SELECT id, mag FROM {schema}.{name} ORDER BY id", token)
         assert [(int(r["id"]), float(r["mag"])) for r in got] == [(7, 12.5), (8, 13.25)]
+    unit = _tap_rows(
+        base,
+        "SELECT unit FROM TAP_SCHEMA.columns "
+        f"WHERE table_name = '{schema}.{others['fits']}' AND column_name = 'mag'",
+        token,
+    )
+    assert unit == [{"unit": "mag"}]
 
     # Delete them all (after a confirmation): gone from the browser and from the service.
     for name in (saved, uploaded, *others.values()):
