@@ -64,6 +64,8 @@ function columnTitle(c) {
   return parts.join("\n");
 }
 
+const OPEN_ALL_UP_TO = 60; // tables
+
 export function renderSchema(container, schema, onTable, onColumn) {
   const search = el("input", {
     type: "search",
@@ -86,7 +88,9 @@ export function renderSchema(container, schema, onTable, onColumn) {
           t.columns.some((c) => c.column_name.toLowerCase().includes(needle)),
       );
       if (!tables.length) continue;
-      const details = el("details", { class: "schema", open: needle || schema.schemas.length < 4 ? "" : null });
+      // Every schema open while the whole list is short (a search opens those that match).
+      const open = needle || schema.tables.size <= OPEN_ALL_UP_TO;
+      const details = el("details", { class: "schema", open: open ? "" : null });
       details.append(el("summary", { title: s.description || "" }, s.schema_name));
       for (const t of tables) {
         const item = el("details", { class: "table", "data-table": t.table_name });

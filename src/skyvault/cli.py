@@ -919,8 +919,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
     from skyvault.auth.cli import add_subcommands as add_auth_subcommands
+    from skyvault.workspace.cli import add_subcommands as add_workspace_subcommands
 
     add_auth_subcommands(sub, data_arg)
+    add_workspace_subcommands(sub, data_arg)
     return parser
 
 

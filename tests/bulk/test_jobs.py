@@ -71,6 +71,7 @@ def test_parameters() -> None:
     for bad in (
         _params(),
         _params(TABLE="s.t", COLUMNS="ra; DROP"),
+        _params(TABLE="s.t", COLUMNS='"two\nlines"'),
         _params(TABLE="s.t", FORMAT="xlsx"),
         _params(TABLE="s.t", MAXFILESIZE="20000"),
         _params(TABLE="s.t", CIRCLE="1 2 3", MOC="3/1"),
@@ -181,3 +182,49 @@ def test_the_size_check_stops_a_job_while_it_writes(world_archive: tuple[Archive
                     check_size=check)  # fmt: skip
     assert 20_000 < seen[-1] < whole.bytes / 2  # stopped at the first file past the limit
     assert not [p for p in root.iterdir() if "full" in p.name]
+
+
+@pytest.mark.slow
+def test_appended_rows_are_written_once_in_their_cells(tmp_path: Path) -> None:
+    """A table with appended (delta) rows — inside its partitions and outside every one —
+    gives each row exactly once, with the cell it lies in (the planner's cells are the
+    base partitions and the appended cells, which are disjoint)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from skyvault.catalog.append import append
+    from skyvault.catalog.ingest import IngestOptions, ingest
+    from skyvault.sky.coverage import healpix29
+
+    rng = np.random.default_rng(11)
+
+    def rows(start: int, n: int, ra: tuple[float, float], dec: tuple[float, float]) -> pa.Table:
+        return pa.table({"id": np.arange(start, start + n, dtype=np.int64),
+                         "ra": rng.uniform(*ra, n), "dec": rng.uniform(*dec, n)})  # fmt: skip
+
+    base = rows(0, 3000, (10.0, 12.0), (-1.0, 1.0))
+    pq.write_table(base, tmp_path / "base.parquet")
+    ingest([tmp_path / "base.parquet"], "s.t", tmp_path / "data", ra="ra", dec="dec",
+           options=IngestOptions(max_rows_per_partition=1000))  # fmt: skip
+    inside = rows(10_000, 400, (10.0, 12.0), (-1.0, 1.0))
+    outside = rows(20_000, 300, (200.0, 201.0), (40.0, 41.0))  # no partition there
+    append(tmp_path / "data", "s.t", inside, "one")
+    append(tmp_path / "data", "s.t", outside, "two")
+    archive = Archive(tmp_path / "data")
+    try:
+        request = parse_request(_params(TABLE="s.t", COLUMNS="id, ra, dec"), max_file_bytes=10**6)
+        query = compile_request(request, archive, archive.tables())
+        out = run_request(query, archive, tmp_path / "out", max_file_bytes=10**6)
+        seen: list[int] = []
+        for entry in out.manifest.entries:
+            table = pq.read_table(tmp_path / "out" / entry.path)
+            seen += table["id"].to_pylist()
+            assert entry.healpix_order is not None and entry.healpix_pixel is not None
+            shift = 2 * (29 - entry.healpix_order)
+            cells = healpix29(table["ra"].to_numpy(), table["dec"].to_numpy()) >> shift
+            assert set(cells.tolist()) == {entry.healpix_pixel}, entry.path
+        everything = pa.concat_tables([base, inside, outside])["id"].to_pylist()
+        assert sorted(seen) == sorted(everything)
+    finally:
+        archive.close()

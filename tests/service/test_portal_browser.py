@@ -234,6 +234,11 @@ def test_a_cone_query_fills_the_grid_the_sky_and_a_plot(
     page.wait_for_function(
         "(n) => window.skyvault.grid.grid.getDataCount() === n", arg=len(expected)
     )
+    pager = page.locator("#grid .tabulator-footer").bounding_box()
+    panel = page.locator("#panel-table").bounding_box()
+    assert pager and panel and pager["y"] + pager["height"] <= panel["y"] + panel["height"] + 1
+    page.mouse.move(0, 0)  # no header tooltip over the screenshot
+    page.wait_for_timeout(300)
     _shot(page, "portal-table")
     # The sky: Aladin Lite (shipped, not from a CDN) with one marker per row.
     with page.expect_response(lambda r: r.url.endswith("/Moc.fits"), timeout=30_000) as moc:

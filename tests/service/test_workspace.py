@@ -425,3 +425,70 @@ def test_a_chunked_body_over_the_limit_is_cut_off_and_stores_nothing(site: Site)
     count = _query(site, site.world.alice, "SELECT COUNT(*) AS n FROM user_alice.chunked")
     assert int(count["n"][0]) == 0
     assert _service(site, site.world.alice).remove_table("user_alice.chunked") is None
+
+
+def test_every_change_and_refusal_over_http_is_audited(site: Site) -> None:
+    import json
+
+    from skyvault.catalog.layout import audit_log_file
+
+    log = audit_log_file(site.world.data)
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    alice, carol = _session(site.world.alice), _session(site.carol)
+    alice.put(
+        f"{site.url}/tables/user_alice.audited",
+        data=VOSI_TARGETS,
+        headers={"Content-Type": "text/xml"},
+    )
+    alice.put(
+        f"{site.url}/tables/user_alice.bad", data=b"<oops", headers={"Content-Type": "text/xml"}
+    )
+    alice.post(
+        f"{site.url}/load/user_alice.audited",
+        data=b"tid\n1\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    carol.post(
+        f"{site.url}/load/user_alice.audited",
+        data=b"tid\n1\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    alice.post(
+        f"{site.url}/load/user_alice.audited",
+        data=b"tid\n" + b"1\n" * MAX_BODY,
+        headers={"Content-Type": "text/csv"},
+    )
+    carol.post(
+        f"{site.url}/permissions/user_alice.audited",
+        data=b"public=true",
+        headers={"Content-Type": "text/plain"},
+    )
+    alice.post(
+        f"{site.url}/permissions/user_alice.audited",
+        data=b"public=true",
+        headers={"Content-Type": "text/plain"},
+    )
+    alice.delete(f"{site.url}/tables/user_alice.audited")
+    lines = [json.loads(x) for x in log.read_text().splitlines()[before:]]
+    mine = [
+        (x["endpoint"], x["user"], x["outcome"], x["error"], x["query"], x["rows"])
+        for x in lines
+        if x["endpoint"].startswith("workspace.")
+    ]
+    assert mine == [
+        ("workspace.create", "alice", "ok", None, "user_alice.audited", 0),
+        ("workspace.create", "alice", "error", "workspace", "user_alice.bad", None),
+        ("workspace.load", "alice", "ok", None, "user_alice.audited", 1),
+        ("workspace.load", "carol", "error", "catalog.not_found", "user_alice.audited", None),
+        ("workspace.load", "alice", "error", "workspace", "user_alice.audited", None),
+        (
+            "workspace.permissions",
+            "carol",
+            "error",
+            "catalog.not_found",
+            "user_alice.audited",
+            None,
+        ),
+        ("workspace.permissions", "alice", "ok", None, "user_alice.audited", None),
+        ("workspace.drop", "alice", "ok", None, "user_alice.audited", None),
+    ]

@@ -378,3 +378,27 @@ def test_a_sky_indexed_table_takes_loads_as_appends(
     with pytest.raises(QuotaExceeded, match="57 stored, this would make 67"):
         store.load(ALICE, "user_alice.targets", _rows(10, 2000))
     assert store.describe(ALICE, "user_alice.targets").meta.nrows == 57
+
+
+def test_many_small_loads_are_folded_into_few_files(
+    store: WorkspaceStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.workspace import store as module
+
+    monkeypatch.setattr(module, "MAX_FILES", 4)
+    store.create_table(ALICE, "user_alice.targets", TARGETS)
+    for k in range(12):
+        store.load(ALICE, "user_alice.targets", _rows(10, k * 100))
+        files = list((data_dir / "user_alice" / "targets" / "dataset").glob("part-*.parquet"))
+        assert len(files) <= 5
+    table = _stored(data_dir)
+    assert sorted(table.column("id").to_pylist()) == [
+        k * 100 + i for k in range(12) for i in range(10)
+    ]
+    assert store.describe(ALICE, "user_alice.targets").meta.nrows == 120
+    assert store.usage("alice").rows == 120
+    # The quota counts the rows once, folded or not.
+    store.set_quota("alice", Quota(max_rows=125))
+    with pytest.raises(QuotaExceeded, match="120 stored, this would make 130"):
+        store.load(ALICE, "user_alice.targets", _rows(10, 5000))
+    assert store.load(ALICE, "user_alice.targets", _rows(5, 5000)).total_rows == 125

@@ -1,7 +1,8 @@
 """A client for the bulk edge: fetch a table (or a sky region of it) with resume and checks.
 
 ``skyvault download URL DEST`` reads the ``manifest.json`` of a bulk directory
-(``{base}/bulk/{schema}/{table}/`` or any directory below it), then fetches every file it
+(``{base}/bulk/{schema}/{table}/`` or any directory below it, or a bulk job
+``{base}/bulk/jobs/ID``, whose files are below ``files/``), then fetches every file it
 lists in parallel into ``DEST`` (the same relative paths), so that the result is a HATS
 tree that ``hats``/``lsdb`` open locally:
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,8 @@ _CHUNK = 1 << 20
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: The deepest order a region's coverage is computed at (HATS partitions are far coarser).
 _REGION_ORDER = 12
+#: The URL path of a bulk job (``/bulk/jobs/ID/``), whose files are below ``files/``.
+_JOB_PATH = re.compile(r"/bulk/jobs/[^/]+/$")
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,11 @@ class DownloadReport:
 
 
 def _directory_url(url: str) -> str:
+    """The directory ``url`` names; a bulk job's URL names its files (``…/files/``)."""
     parts = urlsplit(url)
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    if _JOB_PATH.search(path):
+        path += "files/"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 

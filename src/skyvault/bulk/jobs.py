@@ -107,7 +107,7 @@ PARAMETERS = frozenset(
 )
 _HEALPIX = "_healpix_29"
 _FULL_SKY = 12 * 4**29
-_IDENT = re.compile(r'^(?:[A-Za-z][A-Za-z0-9_]*|"(?:[^"]|"")+")$')
+_IDENT = re.compile(r'^(?:[A-Za-z][A-Za-z0-9_]*|"(?:[^"\r\n]|"")+")$')
 _NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 _ADQL_SHAPE = re.compile(r"^\s*(CIRCLE|POLYGON)\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 #: Rows of a FILTER line the composed query puts before the filter (see _compose).

@@ -56,7 +56,7 @@ from skyvault.errors import IngestError, SkyvaultError, UsageError
 from skyvault.sky.coverage import healpix29
 from skyvault.storage_faults import Fault, storage_errors, storage_fault
 
-__all__ = ["HEALPIX_COLUMN", "IngestOptions", "ingest"]
+__all__ = ["HEALPIX_COLUMN", "IngestOptions", "ingest", "write_hats"]
 
 HEALPIX_COLUMN = "_healpix_29"
 _T = TypeVar("_T")
@@ -614,6 +614,31 @@ def _write_properties(root: Path, props: dict[str, Any]) -> None:
 
 def _sky_fraction(done: Sequence[tuple[int, int, int]]) -> float:
     return float(sum(1.0 / (12 * 4**order) for order, _, _ in done))
+
+
+def write_hats(
+    files: Sequence[InputFile],
+    root: Path,
+    name: TableName,
+    ra: str,
+    dec: str,
+    options: IngestOptions | None = None,
+    progress: ProgressSink | None = None,
+    on_written: Callable[[Path], None] | None = None,
+) -> tuple[int, int]:
+    """Write ``files`` (opened inputs with the same columns, no ``_healpix_29``) as a HATS
+    catalogue with its margin catalogue under ``root``, a build directory; the number of
+    rows and of partitions.
+
+    The three passes of :func:`ingest` without its metadata and publishing: for callers
+    that re-partition rows they already hold (a user table indexed on the sky) and write
+    their own :class:`TableMeta` inside their own :func:`building` block.
+    """
+    opts = options or IngestOptions()
+    _check_options(opts)
+    for column in (ra, dec):
+        _check_coordinate_column(files, column)
+    return _write_hats(files, root, name, ra, dec, opts, progress or _Silent(), on_written)
 
 
 def _write_hats(

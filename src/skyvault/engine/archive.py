@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.catalog.views import View, with_views
 from skyvault.engine.connection import Sandbox, SandboxSettings, _udf_definitions
@@ -182,19 +182,48 @@ class Archive:
         each field's metadata carries the column's unit, UCD and description.
         """
         result = self.stream(adql, maxrec=maxrec, timeout=timeout)
-        table = result.to_table()
-        fields = []
-        for field, meta in zip(table.schema, result.columns, strict=True):
-            pairs = (
-                ("unit", meta.unit),
-                ("ucd", meta.ucd),
-                ("description", meta.description),
-                ("xtype", meta.xtype),
-            )
-            info = {k: v for k, v in pairs if v}
-            fields.append(field.with_metadata(info) if info else field)
-        schema = pa.schema(fields, metadata={"overflow": "true" if result.overflow else "false"})
-        return table.cast(schema)
+        table = _with_field_metadata(result.to_table(), result.columns)
+        overflow = {"overflow": "true" if result.overflow else "false"}
+        return table.replace_schema_metadata(overflow)
+
+    def save(
+        self,
+        adql: str,
+        table: str,
+        *,
+        user: str,
+        mode: str = "create",
+        maxrec: int | None = None,
+        timeout: float | None = None,
+    ) -> TableMeta:
+        """Run ``adql`` as ``user`` (with their access: the tables granted to them and
+        their groups) and save the result as their table ``table`` (``user_<user>.NAME``),
+        what an async job with ``DEST=table`` (and ``DEST_MODE=mode``: create, append or
+        replace) does; the table's metadata.  The columns keep the result's units, UCDs
+        and descriptions; quotas apply (:class:`~skyvault.errors.QuotaExceeded`)."""
+        from skyvault.auth.access import AccessPolicy
+        from skyvault.auth.identity import Identity
+        from skyvault.auth.storage import AuthStorage
+        from skyvault.workspace.save import save_table
+        from skyvault.workspace.store import WorkspaceStore
+
+        if mode not in ("create", "append", "replace"):
+            raise SkyvaultError(f"mode {mode!r} is not create, append or replace")
+        auth = AuthStorage.for_data_dir(self.data_dir)
+        try:
+            identity = Identity(user, auth.groups_of(user))
+            tables = AccessPolicy(auth).visible_tables(identity, self.tables())
+            result = self.stream(adql, maxrec=maxrec, timeout=timeout, tables=tables)
+            rows = result.to_table()
+            if result.overflow:
+                raise SkyvaultError(
+                    f"the result has more than MAXREC={maxrec} rows: it was not saved",
+                    hint="narrow the query, or raise maxrec",
+                )
+            metadata = _with_field_metadata(rows, result.columns)
+            return save_table(WorkspaceStore(self.data_dir, auth), identity, table, metadata, mode)  # type: ignore[arg-type]
+        finally:
+            auth.close()
 
     def _view_scan(
         self, placeholder: str, view: View, coverage: Any, columns: tuple[str, ...]
@@ -273,6 +302,22 @@ class _PlanCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return entry
+
+
+def _with_field_metadata(table: pa.Table, columns: Sequence[ColumnMeta]) -> pa.Table:
+    """``table`` with each field's metadata carrying its column's unit, UCD, description
+    and xtype (what :meth:`Archive.query` returns and a saved table keeps)."""
+    fields = []
+    for field, meta in zip(table.schema, columns, strict=True):
+        pairs = (
+            ("unit", meta.unit),
+            ("ucd", meta.ucd),
+            ("description", meta.description),
+            ("xtype", meta.xtype),
+        )
+        info = {k: v for k, v in pairs if v}
+        fields.append(field.with_metadata(info) if info else field)
+    return table.cast(pa.schema(fields))
 
 
 def open_archive(data_dir: Path | str, **options: Any) -> Archive:

@@ -1,4 +1,4 @@
-"""Result serialisation: VOTable, CSV/TSV, FITS, Parquet, JSON writers that stream."""
+"""Result serialisation: VOTable, CSV/TSV, FITS, Parquet, Arrow IPC, JSON writers that stream."""
 
 from skyvault.formats.errors import dali_error_document
 from skyvault.formats.votable import (

@@ -16,7 +16,17 @@ from skyvault.config import Settings
 from skyvault.formats.fits import sweep_spool
 from skyvault.service.context import ServiceContext
 from skyvault.service.exceptions import install_error_handlers
-from skyvault.service.handlers import append, bulk, images, portal, sia, tap, vosi, workspace
+from skyvault.service.handlers import (
+    append,
+    bulk,
+    images,
+    portal,
+    sia,
+    table_update,
+    tap,
+    vosi,
+    workspace,
+)
 from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws import handlers as uws
@@ -131,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.sync_path = f"{settings.path_prefix.rstrip('/')}/sync"
     app.include_router(vosi.router, prefix=settings.path_prefix, tags=["vosi"])
     app.include_router(uws.router, prefix=settings.path_prefix, tags=["uws"])
+    app.include_router(table_update.router, prefix=settings.path_prefix, tags=["workspace"])
     app.include_router(images.router, prefix=settings.path_prefix, tags=["images"])
     app.include_router(append.router, prefix=settings.path_prefix, tags=["append"])
     app.include_router(workspace.router, prefix=settings.path_prefix, tags=["workspace"])

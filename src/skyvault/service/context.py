@@ -22,12 +22,14 @@ from skyvault.errors import SkyvaultError
 from skyvault.images.obstap import collection_tables, obscore_views
 from skyvault.service.params import TapQueryParams
 from skyvault.service.services.bulkjobs import bulk_job_kind
-from skyvault.service.services.query import QueryOutput, QueryService
+from skyvault.service.services.query import BatchSink, QueryOutput, QueryService
 from skyvault.service.services.sodajobs import soda_job_kind
+from skyvault.service.services.table_update import table_update_kind
 from skyvault.service.services.vosi import TablesetCache
 from skyvault.service.slots import SyncSlots
 from skyvault.service.uws import Job, JobService, build_job_service, stored_identity
 from skyvault.workspace import WorkspaceStore
+from skyvault.workspace.save import ResultTable, open_result_table, save_request
 
 __all__ = ["ServiceContext", "get_context"]
 
@@ -45,6 +47,7 @@ class ServiceContext:
     #: Bulk jobs (``/bulk/jobs``): a UWS job type sharing the job database, workers, limits.
     bulk_jobs: JobService = field(init=False)
     soda_jobs: JobService = field(init=False)
+    table_updates: JobService = field(init=False)
     sync: SyncSlots = field(init=False, default_factory=SyncSlots)
     seen_base_url: str | None = field(init=False, default=None)
     _images_seen: tuple[float, bool] = field(init=False, default=(-1e9, False))
@@ -74,6 +77,8 @@ class ServiceContext:
             cancel: CancelToken,
             uploads: Sequence[tuple[TableMeta, pa.Table]],
             owner: Identity,
+            sink: BatchSink | None = None,
+            /,
         ) -> QueryOutput:
             # The owner's visibility, decided now: a grant revoked since the job was
             # created applies to it.
@@ -84,9 +89,15 @@ class ServiceContext:
                 cancel=cancel,
                 uploads=uploads,
                 timeout=async_limit,
+                sink=sink,
                 views=self.views(tables),
                 base_url=self.public_base_url(),
             )
+
+        def open_sink(job: Job, owner: Identity) -> ResultTable | None:
+            # DEST=user_x.table: the job's result is saved as a user table too.
+            request = save_request(job.parameter_map())
+            return None if request is None else open_result_table(self.workspace, owner, request)
 
         self.jobs = build_job_service(
             settings,
@@ -94,6 +105,7 @@ class ServiceContext:
             identify=self.job_identity,
             limits=self.auth.limits,
             audit=self.auth.audit,
+            open_sink=open_sink,
         )
         self.bulk_jobs = self.jobs.for_kind(
             bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
@@ -101,6 +113,8 @@ class ServiceContext:
         self.soda_jobs = self.jobs.for_kind(
             soda_job_kind(settings.data_dir, settings, self.visible_tables)
         )
+        # youcat's table-update jobs (pyvo's create_index): indexes on user tables.
+        self.table_updates = self.jobs.for_kind(table_update_kind(self.workspace, self.auth.audit))
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceContext:

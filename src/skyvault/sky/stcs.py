@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from skyvault.errors import GeometryError
@@ -98,31 +99,79 @@ def _relation(region: Region, relation: str, other: Region) -> bool:
     return geometry.contains(region, other)
 
 
+#: A region, the unit vector of its bounding circle's centre and the radius (radians).
+_Bounded = tuple[Region, tuple[float, float, float], float]
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> _Bounded | None:
+    """The region of an STC-S string with its bounding circle (unit vector of the centre,
+    radius in radians), or None when it cannot be read."""
+    try:
+        region = parse_stcs(text)
+    except GeometryError:
+        return None
+    return (region, *_bound(region))
+
+
+@functools.lru_cache(maxsize=1024)
+def _other_bound(
+    kind: str, params: tuple[float, ...]
+) -> tuple[Region, tuple[float, float, float], float]:
+    region = _other(kind, params)
+    return (region, *_bound(region))
+
+
+def _bound(region: Region) -> tuple[tuple[float, float, float], float]:
+    centre, radius = bounding_circle(region)
+    x, y, z = (float(v) for v in centre.to_vector())
+    return (x, y, z), math.radians(radius)
+
+
 def region_relation(
     regions: pa.Array, relations: pa.Array, kinds: pa.Array, params: pa.Array
 ) -> pa.Array:
     """Per row, whether the STC-S region of ``regions`` stands in ``relation`` to the
     geometry of ``kind`` (``point``, ``circle``, ``box``, ``polygon``) with numbers
-    ``params`` (ADQL argument order); NULL where a value is NULL or unreadable."""
+    ``params`` (ADQL argument order); NULL where a value is NULL or unreadable.
+
+    Rows whose bounding circles are apart (by more than a rounding margin) are false at
+    once, without the exact predicate: every relation needs the two to meet.
+    """
     texts = regions.to_pylist()
     rel = relations.to_pylist()
     kind = kinds.to_pylist()
     numbers = params.to_pylist()
-    out: list[bool | None] = []
+    out: list[bool | None] = [None] * len(texts)
+    rows, mine, theirs = [], [], []
     for i, text in enumerate(texts):
         values: Sequence[float | None] | None = numbers[i]
         if text is None or rel[i] is None or kind[i] is None or values is None:
-            out.append(None)
             continue
         if any(v is None or not math.isfinite(v) for v in values):
-            out.append(None)
+            continue
+        parsed = _parsed(text)
+        if parsed is None:
             continue
         try:
-            region = parse_stcs(text)
-            other = _other(str(kind[i]), tuple(float(v) for v in values if v is not None))
-            out.append(_relation(region, str(rel[i]), other))
+            other = _other_bound(str(kind[i]), tuple(float(v) for v in values if v is not None))
         except GeometryError:
-            out.append(None)
+            continue
+        rows.append(i)
+        mine.append(parsed)
+        theirs.append(other)
+    if not rows:
+        return pa.array(out, type=pa.bool_())
+    a = np.array([m[1] for m in mine])
+    b = np.array([t[1] for t in theirs])
+    reach = np.array([m[2] + t[2] for m, t in zip(mine, theirs, strict=True)])
+    apart = np.arccos(np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0))
+    near = apart <= reach + 1e-9
+    for k, i in enumerate(rows):
+        try:
+            out[i] = bool(near[k]) and _relation(mine[k][0], str(rel[i]), theirs[k][0])
+        except GeometryError:
+            out[i] = None
     return pa.array(out, type=pa.bool_())
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import os
 import shutil
 import uuid
@@ -95,6 +96,12 @@ _RANK = {"read": 0, "write": 1, "owner": 2}
 
 #: Rows a load writes per Parquet file (a new file per load at least).
 FILE_ROWS = 10_000_000
+#: Files a plain table may have before a load folds the small ones into its new file.
+MAX_FILES = 32
+#: A file with fewer rows than this is small (folded once there are too many files).
+SMALL_FILE_ROWS = 1_000_000
+#: Rows read at a time from a file being folded.
+BATCH_ROWS = 262_144
 ROW_GROUP_ROWS = 32_768
 
 #: What :meth:`WorkspaceStore.load` reads: Arrow batches with some of the table's columns.
@@ -619,16 +626,25 @@ class WorkspaceStore:
         with building(self.data_dir, target) as build:
             dataset = build.path / "dataset"
             dataset.mkdir()
-            kept = _link_files(current, dataset) if current is not None else []
             if schema is None:
                 assert current is not None
                 schema = pq.read_schema(current / "dataset" / "_common_metadata")
+            # A table without rows has one empty file (its schema): nothing to keep.
+            kept: list[Path] = []
+            folded = 0
+            if current is not None and meta.nrows:
+                kept, small = _link_files(current, dataset)
+                if small:  # many small files: their rows go into this load's new file
+                    folded = sum(pq.ParquetFile(f).metadata.num_rows for f in small)
+                    batches = itertools.chain(_file_batches(small, schema), batches)
             base_usage = self.usage(owner)
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
+            if limit_rows is not None:
+                limit_rows += folded
             try:
-                added = _write_batches(dataset, schema, batches, len(kept), limit_rows)
+                added = _write_batches(dataset, schema, batches, len(kept), limit_rows) - folded
             except _TooManyRows as exc:
-                more = Usage(0, exc.rows, 0)
+                more = Usage(0, exc.rows - folded, 0)
                 what = f"{'creating' if new_table else 'loading'} {target}"
                 check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
@@ -776,12 +792,24 @@ def _version_bytes(root: Path) -> int:
     return total
 
 
-def _link_files(current: Path, dataset: Path) -> list[Path]:
+def _link_files(current: Path, dataset: Path) -> tuple[list[Path], list[Path]]:
     """Hard-link the data files of version ``current`` into ``dataset`` (copy where the
-    file system has no hard links); empty files (a new table's) are left out."""
+    file system has no hard links); returns the files linked and the ones left out to be
+    rewritten.
+
+    Each load adds a file; once a table has more than :data:`MAX_FILES`, the files under
+    :data:`SMALL_FILE_ROWS` rows are not linked but rewritten into the load's new file, so
+    many small loads do not leave a query thousands of files to open.
+    """
+    sources = sorted((current / "dataset").glob("part-*.parquet"))
+    small: list[Path] = []
+    if len(sources) > MAX_FILES:
+        small = [f for f in sources if pq.ParquetFile(f).metadata.num_rows < SMALL_FILE_ROWS]
+        if len(small) < 2:
+            small = []
     out = []
-    for source in sorted((current / "dataset").glob("part-*.parquet")):
-        if pq.ParquetFile(source).metadata.num_rows == 0:
+    for source in sources:
+        if source in small:
             continue
         target = dataset / source.name
         try:
@@ -789,7 +817,13 @@ def _link_files(current: Path, dataset: Path) -> list[Path]:
         except OSError:
             shutil.copy2(source, target)
         out.append(target)
-    return out
+    return out, small
+
+
+def _file_batches(files: Iterable[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
 def _write_batches(

@@ -33,13 +33,15 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from skyvault.errors import WorkspaceError
+from skyvault.auth import Identity
+from skyvault.errors import SkyvaultError, WorkspaceError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.security import IdentityDep
 from skyvault.workspace import format_permissions, parse_definition, parse_permissions
 from skyvault.workspace.permissions import (
     PERMISSIONS_TYPE,
+    PermissionChange,
     parse_permission_headers,
     permission_headers,
 )
@@ -76,6 +78,21 @@ async def _read_capped(request: Request, limit: int, what: str) -> bytes:
 
 
 @contextlib.contextmanager
+def _audit_refusal(
+    context: ServiceContext, identity: Identity, action: str, name: str
+) -> Iterator[None]:
+    """Record a refusal made here, before the store (which audits its own work), so every
+    create and load request leaves its line in the audit log."""
+    try:
+        yield
+    except SkyvaultError as exc:
+        context.auth.audit.record(
+            identity, f"workspace.{action}", query=name[:300], outcome="error", error=exc.code
+        )
+        raise
+
+
+@contextlib.contextmanager
 def _spool_file(directory: Path | None) -> Iterator[tuple[int, Path]]:
     fd, name = tempfile.mkstemp(prefix="skyvault-load-", dir=directory)
     path = Path(name)
@@ -93,13 +110,16 @@ async def create_table(
 ) -> Response:
     """Create ``name`` (``user_<you>.TABLE``) from a VOSI table document or a VOTable."""
     store = context.workspace
-    store.require_user(identity)  # anonymous: 401 before the body is read
     content_type = request.headers.get("content-type", "")
-    body = await _read_capped(request, store.settings.max_definition_bytes, "table definition")
-    change = parse_permission_headers(request.headers)
+    with _audit_refusal(context, identity, "create", name):
+        store.require_user(identity)  # anonymous: 401 before the body is read
+        limit = store.settings.max_definition_bytes
+        body = await _read_capped(request, limit, "table definition")
+        change = parse_permission_headers(request.headers)
 
     def work() -> str:
-        definition = parse_definition(content_type, body)
+        with _audit_refusal(context, identity, "create", name):
+            definition = parse_definition(content_type, body)
         meta = store.create_table(identity, name, definition, permissions=change)
         loaded = f" with {meta.nrows} rows" if meta.nrows else ""
         return f"Created table {meta.qualified_name}{loaded}\n"
@@ -122,22 +142,23 @@ async def load_table(
     """Append the body's rows (CSV/TSV with a header line, FITS, VOTable, Parquet)."""
     store = context.workspace
     content_type = request.headers.get("content-type", "")
-    store.require_user(identity)
-    check_content_type(content_type)
-    # Access first: a table the caller cannot see is "no table" before a byte is read.
-    await run_in_threadpool(store.check_access, identity, name, "write")
-    limit = store.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, "body")
     with _spool_file(context.settings.spool_dir) as (fd, path):
-        size = 0
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit, "body")
-                out.write(chunk)
+        with _audit_refusal(context, identity, "load", name):
+            store.require_user(identity)
+            check_content_type(content_type)
+            # Access first: a table the caller cannot see is "no table" before a byte is read.
+            await run_in_threadpool(store.check_access, identity, name, "write")
+            limit = store.settings.max_body_bytes
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _too_large(limit, "body")
+            size = 0
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit, "body")
+                    out.write(chunk)
         result = await run_in_threadpool(store.load_file, identity, name, path, content_type)
     return Response(result.message() + "\n", status_code=200, media_type=_TEXT)
 
@@ -157,12 +178,17 @@ async def set_permissions(
     """Change the grants (owner only): a ``text/plain`` body of the keys to change, or the
     ``x-vosi-*`` headers."""
     store = context.workspace
-    store.require_user(identity)
-    body = await _read_capped(request, 64 * 1024, "permissions document")
+    with _audit_refusal(context, identity, "permissions", name):
+        store.require_user(identity)
+        body = await _read_capped(request, 64 * 1024, "permissions document")
     mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
     def work() -> str:
-        owner = store.describe(identity, name).permissions.owner
+        with _audit_refusal(context, identity, "permissions", name):
+            change = _permission_change(store.describe(identity, name).permissions.owner)
+        return format_permissions(store.set_permissions(identity, name, change))
+
+    def _permission_change(owner: str) -> PermissionChange:
         if body.strip():
             if mime != PERMISSIONS_TYPE:
                 raise WorkspaceError(
@@ -181,7 +207,7 @@ async def set_permissions(
                 "nothing to change",
                 hint="send lines like public=false, r-group=GROUP, rw-group=GROUP",
             )
-        return format_permissions(store.set_permissions(identity, name, change))
+        return change
 
     text = await run_in_threadpool(work)
     return Response(text, media_type=_TEXT)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -34,7 +34,7 @@ from skyvault.images.obstap import datalink_services
 from skyvault.service.params import TapQueryParams
 from skyvault.service.uploads import with_upload_hint
 
-__all__ = ["QueryOutput", "QueryService"]
+__all__ = ["BatchSink", "QueryOutput", "QueryService"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ class QueryOutput:
 
 
 T = TypeVar("T")
+
+
+class BatchSink(Protocol):
+    """Where a query's rows also go, batch by batch, as its result is written (the table
+    a ``DEST`` job saves into, :mod:`skyvault.workspace.save`)."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+
+def _tee(batches: Iterator[pa.RecordBatch], sink: BatchSink) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        sink.write(batch)
+        yield batch
 
 
 class _Started(Iterator[T]):
@@ -140,6 +153,7 @@ class QueryService:
         timeout: float | None = None,
         views: Sequence[View] = (),
         base_url: str | None = None,
+        sink: BatchSink | None = None,
     ) -> QueryOutput:
         """Start the query ``params`` describe; see the module docstring.
 
@@ -154,6 +168,7 @@ class QueryService:
         (:mod:`skyvault.catalog.views`: ``ivoa.ObsCore``), described in TAP_SCHEMA too.
         ``base_url`` (the service's public URL) is where the DataLink service descriptor of
         a result with ``obs_publisher_did`` columns points (None: no descriptor).
+        ``sink`` gets every batch of rows as the result is written (a saving job's table).
 
         Once compiled, the query waits for its share of the memory budget (time that
         counts against its time limit); the share is given back when ``chunks`` ends or is
@@ -183,7 +198,7 @@ class QueryService:
         try:
             # Time spent queueing counts against the query's time limit.
             return self._start(
-                params, plan, reservation, limit - reservation.waited, cancel, base_url
+                params, plan, reservation, limit - reservation.waited, cancel, base_url, sink
             )
         except BaseException:
             reservation.close()
@@ -197,11 +212,13 @@ class QueryService:
         timeout: float,
         cancel: CancelToken | None,
         base_url: str | None = None,
+        sink: BatchSink | None = None,
     ) -> QueryOutput:
         result = self.archive.executor.execute(
             plan, maxrec=params.maxrec, timeout=max(timeout, 0.001), cancel=cancel
         )
-        batches = _Started(result.batches, start=True)
+        rows = result.batches if sink is None else _tee(result.batches, sink)
+        batches = _Started(rows, start=True, also=[] if sink is None else [result.batches])
         infos: list[tuple[str, str, str | None]] = [
             ("standardID", params.standard_id, None),
             ("QUERY", params.query, None),

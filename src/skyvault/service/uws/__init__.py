@@ -33,7 +33,13 @@ from skyvault.service.uws.models import (
 )
 from skyvault.service.uws.reaper import Reaper
 from skyvault.service.uws.results import ResultStore
-from skyvault.service.uws.runner import Identify, JobRunner, RunQuery, stored_identity
+from skyvault.service.uws.runner import (
+    Identify,
+    JobRunner,
+    OpenSink,
+    RunQuery,
+    stored_identity,
+)
 from skyvault.service.uws.service import JobService
 from skyvault.service.uws.storage import JobStore
 
@@ -47,6 +53,7 @@ __all__ = [
     "JobRunner",
     "JobService",
     "JobStore",
+    "OpenSink",
     "PhaseEvents",
     "Reaper",
     "ResultStore",
@@ -63,11 +70,13 @@ def build_job_service(
     identify: Identify = stored_identity,
     limits: LimitsPolicy | None = None,
     audit: AuditLog | None = None,
+    open_sink: OpenSink | None = None,
 ) -> JobService:
     """The job service over the job database and result store ``settings`` name.
 
     ``identify``, ``limits`` and ``audit`` as for :class:`JobRunner`: who a job runs as,
-    the per-user limits, the audit log.
+    the per-user limits, the audit log; ``open_sink`` the table a ``DEST`` job saves its
+    result into.
     """
     store = JobStore(settings.jobs_database())
     results = ResultStore(settings.results_location())
@@ -81,5 +90,6 @@ def build_job_service(
         limits=limits,
         audit=audit,
         audit_endpoint=f"{settings.path_prefix}/async",
+        open_sink=open_sink,
     )
     return JobService(store, results, runner, events, settings, limits=limits)

@@ -210,9 +210,10 @@ class JobKind:
         (400, no job is created).  None: anything goes.
     run
         ``run(job, cancel, identity, results, check_size) -> JobResult`` in a worker:
-        produce the job's results in the result store (None: the TAP query runner);
-        ``check_size(n)`` raises once ``n`` bytes written would pass the owner's result
-        storage (call it as the results grow).
+        produce the job's results in the result store, or None for a job that leaves no
+        result (a table update); ``run`` None: the TAP query runner.  ``check_size(n)``
+        raises once ``n`` bytes written would pass the owner's result storage (call it as
+        the results grow).
     results
         ``results(job, job_url) -> [ResultLink]``: the results list of a COMPLETED job
         (None: the one ``result`` of :class:`JobResult`).
@@ -224,7 +225,8 @@ class JobKind:
     name: str
     check: Callable[[Identity, dict[str, list[str]], Mapping[str, bytes]], None] | None = None
     run: (
-        Callable[[Job, CancelToken, Identity, ResultStore, Callable[[int], None]], JobResult] | None
+        Callable[[Job, CancelToken, Identity, ResultStore, Callable[[int], None]], JobResult | None]
+        | None
     ) = None
     results: Callable[[Job, str], list[ResultLink]] | None = None
     endpoint: str | None = None

@@ -40,13 +40,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow as pa
 
 from skyvault.auth.audit import AuditLog
 from skyvault.auth.identity import Identity
 from skyvault.auth.limits import LimitsPolicy
-from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import (
@@ -55,11 +56,12 @@ from skyvault.errors import (
     QueryTimeout,
     SkyvaultError,
     StorageError,
+    UsageError,
     internal_error,
 )
 from skyvault.interprocess import process_alive
 from skyvault.service.params import TapQueryParams, tap_query_params
-from skyvault.service.services.query import QueryOutput
+from skyvault.service.services.query import BatchSink, QueryOutput
 from skyvault.service.uploads import parse_uploads
 from skyvault.service.uws.events import PhaseEvents
 from skyvault.service.uws.models import (
@@ -78,6 +80,9 @@ __all__ = [
     "HEARTBEAT_SECONDS",
     "LIVE_RUNNERS",
     "JobRunner",
+    "OpenSink",
+    "ResultSink",
+    "RunQuery",
     "RunnerId",
     "failure_of",
 ]
@@ -94,11 +99,38 @@ IDLE_POLL_SECONDS = 1.0
 #: Runner ids of the pools running in this process (see ``RunnerId.is_alive``).
 LIVE_RUNNERS: set[str] = set()
 
-#: ``run_query(params, cancel, uploads, owner)``: the query service's ``run`` with the
-#: tables ``owner`` (the job owner's identity, resolved when the job starts) may read.
-RunQuery = Callable[
-    [TapQueryParams, CancelToken, Sequence[tuple[TableMeta, pa.Table]], Identity], QueryOutput
-]
+
+class RunQuery(Protocol):
+    """``run_query(params, cancel, uploads, owner[, sink])``: the query service's ``run``
+    with the tables ``owner`` (the job owner's identity, resolved when the job starts) may
+    read; ``sink`` (only passed for a job that saves its result) gets the rows too."""
+
+    def __call__(
+        self,
+        params: TapQueryParams,
+        cancel: CancelToken,
+        uploads: Sequence[tuple[TableMeta, pa.Table]],
+        owner: Identity,
+        sink: BatchSink | None = None,
+        /,
+    ) -> QueryOutput: ...
+
+
+class ResultSink(BatchSink, Protocol):
+    """Where a saving job's rows go besides the result store (a ``DEST`` table)."""
+
+    def commit(self, columns: Sequence[ColumnMeta], schema: pa.Schema) -> object:
+        """Publish what was written, once the result is stored whole."""
+        ...
+
+    def close(self) -> None:
+        """Discard what was not committed (always called)."""
+        ...
+
+
+#: ``open_sink(job, owner)``: the sink of a TAP job that saves its result (``DEST``), its
+#: destination checked; None for a job that does not.
+OpenSink = Callable[[Job, Identity], ResultSink | None]
 #: The identity a job runs as: its owner with the owner's groups now (see JobRunner).
 Identify = Callable[[Job], Identity]
 
@@ -199,6 +231,11 @@ class JobRunner:
     audit
         Where each run is recorded (one line per job: owner, query, rows, duration,
         outcome), under ``audit_endpoint``/JOB_ID.
+    open_sink
+        The sink of a TAP job that saves its result as a table (``DEST``): its rows go
+        there as they go to the result store, and it is committed once they are all stored,
+        before the job completes (its MAXREC defaults to the limit: a cut result is not
+        saved).
     """
 
     def __init__(
@@ -213,7 +250,9 @@ class JobRunner:
         limits: LimitsPolicy | None = None,
         audit: AuditLog | None = None,
         audit_endpoint: str = "/tap/async",
+        open_sink: OpenSink | None = None,
     ) -> None:
+        self.open_sink = open_sink
         self.identify = identify
         self.limits = limits
         self.audit = audit
@@ -483,10 +522,11 @@ class JobRunner:
             if kind is not None and kind.run is not None:
                 check_size = self._size_check(identity, job)
                 result = kind.run(job, run.token, identity, self.results, check_size)
-                check_size(result.size)
+                if result is not None:
+                    check_size(result.size)
             else:
                 result = self._run_query(job, run, identity, parameters)
-            rows = result.rows
+            rows = None if result is None else result.rows
             run.finishing = True
             if not self.store.complete(job.job_id, runner, result, utc_now()):
                 # Aborted or deleted while the result was being written.
@@ -532,22 +572,45 @@ class JobRunner:
     def _run_query(
         self, job: Job, run: _Running, identity: Identity, parameters: dict[str, list[str]]
     ) -> JobResult:
-        """Run a TAP job's query and store its result."""
+        """Run a TAP job's query and store its result (and, with ``DEST``, save it as a
+        table: :attr:`open_sink`)."""
+        sink = self.open_sink(job, identity) if self.open_sink is not None else None
+        try:
+            return self._query_result(job, run, identity, parameters, sink)
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _query_result(
+        self,
+        job: Job,
+        run: _Running,
+        identity: Identity,
+        parameters: dict[str, list[str]],
+        sink: ResultSink | None,
+    ) -> JobResult:
         params = tap_query_params(
             parameters,
-            maxrec_default=self.settings.maxrec_default,
+            maxrec_default=(
+                self.settings.maxrec_default if sink is None else self.settings.maxrec_limit
+            ),
             maxrec_limit=self.settings.maxrec_limit,
         )
         uploads: list[tuple[TableMeta, pa.Table]] = []
         if parameters.get("UPLOAD"):
             parts = self.results.read_uploads(job.job_id)
             uploads = parse_uploads(parameters, parts, self.settings)
-        output = self.run_query(params, run.token, uploads, identity)
+        if sink is None:
+            output = self.run_query(params, run.token, uploads, identity)
+        else:
+            output = self.run_query(params, run.token, uploads, identity, sink)
         try:
             key = self.results.key(job.job_id, output.output.extension)
             size = self.results.write(key, self._capped(output.chunks, identity, job))
         finally:
             output.close()  # a failed write gives the query's memory back now
+        if sink is not None:
+            self._save(output, sink, params.maxrec)
         return JobResult(
             key=key,
             mime=output.output.content_type,
@@ -555,6 +618,16 @@ class JobRunner:
             rows=output.result.rows,
             overflow=output.result.overflow,
         )
+
+    def _save(self, output: QueryOutput, sink: ResultSink, maxrec: int | None) -> None:
+        """Publish a saving job's table, now that its result is stored whole."""
+        if output.result.overflow:
+            raise UsageError(
+                f"the result has more than MAXREC={maxrec} rows: it was not saved as a "
+                "table (a table cut at MAXREC would silently lack rows)",
+                hint=f"narrow the query, or raise MAXREC (at most {self.settings.maxrec_limit})",
+            )
+        sink.commit(output.result.columns, output.result.schema)
 
     def _failure(self, job: Job, run: _Running, error: SkyvaultError) -> JobFailure:
         if run.timed_out:

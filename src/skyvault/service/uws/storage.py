@@ -526,22 +526,26 @@ class JobStore:
             ).scalar_one_or_none()
         return job_id
 
-    def complete(self, job_id: str, runner: str, result: JobResult, now: datetime) -> bool:
-        """EXECUTING (by ``runner``) → COMPLETED with ``result``; False if no longer so."""
+    def complete(self, job_id: str, runner: str, result: JobResult | None, now: datetime) -> bool:
+        """EXECUTING (by ``runner``) → COMPLETED with ``result`` (None: a job whose work
+        leaves no result, such as a table update); False if no longer so."""
+        values = (
+            {}
+            if result is None
+            else {
+                "result_key": result.key,
+                "result_mime": result.mime,
+                "result_size": result.size,
+                "result_rows": result.rows,
+                "result_overflow": result.overflow,
+            }
+        )
         statement = (
             sa.update(_jobs)
             .where(_jobs.c.job_id == job_id)
             .where(_jobs.c.phase == ExecutionPhase.EXECUTING.value)
             .where(_jobs.c.runner == runner)
-            .values(
-                phase=ExecutionPhase.COMPLETED.value,
-                end_time=now,
-                result_key=result.key,
-                result_mime=result.mime,
-                result_size=result.size,
-                result_rows=result.rows,
-                result_overflow=result.overflow,
-            )
+            .values(phase=ExecutionPhase.COMPLETED.value, end_time=now, **values)
         )
         with self._write() as conn:
             return conn.execute(statement).rowcount == 1
