@@ -33,6 +33,9 @@ window.skyvault = {
   get grid() {
     return state.grid;
   },
+  get sky() {
+    return state.sky;
+  },
 };
 
 function status(text, kind = "info") {
@@ -200,6 +203,7 @@ async function openSky() {
   state.sky = await createSky($("sky"), {
     hips: state.session ? state.session.hips : [],
     onSelect: select,
+    onSelectRows: (rows) => setSelection(rows, "sky"),
     onRegion: (region) => insertRegion(region),
   });
   if (state.result) {
@@ -297,6 +301,10 @@ async function start() {
   });
   $("copy-snippet").addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText($("snippet").textContent));
   $("region-view").addEventListener("click", async () => (await openSky()).regionFromView());
+  $("sky-select").addEventListener("click", async () => {
+    (await openSky()).selectRectangle();
+    status("drag a rectangle on the sky: the rows inside are selected", "info");
+  });
   $("region-draw").addEventListener("click", async () => {
     const sky = await openSky();
     if (sky.drawing) {

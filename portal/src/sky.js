@@ -39,7 +39,7 @@ function polygonFrom(value) {
   return null;
 }
 
-export async function createSky(element, { hips, onSelect, onRegion }) {
+export async function createSky(element, { hips, onSelect, onSelectRows, onRegion }) {
   await A.init;
   const images = hips.filter((h) => h.dataproduct_type !== "catalog");
   const catalogs = hips.filter((h) => h.dataproduct_type === "catalog");
@@ -173,6 +173,18 @@ export async function createSky(element, { hips, onSelect, onRegion }) {
     },
     addMoc(url, name) {
       aladin.addMOC(A.MOCFromURL(url, { name, color: "#a0ff80", opacity: 0.25 }));
+    },
+    /** Drag a rectangle on the sky: the result's markers inside it become the selection. */
+    selectRectangle() {
+      aladin.select("rect", (shape, found) => {
+        const rows = new Set();
+        for (const group of found || []) {
+          for (const object of Array.isArray(group) ? group : [group]) {
+            if (object && object.data && object.data.__row !== undefined) rows.add(object.data.__row);
+          }
+        }
+        onSelectRows(Uint32Array.from([...rows].sort((a, b) => a - b)));
+      });
     },
     regionFromView() {
       const [ra, dec] = aladin.getRaDec();

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -143,7 +144,10 @@ class ChangeWatch:
         with self._lock:
             if self._conn is None:
                 return None
-            row = self._conn.execute("PRAGMA data_version").fetchone()
+            try:
+                row = self._conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error:  # a busy or failing file: read the database instead
+                return None
         return int(row[0])
 
     def close(self) -> None:

@@ -156,6 +156,16 @@ def test_a_cone_job_holds_exactly_the_cone_rows_in_bounded_files(
         assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     csv_rows = (tmp_path / "manifest.csv").read_text().splitlines()
     assert csv_rows[0].split(",")[:5] == ["path", "bytes", "sha256", "md5", "rows"]
+    # The other UWS resources of the job.
+    alice = bearer(world.alice)
+    parameters = httpx.get(f"{job_url}/parameters", headers=alice).text
+    assert '<uws:parameter id="TABLE">Secret.Plans</uws:parameter>' in parameters
+    assert httpx.get(f"{job_url}/phase", headers=alice).text == "COMPLETED"
+    assert httpx.get(f"{job_url}/owner", headers=alice).text == "alice"
+    moved = httpx.post(f"{job_url}/destruction", data={"DESTRUCTION": "2099-01-01T00:00:00Z"},
+                       headers=alice, follow_redirects=False)  # fmt: skip
+    assert moved.status_code == 303
+    assert httpx.get(f"{job_url}/destruction", headers=alice).text.endswith("Z")
     # The UWS results list points at every file (and the scripts, links, manifests).
     results = _results(job_url, world.alice)
     assert {"links", "wget", "curl", "aria2", "_MD5SUM.txt"} <= set(results)
@@ -409,6 +419,8 @@ def test_a_job_whose_table_became_hidden_ends_in_error(site: str, world: World) 
     doc = ET.fromstring(httpx.get(job_url, headers=bearer(world.alice)).text)
     summary = doc.findtext(f"{UWS}errorSummary/{UWS}message") or ""
     assert "no such table" in summary
+    error = httpx.get(f"{job_url}/error", headers=bearer(world.alice))
+    assert error.status_code == 200 and "no such table" in error.text
     assert (
         httpx.get(f"{job_url}/files/manifest.json", headers=bearer(world.alice)).status_code == 404
     )

@@ -12,6 +12,7 @@ import glob
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -396,3 +397,32 @@ def test_account_counts_see_another_replica_at_once(store: JobStore) -> None:
             assert reads == [1]
     finally:
         other.close()
+
+
+def test_a_failing_change_watch_means_reading_the_database(tmp_path: Path) -> None:
+    """When the watch cannot read its counter (a busy or failing file), the counts are read
+    from the database, not taken from the cache, and nothing fails."""
+    from skyvault.service.uws.models import Account
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    try:
+        alice = Account("alice")
+        assert store.account_phase_counts(alice) == {}
+        assert store.changes.version() is not None
+
+        class Broken:
+            def execute(self, sql: str) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        real = store.changes._conn
+        store.changes._conn = Broken()
+        try:
+            assert store.changes.version() is None
+            other = JobStore(store.url)
+            other.add(_job("j1"))
+            other.close()
+            assert store.account_phase_counts(alice) == {ExecutionPhase.PENDING: 1}
+        finally:
+            store.changes._conn = real
+    finally:
+        store.close()

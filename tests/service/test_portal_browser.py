@@ -370,6 +370,35 @@ def test_brushing_links_the_plot_the_grid_and_the_sky(
     within = {r["objectId"] for r in expected if lo <= float(r["coord_dec"]) <= hi}
     assert 0 < len(within) < len(expected)
     assert sorted(_selected_ids(page)) == sorted(within)
+    # A rectangle dragged on the sky ("select rows") selects the markers inside it: the rows
+    # whose positions Aladin projects into it, highlighted in the plot.
+    page.click(".tabs button[data-tab='sky']")
+    page.click("#sky-select")
+    box = page.locator("#sky").bounding_box()
+    corners = [box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.05,
+               box["x"] + box["width"] * 0.95, box["y"] + box["height"] * 0.9]  # fmt: skip
+    page.mouse.move(corners[0], corners[1])
+    page.mouse.down()
+    page.mouse.move(corners[2], corners[3], steps=8)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => window.skyvault.selection && window.skyvault.selection.from === 'sky'"
+    )
+    projected = page.evaluate(
+        """(c) => { const a = window.skyvault.sky.aladin, r = window.skyvault.result;
+          const at = document.querySelector('#sky').getBoundingClientRect();
+          const ra = r.columns[1].numbers(), dec = r.columns[2].numbers(), ids = [];
+          for (let i = 0; i < r.numRows; i++) {
+            const p = a.world2pix(ra[i], dec[i]);
+            if (p && p[0] + at.x >= c[0] && p[0] + at.x <= c[2] && p[1] + at.y >= c[1]
+                && p[1] + at.y <= c[3]) ids.push(r.text(i, 0));
+          }
+          return ids; }""",
+        corners,
+    )
+    assert projected and sorted(_selected_ids(page)) == sorted(projected)
+    page.click(".tabs button[data-tab='plot']")
+    page.wait_for_selector(f"#plot svg[data-selected='{len(projected)}']")
 
 
 def test_a_bad_query_shows_its_error_at_its_place(page: Any) -> None:

@@ -36,6 +36,8 @@ from skyvault.auth.tokens import TokenService
 from skyvault.catalog.ingest import IngestOptions, ingest
 from skyvault.catalog.registry import Registry
 from skyvault.config import Settings
+from skyvault.engine.aligned import aligned_partner
+from skyvault.engine.archive import open_archive
 from skyvault.service.app import create_app
 from skyvault.workspace import Quota, WorkspaceStore
 from tests.service.conftest import _free_port, serve_in_thread
@@ -220,6 +222,15 @@ def test_create_index_on_a_column_and_on_the_position(site: Site) -> None:
     assert stored.meta.kind == "hats" and stored.margin is not None
     assert stored.meta.column("mag").indexed  # the earlier index is kept
     assert _pairs(alice) == want
+    # Planned as two archive tables are: a cell join, both sides partitioned, the user
+    # table able to split with aligned partner partitions and margins.
+    archive = open_archive(site.data)
+    plan = archive.plan(MATCH)
+    archive.close()
+    assert {s.cell.role for s in plan.scans if s.cell} == {"keyed", "exploded"}
+    assert all(s.layout is not None for s in plan.scans)
+    user = next(s for s in plan.scans if s.qualified_name == "user_alice.targets")
+    assert isinstance(aligned_partner(plan.scans, user.placeholder), tuple)
     # Loads go on into the sky-indexed table (as appended batches).
     more = "tid,ra,dec,mag,pair\n9000,21.0,6.0,12.5,9000\n"
     alice.load_table("user_alice.targets", io.BytesIO(more.encode()), format="csv")
@@ -342,3 +353,14 @@ def test_read_write_group_members_may_index_readers_may_not(site: Site) -> None:
             content="r-group=\nrw-group=",
             headers={"Authorization": f"Bearer {site.alice}", "Content-Type": "text/plain"},
         )
+
+
+def test_dest_on_sync_is_refused_not_ignored(site: Site) -> None:
+    response = httpx.post(
+        f"{site.url}/sync",
+        data={"LANG": "ADQL", "QUERY": BRIGHT, "DEST": "user_alice.sync"},
+        headers={"Authorization": f"Bearer {site.alice}"},
+    )
+    assert response.status_code == 400
+    assert "DEST (save the result as a table) works only for async jobs" in response.text
+    assert not (site.data / "user_alice" / "sync").exists()

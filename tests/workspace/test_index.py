@@ -284,3 +284,17 @@ def test_a_failed_index_leaves_the_table_as_it_was(
     assert not list((data / "user_alice" / ".skyvault" / "tmp").iterdir())
     monkeypatch.undo()
     assert create_index(data, plan).kind == "hats"  # and it can be done again
+
+
+def test_an_aborted_sky_index_stops_and_leaves_the_table(data: Path) -> None:
+    from skyvault.engine.executor import CancelToken
+    from skyvault.errors import QueryCancelled
+
+    link = data / "user_alice" / "targets"
+    version = link.resolve()
+    token = CancelToken()
+    token.cancel()  # an ABORT that came while the job ran
+    plan = plan_index(_meta(data), IndexRequest("user_alice.targets", "ra,dec", False, "long-lat"))
+    with pytest.raises(QueryCancelled, match="the index was aborted"):
+        create_index(data, plan, cancel=token)
+    assert link.resolve() == version and _meta(data).kind == "plain"

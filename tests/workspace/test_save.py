@@ -82,7 +82,7 @@ def test_an_existing_table_needs_a_mode(world: tuple[Path, WorkspaceStore, Archi
     save_table(store, ALICE, "user_alice.bright", result)
     with pytest.raises(TableExists, match=r"DEST_MODE=append .* DEST_MODE=replace"):
         save_table(store, ALICE, "user_alice.bright", result)
-    appended = save_table(store, ALICE, "user_alice.bright", result, "append")
+    appended = save_table(store, ALICE, "user_alice.BRIGHT", result, "append")
     assert appended.nrows == 2 * result.num_rows
     fewer = archive.query("SELECT TOP 3 id AS oid, g FROM survey.objects ORDER BY id")
     replaced = save_table(store, ALICE, "user_alice.bright", fewer, "replace")

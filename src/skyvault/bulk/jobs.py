@@ -756,19 +756,36 @@ def _write_hats_cell(
     return [one]
 
 
+def _write_dataset_metadata(dataset: Path, written: Sequence[_Written]) -> None:
+    """``_common_metadata`` (the schema) and ``_metadata`` (every partition's row groups,
+    in HEALPix order, each naming its file) with pyarrow, as the catalogue's ingest writes
+    them — ``hats`` is a test-time dependency only."""
+    ordered = sorted(written, key=lambda w: (w.order or 0, w.pixel or 0))
+    metadata = []
+    for w in ordered:
+        md = pq.read_metadata(dataset.parent / w.path)
+        md.set_file_path(Path(w.path).relative_to("dataset").as_posix())
+        metadata.append(md)
+    pq.write_metadata(
+        pq.read_schema(dataset.parent / ordered[0].path), dataset / "_common_metadata"
+    )
+    combined = metadata[0]
+    for md in metadata[1:]:
+        combined.append_row_groups(md)
+    combined.write_metadata_file(str(dataset / "_metadata"))
+
+
 def _finish_hats(
     staging: Path, query: BulkQuery, written: Sequence[_Written]
 ) -> list[ManifestEntry]:
     """The HATS catalogue's own files around the partitions written: their entries."""
-    from hats.io.parquet_metadata import write_parquet_metadata
-
     meta = query.meta
     dataset = staging / "dataset"
     dataset.mkdir(exist_ok=True)
     lines = ["Norder,Npix"] + [f"{w.order},{w.pixel}" for w in written]
     (staging / "partition_info.csv").write_text("\n".join(lines) + "\n")
     if written:
-        write_parquet_metadata(staging)
+        _write_dataset_metadata(dataset, written)
     nrows = sum(w.rows for w in written)
     orders = [w.order or 0 for w in written]
     fraction = sum(1.0 / (12 * 4**o) for o in orders)

@@ -46,7 +46,8 @@ from skyvault.catalog.layout import TableName, building
 from skyvault.catalog.metadata import METADATA_FILE, ColumnMeta, TableMeta
 from skyvault.catalog.readers import InputFile
 from skyvault.catalog.registry import Registry, StoredTable
-from skyvault.errors import CatalogNotFound, IngestError, UsageError
+from skyvault.engine.executor import CancelToken
+from skyvault.errors import CatalogNotFound, IngestError, QueryCancelled, UsageError
 from skyvault.sqltext import quote_identifier, string_literal
 
 __all__ = [
@@ -261,13 +262,19 @@ def create_index(
     plan: IndexPlan,
     *,
     options: IngestOptions | None = None,
+    cancel: CancelToken | None = None,
 ) -> TableMeta:
     """Make the index ``plan`` describes and publish the table's new version; its metadata.
+
+    ``cancel`` (an ABORT of the job) stops a sky index between two batches of rows: the
+    build is removed and the table stays as it was.
 
     Raises
     ------
     CatalogNotFound
         The table is gone (dropped meanwhile).
+    QueryCancelled
+        ``cancel`` was cancelled while the sky index was written.
     IngestError
         A unique index over repeated values, bad positions (naming the row and column), or
         another writer of the table at work.
@@ -280,7 +287,9 @@ def create_index(
             raise CatalogNotFound(f"no table {name}")
         stored = Registry._load(link.resolve(), link)
         if plan.sky:
-            meta = _sky_partition(stored, build.path, plan, options or IngestOptions(), hasher)
+            meta = _sky_partition(
+                stored, build.path, plan, options or IngestOptions(), hasher, cancel
+            )
         elif plan.unique or stored.partitions is None:
             meta = _column_index(stored, build.path, plan, hasher)
         else:
@@ -346,8 +355,27 @@ def _data_schema(stored: StoredTable) -> pa.Schema:
     return pa.schema([schema.field(n) for n in names if n in schema.names])
 
 
+class _Cancellable:
+    """Ingest progress that stops the partitioning once ``cancel`` is cancelled."""
+
+    def __init__(self, cancel: CancelToken | None) -> None:
+        self.cancel = cancel
+
+    def stage(self, label: str, total: int | None) -> None:
+        self.advance(0)
+
+    def advance(self, rows: int) -> None:
+        if self.cancel is not None and self.cancel.cancelled:
+            raise QueryCancelled("the index was aborted; the table is as it was")
+
+
 def _sky_partition(
-    stored: StoredTable, root: Path, plan: IndexPlan, opts: IngestOptions, hasher: ManifestHasher
+    stored: StoredTable,
+    root: Path,
+    plan: IndexPlan,
+    opts: IngestOptions,
+    hasher: ManifestHasher,
+    cancel: CancelToken | None = None,
 ) -> TableMeta:
     ra, dec = plan.columns
     schema = _data_schema(stored)
@@ -355,7 +383,9 @@ def _sky_partition(
     inputs = [f for f in inputs if f.num_rows] or inputs[:1]
     if not inputs:
         raise IngestError(f"{plan.name} has no rows to partition")
-    nrows, partitions = write_hats(inputs, root, plan.name, ra, dec, opts, on_written=hasher.add)
+    nrows, partitions = write_hats(
+        inputs, root, plan.name, ra, dec, opts, _Cancellable(cancel), on_written=hasher.add
+    )
     meta = stored.meta
     healpix = ColumnMeta(
         name=HEALPIX_COLUMN,

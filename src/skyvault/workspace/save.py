@@ -250,11 +250,15 @@ def _check_destination(
             f"a result can be saved only in your own schema, {schema}",
             hint=f"send DEST={schema}.{parsed.table}",
         )
-    target = TableName(schema, parsed.table)
-    exists = (store.data_dir / schema / parsed.table).is_symlink() or any(
-        p.name.lower() == parsed.table.lower() and p.is_symlink()
+    # An existing table is found without regard to case (as the store compares names),
+    # and then named as stored.
+    stored = [
+        p.name
         for p in (store.data_dir / schema).glob("*")
-    )
+        if p.name.lower() == parsed.table.lower() and p.is_symlink()
+    ]
+    exists = bool(stored)
+    target = TableName(schema, stored[0] if stored else parsed.table)
     if exists and request.mode == "create":
         raise TableExists(
             f"table {target} exists already: the result was not saved",

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from skyvault.auth import Identity
 from skyvault.catalog.metadata import TableMeta
-from skyvault.errors import QueryCancelled, SkyvaultError
+from skyvault.errors import QueryCancelled, SkyvaultError, UsageError
 from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import (
@@ -114,6 +114,11 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
             tap = tap_query_params(
                 params, maxrec_default=settings.maxrec_default, maxrec_limit=settings.maxrec_limit
             )
+            if "DEST" in params:  # not ignored: the caller expects a table
+                raise UsageError(
+                    "DEST (save the result as a table) works only for async jobs",
+                    hint="POST the query to /async with DEST, or leave DEST out",
+                )
             if "UPLOAD" in params or files:
                 uploads = await run_in_threadpool(parse_uploads, params, files, settings)
             else:

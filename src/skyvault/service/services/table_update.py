@@ -68,7 +68,7 @@ class TableUpdates:
                 plan = plan_index(table.meta, request)
                 what = plan.describe()
                 if not cancel.cancelled:
-                    create_index(self.data_dir, plan)
+                    create_index(self.data_dir, plan, cancel=cancel)
         except SkyvaultError as exc:
             self._record(owner, what, started, exc.code)
             raise
