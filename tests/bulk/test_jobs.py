@@ -228,32 +228,3 @@ def test_appended_rows_are_written_once_in_their_cells(tmp_path: Path) -> None:
         assert sorted(seen) == sorted(everything)
     finally:
         archive.close()
-
-
-@pytest.mark.slow
-def test_parquet_row_groups_join_the_engines_small_batches(tmp_path: Path) -> None:
-    """The engine streams batches of at most 65 536 rows; a job's Parquet file joins them
-    into row groups of up to an eighth of the file limit (capped), not one per batch."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from skyvault.catalog.ingest import IngestOptions, ingest
-
-    rng = np.random.default_rng(5)
-    n = 200_000
-    table = pa.table({"id": np.arange(n, dtype=np.int64), "ra": rng.uniform(10.0, 10.5, n),
-                      "dec": rng.uniform(0.0, 0.5, n)})  # fmt: skip
-    pq.write_table(table, tmp_path / "in.parquet")
-    ingest([tmp_path / "in.parquet"], "s.t", tmp_path / "data", ra="ra", dec="dec",
-           options=IngestOptions(max_rows_per_partition=10**6))  # fmt: skip
-    archive = Archive(tmp_path / "data")
-    try:
-        request = parse_request(_params(TABLE="s.t", COLUMNS="id, ra, dec"), max_file_bytes=10**8)
-        query = compile_request(request, archive, archive.tables())
-        out = run_request(query, archive, tmp_path / "out", max_file_bytes=10**8)
-        assert out.rows == n and len(out.manifest.entries) == 1
-        meta = pq.ParquetFile(tmp_path / "out" / out.manifest.entries[0].path).metadata
-        assert meta.num_rows == n and meta.num_row_groups == 1  # 4.8 MB < 10**8 / 8
-    finally:
-        archive.close()

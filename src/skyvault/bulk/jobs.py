@@ -115,8 +115,6 @@ _FILTER_FIRST_LINE = 4
 #: Compute the files' checksums in a thread of their own (see _Written).
 _HASH_BEHIND = True
 _SELECT = "SELECT "
-#: Bytes of Arrow data joined into one batch (one Parquet row group) before it is written.
-_GROUP_BYTES = 16 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -576,30 +574,14 @@ class _Peekable:
 
 
 def _sliced(batches: Iterator[pa.RecordBatch], most_bytes: int) -> Iterator[pa.RecordBatch]:
-    """``batches`` cut into slices of about ``most_bytes`` (at least one row each), and
-    small ones joined up to about ``min(most_bytes, _GROUP_BYTES)``: each batch becomes a
-    Parquet row group, and the engine's batches (≤ 65 536 rows) make small ones."""
-    group = min(most_bytes, _GROUP_BYTES)
-    pending: list[pa.RecordBatch] = []
-    held = 0
+    """``batches`` cut into slices of about ``most_bytes`` (at least one row each)."""
     for batch in batches:
         if batch.num_rows == 0:
             continue
         per_row = max(1, batch.nbytes // batch.num_rows)
         step = max(1, most_bytes // per_row)
         for start in range(0, batch.num_rows, step):
-            piece = batch.slice(start, step)
-            if pending and held + piece.nbytes > group:
-                yield _joined(pending)
-                pending, held = [], 0
-            pending.append(piece)
-            held += piece.nbytes
-    if pending:
-        yield _joined(pending)
-
-
-def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+            yield batch.slice(start, step)
 
 
 def _file_stem(meta: TableMeta, cell: _Cell) -> str:
@@ -642,9 +624,7 @@ def run_request(
     cells = _cells(stored, scan, request.moc)
     reservation = None
     if budget is not None:
-        # The pieces of one row group held, and their joined copy (see _sliced).
-        grouping = 2 * min(max(1, limit // 8), _GROUP_BYTES)
-        need = estimate_stream_bytes(query.plan.columns, None, extra_bytes=grouping)
+        need = estimate_stream_bytes(query.plan.columns, None)
         deadline = None if timeout is None else time.monotonic() + timeout
         reservation = budget.reserve(need, deadline=deadline, cancel=cancel)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}"
