@@ -32,7 +32,9 @@ version.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -50,7 +52,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from skyvault.catalog.layout import TableName, hats_pixel_file, schema_lock_file, table_path
+from skyvault.catalog.layout import (
+    TableName,
+    _syncfs,
+    hats_pixel_file,
+    schema_lock_file,
+    table_path,
+)
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import SPATIAL_ORDER
 from skyvault.errors import CatalogError, IngestError, UsageError
@@ -237,25 +245,34 @@ def append_lock(data_dir: Path, name: TableName) -> Iterator[None]:
 
 def write_pointer(version_dir: Path, snapshot: int, committed: str | None) -> None:
     """Atomically make ``snapshot`` of base ``version_dir`` the table's current one."""
+    tmp = stage_pointer(version_dir, snapshot, committed)
+    fsync_file(tmp)
+    swap_pointer(tmp)
+
+
+def stage_pointer(version_dir: Path, snapshot: int, committed: str | None) -> Path:
+    """Write the pointer for ``snapshot`` to a temporary file beside the pointer (not yet
+    durable: the caller syncs it, with the batch's files, before :func:`swap_pointer`)."""
     pointer, _, base = _paths(version_dir)
     tmp = pointer.with_name(f"{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
     text = json.dumps({"base": base, "snapshot": snapshot, "committed": committed}) + "\n"
     try:
-        _write_durable(tmp, text.encode())
+        tmp.write_bytes(text.encode())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def swap_pointer(tmp: Path) -> None:
+    """Replace the pointer by ``tmp`` (already durable) and make the rename durable."""
+    pointer = tmp.with_name(tmp.name.rsplit(".", 2)[0])
+    try:
         os.replace(tmp, pointer)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(pointer.parent)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -309,20 +326,14 @@ def append(
     rows = batch if isinstance(batch, pa.Table) else _read_files(batch)
     with append_lock(data_dir, name):
         version_dir = visible.resolve()
-        meta = TableMeta.read(version_dir)
-        if meta.kind != "hats" or meta.ra_column is None or meta.dec_column is None:
-            raise UsageError(
-                f"{name} has no positions: only HEALPix-partitioned tables take appends",
-                hint="ingest it with --ra and --dec",
-            )
+        stored, index, ra, dec = _version_state(version_dir, name)
         snap = read_snapshot(version_dir)
         if batch_id in snap.batch_ids:
             return AppendResult(snap.snapshot, 0, 0, written=False)
-        stored = pq.read_schema(version_dir / "dataset" / "_common_metadata")
-        data = conform(rows, stored, meta.ra_column, meta.dec_column)
+        data = conform(rows, stored, ra, dec)
         n = snap.snapshot + 1
         _, store, _ = _paths(version_dir)
-        entry_files, written = write_deltas(version_dir, store, n, data)
+        entry_files, written = write_deltas(version_dir, store, n, data, index)
         committed = now_iso()
         entry = {
             "snapshot": n,
@@ -334,11 +345,57 @@ def append(
         log = store / "log"
         log.mkdir(parents=True, exist_ok=True)
         (log / f"{n:012d}.json").write_text(json.dumps(entry))
-        # Everything the pointer will name is made durable first; fsyncs in parallel share
-        # the file system's journal commits (one after another they cost ~10 ms each).
-        fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches"])
-        write_pointer(version_dir, n, committed)
+        # Everything the pointer will name, and the new pointer itself (still under a
+        # temporary name), is made durable by one sync; then the rename, and its directory.
+        tmp = stage_pointer(version_dir, n, committed)
+        try:
+            fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches", tmp])
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        swap_pointer(tmp)
     return AppendResult(n, data.num_rows, len(entry_files), written=True)
+
+
+_VersionState = tuple[pa.Schema, "PartitionIndex", str, str]
+_STATE: OrderedDict[tuple[str, int, int], _VersionState] = OrderedDict()
+_STATE_LOCK = threading.Lock()
+_STATE_MAX = 64
+
+
+def _version_state(version_dir: Path, name: TableName) -> _VersionState:
+    """``(stored schema, partitions, ra column, dec column)`` of a published version, read once per
+    process: a version directory never changes once published (a compaction or re-ingest
+    publishes a new one), so only the key — its path and ``partition_info.csv``'s inode and
+    time, in case a directory is ever re-created under the same name — is checked."""
+    from skyvault.catalog.registry import PartitionIndex
+
+    try:
+        info = (version_dir / "partition_info.csv").stat()
+        key = (str(version_dir), info.st_ino, info.st_mtime_ns)
+    except OSError:
+        key = (str(version_dir), -1, -1)
+    with _STATE_LOCK:
+        cached = _STATE.get(key)
+    if cached is not None:
+        return cached
+    meta = TableMeta.read(version_dir)
+    if meta.kind != "hats" or meta.ra_column is None or meta.dec_column is None:
+        raise UsageError(
+            f"{name} has no positions: only HEALPix-partitioned tables take appends",
+            hint="ingest it with --ra and --dec",
+        )
+    state = (
+        pq.read_schema(version_dir / "dataset" / "_common_metadata"),
+        PartitionIndex.read(version_dir),
+        meta.ra_column,
+        meta.dec_column,
+    )
+    with _STATE_LOCK:
+        _STATE[key] = state
+        while len(_STATE) > _STATE_MAX:
+            _STATE.popitem(last=False)
+    return state
 
 
 def _read_files(paths: Sequence[str | Path]) -> pa.Table:
@@ -446,24 +503,52 @@ def key_ranges(hp: NDArray[np.int64], most: int) -> list[list[int]]:
     return [[int(hp[a]), int(hp[b]) + 1] for a, b in zip(starts, stops, strict=True)]
 
 
+@functools.cache
+def _fsync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+
+
 def fsync_all(paths: Sequence[Path]) -> None:
-    """fsync every file and directory of ``paths`` (in parallel threads)."""
+    """Make every file and directory of ``paths`` durable (all on one file system).
+
+    On Linux one ``syncfs(2)`` of their file system does it: one journal commit, where an
+    fsync per file (in parallel threads, each batch starting its own) cost a 10k-row append
+    ~45 ms of its ~90 (``benchmarks/results/append.md``).  Elsewhere each is fsynced, in
+    parallel on a pool kept for the process.
+    """
     unique = list(dict.fromkeys(paths))
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(unique)))) as pool:
-        list(pool.map(fsync_file, unique))
+    if not unique:
+        return
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(unique[0], os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(unique[0]))
+        finally:
+            os.close(fd)
+        return
+    list(_fsync_pool().map(fsync_file, unique))
 
 
 def write_deltas(
-    version_dir: Path, store: Path, n: int, data: pa.Table
+    version_dir: Path,
+    store: Path,
+    n: int,
+    data: pa.Table,
+    index: PartitionIndex | None = None,
 ) -> tuple[list[list[Any]], list[Path]]:
-    """Write snapshot ``n``'s files (one per cell); returns the log's file entries and
-    the files and directories written (to be made durable)."""
+    """Write snapshot ``n``'s files (one per cell of ``index``, by default the partitions
+    of ``version_dir``); returns the log's file entries and the files and directories
+    written (to be made durable)."""
     from skyvault.catalog.registry import PartitionIndex
 
     batch_dir = store / "batches" / f"{n:012d}"
     shutil.rmtree(batch_dir, ignore_errors=True)  # left by a crashed append of n
     (store / "log" / f"{n:012d}.json").unlink(missing_ok=True)
-    index = PartitionIndex.read(version_dir)
+    if index is None:
+        index = PartitionIndex.read(version_dir)
     hp = data.column(HEALPIX_COLUMN).to_numpy()
     orders, pixels = cells_of(hp, index)
     entries: list[list[Any]] = []
