@@ -402,3 +402,25 @@ def test_without_syncfs_every_file_of_a_batch_is_fsynced(
         assert Path(f.path) in synced and Path(f.path).parent in synced
     assert f"{1:012d}.json" in names  # the log entry
     assert any(n.startswith(".t.snapshot.") and n.endswith(".tmp") for n in names)
+
+
+def test_a_batch_id_committed_by_another_process_is_a_no_op_here(
+    data: Path, tmp_path: Path
+) -> None:
+    # this process has read (and keeps) the ids up to snapshot 1; another commits v2
+    append(data, TABLE, batch(1), "v1")
+    pq.write_table(batch(2), tmp_path / "b2.parquet")
+    code = (
+        "import sys; from skyvault.catalog.append import append; "
+        f"append(__import__('pathlib').Path(sys.argv[1]), {TABLE!r}, [sys.argv[2]], 'v2')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(data), str(tmp_path / "b2.parquet")],
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    again = append(data, TABLE, batch(2), "v2")
+    assert not again.written and again.snapshot == 2
+    assert append(data, TABLE, batch(3), "v3").snapshot == 3
+    got = skyvault.open(data).query(f"SELECT COUNT(*) AS n FROM {TABLE} WHERE batch = 2")
+    assert got.to_pylist() == [{"n": batch(2).num_rows}]

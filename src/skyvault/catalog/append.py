@@ -192,19 +192,13 @@ def log_entry(version_dir: Path, n: int) -> dict[str, Any]:
     return _log_entry(_paths(version_dir)[1], n)
 
 
-def read_snapshot(version_dir: Path) -> Snapshot:
-    """The committed snapshot of the table whose current version is ``version_dir``.
-
-    A pointer naming an older base (a compaction or re-ingest published ``version_dir`` and
-    has not yet rewritten it) means the base holds everything committed: the snapshot it
-    folded in, plus the batches the compaction carried over (``folded.json``'s
-    ``carried``), which are delta files of this base.
-    """
+def _bounds(version_dir: Path) -> tuple[Path, str, dict[str, Any], int, int]:
+    """``(delta store, base, folded.json, first, last)``: the committed snapshot of
+    ``version_dir`` is the base (holding snapshots up to ``first``) plus log entries
+    ``first + 1 .. last``."""
     pointer_path, store, base = _paths(version_dir)
     folded = _read_json(store / "folded.json") or {}
     first = int(folded.get("snapshot", 0))
-    ids = set(folded.get("batch_ids", ()))
-    committed = folded.get("committed")
     pointer = _read_json(pointer_path)
     # Batches a compaction carried over (committed while it ran) are this base's own.
     last = max(first, int(folded.get("carried", first)))
@@ -213,6 +207,48 @@ def read_snapshot(version_dir: Path) -> Snapshot:
     elif pointer is not None and str(pointer.get("base", "")) > base:
         # Version names sort by time: the table was compacted after version_dir was resolved.
         raise StaleVersion(base)
+    return store, base, folded, first, last
+
+
+_IDS: OrderedDict[tuple[str, int], tuple[int, frozenset[str]]] = OrderedDict()
+_IDS_LOCK = threading.Lock()
+
+
+def committed_ids(version_dir: Path) -> tuple[int, frozenset[str]]:
+    """``(snapshot, batch ids)`` of the committed snapshot of ``version_dir`` — what an
+    append needs of :func:`read_snapshot`, without listing every delta file: the ids of
+    the log entries seen before are kept, and only the entries committed since are read
+    (an appender's cost per batch no longer grows with the batches since compaction)."""
+    store, _, folded, first, last = _bounds(version_dir)
+    key = (str(store), first)
+    with _IDS_LOCK:
+        cached = _IDS.get(key)
+    if cached is not None and cached[0] <= last:
+        start, ids = cached[0], set(cached[1])
+    else:
+        start, ids = first, set(folded.get("batch_ids", ()))
+    for n in range(start + 1, last + 1):
+        ids.add(str(_log_entry(store, n)["batch_id"]))
+    result = (last, frozenset(ids))
+    with _IDS_LOCK:
+        _IDS[key] = result
+        _IDS.move_to_end(key)
+        while len(_IDS) > 64:
+            _IDS.popitem(last=False)
+    return result
+
+
+def read_snapshot(version_dir: Path) -> Snapshot:
+    """The committed snapshot of the table whose current version is ``version_dir``.
+
+    A pointer naming an older base (a compaction or re-ingest published ``version_dir`` and
+    has not yet rewritten it) means the base holds everything committed: the snapshot it
+    folded in, plus the batches the compaction carried over (``folded.json``'s
+    ``carried``), which are delta files of this base.
+    """
+    store, base, folded, first, last = _bounds(version_dir)
+    ids = set(folded.get("batch_ids", ()))
+    committed = folded.get("committed")
     files: list[DeltaFile] = []
     for n in range(first + 1, last + 1):
         entry = _log_entry(store, n)
@@ -327,11 +363,11 @@ def append(
     with append_lock(data_dir, name):
         version_dir = visible.resolve()
         stored, index, ra, dec = _version_state(version_dir, name)
-        snap = read_snapshot(version_dir)
-        if batch_id in snap.batch_ids:
-            return AppendResult(snap.snapshot, 0, 0, written=False)
+        current, batch_ids = committed_ids(version_dir)
+        if batch_id in batch_ids:
+            return AppendResult(current, 0, 0, written=False)
         data = conform(rows, stored, ra, dec)
-        n = snap.snapshot + 1
+        n = current + 1
         _, store, _ = _paths(version_dir)
         entry_files, written = write_deltas(version_dir, store, n, data, index)
         committed = now_iso()
@@ -560,6 +596,14 @@ def write_deltas(
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(hp)]])
     written: list[Path] = []
+    # Dictionary encoding only where it can pay: numbers (positions, ids, fluxes) rarely
+    # repeat, and trying it first cost 2/3 of a file's encoding time (0.7 vs 2.0 ms CPU for
+    # 8k rows) for a larger file.
+    dictionary = [
+        f.name
+        for f in data.schema
+        if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    ]
     for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
         order, pixel = int(orders[a]), int(pixels[a])
         path = hats_pixel_file(batch_dir, order, pixel)
@@ -572,6 +616,7 @@ def write_deltas(
             row_group_size=ROW_GROUP_ROWS,
             compression="snappy",
             write_page_index=True,
+            use_dictionary=dictionary,
         )
         written.extend((path, path.parent, path.parent.parent))
         rel = path.relative_to(store).as_posix()
