@@ -424,3 +424,27 @@ def test_a_batch_id_committed_by_another_process_is_a_no_op_here(
     assert append(data, TABLE, batch(3), "v3").snapshot == 3
     got = skyvault.open(data).query(f"SELECT COUNT(*) AS n FROM {TABLE} WHERE batch = 2")
     assert got.to_pylist() == [{"n": batch(2).num_rows}]
+
+
+def test_files_on_two_file_systems_are_synced_on_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from skyvault.catalog import append as append_module
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second file system (/dev/shm)")
+    with tempfile.NamedTemporaryFile(dir=shm) as other:
+        here = tmp_path / "a"
+        here.write_bytes(b"x")
+        devices: list[int] = []
+
+        def syncfs(fd: int) -> int:
+            devices.append(os.fstat(fd).st_dev)
+            return 0
+
+        monkeypatch.setattr(append_module, "_syncfs", lambda: syncfs)
+        append_module.fsync_all([here, tmp_path, Path(other.name)])
+        assert sorted(devices) == sorted({tmp_path.stat().st_dev, shm.stat().st_dev})

@@ -545,7 +545,7 @@ def _fsync_pool() -> ThreadPoolExecutor:
 
 
 def fsync_all(paths: Sequence[Path]) -> None:
-    """Make every file and directory of ``paths`` durable (all on one file system).
+    """Make every file and directory of ``paths`` durable.
 
     On Linux one ``syncfs(2)`` of their file system does it: one journal commit, where an
     fsync per file (in parallel threads, each batch starting its own) cost a 10k-row append
@@ -557,13 +557,16 @@ def fsync_all(paths: Sequence[Path]) -> None:
         return
     syncfs = _syncfs()
     if syncfs is not None:
-        fd = os.open(unique[0], os.O_RDONLY)
-        try:
-            if syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), str(unique[0]))
-        finally:
-            os.close(fd)
+        # one per file system holding them (normally one: the data directory's)
+        devices = {os.stat(path).st_dev: path for path in reversed(unique)}
+        for path in devices.values():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if syncfs(fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), str(path))
+            finally:
+                os.close(fd)
         return
     list(_fsync_pool().map(fsync_file, unique))
 
