@@ -105,10 +105,12 @@ def main() -> None:
                 break
         visible.append(time.perf_counter() - t)
     rate_s = time.perf_counter() - t_all
-    t = time.perf_counter()
-    for b in range(1, args.latency_batches + 1):
-        append(data, "s.compact", visit(b, args.batch_rows), f"v{b}")
+    visits = [visit(b, args.batch_rows) for b in range(1, args.latency_batches + 1)]
+    t, cpu = time.perf_counter(), time.process_time()
+    for b, rows in enumerate(visits, 1):
+        append(data, "s.compact", rows, f"v{b}")
     append_only = time.perf_counter() - t
+    append_cpu = time.process_time() - cpu
     rate = args.latency_batches * args.batch_rows / append_only
 
     # 2. up to --batches batches on both tables
@@ -159,7 +161,8 @@ def main() -> None:
         f"| visible to a new query (from the call) | {pct(visible, 50) * 1e3:.0f} ms | "
         f"{pct(visible, 99) * 1e3:.0f} ms | {max(visible) * 1e3:.0f} ms |",
         "",
-        f"Sustained, one appender: {rate:,.0f} rows/s (appends alone); "
+        f"Sustained, one appender: {rate:,.0f} rows/s (appends alone; "
+        f"{args.latency_batches * args.batch_rows / append_cpu:,.0f} rows per CPU-second); "
         f"{args.latency_batches * args.batch_rows / rate_s:,.0f} rows/s including the "
         "visibility query after each.",
         "",

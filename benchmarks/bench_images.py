@@ -10,13 +10,10 @@ B. **derive**: what ``skyvault images ingest`` does per file — every card of e
    (:func:`skyvault.images.fitsheader.read_headers`), the WCS footprint and the ObsCore
    record — without storing anything;
 C. **ingest**: the whole ``ingest_images`` into a fresh data root: B, plus copying the files
-   into the archive and writing and publishing the ObsCore (HATS) and header tables, files
-   read by two worker processes (the default);
-D. **ingest, one process**: C with ``workers=1``.
+   into the archive and writing and publishing the ObsCore (HATS) and header tables.
 
 Reported: files per second of each (median over the rounds, wall clock) and per CPU-second
-of the process and its workers (all threads: steadier than wall time on a shared
-machine), with the
+of the process (all its threads: steadier than wall time on a shared machine), with the
 ratios to A.  The target of
 issue 13 is C ≥ 2,000 files/s.
 
@@ -31,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shutil
 import statistics
 import tempfile
@@ -85,16 +81,9 @@ def run_derive(paths: list[Path]) -> None:
         assert reason is None and images
 
 
-def run_ingest(paths: list[Path], data: Path, workers: int) -> None:
-    result = ingest_images(paths, "bench", data, options=ImageIngestOptions(workers=workers))
+def run_ingest(paths: list[Path], data: Path) -> None:
+    result = ingest_images(paths, "bench", data)
     assert result.images == len(paths)
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and of its finished children (the ingest's workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -120,8 +109,7 @@ def main() -> None:
             "derive (cards + WCS + ObsCore)": lambda: run_derive(paths),
             # A fresh data root each time (a first ingest); earlier ones are removed outside
             # the timed region.
-            "ingest (whole command)": lambda: run_ingest(paths, scratch / f"data{next(roots)}", 2),
-            "ingest, one process": lambda: run_ingest(paths, scratch / f"data{next(roots)}", 1),
+            "ingest (whole command)": lambda: run_ingest(paths, scratch / f"data{next(roots)}"),
         }
         for run in cases.values():  # warm-up: page cache, imports
             run()
@@ -133,10 +121,10 @@ def main() -> None:
             order = names if round_ % 2 == 0 else names[::-1]
             for name in order:
                 loads.append(os.getloadavg()[0])
-                start, start_cpu = time.perf_counter(), _cpu()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 cases[name]()
                 times[name].append(time.perf_counter() - start)
-                cpu[name].append(_cpu() - start_cpu)
+                cpu[name].append(time.process_time() - start_cpu)
                 for old in scratch.glob("data*"):
                     shutil.rmtree(old)
         rates = {name: len(paths) / statistics.median(t) for name, t in times.items()}

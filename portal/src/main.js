@@ -9,6 +9,7 @@ import { drawPlot, numericColumns } from "./plot.js";
 import { createGrid, download, FORMATS, notebookSnippet } from "./results.js";
 import { el, loadSchema, renderSchema, starterQuery } from "./schema.js";
 import { showLinks } from "./links.js";
+import * as workspace from "./workspace.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -65,6 +66,8 @@ async function signIn() {
   $("groups").textContent = s.groups && s.groups.length ? s.groups.join(", ") : "";
   $("token").value = api.token() ? "••••••••" : "";
   $("signout").hidden = !api.token();
+  // The user's own tables: signed-in users only (the session names their schema).
+  $("workspace-bar").hidden = s.anonymous || !s.workspace;
   return true;
 }
 
@@ -255,6 +258,115 @@ async function run(mode) {
 
 let jobs;
 
+// --- the user's own tables (workspace.js) ----------------------------------------------------
+
+function ownSchema() {
+  const s = state.session;
+  return s && !s.anonymous && s.workspace ? s.workspace : null;
+}
+
+/** "share" and "delete" on the tables of the user's own schema. */
+function ownTableActions(table, item) {
+  const own = ownSchema();
+  if (!own || (table.schema_name || "").toLowerCase() !== own.toLowerCase()) return [];
+  const name = table.table_name;
+  const share = el("button", {
+    class: "own share",
+    title: "who else may read or load this table",
+    onclick: (e) => {
+      e.preventDefault();
+      if (item.parentElement.querySelector(`form[data-share="${name}"]`)) return;
+      const form = workspace.shareForm(name, state.session.groups || [], {
+        onDone: () => status(`${name}: sharing saved`, "ok"),
+        onError: (err) => showError(err),
+      });
+      item.after(form);
+    },
+  }, "share");
+  const drop = el("button", {
+    class: "own delete",
+    title: "delete this table",
+    onclick: async (e) => {
+      e.preventDefault();
+      if (!window.confirm(`Delete the table ${name}? Its rows are gone for good.`)) return;
+      try {
+        await workspace.dropTable(name);
+        status(`${name} deleted`, "ok");
+        await reloadSession();
+      } catch (err) {
+        showError(err);
+      }
+    },
+  }, "delete");
+  return [share, drop];
+}
+
+/** The session (tables, sizes) and the schema browser again, after a table came or went. */
+async function reloadSession() {
+  await signIn();
+  await loadAll();
+}
+
+function askTableName(suggested) {
+  const own = ownSchema();
+  const answer = window.prompt(`Name of the new table (in your schema ${own}):`, suggested);
+  if (answer === null) return null;
+  return workspace.checkName(answer.trim());
+}
+
+/** Follow a job that writes a table; the schema browser shows the table when it is done. */
+async function whenSaved(jobId, qualified) {
+  rememberJob(jobId);
+  jobs.update();
+  status(`job ${jobId}: saving ${qualified}…`, "busy");
+  const done = await workspace.waitForJob(jobId);
+  jobs.update();
+  if (done.phase === "COMPLETED") {
+    await reloadSession();
+    status(`saved as ${qualified}`, "ok");
+  } else {
+    status(`${qualified} not saved: ${done.error || done.phase}`, "error");
+  }
+}
+
+async function saveResultAsTable() {
+  const query = (state.query || editor.text).trim();
+  if (!query) {
+    status("run a query first: its result is what is saved", "info");
+    return;
+  }
+  try {
+    const name = askTableName("my_result");
+    if (!name) return;
+    const qualified = `${ownSchema()}.${name}`;
+    const id = await workspace.saveAsTable(query, qualified);
+    await whenSaved(id, qualified);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+async function uploadFile(input) {
+  const file = input.files && input.files[0];
+  input.value = "";
+  if (!file) return;
+  try {
+    const name = askTableName(workspace.tableNameFor(file));
+    if (!name) return;
+    const qualified = `${ownSchema()}.${name}`;
+    status(`uploading ${file.name}…`, "busy");
+    const answer = await workspace.uploadTable(file, qualified);
+    if (answer && answer.job) {
+      await whenSaved(answer.job, qualified);
+      return;
+    }
+    await reloadSession();
+    status(String(answer).trim() || `uploaded as ${qualified}`, "ok");
+  } catch (e) {
+    showError(e);
+  }
+}
+
 async function start() {
   $("signin").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -283,6 +395,8 @@ async function start() {
     if (state.grid) state.grid.onlySelected($("only-selected").checked).catch((e) => showError(e));
   });
   $("clear-selection").addEventListener("click", () => setSelection(null, "button"));
+  $("save-table").addEventListener("click", saveResultAsTable);
+  $("upload-table").addEventListener("change", (e) => uploadFile(e.target));
   const formats = $("download");
   for (const [value, label, extension] of FORMATS) {
     const option = el("option", {}, label);
@@ -348,7 +462,7 @@ async function loadAll() {
   editor.text = previous;
   renderSchema($("schema"), schema, (table) => {
     editor.text = starterQuery(table);
-  }, (column) => editor.insert(column.column_name));
+  }, (column) => editor.insert(column.column_name), ownTableActions);
   $("run").onclick = () => run("sync");
   $("run-async").onclick = () => run("async");
   if (!$("examples").options.length || $("examples").options.length === 1) await loadExamples(editor);

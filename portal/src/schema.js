@@ -66,7 +66,11 @@ function columnTitle(c) {
 
 const OPEN_ALL_UP_TO = 60; // tables
 
-export function renderSchema(container, schema, onTable, onColumn) {
+/**
+ * Draw the schema tree into ``container``; ``actions(table, item)``, when given, returns the
+ * extra buttons of a table's line (the user's own tables: workspace.js), or nothing.
+ */
+export function renderSchema(container, schema, onTable, onColumn, actions = null) {
   const search = el("input", {
     type: "search",
     placeholder: "search tables and columns…",
@@ -106,6 +110,7 @@ export function renderSchema(container, schema, onTable, onColumn) {
               onTable(t);
             },
           }, "query"),
+          ...((actions && actions(t, item)) || []),
         );
         item.append(name);
         item.addEventListener("toggle", () => {

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import multiprocessing
 import os
-import threading
 from collections.abc import Iterator
-from multiprocessing.context import BaseContext
 from pathlib import Path
 
-__all__ = ["file_lock", "process_alive", "worker_context"]
+__all__ = ["file_lock", "process_alive"]
 
 
 @contextlib.contextmanager
@@ -46,17 +43,3 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
-
-
-def worker_context() -> tuple[BaseContext, bool]:
-    """How to start worker processes, and whether they start cheaply.
-
-    ``fork`` from a single-threaded process: a worker starts at once with the modules
-    already imported.  Otherwise ``spawn`` (forking a process that runs other threads — a
-    progress bar's refresh, a server's pool — can deadlock the child on a lock one of them
-    held): each worker then imports what it needs, a second or two, so callers should keep
-    a pool for work large enough to repay that (the second value is False then).
-    """
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork"), True
-    return multiprocessing.get_context("spawn"), False

@@ -318,3 +318,133 @@ def test_cli_append_errors_are_one_line(
     assert main(["append", *argv, "--table", TABLE]) == 1
     err = capsys.readouterr().err
     assert "lacks batch" in err and "Traceback" not in err
+
+
+def _visit_like(b: int, n: int, new_b: int) -> pa.Table:
+    """The rows of ``batch(b, n)`` (same positions) under batch number ``new_b``."""
+    rows = batch(b, n)
+    return pa.table(
+        {
+            "id": pa.array(new_b * 1_000_000 + np.arange(n, dtype=np.int64)),
+            "ra": rows["ra"],
+            "dec": rows["dec"],
+            "batch": pa.array(np.full(n, new_b, dtype=np.int64)),
+        }
+    )
+
+
+def test_the_cached_partition_map_follows_a_compaction(data: Path) -> None:
+    from skyvault.catalog.compact import compact
+    from skyvault.catalog.registry import PartitionIndex
+
+    link = data / "s" / "t"
+    # the appender's process caches the partitions of the version it appends to
+    for b in (1, 2, 3):
+        append(data, TABLE, batch(b, 3_000), f"v{b}")
+    before = PartitionIndex.read(link.resolve())
+    compact(data, TABLE)  # splits the field's grown partition into children
+    after = PartitionIndex.read(link.resolve())
+    assert len(after) > len(before)
+    # the same field again: its rows must be cut by the new partitions, not the old ones
+    append(data, TABLE, _visit_like(1, 3_000, 9), "v9")
+    snap = status(data, TABLE)
+    cells = set(zip(after.orders.tolist(), after.pixels.tolist(), strict=True))
+    mine = [f for f in snap.files if f.snapshot == 4]
+    assert mine
+    for f in mine:
+        if (f.order, f.pixel) in cells:
+            continue
+        # a hole cell: overlaps no partition of the new version
+        shift = 2 * (29 - f.order)
+        lo, hi = f.pixel << shift, (f.pixel + 1) << shift
+        assert not ((after.starts < hi) & (after.stops > lo)).any(), (f.order, f.pixel)
+    got = skyvault.open(data).query(f"SELECT id FROM {TABLE} WHERE batch = 9")
+    assert _ids(got) == _ids(_visit_like(1, 3_000, 9))
+
+
+def test_a_batch_and_its_pointer_are_durable_in_one_sync_before_the_swap(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.catalog import append as append_module
+
+    append(data, TABLE, batch(1), "v1")
+    pointer = data / "s" / ".t.snapshot"
+    seen: list[tuple[str, list[str]]] = []
+
+    def syncfs(fd: int) -> int:
+        staged = sorted(p.read_text() for p in pointer.parent.glob(".t.snapshot.*.tmp"))
+        seen.append((pointer.read_text(), staged))
+        return 0
+
+    monkeypatch.setattr(append_module, "_syncfs", lambda: syncfs)
+    append(data, TABLE, batch(2), "v2")
+    assert len(seen) == 1  # one sync for the batch's files, log entry and new pointer
+    current, staged = seen[0]
+    assert '"snapshot": 1' in current  # not yet swapped when synced
+    assert len(staged) == 1 and '"snapshot": 2' in staged[0]
+    assert '"snapshot": 2' in pointer.read_text()
+    assert not list(pointer.parent.glob("*.tmp"))
+
+
+def test_without_syncfs_every_file_of_a_batch_is_fsynced(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyvault.catalog import append as append_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(append_module, "_syncfs", lambda: None)
+    monkeypatch.setattr(append_module, "fsync_file", lambda p: synced.append(Path(p)))
+    append(data, TABLE, batch(1), "v1")
+    snap = status(data, TABLE)
+    assert snap.files
+    names = {p.name for p in synced}
+    for f in snap.files:
+        assert Path(f.path) in synced and Path(f.path).parent in synced
+    assert f"{1:012d}.json" in names  # the log entry
+    assert any(n.startswith(".t.snapshot.") and n.endswith(".tmp") for n in names)
+
+
+def test_a_batch_id_committed_by_another_process_is_a_no_op_here(
+    data: Path, tmp_path: Path
+) -> None:
+    # this process has read (and keeps) the ids up to snapshot 1; another commits v2
+    append(data, TABLE, batch(1), "v1")
+    pq.write_table(batch(2), tmp_path / "b2.parquet")
+    code = (
+        "import sys; from skyvault.catalog.append import append; "
+        f"append(__import__('pathlib').Path(sys.argv[1]), {TABLE!r}, [sys.argv[2]], 'v2')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(data), str(tmp_path / "b2.parquet")],
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    again = append(data, TABLE, batch(2), "v2")
+    assert not again.written and again.snapshot == 2
+    assert append(data, TABLE, batch(3), "v3").snapshot == 3
+    got = skyvault.open(data).query(f"SELECT COUNT(*) AS n FROM {TABLE} WHERE batch = 2")
+    assert got.to_pylist() == [{"n": batch(2).num_rows}]
+
+
+def test_files_on_two_file_systems_are_synced_on_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from skyvault.catalog import append as append_module
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second file system (/dev/shm)")
+    with tempfile.NamedTemporaryFile(dir=shm) as other:
+        here = tmp_path / "a"
+        here.write_bytes(b"x")
+        devices: list[int] = []
+
+        def syncfs(fd: int) -> int:
+            devices.append(os.fstat(fd).st_dev)
+            return 0
+
+        monkeypatch.setattr(append_module, "_syncfs", lambda: syncfs)
+        append_module.fsync_all([here, tmp_path, Path(other.name)])
+        assert sorted(devices) == sorted({tmp_path.stat().st_dev, shm.stat().st_dev})

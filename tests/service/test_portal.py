@@ -126,3 +126,31 @@ def test_the_session_shows_the_caller_and_only_what_they_may_see(world: World) -
             "Bearer",
             "Basic",
         ]
+
+
+def test_the_session_names_the_users_workspace_schema(world: World) -> None:
+    from skyvault.auth import AuthSettings
+    from skyvault.config import Settings
+    from skyvault.service.app import create_app
+
+    jobs = world.data.parent / "jobs-portal-ws"
+    settings = Settings(
+        data_dir=world.data,
+        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
+        results_url=str(jobs / "results"),
+        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/portal/api/session").json()["workspace"] is None
+        schema = client.get("/portal/api/session", headers=bearer(world.alice)).json()["workspace"]
+        assert schema == "user_alice"
+        # The very schema the workspace API creates the user's tables in.
+        created = client.put(
+            f"/tap/tables/{schema}.t",
+            content=b'<table><column><name>x</name><dataType xsi:type="vs:VOTableType" '
+            b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            b'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1">long</dataType>'
+            b"</column></table>",
+            headers={**bearer(world.alice), "Content-Type": "text/xml"},
+        )
+        assert created.status_code == 200, created.text

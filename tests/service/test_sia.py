@@ -604,3 +604,17 @@ def test_votlint(live_url: str, tmp_path: Path, params: dict[str, str]) -> None:
         check=False,
     )
     assert out.stdout.strip() == "" and out.stderr.strip() == "", out.stdout + out.stderr
+
+
+def test_a_service_without_images_says_so(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    (tmp_path / "data").mkdir()
+    settings = Settings(data_dir=tmp_path / "data", auth=ROOMY_AUTH)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.get("/tap/sia/query", params={"POS": "CIRCLE 1 2 3"})
+        bad = client.get("/tap/sia/query", params={"POS": "CIRCLE 1 2"})
+    assert response.status_code == 404
+    [(status, message)] = query_status(read_votable(response.content))
+    assert status == "ERROR" and "publishes no image collections" in message
+    assert bad.status_code == 400  # a bad value is still named first

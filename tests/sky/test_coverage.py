@@ -60,6 +60,7 @@ REGIONS = [
     Circle(45.0, 89.99, 0.05),
     Circle(10.0, -30.0, 5.0),
     Circle(200.0, 10.0, 100.0),
+    Circle(0.0, 0.0, 150.0),  # mocpy's from_cone misses cells of cones this wide
     Polygon(((0, 0), (40, 0), (40, 40), (20, 8), (0, 40))),
     Polygon(((350, -5), (10, -5), (12, 8), (0, 1), (348, 8))),
     Polygon(tuple((float(k * 36), -60.0 if k % 2 else -80.0) for k in range(10))),

@@ -32,7 +32,9 @@ version.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -50,7 +52,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from skyvault.catalog.layout import TableName, hats_pixel_file, schema_lock_file, table_path
+from skyvault.catalog.layout import (
+    TableName,
+    _syncfs,
+    hats_pixel_file,
+    schema_lock_file,
+    table_path,
+)
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.partitioning import SPATIAL_ORDER
 from skyvault.errors import CatalogError, IngestError, UsageError
@@ -184,19 +192,13 @@ def log_entry(version_dir: Path, n: int) -> dict[str, Any]:
     return _log_entry(_paths(version_dir)[1], n)
 
 
-def read_snapshot(version_dir: Path) -> Snapshot:
-    """The committed snapshot of the table whose current version is ``version_dir``.
-
-    A pointer naming an older base (a compaction or re-ingest published ``version_dir`` and
-    has not yet rewritten it) means the base holds everything committed: the snapshot it
-    folded in, plus the batches the compaction carried over (``folded.json``'s
-    ``carried``), which are delta files of this base.
-    """
+def _bounds(version_dir: Path) -> tuple[Path, str, dict[str, Any], int, int]:
+    """``(delta store, base, folded.json, first, last)``: the committed snapshot of
+    ``version_dir`` is the base (holding snapshots up to ``first``) plus log entries
+    ``first + 1 .. last``."""
     pointer_path, store, base = _paths(version_dir)
     folded = _read_json(store / "folded.json") or {}
     first = int(folded.get("snapshot", 0))
-    ids = set(folded.get("batch_ids", ()))
-    committed = folded.get("committed")
     pointer = _read_json(pointer_path)
     # Batches a compaction carried over (committed while it ran) are this base's own.
     last = max(first, int(folded.get("carried", first)))
@@ -205,6 +207,48 @@ def read_snapshot(version_dir: Path) -> Snapshot:
     elif pointer is not None and str(pointer.get("base", "")) > base:
         # Version names sort by time: the table was compacted after version_dir was resolved.
         raise StaleVersion(base)
+    return store, base, folded, first, last
+
+
+_IDS: OrderedDict[tuple[str, int], tuple[int, frozenset[str]]] = OrderedDict()
+_IDS_LOCK = threading.Lock()
+
+
+def committed_ids(version_dir: Path) -> tuple[int, frozenset[str]]:
+    """``(snapshot, batch ids)`` of the committed snapshot of ``version_dir`` — what an
+    append needs of :func:`read_snapshot`, without listing every delta file: the ids of
+    the log entries seen before are kept, and only the entries committed since are read
+    (an appender's cost per batch no longer grows with the batches since compaction)."""
+    store, _, folded, first, last = _bounds(version_dir)
+    key = (str(store), first)
+    with _IDS_LOCK:
+        cached = _IDS.get(key)
+    if cached is not None and cached[0] <= last:
+        start, ids = cached[0], set(cached[1])
+    else:
+        start, ids = first, set(folded.get("batch_ids", ()))
+    for n in range(start + 1, last + 1):
+        ids.add(str(_log_entry(store, n)["batch_id"]))
+    result = (last, frozenset(ids))
+    with _IDS_LOCK:
+        _IDS[key] = result
+        _IDS.move_to_end(key)
+        while len(_IDS) > 64:
+            _IDS.popitem(last=False)
+    return result
+
+
+def read_snapshot(version_dir: Path) -> Snapshot:
+    """The committed snapshot of the table whose current version is ``version_dir``.
+
+    A pointer naming an older base (a compaction or re-ingest published ``version_dir`` and
+    has not yet rewritten it) means the base holds everything committed: the snapshot it
+    folded in, plus the batches the compaction carried over (``folded.json``'s
+    ``carried``), which are delta files of this base.
+    """
+    store, base, folded, first, last = _bounds(version_dir)
+    ids = set(folded.get("batch_ids", ()))
+    committed = folded.get("committed")
     files: list[DeltaFile] = []
     for n in range(first + 1, last + 1):
         entry = _log_entry(store, n)
@@ -237,25 +281,34 @@ def append_lock(data_dir: Path, name: TableName) -> Iterator[None]:
 
 def write_pointer(version_dir: Path, snapshot: int, committed: str | None) -> None:
     """Atomically make ``snapshot`` of base ``version_dir`` the table's current one."""
+    tmp = stage_pointer(version_dir, snapshot, committed)
+    fsync_file(tmp)
+    swap_pointer(tmp)
+
+
+def stage_pointer(version_dir: Path, snapshot: int, committed: str | None) -> Path:
+    """Write the pointer for ``snapshot`` to a temporary file beside the pointer (not yet
+    durable: the caller syncs it, with the batch's files, before :func:`swap_pointer`)."""
     pointer, _, base = _paths(version_dir)
     tmp = pointer.with_name(f"{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
     text = json.dumps({"base": base, "snapshot": snapshot, "committed": committed}) + "\n"
     try:
-        _write_durable(tmp, text.encode())
+        tmp.write_bytes(text.encode())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def swap_pointer(tmp: Path) -> None:
+    """Replace the pointer by ``tmp`` (already durable) and make the rename durable."""
+    pointer = tmp.with_name(tmp.name.rsplit(".", 2)[0])
+    try:
         os.replace(tmp, pointer)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(pointer.parent)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -309,20 +362,14 @@ def append(
     rows = batch if isinstance(batch, pa.Table) else _read_files(batch)
     with append_lock(data_dir, name):
         version_dir = visible.resolve()
-        meta = TableMeta.read(version_dir)
-        if meta.kind != "hats" or meta.ra_column is None or meta.dec_column is None:
-            raise UsageError(
-                f"{name} has no positions: only HEALPix-partitioned tables take appends",
-                hint="ingest it with --ra and --dec",
-            )
-        snap = read_snapshot(version_dir)
-        if batch_id in snap.batch_ids:
-            return AppendResult(snap.snapshot, 0, 0, written=False)
-        stored = pq.read_schema(version_dir / "dataset" / "_common_metadata")
-        data = conform(rows, stored, meta.ra_column, meta.dec_column)
-        n = snap.snapshot + 1
+        stored, index, ra, dec = _version_state(version_dir, name)
+        current, batch_ids = committed_ids(version_dir)
+        if batch_id in batch_ids:
+            return AppendResult(current, 0, 0, written=False)
+        data = conform(rows, stored, ra, dec)
+        n = current + 1
         _, store, _ = _paths(version_dir)
-        entry_files, written = write_deltas(version_dir, store, n, data)
+        entry_files, written = write_deltas(version_dir, store, n, data, index)
         committed = now_iso()
         entry = {
             "snapshot": n,
@@ -334,11 +381,57 @@ def append(
         log = store / "log"
         log.mkdir(parents=True, exist_ok=True)
         (log / f"{n:012d}.json").write_text(json.dumps(entry))
-        # Everything the pointer will name is made durable first; fsyncs in parallel share
-        # the file system's journal commits (one after another they cost ~10 ms each).
-        fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches"])
-        write_pointer(version_dir, n, committed)
+        # Everything the pointer will name, and the new pointer itself (still under a
+        # temporary name), is made durable by one sync; then the rename, and its directory.
+        tmp = stage_pointer(version_dir, n, committed)
+        try:
+            fsync_all([*written, log / f"{n:012d}.json", log, store, store / "batches", tmp])
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        swap_pointer(tmp)
     return AppendResult(n, data.num_rows, len(entry_files), written=True)
+
+
+_VersionState = tuple[pa.Schema, "PartitionIndex", str, str]
+_STATE: OrderedDict[tuple[str, int, int], _VersionState] = OrderedDict()
+_STATE_LOCK = threading.Lock()
+_STATE_MAX = 64
+
+
+def _version_state(version_dir: Path, name: TableName) -> _VersionState:
+    """``(stored schema, partitions, ra column, dec column)`` of a published version, read once per
+    process: a version directory never changes once published (a compaction or re-ingest
+    publishes a new one), so only the key — its path and ``partition_info.csv``'s inode and
+    time, in case a directory is ever re-created under the same name — is checked."""
+    from skyvault.catalog.registry import PartitionIndex
+
+    try:
+        info = (version_dir / "partition_info.csv").stat()
+        key = (str(version_dir), info.st_ino, info.st_mtime_ns)
+    except OSError:
+        key = (str(version_dir), -1, -1)
+    with _STATE_LOCK:
+        cached = _STATE.get(key)
+    if cached is not None:
+        return cached
+    meta = TableMeta.read(version_dir)
+    if meta.kind != "hats" or meta.ra_column is None or meta.dec_column is None:
+        raise UsageError(
+            f"{name} has no positions: only HEALPix-partitioned tables take appends",
+            hint="ingest it with --ra and --dec",
+        )
+    state = (
+        pq.read_schema(version_dir / "dataset" / "_common_metadata"),
+        PartitionIndex.read(version_dir),
+        meta.ra_column,
+        meta.dec_column,
+    )
+    with _STATE_LOCK:
+        _STATE[key] = state
+        while len(_STATE) > _STATE_MAX:
+            _STATE.popitem(last=False)
+    return state
 
 
 def _read_files(paths: Sequence[str | Path]) -> pa.Table:
@@ -446,24 +539,55 @@ def key_ranges(hp: NDArray[np.int64], most: int) -> list[list[int]]:
     return [[int(hp[a]), int(hp[b]) + 1] for a, b in zip(starts, stops, strict=True)]
 
 
+@functools.cache
+def _fsync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+
+
 def fsync_all(paths: Sequence[Path]) -> None:
-    """fsync every file and directory of ``paths`` (in parallel threads)."""
+    """Make every file and directory of ``paths`` durable.
+
+    On Linux one ``syncfs(2)`` of their file system does it: one journal commit, where an
+    fsync per file (in parallel threads, each batch starting its own) cost a 10k-row append
+    ~45 ms of its ~90 (``benchmarks/results/append.md``).  Elsewhere each is fsynced, in
+    parallel on a pool kept for the process.
+    """
     unique = list(dict.fromkeys(paths))
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(unique)))) as pool:
-        list(pool.map(fsync_file, unique))
+    if not unique:
+        return
+    syncfs = _syncfs()
+    if syncfs is not None:
+        # one per file system holding them (normally one: the data directory's)
+        devices = {os.stat(path).st_dev: path for path in reversed(unique)}
+        for path in devices.values():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if syncfs(fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), str(path))
+            finally:
+                os.close(fd)
+        return
+    list(_fsync_pool().map(fsync_file, unique))
 
 
 def write_deltas(
-    version_dir: Path, store: Path, n: int, data: pa.Table
+    version_dir: Path,
+    store: Path,
+    n: int,
+    data: pa.Table,
+    index: PartitionIndex | None = None,
 ) -> tuple[list[list[Any]], list[Path]]:
-    """Write snapshot ``n``'s files (one per cell); returns the log's file entries and
-    the files and directories written (to be made durable)."""
+    """Write snapshot ``n``'s files (one per cell of ``index``, by default the partitions
+    of ``version_dir``); returns the log's file entries and the files and directories
+    written (to be made durable)."""
     from skyvault.catalog.registry import PartitionIndex
 
     batch_dir = store / "batches" / f"{n:012d}"
     shutil.rmtree(batch_dir, ignore_errors=True)  # left by a crashed append of n
     (store / "log" / f"{n:012d}.json").unlink(missing_ok=True)
-    index = PartitionIndex.read(version_dir)
+    if index is None:
+        index = PartitionIndex.read(version_dir)
     hp = data.column(HEALPIX_COLUMN).to_numpy()
     orders, pixels = cells_of(hp, index)
     entries: list[list[Any]] = []
@@ -475,6 +599,14 @@ def write_deltas(
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(hp)]])
     written: list[Path] = []
+    # Dictionary encoding only where it can pay: numbers (positions, ids, fluxes) rarely
+    # repeat, and trying it first cost 2/3 of a file's encoding time (0.7 vs 2.0 ms CPU for
+    # 8k rows) for a larger file.
+    dictionary = [
+        f.name
+        for f in data.schema
+        if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    ]
     for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
         order, pixel = int(orders[a]), int(pixels[a])
         path = hats_pixel_file(batch_dir, order, pixel)
@@ -487,6 +619,7 @@ def write_deltas(
             row_group_size=ROW_GROUP_ROWS,
             compression="snappy",
             write_page_index=True,
+            use_dictionary=dictionary,
         )
         written.extend((path, path.parent, path.parent.parent))
         rel = path.relative_to(store).as_posix()

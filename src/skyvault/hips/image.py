@@ -84,7 +84,6 @@ import numpy.typing as npt
 
 from skyvault import __version__
 from skyvault.errors import UsageError
-from skyvault.interprocess import worker_context
 
 __all__ = [
     "ALLSKY_ORDERS",
@@ -935,8 +934,14 @@ def _pool_map(
 
 
 def _mp_context() -> Any:
-    """See :func:`skyvault.interprocess.worker_context`."""
-    return worker_context()[0]
+    """``fork`` from a single-threaded process (a worker starts at once, with the modules
+    already imported), else ``spawn`` (forking a process with threads can deadlock)."""
+    import multiprocessing
+    import threading
+
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _job_size(tiles: int, workers: int) -> int:

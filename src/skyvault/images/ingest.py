@@ -43,8 +43,7 @@ import shutil
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ from skyvault.images.obscore import (
     obscore_schema,
     records_table,
 )
-from skyvault.interprocess import file_lock, worker_context
+from skyvault.interprocess import file_lock
 from skyvault.sky.stcs import REGION_XTYPE
 
 __all__ = [
@@ -133,8 +132,6 @@ class ImageIngestOptions:
     o_ucd: str = "phot.count"
     description: str | None = None
     replace: bool = False
-    workers: int = 2
-    """Processes reading headers (and copying files) for large batches; 1: this one only."""
 
 
 @dataclass(frozen=True)
@@ -301,64 +298,6 @@ def _describe(
     return out, None
 
 
-#: Files per job handed to a worker process, and the batch sizes from which workers are
-#: used: started by ``fork`` they cost next to nothing; by ``spawn`` (the caller runs other
-#: threads, e.g. a progress bar) each imports astropy first, ~1-2 s, repaid only by
-#: thousands of files (reading and storing one small image takes ~0.5 ms of CPU).
-_FILES_PER_JOB = 64
-_POOL_FROM = {True: 256, False: 4_000}
-
-_Described = tuple[Path, list[_Image], str | None]
-
-
-def _describe_job(
-    paths: list[Path], batch: str, collection: str, opts: ImageIngestOptions, store: Path
-) -> list[_Described]:
-    """:func:`_describe` of each of ``paths`` (run in a worker process)."""
-    out: list[_Described] = []
-    for path in paths:
-        found, reason = _describe(path, f"{batch}/{path.name}", collection, opts, store)
-        out.append((path, found, reason))
-    return out
-
-
-def _describe_all(
-    paths: Sequence[Path],
-    batch: str,
-    collection: str,
-    opts: ImageIngestOptions,
-    store: Path,
-    sink: ProgressSink,
-) -> Iterable[_Described]:
-    """Every file described (and stored), in input order; by ``opts.workers`` processes
-    when the batch is large enough to repay starting them.
-
-    Why processes: parsing headers and deriving footprints is Python holding the GIL, so
-    threads would not overlap; each worker returns the records and cards of its files
-    (a few kB per file), and the parent alone writes the tables.
-    """
-    context, cheap = worker_context()
-    if opts.workers <= 1 or len(paths) < _POOL_FROM[cheap]:
-        for path in paths:
-            found, reason = _describe(path, f"{batch}/{path.name}", collection, opts, store)
-            sink.advance(1)
-            yield path, found, reason
-        return
-    chunks = [list(paths[i : i + _FILES_PER_JOB]) for i in range(0, len(paths), _FILES_PER_JOB)]
-    with ProcessPoolExecutor(opts.workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_describe_job, chunk, batch, collection, opts, store) for chunk in chunks
-        ]
-        try:
-            for future in futures:
-                done = future.result()
-                sink.advance(len(done))
-                yield from done
-        finally:
-            for future in futures:
-                future.cancel()
-
-
 def _header_rows(images: Sequence[_Image]) -> pa.Table:
     did: list[str] = []
     obs: list[str] = []
@@ -482,12 +421,14 @@ def ingest_images(
         images: list[_Image] = []
         skipped: list[Skipped] = []
         files: list[Path] = []
-        for path, found, reason in _describe_all(paths, batch, collection, opts, store, sink):
+        for path in paths:
+            found, reason = _describe(path, f"{batch}/{path.name}", collection, opts, store)
             if reason is not None:
                 skipped.append(Skipped(str(path), reason))
             else:
                 images.extend(found)
                 files.append(path)
+            sink.advance(1)
         if not images:
             shutil.rmtree(store / batch, ignore_errors=True)
             raise IngestError(

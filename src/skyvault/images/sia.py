@@ -44,17 +44,16 @@ ignored, as DALI asks of services.
 
 RANGE's sides of constant declination are small circles, which ADQL's geometries do not
 have: a range over every right ascension (a polar cap, a band) becomes one or two caps the
-footprint must meet (exact); any other range becomes the union (OR) of convex
-quadrilaterals side by side in right ascension, none crossing the equator, whose
+footprint must meet (exact); any other range becomes the union (OR) of polygons side by
+side in right ascension (none crossing the equator, ≤ 90° wide, ≤ 8 chords a side) whose
 declination sides are great-circle chords narrow enough to lie within
-:data:`RANGE_TOLERANCE_ARCSEC` of the parallel — up to :data:`MAX_PIECES` pieces per side of
+:data:`RANGE_TOLERANCE_ARCSEC` of the parallel — up to :data:`MAX_PIECES` chords per side of
 the equator, so a range wider than about 10° is coarser (at most ~8″ for one 90° wide at
 declination ±45°, more near a pole).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,10 +119,12 @@ PARAMETERS = ("POS", *_RANGED, "POL", *INTERVAL_PARAMS, *TEXT_PARAMS, "CALIB")
 
 #: How far a RANGE polygon's chords may stray from the parallel they stand for (arcsec).
 RANGE_TOLERANCE_ARCSEC = 0.1
-#: Most pieces one RANGE is cut into per span of right ascension and side of the equator.
+#: Most chords a RANGE parallel is cut into per span of right ascension and side of the equator.
 MAX_PIECES = 64
 #: Widest piece of right ascension a RANGE polygon covers (degrees).
 _PIECE_DEGREES = 90.0
+#: Most chords a side of one RANGE polygon has.
+_CHORDS = 8
 
 _ADQL = Adql()
 
@@ -389,19 +390,28 @@ def _chord_steps(width: float, dec: float) -> int:
     return max(1, math.ceil(math.radians(width) * math.sqrt(bulge / (8.0 * sagitta))))
 
 
-def _cell(ra1: float, ra2: float, dec1: float, dec2: float) -> Polygon:
-    """The polygon of ``ra1 ≤ ra ≤ ra2, dec1 ≤ dec ≤ dec2`` (one side of the equator,
-    ``ra2 - ra1 ≤ 90``) with its parallels as single chords: a convex quadrilateral (a
-    triangle at a pole), cheap for every predicate."""
-    vertices = [(ra1, dec1)] if dec1 == -90.0 else [(ra1, dec1), (ra2, dec1)]
-    vertices += [(ra2, dec2)] if dec2 == 90.0 else [(ra2, dec2), (ra1, dec2)]
+def _cell(ras: Sequence[float], dec1: float, dec2: float) -> Polygon:
+    """The polygon of ``ras[0] ≤ ra ≤ ras[-1], dec1 ≤ dec ≤ dec2`` (one side of the equator,
+    at most 90° wide) whose parallels are chords between the right ascensions ``ras`` (a
+    pole is one vertex; the equator, a great circle, needs only its ends)."""
+
+    def side(dec: float, order: Sequence[float]) -> list[tuple[float, float]]:
+        if abs(dec) == 90.0:
+            return [(order[0], dec)]
+        if dec == 0.0:
+            return [(order[0], dec), (order[-1], dec)]
+        return [(ra, dec) for ra in order]
+
+    vertices = side(dec1, ras) + side(dec2, ras[::-1])
     return Polygon(tuple((ra % 360.0, dec) for ra, dec in vertices))
 
 
 def range_polygons(rng: RaDecRange) -> list[Polygon]:
-    """Convex polygons whose union is ``rng`` (within :data:`RANGE_TOLERANCE_ARCSEC`, or
-    coarser where :data:`MAX_PIECES` is reached); for a range of less than 360° of right
-    ascension (:func:`range_caps` takes the others)."""
+    """Polygons whose union is ``rng`` (within :data:`RANGE_TOLERANCE_ARCSEC`, or coarser
+    where :data:`MAX_PIECES` chords are reached), each of at most :data:`_CHORDS` chords a
+    side (each polygon is one call of the engine's region function, and preparing one
+    grows fast with its vertices); for a range of less than 360° of right ascension
+    (:func:`range_caps` takes the others)."""
     spans = [(rng.ra_min, 360.0), (0.0, rng.ra_max)] if rng.wraps else [(rng.ra_min, rng.ra_max)]
     decs = [(rng.dec_min, rng.dec_max)]
     if rng.dec_min < 0.0 < rng.dec_max:
@@ -411,11 +421,14 @@ def range_polygons(rng: RaDecRange) -> list[Polygon]:
         if hi <= lo:
             continue
         for d1, d2 in decs:
-            least = math.ceil((hi - lo) / _PIECE_DEGREES - 1e-12)
             wanted = max(_chord_steps(hi - lo, d1), _chord_steps(hi - lo, d2))
-            count = max(least, min(wanted, MAX_PIECES))
-            edges = [lo + (hi - lo) * i / count for i in range(count + 1)]
-            out += [_cell(a, b, d1, d2) for a, b in itertools.pairwise(edges)]
+            chords = min(wanted, MAX_PIECES)
+            cells = max(math.ceil((hi - lo) / _PIECE_DEGREES - 1e-12), math.ceil(chords / _CHORDS))
+            chords = max(chords, cells)
+            edges = [lo + (hi - lo) * i / chords for i in range(chords + 1)]
+            for k in range(cells):
+                first, last = k * chords // cells, (k + 1) * chords // cells
+                out.append(_cell(edges[first : last + 1], d1, d2))
     return out
 
 

@@ -116,7 +116,9 @@ def _full_sky(order: int) -> MOC:
 def _cone(ra: float, dec: float, radius: float, max_order: int) -> MOC:
     order = _adaptive_order(2.0 * radius, max_order)
     padded = radius + _PAD + 1e-12 * radius
-    if padded >= 180.0:
+    if padded >= 90.0:
+        # mocpy's from_cone misses cells of cones this wide (at 150° it leaves out a base
+        # cell the cone overlaps); such a cone covers half the sky or more: prune nothing.
         return _full_sky(order)
     return _cone_moc(ra, dec, padded, order)
 

@@ -2,7 +2,8 @@
 
 ``GET /portal/api/session`` says who the caller is (user, groups, anonymous), which tables
 they may see with their size and position columns (for the editor's "no TOP, no WHERE on a
-big table" warning and the sky view), and which HiPS they may browse.  Everything else the
+big table" warning and the sky view), which HiPS they may browse, and the signed-in user's
+workspace schema (``user_<name>``).  Everything else the
 page asks the standard endpoints (TAP_SCHEMA, ``/tap/sync``, ``/tap/async``, ``/hips``).
 """
 
@@ -80,11 +81,17 @@ async def session(request: Request, context: Context, caller: CallerDep) -> Resp
                 }
             )
         identity = caller.identity
+        # The signed-in user's workspace schema (user tables: workspace.js), claimed on first
+        # use as PUT /tables would; anonymous callers have none.
+        workspace = (
+            None if identity.is_anonymous else context.workspace.schema_of(identity, create=True)
+        )
         return {
             "tap": f"{base}{context.settings.path_prefix.rstrip('/')}",
             "user": identity.user,
             "anonymous": identity.is_anonymous,
             "groups": sorted(identity.groups),
+            "workspace": workspace,
             "tables": tables,
             "hips": hips,
         }

@@ -18,8 +18,9 @@ import time
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from skyvault.errors import SkyvaultError
+from skyvault.errors import CatalogNotFound, SkyvaultError
 from skyvault.images import sia
 from skyvault.service.context import get_context
 from skyvault.service.handlers import GetHeadRouter
@@ -53,6 +54,13 @@ async def sia_query(request: Request, identity: IdentityDep) -> Response:
             if form is not None:
                 await form.close()
         tap = sia_tap_params(params, context.settings, sia.OBSCORE_TABLE, f"{base}/sia/query")
+        if not await run_in_threadpool(context.has_images):
+            # ivoa.ObsCore exists for everyone once one collection does (empty for those who
+            # may read none), so this says nothing of any caller's access.
+            raise CatalogNotFound(
+                "this service publishes no image collections: SIA has nothing to search",
+                hint="query its catalogues with TAP at the service's base URL",
+            )
     except SkyvaultError as exc:
         audit_sync(context, identity, request.url.path, None, None, started, exc.code)
         raise
