@@ -100,7 +100,7 @@ def build(data: Path, images: int, row_group_rows: int | None = None) -> dict[st
     from skyvault.images.obscore import ImageFacts, obscore_record
 
     rng = np.random.default_rng(13)
-    opts = ImageIngestOptions(replace=True, subtype="bench.calexp", workers=1)
+    opts = ImageIngestOptions(replace=True, subtype="bench.calexp")
     batch = _batch_id()
     store = image_store(data, COLLECTION)
     (store / batch).mkdir(parents=True, exist_ok=True)
