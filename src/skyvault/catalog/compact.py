@@ -294,6 +294,32 @@ def _split(
     return out
 
 
+def _bounds(hp: NDArray[np.int64], order: int, pixel: int) -> tuple[int, int]:
+    """The slice of the sorted ``hp`` inside cell ``(order, pixel)``."""
+    shift = 2 * (SPATIAL_ORDER - order)
+    lo = int(np.searchsorted(hp, pixel << shift, side="left"))
+    hi = int(np.searchsorted(hp, (pixel + 1) << shift, side="left"))
+    return lo, hi
+
+
+def _ring_rows(table: pa.Table, cells: NDArray[np.int64], ring: NDArray[np.int64]) -> pa.Table:
+    """The rows of the sorted ``table`` whose margin cell (``cells``, sorted) is in ``ring``.
+
+    Two binary searches per ring cell: no pass over all the rows of ``table``."""
+    if not table.num_rows or not len(ring):
+        return table.slice(0, 0)
+    ring = np.unique(ring)
+    lo = np.searchsorted(cells, ring, side="left")
+    hi = np.searchsorted(cells, ring, side="right")
+    keep = hi > lo
+    lo, hi = lo[keep], hi[keep]
+    if not len(lo):
+        return table.slice(0, 0)
+    sizes = hi - lo
+    offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes)
+    return table.take(pa.array(np.arange(int(sizes.sum())) + offsets))
+
+
 def _cut(table: pa.Table, order: int, pixel: int) -> pa.Table:
     """The rows of the sorted ``table`` inside cell ``(order, pixel)``."""
     shift = 2 * (SPATIAL_ORDER - order)
@@ -345,7 +371,8 @@ def _fold(
         if cell not in by_cell:
             outputs.append((cell[0], cell[1], cell, False))
             continue
-        parts = [_cut(deltas, *cell).column(HEALPIX_COLUMN).to_numpy()]
+        lo, hi = _bounds(delta_hp, *cell)
+        parts = [delta_hp[lo:hi]]
         if cell in base_cells:
             base_hp = pq.read_table(base_cells[cell], columns=[HEALPIX_COLUMN]).column(0)
             parts.append(base_hp.to_numpy())
@@ -369,8 +396,10 @@ def _fold(
             rings[int(ring_owners[chunk[0]])] = ring_cells[chunk]
     # Which outputs have new rows in their margin ring.
     delta_owners: set[int] = set()
+    delta_cells = delta_hp >> m_shift  # sorted, as delta_hp is
     if len(delta_hp):
-        cells = np.unique(delta_hp >> m_shift)
+        # np.unique would hash 2M values; they are sorted already.
+        cells = delta_cells[np.concatenate(([True], np.diff(delta_cells) != 0))]
         hit = _member(ring_cells, cells)
         delta_owners = set(ring_owners[hit].tolist())
 
@@ -406,7 +435,8 @@ def _fold(
             main = link(Path(base_cells[source]), target, root / "dataset")
         else:
             own = _read([base_cells[source]] if source in base_cells else [], schema)
-            rows = _sorted(pa.concat_tables([own, _cut(deltas, *source)]))
+            lo, hi = _bounds(delta_hp, *source)
+            rows = _sorted(pa.concat_tables([own, deltas.slice(lo, hi - lo)]))
             main = write(_cut(rows, order, pixel), target, root / "dataset")
         ring = rings.get(index, np.empty(0, np.int64))
         old_margin = hats_pixel_file(old_margin_root, *source)
@@ -416,7 +446,7 @@ def _fold(
             if old_margin.is_file():
                 return main, link(old_margin, margin_target, margin_root / "dataset")
             return main, None
-        pieces = [_in_ring(deltas, ring, m_shift)]
+        pieces = [_ring_rows(deltas, delta_cells, ring)]
         if unchanged:
             pieces.append(_read([str(old_margin)] if old_margin.is_file() else [], schema))
         elif source in base_cells:
