@@ -451,17 +451,24 @@ def _fold(
 
     margin_root = root / MARGIN_DIR
 
-    def one(index: int) -> tuple[pq.FileMetaData, pq.FileMetaData | None]:
-        """Write output ``index`` and its margin: (main metadata, margin metadata)."""
+    def one(
+        index: int, cache: dict[str, pa.Table]
+    ) -> tuple[pq.FileMetaData, pq.FileMetaData | None]:
+        """Write output ``index`` and its margin: (main metadata, margin metadata).
+
+        ``cache`` holds the rows of the output's source cell, read and sorted once for
+        all its children when it was split."""
         order, pixel, source, rewrite = outputs[index]
         target = hats_pixel_file(root, order, pixel)
         if not rewrite:
             main = link(Path(base_cells[source]), target, root / "dataset")
         else:
-            own = _read([base_cells[source]] if source in base_cells else [], schema)
-            lo, hi = _bounds(delta_hp, *source)
-            rows = _sorted(pa.concat_tables([own, deltas.slice(lo, hi - lo)]))
-            main = write(_cut(rows, order, pixel), target, root / "dataset")
+            if "rows" not in cache:
+                own = _read([base_cells[source]] if source in base_cells else [], schema)
+                lo, hi = _bounds(delta_hp, *source)
+                cache["own"] = own
+                cache["rows"] = _sorted(pa.concat_tables([own, deltas.slice(lo, hi - lo)]))
+            main = write(_cut(cache["rows"], order, pixel), target, root / "dataset")
         ring = rings.get(index, np.empty(0, np.int64))
         old_margin = hats_pixel_file(old_margin_root, *source)
         margin_target = hats_pixel_file(margin_root, order, pixel)
@@ -475,8 +482,10 @@ def _fold(
             pieces.append(_read([str(old_margin)] if old_margin.is_file() else [], schema))
         elif source in base_cells:
             # A child of a split base partition: its ring is inside the parent or its ring.
-            parent = [base_cells[source]] + ([str(old_margin)] if old_margin.is_file() else [])
-            pieces.append(_in_ring(_read(parent, schema), ring, m_shift))
+            if "parent" not in cache:
+                margin = _read([str(old_margin)] if old_margin.is_file() else [], schema)
+                cache["parent"] = pa.concat_tables([cache["own"], margin])
+            pieces.append(_in_ring(cache["parent"], ring, m_shift))
         else:
             # A new cell: base rows in its ring are in the base partitions the ring overlaps.
             pieces.append(
@@ -487,8 +496,23 @@ def _fold(
             return main, None
         return main, write(margin_rows, margin_target, margin_root / "dataset")
 
+    def group(indices: list[int]) -> list[tuple[pq.FileMetaData, pq.FileMetaData | None]]:
+        cache: dict[str, pa.Table] = {}
+        return [one(i, cache) for i in indices]
+
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (*_, source, _) in enumerate(outputs):
+        groups[source].append(i)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, range(len(outputs))))  # re-raises a worker's error
+        # One task per source cell (its children share its rows); list() re-raises a
+        # worker's error.
+        done_groups = list(pool.map(group, groups.values()))
+    by_index = {
+        i: r
+        for indices, rs in zip(groups.values(), done_groups, strict=True)
+        for i, r in zip(indices, rs, strict=True)
+    }
+    results = [by_index[i] for i in range(len(outputs))]
     main_md = [main for main, _ in results]
     margin_md = [m for _, m in results if m is not None]
     done = [(o, p, md.num_rows) for (o, p, *_), (md, _) in zip(outputs, results, strict=True)]
