@@ -269,7 +269,7 @@ def _remove_unused_stores(versions: Path, stores: Path) -> None:
 def _read(paths: list[str], schema: pa.Schema) -> pa.Table:
     if not paths:
         return schema.empty_table()
-    tables = [pq.read_table(p, schema=schema) for p in paths]
+    tables = [_read_one(p, schema) for p in paths]
     return pa.concat_tables(tables)
 
 
@@ -378,7 +378,10 @@ def _fold(
                 touched,
                 pool.map(
                     lambda c: (
-                        pq.read_table(base_cells[c], columns=[HEALPIX_COLUMN]).column(0).to_numpy()
+                        pq.ParquetFile(base_cells[c])
+                        .read(columns=[HEALPIX_COLUMN])
+                        .column(0)
+                        .to_numpy()
                     ),
                     touched,
                 ),
