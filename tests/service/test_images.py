@@ -251,12 +251,11 @@ def test_cutout_by_pos_polygon_band_and_time(client: TestClient) -> None:
 def test_a_cutout_larger_than_memory_goes_through_a_file(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from skyvault.service.handlers import images as handler
+    from skyvault.images import archive
 
     params = {"ID": _did("pubimg", "a"), "CIRCLE": f"{PUB_RA} {PUB_DEC} {5 / 3600}"}
     in_memory = client.get("/tap/soda/sync", params=params)
-    monkeypatch.setattr(handler, "_IN_MEMORY", 100)
-    monkeypatch.setattr(handler, "_CHUNK", 1000)
+    monkeypatch.setattr(archive, "SPOOL_IN_MEMORY", 100)
     spilled = client.get("/tap/soda/sync", params=params)
     assert spilled.status_code == 200
     assert int(spilled.headers["content-length"]) == len(spilled.content) > 100
