@@ -26,13 +26,12 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
-from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+from tests.service.image_worlds import spies_and_public
 
 PUB_RA, PUB_DEC = 62.0, -37.0
 SEC_RA, SEC_DEC = 150.0, 2.0
@@ -68,18 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ImageWorld:
         warnings.simplefilter("ignore")
         ingest_images([sources["a"], sources["b"]], "pubimg", data, options=ImageIngestOptions())
         ingest_images([sources["secret-a"]], "secimg", data, options=ImageIngestOptions())
-    storage = AuthStorage.for_data_dir(data)
-    try:
-        now = utc_now()
-        storage.add_user("alice", now)
-        storage.add_user("bob", now)
-        storage.add_group("spies", ["alice"], now)
-        grant_access(storage, "pubimg", None)
-        grant_access(storage, "secimg", "spies")
-        tokens = TokenService(storage)
-        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
-    finally:
-        storage.close()
+    alice, bob = spies_and_public(data, public=["pubimg"], spies=["secimg"])
     return ImageWorld(data, alice, bob, sources)
 
 
