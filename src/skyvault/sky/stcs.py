@@ -123,9 +123,19 @@ def _other_bound(
 
 
 def _bound(region: Region) -> tuple[tuple[float, float, float], float]:
-    centre, radius = bounding_circle(region)
-    x, y, z = (float(v) for v in centre.to_vector())
-    return (x, y, z), math.radians(radius)
+    if isinstance(region, Point | Circle):
+        centre, radius = bounding_circle(region)
+        x, y, z = (float(v) for v in centre.to_vector())
+        return (x, y, z), math.radians(radius)
+    # A polygon's (or box's) vertices all lie within 90 degrees of the centre of its
+    # hemisphere, which its preparation has found: a cap about it holding every vertex
+    # holds the polygon, as bounding_circle's does (without computing the centroid, which
+    # cost more than the parse; issue 13).
+    prepared = region.prepared
+    cosine = max(-1.0, min(1.0, float((prepared.xyz @ prepared.centre).min())))
+    radius = math.acos(cosine)
+    x, y, z = (float(v) for v in prepared.centre)
+    return (x, y, z), radius * (1 + 1e-9) + math.radians(1e-9)
 
 
 def region_relation(
