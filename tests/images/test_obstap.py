@@ -412,6 +412,44 @@ def test_the_view_on_dask_answers_as_locally(world: World) -> None:
         assert split.to_pylist() == local.to_pylist() != []
 
 
+def test_the_bounding_circle_prefilter_keeps_circles_touching_a_vertex() -> None:
+    """A circle that touches a polygon at its vertex farthest from the bounding circle's
+    centre (the worst case for the prefilter) still meets it, as the exact predicate says."""
+    import pyarrow as pa
+
+    from skyvault.sky import geometry
+    from skyvault.sky._vector import radec_to_xyz, unit
+    from skyvault.sky.regions import Circle
+
+    rng = np.random.default_rng(13)
+    texts, others, expected = [], [], []
+    for _ in range(200):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-80, 80))
+        d = float(rng.uniform(0.01, 2.0))
+        text = f"POLYGON ICRS {ra} {dec} {ra + d} {dec} {ra + d} {dec + d} {ra} {dec + 0.7 * d}"
+        polygon = parse_stcs(text)
+        prepared = polygon.prepared  # type: ignore[union-attr]
+        far = prepared.xyz[int(np.argmin(prepared.xyz @ prepared.centre))]
+        r = float(rng.uniform(0.05, 1.0))
+        # the point r degrees beyond the vertex, on the great circle from the centre
+        axis = unit(far - (far @ prepared.centre) * prepared.centre)
+        beyond = unit(far * np.cos(np.radians(r)) + axis * np.sin(np.radians(r)))
+        c_ra = float(np.degrees(np.arctan2(beyond[1], beyond[0])) % 360.0)
+        c_dec = float(np.degrees(np.arcsin(np.clip(beyond[2], -1, 1))))
+        assert np.allclose(radec_to_xyz(c_ra, c_dec), beyond)
+        texts.append(text)
+        others.append([c_ra, c_dec, r])
+        expected.append(geometry.intersects(polygon, Circle(c_ra, c_dec, r)))
+    got = region_relation(
+        pa.array(texts),
+        pa.array(["intersects"] * len(texts)),
+        pa.array(["circle"] * len(texts)),
+        pa.array(others, type=pa.list_(pa.float64())),
+    ).to_pylist()
+    assert got == expected
+    assert sum(expected) > 100  # most touch (the rest miss by a rounding)
+
+
 def test_the_bounding_circle_prefilter_keeps_every_true_answer() -> None:
     """Rows far apart are rejected by their bounding circles; big regions (beyond a
     hemisphere) and touching ones still get the exact predicate (sky/geometry.py)."""
