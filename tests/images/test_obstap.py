@@ -485,3 +485,52 @@ def test_the_bounding_circle_prefilter_keeps_every_true_answer() -> None:
             )
         assert got == expected
         assert relation == "contains" or any(expected)  # small polygons hold no such circle
+
+
+def test_vectorised_polygon_circle_test_answers_as_the_exact_predicate() -> None:
+    """stcs decides INTERSECTS(polygon, circle) for all rows at once (numpy); on random
+    convex and concave polygons and circles near, across and touching their edges, it
+    answers as geometry.intersects row by row, and leaves only the borderline rows to it."""
+    import pyarrow as pa
+
+    from skyvault.sky import geometry, stcs
+    from skyvault.sky.regions import Circle
+
+    rng = np.random.default_rng(21)
+    texts, others = [], []
+    for n in range(600):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-85, 85))
+        d = float(rng.uniform(0.001, 3.0))
+        if n % 3 == 0:  # concave: an arrowhead
+            corners = [(ra, dec), (ra + d, dec + d / 2), (ra, dec + d), (ra + d / 3, dec + d / 2)]
+        else:
+            corners = [(ra, dec), (ra + d, dec), (ra + d, dec + d), (ra, dec + 0.8 * d)]
+        texts.append("POLYGON ICRS " + " ".join(f"{x!r} {y!r}" for x, y in corners))
+        r = float(rng.choice([0.0001, 0.01, 0.3, 2.0, 30.0]))
+        off = float(rng.uniform(-2, 2)) * (d + r)
+        c_ra = (ra + d / 2 + off * float(rng.uniform(-1, 1))) % 360.0
+        others.append([c_ra, float(np.clip(dec + d / 2 + off, -89.9, 89.9)), r])
+    for k in range(0, 600, 4):  # touching the first vertex from below (or nearly)
+        ra, dec = (float(v) for v in texts[k].split()[2:4])
+        r = min(others[k][2], 2.0)
+        others[k] = [ra % 360.0, dec - r * (1.0000001 if k % 8 else 1.0), r]
+    expected = [
+        geometry.intersects(stcs.parse_stcs(t), Circle(*o))
+        for t, o in zip(texts, others, strict=True)
+    ]
+    got = region_relation(
+        pa.array(texts),
+        pa.array(["intersects"] * len(texts)),
+        pa.array(["circle"] * len(texts)),
+        pa.array(others, type=pa.list_(pa.float64())),
+    ).to_pylist()
+    assert got == expected
+    assert 100 < sum(expected) < 500
+    mine = [stcs._parsed(t) for t in texts]
+    theirs = [stcs._other_bound("circle", tuple(o)) for o in others]
+    decided = stcs._polygons_meet_circles(
+        list(range(len(texts))), mine, theirs, ["intersects"] * len(texts),  # type: ignore[arg-type]
+        np.ones(len(texts), dtype=bool),
+    )  # fmt: skip
+    assert len(decided) > 0.9 * len(texts)
+    assert all(decided[k] == expected[k] for k in decided)
