@@ -26,13 +26,12 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
-from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+from tests.service.image_worlds import spies_and_public
 
 PUB_RA, PUB_DEC = 62.0, -37.0
 SEC_RA, SEC_DEC = 150.0, 2.0
@@ -68,18 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ImageWorld:
         warnings.simplefilter("ignore")
         ingest_images([sources["a"], sources["b"]], "pubimg", data, options=ImageIngestOptions())
         ingest_images([sources["secret-a"]], "secimg", data, options=ImageIngestOptions())
-    storage = AuthStorage.for_data_dir(data)
-    try:
-        now = utc_now()
-        storage.add_user("alice", now)
-        storage.add_user("bob", now)
-        storage.add_group("spies", ["alice"], now)
-        grant_access(storage, "pubimg", None)
-        grant_access(storage, "secimg", "spies")
-        tokens = TokenService(storage)
-        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
-    finally:
-        storage.close()
+    alice, bob = spies_and_public(data, public=["pubimg"], spies=["secimg"])
     return ImageWorld(data, alice, bob, sources)
 
 
@@ -251,12 +239,11 @@ def test_cutout_by_pos_polygon_band_and_time(client: TestClient) -> None:
 def test_a_cutout_larger_than_memory_goes_through_a_file(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from skyvault.service.handlers import images as handler
+    from skyvault.images import archive
 
     params = {"ID": _did("pubimg", "a"), "CIRCLE": f"{PUB_RA} {PUB_DEC} {5 / 3600}"}
     in_memory = client.get("/tap/soda/sync", params=params)
-    monkeypatch.setattr(handler, "_IN_MEMORY", 100)
-    monkeypatch.setattr(handler, "_CHUNK", 1000)
+    monkeypatch.setattr(archive, "SPOOL_IN_MEMORY", 100)
     spilled = client.get("/tap/soda/sync", params=params)
     assert spilled.status_code == 200
     assert int(spilled.headers["content-length"]) == len(spilled.content) > 100

@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
-from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.images.obscore import COLUMNS, EXTENSION_COLUMNS
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+from tests.service.image_worlds import spies_and_public
 from tests.service.test_live import KNOWN_VALIDATOR_ERRORS
 
 PUB = (62.0, -37.0)
@@ -62,19 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         warnings.simplefilter("ignore")
         for collection, paths in files.items():
             ingest_images(paths, collection, data, options=ImageIngestOptions())
-    storage = AuthStorage.for_data_dir(data)
-    try:
-        now = utc_now()
-        storage.add_user("alice", now)
-        storage.add_user("bob", now)
-        storage.add_group("spies", ["alice"], now)
-        grant_access(storage, "pubimg", None)
-        grant_access(storage, "moreimg", None)
-        grant_access(storage, "secimg", "spies")
-        tokens = TokenService(storage)
-        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
-    finally:
-        storage.close()
+    alice, bob = spies_and_public(data, public=["pubimg", "moreimg"], spies=["secimg"])
     return World(data, alice, bob)
 
 

@@ -23,13 +23,12 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
-from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
+from tests.service.image_worlds import spies_and_public
 
 RA, DEC = 62.0, -37.0
 DID = "ivo://skyvault/pubsoda?a"
@@ -55,16 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         warnings.simplefilter("ignore")
         ingest_images([image], "pubsoda", data, options=ImageIngestOptions())
         ingest_images([secret], "secsoda", data, options=ImageIngestOptions())
-    storage = AuthStorage.for_data_dir(data)
-    try:
-        now = utc_now()
-        storage.add_user("alice", now)
-        storage.add_group("spies", ["alice"], now)
-        grant_access(storage, "pubsoda", None)
-        grant_access(storage, "secsoda", "spies")
-        alice = TokenService(storage).create_token("alice", 1)
-    finally:
-        storage.close()
+    alice, _ = spies_and_public(data, public=["pubsoda"], spies=["secsoda"])
     return World(data, image, alice)
 
 

@@ -30,8 +30,6 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
-from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
 from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.images.obscore import LSST_BANDS
@@ -44,6 +42,7 @@ from tests.service.conftest import (
     read_votable,
     serve_in_thread,
 )
+from tests.service.image_worlds import spies_and_public
 
 FIELD = (62.0, -37.0)
 EDGE = 1.0 / 3600  # an image this close to a region's edge is not compared (degrees)
@@ -146,18 +145,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         warnings.simplefilter("ignore")
         for collection, paths in files.items():
             ingest_images(paths, collection, data, options=ImageIngestOptions())
-    storage = AuthStorage.for_data_dir(data)
-    try:
-        now = utc_now()
-        storage.add_user("alice", now)
-        storage.add_user("bob", now)
-        storage.add_group("spies", ["alice"], now)
-        grant_access(storage, "pubimg", None)
-        grant_access(storage, "secimg", "spies")
-        tokens = TokenService(storage)
-        alice, bob = tokens.create_token("alice", 1), tokens.create_token("bob", 1)
-    finally:
-        storage.close()
+    alice, bob = spies_and_public(data, public=["pubimg"], spies=["secimg"])
     return World(data, alice, bob, images)
 
 

@@ -14,21 +14,27 @@ reads like missing.  No web imports.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import urllib.parse
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.io import fits
 
 from skyvault.catalog.layout import image_store
-from skyvault.images.cutout import ImageExtent, open_image
+from skyvault.images.cutout import ImageExtent, open_image, write_cutout
 from skyvault.images.ingest import OBSCORE_TABLE
+from skyvault.images.soda import CutoutSpec
 
-__all__ = ["ImageArchive", "StoredImage", "collection_of"]
+__all__ = ["ImageArchive", "StoredImage", "chunks", "collection_of", "spool_cutout"]
+
+#: A cutout up to this size is kept in memory, a larger one in an unlinked temporary file.
+SPOOL_IN_MEMORY = 8 << 20
 
 _COLUMNS = (
     "obs_publisher_did",
@@ -161,3 +167,39 @@ class ImageArchive:
         """The image ``obs_id`` of ``collection``, if the caller may see it."""
         found = self._collection(collection, visible)
         return None if found is None else found.by_obs_id.get(obs_id)
+
+
+def spool_cutout(
+    image: StoredImage, spec: CutoutSpec, spool_dir: Path | None
+) -> tuple[BinaryIO, int]:
+    """The FITS cutout of ``image`` by ``spec`` (SODA's one request) and its size, rewound,
+    in a spooled file: in memory up to :data:`SPOOL_IN_MEMORY`, else an unlinked temporary
+    file under ``spool_dir`` (the system's when None).  The caller closes it; on failure it
+    is closed here.  What ``{sync}`` sends and an ``{async}`` job stores."""
+    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed to the caller
+        SPOOL_IN_MEMORY, dir=None if spool_dir is None else str(spool_dir)
+    )
+    out = cast(BinaryIO, spool)
+    try:
+        written = write_cutout(
+            image.path,
+            spec.region,
+            out,
+            image=spec.id,
+            extent=image.extent,
+            band=spec.band,
+            time=spec.time,
+            pol=spec.pol,
+            hdus=(image.hdu,),
+        )
+        out.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return out, written.size
+
+
+def chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """``stream`` read to its end, ``size`` bytes at a time."""
+    while chunk := stream.read(size):
+        yield chunk

@@ -19,11 +19,10 @@ the same ``NotFoundFault`` row in links.  Errors are DALI error documents.
 from __future__ import annotations
 
 import functools
-import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, BinaryIO, cast
+from typing import Annotated, BinaryIO
 
 from fastapi import Depends, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
@@ -33,8 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from skyvault.catalog.layout import preview_cache_dir
 from skyvault.config import Settings
 from skyvault.errors import CatalogNotFound, UsageError
-from skyvault.images.archive import ImageArchive, StoredImage
-from skyvault.images.cutout import write_cutout
+from skyvault.images.archive import ImageArchive, StoredImage, chunks, spool_cutout
 from skyvault.images.datalink import DATALINK_TYPE, Link, image_links, links_document, not_found
 from skyvault.images.preview import cached_preview
 from skyvault.images.soda import parse_soda
@@ -53,9 +51,6 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 
 #: IDs one {links} request may carry (pyvo sends 50 at a time).
 MAX_LINK_IDS = 1000
-#: Cutout bytes kept in memory before the rest goes to a temporary file; bytes per chunk sent.
-_IN_MEMORY = 8 << 20
-_CHUNK = 1 << 20
 #: RESPONSEFORMAT values a {links} request may give (all mean the DataLink VOTable).
 _LINK_FORMATS = frozenset({"votable", "application/x-votable+xml", DATALINK_TYPE})
 
@@ -192,40 +187,13 @@ async def soda_sync(request: Request, context: Context, caller: CallerDep) -> Re
         image = _images(context).find(spec.id, visible)
         if image is None or not image.path.is_file():
             raise _no_image(f"has the ID {spec.id}")
-        # A small cutout stays in memory, a large one goes to an unlinked temporary file,
-        # and either is sent a chunk at a time (CutoutNoOverlap is a 400: see above).
-        where = context.settings.spool_dir
-        # closed once sent (the response's background task), or here on failure
-        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-            _IN_MEMORY, dir=None if where is None else str(where)
-        )
-        out = cast(BinaryIO, spool)
-        try:
-            written = write_cutout(
-                image.path,
-                spec.region,
-                out,
-                image=spec.id,
-                extent=image.extent,
-                band=spec.band,
-                time=spec.time,
-                pol=spec.pol,
-                hdus=(image.hdu,),
-            )
-            out.seek(0)
-        except BaseException:
-            spool.close()
-            raise
-        return out, written.size
+        # Sent a chunk at a time and closed once sent (the response's background task);
+        # CutoutNoOverlap is a 400: see above.
+        return spool_cutout(image, spec, context.settings.spool_dir)
 
     spool, size = await run_in_threadpool(cut)
-
-    def chunks() -> Iterator[bytes]:
-        while chunk := spool.read(_CHUNK):
-            yield chunk
-
     return StreamingResponse(
-        chunks(),
+        chunks(spool),
         media_type="application/fits",
         headers={"Content-Length": str(size)},
         background=BackgroundTask(spool.close),

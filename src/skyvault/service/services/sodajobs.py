@@ -13,18 +13,15 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, cast
 
 from skyvault.auth.identity import Identity
 from skyvault.catalog.metadata import TableMeta
 from skyvault.config import Settings
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import CatalogNotFound, QueryCancelled
-from skyvault.images.archive import ImageArchive, StoredImage
-from skyvault.images.cutout import write_cutout
+from skyvault.images.archive import ImageArchive, StoredImage, chunks, spool_cutout
 from skyvault.images.soda import CutoutSpec, parse_soda
 from skyvault.service.uws.models import Job, JobKind, JobResult
 from skyvault.service.uws.results import ResultStore
@@ -32,8 +29,6 @@ from skyvault.service.uws.results import ResultStore
 __all__ = ["SODA_ASYNC_ID", "soda_job_kind"]
 
 SODA_ASYNC_ID = "ivo://ivoa.net/std/SODA#async-1.0"
-_IN_MEMORY = 8 << 20
-_CHUNK = 1 << 20
 
 
 def soda_job_kind(
@@ -66,32 +61,12 @@ def soda_job_kind(
     ) -> JobResult:
         spec = parse_soda(job.parameter_map()).single()
         image = image_of(spec, identity)
-        where = settings.spool_dir
-        with tempfile.SpooledTemporaryFile(
-            _IN_MEMORY, dir=None if where is None else str(where)
-        ) as spool:
-            out = cast(BinaryIO, spool)
-            write_cutout(
-                image.path,
-                spec.region,
-                out,
-                image=spec.id,
-                extent=image.extent,
-                band=spec.band,
-                time=spec.time,
-                pol=spec.pol,
-                hdus=(image.hdu,),
-            )
+        spool, _ = spool_cutout(image, spec, settings.spool_dir)
+        with spool:
             if cancel.cancelled:
                 raise QueryCancelled("the job was aborted")
-            out.seek(0)
-
-            def chunks() -> Iterator[bytes]:
-                while chunk := out.read(_CHUNK):
-                    yield chunk
-
             key = results.key(job.job_id, "fits")
-            size = results.write(key, chunks())
+            size = results.write(key, chunks(spool))
         return JobResult(key=key, mime="application/fits", size=size, rows=0,
                          overflow=False)  # fmt: skip
 
