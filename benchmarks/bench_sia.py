@@ -414,27 +414,32 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--oracle", type=int, default=20)
-    p.add_argument("--data", type=Path, default=None, help="default benchmarks/work/sia/data")
+    p.add_argument("--data", type=Path, default=None, help="default benchmarks/work/sia/data-rgN")
     p.add_argument(
         "--row-group-rows",
         type=int,
         default=None,
         help="experiment: publish C.obscore with row groups of this many rows instead of the "
-        "catalogue ingest's default (its own data directory, data-rgN)",
+        "image ingest's OBSCORE_ROW_GROUP_ROWS (32768 = before issue 13; its own data "
+        "directory, data-rgN)",
     )
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sia.md")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    if args.data is None:
-        rg = args.row_group_rows
-        args.data = WORK / ("data" if rg is None else f"data-rg{rg}")
+    if args.data is None:  # keyed by the row-group size so that a stale build is not reused
+        from skyvault.images.ingest import OBSCORE_ROW_GROUP_ROWS
+
+        args.data = WORK / f"data-rg{args.row_group_rows or OBSCORE_ROW_GROUP_ROWS}"
     built: dict[str, float] | None = None
     if args.rebuild or not (args.data / COLLECTION / "obscore").exists():
         built = build(args.data, args.images, args.row_group_rows)
         print("built", built)
     rows = load_rows(args.data)
+    obscore = (args.data / COLLECTION / "obscore").resolve() / "dataset"
+    metas = [pq.ParquetFile(f).metadata for f in sorted(obscore.glob("**/*.parquet"))]
+    groups = [m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups)]
     load0 = os.getloadavg()
     res = serve(args.data, args.requests, args.warmup, args.oracle, rows)
     load1 = os.getloadavg()
@@ -460,10 +465,11 @@ def main() -> None:
             else " (reused)"
         )
         + "."
+        + f" C.obscore as measured: {len(groups)} row groups of at most {max(groups):,} rows"
         + (
-            f" **Experiment**: C.obscore row groups of {args.row_group_rows} rows."
+            f" (**experiment**: --row-group-rows {args.row_group_rows})."
             if args.row_group_rows
-            else ""
+            else " (what the image ingest writes)."
         ),
         "",
         f"{res['checked']} timed rounds after {args.warmup} warm-up, one keep-alive client; "

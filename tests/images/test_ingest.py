@@ -361,3 +361,24 @@ def test_replace_keeps_only_the_new_images(tmp_path: Path) -> None:
     assert result.total_images == 1
     assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["c"]
     assert set(_rows(data, "c", "headers").column("obs_id").to_pylist()) == {"c"}
+
+
+def test_obscore_is_written_in_small_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A region query selects a few images of a wide (~50 column) table: C.obscore is written
+    # with OBSCORE_ROW_GROUP_ROWS-row row groups (shrunk here so that 5 images show it), the
+    # headers table with the catalogue ingest's default.
+    from skyvault.images import ingest as image_ingest
+
+    monkeypatch.setattr(image_ingest, "OBSCORE_ROW_GROUP_ROWS", 2)
+    paths = [write_image(tmp_path / f"i{n}.fits", tan_header(ra=10.0 + 0.01 * n)) for n in range(5)]
+    ingest_images(paths, "c", tmp_path / "d")
+    root = (tmp_path / "d" / "c" / "obscore").resolve()
+    files = sorted(root.glob("dataset/**/*.parquet"))
+    groups = [pq.ParquetFile(f).metadata for f in files]
+    assert sum(m.num_rows for m in groups) == 5
+    assert max(m.row_group(i).num_rows for m in groups for i in range(m.num_row_groups)) == 2
+    headers = (tmp_path / "d" / "c" / "headers").resolve()
+    metas = [pq.ParquetFile(f).metadata for f in headers.glob("dataset/**/*.parquet")]
+    assert max(m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups)) > 2

@@ -412,6 +412,44 @@ def test_the_view_on_dask_answers_as_locally(world: World) -> None:
         assert split.to_pylist() == local.to_pylist() != []
 
 
+def test_the_bounding_circle_prefilter_keeps_circles_touching_a_vertex() -> None:
+    """A circle that touches a polygon at its vertex farthest from the bounding circle's
+    centre (the worst case for the prefilter) still meets it, as the exact predicate says."""
+    import pyarrow as pa
+
+    from skyvault.sky import geometry
+    from skyvault.sky._vector import radec_to_xyz, unit
+    from skyvault.sky.regions import Circle
+
+    rng = np.random.default_rng(13)
+    texts, others, expected = [], [], []
+    for _ in range(200):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-80, 80))
+        d = float(rng.uniform(0.01, 2.0))
+        text = f"POLYGON ICRS {ra} {dec} {ra + d} {dec} {ra + d} {dec + d} {ra} {dec + 0.7 * d}"
+        polygon = parse_stcs(text)
+        prepared = polygon.prepared  # type: ignore[union-attr]
+        far = prepared.xyz[int(np.argmin(prepared.xyz @ prepared.centre))]
+        r = float(rng.uniform(0.05, 1.0))
+        # the point r degrees beyond the vertex, on the great circle from the centre
+        axis = unit(far - (far @ prepared.centre) * prepared.centre)
+        beyond = unit(far * np.cos(np.radians(r)) + axis * np.sin(np.radians(r)))
+        c_ra = float(np.degrees(np.arctan2(beyond[1], beyond[0])) % 360.0)
+        c_dec = float(np.degrees(np.arcsin(np.clip(beyond[2], -1, 1))))
+        assert np.allclose(radec_to_xyz(c_ra, c_dec), beyond)
+        texts.append(text)
+        others.append([c_ra, c_dec, r])
+        expected.append(geometry.intersects(polygon, Circle(c_ra, c_dec, r)))
+    got = region_relation(
+        pa.array(texts),
+        pa.array(["intersects"] * len(texts)),
+        pa.array(["circle"] * len(texts)),
+        pa.array(others, type=pa.list_(pa.float64())),
+    ).to_pylist()
+    assert got == expected
+    assert sum(expected) > 100  # most touch (the rest miss by a rounding)
+
+
 def test_the_bounding_circle_prefilter_keeps_every_true_answer() -> None:
     """Rows far apart are rejected by their bounding circles; big regions (beyond a
     hemisphere) and touching ones still get the exact predicate (sky/geometry.py)."""
@@ -447,3 +485,52 @@ def test_the_bounding_circle_prefilter_keeps_every_true_answer() -> None:
             )
         assert got == expected
         assert relation == "contains" or any(expected)  # small polygons hold no such circle
+
+
+def test_vectorised_polygon_circle_test_answers_as_the_exact_predicate() -> None:
+    """stcs decides INTERSECTS(polygon, circle) for all rows at once (numpy); on random
+    convex and concave polygons and circles near, across and touching their edges, it
+    answers as geometry.intersects row by row, and leaves only the borderline rows to it."""
+    import pyarrow as pa
+
+    from skyvault.sky import geometry, stcs
+    from skyvault.sky.regions import Circle
+
+    rng = np.random.default_rng(21)
+    texts, others = [], []
+    for n in range(600):
+        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-85, 85))
+        d = float(rng.uniform(0.001, 3.0))
+        if n % 3 == 0:  # concave: an arrowhead
+            corners = [(ra, dec), (ra + d, dec + d / 2), (ra, dec + d), (ra + d / 3, dec + d / 2)]
+        else:
+            corners = [(ra, dec), (ra + d, dec), (ra + d, dec + d), (ra, dec + 0.8 * d)]
+        texts.append("POLYGON ICRS " + " ".join(f"{x!r} {y!r}" for x, y in corners))
+        r = float(rng.choice([0.0001, 0.01, 0.3, 2.0, 30.0]))
+        off = float(rng.uniform(-2, 2)) * (d + r)
+        c_ra = (ra + d / 2 + off * float(rng.uniform(-1, 1))) % 360.0
+        others.append([c_ra, float(np.clip(dec + d / 2 + off, -89.9, 89.9)), r])
+    for k in range(0, 600, 4):  # touching the first vertex from below (or nearly)
+        ra, dec = (float(v) for v in texts[k].split()[2:4])
+        r = min(others[k][2], 2.0)
+        others[k] = [ra % 360.0, dec - r * (1.0000001 if k % 8 else 1.0), r]
+    expected = [
+        geometry.intersects(stcs.parse_stcs(t), Circle(*o))
+        for t, o in zip(texts, others, strict=True)
+    ]
+    got = region_relation(
+        pa.array(texts),
+        pa.array(["intersects"] * len(texts)),
+        pa.array(["circle"] * len(texts)),
+        pa.array(others, type=pa.list_(pa.float64())),
+    ).to_pylist()
+    assert got == expected
+    assert 100 < sum(expected) < 500
+    mine = [stcs._parsed(t) for t in texts]
+    theirs = [stcs._other_bound("circle", tuple(o)) for o in others]
+    decided = stcs._polygons_meet_circles(
+        list(range(len(texts))), mine, theirs, ["intersects"] * len(texts),  # type: ignore[arg-type]
+        np.ones(len(texts), dtype=bool),
+    )  # fmt: skip
+    assert len(decided) > 0.9 * len(texts)
+    assert all(decided[k] == expected[k] for k in decided)

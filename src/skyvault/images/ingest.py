@@ -102,6 +102,12 @@ HEADERS_TABLE = "headers"
 #: An IVOA registry authority (IVOA Identifiers 2.0: letters, digits and ``-._~`` ...).
 _AUTHORITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._~]{2,}")
 _FITS_SUFFIXES = (".fz", ".gz", ".bz2", ".fits", ".fit", ".fts")
+#: Rows per Parquet row group of ``C.obscore``: an image table is narrow in rows but wide in
+#: columns (~50) and a query (SIA, ObsCore TAP) selects a few images, so the small scan of a
+#: region query should decode a few thousand rows, not the catalogue default of 32,768
+#: (100k images: SIA p50 61 -> 31 ms, benchmarks/results/sia.md).
+OBSCORE_ROW_GROUP_ROWS = 2_048
+_DEFAULT_ROW_GROUP_ROWS = IngestOptions().row_group_rows
 
 
 @dataclass(frozen=True)
@@ -553,6 +559,7 @@ def _write(
             description=description,
             workers=1,
             margin_arcsec=5.0,
+            row_group_rows=OBSCORE_ROW_GROUP_ROWS if positional else _DEFAULT_ROW_GROUP_ROWS,
         ),
     )
     produced = (scratch / "root" / collection / table).resolve()

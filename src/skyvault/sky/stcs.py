@@ -23,6 +23,8 @@ import pyarrow as pa
 
 from skyvault.errors import GeometryError
 from skyvault.sky import geometry
+from skyvault.sky._vector import ON_CIRCLE_EPS, FloatArray
+from skyvault.sky.geometry import BOUNDARY_EPS
 from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
 
 __all__ = [
@@ -123,9 +125,19 @@ def _other_bound(
 
 
 def _bound(region: Region) -> tuple[tuple[float, float, float], float]:
-    centre, radius = bounding_circle(region)
-    x, y, z = (float(v) for v in centre.to_vector())
-    return (x, y, z), math.radians(radius)
+    if isinstance(region, Point | Circle):
+        centre, radius = bounding_circle(region)
+        x, y, z = (float(v) for v in centre.to_vector())
+        return (x, y, z), math.radians(radius)
+    # A polygon's (or box's) vertices all lie within 90 degrees of the centre of its
+    # hemisphere, which its preparation has found: a cap about it holding every vertex
+    # holds the polygon, as bounding_circle's does (without computing the centroid, which
+    # cost more than the parse; issue 13).
+    prepared = region.prepared
+    cosine = max(-1.0, min(1.0, float((prepared.xyz @ prepared.centre).min())))
+    radius = math.acos(cosine)
+    x, y, z = (float(v) for v in prepared.centre)
+    return (x, y, z), radius * (1 + 1e-9) + math.radians(1e-9)
 
 
 def region_relation(
@@ -167,12 +179,105 @@ def region_relation(
     reach = np.array([m[2] + t[2] for m, t in zip(mine, theirs, strict=True)])
     apart = np.arccos(np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0))
     near = apart <= reach + 1e-9
+    decided = _polygons_meet_circles(rows, mine, theirs, rel, near)
     for k, i in enumerate(rows):
+        if k in decided:
+            out[i] = decided[k]
+            continue
         try:
             out[i] = bool(near[k]) and _relation(mine[k][0], str(rel[i]), theirs[k][0])
         except GeometryError:
             out[i] = None
     return pa.array(out, type=pa.bool_())
+
+
+#: Rounding allowance (radians, or cosines) of :func:`_polygons_meet_circles`: an answer
+#: within it of a threshold is left to the exact predicate (the arithmetic here differs from
+#: sky/geometry.py's by far less: unit vectors, a few operations).
+_GUARD = 1e-12
+
+
+def _polygons_meet_circles(
+    rows: list[int],
+    mine: list[_Bounded],
+    theirs: list[tuple[Region, tuple[float, float, float], float]],
+    rel: list[Any],
+    near: np.ndarray[Any, np.dtype[np.bool_]],
+) -> dict[int, bool]:
+    """``INTERSECTS(polygon, circle)`` for every near row at once (k -> answer), as
+    :func:`geometry.intersects` answers it: the circle's centre in one of the polygon's
+    convex pieces, or within the radius of one of its edges.  Rows whose answer lies within
+    :data:`_GUARD` of a threshold are left out, for the exact predicate to decide."""
+    ks: list[int] = []
+    centres: list[tuple[float, float, float]] = []
+    radii: list[float] = []
+    starts: list[FloatArray] = []
+    edge_row: list[int] = []
+    normals: list[FloatArray] = []
+    normal_piece: list[int] = []
+    piece_row: list[int] = []
+    for k, i in enumerate(rows):
+        region, other = mine[k][0], theirs[k][0]
+        if not (near[k] and rel[i] == "intersects" and isinstance(other, Circle)):
+            continue
+        if not isinstance(region, Polygon | Box):
+            continue
+        prepared = region.prepared
+        n = len(ks)
+        ks.append(k)
+        centres.append(theirs[k][1])
+        radii.append(theirs[k][2])
+        starts.append(prepared.xyz)
+        edge_row.extend([n] * len(prepared.xyz))
+        for piece in prepared.pieces:
+            normals.append(piece)
+            normal_piece.extend([len(piece_row)] * len(piece))
+            piece_row.append(n)
+    if not ks:
+        return {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_row = np.array(centres)
+        r = np.array(radii) + ON_CIRCLE_EPS
+        # every polygon edge a -> b (the vertices in order, cyclically)
+        a = np.concatenate(starts)
+        b = np.concatenate([np.roll(v, -1, axis=0) for v in starts])
+        e_row = np.array(edge_row)
+        p = p_row[e_row]
+        n_e = np.cross(a + b, b - a)
+        n_e /= np.linalg.norm(n_e, axis=1)[:, None]
+        pn = np.einsum("ij,ij->i", p, n_e)
+        on_arc = (np.einsum("ij,ij->i", p, np.cross(n_e, a)) >= 0.0) & (
+            np.einsum("ij,ij->i", p, np.cross(b, n_e)) >= 0.0
+        )
+        along = np.linalg.norm(p - pn[:, None] * n_e, axis=1)
+        to_circle = np.arctan2(np.abs(pn), along)
+
+        def angle(u: FloatArray) -> FloatArray:
+            out: FloatArray = np.arctan2(
+                np.linalg.norm(np.cross(p, u), axis=1), np.einsum("ij,ij->i", p, u)
+            )
+            return out
+
+        distance = np.where(on_arc, to_circle, np.minimum(angle(a), angle(b)))
+        nearest = np.full(len(ks), np.inf)
+        np.minimum.at(nearest, e_row, distance)
+        bad = np.zeros(len(ks), dtype=bool)
+        np.logical_or.at(bad, e_row, np.isnan(distance))
+        # the centre against every convex piece's edge planes
+        normal_of = np.array(normal_piece)
+        dots = np.einsum("ij,ij->i", np.concatenate(normals), p_row[np.array(piece_row)][normal_of])
+        pieces = len(piece_row)
+        low = np.full(pieces, np.inf)
+        np.minimum.at(low, normal_of, dots)
+        surely_in_piece = low >= -BOUNDARY_EPS + _GUARD
+        surely_out_piece = low < -BOUNDARY_EPS - _GUARD
+        surely_in = np.zeros(len(ks), dtype=bool)
+        np.logical_or.at(surely_in, np.array(piece_row), surely_in_piece)
+        surely_out = np.ones(len(ks), dtype=bool)
+        np.logical_and.at(surely_out, np.array(piece_row), surely_out_piece)
+    yes = ~bad & (surely_in | (nearest < r - _GUARD))
+    no = ~bad & surely_out & (nearest > r + _GUARD)
+    return {k: bool(yes[j]) for j, k in enumerate(ks) if yes[j] or no[j]}
 
 
 def bounding_circle(region: Region) -> tuple[Point, float]:
