@@ -291,8 +291,9 @@ function ownTableActions(table, item) {
       if (!window.confirm(`Delete the table ${name}? Its rows are gone for good.`)) return;
       try {
         await workspace.dropTable(name);
-        status(`${name} deleted`, "ok");
+        // After the reload, which shows its own progress in the status line.
         await reloadSession();
+        status(`${name} deleted`, "ok");
       } catch (err) {
         showError(err);
       }
