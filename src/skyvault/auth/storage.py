@@ -16,6 +16,7 @@ UTC datetimes on both sides of this module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -582,18 +583,22 @@ class AuthStorage:
 
     def set_limits(self, user: str, overrides: LimitOverrides) -> None:
         """Replace the limit overrides of ``user`` (all None removes them)."""
+        self._replace_overrides(_limits, user, overrides, LimitOverrides())
+
+    def _replace_overrides(
+        self,
+        table: sa.Table,
+        user: str,
+        values: LimitOverrides | WorkspaceQuotaRecord,
+        defaults: LimitOverrides | WorkspaceQuotaRecord,
+    ) -> None:
+        """Replace ``user``'s row of per-user overrides in ``table`` (its columns: the
+        fields of the ``values`` dataclass); values equal to ``defaults`` remove it."""
         validate_name("user", user)
         with self._write() as conn:
-            conn.execute(_limits.delete().where(_limits.c.user_name == user))
-            if overrides != LimitOverrides():
-                conn.execute(
-                    _limits.insert().values(
-                        user_name=user,
-                        max_running=overrides.max_running,
-                        max_queued=overrides.max_queued,
-                        max_result_bytes=overrides.max_result_bytes,
-                    )
-                )
+            conn.execute(table.delete().where(table.c.user_name == user))
+            if values != defaults:
+                conn.execute(table.insert().values(user_name=user, **dataclasses.asdict(values)))
 
     def get_limits(self, user: str) -> LimitOverrides:
         with self._read() as conn:
@@ -655,18 +660,7 @@ class AuthStorage:
 
     def set_workspace_quota(self, user: str, quota: WorkspaceQuotaRecord) -> None:
         """Replace the workspace quota overrides of ``user`` (all None removes them)."""
-        validate_name("user", user)
-        with self._write() as conn:
-            conn.execute(_workspace_quotas.delete().where(_workspace_quotas.c.user_name == user))
-            if quota != WorkspaceQuotaRecord():
-                conn.execute(
-                    _workspace_quotas.insert().values(
-                        user_name=user,
-                        max_bytes=quota.max_bytes,
-                        max_rows=quota.max_rows,
-                        max_tables=quota.max_tables,
-                    )
-                )
+        self._replace_overrides(_workspace_quotas, user, quota, WorkspaceQuotaRecord())
 
     def get_workspace_quota(self, user: str) -> WorkspaceQuotaRecord:
         with self._read() as conn:
