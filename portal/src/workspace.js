@@ -290,21 +290,34 @@ export function shareForm(qualified, groups, { onDone, onError }) {
   const rGroup = el("input", { name: "r-group", placeholder: "read group", size: "12", list });
   const rwGroup = el("input", { name: "rw-group", placeholder: "read-write group", size: "12", list });
   const options = el("datalist", { id: list }, ...groups.map((g) => el("option", { value: g })));
-  const form = el(
-    "form",
-    { class: "share-form", "data-share": qualified },
+  // Disabled until the current grants are in: typing before they arrive would be overwritten.
+  const fields = el(
+    "fieldset",
+    { disabled: "" },
     el("label", {}, isPublic, " public"),
     rGroup,
     rwGroup,
     options,
     el("button", { type: "submit" }, "save"),
+  );
+  const form = el(
+    "form",
+    { class: "share-form", "data-share": qualified },
+    fields,
     el("button", { type: "button", onclick: () => form.remove() }, "close"),
   );
-  permissions(qualified).then((p) => {
-    isPublic.checked = p.public;
-    rGroup.value = p.rGroup;
-    rwGroup.value = p.rwGroup;
-  }, onError);
+  permissions(qualified).then(
+    (p) => {
+      isPublic.checked = p.public;
+      rGroup.value = p.rGroup;
+      rwGroup.value = p.rwGroup;
+      fields.disabled = false;
+    },
+    (e) => {
+      fields.disabled = false;
+      onError(e);
+    },
+  );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
