@@ -295,10 +295,8 @@ def _json_floats(column: pa.Array) -> pa.Array:
     or infinity is ``null``.  No Python object is made for a kept cell.
     """
     values = pc.cast(column, pa.float64())  # a float32's double, as to_pylist() gives
-    if values.null_count:
-        values = pc.fill_null(values, math.nan)  # a NULL is null, as NaN is
     text = pc.cast(values, pa.large_string())
-    x = values.to_numpy(zero_copy_only=False)
+    x = values.to_numpy(zero_copy_only=False)  # a NULL is NaN: null
     arrow_exponent = _rows_holding(text, b"e")
     with np.errstate(invalid="ignore"):
         size = np.abs(x)
