@@ -18,16 +18,18 @@ Errors while rows are streamed: JSON ends the document with ``"status": "ERROR"`
 TSV have no place for a status (DALI says as much), so the writer re-raises and the HTTP
 edge aborts the response: the client sees a broken transfer, never a clean truncated file.
 
-Speed (CSV and TSV well over 1M rows per core-second; ``benchmarks/bench_perf.py``): a batch
-never becomes Python objects.  Its rows are joined by Arrow kernels into one string array
-whose data buffer *is* the chunk; quoting and escaping are only looked for in columns
+Speed (CSV, TSV and JSON over 1M rows per core-second; ``benchmarks/bench_perf.py``): a
+batch never becomes Python objects.  Its rows are joined by Arrow kernels into one string
+array whose data buffer *is* the chunk; quoting and escaping are only looked for in columns
 whose text can hold the characters (strings, arrays), and only rows that need them are
-rewritten.  JSON numbers are Python's float ``repr`` (what ``json.dumps`` writes; Arrow
-formats floats in another layout but with the same digits: its text is kept where it is
-Python's, the rest go through ``repr``); strings that need JSON escapes (rare) go through
-``json.dumps``, the others are quoted by Arrow.  Any other type takes the
-general path of ``json.dumps`` per cell.  pyarrow's own CSV writer quotes every string
-cell and formats differently, so it would change the bytes clients get.
+rewritten.  JSON numbers are Python's float ``repr`` (what ``json.dumps`` writes): Arrow
+formats floats with the same digits, in another layout for some magnitudes, so its text is
+kept where the value and the text say the layouts agree and only the other cells are
+rewritten (see ``_json_floats``); strings are escaped as ``json.dumps`` escapes them by
+Arrow's substring replacement, in the rows that hold a character to escape (found by a scan
+of the data buffer).  Any other type takes the general path of ``json.dumps`` per cell.
+pyarrow's own CSV writer quotes every string cell and formats differently, so it would
+change the bytes clients get.
 """
 
 from __future__ import annotations
@@ -285,9 +287,10 @@ def _json_floats(column: pa.Array) -> pa.Array:
     infinities ``null``.
 
     Arrow's cast to text writes the same shortest round-trip digits as ``repr`` (checked
-    on hundreds of thousands of values from subnormals to 1e308), laid out either
-    fixed-point or with an exponent, whichever is shorter.  Python's layout depends on the
-    magnitude only (``_REPR_FIXED``), so the value and one test of Arrow's text (is there
+    on hundreds of thousands of values from subnormals to 1e308), laid out fixed-point or
+    with an exponent by a rule of its own (``1e+15``, ``1.234567890123456e+14``,
+    ``0.00001``, ``1e-7``).  Python's layout depends on the magnitude only
+    (``_REPR_FIXED``), so the value and one test of Arrow's text (is there
     an ``e``?) say which cells already read as ``repr``: fixed-point in both and not a
     whole number (the common case, kept as it is).  The others are rewritten, as few as
     there are: a whole number gets Python's ``.0``, an exponent Python's two digits at
@@ -301,7 +304,7 @@ def _json_floats(column: pa.Array) -> pa.Array:
     with np.errstate(invalid="ignore"):
         size = np.abs(x)
         fixed = ((size >= _REPR_FIXED[0]) & (size < _REPR_FIXED[1])) | (x == 0.0)
-        whole = np.floor(x) == x  # False for NaN and
+        whole = np.floor(x) == x  # NaN: False; ±inf: True, but not fixed: not kept
     kept = fixed & ~arrow_exponent & ~whole
     if kept.all():
         return text
