@@ -27,11 +27,7 @@ import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
+
+from bench_tap import Server
 
 NAME = "survey"
 
@@ -66,14 +64,7 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[str, float]]:
+def _serve(data: Path, hips: Path, requests: int) -> dict[str, dict[str, float]]:
     import httpx
 
     deepest = max(int(p.name[len("Norder") :]) for p in hips.glob("Norder*"))
@@ -85,23 +76,9 @@ def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[
         ),
     }
     rel = {k: [p.relative_to(hips).as_posix() for p in v] for k, v in groups.items()}
-    port = _free_port()
-    site = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("wb")
-    cmd = [sys.executable, "-m", "skyvault.cli", "serve", "--data", str(data), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     timings: dict[str, list[float]] = {k: [] for k in [*rel, "304 revalidation", "baseline"]}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{site}/tap/availability", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"the server did not start; see {work / 'server.log'}")
-            time.sleep(0.2)
+    with Server(data, "hips-survey") as server:
+        site = server.url.removesuffix("/tap")
         rng = random.Random(14)
         with httpx.Client(timeout=30) as client:
             for i in range(requests + 60):
@@ -129,13 +106,6 @@ def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[
                 assert a.status_code == 200
                 if i >= 60:
                     timings["baseline"].append((t1 - t0) * 1000)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     out = {}
     for kind, ms in timings.items():
         q = statistics.quantiles(ms, n=10)
@@ -186,7 +156,7 @@ def main() -> None:
         )  # fmt: skip
         inc_seconds = time.perf_counter() - start
         load_mid = os.getloadavg()[0]
-        serve = _serve(data, out.resolve(), args.requests, work)
+        serve = _serve(data, out.resolve(), args.requests)
         load_after = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
