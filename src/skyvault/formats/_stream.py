@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from skyvault.errors import SkyvaultError
 
-__all__ = ["ResultStream"]
+__all__ = ["Chunks", "ResultStream"]
 
 
 class ResultStream:
@@ -47,3 +47,37 @@ class ResultStream:
             return "ERROR", str(self.error)
         overflow = self._overflow() if callable(self._overflow) else self._overflow
         return ("OVERFLOW", None) if overflow else ("OK", None)
+
+
+class Chunks:
+    """A write-only file object that keeps what is written until it is taken."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+        self._position = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data

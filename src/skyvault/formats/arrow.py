@@ -32,8 +32,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError
-from skyvault.formats._stream import ResultStream
-from skyvault.formats.parquet import _Chunks
+from skyvault.formats._stream import Chunks, ResultStream
 from skyvault.formats.tabular import field_json
 
 __all__ = ["INFO_KEY", "MESSAGE_KEY", "STATUS_KEY", "arrow_schema", "write_arrow"]
@@ -102,7 +101,7 @@ def _stream(
     schema: pa.Schema,
     overflow: bool | Callable[[], bool],
 ) -> Iterator[bytes]:
-    sink = _Chunks()
+    sink = Chunks()
     writer = pa.ipc.new_stream(sink, schema)
     stream = ResultStream(batches, overflow)
     try:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError
-from skyvault.formats._stream import ResultStream
+from skyvault.formats._stream import Chunks, ResultStream
 from skyvault.formats._xml import info
 from skyvault.formats.votable import write_votable
 
@@ -51,40 +51,6 @@ def votable_metadata(
         value, message = status
         text = text.replace(_END, info("QUERY_STATUS", value, message) + _END)
     return text
-
-
-class _Chunks:
-    """A write-only file object that keeps what is written until it is taken."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.closed = False
-        self._position = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        chunk = bytes(data)
-        self._parts.append(chunk)
-        self._position += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def take(self) -> bytes:
-        data, self._parts = b"".join(self._parts), []
-        return data
 
 
 def write_parquet(
@@ -128,7 +94,7 @@ def _stream(
     infos: Sequence[tuple[str, str, str | None]],
     compression: str,
 ) -> Iterator[bytes]:
-    sink = _Chunks()
+    sink = Chunks()
     # Dictionary encoding pays for strings (bands, flags, names); on measured values it
     # costs three times the write time of the rest and makes the file larger.
     textual = [
