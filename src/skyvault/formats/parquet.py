@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError
-from skyvault.formats._stream import Chunks, ResultStream
+from skyvault.formats._stream import Chunks, write_batches
 from skyvault.formats._xml import info
 from skyvault.formats.votable import write_votable
 
@@ -94,7 +94,6 @@ def _stream(
     infos: Sequence[tuple[str, str, str | None]],
     compression: str,
 ) -> Iterator[bytes]:
-    sink = Chunks()
     # Dictionary encoding pays for strings (bands, flags, names); on measured values it
     # costs three times the write time of the rest and makes the file larger.
     textual = [
@@ -104,17 +103,11 @@ def _stream(
         or pa.types.is_large_string(f.type)
         or pa.types.is_dictionary(f.type)
     ]
-    writer = pq.ParquetWriter(sink, schema, compression=compression, use_dictionary=textual)
-    stream = ResultStream(batches, overflow)
-    try:
-        for batch in stream:
-            if batch.num_rows:
-                arrays = batch.columns
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            data = sink.take()
-            if data:
-                yield data
-        ended = stream.status()
+
+    def open_writer(sink: Chunks) -> pq.ParquetWriter:
+        return pq.ParquetWriter(sink, schema, compression=compression, use_dictionary=textual)
+
+    def end(writer: pq.ParquetWriter, ended: tuple[str, str | None]) -> None:
         status = None if ended[0] == "OK" else ended
         writer.add_key_value_metadata(
             {
@@ -122,6 +115,5 @@ def _stream(
                 VOPARQUET_CONTENT_KEY: votable_metadata(fields, infos=infos, status=status),
             }
         )
-    finally:
-        writer.close()
-    yield sink.take()
+
+    return write_batches(batches, overflow, schema, open_writer, end)
