@@ -32,29 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS
-
+from bench_hips_image import synthetic_image
 from bench_tap import Server
 
 NAME = "survey"
-
-
-def _image(path: Path, ra: float, dec: float, n: int, seed: int) -> None:
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [ra, dec]
-    w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
-    w.wcs.cd = [[-1 / 3600, 0], [0, 1 / 3600]]
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-    data = 100 + 0.01 * x + rng.normal(0, 1, (n, n)).astype(np.float32)
-    for sx, sy in rng.uniform(0, n, (max(n // 20, 5), 2)):
-        lo_y, lo_x = int(max(sy - 8, 0)), int(max(sx - 8, 0))
-        sl = (slice(lo_y, int(sy + 8)), slice(lo_x, int(sx + 8)))
-        data[sl] += 1000 * np.exp(-((x[sl] - sx) ** 2 + (y[sl] - sy) ** 2) / 4.5)
-    fits.PrimaryHDU(data.astype(np.float32), header=w.to_header()).writeto(path, overwrite=True)
 
 
 def _cpu() -> float:
@@ -130,15 +111,18 @@ def main() -> None:
         data = work / "data"
         data.mkdir()
         step = args.size * 0.95 / 3600  # degrees between neighbours: 5 % overlap
+        stars = max(args.size // 20, 5)
         images = []
         for i in range(args.grid):
             for j in range(args.grid):
                 path = work / f"img_{i:02d}_{j:02d}.fits"
-                _image(path, 150.0 + i * step, 2.0 + j * step, args.size, i * args.grid + j)
+                ra, dec = 150.0 + i * step, 2.0 + j * step
+                synthetic_image(path, ra, dec, args.size, i * args.grid + j, stars)
                 images.append(path)
         extra = work / "extra.fits"
         middle = (args.grid - 1) / 2
-        _image(extra, 150.0 + middle * step + step / 3, 2.0 + middle * step, args.size, 99_999)
+        ra, dec = 150.0 + middle * step + step / 3, 2.0 + middle * step
+        synthetic_image(extra, ra, dec, args.size, 99_999, stars)
         order = deepest_order(1 / 3600)
         out = image_hips_root(data) / NAME
         out.parent.mkdir(parents=True, exist_ok=True)
