@@ -52,6 +52,15 @@ def synthetic_image(path: Path, ra: float, dec: float, n: int, seed: int, stars:
     fits.PrimaryHDU(data.astype(np.float32), header=w.to_header()).writeto(path, overwrite=True)
 
 
+def report(lines: list[str], out: Path | None) -> None:
+    """Print the Markdown ``lines``; append them, and a blank line, to ``out`` when set."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
 def _timed(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -147,11 +156,7 @@ def main() -> None:
         f"({second.computed / max(first.computed, 1):.1%}), in {inc_seconds:.2f} s "
         f"(Allsky, MOC, properties included); {second.reused_files} files kept as hard links.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

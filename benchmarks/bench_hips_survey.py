@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_hips_image import synthetic_image
+from bench_hips_image import report, synthetic_image
 from bench_tap import Server
 
 NAME = "survey"
@@ -174,11 +174,7 @@ def main() -> None:
         )
     lines.append("")
     lines.append("(baseline: `GET /tap/availability`, taking turns with the tile requests)")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":
