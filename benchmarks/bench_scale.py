@@ -255,7 +255,8 @@ def main() -> None:
     per_row_s: float | None = None
     for k, rows in enumerate(sizes):
         need = rows * BYTES_PER_ROW
-        free = shutil.disk_usage(args.workdir.parent if not args.workdir.exists() else args.workdir)
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(args.workdir)
         if free.free < need * 1.2:
             results[k].status = (
                 f"needs ≈{need / 1e9:.0f} GB of disk, {free.free / 1e9:.0f} GB free; "

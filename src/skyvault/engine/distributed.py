@@ -55,7 +55,7 @@ from skyvault.engine.aligned import aligned_partner, aligned_task_scans, contigu
 from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.executor import BATCH_ROWS, CancelToken, LocalExecutor, QueryResult
 from skyvault.engine.plan import QueryPlan, Scan
-from skyvault.engine.split import PARTIALS, Split, split_plan, whole
+from skyvault.engine.split import Split, merge_plan, split_plan, whole
 from skyvault.engine.worker import (
     LOCAL_QUERIES,
     REMOTE_POLL_S,
@@ -555,18 +555,16 @@ class DaskExecutor:
         described = next((r for r in results if r.result_columns), None)
         if described is None:
             raise _Retry("no task described the result")
-        names = [n for n, _ in described.result_columns]
-        types = [t for _, t in described.result_columns]
         try:
-            sql = split.merge.sql(names, types, described.partial_columns)
+            merged = merge_plan(
+                plan, split.merge, described.result_columns, described.partial_columns, tables
+            )
         except ValueError as exc:
             raise _Retry(str(exc)) from None
-        partials = Scan(PARTIALS, PARTIALS, (), None, False, 0, None, _concat(tables))
-        merge_plan = QueryPlan(sql, (partials,), plan.columns)
         self._check(clock, token)
         try:
             result = self._merger().execute(
-                merge_plan, maxrec=maxrec, timeout=clock.remaining(), cancel=token
+                merged, maxrec=maxrec, timeout=clock.remaining(), cancel=token
             )
         except QueryTimeout:
             raise clock.error() from None

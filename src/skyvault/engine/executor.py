@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import math
+import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -31,12 +33,15 @@ import duckdb
 import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
+from skyvault.engine.aligned import aligned_partner, aligned_task_scans, contiguous_runs
 from skyvault.engine.budget import MAX_BATCH_ROWS, batch_rows, row_bytes
 from skyvault.engine.connection import Sandbox, SandboxSettings
 from skyvault.engine.direct import evaluate
 from skyvault.engine.plan import QueryPlan, Scan, with_derived
 from skyvault.engine.smallscan import SMALL_SCAN_ROWS, FooterCache, read_small_scan
+from skyvault.engine.split import Split, merge_plan, split_plan
 from skyvault.errors import (
+    InternalError,
     QueryCancelled,
     QueryError,
     QueryFailed,
@@ -63,6 +68,14 @@ BATCH_ROWS = MAX_BATCH_ROWS
 so a batch, and what a writer makes of it, stays a few MiB whatever the result's width."""
 REINTERRUPT_S = 0.25
 """How often a cancelled query that has not stopped is interrupted again."""
+TASK_MEMORY_SHARE = 0.5
+"""A cross-match whose two sides' files (as pruned) hold more bytes than this share of
+DuckDB's memory limit runs as a sequence of aligned tasks of about that many bytes each
+(:meth:`LocalExecutor.execute`): one join over all of them would spill."""
+TASK_PARTIAL_ROWS = 2_000_000
+"""Most rows the tasks of a sorted or cut cross-match (ORDER BY, TOP, DISTINCT) may return
+together for their merge (each task returns its first OFFSET + TOP, or MAXREC + 1, rows);
+beyond that, or with no such cut, the query runs as one join."""
 
 
 class CancelToken:
@@ -156,6 +169,11 @@ class LocalExecutor:
     the most rows (in whole row groups) that path reads.  Simple sky searches over such a
     scan are answered without DuckDB (:mod:`skyvault.engine.direct`) unless ``direct`` is
     False.
+
+    A cross-match of stored tables too large for one join in DuckDB's memory runs as a
+    sequence of aligned tasks (see :meth:`execute`); ``crossmatch_tasks=False`` turns that
+    off, ``task_bytes`` sets the input bytes per task (None: :data:`TASK_MEMORY_SHARE` of
+    DuckDB's memory limit; 1 splits every cross-match that can be split, for tests).
     """
 
     def __init__(
@@ -165,11 +183,15 @@ class LocalExecutor:
         small_scans: bool = True,
         small_scan_rows: int = SMALL_SCAN_ROWS,
         direct: bool = True,
+        crossmatch_tasks: bool = True,
+        task_bytes: int | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.direct = direct
         self.small_scans = small_scans
         self.small_scan_rows = small_scan_rows
+        self.crossmatch_tasks = crossmatch_tasks
+        self.task_bytes = task_bytes
         self.footers = FooterCache()
 
     def execute(
@@ -185,16 +207,43 @@ class LocalExecutor:
         ``maxrec`` cuts the result after that many rows (``overflow`` tells if rows were
         cut; 0 gives the metadata only); ``timeout`` (seconds) covers the whole query,
         streaming included.
+
+        A cross-match whose sides' files hold more than the task size runs as a sequence
+        of tasks, one DuckDB query per run of neighbouring partitions of one side, each
+        reading only the other side's partitions aligned with its own and their margins
+        (:mod:`skyvault.engine.aligned`, as the Dask executor's tasks do): each join fits
+        in memory, so the cost grows linearly with the rows.  The tasks' rows stream one
+        task after the other; sorted, cut and aggregated queries are merged exactly as the
+        Dask executor merges its tasks (:mod:`skyvault.engine.split`).  Whatever the split
+        cannot answer exactly (or with bounded memory) runs as one join.
         """
         token = cancel or CancelToken()
         if token.cancelled:
             raise QueryCancelled("the query was cancelled")
         started = time.monotonic()
+        if self.crossmatch_tasks:
+            tasks = self._crossmatch_tasks(plan, maxrec)
+            if tasks is not None:
+                result = self._run_tasks(plan, tasks, maxrec, timeout, token, started)
+                if result is not None:
+                    return result
         scans = [self._materialised(planned) for planned in plan.scans]
         direct = self._direct(plan, scans, maxrec)
         if direct is not None:
             direct.stats["plan_s"] = time.monotonic() - started
             return direct
+        return self._run(plan, scans, maxrec, timeout, token, started)
+
+    def _run(
+        self,
+        plan: QueryPlan,
+        scans: Sequence[Scan],
+        maxrec: int | None,
+        timeout: float | None,
+        token: CancelToken,
+        started: float,
+    ) -> QueryResult:
+        """Run ``plan`` as one DuckDB query over ``scans`` (its scans, some read already)."""
         cursor = self.sandbox.cursor()
         token._attach(cursor)
         timer = _Timer(timeout, token)
@@ -267,6 +316,198 @@ class LocalExecutor:
 
         result.batches = stream()
         return result
+
+    # -- a large cross-match as a sequence of aligned tasks --
+
+    def _crossmatch_tasks(self, plan: QueryPlan, maxrec: int | None) -> _Tasks | None:
+        """How to run ``plan`` as aligned tasks, or None when it runs as one join: not a
+        cross-match of stored tables with a wide enough margin, small enough for one join,
+        or a query the tasks cannot answer exactly with bounded memory."""
+        if not any(s.cell is not None and s.layout is not None for s in plan.scans):
+            return None  # the common case costs this test only
+        split = split_plan(plan, maxrec=maxrec)
+        if split.split is None or split.kind == "whole":
+            log.debug("cross-match run as one join: %s", split.reason)
+            return None
+        pair = aligned_partner(plan.scans, split.split)
+        if isinstance(pair, str):
+            log.debug("cross-match run as one join: %s", pair)
+            return None
+        scan, partner = pair
+        sizes = _file_sizes(scan.files)
+        total = sum(sizes) + sum(_file_sizes(partner.files))
+        per_task = self.task_bytes or int(self._memory_limit() * TASK_MEMORY_SHARE)
+        n = min(len(scan.files), math.ceil(total / max(per_task, 1)))
+        if n < 2:
+            return None
+        if split.kind == "rows":
+            top = plan.top_select
+            assert top is not None  # split_plan splits only described plans
+            keep = top.limit if maxrec is None else min(top.limit or maxrec + 1, maxrec + 1)
+            if keep is None or n * ((top.offset or 0) + keep) > TASK_PARTIAL_ROWS:
+                log.debug("cross-match run as one join: too many rows to merge")
+                return None
+        plans = []
+        for files in contiguous_runs(scan.files, sizes, n):
+            own = aligned_task_scans(scan, partner, files)
+            if own is None:
+                return None
+            replaced = {s.placeholder: s for s in own}
+            scans = tuple(replaced.get(s.placeholder, s) for s in plan.scans)
+            plans.append(QueryPlan(split.partial_sql, scans, plan.columns))
+        partner_files = sum(
+            len(s.files) for p in plans for s in p.scans if s.placeholder == partner.placeholder
+        )
+        return _Tasks(split, tuple(plans), float(partner_files))
+
+    def _run_tasks(
+        self,
+        plan: QueryPlan,
+        tasks: _Tasks,
+        maxrec: int | None,
+        timeout: float | None,
+        token: CancelToken,
+        started: float,
+    ) -> QueryResult | None:
+        """Run ``tasks`` (see :meth:`execute`); None when the split run failed inside the
+        engine before any row was returned (the caller then runs the plan as one join)."""
+        clock = _TaskClock(started, timeout)
+        try:
+            if tasks.split.merge is None:
+                result = self._concatenated(plan, tasks, maxrec, clock, token, started)
+            else:
+                result = self._merged(plan, tasks, maxrec, clock, token, started)
+        except (InternalError, QueryFailed, ValueError) as exc:
+            log.warning("cross-match tasks failed (%s); running the plan as one join", exc)
+            return None
+        result.plan = plan
+        result.stats["tasks"] = float(len(tasks.plans))
+        result.stats["partner_files"] = tasks.partner_files
+        return result
+
+    def _task(
+        self,
+        plan: QueryPlan,
+        maxrec: int | None,
+        clock: _TaskClock,
+        token: CancelToken,
+        started: float,
+    ) -> QueryResult:
+        """One task's query, under what is left of the whole query's time limit."""
+        if token.cancelled:
+            raise QueryCancelled("the query was cancelled")
+        scans = [self._materialised(s) for s in plan.scans]
+        try:
+            return self._run(plan, scans, maxrec, clock.remaining(), token, started)
+        except QueryTimeout:
+            raise clock.error() from None
+
+    def _concatenated(
+        self,
+        plan: QueryPlan,
+        tasks: _Tasks,
+        maxrec: int | None,
+        clock: _TaskClock,
+        token: CancelToken,
+        started: float,
+    ) -> QueryResult:
+        """The tasks' rows one task after the other, cut after ``maxrec``."""
+        first = self._task(tasks.plans[0], None, clock, token, started)
+        schema = first.schema
+        result = QueryResult(columns=first.columns, schema=schema, batches=iter(()), plan=plan)
+        result.stats["plan_s"] = first.stats.get("plan_s", 0.0)
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            remaining = maxrec
+            current = first
+            try:
+                for index, task in enumerate(tasks.plans):
+                    if index:
+                        current = self._task(task, None, clock, token, started)
+                    for read in current.batches:
+                        batch = read
+                        if not batch.num_rows:
+                            continue
+                        if remaining is not None and batch.num_rows >= remaining:
+                            # Rows beyond MAXREC: an overflow (the extra row is here or in
+                            # a later task; the tasks after it need not run).
+                            result.overflow = batch.num_rows > remaining
+                            batch = batch.slice(0, remaining)
+                            remaining = 0
+                        elif remaining is not None:
+                            remaining -= batch.num_rows
+                        if batch.num_rows:
+                            result.rows += batch.num_rows
+                            yield _conform(batch, schema)
+                        if result.overflow:
+                            return
+            except QueryTimeout:
+                raise clock.error() from None
+            finally:
+                close = getattr(current.batches, "close", None)
+                if close is not None:
+                    close()
+                result.stats["total_s"] = time.monotonic() - started
+
+        result.batches = stream()
+        return result
+
+    def _merged(
+        self,
+        plan: QueryPlan,
+        tasks: _Tasks,
+        maxrec: int | None,
+        clock: _TaskClock,
+        token: CancelToken,
+        started: float,
+    ) -> QueryResult:
+        """Every task's partial rows, then the merge query over them (as the Dask executor
+        merges, with the result's and the partial columns' DuckDB types from DESCRIBE)."""
+        merge = tasks.split.merge
+        assert merge is not None
+        first = tasks.plans[0]
+        result_columns = self._describe(plan.sql, first.scans, clock, token, started)
+        partial_columns = self._describe(first.sql, first.scans, clock, token, started)
+        tables = [self._task(p, None, clock, token, started).to_table() for p in tasks.plans]
+        merged = merge_plan(plan, merge, result_columns, partial_columns, tables)
+        result = self._task(merged, maxrec, clock, token, started)
+        result.stats["partial_rows"] = float(sum(t.num_rows for t in tables))
+        inner = result.batches
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from inner
+            except QueryTimeout:
+                raise clock.error() from None
+
+        result.batches = stream()
+        return result
+
+    def _describe(
+        self,
+        sql: str,
+        scans: tuple[Scan, ...],
+        clock: _TaskClock,
+        token: CancelToken,
+        started: float,
+    ) -> tuple[tuple[str, str], ...]:
+        """DuckDB's names and types of ``sql``'s result (binding only: nothing is read)."""
+        plan = QueryPlan(f"DESCRIBE {sql}", scans, ())
+        table = self._task(plan, None, clock, token, started).to_table()
+        names = table.column("column_name").to_pylist()
+        types = table.column("column_type").to_pylist()
+        return tuple((str(n), str(t)) for n, t in zip(names, types, strict=True))
+
+    def _memory_limit(self) -> int:
+        """DuckDB's memory limit in bytes (2 GiB when it cannot be read)."""
+        cursor = self.sandbox.cursor()
+        try:
+            row = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+        except duckdb.Error:
+            row = None
+        finally:
+            cursor.close()
+        return _parse_bytes(str(row[0])) if row else 2 * 1024**3
 
     def _direct(self, plan: QueryPlan, scans: list[Scan], maxrec: int | None) -> QueryResult | None:
         """The result computed without DuckDB (:mod:`skyvault.engine.direct`), when the
@@ -387,6 +628,74 @@ class _Timer:
 
     def cancel(self) -> None:
         self._active = False
+
+
+@dataclass(frozen=True)
+class _Tasks:
+    """A cross-match as aligned tasks: the decomposition and each task's plan."""
+
+    split: Split
+    plans: tuple[QueryPlan, ...]
+    partner_files: float
+    """Partner files the tasks read together (margins and files read twice included)."""
+
+
+class _TaskClock:
+    """The time limit of a query run as tasks: each task gets what is left of it."""
+
+    def __init__(self, started: float, timeout: float | None) -> None:
+        self.started = started
+        self.timeout = timeout
+
+    def remaining(self) -> float | None:
+        if self.timeout is None:
+            return None
+        left = self.timeout - (time.monotonic() - self.started)
+        if left <= 0:
+            raise self.error()
+        return left
+
+    def error(self) -> QueryTimeout:
+        return _time_limit_error(self.timeout)
+
+
+def _time_limit_error(timeout: float | None) -> QueryTimeout:
+    return QueryTimeout(
+        f"the query ran longer than its time limit of {timeout or 0:g} s",
+        hint="narrow it (a smaller region, fewer columns, TOP) or run it as an async job",
+    )
+
+
+def _file_sizes(files: Sequence[str]) -> list[int]:
+    """Bytes of each file (1 for a file that cannot be read: its task will say why)."""
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(os.path.getsize(f))
+        except OSError:
+            sizes.append(1)
+    return sizes
+
+
+_BYTES = re.compile(r"\s*([0-9.]+)\s*([KMGTP]?)(i?)B", re.IGNORECASE)
+
+
+def _parse_bytes(text: str) -> int:
+    """Bytes of a DuckDB size such as ``1.8 GiB`` or ``2.0 GB`` (2 GiB when not one)."""
+    match = _BYTES.match(text)
+    if match is None:
+        return 2 * 1024**3
+    number, unit, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGTP".index(unit.upper() or " "))
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema`` (the first task's): the tasks run the same SQL, so only
+    field metadata or nullability may differ."""
+    if batch.schema.equals(schema):
+        return batch
+    return pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
 
 
 def _with_views(sql: str, scans: list[Scan]) -> str | None:
@@ -598,10 +907,7 @@ def _translate_error(exc: BaseException, timer: _Timer, token: CancelToken) -> B
         token.cancelled and isinstance(exc, (duckdb.Error, pa.ArrowException, OSError))
     ):
         if timer.fired:
-            return QueryTimeout(
-                f"the query ran longer than its time limit of {timer.timeout:g} s",
-                hint="narrow it (a smaller region, fewer columns, TOP) or run it as an async job",
-            )
+            return _time_limit_error(timer.timeout)
         return QueryCancelled("the query was cancelled")
     if isinstance(exc, (duckdb.Error, pa.ArrowException, OSError)):
         return engine_error(exc)

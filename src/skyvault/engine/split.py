@@ -46,12 +46,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import pyarrow as pa
+
 from skyvault.adql.partials import AggregateCall, OrderKey, Template, TopSelect
 from skyvault.engine.plan import QueryPlan, Scan
 from skyvault.sqltext import quote_identifier as quote
 from skyvault.sqltext import with_maxrec as _with_maxrec
 
-__all__ = ["PARTIALS", "MergeQuery", "Split", "split_candidates", "split_plan", "whole"]
+__all__ = [
+    "PARTIALS",
+    "MergeQuery",
+    "Split",
+    "concat_partials",
+    "merge_plan",
+    "split_candidates",
+    "split_plan",
+    "whole",
+]
 
 PARTIALS = "__sv_partials"
 """The relation the merge query reads: the task results, concatenated."""
@@ -112,6 +123,32 @@ class MergeQuery:
         if self.offset:
             sql += f" OFFSET {self.offset}"
         return sql
+
+
+def concat_partials(tables: Sequence[pa.Table]) -> pa.Table:
+    """The task results as one table (types promoted where tasks disagree, e.g. a column
+    that is NULL in one task's rows)."""
+    if not tables:
+        raise ValueError("no task results to merge")
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid:
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+def merge_plan(
+    plan: QueryPlan,
+    merge: MergeQuery,
+    result_columns: Sequence[tuple[str, str]],
+    partial_columns: Sequence[tuple[str, str]],
+    tables: Sequence[pa.Table],
+) -> QueryPlan:
+    """The plan of the merge query over the task results ``tables``, given the DuckDB
+    ``(name, type)`` of ``plan``'s result and of the partial columns (``DESCRIBE`` of the
+    query and of the partial query).  Raises ValueError when they do not fit the merge."""
+    sql = merge.sql([n for n, _ in result_columns], [t for _, t in result_columns], partial_columns)
+    partials = Scan(PARTIALS, PARTIALS, (), None, False, 0, None, concat_partials(tables))
+    return QueryPlan(sql, (partials,), plan.columns)
 
 
 @dataclass(frozen=True)
