@@ -100,6 +100,7 @@ def run_size(rows: int, args: argparse.Namespace) -> SizeResult:
             "duckdb": bench_peers.HandWritten(ds.data),
         }
         measures = bench_peers.build_measures(ds, engines, {}, args.cones)
+        add_one_join(measures, engines["skyvault"])
         bench_peers.run_measures(measures, args.repeat, args.budget, sampler)
         for m in measures:
             out.measures[m.label] = {
@@ -109,12 +110,41 @@ def run_size(rows: int, args: argparse.Namespace) -> SizeResult:
                 "failures": m.failures,
                 "load": f"{m.load[0]:.1f}–{m.load[1]:.1f}",
             }
+            if ONE_JOIN in m.runs:
+                out.measures[m.label][ONE_JOIN] = summary(m, ONE_JOIN)
+                out.measures[m.label]["one join check"] = m.checks.get(ONE_JOIN, "-")
         loads = [v for _, v in sampler.samples]
     out.load = f"{min(loads):.1f}–{max(loads):.1f}" if loads else ""
     out.minutes = (time.time() - start) / 60
     if args.delete_after:
         shutil.rmtree(ds.root, ignore_errors=True)
     return out
+
+
+ONE_JOIN = "skyvault one join"
+
+
+def add_one_join(measures: list[Any], archive: Any) -> None:
+    """The cross-match also as one DuckDB join (the local executor's path before it ran
+    large cross-matches as aligned tasks), over the same archive, taking turns with the
+    others and checked against skyvault's answer."""
+    from skyvault.engine.executor import LocalExecutor
+
+    single = LocalExecutor(archive.sandbox, crossmatch_tasks=False)
+    for m in measures:
+        if not m.label.startswith("cross-match") or "skyvault" not in m.runs:
+            continue
+        run, answer = m.runs["skyvault"], m.answer["skyvault"]
+
+        def one_join(query: Any, run: Any = run) -> Any:
+            tasks, archive.executor = archive.executor, single
+            try:
+                return run(query)
+            finally:
+                archive.executor = tasks
+
+        m.runs[ONE_JOIN] = one_join
+        m.answer[ONE_JOIN] = answer
 
 
 def input_ready(rows: int) -> bool:
@@ -192,6 +222,17 @@ def markdown(results: list[SizeResult], args: argparse.Namespace, started: str) 
                 text += " ✗"
             cells.append(text)
         lines.append(row(label, values, cells))
+        if any(r.measures.get(label, {}).get(ONE_JOIN) for r in measured):
+            values, cells = [], []
+            for r in results:
+                m = r.measures.get(label) if r.status == "measured" else None
+                own = m.get(ONE_JOIN) if m else None
+                values.append(own["p50_ms"] if own else None)
+                text = bench_peers.fmt_ms(own["p50_ms"]) if own else "not measured"
+                if m and m.get("one join check") not in ("same", "-", None):
+                    text += " ✗"
+                cells.append(text)
+            lines.append(row(f"{label}: as one join (before: no tasks)", values, cells))
     lines.append("| load (1-min, min–max) | " + " | ".join(r.load or "—" for r in results) + " | |")
     lines.append("")
     for r in results:
