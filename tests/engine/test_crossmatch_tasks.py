@@ -221,7 +221,7 @@ def test_what_cannot_be_split_runs_as_one_join(single: Archive, tasks: Archive, 
 
 
 def test_small_cross_matches_stay_one_join(catalogues: Catalogues) -> None:
-    """With the default task size (half of DuckDB's memory) these catalogues are one join."""
+    """With the default task size (an eighth of DuckDB's memory) these catalogues are one join."""
     archive = open_archive(catalogues[0])
     try:
         result = archive.stream(PAIRS)

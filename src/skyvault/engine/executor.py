@@ -68,10 +68,14 @@ BATCH_ROWS = MAX_BATCH_ROWS
 so a batch, and what a writer makes of it, stays a few MiB whatever the result's width."""
 REINTERRUPT_S = 0.25
 """How often a cancelled query that has not stopped is interrupted again."""
-TASK_MEMORY_SHARE = 0.5
+TASK_MEMORY_SHARE = 0.125
 """A cross-match whose two sides' files (as pruned) hold more bytes than this share of
 DuckDB's memory limit runs as a sequence of aligned tasks of about that many bytes each
-(:meth:`LocalExecutor.execute`): one join over all of them would spill."""
+(:meth:`LocalExecutor.execute`): one join over all of them would hold the whole partner
+and spill once it outgrows the limit.  Measured on 20M × 2M rows (1 GB of files, 2 GB
+limit, ``benchmarks/results/scale.md``): one join peaks at 1.5 GiB RSS, tasks of 128 MB at
+0.7 GiB, in the same time within the noise from 8 to 48 tasks; at 1.87M rows (0.1 GB) one
+join is kept."""
 TASK_PARTIAL_ROWS = 2_000_000
 """Most rows the tasks of a sorted or cut cross-match (ORDER BY, TOP, DISTINCT) may return
 together for their merge (each task returns its first OFFSET + TOP, or MAXREC + 1, rows);
