@@ -6,7 +6,10 @@ and aggregates itself, so every answer is exactly that of the query over the who
 A plan holds only SQL and file lists, so the distributed executor
 (:class:`~skyvault.engine.distributed.DaskExecutor`) runs the same plan as per-partition
 partial queries on Dask workers and a merge query here (:mod:`skyvault.engine.split`); this
-local executor is the default, and the one tasks and merges run on.
+local executor is the default, and the one tasks and merges run on.  It runs one plan as
+several queries itself in one case: a cross-match too large for one join in memory runs as
+a sequence of the Dask executor's aligned tasks, merged the same way
+(:meth:`LocalExecutor.execute`).
 
 Every DuckDB error is turned into a skyvault error by :func:`engine_error`, the one mapping
 (the Dask executor uses it too): what a user can fix (a conversion error in the data, an
