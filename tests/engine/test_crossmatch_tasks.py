@@ -17,11 +17,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from skyvault.catalog.ingest import HEALPIX_COLUMN
 from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.engine.aligned import _intersect
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.executor import CancelToken, LocalExecutor, _parse_bytes
+from skyvault.engine.plan import TaggedFiles
 from skyvault.errors import QueryCancelled, QueryTimeout
 from tests.engine.test_crossmatch_margin import THRESHOLD, _brute_force, catalogues
 
@@ -242,6 +246,46 @@ def test_time_limit_and_cancel_cover_every_task(tasks: Archive) -> None:
     with pytest.raises(QueryCancelled):
         for _ in batches:
             pass
+
+
+def test_tasks_read_only_partner_rows_near_their_partitions(tasks: Archive) -> None:
+    """A partner partition coarser than a task's run is read only near the run's partitions
+    (the answers above show nothing needed is left out)."""
+    executor = tasks.executor
+    assert isinstance(executor, LocalExecutor)
+    planned = executor._crossmatch_tasks(tasks.plan(PAIRS), None)
+    assert planned is not None and len(planned.plans) > 5
+    read = stored = 0
+    for plan in planned.plans:
+        partner = next(s for s in plan.scans if s.placeholder == "__sv_t1")
+        assert isinstance(partner.tag, TaggedFiles) and partner.tag.ranges is not None
+        for path, _ in partner.tag.files:
+            index = pq.read_table(path, columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy()
+            inside = np.zeros(len(index), dtype=bool)
+            for lo, hi in partner.tag.ranges.tolist():
+                inside |= (index >= lo) & (index < hi)
+            read += int(inside.sum())
+            stored += len(index)
+    assert read < 0.7 * stored, (read, stored)
+
+
+def test_interval_intersection_against_brute_force() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+
+        def intervals() -> np.ndarray:
+            cuts = np.unique(rng.integers(0, 60, rng.integers(0, 12)))
+            pairs = cuts[: len(cuts) // 2 * 2].reshape(-1, 2)
+            return pairs[pairs[:, 0] < pairs[:, 1]].astype(np.int64).reshape(-1, 2)
+
+        a, b = intervals(), intervals()
+        got = _intersect(a, b)
+        points = {p for lo, hi in got.tolist() for p in range(lo, hi)}
+        want = {p for lo, hi in a.tolist() for p in range(lo, hi)}
+        want &= {p for lo, hi in b.tolist() for p in range(lo, hi)}
+        assert points == want
+        assert all(lo < hi for lo, hi in got.tolist())
+        assert all(x[1] < y[0] for x, y in zip(got.tolist(), got.tolist()[1:], strict=False))
 
 
 def test_memory_limit_is_read_from_duckdb() -> None:

@@ -9,8 +9,10 @@ a task instead reads, for every partner partition ``Q`` overlapping the task's p
 * ``Q``'s own file (when the query's pruning kept it), and
 * ``Q``'s margin file: the partner rows outside ``Q`` closer than the threshold to it,
 
-and **tags** both with ``Q``.  A split row ``s`` is tagged with the partner partition holding
-its position, and the tag is folded into the cell key of the cell join
+and **tags** both with ``Q``, reading only the rows within ``r`` of the task's partitions
+(their index ranges widened by a ring of cells at least ``2r`` wide: a coarser ``Q`` is not
+read whole by each of the tasks it overlaps).  A split row ``s`` is tagged with the partner
+partition holding its position, and the tag is folded into the cell key of the cell join
 (:mod:`skyvault.sky.cells`), so ``s`` meets only partner rows read for its own
 ``Q``.  Every partner row within ``r`` of ``s`` is there exactly once: inside ``Q`` it is in
 ``Q``'s file, outside it is in ``Q``'s margin (``r`` ≤ threshold), and the two are disjoint.
@@ -145,11 +147,15 @@ def aligned_task_scans(scan: Scan, partner: Scan, files: Sequence[str]) -> tuple
     task_scan = dataclasses.replace(
         scan, files=tuple(files), columns=columns, tag=TagLookup(lookup)
     )
+    # Only partner rows within r of the task's partitions can meet its rows: a partner
+    # partition coarser than the task's run is not read whole.
+    near = _widen(area, scan.cell.radius)
+    ranges = near if partner.ranges is None else _intersect(partner.ranges, near)
     task_partner = dataclasses.replace(
         partner,
         files=tuple(dict.fromkeys(f for f, _ in tagged)),
         ranges=None,  # in TaggedFiles: the view reads the files itself
-        tag=TaggedFiles(tuple(tagged), partner.ranges, residual),
+        tag=TaggedFiles(tuple(tagged), ranges, residual),
     )
     return task_scan, task_partner
 
@@ -229,6 +235,23 @@ def _subtract(area: NDArray[np.int64], cover: NDArray[np.int64]) -> NDArray[np.i
             k += 1
         if cursor < hi:
             out.append((cursor, hi))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+
+def _intersect(a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The parts common to ``a`` and ``b`` (both sorted and disjoint)."""
+    out: list[tuple[int, int]] = []
+    a_list, b_list = a.tolist(), b.tolist()
+    i = j = 0
+    while i < len(a_list) and j < len(b_list):
+        lo = max(a_list[i][0], b_list[j][0])
+        hi = min(a_list[i][1], b_list[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a_list[i][1] < b_list[j][1]:
+            i += 1
+        else:
+            j += 1
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
