@@ -266,6 +266,19 @@ def _bound(region: Region) -> tuple[tuple[float, float, float], float]:
     return (x, y, z), radius * (1 + 1e-9) + math.radians(1e-9)
 
 
+def _other_of(
+    kind: str, values: Sequence[float | None]
+) -> tuple[Region, tuple[float, float, float], float] | None:
+    """:func:`_other_bound`, or None when a number is NULL or not finite or the geometry
+    is not valid."""
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    try:
+        return _other_bound(kind, tuple(float(v) for v in values if v is not None))
+    except GeometryError:
+        return None
+
+
 def region_relation(
     regions: pa.Array, relations: pa.Array, kinds: pa.Array, params: pa.Array
 ) -> pa.Array:
@@ -283,18 +296,19 @@ def region_relation(
     out: list[bool | None] = [None] * len(texts)
     rows: list[int] = []
     theirs: list[tuple[Region, tuple[float, float, float], float]] = []
+    known: dict[tuple[Any, ...], tuple[Region, tuple[float, float, float], float] | None] = {}
     for i, text in enumerate(texts):
         values: Sequence[float | None] | None = numbers[i]
         if text is None or rel[i] is None or kind[i] is None or values is None:
             continue
-        if any(v is None or not math.isfinite(v) for v in values):
-            continue
-        try:
-            other = _other_bound(str(kind[i]), tuple(float(v) for v in values if v is not None))
-        except GeometryError:
-            continue
-        rows.append(i)
-        theirs.append(other)
+        key = (kind[i], *values)  # the other geometry is most often one constant
+        if key in known:
+            other = known[key]
+        else:
+            other = known[key] = _other_of(str(kind[i]), values)
+        if other is not None:
+            rows.append(i)
+            theirs.append(other)
     footprints = _footprints([texts[i] for i in rows])
     rows = [i for i, f in zip(rows, footprints, strict=True) if f is not None]
     theirs = [t for t, f in zip(theirs, footprints, strict=True) if f is not None]
@@ -366,8 +380,12 @@ def _polygons_meet_circles(
         r = np.array(radii) + ON_CIRCLE_EPS
         # every polygon edge a -> b (the vertices in order, cyclically)
         a = np.concatenate(starts)
-        b = np.concatenate([np.roll(v, -1, axis=0) for v in starts])
         e_row = np.array(edge_row)
+        # each vertex's successor within its own polygon (the last one's is the first)
+        following = np.arange(1, len(a) + 1)
+        ends = np.flatnonzero(np.diff(e_row, append=-1))
+        following[ends] = np.concatenate([[0], ends[:-1] + 1])
+        b = a[following]
         p = p_row[e_row]
         n_e = np.cross(a + b, b - a)
         n_e /= np.linalg.norm(n_e, axis=1)[:, None]
