@@ -44,6 +44,8 @@ def _footprint_texts() -> list[str]:
         vertices = int(rng.integers(3, 13))
         size = float(rng.choice([1e-6, 1e-3, 0.1, 1.0, 20.0, 80.0, 100.0]))
         texts.append(_text(_ring(rng, vertices, size, jumble=n % 4 == 0)))
+    for n in range(60):  # many-sided ones (more than 64: row by row)
+        texts.append(_text(_ring(rng, 40 if n % 4 else 70, float(rng.uniform(0.01, 10)))))
     quad = _ring(rng, 4, 0.14)
     texts += [
         _text(quad, "polygon icrs"),  # case
@@ -104,7 +106,8 @@ def _same(batch: stcs._Footprint | None, row: stcs._Footprint | None) -> bool:
     )
 
 
-def test_batch_preparation_equals_the_per_row_one() -> None:
+def test_batch_preparation_equals_the_per_row_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stcs, "_BATCH_CELLS", 16_000)  # 40-gons 10 at a time: several chunks
     stcs.parse_stcs.cache_clear()
     stcs._parsed.cache_clear()
     batch = stcs._footprints(TEXTS)

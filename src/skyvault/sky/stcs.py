@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from skyvault.errors import GeometryError
 from skyvault.sky import geometry
-from skyvault.sky._polygon import HEMISPHERE_MARGIN, MAX_VERTICES
+from skyvault.sky._polygon import HEMISPHERE_MARGIN
 from skyvault.sky._vector import ON_CIRCLE_EPS, FloatArray, radec_to_xyz
 from skyvault.sky.geometry import BOUNDARY_EPS
 from skyvault.sky.regions import Box, Circle, Point, Polygon, Region
@@ -145,6 +145,13 @@ def _parsed(text: str) -> _Footprint | None:
     return _Footprint(text, centre, radius, None, (), region)
 
 
+#: Polygons of up to this many vertices are prepared in batches (more are rare in
+#: footprints, and the batch's convexity test grows with the square of the vertex count).
+_BATCH_VERTICES = 64
+#: Rows x vertices² of one batch (a few arrays of this many float64s).
+_BATCH_CELLS = 1 << 18
+
+
 def _footprints(texts: Sequence[str]) -> list[_Footprint | None]:
     """:func:`_parsed` of every text, except that polygons are prepared all at once
     (:func:`_prepare_polygons`) where they can be: the same footprints.
@@ -159,24 +166,35 @@ def _footprints(texts: Sequence[str]) -> list[_Footprint | None]:
             shape, numbers = _words(text)
         except GeometryError:
             continue  # parse_stcs raises the same: not a region (None)
-        if shape == "POLYGON" and 6 <= len(numbers) <= 2 * MAX_VERTICES and not len(numbers) % 2:
+        if shape == "POLYGON" and 6 <= len(numbers) <= 2 * _BATCH_VERTICES and not len(numbers) % 2:
             rows, flat = groups.setdefault(len(numbers), ([], []))
             rows.append(k)
             flat.append(numbers)
         else:
             out[k] = _parsed(text)
-    for rows, flat in groups.values():
-        ok, vertices, normals, centres, radii = _prepare_polygons(np.array(flat))
-        centre_list, radius_list = centres.tolist(), radii.tolist()
-        for j, k in enumerate(rows):
-            if ok[j]:
-                x, y, z = centre_list[j]
-                out[k] = _Footprint(
-                    texts[k], (x, y, z), radius_list[j], vertices[j], (normals[j],), None
-                )
-            else:
-                out[k] = _parsed(texts[k])
+    for group, numbers_of in groups.values():
+        n = len(numbers_of[0]) // 2
+        step = max(1, _BATCH_CELLS // (n * n))  # _prepare_polygons holds (rows, n, n) arrays
+        for first in range(0, len(group), step):
+            rows = group[first : first + step]
+            _add_prepared(out, texts, rows, np.array(numbers_of[first : first + step]))
     return out
+
+
+def _add_prepared(
+    out: list[_Footprint | None], texts: Sequence[str], rows: list[int], flat: FloatArray
+) -> None:
+    """``out[k]`` for the polygons ``texts[k]`` (k in ``rows``) whose numbers are ``flat``."""
+    ok, vertices, normals, centres, radii = _prepare_polygons(flat)
+    centre_list, radius_list = centres.tolist(), radii.tolist()
+    for j, k in enumerate(rows):
+        if ok[j]:
+            x, y, z = centre_list[j]
+            out[k] = _Footprint(
+                texts[k], (x, y, z), radius_list[j], vertices[j], (normals[j],), None
+            )
+        else:
+            out[k] = _parsed(texts[k])
 
 
 #: How far inside (sine of the angle) the great circle of every edge each vertex not on it
