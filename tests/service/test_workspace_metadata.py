@@ -5,6 +5,9 @@ requests are what youcat's own clients send: the VOSI ``table`` document (``text
 VOTable, the one GET serves with its descriptions, units, UCDs and utypes changed → 204.
 The next request — ``GET /tables/NAME``, ``/tables``, TAP_SCHEMA, a query's FIELDs — sees
 the new metadata, although each of them was answered (and cached) just before.
+
+Also here: a unique index made with pyvo's ``create_index(..., unique=True)`` holds for
+later loads (a 400 naming the column, nothing loaded).
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from astropy.io.votable import parse_single_table
 
 from skyvault.catalog.layout import audit_log_file
 from tests.service import test_workspace
-from tests.service.test_workspace import VOSI_TARGETS, Site, _query, _session, _tableset
+from tests.service.test_workspace import (
+    VOSI_TARGETS,
+    Site,
+    _query,
+    _service,
+    _session,
+    _tableset,
+)
 
 #: The live server of test_workspace.py (this module gets its own).
 site = test_workspace.site
@@ -264,3 +274,25 @@ def test_updates_are_audited(site: Site, table: str) -> None:
         ("carol", "error", "catalog.not_found", NAME),
         ("alice", "error", "workspace", NAME),
     ]
+
+
+def test_a_load_repeating_a_unique_value_is_a_400_and_loads_nothing(site: Site, table: str) -> None:
+    alice = _service(site, site.world.alice)
+    alice.create_index(NAME, "label", unique=True)  # pyvo: table-update job, run, waited on
+    alice.load_table(NAME, io.StringIO("tid,label\n3,a\n"), format="csv")
+    r = _session(site.world.alice).post(
+        f"{site.url}/load/{NAME}",
+        data=b"tid,label\n4,b\n5,a\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 400, r.text
+    assert f"column label of {NAME} has a unique index: the value 'a' would occur 2" in r.text
+    assert "nothing was loaded" in r.text
+    with pytest.raises(requests.HTTPError) as refused:
+        alice.load_table(NAME, io.StringIO("tid\tlabel\n6\tc\n7\tc\n"), format="tsv")
+    assert refused.value.response.status_code == 400
+    assert "the value 'c' would occur 2 times" in refused.value.response.text
+    rows = _query(site, site.world.alice, f"SELECT tid FROM {NAME} ORDER BY tid")
+    assert rows["tid"].tolist() == [1, 2, 3]
+    alice.load_table(NAME, io.StringIO("tid,label\n4,b\n"), format="csv")
+    assert _query(site, site.world.alice, f"SELECT COUNT(*) AS n FROM {NAME}")["n"][0] == 4

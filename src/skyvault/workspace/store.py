@@ -80,6 +80,7 @@ from skyvault.workspace.names import (
 from skyvault.workspace.permissions import PermissionChange, TablePermissions
 from skyvault.workspace.quota import Quota, Usage, WorkspaceSettings, check_quota
 from skyvault.workspace.readers import check_content_type, conform_batches, open_body
+from skyvault.workspace.unique import carry_unique, check_unique, unique_columns
 
 __all__ = [
     "Access",
@@ -706,6 +707,17 @@ class WorkspaceStore:
                 what = f"{'creating' if new_table else 'loading'} {target}"
                 check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
+            if current is not None:
+                unique = carry_unique(current, build.path)
+                if unique and added:
+                    linked = {p.name for p in kept}
+                    check_unique(
+                        str(target),
+                        unique,
+                        [str(p) for p in kept],
+                        [str(p) for p in sorted(dataset.glob("part-*.parquet"))
+                         if p.name not in linked],
+                    )  # fmt: skip
             if added == 0 and not kept:
                 pq.write_table(schema.empty_table(), dataset / "part-00000.parquet")
             pq.write_metadata(schema, dataset / "_common_metadata")
@@ -736,6 +748,12 @@ class WorkspaceStore:
         stored = pq.read_schema(table.version_dir / "dataset" / "_common_metadata")
         columns = pa.schema([f for f in stored if f.name != HEALPIX_COLUMN])
         rows = pa.Table.from_batches(list(conform_batches(data, columns)), schema=columns)
+        unique = unique_columns(table.version_dir)
+        if unique:
+            from skyvault.catalog.registry import Registry
+
+            stored_files = Registry._load(table.version_dir, self._link(target)).all_files
+            check_unique(str(target), unique, stored_files, rows)
         quota = self.quota(owner)
         with self._owner_lock(target.schema):
             now = self.usage(owner)
