@@ -1,11 +1,15 @@
 """Unique indexes are kept on later loads: a load that would repeat a value of a unique
 column is a 400 naming the column and the value, and nothing of it is stored — into a plain
 table (its files folded or not), into a sky-indexed one (as appended rows), after a metadata
-update, from a DEST job's append."""
+update, from a DEST job's append.  And an index can be dropped (the operator's
+``skyvault workspace drop-index``): a column index and its uniqueness, or the sky index
+(the table written back as plain Parquet)."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -119,3 +123,82 @@ def test_uniqueness_survives_folding_metadata_updates_and_the_sky_index(
     store.load(ALICE, NAME, _rows([8, 9]))
     assert "the value 9 would occur" in _refused(store, _rows([9]))  # against the appended
     assert _ids(store) == list(range(1, 10))
+
+
+# --- dropping an index (the operator's `skyvault workspace drop-index`) ---------------------
+
+
+def test_dropping_a_unique_column_index_lets_values_repeat_again(
+    store: WorkspaceStore,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from skyvault.catalog.layout import audit_log_file
+    from skyvault.cli import main
+
+    monkeypatch.delenv("SKYVAULT_AUTH_AUDIT_LOG", raising=False)
+    store.create_table(ALICE, NAME, DEFINITION)
+    store.load(ALICE, NAME, _rows([1, 2, 3]))
+    _index(store, "id")
+    assert "would occur 2 times" in _refused(store, _rows([3]))
+
+    assert main(["workspace", "drop-index", "--data", str(data_dir), NAME, "id"]) == 0
+    assert (
+        "dropped the index on id of user_alice.cat (now plain, 3 rows)" in capsys.readouterr().out
+    )
+    meta = Registry(data_dir).get("user_alice", "cat").meta
+    assert not meta.column("id").indexed
+    assert unique_columns(data_dir / "user_alice" / "cat") == ()
+    assert store.load(ALICE, NAME, _rows([3])).total_rows == 4
+    # It can be made again (not unique now: 3 repeats).
+    _index(store, "id", unique=False)
+    assert Registry(data_dir).get("user_alice", "cat").meta.column("id").indexed
+    audit = [json.loads(x) for x in audit_log_file(data_dir).read_text().splitlines()]
+    (line,) = [x for x in audit if x["endpoint"] == "workspace.drop_index"]
+    assert line["user"].startswith("operator:") and line["query"] == f"{NAME} (id)"
+    assert line["outcome"] == "ok"
+
+
+def test_dropping_the_sky_index_writes_the_table_back_as_plain_parquet(
+    store: WorkspaceStore, data_dir: Path
+) -> None:
+    store.create_table(ALICE, NAME, DEFINITION)
+    store.load(ALICE, NAME, _rows([1, 2, 3, 4]))
+    _index(store, "name")  # unique, kept through both changes
+    _index(store, "ra", unique=False)
+    store.load(ALICE, NAME, _rows([5, 6]))  # appended rows of the HATS table
+    stored = Registry(data_dir).get("user_alice", "cat")
+    assert stored.meta.kind == "hats" and stored.deltas is not None
+
+    meta = store.drop_index(NAME, "ra", operator="op")
+
+    stored = Registry(data_dir).get("user_alice", "cat")
+    assert (meta.kind, stored.meta.kind, stored.meta.nrows) == ("plain", "plain", 6)
+    assert [c.name for c in stored.meta.columns] == ["id", "name", "ra", "dec"]
+    assert not stored.meta.column("ra").indexed and stored.meta.column("name").indexed
+    assert stored.meta.ra_column is None and stored.partitions is None
+    assert _ids(store) == [1, 2, 3, 4, 5, 6]
+    assert "the value 'n5' would occur" in _refused(store, _rows([50], names=["n5"]))
+    assert store.load(ALICE, NAME, _rows([7])).total_rows == 7
+    _index(store, "ra", unique=False)  # and back
+    assert Registry(data_dir).get("user_alice", "cat").meta.kind == "hats"
+    assert _ids(store) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_what_cannot_be_dropped_is_said(store: WorkspaceStore, data_dir: Path) -> None:
+    from skyvault.errors import CatalogNotFound, UsageError
+
+    store.create_table(ALICE, NAME, DEFINITION)
+    store.load(ALICE, NAME, _rows([1]))
+    with pytest.raises(WorkspaceError, match=r"column name of user_alice\.cat is not indexed"):
+        store.drop_index(NAME, "name")
+    with pytest.raises(UsageError, match=r"column not found: mag in table user_alice\.cat"):
+        store.drop_index(NAME, "mag")
+    with pytest.raises(CatalogNotFound, match=r"no table user_alice\.nothere"):
+        store.drop_index("user_alice.nothere", "id")
+    with pytest.raises(WorkspaceError, match="survey is not a user's workspace schema"):
+        store.drop_index("survey.objects", "id")
+    _index(store, "ra", unique=False)
+    with pytest.raises(WorkspaceError, match="the sky index is dropped by naming ra"):
+        store.drop_index(NAME, "dec")

@@ -55,6 +55,7 @@ __all__ = [
     "INDEX_TYPES",
     "IndexRequest",
     "create_index",
+    "find_column",
     "index_request",
     "plan_index",
 ]
@@ -146,7 +147,7 @@ def index_request(params: Mapping[str, Sequence[str]]) -> IndexRequest:
     return IndexRequest(table, index, unique, index_type)
 
 
-def _column(meta: TableMeta, name: str) -> ColumnMeta:
+def find_column(meta: TableMeta, name: str) -> ColumnMeta:
     """The column ``name`` of ``meta``: exact, else the one matching case-insensitively."""
     for column in meta.columns:
         if column.name == name:
@@ -199,7 +200,7 @@ def plan_index(meta: TableMeta, request: IndexRequest) -> IndexPlan:
             f"index={request.index!r} does not name one column or a pair",
             hint="send index=COLUMN, or index=RA,DEC with INDEX_TYPE=long-lat",
         )
-    columns = [_column(meta, c) for c in wanted]
+    columns = [find_column(meta, c) for c in wanted]
     if request.index_type == "x-y":
         raise UsageError(
             "INDEX_TYPE=x-y (a Cartesian pair) is not supported",

@@ -47,6 +47,7 @@ from skyvault.catalog.metadata import METADATA_FILE, ColumnMeta, TableMeta
 from skyvault.errors import WorkspaceError
 from skyvault.workspace.columns import TableDefinition
 from skyvault.workspace.names import HEALPIX_COLUMN
+from skyvault.workspace.unique import write_unique
 
 __all__ = ["merge_definition", "publish_metadata", "type_of"]
 
@@ -154,11 +155,14 @@ def merge_definition(meta: TableMeta, definition: TableDefinition) -> TableMeta:
     return dataclasses.replace(meta, columns=tuple(columns), description=definition.description)
 
 
-def publish_metadata(data_dir: Path, version_dir: Path, meta: TableMeta) -> TableMeta:
+def publish_metadata(
+    data_dir: Path, version_dir: Path, meta: TableMeta, *, unique: Sequence[str] | None = None
+) -> TableMeta:
     """Publish ``meta`` (the metadata of version ``version_dir`` as changed: the version's
     own row count, not counting appended rows) as a new version of its table: the same
-    files, hard-linked, the appended rows carried over.  The caller holds the table's turn.
-    Returns the metadata as written (its new ``created``)."""
+    files, hard-linked, the appended rows carried over; ``unique`` (when given) replaces the
+    version's unique columns (:mod:`skyvault.workspace.unique`).  The caller holds the
+    table's turn.  Returns the metadata as written (its new ``created``)."""
     name = TableName(meta.schema, meta.name)
     link = data_dir / name.schema / name.table
     carried = None
@@ -177,6 +181,8 @@ def publish_metadata(data_dir: Path, version_dir: Path, meta: TableMeta) -> Tabl
                     shutil.copytree(entry, target, copy_function=os.link)
                 else:
                     os.link(entry, target)
+            if unique is not None:
+                write_unique(build.path, unique)
             meta = dataclasses.replace(meta, created=_later_than(meta.created))
             meta.write(build.path)
             known = stored_manifest(version_dir)

@@ -39,7 +39,7 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +80,7 @@ from skyvault.workspace.names import (
 from skyvault.workspace.permissions import PermissionChange, TablePermissions
 from skyvault.workspace.quota import Quota, Usage, WorkspaceSettings, check_quota
 from skyvault.workspace.readers import check_content_type, conform_batches, open_body
-from skyvault.workspace.unique import carry_unique, check_unique, unique_columns
+from skyvault.workspace.unique import carry_unique, check_unique, unique_columns, write_unique
 
 __all__ = [
     "Access",
@@ -538,6 +538,82 @@ class WorkspaceStore:
                     raise _not_found(parsed)
                 self._remove(target)
 
+    def drop_index(self, name: str, column: str, *, operator: str | None = None) -> TableMeta:
+        """Drop the index on ``column`` of a user's table ``name`` (the operator's
+        ``skyvault workspace drop-index``; youcat has no request for it), as a new version
+        published atomically; audited as ``workspace.drop_index`` with ``operator``.
+
+        A column index (unique or not) is metadata: ``indexed`` goes, and with it the
+        uniqueness later loads are checked against (the rows stay in the order the index
+        sorted them).  The sky index — named by its RA column (or ``_healpix_29``) — is
+        undone: the rows, appended ones included, are written back as a plain table.
+
+        Raises
+        ------
+        WorkspaceError
+            Not a user's table, or the column is not indexed.
+        UsageError
+            No such column.
+        """
+        from skyvault.catalog.registry import Registry
+        from skyvault.workspace.index import find_column
+        from skyvault.workspace.metadata import publish_metadata
+
+        who = Identity(operator) if operator else None
+        with self._audit_block(who, "drop_index", f"{name} ({column})"):
+            parsed = UserTableName.parse(name)
+            owner = self.owner_of(parsed.schema)
+            if not is_user_schema(parsed.schema) or owner is None:
+                raise WorkspaceError(f"{parsed.schema} is not a user's workspace schema")
+            target = TableName(parsed.schema, parsed.table)
+            link = self._link(target)
+            with self._table_lock(target):
+                if not link.is_symlink():
+                    raise _not_found(parsed)
+                version = link.resolve()
+                own = TableMeta.read(version)
+                col = find_column(own, column)
+                unique = unique_columns(version)
+                kept = tuple(c for c in unique if c != col.name)
+                if own.kind == "hats" and col.name in (own.ra_column, HEALPIX_COLUMN):
+                    stored = Registry._load(version, link)
+                    data_columns = [c for c in own.columns if c.name != HEALPIX_COLUMN]
+                    columns = tuple(
+                        dataclasses.replace(
+                            c, column_index=i, indexed=c.indexed and c.name != own.ra_column
+                        )
+                        for i, c in enumerate(data_columns)
+                    )
+                    plain = dataclasses.replace(
+                        own, kind="plain", columns=columns, nrows=0, ra_column=None,
+                        dec_column=None, margin_arcsec=None, max_rows_per_partition=None,
+                        n_partitions=0, created=_now(),
+                    )  # fmt: skip
+                    schema = storage_schema(columns)
+                    batches = conform_batches(
+                        (
+                            batch
+                            for f in stored.all_files
+                            for batch in pq.ParquetFile(f).iter_batches(
+                                batch_size=BATCH_ROWS, columns=schema.names
+                            )
+                        ),
+                        schema,
+                    )
+                    return self._write_plain(
+                        Identity(owner), target, plain, None, batches, owner=owner, unique=kept
+                    )
+                if not col.indexed:
+                    sky = own.kind == "hats"
+                    sky_hint = f"; the sky index is dropped by naming {own.ra_column}" * sky
+                    raise WorkspaceError(f"column {col.name} of {parsed} is not indexed{sky_hint}")
+                columns = tuple(
+                    dataclasses.replace(c, indexed=False) if c.name == col.name else c
+                    for c in own.columns
+                )
+                meta = dataclasses.replace(own, columns=columns)
+                return publish_metadata(self.data_dir, version, meta, unique=kept)
+
     # --- internals: access -------------------------------------------------------------------
 
     @staticmethod
@@ -676,9 +752,12 @@ class WorkspaceStore:
         *,
         new_table: bool = False,
         owner: str | None = None,
+        unique: Sequence[str] = (),
     ) -> TableMeta:
         """Publish a new version of plain table ``target``: the files of ``current`` (hard
-        links) plus ``batches``, after the quota check.  Returns the new metadata."""
+        links) plus ``batches``, after the quota check.  Returns the new metadata.  Without
+        ``current``, ``unique`` are the new version's unique columns (with it: those of
+        ``current``)."""
         owner = owner or self.require_user(identity)
         quota = self.quota(owner)
         schema = storage_schema(meta.columns) if current is None else None
@@ -707,7 +786,9 @@ class WorkspaceStore:
                 what = f"{'creating' if new_table else 'loading'} {target}"
                 check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
-            if current is not None:
+            if current is None:
+                write_unique(build.path, unique)
+            else:
                 unique = carry_unique(current, build.path)
                 if unique and added:
                     linked = {p.name for p in kept}
