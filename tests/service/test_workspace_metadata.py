@@ -177,6 +177,16 @@ def test_read_write_members_may_readers_may_not_others_meet_a_missing_table(
             assert hidden.text == missing.text.replace("nothere", "meta")
     anonymous = _post(site, None, UPDATED)
     assert anonymous.status_code == 401 and "user tables need an identity" in anonymous.text
+    # Not user tables: an archive table (said as such), a service schema, a hidden archive
+    # table (as a missing one).
+    archive = _post(site, bob, UPDATED, name="pub.stars")
+    assert archive.status_code == 403 and "is an archive table" in archive.text
+    service = _post(site, bob, UPDATED, name="TAP_SCHEMA.tables")
+    assert service.status_code == 400 and "schema of the service" in service.text
+    secret = _post(site, bob, UPDATED, name="Secret.Plans")
+    nothing = _post(site, bob, UPDATED, name="Secret.Nothing")
+    assert secret.status_code == nothing.status_code == 404
+    assert secret.text == nothing.text.replace("Secret.Nothing", "Secret.Plans")
 
     _grant(site, "r-group=crew\n")
     reader = _post(site, bob, UPDATED)
