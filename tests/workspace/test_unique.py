@@ -17,7 +17,7 @@ import pytest
 
 from skyvault.catalog.registry import Registry
 from skyvault.errors import WorkspaceError
-from skyvault.workspace import WorkspaceStore
+from skyvault.workspace import Quota, WorkspaceStore
 from skyvault.workspace.columns import TableDefinition, column
 from skyvault.workspace.index import IndexRequest, create_index, plan_index
 from skyvault.workspace.unique import UNIQUE_FILE, unique_columns
@@ -171,7 +171,10 @@ def test_dropping_the_sky_index_writes_the_table_back_as_plain_parquet(
     stored = Registry(data_dir).get("user_alice", "cat")
     assert stored.meta.kind == "hats" and stored.deltas is not None
 
+    # The new plain version replaces the HATS one: the quota counts the rows once.
+    store.set_quota("alice", Quota(max_rows=6))
     meta = store.drop_index(NAME, "ra", operator="op")
+    store.set_quota("alice", Quota())
 
     stored = Registry(data_dir).get("user_alice", "cat")
     assert (meta.kind, stored.meta.kind, stored.meta.nrows) == ("plain", "plain", 6)

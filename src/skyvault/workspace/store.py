@@ -601,7 +601,14 @@ class WorkspaceStore:
                         schema,
                     )
                     return self._write_plain(
-                        Identity(owner), target, plain, None, batches, owner=owner, unique=kept
+                        Identity(owner),
+                        target,
+                        plain,
+                        None,
+                        batches,
+                        owner=owner,
+                        unique=kept,
+                        replacing=True,
                     )
                 if not col.indexed:
                     sky = own.kind == "hats"
@@ -753,11 +760,13 @@ class WorkspaceStore:
         new_table: bool = False,
         owner: str | None = None,
         unique: Sequence[str] = (),
+        replacing: bool = False,
     ) -> TableMeta:
         """Publish a new version of plain table ``target``: the files of ``current`` (hard
         links) plus ``batches``, after the quota check.  Returns the new metadata.  Without
         ``current``, ``unique`` are the new version's unique columns (with it: those of
-        ``current``)."""
+        ``current``); ``replacing``: the new version replaces the table's current one, whose
+        rows and bytes the quota check does not count."""
         owner = owner or self.require_user(identity)
         quota = self.quota(owner)
         schema = storage_schema(meta.columns) if current is None else None
@@ -776,13 +785,14 @@ class WorkspaceStore:
                     folded = sum(pq.ParquetFile(f).metadata.num_rows for f in small)
                     batches = itertools.chain(_file_batches(small, schema), batches)
             base_usage = self.usage(owner)
+            replaced = _table_usage(self._link(target)) if replacing else Usage()
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
             if limit_rows is not None:
-                limit_rows += folded
+                limit_rows += folded + replaced.rows
             try:
                 added = _write_batches(dataset, schema, batches, len(kept), limit_rows) - folded
             except _TooManyRows as exc:
-                more = Usage(0, exc.rows - folded, 0)
+                more = Usage(0, exc.rows - folded - replaced.rows, 0)
                 what = f"{'creating' if new_table else 'loading'} {target}"
                 check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
@@ -810,7 +820,7 @@ class WorkspaceStore:
                 now = self.usage(owner)
                 # What this table counts for now (nothing for a new one), replaced by the new
                 # version.
-                old = Usage(_version_bytes(current), meta.nrows, 1) if current else Usage()
+                old = Usage(_version_bytes(current), meta.nrows, 1) if current else replaced
                 check_quota(owner, now, now - old + new_usage, quota, f"{action} {target}")
                 # building() publishes when this block ends, still under the owner's lock.
         return new_meta
