@@ -215,8 +215,8 @@ def _types(body: bytes) -> bytes:
         (
             _types(UPDATED),
             "text/xml",
-            "types differ: tid is long, the document says int, "
-            "label is char[16*], the document says char[32*]",
+            "types differ: tid (the table's long, the document's int), "
+            "label (the table's char[16*], the document's char[32*])",
         ),
         (
             UPDATED.replace(

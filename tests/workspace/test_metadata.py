@@ -133,10 +133,10 @@ def test_other_columns_or_types_are_refused_naming_every_difference(
         ),
     )
     for said in (
-        "id is long, the document says int",
-        "name is char[16*], the document says char[32*]",
-        "ra is double, the document says float",
-        "dec is double, the document says char[*] (xtype timestamp)",
+        "id (the table's long, the document's int)",
+        "name (the table's char[16*], the document's char[32*])",
+        "ra (the table's double, the document's float)",
+        "dec (the table's double, the document's char[*] (xtype timestamp))",
     ):
         assert said in retyped
     assert "GET /tables/user_alice.targets" in retyped  # the hint: start from the served one

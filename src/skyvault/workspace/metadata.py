@@ -119,7 +119,9 @@ def merge_definition(meta: TableMeta, definition: TableDefinition) -> TableMeta:
     for col in own:
         new = _match(given, col.name)
         if new is not None and not _same_type(col, new):
-            changed.append(f"{col.name} is {type_of(col)}, the document says {type_of(new)}")
+            changed.append(
+                f"{col.name} (the table's {type_of(col)}, the document's {type_of(new)})"
+            )
     problems = []
     if missing:
         problems.append(f"missing from the document: {_listed(missing)}")
