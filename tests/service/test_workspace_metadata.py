@@ -61,7 +61,7 @@ def _post(
     )
 
 
-def _vosi(site: Site, token: str) -> dict[str, ET.Element]:
+def _vosi(site: Site, token: str | None) -> dict[str, ET.Element]:
     document = _session(token).get(URL.format(site.url))
     assert document.status_code == 200, document.text
     root = ET.fromstring(document.content)
@@ -78,7 +78,7 @@ def _columns(site: Site, token: str) -> list[tuple[str, ...]]:
     return [tuple(str(v) for v in row) for row in rows.iterrows()]
 
 
-def _table_description(site: Site, token: str) -> str:
+def _table_description(site: Site, token: str | None) -> str:
     rows = _query(
         site, token, f"SELECT description FROM TAP_SCHEMA.tables WHERE table_name = '{NAME}'"
     )
@@ -103,11 +103,14 @@ def table(site: Site) -> Iterator[str]:
 
 
 def test_the_owner_updates_and_the_next_request_sees_it_everywhere(site: Site, table: str) -> None:
-    alice = site.world.alice
-    # Every view answered (and cached) once before the update.
+    alice, bob = site.world.alice, site.world.bob
+    _grant(site, "r-group=crew\npublic=true\n")
+    # Every view answered (and cached) once before the update, for three kinds of access
+    # (the owner, a group member, anonymous callers: each its own cached list).
+    for token in (alice, bob, None):
+        assert "targets near the public stars" in _tableset(site, token)
+        assert _table_description(site, token) == "targets near the public stars"
     assert _vosi(site, alice)["ra"].findtext("unit") == "deg"
-    assert "targets near the public stars" in _tableset(site, alice)
-    assert _table_description(site, alice) == "targets near the public stars"
     assert _columns(site, alice)[2][1:3] == ("deg", "pos.eq.ra;meta.main")
 
     r = _post(site, alice, UPDATED)
@@ -122,9 +125,11 @@ def test_the_owner_updates_and_the_next_request_sees_it_everywhere(site: Site, t
         vosi["ra"].findtext("utype"),
     ) == ("arcsec", "pos.eq.ra", "t:ra")
     assert vosi["label"].findtext("description") == "the target's label"
-    assert "targets, re-described" in _tableset(site, alice)
-    assert "targets near the public stars" not in _tableset(site, alice)
-    assert _table_description(site, alice) == "targets, re-described"
+    for token in (alice, bob, None):
+        tableset = _tableset(site, token)
+        assert "targets, re-described" in tableset
+        assert "targets near the public stars" not in tableset
+        assert _table_description(site, token) == "targets, re-described"
     columns = _columns(site, alice)
     assert columns[2][:4] == ("ra", "arcsec", "pos.eq.ra", "t:ra")
     assert columns[1][4] == "the target's label"

@@ -268,3 +268,36 @@ def test_a_sky_indexed_table_keeps_its_appended_rows(store: WorkspaceStore, data
     assert Registry(data_dir).get("user_alice", "targets").meta.description == (
         "sky-indexed targets"
     )
+
+
+def test_updates_and_loads_of_one_table_take_turns_none_lost(
+    store: WorkspaceStore, data_dir: Path
+) -> None:
+    import threading
+
+    store.create_table(ALICE, NAME, TARGETS)
+    errors: list[BaseException] = []
+
+    def loads() -> None:
+        try:
+            for k in range(8):
+                store.load(ALICE, NAME, _rows(5, 100 * k))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def updates() -> None:
+        try:
+            for k in range(8):
+                store.update_table(ALICE, NAME, _updated(description=f"update {k}"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (loads, updates, loads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    meta = _meta(data_dir)
+    assert meta.nrows == 80 and meta.description == "update 7"
+    assert store.describe(ALICE, NAME).meta.nrows == 80
