@@ -311,3 +311,12 @@ def test_a_load_repeating_a_unique_value_is_a_400_and_loads_nothing(site: Site, 
     assert rows["tid"].tolist() == [1, 2, 3]
     alice.load_table(NAME, io.StringIO("tid,label\n4,b\n"), format="csv")
     assert _query(site, site.world.alice, f"SELECT COUNT(*) AS n FROM {NAME}")["n"][0] == 4
+
+
+def test_a_definition_over_the_limit_is_cut_off_and_changes_nothing(site: Site, table: str) -> None:
+    alice = site.world.alice
+    before = _session(alice).get(URL.format(site.url)).text
+    padding = b" " * (16 * 1024 * 1024)  # the default definition limit, 16 MiB
+    r = _post(site, alice, UPDATED.replace(b"</vosi:table>", padding + b"</vosi:table>"))
+    assert r.status_code == 400 and "larger than the limit of 16.0 MiB" in r.text, r.text[:300]
+    assert _session(alice).get(URL.format(site.url)).text == before
