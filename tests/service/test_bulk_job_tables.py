@@ -1,0 +1,215 @@
+"""Bulk jobs whose TABLE is not an archive table: ``ivoa.ObsCore`` (a view over the image
+collections the owner may read) and a user's own table, over a live server.
+
+Three image collections: ``pubimg`` (3 images) and ``moreimg`` (2 images, in the same HEALPix
+cells as ``pubimg``: their files must not collide) are PUBLIC, ``secimg`` (1 image) is for
+the group ``spies`` (alice, not bob).  alice owns ``user_alice.targets``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from skyvault.auth import AuthSettings
+from skyvault.config import Settings
+from skyvault.images.ingest import ImageIngestOptions, ingest_images
+from skyvault.service.app import create_app
+from tests.images._files import tan_header, write_image
+from tests.service.conftest import _free_port, serve_in_thread
+from tests.service.image_worlds import spies_and_public
+from tests.service.security_world import bearer
+from tests.service.test_bulk_jobs import _create, _error, _files, _run
+
+PUB = (62.0, -37.0)
+SEC = (150.0, 2.0)
+
+TARGETS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<vosi:table xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0"
+    xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <name>user_alice.targets</name>
+  <column><name>tid</name><dataType xsi:type="vs:VOTableType">long</dataType></column>
+  <column><name>label</name>
+    <dataType xsi:type="vs:VOTableType" arraysize="16*">char</dataType></column>
+  <column><name>ra</name><unit>deg</unit><ucd>pos.eq.ra;meta.main</ucd>
+    <dataType xsi:type="vs:VOTableType">double</dataType></column>
+  <column><name>dec</name><unit>deg</unit><ucd>pos.eq.dec;meta.main</ucd>
+    <dataType xsi:type="vs:VOTableType">double</dataType></column>
+</vosi:table>"""
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    """The server's root (``/tap``, ``/bulk`` below it)."""
+    alice: str
+    bob: str
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("bulk-tables")
+    data = root / "data"
+    data.mkdir()
+    collections = {
+        "pubimg": [(PUB[0] + 0.02 * k, PUB[1], band) for k, band in enumerate("gri")],
+        "moreimg": [(PUB[0] + 0.01, PUB[1] + 0.02 * k, band) for k, band in enumerate("zy")],
+        "secimg": [(SEC[0], SEC[1], "i")],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, images in collections.items():
+            folder = root / name
+            folder.mkdir()
+            paths = [
+                write_image(folder / f"{band}{k}.fits", tan_header(ra, dec, band=band))
+                for k, (ra, dec, band) in enumerate(images)
+            ]
+            ingest_images(paths, name, data, options=ImageIngestOptions())
+    alice, bob = spies_and_public(data, public=["pubimg", "moreimg"], spies=["secimg"])
+    port = _free_port()
+    jobs = root / "jobs"
+    settings = Settings(
+        data_dir=data,
+        port=port,
+        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
+        results_url=str(jobs / "results"),
+        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
+    )
+    with serve_in_thread(create_app(settings), port) as url:
+        yield Site(url.removesuffix("/tap"), alice, bob)
+
+
+def _sync(site: Site, token: str | None, adql: str) -> pa.Table:
+    """``adql``'s answer through ``/tap/sync`` as Parquet (the bulk files' format)."""
+    r = httpx.post(
+        f"{site.url}/tap/sync",
+        data={"LANG": "ADQL", "QUERY": adql, "RESPONSEFORMAT": "parquet"},
+        headers=bearer(token) if token else {},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return pq.read_table(io.BytesIO(r.content))
+
+
+def _rows(table: pa.Table, key: str) -> list[dict[str, object]]:
+    return sorted(table.to_pylist(), key=lambda row: str(row[key]))
+
+
+def _job_rows(site: Site, token: str, data: dict[str, str]) -> tuple[pa.Table, list[str]]:
+    """The rows of a finished job's files, and the files' names."""
+    files = _files(_run(site.url, token, data), token)
+    tables = [pq.read_table(io.BytesIO(body)) for body in files.values()]
+    return pa.concat_tables(tables), sorted(files)
+
+
+# --- ivoa.ObsCore ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_an_obscore_job_holds_exactly_the_callers_obscore_rows(site: Site, who: str) -> None:
+    token = getattr(site, who)
+    expected = _sync(site, token, "SELECT * FROM ivoa.ObsCore")
+    got, names = _job_rows(site, token, {"TABLE": "ivoa.ObsCore"})
+    assert got.column_names == expected.column_names
+    assert _rows(got, "obs_publisher_did") == _rows(expected, "obs_publisher_did")
+    collections = set(got["obs_collection"].to_pylist())
+    if who == "alice":
+        assert collections == {"pubimg", "moreimg", "secimg"}
+        assert got.num_rows == 6
+    else:  # the hidden collection contributes nothing, not even a file
+        assert collections == {"pubimg", "moreimg"}
+        assert got.num_rows == 5
+        assert not any("secimg" in n for n in names)
+    # Each member's cells are written separately, named after the member: pubimg and
+    # moreimg share HEALPix cells, and their files do not collide.
+    assert any(n.startswith("pubimg.obscore_Norder") for n in names)
+    assert any(n.startswith("moreimg.obscore_Norder") for n in names)
+    # access_url is the DataLink link, computed as in a query.
+    assert all("/datalink/links?ID=" in str(u) for u in got["access_url"].to_pylist())
+
+
+def test_an_obscore_job_with_a_region_and_a_filter(site: Site) -> None:
+    where = (
+        f"CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', {PUB[0]}, {PUB[1]}, 0.025)) = 1"
+        " AND em_min > 5e-7"
+    )
+    expected = _sync(site, site.alice, f"SELECT obs_id, s_ra FROM ivoa.ObsCore WHERE {where}")
+    assert 0 < expected.num_rows < 5
+    got, _ = _job_rows(
+        site,
+        site.alice,
+        {
+            "TABLE": "ivoa.obscore",
+            "CIRCLE": f"{PUB[0]} {PUB[1]} 0.025",
+            "FILTER": "em_min > 5e-7",
+            "COLUMNS": "obs_id, s_ra",
+        },
+    )
+    assert _rows(got, "obs_id") == _rows(expected, "obs_id")
+
+
+def test_an_obscore_job_for_hats_is_refused_and_a_collection_table_is_not(site: Site) -> None:
+    message = _error(_create(site.url, site.alice, {"TABLE": "ivoa.ObsCore", "FORMAT": "hats"}))
+    assert "FORMAT=hats" in message and "view" in message
+    # One collection's table is one stored table: its HATS tree can be made.
+    job = _run(site.url, site.alice, {"TABLE": "pubimg.obscore", "FORMAT": "hats"})
+    props = httpx.get(f"{job}/files/properties", headers=bearer(site.alice))
+    assert props.status_code == 200 and "hats_nrows=3" in props.text
+
+
+def test_a_collection_hidden_from_the_caller_reads_like_a_missing_table(site: Site) -> None:
+    hidden = _error(_create(site.url, site.bob, {"TABLE": "secimg.obscore"}))
+    missing = _error(_create(site.url, site.bob, {"TABLE": "nosuch.obscore"}))
+    assert hidden.replace("secimg", "X") == missing.replace("nosuch", "X")
+
+
+# --- a user's own table ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def targets(site: Site) -> pa.Table:
+    """alice's ``user_alice.targets``, made and loaded through the workspace API."""
+    alice = bearer(site.alice)
+    made = httpx.put(
+        f"{site.url}/tap/tables/user_alice.targets",
+        content=TARGETS,
+        headers={**alice, "Content-Type": "text/xml"},
+    )
+    assert made.status_code in (200, 201), made.text
+    lines = ["tid,label,ra,dec"] + [f"{i},t{i},{10 + i * 0.01},{-5 + i * 0.02}" for i in range(40)]
+    loaded = httpx.post(
+        f"{site.url}/tap/load/user_alice.targets",
+        content="\n".join(lines).encode() + b"\n",
+        headers={**alice, "Content-Type": "text/csv"},
+    )
+    assert loaded.status_code == 200, loaded.text
+    return _sync(site, site.alice, "SELECT * FROM user_alice.targets")
+
+
+def test_the_owner_gets_their_table_s_rows(site: Site, targets: pa.Table) -> None:
+    assert targets.num_rows == 40
+    got, _ = _job_rows(site, site.alice, {"TABLE": "user_alice.targets"})
+    assert _rows(got, "tid") == _rows(targets, "tid")
+    some, _ = _job_rows(
+        site, site.alice, {"TABLE": "user_alice.targets", "FILTER": "tid < 7", "FORMAT": "parquet"}
+    )
+    assert sorted(some["tid"].to_pylist()) == list(range(7))
+
+
+def test_another_user_gets_the_error_of_a_missing_table(site: Site, targets: pa.Table) -> None:
+    hidden = _error(_create(site.url, site.bob, {"TABLE": "user_alice.targets"}))
+    missing = _error(_create(site.url, site.bob, {"TABLE": "user_alice.nosuch"}))
+    assert hidden.replace("targets", "X") == missing.replace("nosuch", "X")
+    assert "no such table" in hidden
+    # Nor anonymously (bulk jobs may be anonymous).
+    anonymous = _error(_create(site.url, None, {"TABLE": "user_alice.targets"}))
+    assert anonymous == hidden
