@@ -9,7 +9,6 @@ the group ``spies`` (alice, not bob).  alice owns ``user_alice.targets``.
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,13 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skyvault.auth import AuthSettings
-from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
-from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import _free_port, serve_in_thread
-from tests.service.image_worlds import spies_and_public
+from tests.service.image_worlds import image_root, live_service
 from tests.service.security_world import bearer
 from tests.service.test_bulk_jobs import _create, _error, _files, _run
 
@@ -57,35 +51,21 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("bulk-tables")
-    data = root / "data"
-    data.mkdir()
     collections = {
         "pubimg": [(PUB[0] + 0.02 * k, PUB[1], band) for k, band in enumerate("gri")],
         "moreimg": [(PUB[0] + 0.01, PUB[1] + 0.02 * k, band) for k, band in enumerate("zy")],
         "secimg": [(SEC[0], SEC[1], "i")],
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, images in collections.items():
-            folder = root / name
-            folder.mkdir()
-            paths = [
-                write_image(folder / f"{band}{k}.fits", tan_header(ra, dec, band=band))
-                for k, (ra, dec, band) in enumerate(images)
-            ]
-            ingest_images(paths, name, data, options=ImageIngestOptions())
-    alice, bob = spies_and_public(data, public=["pubimg", "moreimg"], spies=["secimg"])
-    port = _free_port()
-    jobs = root / "jobs"
-    settings = Settings(
-        data_dir=data,
-        port=port,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
-    )
-    with serve_in_thread(create_app(settings), port) as url:
-        yield Site(url.removesuffix("/tap"), alice, bob)
+    files = {}
+    for name, images in collections.items():
+        (root / name).mkdir()
+        files[name] = [
+            write_image(root / name / f"{band}{k}.fits", tan_header(ra, dec, band=band))
+            for k, (ra, dec, band) in enumerate(images)
+        ]
+    made = image_root(root, files, public=["pubimg", "moreimg"], spies=["secimg"])
+    with live_service(made.data) as url:
+        yield Site(url.removesuffix("/tap"), made.alice, made.bob)
 
 
 def _sync(site: Site, token: str | None, adql: str) -> pa.Table:

@@ -11,7 +11,6 @@ import io
 import shutil
 import subprocess
 import time
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +24,9 @@ from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
-from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
-from tests.service.image_worlds import spies_and_public
+from tests.service.conftest import read_votable
+from tests.service.image_worlds import ImageRoot, image_root, live_service, service_client
 
 RA, DEC = 62.0, -37.0
 DID = "ivo://skyvault/pubsoda?a"
@@ -38,32 +34,24 @@ SECRET = "ivo://skyvault/secsoda?s"
 
 
 @dataclass(frozen=True)
-class World:
-    data: Path
+class World(ImageRoot):
     image: Path
-    alice: str
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("sodaasync")
-    data = root / "data"
-    data.mkdir()
     image = write_image(root / "a.fits", tan_header(RA, DEC, nx=200, ny=150), shape=(150, 200))
     (root / "secret").mkdir()
     secret = write_image(root / "secret" / "s.fits", tan_header(150.0, 2.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ingest_images([image], "pubsoda", data, options=ImageIngestOptions())
-        ingest_images([secret], "secsoda", data, options=ImageIngestOptions())
-    alice, _ = spies_and_public(data, public=["pubsoda"], spies=["secsoda"])
-    return World(data, image, alice)
+    collections = {"pubsoda": [image], "secsoda": [secret]}
+    made = image_root(root, collections, public=["pubsoda"], spies=["secsoda"])
+    return World(made.data, made.alice, made.bob, image)
 
 
 @pytest.fixture(scope="module")
 def client(world: World) -> Iterator[TestClient]:
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with service_client(world.data) as c:
         yield c
 
 
@@ -164,9 +152,7 @@ def test_capabilities_declare_soda_async(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def live_url(world: World) -> Iterator[str]:
-    port = _free_port()
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
-    with serve_in_thread(create_app(settings), port) as url:
+    with live_service(world.data) as url:
         yield url
 
 

@@ -35,6 +35,7 @@ from tests.service.security_world import (
     bearer,
     build_world,
     twin,
+    world_settings,
 )
 
 CHALLENGES = ['Bearer realm="skyvault"', 'Basic realm="skyvault"']
@@ -46,16 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _settings(world: World, name: str, **changes: Any) -> Settings:
-    jobs = world.data.parent / f"jobs-{name}"
-    auth = changes.pop("auth", AuthSettings())
-    return Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        query_timeout=60,
-        auth=auth.model_copy(update={"audit_log": jobs / "audit.jsonl"}),
-        **changes,
-    )
+    return world_settings(world, f"jobs-{name}", query_timeout=60, **changes)
 
 
 def _client(settings: Settings) -> TestClient:
