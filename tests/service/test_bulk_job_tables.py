@@ -11,12 +11,17 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from skyvault.bulk.jobs import compile_request, parse_request, run_request
+from skyvault.bulk.manifest import MANIFEST_FILE
+from skyvault.engine.archive import Archive
+from skyvault.images.obstap import obscore_views
 from tests.images._files import tan_header, write_image
 from tests.service.image_worlds import image_root, live_service
 from tests.service.security_world import bearer
@@ -46,6 +51,7 @@ class Site:
     """The server's root (``/tap``, ``/bulk`` below it)."""
     alice: str
     bob: str
+    data: Path
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ]
     made = image_root(root, files, public=["pubimg", "moreimg"], spies=["secimg"])
     with live_service(made.data) as url:
-        yield Site(url.removesuffix("/tap"), made.alice, made.bob)
+        yield Site(url.removesuffix("/tap"), made.alice, made.bob, made.data)
 
 
 def _sync(site: Site, token: str | None, adql: str) -> pa.Table:
@@ -144,6 +150,19 @@ def test_an_obscore_job_for_hats_is_refused_and_a_collection_table_is_not(site: 
     job = _run(site.url, site.alice, {"TABLE": "pubimg.obscore", "FORMAT": "hats"})
     props = httpx.get(f"{job}/files/properties", headers=bearer(site.alice))
     assert props.status_code == 200 and "hats_nrows=3" in props.text
+
+
+def test_an_obscore_job_of_a_caller_who_sees_no_collection_has_no_files(
+    site: Site, tmp_path: Path
+) -> None:
+    archive = Archive(site.data)
+    views = obscore_views([], None, offered=True)  # the view exists, with no member
+    request = parse_request({"TABLE": ["ivoa.ObsCore"]}, max_file_bytes=1 << 20)
+    query = compile_request(request, archive, [], views)
+    assert query.members == ()
+    output = run_request(query, archive, tmp_path / "out", max_file_bytes=1 << 20)
+    assert output.rows == 0 and output.manifest.entries == ()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_FILE]
 
 
 def test_a_collection_hidden_from_the_caller_reads_like_a_missing_table(site: Site) -> None:
