@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from skyvault.catalog.metadata import ColumnMeta, TableMeta
 from skyvault.engine.aligned import _intersect
 from skyvault.engine.archive import Archive, open_archive
 from skyvault.engine.executor import CancelToken, LocalExecutor, _parse_bytes
-from skyvault.engine.plan import TaggedFiles
+from skyvault.engine.plan import TAG_COLUMN, TaggedFiles, TagLookup, _tag_lookup_sql
 from skyvault.errors import QueryCancelled, QueryTimeout
 from tests.engine.test_crossmatch_margin import THRESHOLD, _brute_force, catalogues
 
@@ -286,6 +287,27 @@ def test_interval_intersection_against_brute_force() -> None:
         assert points == want
         assert all(lo < hi for lo, hi in got.tolist())
         assert all(x[1] < y[0] for x, y in zip(got.tolist(), got.tolist()[1:], strict=False))
+
+
+@pytest.mark.parametrize("intervals", [1, 10, 64, 65, 300])
+def test_row_tags_by_case_and_by_asof_join(intervals: int) -> None:
+    """A task tags its rows with the interval holding their index: a CASE expression for a
+    few intervals, an ASOF join for many; both as a lookup in numpy."""
+    rng = np.random.default_rng(intervals)
+    cuts = np.unique(rng.integers(0, 10**6, 2 * intervals + 10))[: 2 * intervals]
+    lookup = np.stack([cuts[0::2], cuts[1::2], rng.integers(1, 10**6, intervals)], axis=1)
+    index = rng.integers(0, 10**6, 20_000).astype(np.int64)
+    rows = pa.table({HEALPIX_COLUMN: index, "k": np.arange(len(index))})
+    sql = _tag_lookup_sql('SELECT * FROM "rows"', TagLookup(lookup.astype(np.int64)))
+    assert ("ASOF" in sql) == (intervals > 64)
+    con = duckdb.connect()
+    con.register("rows", rows)
+    got = con.execute(f"SELECT k, {TAG_COLUMN} FROM ({sql}) ORDER BY k").fetchall()
+    want = np.zeros(len(index), dtype=np.int64)
+    for a, b, t in lookup.tolist():
+        want[(index >= a) & (index < b)] = t
+    assert [t for _, t in got] == want.tolist()
+    assert want.any()
 
 
 def test_memory_limit_is_read_from_duckdb() -> None:

@@ -302,14 +302,27 @@ def _ranges_sql(ranges: NDArray[np.int64] | None, prefix: str = "") -> str:
     return " OR ".join(f"({column} >= {int(lo)} AND {column} < {int(hi)})" for lo, hi in ranges)
 
 
+_TAG_CASE_INTERVALS = 64
+"""Most intervals looked up by a CASE expression; more by an ASOF join."""
+
+
 def _tag_lookup_sql(rows_sql: str, lookup: TagLookup) -> str:
     """``rows_sql`` with :data:`TAG_COLUMN`: the tag of the interval holding each row.
 
-    An ASOF join finds the last interval starting at or before the row's index (a sorted
-    merge, not a comparison with every interval); the row is inside it if below its stop.
+    A few intervals (a task's partner partitions) are compared in a CASE expression:
+    vectorised, about a tenth of the time of an ASOF join, which sorts the rows (measured
+    on 4.3M rows: 51 against 814 ms).  Many are found by an ASOF join: the last interval
+    starting at or before the row's index; the row is inside it if below its stop.
     """
     if not len(lookup.intervals):
         return f"SELECT *, 0 AS {TAG_COLUMN} FROM ({rows_sql})"
+    if len(lookup.intervals) <= _TAG_CASE_INTERVALS:
+        column = f'"{HEALPIX_COLUMN}"'
+        cases = " ".join(
+            f"WHEN {column} >= {int(a)} AND {column} < {int(b)} THEN {int(t)}"
+            for a, b, t in lookup.intervals
+        )
+        return f"SELECT *, CASE {cases} ELSE 0 END AS {TAG_COLUMN} FROM ({rows_sql})"
     values = ", ".join(
         f"(CAST({int(a)} AS BIGINT), CAST({int(b)} AS BIGINT), {int(t)})"
         for a, b, t in lookup.intervals
