@@ -14,7 +14,9 @@ taking turns query by query):
 * **cones** of 5″, 1′ and 6′ (p50): these should stay flat;
 * **aggregates** (``COUNT(*), AVG(r) WHERE r < 18`` and the ``GROUP BY
   ivo_healpix_index(3, ra, dec)`` one): these should grow linearly;
-* a 1″ **cross-match** partner × objects (10 % × 100 %): linear in the rows too.
+* a 1″ **cross-match** partner × objects (10 % × 100 %): linear in the rows too; it is also
+  run as one DuckDB join (``LocalExecutor(crossmatch_tasks=False)``, the path before large
+  cross-matches ran as aligned tasks), in the same turns, as the before/after row.
 
 Growth is given as the exponent ``log(t₂/t₁) / log(N₂/N₁)`` between successive sizes (0: flat,
 1: linear).  Before a size starts the script checks the free disk (≈ 110 bytes per row:
