@@ -382,3 +382,66 @@ def test_obscore_is_written_in_small_row_groups(
     headers = (tmp_path / "d" / "c" / "headers").resolve()
     metas = [pq.ParquetFile(f).metadata for f in headers.glob("dataset/**/*.parquet")]
     assert max(m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups)) > 2
+
+
+def test_tables_are_stored_as_the_catalogue_ingest_stores_such_rows(tmp_path: Path) -> None:
+    """Both tables are written without the catalogue ingest's Parquet round trip: the
+    catalogue ingest of the same rows is the oracle for their files and metadata."""
+    from skyvault.catalog.ingest import HEALPIX_COLUMN, IngestOptions, ingest
+    from skyvault.catalog.metadata import TableMeta
+
+    data = tmp_path / "d"
+    paths = [
+        write_image(tmp_path / f"i{n}.fits", tan_header(ra=10.0 + 40.0 * n, dec=-60.0 + 30 * n))
+        for n in range(5)
+    ]
+    ingest_images(paths, "c", data)
+    for table, ra, dec, key, group_rows in (
+        ("obscore", "s_ra", "s_dec", "obs_publisher_did", 2_048),
+        ("headers", None, None, None, 32_768),
+    ):
+        mine_root = (data / "c" / table).resolve()
+        mine = TableMeta.read(mine_root)
+        rows = _rows(data, "c", table)
+        rows = rows.drop_columns([HEALPIX_COLUMN]) if HEALPIX_COLUMN in rows.column_names else rows
+        source = tmp_path / f"{table}.parquet"
+        pq.write_table(rows, source)
+        oracle = ingest(
+            [source],
+            f"o.{table}",
+            tmp_path / "oracle",
+            ra=ra,
+            dec=dec,
+            options=IngestOptions(
+                primary_key=key, workers=1, margin_arcsec=5.0, row_group_rows=group_rows
+            ),
+        )
+        oracle_root = (tmp_path / "oracle" / "o" / table).resolve()
+        for field in ("kind", "nrows", "ra_column", "dec_column", "primary_key",
+                      "margin_arcsec", "max_rows_per_partition", "n_partitions"):  # fmt: skip
+            assert getattr(mine, field) == getattr(oracle, field), field
+        assert [c.name for c in mine.columns] == [c.name for c in oracle.columns]
+        for m, o in zip(mine.columns, oracle.columns, strict=True):
+            assert (m.datatype, m.arraysize, m.arrow_type, m.nullable, m.indexed) == (
+                o.datatype, o.arraysize, o.arrow_type, o.nullable, o.indexed
+            ), m.name  # fmt: skip
+            assert m.column_index == o.column_index
+        relative = sorted(
+            str(f.relative_to(oracle_root)) for f in oracle_root.rglob("*") if f.is_file()
+        )
+        assert relative == sorted(
+            str(f.relative_to(mine_root)) for f in mine_root.rglob("*") if f.is_file()
+        )
+        for name in relative:
+            if not name.endswith(".parquet") or name.endswith("_metadata"):
+                continue
+            a, b = pq.ParquetFile(mine_root / name), pq.ParquetFile(oracle_root / name)
+            assert a.schema_arrow == b.schema_arrow
+            assert a.read().equals(b.read()), name
+            assert [a.metadata.row_group(i).num_rows for i in range(a.num_row_groups)] == [
+                b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)
+            ]
+            for i in range(a.num_row_groups):
+                for j in range(a.metadata.num_columns):
+                    ca, cb = a.metadata.row_group(i).column(j), b.metadata.row_group(i).column(j)
+                    assert (ca.compression, ca.encodings) == (cb.compression, cb.encodings)

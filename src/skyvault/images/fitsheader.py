@@ -284,10 +284,28 @@ _WCS_KEYWORD = re.compile(
 )
 
 
+#: Whether a card whose first 8 bytes are the key is a WCS card (:data:`_WCS_KEYWORD`
+#: matches within them): a survey's files repeat their keywords, a lookup is cheaper than
+#: the pattern.
+_IS_WCS_CARD: dict[bytes, bool] = {}
+
+
 def _wcs_cards(text: bytes) -> bytes:
     """The cards of ``text`` a WCS is made of (alternate descriptions included)."""
-    cards = [text[i : i + CARD] for i in range(0, len(text), CARD)]
-    return b"".join(c for c in cards if _WCS_KEYWORD.match(c)) + b"END".ljust(CARD)
+    known = _IS_WCS_CARD
+    if len(known) > 100_000:
+        known.clear()
+    kept = []
+    for i in range(0, len(text), CARD):
+        card = text[i : i + CARD]
+        key = card[:8]
+        wanted = known.get(key)
+        if wanted is None:
+            wanted = known[key] = _WCS_KEYWORD.match(key) is not None
+        if wanted:
+            kept.append(card)
+    kept.append(b"END".ljust(CARD))
+    return b"".join(kept)
 
 
 def _has_distortion(values: dict[str, str | None]) -> bool:
@@ -332,25 +350,25 @@ def footprint(header: HduHeader) -> Footprint:
         # within a few pixels, which is what a footprint needs.
     from astropy.wcs import Wcsprm
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             wcs = Wcsprm(header=_wcs_cards(text), relax=True)
             wcs.fix()
             wcs.set()
-    except Exception as exc:  # wcslib raises its own classes for every kind of bad header
-        raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
-    lng, lat = int(wcs.lng), int(wcs.lat)
-    if lng < 0 or lat < 0:
-        raise NoCelestialWcs("its WCS has no celestial (RA/Dec) axes")
-    nx, ny = _celestial_shape(header, lng, lat)
-    pix = _sample_pixels(wcs.naxis, lng, lat, nx, ny)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        except Exception as exc:  # wcslib raises its own classes for every kind of bad header
+            raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
+        lng, lat = int(wcs.lng), int(wcs.lat)
+        if lng < 0 or lat < 0:
+            raise NoCelestialWcs("its WCS has no celestial (RA/Dec) axes")
+        nx, ny = _celestial_shape(header, lng, lat)
+        pix = _sample_pixels(wcs.naxis, lng, lat, nx, ny)
+        try:
             world = wcs.p2s(pix, 1)["world"]
-    except Exception as exc:
-        raise NoCelestialWcs(f"its corners fall off the projection ({_first_line(exc)})") from None
+        except Exception as exc:
+            raise NoCelestialWcs(
+                f"its corners fall off the projection ({_first_line(exc)})"
+            ) from None
     lon, lat_deg = world[:, lng], world[:, lat]
     ctype = str(wcs.ctype[lng]).upper()
     radesys = str(getattr(wcs, "radesys", "") or "").upper()

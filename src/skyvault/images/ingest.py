@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime
 import gc
 import math
 import os
@@ -56,7 +57,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyvault.bulk.manifest import write_manifest
-from skyvault.catalog.ingest import IngestOptions, ProgressSink, expand_inputs, ingest
+from skyvault.catalog.ingest import (
+    HEALPIX_COLUMN,
+    IngestOptions,
+    ProgressSink,
+    expand_inputs,
+    write_hats,
+)
 from skyvault.catalog.layout import (
     TableName,
     building,
@@ -64,7 +71,8 @@ from skyvault.catalog.layout import (
     schema_lock_file,
     table_versions,
 )
-from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.metadata import ColumnMeta, TableMeta, merge_columns, principal_defaults
+from skyvault.catalog.readers import InputFile
 from skyvault.errors import IngestError, UsageError
 from skyvault.images.fitsheader import (
     Card,
@@ -678,6 +686,22 @@ def _rebuild_headers(obscore: pa.Table, store: Path) -> pa.Table:
     return _header_rows(images)
 
 
+class _RowsInput(InputFile):
+    """Rows held in memory as the catalogue partitioner's input (no Parquet round trip)."""
+
+    format = "parquet"
+
+    def __init__(self, rows: pa.Table, name: str) -> None:
+        super().__init__(Path(name))
+        self.rows = rows
+        self.schema = rows.schema
+        self.num_rows = rows.num_rows
+
+    def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        selected = self.rows.select(list(columns)) if columns is not None else self.rows
+        yield from selected.to_batches(max_chunksize=batch_rows)
+
+
 def _write(
     root: Path,
     version: str,
@@ -687,54 +711,113 @@ def _write(
     rows: pa.Table,
     opts: ImageIngestOptions,
 ) -> None:
-    """Write ``rows`` as the version being built at ``root``, through the catalogue ingest
-    (into a scratch root inside the build, whose files then move up into it)."""
-    scratch = root / ".scratch"
-    inputs = scratch / "inputs"
-    inputs.mkdir(parents=True)
-    source = inputs / f"{table}-{batch}.parquet"
-    pq.write_table(rows, source, compression="zstd")
+    """Write ``rows`` as the version being built at ``root``: ObsCore as a HATS catalogue
+    by the catalogue ingest's own partitioner, the headers as plain Parquet as the
+    catalogue ingest writes a table without positions; then its metadata and manifest."""
+    positional = table == OBSCORE_TABLE
+    options = _table_options(collection, table, opts)
+    source = f"{table}-{batch}.parquet"
+    if positional:
+        nrows, partitions = write_hats(
+            [_RowsInput(rows, source)],
+            root,
+            TableName(collection, table),
+            "s_ra",
+            "s_dec",
+            options,
+        )
+        stored = pa.schema([pa.field(HEALPIX_COLUMN, pa.int64(), nullable=False), *rows.schema])
+    else:
+        dataset = root / "dataset"
+        dataset.mkdir()
+        with pq.ParquetWriter(
+            dataset / "part-00000.parquet",
+            rows.schema,
+            compression=options.compression,
+            use_dictionary=[f.name for f in rows.schema if pa.types.is_string(f.type)],
+            write_page_index=True,
+        ) as writer:
+            writer.write_table(rows, row_group_size=options.row_group_rows)
+        pq.write_metadata(rows.schema, dataset / "_common_metadata")
+        nrows, partitions, stored = rows.num_rows, 0, rows.schema
+    meta = table_meta(collection, table, stored, options, nrows, partitions, source)
+    if positional:
+        meta = dataclasses.replace(meta, region_radius=region_radius(rows))
+    meta.write(root)
+    write_manifest(root, version, workers=1)
+
+
+def _table_options(collection: str, table: str, opts: ImageIngestOptions) -> IngestOptions:
     positional = table == OBSCORE_TABLE
     if positional:
         description = opts.description or f"ObsCore 1.1 records of the images of {collection}"
     else:
         description = f"Every header card of the images of {collection} (the header service)"
-    meta = ingest(
-        [source],
-        f"{collection}.{table}",
-        scratch / "root",
-        ra="s_ra" if positional else None,
-        dec="s_dec" if positional else None,
-        options=IngestOptions(
-            primary_key="obs_publisher_did" if positional else None,
-            description=description,
-            workers=1,
-            margin_arcsec=5.0,
-            row_group_rows=OBSCORE_ROW_GROUP_ROWS if positional else _DEFAULT_ROW_GROUP_ROWS,
-        ),
+    return IngestOptions(
+        primary_key="obs_publisher_did" if positional else None,
+        description=description,
+        workers=1,
+        margin_arcsec=5.0,
+        row_group_rows=OBSCORE_ROW_GROUP_ROWS if positional else _DEFAULT_ROW_GROUP_ROWS,
     )
-    produced = (scratch / "root" / collection / table).resolve()
-    for item in produced.iterdir():
-        os.rename(item, root / item.name)
-    shutil.rmtree(scratch)
+
+
+def table_meta(
+    collection: str,
+    table: str,
+    stored: pa.Schema,
+    options: IngestOptions,
+    nrows: int,
+    partitions: int,
+    source: str,
+) -> TableMeta:
+    """The metadata of a collection's table: what the catalogue ingest records for such
+    rows (a test holds the two equal), with the ObsCore and header columns described."""
+    positional = table == OBSCORE_TABLE
+    ra, dec = ("s_ra", "s_dec") if positional else (None, None)
+    healpix = {
+        HEALPIX_COLUMN: {
+            "description": "HEALPix index (NESTED scheme, order 29) of the position",
+            "ucd": "pos.healpix",
+        }
+    }
+    columns = principal_defaults(merge_columns(stored, healpix), ra, dec, options.primary_key)
     described = {c.name: c for c in (*COLUMNS, *EXTENSION_COLUMNS, *EXTRA_COLUMNS)}
-    columns: list[ColumnMeta] = []
-    for column in meta.columns:
-        out = column
+    out: list[ColumnMeta] = []
+    for base in columns:
+        column = base
+        if column.name in (HEALPIX_COLUMN, options.primary_key):
+            column = column.updated(indexed=True)
+        if positional and column.name in (ra, dec):
+            ucd = "pos.eq.ra;meta.main" if column.name == ra else "pos.eq.dec;meta.main"
+            column = column.updated(unit=column.unit or "deg", ucd=column.ucd or ucd)
         if positional and column.name in described:
             c = described[column.name]
-            out = column.updated(unit=c.unit, ucd=c.ucd, utype=c.utype, description=c.description)
+            column = column.updated(
+                unit=c.unit, ucd=c.ucd, utype=c.utype, description=c.description
+            )
             if c.name == "s_region":  # STC-S text that CONTAINS/INTERSECTS read as a region
-                out = out.updated(xtype=REGION_XTYPE)
-            out = dataclasses.replace(out, principal=c.principal, std=c.utype is not None)
+                column = column.updated(xtype=REGION_XTYPE)
+            column = dataclasses.replace(column, principal=c.principal, std=c.utype is not None)
         elif not positional and column.name in _HEADER_COLUMNS:
-            out = column.updated(**_HEADER_COLUMNS[column.name])
-        columns.append(out)
-    meta = dataclasses.replace(meta, columns=tuple(columns))
-    if positional:
-        meta = dataclasses.replace(meta, region_radius=region_radius(rows))
-    meta.write(root)
-    write_manifest(root, version, workers=1)
+            column = column.updated(**_HEADER_COLUMNS[column.name])
+        out.append(column)
+    return TableMeta(
+        schema=collection,
+        name=table,
+        kind="hats" if positional else "plain",
+        columns=tuple(out),
+        nrows=nrows,
+        description=options.description,
+        ra_column=ra,
+        dec_column=dec,
+        primary_key=options.primary_key,
+        margin_arcsec=options.margin_arcsec if positional else None,
+        max_rows_per_partition=options.max_rows_per_partition if positional else None,
+        n_partitions=partitions,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        sources=(source,),
+    )
 
 
 def region_radius(rows: pa.Table) -> float | None:
