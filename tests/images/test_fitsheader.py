@@ -101,6 +101,42 @@ def test_record_valued_keywords_read_as_astropy_reads_them() -> None:
     assert [c.keyword for c in header.cards] == ["DP1.AXIS.1", "DP1.NAXES", "DP2"]
 
 
+def test_cards_seen_before_parse_as_when_first_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_cards keeps the cards it parsed by their text (a survey's files share most
+    cards): a card met again, in another header and another place (after a long string,
+    alone, before END), reads as a fresh parse reads it."""
+    from skyvault.images import fitsheader
+
+    def header(*cards: str) -> str:
+        return "".join(c.ljust(80) for c in (*cards, "END"))
+
+    texts = [
+        header("LONG    = 'abc&'", "CONTINUE  'def&' / more", "CONTINUE  'ghi'", "X       = 1"),
+        header("CONTINUE  'def&' / more", "CONTINUE  'ghi'", "LONG    = 'abc&'"),
+        header("DP1     = 'AXIS.1: 1'", "X       = 1 / one", "HIERARCH ESO DET = 'c' / x"),
+        header("COMMENT   x = 'y'", "X       = 1", "", "BLANK   =", "S       = 'it''s' / q"),
+        header("X       = 1 / one", "DP1     = 'AXIS.1: 1'", "LONG    = 'abc&'"),
+    ]
+
+    def fresh(text: str) -> list[Any]:
+        fitsheader._PARSED.clear()
+        return fitsheader.parse_cards(text)
+
+    expected = [fresh(t) for t in texts]
+    fitsheader._PARSED.clear()
+    for order in (texts, texts[::-1], texts + texts):
+        for text in order:
+            assert fitsheader.parse_cards(text) == expected[texts.index(text)]
+    assert fitsheader._PARSED  # the cache was used
+    assert expected[0][0] == ("LONG", "abcdefghi", "more")
+    assert expected[1][-1] == ("LONG", "abc&", None)
+    # A full cache is emptied, not grown.
+    monkeypatch.setattr(fitsheader, "_PARSED_MAX", 2)
+    for text in texts:
+        assert fitsheader.parse_cards(text) == expected[texts.index(text)]
+        assert len(fitsheader._PARSED) <= 2 + 5
+
+
 def test_not_fits_and_truncated_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "a.fits").write_bytes(b"hello" * 1000)
     with pytest.raises(NotFits):

@@ -99,32 +99,70 @@ def _value_field(field_text: str) -> tuple[str | None, str | None, bool]:
     return (value or None), (comment.strip() or None) if sep else None, False
 
 
+#: Keywords whose ``= `` in columns 9-10 does not start a value (or not a plain one).
+_NOT_PLAIN_VALUE = frozenset(("COMMENT", "HISTORY", "", "CONTINUE", "HIERARCH"))
+#: Cards already parsed, by their 80 characters: the files of a survey share most of their
+#: cards (instrument, pipeline and WCS set-up), and a look-up costs a third of a parse.
+#: Only cards that are one logical card by themselves are kept (no long strings).
+_PARSED: dict[str, Card] = {}
+_PARSED_MAX = 65_536
+
+
 def parse_cards(text: str) -> list[Card]:
     """The logical cards of header text (80-character cards, up to ``END``)."""
     cards: list[Card] = []
+    append = cards.append
+    known = _PARSED
+    if len(known) > _PARSED_MAX:
+        known.clear()
     n = len(text) // CARD
     i = 0
     while i < n:
         image = text[i * CARD : (i + 1) * CARD]
         i += 1
+        card = known.get(image)
+        if card is not None:
+            append(card)
+            continue
         keyword = image[:8].rstrip()
+        if image[8:10] == "= " and keyword not in _NOT_PLAIN_VALUE:
+            field_text = image[10:].lstrip()
+            if field_text[:1] != "'":
+                # Most cards: a value that is not a string (number, T/F, nothing), which
+                # neither CONTINUE nor record-valued keywords concern (_value_field inlined).
+                value_text, sep, comment = field_text.partition("/")
+                card = (
+                    keyword,
+                    value_text.strip() or None,
+                    (comment.strip() or None) if sep else None,
+                )
+                known[image] = card
+                append(card)
+                continue
         if keyword == "END" and not image[8:].strip():
             break
         if keyword == "HIERARCH" and "=" in image:
             name, _, rest = image[9:].partition("=")
             value, comment, _ = _value_field(rest)
-            cards.append((name.strip(), value, comment))
+            card = known[image] = (name.strip(), value, comment)
+            append(card)
             continue
         if image[8:10] != "= " or keyword in ("COMMENT", "HISTORY", "", "CONTINUE"):
-            cards.append((keyword, image[8:].rstrip(), None))
+            card = known[image] = (keyword, image[8:].rstrip(), None)
+            append(card)
             continue
         value, comment, is_string = _value_field(image[10:])
         if is_string and ": " in image:
             raw = _STRING.match(image[10:])
             record = _RECORD_VALUE.fullmatch(raw.group(1)) if raw else None
             if record is not None:
-                cards.append((f"{keyword}.{record.group(1)}", record.group(2), comment))
+                card = known[image] = (f"{keyword}.{record.group(1)}", record.group(2), comment)
+                append(card)
                 continue
+        if value is None or not value.endswith("&"):
+            card = known[image] = (keyword, value, comment)
+            append(card)
+            continue
         # A long string (&) goes on in the CONTINUE cards that follow.
         comments = [comment] if comment else []
         while is_string and value is not None and value.endswith("&") and i < n:
