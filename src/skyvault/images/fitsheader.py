@@ -130,11 +130,11 @@ def parse_cards(text: str) -> list[Card]:
             if field_text[:1] != "'":
                 # Most cards: a value that is not a string (number, T/F, nothing), which
                 # neither CONTINUE nor record-valued keywords concern (_value_field inlined).
-                value_text, sep, comment = field_text.partition("/")
+                value_text, sep, comment_text = field_text.partition("/")
                 card = (
                     keyword,
                     value_text.strip() or None,
-                    (comment.strip() or None) if sep else None,
+                    (comment_text.strip() or None) if sep else None,
                 )
                 known[image] = card
                 append(card)
