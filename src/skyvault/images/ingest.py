@@ -360,7 +360,7 @@ def _describe(
     images = [h for h in hdus if h.is_image]
     if not images:
         return [], "has no image HDU (a primary or IMAGE extension with 2 or more axes)"
-    size = path.stat().st_size
+    size = len(content) if content is not None else path.stat().st_size
     primary = hdus[0]
     several = len(images) > 1
     out: list[_Image] = []
@@ -426,10 +426,11 @@ def _header_rows(images: Sequence[_Image]) -> pa.Table:
             obs.extend([o] * n)
             hdus.extend([hdu] * n)
             index.extend(range(n))
-            for keyword, value, comment in cards:
-                keywords.append(keyword)
-                values.append(value)
-                comments.append(comment)
+            if n:
+                k, v, c = zip(*cards, strict=True)
+                keywords.extend(k)
+                values.extend(v)
+                comments.extend(c)
     return pa.Table.from_arrays(
         [
             pa.array(did, pa.string()),
