@@ -445,3 +445,73 @@ def test_tables_are_stored_as_the_catalogue_ingest_stores_such_rows(tmp_path: Pa
                 for j in range(a.metadata.num_columns):
                     ca, cb = a.metadata.row_group(i).column(j), b.metadata.row_group(i).column(j)
                     assert (ca.compression, ca.encodings) == (cb.compression, cb.encodings)
+
+
+def test_stored_copies_are_the_input_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files read whole are stored from the bytes read (a copier thread writes them), bigger
+    ones copied by path; either way the archive holds the inputs' exact bytes."""
+    from skyvault.images import ingest as image_ingest
+
+    small = [write_image(tmp_path / f"s{n}.fits", tan_header(ra=10.0 + n)) for n in range(3)]
+    big = write_image(tmp_path / "big.fits", tan_header(ra=20.0), shape=(480, 640))
+    packed = write_image(tmp_path / "packed.fits", tan_header(ra=30.0), compressed=True)
+    monkeypatch.setattr(image_ingest, "_READ_WHOLE", 100_000)  # big.fits is bigger
+    result = ingest_images([*small, big, packed], "c", tmp_path / "d")
+    assert result.files == 5
+    store = image_store(tmp_path / "d", "c")
+    for row in _rows(tmp_path / "d", "c", "obscore").to_pylist():
+        name = row["image_file"].split("/", 1)[1]
+        assert (store / row["image_file"]).read_bytes() == (tmp_path / name).read_bytes()
+
+
+def test_a_failed_copy_fails_the_ingest_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from skyvault.errors import StorageError
+    from skyvault.images import ingest as image_ingest
+
+    data = tmp_path / "d"
+    a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))
+    ingest_images([a], "c", data)
+    before = {t: (data / "c" / t).resolve() for t in ("obscore", "headers")}
+    others = [write_image(tmp_path / f"b{i}.fits", tan_header(ra=20.0 + i)) for i in range(6)]
+    real_write = image_ingest._Copier._write
+    written: list[str] = []
+
+    def full(self: Any, name: str, content: bytes) -> None:
+        if len(written) == 3:  # the fourth file finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self._directory / name))
+        written.append(name)
+        real_write(self, name, content)
+
+    monkeypatch.setattr(image_ingest._Copier, "_write", full)
+    with pytest.raises(StorageError, match="full device"):
+        ingest_images(others, "c", data)
+    assert {t: (data / "c" / t).resolve() for t in before} == before
+    assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["a"]
+    written.clear()
+    status = main(["images", "ingest", *map(str, others), "--collection", "c", "--data",
+                   str(data), "--quiet"])  # fmt: skip
+    assert status != 0
+    err = capsys.readouterr().err
+    assert "full device" in err and "Traceback" not in err and str(data) in err
+    monkeypatch.setattr(image_ingest._Copier, "_write", real_write)
+    assert ingest_images(others, "c", data).total_images == 7
+    assert len(list(image_store(data, "c").iterdir())) == 2
+
+
+def test_a_copy_error_names_the_stored_file(tmp_path: Path) -> None:
+    """The copier's OS errors carry the full path (how a full disk under the data root is
+    recognised as such), not the name relative to its directory."""
+    from skyvault.images.ingest import _Copier
+
+    (tmp_path / "taken.fits").write_bytes(b"x")
+    copier = _Copier(tmp_path)
+    copier.put("ok.fits", b"abc", tmp_path / "ok.fits")
+    copier.put("taken.fits", b"abc", tmp_path / "taken.fits")
+    with pytest.raises(FileExistsError) as caught:
+        copier.finish()
+    assert caught.value.filename == str(tmp_path / "taken.fits")
+    assert (tmp_path / "ok.fits").read_bytes() == b"abc"

@@ -96,6 +96,7 @@ from skyvault.images.obscore import (
 )
 from skyvault.interprocess import file_lock
 from skyvault.sky.stcs import REGION_XTYPE
+from skyvault.storage_faults import Fault, storage_errors
 
 __all__ = [
     "HEADERS_TABLE",
@@ -310,13 +311,16 @@ class _Copier:
                 self._lock.notify_all()
 
     def _write(self, name: str, content: bytes) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=self._fd)
         try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=self._fd)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as exc:  # named by its full path (a full disk is told as such)
+            raise OSError(exc.errno, exc.strerror, str(self._directory / name)) from exc
 
     def finish(self) -> None:
         """Wait for every file to be written; raise the first failure."""
@@ -501,8 +505,25 @@ def ingest_images(
     """
     # The images are freed (by reference counting) when _ingest_images returns, before
     # the cycle collector is back: its first run would otherwise walk them all.
-    with _no_cyclic_gc():
+    with (
+        storage_errors(
+            f"cannot ingest images into {collection}",
+            f"the data directory {data_dir}",
+            remedy=_STORAGE_REMEDIES,
+            under=data_dir,
+        ),
+        _no_cyclic_gc(),
+    ):
         return _ingest_images(inputs, collection, data_dir, options, progress)
+
+
+_STORAGE_REMEDIES = {
+    Fault.READ_ONLY: "the images and their tables are stored there: remount it read-write, "
+    "or pass --data a writable directory",
+    Fault.NO_PERMISSION: "ingest as a user who may write there, or pass --data a writable "
+    "directory",
+    Fault.FULL: "free space there and ingest again; the collection is as it was",
+}
 
 
 def _ingest_images(
