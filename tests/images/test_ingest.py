@@ -515,3 +515,39 @@ def test_a_copy_error_names_the_stored_file(tmp_path: Path) -> None:
         copier.finish()
     assert caught.value.filename == str(tmp_path / "taken.fits")
     assert (tmp_path / "ok.fits").read_bytes() == b"abc"
+
+
+def test_link_stores_hard_links_and_copies_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from skyvault.images import ingest as image_ingest
+
+    paths = [write_image(tmp_path / f"l{n}.fits", tan_header(ra=10.0 + n)) for n in range(3)]
+    status = main([*("images", "ingest", *map(str, paths), "--collection", "c"),
+                   *("--data", str(tmp_path / "d"), "--link", "--quiet")])  # fmt: skip
+    assert status == 0
+    store = image_store(tmp_path / "d", "c")
+    rows = _rows(tmp_path / "d", "c", "obscore").to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        stored = store / row["image_file"]
+        source = tmp_path / stored.name
+        assert stored.stat().st_ino == source.stat().st_ino  # the same file
+    # Where links are refused (another file system), the files are copied.
+    refused: list[str] = []
+
+    def no_link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        refused.append(str(dst))
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(dst))
+
+    monkeypatch.setattr(image_ingest.os, "link", no_link)
+    ingest_images(paths, "e", tmp_path / "d", options=ImageIngestOptions(link=True))
+    assert len(refused) == 1  # tried once, then copies
+    store = image_store(tmp_path / "d", "e")
+    for row in _rows(tmp_path / "d", "e", "obscore").to_pylist():
+        stored = store / row["image_file"]
+        source = tmp_path / stored.name
+        assert stored.stat().st_ino != source.stat().st_ino
+        assert stored.read_bytes() == source.read_bytes()

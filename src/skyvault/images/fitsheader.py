@@ -17,6 +17,7 @@ lookup tables) use ``astropy.wcs.WCS``, which does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -451,9 +452,11 @@ def _celestial_shape(header: HduHeader, lng: int, lat: int) -> tuple[int, int]:
     return axes[lng], axes[lat]
 
 
+@functools.lru_cache(maxsize=256)
 def _sample_pixels(naxis: int, lng: int, lat: int, nx: int, ny: int) -> NDArray[np.float64]:
     """Pixel coordinates (1-based) of the four corner edges, the centre, and the centre
-    moved one pixel along each celestial axis."""
+    moved one pixel along each celestial axis (read-only: kept for the next image of the
+    same shape)."""
     cx, cy = (nx + 1) / 2.0, (ny + 1) / 2.0
     points = [
         (0.5, 0.5),
@@ -468,6 +471,7 @@ def _sample_pixels(naxis: int, lng: int, lat: int, nx: int, ny: int) -> NDArray[
     for row, (x, y) in enumerate(points):
         pix[row, lng] = x
         pix[row, lat] = y
+    pix.flags.writeable = False
     return pix
 
 

@@ -38,6 +38,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import gc
 import math
 import os
@@ -141,6 +142,11 @@ class ImageIngestOptions:
     replace
         Replace the whole collection with these images (``skyvault demo`` does) instead of
         adding them to it.
+    link
+        Store hard links to the inputs instead of copies where the data root is on their
+        file system (copies elsewhere): no new file per image, but the archive's file *is*
+        the input, so the input must never be changed in place afterwards (replacing it by
+        a new file, as most tools write, is safe).
     """
 
     bands: BandTable = dataclasses.field(default_factory=lambda: dict(LSST_BANDS))
@@ -150,6 +156,7 @@ class ImageIngestOptions:
     o_ucd: str = "phot.count"
     description: str | None = None
     replace: bool = False
+    link: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,13 @@ class _Image:
 _READ_WHOLE = 8 << 20
 
 
+#: Why a hard link may be refused where a copy works: another file system, a file system
+#: without links, a file with too many links, a protected source (fs.protected_hardlinks).
+_NO_LINK = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
+)
+
+
 class _Copier:
     """Writes the archive's copies of the ingested files into one batch directory, on a
     thread of its own, while the next files are read and described.
@@ -261,8 +275,9 @@ class _Copier:
     is raised in the ingesting thread at the next :meth:`put` or at :meth:`finish`.
     """
 
-    def __init__(self, directory: Path, max_pending: int = 64 << 20) -> None:
+    def __init__(self, directory: Path, max_pending: int = 64 << 20, link: bool = False) -> None:
         self._directory = directory
+        self._link = link
         self._fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         self._max_pending = max_pending
         self._pending = 0
@@ -274,7 +289,17 @@ class _Copier:
         self._thread.start()
 
     def put(self, name: str, content: bytes | None, source: Path) -> None:
-        """Store ``content`` (else a copy of ``source``) as ``name`` in the directory."""
+        """Store ``content`` (else a copy of ``source``) as ``name`` in the directory; with
+        ``link``, a hard link to ``source`` where the file system allows one."""
+        if self._link:
+            try:
+                os.link(source, self._directory / name)
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                self._link = False  # another file system, or no links there: copy
+            else:
+                return
         size = len(content) if content is not None else 0
         with self._lock:
             while self._pending and self._pending + size > self._max_pending and not self._error:
@@ -594,7 +619,7 @@ def _read_all(
     images: list[_Image] = []
     skipped: list[Skipped] = []
     files: list[Path] = []
-    copier = _Copier(directory)
+    copier = _Copier(directory, link=opts.link)
     try:
         for path in paths:
             found, reason = _describe(
