@@ -551,3 +551,27 @@ def test_link_stores_hard_links_and_copies_across_file_systems(
         source = tmp_path / stored.name
         assert stored.stat().st_ino != source.stat().st_ino
         assert stored.read_bytes() == source.read_bytes()
+
+
+def test_header_rows_are_stored_in_image_order(tmp_path: Path) -> None:
+    """(obs_id, hdu, card_index) order, whatever the order of the inputs, on a first ingest
+    (rows built in order, not sorted) and after adding images before and after them."""
+    data = tmp_path / "d"
+    multi = real(next(p for p in REAL_WITH_WCS if p.name == "test0.fits"))
+    z = write_image(tmp_path / "z.fits", tan_header(ra=30.0))
+    b = write_image(tmp_path / "b.fits", tan_header(ra=20.0))
+    a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))
+
+    def check() -> None:
+        rows = _rows(data, "c", "headers").select(["obs_id", "hdu", "card_index"]).to_pylist()
+        keys = [(r["obs_id"], r["hdu"], r["card_index"]) for r in rows]
+        assert keys == sorted(keys)
+        assert len(set(keys)) == len(keys)
+
+    ingest_images([z, multi, b], "c", data)
+    check()
+    ingest_images([a, z], "c", data)
+    check()
+    assert {r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()} == {
+        "a", "b", "z", "test0-2", "test0-3", "test0-4"
+    }  # fmt: skip

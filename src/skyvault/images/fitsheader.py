@@ -221,13 +221,23 @@ def read_file(path: Path, keep_under: int = 0) -> tuple[list[HduHeader], bytes |
     """
     if _needs_astropy(path):
         return _astropy_headers(path), None
-    with path.open("rb") as handle:
-        content: bytes | None = None
-        if keep_under > 0 and os.fstat(handle.fileno()).st_size < keep_under:
-            content = handle.read()
+    content: bytes | None = None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size if keep_under > 0 else keep_under
+        if size < keep_under:
+            # Read whole with plain reads (no buffered file object: its set-up costs more
+            # than the read of a small file).
+            parts: list[bytes] = []
+            while part := os.read(fd, max(size, BLOCK)):
+                parts.append(part)
+            content = parts[0] if len(parts) == 1 else b"".join(parts)
             hdus = list(_walk(io.BytesIO(content)))
         else:
-            hdus = list(_walk(handle))
+            with open(fd, "rb", closefd=False) as handle:
+                hdus = list(_walk(handle))
+    finally:
+        os.close(fd)
     if any(h.values.get("ZIMAGE") == "T" for h in hdus):
         # A tile-compressed image: astropy rebuilds its header.
         return _astropy_headers(path), content

@@ -670,6 +670,9 @@ def _publish(
 ) -> ImageIngestResult:
     schema_dir = data_dir / collection
     store = image_store(data_dir, collection)
+    # In obs_id order, the new header rows are built sorted (obs_id, hdu, card_index): a
+    # first ingest, or a replace, need not sort 300,000 rows again.
+    images = sorted(images, key=lambda i: str(i.record["obs_id"]))
     new_obscore = records_table([i.record for i in images])
     new_headers = _header_rows(images)
     replaced = pa.array(sorted({i.record["obs_id"] for i in images}), pa.string())
@@ -684,9 +687,12 @@ def _publish(
         pc.invert(pc.is_in(old_headers.column("obs_id"), value_set=replaced))
     )
     obscore = pa.concat_tables([old_obscore, new_obscore]).sort_by("obs_id")
-    headers = pa.concat_tables([old_headers, new_headers]).sort_by(
-        [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
-    )
+    if old_headers.num_rows:
+        headers = pa.concat_tables([old_headers, new_headers]).sort_by(
+            [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
+        )
+    else:
+        headers = new_headers
 
     sink.stage(f"write {collection} tables", None)
     with (
