@@ -22,11 +22,12 @@ import io
 import math
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -339,12 +340,19 @@ _WCS_KEYWORD = re.compile(
 _IS_WCS_CARD: dict[bytes, bool] = {}
 
 
-def _wcs_cards(text: bytes) -> bytes:
-    """The cards of ``text`` a WCS is made of (alternate descriptions included)."""
+#: Keys of the WCS cards that change from one image of a survey to the next without
+#: changing how a TAN projection is set up: the pointing, and the date (unused here).
+_POINTING = frozenset((b"CRVAL1  ", b"CRVAL2  ", b"MJD-OBS ", b"DATE-OBS"))
+
+
+def _wcs_cards(text: bytes) -> tuple[bytes, bytes]:
+    """The cards of ``text`` a WCS is made of (alternate descriptions included), and the
+    same without the pointing cards (:data:`_POINTING`): the key of the WCS's set-up."""
     known = _IS_WCS_CARD
     if len(known) > 100_000:
         known.clear()
     kept = []
+    setup = []
     for i in range(0, len(text), CARD):
         card = text[i : i + CARD]
         key = card[:8]
@@ -353,8 +361,74 @@ def _wcs_cards(text: bytes) -> bytes:
             wanted = known[key] = _WCS_KEYWORD.match(key) is not None
         if wanted:
             kept.append(card)
+            if key not in _POINTING:
+                setup.append(card)
     kept.append(b"END".ljust(CARD))
-    return b"".join(kept)
+    return b"".join(kept), b"".join(setup)
+
+
+@dataclass
+class _TanTemplate:
+    """A set-up TAN WCS (wcslib's ``Wcsprm``) of a survey's images, repointed for each image
+    of the same set-up: its CRVAL changed and ``set()`` again, 4 µs against 56 µs for
+    parsing and fixing the header again (a test holds their footprints equal).  Only for a
+    2-axis RA/Dec TAN projection with nothing to fix but dates and units: then nothing else
+    the header set up depends on the pointing.  LONPOLE and LATPOLE are put back as the
+    header gave them (``fix()`` and ``set()`` store their defaults for the first pointing
+    in them)."""
+
+    wcs: Any
+    lonpole: float
+    latpole: float
+
+
+#: Per thread (a Wcsprm is changed in place): set-up key -> template.
+_TEMPLATES = threading.local()
+
+
+def _pointing(values: dict[str, str | None]) -> tuple[float, float] | None:
+    try:
+        return (
+            float((values.get("CRVAL1") or "").replace("D", "E")),
+            float((values.get("CRVAL2") or "").replace("D", "E")),
+        )
+    except ValueError:
+        return None
+
+
+def _tan_wcs(cards: bytes, setup: bytes, values: dict[str, str | None]) -> Any:
+    """The image's WCS, set: from a template of the same set-up when there is one."""
+    from astropy.wcs import Wcsprm
+
+    templates: dict[bytes, _TanTemplate] | None = getattr(_TEMPLATES, "by_setup", None)
+    if templates is None or len(templates) > 64:
+        templates = _TEMPLATES.by_setup = {}
+    pointing = _pointing(values)
+    template = templates.get(setup) if pointing is not None else None
+    if template is not None:
+        wcs = template.wcs
+        wcs.lonpole, wcs.latpole = template.lonpole, template.latpole
+        wcs.crval = pointing
+        wcs.set()
+        return wcs
+    wcs = Wcsprm(header=cards, relax=True)
+    # As the header gave them (NaN: not given), before fix() and set() store defaults
+    # that depend on the pointing (LONPOLE 0 or 180 by the declination).
+    lonpole, latpole = float(wcs.lonpole), float(wcs.latpole)
+    fixes = wcs.fix()
+    wcs.set()
+    if (
+        pointing is not None
+        and wcs.naxis == 2
+        and list(wcs.ctype) == ["RA---TAN", "DEC--TAN"]
+        and tuple(float(v) for v in wcs.crval) == pointing
+        and all(
+            name in ("datfix", "unitfix") or message.startswith("No change")
+            for name, message in fixes.items()
+        )
+    ):
+        templates[setup] = _TanTemplate(wcs, lonpole, latpole)
+    return wcs
 
 
 def _has_distortion(values: dict[str, str | None]) -> bool:
@@ -397,14 +471,10 @@ def footprint(header: HduHeader) -> Footprint:
             return _astropy_footprint(header)
         # Lookup-table distortions need the file's other HDUs: the WCS without them is
         # within a few pixels, which is what a footprint needs.
-    from astropy.wcs import Wcsprm
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            wcs = Wcsprm(header=_wcs_cards(text), relax=True)
-            wcs.fix()
-            wcs.set()
+            wcs = _tan_wcs(*_wcs_cards(text), header.values)
         except Exception as exc:  # wcslib raises its own classes for every kind of bad header
             raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
         lng, lat = int(wcs.lng), int(wcs.lat)
