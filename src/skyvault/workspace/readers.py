@@ -252,17 +252,6 @@ class _ChunkedCsv(CsvInput):
             false_values=FALSE_TEXT,
         )
 
-    def _open(self, columns: Sequence[str] | None, block_size: int) -> pacsv.CSVStreamingReader:
-        try:
-            return pacsv.open_csv(
-                self.path,
-                read_options=pacsv.ReadOptions(block_size=block_size, skip_rows=self._skip_rows),
-                parse_options=pacsv.ParseOptions(delimiter=self._delimiter),
-                convert_options=self._convert(columns),
-            )
-        except (pa.ArrowException, OSError) as exc:
-            raise self._csv_error(exc, 0) from None
-
     def _csv_error(self, exc: Exception, rows_before: int) -> InputFormatError:
         error = super()._csv_error(exc, rows_before)
         kind = self._column_types.get(error.column or "")
