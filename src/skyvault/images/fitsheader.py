@@ -107,7 +107,7 @@ _NOT_PLAIN_VALUE = frozenset(("COMMENT", "HISTORY", "", "CONTINUE", "HIERARCH"))
 #: cards (instrument, pipeline and WCS set-up), and a look-up costs a third of a parse.
 #: Only cards that are one logical card by themselves are kept (no long strings).
 _PARSED: dict[str, Card] = {}
-_PARSED_MAX = 65_536
+_PARSED_MAX = 16_384
 
 
 def parse_cards(text: str) -> list[Card]:
