@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,7 +32,7 @@ from skyvault.service.handlers.hips import router as hips_router
 from skyvault.service.uws import Reaper
 from skyvault.service.uws import handlers as uws
 
-__all__ = ["SkyvaultApp", "create_app"]
+__all__ = ["SkyvaultApp", "create_app", "create_served_app"]
 
 
 class SkyvaultApp(FastAPI):
@@ -68,6 +69,20 @@ def _telemetry_on(app: FastAPI) -> bool:
     return telemetry is not None and bool(telemetry.enabled())
 
 
+def create_served_app() -> FastAPI:
+    """The application of one ``skyvault serve`` worker process (settings from the
+    environment; uvicorn's factory)."""
+    return create_app(freeze_gc=True)
+
+
+def _freeze_startup_objects() -> None:
+    """Leave what start-up made (the app, the archive's metadata, imported modules) out of
+    every later garbage collection: they live as long as the process, and a full
+    collection walking them cost ~0.1 ms per cone on average (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _compactor(settings: Settings) -> BackgroundCompactor | None:
     """The background compaction of appended rows, started; None when it is off."""
     if not settings.background_compaction:
@@ -82,12 +97,14 @@ def _compactor(settings: Settings) -> BackgroundCompactor | None:
     return compactor
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     """The skyvault web application over ``settings.data_dir``.
 
     The TAP service is at ``settings.path_prefix`` (``/tap``): ``/sync``, ``/availability``,
     ``/capabilities``, ``/tables``, ``/examples``.  The archive is opened here, so a missing
-    data root fails at start-up rather than on the first query.
+    data root fails at start-up rather than on the first query.  ``freeze_gc``: a server
+    process of its own (``skyvault serve``) leaves what start-up made out of later garbage
+    collections (not for an app among others, as in tests: what is garbage then would stay).
     """
     settings = settings or Settings()
     context = ServiceContext.build(settings)
@@ -104,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reaper.start()
         compactor = _compactor(settings)
         app.state.compactor = compactor
+        if freeze_gc:
+            _freeze_startup_objects()
         try:
             yield
         finally:
