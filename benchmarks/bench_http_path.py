@@ -299,9 +299,11 @@ def interleaved(data: Path, n: int, sources: list[str], serve_args: list[str]) -
     servers = []
     path = os.environ.get("PYTHONPATH")
     try:
-        for i, src in enumerate(sources):
+        for i, source in enumerate(sources):
+            src, _, more = source.partition("|")
             os.environ["PYTHONPATH"] = src
-            servers.append(bt.Server(data, f"interleaved-{i}", serve_args).__enter__())
+            args = [*serve_args, *shlex.split(more)]
+            servers.append(bt.Server(data, f"interleaved-{i}", args).__enter__())
     finally:
         if path is None:
             os.environ.pop("PYTHONPATH", None)
@@ -361,7 +363,8 @@ def main() -> None:
         "--src",
         action="append",
         default=[],
-        help="interleaved: a src/ directory to serve from (give two or more)",
+        help="interleaved: a src/ directory to serve from (give two or more); "
+        "'SRC|ARGS' adds `skyvault serve` arguments for that server alone",
     )
     parser.add_argument(
         "--serve-args", default="--workers 2", help="interleaved: more `skyvault serve` arguments"

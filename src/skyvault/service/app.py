@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,9 @@ from skyvault.service.uws import handlers as uws
 
 __all__ = ["SkyvaultApp", "create_app", "create_served_app"]
 
+#: Seconds between looks at whether FastAPI's telemetry is on (:func:`_telemetry_on`).
+TELEMETRY_RECHECK_S = 1.0
+
 
 class SkyvaultApp(FastAPI):
     """The FastAPI application, with ``/sync`` served without the router and middleware.
@@ -46,6 +50,8 @@ class SkyvaultApp(FastAPI):
     """
 
     sync_path: str | None = None
+    #: When FastAPI's telemetry was last looked at, and whether it was on.
+    telemetry_seen: tuple[float, bool] = (-1e9, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -64,9 +70,16 @@ class SkyvaultApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _telemetry_on(app: FastAPI) -> bool:
-    telemetry = getattr(app, "_native_telemetry", None)
-    return telemetry is not None and bool(telemetry.enabled())
+def _telemetry_on(app: SkyvaultApp) -> bool:
+    """Whether FastAPI's own telemetry is on (then requests take the routed path, which
+    traces them); asked at most once a second — asking costs a tenth of the fast path."""
+    now = time.monotonic()
+    checked, on = app.telemetry_seen
+    if now - checked >= TELEMETRY_RECHECK_S:
+        telemetry = getattr(app, "_native_telemetry", None)
+        on = telemetry is not None and bool(telemetry.enabled())
+        app.telemetry_seen = (now, on)
+    return on
 
 
 def create_served_app() -> FastAPI:
