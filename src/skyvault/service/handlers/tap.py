@@ -57,6 +57,10 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 #: hand-offs and the disconnect watcher of streaming, which cost more than the query.
 EAGER_BYTES = 256 * 1024
 
+#: A sync query's start listens for the client going away once it has taken this long
+#: (seconds): a cone is over long before, and a client gone is noticed this much later.
+WATCH_AFTER_S = 0.02
+
 #: Worker threads of sync queries (as many as anyio's default limit for worker threads).
 SYNC_THREADS = 40
 
@@ -242,18 +246,24 @@ async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], Await
     """``await work()``; if the client disconnects meanwhile, the query is abandoned
     (``work`` then fails with :class:`QueryCancelled` within a moment).
 
-    The listener is a plain asyncio task, cancelled once ``work`` ends: an anyio task group
-    cost ten times as much, as much as the rest of a cone's time on the event loop."""
+    The listener is a plain asyncio task (an anyio task group cost ten times as much, as
+    much as the rest of a cone's time on the event loop), started only once ``work`` has
+    taken :data:`WATCH_AFTER_S`: most queries end sooner, and then neither the task nor its
+    steps on the loop (while the query's thread wants the GIL) are paid for."""
 
     async def watch() -> None:
         await _wait_for_disconnect(receive)
         sync.abandon()
 
-    watcher = asyncio.ensure_future(watch())
+    watchers: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+    later = loop.call_later(WATCH_AFTER_S, lambda: watchers.append(asyncio.ensure_future(watch())))
     try:
         return await work()
     finally:
-        watcher.cancel()
+        later.cancel()
+        for watcher in watchers:
+            watcher.cancel()
 
 
 class QueryResponse(StreamingResponse):
