@@ -8,11 +8,13 @@ thread, and sends its chunks; a client that goes away cancels it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import inspect
+import logging
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
@@ -45,6 +47,8 @@ from skyvault.service.uploads import parse_uploads
 
 __all__ = ["QueryResponse", "router", "run_sync", "serve_sync"]
 
+log = logging.getLogger(__name__)
+
 router = GetHeadRouter()
 
 T = TypeVar("T")
@@ -65,34 +69,77 @@ WATCH_AFTER_S = 0.02
 SYNC_THREADS = 40
 
 
+class _SyncThreads:
+    """Threads for sync queries: up to ``limit``, started when none is idle, kept.
+
+    Unlike a ``ThreadPoolExecutor``, a thread does nothing after a call but wait for the
+    next: the call hands its result to the event loop as its last act, so the loop, woken
+    by it, finds the GIL free instead of waiting for the pool's bookkeeping."""
+
+    def __init__(self, limit: int) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._started = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in one of the threads; it must call :meth:`idle` before its last
+        act."""
+        self._calls.put(call)
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if self._started < self._limit:
+                self._started += 1
+                threading.Thread(
+                    target=self._serve, name=f"skyvault-sync_{self._started}", daemon=True
+                ).start()
+
+    def idle(self) -> None:
+        """The calling thread is about to wait for another call."""
+        self._idle.release()
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            try:
+                call()
+            except BaseException:  # a call settles its own failures; never lose the thread
+                log.exception("a sync query's thread call failed")
+
+
 @functools.cache
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="skyvault-sync")
+def _pool() -> _SyncThreads:
+    return _SyncThreads(SYNC_THREADS)
 
 
 async def _in_thread(fn: Callable[[], T]) -> T:
     """``fn()`` in a worker thread.
 
-    One call to a plain thread pool, settled on the loop with one ``call_soon_threadsafe``:
-    a fifth of what ``run_in_threadpool`` (anyio's capacity limiter and cancel scopes) costs,
-    and less than ``loop.run_in_executor`` (a second future chained to the pool's), which
-    for a cone is a measurable part of the request.  As with anyio, a cancelled caller
-    still waits for ``fn`` to return, so a query that took a slot is never left running
-    unowned.
+    One call to :class:`_SyncThreads`, settled on the loop with one
+    ``call_soon_threadsafe``: a fifth of what ``run_in_threadpool`` (anyio's capacity
+    limiter and cancel scopes) costs, and less than ``loop.run_in_executor`` (a second
+    future chained to the pool's), which for a cone is a measurable part of the request.
+    As with anyio, a cancelled caller still waits for ``fn`` to return, so a query that took
+    a slot is never left running unowned.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
     run = contextvars.copy_context().run
+    pool = _pool()
 
     def call() -> None:
         try:
             result = run(fn)
         except BaseException as exc:
+            pool.idle()
             _settle_soon(loop, done, None, exc)
         else:
+            pool.idle()
             _settle_soon(loop, done, result, None)
 
-    _pool().submit(call)
+    pool.submit(call)
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
