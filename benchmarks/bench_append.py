@@ -67,6 +67,17 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
+def finish(lines: list[str], script: str, args: argparse.Namespace) -> None:
+    """Print the Markdown ``lines`` and the command that ran ``script`` with ``args`` (all
+    but ``--out``); write them to ``args.out`` too when it is set."""
+    command = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+    run = f"Command: `PYTHONPATH=src .venv/bin/python benchmarks/{script} {command}`"
+    text = "\n".join([*lines, "", run]) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-rows", type=int, default=2_000_000)
@@ -185,16 +196,7 @@ def main() -> None:
             f"{pct(d, 50) / pct(c, 50):.2f}× | {pct(d, 90) * 1e3:.1f} ms | "
             f"{pct(c, 90) * 1e3:.1f} ms |"
         )
-    lines += [
-        "",
-        "Command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_append.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
-        + "`",
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    finish(lines, "bench_append.py", args)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from benchmarks.bench_append import base_table, pct, visit
 
+from bench_append import base_table, finish, pct, visit
 from skyvault.catalog.append import append, status
 from skyvault.catalog.compact import compact
 from skyvault.catalog.ingest import IngestOptions, ingest
@@ -114,15 +114,8 @@ def main() -> None:
         f"Final snapshot {ids.snapshot}, {len(ids.batch_ids)} batch ids. Before this change "
         "an append arriving during a compaction waited for all of it (max / phase length "
         "close to 1).",
-        "",
-        "Command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_append_compact.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
-        + "`",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    finish(lines, "bench_append_compact.py", args)
 
 
 if __name__ == "__main__":

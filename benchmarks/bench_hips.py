@@ -22,28 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench_tap import Server
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "hips"
 TYCHO2 = ROOT.parent / "shared" / "data" / "tycho2" / "tycho2.parquet"
 TABLE = "cat.tycho2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _ensure_table(data: Path) -> None:
@@ -95,24 +86,11 @@ def bench_serve(data: Path, requests: int) -> dict[str, float]:
 
     root = hips_dir(data, TableName("cat", "tycho2"))
     tiles = [p.relative_to(root).as_posix() for p in root.glob("Norder*/Dir*/Npix*.tsv")]
-    port = _free_port()
-    site = f"http://127.0.0.1:{port}"
-    url = f"{site}/tap"
-    log = (WORK / "server.log").open("wb")
-    cmd = [sys.executable, "-m", "skyvault.cli", "serve", "--data", str(data), "--port", str(port)]
-    env = {**os.environ, "SKYVAULT_AUTH_ANONYMOUS_MAX_RUNNING": "64"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/availability", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start; see benchmarks/work/hips/server.log")
-            time.sleep(0.2)
+    server = Server(data, "hips")
+    server.log_path = WORK / "server.log"
+    with server:
+        url = server.url
+        site = url.removesuffix("/tap")
         rng = random.Random(14)
         tile_ms, avail_ms = [], []
         sizes = []
@@ -130,13 +108,6 @@ def bench_serve(data: Path, requests: int) -> dict[str, float]:
                     tile_ms.append((t1 - t0) * 1000)
                     avail_ms.append((t2 - t1) * 1000)
                     sizes.append(len(r.content))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     q = statistics.quantiles(tile_ms, n=10)
     return {
         "requests": len(tile_ms),

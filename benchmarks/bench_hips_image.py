@@ -34,7 +34,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 
-def _image(path: Path, ra: float, dec: float, n: int, seed: int) -> None:
+def synthetic_image(path: Path, ra: float, dec: float, n: int, seed: int, stars: int = 200) -> None:
+    """An n×n float32 TAN image (1″ pixels) centred on (ra, dec): a gentle gradient, noise
+    and ``stars`` Gaussian sources, written to ``path``."""
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [ra, dec]
@@ -43,11 +45,20 @@ def _image(path: Path, ra: float, dec: float, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
     data = 100 + 0.01 * x + rng.normal(0, 1, (n, n)).astype(np.float32)
-    for sx, sy in rng.uniform(0, n, (200, 2)):
+    for sx, sy in rng.uniform(0, n, (stars, 2)):
         lo_y, lo_x = int(max(sy - 8, 0)), int(max(sx - 8, 0))
         sl = (slice(lo_y, int(sy + 8)), slice(lo_x, int(sx + 8)))
         data[sl] += 1000 * np.exp(-((x[sl] - sx) ** 2 + (y[sl] - sy) ** 2) / 4.5)
     fits.PrimaryHDU(data.astype(np.float32), header=w.to_header()).writeto(path, overwrite=True)
+
+
+def report(lines: list[str], out: Path | None) -> None:
+    """Print the Markdown ``lines``; append them, and a blank line, to ``out`` when set."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
 
 
 def _timed(fn: Callable[[], object], repeat: int) -> float:
@@ -76,11 +87,11 @@ def main() -> None:
     try:
         image = work / "big.fits"
         extra = work / "extra.fits"
-        _image(image, 150.0, 2.0, args.size, 0)
+        synthetic_image(image, 150.0, 2.0, args.size, 0)
         base = work / "base.fits"
-        _image(base, 150.0, 2.0, args.inc_size, 2)
+        synthetic_image(base, 150.0, 2.0, args.inc_size, 2)
         offset = (args.inc_size * 0.55) / 3600
-        _image(extra, 150.0 + offset, 2.0 + offset, 256, 1)
+        synthetic_image(extra, 150.0 + offset, 2.0 + offset, 256, 1)
         mpix = args.size**2 / 1e6
         order = deepest_order(1 / 3600)
         load_before = os.getloadavg()[0]
@@ -145,11 +156,7 @@ def main() -> None:
         f"({second.computed / max(first.computed, 1):.1%}), in {inc_seconds:.2f} s "
         f"(Allsky, MOC, properties included); {second.reused_files} files kept as hard links.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -27,36 +27,15 @@ import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS
+from bench_hips_image import report, synthetic_image
+from bench_tap import Server
 
 NAME = "survey"
-
-
-def _image(path: Path, ra: float, dec: float, n: int, seed: int) -> None:
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [ra, dec]
-    w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
-    w.wcs.cd = [[-1 / 3600, 0], [0, 1 / 3600]]
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-    data = 100 + 0.01 * x + rng.normal(0, 1, (n, n)).astype(np.float32)
-    for sx, sy in rng.uniform(0, n, (max(n // 20, 5), 2)):
-        lo_y, lo_x = int(max(sy - 8, 0)), int(max(sx - 8, 0))
-        sl = (slice(lo_y, int(sy + 8)), slice(lo_x, int(sx + 8)))
-        data[sl] += 1000 * np.exp(-((x[sl] - sx) ** 2 + (y[sl] - sy) ** 2) / 4.5)
-    fits.PrimaryHDU(data.astype(np.float32), header=w.to_header()).writeto(path, overwrite=True)
 
 
 def _cpu() -> float:
@@ -66,14 +45,7 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[str, float]]:
+def _serve(data: Path, hips: Path, requests: int) -> dict[str, dict[str, float]]:
     import httpx
 
     deepest = max(int(p.name[len("Norder") :]) for p in hips.glob("Norder*"))
@@ -85,23 +57,9 @@ def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[
         ),
     }
     rel = {k: [p.relative_to(hips).as_posix() for p in v] for k, v in groups.items()}
-    port = _free_port()
-    site = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("wb")
-    cmd = [sys.executable, "-m", "skyvault.cli", "serve", "--data", str(data), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     timings: dict[str, list[float]] = {k: [] for k in [*rel, "304 revalidation", "baseline"]}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{site}/tap/availability", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"the server did not start; see {work / 'server.log'}")
-            time.sleep(0.2)
+    with Server(data, "hips-survey") as server:
+        site = server.url.removesuffix("/tap")
         rng = random.Random(14)
         with httpx.Client(timeout=30) as client:
             for i in range(requests + 60):
@@ -129,13 +87,6 @@ def _serve(data: Path, hips: Path, requests: int, work: Path) -> dict[str, dict[
                 assert a.status_code == 200
                 if i >= 60:
                     timings["baseline"].append((t1 - t0) * 1000)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     out = {}
     for kind, ms in timings.items():
         q = statistics.quantiles(ms, n=10)
@@ -160,15 +111,18 @@ def main() -> None:
         data = work / "data"
         data.mkdir()
         step = args.size * 0.95 / 3600  # degrees between neighbours: 5 % overlap
+        stars = max(args.size // 20, 5)
         images = []
         for i in range(args.grid):
             for j in range(args.grid):
                 path = work / f"img_{i:02d}_{j:02d}.fits"
-                _image(path, 150.0 + i * step, 2.0 + j * step, args.size, i * args.grid + j)
+                ra, dec = 150.0 + i * step, 2.0 + j * step
+                synthetic_image(path, ra, dec, args.size, i * args.grid + j, stars)
                 images.append(path)
         extra = work / "extra.fits"
         middle = (args.grid - 1) / 2
-        _image(extra, 150.0 + middle * step + step / 3, 2.0 + middle * step, args.size, 99_999)
+        ra, dec = 150.0 + middle * step + step / 3, 2.0 + middle * step
+        synthetic_image(extra, ra, dec, args.size, 99_999, stars)
         order = deepest_order(1 / 3600)
         out = image_hips_root(data) / NAME
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +140,7 @@ def main() -> None:
         )  # fmt: skip
         inc_seconds = time.perf_counter() - start
         load_mid = os.getloadavg()[0]
-        serve = _serve(data, out.resolve(), args.requests, work)
+        serve = _serve(data, out.resolve(), args.requests)
         load_after = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -220,11 +174,7 @@ def main() -> None:
         )
     lines.append("")
     lines.append("(baseline: `GET /tap/availability`, taking turns with the tile requests)")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_perf.py [--workdir benchmarks/work/query]
         [--rows 20000000] [--repeat 15] [--no-big] [--only healpix,fixed,udf,writers]
+        [--writers-baseline REV]
 """
 
 from __future__ import annotations
@@ -268,15 +269,40 @@ def writer_table(rows: int, seed: int = 3) -> pa.Table:
     )
 
 
-def _writer_runs(table: pa.Table, fields: list[Any]) -> dict[str, Callable[[], int]]:
-    """Each writer over ``table``: a call writes it all and returns the bytes written."""
+def baseline_writers(revision: str) -> Any:
+    """``src/skyvault/formats/tabular.py`` as it was at git ``revision``, imported as a
+    module of its own (its imports resolve to the current code): the "before" of a
+    before/after measured in one run."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    path = "src/skyvault/formats/tabular.py"
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    copy = Path(tempfile.mkdtemp()) / "baseline_tabular.py"
+    copy.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_tabular", copy)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _writer_runs(
+    table: pa.Table, fields: list[Any], baseline: Any = None, revision: str = ""
+) -> dict[str, Callable[[], int]]:
+    """Each writer over ``table``: a call writes it all and returns the bytes written;
+    with ``baseline`` (a former ``tabular`` module), its JSON and CSV writers too."""
     from skyvault.formats import write_votable
     from skyvault.formats.tabular import write_csv, write_json, write_tsv
 
     def size(chunks: Any) -> int:
         return sum(map(len, chunks))
 
-    return {
+    runs: dict[str, Callable[[], int]] = {
         "csv": lambda: size(write_csv(table.to_batches(65536), fields)),
         "tsv": lambda: size(write_tsv(table.to_batches(65536), fields)),
         "json": lambda: size(write_json(table.to_batches(65536), fields)),
@@ -284,20 +310,39 @@ def _writer_runs(table: pa.Table, fields: list[Any]) -> dict[str, Callable[[], i
             write_votable(table.to_batches(65536), fields, serialization="binary2")
         ),
     }
+    if baseline is not None:
+        runs[f"json @{revision}"] = lambda: size(
+            baseline.write_json(table.to_batches(65536), fields)
+        )
+        runs[f"csv @{revision}"] = lambda: size(baseline.write_csv(table.to_batches(65536), fields))
+    return runs
 
 
-def measure_writers(repeat: int) -> dict[str, Any]:
+def _written(writer: Callable[..., Any], table: pa.Table, fields: list[Any]) -> bytes:
+    return b"".join(writer(table.to_batches(65536), fields))
+
+
+def measure_writers(repeat: int, baseline_revision: str | None = None) -> dict[str, Any]:
     from skyvault.catalog.metadata import ColumnMeta
+    from skyvault.formats import tabular
 
+    baseline = baseline_writers(baseline_revision) if baseline_revision else None
     out: dict[str, Any] = {}
     for rows in (500_000, 1_000_000):
         table = writer_table(rows)
         fields = [ColumnMeta.from_arrow(f) for f in table.schema]
-        writers = _writer_runs(table, fields)
+        writers = _writer_runs(table, fields, baseline, baseline_revision or "")
         log(f"writers, {rows:,} rows × {table.num_columns} columns")
         cpu: dict[str, list[float]] = {k: [] for k in writers}
         wall: dict[str, list[float]] = {k: [] for k in writers}
         size = {k: fn() for k, fn in writers.items()}
+        if baseline is not None:  # the same bytes, or the comparison means nothing
+            for fmt in ("json", "csv"):
+                same = _written(getattr(baseline, f"write_{fmt}"), table, fields) == _written(
+                    getattr(tabular, f"write_{fmt}"), table, fields
+                )
+                print(f"    {fmt}: same bytes as @{baseline_revision}: {same}")
+                out[f"{fmt} same bytes at {rows}"] = same
         names = list(writers)
         for i in range(max(3, repeat // 3)):
             for name in names if i % 2 == 0 else names[::-1]:
@@ -325,6 +370,11 @@ def main() -> None:
     parser.add_argument("--no-big", action="store_true", help="Tycho-2 only")
     parser.add_argument("--only", default="healpix,fixed,udf,writers")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument(
+        "--writers-baseline",
+        metavar="REV",
+        help="also time the JSON and CSV writers of git revision REV (before/after in one run)",
+    )
     parser.add_argument("--out", type=Path, help="JSON figures (default WORKDIR/perf-results.json)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -355,7 +405,7 @@ def main() -> None:
     if "udf" in only:
         report["udfs"] = measure_udfs(args.repeat)
     if "writers" in only:
-        report["writers"] = measure_writers(args.repeat)
+        report["writers"] = measure_writers(args.repeat, args.writers_baseline)
     report["load_end"] = load()
     print(f"load at end: {load()}")
     out = args.out or args.workdir / "perf-results.json"

@@ -20,16 +20,17 @@ Writes ``benchmarks/results/portal.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _live import free_port, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -76,13 +77,6 @@ JSON_PATH = """async (q) => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _ensure_table(data: Path) -> None:
     from skyvault.auth import AuthStorage, grant_access
     from skyvault.catalog.ingest import IngestOptions, ingest
@@ -96,21 +90,13 @@ def _ensure_table(data: Path) -> None:
         storage.close()
 
 
-def _serve(data: Path) -> tuple[str, Any]:
-    import uvicorn
-
+def _serve(data: Path) -> contextlib.AbstractContextManager[str]:
+    """The service on ``data`` in a thread (see ``_live``); entered, yields the TAP URL."""
     from skyvault.config import Settings
     from skyvault.service.app import create_app
 
-    port = _free_port()
     settings = Settings(data_dir=data, maxrec_default=2_000_000, maxrec_limit=2_000_000)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    return serve_in_thread(create_app(settings), free_port())
 
 
 def _set_query(page: Any, text: str) -> None:
@@ -145,7 +131,8 @@ def main() -> None:
     if chromium is None:
         sys.exit("chromium is not installed (apt-get install chromium)")
     _ensure_table(args.data)
-    base, server = _serve(args.data)
+    serving = contextlib.ExitStack()
+    base = serving.enter_context(_serve(args.data)).removesuffix("/tap")
     load = os.getloadavg()[0]
     lines: list[str] = []
     with sync_playwright() as p:
@@ -231,7 +218,7 @@ def main() -> None:
             f"the same rows run into the grid {grid100k:.2f} s | {sky / grid100k:.2f}× |"
         )
         browser.close()
-    server.should_exit = True
+    serving.close()
     out = ROOT / "benchmarks" / "results" / "portal.md"
     text = "\n".join(
         [

@@ -22,26 +22,22 @@ rate is rows of the file per second.  Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import uvicorn
-from fastapi import FastAPI
 
 import skyvault
+from _live import free_port, serve_in_thread
 from skyvault.auth import AuthStorage, Identity, TokenService
 from skyvault.auth.storage import utc_now
 from skyvault.config import Settings
@@ -49,29 +45,6 @@ from skyvault.service.app import create_app
 from skyvault.workspace import WorkspaceStore, column
 from skyvault.workspace.columns import TableDefinition
 from skyvault.workspace.quota import WorkspaceSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: FastAPI, port: int) -> Iterator[str]:
-    """uvicorn serving ``app`` in a thread on ``port``; yields the TAP URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/tap"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
 
 NAME = "user_bench.targets"
 DEFINITION = TableDefinition(
@@ -129,7 +102,7 @@ def main() -> None:
         me = Identity("bench")
         store.create_table(me, NAME, DEFINITION)
 
-        port = _free_port()
+        port = free_port()
         settings = Settings(data_dir=data, port=port, workspace=quota, spool_dir=tmp)
         times: dict[str, list[float]] = {
             "baseline: pyarrow.csv.read_csv": [],

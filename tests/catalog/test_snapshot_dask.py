@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import distributed
 import pyarrow as pa
 import pytest
 
@@ -16,18 +15,15 @@ from skyvault.catalog.compact import compact
 from skyvault.engine.archive import open_archive
 from skyvault.engine.distributed import DaskExecutor
 from tests.catalog.appendkit import TABLE, batch, make_table
+from tests.engine._dask import local_client
 
 QUERY = f"SELECT id FROM {TABLE}"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    )
-    with distributed.Client(cluster) as c:
+    with local_client() as c:
         yield c
-    cluster.close()
 
 
 def _ids(table: pa.Table) -> list[int]:

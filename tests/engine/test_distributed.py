@@ -33,6 +33,7 @@ from skyvault.engine.plan import QueryPlan, ScanSpec, plan_query
 from skyvault.engine.split import split_plan
 from skyvault.errors import AdqlSyntaxError, QueryCancelled, QueryError, QueryTimeout
 from tests.conftest import random_sky
+from tests.engine._dask import local_client
 
 N = 20_000
 STARS = "s.stars"
@@ -78,12 +79,8 @@ def local(data: Path) -> Iterator[Archive]:
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     """Two workers in this process: fast to start; pickling is covered by the test below."""
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    )
-    with distributed.Client(cluster) as c:
+    with local_client() as c:
         yield c
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import csv
 import datetime
 import io
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -194,3 +195,73 @@ def test_json_numbers_are_python_repr_across_magnitudes(dtype: type) -> None:
     fields = _fields(table)
     new = b"".join(tabular.write_json(table.to_batches(65536), fields))
     assert new == b"".join(former.write_json(table.to_batches(65536), fields))
+
+
+def _json_cells_of(column: pa.Array) -> list[str]:
+    """The text of each cell of a one-column JSON document, as the writer wrote it."""
+    table = pa.table({"v": column})
+    text = b"".join(tabular.write_json(table.to_batches(7), _fields(table))).decode()
+    rows = text[text.index('"data": [\n') + 10 : text.rindex("\n]")]
+    return [row[1:-1] for row in rows.split(",\n")] if rows else []
+
+
+# Where Arrow's text of a double and Python's repr differ in layout, not digits: Arrow writes
+# whichever of fixed-point and exponent is shorter, Python decides by the magnitude.
+LAYOUTS = [1e15, -1.5e15, 9.1e15, 2.0**53, 9999999999999998.0, 123456789012345.6, 1e-5]
+LAYOUTS += [1.5e-5, -9.99e-5, 1e-7, 1.5e-17, 0.0001, 0.00012, 1e16, 1.5e16, 1e22, 1e-310]
+LAYOUTS += [5e-324, 0.0, -0.0, 3.0, -100.0, 0.5, 1.7976931348623157e308, 1e100, 1.25e-100]
+LAYOUTS += [12345678901234568.0, -98765432109876540.0, 1.2345678901234567e-5]
+
+
+@pytest.mark.parametrize("batch_of", ["mixed", "one value"])
+def test_json_floats_whose_arrow_layout_differs_from_repr(batch_of: str) -> None:
+    """Each cell is ``json.dumps`` of its value: a whole number gets ``.0``, an exponent
+    two digits at least, a magnitude Arrow and Python lay out differently is Python's, in
+    batches where every cell is rewritten, none is, or some are."""
+    values: list[float | None] = [*LAYOUTS, math.nan, math.inf, -math.inf, None]
+    for value in values if batch_of == "one value" else [None]:
+        column = pa.array([value] * 9 if batch_of == "one value" else values * 2, pa.float64())
+        want = [
+            "null" if v is None or not math.isfinite(v) else json.dumps(v)
+            for v in column.to_pylist()
+        ]
+        assert _json_cells_of(column) == want
+    plain = pa.array([0.1 * k + 0.05 for k in range(20)])  # every cell kept as Arrow wrote it
+    assert _json_cells_of(plain) == [json.dumps(v) for v in plain.to_pylist()]
+
+
+def test_json_float32_cells_are_repr_of_their_double() -> None:
+    values = np.array([1e-5, 3e38, 1.5e-45, 16777216.0, 0.1, 1e15, 1e-4, 12.34], np.float32)
+    column = pa.array(values, mask=np.arange(len(values)) == 3)
+    want = ["null" if v is None else repr(v) for v in column.to_pylist()]
+    assert _json_cells_of(column) == want
+
+
+def test_json_strings_escape_every_character_as_json_dumps() -> None:
+    """Every ASCII character alone and amid others, non-ASCII, and line separators."""
+    chars = [chr(c) for c in range(128)] + ["é", "☃", "𝔘", "\u2028", "\u2029", "\x85"]
+    values = chars + [f"a{c}b{c}{c}" for c in chars] + ["".join(chars), "\\n", '\\"', None]
+    column = pa.array(values, pa.string())
+    want = [json.dumps(v, ensure_ascii=False) for v in values]
+    assert _json_cells_of(column) == want
+    assert _json_cells_of(pa.array(["plain", "é", None, ""])) == ['"plain"', '"é"', "null", '""']
+
+
+def test_json_strings_whose_null_slots_hold_bytes() -> None:
+    """Arrow lets a NULL cell's slot hold bytes: they are never written, nor escaped."""
+    data = pa.py_buffer(b'ok"x\n\\')
+    offsets = pa.py_buffer(np.array([0, 2, 6, 6], np.int32).tobytes())
+    valid = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
+    column = pa.Array.from_buffers(pa.string(), 3, [valid, offsets, data])
+    assert column.to_pylist() == ["ok", None, ""]
+    assert _json_cells_of(column) == ['"ok"', "null", '""']
+
+
+def test_json_rows_across_empty_batches() -> None:
+    table = tricky(7, seed=9)
+    whole = table.combine_chunks().to_batches()[0]
+    batches = [whole.slice(0, 0), whole.slice(0, 1), whole.slice(1, 0), whole.slice(1, 6)]
+    fields = _fields(table)
+    new = b"".join(tabular.write_json(iter(batches), fields))
+    assert new == b"".join(former.write_json(iter(batches), fields))
+    assert len(json.loads(new)["data"]) == 7

@@ -27,8 +27,9 @@ from skyvault.service.app import create_app
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small DP0.2-style demo, built once per session (a few seconds), its schema
-    granted to PUBLIC (tables are private until granted) as ``make demo`` does."""
+    """The small DP0.2-style demo, built once per session (a few seconds), its schemas —
+    the catalogues and the image collections — granted to PUBLIC (tables are private until
+    granted) as ``skyvault demo`` (``make demo``) does."""
     from skyvault.auth import AuthStorage, grant_access
     from skyvault.demo import build_demo
 
@@ -38,7 +39,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_demo(root, scale="small")
     storage = AuthStorage.for_data_dir(root)
     try:
-        grant_access(storage, "dp02_dc2_catalogs", None)
+        for schema in ("dp02_dc2_catalogs", "dp02_calexp", "dp02_deepcoadd"):
+            grant_access(storage, schema, None)
     finally:
         storage.close()
     return root

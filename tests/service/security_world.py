@@ -17,14 +17,16 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skyvault.auth import AuthStorage, TokenService, grant_access
+from skyvault.auth import AuthSettings, AuthStorage, TokenService, grant_access
 from skyvault.auth.storage import utc_now
 from skyvault.catalog.ingest import IngestOptions, ingest
+from skyvault.config import Settings
 
 PLANS_ROWS = 4099
 SECRETS = ("NIGHTJAR", "codename", "budget_xyz", "plan_id", str(PLANS_ROWS), "spies")
@@ -87,6 +89,23 @@ def build_world(root: Path) -> World:
     finally:
         storage.close()
     return World(data, alice, bob, expired, revoked)
+
+
+def world_settings(
+    world: World, jobs: str, *, auth: AuthSettings | None = None, **changes: Any
+) -> Settings:
+    """Settings serving the world's data with a job database, results and an audit log of
+    their own in the folder ``jobs`` beside it; ``auth`` (default settings when None) and
+    ``changes`` as given."""
+    folder = world.data.parent / jobs
+    auth = AuthSettings() if auth is None else auth
+    return Settings(
+        data_dir=world.data,
+        jobs_database_url=f"sqlite:///{folder / 'jobs.sqlite3'}",
+        results_url=str(folder / "results"),
+        auth=auth.model_copy(update={"audit_log": folder / "audit.jsonl"}),
+        **changes,
+    )
 
 
 def bearer(token: str) -> dict[str, str]:

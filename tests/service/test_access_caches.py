@@ -17,10 +17,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from skyvault.auth import AuthSettings
-from skyvault.config import Settings
 from skyvault.service.app import create_app
-from tests.service.security_world import HIDDEN, PLANS_ROWS, World, bearer, build_world
+from tests.service.security_world import (
+    HIDDEN,
+    PLANS_ROWS,
+    World,
+    bearer,
+    build_world,
+    world_settings,
+)
 
 COUNT = f"SELECT COUNT(*) AS n FROM {HIDDEN}"
 
@@ -32,13 +37,7 @@ def world(tmp_path: Path) -> World:
 
 @pytest.fixture
 def client(world: World) -> Iterator[TestClient]:
-    jobs = world.data.parent / "jobs"
-    settings = Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
-    )
+    settings = world_settings(world, "jobs")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 

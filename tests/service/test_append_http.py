@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -54,15 +55,19 @@ class World:
             timeout=60,
         )
 
-    def count(self, user: str = "alice") -> int:
+    def rows(self, query: str, user: str = "alice") -> Any:
+        """The rows ``user``'s sync query answers (the VOTable's first table)."""
         r = httpx.post(
             f"{self.url}/sync",
-            data={"LANG": "ADQL", "QUERY": f"SELECT COUNT(*) AS n FROM {TABLE}"},
+            data={"LANG": "ADQL", "QUERY": query},
             headers=self.headers(user),
             timeout=60,
         )
         assert r.status_code == 200, r.text
-        return int(read_votable(r.content).get_first_table().array["n"][0])
+        return read_votable(r.content).get_first_table().array
+
+    def count(self, user: str = "alice") -> int:
+        return int(self.rows(f"SELECT COUNT(*) AS n FROM {TABLE}", user)["n"][0])
 
 
 @pytest.fixture(scope="module")
@@ -318,17 +323,10 @@ def test_concurrent_appenders_and_readers_see_whole_batches(world: World) -> Non
 
     def reader() -> None:
         while not stop.is_set():
-            r = httpx.post(
-                f"{world.url}/sync",
-                data={
-                    "LANG": "ADQL",
-                    "QUERY": f"SELECT batch, COUNT(*) AS n FROM {TABLE} WHERE batch >= 1000 "
-                    "GROUP BY batch",
-                },
-                headers=world.headers("bob"),
-                timeout=60,
+            rows = world.rows(
+                f"SELECT batch, COUNT(*) AS n FROM {TABLE} WHERE batch >= 1000 GROUP BY batch",
+                "bob",
             )
-            rows = read_votable(r.content).get_first_table().array
             for b, n in zip(rows["batch"].tolist(), rows["n"].tolist(), strict=True):
                 if n != batch(b).num_rows:
                     errors.append(f"batch {b}: {n} rows of {batch(b).num_rows}")
@@ -343,17 +341,10 @@ def test_concurrent_appenders_and_readers_see_whole_batches(world: World) -> Non
     stop.set()
     watcher.join()
     assert errors == []
-    r = httpx.post(
-        f"{world.url}/sync",
-        data={
-            "LANG": "ADQL",
-            "QUERY": f"SELECT batch, COUNT(*) AS n, COUNT(DISTINCT id) AS u FROM {TABLE} "
-            "WHERE batch >= 1000 GROUP BY batch",
-        },
-        headers=world.headers("alice"),
-        timeout=60,
+    rows = world.rows(
+        f"SELECT batch, COUNT(*) AS n, COUNT(DISTINCT id) AS u FROM {TABLE} "
+        "WHERE batch >= 1000 GROUP BY batch"
     )
-    rows = read_votable(r.content).get_first_table().array
     columns = zip(rows["batch"], rows["n"], rows["u"], strict=True)
     got = {int(b): (int(n), int(u)) for b, n, u in columns}
     assert got == {b: (n, n) for b, n in sizes.items()}

@@ -18,10 +18,9 @@ import pyvo
 import requests
 
 from skyvault.auth import AuthSettings
-from skyvault.config import Settings
 from skyvault.service.app import create_app
 from tests.service.conftest import _free_port, serve_in_thread
-from tests.service.security_world import HIDDEN, PLANS_ROWS, World, build_world
+from tests.service.security_world import HIDDEN, PLANS_ROWS, World, build_world, world_settings
 from tests.service.test_live import KNOWN_VALIDATOR_ERRORS, STILTS, needs_stilts
 
 pytestmark = pytest.mark.slow
@@ -39,15 +38,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def closed_url(world: World) -> Iterator[str]:
     """A live server over the world with anonymous access off; yields the TAP URL."""
     port = _free_port()
-    jobs = world.data.parent / "jobs"
-    settings = Settings(
-        data_dir=world.data,
-        port=port,
-        query_timeout=60,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        auth=AuthSettings(anonymous=False, audit_log=jobs / "audit.jsonl"),
-    )
+    auth = AuthSettings(anonymous=False)
+    settings = world_settings(world, "jobs", auth=auth, port=port, query_timeout=60)
     with serve_in_thread(create_app(settings), port) as url:
         yield url
 

@@ -181,7 +181,9 @@ def test_listings_in_html_and_json(client: TestClient) -> None:
     assert f'href="/bulk/{OBJECT}/dataset/Norder%3D0/"' in html.text
     assert f'href="/bulk/{OBJECT}/dataset/_metadata"' in html.text
     top = client.get("/bulk/", params={"format": "json"}).json()
-    assert [e["name"] for e in top["entries"]] == ["dp02_dc2_catalogs/"]
+    # the demo's schemas, all public as `skyvault demo` makes them (conftest's demo_dir)
+    names = ["dp02_calexp/", "dp02_dc2_catalogs/", "dp02_deepcoadd/"]
+    assert [e["name"] for e in top["entries"]] == names
     schema = client.get("/bulk/dp02_dc2_catalogs/", params={"format": "json"}).json()
     assert "Object/" in [e["name"] for e in schema["entries"]]
     bad = client.get(f"/bulk/{OBJECT}/", params={"format": "xml"})

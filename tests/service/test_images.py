@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import urllib.parse
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +25,16 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 from fastapi.testclient import TestClient
 
-from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
-from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
-from tests.service.image_worlds import spies_and_public
+from tests.service.conftest import read_votable
+from tests.service.image_worlds import ImageRoot, image_root, live_service, service_client
 
 PUB_RA, PUB_DEC = 62.0, -37.0
 SEC_RA, SEC_DEC = 150.0, 2.0
 
 
 @dataclass(frozen=True)
-class ImageWorld:
-    data: Path
-    alice: str
-    bob: str
+class ImageWorld(ImageRoot):
     sources: dict[str, Path]
 
 
@@ -52,8 +45,6 @@ def _did(collection: str, obs_id: str) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> ImageWorld:
     root = tmp_path_factory.mktemp("imgsvc")
-    data = root / "data"
-    data.mkdir()
     sources = {
         "a": write_image(root / "a.fits", tan_header(PUB_RA, PUB_DEC, nx=200, ny=150),
                          shape=(150, 200)),
@@ -63,26 +54,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ImageWorld:
     secret = root / "secret"
     secret.mkdir()
     sources["secret-a"] = write_image(secret / "a.fits", tan_header(SEC_RA, SEC_DEC))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ingest_images([sources["a"], sources["b"]], "pubimg", data, options=ImageIngestOptions())
-        ingest_images([sources["secret-a"]], "secimg", data, options=ImageIngestOptions())
-    alice, bob = spies_and_public(data, public=["pubimg"], spies=["secimg"])
-    return ImageWorld(data, alice, bob, sources)
+    collections = {"pubimg": [sources["a"], sources["b"]], "secimg": [sources["secret-a"]]}
+    made = image_root(root, collections, public=["pubimg"], spies=["secimg"])
+    return ImageWorld(made.data, made.alice, made.bob, sources)
 
 
 @pytest.fixture(scope="module")
 def client(world: ImageWorld) -> Iterator[TestClient]:
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with service_client(world.data) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def live_url(world: ImageWorld) -> Iterator[str]:
-    port = _free_port()
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
-    with serve_in_thread(create_app(settings), port) as url:
+    with live_service(world.data) as url:
         yield url
 
 

@@ -12,21 +12,19 @@ from __future__ import annotations
 import shutil
 import subprocess
 import urllib.parse
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.images.obscore import COLUMNS, EXTENSION_COLUMNS
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
-from tests.service.image_worlds import spies_and_public
+from tests.service.conftest import ROOMY_AUTH, read_votable
+from tests.service.image_worlds import ImageRoot as World
+from tests.service.image_worlds import image_root, live_service, service_client
 from tests.service.test_live import KNOWN_VALIDATOR_ERRORS
 
 PUB = (62.0, -37.0)
@@ -34,18 +32,9 @@ SEC = (150.0, 2.0)
 MORE = (200.0, 30.0)
 
 
-@dataclass(frozen=True)
-class World:
-    data: Path
-    alice: str
-    bob: str
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("obscore")
-    data = root / "data"
-    data.mkdir()
     files: dict[str, list[Path]] = {"pubimg": [], "secimg": [], "moreimg": []}
     for collection, (ra, dec), bands in (
         ("pubimg", PUB, "ri"),
@@ -57,18 +46,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         for k, band in enumerate(bands):
             header = tan_header(ra + 0.01 * k, dec, band=band)
             files[collection].append(write_image(folder / f"{band}{k}.fits", header))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for collection, paths in files.items():
-            ingest_images(paths, collection, data, options=ImageIngestOptions())
-    alice, bob = spies_and_public(data, public=["pubimg", "moreimg"], spies=["secimg"])
-    return World(data, alice, bob)
+    return image_root(root, files, public=["pubimg", "moreimg"], spies=["secimg"])
 
 
 @pytest.fixture(scope="module")
 def client(world: World) -> Iterator[TestClient]:
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with service_client(world.data) as c:
         yield c
 
 
@@ -242,9 +225,7 @@ STILTS = shutil.which("stilts")
 
 @pytest.fixture(scope="module")
 def live_url(world: World) -> Iterator[str]:
-    port = _free_port()
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
-    with serve_in_thread(create_app(settings), port) as url:
+    with live_service(world.data) as url:
         yield url
 
 

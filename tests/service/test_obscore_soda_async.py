@@ -11,7 +11,7 @@ import io
 import shutil
 import subprocess
 import time
-import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +22,11 @@ from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 from fastapi.testclient import TestClient
+from httpx import Response
 
-from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
-from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
-from tests.service.conftest import ROOMY_AUTH, _free_port, read_votable, serve_in_thread
-from tests.service.image_worlds import spies_and_public
+from tests.service.conftest import read_votable
+from tests.service.image_worlds import ImageRoot, image_root, live_service, service_client
 
 RA, DEC = 62.0, -37.0
 DID = "ivo://skyvault/pubsoda?a"
@@ -36,32 +34,24 @@ SECRET = "ivo://skyvault/secsoda?s"
 
 
 @dataclass(frozen=True)
-class World:
-    data: Path
+class World(ImageRoot):
     image: Path
-    alice: str
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("sodaasync")
-    data = root / "data"
-    data.mkdir()
     image = write_image(root / "a.fits", tan_header(RA, DEC, nx=200, ny=150), shape=(150, 200))
     (root / "secret").mkdir()
     secret = write_image(root / "secret" / "s.fits", tan_header(150.0, 2.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ingest_images([image], "pubsoda", data, options=ImageIngestOptions())
-        ingest_images([secret], "secsoda", data, options=ImageIngestOptions())
-    alice, _ = spies_and_public(data, public=["pubsoda"], spies=["secsoda"])
-    return World(data, image, alice)
+    collections = {"pubsoda": [image], "secsoda": [secret]}
+    made = image_root(root, collections, public=["pubsoda"], spies=["secsoda"])
+    return World(made.data, made.alice, made.bob, image)
 
 
 @pytest.fixture(scope="module")
 def client(world: World) -> Iterator[TestClient]:
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with service_client(world.data) as c:
         yield c
 
 
@@ -162,9 +152,7 @@ def test_capabilities_declare_soda_async(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def live_url(world: World) -> Iterator[str]:
-    port = _free_port()
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port)
-    with serve_in_thread(create_app(settings), port) as url:
+    with live_service(world.data) as url:
         yield url
 
 
@@ -214,3 +202,127 @@ def test_curl_async_job(live_url: str, world: World, tmp_path: Path) -> None:
     out = tmp_path / "cut.fits"
     curl("-o", str(out), f"{location}/results/result")
     _check_cutout(out.read_bytes(), world.image)
+
+
+# --- several cutouts per job (SODA 1.0 §3.1, §6) ----------------------------------------------
+
+
+def _form(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Repeated parameters as a form (values in order)."""
+    out: dict[str, list[str]] = {}
+    for name, value in pairs:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _post(
+    client: TestClient, pairs: list[tuple[str, str]], headers: dict[str, str] | None = None
+) -> Response:
+    return client.post(
+        "/tap/soda/async", data=_form(pairs), headers=headers or {}, follow_redirects=False
+    )
+
+
+def _create_many(
+    client: TestClient, pairs: list[tuple[str, str]], headers: dict[str, str] | None = None
+) -> str:
+    r = _post(client, [*pairs, ("PHASE", "RUN")], headers)
+    assert r.status_code == 303, r.text
+    return str(r.headers["location"]).rsplit("/", 1)[-1]
+
+
+def _results(client: TestClient, job_id: str, headers: dict[str, str]) -> list[dict[str, str]]:
+    doc = ET.fromstring(client.get(f"/tap/soda/async/{job_id}/results", headers=headers).text)
+    uws, xlink = "{http://www.ivoa.net/xml/UWS/v1.0}", "{http://www.w3.org/1999/xlink}"
+    return [
+        {"id": r.get("id") or "", "href": r.get(f"{xlink}href") or "",
+         "mime": r.get("mime-type") or "", "size": r.get("size") or ""}
+        for r in doc.iter(f"{uws}result")
+    ]  # fmt: skip
+
+
+def _same_cutout(got: bytes, expected: bytes) -> None:
+    with fits.open(io.BytesIO(got)) as a, fits.open(io.BytesIO(expected)) as b:
+        np.testing.assert_array_equal(a[0].data, b[0].data)
+        for card in ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "NAXIS1", "NAXIS2"):
+            assert a[0].header[card] == b[0].header[card]
+
+
+def test_several_values_make_one_cutout_per_combination(client: TestClient, world: World) -> None:
+    small, wider = 3 / 3600, 6 / 3600
+    offset = (RA + 0.002, DEC - 0.001)
+    polygon = f"{RA - 0.001} {DEC - 0.001} {RA + 0.001} {DEC - 0.001} {RA} {DEC + 0.001}"
+    singles = [
+        ("CIRCLE", f"{RA} {DEC} {small}"),
+        ("CIRCLE", f"{offset[0]} {offset[1]} {wider}"),
+        ("POLYGON", polygon),
+    ]
+    job_id = _create_many(client, [("ID", DID), *singles])
+    assert _wait(client, job_id, {}) == "COMPLETED"
+    listed = _results(client, job_id, {})
+    assert [e["id"] for e in listed] == ["cutout-1", "cutout-2", "cutout-3"]
+    # each result is the {sync} cutout of its combination, in SODA's order (CIRCLEs, then
+    # the POLYGON), a valid cutout of the image (Cutout2D as the oracle)
+    for entry, (name, value) in zip(listed, singles, strict=True):
+        assert entry["href"].endswith(f"/tap/soda/async/{job_id}/results/{entry['id']}")
+        assert entry["mime"] == "application/fits"
+        got = client.get(f"/tap/soda/async/{job_id}/results/{entry['id']}")
+        assert got.status_code == 200 and got.headers["content-type"] == "application/fits"
+        assert int(entry["size"]) == len(got.content) == int(got.headers["content-length"])
+        _check_cutout(got.content, world.image)
+        expected = client.get("/tap/soda/sync", params={"ID": DID, name: value})
+        assert expected.status_code == 200
+        _same_cutout(got.content, expected.content)
+    # results/result is the index of them; nothing else is a result
+    index = client.get(f"/tap/soda/async/{job_id}/results/result").json()["results"]
+    assert [e["id"] for e in index] == ["cutout-1", "cutout-2", "cutout-3"]
+    assert index[2]["POS"].startswith("POLYGON")
+    assert client.get(f"/tap/soda/async/{job_id}/results/cutout-4").status_code == 404
+
+
+def test_a_combination_outside_the_image_is_an_error_document(client: TestClient) -> None:
+    pairs = [("ID", DID), ("CIRCLE", "10 10 0.001"), ("CIRCLE", f"{RA} {DEC} {3 / 3600}")]
+    job_id = _create_many(client, pairs)
+    assert _wait(client, job_id, {}) == "COMPLETED"
+    listed = _results(client, job_id, {})
+    assert [(e["id"], e["mime"].split(";")[0]) for e in listed] == [
+        ("cutout-1", "text/plain"),
+        ("cutout-2", "application/fits"),
+    ]
+    text = client.get(f"/tap/soda/async/{job_id}/results/cutout-1")
+    assert text.headers["content-type"].startswith("text/plain")
+    assert text.text.startswith("UsageError: ") and "overlap" in text.text
+    assert "/tmp" not in text.text and "Traceback" not in text.text
+    # every combination missing the image: the job fails as a single one does
+    job_id = _create_many(
+        client, [("ID", DID), ("CIRCLE", "10 10 0.001"), ("CIRCLE", "11 10 0.001")]
+    )
+    assert _wait(client, job_id, {}) == "ERROR"
+    assert "overlap" in client.get(f"/tap/soda/async/{job_id}/error").text
+
+
+def test_several_ids_and_who_sees_them(client: TestClient, world: World) -> None:
+    alice = {"Authorization": f"Bearer {world.alice}"}
+    circles = [("CIRCLE", f"{RA} {DEC} {3 / 3600}"), ("CIRCLE", "150 2 0.001")]
+    # one ID hidden from the creator: refused at creation exactly as a missing one
+    hidden = _post(client, [("ID", DID), ("ID", SECRET), *circles])
+    missing = _post(client, [("ID", DID), ("ID", "ivo://skyvault/secsodb?s"), *circles])
+    assert hidden.status_code == 404
+    assert missing.text.replace("secsodb", "secsoda") == hidden.text
+    # alice sees both: 2 IDs x 2 circles, each circle inside one of the images
+    job_id = _create_many(client, [("ID", DID), ("ID", SECRET), *circles], alice)
+    assert _wait(client, job_id, alice) == "COMPLETED"
+    kinds = [e["mime"].split(";")[0] for e in _results(client, job_id, alice)]
+    assert kinds == ["application/fits", "text/plain", "text/plain", "application/fits"]
+    # the job's results are alice's only
+    url = f"/tap/soda/async/{job_id}/results/cutout-1"
+    assert client.get(url, headers=alice).status_code == 200
+    assert client.get(url).status_code == 404
+
+
+def test_too_many_combinations_create_no_job(client: TestClient) -> None:
+    circles = [("CIRCLE", f"{RA} {DEC} {k / 3600}") for k in range(1, 11)]
+    bands = [("BAND", f"{k}e-7 {k + 1}e-7") for k in range(1, 12)]
+    r = _post(client, [("ID", DID), *circles, *bands])
+    assert r.status_code == 400
+    assert "110 cutouts" in r.text and "at most 100" in r.text

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.portal import STATIC, build_info
-from tests.service.security_world import World, bearer, build_world
+from tests.service.security_world import World, bearer, build_world, world_settings
 
 PORTAL_SOURCES = Path(__file__).resolve().parents[2] / "portal"
 
@@ -93,17 +93,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def test_the_session_shows_the_caller_and_only_what_they_may_see(world: World) -> None:
-    from skyvault.auth import AuthSettings
-    from skyvault.config import Settings
     from skyvault.service.app import create_app
 
-    jobs = world.data.parent / "jobs-portal"
-    settings = Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
-    )
+    settings = world_settings(world, "jobs-portal")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         anonymous = client.get("/portal/api/session").json()
         assert anonymous["anonymous"] is True and anonymous["user"] is None
@@ -129,17 +121,9 @@ def test_the_session_shows_the_caller_and_only_what_they_may_see(world: World) -
 
 
 def test_the_session_names_the_users_workspace_schema(world: World) -> None:
-    from skyvault.auth import AuthSettings
-    from skyvault.config import Settings
     from skyvault.service.app import create_app
 
-    jobs = world.data.parent / "jobs-portal-ws"
-    settings = Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        auth=AuthSettings(audit_log=jobs / "audit.jsonl"),
-    )
+    settings = world_settings(world, "jobs-portal-ws")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/portal/api/session").json()["workspace"] is None
         schema = client.get("/portal/api/session", headers=bearer(world.alice)).json()["workspace"]

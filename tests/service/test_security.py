@@ -35,6 +35,7 @@ from tests.service.security_world import (
     bearer,
     build_world,
     twin,
+    world_settings,
 )
 
 CHALLENGES = ['Bearer realm="skyvault"', 'Basic realm="skyvault"']
@@ -46,16 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _settings(world: World, name: str, **changes: Any) -> Settings:
-    jobs = world.data.parent / f"jobs-{name}"
-    auth = changes.pop("auth", AuthSettings())
-    return Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        query_timeout=60,
-        auth=auth.model_copy(update={"audit_log": jobs / "audit.jsonl"}),
-        **changes,
-    )
+    return world_settings(world, f"jobs-{name}", query_timeout=60, **changes)
 
 
 def _client(settings: Settings) -> TestClient:
@@ -482,8 +474,9 @@ def test_a_job_runs_with_its_owners_access_when_it_starts(
 
 
 def test_examples_follow_access(demo_dir: Path, tmp_path: Path) -> None:
-    """With the demo schema private, /examples lists only the TAP_SCHEMA examples; granted
-    to a group, its members see them all."""
+    """With the demo schemas private, /examples lists only the TAP_SCHEMA examples; granted
+    to a group, its members see those over them: the catalogue's, then, with the image
+    collections, the ObsTAP one too."""
     from skyvault.auth import TokenService, grant_access
     from skyvault.auth.storage import utc_now
     from skyvault.service.services.examples import EXAMPLES
@@ -503,10 +496,19 @@ def test_examples_follow_access(demo_dir: Path, tmp_path: Path) -> None:
         anon = client.get("/tap/examples").text
         assert "dp02_dc2_catalogs" not in anon
         assert 'id="tap-schema-tables"' in anon
+        assert "ivoa.ObsCore" not in anon
         grant_access(storage, "dp02_dc2_catalogs", "dp02")
+        carol = client.get("/tap/examples", headers=bearer(token)).text
+        over_images = {e.id for e in EXAMPLES if "ivoa.ObsCore" in e.tables}
+        assert over_images
+        assert all(f'id="{e.id}"' in carol for e in EXAMPLES if e.id not in over_images)
+        assert not any(f'id="{i}"' in carol for i in over_images)
+        grant_access(storage, "dp02_calexp", "dp02")
+        grant_access(storage, "dp02_deepcoadd", "dp02")
         carol = client.get("/tap/examples", headers=bearer(token)).text
         assert all(f'id="{e.id}"' in carol for e in EXAMPLES)
         assert "dp02_dc2_catalogs" not in client.get("/tap/examples").text
+        assert "ivoa.ObsCore" not in client.get("/tap/examples").text
     storage.close()
 
 

@@ -31,18 +31,15 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 from skyvault.config import Settings
-from skyvault.images.ingest import ImageIngestOptions, ingest_images
 from skyvault.images.obscore import LSST_BANDS
 from skyvault.service.app import create_app
 from tests.images._files import tan_header, write_image
 from tests.service.conftest import (
     ROOMY_AUTH,
-    _free_port,
     query_status,
     read_votable,
-    serve_in_thread,
 )
-from tests.service.image_worlds import spies_and_public
+from tests.service.image_worlds import ImageRoot, image_root, live_service
 
 FIELD = (62.0, -37.0)
 EDGE = 1.0 / 3600  # an image this close to a region's edge is not compared (degrees)
@@ -87,10 +84,7 @@ class Image:
 
 
 @dataclass(frozen=True)
-class World:
-    data: Path
-    alice: str
-    bob: str
+class World(ImageRoot):
     images: list[Image]
 
     def public(self) -> list[Image]:
@@ -120,8 +114,6 @@ def _image(root: Path, collection: str, name: str, ra: float, dec: float, r: ran
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("siasvc")
-    data = root / "data"
-    data.mkdir()
     r = random.Random(2026)
     files: dict[str, list[Path]] = {"pubimg": [], "secimg": []}
     images = []
@@ -141,19 +133,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         path, image = _image(secret, "secimg", f"s{k}", ra, dec, r, "i")
         files["secimg"].append(path)
         images.append(image)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for collection, paths in files.items():
-            ingest_images(paths, collection, data, options=ImageIngestOptions())
-    alice, bob = spies_and_public(data, public=["pubimg"], spies=["secimg"])
-    return World(data, alice, bob, images)
+    made = image_root(root, files, public=["pubimg"], spies=["secimg"])
+    return World(made.data, made.alice, made.bob, images)
 
 
 @pytest.fixture(scope="module")
 def live_url(world: World) -> Iterator[str]:
-    port = _free_port()
-    settings = Settings(data_dir=world.data, auth=ROOMY_AUTH, port=port, maxrec_limit=500)
-    with serve_in_thread(create_app(settings), port) as url:
+    with live_service(world.data, maxrec_limit=500) as url:
         yield url
 
 

@@ -12,11 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.auth import AuthSettings, Identity
-from skyvault.config import Settings
 from skyvault.service import app as app_module
 from skyvault.service.app import SkyvaultApp, create_app
 from skyvault.service.handlers import tap
-from tests.service.security_world import HIDDEN, World, bearer, build_world
+from tests.service.security_world import HIDDEN, World, bearer, build_world, world_settings
 
 HEADERS = ("content-type", "content-disposition", "retry-after", "www-authenticate")
 
@@ -28,15 +27,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def app(world: World) -> Iterator[SkyvaultApp]:
-    jobs = world.data.parent / "jobs"
-    settings = Settings(
-        data_dir=world.data,
-        jobs_database_url=f"sqlite:///{jobs / 'jobs.sqlite3'}",
-        results_url=str(jobs / "results"),
-        max_upload_bytes=1000,
-        sync_slot_wait=0.2,
-        auth=AuthSettings(audit_log=jobs / "audit.jsonl", anonymous_max_running=1),
-    )
+    auth = AuthSettings(anonymous_max_running=1)
+    settings = world_settings(world, "jobs", auth=auth, max_upload_bytes=1000, sync_slot_wait=0.2)
     application = create_app(settings)
     assert isinstance(application, SkyvaultApp)
     with TestClient(application, raise_server_exceptions=False) as client:

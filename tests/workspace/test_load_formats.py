@@ -130,3 +130,77 @@ def test_csv_read_in_pieces_keeps_every_row_and_locates_a_bad_value(
     with pytest.raises(WorkspaceError, match="row 450, column 'ra'"):
         table.load_file(ALICE, NAME, bad, "text/csv")
     assert _rows(table) == 500
+
+
+BOOLEAN_SPELLINGS = [
+    ("true", True), ("false", False), ("True", True), ("False", False), ("TRUE", True),
+    ("FALSE", False), ("tRuE", True), ("fAlSe", False), ("T", True), ("F", False),
+    ("t", True), ("f", False), ("1", True), ("0", False), ("", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["text/csv", "text/tab-separated-values"])
+def test_booleans_load_in_every_clients_spelling(
+    store: WorkspaceStore, tmp_path: Path, fmt: str
+) -> None:
+    """``true``/``false`` (TOPCAT, STILTS, skyvault), ``True``/``False`` (astropy, pandas),
+    ``T``/``F`` (VOTable), ``1``/``0``, in any case; the empty cell is NULL."""
+    store.create_table(
+        ALICE, "user_alice.flags", TableDefinition((column("id", "long"), column("ok", "boolean")))
+    )
+    sep = "\t" if "tab" in fmt else ","
+    lines = [f"{i}{sep}{text}\n" for i, (text, _) in enumerate(BOOLEAN_SPELLINGS)]
+    body = _file(tmp_path, f"id{sep}ok\n" + "".join(lines))
+    assert store.load_file(ALICE, "user_alice.flags", body, fmt).rows == len(BOOLEAN_SPELLINGS)
+    got = pq.read_table(str(store.data_dir / "user_alice" / "flags" / "dataset")).sort_by("id")
+    assert got.column("ok").to_pylist() == [value for _, value in BOOLEAN_SPELLINGS]
+
+
+@pytest.mark.parametrize("cell", ["yes", "2", "truth", "-1", " true"])
+def test_a_boolean_spelling_not_known_is_a_400_naming_row_and_column(
+    store: WorkspaceStore, tmp_path: Path, cell: str
+) -> None:
+    store.create_table(
+        ALICE, "user_alice.flags", TableDefinition((column("id", "long"), column("ok", "boolean")))
+    )
+    body = _file(tmp_path, f"id,ok\n1,T\n2,false\n3,{cell}\n4,1\n")
+    with pytest.raises(WorkspaceError, match="row 3, column 'ok'") as caught:
+        store.load_file(ALICE, "user_alice.flags", body, "text/csv")
+    assert caught.value.http_status == 400
+    assert (
+        caught.value.hint is not None
+        and "true, false, t, f (any case), 1 or 0" in caught.value.hint
+    )
+    assert str(tmp_path) not in str(caught.value)
+    assert _rows_of(store, "user_alice.flags") == 0
+
+
+def _rows_of(store: WorkspaceStore, name: str) -> int:
+    return store.describe(ALICE, name).meta.nrows
+
+
+def test_booleans_survive_a_round_trip_through_skyvaults_csv(
+    store: WorkspaceStore, tmp_path: Path
+) -> None:
+    """A query result written as CSV by skyvault loads back into a user table unchanged."""
+    from skyvault.catalog.metadata import ColumnMeta
+    from skyvault.formats.tabular import write_csv
+
+    rows = pa.table(
+        {
+            "id": pa.array([1, 2, 3, 4], pa.int64()),
+            "ok": pa.array([True, False, None, True]),
+            "name": pa.array(["a, b", None, 'say "hi"', "T"]),
+        }
+    )
+    fields = [ColumnMeta.from_arrow(f) for f in rows.schema]
+    body = _file(tmp_path, b"".join(write_csv(rows.to_batches(), fields)))
+    definition = (
+        column("id", "long"),
+        column("ok", "boolean"),
+        column("name", "char", arraysize="*"),
+    )
+    store.create_table(ALICE, "user_alice.back", TableDefinition(definition))
+    assert store.load_file(ALICE, "user_alice.back", body, "text/csv").rows == 4
+    got = pq.read_table(str(store.data_dir / "user_alice" / "back" / "dataset")).sort_by("id")
+    assert got.select(["id", "ok", "name"]).to_pylist() == rows.to_pylist()

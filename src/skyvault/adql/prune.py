@@ -18,6 +18,8 @@ from sqlglot import exp
 from skyvault.adql import nodes
 from skyvault.adql.annotate import ValueInfo
 from skyvault.adql.check import CheckedQuery, Source
+from skyvault.adql.scope import ColumnBinding
+from skyvault.catalog.metadata import TableMeta
 from skyvault.sky.coverage import MOC, intersect, region_coverage
 from skyvault.sky.regions import Box, Circle, Point, Polygon, RaDecRange, Region
 from skyvault.sky.stcs import bounding_circle
@@ -330,8 +332,11 @@ class Pruner:
         info = self.info(node)
         return info.constant if info is not None else None
 
-    def position_column(self, node: exp.Expr, sources: list[Source]) -> tuple[Source, str] | None:
-        """(source, "ra" | "dec") when ``node`` is a positional column of a table here."""
+    def table_column(
+        self, node: exp.Expr, sources: list[Source]
+    ) -> tuple[ColumnBinding, TableMeta] | None:
+        """What ``node`` resolves to, and its table, when it is a column of a table
+        occurrence here (not one a USING merged)."""
         node = _unparen(node)
         if not isinstance(node, exp.Column):
             return None
@@ -341,6 +346,14 @@ class Pruner:
         table = binding.source.table
         if table is None or binding.source.occurrence is None:
             return None
+        return binding, table
+
+    def position_column(self, node: exp.Expr, sources: list[Source]) -> tuple[Source, str] | None:
+        """(source, "ra" | "dec") when ``node`` is a positional column of a table here."""
+        found = self.table_column(node, sources)
+        if found is None:
+            return None
+        binding, table = found
         if binding.column.name == table.ra_column:
             return binding.source, "ra"
         if binding.column.name == table.dec_column:
@@ -368,20 +381,11 @@ class Pruner:
     def region_column(self, node: exp.Expr, sources: list[Source]) -> Source | None:
         """The source when ``node`` is a region column (``adql:REGION``) of a positional
         table here whose regions lie within its ``region_radius`` of the position."""
-        node = _unparen(node)
-        if not isinstance(node, exp.Column):
+        found = self.table_column(node, sources)
+        if found is None:
             return None
-        binding = self.checked.bindings.get(id(node))
-        if binding is None or binding.merged or binding.source not in sources:
-            return None
-        table = binding.source.table
-        if (
-            table is None
-            or binding.source.occurrence is None
-            or table.region_radius is None
-            or not table.ra_column
-            or not binding.column.info.region
-        ):
+        binding, table = found
+        if table.region_radius is None or not table.ra_column or not binding.column.info.region:
             return None
         return binding.source
 

@@ -5,7 +5,10 @@ by a :class:`BulkRequest`:
 
 ``TABLE``
     ``schema.table``, one of the tables the owner may read (looked up in the visible
-    tables handed in: a hidden table reads exactly like a missing one).
+    tables handed in: a hidden table reads exactly like a missing one): an archive table,
+    a user's table, or a view such as ``ivoa.ObsCore`` (:mod:`skyvault.catalog.views`:
+    the rows of its members the owner may read, each member written per HEALPix cell of
+    its own, in files named after it; not as ``hats``, as the members' cells overlap).
 ``CIRCLE`` / ``POLYGON`` / ``REGION`` / ``MOC``
     At most one sky region: DALI ``CIRCLE=ra dec r`` or ``POLYGON=ra1 dec1 …`` (degrees),
     ``REGION`` in ADQL form (``CIRCLE('ICRS', ra, dec, r)``, ``POLYGON('ICRS', …)``) or
@@ -69,8 +72,10 @@ from mocpy import MOC
 from numpy.typing import NDArray
 
 from skyvault.bulk.manifest import MANIFEST_FILE, Manifest, ManifestEntry
+from skyvault.catalog.layout import TableName
 from skyvault.catalog.metadata import TableMeta
 from skyvault.catalog.registry import StoredTable
+from skyvault.catalog.views import View, with_views
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget, estimate_stream_bytes
 from skyvault.engine.executor import CancelToken
@@ -285,6 +290,10 @@ class BulkQuery:
     meta: TableMeta
     adql: str
     plan: QueryPlan
+    members: tuple[TableName, ...] | None = None
+    """For a view (:mod:`skyvault.catalog.views`, e.g. ``ivoa.ObsCore``): the stored
+    tables whose rows it has for the owner, each written per HEALPix cell of its own;
+    None: ``meta`` is a stored table."""
 
 
 def _find_table(name: str, tables: Sequence[TableMeta]) -> TableMeta:
@@ -407,9 +416,14 @@ def _relocated(error: AdqlError, filter_lines: int) -> AdqlError:
 
 
 def compile_request(
-    request: BulkRequest, archive: Archive, tables: Sequence[TableMeta]
+    request: BulkRequest,
+    archive: Archive,
+    tables: Sequence[TableMeta],
+    views: Sequence[View] = (),
 ) -> BulkQuery:
-    """Check ``request`` against ``tables`` (the owner's visible tables) and plan it.
+    """Check ``request`` against ``tables`` (the owner's visible tables) and ``views`` (the
+    views the owner queries besides them, e.g. ``ivoa.ObsCore`` over the collections they
+    may read) and plan it.
 
     Raises
     ------
@@ -418,10 +432,20 @@ def compile_request(
     AdqlError
         The FILTER or COLUMNS are not valid ADQL over the table (position within them).
     """
-    meta = _find_table(request.table, tables)
+    meta = _find_table(request.table, with_views(tables, views))
+    view = next((v for v in views if v.key == (meta.schema, meta.name)), None)
+    members = None
+    if view is not None:
+        members = view.members
+        if request.format == "hats" and members != (TableName(meta.schema, meta.name),):
+            raise UsageError(
+                f"FORMAT=hats cannot be made of {meta.qualified_name}: it is a view over "
+                "several tables, whose partitions overlap",
+                hint="choose parquet, fits, votable or csv, or ask for each of its tables",
+            )
     adql, filter_lines = _compose(request, meta)
     try:
-        plan = archive.plan(adql, [meta])
+        plan = archive.plan(adql, [meta]) if view is None else archive.plan(adql, [], views=[view])
     except AdqlError as exc:
         raise _relocated(exc, filter_lines) from None
     if len(plan.scans) != 1:
@@ -429,7 +453,7 @@ def compile_request(
             "FILTER may only use the columns of the table",
             hint="a subquery of another table is not possible in a bulk job",
         )
-    return BulkQuery(request, meta, adql, plan)
+    return BulkQuery(request, meta, adql, plan, members)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -443,6 +467,8 @@ class _Cell:
     pixel: int | None
     files: tuple[str, ...]
     ranges: NDArray[np.int64] | None
+    stem: str
+    """The start of its files' names."""
 
 
 def _intersect(a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -460,12 +486,14 @@ def _intersect(a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def _cells(stored: StoredTable, scan: Scan, moc: MOC | None) -> list[_Cell]:
-    """The cells the query reads, each with its files and the ``_healpix_29`` ranges of
-    its rows to keep (the query's pruning ranges ∩ the MOC ∩ the cell)."""
+def _cells(stored: StoredTable, scan: Scan, moc: MOC | None, stem: str) -> list[_Cell]:
+    """The cells of ``stored`` the query reads, each with its files and the ``_healpix_29``
+    ranges of its rows to keep (the query's pruning ranges ∩ the MOC ∩ the cell); their
+    files are named from ``stem``."""
     index = stored.partitions
     if index is None:  # a table without positions: its files, split by size only
-        return [_Cell(None, None, scan.files, None)] if scan.files else []
+        every = stored.all_files
+        return [_Cell(None, None, every, None, stem)] if every and scan.files else []
     keep = np.array([[0, _FULL_SKY]], dtype=np.int64)
     if scan.ranges is not None:
         keep = np.asarray(scan.ranges, dtype=np.int64).reshape(-1, 2)
@@ -488,7 +516,29 @@ def _cells(stored: StoredTable, scan: Scan, moc: MOC | None) -> list[_Cell]:
     for (order, pixel), (lo, hi, files) in sorted(cells.items(), key=lambda c: c[1][0]):
         ranges = _intersect(keep, np.array([[lo, hi]], dtype=np.int64))
         if len(ranges):
-            out.append(_Cell(order, pixel, tuple(files), ranges))
+            name = f"{stem}_Norder{order}_Npix{pixel}"
+            out.append(_Cell(order, pixel, tuple(files), ranges, name))
+    return out
+
+
+def _query_cells(query: BulkQuery, archive: Archive) -> list[_Cell]:
+    """The cells of every stored table ``query`` reads: the table's own, or, for a view,
+    each member's in turn (their files named after the member, as two members may have a
+    partition of the same HEALPix cell)."""
+    meta = query.meta
+    scan = query.plan.scans[0]
+    itself = TableName(meta.schema, meta.name)
+    if query.members is None:
+        names: tuple[TableName, ...] = (itself,)
+    elif scan.arrow is not None:  # a view of no member (none visible): no rows
+        return []
+    else:
+        names = query.members
+    out = []
+    for name in names:
+        stem = meta.name if name == itself else f"{name.schema}.{name.table}"
+        stored = archive.registry.get(name.schema, name.table)
+        out += _cells(stored, scan, query.request.moc, stem)
     return out
 
 
@@ -584,12 +634,6 @@ def _sliced(batches: Iterator[pa.RecordBatch], most_bytes: int) -> Iterator[pa.R
             yield batch.slice(start, step)
 
 
-def _file_stem(meta: TableMeta, cell: _Cell) -> str:
-    if cell.order is None:
-        return meta.name
-    return f"{meta.name}_Norder{cell.order}_Npix{cell.pixel}"
-
-
 def run_request(
     query: BulkQuery,
     archive: Archive,
@@ -619,9 +663,8 @@ def run_request(
     """
     request = query.request
     limit = request.max_file_bytes or max_file_bytes
-    stored = archive.registry.get(query.meta.schema, query.meta.name)
     scan = query.plan.scans[0]
-    cells = _cells(stored, scan, request.moc)
+    cells = _query_cells(query, archive)
     reservation = None
     if budget is not None:
         need = estimate_stream_bytes(query.plan.columns, None)
@@ -691,7 +734,7 @@ def _write_cell(
 ) -> list[_Written]:
     fmt: OutputFormat = find_output_format(FORMATS[query.request.format] or "parquet")
     batches = _Peekable(_sliced(result.batches, max(1, limit // 8)))
-    stem = _file_stem(query.meta, cell)
+    stem = cell.stem
     files: list[_Written] = []
     infos = [("QUERY", query.adql, None)]
     while batches.more():

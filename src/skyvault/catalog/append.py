@@ -32,7 +32,6 @@ version.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import functools
 import json
@@ -55,6 +54,7 @@ from numpy.typing import NDArray
 from skyvault.catalog.layout import (
     TableName,
     _syncfs,
+    _syncfs_at,
     hats_pixel_file,
     schema_lock_file,
     table_path,
@@ -560,13 +560,7 @@ def fsync_all(paths: Sequence[Path]) -> None:
         # one per file system holding them (normally one: the data directory's)
         devices = {os.stat(path).st_dev: path for path in reversed(unique)}
         for path in devices.values():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if syncfs(fd) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), str(path))
-            finally:
-                os.close(fd)
+            _syncfs_at(syncfs, path)
         return
     list(_fsync_pool().map(fsync_file, unique))
 

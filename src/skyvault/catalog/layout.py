@@ -277,13 +277,7 @@ def _sync_tree(root: Path) -> None:
     """
     syncfs = _syncfs()
     if syncfs is not None:
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            if syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), str(root))
-        finally:
-            os.close(fd)
+        _syncfs_at(syncfs, root)
         return
     for dirpath, _dirnames, filenames in os.walk(root):
         for fname in filenames:
@@ -310,6 +304,17 @@ def _syncfs() -> Callable[[int], int] | None:
     function.argtypes = [ctypes.c_int]
     function.restype = ctypes.c_int
     return cast("Callable[[int], int]", function)
+
+
+def _syncfs_at(syncfs: Callable[[int], int], path: Path) -> None:
+    """``syncfs`` (from :func:`_syncfs`) of the file system holding ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -27,12 +27,20 @@ __all__ = [
     "METADATA_FILE",
     "ColumnMeta",
     "TableMeta",
+    "fov_region_radius",
     "normalize_unit",
     "votable_type",
 ]
 
 METADATA_FILE = "skyvault_table.json"
 FORMAT_VERSION = 1
+
+
+def fov_region_radius(largest_fov: float) -> float:
+    """:attr:`TableMeta.region_radius` of an ObsCore table whose largest ``s_fov`` (the
+    diameter of the circle about ``s_ra``/``s_dec`` holding ``s_region``) is
+    ``largest_fov`` degrees: half of it, with a margin for rounding."""
+    return largest_fov / 2 * (1 + 1e-6) + 1e-6
 
 
 def votable_type(arrow_type: pa.DataType) -> tuple[str, str | None, str | None]:

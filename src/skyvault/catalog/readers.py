@@ -303,17 +303,21 @@ class CsvInput(InputFile):
         finally:
             reader.close()
 
+    def _convert(self, columns: Sequence[str] | None) -> pacsv.ConvertOptions:
+        """How cells become values (a subclass may accept other spellings)."""
+        return pacsv.ConvertOptions(
+            column_types=self._column_types,
+            include_columns=list(columns) if columns is not None else None,
+            strings_can_be_null=True,
+        )
+
     def _open(self, columns: Sequence[str] | None, block_size: int) -> pacsv.CSVStreamingReader:
         try:
             return pacsv.open_csv(
                 self.path,
                 read_options=pacsv.ReadOptions(block_size=block_size, skip_rows=self._skip_rows),
                 parse_options=pacsv.ParseOptions(delimiter=self._delimiter),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=self._column_types,
-                    include_columns=list(columns) if columns is not None else None,
-                    strings_can_be_null=True,
-                ),
+                convert_options=self._convert(columns),
             )
         except (pa.ArrowException, OSError) as exc:
             raise self._csv_error(exc, 0) from None

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from skyvault.catalog.append import Snapshot, StaleVersion, read_snapshot, snapshot_key
 from skyvault.catalog.layout import TableName, list_tables
-from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.metadata import TableMeta, fov_region_radius
 from skyvault.catalog.partitioning import SPATIAL_ORDER
 from skyvault.errors import CatalogError, CatalogNotFound
 
@@ -218,9 +220,10 @@ class Registry:
             deltas = PartitionIndex.of_deltas(snapshot) if snapshot.files else None
             if deltas is not None:
                 meta = dataclasses.replace(meta, nrows=meta.nrows + snapshot.delta_rows)
-            return StoredTable(
+            table = StoredTable(
                 meta, root, PartitionIndex.read(root), margin, threshold, deltas, snapshot
             )
+            return _with_region_radius(table)
         return StoredTable(meta, root, None, None)
 
 
@@ -256,3 +259,63 @@ def _margin_threshold(margin_root: Path) -> float | None:
                     return None
                 return threshold if threshold > 0 else None
     return None
+
+
+#: ObsCore 1.1's columns of a footprint and of the diameter of the circle about
+#: ``s_ra``/``s_dec`` holding it, by name and utype.
+_OBSCORE_FOOTPRINT = {
+    "s_region": "obscore:char.spatialaxis.coverage.support.area",
+    "s_fov": "obscore:char.spatialaxis.coverage.bounds.extent.diameter",
+}
+
+
+def _with_region_radius(table: StoredTable) -> StoredTable:
+    """``table`` with its :attr:`~TableMeta.region_radius` computed when the metadata has
+    none: an ObsCore table (positions ``s_ra``/``s_dec``; ``s_region`` and ``s_fov`` with
+    their ObsCore utypes) ingested before the image ingest recorded it, whose region
+    predicates would otherwise prune nothing.
+
+    The radius is the one the ingest records (half the largest ``s_fov``), taken from the
+    Parquet statistics of the files' footers.  Nothing is written — processes serving the
+    data root may be reading it — so each process computes it once per table version (the
+    registry keeps what it loaded).  When it cannot be known (a NULL ``s_fov``, a row group
+    without statistics, an unreadable footer) it stays None: no pruning, same answers.
+    """
+    meta = table.meta
+    if meta.region_radius is not None or (meta.ra_column, meta.dec_column) != ("s_ra", "s_dec"):
+        return table
+    utypes = {c.name: (c.utype or "").lower() for c in meta.columns}
+    if any(utypes.get(name) != utype for name, utype in _OBSCORE_FOOTPRINT.items()):
+        return table
+    largest = _largest_value(table.all_files, "s_fov")
+    if largest is None:
+        return table
+    radius = fov_region_radius(largest) if largest > -np.inf else 0.0
+    return dataclasses.replace(table, meta=dataclasses.replace(meta, region_radius=radius))
+
+
+def _largest_value(files: tuple[str, ...], column: str) -> float | None:
+    """The largest value of the floating-point ``column`` in ``files`` from their row
+    groups' statistics (-inf: no rows); None when a row group has a NULL in it or no
+    statistics, or a footer cannot be read."""
+    largest = -np.inf
+    try:
+        for path in files:
+            footer = pq.read_metadata(path)
+            where = [footer.schema.column(j).path for j in range(footer.num_columns)]
+            if column not in where:
+                return None
+            index = where.index(column)
+            for g in range(footer.num_row_groups):
+                group = footer.row_group(g)
+                if group.num_rows == 0:
+                    continue
+                stats = group.column(index).statistics
+                if stats is None or not stats.has_min_max or not stats.has_null_count:
+                    return None
+                if stats.null_count:
+                    return None
+                largest = max(largest, float(stats.max))
+    except (OSError, pa.ArrowException, TypeError, ValueError):
+        return None
+    return largest if np.isfinite(largest) or largest == -np.inf else None

@@ -8,12 +8,13 @@ overflow is only known once the batches are exhausted.  :class:`ResultStream` ho
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 
 from skyvault.errors import SkyvaultError
 
-__all__ = ["ResultStream"]
+__all__ = ["BatchWriter", "Chunks", "ResultStream", "write_batches"]
 
 
 class ResultStream:
@@ -47,3 +48,78 @@ class ResultStream:
             return "ERROR", str(self.error)
         overflow = self._overflow() if callable(self._overflow) else self._overflow
         return ("OVERFLOW", None) if overflow else ("OK", None)
+
+
+class Chunks:
+    """A write-only file object that keeps what is written until it is taken."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+        self._position = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+
+class BatchWriter(Protocol):
+    """What :func:`write_batches` needs of a writer (pyarrow's IPC and Parquet writers)."""
+
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_Writer = TypeVar("_Writer", bound=BatchWriter)
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch],
+    overflow: bool | Callable[[], bool],
+    schema: pa.Schema,
+    open_writer: Callable[[Chunks], _Writer],
+    end: Callable[[_Writer, tuple[str, str | None]], None],
+) -> Iterator[bytes]:
+    """The bytes of ``batches`` written by the writer ``open_writer`` makes on a
+    :class:`Chunks` sink, handed on after each batch (memory is bounded by one batch).
+
+    Each batch is written under ``schema`` (its columns' published names).  After the last,
+    ``end`` is given the writer and how the result ended (:meth:`ResultStream.status`) to
+    record it; the writer is closed even when the stream is abandoned.
+    """
+    sink = Chunks()
+    writer = open_writer(sink)
+    stream = ResultStream(batches, overflow)
+    try:
+        for batch in stream:
+            if batch.num_rows:
+                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+            data = sink.take()
+            if data:
+                yield data
+        end(writer, stream.status())
+    finally:
+        writer.close()
+    yield sink.take()

@@ -32,8 +32,7 @@ import pyarrow as pa
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError
-from skyvault.formats._stream import ResultStream
-from skyvault.formats.parquet import _Chunks
+from skyvault.formats._stream import write_batches
 from skyvault.formats.tabular import field_json
 
 __all__ = ["INFO_KEY", "MESSAGE_KEY", "STATUS_KEY", "arrow_schema", "write_arrow"]
@@ -102,22 +101,14 @@ def _stream(
     schema: pa.Schema,
     overflow: bool | Callable[[], bool],
 ) -> Iterator[bytes]:
-    sink = _Chunks()
-    writer = pa.ipc.new_stream(sink, schema)
-    stream = ResultStream(batches, overflow)
-    try:
-        for batch in stream:
-            if batch.num_rows:
-                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-            data = sink.take()
-            if data:
-                yield data
-        status, message = stream.status()
+    def end(writer: pa.ipc.RecordBatchStreamWriter, ended: tuple[str, str | None]) -> None:
+        status, message = ended
         ending = {STATUS_KEY: status}
         if message is not None:
             ending[MESSAGE_KEY] = message
         empty = pa.RecordBatch.from_pylist([], schema=schema)
         writer.write_batch(empty, custom_metadata=ending)
-    finally:
-        writer.close()
-    yield sink.take()
+
+    return write_batches(
+        batches, overflow, schema, lambda sink: pa.ipc.new_stream(sink, schema), end
+    )

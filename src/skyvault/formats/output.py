@@ -127,7 +127,8 @@ def _simple(
     return function(batches, fields, overflow=overflow, infos=infos)
 
 
-def _parquet(
+def _with_schema(
+    function: Callable[..., Iterator[bytes]],
     batches: Iterable[pa.RecordBatch],
     fields: Sequence[ColumnMeta],
     schema: pa.Schema,
@@ -135,18 +136,7 @@ def _parquet(
     infos: Infos,
     options: WriteOptions,
 ) -> Iterator[bytes]:
-    return write_parquet(batches, fields, schema=schema, overflow=overflow, infos=infos)
-
-
-def _arrow(
-    batches: Iterable[pa.RecordBatch],
-    fields: Sequence[ColumnMeta],
-    schema: pa.Schema,
-    overflow: Callable[[], bool],
-    infos: Infos,
-    options: WriteOptions,
-) -> Iterator[bytes]:
-    return write_arrow(batches, fields, schema=schema, overflow=overflow, infos=infos)
+    return function(batches, fields, schema=schema, overflow=overflow, infos=infos)
 
 
 def _fits(
@@ -241,7 +231,7 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
         aliases=("parquet", "application/vnd.apache.parquet", "application/x-parquet",
                  "application/parquet"),
         streams=True,
-        write=_parquet,
+        write=partial(_with_schema, write_parquet),
         extension="parquet",
     ),
     OutputFormat(
@@ -251,7 +241,7 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
         ivo_id=None,
         aliases=("arrow", _ARROW, "arrow-stream"),
         streams=True,
-        write=_arrow,
+        write=partial(_with_schema, write_arrow),
         extension="arrows",
     ),
     OutputFormat(

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from skyvault.catalog.metadata import ColumnMeta
 from skyvault.errors import InternalError
-from skyvault.formats._stream import ResultStream
+from skyvault.formats._stream import Chunks, write_batches
 from skyvault.formats._xml import info
 from skyvault.formats.votable import write_votable
 
@@ -51,40 +51,6 @@ def votable_metadata(
         value, message = status
         text = text.replace(_END, info("QUERY_STATUS", value, message) + _END)
     return text
-
-
-class _Chunks:
-    """A write-only file object that keeps what is written until it is taken."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.closed = False
-        self._position = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        chunk = bytes(data)
-        self._parts.append(chunk)
-        self._position += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def take(self) -> bytes:
-        data, self._parts = b"".join(self._parts), []
-        return data
 
 
 def write_parquet(
@@ -128,7 +94,6 @@ def _stream(
     infos: Sequence[tuple[str, str, str | None]],
     compression: str,
 ) -> Iterator[bytes]:
-    sink = _Chunks()
     # Dictionary encoding pays for strings (bands, flags, names); on measured values it
     # costs three times the write time of the rest and makes the file larger.
     textual = [
@@ -138,17 +103,11 @@ def _stream(
         or pa.types.is_large_string(f.type)
         or pa.types.is_dictionary(f.type)
     ]
-    writer = pq.ParquetWriter(sink, schema, compression=compression, use_dictionary=textual)
-    stream = ResultStream(batches, overflow)
-    try:
-        for batch in stream:
-            if batch.num_rows:
-                arrays = batch.columns
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            data = sink.take()
-            if data:
-                yield data
-        ended = stream.status()
+
+    def open_writer(sink: Chunks) -> pq.ParquetWriter:
+        return pq.ParquetWriter(sink, schema, compression=compression, use_dictionary=textual)
+
+    def end(writer: pq.ParquetWriter, ended: tuple[str, str | None]) -> None:
         status = None if ended[0] == "OK" else ended
         writer.add_key_value_metadata(
             {
@@ -156,6 +115,5 @@ def _stream(
                 VOPARQUET_CONTENT_KEY: votable_metadata(fields, infos=infos, status=status),
             }
         )
-    finally:
-        writer.close()
-    yield sink.take()
+
+    return write_batches(batches, overflow, schema, open_writer, end)

@@ -18,16 +18,18 @@ Errors while rows are streamed: JSON ends the document with ``"status": "ERROR"`
 TSV have no place for a status (DALI says as much), so the writer re-raises and the HTTP
 edge aborts the response: the client sees a broken transfer, never a clean truncated file.
 
-Speed (CSV and TSV well over 1M rows per core-second; ``benchmarks/bench_perf.py``): a batch
-never becomes Python objects.  Its rows are joined by Arrow kernels into one string array
-whose data buffer *is* the chunk; quoting and escaping are only looked for in columns
+Speed (CSV, TSV and JSON over 1M rows per core-second; ``benchmarks/bench_perf.py``): a
+batch never becomes Python objects.  Its rows are joined by Arrow kernels into one string
+array whose data buffer *is* the chunk; quoting and escaping are only looked for in columns
 whose text can hold the characters (strings, arrays), and only rows that need them are
-rewritten.  JSON numbers are Python's float ``repr`` (what ``json.dumps`` writes; Arrow
-formats floats in another layout but with the same digits: its text is kept where it is
-Python's, the rest go through ``repr``); strings that need JSON escapes (rare) go through
-``json.dumps``, the others are quoted by Arrow.  Any other type takes the
-general path of ``json.dumps`` per cell.  pyarrow's own CSV writer quotes every string
-cell and formats differently, so it would change the bytes clients get.
+rewritten.  JSON numbers are Python's float ``repr`` (what ``json.dumps`` writes): Arrow
+formats floats with the same digits, in another layout for some magnitudes, so its text is
+kept where the value and the text say the layouts agree and only the other cells are
+rewritten (see ``_json_floats``); strings are escaped as ``json.dumps`` escapes them by
+Arrow's substring replacement, in the rows that hold a character to escape (found by a scan
+of the data buffer).  Any other type takes the general path of ``json.dumps`` per cell.
+pyarrow's own CSV writer quotes every string cell and formats differently, so it would
+change the bytes clients get.
 """
 
 from __future__ import annotations
@@ -97,15 +99,17 @@ def _plain(t: pa.DataType) -> bool:
     )
 
 
-def _concatenated(text: pa.Array) -> bytes:
-    """The UTF-8 of every cell of ``text`` (large strings, no NULLs), back to back: the
-    array's data buffer, with no Python string per cell."""
+def _concatenated(text: pa.Array, skip: int = 0) -> bytes:
+    """The UTF-8 of every cell of ``text`` (large strings, no NULLs), back to back, but
+    for its first ``skip`` bytes: the array's data buffer, copied once, with no Python
+    string per cell."""
     _, offsets, data = text.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int64)
-    start, stop = int(bounds[text.offset]), int(bounds[text.offset + len(text)])
-    if data is None or stop == start:
+    start, stop = int(bounds[text.offset]) + skip, int(bounds[text.offset + len(text)])
+    if data is None or stop <= start:
         return b""
-    return bytes(data[start:stop].to_pybytes())
+    chunk: bytes = data.slice(start, stop - start).to_pybytes()
+    return chunk
 
 
 def _lines(cells: list[pa.Array], separator: str, start: str, end: str) -> pa.Array:
@@ -215,27 +219,67 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-_JSON_ESCAPED = r'[\x00-\x1f"\\]'
-"""What ``json.dumps`` escapes in a string (with ``ensure_ascii=False``)."""
+_JSON_ESCAPES = {
+    "\\": "\\\\",  # first: the backslashes the others add stay single
+    '"': '\\"',
+    **{chr(code): f"\\u{code:04x}" for code in range(0x20)},
+    **{"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"},
+}
+"""How ``json.dumps`` (``ensure_ascii=False``) escapes characters in a string: two
+characters for some, ``\\u00XX`` for the other control characters."""
+
+
+def _rows_holding(text: pa.Array, chars: bytes, below: int = 0) -> np.ndarray:
+    """Which cells of ``text`` (large strings) hold one of the ASCII ``chars`` or a byte
+    below ``below``: a few comparisons over the array's data buffer, no Python object per
+    cell.  A NULL cell may be marked (its slot may hold bytes); callers keep NULLs as they
+    are.  An ASCII byte is never part of another character's UTF-8."""
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    found = np.zeros(len(text), dtype=bool)
+    if data is None or len(text) == 0 or bounds[-1] == bounds[0]:
+        return found
+    utf8 = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    marked = utf8 < below
+    for char in chars:
+        marked |= utf8 == char
+    hits = np.flatnonzero(marked) + bounds[0]
+    found[np.searchsorted(bounds, hits, side="right") - 1] = True
+    return found
+
+
+def _json_escaped(text: pa.Array) -> pa.Array:
+    """Each string's characters escaped as ``json.dumps`` escapes them (no quotes added):
+    one substring replacement per character to escape that the cells hold."""
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    if data is None or len(text) == 0:
+        return text
+    utf8 = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    held = np.bincount(utf8, minlength=256)
+    for char, escape in _JSON_ESCAPES.items():
+        if held[ord(char)]:
+            text = pc.replace_substring(text, char, escape)
+    return text
 
 
 def _json_strings(text: pa.Array) -> pa.Array:
-    """Each string cell as a JSON string literal, as ``json.dumps`` writes it; NULL stays."""
+    """Each string cell as a JSON string literal, as ``json.dumps`` writes it; NULL stays.
+
+    Only the cells that hold a character to escape (rare in real data) are escaped, by
+    Arrow's substring replacement, one escape at a time."""
+    needs = _rows_holding(text, b'"\\', below=0x20)  # what json.dumps escapes
+    if needs.any():
+        rows = pa.array(needs)
+        text = pc.replace_with_mask(text, rows, _json_escaped(text.filter(rows)))
     quote = _text('"')
-    quoted = pc.binary_join_element_wise(quote, text, quote, _EMPTY)
-    needs = pc.fill_null(pc.match_substring_regex(text, _JSON_ESCAPED), False)
-    if not pc.any(needs).as_py():
-        return quoted
-    rows = pa.array(np.flatnonzero(needs.to_numpy(zero_copy_only=False)))
-    escaped = [json.dumps(v, ensure_ascii=False) for v in text.take(rows).to_pylist()]
-    return pc.replace_with_mask(quoted, needs, pa.array(escaped, pa.large_string()))
+    return pc.binary_join_element_wise(quote, text, quote, _EMPTY)
 
 
-_REPR_AS_IS = r"^-?(?:0\.0{0,3}[1-9][0-9]*|[1-9][0-9]{0,15}\.[0-9]+)$"
-"""Arrow's text of a double that is also Python's ``repr``: a fixed-point number that
-Python writes without an exponent (from 1e-4 up to 16 integer digits)."""
-_REPR_ADD_DOT_0 = r"^-?(?:0|[1-9][0-9]{0,15})$"
-"""Arrow's text of a whole double that Python writes with ``.0`` appended."""
+_REPR_FIXED = (1e-4, 1e16)
+"""Python's ``repr`` of a float is fixed-point (no exponent) for ``0`` and for magnitudes
+from 1e-4 up to (not including) 1e16: its shortest digits' decimal exponent is then from
+-4 to 15 (rounding is monotonic, so comparing the double itself decides exactly)."""
 
 
 def _json_floats(column: pa.Array) -> pa.Array:
@@ -243,22 +287,46 @@ def _json_floats(column: pa.Array) -> pa.Array:
     infinities ``null``.
 
     Arrow's cast to text writes the same shortest round-trip digits as ``repr`` (checked
-    on hundreds of thousands of values from subnormals to 1e308), in another layout for
-    exponents and whole numbers.  Where its text is already ``repr``'s, or is it but for
-    a ``.0``, it is kept; other values (exponents, NaN, NULL) are formatted by ``repr``.
+    on hundreds of thousands of values from subnormals to 1e308), laid out fixed-point or
+    with an exponent by a rule of its own (``1e+15``, ``1.234567890123456e+14``,
+    ``0.00001``, ``1e-7``).  Python's layout depends on the magnitude only
+    (``_REPR_FIXED``), so the value and one test of Arrow's text (is there
+    an ``e``?) say which cells already read as ``repr``: fixed-point in both and not a
+    whole number (the common case, kept as it is).  The others are rewritten, as few as
+    there are: a whole number gets Python's ``.0``, an exponent Python's two digits at
+    least (``1e-07``), a cell whose layouts differ is formatted by ``repr``, a NULL, NaN
+    or infinity is ``null``.  No Python object is made for a kept cell.
     """
     values = pc.cast(column, pa.float64())  # a float32's double, as to_pylist() gives
     text = pc.cast(values, pa.large_string())
-    as_is = pc.fill_null(pc.match_substring_regex(text, _REPR_AS_IS), False)
-    whole = pc.fill_null(pc.match_substring_regex(text, _REPR_ADD_DOT_0), False)
-    out = pc.if_else(whole, pc.binary_join_element_wise(text, _text(".0"), _EMPTY), text)
-    other = pc.invert(pc.or_(as_is, whole))
-    if pc.any(other).as_py():
-        rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
-        picked = values.take(pa.array(rows)).to_numpy(zero_copy_only=False)  # NULL: NaN
-        texts = [repr(v) if math.isfinite(v) else "null" for v in picked.tolist()]
-        out = pc.replace_with_mask(out, other, pa.array(texts, pa.large_string()))
-    return out
+    x = values.to_numpy(zero_copy_only=False)  # a NULL is NaN: null
+    arrow_exponent = _rows_holding(text, b"e")
+    with np.errstate(invalid="ignore"):
+        size = np.abs(x)
+        fixed = ((size >= _REPR_FIXED[0]) & (size < _REPR_FIXED[1])) | (x == 0.0)
+        whole = np.floor(x) == x  # NaN: False; ±inf: True, but not fixed: not kept
+    kept = fixed & ~arrow_exponent & ~whole
+    if kept.all():
+        return text
+    rows = np.flatnonzero(~kept)
+    x, fixed, whole, arrow_exponent = x[rows], fixed[rows], whole[rows], arrow_exponent[rows]
+    out = text.take(pa.array(rows))
+    add_dot_0 = fixed & whole & ~arrow_exponent
+    if add_dot_0.any():
+        dotted = pc.binary_join_element_wise(out, _text(".0"), _EMPTY)
+        out = pc.if_else(pa.array(add_dot_0), dotted, out)
+    finite = np.isfinite(x)
+    pad = ~fixed & arrow_exponent & finite
+    if pad.any():
+        padded = pc.replace_substring_regex(out, r"e([-+])([0-9])$", r"e\10\2")
+        out = pc.if_else(pa.array(pad), padded, out)
+    if not finite.all():
+        out = pc.if_else(pa.array(finite), out, _text("null"))
+    other = finite & (fixed == arrow_exponent)
+    if other.any():
+        texts = [repr(v) for v in x[other].tolist()]
+        out = pc.replace_with_mask(out, pa.array(other), pa.array(texts, pa.large_string()))
+    return pc.replace_with_mask(text, pa.array(~kept), out)
 
 
 def _json_cells(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -278,6 +346,16 @@ def _json_cells(column: pa.Array | pa.ChunkedArray) -> pa.Array:
         values = [json.dumps(_json_value(v), ensure_ascii=False) for v in column.to_pylist()]
         return pa.array(values, pa.large_string())
     return pc.fill_null(text, _text("null"))
+
+
+_JSON_ROW_START = ",\n["
+
+
+def _json_rows(cells: list[pa.Array]) -> pa.Array:
+    """Each row as ``,\\n[cell, cell...]`` (the cells hold no NULL).  Two joins: Arrow's
+    join is faster with one separator than with the text between cells as arguments."""
+    rows = pc.binary_join_element_wise(*cells, _text(", "))
+    return pc.binary_join_element_wise(_text(_JSON_ROW_START), rows, _text("]"), _EMPTY)
 
 
 def _info_json(name: str, value: str, content: str | None) -> dict[str, str]:
@@ -300,15 +378,13 @@ def write_json(
         head["info"] = [_info_json(n, v, c) for n, v, c in infos]
     opening = json.dumps(head, ensure_ascii=False)[:-1] + ', "data": [\n'
     yield opening.encode()
-    first = True
+    skip = len(_JSON_ROW_START) - 1  # the first row has no ",\n" before it
     stream = ResultStream(batches, overflow)
     for batch in stream:
         if not batch.num_rows or not batch.num_columns:
             continue
-        cells = [_json_cells(c) for c in batch.columns]
-        text = _concatenated(_lines(cells, ", ", "[", "],\n"))[:-2]  # no ",\n" after the last
-        yield text if first else b",\n" + text
-        first = False
+        yield _concatenated(_json_rows([_json_cells(c) for c in batch.columns]), skip)
+        skip = 0
     status, message = stream.status()
     tail = {"status": status} if message is None else {"status": status, "message": message}
     yield ("\n], " + json.dumps(tail, ensure_ascii=False)[1:] + "\n").encode()

@@ -61,7 +61,7 @@ from skyvault.catalog.layout import (
     schema_lock_file,
     table_versions,
 )
-from skyvault.catalog.metadata import ColumnMeta, TableMeta
+from skyvault.catalog.metadata import ColumnMeta, TableMeta, fov_region_radius
 from skyvault.errors import IngestError, UsageError
 from skyvault.images.fitsheader import (
     Card,
@@ -597,7 +597,7 @@ def region_radius(rows: pa.Table) -> float | None:
     largest = pc.max(fov).as_py()
     if largest is None or not math.isfinite(largest):
         return None
-    return float(largest) / 2 * (1 + 1e-6) + 1e-6
+    return fov_region_radius(float(largest))
 
 
 def _collect_garbage(data_dir: Path, collection: str, store: Path, keep_batch: str) -> None:

@@ -476,4 +476,4 @@ def sia_query(request: SiaRequest, table: str = OBSCORE_TABLE) -> str:
     if conditions:
         where = exp.and_(*conditions, copy=False) if len(conditions) > 1 else conditions[0]
         select = select.where(where, copy=False)
-    return select.sql(dialect=_ADQL, comments=False)
+    return select.sql(dialect=_ADQL, comments=False, copy=False)  # a tree of its own

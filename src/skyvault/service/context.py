@@ -112,7 +112,9 @@ class ServiceContext:
             open_sink=open_sink,
         )
         self.bulk_jobs = self.jobs.for_kind(
-            bulk_job_kind(self.archive, settings, self.visible_tables, self.queries.budget)
+            bulk_job_kind(
+                self.archive, settings, self.visible_tables, self.queries.budget, self.views
+            )
         )
         self.soda_jobs = self.jobs.for_kind(
             soda_job_kind(settings.data_dir, settings, self.visible_tables)

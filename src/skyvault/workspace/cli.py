@@ -3,13 +3,16 @@
 * ``workspace list [--user U]`` — every user table: owner, rows, bytes, grants; then each
   user's usage against their quota;
 * ``workspace drop USER_SCHEMA.TABLE`` — drop a user's table (no ownership check);
+* ``workspace drop-index USER_SCHEMA.TABLE COLUMN`` — drop a column index (and the
+  uniqueness later loads are held to), or the sky index (name the RA column: the table is
+  written back as plain Parquet); youcat has no request for it;
 * ``workspace quota USER [--bytes N] [--rows N] [--tables N]`` — show or change a user's
   quota (``default`` puts a limit back to the default; sizes take K/M/G/T suffixes);
 * ``workspace save --user U --dest user_u.TABLE [--mode M] ADQL`` — run ADQL as U (with
   U's access) and save its result as U's table, as an async job with ``DEST`` does.
 
-Each change is a line in the audit log (``workspace.drop``, ``workspace.quota``,
-``workspace.save``) with the operator's login as ``operator:NAME``.
+Each change is a line in the audit log (``workspace.drop``, ``workspace.drop_index``,
+``workspace.quota``, ``workspace.save``) with the operator's login as ``operator:NAME``.
 """
 
 from __future__ import annotations
@@ -135,6 +138,15 @@ def _drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drop_index(args: argparse.Namespace) -> int:
+    store, _ = _open(args.data)
+    meta = store.drop_index(args.table, args.column, operator=_operator().user)
+    print(
+        f"dropped the index on {args.column} of {args.table} (now {meta.kind}, {meta.nrows} rows)"
+    )
+    return 0
+
+
 def _quota(args: argparse.Namespace) -> int:
     from skyvault.auth.storage import validate_name
     from skyvault.workspace.quota import Quota
@@ -184,7 +196,7 @@ def _save(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(subparsers: Subparsers, data_arg: DataArg) -> None:
-    """Add ``workspace list|drop|quota|save`` to the main parser."""
+    """Add ``workspace list|drop|drop-index|quota|save`` to the main parser."""
     top = subparsers.add_parser(
         "workspace", help="users' own tables: list, drop, quotas, save a query's result"
     )
@@ -199,6 +211,17 @@ def add_subcommands(subparsers: Subparsers, data_arg: DataArg) -> None:
     data_arg(p)
     p.add_argument("table", metavar="USER_SCHEMA.TABLE")
     p.set_defaults(func=_drop)
+
+    p = sub.add_parser(
+        "drop-index",
+        help="drop the index on a column of a user's table (as the operator)",
+        description="Drop a column index (and its uniqueness), or the sky index by naming "
+        "the table's RA column (the table is written back as plain Parquet).",
+    )
+    data_arg(p)
+    p.add_argument("table", metavar="USER_SCHEMA.TABLE")
+    p.add_argument("column", metavar="COLUMN")
+    p.set_defaults(func=_drop_index)
 
     p = sub.add_parser(
         "quota",

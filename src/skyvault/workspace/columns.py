@@ -79,6 +79,11 @@ _TAP_TYPES: dict[str, tuple[str, str | None, str | None]] = {
     "TIMESTAMP": ("char", "*", "timestamp"),
 }
 
+#: Longest description (of the table or of a column) a definition may give, in characters.
+MAX_DESCRIPTION_CHARS = 8192
+#: Longest unit, UCD, utype or xtype a definition may give, in characters.
+MAX_TERM_CHARS = 512
+
 _ARRAYSIZE = re.compile(r"(\d+)?(\*)?")
 _DATATYPE_HINT = "use one of " + ", ".join(VOTABLE_DATATYPES)
 
@@ -246,6 +251,27 @@ def _check_columns(columns: Sequence[ColumnMeta]) -> tuple[ColumnMeta, ...]:
     return tuple(c.updated(column_index=i) for i, c in enumerate(columns))
 
 
+def _check_lengths(definition: TableDefinition) -> TableDefinition:
+    """``definition`` unless a description or a term is longer than the limits (they are
+    published in every ``/tables`` document and TAP_SCHEMA row): a WorkspaceError naming it."""
+    texts: list[tuple[str, str | None, int]] = [
+        ("the table's description", definition.description, MAX_DESCRIPTION_CHARS)
+    ]
+    for col in definition.columns:
+        texts.append(
+            (f"the description of column {col.name}", col.description, MAX_DESCRIPTION_CHARS)
+        )
+        for what in ("unit", "ucd", "utype", "xtype"):
+            texts.append((f"the {what} of column {col.name}", getattr(col, what), MAX_TERM_CHARS))
+    for what, text, limit in texts:
+        if text is not None and len(text) > limit:
+            raise WorkspaceError(
+                f"{what} is {len(text):,} characters long; at most {limit:,} are accepted",
+                hint="shorten it (a description says what the values are, in a few sentences)",
+            )
+    return definition
+
+
 def _refuse_declarations(body: bytes, what: str) -> None:
     head = body[:65536].upper()
     if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
@@ -267,14 +293,16 @@ def _child_text(element: ET.Element, name: str) -> str | None:
     return None
 
 
-def parse_vosi_table(body: bytes) -> TableDefinition:
+def parse_vosi_table(body: bytes, *, computed: bool = False) -> TableDefinition:
     """The definition in a VOSI ``table`` document (VOSITables 1.x / VODataService 1.x).
 
     The root is a ``table`` element in any namespace (``vosi:table``, ``vs:table``, none); each
     ``column`` gives ``name``, ``dataType`` (``xsi:type`` ``vs:VOTableType`` or
     ``vs:TAPType``; its ``arraysize``/``extendedType`` attributes), ``unit``, ``ucd``,
     ``utype``, ``xtype``, ``description`` and ``flag`` elements.  The table's own ``name`` is
-    ignored (the URL names the table).
+    ignored (the URL names the table).  ``computed``: a ``_healpix_29`` column (the sky
+    index skyvault computes, in the document served for a sky-indexed table) is left out
+    instead of refused.
     """
     _refuse_declarations(body, "VOSI table document")
     try:
@@ -292,11 +320,13 @@ def parse_vosi_table(body: bytes) -> TableDefinition:
         )
     columns = []
     for index, element in enumerate(c for c in root if _local(c.tag) == "column"):
+        if computed and (_child_text(element, "name") or "").lower() == HEALPIX_COLUMN:
+            continue
         columns.append(_vosi_column(element, index + 1))
     description = _child_text(root, "description")
     if description is not None:
         description = " ".join(description.split())  # writers wrap long descriptions
-    return TableDefinition(_check_columns(columns), description)
+    return _check_lengths(TableDefinition(_check_columns(columns), description))
 
 
 def _vosi_column(element: ET.Element, position: int) -> ColumnMeta:
@@ -345,8 +375,9 @@ def _vosi_column(element: ET.Element, position: int) -> ColumnMeta:
     )
 
 
-def parse_votable_definition(body: bytes) -> TableDefinition:
-    """The definition in a VOTable: the FIELDs of its first TABLE (and its rows, if any)."""
+def parse_votable_definition(body: bytes, *, computed: bool = False) -> TableDefinition:
+    """The definition in a VOTable: the FIELDs of its first TABLE (and its rows, if any);
+    ``computed`` as for :func:`parse_vosi_table`."""
     _refuse_declarations(body, "VOTable")
     from astropy.io.votable import parse
 
@@ -364,6 +395,8 @@ def parse_votable_definition(body: bytes) -> TableDefinition:
     vot = tables[0]
     columns = []
     for field in vot.fields:
+        if computed and field.name.lower() == HEALPIX_COLUMN:
+            continue
         arraysize = field.arraysize
         columns.append(
             column(
@@ -384,17 +417,19 @@ def parse_votable_definition(body: bytes) -> TableDefinition:
 
         rows = votable_rows(vot)
     description = " ".join((vot.description or "").split()) or None
-    return TableDefinition(checked, description, rows)
+    return _check_lengths(TableDefinition(checked, description, rows))
 
 
-def parse_definition(content_type: str, body: bytes) -> TableDefinition:
-    """The definition in a create request's body, by its Content-Type: ``text/xml`` (or
-    ``application/xml``) is a VOSI table document, ``application/x-votable+xml`` a VOTable."""
+def parse_definition(content_type: str, body: bytes, *, computed: bool = False) -> TableDefinition:
+    """The definition in a create (or metadata update) request's body, by its Content-Type:
+    ``text/xml`` (or ``application/xml``) is a VOSI table document,
+    ``application/x-votable+xml`` a VOTable.  ``computed``: leave out ``_healpix_29``
+    (an update sends back the document served for a sky-indexed table)."""
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in ("text/xml", "application/xml"):
-        return parse_vosi_table(body)
+        return parse_vosi_table(body, computed=computed)
     if mime in ("application/x-votable+xml", "text/x-votable+xml"):
-        return parse_votable_definition(body)
+        return parse_votable_definition(body, computed=computed)
     raise WorkspaceError(
         f"a table definition of type {mime or '(none)'!r} is not understood",
         hint="send a VOSI table document as text/xml or a VOTable as application/x-votable+xml",

@@ -12,8 +12,8 @@ it was; queries see the table before or after, never half of it):
   which makes those statistics narrow and a ``WHERE col = x`` or a range read few row
   groups; a HATS table keeps its rows in ``_healpix_29`` order (its sky pruning needs it),
   and its files are hard-linked into the new version with the metadata changed.  A unique
-  index first checks that no value repeats (an error names one that does); uniqueness is
-  checked when the index is made, not enforced on later loads.
+  index first checks that no value repeats (an error names one that does) and is recorded
+  (:mod:`skyvault.workspace.unique`): later loads that would repeat a value are refused.
 * **A sky index** — ``INDEX_TYPE=long-lat`` with the two columns, or an index on the RA
   column of the table's declared position (what pyvo, which cannot send ``INDEX_TYPE``,
   asks) — re-partitions the table as a HATS catalogue with a margin catalogue, by the
@@ -49,11 +49,13 @@ from skyvault.catalog.registry import Registry, StoredTable
 from skyvault.engine.executor import CancelToken
 from skyvault.errors import CatalogNotFound, IngestError, QueryCancelled, UsageError
 from skyvault.sqltext import quote_identifier, string_literal
+from skyvault.workspace.unique import unique_columns, write_unique
 
 __all__ = [
     "INDEX_TYPES",
     "IndexRequest",
     "create_index",
+    "find_column",
     "index_request",
     "plan_index",
 ]
@@ -145,7 +147,7 @@ def index_request(params: Mapping[str, Sequence[str]]) -> IndexRequest:
     return IndexRequest(table, index, unique, index_type)
 
 
-def _column(meta: TableMeta, name: str) -> ColumnMeta:
+def find_column(meta: TableMeta, name: str) -> ColumnMeta:
     """The column ``name`` of ``meta``: exact, else the one matching case-insensitively."""
     for column in meta.columns:
         if column.name == name:
@@ -198,7 +200,7 @@ def plan_index(meta: TableMeta, request: IndexRequest) -> IndexPlan:
             f"index={request.index!r} does not name one column or a pair",
             hint="send index=COLUMN, or index=RA,DEC with INDEX_TYPE=long-lat",
         )
-    columns = [_column(meta, c) for c in wanted]
+    columns = [find_column(meta, c) for c in wanted]
     if request.index_type == "x-y":
         raise UsageError(
             "INDEX_TYPE=x-y (a Cartesian pair) is not supported",
@@ -295,6 +297,8 @@ def create_index(
         else:
             meta = _relink(stored, build.path, plan, hasher)
         _carry_over(stored.root, build.path)
+        if plan.unique and not plan.sky:  # kept on later loads (workspace/unique.py)
+            write_unique(build.path, [*unique_columns(stored.root), plan.columns[0]])
         # A new version: its creation time is what caches of the table's metadata
         # (TAP_SCHEMA) tell versions apart by, to the microsecond.
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")

@@ -39,7 +39,7 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,7 @@ from skyvault.workspace.names import (
 from skyvault.workspace.permissions import PermissionChange, TablePermissions
 from skyvault.workspace.quota import Quota, Usage, WorkspaceSettings, check_quota
 from skyvault.workspace.readers import check_content_type, conform_batches, open_body
+from skyvault.workspace.unique import carry_unique, check_unique, unique_columns, write_unique
 
 __all__ = [
     "Access",
@@ -355,6 +356,64 @@ class WorkspaceStore:
             with self.exclusive(identity, str(parsed), "owner") as table:
                 self._remove(TableName(table.meta.schema, table.meta.name))
 
+    def update_table(
+        self,
+        identity: Identity,
+        name: str,
+        definition: TableDefinition | None,
+        *,
+        permissions: PermissionChange | None = None,
+    ) -> TableMeta:
+        """Update the metadata of table ``name`` from ``definition`` (youcat's ``POST
+        /tables/NAME``): the table's description and its columns' descriptions, units,
+        UCDs, utypes and flags (:mod:`skyvault.workspace.metadata`); the rows stay.  The
+        owner and read-write members may; ``permissions`` (youcat's ``x-vosi-*`` headers on
+        the same request) change the grants too, which only the owner may.
+
+        Raises
+        ------
+        CatalogNotFound
+            No such table, or one the caller may not see.
+        AccessDenied
+            The caller may read the table but not change it (or its grants).
+        WorkspaceError
+            Nothing to update, or a document whose columns are not the table's (every
+            difference named); nothing is changed.
+        """
+        from skyvault.workspace.metadata import merge_definition, publish_metadata
+
+        with self._audited(identity, "update", name):
+            parsed = UserTableName.parse(name)
+            change = permissions if permissions is not None and not permissions.empty else None
+            if definition is None and change is None:
+                self.check_access(identity, name, "write")  # hidden: 404 before this 400
+                raise WorkspaceError(
+                    f"nothing to update in {parsed}",
+                    hint="send a vosi:table document (Content-Type text/xml) or a VOTable of "
+                    "FIELDs, as GET /tables/NAME serves them, or x-vosi-* headers",
+                )
+            need: Access = "owner" if change is not None else "write"
+            try:
+                self.check_access(identity, str(parsed), need)
+            except AccessDenied as exc:
+                if need == "owner" or self.owner_of(parsed.schema) is None:
+                    raise  # grants are the owner's; an archive table is said as such
+                raise AccessDenied(
+                    f"you may read {parsed} but not change its metadata", hint=exc.hint
+                ) from None
+            with self.exclusive(identity, str(parsed), need) as table:
+                target = TableName(table.meta.schema, table.meta.name)
+                meta = table.meta
+                if definition is not None:
+                    own = TableMeta.read(table.version_dir)  # without appended rows
+                    merged = merge_definition(own, definition)
+                    if change is not None:
+                        self._check_groups(change)  # before anything is published
+                    meta = publish_metadata(self.data_dir, table.version_dir, merged)
+                if change is not None:
+                    self._apply_permissions(target, change)
+                return meta
+
     def describe(self, identity: Identity, name: str) -> UserTable:
         """Table ``name`` as ``identity`` sees it (read access needed)."""
         parsed = UserTableName.parse(name)
@@ -478,6 +537,89 @@ class WorkspaceStore:
                 if not self._link(target).is_symlink():
                     raise _not_found(parsed)
                 self._remove(target)
+
+    def drop_index(self, name: str, column: str, *, operator: str | None = None) -> TableMeta:
+        """Drop the index on ``column`` of a user's table ``name`` (the operator's
+        ``skyvault workspace drop-index``; youcat has no request for it), as a new version
+        published atomically; audited as ``workspace.drop_index`` with ``operator``.
+
+        A column index (unique or not) is metadata: ``indexed`` goes, and with it the
+        uniqueness later loads are checked against (the rows stay in the order the index
+        sorted them).  The sky index — named by its RA column (or ``_healpix_29``) — is
+        undone: the rows, appended ones included, are written back as a plain table.
+
+        Raises
+        ------
+        WorkspaceError
+            Not a user's table, or the column is not indexed.
+        UsageError
+            No such column.
+        """
+        from skyvault.catalog.registry import Registry
+        from skyvault.workspace.index import find_column
+        from skyvault.workspace.metadata import publish_metadata
+
+        who = Identity(operator) if operator else None
+        with self._audit_block(who, "drop_index", f"{name} ({column})"):
+            parsed = UserTableName.parse(name)
+            owner = self.owner_of(parsed.schema)
+            if not is_user_schema(parsed.schema) or owner is None:
+                raise WorkspaceError(f"{parsed.schema} is not a user's workspace schema")
+            target = TableName(parsed.schema, parsed.table)
+            link = self._link(target)
+            with self._table_lock(target):
+                if not link.is_symlink():
+                    raise _not_found(parsed)
+                version = link.resolve()
+                own = TableMeta.read(version)
+                col = find_column(own, column)
+                unique = unique_columns(version)
+                kept = tuple(c for c in unique if c != col.name)
+                if own.kind == "hats" and col.name in (own.ra_column, HEALPIX_COLUMN):
+                    stored = Registry._load(version, link)
+                    data_columns = [c for c in own.columns if c.name != HEALPIX_COLUMN]
+                    columns = tuple(
+                        dataclasses.replace(
+                            c, column_index=i, indexed=c.indexed and c.name != own.ra_column
+                        )
+                        for i, c in enumerate(data_columns)
+                    )
+                    plain = dataclasses.replace(
+                        own, kind="plain", columns=columns, nrows=0, ra_column=None,
+                        dec_column=None, margin_arcsec=None, max_rows_per_partition=None,
+                        n_partitions=0, created=_now(),
+                    )  # fmt: skip
+                    schema = storage_schema(columns)
+                    batches = conform_batches(
+                        (
+                            batch
+                            for f in stored.all_files
+                            for batch in pq.ParquetFile(f).iter_batches(
+                                batch_size=BATCH_ROWS, columns=schema.names
+                            )
+                        ),
+                        schema,
+                    )
+                    return self._write_plain(
+                        Identity(owner),
+                        target,
+                        plain,
+                        None,
+                        batches,
+                        owner=owner,
+                        unique=kept,
+                        replacing=True,
+                    )
+                if not col.indexed:
+                    sky = own.kind == "hats"
+                    sky_hint = f"; the sky index is dropped by naming {own.ra_column}" * sky
+                    raise WorkspaceError(f"column {col.name} of {parsed} is not indexed{sky_hint}")
+                columns = tuple(
+                    dataclasses.replace(c, indexed=False) if c.name == col.name else c
+                    for c in own.columns
+                )
+                meta = dataclasses.replace(own, columns=columns)
+                return publish_metadata(self.data_dir, version, meta, unique=kept)
 
     # --- internals: access -------------------------------------------------------------------
 
@@ -617,9 +759,14 @@ class WorkspaceStore:
         *,
         new_table: bool = False,
         owner: str | None = None,
+        unique: Sequence[str] = (),
+        replacing: bool = False,
     ) -> TableMeta:
         """Publish a new version of plain table ``target``: the files of ``current`` (hard
-        links) plus ``batches``, after the quota check.  Returns the new metadata."""
+        links) plus ``batches``, after the quota check.  Returns the new metadata.  Without
+        ``current``, ``unique`` are the new version's unique columns (with it: those of
+        ``current``); ``replacing``: the new version replaces the table's current one, whose
+        rows and bytes the quota check does not count."""
         owner = owner or self.require_user(identity)
         quota = self.quota(owner)
         schema = storage_schema(meta.columns) if current is None else None
@@ -638,16 +785,30 @@ class WorkspaceStore:
                     folded = sum(pq.ParquetFile(f).metadata.num_rows for f in small)
                     batches = itertools.chain(_file_batches(small, schema), batches)
             base_usage = self.usage(owner)
+            replaced = _table_usage(self._link(target)) if replacing else Usage()
             limit_rows = None if quota.max_rows is None else quota.max_rows - base_usage.rows
             if limit_rows is not None:
-                limit_rows += folded
+                limit_rows += folded + replaced.rows
             try:
                 added = _write_batches(dataset, schema, batches, len(kept), limit_rows) - folded
             except _TooManyRows as exc:
-                more = Usage(0, exc.rows - folded, 0)
+                more = Usage(0, exc.rows - folded - replaced.rows, 0)
                 what = f"{'creating' if new_table else 'loading'} {target}"
                 check_quota(owner, base_usage, base_usage + more, quota, what)
                 raise AssertionError("unreachable: the quota check refuses") from None
+            if current is None:
+                write_unique(build.path, unique)
+            else:
+                unique = carry_unique(current, build.path)
+                if unique and added:
+                    linked = {p.name for p in kept}
+                    check_unique(
+                        str(target),
+                        unique,
+                        [str(p) for p in kept],
+                        [str(p) for p in sorted(dataset.glob("part-*.parquet"))
+                         if p.name not in linked],
+                    )  # fmt: skip
             if added == 0 and not kept:
                 pq.write_table(schema.empty_table(), dataset / "part-00000.parquet")
             pq.write_metadata(schema, dataset / "_common_metadata")
@@ -659,7 +820,7 @@ class WorkspaceStore:
                 now = self.usage(owner)
                 # What this table counts for now (nothing for a new one), replaced by the new
                 # version.
-                old = Usage(_version_bytes(current), meta.nrows, 1) if current else Usage()
+                old = Usage(_version_bytes(current), meta.nrows, 1) if current else replaced
                 check_quota(owner, now, now - old + new_usage, quota, f"{action} {target}")
                 # building() publishes when this block ends, still under the owner's lock.
         return new_meta
@@ -678,6 +839,12 @@ class WorkspaceStore:
         stored = pq.read_schema(table.version_dir / "dataset" / "_common_metadata")
         columns = pa.schema([f for f in stored if f.name != HEALPIX_COLUMN])
         rows = pa.Table.from_batches(list(conform_batches(data, columns)), schema=columns)
+        unique = unique_columns(table.version_dir)
+        if unique:
+            from skyvault.catalog.registry import Registry
+
+            stored_files = Registry._load(table.version_dir, self._link(target)).all_files
+            check_unique(str(target), unique, stored_files, rows)
         quota = self.quota(owner)
         with self._owner_lock(target.schema):
             now = self.usage(owner)

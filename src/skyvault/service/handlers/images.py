@@ -40,8 +40,9 @@ from skyvault.service.context import ServiceContext, get_context
 from skyvault.service.handlers import GetHeadRouter
 from skyvault.service.params import collect_params, read_form, single
 from skyvault.service.security import CallerDep
+from skyvault.service.services.sodajobs import soda_result
 from skyvault.service.uploads import InlineContent
-from skyvault.service.uws.handlers import job_router
+from skyvault.service.uws.handlers import Owner, job_router
 
 __all__ = ["router"]
 
@@ -213,3 +214,25 @@ def _no_parts(
 
 router.include_router(job_router("/soda/async", lambda c: c.soda_jobs, _soda_jobs_url,
                                  keep_parts=_no_parts))  # fmt: skip
+
+
+@router.get(
+    "/soda/async/{job_id}/results/{name}", summary="A result of a SODA job of several cutouts"
+)
+async def soda_async_result(
+    job_id: str, name: str, request: Request, context: Context, owner: Owner
+) -> Response:
+    """``cutout-N`` of a job of several cutouts: a FITS file, or SODA's text/plain error
+    document for a combination that made none (``results/result`` is routed before)."""
+    mime, size, blocks = await run_in_threadpool(
+        soda_result, context.soda_jobs, job_id, owner, name
+    )
+    extension = "fits" if mime == "application/fits" else "txt"
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'inline; filename="{job_id}-{name}.{extension}"',
+    }
+    if request.method == "HEAD":
+        del blocks  # never started: dropping it closes the opened file
+        return Response(media_type=mime, headers=headers)
+    return StreamingResponse(blocks, media_type=mime, headers=headers)

@@ -4,6 +4,9 @@
 ``PUT {tap}/tables/{schema.table}``         create (body: VOSI ``table``, ``text/xml``; or
                                             a VOTable of FIELDs, ``application/x-votable+xml``;
                                             ``x-vosi-*`` headers: initial grants) → 200
+``POST {tap}/tables/{schema.table}``        update the metadata (same body as the PUT, the
+                                            table's columns; owner and read-write groups;
+                                            ``x-vosi-*`` headers: grants, owner) → 204
 ``DELETE {tap}/tables/{schema.table}``      drop (owner) → 200
 ``POST {tap}/load/{schema.table}``          append rows (CSV, TSV, FITS, VOTable, Parquet)
                                             → 200, ``Inserted N rows to table NAME``
@@ -126,6 +129,34 @@ async def create_table(
 
     message = await run_in_threadpool(work)
     return Response(message, status_code=200, media_type=_TEXT)
+
+
+@router.post("/tables/{name:path}", summary="Update a user table's metadata (youcat)")
+async def update_table(
+    name: str, request: Request, context: Context, identity: IdentityDep
+) -> Response:
+    """Update the descriptions, units, UCDs and utypes of ``name`` from a VOSI table document
+    or a VOTable of FIELDs with the table's own columns (and its grants from the
+    ``x-vosi-*`` headers) → 204, as youcat answers."""
+    store = context.workspace
+    content_type = request.headers.get("content-type", "")
+    with _audit_refusal(context, identity, "update", name):
+        store.require_user(identity)
+        # Access first: a table the caller cannot see is "no table" before a byte is read.
+        await run_in_threadpool(store.check_access, identity, name, "read")
+        limit = store.settings.max_definition_bytes
+        body = await _read_capped(request, limit, "table definition")
+        change = parse_permission_headers(request.headers)
+
+    def work() -> None:
+        definition = None
+        if body.strip():
+            with _audit_refusal(context, identity, "update", name):
+                definition = parse_definition(content_type, body, computed=True)
+        store.update_table(identity, name, definition, permissions=change)
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)
 
 
 @router.delete("/tables/{name:path}", summary="Drop a user table (youcat)")

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from skyvault.bulk.manifest import (
     stored_manifest,
 )
 from skyvault.catalog.metadata import TableMeta
+from skyvault.catalog.views import View
 from skyvault.config import Settings
 from skyvault.engine.archive import Archive
 from skyvault.engine.budget import MemoryBudget
@@ -88,14 +89,18 @@ def bulk_job_kind(
     settings: Settings,
     visible_tables: Callable[[Identity], list[TableMeta]],
     budget: MemoryBudget | None = None,
+    views: Callable[[Sequence[TableMeta]], Sequence[View]] = lambda tables: (),
 ) -> JobKind:
     """The ``bulk`` job type over ``archive``; ``visible_tables`` gives an identity's tables,
-    ``budget`` is the memory the service's queries share (a job reserves its stream)."""
+    ``budget`` is the memory the service's queries share (a job reserves its stream),
+    ``views`` the views a caller who may read some tables queries besides them
+    (``ivoa.ObsCore``): a job's TABLE may be one."""
     limit = settings.bulk_job_file_bytes
 
     def check(caller: Identity, params: dict[str, list[str]], uploads: Mapping[str, bytes]) -> None:
         request = parse_request(params, uploads.get("MOC"), max_file_bytes=limit)
-        compile_request(request, archive, visible_tables(caller))
+        tables = visible_tables(caller)
+        compile_request(request, archive, tables, views(tables))
 
     def run(
         job: Job,
@@ -113,7 +118,8 @@ def bulk_job_kind(
         parameters = job.parameter_map()
         moc = results.read_uploads(job.job_id).get("MOC") if "MOC" not in parameters else None
         request = parse_request(parameters, moc, max_file_bytes=limit)
-        query = compile_request(request, archive, visible_tables(identity))
+        tables = visible_tables(identity)  # the owner's access now: a revoked grant applies
+        query = compile_request(request, archive, tables, views(tables))
         output: BulkOutput = run_request(
             query,
             archive,

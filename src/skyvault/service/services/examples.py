@@ -1,4 +1,5 @@
-"""DALI examples of the TAP service: real queries over the demo catalogues, as XHTML+RDFa.
+"""DALI examples of the TAP service: real queries over the demo catalogues and images, as
+XHTML+RDFa.
 
 :data:`EXAMPLES` holds each example's id, name, ADQL and the tables it reads;
 :func:`examples_document` renders them as DALI specifies (a ``vocab`` element holding
@@ -22,7 +23,11 @@ _DEMO = "dp02_dc2_catalogs"
 @dataclass(frozen=True)
 class Example:
     """One example: fragment id, short name, explanation, ADQL text, tables read, and
-    tables its text names without reading them (shown only to callers who see those too)."""
+    tables its text names without reading them (shown only to callers who see those too).
+
+    ``needs``, when given, replaces those two as the stored tables a caller must be able to
+    read for the example to be shown: for a query of a view (``ivoa.ObsCore``), the members
+    whose rows it finds (the view itself is there for everyone, empty for some)."""
 
     id: str
     name: str
@@ -30,6 +35,7 @@ class Example:
     query: str
     tables: tuple[str, ...]
     mentions: tuple[str, ...] = ()
+    needs: tuple[str, ...] | None = None
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -120,6 +126,23 @@ EXAMPLES: tuple[Example, ...] = (
         (f"{_DEMO}.CcdVisit", f"{_DEMO}.Visit"),
     ),
     Example(
+        "obscore-images-at-position",
+        "Images covering a position in a band (ObsTAP)",
+        "The calexp and deepCoadd images of the demo's image collections whose footprint "
+        "(s_region) holds (RA, Dec) = (62.0°, -37.0°), in the band holding 750 nm (LSST i), "
+        "oldest first. access_url is each image's DataLink document: the file, a SODA "
+        "cutout, a preview and the header.",
+        "SELECT obs_id, obs_collection, dataproduct_subtype, t_min, em_min, em_max,\n"
+        "       s_ra, s_dec, s_fov, access_url, access_format\n"
+        "FROM ivoa.ObsCore\n"
+        "WHERE dataproduct_type = 'image'\n"
+        "  AND CONTAINS(POINT('ICRS', 62.0, -37.0), s_region) = 1\n"
+        "  AND em_min < 7.5e-7 AND em_max > 7.5e-7\n"
+        "ORDER BY t_min",
+        ("ivoa.ObsCore",),
+        needs=("dp02_calexp.obscore", "dp02_deepcoadd.obscore"),
+    ),
+    Example(
         "tap-schema-columns",
         "Columns of a table (TAP_SCHEMA)",
         "What TAP_SCHEMA says about the columns of the Object table.",
@@ -168,15 +191,21 @@ def _example(example: Example) -> Element:
 
 
 def visible_examples(visible: Collection[str]) -> list[Example]:
-    """The examples whose every table is in ``visible`` (``schema.table`` names the caller
-    may read) or is a TAP_SCHEMA table: an example must not name a table the caller cannot
-    see."""
+    """The examples whose every table (or every table it :attr:`~Example.needs`) is in
+    ``visible`` (``schema.table`` names the caller may read) or is a TAP_SCHEMA table: an
+    example must not name a table the caller cannot see, nor be shown to find nothing."""
     names = set(visible)
 
     def readable(table: str) -> bool:
         return table in names or table.startswith(f"{TAP_SCHEMA}.")
 
-    return [e for e in EXAMPLES if all(readable(t) for t in (*e.tables, *e.mentions))]
+    def shown(example: Example) -> bool:
+        needs = example.needs
+        if needs is None:
+            needs = (*example.tables, *example.mentions)
+        return all(readable(t) for t in needs)
+
+    return [e for e in EXAMPLES if shown(e)]
 
 
 def examples_document(
