@@ -1,22 +1,30 @@
 """Where a sync cone's time goes in the server, and what ``GET /tables`` costs (issue 18 item 4).
 
-Three measurements, each printing one line per run (no results file; `results/tap.md` quotes
-them):
+Four measurements, each printing a few lines per run (no results file; `results/tap.md`
+quotes them):
 
 * ``split``: a one-process server (uvicorn, as ``skyvault serve`` runs it) in this process, a
   keep-alive client in a thread sending sequential cones (as ``bench_tap.py``'s cone part);
   the process's CPU per cone is split by thread: the query service's worker thread
   (``SyncRun.start``, of which ``QueryService.run``), the client, and the rest (the event loop:
-  uvicorn, the form, identity, the hand-off, the response).  ``--yappi FILE`` profiles instead
-  (CPU clock, all threads; it inflates pure-Python code several-fold, so read shares with care).
+  uvicorn, the form, identity, the hand-off, the response); then the CPU of every thread by
+  name (from ``/proc``) and the garbage collections per cone.  ``--cprofile FILE`` profiles
+  the event loop's thread alone with cProfile; ``--yappi FILE`` profiles all threads (CPU
+  clock; it inflates pure-Python code several-fold, so read shares with care).
+* ``interleaved``: one ``skyvault serve`` per ``--src`` tree (``SRC|ARGS`` adds serve
+  arguments for that one), sequential cones sent to each in turn and the in-process engine +
+  BINARY2 writer run for each cone too: every server sees the same load at the same moments,
+  so an A/B on a busy machine compares like with like.  HTTP p50 / in-process p50 and server
+  CPU per cone for each.
 * ``tables``: ``GET /tap/tables`` p50 and server CPU per request against a fresh
   ``skyvault serve`` (the first request, which builds the document, reported apart).
 * ``servers``: sequential cones against uvicorn (httptools + uvloop) and granian, one process
   each, alternating; granian is imported from ``--granian-path`` (``pip install --target DIR
   granian``: it is not a dependency).
 
-Run with ``PYTHONPATH`` pointing at the ``src/`` to measure; ``benchmarks/run_tap_ab.sh`` runs
-``bench_tap.py`` on two source trees alternately.
+Run with ``PYTHONPATH`` pointing at the ``src/`` to measure (``interleaved``: at any tree with
+this script's ``bench_tap``); ``benchmarks/run_tap_ab.sh`` runs ``bench_tap.py`` on two source
+trees alternately.
 """
 
 from __future__ import annotations
