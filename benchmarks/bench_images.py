@@ -10,7 +10,14 @@ B. **derive**: what ``skyvault images ingest`` does per file — every card of e
    (:func:`skyvault.images.fitsheader.read_headers`), the WCS footprint and the ObsCore
    record — without storing anything;
 C. **ingest**: the whole ``ingest_images`` into a fresh data root: B, plus copying the files
-   into the archive and writing and publishing the ObsCore (HATS) and header tables.
+   into the archive and writing and publishing the ObsCore (HATS) and header tables;
+D. **command**: ``skyvault images ingest DIR/*.fits --collection bench --quiet`` run as a
+   process (C plus starting Python, the imports and the CLI's own steps);
+D0. with ``--baseline-src DIR`` (e.g. ``/work/main/src``): the same command run from that
+   source tree, for a before/after in the same run.
+
+The parsers' caches (cards already parsed, WCS keywords) are emptied before each timed case
+of A-C: a command starts with them empty.
 
 Reported: files per second of each (median over the rounds, wall clock) and per CPU-second
 of the process (all its threads: steadier than wall time on a shared machine), with the
@@ -28,8 +35,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -39,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from skyvault.images import fitsheader
 from skyvault.images.fitsheader import footprint, read_headers
 from skyvault.images.ingest import ImageIngestOptions, _describe, ingest_images
 
@@ -86,11 +97,48 @@ def run_ingest(paths: list[Path], data: Path) -> None:
     assert result.images == len(paths)
 
 
+_COMMAND = "import sys; from skyvault.cli import main; sys.exit(main())"
+
+
+def run_command(inputs: Path, data: Path, src: Path | None) -> None:
+    """``skyvault images ingest`` as a process (from ``src`` when given)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMAND, "images", "ingest", str(inputs / "*.fits"),
+         "--collection", "bench", "--data", str(data), "--quiet"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the command failed: {done.stderr[-2000:]}")
+
+
+def _empty_caches() -> None:
+    for name in ("_PARSED", "_IS_WCS_CARD"):
+        cache = getattr(fitsheader, name, None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children."""
+    own = time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="a source tree (e.g. /work/main/src) whose command runs as case D0",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     scratch = Path(tempfile.mkdtemp(prefix="bench-images-", dir=args.scratch))
@@ -109,8 +157,16 @@ def main() -> None:
             "derive (cards + WCS + ObsCore)": lambda: run_derive(paths),
             # A fresh data root each time (a first ingest); earlier ones are removed outside
             # the timed region.
-            "ingest (whole command)": lambda: run_ingest(paths, scratch / f"data{next(roots)}"),
+            "ingest (ingest_images)": lambda: run_ingest(paths, scratch / f"data{next(roots)}"),
+            "command (skyvault images ingest)": lambda: run_command(
+                inputs, scratch / f"data{next(roots)}", None
+            ),
         }
+        if args.baseline_src is not None:
+            src = args.baseline_src.resolve()
+            cases[f"command from {src}"] = lambda: run_command(
+                inputs, scratch / f"data{next(roots)}", src
+            )
         for run in cases.values():  # warm-up: page cache, imports
             run()
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -121,10 +177,11 @@ def main() -> None:
             order = names if round_ % 2 == 0 else names[::-1]
             for name in order:
                 loads.append(os.getloadavg()[0])
-                start, start_cpu = time.perf_counter(), time.process_time()
+                _empty_caches()
+                start, start_cpu = time.perf_counter(), _cpu()
                 cases[name]()
                 times[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+                cpu[name].append(_cpu() - start_cpu)
                 for old in scratch.glob("data*"):
                     shutil.rmtree(old)
         rates = {name: len(paths) / statistics.median(t) for name, t in times.items()}

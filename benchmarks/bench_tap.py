@@ -449,6 +449,14 @@ def summarise_profile(path: Path, top: int = 25) -> None:
 # --------------------------------------------------------------------------- 1. cones
 
 
+#: The order of the three measurements of each cone (``--cone-order``).  The default runs
+#: the two compared paths, HTTP and the in-process engine + writer, each right after work
+#: of the other process; ``http,engine,writer`` (the order before 2026-12-02) runs the
+#: writer right after the engine ran the very same cone in this process, with its caches
+#: warm for it, while the server's are cold after this process's work.
+CONE_ORDERS = ("http,writer,engine", "http,engine,writer")
+
+
 @dataclass
 class ConeResult:
     n: int
@@ -460,6 +468,8 @@ class ConeResult:
     rows: int
     mismatches: int
     bytes_: int
+    order: str = CONE_ORDERS[0]
+    """The order of the three measurements of each cone."""
     server_cpu_ms: float = 0.0
     """Server CPU (its process tree) per HTTP cone."""
     writer_cpu_ms: float = 0.0
@@ -481,7 +491,14 @@ def votable_ids(body: bytes, column: str = "objectId") -> list[int]:
     return sorted(int(x) for x in table[column])
 
 
-def run_cones(server: Server, archive: Any, n: int, warmup: int, seed: int) -> ConeResult:
+def run_cones(
+    server: Server,
+    archive: Any,
+    n: int,
+    warmup: int,
+    seed: int,
+    order: str = CONE_ORDERS[0],
+) -> ConeResult:
     from skyvault.formats import write_votable
 
     sample = cones(n + warmup, seed)
@@ -528,16 +545,20 @@ def run_cones(server: Server, archive: Any, n: int, warmup: int, seed: int) -> C
             engine(cone)
             writer(cone)
         for cone in sample[warmup:]:
-            cpu = server.cpu_seconds()
-            t, status, body = http(cone)
-            server_cpu += server.cpu_seconds() - cpu
-            http_ms.append(1e3 * t)
-            statuses[status] += 1
-            bodies.append(body)
-            t, ids = engine(cone)
-            engine_ms.append(1e3 * t)
-            engine_ids.append(ids)
-            writer_ms.append(1e3 * writer(cone))
+            for step in order.split(","):
+                if step == "http":
+                    cpu = server.cpu_seconds()
+                    t, status, body = http(cone)
+                    server_cpu += server.cpu_seconds() - cpu
+                    http_ms.append(1e3 * t)
+                    statuses[status] += 1
+                    bodies.append(body)
+                elif step == "engine":
+                    t, ids = engine(cone)
+                    engine_ms.append(1e3 * t)
+                    engine_ids.append(ids)
+                else:
+                    writer_ms.append(1e3 * writer(cone))
     finally:
         client.close()
     mismatches = 0
@@ -552,7 +573,7 @@ def run_cones(server: Server, archive: Any, n: int, warmup: int, seed: int) -> C
         mismatches += got != ids
     return ConeResult(
         n, warmup, http_ms, engine_ms, writer_ms, statuses, rows, mismatches,
-        sum(len(b) for b in bodies), 1e3 * server_cpu / n, 1e3 * writer_cpu / n,
+        sum(len(b) for b in bodies), order, 1e3 * server_cpu / n, 1e3 * writer_cpu / n,
     )  # fmt: skip
 
 
@@ -1124,8 +1145,8 @@ def _cone_details(c: ConeResult) -> list[str]:
         "",
         "## 1. Sync cone search, one client",
         "",
-        f"{c.warmup} warm-up cones, then {c.n} cones; for each cone the HTTP request, the "
-        "engine and the engine + writer run one after the other (each compiles and plans the "
+        f"{c.warmup} warm-up cones, then {c.n} cones; for each cone "
+        f"{_order_text(c.order)} run one after the other (each compiles and plans the "
         "query afresh, as the server does for a new cone). Centres uniform on the "
         "sphere in RA 52–72°, Dec −44…−28°; radii log-uniform in 1″–60″. "
         f"`SELECT {CONE_COLUMNS} FROM {OBJECT} WHERE CONTAINS(POINT('ICRS', coord_ra, "
@@ -1153,6 +1174,19 @@ def _cone_details(c: ConeResult) -> list[str]:
         "by other work on the machine than wall time).",
     ]
     return lines
+
+
+def _order_text(order: str) -> str:
+    names = {"http": "the HTTP request", "engine": "the engine", "writer": "the engine + writer"}
+    steps = [names[step] for step in order.split(",")]
+    text = ", ".join(steps[:-1]) + " and " + steps[-1]
+    if order == CONE_ORDERS[0]:
+        text += (
+            " (so each of the two compared paths runs right after work of the other process;"
+            " `--cone-order http,engine,writer` runs the writer right after the engine ran "
+            "the same cone in this process instead)"
+        )
+    return text
 
 
 def _throughput_details(t: ThroughputResult) -> list[str]:
@@ -1302,6 +1336,12 @@ def main() -> None:
         help="py-spy the server during throughput and rss (files in benchmarks/work/tap)",
     )
     parser.add_argument(
+        "--cone-order",
+        choices=CONE_ORDERS,
+        default=CONE_ORDERS[0],
+        help="the order of each cone's three measurements (default: %(default)s)",
+    )
+    parser.add_argument(
         "--serve-args",
         default="",
         help="more arguments for `skyvault serve` (e.g. '--workers 2'); default: none",
@@ -1333,7 +1373,7 @@ def main() -> None:
             if "cone" in only:
                 loads.append(("cone", load()))
                 with server.watch("cone"):
-                    cone = run_cones(server, archive, n_cones, 30, args.seed)
+                    cone = run_cones(server, archive, n_cones, 30, args.seed, args.cone_order)
                 log(
                     f"cone p50 {pct(cone.http_ms, 50):.1f} ms, p99 {pct(cone.http_ms, 99):.1f}"
                     f" ms (engine {pct(cone.engine_ms, 50):.1f} ms); {dict(cone.statuses)}"

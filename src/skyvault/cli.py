@@ -461,7 +461,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from skyvault.service.app import create_app
 
     with _service_storage_errors(settings):
-        app = create_app(settings)
+        app = create_app(settings, freeze_gc=True)
     print(f"skyvault TAP service at {url}")
     # proxy_headers=False: the client address comes from SKYVAULT_TRUSTED_PROXIES alone
     # (service/security.py), never from uvicorn's own trust of 127.0.0.1.
@@ -682,7 +682,7 @@ def _serve_one(host: str, port: int, log_level: str, supervisor: int) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        "skyvault.service.app:create_app",
+        "skyvault.service.app:create_served_app",
         factory=True,
         host=host,
         port=port,

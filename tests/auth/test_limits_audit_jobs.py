@@ -233,3 +233,14 @@ def test_job_ownership() -> None:
     assert can_access_job(ANON, None) and can_access_job(BOB, None)
     assert not can_list_job(ANON, None) and not can_list_job(BOB, None)
     assert can_list_job(ALICE, "alice") and not can_list_job(BOB, "alice")
+
+
+def test_audit_directory_made_again_when_gone(tmp_path: Path) -> None:
+    """The directory is made on the first line, and again if it was moved away since."""
+    path = tmp_path / "logs" / "audit.jsonl"
+    audit = AuditLog(path)
+    audit.record(ALICE, "/tap/sync", query="SELECT 1")
+    (tmp_path / "logs").rename(tmp_path / "old-logs")
+    audit.record(ALICE, "/tap/sync", query="SELECT 2")
+    assert [line["query"] for line in _lines(path)] == ["SELECT 2"]
+    assert [line["query"] for line in _lines(tmp_path / "old-logs" / "audit.jsonl")] == ["SELECT 1"]

@@ -101,6 +101,42 @@ def test_record_valued_keywords_read_as_astropy_reads_them() -> None:
     assert [c.keyword for c in header.cards] == ["DP1.AXIS.1", "DP1.NAXES", "DP2"]
 
 
+def test_cards_seen_before_parse_as_when_first_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_cards keeps the cards it parsed by their text (a survey's files share most
+    cards): a card met again, in another header and another place (after a long string,
+    alone, before END), reads as a fresh parse reads it."""
+    from skyvault.images import fitsheader
+
+    def header(*cards: str) -> str:
+        return "".join(c.ljust(80) for c in (*cards, "END"))
+
+    texts = [
+        header("LONG    = 'abc&'", "CONTINUE  'def&' / more", "CONTINUE  'ghi'", "X       = 1"),
+        header("CONTINUE  'def&' / more", "CONTINUE  'ghi'", "LONG    = 'abc&'"),
+        header("DP1     = 'AXIS.1: 1'", "X       = 1 / one", "HIERARCH ESO DET = 'c' / x"),
+        header("COMMENT   x = 'y'", "X       = 1", "", "BLANK   =", "S       = 'it''s' / q"),
+        header("X       = 1 / one", "DP1     = 'AXIS.1: 1'", "LONG    = 'abc&'"),
+    ]
+
+    def fresh(text: str) -> list[Any]:
+        fitsheader._PARSED.clear()
+        return fitsheader.parse_cards(text)
+
+    expected = [fresh(t) for t in texts]
+    fitsheader._PARSED.clear()
+    for order in (texts, texts[::-1], texts + texts):
+        for text in order:
+            assert fitsheader.parse_cards(text) == expected[texts.index(text)]
+    assert fitsheader._PARSED  # the cache was used
+    assert expected[0][0] == ("LONG", "abcdefghi", "more")
+    assert expected[1][-1] == ("LONG", "abc&", None)
+    # A full cache is emptied, not grown.
+    monkeypatch.setattr(fitsheader, "_PARSED_MAX", 2)
+    for text in texts:
+        assert fitsheader.parse_cards(text) == expected[texts.index(text)]
+        assert len(fitsheader._PARSED) <= 2 + 5
+
+
 def test_not_fits_and_truncated_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "a.fits").write_bytes(b"hello" * 1000)
     with pytest.raises(NotFits):
@@ -165,3 +201,56 @@ def test_image_without_celestial_axes_says_so(tmp_path: Path) -> None:
     path = write_image(tmp_path / "x.fits", header)
     with pytest.raises(NoCelestialWcs, match="no celestial"):
         footprint(read_headers(path)[0])
+
+
+def _tan_hdu(ra: float, dec: float, extra: tuple[str, ...] = ()) -> Any:
+    from skyvault.images.fitsheader import HduHeader, parse_cards
+
+    cards = [
+        "SIMPLE  =                    T", "BITPIX  =                  -32",
+        "NAXIS   =                    2",
+        "NAXIS1  =                  100", "NAXIS2  =                   80",
+        "CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRPIX1  = 50.5", "CRPIX2  = 40.5",
+        f"CRVAL1  = {ra!r}", f"CRVAL2  = {dec!r}", "CD1_1   = -1.1E-04", "CD1_2   = 3.0E-05",
+        "CD2_1   = 2.0E-05", "CD2_2   = 1.2E-04", "RADESYS = 'ICRS'", "MJD-OBS = 60000.5",
+        *extra, "END",
+    ]  # fmt: skip
+    text = "".join(c.ljust(80) for c in cards)
+    parsed = parse_cards(text)
+    return HduHeader(0, parsed, text.encode(), (100, 80), True, {k: v for k, v, _ in parsed})
+
+
+@pytest.mark.parametrize("extra", [(), ("LONPOLE = 170.0",), ("LATPOLE = -10.0",)])
+def test_a_repointed_tan_wcs_gives_the_footprint_of_a_fresh_one(extra: tuple[str, ...]) -> None:
+    """Images of one TAN set-up reuse one wcslib WCS, repointed: every footprint equals the
+    one of a WCS parsed afresh, whichever pointing came first (a pole's included)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyvault.images import fitsheader
+
+    rng = np.random.default_rng(7)
+    pointings = [(0.0, 90.0), (10.0, -90.0), (359.999, 0.0), (0.0, 89.99), (180.0, -89.99)]
+    pointings += [(float(rng.uniform(0, 360)), float(rng.uniform(-90, 90))) for _ in range(60)]
+    hdus = [_tan_hdu(ra, dec, extra) for ra, dec in pointings]
+
+    def fresh(hdu: Any) -> Any:
+        fitsheader._TEMPLATES.__dict__.clear()
+        return footprint(hdu)
+
+    expected = [fresh(h) for h in hdus]
+    for order in (hdus, hdus[::-1]):
+        fitsheader._TEMPLATES.__dict__.clear()
+        for hdu in order:
+            got, want = footprint(hdu), expected[hdus.index(hdu)]
+            np.testing.assert_array_equal(got.corners, want.corners)
+            assert got.centre == want.centre and got.pixel_scale == want.pixel_scale
+        assert len(fitsheader._TEMPLATES.by_setup) == 1  # one set-up, one WCS
+    with ThreadPoolExecutor(4) as pool:
+        for got, want in zip(pool.map(footprint, hdus * 3), expected * 3, strict=True):
+            np.testing.assert_array_equal(got.corners, want.corners)
+    # And against astropy's own WCS of the same cards.
+    for hdu, want in zip(hdus, expected, strict=True):
+        wcs = WCS(fits.Header.fromstring(hdu.text.decode()))
+        corners = wcs.calc_footprint(axes=(100, 80), center=False)
+        sep = SkyCoord(corners * u.deg).separation(SkyCoord(want.corners * u.deg))
+        assert sep.max() < 1e-9 * u.deg

@@ -382,3 +382,196 @@ def test_obscore_is_written_in_small_row_groups(
     headers = (tmp_path / "d" / "c" / "headers").resolve()
     metas = [pq.ParquetFile(f).metadata for f in headers.glob("dataset/**/*.parquet")]
     assert max(m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups)) > 2
+
+
+def test_tables_are_stored_as_the_catalogue_ingest_stores_such_rows(tmp_path: Path) -> None:
+    """Both tables are written without the catalogue ingest's Parquet round trip: the
+    catalogue ingest of the same rows is the oracle for their files and metadata."""
+    from skyvault.catalog.ingest import HEALPIX_COLUMN, IngestOptions, ingest
+    from skyvault.catalog.metadata import TableMeta
+
+    data = tmp_path / "d"
+    paths = [
+        write_image(tmp_path / f"i{n}.fits", tan_header(ra=10.0 + 40.0 * n, dec=-60.0 + 30 * n))
+        for n in range(5)
+    ]
+    ingest_images(paths, "c", data)
+    for table, ra, dec, key, group_rows in (
+        ("obscore", "s_ra", "s_dec", "obs_publisher_did", 2_048),
+        ("headers", None, None, None, 32_768),
+    ):
+        mine_root = (data / "c" / table).resolve()
+        mine = TableMeta.read(mine_root)
+        rows = _rows(data, "c", table)
+        rows = rows.drop_columns([HEALPIX_COLUMN]) if HEALPIX_COLUMN in rows.column_names else rows
+        source = tmp_path / f"{table}.parquet"
+        pq.write_table(rows, source)
+        oracle = ingest(
+            [source],
+            f"o.{table}",
+            tmp_path / "oracle",
+            ra=ra,
+            dec=dec,
+            options=IngestOptions(
+                primary_key=key, workers=1, margin_arcsec=5.0, row_group_rows=group_rows
+            ),
+        )
+        oracle_root = (tmp_path / "oracle" / "o" / table).resolve()
+        for field in ("kind", "nrows", "ra_column", "dec_column", "primary_key",
+                      "margin_arcsec", "max_rows_per_partition", "n_partitions"):  # fmt: skip
+            assert getattr(mine, field) == getattr(oracle, field), field
+        assert [c.name for c in mine.columns] == [c.name for c in oracle.columns]
+        for m, o in zip(mine.columns, oracle.columns, strict=True):
+            assert (m.datatype, m.arraysize, m.arrow_type, m.nullable, m.indexed) == (
+                o.datatype, o.arraysize, o.arrow_type, o.nullable, o.indexed
+            ), m.name  # fmt: skip
+            assert m.column_index == o.column_index
+        relative = sorted(
+            str(f.relative_to(oracle_root)) for f in oracle_root.rglob("*") if f.is_file()
+        )
+        assert relative == sorted(
+            str(f.relative_to(mine_root)) for f in mine_root.rglob("*") if f.is_file()
+        )
+        for name in relative:
+            if not name.endswith(".parquet") or name.endswith("_metadata"):
+                continue
+            a, b = pq.ParquetFile(mine_root / name), pq.ParquetFile(oracle_root / name)
+            assert a.schema_arrow == b.schema_arrow
+            assert a.read().equals(b.read()), name
+            assert [a.metadata.row_group(i).num_rows for i in range(a.num_row_groups)] == [
+                b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)
+            ]
+            for i in range(a.num_row_groups):
+                for j in range(a.metadata.num_columns):
+                    ca, cb = a.metadata.row_group(i).column(j), b.metadata.row_group(i).column(j)
+                    assert (ca.compression, ca.encodings) == (cb.compression, cb.encodings)
+
+
+def test_stored_copies_are_the_input_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files read whole are stored from the bytes read (a copier thread writes them), bigger
+    ones copied by path; either way the archive holds the inputs' exact bytes."""
+    from skyvault.images import ingest as image_ingest
+
+    small = [write_image(tmp_path / f"s{n}.fits", tan_header(ra=10.0 + n)) for n in range(3)]
+    big = write_image(tmp_path / "big.fits", tan_header(ra=20.0), shape=(480, 640))
+    packed = write_image(tmp_path / "packed.fits", tan_header(ra=30.0), compressed=True)
+    monkeypatch.setattr(image_ingest, "_READ_WHOLE", 100_000)  # big.fits is bigger
+    result = ingest_images([*small, big, packed], "c", tmp_path / "d")
+    assert result.files == 5
+    store = image_store(tmp_path / "d", "c")
+    for row in _rows(tmp_path / "d", "c", "obscore").to_pylist():
+        name = row["image_file"].split("/", 1)[1]
+        assert (store / row["image_file"]).read_bytes() == (tmp_path / name).read_bytes()
+
+
+def test_a_failed_copy_fails_the_ingest_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from skyvault.errors import StorageError
+    from skyvault.images import ingest as image_ingest
+
+    data = tmp_path / "d"
+    a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))
+    ingest_images([a], "c", data)
+    before = {t: (data / "c" / t).resolve() for t in ("obscore", "headers")}
+    others = [write_image(tmp_path / f"b{i}.fits", tan_header(ra=20.0 + i)) for i in range(6)]
+    real_write = image_ingest._Copier._write
+    written: list[str] = []
+
+    def full(self: Any, name: str, content: bytes) -> None:
+        if len(written) == 3:  # the fourth file finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self._directory / name))
+        written.append(name)
+        real_write(self, name, content)
+
+    monkeypatch.setattr(image_ingest._Copier, "_write", full)
+    with pytest.raises(StorageError, match="full device"):
+        ingest_images(others, "c", data)
+    assert {t: (data / "c" / t).resolve() for t in before} == before
+    assert [r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()] == ["a"]
+    written.clear()
+    status = main(["images", "ingest", *map(str, others), "--collection", "c", "--data",
+                   str(data), "--quiet"])  # fmt: skip
+    assert status != 0
+    err = capsys.readouterr().err
+    assert "full device" in err and "Traceback" not in err and str(data) in err
+    monkeypatch.setattr(image_ingest._Copier, "_write", real_write)
+    assert ingest_images(others, "c", data).total_images == 7
+    assert len(list(image_store(data, "c").iterdir())) == 2
+
+
+def test_a_copy_error_names_the_stored_file(tmp_path: Path) -> None:
+    """The copier's OS errors carry the full path (how a full disk under the data root is
+    recognised as such), not the name relative to its directory."""
+    from skyvault.images.ingest import _Copier
+
+    (tmp_path / "taken.fits").write_bytes(b"x")
+    copier = _Copier(tmp_path)
+    copier.put("ok.fits", b"abc", tmp_path / "ok.fits")
+    copier.put("taken.fits", b"abc", tmp_path / "taken.fits")
+    with pytest.raises(FileExistsError) as caught:
+        copier.finish()
+    assert caught.value.filename == str(tmp_path / "taken.fits")
+    assert (tmp_path / "ok.fits").read_bytes() == b"abc"
+
+
+def test_link_stores_hard_links_and_copies_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from skyvault.images import ingest as image_ingest
+
+    paths = [write_image(tmp_path / f"l{n}.fits", tan_header(ra=10.0 + n)) for n in range(3)]
+    status = main([*("images", "ingest", *map(str, paths), "--collection", "c"),
+                   *("--data", str(tmp_path / "d"), "--link", "--quiet")])  # fmt: skip
+    assert status == 0
+    store = image_store(tmp_path / "d", "c")
+    rows = _rows(tmp_path / "d", "c", "obscore").to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        stored = store / row["image_file"]
+        source = tmp_path / stored.name
+        assert stored.stat().st_ino == source.stat().st_ino  # the same file
+    # Where links are refused (another file system), the files are copied.
+    refused: list[str] = []
+
+    def no_link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        refused.append(str(dst))
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(dst))
+
+    monkeypatch.setattr(image_ingest.os, "link", no_link)
+    ingest_images(paths, "e", tmp_path / "d", options=ImageIngestOptions(link=True))
+    assert len(refused) == 1  # tried once, then copies
+    store = image_store(tmp_path / "d", "e")
+    for row in _rows(tmp_path / "d", "e", "obscore").to_pylist():
+        stored = store / row["image_file"]
+        source = tmp_path / stored.name
+        assert stored.stat().st_ino != source.stat().st_ino
+        assert stored.read_bytes() == source.read_bytes()
+
+
+def test_header_rows_are_stored_in_image_order(tmp_path: Path) -> None:
+    """(obs_id, hdu, card_index) order, whatever the order of the inputs, on a first ingest
+    (rows built in order, not sorted) and after adding images before and after them."""
+    data = tmp_path / "d"
+    multi = real(next(p for p in REAL_WITH_WCS if p.name == "test0.fits"))
+    z = write_image(tmp_path / "z.fits", tan_header(ra=30.0))
+    b = write_image(tmp_path / "b.fits", tan_header(ra=20.0))
+    a = write_image(tmp_path / "a.fits", tan_header(ra=10.0))
+
+    def check() -> None:
+        rows = _rows(data, "c", "headers").select(["obs_id", "hdu", "card_index"]).to_pylist()
+        keys = [(r["obs_id"], r["hdu"], r["card_index"]) for r in rows]
+        assert keys == sorted(keys)
+        assert len(set(keys)) == len(keys)
+
+    ingest_images([z, multi, b], "c", data)
+    check()
+    ingest_images([a, z], "c", data)
+    check()
+    assert {r["obs_id"] for r in _rows(data, "c", "obscore").to_pylist()} == {
+        "a", "b", "z", "test0-2", "test0-3", "test0-4"
+    }  # fmt: skip

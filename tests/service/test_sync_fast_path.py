@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skyvault.auth import AuthSettings, Identity
+from skyvault.service import app as app_module
 from skyvault.service.app import SkyvaultApp, create_app
 from skyvault.service.handlers import tap
 from tests.service.security_world import HIDDEN, World, bearer, build_world, world_settings
@@ -125,3 +126,45 @@ def test_sync_skips_the_middleware_stack(app: SkyvaultApp, world: World) -> None
     finally:
         app.dependency_overrides.clear()
         app.middleware_stack = stack
+
+
+def test_telemetry_turned_on_takes_the_route_within_a_second(
+    app: SkyvaultApp, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's telemetry, once on, gets /sync requests through the routed path (which
+    traces them); whether it is on is asked at most once a second."""
+    fast: list[str] = []
+    serve_sync = tap.serve_sync
+
+    async def spy(scope: Any, receive: Any, send: Any, handlers: Any) -> None:
+        fast.append(scope["path"])
+        await serve_sync(scope, receive, send, handlers)
+
+    class Telemetry:
+        asked = 0
+        on = False
+
+        def enabled(self) -> bool:
+            self.asked += 1
+            return self.on
+
+    telemetry = Telemetry()
+    monkeypatch.setattr(tap, "serve_sync", spy)
+    monkeypatch.setattr(app, "_native_telemetry", telemetry, raising=False)
+    monkeypatch.setattr(app_module, "TELEMETRY_RECHECK_S", 3600.0)  # no look by itself
+    app.telemetry_seen = (-1e9, False)
+    client = app.state.client
+    one = {"data": _query("SELECT TOP 1 id FROM pub.stars"), "headers": bearer(world.alice)}
+    try:
+        for _ in range(3):
+            assert client.post("/tap/sync", **one).status_code == 200
+        assert len(fast) == 3 and telemetry.asked == 1
+        telemetry.on = True
+        assert client.post("/tap/sync", **one).status_code == 200
+        assert len(fast) == 4  # not asked again yet
+        seen, on = app.telemetry_seen
+        app.telemetry_seen = (seen - 3600.0, on)  # as if the time had passed
+        client.post("/tap/sync", **one)  # (this stand-in is not a whole telemetry object)
+        assert len(fast) == 4 and telemetry.asked >= 2  # (FastAPI asks too, routing)
+    finally:
+        app.telemetry_seen = (-1e9, False)

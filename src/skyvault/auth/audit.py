@@ -41,6 +41,10 @@ _log = logging.getLogger(__name__)
 #: Longest query text kept in a line; longer ones are cut and marked.
 MAX_QUERY_CHARS = 20_000
 
+#: One encoder for every line (``json.dumps`` with options makes one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+
 
 @dataclass
 class AuditEvent:
@@ -83,7 +87,7 @@ class AuditLog:
         try:
             if query is not None and len(query) > MAX_QUERY_CHARS:
                 query = query[:MAX_QUERY_CHARS] + "…[truncated]"
-            line = json.dumps(
+            line = _ENCODER.encode(
                 {
                     "time": self._clock().isoformat().replace("+00:00", "Z"),
                     "user": identity.user if identity is not None else None,
@@ -93,13 +97,15 @@ class AuditLog:
                     "duration_s": None if duration_s is None else round(duration_s, 6),
                     "outcome": outcome,
                     "error": error,
-                },
-                ensure_ascii=False,
+                }
             )
             data = (line + "\n").encode("utf-8")
             with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fd = os.open(self.path, _APPEND, 0o600)
+                except FileNotFoundError:  # the directory, the first time
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.path, _APPEND, 0o600)
                 try:
                     written = os.write(fd, data)
                 finally:

@@ -37,6 +37,12 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         default="skyvault",
         help="IVOA authority of the ids: ivo://AUTHORITY/NAME?OBS_ID (skyvault)",
     )
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="store hard links to the inputs instead of copies where they share the data "
+        "root's file system (faster; the inputs must then never be modified in place)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,6 +58,7 @@ def run_images_ingest(args: argparse.Namespace, bar: ProgressSink | None) -> tup
         calib_level=args.calib_level,
         subtype=args.subtype,
         authority=args.authority,
+        link=args.link,
     )
     result = ingest_images(args.inputs, args.collection, args.data, options=options, progress=bar)
     for skipped in result.skipped:

@@ -17,15 +17,17 @@ lookup tables) use ``astropy.wcs.WCS``, which does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -99,32 +101,70 @@ def _value_field(field_text: str) -> tuple[str | None, str | None, bool]:
     return (value or None), (comment.strip() or None) if sep else None, False
 
 
+#: Keywords whose ``= `` in columns 9-10 does not start a value (or not a plain one).
+_NOT_PLAIN_VALUE = frozenset(("COMMENT", "HISTORY", "", "CONTINUE", "HIERARCH"))
+#: Cards already parsed, by their 80 characters: the files of a survey share most of their
+#: cards (instrument, pipeline and WCS set-up), and a look-up costs a third of a parse.
+#: Only cards that are one logical card by themselves are kept (no long strings).
+_PARSED: dict[str, Card] = {}
+_PARSED_MAX = 16_384
+
+
 def parse_cards(text: str) -> list[Card]:
     """The logical cards of header text (80-character cards, up to ``END``)."""
     cards: list[Card] = []
+    append = cards.append
+    known = _PARSED
+    if len(known) > _PARSED_MAX:
+        known.clear()
     n = len(text) // CARD
     i = 0
     while i < n:
         image = text[i * CARD : (i + 1) * CARD]
         i += 1
+        card = known.get(image)
+        if card is not None:
+            append(card)
+            continue
         keyword = image[:8].rstrip()
+        if image[8:10] == "= " and keyword not in _NOT_PLAIN_VALUE:
+            field_text = image[10:].lstrip()
+            if field_text[:1] != "'":
+                # Most cards: a value that is not a string (number, T/F, nothing), which
+                # neither CONTINUE nor record-valued keywords concern (_value_field inlined).
+                value_text, sep, comment_text = field_text.partition("/")
+                card = (
+                    keyword,
+                    value_text.strip() or None,
+                    (comment_text.strip() or None) if sep else None,
+                )
+                known[image] = card
+                append(card)
+                continue
         if keyword == "END" and not image[8:].strip():
             break
         if keyword == "HIERARCH" and "=" in image:
             name, _, rest = image[9:].partition("=")
             value, comment, _ = _value_field(rest)
-            cards.append((name.strip(), value, comment))
+            card = known[image] = (name.strip(), value, comment)
+            append(card)
             continue
         if image[8:10] != "= " or keyword in ("COMMENT", "HISTORY", "", "CONTINUE"):
-            cards.append((keyword, image[8:].rstrip(), None))
+            card = known[image] = (keyword, image[8:].rstrip(), None)
+            append(card)
             continue
         value, comment, is_string = _value_field(image[10:])
         if is_string and ": " in image:
             raw = _STRING.match(image[10:])
             record = _RECORD_VALUE.fullmatch(raw.group(1)) if raw else None
             if record is not None:
-                cards.append((f"{keyword}.{record.group(1)}", record.group(2), comment))
+                card = known[image] = (f"{keyword}.{record.group(1)}", record.group(2), comment)
+                append(card)
                 continue
+        if value is None or not value.endswith("&"):
+            card = known[image] = (keyword, value, comment)
+            append(card)
+            continue
         # A long string (&) goes on in the CONTINUE cards that follow.
         comments = [comment] if comment else []
         while is_string and value is not None and value.endswith("&") and i < n:
@@ -182,13 +222,23 @@ def read_file(path: Path, keep_under: int = 0) -> tuple[list[HduHeader], bytes |
     """
     if _needs_astropy(path):
         return _astropy_headers(path), None
-    with path.open("rb") as handle:
-        content: bytes | None = None
-        if keep_under > 0 and os.fstat(handle.fileno()).st_size < keep_under:
-            content = handle.read()
+    content: bytes | None = None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size if keep_under > 0 else keep_under
+        if size < keep_under:
+            # Read whole with plain reads (no buffered file object: its set-up costs more
+            # than the read of a small file).
+            parts: list[bytes] = []
+            while part := os.read(fd, max(size, BLOCK)):
+                parts.append(part)
+            content = parts[0] if len(parts) == 1 else b"".join(parts)
             hdus = list(_walk(io.BytesIO(content)))
         else:
-            hdus = list(_walk(handle))
+            with open(fd, "rb", closefd=False) as handle:
+                hdus = list(_walk(handle))
+    finally:
+        os.close(fd)
     if any(h.values.get("ZIMAGE") == "T" for h in hdus):
         # A tile-compressed image: astropy rebuilds its header.
         return _astropy_headers(path), content
@@ -284,10 +334,101 @@ _WCS_KEYWORD = re.compile(
 )
 
 
-def _wcs_cards(text: bytes) -> bytes:
-    """The cards of ``text`` a WCS is made of (alternate descriptions included)."""
-    cards = [text[i : i + CARD] for i in range(0, len(text), CARD)]
-    return b"".join(c for c in cards if _WCS_KEYWORD.match(c)) + b"END".ljust(CARD)
+#: Whether a card whose first 8 bytes are the key is a WCS card (:data:`_WCS_KEYWORD`
+#: matches within them): a survey's files repeat their keywords, a lookup is cheaper than
+#: the pattern.
+_IS_WCS_CARD: dict[bytes, bool] = {}
+
+
+#: Keys of the WCS cards that change from one image of a survey to the next without
+#: changing how a TAN projection is set up: the pointing, and the date (unused here).
+_POINTING = frozenset((b"CRVAL1  ", b"CRVAL2  ", b"MJD-OBS ", b"DATE-OBS"))
+
+
+def _wcs_cards(text: bytes) -> tuple[bytes, bytes]:
+    """The cards of ``text`` a WCS is made of (alternate descriptions included), and the
+    same without the pointing cards (:data:`_POINTING`): the key of the WCS's set-up."""
+    known = _IS_WCS_CARD
+    if len(known) > 100_000:
+        known.clear()
+    kept = []
+    setup = []
+    for i in range(0, len(text), CARD):
+        card = text[i : i + CARD]
+        key = card[:8]
+        wanted = known.get(key)
+        if wanted is None:
+            wanted = known[key] = _WCS_KEYWORD.match(key) is not None
+        if wanted:
+            kept.append(card)
+            if key not in _POINTING:
+                setup.append(card)
+    kept.append(b"END".ljust(CARD))
+    return b"".join(kept), b"".join(setup)
+
+
+@dataclass
+class _TanTemplate:
+    """A set-up TAN WCS (wcslib's ``Wcsprm``) of a survey's images, repointed for each image
+    of the same set-up: its CRVAL changed and ``set()`` again, 4 µs against 56 µs for
+    parsing and fixing the header again (a test holds their footprints equal).  Only for a
+    2-axis RA/Dec TAN projection with nothing to fix but dates and units: then nothing else
+    the header set up depends on the pointing.  LONPOLE and LATPOLE are put back as the
+    header gave them (``fix()`` and ``set()`` store their defaults for the first pointing
+    in them)."""
+
+    wcs: Any
+    lonpole: float
+    latpole: float
+
+
+#: Per thread (a Wcsprm is changed in place): set-up key -> template.
+_TEMPLATES = threading.local()
+
+
+def _pointing(values: dict[str, str | None]) -> tuple[float, float] | None:
+    try:
+        return (
+            float((values.get("CRVAL1") or "").replace("D", "E")),
+            float((values.get("CRVAL2") or "").replace("D", "E")),
+        )
+    except ValueError:
+        return None
+
+
+def _tan_wcs(cards: bytes, setup: bytes, values: dict[str, str | None]) -> Any:
+    """The image's WCS, set: from a template of the same set-up when there is one."""
+    from astropy.wcs import Wcsprm
+
+    templates: dict[bytes, _TanTemplate] | None = getattr(_TEMPLATES, "by_setup", None)
+    if templates is None or len(templates) > 64:
+        templates = _TEMPLATES.by_setup = {}
+    pointing = _pointing(values)
+    template = templates.get(setup) if pointing is not None else None
+    if template is not None:
+        wcs = template.wcs
+        wcs.lonpole, wcs.latpole = template.lonpole, template.latpole
+        wcs.crval = pointing
+        wcs.set()
+        return wcs
+    wcs = Wcsprm(header=cards, relax=True)
+    # As the header gave them (NaN: not given), before fix() and set() store defaults
+    # that depend on the pointing (LONPOLE 0 or 180 by the declination).
+    lonpole, latpole = float(wcs.lonpole), float(wcs.latpole)
+    fixes = wcs.fix()
+    wcs.set()
+    if (
+        pointing is not None
+        and wcs.naxis == 2
+        and list(wcs.ctype) == ["RA---TAN", "DEC--TAN"]
+        and tuple(float(v) for v in wcs.crval) == pointing
+        and all(
+            name in ("datfix", "unitfix") or message.startswith("No change")
+            for name, message in fixes.items()
+        )
+    ):
+        templates[setup] = _TanTemplate(wcs, lonpole, latpole)
+    return wcs
 
 
 def _has_distortion(values: dict[str, str | None]) -> bool:
@@ -330,27 +471,23 @@ def footprint(header: HduHeader) -> Footprint:
             return _astropy_footprint(header)
         # Lookup-table distortions need the file's other HDUs: the WCS without them is
         # within a few pixels, which is what a footprint needs.
-    from astropy.wcs import Wcsprm
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wcs = Wcsprm(header=_wcs_cards(text), relax=True)
-            wcs.fix()
-            wcs.set()
-    except Exception as exc:  # wcslib raises its own classes for every kind of bad header
-        raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
-    lng, lat = int(wcs.lng), int(wcs.lat)
-    if lng < 0 or lat < 0:
-        raise NoCelestialWcs("its WCS has no celestial (RA/Dec) axes")
-    nx, ny = _celestial_shape(header, lng, lat)
-    pix = _sample_pixels(wcs.naxis, lng, lat, nx, ny)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wcs = _tan_wcs(*_wcs_cards(text), header.values)
+        except Exception as exc:  # wcslib raises its own classes for every kind of bad header
+            raise NoCelestialWcs(f"its WCS cannot be read ({_first_line(exc)})") from None
+        lng, lat = int(wcs.lng), int(wcs.lat)
+        if lng < 0 or lat < 0:
+            raise NoCelestialWcs("its WCS has no celestial (RA/Dec) axes")
+        nx, ny = _celestial_shape(header, lng, lat)
+        pix = _sample_pixels(wcs.naxis, lng, lat, nx, ny)
+        try:
             world = wcs.p2s(pix, 1)["world"]
-    except Exception as exc:
-        raise NoCelestialWcs(f"its corners fall off the projection ({_first_line(exc)})") from None
+        except Exception as exc:
+            raise NoCelestialWcs(
+                f"its corners fall off the projection ({_first_line(exc)})"
+            ) from None
     lon, lat_deg = world[:, lng], world[:, lat]
     ctype = str(wcs.ctype[lng]).upper()
     radesys = str(getattr(wcs, "radesys", "") or "").upper()
@@ -395,9 +532,11 @@ def _celestial_shape(header: HduHeader, lng: int, lat: int) -> tuple[int, int]:
     return axes[lng], axes[lat]
 
 
+@functools.lru_cache(maxsize=256)
 def _sample_pixels(naxis: int, lng: int, lat: int, nx: int, ny: int) -> NDArray[np.float64]:
     """Pixel coordinates (1-based) of the four corner edges, the centre, and the centre
-    moved one pixel along each celestial axis."""
+    moved one pixel along each celestial axis (read-only: kept for the next image of the
+    same shape)."""
     cx, cy = (nx + 1) / 2.0, (ny + 1) / 2.0
     points = [
         (0.5, 0.5),
@@ -412,6 +551,7 @@ def _sample_pixels(naxis: int, lng: int, lat: int, nx: int, ny: int) -> NDArray[
     for row, (x, y) in enumerate(points):
         pix[row, lng] = x
         pix[row, lat] = y
+    pix.flags.writeable = False
     return pix
 
 

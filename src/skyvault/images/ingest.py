@@ -34,12 +34,17 @@ WCS, are skipped with the reason; when nothing is left to ingest, nothing change
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import datetime
+import errno
+import gc
 import math
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.parse
 import uuid
@@ -53,7 +58,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyvault.bulk.manifest import write_manifest
-from skyvault.catalog.ingest import IngestOptions, ProgressSink, expand_inputs, ingest
+from skyvault.catalog.ingest import (
+    HEALPIX_COLUMN,
+    IngestOptions,
+    ProgressSink,
+    expand_inputs,
+    write_hats,
+)
 from skyvault.catalog.layout import (
     TableName,
     building,
@@ -61,7 +72,14 @@ from skyvault.catalog.layout import (
     schema_lock_file,
     table_versions,
 )
-from skyvault.catalog.metadata import ColumnMeta, TableMeta, fov_region_radius
+from skyvault.catalog.metadata import (
+    ColumnMeta,
+    TableMeta,
+    fov_region_radius,
+    merge_columns,
+    principal_defaults,
+)
+from skyvault.catalog.readers import InputFile
 from skyvault.errors import IngestError, UsageError
 from skyvault.images.fitsheader import (
     Card,
@@ -85,6 +103,7 @@ from skyvault.images.obscore import (
 )
 from skyvault.interprocess import file_lock
 from skyvault.sky.stcs import REGION_XTYPE
+from skyvault.storage_faults import Fault, storage_errors
 
 __all__ = [
     "HEADERS_TABLE",
@@ -129,6 +148,11 @@ class ImageIngestOptions:
     replace
         Replace the whole collection with these images (``skyvault demo`` does) instead of
         adding them to it.
+    link
+        Store hard links to the inputs instead of copies where the data root is on their
+        file system (copies elsewhere): no new file per image, but the archive's file *is*
+        the input, so the input must never be changed in place afterwards (replacing it by
+        a new file, as most tools write, is safe).
     """
 
     bands: BandTable = dataclasses.field(default_factory=lambda: dict(LSST_BANDS))
@@ -138,6 +162,7 @@ class ImageIngestOptions:
     o_ucd: str = "phot.count"
     description: str | None = None
     replace: bool = False
+    link: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,15 +263,129 @@ class _Image:
 _READ_WHOLE = 8 << 20
 
 
+#: Why a hard link may be refused where a copy works: another file system, a file system
+#: without links, a file with too many links, a protected source (fs.protected_hardlinks).
+_NO_LINK = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
+)
+
+
+class _Copier:
+    """Writes the archive's copies of the ingested files into one batch directory, on a
+    thread of its own, while the next files are read and described.
+
+    A file's creation is mostly kernel time (an inode, a directory entry: 0.1-0.25 ms on
+    ext4), during which the thread holds no GIL.  Files read whole are handed over as their
+    bytes (never read twice), bigger ones by path (copied with ``shutil.copyfile``: the
+    kernel's ``sendfile``).  At most ``max_pending`` bytes wait at a time.  A failed write
+    is raised in the ingesting thread at the next :meth:`put` or at :meth:`finish`.
+    """
+
+    def __init__(self, directory: Path, max_pending: int = 64 << 20, link: bool = False) -> None:
+        self._directory = directory
+        self._link = link
+        self._fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self._max_pending = max_pending
+        self._pending = 0
+        self._items: collections.deque[tuple[str, bytes | None, Path | None]] = collections.deque()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._lock = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="skyvault-image-copy", daemon=True)
+        self._thread.start()
+
+    def put(self, name: str, content: bytes | None, source: Path) -> None:
+        """Store ``content`` (else a copy of ``source``) as ``name`` in the directory; with
+        ``link``, a hard link to ``source`` where the file system allows one."""
+        if self._link:
+            try:
+                os.link(source, self._directory / name)
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                self._link = False  # another file system, or no links there: copy
+            else:
+                return
+        size = len(content) if content is not None else 0
+        with self._lock:
+            while self._pending and self._pending + size > self._max_pending and not self._error:
+                self._lock.wait()
+            if self._error is not None:
+                raise self._error
+            self._items.append((name, content, None if content is not None else source))
+            self._pending += size
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._items and not self._closed:
+                    self._lock.wait()
+                if not self._items:
+                    return
+                name, content, source = self._items.popleft()
+            try:
+                if content is not None:
+                    self._write(name, content)
+                else:
+                    assert source is not None
+                    shutil.copyfile(source, self._directory / name)
+            except BaseException as exc:  # handed to the ingesting thread
+                with self._lock:
+                    self._error = exc
+                    self._items.clear()
+                    self._pending = 0
+                    self._lock.notify_all()
+                return
+            with self._lock:
+                self._pending -= len(content) if content is not None else 0
+                self._lock.notify_all()
+
+    def _write(self, name: str, content: bytes) -> None:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=self._fd)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as exc:  # named by its full path (a full disk is told as such)
+            raise OSError(exc.errno, exc.strerror, str(self._directory / name)) from exc
+
+    def finish(self) -> None:
+        """Wait for every file to be written; raise the first failure."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop (what is written stays, unreferenced, for the next ingest to delete)."""
+        with self._lock:
+            self._items.clear()
+            self._pending = 0
+        self._stop()
+
+    def _stop(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def _describe(
     path: Path,
     stored_name: str,
     collection: str,
     opts: ImageIngestOptions,
-    store: Path | None = None,
+    store: Path | _Copier | None = None,
 ) -> tuple[list[_Image], str | None]:
     """The images of one file, or the reason it has none usable; with ``store``, a file
-    that has images is copied to ``store / stored_name``."""
+    that has images is copied to ``store / stored_name`` (or handed to the copier, which
+    stores it under its base name)."""
     try:
         hdus, content = read_file(path, _READ_WHOLE if store is not None else 0)
     except NotFits as exc:
@@ -256,7 +395,7 @@ def _describe(
     images = [h for h in hdus if h.is_image]
     if not images:
         return [], "has no image HDU (a primary or IMAGE extension with 2 or more axes)"
-    size = path.stat().st_size
+    size = len(content) if content is not None else path.stat().st_size
     primary = hdus[0]
     several = len(images) > 1
     out: list[_Image] = []
@@ -296,7 +435,9 @@ def _describe(
         out.append(_Image(record, cards))
     if not out:
         return [], "no usable celestial WCS (" + "; ".join(reasons) + ")"
-    if store is not None:
+    if isinstance(store, _Copier):
+        store.put(path.name, content, path)
+    elif store is not None:
         if content is not None:
             (store / stored_name).write_bytes(content)
         else:
@@ -320,10 +461,11 @@ def _header_rows(images: Sequence[_Image]) -> pa.Table:
             obs.extend([o] * n)
             hdus.extend([hdu] * n)
             index.extend(range(n))
-            for keyword, value, comment in cards:
-                keywords.append(keyword)
-                values.append(value)
-                comments.append(comment)
+            if n:
+                k, v, c = zip(*cards, strict=True)
+                keywords.extend(k)
+                values.extend(v)
+                comments.extend(c)
     return pa.Table.from_arrays(
         [
             pa.array(did, pa.string()),
@@ -392,6 +534,36 @@ def ingest_images(
     IngestError
         When no input holds a usable image (nothing is changed then).
     """
+    # The images are freed (by reference counting) when _ingest_images returns, before
+    # the cycle collector is back: its first run would otherwise walk them all.
+    with (
+        storage_errors(
+            f"cannot ingest images into {collection}",
+            f"the data directory {data_dir}",
+            remedy=_STORAGE_REMEDIES,
+            under=data_dir,
+        ),
+        _no_cyclic_gc(),
+    ):
+        return _ingest_images(inputs, collection, data_dir, options, progress)
+
+
+_STORAGE_REMEDIES = {
+    Fault.READ_ONLY: "the images and their tables are stored there: remount it read-write, "
+    "or pass --data a writable directory",
+    Fault.NO_PERMISSION: "ingest as a user who may write there, or pass --data a writable "
+    "directory",
+    Fault.FULL: "free space there and ingest again; the collection is as it was",
+}
+
+
+def _ingest_images(
+    inputs: Sequence[str | Path],
+    collection: str,
+    data_dir: Path,
+    options: ImageIngestOptions | None,
+    progress: ProgressSink | None,
+) -> ImageIngestResult:
     opts = options or ImageIngestOptions()
     sink: ProgressSink = progress or _Silent()
     TableName.parse(f"{collection}.{OBSCORE_TABLE}")  # the collection must be an identifier
@@ -423,27 +595,67 @@ def ingest_images(
         # Files with images are copied as they are read, into a batch directory that no
         # published row names yet (an interrupted ingest leaves it to the next one's clean-up).
         (store / batch).mkdir(parents=True)
-        sink.stage(f"read and store {len(paths)} files", len(paths))
-        images: list[_Image] = []
-        skipped: list[Skipped] = []
-        files: list[Path] = []
+        with _no_cyclic_gc():
+            images, skipped, files = _read_all(paths, store / batch, collection, opts, sink)
+            if not images:
+                shutil.rmtree(store / batch, ignore_errors=True)
+                raise IngestError(
+                    f"nothing to ingest into {collection}: "
+                    + "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
+                    + (f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""),
+                    hint="images need a primary or IMAGE HDU with a celestial WCS (CTYPE RA/DEC)",
+                )
+            try:
+                return _publish(data_dir, collection, batch, images, files, skipped, opts, sink)
+            finally:
+                # Freed here, by reference counting, before the cycle collector is back
+                # (else its first run would walk them all).
+                images.clear()
+
+
+def _read_all(
+    paths: Sequence[Path],
+    directory: Path,
+    collection: str,
+    opts: ImageIngestOptions,
+    sink: ProgressSink,
+) -> tuple[list[_Image], list[Skipped], list[Path]]:
+    """Describe every input; copy those with images into ``directory`` (a batch's)."""
+    sink.stage(f"read and store {len(paths)} files", len(paths))
+    images: list[_Image] = []
+    skipped: list[Skipped] = []
+    files: list[Path] = []
+    copier = _Copier(directory, link=opts.link)
+    try:
         for path in paths:
-            found, reason = _describe(path, f"{batch}/{path.name}", collection, opts, store)
+            found, reason = _describe(
+                path, f"{directory.name}/{path.name}", collection, opts, copier
+            )
             if reason is not None:
                 skipped.append(Skipped(str(path), reason))
             else:
                 images.extend(found)
                 files.append(path)
             sink.advance(1)
-        if not images:
-            shutil.rmtree(store / batch, ignore_errors=True)
-            raise IngestError(
-                f"nothing to ingest into {collection}: "
-                + "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
-                + (f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""),
-                hint="images need a primary or IMAGE HDU with a celestial WCS (CTYPE RA/DEC)",
-            )
-        return _publish(data_dir, collection, batch, images, files, skipped, opts, sink)
+        copier.finish()
+    except BaseException:
+        copier.abandon()
+        raise
+    return images, skipped, files
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Python's cycle collector paused: an ingest holds a few objects per header card
+    (300,000 for 5,000 calexps) and makes no reference cycles, yet each full collection
+    walks them all (8 % of the ingest's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _publish(
@@ -458,6 +670,9 @@ def _publish(
 ) -> ImageIngestResult:
     schema_dir = data_dir / collection
     store = image_store(data_dir, collection)
+    # In obs_id order, the new header rows are built sorted (obs_id, hdu, card_index): a
+    # first ingest, or a replace, need not sort 300,000 rows again.
+    images = sorted(images, key=lambda i: str(i.record["obs_id"]))
     new_obscore = records_table([i.record for i in images])
     new_headers = _header_rows(images)
     replaced = pa.array(sorted({i.record["obs_id"] for i in images}), pa.string())
@@ -472,9 +687,12 @@ def _publish(
         pc.invert(pc.is_in(old_headers.column("obs_id"), value_set=replaced))
     )
     obscore = pa.concat_tables([old_obscore, new_obscore]).sort_by("obs_id")
-    headers = pa.concat_tables([old_headers, new_headers]).sort_by(
-        [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
-    )
+    if old_headers.num_rows:
+        headers = pa.concat_tables([old_headers, new_headers]).sort_by(
+            [("obs_id", "ascending"), ("hdu", "ascending"), ("card_index", "ascending")]
+        )
+    else:
+        headers = new_headers
 
     sink.stage(f"write {collection} tables", None)
     with (
@@ -527,6 +745,22 @@ def _rebuild_headers(obscore: pa.Table, store: Path) -> pa.Table:
     return _header_rows(images)
 
 
+class _RowsInput(InputFile):
+    """Rows held in memory as the catalogue partitioner's input (no Parquet round trip)."""
+
+    format = "parquet"
+
+    def __init__(self, rows: pa.Table, name: str) -> None:
+        super().__init__(Path(name))
+        self.rows = rows
+        self.schema = rows.schema
+        self.num_rows = rows.num_rows
+
+    def batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        selected = self.rows.select(list(columns)) if columns is not None else self.rows
+        yield from selected.to_batches(max_chunksize=batch_rows)
+
+
 def _write(
     root: Path,
     version: str,
@@ -536,54 +770,113 @@ def _write(
     rows: pa.Table,
     opts: ImageIngestOptions,
 ) -> None:
-    """Write ``rows`` as the version being built at ``root``, through the catalogue ingest
-    (into a scratch root inside the build, whose files then move up into it)."""
-    scratch = root / ".scratch"
-    inputs = scratch / "inputs"
-    inputs.mkdir(parents=True)
-    source = inputs / f"{table}-{batch}.parquet"
-    pq.write_table(rows, source, compression="zstd")
+    """Write ``rows`` as the version being built at ``root``: ObsCore as a HATS catalogue
+    by the catalogue ingest's own partitioner, the headers as plain Parquet as the
+    catalogue ingest writes a table without positions; then its metadata and manifest."""
+    positional = table == OBSCORE_TABLE
+    options = _table_options(collection, table, opts)
+    source = f"{table}-{batch}.parquet"
+    if positional:
+        nrows, partitions = write_hats(
+            [_RowsInput(rows, source)],
+            root,
+            TableName(collection, table),
+            "s_ra",
+            "s_dec",
+            options,
+        )
+        stored = pa.schema([pa.field(HEALPIX_COLUMN, pa.int64(), nullable=False), *rows.schema])
+    else:
+        dataset = root / "dataset"
+        dataset.mkdir()
+        with pq.ParquetWriter(
+            dataset / "part-00000.parquet",
+            rows.schema,
+            compression=options.compression,
+            use_dictionary=[f.name for f in rows.schema if pa.types.is_string(f.type)],
+            write_page_index=True,
+        ) as writer:
+            writer.write_table(rows, row_group_size=options.row_group_rows)
+        pq.write_metadata(rows.schema, dataset / "_common_metadata")
+        nrows, partitions, stored = rows.num_rows, 0, rows.schema
+    meta = table_meta(collection, table, stored, options, nrows, partitions, source)
+    if positional:
+        meta = dataclasses.replace(meta, region_radius=region_radius(rows))
+    meta.write(root)
+    write_manifest(root, version, workers=1)
+
+
+def _table_options(collection: str, table: str, opts: ImageIngestOptions) -> IngestOptions:
     positional = table == OBSCORE_TABLE
     if positional:
         description = opts.description or f"ObsCore 1.1 records of the images of {collection}"
     else:
         description = f"Every header card of the images of {collection} (the header service)"
-    meta = ingest(
-        [source],
-        f"{collection}.{table}",
-        scratch / "root",
-        ra="s_ra" if positional else None,
-        dec="s_dec" if positional else None,
-        options=IngestOptions(
-            primary_key="obs_publisher_did" if positional else None,
-            description=description,
-            workers=1,
-            margin_arcsec=5.0,
-            row_group_rows=OBSCORE_ROW_GROUP_ROWS if positional else _DEFAULT_ROW_GROUP_ROWS,
-        ),
+    return IngestOptions(
+        primary_key="obs_publisher_did" if positional else None,
+        description=description,
+        workers=1,
+        margin_arcsec=5.0,
+        row_group_rows=OBSCORE_ROW_GROUP_ROWS if positional else _DEFAULT_ROW_GROUP_ROWS,
     )
-    produced = (scratch / "root" / collection / table).resolve()
-    for item in produced.iterdir():
-        os.rename(item, root / item.name)
-    shutil.rmtree(scratch)
+
+
+def table_meta(
+    collection: str,
+    table: str,
+    stored: pa.Schema,
+    options: IngestOptions,
+    nrows: int,
+    partitions: int,
+    source: str,
+) -> TableMeta:
+    """The metadata of a collection's table: what the catalogue ingest records for such
+    rows (a test holds the two equal), with the ObsCore and header columns described."""
+    positional = table == OBSCORE_TABLE
+    ra, dec = ("s_ra", "s_dec") if positional else (None, None)
+    healpix = {
+        HEALPIX_COLUMN: {
+            "description": "HEALPix index (NESTED scheme, order 29) of the position",
+            "ucd": "pos.healpix",
+        }
+    }
+    columns = principal_defaults(merge_columns(stored, healpix), ra, dec, options.primary_key)
     described = {c.name: c for c in (*COLUMNS, *EXTENSION_COLUMNS, *EXTRA_COLUMNS)}
-    columns: list[ColumnMeta] = []
-    for column in meta.columns:
-        out = column
+    out: list[ColumnMeta] = []
+    for base in columns:
+        column = base
+        if column.name in (HEALPIX_COLUMN, options.primary_key):
+            column = column.updated(indexed=True)
+        if positional and column.name in (ra, dec):
+            ucd = "pos.eq.ra;meta.main" if column.name == ra else "pos.eq.dec;meta.main"
+            column = column.updated(unit=column.unit or "deg", ucd=column.ucd or ucd)
         if positional and column.name in described:
             c = described[column.name]
-            out = column.updated(unit=c.unit, ucd=c.ucd, utype=c.utype, description=c.description)
+            column = column.updated(
+                unit=c.unit, ucd=c.ucd, utype=c.utype, description=c.description
+            )
             if c.name == "s_region":  # STC-S text that CONTAINS/INTERSECTS read as a region
-                out = out.updated(xtype=REGION_XTYPE)
-            out = dataclasses.replace(out, principal=c.principal, std=c.utype is not None)
+                column = column.updated(xtype=REGION_XTYPE)
+            column = dataclasses.replace(column, principal=c.principal, std=c.utype is not None)
         elif not positional and column.name in _HEADER_COLUMNS:
-            out = column.updated(**_HEADER_COLUMNS[column.name])
-        columns.append(out)
-    meta = dataclasses.replace(meta, columns=tuple(columns))
-    if positional:
-        meta = dataclasses.replace(meta, region_radius=region_radius(rows))
-    meta.write(root)
-    write_manifest(root, version, workers=1)
+            column = column.updated(**_HEADER_COLUMNS[column.name])
+        out.append(column)
+    return TableMeta(
+        schema=collection,
+        name=table,
+        kind="hats" if positional else "plain",
+        columns=tuple(out),
+        nrows=nrows,
+        description=options.description,
+        ra_column=ra,
+        dec_column=dec,
+        primary_key=options.primary_key,
+        margin_arcsec=options.margin_arcsec if positional else None,
+        max_rows_per_partition=options.max_rows_per_partition if positional else None,
+        n_partitions=partitions,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        sources=(source,),
+    )
 
 
 def region_radius(rows: pa.Table) -> float | None:

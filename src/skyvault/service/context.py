@@ -33,6 +33,9 @@ from skyvault.workspace.save import ResultTable, open_result_table, save_request
 
 __all__ = ["ServiceContext", "get_context"]
 
+#: Base URLs kept by what they are made of (scheme, server, Host header, root path).
+_BASE_URLS_KEPT = 64
+
 
 @dataclass
 class ServiceContext:
@@ -55,6 +58,7 @@ class ServiceContext:
     configured one)."""
     workspace: WorkspaceStore = field(init=False)
     tablesets: TablesetCache = field(init=False, default_factory=TablesetCache)
+    _base_urls: dict[tuple[object, ...], str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # Users' own tables (service/handlers/workspace.py), under the same access rules.
@@ -191,7 +195,24 @@ class ServiceContext:
         """The TAP service's public URL: configured, or from the request."""
         if self.settings.base_url:
             return self.settings.base_url.rstrip("/")
-        url = str(request.base_url).rstrip("/") + self.settings.path_prefix
+        # What Starlette's ``request.base_url`` is made of; building that URL is a
+        # measurable part of a cone, and requests of one client repeat it.
+        scope = request.scope
+        host = next((value for key, value in scope["headers"] if key == b"host"), None)
+        server = scope.get("server")
+        key = (
+            scope.get("scheme"),
+            None if server is None else tuple(server),  # a list in some servers' scopes
+            host,
+            scope.get("app_root_path"),
+            scope.get("root_path"),
+        )
+        url = self._base_urls.get(key)
+        if url is None:
+            if len(self._base_urls) >= _BASE_URLS_KEPT:  # Host headers are the client's
+                self._base_urls.clear()
+            url = str(request.base_url).rstrip("/") + self.settings.path_prefix
+            self._base_urls[key] = url
         self.seen_base_url = url
         return url
 

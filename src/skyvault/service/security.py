@@ -30,6 +30,7 @@ service is up and how to reach it, and monitors probe availability without token
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -84,6 +85,7 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function, asked for on every anonymous request
 def _client_key(text: str) -> str:
     """What anonymous limits count by: an IPv4 address, an IPv6 /64 network, or (an
     opaque name a proxy gave, a test client's name) the text itself."""

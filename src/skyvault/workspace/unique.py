@@ -18,7 +18,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
 from skyvault.errors import WorkspaceError
@@ -72,6 +71,10 @@ def check_unique(
     """
     if not columns:
         return
+    # Imported here: `serve --workers` reaches this module through the workspace store and
+    # must not load DuckDB in its supervisor (tests/service/test_memory_budget.py).
+    import duckdb
+
     con = duckdb.connect(config={"threads": 2, "memory_limit": "1GB"})
     try:
         if isinstance(new, pa.Table):

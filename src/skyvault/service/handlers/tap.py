@@ -8,11 +8,13 @@ thread, and sends its chunks; a client that goes away cancels it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import inspect
+import logging
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
@@ -45,6 +47,8 @@ from skyvault.service.uploads import parse_uploads
 
 __all__ = ["QueryResponse", "router", "run_sync", "serve_sync"]
 
+log = logging.getLogger(__name__)
+
 router = GetHeadRouter()
 
 T = TypeVar("T")
@@ -57,31 +61,111 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 #: hand-offs and the disconnect watcher of streaming, which cost more than the query.
 EAGER_BYTES = 256 * 1024
 
+#: A sync query's start listens for the client going away once it has taken this long
+#: (seconds): a cone is over long before, and a client gone is noticed this much later.
+WATCH_AFTER_S = 0.02
+
 #: Worker threads of sync queries (as many as anyio's default limit for worker threads).
 SYNC_THREADS = 40
 
 
+class _SyncThreads:
+    """Threads for sync queries: up to ``limit``, started when none is idle, kept.
+
+    Unlike a ``ThreadPoolExecutor``, a thread does nothing after a call but wait for the
+    next: the call hands its result to the event loop as its last act, so the loop, woken
+    by it, finds the GIL free instead of waiting for the pool's bookkeeping."""
+
+    def __init__(self, limit: int) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._started = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in one of the threads; it must call :meth:`idle` before its last
+        act."""
+        self._calls.put(call)
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if self._started < self._limit:
+                self._started += 1
+                threading.Thread(
+                    target=self._serve, name=f"skyvault-sync_{self._started}", daemon=True
+                ).start()
+
+    def idle(self) -> None:
+        """The calling thread is about to wait for another call."""
+        self._idle.release()
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            try:
+                call()
+            except BaseException:  # a call settles its own failures; never lose the thread
+                log.exception("a sync query's thread call failed")
+
+
 @functools.cache
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="skyvault-sync")
+def _pool() -> _SyncThreads:
+    return _SyncThreads(SYNC_THREADS)
 
 
 async def _in_thread(fn: Callable[[], T]) -> T:
     """``fn()`` in a worker thread.
 
-    The event loop's own executor hand-off: a fifth of what ``run_in_threadpool`` (anyio's
-    capacity limiter and cancel scopes) costs, which for a cone is a measurable part of the
-    request.  As with anyio, a cancelled caller still waits for ``fn`` to return, so a
-    query that took a slot is never left running unowned.
+    One call to :class:`_SyncThreads`, settled on the loop with one
+    ``call_soon_threadsafe``: a fifth of what ``run_in_threadpool`` (anyio's capacity
+    limiter and cancel scopes) costs, and less than ``loop.run_in_executor`` (a second
+    future chained to the pool's), which for a cone is a measurable part of the request.
+    As with anyio, a cancelled caller still waits for ``fn`` to return, so a query that took
+    a slot is never left running unowned.
     """
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_pool(), contextvars.copy_context().run, fn)
+    done: asyncio.Future[T] = loop.create_future()
+    run = contextvars.copy_context().run
+    pool = _pool()
+
+    def call() -> None:
+        try:
+            result = run(fn)
+        except BaseException as exc:
+            pool.idle()
+            _settle_soon(loop, done, None, exc)
+        else:
+            pool.idle()
+            _settle_soon(loop, done, result, None)
+
+    pool.submit(call)
     try:
-        return await asyncio.shield(future)
+        return await asyncio.shield(done)
     except asyncio.CancelledError:
         with contextlib.suppress(BaseException):
-            await future
+            await done
         raise
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    done: asyncio.Future[T],
+    result: T | None,
+    exc: BaseException | None,
+) -> None:
+    """Settle ``done`` with ``result`` or ``exc`` on its loop (from a worker thread)."""
+
+    def settle() -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(settle)
 
 
 @router.api_route("/sync", methods=["GET", "POST"], summary="TAP synchronous query")
@@ -102,7 +186,7 @@ async def sync_query(request: Request, identity: IdentityDep) -> Response:
     context = get_context(request)
     context.base_url(request)  # noted: the DataLink URLs of ObsCore rows are under it
     settings = context.settings
-    endpoint = request.url.path
+    endpoint = request.scope["path"]  # request.url.path, without building the URL
     started = time.perf_counter()
     query: str | None = None
     try:
@@ -142,7 +226,7 @@ async def run_sync(
     """Run the checked query ``tap`` as a :class:`SyncRun` and answer with its result (a
     small one whole, a large one streamed); what ``/sync`` and SIA's ``{query}`` share."""
     context = get_context(request)
-    endpoint = request.url.path
+    endpoint = request.scope["path"]  # request.url.path, without building the URL
     sync = SyncRun(context, identity, endpoint, tap.query, started)
     start = functools.partial(sync.start, tap, uploads, EAGER_BYTES)
 
@@ -209,18 +293,24 @@ async def _unless_gone(receive: Receive, sync: SyncRun, work: Callable[[], Await
     """``await work()``; if the client disconnects meanwhile, the query is abandoned
     (``work`` then fails with :class:`QueryCancelled` within a moment).
 
-    The listener is a plain asyncio task, cancelled once ``work`` ends: an anyio task group
-    cost ten times as much, as much as the rest of a cone's time on the event loop."""
+    The listener is a plain asyncio task (an anyio task group cost ten times as much, as
+    much as the rest of a cone's time on the event loop), started only once ``work`` has
+    taken :data:`WATCH_AFTER_S`: most queries end sooner, and then neither the task nor its
+    steps on the loop (while the query's thread wants the GIL) are paid for."""
 
     async def watch() -> None:
         await _wait_for_disconnect(receive)
         sync.abandon()
 
-    watcher = asyncio.ensure_future(watch())
+    watchers: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+    later = loop.call_later(WATCH_AFTER_S, lambda: watchers.append(asyncio.ensure_future(watch())))
     try:
         return await work()
     finally:
-        watcher.cancel()
+        later.cancel()
+        for watcher in watchers:
+            watcher.cancel()
 
 
 class QueryResponse(StreamingResponse):
