@@ -15,8 +15,11 @@ A collection ``C`` is a schema of the data root holding two ordinary tables and 
     the images themselves, copied in: the archive keeps its own copy, named in
     ``image_file`` relative to that directory (never a server path).
 
-Both tables are written by the catalogue ingest (:func:`skyvault.catalog.ingest.ingest`)
-into build directories held open by :func:`skyvault.catalog.layout.building`, so neither
+Each input is read once: its headers are parsed from the bytes read and the same bytes are
+written into the batch directory by a copier thread (hard-linked instead with ``--link``).
+Both tables are written from memory as the catalogue ingest writes such tables (ObsCore by
+:func:`skyvault.catalog.ingest.write_hats`, headers as plain Parquet) into build directories
+held open by :func:`skyvault.catalog.layout.building`, so neither
 is visible until both are complete; they are then published one after the other (headers,
 then ObsCore) and the files of images no version refers to any more are deleted.  A
 failure, Ctrl-C or ``kill -9`` at any point before the ObsCore publish leaves the
