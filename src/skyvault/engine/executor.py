@@ -330,8 +330,14 @@ class LocalExecutor:
         """How to run ``plan`` as aligned tasks, or None when it runs as one join: not a
         cross-match of stored tables with a wide enough margin, small enough for one join,
         or a query the tasks cannot answer exactly with bounded memory."""
-        if not any(s.cell is not None and s.layout is not None for s in plan.scans):
+        matched = [s for s in plan.scans if s.cell is not None and s.layout is not None]
+        if not matched:
             return None  # the common case costs this test only
+        # Both sides of an aligned split are among ``matched``: when all of them fit in one
+        # task, it is one join, known before the plan is split (a parse of its SQL).
+        per_task = self.task_bytes or int(self._memory_limit() * TASK_MEMORY_SHARE)
+        if sum(sum(_file_sizes(s.files)) for s in matched) <= per_task:
+            return None
         split = split_plan(plan, maxrec=maxrec)
         if split.split is None or split.kind == "whole":
             log.debug("cross-match run as one join: %s", split.reason)
@@ -343,7 +349,6 @@ class LocalExecutor:
         scan, partner = pair
         sizes = _file_sizes(scan.files)
         total = sum(sizes) + sum(_file_sizes(partner.files))
-        per_task = self.task_bytes or int(self._memory_limit() * TASK_MEMORY_SHARE)
         n = min(len(scan.files), math.ceil(total / max(per_task, 1)))
         if n < 2:
             return None
